@@ -1,0 +1,177 @@
+"""An advisory (which CVEs, which fixing builds, which interim mitigations) read from data.
+
+The shape is generic: a later advisory is a new TOML file under ``data/advisories``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from compliance.builds import parse_dotted
+from compliance.models import Build, MitigationState
+
+MITIGATION_KINDS = ("rewrite_rules", "services_disabled", "app_pools_stopped")
+
+
+class AdvisoryError(ValueError):
+    """The advisory data file is malformed; the message names the entry."""
+
+
+@dataclass(frozen=True)
+class Cve:
+    id: str
+    title: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Mitigation:
+    id: str
+    title: str
+    kind: str
+    names: tuple[str, ...]
+    covers: tuple[str, ...]
+    products: tuple[str, ...]
+    source: str
+
+    def present(self, seen: MitigationState) -> bool:
+        """Whether every part of this mitigation is in place on the server."""
+        if self.kind == "rewrite_rules":
+            rules = {rule.strip().casefold() for rule in seen.rewrite_rules}
+            return all(name.casefold() in rules for name in self.names)
+        if self.kind == "services_disabled":
+            return all(
+                (state := seen.services.get(name)) is not None
+                and (state.status or "").casefold() == "stopped"
+                and (state.start_mode or "").casefold() == "disabled"
+                for name in self.names
+            )
+        return all(
+            (pool := seen.app_pools.get(name)) is not None
+            and (pool.state or "").casefold() == "stopped"
+            for name in self.names
+        )
+
+    def describe(self, seen: MitigationState) -> str:
+        """What the probe saw for this mitigation, for the evidence trail."""
+        if self.kind == "rewrite_rules":
+            rules = {rule.strip().casefold() for rule in seen.rewrite_rules}
+            parts = [f"{name}: {'found' if name.casefold() in rules else 'missing'}"
+                     for name in self.names]
+        elif self.kind == "services_disabled":
+            parts = []
+            for name in self.names:
+                state = seen.services.get(name)
+                parts.append(f"{name}: not reported" if state is None else
+                             f"{name}: {state.status or '?'}/{state.start_mode or '?'}")
+        else:
+            parts = []
+            for name in self.names:
+                pool = seen.app_pools.get(name)
+                parts.append(f"{name}: not reported" if pool is None else
+                             f"{name}: {pool.state or '?'}")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Fix:
+    product: str
+    cu: str
+    build: Build
+    kb: str
+    supported_cu: bool
+    source: str
+
+
+@dataclass(frozen=True)
+class ProductRule:
+    product: str
+    cves: tuple[str, ...]
+    requires_role: str | None
+    fixed_from: str | None
+    upgrade_to: str | None
+    mitigated_when: tuple[str, ...]
+    fixes: tuple[Fix, ...]
+    source: str
+
+    def fix_for(self, cu: str | None) -> Fix | None:
+        return next((fix for fix in self.fixes if fix.cu == cu), None)
+
+
+@dataclass(frozen=True)
+class Advisory:
+    id: str
+    version: str
+    title: str
+    published: str
+    url: str
+    cves: tuple[Cve, ...]
+    mitigations: tuple[Mitigation, ...]
+    products: tuple[ProductRule, ...]
+
+    def rule(self, product: str | None) -> ProductRule | None:
+        return next((rule for rule in self.products if rule.product == product), None)
+
+    def mitigation(self, mitigation_id: str) -> Mitigation:
+        for mitigation in self.mitigations:
+            if mitigation.id == mitigation_id:
+                return mitigation
+        raise KeyError(mitigation_id)
+
+    @property
+    def cve_ids(self) -> tuple[str, ...]:
+        return tuple(cve.id for cve in self.cves)
+
+
+def _strings(entry: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = entry.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise AdvisoryError(f"{key!r} must be a list of strings in {dict(entry)!r}")
+    return tuple(value)
+
+
+def parse_advisory(data: Mapping[str, Any]) -> Advisory:
+    """Build an ``Advisory`` from the parsed TOML, checking cross-references."""
+    try:
+        cves = tuple(Cve(c["id"], c["title"], c["source"]) for c in data["cves"])
+        cve_ids = {cve.id for cve in cves}
+        mitigations = tuple(
+            Mitigation(
+                id=m["id"], title=m["title"], kind=m["kind"], names=_strings(m, "names"),
+                covers=_strings(m, "covers"), products=_strings(m, "products"),
+                source=m["source"],
+            )
+            for m in data["mitigations"]
+        )
+        mitigation_ids = {m.id for m in mitigations}
+        products = []
+        for p in data["products"]:
+            fixes = tuple(
+                Fix(p["product"], f["cu"], parse_dotted(f["build"]), f["kb"],
+                    bool(f["supported_cu"]), f["source"])
+                for f in p["fixes"]
+            )
+            rule = ProductRule(
+                product=p["product"], cves=_strings(p, "cves"),
+                requires_role=p["requires_role"] or None, fixed_from=p["fixed_from"] or None,
+                upgrade_to=p["upgrade_to"] or None,
+                mitigated_when=_strings(p, "mitigated_when"), fixes=fixes, source=p["source"],
+            )
+            unknown = (set(rule.cves) - cve_ids) | (set(rule.mitigated_when) - mitigation_ids)
+            if unknown:
+                raise AdvisoryError(f"product {rule.product} names undefined ids {sorted(unknown)}")
+            products.append(rule)
+        for m in mitigations:
+            if m.kind not in MITIGATION_KINDS:
+                raise AdvisoryError(f"mitigation {m.id}: unknown kind {m.kind!r}")
+            if set(m.covers) - cve_ids:
+                raise AdvisoryError(f"mitigation {m.id} covers undefined CVEs")
+        return Advisory(
+            id=data["id"], version=str(data["version"]), title=data["title"],
+            published=str(data["published"]), url=data["url"], cves=cves,
+            mitigations=mitigations, products=tuple(products),
+        )
+    except KeyError as missing:
+        raise AdvisoryError(f"advisory field missing: {missing}") from None

@@ -1,0 +1,148 @@
+"""The build catalogue (every known Exchange release) and the advisory it is judged by.
+
+Placement answers "which product and CU is this build?" even for builds the catalogue
+has never seen, but only where the answer is certain; otherwise it says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+
+from compliance.advisory import Advisory, parse_advisory
+from compliance.builds import parse_dotted
+from compliance.models import Build, Release
+
+DEFAULT_ADVISORY = "2021-03-proxylogon"
+# Rows whose kind is one of these start a CU (or SP/RTM/Preview) group.
+CU_KINDS = ("RTM", "Preview", "SP", "CU")
+
+
+class CatalogError(ValueError):
+    """The catalogue data is malformed; the message names the row."""
+
+
+@dataclass(frozen=True)
+class CuGroup:
+    product: str
+    cu: str
+    base: Build
+    # 2013 and later keep the CU's build number in every SU; 2010 rollups raise it.
+    shares_build_number: bool
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a build sits. ``cu`` is None when it cannot be placed with certainty."""
+
+    build: Build
+    product: str | None
+    cu: str | None
+    cu_base: Build | None
+    release: Release | None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    releases: tuple[Release, ...]
+    groups: tuple[CuGroup, ...]
+    advisory: Advisory
+    version: str
+    newest_release: str
+    by_build: Mapping[Build, Release] = field(default_factory=dict, compare=False, repr=False)
+
+    def release(self, build: Build) -> Release | None:
+        return self.by_build.get(build) if build.revision is not None else None
+
+    def group(self, product: str | None, cu: str | None) -> CuGroup | None:
+        return next((g for g in self.groups if g.product == product and g.cu == cu), None)
+
+    def name_of(self, build: Build) -> str | None:
+        release = self.release(build)
+        return release.name if release else None
+
+    def place(self, build: Build) -> Placement:
+        release = self.release(build)
+        if release is not None:
+            return Placement(build, release.product, release.cu, release.cu_base, release)
+        line = [g for g in self.groups if g.base.line == build.line]
+        if not line:
+            return Placement(build, None, None, None, None)
+        if build.revision is None:
+            # CU level only (AD versionNumber): the CU whose base has this build number.
+            same = [g for g in line if g.base.build == build.build]
+            if len(same) == 1:
+                return Placement(build, same[0].product, same[0].cu, same[0].base, None)
+            return Placement(build, _line_product(line, build), None, None, None)
+        below = [g for g in line if g.base <= build]
+        if not below:
+            return Placement(build, line[0].product, None, None, None)
+        group = max(below, key=lambda g: g.base)
+        if group.shares_build_number and group.base.build != build.build:
+            # Between two CUs: a build nobody published, so no CU can be claimed.
+            return Placement(build, group.product, None, None, None)
+        return Placement(build, group.product, group.cu, group.base, None)
+
+    def cu_base(self, product: str, cu: str | None) -> Build | None:
+        group = self.group(product, cu)
+        return group.base if group else None
+
+
+def _line_product(line: list[CuGroup], build: Build) -> str:
+    below = [g for g in line if g.base <= build]
+    return max(below, key=lambda g: g.base).product if below else line[0].product
+
+
+def parse_releases(rows: Iterable[Mapping[str, str]]) -> tuple[Release, ...]:
+    releases = []
+    for number, row in enumerate(rows, start=2):
+        try:
+            notes = " | ".join(part for part in (row["source_disagreement"], row["notes"]) if part)
+            releases.append(Release(
+                build=parse_dotted(row["build"]), product=row["product"], cu=row["cu"],
+                kind=row["kind"], name=row["name"], kb=row["kb"] or None,
+                released=row["release_date"], cu_base=parse_dotted(row["cu_base_build"]),
+                source=row["source"], disputed=row["kind"] == "other", notes=notes,
+            ))
+        except (KeyError, ValueError) as error:
+            raise CatalogError(f"builds.csv line {number}: {error}") from None
+    return tuple(releases)
+
+
+def cu_groups(releases: Iterable[Release]) -> tuple[CuGroup, ...]:
+    members: dict[tuple[str, str], list[Release]] = {}
+    for release in releases:
+        members.setdefault((release.product, release.cu), []).append(release)
+    groups = []
+    for (product, cu), rows in members.items():
+        base = rows[0].cu_base
+        trusted = [r for r in rows if not r.disputed]
+        shares = all(r.build.build == base.build for r in trusted)
+        groups.append(CuGroup(product, cu, base, shares))
+    return tuple(sorted(groups, key=lambda g: g.base))
+
+
+def build_catalog(builds_csv: str, advisory_toml: str) -> Catalog:
+    """A catalogue from the text of the two data files (pure)."""
+    releases = parse_releases(csv.DictReader(io.StringIO(builds_csv)))
+    advisory = parse_advisory(tomllib.loads(advisory_toml))
+    digest = hashlib.sha256(builds_csv.encode() + b"\0" + advisory_toml.encode()).hexdigest()
+    newest = max(r.released for r in releases if r.released)
+    return Catalog(
+        releases=releases, groups=cu_groups(releases), advisory=advisory,
+        version=f"{newest}+{digest[:12]}", newest_release=newest,
+        by_build={release.build: release for release in releases},
+    )
+
+
+def load_catalog(advisory_id: str = DEFAULT_ADVISORY) -> Catalog:
+    """The catalogue shipped in ``compliance/data``."""
+    data = resources.files("compliance") / "data"
+    builds = (data / "builds.csv").read_text(encoding="utf-8")
+    advisory = (data / "advisories" / f"{advisory_id}.toml").read_text(encoding="utf-8")
+    return build_catalog(builds, advisory)

@@ -1,0 +1,352 @@
+"""Grade one observation against the catalogue and its advisory: ``evaluate()``.
+
+Fail closed: only a build read from the server itself (ExSetup.exe's file version, or an
+installed-update record for the CU the server is on) or a CU that already contains the fix
+can make a host ``patched``. Anything unreachable, stale, unparseable or unplaceable is
+``unknown``, with the reason and the next action.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from compliance.advisory import Fix, ProductRule
+from compliance.builds import BuildParseError, parse_any, parse_build
+from compliance.catalog import Catalog, Placement
+from compliance.models import (
+    Build,
+    BuildSource,
+    Evidence,
+    Flag,
+    Observation,
+    Reason,
+    Status,
+    Verdict,
+)
+
+RECOLLECT = "collect again"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Judgement settings that are the operator's choice, not facts."""
+
+    max_age: timedelta = timedelta(days=7)
+    clock_skew: timedelta = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What is known about the host's product and CU before grading."""
+
+    build: Build | None
+    source: BuildSource | None
+    placement: Placement | None
+    rule: ProductRule | None
+    fix: Fix | None
+
+
+class _Grader:
+    def __init__(self, obs: Observation, catalog: Catalog, as_of: datetime, policy: Policy):
+        self.obs = obs
+        self.catalog = catalog
+        self.advisory = catalog.advisory
+        self.as_of = as_of
+        self.policy = policy
+        self.evidence: list[Evidence] = []
+        self.flags: list[Flag] = []
+        self.parse_errors: list[str] = []
+
+    # -- facts --------------------------------------------------------------------------
+
+    def note(self, kind: str, value: str, source: str) -> None:
+        self.evidence.append(Evidence(kind, value, source, self.obs.observed_at))
+
+    def flag(self, flag: Flag) -> None:
+        if flag not in self.flags:
+            self.flags.append(flag)
+
+    def _parse(self, text: str | None, source: BuildSource | None) -> tuple[Build, BuildSource] | None:
+        if text is None or not text.strip():
+            return None
+        try:
+            return (parse_build(text, source), source) if source else parse_any(text)
+        except BuildParseError as error:
+            self.parse_errors.append(f"{source or 'AD'}: {error}")
+            return None
+
+    def context(self) -> tuple[_Context, _Context | None]:
+        """The ExSetup build (if any) and the CU-level build from AD (if any)."""
+        exsetup = self._parse(self.obs.exsetup_version, BuildSource.EXSETUP)
+        cu_level = self._parse(self.obs.host.ad_build, None) or self._parse(
+            self.obs.admin_display_version, BuildSource.ADMIN_DISPLAY_VERSION
+        )
+        if exsetup:
+            self.note("exsetup_build", str(exsetup[0]), "ExSetup.exe file version")
+        if cu_level:
+            self.note("ad_build", f"{cu_level[0]} (CU level only)", cu_level[1].value)
+        ad_ctx = self._ctx(cu_level) if cu_level else None
+        ex_ctx = self._ctx(exsetup) if exsetup else None
+        if ex_ctx and ad_ctx and ad_ctx.placement and ex_ctx.placement and (
+            ad_ctx.placement.cu != ex_ctx.placement.cu
+        ):
+            self.note("drift", f"AD says {ad_ctx.placement.cu}, ExSetup says "
+                      f"{ex_ctx.placement.cu}", "comparison")
+        best = ex_ctx or ad_ctx or _Context(None, None, None, None, None)
+        return best, ad_ctx
+
+    def _ctx(self, parsed: tuple[Build, BuildSource]) -> _Context:
+        build, source = parsed
+        placement = self.catalog.place(build)
+        rule = self.advisory.rule(placement.product)
+        fix = rule.fix_for(placement.cu) if rule else None
+        return _Context(build, source, placement, rule, fix)
+
+    # -- grading ------------------------------------------------------------------------
+
+    def verdict(self) -> Verdict:
+        obs = self.obs
+        ctx, ad_ctx = self.context()
+        if ctx.placement and ctx.placement.release:
+            release = ctx.placement.release
+            self.note("catalogue", f"{release.build} = {release.name}", release.source)
+        for update in obs.installed_updates:
+            self.note("installed_update", f"{update.kb} {update.name}".strip(),
+                      f"installed-update record{' ' + update.installed_on if update.installed_on else ''}")
+        if obs.indicators:
+            self.flag(Flag.INDICATORS_FOUND)
+            for indicator in obs.indicators:
+                self.note("indicator", indicator, "probe")
+        self._cu_flags(ctx)
+
+        if obs.failure is not None:
+            self.note("failure", f"{obs.failure.reason}: {obs.failure.detail}", obs.source)
+            hint = obs.failure.hint or f"fix access to {obs.host.name}"
+            return self.unknown(ctx, Reason.UNREACHABLE,
+                                f"collection failed ({obs.failure.reason}): {obs.failure.detail}",
+                                f"{_cap(hint)}, then {RECOLLECT}")
+        if obs.observed_at is None:
+            return self.unknown(ctx, Reason.NO_OBSERVATION, "the host has never been observed",
+                                f"Run the probe on {obs.host.name} ({RECOLLECT})")
+        age = self.as_of - obs.observed_at
+        if age > self.policy.max_age:
+            return self.unknown(ctx, Reason.STALE,
+                                f"last observation is {_days(age)} old (limit {_days(self.policy.max_age)})",
+                                f"Collect again: the data for {obs.host.name} is stale")
+        if -age > self.policy.clock_skew:
+            return self.unknown(ctx, Reason.FUTURE,
+                                f"observation is dated {obs.observed_at.isoformat()}, after {self.as_of.isoformat()}",
+                                "Check the collector's clock, then collect again")
+        if self.parse_errors and ctx.build is None:
+            return self.unknown(ctx, Reason.UNPARSEABLE_BUILD, "; ".join(self.parse_errors),
+                                f"Check the build reported by {obs.host.name} and collect again")
+        if ctx.rule is None:
+            if ctx.build is None:
+                return self.unknown(ctx, Reason.NO_BUILD, "no build was reported",
+                                    f"Run the probe on {obs.host.name} to read ExSetup.exe's version")
+            return self.unknown(ctx, Reason.UNPLACEABLE_BUILD,
+                                f"build {ctx.build} belongs to no product this advisory covers",
+                                "Update the build catalogue, or check the reported build")
+        roles = obs.host.roles
+        if ctx.rule.requires_role and roles is not None and ctx.rule.requires_role not in roles:
+            self.note("roles", ", ".join(sorted(roles)) or "(none)", "inventory")
+            return self.finish(ctx, Status.NOT_APPLICABLE,
+                               f"Exchange {ctx.rule.product} without the {ctx.rule.requires_role} "
+                               "role is not affected", "None: this server is not affected", ())
+        if ctx.source is BuildSource.EXSETUP:
+            return self.grade_exsetup(ctx)
+        return self.grade_cu_level(ctx, ad_ctx)
+
+    def grade_exsetup(self, ctx: _Context) -> Verdict:
+        assert ctx.build is not None and ctx.placement is not None and ctx.rule is not None
+        build, rule, fix, placement = ctx.build, ctx.rule, ctx.fix, ctx.placement
+        if placement.release is None:
+            self.flag(Flag.NOT_IN_CATALOG)
+        if fix and placement.cu and build >= fix.build:
+            return self.patched(ctx, f"ExSetup {build} is at or above the fix for "
+                                f"{_product(rule)} {fix.cu} ({fix.build})")
+        first = self._first_fixed_base(rule)
+        if first and build >= first:
+            return self.patched(ctx, f"ExSetup {build} is at or after {_product(rule)} "
+                                f"{rule.fixed_from} ({first}), which contains the fixes")
+        if placement.cu is None:
+            return self.unknown(ctx, Reason.UNPLACEABLE_BUILD,
+                                f"build {build} is not in the catalogue and cannot be placed in a CU",
+                                "Update the build catalogue, or check the reported build")
+        if placement.release and placement.release.disputed:
+            self.flag(Flag.DISPUTED_BUILD)
+            return self.unknown(ctx, Reason.DISPUTED,
+                                f"build {build} is disputed between sources ({placement.release.notes})",
+                                f"Check the installed updates on {self.obs.host.name} "
+                                f"(expect {fix.kb if fix else 'a CU update'}) and collect again")
+        return self.exposed(ctx, f"ExSetup {build} is below the fix for {_product(rule)} "
+                            f"{placement.cu}" + (f" ({fix.build})" if fix else
+                                                 ": no March 2021 update exists for this CU"))
+
+    def grade_cu_level(self, ctx: _Context, ad_ctx: _Context | None) -> Verdict:
+        assert ctx.rule is not None
+        rule, placement, fix = ctx.rule, ctx.placement, ctx.fix
+        if placement is None or placement.cu is None:
+            return self.unknown(ctx, Reason.UNPLACEABLE_BUILD,
+                                f"AD build {ctx.build} cannot be placed in a CU",
+                                f"Run the probe on {self.obs.host.name} to read ExSetup.exe's version")
+        first = self._first_fixed_base(rule)
+        if first and placement.cu_base is not None and placement.cu_base >= first:
+            return self.patched(ctx, f"AD shows {_product(rule)} {placement.cu}, a CU that "
+                                "contains the March 2021 fixes")
+        kbs = {u.kb.strip().upper() for u in self.obs.installed_updates}
+        if fix and fix.kb.upper() in kbs:
+            self.note("installed_update_proof", f"{fix.kb} recorded on {rule.product} {fix.cu}",
+                      "installed-update record")
+            proven = _Context(fix.build, BuildSource.INSTALLED_UPDATE,
+                              self.catalog.place(fix.build), rule, fix)
+            return self.patched(proven, f"{fix.kb}, the fix for {_product(rule)} {fix.cu}, is "
+                                "recorded as installed (ExSetup version not read)")
+        return self.unknown(ctx, Reason.AD_ONLY,
+                            f"only the CU level is known ({_product(rule)} {placement.cu}); AD never "
+                            "shows the Security Update level",
+                            f"Run the probe on {self.obs.host.name} to read ExSetup.exe's version"
+                            + ("" if fix else "; this CU got no fix, plan a CU update"))
+
+    # -- outcomes -----------------------------------------------------------------------
+
+    def _first_fixed_base(self, rule: ProductRule) -> Build | None:
+        return self.catalog.cu_base(rule.product, rule.fixed_from) if rule.fixed_from else None
+
+    def _cu_flags(self, ctx: _Context) -> None:
+        if ctx.rule is None or ctx.placement is None or ctx.placement.cu is None:
+            return
+        if ctx.fix is not None:
+            if not ctx.fix.supported_cu and ctx.rule.product != "2010":
+                self.flag(Flag.UNSUPPORTED_CU)
+            return
+        first = self._first_fixed_base(ctx.rule)
+        base = ctx.placement.cu_base
+        if not (first and base is not None and base >= first):
+            self.flag(Flag.CU_UPDATE_REQUIRED)
+
+    def patched(self, ctx: _Context, reason: str) -> Verdict:
+        rule = ctx.rule
+        assert rule is not None
+        if Flag.INDICATORS_FOUND in self.flags:
+            action = _indicator_action("")
+        elif Flag.UNSUPPORTED_CU in self.flags and rule.upgrade_to:
+            action = (f"None for ProxyLogon. The special update for an out-of-support CU fixes only "
+                      f"the March 2021 CVEs: move to {_product(rule)} {rule.upgrade_to} and its "
+                      "latest Security Update")
+        else:
+            action = "None: the March 2021 fixes are installed"
+        return self.finish(ctx, Status.PATCHED, reason, action, ())
+
+    def exposed(self, ctx: _Context, reason: str) -> Verdict:
+        rule = ctx.rule
+        assert rule is not None
+        if rule.requires_role and self.obs.host.roles is None:
+            return self.unknown(ctx, Reason.ROLES_UNKNOWN,
+                                f"{reason}; {_product(rule)} is affected only with the "
+                                f"{rule.requires_role} role, and the roles are unknown",
+                                f"Check whether {self.obs.host.name} has the {rule.requires_role} "
+                                f"role; if it has, {self._fix_action(ctx)[:1].lower()}"
+                                f"{self._fix_action(ctx)[1:]}")
+        present: list[str] = []
+        if self.obs.mitigations is not None:
+            for mitigation in self.advisory.mitigations:
+                if rule.product not in mitigation.products:
+                    continue
+                seen = mitigation.describe(self.obs.mitigations)
+                if mitigation.present(self.obs.mitigations):
+                    present.append(mitigation.id)
+                self.note("mitigation", f"{mitigation.id}: {seen}", "probe")
+        mitigated = bool(rule.mitigated_when) and all(m in present for m in rule.mitigated_when)
+        status = Status.MITIGATED if mitigated else Status.VULNERABLE
+        fix_action = self._fix_action(ctx)
+        if mitigated:
+            action = f"{fix_action}; the interim mitigation only holds until then"
+        elif ctx.fix is not None:
+            action = f"{fix_action}; until then {self._interim(rule)}"
+        else:
+            action = fix_action
+        if Flag.INDICATORS_FOUND in self.flags:
+            action = _indicator_action(action)
+        if mitigated:
+            reason += "; interim mitigation in place: " + ", ".join(present)
+        elif present:
+            reason += "; partial mitigations only: " + ", ".join(present)
+        return self.finish(ctx, status, reason, action, tuple(present))
+
+    def _fix_action(self, ctx: _Context) -> str:
+        rule, fix = ctx.rule, ctx.fix
+        assert rule is not None
+        if fix is not None:
+            name = self.catalog.name_of(fix.build) or f"{_product(rule)} {fix.cu} update"
+            action = f"Install {fix.kb} ({name}, {fix.build})"
+            if not fix.supported_cu and rule.upgrade_to:
+                action += f", then move to {_product(rule)} {rule.upgrade_to}"
+            return action
+        target = rule.upgrade_to
+        interim = self._interim(rule)
+        if not target:
+            return f"Replace or upgrade this {_product(rule)} server; {interim}"
+        target_fix = rule.fix_for(target)
+        if target_fix is not None:
+            return (f"Update to {_product(rule)} {target}, then install {target_fix.kb} "
+                    f"({target_fix.build}); {interim}")
+        return (f"Update to {_product(rule)} {target} or later (it contains the March 2021 fixes) "
+                f"and install its latest Security Update; {interim}")
+
+    def _interim(self, rule: ProductRule) -> str:
+        titles = [self.advisory.mitigation(m).title for m in rule.mitigated_when]
+        return "apply the interim mitigation now: " + "; ".join(titles) if titles else (
+            "isolate the server from the internet")
+
+    def unknown(self, ctx: _Context, why: Reason, reason: str, action: str) -> Verdict:
+        if Flag.INDICATORS_FOUND in self.flags:
+            action = _indicator_action(action)
+        return self.finish(ctx, Status.UNKNOWN, reason, action, (), why)
+
+    def finish(self, ctx: _Context, status: Status, reason: str, action: str,
+               present: tuple[str, ...], why: Reason | None = None) -> Verdict:
+        rule = ctx.rule
+        placement = ctx.placement
+        if status in (Status.PATCHED, Status.NOT_APPLICABLE):
+            open_cves: tuple[str, ...] = ()
+        else:
+            affected = rule.cves if rule else self.advisory.cve_ids
+            covered = {cve for m in present for cve in self.advisory.mitigation(m).covers}
+            open_cves = tuple(cve for cve in affected if cve not in covered)
+        return Verdict(
+            host=self.obs.host.name, status=status, reason=reason, action=action,
+            as_of=self.as_of, product=placement.product if placement else None,
+            cu=placement.cu if placement else None,
+            build=str(ctx.build) if ctx.build else None, build_source=ctx.source,
+            release_name=placement.release.name if placement and placement.release else None,
+            known=bool(placement and placement.release), cves_open=open_cves,
+            mitigations=present, flags=tuple(self.flags), evidence=tuple(self.evidence),
+            unknown_reason=why, advisory=f"{self.advisory.id}/{self.advisory.version}",
+        )
+
+
+def _product(rule: ProductRule) -> str:
+    return f"Exchange Server {rule.product}"
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _days(delta: timedelta) -> str:
+    days = delta.total_seconds() / 86400
+    return f"{days:.1f} days"
+
+
+def _indicator_action(then: str) -> str:
+    first = ("Investigate for compromise first (compromise indicators found; the update does not "
+             "remove web shells: run Test-ProxyLogon and MSERT)")
+    return f"{first}; then {then[:1].lower() + then[1:]}" if then else first
+
+
+def evaluate(observation: Observation, catalog: Catalog, as_of: datetime,
+             policy: Policy | None = None) -> Verdict:
+    """The verdict for one observation, judged at ``as_of`` (an aware datetime)."""
+    return _Grader(observation, catalog, as_of, policy or Policy()).verdict()

@@ -1,0 +1,233 @@
+"""The records that flow from collectors through evaluation into the store.
+
+Everything here is frozen: an observation is what was seen, a verdict is what
+was concluded from it at one moment, and neither changes afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from functools import total_ordering
+
+
+class Status(StrEnum):
+    """One verdict per host; only PATCHED and NOT_APPLICABLE count as compliant."""
+
+    PATCHED = "patched"
+    MITIGATED = "mitigated"
+    VULNERABLE = "vulnerable"
+    NOT_APPLICABLE = "not_applicable"
+    UNKNOWN = "unknown"
+
+    @property
+    def compliant(self) -> bool:
+        return self in (Status.PATCHED, Status.NOT_APPLICABLE)
+
+
+class Flag(StrEnum):
+    UNSUPPORTED_CU = "unsupported_cu"
+    CU_UPDATE_REQUIRED = "cu_update_required"
+    INDICATORS_FOUND = "indicators_found"
+    NOT_IN_CATALOG = "not_in_catalog"
+    DISPUTED_BUILD = "disputed_build"
+
+
+class BuildSource(StrEnum):
+    """Where a build number was read; only EXSETUP shows the Security Update level."""
+
+    EXSETUP = "exsetup"
+    INSTALLED_UPDATE = "installed_update"
+    AD_SERIAL_NUMBER = "ad_serial_number"
+    AD_VERSION_NUMBER = "ad_version_number"
+    ADMIN_DISPLAY_VERSION = "admin_display_version"
+
+    @property
+    def cu_level_only(self) -> bool:
+        return self in (
+            BuildSource.AD_SERIAL_NUMBER,
+            BuildSource.AD_VERSION_NUMBER,
+            BuildSource.ADMIN_DISPLAY_VERSION,
+        )
+
+
+class Reason(StrEnum):
+    """Why a host is not simply graded by its build."""
+
+    NO_OBSERVATION = "no_observation"
+    UNREACHABLE = "unreachable"
+    STALE = "stale"
+    FUTURE = "observed_in_future"
+    NO_BUILD = "no_build"
+    UNPARSEABLE_BUILD = "unparseable_build"
+    UNPLACEABLE_BUILD = "unplaceable_build"
+    AD_ONLY = "ad_build_only"
+    DISPUTED = "disputed_build"
+    ROLES_UNKNOWN = "roles_unknown"
+
+
+@total_ordering
+@dataclass(frozen=True)
+class Build:
+    """An Exchange build. ``revision`` is None when the source only knows the CU level."""
+
+    major: int
+    minor: int
+    build: int
+    revision: int | None = None
+
+    def __str__(self) -> str:
+        base = f"{self.major}.{self.minor}.{self.build}"
+        return base if self.revision is None else f"{base}.{self.revision}"
+
+    @property
+    def key(self) -> tuple[int, int, int, int]:
+        """Numeric ordering key; an unknown revision sorts as the lowest one."""
+        return (self.major, self.minor, self.build, -1 if self.revision is None else self.revision)
+
+    @property
+    def line(self) -> tuple[int, int]:
+        return (self.major, self.minor)
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Build):
+            return NotImplemented
+        return self.key < other.key
+
+
+@dataclass(frozen=True)
+class Release:
+    """One row of the build catalogue."""
+
+    build: Build
+    product: str
+    cu: str
+    kind: str
+    name: str
+    kb: str | None
+    released: str
+    cu_base: Build
+    source: str
+    disputed: bool = False
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class InstalledUpdate:
+    kb: str
+    name: str = ""
+    installed_on: str | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A collection that did not produce data, classified so a person knows what to fix."""
+
+    reason: str
+    detail: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    status: str | None = None
+    start_mode: str | None = None
+
+
+@dataclass(frozen=True)
+class AppPoolState:
+    state: str | None = None
+    auto_start: bool | None = None
+
+
+@dataclass(frozen=True)
+class MitigationState:
+    """What the probe saw of the interim mitigations; names as the server reported them."""
+
+    rewrite_rules: tuple[str, ...] = ()
+    services: dict[str, ServiceState] = field(default_factory=dict)
+    app_pools: dict[str, AppPoolState] = field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        return hash((self.rewrite_rules, tuple(sorted(self.services)), tuple(sorted(self.app_pools))))
+
+
+@dataclass(frozen=True)
+class Host:
+    """A server as the inventory knows it."""
+
+    name: str
+    fqdn: str | None = None
+    site: str | None = None
+    dag: str | None = None
+    roles: frozenset[str] | None = None
+    ad_build: str | None = None
+    dn: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one collection saw of one host; raw strings stay raw until evaluation."""
+
+    host: Host
+    observed_at: datetime | None
+    source: str
+    exsetup_version: str | None = None
+    admin_display_version: str | None = None
+    installed_updates: tuple[InstalledUpdate, ...] = ()
+    mitigations: MitigationState | None = None
+    indicators: tuple[str, ...] = ()
+    failure: Failure | None = None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One fact a verdict rests on: what, from where, when."""
+
+    kind: str
+    value: str
+    source: str
+    observed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    host: str
+    status: Status
+    reason: str
+    action: str
+    as_of: datetime
+    product: str | None = None
+    cu: str | None = None
+    build: str | None = None
+    build_source: BuildSource | None = None
+    release_name: str | None = None
+    known: bool = False
+    cves_open: tuple[str, ...] = ()
+    mitigations: tuple[str, ...] = ()
+    flags: tuple[Flag, ...] = ()
+    evidence: tuple[Evidence, ...] = ()
+    unknown_reason: Reason | None = None
+    advisory: str = ""
+
+
+@dataclass(frozen=True)
+class Assessment:
+    observation: Observation
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One collection run: every host's observation and verdict, and what judged them."""
+
+    taken_at: datetime
+    source: str
+    tool_version: str
+    catalog_version: str
+    advisory_id: str
+    advisory_version: str
+    assessments: tuple[Assessment, ...]
+    label: str = ""
+
