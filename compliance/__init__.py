@@ -1,0 +1,3 @@
+"""Pure core: build catalogue, advisories and evaluation. No I/O beyond reading its own data."""
+
+__version__ = "0.1.0"

@@ -8,6 +8,7 @@ can make a host ``patched``. Anything unreachable, stale, unparseable or unplace
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,12 +16,14 @@ from compliance.advisory import Fix, ProductRule
 from compliance.builds import BuildParseError, parse_any, parse_build
 from compliance.catalog import Catalog, Placement
 from compliance.models import (
+    Assessment,
     Build,
     BuildSource,
     Evidence,
     Flag,
     Observation,
     Reason,
+    Snapshot,
     Status,
     Verdict,
 )
@@ -350,3 +353,18 @@ def evaluate(observation: Observation, catalog: Catalog, as_of: datetime,
              policy: Policy | None = None) -> Verdict:
     """The verdict for one observation, judged at ``as_of`` (an aware datetime)."""
     return _Grader(observation, catalog, as_of, policy or Policy()).verdict()
+
+
+def assess(observations: Iterable[Observation], catalog: Catalog, as_of: datetime, *,
+           source: str, tool_version: str, policy: Policy | None = None,
+           label: str = "") -> Snapshot:
+    """Grade a whole collection run into a snapshot; the one path real and demo data share."""
+    chosen = policy or Policy()
+    assessments = tuple(
+        Assessment(obs, evaluate(obs, catalog, as_of, chosen)) for obs in observations
+    )
+    return Snapshot(
+        taken_at=as_of, source=source, tool_version=tool_version,
+        catalog_version=catalog.version, advisory_id=catalog.advisory.id,
+        advisory_version=catalog.advisory.version, assessments=assessments, label=label,
+    )

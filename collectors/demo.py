@@ -1,0 +1,252 @@
+"""A clearly fictional demo fleet, "collected" weekly over the weeks before today.
+
+It stands in for LDAP + WinRM: it produces observations, and the same ``assess`` and
+``SnapshotStore.save`` as real collections turn them into snapshots. Host names use the
+reserved ``.example`` domain; nothing here describes a real organisation.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from compliance import __version__
+from compliance.builds import encode_version_number
+from compliance.catalog import Catalog
+from compliance.evaluate import Policy, assess
+from compliance.models import (
+    AppPoolState,
+    Build,
+    Failure,
+    Host,
+    InstalledUpdate,
+    MitigationState,
+    Observation,
+    ServiceState,
+)
+from store import SnapshotStore
+
+SOURCE = "demo"
+DOMAIN = "corp.demo.example"
+WEEKS = 8  # snapshots: one a week, the last one a few hours before seeding
+REWRITE_RULES = ("X-AnonResource-Backend Abort - inbound", "X-BEResource Abort - inbound")
+MAILBOX_2013 = frozenset({"Mailbox", "ClientAccess", "UnifiedMessaging", "HubTransport",
+                          "FrontendTransport", "Cafe"})
+MAILBOX_2019 = frozenset({"Mailbox", "ClientAccess", "HubTransport", "FrontendTransport", "Cafe"})
+CAS_2013 = frozenset({"ClientAccess", "Cafe", "FrontendTransport"})
+EDGE = frozenset({"Edge"})
+
+
+@dataclass(frozen=True)
+class DemoHost:
+    """One fictional server and its story over the eight weeks."""
+
+    name: str
+    product: str
+    cu: str
+    roles: frozenset[str]
+    site: str
+    dag: str | None
+    patch_week: int | None = None      # week the March 2021 fix (or a newer CU) lands
+    upgrade_to: str | None = None      # for CUs with no SU: the CU installed at patch_week
+    mitigate_week: int | None = None   # week the interim mitigation is applied
+    partial_mitigation: bool = False   # EOMT stopped halfway: one rewrite rule only
+    regress_week: int | None = None    # restored from an old image that week
+    failure: str | None = None         # collection fails from week 5 on
+    indicators: tuple[str, ...] = ()
+    stale_days: int | None = None      # only an old offline probe file is available
+    no_exsetup: bool = False           # probe could not read ExSetup.exe
+
+
+FAILURES = {
+    "connect": Failure("connect", "connection refused on port 5986",
+                       "WinRM HTTPS listener missing: run `winrm quickconfig -transport:https`"),
+    "auth": Failure("auth", "the server rejected the credentials (HTTP 401)",
+                    "Check the collector account's password and its membership of the "
+                    "read-only group"),
+    "timeout": Failure("timeout", "no answer within the 120 s per-host deadline",
+                       "Check that the server is up and not overloaded; raise the deadline "
+                       "only if the probe is slow there"),
+}
+
+
+def _fleet() -> list[DemoHost]:
+    hosts: list[DemoHost] = []
+
+    def add(prefix: str, count: int, make: Callable[[int, str], DemoHost]) -> None:
+        for i in range(1, count + 1):
+            hosts.append(make(i, f"{prefix}{i:02d}"))
+
+    # Exchange 2010 SP3: only the UM servers are affected.
+    add("DEMO-EX10UM", 2, lambda i, n: DemoHost(
+        n, "2010", "SP3", frozenset({"UnifiedMessaging"}), "EU-West", None,
+        patch_week=3 if i == 1 else None, mitigate_week=2 if i == 2 else None))
+    add("DEMO-EX10MB", 4, lambda i, n: DemoHost(
+        n, "2010", "SP3", frozenset({"Mailbox", "ClientAccess", "HubTransport"}),
+        "EU-West", "DAG-EU-W-2010" if i <= 2 else None))
+    # Exchange 2013: CU23 patched steadily; older CUs lag.
+    add("DEMO-EX13-", 8, lambda i, n: DemoHost(
+        n, "2013", "CU23", MAILBOX_2013, "US-East", f"DAG-US-E-{1 + (i - 1) // 4}",
+        patch_week=[0, 1, 2, 3, 4, 5, None, None][i - 1],
+        mitigate_week=0 if i == 8 else (1 if i == 7 else None),
+        failure="timeout" if i == 7 else None))
+    add("DEMO-EX13CAS", 3, lambda i, n: DemoHost(
+        n, "2013", ["CU21", "CU22", "CU19"][i - 1], CAS_2013, "US-East", None,
+        patch_week=[4, None, None][i - 1], upgrade_to=None,
+        mitigate_week=[None, 3, None][i - 1]))
+    # Exchange 2016: the bulk of the fleet.
+    add("DEMO-EX16-", 16, lambda i, n: DemoHost(
+        n, "2016", "CU19", MAILBOX_2013, ["EU-North", "EU-West"][i % 2],
+        f"DAG-EU-{['N', 'W'][i % 2]}-{1 + (i - 1) // 8}",
+        patch_week=None if i in (15, 16) else (i - 1) % 7,
+        mitigate_week=0 if i == 15 else None, partial_mitigation=i == 16,
+        indicators=(("CVE-2021-27065: ECP server log shows Set-OabVirtualDirectory with "
+                     "script markup in ExternalUrl (possible web shell), 2021-03-03",)
+                    if i == 5 else ()),
+        regress_week=6 if i == 3 else None,
+        failure="connect" if i == 12 else None))
+    add("DEMO-EX16B-", 8, lambda i, n: DemoHost(
+        n, "2016", "CU18", MAILBOX_2013, "APAC", f"DAG-APAC-{1 + (i - 1) // 4}",
+        patch_week=None if i >= 7 else 2 + i % 5, mitigate_week=1 if i == 7 else None,
+        failure="auth" if i == 8 else None))
+    add("DEMO-EX16OLD", 6, lambda i, n: DemoHost(
+        n, "2016", ["CU17", "CU12", "CU14", "CU5", "CU8", "CU5"][i - 1], MAILBOX_2013,
+        "EU-North", None,
+        patch_week=[3, 5, None, 6, None, None][i - 1],
+        upgrade_to="CU20" if i == 4 else None,
+        mitigate_week=[None, None, 2, None, 4, None][i - 1],
+        stale_days=12 if i == 3 else None))
+    # Exchange 2019.
+    add("DEMO-EX19-", 12, lambda i, n: DemoHost(
+        n, "2019", ["CU8", "CU7"][i % 2], MAILBOX_2019, ["US-East", "APAC", "EU-North"][i % 3],
+        f"DAG-19-{['US', 'AP', 'EU'][i % 3]}",
+        patch_week=None if i in (11, 12) else i % 6,
+        mitigate_week=0 if i == 11 else None, no_exsetup=i == 12))
+    add("DEMO-EX19OLD", 4, lambda i, n: DemoHost(
+        n, "2019", ["CU6", "CU4", "CU9", "RTM"][i - 1], MAILBOX_2019, "US-East", None,
+        patch_week=[4, None, 0, None][i - 1], mitigate_week=[None, 5, None, None][i - 1]))
+    add("DEMO-EDGE", 2, lambda i, n: DemoHost(
+        n, "2019", "CU8", EDGE, "DMZ", None, patch_week=2 if i == 1 else None,
+        mitigate_week=None))
+    return hosts
+
+
+def fleet_size() -> int:
+    return len(_fleet())
+
+
+class _Builds:
+    """Build numbers the demo needs, read from the catalogue (the demo never grades)."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def before_march(self, product: str, cu: str) -> Build:
+        rows = [r for r in self.catalog.releases
+                if r.product == product and r.cu == cu and not r.disputed
+                and r.released and r.released < "2021-03"]
+        return max(r.build for r in rows) if rows else self.base(product, cu)
+
+    def base(self, product: str, cu: str) -> Build:
+        base = self.catalog.cu_base(product, cu)
+        assert base is not None, (product, cu)
+        return base
+
+    def fixed(self, product: str, cu: str) -> tuple[Build, str | None]:
+        """The March 2021 update's build, or the CU itself when it already has the fixes."""
+        rule = self.catalog.advisory.rule(product)
+        fix = rule.fix_for(cu) if rule else None
+        return (fix.build, fix.kb) if fix else (self.base(product, cu), None)
+
+
+def _serial(build: Build) -> str:
+    return f"Version {build.major}.{build.minor} (Build {build.build + 30000}.{build.revision})"
+
+
+def _observe(host: DemoHost, week: int, at: datetime, builds: _Builds,
+             rng: random.Random) -> Observation:
+    patched = host.patch_week is not None and week >= host.patch_week and not (
+        host.regress_week is not None and week >= host.regress_week)
+    cu = host.upgrade_to if (patched and host.upgrade_to) else host.cu
+    updates: tuple[InstalledUpdate, ...] = ()
+    if patched and not host.upgrade_to:
+        build, kb = builds.fixed(host.product, cu)
+        installed = (at - timedelta(weeks=week - (host.patch_week or 0))).date().isoformat()
+        if kb:
+            updates = (InstalledUpdate(kb, f"Security Update for Exchange Server ({kb})",
+                                       installed),)
+    elif patched:
+        build = builds.base(host.product, cu)
+    else:
+        build = builds.before_march(host.product, host.cu)
+    base = builds.base(host.product, cu)
+    ad_build = (str(encode_version_number(base)) if host.product == "2019" and
+                host.roles == EDGE else _serial(base))
+    entity = Host(
+        name=host.name, fqdn=f"{host.name.lower()}.{DOMAIN}", site=host.site, dag=host.dag,
+        roles=host.roles, ad_build=ad_build,
+        dn=f"CN={host.name},CN=Servers,CN=Exchange Administrative Group (FYDIBOHF23SPDLT),"
+           f"CN=Administrative Groups,CN=Demo Org,CN=Microsoft Exchange,CN=Services,"
+           f"CN=Configuration,DC=corp,DC=demo,DC=example",
+    )
+    observed = at - timedelta(minutes=rng.randint(1, 40))
+    if host.failure and week >= 5 or (week < WEEKS - 1 and rng.random() < 0.02):
+        failure = FAILURES[host.failure or rng.choice(sorted(FAILURES))]
+        return Observation(entity, observed, "demo-winrm", failure=failure)
+    if host.stale_days is not None and week == WEEKS - 1:
+        observed = at - timedelta(days=host.stale_days)
+    mitigated = host.mitigate_week is not None and week >= host.mitigate_week
+    rules = (REWRITE_RULES[1:] if host.partial_mitigation else
+             REWRITE_RULES if mitigated and host.product != "2010" else ())
+    um_disabled = mitigated and host.product == "2010"
+    services = {
+        name: ServiceState("Stopped" if um_disabled else "Running",
+                           "Disabled" if um_disabled else "Automatic")
+        for name in ("MSExchangeUM", "MSExchangeUMCR")
+        if "UnifiedMessaging" in host.roles
+    }
+    pools = {} if host.product == "2010" else {
+        "MSExchangeECPAppPool": AppPoolState("Stopped" if mitigated else "Started",
+                                             not mitigated),
+        "MSExchangeOABAppPool": AppPoolState("Started", True),
+    }
+    return Observation(
+        host=entity, observed_at=observed,
+        source="demo-import" if host.stale_days and week == WEEKS - 1 else "demo-winrm",
+        exsetup_version=None if host.no_exsetup else
+        f"{build.major}.{build.minor:02d}.{build.build:04d}.{build.revision or 0:03d}",
+        admin_display_version=f"Version {base.major}.{base.minor} (Build {base.build}."
+                              f"{base.revision})",
+        installed_updates=updates,
+        mitigations=MitigationState(rewrite_rules=rules, services=services, app_pools=pools),
+        indicators=host.indicators if week >= 1 else (),
+    )
+
+
+def snapshot_times(now: datetime) -> list[datetime]:
+    """Weekly collection times, the last one a few hours before ``now``."""
+    last = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    return [last - timedelta(weeks=WEEKS - 1 - week) for week in range(WEEKS)]
+
+
+def demo_observations(catalog: Catalog, week: int, at: datetime,
+                      seed: int = 2021) -> list[Observation]:
+    rng = random.Random(seed * 100 + week)
+    builds = _Builds(catalog)
+    return [_observe(host, week, at, builds, rng) for host in _fleet()]
+
+
+def seed_demo(store: SnapshotStore, catalog: Catalog, now: datetime,
+              policy: Policy | None = None) -> list[int]:
+    """Write the demo history into ``store``; returns the snapshot ids, oldest first."""
+    ids = []
+    for week, at in enumerate(snapshot_times(now)):
+        observations = demo_observations(catalog, week, at)
+        snapshot = assess(observations, catalog, at, source=SOURCE, tool_version=__version__,
+                          policy=policy, label=f"Demo fleet, week {week + 1} of {WEEKS}")
+        ids.append(store.save(snapshot))
+    return ids
+
+

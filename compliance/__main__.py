@@ -1,0 +1,79 @@
+"""``python -m compliance classify BUILD [BUILD ...]``: grade ExSetup builds, one JSON line each.
+
+Each build is taken as a host's ExSetup.exe file version with no mitigation data; an
+Exchange 2010 build is judged as if the Unified Messaging role were installed (the only
+case in which 2010 is affected). Builds come from stdin, one per line, when none are given.
+Exit status: 0 when at least one input parsed, 1 when none did, 2 on usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from compliance.builds import BuildParseError, parse_dotted
+from compliance.catalog import Catalog, load_catalog
+from compliance.evaluate import evaluate
+from compliance.models import Host, Observation
+
+ASSUMED_ROLES = frozenset({"UnifiedMessaging"})
+
+
+def classify(text: str, catalog: Catalog, as_of: datetime) -> dict[str, Any]:
+    """The JSON object the command prints for one input."""
+    try:
+        parse_dotted(text)
+    except BuildParseError as error:
+        return {
+            "input": text, "build": None, "product": None, "cu": None, "name": None,
+            "known": False, "status": "unknown", "cves_open": list(catalog.advisory.cve_ids),
+            "flags": [], "action": "Give a four-part build such as 15.1.2176.9",
+            "error": str(error),
+        }
+    observation = Observation(
+        host=Host(name=text.strip(), roles=ASSUMED_ROLES), observed_at=as_of,
+        source="command line", exsetup_version=text,
+    )
+    verdict = evaluate(observation, catalog, as_of)
+    return {
+        "input": text, "build": verdict.build, "product": verdict.product, "cu": verdict.cu,
+        "name": verdict.release_name, "known": verdict.known, "status": verdict.status.value,
+        "cves_open": list(verdict.cves_open), "flags": [f.value for f in verdict.flags],
+        "action": verdict.action, "reason": verdict.reason,
+    }
+
+
+def _inputs(builds: Sequence[str], stdin: TextIO) -> Iterable[str]:
+    if builds:
+        yield from builds
+        return
+    for line in stdin:
+        if line.strip():
+            yield line.strip()
+
+
+def main(argv: Sequence[str] | None = None, stdin: TextIO = sys.stdin,
+         stdout: TextIO = sys.stdout) -> int:
+    parser = argparse.ArgumentParser(prog="python -m compliance", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    classify_cmd = commands.add_parser("classify", help="grade builds as ExSetup file versions")
+    classify_cmd.add_argument("builds", nargs="*", metavar="BUILD")
+    args = parser.parse_args(argv)
+
+    catalog = load_catalog()
+    as_of = datetime.now(UTC)
+    parsed = 0
+    for text in _inputs(args.builds, stdin):
+        result = classify(text, catalog, as_of)
+        parsed += "error" not in result
+        stdout.write(json.dumps(result) + "\n")
+    return 0 if parsed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Observations and verdicts to and from plain JSON-ready dicts (the stored form)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from compliance.models import (
+    AppPoolState,
+    BuildSource,
+    Evidence,
+    Failure,
+    Flag,
+    Host,
+    InstalledUpdate,
+    MitigationState,
+    Observation,
+    Reason,
+    ServiceState,
+    Status,
+    Verdict,
+)
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def host_to_dict(host: Host) -> dict[str, Any]:
+    return {
+        "name": host.name, "fqdn": host.fqdn, "site": host.site, "dag": host.dag,
+        "roles": sorted(host.roles) if host.roles is not None else None,
+        "ad_build": host.ad_build, "dn": host.dn,
+    }
+
+
+def host_from_dict(data: Mapping[str, Any]) -> Host:
+    roles = data.get("roles")
+    return Host(
+        name=data["name"], fqdn=data.get("fqdn"), site=data.get("site"), dag=data.get("dag"),
+        roles=frozenset(roles) if roles is not None else None, ad_build=data.get("ad_build"),
+        dn=data.get("dn"),
+    )
+
+
+def observation_to_dict(obs: Observation) -> dict[str, Any]:
+    mitigations = obs.mitigations
+    return {
+        "host": host_to_dict(obs.host),
+        "observed_at": _time(obs.observed_at),
+        "source": obs.source,
+        "exsetup_version": obs.exsetup_version,
+        "admin_display_version": obs.admin_display_version,
+        "installed_updates": [
+            {"kb": u.kb, "name": u.name, "installed_on": u.installed_on}
+            for u in obs.installed_updates
+        ],
+        "mitigations": None if mitigations is None else {
+            "rewrite_rules": list(mitigations.rewrite_rules),
+            "services": {
+                name: {"status": s.status, "start_mode": s.start_mode}
+                for name, s in sorted(mitigations.services.items())
+            },
+            "app_pools": {
+                name: {"state": p.state, "auto_start": p.auto_start}
+                for name, p in sorted(mitigations.app_pools.items())
+            },
+        },
+        "indicators": list(obs.indicators),
+        "failure": None if obs.failure is None else {
+            "reason": obs.failure.reason, "detail": obs.failure.detail, "hint": obs.failure.hint,
+        },
+    }
+
+
+def observation_from_dict(data: Mapping[str, Any]) -> Observation:
+    mit = data.get("mitigations")
+    failure = data.get("failure")
+    return Observation(
+        host=host_from_dict(data["host"]),
+        observed_at=_parse_time(data.get("observed_at")),
+        source=data.get("source", ""),
+        exsetup_version=data.get("exsetup_version"),
+        admin_display_version=data.get("admin_display_version"),
+        installed_updates=tuple(
+            InstalledUpdate(u["kb"], u.get("name", ""), u.get("installed_on"))
+            for u in data.get("installed_updates", [])
+        ),
+        mitigations=None if mit is None else MitigationState(
+            rewrite_rules=tuple(mit.get("rewrite_rules", [])),
+            services={n: ServiceState(s.get("status"), s.get("start_mode"))
+                      for n, s in mit.get("services", {}).items()},
+            app_pools={n: AppPoolState(p.get("state"), p.get("auto_start"))
+                       for n, p in mit.get("app_pools", {}).items()},
+        ),
+        indicators=tuple(data.get("indicators", [])),
+        failure=None if failure is None else Failure(
+            failure["reason"], failure["detail"], failure.get("hint", "")
+        ),
+    )
+
+
+def verdict_to_dict(verdict: Verdict) -> dict[str, Any]:
+    return {
+        "host": verdict.host,
+        "status": verdict.status.value,
+        "reason": verdict.reason,
+        "action": verdict.action,
+        "as_of": _time(verdict.as_of),
+        "product": verdict.product,
+        "cu": verdict.cu,
+        "build": verdict.build,
+        "build_source": verdict.build_source.value if verdict.build_source else None,
+        "release_name": verdict.release_name,
+        "known": verdict.known,
+        "cves_open": list(verdict.cves_open),
+        "mitigations": list(verdict.mitigations),
+        "flags": [flag.value for flag in verdict.flags],
+        "evidence": [
+            {"kind": e.kind, "value": e.value, "source": e.source,
+             "observed_at": _time(e.observed_at)}
+            for e in verdict.evidence
+        ],
+        "unknown_reason": verdict.unknown_reason.value if verdict.unknown_reason else None,
+        "advisory": verdict.advisory,
+    }
+
+
+def verdict_from_dict(data: Mapping[str, Any]) -> Verdict:
+    as_of = _parse_time(data["as_of"])
+    assert as_of is not None
+    return Verdict(
+        host=data["host"], status=Status(data["status"]), reason=data["reason"],
+        action=data["action"], as_of=as_of, product=data.get("product"), cu=data.get("cu"),
+        build=data.get("build"),
+        build_source=BuildSource(data["build_source"]) if data.get("build_source") else None,
+        release_name=data.get("release_name"), known=bool(data.get("known")),
+        cves_open=tuple(data.get("cves_open", [])), mitigations=tuple(data.get("mitigations", [])),
+        flags=tuple(Flag(f) for f in data.get("flags", [])),
+        evidence=tuple(
+            Evidence(e["kind"], e["value"], e["source"], _parse_time(e.get("observed_at")))
+            for e in data.get("evidence", [])
+        ),
+        unknown_reason=Reason(data["unknown_reason"]) if data.get("unknown_reason") else None,
+        advisory=data.get("advisory", ""),
+    )

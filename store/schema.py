@@ -1,0 +1,56 @@
+"""Tables of the snapshot store (SQLAlchemy Core, portable to PostgreSQL)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # ISO 8601 with offset: kept as text so what is stored is exactly what was recorded.
+    Column("taken_at", String(40), nullable=False, index=True),
+    Column("source", String(32), nullable=False),
+    Column("label", Text, nullable=False, default=""),
+    Column("tool_version", String(32), nullable=False),
+    Column("catalog_version", String(64), nullable=False),
+    Column("advisory_id", String(64), nullable=False),
+    Column("advisory_version", String(16), nullable=False),
+    Column("host_count", Integer, nullable=False),
+    # Status counts as JSON, so trends need not read every host of every snapshot.
+    Column("counts", Text, nullable=False),
+)
+
+results = Table(
+    "results",
+    metadata,
+    Column("snapshot_id", Integer, ForeignKey("snapshots.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("observation", Text, nullable=False),
+    Column("verdict", Text, nullable=False),
+)
+
+Index("ix_results_host", results.c.host)
