@@ -1,0 +1,86 @@
+"""Every setting, declared once, resolved from secrets sections and the environment.
+
+Order of precedence: environment variable, then ``.streamlit/secrets.toml`` section key,
+then the default. Both sources are handed in, so tests and the command line can supply
+their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names it and the fix."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    section: str
+    key: str
+    env: str
+    default: str
+    help: str
+
+
+SETTINGS = (
+    Setting("data_dir", "store", "data_dir", "PROXYLOGON_DATA_DIR", str(DEFAULT_DATA_DIR),
+            "Directory of the embedded SQLite store."),
+    Setting("store_url", "store", "url", "PROXYLOGON_STORE_URL", "",
+            "SQLAlchemy URL of the store; empty means SQLite in data_dir."),
+    Setting("demo", "dashboard", "demo", "PROXYLOGON_DEMO", "true",
+            "Seed the demo fleet into an empty store (turn off for real use)."),
+    Setting("max_age_days", "dashboard", "max_age_days", "PROXYLOGON_MAX_AGE_DAYS", "7",
+            "Observations older than this are 'unknown' (stale)."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    store_url: str
+    demo: bool
+    max_age: timedelta
+
+
+def _truthy(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"setting {name!r} must be true or false, not {value!r}")
+
+
+def _number(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(f"setting {name!r} must be a number, not {value!r}") from None
+    if number <= 0:
+        raise SettingsError(f"setting {name!r} must be positive, not {value!r}")
+    return number
+
+
+def load_settings(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+    """Resolve every setting; raise ``SettingsError`` naming the first bad one."""
+    raw: dict[str, str] = {}
+    for setting in SETTINGS:
+        section = secrets.get(setting.section, {})
+        value = environ.get(setting.env)
+        if value is None and isinstance(section, Mapping) and setting.key in section:
+            value = str(section[setting.key])
+        raw[setting.name] = setting.default if value is None else value
+    url = raw["store_url"] or f"sqlite:///{Path(raw['data_dir']).expanduser() / 'compliance.db'}"
+    return Settings(
+        store_url=url,
+        demo=_truthy("demo", raw["demo"]),
+        max_age=timedelta(days=_number("max_age_days", raw["max_age_days"])),
+    )

@@ -1,0 +1,83 @@
+"""Plotly figure builders: pure functions of plain data, no Streamlit calls."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+import plotly.graph_objects as go
+
+from compliance.models import Status
+
+STATUS_ORDER = (Status.PATCHED, Status.NOT_APPLICABLE, Status.MITIGATED, Status.VULNERABLE,
+                Status.UNKNOWN)
+STATUS_COLORS = {
+    Status.PATCHED: "#2e7d32",
+    Status.NOT_APPLICABLE: "#90a4ae",
+    Status.MITIGATED: "#f9a825",
+    Status.VULNERABLE: "#c62828",
+    Status.UNKNOWN: "#6a1b9a",
+}
+STATUS_LABELS = {
+    Status.PATCHED: "Patched",
+    Status.NOT_APPLICABLE: "Not applicable",
+    Status.MITIGATED: "Mitigated only",
+    Status.VULNERABLE: "Vulnerable",
+    Status.UNKNOWN: "Unknown",
+}
+
+
+def _layout(fig: go.Figure, title: str) -> go.Figure:
+    fig.update_layout(title=title, margin={"l": 10, "r": 10, "t": 50, "b": 10},
+                      legend={"orientation": "h", "y": -0.15}, template="plotly_white")
+    return fig
+
+
+def status_donut(counts: Mapping[str, int]) -> go.Figure:
+    """Share of hosts per status, in the fixed status order and colours."""
+    statuses = [s for s in STATUS_ORDER if counts.get(s.value, 0)]
+    fig = go.Figure(go.Pie(
+        labels=[STATUS_LABELS[s] for s in statuses],
+        values=[counts[s.value] for s in statuses],
+        marker={"colors": [STATUS_COLORS[s] for s in statuses]},
+        hole=0.55, sort=False, direction="clockwise", textinfo="value+percent",
+    ))
+    total = sum(counts.values())
+    fig.add_annotation(text=f"{total}<br>hosts", showarrow=False, font={"size": 18})
+    return _layout(fig, "Hosts by status")
+
+
+def status_by_group(rows: Sequence[Mapping[str, str]], group: str,
+                    title: str) -> go.Figure:
+    """Stacked horizontal bars: hosts per ``group`` value, split by status."""
+    groups = sorted({row[group] or "(none)" for row in rows}, key=_natural)
+    fig = go.Figure()
+    for status in STATUS_ORDER:
+        values = [sum(1 for row in rows if (row[group] or "(none)") == g
+                      and row["status"] == status.value) for g in groups]
+        if any(values):
+            fig.add_trace(go.Bar(name=STATUS_LABELS[status], y=groups, x=values,
+                                 orientation="h", marker_color=STATUS_COLORS[status]))
+    fig.update_layout(barmode="stack", height=max(300, 28 * len(groups) + 120))
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, title)
+
+
+def status_trend(times: Sequence[datetime], counts: Sequence[Mapping[str, int]]) -> go.Figure:
+    """Stacked area of status counts across snapshots."""
+    fig = go.Figure()
+    for status in STATUS_ORDER:
+        values = [c.get(status.value, 0) for c in counts]
+        if any(values):
+            fig.add_trace(go.Scatter(
+                name=STATUS_LABELS[status], x=list(times), y=values, mode="lines+markers",
+                stackgroup="status", line={"color": STATUS_COLORS[status]},
+            ))
+    fig.update_yaxes(title="hosts")
+    return _layout(fig, "Status across snapshots")
+
+
+def _natural(text: str) -> tuple[object, ...]:
+    """Sort 'CU9' before 'CU10'."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))

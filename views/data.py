@@ -1,0 +1,90 @@
+"""The dashboard's only cached functions: thin reads over the store and the catalogue.
+
+Pages never open the store or talk to collectors themselves; they call these.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from collectors.demo import SOURCE as DEMO_SOURCE
+from collectors.demo import seed_demo
+from compliance.catalog import Catalog, load_catalog
+from compliance.evaluate import Policy
+from compliance.models import Assessment
+from settings import Settings, load_settings
+from store import SnapshotInfo, SnapshotStore
+from store.export import host_row
+
+TTL_SECONDS = 60
+
+
+def _secrets() -> Mapping[str, Any]:
+    try:
+        return {key: st.secrets[key] for key in st.secrets}
+    except Exception:  # no secrets.toml: every setting falls back to env or default
+        return {}
+
+
+def settings() -> Settings:
+    """The settings in force; raises ``SettingsError`` with the bad setting's name."""
+    return load_settings(_secrets(), os.environ)
+
+
+@st.cache_resource(show_spinner=False)
+def catalog() -> Catalog:
+    return load_catalog()
+
+
+@st.cache_resource(show_spinner=False)
+def _store(url: str) -> SnapshotStore:
+    # A SQLAlchemy engine is a thread-safe connection pool: one per URL and process.
+    return SnapshotStore.open(url)
+
+
+@st.cache_resource(show_spinner="Preparing the snapshot store…")
+def _prepared(url: str, demo: bool, max_age_days: float) -> bool:
+    """Seed the demo fleet on first start when the store is empty and demo is on."""
+    opened = _store(url)
+    if demo and opened.is_empty():
+        seed_demo(opened, catalog(), datetime.now(UTC), Policy(max_age=timedelta(days=max_age_days)))
+        return True
+    return False
+
+
+def prepare(config: Settings) -> None:
+    """Open (and on first start seed) the store; raises ``StoreError`` when it cannot."""
+    _prepared(config.store_url, config.demo, config.max_age.total_seconds() / 86400)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def snapshots(url: str) -> list[SnapshotInfo]:
+    """Every snapshot header, oldest first."""
+    return _store(url).list()
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def assessments(url: str, snapshot_id: int) -> list[Assessment]:
+    return _store(url).assessments(snapshot_id)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def host_table(url: str, snapshot_id: int) -> pd.DataFrame:
+    """One row per host of a snapshot, as ``store.export.host_row`` shapes it."""
+    rows = [host_row(a) for a in assessments(url, snapshot_id)]
+    return pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
+
+
+def latest(url: str) -> SnapshotInfo | None:
+    listed = snapshots(url)
+    return listed[-1] if listed else None
+
+
+def is_demo(info: SnapshotInfo | None) -> bool:
+    return info is not None and info.source == DEMO_SOURCE

@@ -1,0 +1,53 @@
+"""What every page starts with: the snapshot it shows, or a clear word that there is none."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import streamlit as st
+
+from settings import Settings
+from store import SnapshotInfo
+from views import data
+
+
+@dataclass(frozen=True)
+class PageContext:
+    config: Settings
+    snapshot: SnapshotInfo
+    previous: SnapshotInfo | None
+    history: list[SnapshotInfo]
+
+
+def current() -> PageContext:
+    """The latest snapshot and its predecessor; stops the page when the store is empty."""
+    config = data.settings()
+    history = data.snapshots(config.store_url)
+    if not history:
+        st.info("No snapshot yet. Run a collection (`python -m collectors collect`, see the "
+                "README) or turn on the demo fleet with `[dashboard] demo = true`.")
+        st.stop()
+    previous = history[-2] if len(history) > 1 else None
+    return PageContext(config, history[-1], previous, history)
+
+
+def age_text(taken_at: datetime, now: datetime | None = None) -> str:
+    seconds = ((now or datetime.now(UTC)) - taken_at).total_seconds()
+    if seconds < 3600:
+        return f"{max(0, int(seconds // 60))} min ago"
+    if seconds < 86400 * 2:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
+
+
+def snapshot_caption(ctx: PageContext) -> None:
+    snap = ctx.snapshot
+    st.caption(
+        f"As of **{snap.taken_at:%Y-%m-%d %H:%M} UTC** ({age_text(snap.taken_at)}) · snapshot "
+        f"#{snap.id} · {snap.host_count} hosts · catalogue {snap.catalog_version} · advisory "
+        f"{snap.advisory_id} v{snap.advisory_version}"
+    )
+    if datetime.now(UTC) - snap.taken_at > ctx.config.max_age:
+        st.warning(f"The latest snapshot is older than {ctx.config.max_age.days} days: its "
+                   "verdicts may no longer reflect the servers. Run a collection.")
