@@ -192,7 +192,7 @@ def _observe(host: DemoHost, week: int, at: datetime, builds: _Builds,
            f"CN=Configuration,DC=corp,DC=demo,DC=example",
     )
     observed = at - timedelta(minutes=rng.randint(1, 40))
-    if host.failure and week >= 5 or (week < WEEKS - 1 and rng.random() < 0.02):
+    if (host.failure and week >= 5) or (week < WEEKS - 1 and rng.random() < 0.02):
         failure = FAILURES[host.failure or rng.choice(sorted(FAILURES))]
         return Observation(entity, observed, "demo-winrm", failure=failure)
     if host.stale_days is not None and week == WEEKS - 1:

@@ -64,9 +64,11 @@ class SnapshotStore:
     def open(cls, url: str) -> SnapshotStore:
         """Open (and create if needed) the store at a SQLAlchemy URL."""
         parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if parsed.get_backend_name() == "sqlite" and parsed.database not in (
+                None, "", ":memory:"
+            ):
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url)
             if parsed.get_backend_name() == "sqlite":
                 event.listen(engine, "connect", _enable_sqlite_wal)
@@ -108,7 +110,7 @@ class SnapshotStore:
             for position, a in enumerate(snapshot.assessments)
         ]
         with self.engine.begin() as conn:
-            snapshot_id = conn.execute(
+            inserted = conn.execute(
                 insert(schema.snapshots).values(
                     taken_at=snapshot.taken_at.astimezone(UTC).isoformat(), source=snapshot.source,
                     label=snapshot.label, tool_version=snapshot.tool_version,
@@ -116,7 +118,9 @@ class SnapshotStore:
                     advisory_version=snapshot.advisory_version,
                     host_count=len(snapshot.assessments), counts=_dumps(dict(counts)),
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key
+            assert inserted is not None
+            snapshot_id = inserted[0]
             if rows:
                 conn.execute(insert(schema.results),
                              [{"snapshot_id": snapshot_id, **row} for row in rows])
@@ -126,7 +130,7 @@ class SnapshotStore:
         with self.engine.connect() as conn:
             return not conn.execute(select(func.count()).select_from(schema.snapshots)).scalar()
 
-    def list(self) -> list[SnapshotInfo]:
+    def history(self) -> list[SnapshotInfo]:
         """Every snapshot header, oldest first."""
         with self.engine.connect() as conn:
             rows = conn.execute(

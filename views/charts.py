@@ -51,7 +51,9 @@ def status_donut(counts: Mapping[str, int]) -> go.Figure:
 def status_by_group(rows: Sequence[Mapping[str, str]], group: str,
                     title: str) -> go.Figure:
     """Stacked horizontal bars: hosts per ``group`` value, split by status."""
-    groups = sorted({row[group] or "(none)" for row in rows}, key=_natural)
+    # "(none)" (hosts without a value) goes last, after the naturally sorted values.
+    groups = sorted({row[group] or "(none)" for row in rows},
+                    key=lambda g: (g == "(none)", _natural(g)))
     fig = go.Figure()
     for status in STATUS_ORDER:
         values = [sum(1 for row in rows if (row[group] or "(none)") == g

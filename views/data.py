@@ -66,7 +66,7 @@ def prepare(config: Settings) -> None:
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def snapshots(url: str) -> list[SnapshotInfo]:
     """Every snapshot header, oldest first."""
-    return _store(url).list()
+    return _store(url).history()
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)

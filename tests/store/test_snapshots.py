@@ -1,0 +1,129 @@
+"""The SQLite snapshot store: round trips, atomic saves, ordering, empty store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import event
+
+from compliance.evaluate import assess
+from compliance.models import (
+    Failure,
+    Host,
+    InstalledUpdate,
+    MitigationState,
+    Observation,
+    ServiceState,
+    Snapshot,
+)
+from store import SnapshotStore, StoreError
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def _observations(at: datetime) -> list[Observation]:
+    return [
+        Observation(Host("EX1", fqdn="ex1.test.example", site="S1", dag="D1",
+                         roles=frozenset({"Mailbox"}), ad_build="Version 15.1 (Build 32176.2)"),
+                    at, "test", exsetup_version="15.1.2176.9",
+                    installed_updates=(InstalledUpdate("KB5000871", "SU", "2021-03-03"),)),
+        Observation(Host("EX2", roles=frozenset({"UnifiedMessaging"})), at, "test",
+                    exsetup_version="14.3.509.0",
+                    mitigations=MitigationState(services={
+                        "MSExchangeUM": ServiceState("Stopped", "Disabled"),
+                        "MSExchangeUMCR": ServiceState("Stopped", "Disabled")})),
+        Observation(Host("EX3"), at, "test",
+                    failure=Failure("connect", "refused", "open port 5986")),
+    ]
+
+
+def _snapshot(catalog, at: datetime = NOW) -> Snapshot:
+    return assess(_observations(at), catalog, at, source="test", tool_version="0.test")
+
+
+def test_round_trip_keeps_every_observation_and_verdict(empty_store, shipped_catalog):
+    snapshot = _snapshot(shipped_catalog)
+    snapshot_id = empty_store.save(snapshot)
+
+    loaded = empty_store.assessments(snapshot_id)
+    assert loaded == list(snapshot.assessments)
+    info = empty_store.info(snapshot_id)
+    assert info.host_count == 3
+    assert info.counts["patched"] == 1
+    assert info.counts["mitigated"] == 1
+    assert info.counts["unknown"] == 1
+    assert info.counts["vulnerable"] == 0
+    assert info.catalog_version == shipped_catalog.version
+    assert info.tool_version == "0.test"
+    assert info.taken_at == NOW
+
+
+def test_reopening_the_file_sees_saved_snapshots(store_url, shipped_catalog):
+    first = SnapshotStore.open(store_url)
+    first.save(_snapshot(shipped_catalog))
+    first.dispose()
+    again = SnapshotStore.open(store_url)
+    assert [s.host_count for s in again.history()] == [3]
+    again.dispose()
+
+
+def test_list_is_in_time_order_whatever_the_offset_or_insert_order(empty_store, shipped_catalog):
+    later = NOW
+    earlier_other_zone = (NOW - timedelta(hours=1)).astimezone(timezone(timedelta(hours=5)))
+    empty_store.save(_snapshot(shipped_catalog, later))
+    empty_store.save(_snapshot(shipped_catalog, earlier_other_zone))
+    listed = empty_store.history()
+    assert [s.taken_at for s in listed] == [NOW - timedelta(hours=1), NOW]
+    assert empty_store.latest() == listed[-1]
+
+
+def test_a_failed_save_leaves_no_partial_snapshot(empty_store, shipped_catalog):
+    empty_store.save(_snapshot(shipped_catalog))
+
+    def explode(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO RESULTS"):
+            raise RuntimeError("disk full (simulated)")
+
+    event.listen(empty_store.engine, "before_cursor_execute", explode)
+    with pytest.raises(RuntimeError, match="disk full"):
+        empty_store.save(_snapshot(shipped_catalog, NOW + timedelta(days=1)))
+    event.remove(empty_store.engine, "before_cursor_execute", explode)
+
+    assert len(empty_store.history()) == 1
+    with empty_store.engine.connect() as conn:
+        orphans = conn.exec_driver_sql(
+            "SELECT count(*) FROM results WHERE snapshot_id NOT IN (SELECT id FROM snapshots)"
+        ).scalar()
+    assert orphans == 0
+
+
+def test_empty_store(empty_store):
+    assert empty_store.is_empty()
+    assert empty_store.history() == []
+    assert empty_store.latest() is None
+    with pytest.raises(StoreError, match="no snapshot with id 7"):
+        empty_store.info(7)
+
+
+def test_naive_time_is_refused(empty_store, shipped_catalog):
+    snapshot = _snapshot(shipped_catalog)
+    naive = Snapshot(**{**snapshot.__dict__, "taken_at": NOW.replace(tzinfo=None)})
+    with pytest.raises(StoreError, match="time zone"):
+        empty_store.save(naive)
+
+
+def test_unopenable_store_names_the_url_without_password(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot open store"):
+        SnapshotStore.open(f"sqlite:///{blocker}/sub/compliance.db")
+
+
+def test_newer_schema_is_refused(store_url):
+    opened = SnapshotStore.open(store_url)
+    with opened.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    opened.dispose()
+    with pytest.raises(StoreError, match="schema version 99"):
+        SnapshotStore.open(store_url)

@@ -1,0 +1,129 @@
+"""AppTest runs every page from app.py on the demo store and on an empty store."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from store import SnapshotStore
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = ("views/overview.py", "views/hosts.py", "views/worklist.py")
+
+
+def _app(monkeypatch, data_dir: Path, demo: bool = True) -> AppTest:
+    monkeypatch.setenv("PROXYLOGON_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("PROXYLOGON_DEMO", "true" if demo else "false")
+    monkeypatch.delenv("PROXYLOGON_STORE_URL", raising=False)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    return at
+
+
+@pytest.fixture
+def demo_app(monkeypatch, tmp_path):
+    at = _app(monkeypatch, tmp_path)
+    at.run()
+    assert not at.exception, at.exception
+    store = SnapshotStore.open(f"sqlite:///{tmp_path / 'compliance.db'}")
+    yield at, store
+    store.dispose()
+
+
+def _badge(at: AppTest) -> bool:
+    return any("Demo data" in m.value for m in at.markdown)
+
+
+def test_every_page_runs_on_the_demo_store_with_the_badge(demo_app):
+    at, _store = demo_app
+    for page in PAGES:
+        at.switch_page(page)
+        at.run()
+        assert not at.exception, (page, at.exception)
+        assert _badge(at), page
+
+
+def test_overview_kpis_match_the_store(demo_app):
+    at, store = demo_app
+    latest = store.latest()
+    assert latest is not None and latest.source == "demo"
+    statuses = Counter(a.verdict.status.value for a in store.assessments(latest.id))
+    metrics = {m.label: m.value for m in at.metric}
+    affected = latest.host_count - statuses["not_applicable"]
+    assert metrics["Hosts"] == str(latest.host_count)
+    assert metrics["Patched"] == f"{100 * statuses['patched'] / affected:.0f}%"
+    assert metrics["Mitigated only"] == str(statuses["mitigated"])
+    assert metrics["Vulnerable"] == str(statuses["vulnerable"])
+    assert metrics["Unknown"] == str(statuses["unknown"])
+    assert len(at.get("plotly_chart")) == 3
+    assert any(f"snapshot #{latest.id}" in c.value for c in at.caption)
+
+
+def test_hosts_filters_change_the_table_and_detail_shows_evidence(demo_app):
+    at, store = demo_app
+    at.switch_page("views/hosts.py")
+    at.run()
+    latest = store.latest()
+    assert latest is not None
+    table = at.dataframe[0].value
+    assert len(table) == latest.host_count
+
+    at.multiselect(key="f_status").set_value(["vulnerable"]).run()
+    filtered = at.dataframe[0].value
+    assert 0 < len(filtered) < latest.host_count
+    assert set(filtered["status"]) == {"vulnerable"}
+    assert len(filtered) == latest.counts["vulnerable"]
+
+    at.text_input(key="f_search").set_value("EX16OLD06").run()
+    assert list(at.dataframe[0].value["host"]) == ["DEMO-EX16OLD06"]
+    assert at.selectbox(key="detail_host").value == "DEMO-EX16OLD06"
+    texts = " ".join(m.value for m in at.markdown)
+    assert "Next action:" in texts and "CU23" in texts
+    evidence = at.dataframe[1].value
+    assert "exsetup_build" in set(evidence["what"])
+
+
+def test_worklist_lists_every_non_compliant_host(demo_app):
+    at, store = demo_app
+    at.switch_page("views/worklist.py")
+    at.run()
+    latest = store.latest()
+    assert latest is not None
+    expected = {a.verdict.host for a in store.assessments(latest.id)
+                if not a.verdict.status.compliant or "indicators_found" in
+                [f.value for f in a.verdict.flags]}
+    shown = at.dataframe[0].value
+    assert set(shown["host"]) == expected
+    assert (shown["action"].str.len() > 0).all()
+    assert len(at.get("download_button")) == 1
+
+
+def test_empty_store_without_demo_says_what_to_do(monkeypatch, tmp_path):
+    at = _app(monkeypatch, tmp_path, demo=False)
+    at.run()
+    assert not at.exception
+    assert not _badge(at)
+    for page in PAGES:
+        at.switch_page(page)
+        at.run()
+        assert not at.exception, page
+        assert any("No snapshot yet" in i.value for i in at.info), page
+
+
+def test_bad_setting_shows_an_error_page_not_a_traceback(monkeypatch, tmp_path):
+    at = _app(monkeypatch, tmp_path)
+    monkeypatch.setenv("PROXYLOGON_MAX_AGE_DAYS", "soon")
+    at.run()
+    assert not at.exception
+    assert any("max_age_days" in e.value for e in at.error)
+
+
+def test_unopenable_store_shows_an_error_page(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    at = _app(monkeypatch, blocker / "sub")
+    at.run()
+    assert not at.exception
+    assert any("cannot be opened" in e.value for e in at.error)

@@ -1,0 +1,46 @@
+"""Chart builders are pure: traces, colours per status, labels."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from compliance.models import Status
+from views.charts import STATUS_COLORS, status_by_group, status_donut, status_trend
+
+
+def test_donut_uses_fixed_order_colours_and_skips_empty_statuses():
+    fig = status_donut({"vulnerable": 3, "patched": 5, "unknown": 0, "mitigated": 2})
+    pie = fig.data[0]
+    assert list(pie.labels) == ["Patched", "Mitigated only", "Vulnerable"]
+    assert list(pie.values) == [5, 2, 3]
+    assert list(pie.marker.colors) == [STATUS_COLORS[Status.PATCHED],
+                                       STATUS_COLORS[Status.MITIGATED],
+                                       STATUS_COLORS[Status.VULNERABLE]]
+    assert "10<br>hosts" in fig.layout.annotations[0].text
+
+
+def test_group_bars_stack_statuses_per_group_in_natural_order():
+    rows = [
+        {"g": "2016 CU19", "status": "patched"},
+        {"g": "2016 CU19", "status": "vulnerable"},
+        {"g": "2016 CU9", "status": "vulnerable"},
+        {"g": "", "status": "unknown"},
+    ]
+    fig = status_by_group(rows, "g", "By CU")
+    names = [trace.name for trace in fig.data]
+    assert names == ["Patched", "Vulnerable", "Unknown"]
+    vulnerable = fig.data[1]
+    assert list(vulnerable.y) == ["2016 CU9", "2016 CU19", "(none)"]
+    assert list(vulnerable.x) == [1, 1, 0]
+    assert vulnerable.marker.color == STATUS_COLORS[Status.VULNERABLE]
+    assert fig.layout.barmode == "stack"
+    assert fig.layout.title.text == "By CU"
+
+
+def test_trend_has_one_stacked_series_per_present_status():
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    fig = status_trend([t0, t0 + timedelta(weeks=1)],
+                       [{"patched": 1, "vulnerable": 4}, {"patched": 4, "vulnerable": 1}])
+    assert [t.name for t in fig.data] == ["Patched", "Vulnerable"]
+    assert list(fig.data[0].y) == [1, 4]
+    assert all(t.stackgroup == "status" for t in fig.data)
