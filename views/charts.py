@@ -61,7 +61,8 @@ def status_by_group(rows: Sequence[Mapping[str, str]], group: str,
         if any(values):
             fig.add_trace(go.Bar(name=STATUS_LABELS[status], y=groups, x=values,
                                  orientation="h", marker_color=STATUS_COLORS[status]))
-    fig.update_layout(barmode="stack", height=max(300, 28 * len(groups) + 120))
+    fig.update_layout(barmode="stack", height=max(300, 28 * len(groups) + 120),
+                      legend_traceorder="normal")
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, title)
 
