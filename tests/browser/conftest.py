@@ -49,10 +49,11 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, P
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
                 break
-        except OSError:
+        except OSError as error:
             if time.monotonic() > deadline or process.poll() is not None:
                 process.kill()
-                raise RuntimeError(f"streamlit did not start: see {data_dir / 'streamlit.log'}")
+                raise RuntimeError(
+                    f"streamlit did not start: see {data_dir / 'streamlit.log'}") from error
             time.sleep(0.2)
     yield url, data_dir
     process.terminate()

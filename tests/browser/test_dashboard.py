@@ -62,7 +62,7 @@ def test_worklist_download_matches_the_store(dashboard, page):
     with page.expect_download() as download_info:
         page.get_by_role("button", name=re.compile("Download worklist")).click()
     path = download_info.value.path()
-    rows = list(csv.DictReader(io.StringIO(open(path, encoding="utf-8").read())))
+    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
     _, assessments = _latest(data_dir)
     expected = {a.verdict.host for a in assessments
                 if not a.verdict.status.compliant

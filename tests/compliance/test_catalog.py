@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ def test_release_dates_do_not_go_backwards_within_a_cu(csv_rows: list[dict[str, 
     backwards = []
     for group, rows in groups.items():
         rows.sort(key=lambda row: key(row["build"]))
-        for earlier, later in zip(rows, rows[1:], strict=False):
+        for earlier, later in itertools.pairwise(rows):
             # month-only dates ('YYYY-MM') compare at month precision
             precision = min(len(earlier["release_date"].split("-")),
                             len(later["release_date"].split("-")))
@@ -341,7 +342,7 @@ def test_malformed_advisory_raises_advisory_error(
         parse_advisory(data)
     except AdvisoryError:
         return
-    except Exception as error:  # noqa: BLE001 - the test reports which error it was
+    except Exception as error:  # report which error it was
         raise AssertionError(f"raised {type(error).__name__}, not AdvisoryError: {error}") from None
     raise AssertionError("malformed advisory was accepted")
 
