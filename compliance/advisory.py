@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from compliance.builds import parse_dotted
+from compliance.builds import BuildParseError, parse_dotted
 from compliance.models import Build, MitigationState
 
 MITIGATION_KINDS = ("rewrite_rules", "services_disabled", "app_pools_stopped")
@@ -132,6 +132,17 @@ def _strings(entry: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _fix(product: str, entry: Mapping[str, Any]) -> Fix:
+    where = f"fix for {product} {entry.get('cu')!r}"
+    if not isinstance(entry.get("supported_cu"), bool):
+        raise AdvisoryError(f"{where}: supported_cu must be true or false")
+    try:
+        build = parse_dotted(entry["build"])
+    except BuildParseError as error:
+        raise AdvisoryError(f"{where}: {error}") from None
+    return Fix(product, entry["cu"], build, entry["kb"], entry["supported_cu"], entry["source"])
+
+
 def parse_advisory(data: Mapping[str, Any]) -> Advisory:
     """Build an ``Advisory`` from the parsed TOML, checking cross-references."""
     try:
@@ -148,11 +159,10 @@ def parse_advisory(data: Mapping[str, Any]) -> Advisory:
         mitigation_ids = {m.id for m in mitigations}
         products = []
         for p in data["products"]:
-            fixes = tuple(
-                Fix(p["product"], f["cu"], parse_dotted(f["build"]), f["kb"],
-                    bool(f["supported_cu"]), f["source"])
-                for f in p["fixes"]
-            )
+            fixes = tuple(_fix(p["product"], f) for f in p["fixes"])
+            cus = [fix.cu for fix in fixes]
+            if len(cus) != len(set(cus)):
+                raise AdvisoryError(f"product {p['product']}: more than one fix for one CU in {cus}")
             rule = ProductRule(
                 product=p["product"], cves=_strings(p, "cves"),
                 requires_role=p["requires_role"] or None, fixed_from=p["fixed_from"] or None,

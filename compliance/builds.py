@@ -19,10 +19,10 @@ class BuildParseError(ValueError):
     """The text is not a build in any form we know; the message says what was seen."""
 
 
-_DOTTED = re.compile(r"^\s*(\d{1,3})\.(\d{1,3})\.(\d{1,5})\.(\d{1,4})\s*$")
+_DOTTED = re.compile(r"^\s*(\d{1,3})\.(\d{1,3})\.(\d{1,5})\.(\d{1,4})\s*$", re.ASCII)
 _VERSION_FORM = re.compile(
     r"^\s*Version\s+(\d{1,3})\.(\d{1,3})\s+\(Build\s+(\d{1,6})\.(\d{1,4})\s*(?::[^()]*)?\)\s*$",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,
 )
 _SERIAL_OFFSET = 30000
 _LEGACY_SERIAL_OFFSET = 10000
@@ -104,6 +104,18 @@ def parse_build(text: str, source: BuildSource) -> Build:
     return parse_version_number(text)
 
 
+def parse_ad_build(text: str) -> tuple[Build, BuildSource]:
+    """A CU-level build as AD holds it: serialNumber, AdminDisplayVersion or versionNumber.
+
+    A dotted four-part build is refused here: it would look like an ExSetup file version
+    and be graded at the Security Update level, which AD never knows.
+    """
+    build, source = parse_any(text)
+    if not source.cu_level_only:
+        raise BuildParseError(f"a dotted build is not an AD attribute value: {text!r}")
+    return build, source
+
+
 def parse_any(text: str) -> tuple[Build, BuildSource]:
     """Recognise the form from the text alone.
 
@@ -114,7 +126,7 @@ def parse_any(text: str) -> tuple[Build, BuildSource]:
     stripped = text.strip()
     if not stripped:
         raise BuildParseError("empty build string")
-    if stripped.isdigit():
+    if stripped.isascii() and stripped.isdigit():
         return parse_version_number(stripped), BuildSource.AD_VERSION_NUMBER
     if stripped[:1].isdigit():
         return parse_dotted(stripped), BuildSource.EXSETUP

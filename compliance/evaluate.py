@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from compliance.advisory import Fix, ProductRule
-from compliance.builds import BuildParseError, parse_any, parse_build
+from compliance.builds import BuildParseError, parse_ad_build, parse_build
 from compliance.catalog import Catalog, Placement
 from compliance.models import (
     Assessment,
@@ -74,9 +74,11 @@ class _Grader:
         if text is None or not text.strip():
             return None
         try:
-            return (parse_build(text, source), source) if source else parse_any(text)
+            return (parse_build(text, source), source) if source else parse_ad_build(text)
         except BuildParseError as error:
-            self.parse_errors.append(f"{source or 'AD'}: {error}")
+            label = source.value if source else "ad_build"
+            self.parse_errors.append(f"{label}: {error}")
+            self.note("unparseable_build", text, label)
             return None
 
     def context(self) -> tuple[_Context, _Context | None]:
@@ -232,9 +234,7 @@ class _Grader:
     def patched(self, ctx: _Context, reason: str) -> Verdict:
         rule = ctx.rule
         assert rule is not None
-        if Flag.INDICATORS_FOUND in self.flags:
-            action = _indicator_action("")
-        elif Flag.UNSUPPORTED_CU in self.flags and rule.upgrade_to:
+        if Flag.UNSUPPORTED_CU in self.flags and rule.upgrade_to:
             action = (f"None for ProxyLogon. The special update for an out-of-support CU fixes only "
                       f"the March 2021 CVEs: move to {_product(rule)} {rule.upgrade_to} and its "
                       "latest Security Update")
@@ -270,8 +270,6 @@ class _Grader:
             action = f"{fix_action}; until then {self._interim(rule)}"
         else:
             action = fix_action
-        if Flag.INDICATORS_FOUND in self.flags:
-            action = _indicator_action(action)
         if mitigated:
             reason += "; interim mitigation in place: " + ", ".join(present)
         elif present:
@@ -304,14 +302,15 @@ class _Grader:
             "isolate the server from the internet")
 
     def unknown(self, ctx: _Context, why: Reason, reason: str, action: str) -> Verdict:
-        if Flag.INDICATORS_FOUND in self.flags:
-            action = _indicator_action(action)
         return self.finish(ctx, Status.UNKNOWN, reason, action, (), why)
 
     def finish(self, ctx: _Context, status: Status, reason: str, action: str,
                present: tuple[str, ...], why: Reason | None = None) -> Verdict:
         rule = ctx.rule
         placement = ctx.placement
+        if Flag.INDICATORS_FOUND in self.flags:
+            # A patch does not remove a web shell planted before it: investigating comes first.
+            action = _indicator_action("" if status.compliant else action)
         if status in (Status.PATCHED, Status.NOT_APPLICABLE):
             open_cves: tuple[str, ...] = ()
         else:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from compliance.catalog import Catalog, load_catalog
+from compliance.catalog import Catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "compliance" / "data"
@@ -78,8 +78,9 @@ class Oracle:
 
 
 @pytest.fixture(scope="session")
-def catalog() -> Catalog:
-    return load_catalog()
+def catalog(shipped_catalog: Catalog) -> Catalog:
+    """The shipped catalogue under the short name these tests use."""
+    return shipped_catalog
 
 
 @pytest.fixture(scope="session")
