@@ -1,0 +1,135 @@
+"""The collection config file (TOML) and the secrets it needs, resolved in one place.
+
+Secrets never live in the config file (it is meant to be shared and versioned): they come
+from the environment or from ``.streamlit/secrets.toml`` sections.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from collectors.directory import MAX_PAGE_SIZE, DirectoryConfig
+
+SECRET_KEYS = ("password", "bind_password", "secret")
+LDAP_PASSWORD_ENV = "PROXYLOGON_LDAP_PASSWORD"
+
+
+class ConfigError(ValueError):
+    """The config file or a secret is missing or wrong; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class CollectionConfig:
+    path: Path
+    directory: DirectoryConfig | None
+
+
+def _strings(section: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = section.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}.{key} must be a list of strings")
+    return tuple(value)
+
+
+def _number(section: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{where}.{key} must be a positive number, not {value!r}")
+    return float(value)
+
+
+def _flag(section: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    value = section.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key} must be true or false, not {value!r}")
+    return value
+
+
+def _text(section: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = section.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}.{key} must be a string")
+    return value
+
+
+def parse_directory(section: Mapping[str, Any], scope: Mapping[str, Any], here: Path) -> DirectoryConfig:
+    for key in SECRET_KEYS:
+        if key in section:
+            raise ConfigError(f"[ldap] {key} does not belong in the config file: put it in "
+                              f".streamlit/secrets.toml ([ldap] password) or {LDAP_PASSWORD_ENV}")
+    servers = _strings(section, "servers", "[ldap]")
+    if not servers:
+        raise ConfigError("[ldap] servers is empty: list domain controllers, e.g. "
+                          '["ldaps://dc1.corp.example"]')
+    bind_user = _text(section, "bind_user", "[ldap]")
+    if not bind_user:
+        raise ConfigError("[ldap] bind_user is missing (a DN, a UPN, or DOMAIN\\\\user for NTLM)")
+    auth = (_text(section, "auth", "[ldap]") or "simple").lower()
+    if auth not in ("simple", "ntlm"):
+        raise ConfigError(f"[ldap] auth must be 'simple' or 'ntlm', not {auth!r}")
+    ca_file = _text(section, "ca_file", "[ldap]")
+    if ca_file:
+        ca_path = (here / ca_file).resolve() if not Path(ca_file).is_absolute() else Path(ca_file)
+        if not ca_path.is_file():
+            raise ConfigError(f"[ldap] ca_file {ca_path} does not exist")
+        ca_file = str(ca_path)
+    page_size = int(_number(section, "page_size", MAX_PAGE_SIZE, "[ldap]"))
+    if page_size > MAX_PAGE_SIZE:
+        raise ConfigError(f"[ldap] page_size must be at most {MAX_PAGE_SIZE} (AD's MaxPageSize)")
+    return DirectoryConfig(
+        servers=servers, bind_user=bind_user, auth=auth, ca_file=ca_file,
+        start_tls=_flag(section, "start_tls", True, "[ldap]"),
+        allow_plain=_flag(section, "allow_plain", False, "[ldap]"),
+        base=_text(section, "base", "[ldap]"), domain_base=_text(section, "domain_base", "[ldap]"),
+        page_size=page_size,
+        connect_timeout=_number(section, "connect_timeout", 10, "[ldap]"),
+        timeout=_number(section, "timeout", 30, "[ldap]"),
+        include_sites=_strings(scope, "include_sites", "[scope]"),
+        exclude_sites=_strings(scope, "exclude_sites", "[scope]"),
+        include_names=_strings(scope, "include_names", "[scope]"),
+        exclude_names=_strings(scope, "exclude_names", "[scope]"),
+        only=_strings(scope, "only", "[scope]"),
+    )
+
+
+def load_config(path: Path) -> CollectionConfig:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} cannot be read: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    ldap = data.get("ldap")
+    directory = parse_directory(ldap, data.get("scope", {}), path.parent) if ldap else None
+    return CollectionConfig(path=path, directory=directory)
+
+
+def load_secrets(path: Path | None) -> dict[str, Any]:
+    """The secrets file's sections, or nothing when there is no file."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"secrets file {path} cannot be read: {error}") from None
+
+
+def ldap_password(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> str:
+    password = environ.get(LDAP_PASSWORD_ENV)
+    if password is None:
+        section = secrets.get("ldap", {})
+        password = section.get("password") if isinstance(section, Mapping) else None
+    if not password:
+        raise ConfigError(f"no LDAP password: set [ldap] password in .streamlit/secrets.toml "
+                          f"or the environment variable {LDAP_PASSWORD_ENV}")
+    return str(password)

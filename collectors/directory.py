@@ -1,0 +1,544 @@
+"""Discover Exchange servers in Active Directory over LDAP (ldap3), read-only.
+
+``discover()`` connects to the first domain controller that answers, reads the
+configuration naming context from the RootDSE, and pages through every
+``msExchExchangeServer`` object below ``CN=Microsoft Exchange,CN=Services,<config NC>``
+(transport sub-objects excluded). Every object yields a ``DirectoryServer``; what is missing
+or malformed goes into its ``problems`` (failures are data). The ``parse_*`` functions are
+pure and hold all interpretation of attribute values.
+
+Errors: ``DirectoryError`` (connection, TLS, bind, base not found, size/time limit,
+referral, partial result), always naming the server, the operation and the likely fix.
+ldap3 exceptions never escape this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+import ssl
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import ldap3
+from ldap3.core import exceptions as ldap_errors
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import parse_dn
+
+from compliance.builds import BuildParseError, parse_serial_number, parse_version_number
+from compliance.models import Build, Host
+
+log = logging.getLogger(__name__)
+
+SERVER_FILTER = "(&(objectClass=msExchExchangeServer)(!(objectClass=msExchExchangeTransportServer)))"
+PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
+MAX_PAGE_SIZE = 1000  # AD's MaxPageSize
+ATTRIBUTES = (
+    "cn", "name", "serialNumber", "versionNumber", "msExchCurrentServerRoles", "networkAddress",
+    "msExchServerSite", "msExchMDBAvailabilityGroupLink", "whenChanged", "msExchComponentStates",
+)
+# msExchCurrentServerRoles bits (Exchange's ServerRole enum; shared/reference/ad_exchange_objects.md).
+ROLE_BITS = (
+    (1, "Cafe"), (2, "Mailbox"), (4, "ClientAccess"), (16, "UnifiedMessaging"),
+    (32, "HubTransport"), (64, "Edge"), (128, "Monitoring"), (256, "CentralAdmin"),
+    (512, "CentralAdminDatabase"), (1024, "DomainController"), (2048, "WindowsDeploymentServer"),
+    (4096, "ProvisionedServer"), (8192, "LanguagePacks"), (16384, "FrontendTransport"),
+    (32768, "CafeArray"), (65536, "FfoWebService"), (131072, "OSP"), (262144, "ARR"),
+    (524288, "ManagementFrontEnd"), (1048576, "ManagementBackEnd"), (2097152, "SCOM"),
+    (4194304, "CentralAdminFrontEnd"), (8388608, "NAT"), (16777216, "DHCP"),
+)
+_KNOWN_ROLE_MASK = sum(bit for bit, _ in ROLE_BITS)
+# LDAP result codes worth naming (RFC 4511).
+_RESULT_HINTS = {
+    3: ("time limit exceeded", "the directory stopped the search early; raise the server's time "
+        "limit for this account or narrow the scope"),
+    4: ("size limit exceeded", "the directory returned a truncated list; this should not happen "
+        "with paging: check the account's MaxPageSize / size limits"),
+    9: ("partial results", "the directory returned part of the answer; search a domain "
+        "controller of the forest root"),
+    10: ("referral not followed", "the base is not held by this server: point `servers` at a "
+         "domain controller of the forest that holds the configuration partition"),
+    32: ("base DN not found", "check `base` in the [ldap] config (it must be the configuration "
+         "naming context, CN=Configuration,DC=...) and that Exchange is installed in this forest"),
+    49: ("invalid credentials", "check `bind_user` and the password in secrets ([ldap] password "
+          "or PROXYLOGON_LDAP_PASSWORD)"),
+    50: ("insufficient access rights", "the account may not read the configuration partition; "
+         "any authenticated domain user normally can"),
+}
+
+
+class DirectoryError(RuntimeError):
+    """LDAP discovery failed; says on which server, during what, and what to do."""
+
+    def __init__(self, server: str, operation: str, detail: str, hint: str = ""):
+        self.server, self.operation, self.detail, self.hint = server, operation, detail, hint
+        message = f"{server}: {operation} failed: {detail}"
+        super().__init__(f"{message}. Fix: {hint}" if hint else message)
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    """How to reach and read the directory; the password is handed in separately."""
+
+    servers: tuple[str, ...]
+    bind_user: str
+    auth: str = "simple"  # or "ntlm" (AD only: DOMAIN\\user)
+    ca_file: str | None = None
+    start_tls: bool = True
+    allow_plain: bool = False
+    base: str | None = None
+    domain_base: str | None = None
+    page_size: int = MAX_PAGE_SIZE
+    connect_timeout: float = 10.0
+    timeout: float = 30.0
+    include_sites: tuple[str, ...] = ()
+    exclude_sites: tuple[str, ...] = ()
+    include_names: tuple[str, ...] = ()
+    exclude_names: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DirectoryServer:
+    """One Exchange server object as AD describes it."""
+
+    name: str
+    dn: str
+    fqdn: str | None
+    ad_build: str | None
+    ad_raw: str | None  # the attribute value ad_build was read from, as AD holds it
+    serial_number: str | None
+    version_number: str | None
+    roles: tuple[str, ...] | None
+    site: str | None
+    dag: str | None
+    when_changed: str | None
+    maintenance: bool
+    problems: tuple[str, ...] = ()
+
+    @property
+    def edge(self) -> bool:
+        return self.roles is not None and "Edge" in self.roles
+
+    def to_host(self) -> Host:
+        """The inventory record; an Edge server's AD build is withheld (not trustworthy)."""
+        return Host(name=self.name, fqdn=self.fqdn, site=self.site, dag=self.dag,
+                    roles=frozenset(self.roles) if self.roles is not None else None,
+                    ad_build=None if self.edge else self.ad_raw, dn=self.dn)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "fqdn": self.fqdn, "ad_build": self.ad_build,
+            "roles": list(self.roles) if self.roles is not None else None, "site": self.site,
+            "dag": self.dag, "dn": self.dn, "when_changed": self.when_changed,
+            "serial_number": self.serial_number, "version_number": self.version_number,
+            "maintenance": self.maintenance, "edge": self.edge, "problems": list(self.problems),
+        }
+
+
+@dataclass(frozen=True)
+class Discovery:
+    server: str
+    base: str
+    servers: tuple[DirectoryServer, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+
+# -- pure parsers ------------------------------------------------------------------------------
+
+
+def parse_roles(value: str | int | None) -> tuple[tuple[str, ...] | None, list[str]]:
+    """Role names from ``msExchCurrentServerRoles``; None with a problem when unusable."""
+    if value is None or str(value).strip() == "":
+        return None, ["msExchCurrentServerRoles missing: roles unknown"]
+    try:
+        mask = int(str(value).strip())
+    except ValueError:
+        return None, [f"msExchCurrentServerRoles is not a number: {value!r}"]
+    if mask < 0:
+        return None, [f"msExchCurrentServerRoles is negative: {mask}"]
+    problems = []
+    if mask & ~_KNOWN_ROLE_MASK:
+        problems.append(f"msExchCurrentServerRoles has unknown bits: {mask & ~_KNOWN_ROLE_MASK}")
+    return tuple(name for bit, name in ROLE_BITS if mask & bit), problems
+
+
+def parse_network_address(values: Iterable[str]) -> tuple[str | None, str | None]:
+    """(FQDN from ``ncacn_ip_tcp:``, NetBIOS name from ``netbios:``) of ``networkAddress``."""
+    fqdn = netbios = None
+    for value in values:
+        prefix, _, rest = value.strip().partition(":")
+        rest = rest.strip()
+        if not rest:
+            continue
+        if prefix.lower() == "ncacn_ip_tcp" and fqdn is None and "." in rest:
+            fqdn = rest.lower()
+        elif prefix.lower() == "netbios" and netbios is None:
+            netbios = rest
+    return fqdn, netbios
+
+
+def parse_first_rdn(dn: str | None) -> str | None:
+    """The value of a DN's first RDN (``CN=Site1,CN=Sites,...`` -> ``Site1``), unescaped."""
+    if not dn:
+        return None
+    try:
+        parsed = parse_dn(dn, escape=False, strip=True)
+    except Exception:
+        return None
+    return _unescape_dn_value(parsed[0][1]) if parsed else None
+
+
+def _unescape_dn_value(value: str) -> str:
+    out, i = [], 0
+    while i < len(value):
+        char = value[i]
+        if char == "\\" and i + 1 < len(value):
+            pair = value[i + 1:i + 3]
+            if len(pair) == 2 and all(c in "0123456789abcdefABCDEF" for c in pair):
+                out.append(chr(int(pair, 16)))
+                i += 3
+                continue
+            out.append(value[i + 1])
+            i += 2
+            continue
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def parse_build_attributes(serial: str | None, version_number: str | None
+                           ) -> tuple[Build | None, str | None, list[str]]:
+    """The CU-level build from ``serialNumber`` (else ``versionNumber``), the raw value it came
+    from, and the problems seen; the two attributes are cross-checked."""
+    problems: list[str] = []
+    from_serial = from_number = None
+    if serial:
+        try:
+            from_serial = parse_serial_number(serial)
+        except BuildParseError as error:
+            problems.append(f"serialNumber unreadable: {error}")
+    else:
+        problems.append("serialNumber missing")
+    if version_number:
+        try:
+            from_number = parse_version_number(version_number)
+        except BuildParseError as error:
+            problems.append(f"versionNumber unreadable: {error}")
+    if from_serial and from_number and (from_serial.major, from_serial.minor, from_serial.build) != (
+        from_number.major, from_number.minor, from_number.build
+    ):
+        problems.append(f"serialNumber ({from_serial}) and versionNumber ({from_number}) disagree")
+    if from_serial:
+        return from_serial, serial, problems
+    return from_number, version_number if from_number else None, problems
+
+
+def parse_server(dn: str, attributes: Mapping[str, Any],
+                 computer_dns: Mapping[str, str] | None = None) -> DirectoryServer:
+    """One server entry (attribute values as ldap3 returns them with get_info=NONE)."""
+
+    def first(name: str) -> str | None:
+        value = attributes.get(name)
+        if isinstance(value, list | tuple):
+            value = value[0] if value else None
+        if value is None:
+            return None
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        return text if text.strip() else None
+
+    def many(name: str) -> list[str]:
+        value = attributes.get(name) or []
+        values = value if isinstance(value, list | tuple) else [value]
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
+
+    name = first("cn") or first("name") or parse_first_rdn(dn) or dn
+    problems: list[str] = []
+    serial, number = first("serialNumber"), first("versionNumber")
+    build, raw, build_problems = parse_build_attributes(serial, number)
+    problems += build_problems
+    roles, role_problems = parse_roles(first("msExchCurrentServerRoles"))
+    problems += role_problems
+    fqdn, _netbios = parse_network_address(many("networkAddress"))
+    if fqdn is None:
+        fallback = (computer_dns or {}).get(name.lower())
+        if fallback:
+            fqdn = fallback.lower()
+            problems.append("networkAddress has no ncacn_ip_tcp FQDN: used the computer "
+                            "object's dNSHostName")
+        else:
+            problems.append("no FQDN: networkAddress has no ncacn_ip_tcp value and no computer "
+                            "object with a dNSHostName was found")
+    site_dn = first("msExchServerSite")
+    site = parse_first_rdn(site_dn)
+    if site is None:
+        problems.append("msExchServerSite missing: AD site unknown")
+    if roles is not None and "Edge" in roles:
+        problems.append("Edge Transport server: AD holds the version recorded at Edge "
+                        "subscription, not necessarily the installed one")
+    states = many("msExchComponentStates")
+    return DirectoryServer(
+        name=name, dn=dn, fqdn=fqdn, ad_build=str(build) if build else None, ad_raw=raw,
+        serial_number=serial, version_number=number, roles=roles, site=site,
+        dag=parse_first_rdn(first("msExchMDBAvailabilityGroupLink")),
+        when_changed=first("whenChanged"),
+        maintenance=any(":ServerWideOffline:" in s and ":0:" in s for s in states),
+        problems=tuple(problems),
+    )
+
+
+def scope_filter(config: DirectoryConfig, config_nc: str) -> str:
+    """The LDAP filter for the configured scope; every configured value is escaped."""
+    parts = [SERVER_FILTER]
+    if config.only:
+        parts.append("(|" + "".join(f"(cn={escape_filter_chars(n)})" for n in config.only) + ")")
+    if config.include_sites:
+        parts.append("(|" + "".join(f"(msExchServerSite={escape_filter_chars(_site_dn(s, config_nc))})"
+                                    for s in config.include_sites) + ")")
+    for site in config.exclude_sites:
+        parts.append(f"(!(msExchServerSite={escape_filter_chars(_site_dn(site, config_nc))}))")
+    return "(&" + "".join(parts) + ")"
+
+
+def _site_dn(site: str, config_nc: str) -> str:
+    return f"CN={ldap3.utils.dn.escape_rdn(site)},CN=Sites,{config_nc}"
+
+
+def in_name_scope(name: str, config: DirectoryConfig) -> bool:
+    """Name patterns (shell-style, case-insensitive) are applied after the search."""
+    lowered = name.lower()
+    if config.include_names and not any(fnmatch.fnmatchcase(lowered, p.lower())
+                                        for p in config.include_names):
+        return False
+    return not any(fnmatch.fnmatchcase(lowered, p.lower()) for p in config.exclude_names)
+
+
+# -- I/O ---------------------------------------------------------------------------------------
+
+
+ConnectionFactory = Callable[[DirectoryConfig, str, str], ldap3.Connection]
+
+
+def _tls(config: DirectoryConfig) -> ldap3.Tls:
+    return ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
+                     ca_certs_file=config.ca_file)
+
+
+def open_connection(config: DirectoryConfig, url: str, password: str) -> ldap3.Connection:
+    """Connect, secure and bind to one domain controller; raises ``DirectoryError``."""
+    parts = urlsplit(url if "://" in url else f"ldaps://{url}")
+    scheme = parts.scheme.lower()
+    if scheme not in ("ldap", "ldaps") or not parts.hostname:
+        raise DirectoryError(url, "connect", "not an ldap:// or ldaps:// URL",
+                             "write servers as ldaps://dc1.example.com or ldap://dc1:389")
+    secure = scheme == "ldaps" or config.start_tls
+    if not secure and not config.allow_plain:
+        raise DirectoryError(url, "connect", "plain LDAP refused",
+                             "use ldaps://, keep start_tls = true, or set allow_plain = true "
+                             "if you really mean to send credentials unencrypted")
+    server = ldap3.Server(parts.hostname, port=parts.port or (636 if scheme == "ldaps" else 389),
+                          use_ssl=scheme == "ldaps", tls=_tls(config), get_info=ldap3.NONE,
+                          connect_timeout=config.connect_timeout)
+    authentication = ldap3.NTLM if config.auth == "ntlm" else ldap3.SIMPLE
+    connection = ldap3.Connection(server, user=config.bind_user, password=password,
+                                  authentication=authentication, auto_bind=ldap3.AUTO_BIND_NONE,
+                                  read_only=True, receive_timeout=config.timeout,
+                                  auto_referrals=False, raise_exceptions=False, auto_escape=False)
+    try:
+        connection.open()
+        if scheme == "ldap" and config.start_tls:
+            if not connection.start_tls():
+                raise DirectoryError(url, "StartTLS", _describe(connection.result),
+                                     "enable LDAP over TLS on the domain controller or use ldaps://")
+        elif scheme == "ldap":
+            log.warning("plain LDAP to %s: the bind and the inventory cross the network "
+                        "unencrypted (allow_plain = true)", url)
+        if not connection.bind():
+            code = int((connection.result or {}).get("result", -1))
+            hint = _RESULT_HINTS[code][1] if code in _RESULT_HINTS else "check bind_user and the password"
+            raise DirectoryError(url, f"bind as {config.bind_user}", _describe(connection.result), hint)
+    except DirectoryError:
+        _close(connection)
+        raise
+    except ldap_errors.LDAPException as error:
+        _close(connection)
+        raise _classify(url, error, config) from None
+    except OSError as error:
+        _close(connection)
+        raise _classify(url, error, config) from None
+    return connection
+
+
+def _close(connection: ldap3.Connection) -> None:
+    # Closing a half-open socket can fail; there is nothing left to report then.
+    with contextlib.suppress(Exception):
+        connection.unbind()
+
+
+def _classify(url: str, error: Exception, config: DirectoryConfig) -> DirectoryError:
+    text = str(error)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text.lower():
+        return DirectoryError(url, "TLS handshake", "the server certificate is not trusted",
+                              f"set ca_file to the CA that issued the domain controller's "
+                              f"certificate (now: {config.ca_file or 'system default'})")
+    if isinstance(error, ldap_errors.LDAPStartTLSError) or "ssl" in text.lower():
+        return DirectoryError(url, "TLS handshake", text,
+                              "check that the domain controller has a certificate for LDAPS")
+    if isinstance(error, ldap_errors.LDAPSocketOpenError):
+        return DirectoryError(url, "connect", text,
+                              "check the server name, that port is open from here, and the "
+                              "firewall")
+    if isinstance(error, ldap_errors.LDAPResponseTimeoutError | ldap_errors.LDAPSocketReceiveError):
+        return DirectoryError(url, "read", f"no answer in time ({text})",
+                              "the domain controller is slow or unreachable; raise `timeout` "
+                              "or try another server")
+    return DirectoryError(url, "LDAP operation", text, "see the directory server's logs")
+
+
+def _describe(result: Mapping[str, Any] | None) -> str:
+    if not result:
+        return "no result"
+    code = int(result.get("result", -1))
+    label = _RESULT_HINTS[code][0] if code in _RESULT_HINTS else str(result.get("description") or "error")
+    message = (result.get("message") or "").strip()
+    return f"{label} (LDAP result {code}{': ' + message if message else ''})"
+
+
+def _check(url: str, operation: str, connection: ldap3.Connection) -> None:
+    """Raise unless the last operation fully succeeded; ldap3 does not raise on limits."""
+    result = connection.result or {}
+    code = int(result.get("result", -1))
+    if code == 0:
+        return
+    hint = _RESULT_HINTS[code][1] if code in _RESULT_HINTS else "see the directory server's logs"
+    raise DirectoryError(url, operation, _describe(result), hint)
+
+
+def _search(connection: ldap3.Connection, url: str, base: str, flt: str, scope: str,
+            attributes: Sequence[str], page_size: int | None = None) -> Iterator[tuple[str, Any]]:
+    cookie: bytes | None = None
+    operation = f"search of {base}"
+    while True:
+        try:
+            connection.search(base, flt, search_scope=scope, attributes=list(attributes),
+                              paged_size=page_size, paged_cookie=cookie)
+        except ldap_errors.LDAPException as error:
+            raise DirectoryError(url, operation, str(error),
+                                 "the connection failed mid-search; try again or another "
+                                 "server") from None
+        _check(url, operation, connection)
+        for item in connection.response or []:
+            if item.get("type") == "searchResRef":
+                raise DirectoryError(url, operation, f"referral to {item.get('uri')}",
+                                     _RESULT_HINTS[10][1])
+            if item.get("type") == "searchResEntry":
+                yield item["dn"], item["attributes"]
+        if not page_size:
+            return
+        controls = (connection.result or {}).get("controls") or {}
+        cookie = controls.get(PAGED_RESULTS_OID, {}).get("value", {}).get("cookie")
+        if not cookie:
+            return
+
+
+def _root_dse(connection: ldap3.Connection, url: str) -> dict[str, str]:
+    names = ("configurationNamingContext", "defaultNamingContext")
+    for _dn, attributes in _search(connection, url, "", "(objectClass=*)", ldap3.BASE, names):
+        found = {}
+        for name in names:
+            value = attributes.get(name)
+            if isinstance(value, list):
+                value = value[0] if value else None
+            if value:
+                found[name] = str(value)
+        return found
+    return {}
+
+
+def discover(config: DirectoryConfig, password: str,
+             connect: ConnectionFactory = open_connection) -> Discovery:
+    """Every Exchange server in scope, from the first domain controller that answers."""
+    if not config.servers:
+        raise DirectoryError("(no server)", "configuration", "no LDAP server configured",
+                             "list domain controllers in [ldap] servers")
+    failures: list[DirectoryError] = []
+    for url in config.servers:
+        try:
+            connection = connect(config, url, password)
+        except DirectoryError as error:
+            failures.append(error)
+            if error.operation.startswith("bind"):
+                raise  # other DCs would reject the same credentials (and lock the account)
+            log.warning("%s", error)
+            continue
+        try:
+            return _discover_on(connection, url, config)
+        finally:
+            _close(connection)
+    if len(failures) == 1:
+        raise failures[0]
+    raise DirectoryError(", ".join(config.servers), "connect",
+                         "no domain controller answered: " + "; ".join(str(f) for f in failures),
+                         "check the server list, the network and the CA bundle")
+
+
+def _discover_on(connection: ldap3.Connection, url: str, config: DirectoryConfig) -> Discovery:
+    root = _root_dse(connection, url)
+    config_nc = config.base or root.get("configurationNamingContext")
+    if not config_nc:
+        raise DirectoryError(url, "RootDSE read", "no configurationNamingContext",
+                             "set `base` (CN=Configuration,DC=...) in the [ldap] config")
+    base = f"CN=Microsoft Exchange,CN=Services,{config_nc}"
+    page_size = max(1, min(config.page_size, MAX_PAGE_SIZE))
+    entries = [
+        (dn, attributes) for dn, attributes in _search(
+            connection, url, base, scope_filter(config, config_nc), ldap3.SUBTREE, ATTRIBUTES,
+            page_size)
+    ]
+    missing = [_first_value(a, "cn") or parse_first_rdn(dn) or "" for dn, a in entries
+               if parse_network_address(_values(a, "networkAddress"))[0] is None]
+    domain_base = config.domain_base or root.get("defaultNamingContext")
+    computer_dns = _computer_dns(connection, url, domain_base, missing) if missing else {}
+    servers = []
+    for dn, attributes in entries:
+        server = parse_server(dn, attributes, computer_dns)
+        if in_name_scope(server.name, config):
+            servers.append(server)
+    servers.sort(key=lambda s: s.name.lower())
+    warnings = []
+    if missing and not domain_base:
+        warnings.append("no defaultNamingContext: FQDNs could not be looked up on computer objects")
+    return Discovery(server=url, base=base, servers=tuple(servers), warnings=tuple(warnings))
+
+
+def _values(attributes: Mapping[str, Any], name: str) -> list[str]:
+    value = attributes.get(name) or []
+    return [str(v) for v in (value if isinstance(value, list | tuple) else [value])]
+
+
+def _first_value(attributes: Mapping[str, Any], name: str) -> str | None:
+    values = _values(attributes, name)
+    return values[0] if values else None
+
+
+def _computer_dns(connection: ldap3.Connection, url: str, domain_base: str | None,
+                  names: Sequence[str]) -> dict[str, str]:
+    """dNSHostName of the computer objects named like servers that lack a networkAddress FQDN."""
+    if not domain_base:
+        return {}
+    found: dict[str, str] = {}
+    for start in range(0, len(names), 100):
+        batch = [n for n in names[start:start + 100] if n]
+        if not batch:
+            continue
+        flt = ("(&(objectClass=computer)(|" +
+               "".join(f"(cn={escape_filter_chars(n)})" for n in batch) + "))")
+        for _dn, attributes in _search(connection, url, domain_base, flt, ldap3.SUBTREE,
+                                       ("cn", "dNSHostName"), MAX_PAGE_SIZE):
+            cn, dns = _first_value(attributes, "cn"), _first_value(attributes, "dNSHostName")
+            if cn and dns:
+                found[cn.lower()] = dns
+    return found
