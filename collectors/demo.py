@@ -245,7 +245,9 @@ def seed_demo(store: SnapshotStore, catalog: Catalog, now: datetime,
     for week, at in enumerate(snapshot_times(now)):
         observations = demo_observations(catalog, week, at)
         snapshot = assess(observations, catalog, at, source=SOURCE, tool_version=__version__,
-                          policy=policy, label=f"Demo fleet, week {week + 1} of {WEEKS}")
+                          policy=policy, label=f"Demo fleet, week {week + 1} of {WEEKS}",
+                          discovered=[obs.host for obs in observations],
+                          scope=f"demo: ldaps://dc1.{DOMAIN} (fictional)")
         ids.append(store.save(snapshot))
     return ids
 

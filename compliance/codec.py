@@ -35,7 +35,7 @@ def host_to_dict(host: Host) -> dict[str, Any]:
     return {
         "name": host.name, "fqdn": host.fqdn, "site": host.site, "dag": host.dag,
         "roles": sorted(host.roles) if host.roles is not None else None,
-        "ad_build": host.ad_build, "dn": host.dn,
+        "ad_build": host.ad_build, "dn": host.dn, "problems": list(host.problems),
     }
 
 
@@ -44,7 +44,7 @@ def host_from_dict(data: Mapping[str, Any]) -> Host:
     return Host(
         name=data["name"], fqdn=data.get("fqdn"), site=data.get("site"), dag=data.get("dag"),
         roles=frozenset(roles) if roles is not None else None, ad_build=data.get("ad_build"),
-        dn=data.get("dn"),
+        dn=data.get("dn"), problems=tuple(data.get("problems", [])),
     )
 
 

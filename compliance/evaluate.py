@@ -21,6 +21,7 @@ from compliance.models import (
     BuildSource,
     Evidence,
     Flag,
+    Host,
     Observation,
     Reason,
     Snapshot,
@@ -356,7 +357,7 @@ def evaluate(observation: Observation, catalog: Catalog, as_of: datetime,
 
 def assess(observations: Iterable[Observation], catalog: Catalog, as_of: datetime, *,
            source: str, tool_version: str, policy: Policy | None = None,
-           label: str = "") -> Snapshot:
+           label: str = "", discovered: Iterable[Host] = (), scope: str = "") -> Snapshot:
     """Grade a whole collection run into a snapshot; the one path real and demo data share."""
     chosen = policy or Policy()
     assessments = tuple(
@@ -366,4 +367,5 @@ def assess(observations: Iterable[Observation], catalog: Catalog, as_of: datetim
         taken_at=as_of, source=source, tool_version=tool_version,
         catalog_version=catalog.version, advisory_id=catalog.advisory.id,
         advisory_version=catalog.advisory.version, assessments=assessments, label=label,
+        discovered=tuple(discovered), scope=scope,
     )

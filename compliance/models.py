@@ -164,6 +164,7 @@ class Host:
     roles: frozenset[str] | None = None
     ad_build: str | None = None
     dn: str | None = None
+    problems: tuple[str, ...] = ()  # what the inventory found missing or malformed
 
 
 @dataclass(frozen=True)
@@ -230,4 +231,7 @@ class Snapshot:
     advisory_version: str
     assessments: tuple[Assessment, ...]
     label: str = ""
+    # The inventory the run started from (e.g. every Exchange server in AD), for coverage.
+    discovered: tuple[Host, ...] = ()
+    scope: str = ""
 

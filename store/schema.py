@@ -39,6 +39,9 @@ snapshots = Table(
     Column("host_count", Integer, nullable=False),
     # Status counts as JSON, so trends need not read every host of every snapshot.
     Column("counts", Text, nullable=False),
+    # What the run was pointed at (directory server and base, inventory file), for auditors.
+    Column("scope", Text, nullable=False, default=""),
+    Column("discovered_count", Integer, nullable=False, default=0),
 )
 
 results = Table(
@@ -54,3 +57,14 @@ results = Table(
 )
 
 Index("ix_results_host", results.c.host)
+
+# The inventory a run started from (every server AD knows), so coverage can be shown.
+discovered = Table(
+    "discovered",
+    metadata,
+    Column("snapshot_id", Integer, ForeignKey("snapshots.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("record", Text, nullable=False),
+)

@@ -13,12 +13,14 @@ from sqlalchemy import Engine, create_engine, event, func, insert, select
 from sqlalchemy.engine import make_url
 
 from compliance.codec import (
+    host_from_dict,
+    host_to_dict,
     observation_from_dict,
     observation_to_dict,
     verdict_from_dict,
     verdict_to_dict,
 )
-from compliance.models import Assessment, Snapshot, Status
+from compliance.models import Assessment, Host, Snapshot, Status
 from store import schema
 
 
@@ -40,6 +42,8 @@ class SnapshotInfo:
     advisory_version: str
     host_count: int
     counts: dict[str, int]
+    scope: str = ""
+    discovered_count: int = 0
 
 
 def _dumps(data: Any) -> str:
@@ -117,6 +121,7 @@ class SnapshotStore:
                     catalog_version=snapshot.catalog_version, advisory_id=snapshot.advisory_id,
                     advisory_version=snapshot.advisory_version,
                     host_count=len(snapshot.assessments), counts=_dumps(dict(counts)),
+                    scope=snapshot.scope, discovered_count=len(snapshot.discovered),
                 )
             ).inserted_primary_key
             assert inserted is not None
@@ -124,6 +129,12 @@ class SnapshotStore:
             if rows:
                 conn.execute(insert(schema.results),
                              [{"snapshot_id": snapshot_id, **row} for row in rows])
+            if snapshot.discovered:
+                conn.execute(insert(schema.discovered), [
+                    {"snapshot_id": snapshot_id, "position": position, "host": host.name,
+                     "record": _dumps(host_to_dict(host))}
+                    for position, host in enumerate(snapshot.discovered)
+                ])
         return int(snapshot_id)
 
     def is_empty(self) -> bool:
@@ -169,6 +180,16 @@ class SnapshotStore:
             for obs, ver in rows
         ]
 
+    def discovered(self, snapshot_id: int) -> list[Host]:
+        """The inventory the run started from, in discovery order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(schema.discovered.c.record)
+                .where(schema.discovered.c.snapshot_id == snapshot_id)
+                .order_by(schema.discovered.c.position)
+            ).scalars().all()
+        return [host_from_dict(json.loads(row)) for row in rows]
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -181,4 +202,5 @@ def _info(row: Any) -> SnapshotInfo:
         label=row["label"], tool_version=row["tool_version"],
         catalog_version=row["catalog_version"], advisory_id=row["advisory_id"],
         advisory_version=row["advisory_version"], host_count=row["host_count"], counts=counts,
+        scope=row["scope"], discovered_count=row["discovered_count"],
     )

@@ -127,3 +127,14 @@ def test_newer_schema_is_refused(store_url):
     opened.dispose()
     with pytest.raises(StoreError, match="schema version 99"):
         SnapshotStore.open(store_url)
+
+
+def test_discovered_inventory_is_stored_for_coverage(empty_store, shipped_catalog):
+    inventory = (Host("EX1", fqdn="ex1.test.example", dn="CN=EX1,DC=x"),
+                 Host("EX9", problems=("no FQDN",)))
+    snapshot = assess(_observations(NOW)[:1], shipped_catalog, NOW, source="test",
+                      tool_version="0.test", discovered=inventory, scope="ldaps://dc1 CN=x")
+    snapshot_id = empty_store.save(snapshot)
+    assert empty_store.discovered(snapshot_id) == list(inventory)
+    info = empty_store.info(snapshot_id)
+    assert (info.discovered_count, info.host_count, info.scope) == (2, 1, "ldaps://dc1 CN=x")
