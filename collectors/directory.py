@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import logging
+import math
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -345,7 +346,8 @@ def open_connection(config: DirectoryConfig, url: str, password: str) -> ldap3.C
     authentication = ldap3.NTLM if config.auth == "ntlm" else ldap3.SIMPLE
     connection = ldap3.Connection(server, user=config.bind_user, password=password,
                                   authentication=authentication, auto_bind=ldap3.AUTO_BIND_NONE,
-                                  read_only=True, receive_timeout=config.timeout,
+                                  # ldap3 packs this into SO_RCVTIMEO: whole seconds only.
+                                  read_only=True, receive_timeout=max(1, math.ceil(config.timeout)),
                                   auto_referrals=False, raise_exceptions=False, auto_escape=False)
     try:
         connection.open()
@@ -366,7 +368,7 @@ def open_connection(config: DirectoryConfig, url: str, password: str) -> ldap3.C
     except ldap_errors.LDAPException as error:
         _close(connection)
         raise _classify(url, error, config) from None
-    except OSError as error:
+    except Exception as error:  # ldap3 lets socket and struct errors through unwrapped
         _close(connection)
         raise _classify(url, error, config) from None
     return connection

@@ -1,0 +1,1 @@
+"""Real peers for integration tests: an AD-shaped OpenLDAP slapd (``slapd``, ``ad_tree``, ``fixtures``)."""
