@@ -12,6 +12,9 @@ import pytest
 from compliance.catalog import Catalog, load_catalog
 from store import SnapshotStore
 
+# The real test peers' session fixtures (slapd_standard, slapd_bulk, ...).
+pytest_plugins = ["tests.peers.fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 # A fixed "now" for tests that must not depend on the clock.
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

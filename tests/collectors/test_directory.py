@@ -273,3 +273,12 @@ def test_command_errors_are_one_clear_line_without_traceback(slapd_standard, tmp
     assert "Traceback" not in done.stderr
     assert "wrong-password" not in done.stderr + done.stdout
     assert "hunter2" not in done.stderr + done.stdout
+
+
+def test_wrong_ca_on_starttls_is_refused_with_a_hint(slapd_standard):
+    config = _config(slapd_standard, slapd_standard.ldap_url,
+                     ca_file=str(slapd_standard.other_ca_file))
+    with pytest.raises(DirectoryError) as caught:
+        discover(config, slapd_standard.service_password)
+    assert caught.value.operation in ("TLS handshake", "StartTLS")
+    assert "ca_file" in str(caught.value) or "certificate" in str(caught.value)

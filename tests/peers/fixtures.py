@@ -2,23 +2,29 @@
 
 Use from a conftest (or a test module)::
 
-    from tests.peers.fixtures import slapd_bulk, slapd_standard  # noqa: F401  (fixtures)
+    from tests.peers.fixtures import slapd_bulk, slapd_standard  # noqa: F401  (pytest fixtures)
+
+or, once for the whole suite, ``pytest_plugins = ["tests.peers.fixtures"]`` in tests/conftest.py.
 
 ``slapd_standard`` serves ``ad_tree.standard_fleet()`` (20 servers, see that function for the
 facts each one carries); ``slapd_bulk`` serves ``ad_tree.bulk_fleet(5000)`` (15000 entries of
 class msExchExchangeServer including the transport sub-objects). Each runs in its own temp dir
-and is stopped at the end of the session. Without slapd on the machine they skip (developer
-machines only: ./test.sh installs slapd and ldap-utils, and in CI a skip fails the run).
+and is stopped when the session ends. The same peer is shared by every conftest that imports
+these fixtures (importing them in two conftests registers them twice; the cache below keeps it
+at one slapd per fleet per session). Without slapd on the machine they skip (developer machines
+only: ./test.sh installs slapd and ldap-utils, and in CI a skip fails the run).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
 from tests.peers.ad_tree import BULK_STANDARD_SIZE, ad_ldif, bulk_fleet, standard_fleet
 from tests.peers.slapd import SlapdPeer, slapd_available, start_slapd
+
+_PEERS: dict[tuple[int, str], SlapdPeer] = {}
 
 
 def require_slapd() -> None:
@@ -26,17 +32,28 @@ def require_slapd() -> None:
         pytest.skip("slapd/slapadd not installed (Debian packages slapd and ldap-utils; ./test.sh installs them)")
 
 
-@pytest.fixture(scope="session")
-def slapd_standard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlapdPeer]:
+def _shared_peer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str,
+                 make_ldif: Callable[[], str]) -> SlapdPeer:
     require_slapd()
-    peer = start_slapd(tmp_path_factory.mktemp("slapd-standard"), ad_ldif(standard_fleet()))
-    yield peer
-    peer.stop()
+    key = (id(request.session), name)
+    peer = _PEERS.get(key)
+    if peer is None or peer.process.poll() is not None:
+        peer = start_slapd(tmp_path_factory.mktemp(name), make_ldif())
+        _PEERS[key] = peer
+
+        def stop() -> None:
+            peer.stop()
+            _PEERS.pop(key, None)
+
+        request.config.add_cleanup(stop)  # after the whole session, whichever conftest asked first
+    return peer
 
 
 @pytest.fixture(scope="session")
-def slapd_bulk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlapdPeer]:
-    require_slapd()
-    peer = start_slapd(tmp_path_factory.mktemp("slapd-bulk"), ad_ldif(bulk_fleet(BULK_STANDARD_SIZE)))
-    yield peer
-    peer.stop()
+def slapd_standard(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SlapdPeer:
+    return _shared_peer(request, tmp_path_factory, "slapd-standard", lambda: ad_ldif(standard_fleet()))
+
+
+@pytest.fixture(scope="session")
+def slapd_bulk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SlapdPeer:
+    return _shared_peer(request, tmp_path_factory, "slapd-bulk", lambda: ad_ldif(bulk_fleet(BULK_STANDARD_SIZE)))

@@ -9,23 +9,32 @@ writes to ``<workdir>/slapd.log`` (a few lines per run otherwise).
 
 Behaviour that matters for the collector's tests:
 
-* Anonymous: may read the rootDSE (as in AD) and nothing else; searches return no entries.
+* Anonymous: may read the rootDSE (as in AD) and nothing else; a search below the suffix ends
+  with noSuchObject (32) and no entries (AD answers operationsError 1 instead).
 * Authenticated users (the service account): read everything except ``userPassword``.
 * Size limit for every identity except the rootdn: ``size.soft=size.hard=size.pr=<size_limit>``,
   ``size.prtotal=unlimited`` - like AD's MaxPageSize: a non-paged search stops at ``size_limit``
   entries with result 4 (sizeLimitExceeded; ldap3 does NOT raise), a paged search gets everything.
-  The rootdn is exempt: bind as the service account to see the limit.
-* Returned DNs keep the case they were loaded with, but compare DNs case-insensitively anyway.
+  The rootdn is exempt: bind as the service account to see the limit. A page size above
+  ``size_limit`` is refused with adminLimitExceeded (11) (AD silently caps it): page at <= 1000.
+* Entry DNs come back as slapd's pretty form: lower-case attribute types, ``\\5C`` for an escaped
+  backslash (``cn=LAB(1)*\\5CEX,...,dc=test,dc=example``), while DN-valued attributes
+  (distinguishedName, msExchServerSite, ...) come back exactly as loaded (``CN=...\\\\EX,...``).
+  Compare DNs with ``ad_tree.dn_key`` (or any real DN parser), never as strings.
 """
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from tests.peers.ad_tree import (
     DEFAULT_BASE_DN,
@@ -182,6 +191,24 @@ def _rootdse_ldif(base_dn: str) -> str:
     )
 
 
+def _load_prctl() -> Callable[[int, int], int] | None:
+    try:
+        return cast(Callable[[int, int], int], ctypes.CDLL(None, use_errno=True).prctl)
+    except (OSError, AttributeError):  # not Linux/glibc
+        return None
+
+
+_PRCTL = _load_prctl()  # resolved in the parent: the forked child only calls it
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the forked child: have Linux SIGTERM slapd when the test process dies, so a crashed or
+    killed pytest never leaves a slapd behind."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _port_open(port: int) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=0.2):
@@ -190,18 +217,19 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def _wait_ready(process: subprocess.Popen[bytes], ports: tuple[int, ...], log_file: Path) -> bool:
-    """True when every port accepts connections; False if slapd exited (e.g. port taken)."""
+def _wait_ready(process: subprocess.Popen[bytes], port: int, log_file: Path) -> bool:
+    """True once slapd has logged "slapd starting" (all listeners bound, daemon loop next) and
+    ``port`` accepts connections; False if slapd exited (e.g. a port was taken)."""
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return False
-        if all(_port_open(port) for port in ports):
+        if "slapd starting" in log_file.read_text(errors="replace") and _port_open(port):
             return True
         time.sleep(0.02)
     process.kill()
     process.wait(timeout=10)
-    raise SlapdError(f"slapd did not open ports {ports} within {READY_TIMEOUT:.0f} s; "
+    raise SlapdError(f"slapd did not get ready within {READY_TIMEOUT:.0f} s; "
                      f"output:\n{log_file.read_text(errors='replace')}")
 
 
@@ -249,8 +277,9 @@ def start_slapd(
         started = time.monotonic()
         with log_file.open("wb") as log:
             process = subprocess.Popen([slapd, "-d", "none", "-f", str(conf), "-h", urls],
-                                       stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        if _wait_ready(process, (ldap_port, ldaps_port), log_file):
+                                       stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                       preexec_fn=_die_with_parent)
+        if _wait_ready(process, ldap_port, log_file):
             return SlapdPeer(
                 host=HOST, ldap_port=ldap_port, ldaps_port=ldaps_port,
                 ca_file=tls.ca_file, other_ca_file=tls.other_ca_file,

@@ -5,6 +5,7 @@ Uses ldap3 directly (get_info=NONE: values come back as lists of strings) and th
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
@@ -44,8 +45,6 @@ from tests.peers.ad_tree import (
     standard_fleet,
 )
 from tests.peers.slapd import SlapdError, SlapdPeer, closed_port, slapd_available, start_slapd
-
-pytest_plugins = ["tests.peers.fixtures"]
 
 SERVERS_ONLY = "(&(objectClass=msExchExchangeServer)(!(objectClass=msExchExchangeTransportServer)))"
 ALL_SERVER_CLASS = "(objectClass=msExchExchangeServer)"
@@ -397,6 +396,7 @@ def test_start_survives_a_port_taken_meanwhile(tmp_path: Path, monkeypatch: pyte
             assert taken not in (peer.ldap_port, peer.ldaps_port)
             assert connect(peer).bound
 
-        monkeypatch.setattr(slapd_module, "free_port", lambda: taken)
+        calls = itertools.count()  # every ldap:// port handed out is the taken one
+        monkeypatch.setattr(slapd_module, "free_port", lambda: taken if next(calls) % 2 == 0 else real_free_port())
         with pytest.raises(SlapdError, match="Address already in use"):
             start_slapd(tmp_path / "taken", ad_ldif(standard_fleet()[:1]))
