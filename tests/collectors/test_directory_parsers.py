@@ -188,3 +188,67 @@ def test_scope_filter_without_scope_is_the_server_filter():
 )
 def test_name_scope(name, include, exclude, kept):
     assert in_name_scope(name, _config(include_names=include, exclude_names=exclude)) is kept
+
+
+class _Result:
+    """Stands in for an ldap3 connection's ``result`` only (narrow unit test of the check)."""
+
+    def __init__(self, code: int, message: str = ""):
+        self.result = {"result": code, "description": "x", "message": message}
+
+
+@pytest.mark.parametrize(
+    ("code", "label"),
+    [
+        pytest.param(3, "time limit exceeded", id="time-limit"),
+        pytest.param(4, "size limit exceeded", id="size-limit"),
+        pytest.param(9, "partial results", id="partial"),
+        pytest.param(10, "referral not followed", id="referral"),
+        pytest.param(32, "base DN not found", id="no-such-object"),
+        pytest.param(50, "insufficient access", id="access"),
+        pytest.param(80, "x", id="other"),
+    ],
+)
+def test_every_non_success_result_is_an_error_naming_server_and_operation(code, label):
+    from collectors.directory import DirectoryError, _check
+
+    with pytest.raises(DirectoryError) as caught:
+        _check("ldaps://dc1", "search of CN=x", _Result(code))
+    text = str(caught.value)
+    assert label in text and "ldaps://dc1" in text and "search of CN=x" in text
+    assert f"LDAP result {code}" in text
+
+
+def test_success_result_passes():
+    from collectors.directory import _check
+
+    _check("ldaps://dc1", "search", _Result(0))
+
+
+def test_ntlm_bind_is_requested_from_ldap3(monkeypatch):
+    """OpenLDAP has no NTLM, so this narrow test checks what is handed to ldap3."""
+    import collectors.directory as directory
+
+    seen = {}
+
+    class FakeConnection:
+        def __init__(self, server, **kwargs):
+            seen.update(kwargs, server=server)
+            self.result = {"result": 0}
+
+        def open(self):
+            return True
+
+        def bind(self):
+            return True
+
+    monkeypatch.setattr(directory.ldap3, "Connection", FakeConnection)
+    config = DirectoryConfig(servers=("ldaps://dc1.test.example",), bind_user="TEST\\svc",
+                             auth="ntlm", timeout=2.5)
+    directory.open_connection(config, "ldaps://dc1.test.example", "pw")
+    assert seen["authentication"] == directory.ldap3.NTLM
+    assert seen["user"] == "TEST\\svc"
+    assert seen["read_only"] is True and seen["auto_referrals"] is False
+    assert seen["receive_timeout"] == 3
+    assert seen["server"].ssl is True
+    assert seen["server"].tls.validate == directory.ssl.CERT_REQUIRED
