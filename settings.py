@@ -45,6 +45,7 @@ SETTINGS = (
 
 @dataclass(frozen=True)
 class Settings:
+    data_dir: Path
     store_url: str
     demo: bool
     max_age: timedelta
@@ -78,8 +79,10 @@ def load_settings(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         if value is None and isinstance(section, Mapping) and setting.key in section:
             value = str(section[setting.key])
         raw[setting.name] = setting.default if value is None else value
-    url = raw["store_url"] or f"sqlite:///{Path(raw['data_dir']).expanduser() / 'compliance.db'}"
+    data_dir = Path(raw["data_dir"]).expanduser()
+    url = raw["store_url"] or f"sqlite:///{data_dir / 'compliance.db'}"
     return Settings(
+        data_dir=data_dir,
         store_url=url,
         demo=_truthy("demo", raw["demo"]),
         max_age=timedelta(days=_number("max_age_days", raw["max_age_days"])),

@@ -2,9 +2,16 @@
 
     discover --config FILE [--format json|table] [--secrets FILE]
         list the Exchange servers Active Directory knows (read-only LDAP)
+    collect --config FILE [--inventory FILE] [--db URL] [--secrets FILE]
+        discover (if [ldap] is configured) and/or read the inventory file, run the read-only
+        probe on every server over WinRM, grade, and save one snapshot
+    import FILE... [--db URL]
+        store probe documents produced by hand (collectors/probe.ps1) as one snapshot
 
-Exit status: 0 on success, 1 when the directory could not be read, 2 on configuration errors.
-Errors are one line naming the server, the operation and the fix; never a traceback.
+Exit status: 0 on success (collect: a snapshot was saved, even with unreachable hosts),
+1 when nothing could be read or saved, 2 on configuration errors, 3 when another collection
+is running. Errors are one line naming the server, the operation and the fix; never a
+traceback.
 """
 
 from __future__ import annotations
@@ -13,13 +20,27 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from collectors.config import ConfigError, ldap_password, load_config, load_secrets
+from collectors.config import (
+    ConfigError,
+    ldap_password,
+    load_config,
+    load_secrets,
+    winrm_password,
+)
 from collectors.directory import DirectoryError, DirectoryServer, discover
+from collectors.inventory import InventoryEntry, InventoryError, load_inventory
+from collectors.job import JobError, collect, import_documents, run_lock
+from compliance.catalog import load_catalog
+from compliance.evaluate import Policy
+from settings import SettingsError, load_settings
+from store import SnapshotStore, StoreError
 
 DEFAULT_SECRETS = Path(__file__).resolve().parent.parent / ".streamlit" / "secrets.toml"
 
@@ -46,8 +67,21 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     discover_cmd.add_argument("--format", choices=("json", "table"), default="json")
     discover_cmd.add_argument("--secrets", type=Path, default=DEFAULT_SECRETS,
                               help="secrets TOML with [ldap] password (default: %(default)s)")
+    collect_cmd = commands.add_parser("collect", help="probe every server and save a snapshot")
+    collect_cmd.add_argument("--config", required=True, type=Path)
+    collect_cmd.add_argument("--inventory", type=Path, help="CSV or TOML host list")
+    collect_cmd.add_argument("--db", help="store URL (default: the dashboard's store)")
+    collect_cmd.add_argument("--secrets", type=Path, default=DEFAULT_SECRETS)
+    import_cmd = commands.add_parser("import", help="store hand-run probe documents")
+    import_cmd.add_argument("files", nargs="+", type=Path)
+    import_cmd.add_argument("--db", help="store URL (default: the dashboard's store)")
+    import_cmd.add_argument("--secrets", type=Path, default=DEFAULT_SECRETS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=stderr)
+    if args.command == "collect":
+        return _collect(args, stderr)
+    if args.command == "import":
+        return _import(args, stderr)
 
     try:
         config = load_config(args.config)
@@ -72,6 +106,70 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     with_problems = sum(1 for s in found.servers if s.problems)
     stderr.write(f"{len(found.servers)} Exchange servers from {found.server} "
                  f"({with_problems} with problems)\n")
+    return 0
+
+
+def _store(args: argparse.Namespace, secrets: dict[str, object]) -> tuple[SnapshotStore, Path, Policy]:
+    settings = load_settings(secrets, os.environ)
+    store = SnapshotStore.open(args.db or settings.store_url)
+    return store, settings.data_dir, Policy(max_age=settings.max_age)
+
+
+def _collect(args: argparse.Namespace, stderr: TextIO) -> int:
+    try:
+        config = load_config(args.config)
+        if config.winrm is None:
+            raise ConfigError(f"{args.config} has no [winrm] section")
+        secrets = load_secrets(args.secrets)
+        inventory: list[InventoryEntry] = load_inventory(args.inventory) if args.inventory else []
+        if config.directory is None and not inventory:
+            raise ConfigError("nothing to probe: configure [ldap] or give --inventory")
+        ldap_secret = ldap_password(secrets, os.environ) if config.directory else None
+        winrm_secret = winrm_password(secrets, os.environ)
+        store, data_dir, policy = _store(args, secrets)
+    except (ConfigError, InventoryError, SettingsError, StoreError) as error:
+        stderr.write(f"configuration error: {error}\n")
+        return 2
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with run_lock(data_dir):
+            result = collect(store=store, catalog=load_catalog(), policy=policy,
+                             winrm=config.winrm, winrm_password=winrm_secret,
+                             directory=config.directory, ldap_password=ldap_secret,
+                             inventory=inventory, progress_stream=stderr, stop=stop)
+    except JobError as error:
+        stderr.write(f"error: {error}\n")
+        return 3 if "another collection" in str(error) else 1
+    except DirectoryError as error:
+        stderr.write(f"error: {error}\n")
+        return 1
+    except (InterruptedError, KeyboardInterrupt):
+        stderr.write("interrupted: nothing was saved; the previous snapshots are intact\n")
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        store.dispose()
+    stderr.write(result.summary() + "\n")
+    return 0
+
+
+def _import(args: argparse.Namespace, stderr: TextIO) -> int:
+    try:
+        store, _data_dir, policy = _store(args, load_secrets(args.secrets))
+    except (ConfigError, SettingsError, StoreError) as error:
+        stderr.write(f"configuration error: {error}\n")
+        return 2
+    try:
+        result = import_documents(args.files, store=store, catalog=load_catalog(), policy=policy)
+    finally:
+        store.dispose()
+    for name, reason in result.rejected:
+        stderr.write(f"rejected {name}: {reason}\n")
+    if result.run is None:
+        stderr.write("nothing imported\n")
+        return 1
+    stderr.write(result.run.summary() + "\n")
     return 0
 
 

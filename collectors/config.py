@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from collectors.directory import MAX_PAGE_SIZE, DirectoryConfig
+from collectors.remote import WinrmConfig
 
 SECRET_KEYS = ("password", "bind_password", "secret")
 LDAP_PASSWORD_ENV = "PROXYLOGON_LDAP_PASSWORD"
+WINRM_PASSWORD_ENV = "PROXYLOGON_WINRM_PASSWORD"
 
 
 class ConfigError(ValueError):
@@ -26,6 +28,7 @@ class ConfigError(ValueError):
 class CollectionConfig:
     path: Path
     directory: DirectoryConfig | None
+    winrm: WinrmConfig | None = None
 
 
 def _strings(section: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
@@ -100,6 +103,61 @@ def parse_directory(section: Mapping[str, Any], scope: Mapping[str, Any], here: 
     )
 
 
+def parse_winrm(section: Mapping[str, Any], here: Path) -> WinrmConfig:
+    for key in SECRET_KEYS:
+        if key in section:
+            raise ConfigError(f"[winrm] {key} does not belong in the config file: put it in "
+                              f".streamlit/secrets.toml ([winrm] password) or {WINRM_PASSWORD_ENV}")
+    username = _text(section, "username", "[winrm]")
+    if not username:
+        raise ConfigError("[winrm] username is missing (e.g. CORP\\svc-exprobe or svc@corp.example)")
+    transport = (_text(section, "transport", "[winrm]") or "ntlm").lower()
+    if transport not in ("ntlm", "kerberos", "basic"):
+        raise ConfigError(f"[winrm] transport must be ntlm, kerberos or basic, not {transport!r}")
+    scheme = (_text(section, "scheme", "[winrm]") or "https").lower()
+    allow_http = _flag(section, "allow_http", False, "[winrm]")
+    if scheme not in ("https", "http"):
+        raise ConfigError(f"[winrm] scheme must be https or http, not {scheme!r}")
+    if scheme == "http" and not allow_http:
+        raise ConfigError("[winrm] scheme = \"http\" needs allow_http = true (and then only NTLM "
+                          "or Kerberos with message encryption is used)")
+    if transport == "basic" and (scheme == "http" or allow_http):
+        raise ConfigError("[winrm] Basic authentication is allowed over HTTPS only")
+    ca_file = _text(section, "ca_file", "[winrm]")
+    if ca_file:
+        ca_path = (here / ca_file).resolve() if not Path(ca_file).is_absolute() else Path(ca_file)
+        if not ca_path.is_file():
+            raise ConfigError(f"[winrm] ca_file {ca_path} does not exist")
+        ca_file = str(ca_path)
+    read_timeout = int(_number(section, "read_timeout_seconds", 30, "[winrm]"))
+    operation_timeout = int(_number(section, "operation_timeout_seconds", 20, "[winrm]"))
+    if operation_timeout >= read_timeout:
+        raise ConfigError("[winrm] operation_timeout_seconds must be below read_timeout_seconds")
+    retries = section.get("retries", 2)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"[winrm] retries must be a whole number >= 0, not {retries!r}")
+    return WinrmConfig(
+        username=username, transport=transport, scheme=scheme,
+        port=int(_number(section, "port", 5986 if scheme == "https" else 5985, "[winrm]")),
+        allow_http=allow_http, ca_file=ca_file,
+        deadline_seconds=_number(section, "deadline_seconds", 120, "[winrm]"),
+        read_timeout_seconds=read_timeout, operation_timeout_seconds=operation_timeout,
+        concurrency=int(_number(section, "concurrency", 32, "[winrm]")), retries=retries,
+        backoff_seconds=_number(section, "backoff_seconds", 1.0, "[winrm]"),
+    )
+
+
+def winrm_password(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> str:
+    password = environ.get(WINRM_PASSWORD_ENV)
+    if password is None:
+        section = secrets.get("winrm", {})
+        password = section.get("password") if isinstance(section, Mapping) else None
+    if not password:
+        raise ConfigError(f"no WinRM password: set [winrm] password in .streamlit/secrets.toml "
+                          f"or the environment variable {WINRM_PASSWORD_ENV}")
+    return str(password)
+
+
 def load_config(path: Path) -> CollectionConfig:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -111,7 +169,9 @@ def load_config(path: Path) -> CollectionConfig:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
     ldap = data.get("ldap")
     directory = parse_directory(ldap, data.get("scope", {}), path.parent) if ldap else None
-    return CollectionConfig(path=path, directory=directory)
+    winrm = data.get("winrm")
+    return CollectionConfig(path=path, directory=directory,
+                            winrm=parse_winrm(winrm, path.parent) if winrm else None)
 
 
 def load_secrets(path: Path | None) -> dict[str, Any]:

@@ -72,6 +72,9 @@ def observation_to_dict(obs: Observation) -> dict[str, Any]:
             },
         },
         "indicators": list(obs.indicators),
+        "probe_errors": list(obs.probe_errors),
+        "log_window_days": obs.log_window_days,
+        "indicators_truncated": obs.indicators_truncated,
         "failure": None if obs.failure is None else {
             "reason": obs.failure.reason, "detail": obs.failure.detail, "hint": obs.failure.hint,
         },
@@ -102,6 +105,9 @@ def observation_from_dict(data: Mapping[str, Any]) -> Observation:
         failure=None if failure is None else Failure(
             failure["reason"], failure["detail"], failure.get("hint", "")
         ),
+        probe_errors=tuple(data.get("probe_errors", [])),
+        log_window_days=data.get("log_window_days"),
+        indicators_truncated=bool(data.get("indicators_truncated", False)),
     )
 
 

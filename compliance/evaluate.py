@@ -124,6 +124,12 @@ class _Grader:
             self.flag(Flag.INDICATORS_FOUND)
             for indicator in obs.indicators:
                 self.note("indicator", indicator, "probe")
+        if obs.log_window_days is not None:
+            self.note("log_window", f"indicator search reached {obs.log_window_days:.0f} days back"
+                      + (" (cut short by a cap or the deadline)" if obs.indicators_truncated else ""),
+                      "probe")
+        for error in obs.probe_errors:
+            self.note("probe_error", error, "probe")
         self._cu_flags(ctx)
 
         if obs.failure is not None:

@@ -180,6 +180,11 @@ class Observation:
     mitigations: MitigationState | None = None
     indicators: tuple[str, ...] = ()
     failure: Failure | None = None
+    # Probe details kept as evidence: parts of the probe that failed, how far back the
+    # compromise-indicator search could see, and whether a cap or deadline cut it short.
+    probe_errors: tuple[str, ...] = ()
+    log_window_days: float | None = None
+    indicators_truncated: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,177 @@
+"""The collection job: inventory -> probes -> verdicts -> one snapshot, saved atomically.
+
+Used by ``python -m collectors collect`` and ``import`` (and later by the dashboard). One
+run at a time per data directory (a lock file); an interrupted run saves nothing, so the
+previous snapshots stay the latest.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from collectors.directory import DirectoryConfig, discover
+from collectors.inventory import InventoryEntry, merge
+from collectors.probe import MAX_DOCUMENT_BYTES, ProbeDocumentError, load_document, observation_from_document
+from collectors.remote import WinrmConfig, probe_all, targets_for
+from compliance import __version__
+from compliance.catalog import Catalog
+from compliance.evaluate import Policy, assess
+from compliance.models import Host, Observation, Snapshot, Status
+from store import SnapshotStore
+
+
+class JobError(RuntimeError):
+    """The job could not run or save; the message says why and what to do."""
+
+
+@contextmanager
+def run_lock(data_dir: Path) -> Iterator[None]:
+    """Refuse a second collection while one is running (per data directory)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "collect.lock"
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise JobError(f"another collection is running ({holder}); wait for it to finish "
+                           f"(lock: {path})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class Progress:
+    """A progress bar on a terminal; plain log lines otherwise."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr, tty: bool | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.total, self.stream, self.clock = total, stream, clock
+        self.tty = stream.isatty() if tty is None else tty
+        self.done = self.failed = 0
+        self.started = clock()
+        self._step = max(1, total // 10)
+        self._lock = threading.Lock()
+
+    def __call__(self, observation: Observation) -> None:
+        with self._lock:
+            self.done += 1
+            if observation.failure is not None:
+                self.failed += 1
+            elapsed = self.clock() - self.started
+            eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+            if self.tty:
+                width = 30
+                filled = int(width * self.done / max(1, self.total))
+                self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/"
+                                  f"{self.total} hosts, {self.failed} failed, ETA {eta:4.0f} s")
+                if self.done == self.total:
+                    self.stream.write("\n")
+            elif self.done % self._step == 0 or self.done == self.total:
+                self.stream.write(f"probed {self.done}/{self.total} hosts, {self.failed} failed, "
+                                  f"{elapsed:.1f} s elapsed, ETA {eta:.0f} s\n")
+            self.stream.flush()
+
+
+@dataclass(frozen=True)
+class RunResult:
+    snapshot_id: int
+    snapshot: Snapshot
+    seconds: float
+
+    def summary(self) -> str:
+        counts = Counter(a.verdict.status for a in self.snapshot.assessments)
+        parts = ", ".join(f"{status.value} {counts[status]}" for status in Status if counts[status])
+        coverage = ""
+        if self.snapshot.discovered:
+            coverage = f"; coverage {len(self.snapshot.assessments)}/{len(self.snapshot.discovered)} " \
+                       "servers in the inventory assessed"
+        return (f"snapshot #{self.snapshot_id} saved: {len(self.snapshot.assessments)} hosts "
+                f"({parts}){coverage}; {self.seconds:.1f} s")
+
+
+def collect(*, store: SnapshotStore, catalog: Catalog, policy: Policy,
+            winrm: WinrmConfig, winrm_password: str,
+            directory: DirectoryConfig | None = None, ldap_password: str | None = None,
+            inventory: Sequence[InventoryEntry] = (), progress_stream: TextIO = sys.stderr,
+            stop: threading.Event | None = None,
+            now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> RunResult:
+    """Discover, probe, grade and save; raises ``JobError`` (or the collectors' errors)."""
+    started = time.monotonic()
+    discovered: list[Host] = []
+    scope_parts = []
+    if directory is not None:
+        assert ldap_password is not None
+        found = discover(directory, ldap_password)
+        discovered = [server.to_host() for server in found.servers]
+        scope_parts.append(f"AD {found.server} {found.base}")
+    if inventory:
+        scope_parts.append(f"inventory file ({len(inventory)} hosts)")
+    hosts, overrides = merge(discovered, list(inventory))
+    if not hosts:
+        raise JobError("no host to probe: the directory returned none and no inventory was given")
+    targets = targets_for(hosts, winrm, overrides)
+    observations = probe_all(targets, winrm, winrm_password,
+                             progress=Progress(len(targets), progress_stream), stop=stop)
+    snapshot = assess(observations, catalog, now(), source="collect", tool_version=__version__,
+                      policy=policy, discovered=discovered or hosts, scope="; ".join(scope_parts),
+                      label=f"collection of {len(targets)} hosts")
+    snapshot_id = store.save(snapshot)
+    return RunResult(snapshot_id, snapshot, time.monotonic() - started)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    run: RunResult | None
+    rejected: list[tuple[str, str]]
+
+
+def import_documents(paths: Sequence[Path], *, store: SnapshotStore, catalog: Catalog,
+                     policy: Policy,
+                     now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> ImportResult:
+    """Store probe documents run by hand as one snapshot; bad files are reported, not fatal."""
+    started = time.monotonic()
+    observations: list[Observation] = []
+    rejected: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for path in paths:
+        try:
+            if path.stat().st_size > MAX_DOCUMENT_BYTES:
+                raise ProbeDocumentError(f"file is over the {MAX_DOCUMENT_BYTES // 2**20} MB limit")
+            document = load_document(path.read_bytes())
+        except (OSError, ProbeDocumentError) as error:
+            rejected.append((str(path), str(error)))
+            continue
+        name = str(document["host"])
+        if name.lower() in seen:
+            rejected.append((str(path), f"a second document for host {name} in this import"))
+            continue
+        seen.add(name.lower())
+        host = Host(name=name, fqdn=document.get("fqdn") or None)
+        observations.append(observation_from_document(document, host, f"import:{path.name}", now()))
+    if not observations:
+        return ImportResult(None, rejected)
+    snapshot = assess(observations, catalog, now(), source="import", tool_version=__version__,
+                      policy=policy, scope=f"import of {len(observations)} probe documents",
+                      label=f"import of {len(observations)} probe documents")
+    snapshot_id = store.save(snapshot)
+    return ImportResult(RunResult(snapshot_id, snapshot, time.monotonic() - started), rejected)

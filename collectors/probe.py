@@ -1,0 +1,175 @@
+"""The probe script and its output: loading, compacting, and parsing one JSON document.
+
+The document format is a public contract (``exchange-probe/1``, docs/probe.md and
+``probe.schema.json``). ``parse_document`` turns it into an ``Observation``; anything that
+is not a valid document becomes an observation with a ``bad_output`` failure, never an
+exception and never a verdict from garbage. Unknown extra fields are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from compliance.models import (
+    AppPoolState,
+    Failure,
+    Host,
+    InstalledUpdate,
+    MitigationState,
+    Observation,
+    ServiceState,
+)
+
+SCHEMA_ID = "exchange-probe/1"
+MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
+CVES = ("CVE-2021-26855", "CVE-2021-26857", "CVE-2021-26858", "CVE-2021-27065")
+BAD_OUTPUT_HINT = ("The probe's output is not an exchange-probe/1 document: run "
+                   "collectors/probe.ps1 by hand on the server and check its output")
+
+
+class ProbeDocumentError(ValueError):
+    """The text is not a valid probe document; the message says which part is wrong."""
+
+
+@cache
+def probe_script() -> str:
+    return (resources.files("collectors") / "probe.ps1").read_text(encoding="utf-8")
+
+
+@cache
+def probe_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(
+        (resources.files("collectors") / "probe.schema.json").read_text(encoding="utf-8"))
+    return schema
+
+
+_BLOCK_COMMENT = re.compile(r"^\s*<#.*?#>\s*$", re.DOTALL | re.MULTILINE)
+
+
+def compact(script: str) -> str:
+    """The script without comment-only lines, comment blocks, blank lines and indentation.
+
+    Windows caps a command line at 32,767 characters and the script travels base64-encoded
+    UTF-16 inside one; only whole comment lines are removed, never text inside a line.
+    """
+    without_blocks = _BLOCK_COMMENT.sub("", script)
+    lines = []
+    for line in without_blocks.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            lines.append(stripped)
+    return "\n".join(lines) + "\n"
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(value)
+
+
+def _findings(indicators: Mapping[str, Any]) -> tuple[str, ...]:
+    found = []
+    for cve in CVES:
+        for item in indicators.get(cve) or []:
+            detail = item.get("detail") if isinstance(item, Mapping) else item
+            where = item.get("path") if isinstance(item, Mapping) else None
+            found.append(f"{cve}: {detail}" + (f" ({where})" if where else ""))
+    for item in indicators.get("suspicious_files") or []:
+        detail = item.get("detail") if isinstance(item, Mapping) else item
+        where = item.get("path") if isinstance(item, Mapping) else None
+        found.append(f"suspicious file: {detail}" + (f" ({where})" if where else ""))
+    return tuple(found)
+
+
+def load_document(text: str | bytes) -> dict[str, Any]:
+    """Decode and validate one document; raises ``ProbeDocumentError`` saying why not."""
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise ProbeDocumentError(f"document is {len(text)} bytes, over the "
+                                 f"{MAX_DOCUMENT_BYTES // (1024 * 1024)} MB limit")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise ProbeDocumentError(f"not UTF-8 text: {error}") from None
+    stripped = text.strip()
+    if not stripped:
+        raise ProbeDocumentError("empty output")
+    try:
+        document = json.loads(stripped)
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise ProbeDocumentError(f"not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise ProbeDocumentError("not a JSON object")
+    if document.get("schema") != SCHEMA_ID:
+        raise ProbeDocumentError(f"schema is {document.get('schema')!r}, expected {SCHEMA_ID!r}")
+    validator = jsonschema.Draft202012Validator(probe_schema())
+    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(document)"
+        raise ProbeDocumentError(f"{where}: {first.message}"[:300])
+    return document
+
+
+def parse_document(text: str | bytes, host: Host, source: str,
+                   received_at: datetime) -> Observation:
+    """The observation a probe document reports for ``host``; bad documents become failures."""
+    try:
+        document = load_document(text)
+    except ProbeDocumentError as error:
+        return Observation(host, received_at, source,
+                           failure=Failure("bad_output", str(error), BAD_OUTPUT_HINT))
+    return observation_from_document(document, host, source, received_at)
+
+
+def observation_from_document(document: Mapping[str, Any], host: Host, source: str,
+                              received_at: datetime) -> Observation:
+    """Translate a validated document (see ``load_document``)."""
+    try:
+        collected = datetime.fromisoformat(str(document["collected_at"]).replace("Z", "+00:00"))
+        if collected.tzinfo is None:
+            collected = collected.replace(tzinfo=UTC)
+    except ValueError:
+        collected = received_at
+    mitigations = document.get("mitigations") or {}
+    indicators = document.get("indicators") or {}
+    roles = document.get("roles")
+    if roles and host.roles is None:
+        host = Host(host.name, host.fqdn or _text(document.get("fqdn")), host.site, host.dag,
+                    frozenset(str(r) for r in roles), host.ad_build, host.dn, host.problems)
+    elif host.fqdn is None and document.get("fqdn"):
+        host = Host(host.name, str(document["fqdn"]), host.site, host.dag, host.roles,
+                    host.ad_build, host.dn, host.problems)
+    window = indicators.get("log_window_days")
+    return Observation(
+        host=host,
+        observed_at=collected,
+        source=source,
+        exsetup_version=_text(document.get("exsetup_version")),
+        admin_display_version=_text(document.get("admin_display_version")),
+        installed_updates=tuple(
+            InstalledUpdate(str(u.get("kb", "")), str(u.get("name") or ""), _text(u.get("installed_on")))
+            for u in document.get("installed_updates") or [] if isinstance(u, Mapping) and u.get("kb")
+        ),
+        mitigations=MitigationState(
+            rewrite_rules=tuple(str(r) for r in mitigations.get("rewrite_rules") or []),
+            services={str(name): ServiceState(_text(v.get("status")), _text(v.get("start_mode")))
+                      for name, v in (mitigations.get("services") or {}).items()
+                      if isinstance(v, Mapping)},
+            app_pools={str(name): AppPoolState(_text(v.get("state")), v.get("auto_start"))
+                       for name, v in (mitigations.get("app_pools") or {}).items()
+                       if isinstance(v, Mapping)},
+        ),
+        indicators=_findings(indicators),
+        probe_errors=tuple(str(e) for e in document.get("errors") or []),
+        log_window_days=float(window) if isinstance(window, int | float) else None,
+        indicators_truncated=bool(indicators.get("truncated", False)),
+    )
