@@ -22,7 +22,13 @@ from typing import TextIO
 
 from collectors.directory import DirectoryConfig, discover
 from collectors.inventory import InventoryEntry, merge
-from collectors.probe import MAX_DOCUMENT_BYTES, ProbeDocumentError, load_document, observation_from_document
+from collectors.probe import (
+    MAX_DOCUMENT_BYTES,
+    ProbeDocumentError,
+    document_time,
+    load_document,
+    observation_from_document,
+)
 from collectors.remote import WinrmConfig, probe_all, targets_for
 from compliance import __version__
 from compliance.catalog import Catalog
@@ -72,10 +78,10 @@ class Progress:
         self._step = max(1, total // 10)
         self._lock = threading.Lock()
 
-    def __call__(self, observation: Observation) -> None:
+    def __call__(self, failed: bool) -> None:
         with self._lock:
             self.done += 1
-            if observation.failure is not None:
+            if failed:
                 self.failed += 1
             elapsed = self.clock() - self.started
             eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
@@ -167,7 +173,9 @@ def import_documents(paths: Sequence[Path], *, store: SnapshotStore, catalog: Ca
             continue
         seen.add(name.lower())
         host = Host(name=name, fqdn=document.get("fqdn") or None)
-        observations.append(observation_from_document(document, host, f"import:{path.name}", now()))
+        # A hand-run document is as old as the probe run, not as the import: its own time.
+        observations.append(observation_from_document(document, host, f"import:{path.name}",
+                                                      document_time(document)))
     if not observations:
         return ImportResult(None, rejected)
     snapshot = assess(observations, catalog, now(), source="import", tool_version=__version__,

@@ -51,6 +51,11 @@ def probe_schema() -> dict[str, Any]:
     return schema
 
 
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(probe_schema())
+
+
 _BLOCK_COMMENT = re.compile(r"^\s*<#.*?#>\s*$", re.DOTALL | re.MULTILINE)
 
 
@@ -110,8 +115,7 @@ def load_document(text: str | bytes) -> dict[str, Any]:
         raise ProbeDocumentError("not a JSON object")
     if document.get("schema") != SCHEMA_ID:
         raise ProbeDocumentError(f"schema is {document.get('schema')!r}, expected {SCHEMA_ID!r}")
-    validator = jsonschema.Draft202012Validator(probe_schema())
-    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
         where = "/".join(str(p) for p in first.absolute_path) or "(document)"
@@ -121,7 +125,11 @@ def load_document(text: str | bytes) -> dict[str, Any]:
 
 def parse_document(text: str | bytes, host: Host, source: str,
                    received_at: datetime) -> Observation:
-    """The observation a probe document reports for ``host``; bad documents become failures."""
+    """The observation a probe answered for ``host`` just now; bad documents become failures.
+
+    The collector's clock dates it (``received_at``): a server's wrong clock must not make
+    fresh data stale, nor stale data fresh.
+    """
     try:
         document = load_document(text)
     except ProbeDocumentError as error:
@@ -130,15 +138,18 @@ def parse_document(text: str | bytes, host: Host, source: str,
     return observation_from_document(document, host, source, received_at)
 
 
-def observation_from_document(document: Mapping[str, Any], host: Host, source: str,
-                              received_at: datetime) -> Observation:
-    """Translate a validated document (see ``load_document``)."""
+def document_time(document: Mapping[str, Any]) -> datetime | None:
+    """``collected_at`` as an aware datetime, or None when unreadable."""
     try:
         collected = datetime.fromisoformat(str(document["collected_at"]).replace("Z", "+00:00"))
-        if collected.tzinfo is None:
-            collected = collected.replace(tzinfo=UTC)
-    except ValueError:
-        collected = received_at
+    except (KeyError, ValueError):
+        return None
+    return collected if collected.tzinfo else collected.replace(tzinfo=UTC)
+
+
+def observation_from_document(document: Mapping[str, Any], host: Host, source: str,
+                              observed_at: datetime | None) -> Observation:
+    """Translate a validated document (see ``load_document``), dated ``observed_at``."""
     mitigations = document.get("mitigations") or {}
     indicators = document.get("indicators") or {}
     roles = document.get("roles")
@@ -151,7 +162,7 @@ def observation_from_document(document: Mapping[str, Any], host: Host, source: s
     window = indicators.get("log_window_days")
     return Observation(
         host=host,
-        observed_at=collected,
+        observed_at=observed_at,
         source=source,
         exsetup_version=_text(document.get("exsetup_version")),
         admin_display_version=_text(document.get("admin_display_version")),

@@ -5,13 +5,11 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from collectors.job import JobError, Progress, run_lock
-from compliance.models import Failure, Host, Observation
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,16 +33,11 @@ def test_second_run_is_refused_while_the_first_holds_the_lock(tmp_path):
         pass
 
 
-def _obs(failed: bool) -> Observation:
-    return Observation(Host("h"), datetime(2026, 1, 1, tzinfo=UTC), "t",
-                       failure=Failure("connect", "x") if failed else None)
-
-
 def test_progress_bar_on_a_terminal():
     stream, ticks = io.StringIO(), iter([0.0, 1.0, 2.0])
     progress = Progress(2, stream, tty=True, clock=lambda: next(ticks))
-    progress(_obs(False))
-    progress(_obs(True))
+    progress(False)
+    progress(True)
     text = stream.getvalue()
     assert "\r[" in text and "1/2 hosts, 0 failed" in text and "2/2 hosts, 1 failed" in text
     assert text.endswith("\n")
@@ -54,7 +47,7 @@ def test_progress_lines_when_not_on_a_terminal():
     stream = io.StringIO()
     progress = Progress(20, stream, tty=False, clock=lambda: 0.0)
     for _ in range(20):
-        progress(_obs(False))
+        progress(False)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 10 and lines[-1].startswith("probed 20/20 hosts")
     assert "\r" not in stream.getvalue()

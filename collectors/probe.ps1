@@ -1,0 +1,446 @@
+<#
+ProxyLogon exposure probe. Document version: "exchange-probe/1".
+
+Runs on one Exchange server (2010, 2013, 2016 or 2019) under Windows PowerShell 5.1 and
+prints ONE JSON document on standard output: the ExSetup.exe file version, installed
+Exchange updates, roles, the March 2021 interim mitigations (URL Rewrite rules, UM
+services, ECP/OAB application pools, EOMT traces) and the Test-ProxyLogon indicators of
+compromise. Every field and the versioning rules: docs/probe.md.
+
+Read-only: it reads the registry, services, IIS configuration, one event log and log
+files. It changes nothing, writes no file and takes no parameters.
+Bounded: 90 s overall, at most 200 files and 50 findings per check; a check cut short
+sets indicators.truncated. It never aborts: a part that fails adds "<part>: <message>"
+to errors and leaves its field empty.
+
+By hand, as an administrator on the server, from cmd.exe (64-bit Windows PowerShell; the
+output is ASCII, so the file is too):
+    powershell.exe -NoProfile -ExecutionPolicy Bypass -File probe.ps1 > probe-%COMPUTERNAME%.json
+From a PowerShell prompt, where ">" would write UTF-16, pipe it instead:
+    powershell.exe -NoProfile -ExecutionPolicy Bypass -File .\probe.ps1 | Set-Content -Encoding ASCII probe.json
+
+Kept conventional on purpose (tests/collectors/test_probe_script.py): no switch
+statements, no labelled loops, no call operator, no aliases; comment lines, blank lines
+and indentation are free (the collector strips them before sending), code is not:
+after that compaction the script must stay within 10,000 characters.
+#>
+
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$start = [DateTime]::UtcNow
+$deadline = $start.AddSeconds(90)
+$MaxFiles = 200
+$MaxFindings = 50
+$inv = [Globalization.CultureInfo]::InvariantCulture
+$List = [Collections.Generic.List[object]]
+
+# ---- helpers ----------------------------------------------------------------
+
+# A trimmed plain string (never a decorated PSObject), or $null when empty.
+function Str($value) {
+    $text = ([string]$value).Trim()
+    if ($text) {
+        return $text
+    }
+}
+
+# A date/time as UTC "yyyy-MM-ddTHH:mm:ssZ", or $null. A text (a log line or a log's
+# DateTime column) gives its leading ISO timestamp, e.g. "2021-03-03T04:05:06.789Z".
+function Iso($value) {
+    if ($value -is [string]) {
+        $value = [regex]::Match($value, '^\d{4}-\d\d-\d\dT[\d:.]+Z?').Value
+    }
+    try {
+        return ([DateTime]$value).ToUniversalTime().ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", $inv)
+    } catch {
+        # not a date: no output, so $null
+    }
+}
+
+# An install date ("yyyyMMdd" or a date text) as "yyyy-MM-dd", or $null.
+function Day($value) {
+    if ([string]$value -match '^(\d{4})(\d\d)(\d\d)$') {
+        return $Matches[1] + '-' + $Matches[2] + '-' + $Matches[3]
+    }
+    try {
+        return ([DateTime][string]$value).ToString('yyyy-MM-dd', $inv)
+    } catch {
+        # not a date: no output, so $null
+    }
+}
+
+# Text on one line, at most $max characters.
+function Line($text, $max) {
+    $one = ([string]$text -replace '\s+', ' ').Trim()
+    return $one.Substring(0, [Math]::Min($one.Length, $max))
+}
+
+# Record a failed part as "<part>: <message>" (one line, at most 240 characters).
+function Fault($part, $err) {
+    $errors.Add((Line ($part + ': ' + $err) 240))
+}
+
+# True (and marks the indicators truncated) once the overall deadline has passed.
+function Expired {
+    if ([DateTime]::UtcNow -gt $deadline) {
+        $ind.truncated = $true
+        return $true
+    }
+}
+
+# Add one finding to an indicator list, at most $MaxFindings per list.
+function Hit($key, $detail, $path, $time) {
+    if ($key -like 'CVE*') {
+        $state.cve = $true
+    }
+    if ($ind[$key].Count -ge $MaxFindings) {
+        $ind.truncated = $true
+        return
+    }
+    $ind[$key].Add([ordered]@{ detail = (Line $detail 300); path = (Str $path); time = (Iso $time) })
+}
+
+# The newest $MaxFiles *.log files under <Exchange>\<folder> (recursive); more sets
+# truncated. Remembers the oldest creation time among them (for log_window_days).
+# A folder that is missing or cannot be listed throws: the check records it in errors
+# instead of passing for clean.
+function Files($folder) {
+    $all = @(Get-ChildItem ($ex + $folder) -Filter '*.log' -Recurse -File | Sort-Object LastWriteTimeUtc -Descending)
+    if ($all.Count -gt $MaxFiles) {
+        $ind.truncated = $true
+    }
+    foreach ($file in @($all | Select-Object -First $MaxFiles)) {
+        if ($null -eq $state.oldest -or $file.CreationTimeUtc -lt $state.oldest) {
+            $state.oldest = $file.CreationTimeUtc
+        }
+        $file
+    }
+}
+
+# One installed update, deduplicated by KB number.
+function Upd($name, $date) {
+    $text = Str $name
+    if ($text -match 'KB\d{6,8}') {
+        $kb = $Matches[0].ToUpperInvariant()
+        if (-not $state.kbs.ContainsKey($kb)) {
+            $state.kbs[$kb] = $true
+            $doc.installed_updates.Add([ordered]@{ kb = $kb; name = $text; installed_on = (Day $date) })
+        }
+    }
+}
+
+# ---- the document -----------------------------------------------------------
+
+$errors = $List::new()
+$state = @{ kbs = @{} }
+$mit = [ordered]@{
+    rewrite_rules = $List::new()
+    url_rewrite_module = $null
+    services = [ordered]@{}
+    app_pools = [ordered]@{}
+    eomt = $null
+    defender_signature_version = $null
+}
+$ind = [ordered]@{
+    'CVE-2021-26855' = $List::new()
+    'CVE-2021-26857' = $List::new()
+    'CVE-2021-26858' = $List::new()
+    'CVE-2021-27065' = $List::new()
+    suspicious_files = $List::new()
+    log_window_days = $null
+    truncated = $false
+}
+$doc = [ordered]@{
+    schema = 'exchange-probe/1'
+    host = [string]$env:COMPUTERNAME
+    fqdn = $null
+    collected_at = (Iso $start)
+    exsetup_version = $null
+    admin_display_version = $null
+    install_path = $null
+    product_line = $null
+    installed_updates = $List::new()
+    roles = $List::new()
+    mitigations = $mit
+    indicators = $ind
+    errors = $errors
+}
+# The empty document, printed (with an error) only if serialising the real one fails.
+$fallback = ConvertTo-Json -InputObject $doc -Depth 6 -Compress
+
+# Safety net: an error outside the try blocks below is recorded and the next statement runs.
+trap {
+    Fault 'unexpected' $_
+    continue
+}
+
+# ---- host -------------------------------------------------------------------
+
+try {
+    $net = [Net.NetworkInformation.IPGlobalProperties]::GetIPGlobalProperties()
+    if ($net.DomainName) {
+        $doc.fqdn = $net.HostName + '.' + $net.DomainName
+    }
+} catch {
+    Fault 'fqdn' $_
+}
+
+# ---- Exchange Setup key, install path, roles ----------------------------------
+
+try {
+    foreach ($line in 'v15', 'v14') {
+        $product = 'HKLM:\SOFTWARE\Microsoft\ExchangeServer\' + $line
+        if (Test-Path ($product + '\Setup')) {
+            $doc.product_line = $line
+            $doc.install_path = Str (Get-ItemProperty ($product + '\Setup')).MsiInstallPath
+            # Each installed role has a key beside Setup: MailboxRole, ClientAccessRole,
+            # UnifiedMessagingRole, HubTransportRole, FrontendTransportRole, CafeRole,
+            # EdgeTransportRole (reported as Edge).
+            foreach ($key in @(Get-ChildItem $product)) {
+                if ($key.PSChildName -match '^(Mailbox|ClientAccess|UnifiedMessaging|HubTransport|FrontendTransport|Cafe|Edge)(Transport)?Role$' -and -not $doc.roles.Contains($Matches[1])) {
+                    $doc.roles.Add($Matches[1])
+                }
+            }
+            break
+        }
+    }
+} catch {
+    Fault 'setup' $_
+}
+
+# ---- ExSetup.exe file version (the build that shows the Security Update) ------
+
+try {
+    if (-not $doc.install_path) {
+        Fault 'exsetup' 'no ExchangeServer v15/v14 Setup key with MsiInstallPath'
+    } else {
+        $exe = Join-Path $doc.install_path 'Bin\ExSetup.exe'
+        $info = (Get-Item -LiteralPath $exe).VersionInfo
+        $doc.exsetup_version = '{0}.{1}.{2}.{3}' -f $info.FileMajorPart, $info.FileMinorPart, $info.FileBuildPart, $info.FilePrivatePart
+    }
+} catch {
+    Fault 'exsetup' $_
+}
+
+# Only when the Exchange snap-in is already loaded (the probe never loads it); otherwise,
+# or when it fails, null without an error: the field is optional.
+try {
+    $doc.admin_display_version = Str (Get-ExchangeServer $env:COMPUTERNAME -ErrorAction Ignore).AdminDisplayVersion
+} catch {
+    # no Exchange Management Shell in this session
+}
+
+# ---- installed updates and the URL Rewrite module ------------------------------
+
+try {
+    # One key per update under Updates\Exchange 2013|2016|2019 (values PackageName, InstalledDate).
+    foreach ($key in @(Get-ChildItem 'HKLM:\SOFTWARE\Microsoft\Updates\Exchange 20*' -Recurse -ErrorAction Ignore)) {
+        $values = $key | Get-ItemProperty
+        Upd $values.PackageName $values.InstalledDate
+    }
+    foreach ($app in @(Get-ItemProperty 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall\*', 'HKLM:\SOFTWARE\Wow6432Node\Microsoft\Windows\CurrentVersion\Uninstall\*' -ErrorAction Ignore)) {
+        $name = [string]$app.DisplayName
+        if ($name -like 'Security Update for Exchange Server*' -or $name -like 'Update Rollup * for Exchange Server*') {
+            Upd $name $app.InstallDate
+        }
+        if ($name -like '*IIS*URL*2*' -or $name -like '*URL*IIS*2*') {
+            $mit.url_rewrite_module = Str $app.DisplayVersion
+        }
+    }
+} catch {
+    Fault 'installed_updates' $_
+}
+
+# ---- services: Unified Messaging and Managed Availability ----------------------
+
+# MSExchangeUM, MSExchangeUMCR, MSExchangeHM, MSExchangeHMRecovery; a service that does not
+# exist is omitted. State: Running, Stopped, ...; StartMode: Auto, Manual, Disabled, ...
+try {
+    foreach ($service in @(Get-CimInstance Win32_Service -Filter "Name LIKE 'MSExchangeUM%' OR Name LIKE 'MSExchangeHM%'")) {
+        $mit.services[[string]$service.Name] = [ordered]@{ status = (Str $service.State); start_mode = (Str $service.StartMode) }
+    }
+} catch {
+    Fault 'services' $_
+}
+
+# ---- IIS: URL Rewrite rules and the ECP/OAB application pools -----------------
+
+# Skipped on Exchange 2010 (the March 2021 IIS mitigations are for 2013-2019) and where
+# IIS is not installed (Edge Transport): no rules, no pools, no error. Without the
+# WebAdministration module rules and pools stay empty and errors says why.
+$webAdmin = $doc.product_line -ne 'v14' -and (Test-Path "$env:windir\System32\inetsrv\config\applicationHost.config")
+if ($webAdmin) {
+    try {
+        Import-Module WebAdministration
+    } catch {
+        Fault 'iis' $_
+        $webAdmin = $false
+    }
+}
+
+if ($webAdmin) {
+    # Server level, then Default Web Site (whose list also shows inherited rules).
+    foreach ($site in 'MACHINE/WEBROOT/APPHOST', 'IIS:\Sites\Default Web Site') {
+        try {
+            foreach ($rule in @(Get-WebConfiguration -PSPath $site -Filter 'system.webServer/rewrite/rules/rule')) {
+                if ($rule.name -and $mit.rewrite_rules -notcontains $rule.name) {
+                    $mit.rewrite_rules.Add([string]$rule.name)
+                }
+            }
+        } catch {
+            # Without the URL Rewrite module the section does not exist: no rules, no error.
+            if ($mit.url_rewrite_module) {
+                Fault 'rewrite_rules' $_
+            }
+        }
+    }
+    # Both pools exist on every 2013-2019 server with IIS: a pool that cannot be read (absent,
+    # or access denied) is omitted and errors says why.
+    foreach ($pool in 'MSExchangeECPAppPool', 'MSExchangeOABAppPool') {
+        try {
+            $item = Get-Item ('IIS:\AppPools\' + $pool)
+            $mit.app_pools[$pool] = [ordered]@{ state = (Str (Get-WebAppPoolState $pool).Value); auto_start = ([string]$item.autoStart -eq 'True') }
+        } catch {
+            Fault ('app_pool ' + $pool) $_
+        }
+    }
+}
+
+# ---- EOMT traces and Defender signatures ---------------------------------------
+
+try {
+    $key = Get-Item 'HKLM:\SOFTWARE\MSERTBootstrap\PatchState' -ErrorAction Ignore
+    if ($key) {
+        $mit.eomt = [ordered]@{}
+        foreach ($valueName in $key.GetValueNames()) {
+            $mit.eomt[$valueName] = [string]$key.GetValue($valueName)
+        }
+    }
+} catch {
+    Fault 'eomt' $_
+}
+
+try {
+    if (Get-Command 'Get-MpComputerStatus' -ErrorAction Ignore) {
+        $mit.defender_signature_version = Str (Get-MpComputerStatus).AntivirusSignatureVersion
+    }
+} catch {
+    Fault 'defender' $_
+}
+
+# ---- indicators of compromise (the Test-ProxyLogon checks) --------------------
+
+# The log checks need Exchange 2013 or later; on 2010 only CVE-2021-26857 applies.
+if ($doc.product_line -eq 'v15' -and $doc.install_path) {
+    $ex = $doc.install_path.TrimEnd('\') + '\'
+}
+
+if ($ex) {
+    # CVE-2021-26855 (all HttpProxy logs) and CVE-2021-27065 (a) (HttpProxy\Ecp): only files
+    # containing "ServerInfo~" are parsed as CSV, and only their lines that contain it.
+    try {
+        foreach ($file in @(Files 'Logging\HttpProxy')) {
+            if (Expired) {
+                break
+            }
+            if (-not ($file | Select-String -Pattern 'ServerInfo~' -SimpleMatch -Quiet)) {
+                continue
+            }
+            # The column names: the "#Fields:" line (or a bare header line) near the top.
+            $columns = (@($file | Get-Content -TotalCount 8) -match '^(#Fields: )?DateTime,' | Select-Object -First 1) -replace '^#Fields: ' -split ','
+            if ($columns.Count -lt 2) {
+                continue
+            }
+            foreach ($row in @($file | Select-String -Pattern 'ServerInfo~' -SimpleMatch | ForEach-Object { $_.Line } | ConvertFrom-Csv -Header $columns)) {
+                $anchor = [string]$row.AnchorMailbox
+                $detail = "$anchor from $($row.ClientIpAddress) to $($row.UrlStem) HTTP $($row.HttpStatus)"
+                if ($anchor -like 'ServerInfo~*/*' -and $anchor -notlike 'ServerInfo~*/autodiscover*' -and $anchor -notlike 'ServerInfo~localhost*/*') {
+                    Hit 'CVE-2021-26855' $detail $file.FullName $row.DateTime
+                }
+                if ($file.FullName -like '*\HttpProxy\Ecp\*' -and $anchor -like 'ServerInfo~*/*Reset*VirtualDirectory#' -and $row.HttpStatus -eq '200') {
+                    Hit 'CVE-2021-27065' ('web shell possibly downloaded: ' + $detail) $file.FullName $row.DateTime
+                }
+            }
+        }
+    } catch {
+        Fault 'CVE-2021-26855' $_
+    }
+
+    # CVE-2021-26858: OAB generator downloads to a path outside <Exchange>\ClientAccess\OAB.
+    try {
+        foreach ($file in @(Files 'Logging\OABGeneratorLog')) {
+            if (Expired) {
+                break
+            }
+            foreach ($match in @($file | Select-String -Pattern 'Download failed and temporary file (.*?) needs to be removed')) {
+                $target = $match.Matches[0].Groups[1].Value
+                if ($target -notlike ("'" + $ex + 'ClientAccess\OAB*')) {
+                    Hit 'CVE-2021-26858' ('OAB download to ' + $target) $file.FullName $match.Line
+                }
+            }
+        }
+    } catch {
+        Fault 'CVE-2021-26858' $_
+    }
+
+    # CVE-2021-27065 (b): Set-*VirtualDirectory with markup in a URL, in the ECP server log.
+    try {
+        foreach ($file in @(Files 'Logging\ECP\Server')) {
+            if (Expired) {
+                break
+            }
+            $match = $file | Select-String -Pattern 'Set-.+VirtualDirectory.+?(?=Url).+<\w+.*>(.*?)<\/\w+>.+?(?=VirtualDirectory)' -List
+            if ($match) {
+                Hit 'CVE-2021-27065' ('Set-*VirtualDirectory with markup, line ' + $match.LineNumber) $file.FullName $match.Line
+            }
+        }
+    } catch {
+        Fault 'CVE-2021-27065' $_
+    }
+}
+
+# CVE-2021-26857: UM errors with System.InvalidCastException (Exchange 2010 too).
+try {
+    $events = @(Get-WinEvent -FilterHashtable @{ LogName = 'Application'; ProviderName = 'MSExchange Unified Messaging'; Level = 2 } -MaxEvents 500)
+    if ($events.Count -ge 500) {
+        $ind.truncated = $true
+    }
+    foreach ($entry in $events) {
+        if ($entry.Message -like '*System.InvalidCastException*') {
+            Hit 'CVE-2021-26857' ('UM error event ' + $entry.Id + ' with System.InvalidCastException') $null $entry.TimeCreated
+        }
+    }
+} catch {
+    # "No events were found" and "no such provider" are the normal, clean answers.
+    if ($_.FullyQualifiedErrorId -notlike 'NoMatching*') {
+        Fault 'CVE-2021-26857' $_
+    }
+}
+
+# Suspicious files, looked for only when a CVE check found something (as Test-ProxyLogon).
+if ($state.cve -and -not (Expired)) {
+    try {
+        # LSASS dumps in C:\root and %windir%\Temp, archives anywhere in %ProgramData%.
+        $found = @(Get-ChildItem 'C:\root', "$env:windir\Temp" -Filter 'lsass.*dmp' -Recurse -File -ErrorAction Ignore)
+        $found += @(Get-ChildItem $env:ProgramData -Include '*.7z', '*.zip', '*.rar' -Recurse -File -ErrorAction Ignore)
+        foreach ($item in $found) {
+            Hit 'suspicious_files' ('LSASS dump or archive ' + $item.Name) $item.FullName $item.LastWriteTimeUtc
+        }
+    } catch {
+        Fault 'suspicious_files' $_
+    }
+}
+
+if ($state.oldest) {
+    $ind.log_window_days = [Math]::Round(([DateTime]::UtcNow - $state.oldest).TotalDays, 1)
+}
+
+# ---- output: one JSON document, non-ASCII characters escaped --------------------
+
+try {
+    $json = ConvertTo-Json -InputObject $doc -Depth 6 -Compress
+} catch {
+    $json = $fallback.Replace('"errors":[]', '"errors":["json: serialisation failed"]')
+}
+$json = [regex]::Replace($json, '[^\x00-\x7F]', { param($m) '\u{0:x4}' -f [int][char]$m.Value })
+Write-Output $json

@@ -1,0 +1,518 @@
+"""The Exchange probe (collectors/probe.ps1) and its public JSON contract (collectors/probe.schema.json).
+
+No PowerShell runs here, so the script is checked statically: its syntax with the tree-sitter-pwsh
+grammar, its read-only-ness from the syntax tree (every command, method, type, assignment and
+redirection), its size once compacted the way the collector sends it, and the schema against the
+fixture documents in probe_documents/ (valid) and probe_documents/invalid/ (each must fail).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tree_sitter
+import tree_sitter_pwsh
+from jsonschema import Draft202012Validator
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = ROOT / "collectors" / "probe.ps1"
+SCHEMA = ROOT / "collectors" / "probe.schema.json"
+DOCUMENTS = Path(__file__).resolve().parent / "probe_documents"
+
+# The collector sends `powershell -EncodedCommand <base64 of UTF-16-LE>`; Windows limits a command
+# line to 32,767 characters. The compacted script must stay within LIMIT to leave room for that.
+LIMIT = 10_000
+COMMAND_LINE_LIMIT = 32_767
+
+
+def compact(script: str) -> str:
+    """What the collector sends: the script without full-line `#` comments, `<# ... #>` blocks,
+    blank lines and leading whitespace. Nothing inside a line is touched (a `#` in a string or an
+    end-of-line comment stays), so the meaning cannot change unless a multi-line string holds such
+    lines; test_compaction_keeps_every_token proves the probe has none.
+    """
+    kept = []
+    in_block_comment = False
+    for raw in script.splitlines():
+        line = raw.lstrip()
+        if in_block_comment:
+            in_block_comment = not line.rstrip().endswith("#>")
+            continue
+        if line.startswith("<#"):
+            in_block_comment = not line.rstrip()[2:].endswith("#>")
+            continue
+        if not line.strip() or line.startswith("#"):
+            continue
+        kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+# ---- the syntax tree ---------------------------------------------------------------------------
+
+PARSER = tree_sitter.Parser(tree_sitter.Language(tree_sitter_pwsh.language()))
+
+
+def parse(text: str) -> tuple[tree_sitter.Node, bytes]:
+    source = text.encode("utf-8")
+    return PARSER.parse(source).root_node, source
+
+
+def walk(node: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
+    yield node
+    for child in node.children:
+        yield from walk(child)
+
+
+def text_of(node: tree_sitter.Node, source: bytes) -> str:
+    return source[node.start_byte : node.end_byte].decode("utf-8")
+
+
+@pytest.fixture(scope="module")
+def script() -> str:
+    return PROBE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def tree(script: str) -> tuple[tree_sitter.Node, bytes]:
+    return parse(script)
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, object]:
+    loaded: dict[str, object] = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    return loaded
+
+
+def nodes_of(tree: tuple[tree_sitter.Node, bytes], kind: str) -> list[tuple[tree_sitter.Node, str]]:
+    root, source = tree
+    return [(node, text_of(node, source)) for node in walk(root) if node.type == kind]
+
+
+def where(node: tree_sitter.Node) -> str:
+    return f"line {node.start_point[0] + 1}"
+
+
+# ---- syntax --------------------------------------------------------------------------------------
+
+
+def syntax_problems(text: str) -> list[str]:
+    root, source = parse(text)
+    return [
+        f"{where(node)}: {'MISSING ' + node.type if node.is_missing else 'ERROR'} near "
+        f"{text_of(node, source)[:60]!r}"
+        for node in walk(root)
+        if node.type == "ERROR" or node.is_missing
+    ]
+
+
+def test_probe_parses_without_errors(script: str) -> None:
+    assert syntax_problems(script) == []
+
+
+def test_compacted_probe_parses_without_errors(script: str) -> None:
+    assert syntax_problems(compact(script)) == []
+
+
+def test_the_syntax_check_catches_errors() -> None:
+    assert syntax_problems("if ($x) {\n    Get-Item 'a'\n") != []
+    assert syntax_problems("$x = @{ a = 1\n") != []
+
+
+# Windows PowerShell 5.1 has none of these PowerShell 7 constructs.
+PS7_ONLY = {
+    "pipeline_chain_tail": "&& / ||",
+    "null_coalesce_expression": "??",
+    "null_coalesce_argument_expression": "??",
+    "ternary_expression": "? :",
+    "ternary_argument_expression": "? :",
+    "??=": "??=",
+    "-parallel": "ForEach-Object -Parallel",
+    "parallel_statement": "parallel",
+    "clean": "clean block",
+}
+
+
+def test_no_powershell_7_syntax(tree: tuple[tree_sitter.Node, bytes]) -> None:
+    root, _ = tree
+    found = [f"{where(node)}: {PS7_ONLY[node.type]}" for node in walk(root) if node.type in PS7_ONLY]
+    assert found == []
+
+
+def test_probe_is_ascii(script: str) -> None:
+    # Windows PowerShell 5.1 reads a .ps1 without BOM in the ANSI code page: keep it ASCII.
+    assert script.isascii()
+
+
+# ---- read-only -----------------------------------------------------------------------------------
+
+# Every command the probe may run: read-only cmdlets only. A new command must be added here on
+# purpose (and must not match STATE_CHANGING below).
+ALLOWED_COMMANDS = {
+    "ConvertFrom-Csv",
+    "ConvertTo-Json",
+    "ForEach-Object",
+    "Get-ChildItem",
+    "Get-CimInstance",
+    "Get-Command",
+    "Get-Content",
+    "Get-ExchangeServer",
+    "Get-Item",
+    "Get-ItemProperty",
+    "Get-MpComputerStatus",
+    "Get-WebAppPoolState",
+    "Get-WebConfiguration",
+    "Get-WebConfigurationProperty",
+    "Get-WinEvent",
+    "Import-Module",
+    "Join-Path",
+    "Select-Object",
+    "Select-String",
+    "Sort-Object",
+    "Test-Path",
+    "Where-Object",
+    "Write-Output",
+}
+
+STATE_CHANGING = re.compile(
+    r"^(?:"
+    # state-changing verbs
+    r"(?:Set|Stop|Start|Remove|New|Restart|Enable|Disable|Install|Uninstall|Add|Clear|Rename|Move|Copy"
+    r"|Export|Suspend|Resume|Register|Unregister|Update|Reset|Mount|Dismount|Publish|Unpublish|Grant"
+    r"|Revoke|Block|Unblock|Protect|Unprotect|Initialize|Save|Backup|Restore|Write-EventLog|Limit)-.*"
+    # commands that run code, fetch or write files
+    r"|Invoke-.*|Out-File|Out-Printer|Tee-Object|Start-Process|Set-Content|Add-Content"
+    # aliases of the above
+    r"|iex|iwr|irm|icm|ii|curl|wget|sc|ni|md|mkdir|rm|del|erase|rd|rmdir|ri|mv|move|cp|copy|cpi|cpp|mi"
+    r"|mp|rni|ren|kill|spps|saps|start|sasv|spsv|set|si|sp|sv|clc|cli|clp|clv|clear|cls|epcsv|epal|tee"
+    r"|ipmo|sajb|rcjb|rjb|nal|nmo|nsn|nv|ogv|rv|rmo|rp|rsn|sal|ssv"
+    # native tools that can change the machine (reg add/delete, appcmd set/add/delete, wevtutil epl, ...)
+    r"|reg|appcmd|wevtutil|sc|net|net1|netsh|msiexec|cmd|powershell|pwsh|wmic|taskkill|shutdown"
+    r"|schtasks|icacls|cacls|takeown|attrib|bitsadmin|certutil|robocopy|xcopy|bcdedit|dism|fsutil"
+    r")(?:\.exe)?$",
+    re.IGNORECASE,
+)
+
+# The only methods the probe calls (.NET reads and its own in-memory document); a method that
+# changes something (Save, Delete*, SetValue, Kill, Stop, Start, Create*, Write*, ...) is never here.
+ALLOWED_METHODS = {
+    "Add",  # only on the probe's own lists, see test_add_only_on_own_document
+    "AddSeconds",
+    "Contains",
+    "ContainsKey",
+    "GetIPGlobalProperties",
+    "GetValue",
+    "GetValueNames",
+    "Match",
+    "Min",
+    "Replace",
+    "Round",
+    "Substring",
+    "ToString",
+    "ToUniversalTime",
+    "ToUpperInvariant",
+    "Trim",
+    "TrimEnd",
+    "new",  # only [Collections.Generic.List[object]], see ALLOWED_TYPES
+}
+
+STATE_CHANGING_METHODS = re.compile(
+    r"^(?:Save|Delete.*|SetValue|Set.*|Kill|Stop.*|Start.*|Create.*|Remove.*|Clear|Commit.*|Put|Invoke.*"
+    r"|Write.*|Append.*|MoveTo|CopyTo|Move|Copy|Encrypt|Decrypt|Open.*|Recycle|Shutdown|Reboot|Terminate"
+    r"|ChangeStartMode|Flush)$",
+    re.IGNORECASE,
+)
+
+ALLOWED_TYPES = {
+    "Collections.Generic.List[object]",
+    "DateTime",
+    "Globalization.CultureInfo",
+    "Math",
+    "Net.NetworkInformation.IPGlobalProperties",
+    "char",
+    "int",
+    "ordered",
+    "regex",
+    "string",
+}
+
+# The probe writes only to its own document and its own bookkeeping.
+OWN_CONTAINERS = {"$doc", "$mit", "$ind", "$state", "$errors"}
+
+
+def defined_functions(tree: tuple[tree_sitter.Node, bytes]) -> set[str]:
+    return {name for _, name in nodes_of(tree, "function_name")}
+
+
+def test_every_command_is_named(tree: tuple[tree_sitter.Node, bytes]) -> None:
+    # No `& $something` or `. $something`: every command is a plain, checkable name.
+    unnamed = [
+        f"{where(node)}: {text[:60]!r}"
+        for node, text in nodes_of(tree, "command")
+        if not any(child.type == "command_name" for child in node.children)
+    ]
+    assert unnamed == []
+
+
+def test_commands_are_read_only(tree: tuple[tree_sitter.Node, bytes]) -> None:
+    functions = defined_functions(tree)
+    used = {name for _, name in nodes_of(tree, "command_name")}
+    assert used - functions - ALLOWED_COMMANDS == set()
+    assert {name for name in used if STATE_CHANGING.match(name)} == set()
+
+
+def test_allow_lists_hold_nothing_state_changing(tree: tuple[tree_sitter.Node, bytes]) -> None:
+    assert {name for name in ALLOWED_COMMANDS if STATE_CHANGING.match(name)} == set()
+    assert {name for name in defined_functions(tree) if STATE_CHANGING.match(name)} == set()
+    assert {name for name in ALLOWED_METHODS if STATE_CHANGING_METHODS.match(name)} == set()
+
+
+def test_the_read_only_check_catches_state_changes() -> None:
+    for line in ["Set-Service MSExchangeUM -StartupType Disabled", "Stop-WebAppPool x", "iex $x",
+                 "Remove-Item C:\\x", "reg add HKLM\\x", "appcmd.exe set apppool x", "wevtutil epl x y",
+                 "Invoke-WebRequest http://x", "Out-File x", "New-Item x", "Start-Process x"]:
+        name = line.split()[0]
+        assert STATE_CHANGING.match(name), name
+    for method in ["Save", "Delete", "DeleteSubKeyTree", "SetValue", "Kill", "Stop", "Start", "CommitChanges",
+                   "WriteAllText", "CreateSubKey", "InvokeMethod"]:
+        assert STATE_CHANGING_METHODS.match(method), method
+
+
+def test_methods_are_read_only(tree: tuple[tree_sitter.Node, bytes]) -> None:
+    root, source = tree
+    called = set()
+    for node in walk(root):
+        if node.type == "invocation_expression":
+            called |= {text_of(child, source) for child in node.children if child.type == "member_name"}
+    assert called - ALLOWED_METHODS == set()
+    assert {name for name in called if STATE_CHANGING_METHODS.match(name)} == set()
+
+
+def test_add_only_on_own_document(tree: tuple[tree_sitter.Node, bytes]) -> None:
+    root, source = tree
+    receivers = []
+    for node in walk(root):
+        if node.type == "invocation_expression":
+            members = [text_of(child, source) for child in node.children if child.type == "member_name"]
+            if members == ["Add"]:
+                receivers.append(text_of(node.children[0], source))
+    assert receivers
+    assert [r for r in receivers if not r.startswith(tuple(OWN_CONTAINERS))] == []
+
+
+def test_types_are_harmless(tree: tuple[tree_sitter.Node, bytes]) -> None:
+    # No [IO.File], [Microsoft.Win32.Registry], [Diagnostics.Process], [Net.WebClient], [Activator], ...
+    used = {text[1:-1] for _, text in nodes_of(tree, "type_literal")}
+    assert used - ALLOWED_TYPES == set()
+
+
+def test_assignments_only_to_own_variables(tree: tuple[tree_sitter.Node, bytes]) -> None:
+    # A plain variable, or a member/element of the probe's own document: never a property of a
+    # registry key, service, IIS element or file object.
+    bad = []
+    for node, text in nodes_of(tree, "left_assignment_expression"):
+        target = text.strip()
+        if re.fullmatch(r"\$\w+", target):
+            continue
+        root_name = re.match(r"\$\w+", target)
+        if not root_name or root_name.group(0) not in OWN_CONTAINERS:
+            bad.append(f"{where(node)}: {target}")
+    assert bad == []
+
+
+def test_no_redirection_to_files(tree: tuple[tree_sitter.Node, bytes]) -> None:
+    # `2>$null` and `2>&1` would be fine; `> file` and `>> file` are not.
+    bad = []
+    root, source = tree
+    for node in walk(root):
+        if node.type != "redirection":
+            continue
+        kinds = {child.type for child in node.children}
+        if "merging_redirection_operator" in kinds:
+            continue
+        targets = [text_of(child, source).strip() for child in node.children if child.type == "redirected_file_name"]
+        if targets != ["$null"]:
+            bad.append(f"{where(node)}: {text_of(node, source)}")
+    assert bad == []
+
+
+def test_the_redirection_check_is_precise() -> None:
+    def redirections(text: str) -> list[str]:
+        root, source = parse(text)
+        return [
+            text_of(child, source).strip()
+            for node in walk(root)
+            if node.type == "redirection"
+            for child in node.children
+            if child.type == "redirected_file_name"
+        ]
+
+    assert redirections("Get-Item x 2>$null\n") == ["$null"]
+    assert redirections("Get-Item x > out.txt\n") == ["out.txt"]
+    assert redirections("Get-Item x >> C:\\log.txt\n") == ["C:\\log.txt"]
+
+
+def test_no_dangerous_text(script: str) -> None:
+    code = compact(script).lower()
+    for needle in ["invoke-expression", "-collectfiles", "start-process", ".save(", ".delete(", ".setvalue(",
+                   ".kill(", ".stop(", ".start(", "out-file", "set-content", "add-content", "add-pssnapin",
+                   "downloadstring", "-encodedcommand", "remove-typedata", "update-typedata"]:
+        assert needle not in code, needle
+
+
+def test_no_parameters_and_no_outside_values(tree: tuple[tree_sitter.Node, bytes], script: str) -> None:
+    root, _ = tree
+    assert not any(child.type == "param_block" for child in root.children)
+    variables = {text.lower() for _, text in nodes_of(tree, "variable")}
+    assert variables.isdisjoint({"$args", "$input", "$psboundparameters", "$myinvocation", "$using"})
+    assert "#requires" not in script.lower()  # a comment to the compaction, a directive to PowerShell
+
+
+def test_output_is_one_json_document(tree: tuple[tree_sitter.Node, bytes], script: str) -> None:
+    writes = [text for _, text in nodes_of(tree, "command") if text.startswith(("Write-", "Out-"))]
+    assert writes == ["Write-Output $json"]
+    assert compact(script).rstrip().endswith("Write-Output $json")
+    assert "ConvertTo-Json -InputObject $doc -Depth 6 -Compress" in script
+
+
+# ---- size ----------------------------------------------------------------------------------------
+
+
+def test_compact_removes_only_comments_blank_lines_and_indentation() -> None:
+    text = (
+        "<#\n  header\n#>\n"
+        "# a comment\n"
+        "\n"
+        "    $x = '#not a comment'  # end-of-line comment stays\n"
+        "  <# one-line block #>\n"
+        "\t$y = 1\n"
+        "<# two\n   # lines #>\n"
+        "Write-Output \"#$x\"\n"
+    )
+    assert compact(text) == "$x = '#not a comment'  # end-of-line comment stays\n$y = 1\nWrite-Output \"#$x\"\n"
+
+
+def test_compaction_keeps_every_token(script: str) -> None:
+    # Same tokens in the same order before and after compaction: it changed no string and no statement.
+    def tokens(text: str) -> list[tuple[str, str]]:
+        root, source = parse(text)
+        return [
+            (node.type, text_of(node, source))
+            for node in walk(root)
+            if node.child_count == 0 and node.type != "comment" and text_of(node, source).strip()
+        ]
+
+    assert tokens(compact(script)) == tokens(script)
+
+
+def test_compacted_probe_fits(script: str) -> None:
+    size = len(compact(script))
+    assert size <= LIMIT, f"compacted probe is {size} characters, limit {LIMIT}"
+
+
+def test_encoded_command_line_fits(script: str) -> None:
+    encoded = base64.b64encode(compact(script).encode("utf-16-le")).decode("ascii")
+    command_line = f"powershell -NoProfile -NonInteractive -EncodedCommand {encoded}"
+    assert len(command_line) <= COMMAND_LINE_LIMIT
+
+
+# ---- the contract --------------------------------------------------------------------------------
+
+
+def required_names(node: object) -> set[str]:
+    """Every property name the schema requires, at any depth."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        found |= set(node.get("required", []))
+        for value in node.values():
+            found |= required_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= required_names(value)
+    return found
+
+
+def test_schema_is_valid_draft_2020_12(schema: dict[str, object]) -> None:
+    Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_schema_requires_the_v1_top_level_fields(schema: dict[str, object]) -> None:
+    assert set(schema["required"]) == {  # type: ignore[call-overload]
+        "schema", "host", "collected_at", "exsetup_version", "installed_updates", "roles", "mitigations",
+        "indicators", "errors",
+    }
+    assert schema["properties"]["schema"] == {  # type: ignore[index]
+        "description": "Document type and major version.", "const": "exchange-probe/1",
+    }
+
+
+def test_probe_writes_every_required_field(tree: tuple[tree_sitter.Node, bytes], script: str,
+                                           schema: dict[str, object]) -> None:
+    assert "'exchange-probe/1'" in script
+    keys = {text.strip("'\"") for _, text in nodes_of(tree, "key_expression")}
+    assert required_names(schema) - keys == set()
+
+
+VALID = sorted(DOCUMENTS.glob("*.json"))
+INVALID = sorted((DOCUMENTS / "invalid").glob("*.json"))
+
+# Why each invalid document must fail: (path of the error, validator keyword).
+INVALID_BECAUSE = {
+    "wrong_schema_string.json": (["schema"], "const"),
+    "missing_required_field.json": ([], "required"),
+    "exsetup_version_number.json": (["exsetup_version"], "type"),
+    "roles_not_a_list.json": (["roles"], "type"),
+}
+
+
+def test_fixture_sets_are_complete() -> None:
+    assert len(VALID) >= 7
+    assert sorted(path.name for path in INVALID) == sorted(INVALID_BECAUSE)
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda path: path.stem)
+def test_valid_documents_validate(path: Path, schema: dict[str, object]) -> None:
+    document = json.loads(path.read_text(encoding="utf-8"))
+    errors = [f"{list(error.absolute_path)}: {error.message}"
+              for error in Draft202012Validator(schema).iter_errors(document)]
+    assert errors == []
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda path: path.stem)
+def test_invalid_documents_are_rejected(path: Path, schema: dict[str, object]) -> None:
+    document = json.loads(path.read_text(encoding="utf-8"))
+    errors = list(Draft202012Validator(schema).iter_errors(document))
+    assert errors, f"{path.name} validated"
+    expected_path, expected_validator = INVALID_BECAUSE[path.name]
+    assert [(list(error.absolute_path), error.validator) for error in errors] == [
+        (expected_path, expected_validator)
+    ]
+
+
+def test_unknown_fields_are_allowed(schema: dict[str, object]) -> None:
+    # A later minor version may add fields; a reader ignores what it does not know.
+    document = json.loads((DOCUMENTS / "exchange2016_cu19_patched.json").read_text(encoding="utf-8"))
+    document["added_in_a_later_minor_version"] = {"anything": [1, 2]}
+    document["mitigations"]["new_mitigation"] = True
+    document["indicators"]["CVE-2099-00001"] = []
+    assert list(Draft202012Validator(schema).iter_errors(document)) == []
+
+
+def test_empty_skeleton_validates(schema: dict[str, object]) -> None:
+    # What the probe prints when it could read nothing at all (and its serialisation fallback).
+    skeleton = {
+        "schema": "exchange-probe/1", "host": "EX01", "fqdn": None, "collected_at": "2026-11-24T09:15:02Z",
+        "exsetup_version": None, "admin_display_version": None, "install_path": None, "product_line": None,
+        "installed_updates": [], "roles": [],
+        "mitigations": {"rewrite_rules": [], "url_rewrite_module": None, "services": {}, "app_pools": {},
+                        "eomt": None, "defender_signature_version": None},
+        "indicators": {"CVE-2021-26855": [], "CVE-2021-26857": [], "CVE-2021-26858": [], "CVE-2021-27065": [],
+                       "suspicious_files": [], "log_window_days": None, "truncated": False},
+        "errors": ["json: serialisation failed"],
+    }
+    assert list(Draft202012Validator(schema).iter_errors(skeleton)) == []
