@@ -204,7 +204,8 @@ def _observe(host: DemoHost, week: int, at: datetime, builds: _Builds,
     services = {
         name: ServiceState("Stopped" if um_disabled else "Running",
                            "Disabled" if um_disabled else "Automatic")
-        for name in ("MSExchangeUM", "MSExchangeUMCR")
+        for name in (("MSExchangeUM",) if host.product == "2010" else
+                     ("MSExchangeUM", "MSExchangeUMCR"))
         if "UnifiedMessaging" in host.roles
     }
     pools = {} if host.product == "2010" else {

@@ -100,10 +100,13 @@ def load_document(text: str | bytes) -> dict[str, Any]:
         raise ProbeDocumentError(f"document is {len(text)} bytes, over the "
                                  f"{MAX_DOCUMENT_BYTES // (1024 * 1024)} MB limit")
     if isinstance(text, bytes):
+        # PowerShell's `>` writes UTF-16 with a byte-order mark: accept it as well as UTF-8.
+        encoding = "utf-16" if text[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
         try:
-            text = text.decode("utf-8-sig")
+            text = text.decode(encoding)
         except UnicodeDecodeError as error:
-            raise ProbeDocumentError(f"not UTF-8 text: {error}") from None
+            raise ProbeDocumentError(f"not UTF-8 (or UTF-16 with a byte-order mark) text: "
+                                     f"{error}") from None
     stripped = text.strip()
     if not stripped:
         raise ProbeDocumentError("empty output")

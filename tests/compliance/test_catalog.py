@@ -250,7 +250,9 @@ def test_mitigations_name_the_march_2021_rules(advisory_data: dict[str, Any]) ->
     ]
     assert mitigations["backend_cookie_rewrite"]["covers"] == ["CVE-2021-26855"]
     assert "2019" not in mitigations["um_services_disabled"]["products"]
-    assert "2010" in mitigations["um_services_disabled"]["products"]
+    # 2010 has no MSExchangeUMCR: its UM mitigation is the one service.
+    assert mitigations["um_service_disabled_2010"]["names"] == ["MSExchangeUM"]
+    assert mitigations["um_service_disabled_2010"]["products"] == ["2010"]
 
 
 def test_loaded_advisory_matches_the_file(catalog: Catalog, advisory_data: dict[str, Any]) -> None:

@@ -296,12 +296,17 @@ CASES = [
     pytest.param(Case(observe("14.3.509.0", roles=UM, mitigations=MitigationState(
                           services=services("Stopped/Disabled", "stopped/disabled"))),
                       S.MITIGATED, cves_open=(), action=(KB_UR32,),
-                      mitigations=frozenset({"um_services_disabled"})),
+                      mitigations=frozenset({"um_service_disabled_2010"})),
                  id="2010-um-services-stopped-and-disabled"),
     pytest.param(Case(observe("14.3.509.0", roles=UM, mitigations=MitigationState(
-                          services=services("Stopped/Disabled", "Running/Automatic"))),
+                          services={"MSExchangeUM": ServiceState("Stopped", "Disabled")})),
+                      S.MITIGATED, cves_open=(), action=(KB_UR32,),
+                      mitigations=frozenset({"um_service_disabled_2010"})),
+                 id="2010-has-no-um-call-router-service"),
+    pytest.param(Case(observe("14.3.509.0", roles=UM, mitigations=MitigationState(
+                          services=services("Running/Automatic", "Stopped/Disabled"))),
                       S.VULNERABLE, cves_open=(UM_CVE,), mitigations=frozenset()),
-                 id="2010-only-one-um-service-disabled"),
+                 id="2010-um-service-still-running"),
     pytest.param(Case(observe("14.3.509.0", roles=UM, mitigations=MitigationState(
                           services=services("Stopped/Manual", "Stopped/Manual"))),
                       S.VULNERABLE, cves_open=(UM_CVE,)),
