@@ -152,6 +152,30 @@ def test_collect_grades_every_host_and_classifies_every_failure(wsman_peer, tmp_
     assert any(e.kind == "probe_error" for e in by_name["C1-PARTIAL"].verdict.evidence)
     assert by_name["C1-E10UM"].observation.host.roles == frozenset({"Mailbox", "UnifiedMessaging"})
 
+    # The dashboard shows the collected snapshot: every host, its status and next action.
+    from streamlit.testing.v1 import AppTest
+
+    env = {"PROXYLOGON_STORE_URL": db, "PROXYLOGON_DEMO": "false"}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+        at.run()
+        at.switch_page("views/hosts.py")
+        at.run()
+        assert not at.exception
+        assert not any("Demo data" in m.value for m in at.markdown)
+        table = at.dataframe[0].value
+        shown = dict(zip(table["host"], table["status"], strict=True))
+        assert shown == {name: expected[1] for name, expected in fleet.items()}
+        assert (table["action"].str.len() > 0).all()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
 
 def test_sigterm_mid_collection_keeps_the_previous_snapshot_and_saves_nothing(wsman_peer,
                                                                                tmp_path):
