@@ -1,7 +1,7 @@
 # Shared set-up steps for run.sh and test.sh (sourced, not run).
 
 # Debian packages the test suite needs (real peers are added here as issues need them).
-SYSTEM_PACKAGES=(python3-venv chromium slapd ldap-utils)
+SYSTEM_PACKAGES=(python3-venv chromium slapd ldap-utils postgresql)
 
 setup_system_packages() {
   local missing=()

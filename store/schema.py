@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -13,7 +14,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the hash chain (store/chain.py) and pruning
 
 metadata = MetaData()
 
@@ -42,6 +43,13 @@ snapshots = Table(
     # What the run was pointed at (directory server and base, inventory file), for auditors.
     Column("scope", Text, nullable=False, default=""),
     Column("discovered_count", Integer, nullable=False, default=0),
+    # The chain: position, the previous snapshot's digest, this one's, and an optional HMAC.
+    Column("sequence", Integer, nullable=False, unique=True),
+    Column("previous_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("signature", String(64), nullable=True),
+    # Retention: a pruned snapshot keeps its header and digest, not its hosts.
+    Column("pruned", Boolean, nullable=False, default=False),
 )
 
 results = Table(

@@ -310,7 +310,9 @@ def test_stop_releases_stalled_clients_and_custom_users(tmp_path: Path) -> None:
     worker.join(timeout=10)
     assert stop_seconds < 2
     assert len(outcome) == 1
-    assert isinstance(outcome[0], requests.exceptions.ConnectionError)
+    # Only the peer going away ends it: refused, reset, or cut mid-body, depending on timing.
+    assert isinstance(outcome[0], requests.exceptions.ConnectionError
+                      | requests.exceptions.ChunkedEncodingError)
 
 
 # ---- speed

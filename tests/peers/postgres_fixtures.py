@@ -1,0 +1,63 @@
+"""pytest fixtures for the throwaway PostgreSQL peer (tests/peers/postgres.py).
+
+Registered for the whole suite by ``pytest_plugins`` in tests/conftest.py.
+
+``postgres_peer`` (session): one cluster per test session (per xdist worker), started on first
+use (~0.7 s: initdb plus start-up) and stopped, its temp dir removed, when the session ends.
+``postgres_url`` (function): the ``postgresql+psycopg://`` URL of a FRESH, empty database
+``t_<n>`` made for this test only (CREATE DATABASE, ~50 ms), dropped WITH (FORCE) after the test,
+so store tests never see each other's data. Dispose your engines in the test or in a fixture that
+depends on ``postgres_url`` (it is torn down first); the drop disconnects any left over.
+
+Without the PostgreSQL server binaries both skip (developer machines only: ./test.sh installs the
+Debian package postgresql, and in CI a skip fails the run).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+from tests.peers.postgres import PostgresPeer, postgres_available, start_postgres
+
+_PEERS: dict[int, PostgresPeer] = {}
+_COUNTER = itertools.count(1)
+
+
+def require_postgres() -> None:
+    if not postgres_available():
+        pytest.skip("PostgreSQL server binaries not found (initdb/postgres/pg_ctl under /usr/lib/postgresql/*/bin; "
+                    "Debian package postgresql, ./test.sh installs it)")
+
+
+@pytest.fixture(scope="session")
+def postgres_peer(request: pytest.FixtureRequest) -> PostgresPeer:
+    require_postgres()
+    key = id(request.session)
+    peer = _PEERS.get(key)
+    if peer is None or not peer.running():
+        peer = start_postgres("pgpeer")
+        _PEERS[key] = peer
+
+        def stop() -> None:
+            peer.stop()
+            _PEERS.pop(key, None)
+
+        request.config.add_cleanup(stop)  # after the whole session, whichever conftest asked first
+    return peer
+
+
+@pytest.fixture
+def postgres_url(postgres_peer: PostgresPeer) -> Iterator[str]:
+    """URL of a fresh empty database for this test only."""
+    import psycopg
+
+    name = f"t_{next(_COUNTER)}"
+    url = postgres_peer.new_database(name)
+    yield url
+    try:
+        postgres_peer.drop_database(name)
+    except psycopg.Error:
+        pass  # best effort: the cluster and its temp dir go at the end of the session anyway
