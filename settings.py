@@ -36,6 +36,8 @@ SETTINGS = (
             "Directory of the embedded SQLite store."),
     Setting("store_url", "store", "url", "PROXYLOGON_STORE_URL", "",
             "SQLAlchemy URL of the store; empty means SQLite in data_dir."),
+    Setting("signing_key", "store", "signing_key", "PROXYLOGON_SIGNING_KEY", "",
+            "Secret for the HMAC of every snapshot digest (optional; keep it off the database host)."),
     Setting("demo", "dashboard", "demo", "PROXYLOGON_DEMO", "true",
             "Seed the demo fleet into an empty store (turn off for real use)."),
     Setting("max_age_days", "dashboard", "max_age_days", "PROXYLOGON_MAX_AGE_DAYS", "7",
@@ -47,6 +49,7 @@ SETTINGS = (
 class Settings:
     data_dir: Path
     store_url: str
+    signing_key: bytes | None
     demo: bool
     max_age: timedelta
 
@@ -84,6 +87,7 @@ def load_settings(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> Set
     return Settings(
         data_dir=data_dir,
         store_url=url,
+        signing_key=raw["signing_key"].encode() if raw["signing_key"] else None,
         demo=_truthy("demo", raw["demo"]),
         max_age=timedelta(days=_number("max_age_days", raw["max_age_days"])),
     )

@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
 
 def _store(args: argparse.Namespace, secrets: dict[str, object]) -> tuple[SnapshotStore, Path, Policy]:
     settings = load_settings(secrets, os.environ)
-    store = SnapshotStore.open(args.db or settings.store_url)
+    store = SnapshotStore.open(args.db or settings.store_url, settings.signing_key)
     return store, settings.data_dir, Policy(max_age=settings.max_age)
 
 

@@ -70,6 +70,12 @@ def worklist(assessments: Iterable[Assessment], snapshot_id: int,
     return rows
 
 
+SNAPSHOT_COLUMNS = (
+    "host", "fqdn", "status", "product", "cu", "build", "build_source", "mitigations", "flags",
+    "action", "reason", "observed_at", "site", "dag", "roles", "cves_open", "release",
+)
+
+
 def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] = WORKLIST_COLUMNS) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

@@ -280,6 +280,15 @@ class SnapshotStore:
             ).mappings().all()
         return [(_info(row), json.loads(row["verdict"])) for row in rows]
 
+    def raw_header(self, snapshot_id: int) -> dict[str, Any]:
+        """The stored header row exactly as hashed (plus id, hash, signature, pruned)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(schema.snapshots)
+                               .where(schema.snapshots.c.id == snapshot_id)).mappings().first()
+        if row is None:
+            raise StoreError(f"no snapshot with id {snapshot_id}")
+        return dict(row)
+
     def raw_rows(self, snapshot_id: int) -> tuple[list[tuple[int, str, str, str, str]],
                                                   list[tuple[int, str, str]]]:
         """The stored rows exactly as hashed: results and inventory."""

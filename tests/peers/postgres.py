@@ -22,6 +22,7 @@ removes the whole temp dir.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import os
@@ -167,11 +168,9 @@ def sweep_stale(prefix: str, bin_dir: Path | None = None) -> list[Path]:
         data_dir = base / "data"
         if _server_running(data_dir):
             if bin_dir is not None:
-                try:
+                with contextlib.suppress(PostgresError, subprocess.TimeoutExpired, KeyError):
                     _run([str(bin_dir / "pg_ctl"), "stop", "-D", str(data_dir), "-m", "immediate", "-w"],
                          _server_user(), "pg_ctl stop (stale cluster)", timeout=STOP_TIMEOUT)
-                except (PostgresError, subprocess.TimeoutExpired, KeyError):
-                    pass
             if _server_running(data_dir):
                 continue  # still running: leave it rather than pull its files away
         shutil.rmtree(base, ignore_errors=True)

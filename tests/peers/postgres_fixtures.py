@@ -15,6 +15,7 @@ Debian package postgresql, and in CI a skip fails the run).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator
 
@@ -57,7 +58,5 @@ def postgres_url(postgres_peer: PostgresPeer) -> Iterator[str]:
     name = f"t_{next(_COUNTER)}"
     url = postgres_peer.new_database(name)
     yield url
-    try:
+    with contextlib.suppress(psycopg.Error):  # best effort: the whole cluster goes at the end of the session
         postgres_peer.drop_database(name)
-    except psycopg.Error:
-        pass  # best effort: the cluster and its temp dir go at the end of the session anyway

@@ -1,0 +1,195 @@
+"""``python -m store``: the snapshot store for auditors and scripts.
+
+    history                      list snapshots (id, time, source, hosts, chain position)
+    verify [--bundle FILE]       recompute every digest and link (or check one bundle alone)
+    diff A B                     what changed between snapshots A and B (ids or "latest")
+    export [--snapshot ID|latest | --as-of TIME] --format csv|json|bundle [--output FILE]
+    prune --keep N               drop the hosts of all but the newest N snapshots (opt-in)
+
+``--db URL`` picks the store (default: the dashboard's). The signing key, when set, comes
+from PROXYLOGON_SIGNING_KEY or [store] signing_key in .streamlit/secrets.toml.
+Exit status: 0 ok, 1 verification failed or nothing to export, 2 usage or store errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from compliance.catalog import load_catalog
+from settings import SettingsError, load_settings
+from store.evidence import (
+    BundleError,
+    build_bundle,
+    snapshot_csv,
+    snapshot_document,
+    verify_bundle,
+)
+from store.history import diff, reevaluate
+from store.snapshots import SnapshotInfo, SnapshotStore, StoreError
+
+DEFAULT_SECRETS = Path(__file__).resolve().parent.parent / ".streamlit" / "secrets.toml"
+
+
+def _secrets(path: Path) -> dict[str, object]:
+    import tomllib
+
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise SettingsError(f"secrets file {path} cannot be read: {error}") from None
+
+
+def _pick(store: SnapshotStore, ref: str | None, as_of: str | None) -> SnapshotInfo:
+    if as_of:
+        try:
+            moment = datetime.fromisoformat(as_of)
+        except ValueError:
+            raise StoreError(f"--as-of {as_of!r} is not an ISO 8601 time") from None
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        found = store.as_of(moment)
+        if found is None:
+            raise StoreError(f"no snapshot at or before {moment.isoformat()}")
+        return found
+    if ref in (None, "latest"):
+        latest = store.latest()
+        if latest is None:
+            raise StoreError("the store holds no snapshot yet")
+        return latest
+    try:
+        return store.info(int(str(ref)))
+    except ValueError:
+        raise StoreError(f"snapshot {ref!r} is neither an id nor 'latest'") from None
+
+
+def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
+         stderr: TextIO = sys.stderr) -> int:
+    parser = argparse.ArgumentParser(prog="python -m store", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", help="store URL (default: the dashboard's store)")
+    parser.add_argument("--secrets", type=Path, default=DEFAULT_SECRETS)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("history")
+    verify_cmd = commands.add_parser("verify")
+    verify_cmd.add_argument("--bundle", type=Path)
+    diff_cmd = commands.add_parser("diff")
+    diff_cmd.add_argument("a")
+    diff_cmd.add_argument("b")
+    diff_cmd.add_argument("--format", choices=("text", "json"), default="text")
+    export_cmd = commands.add_parser("export")
+    export_cmd.add_argument("--snapshot", default=None)
+    export_cmd.add_argument("--as-of", default=None)
+    export_cmd.add_argument("--format", choices=("csv", "json", "bundle"), required=True)
+    export_cmd.add_argument("--output", type=Path)
+    reeval_cmd = commands.add_parser("reevaluate")
+    reeval_cmd.add_argument("--snapshot", default=None)
+    prune_cmd = commands.add_parser("prune")
+    prune_cmd.add_argument("--keep", type=int, required=True)
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings(_secrets(args.secrets), os.environ)
+        key = settings.signing_key
+        if args.command == "verify" and args.bundle:
+            problems = verify_bundle(args.bundle, key)
+            for problem in problems:
+                stderr.write(f"FAIL {args.bundle}: {problem}\n")
+            if not problems:
+                stdout.write(f"OK {args.bundle}: every file matches the manifest and the "
+                             "snapshot matches its digest\n")
+            return 1 if problems else 0
+        store = SnapshotStore.open(args.db or settings.store_url, key)
+    except (SettingsError, StoreError, BundleError) as error:
+        stderr.write(f"error: {error}\n")
+        return 2
+    try:
+        return _run(args, store, key, stdout, stderr)
+    except StoreError as error:
+        stderr.write(f"error: {error}\n")
+        return 2
+    finally:
+        store.dispose()
+
+
+def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, stdout: TextIO,
+         stderr: TextIO) -> int:
+    if args.command == "history":
+        for info in store.history():
+            counts = ", ".join(f"{k} {v}" for k, v in info.counts.items() if v)
+            pruned = "\tpruned" if info.pruned else ""
+            stdout.write(f"#{info.id}\t{info.taken_at.isoformat()}\t{info.source}\t"
+                         f"{info.host_count} hosts ({counts})\tposition {info.sequence}\t"
+                         f"{info.hash[:16]}{pruned}\n")
+        return 0
+    if args.command == "verify":
+        report = store.verify(key)
+        for problem in report.problems:
+            where = (f"snapshot #{problem.snapshot_id} (position {problem.sequence})"
+                     if problem.snapshot_id is not None else "chain")
+            stderr.write(f"FAIL {where}: {problem.message}\n")
+        if report.ok:
+            stdout.write(f"OK: {report.checked} snapshots, every digest and link verified "
+                         f"({report.pruned} pruned: links only"
+                         + (f"; {report.signed} signatures checked" if key else "")
+                         + f"); head {report.head}\n")
+        return 0 if report.ok else 1
+    if args.command == "diff":
+        before, after = _pick(store, args.a, None), _pick(store, args.b, None)
+        result = diff(store.assessments(before.id), store.assessments(after.id))
+        if args.format == "json":
+            json.dump({"from": before.id, "to": after.id, **result.as_dict()}, stdout, indent=1)
+            stdout.write("\n")
+            return 0
+        stdout.write(f"snapshot #{before.id} ({before.taken_at:%Y-%m-%d %H:%M}) -> "
+                     f"#{after.id} ({after.taken_at:%Y-%m-%d %H:%M})\n")
+        for name, changes in result.__dict__.items():
+            stdout.write(f"{name.replace('_', ' ')}: {len(changes)}\n")
+            for change in changes:
+                stdout.write(f"  {change.host}: {change.before} -> {change.after}"
+                             f"{'  (' + change.detail + ')' if change.detail else ''}\n")
+        return 0
+    if args.command == "reevaluate":
+        info = _pick(store, args.snapshot, None)
+        catalog = load_catalog()
+        changes = reevaluate(store.assessments(info.id), catalog, info.taken_at)
+        stdout.write(f"snapshot #{info.id} recorded with catalogue {info.catalog_version}; "
+                     f"today's is {catalog.version}: {len(changes)} verdicts would differ\n")
+        for change in changes:
+            stdout.write(f"  {change.host}: recorded {change.recorded.status.value}, today "
+                         f"{change.today.status.value} (the recorded verdict stays the "
+                         "evidence)\n")
+        return 0
+    if args.command == "prune":
+        pruned = store.prune(args.keep)
+        stdout.write(f"pruned {pruned} snapshots (headers and digests kept; the chain still "
+                     "verifies)\n")
+        return 0
+    info = _pick(store, args.snapshot, args.as_of)
+    if info.pruned:
+        raise StoreError(f"snapshot #{info.id} was pruned: only its header and digest remain")
+    if args.format == "csv":
+        data = snapshot_csv(store.assessments(info.id)).encode()
+    elif args.format == "json":
+        data = json.dumps(snapshot_document(store, info), indent=1, ensure_ascii=False).encode()
+    else:
+        data = build_bundle(store, info, datetime.now(UTC))
+    if args.output:
+        args.output.write_bytes(data)
+        stderr.write(f"snapshot #{info.id} exported to {args.output}\n")
+    elif args.format == "bundle":
+        raise StoreError("a bundle is binary: give --output FILE.zip")
+    else:
+        stdout.write(data.decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Comparing snapshots: what changed between two, and what today's catalogue would say."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from compliance.catalog import Catalog
+from compliance.evaluate import Policy, evaluate
+from compliance.models import Assessment, Status, Verdict
+
+
+@dataclass(frozen=True)
+class Change:
+    host: str
+    before: str | None
+    after: str | None
+    detail: str = ""
+
+
+@dataclass
+class Diff:
+    newly_patched: list[Change] = field(default_factory=list)
+    regressed: list[Change] = field(default_factory=list)
+    mitigation_removed: list[Change] = field(default_factory=list)
+    new_hosts: list[Change] = field(default_factory=list)
+    vanished_hosts: list[Change] = field(default_factory=list)
+    status_changes: list[Change] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[dict[str, str | None]]]:
+        return {name: [{"host": c.host, "before": c.before, "after": c.after, "detail": c.detail}
+                       for c in changes] for name, changes in self.__dict__.items()}
+
+
+def diff(before: Sequence[Assessment], after: Sequence[Assessment]) -> Diff:
+    """Host by host (names compared case-insensitively) from ``before`` to ``after``."""
+    old = {a.verdict.host.lower(): a.verdict for a in before}
+    new = {a.verdict.host.lower(): a.verdict for a in after}
+    result = Diff()
+    for key, verdict in new.items():
+        previous = old.get(key)
+        if previous is None:
+            result.new_hosts.append(Change(verdict.host, None, verdict.status.value))
+            continue
+        change = Change(verdict.host, previous.status.value, verdict.status.value)
+        if previous.status is not verdict.status:
+            result.status_changes.append(change)
+        if verdict.status is Status.PATCHED and previous.status is not Status.PATCHED:
+            result.newly_patched.append(change)
+        if previous.status is Status.PATCHED and verdict.status is not Status.PATCHED:
+            result.regressed.append(Change(verdict.host, previous.status.value,
+                                           verdict.status.value,
+                                           f"was {previous.build}, now {verdict.build}"))
+        lost = set(previous.mitigations) - set(verdict.mitigations)
+        if lost and verdict.status is not Status.PATCHED:
+            result.mitigation_removed.append(Change(verdict.host, previous.status.value,
+                                                    verdict.status.value,
+                                                    "removed: " + ", ".join(sorted(lost))))
+    for key, verdict in old.items():
+        if key not in new:
+            result.vanished_hosts.append(Change(verdict.host, verdict.status.value, None))
+    return result
+
+
+@dataclass(frozen=True)
+class Reevaluation:
+    host: str
+    recorded: Verdict
+    today: Verdict
+
+
+def reevaluate(assessments: Sequence[Assessment], catalog: Catalog, as_of: datetime,
+               policy: Policy | None = None) -> list[Reevaluation]:
+    """Hosts whose verdict would differ under ``catalog`` (judged at the snapshot's own time).
+
+    The recorded verdict stays the evidence; this only shows where knowledge has moved on.
+    """
+    differences = []
+    for assessment in assessments:
+        today = evaluate(assessment.observation, catalog, as_of, policy)
+        recorded = assessment.verdict
+        if (today.status, today.flags, today.cu, today.known) != (
+                recorded.status, recorded.flags, recorded.cu, recorded.known):
+            differences.append(Reevaluation(recorded.host, recorded, today))
+    return differences

@@ -1,0 +1,174 @@
+"""Tamper evidence: any change to a stored byte, a deleted or reordered snapshot fails verify."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from compliance.evaluate import assess
+from compliance.models import Host, Observation
+from store import SnapshotStore
+from store.evidence import build_bundle, verify_bundle
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def _fill(store: SnapshotStore, catalog, count: int = 4) -> list[int]:
+    ids = []
+    for week in range(count):
+        at = NOW - timedelta(weeks=count - week)
+        observations = [Observation(Host(f"EX{i}", site="S"), at, "test",
+                                    exsetup_version="15.1.2176.9" if i < week else "15.1.2176.2")
+                        for i in range(5)]
+        ids.append(store.save(assess(observations, catalog, at, source="test", tool_version="t",
+                                     discovered=[o.host for o in observations], scope="test")))
+    return ids
+
+
+@pytest.fixture
+def filled(empty_store, shipped_catalog):
+    return empty_store, _fill(empty_store, shipped_catalog)
+
+
+def test_an_untouched_chain_verifies(filled):
+    store, ids = filled
+    report = store.verify()
+    assert report.ok and report.checked == len(ids)
+    assert [s.sequence for s in store.history()] == [1, 2, 3, 4]
+    assert store.history()[1].previous_hash == store.history()[0].hash
+
+
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [
+        pytest.param("UPDATE results SET observation = replace(observation, '15.1.2176.2', "
+                     "'15.1.2176.9') WHERE snapshot_id = :id AND position = 4",
+                     "content does not match", id="observation-byte"),
+        pytest.param("UPDATE results SET verdict = replace(verdict, '\"vulnerable\"', "
+                     "'\"patched\"') WHERE snapshot_id = :id AND position = 4",
+                     "content does not match", id="verdict"),
+        pytest.param("UPDATE results SET status = 'patched' WHERE snapshot_id = :id "
+                     "AND position = 4", "content does not match", id="status-column"),
+        pytest.param("UPDATE snapshots SET taken_at = '2026-11-01T00:00:00+00:00' WHERE id = :id",
+                     "content does not match", id="timestamp"),
+        pytest.param("UPDATE discovered SET record = replace(record, 'EX1', 'EXX') WHERE "
+                     "snapshot_id = :id", "content does not match", id="inventory"),
+        pytest.param("DELETE FROM results WHERE snapshot_id = :id AND position = 0",
+                     "content does not match", id="host-removed"),
+    ],
+)
+def test_changing_a_stored_byte_fails_and_names_the_snapshot(filled, statement, message):
+    store, ids = filled
+    target = ids[2]
+    with store.engine.begin() as conn:
+        conn.execute(text(statement), {"id": target})
+    report = store.verify()
+    assert not report.ok
+    assert [p.snapshot_id for p in report.problems] == [target]
+    assert message in report.problems[0].message
+
+
+def test_deleting_a_snapshot_breaks_the_chain_after_it(filled):
+    store, ids = filled
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM snapshots WHERE id = :id"), {"id": ids[1]})
+    report = store.verify()
+    assert not report.ok
+    assert report.problems[0].snapshot_id == ids[2]
+
+
+def test_deleting_the_newest_snapshot_is_caught_by_the_head(filled):
+    store, ids = filled
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM snapshots WHERE id = :id"), {"id": ids[-1]})
+    report = store.verify()
+    assert not report.ok and "chain head" in report.problems[-1].message
+
+
+def test_reordering_the_chain_fails(filled):
+    store, ids = filled
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE snapshots SET sequence = -1 WHERE id = :a"), {"a": ids[1]})
+        conn.execute(text("UPDATE snapshots SET sequence = 2 WHERE id = :b"), {"b": ids[2]})
+        conn.execute(text("UPDATE snapshots SET sequence = 3 WHERE id = :a"), {"a": ids[1]})
+    report = store.verify()
+    assert not report.ok
+    assert {p.snapshot_id for p in report.problems} >= {ids[1], ids[2]}
+
+
+def test_hmac_catches_a_rewritten_chain(empty_store, shipped_catalog, store_url):
+    key = b"test-signing-key"
+    signed = SnapshotStore.open(store_url, signing_key=key)
+    ids = _fill(signed, shipped_catalog, 2)
+    assert signed.verify(key).ok and signed.verify(key).signed == 2
+    # A database administrator recomputes a digest after editing: the chain holds, the HMAC not.
+    from store import chain
+
+    header = signed.raw_header(ids[1])
+    results, inventory = signed.raw_rows(ids[1])
+    results[0] = (*results[0][:3], results[0][3].replace("15.1.2176", "15.1.2242"), results[0][4])
+    forged = chain.digest(header, results, inventory)
+    with signed.engine.begin() as conn:
+        conn.execute(text("UPDATE results SET observation = :o WHERE snapshot_id = :id AND "
+                          "position = 0"), {"o": results[0][3], "id": ids[1]})
+        conn.execute(text("UPDATE snapshots SET hash = :h WHERE id = :id"), {"h": forged,
+                                                                            "id": ids[1]})
+        conn.execute(text("UPDATE meta SET value = :v WHERE key = 'chain_head'"),
+                     {"v": f"2:{forged}"})
+    assert signed.verify().ok  # without the key the forgery is consistent
+    report = signed.verify(key)
+    assert not report.ok and report.problems[0].snapshot_id == ids[1]
+    signed.dispose()
+
+
+def test_pruning_keeps_the_chain_verifiable(filled):
+    store, ids = filled
+    assert store.prune(keep=2) == 2
+    report = store.verify()
+    assert report.ok and report.pruned == 2
+    assert store.assessments(ids[0]) == [] and len(store.assessments(ids[-1])) == 5
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE snapshots SET previous_hash = :h WHERE id = :id"),
+                     {"h": "0" * 64, "id": ids[1]})
+    assert not store.verify().ok
+
+
+def test_bundle_checks_itself_and_fails_on_any_changed_file(filled, tmp_path):
+    store, ids = filled
+    bundle = tmp_path / "evidence.zip"
+    bundle.write_bytes(build_bundle(store, store.info(ids[-1]), NOW))
+    assert verify_bundle(bundle) == []
+    names = zipfile.ZipFile(bundle).namelist()
+    assert set(names) == {"snapshot.json", "hosts.csv", "summary.txt", "manifest.json"}
+    for victim in ("snapshot.json", "hosts.csv", "summary.txt"):
+        broken = tmp_path / f"broken-{victim}.zip"
+        with zipfile.ZipFile(bundle) as source, zipfile.ZipFile(broken, "w") as target:
+            for name in source.namelist():
+                data = source.read(name)
+                if name == victim:
+                    data = data.replace(b"15.1.2176.2", b"15.1.2176.9", 1) if b"15.1.2176.2" in \
+                        data else data + b" "
+                target.writestr(name, data)
+        problems = verify_bundle(broken)
+        assert any(victim in p for p in problems), (victim, problems)
+
+
+def test_verify_command_names_the_first_bad_snapshot(filled, store_url):
+    store, ids = filled
+    ok = subprocess.run([sys.executable, "-m", "store", "--db", store_url, "verify"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ok.stdout.startswith("OK: 4 snapshots"), ok.stderr
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE results SET status = 'patched' WHERE snapshot_id = :id"),
+                     {"id": ids[1]})
+    bad = subprocess.run([sys.executable, "-m", "store", "--db", store_url, "verify"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1
+    assert f"FAIL snapshot #{ids[1]} (position 2)" in bad.stderr
