@@ -18,13 +18,14 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("snapshots") as batch:
-        batch.add_column(sa.Column("sequence", sa.Integer, nullable=True))
-        batch.add_column(sa.Column("previous_hash", sa.String(64), nullable=True))
-        batch.add_column(sa.Column("hash", sa.String(64), nullable=True))
-        batch.add_column(sa.Column("signature", sa.String(64), nullable=True))
-        batch.add_column(sa.Column("pruned", sa.Boolean, nullable=False,
-                                   server_default=sa.false()))
+    # Plain ADD COLUMN, no table rebuild: on SQLite a rebuild drops the old table, and with
+    # foreign keys on that would cascade-delete every host row.
+    op.add_column("snapshots", sa.Column("sequence", sa.Integer, nullable=True))
+    op.add_column("snapshots", sa.Column("previous_hash", sa.String(64), nullable=True))
+    op.add_column("snapshots", sa.Column("hash", sa.String(64), nullable=True))
+    op.add_column("snapshots", sa.Column("signature", sa.String(64), nullable=True))
+    op.add_column("snapshots", sa.Column("pruned", sa.Boolean, nullable=False,
+                                         server_default=sa.false()))
     conn = op.get_bind()
     previous, sequence = GENESIS, 0
     headers = conn.execute(sa.text(
@@ -45,11 +46,11 @@ def upgrade() -> None:
                              "WHERE id = :id"),
                      {"s": sequence, "p": previous, "h": value, "id": row["id"]})
         previous = value
-    with op.batch_alter_table("snapshots") as batch:
-        batch.alter_column("sequence", existing_type=sa.Integer, nullable=False)
-        batch.alter_column("previous_hash", existing_type=sa.String(64), nullable=False)
-        batch.alter_column("hash", existing_type=sa.String(64), nullable=False)
-        batch.create_unique_constraint("uq_snapshots_sequence", ["sequence"])
+    op.create_index("uq_snapshots_sequence", "snapshots", ["sequence"], unique=True)
+    if conn.dialect.name != "sqlite":  # SQLite cannot add NOT NULL without a rebuild
+        for column, kind in (("sequence", sa.Integer()), ("previous_hash", sa.String(64)),
+                             ("hash", sa.String(64))):
+            op.alter_column("snapshots", column, existing_type=kind, nullable=False)
     meta = sa.table("meta", sa.column("key"), sa.column("value"))
     conn.execute(sa.update(meta).where(meta.c.key == "schema_version").values(value="2"))
     conn.execute(sa.insert(meta).values(key="chain_head", value=f"{sequence}:{previous}"))

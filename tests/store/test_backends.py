@@ -1,0 +1,174 @@
+"""The same store on SQLite and on a real PostgreSQL: round trips, the chain, migrations,
+concurrent writers, a reader during a write, a writer killed mid-transaction."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, text
+
+from compliance.evaluate import assess
+from compliance.models import Host, Observation
+from store import SnapshotStore
+from store.snapshots import MIGRATIONS
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def _snapshot(catalog, at: datetime, hosts: int = 5, prefix: str = "EX"):
+    observations = [Observation(Host(f"{prefix}{i:05d}", site="S", dag="D"), at, "test",
+                                exsetup_version="15.1.2176.9" if i % 2 else "15.1.2176.2")
+                    for i in range(hosts)]
+    return assess(observations, catalog, at, source="test", tool_version="t",
+                  discovered=[o.host for o in observations], scope="backend test")
+
+
+def test_round_trip_and_chain(any_url, shipped_catalog):
+    store = SnapshotStore.open(any_url)
+    try:
+        first = _snapshot(shipped_catalog, NOW - timedelta(days=1))
+        ids = [store.save(first), store.save(_snapshot(shipped_catalog, NOW))]
+        assert store.assessments(ids[0]) == list(first.assessments)
+        assert store.discovered(ids[0]) == list(first.discovered)
+        assert [s.id for s in store.history()] == ids
+        assert store.as_of(NOW - timedelta(hours=1)).id == ids[0]
+        assert store.verify().ok
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE results SET status = 'patched' WHERE snapshot_id = :id"),
+                         {"id": ids[0]})
+        report = store.verify()
+        assert [p.snapshot_id for p in report.problems] == [ids[0]]
+    finally:
+        store.dispose()
+
+
+def test_a_store_of_the_previous_schema_upgrades_without_losing_data(any_url, shipped_catalog):
+    engine = create_engine(any_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")  # the schema the first version created
+        for number in (1, 2):
+            conn.execute(text(
+                "INSERT INTO snapshots (taken_at, source, label, tool_version, "
+                "catalog_version, advisory_id, advisory_version, host_count, counts, scope, "
+                "discovered_count) VALUES (:t, 'collect', 'old', '0.1.0', 'c', "
+                "'2021-03-proxylogon', '1', 1, :counts, '', 0)"),
+                {"t": (NOW - timedelta(days=3 - number)).isoformat(), "counts": '{"patched":1}'})
+            conn.execute(text(
+                "INSERT INTO results (snapshot_id, position, host, status, observation, verdict) "
+                "VALUES ((SELECT max(id) FROM snapshots), 0, 'OLD', 'patched', :o, :v)"),
+                { "o": '{"host":{"name":"OLD"},"observed_at":null,"source":"x"}',
+                 "v": '{"host":"OLD","status":"patched","reason":"r","action":"a",'
+                      f'"as_of":"{NOW.isoformat()}"}}'})
+    engine.dispose()
+
+    store = SnapshotStore.open(any_url)  # upgrades to the current schema
+    try:
+        history = store.history()
+        assert [(s.id, s.sequence, s.counts["patched"]) for s in history] == [(1, 1, 1), (2, 2, 1)]
+        assert store.assessments(1)[0].verdict.host == "OLD"
+        assert store.verify().ok
+        new_id = store.save(_snapshot(shipped_catalog, NOW))
+        assert store.info(new_id).sequence == 3 and store.verify().ok
+    finally:
+        store.dispose()
+
+
+WRITER = """
+import sys, time
+from datetime import UTC, datetime, timedelta
+sys.path.insert(0, sys.argv[1])
+from compliance.catalog import load_catalog
+from compliance.evaluate import assess
+from compliance.models import Host, Observation
+from store import SnapshotStore
+store = SnapshotStore.open(sys.argv[2])
+catalog = load_catalog()
+count, hosts, prefix = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+for n in range(count):
+    at = datetime.now(UTC)
+    obs = [Observation(Host(f"{prefix}{i:05d}"), at, "t", exsetup_version="15.1.2176.9")
+           for i in range(hosts)]
+    store.save(assess(obs, catalog, at, source="t", tool_version="t"))
+    print("saved", flush=True)
+"""
+
+
+def _writer(url: str, count: int, hosts: int, prefix: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(ROOT), url, str(count),
+                             str(hosts), prefix], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_two_collectors_writing_at_once_keep_the_chain(any_url):
+    SnapshotStore.open(any_url).dispose()  # schema in place before the race
+    writers = [_writer(any_url, 5, 200, f"W{n}-") for n in range(2)]
+    for writer in writers:
+        _out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err
+    store = SnapshotStore.open(any_url)
+    try:
+        history = store.history()
+        assert len(history) == 10
+        assert sorted(s.sequence for s in history) == list(range(1, 11))
+        assert store.verify().ok
+    finally:
+        store.dispose()
+
+
+def test_a_reader_never_sees_a_half_written_snapshot(any_url):
+    SnapshotStore.open(any_url).dispose()
+    writer = _writer(any_url, 4, 3000, "R-")
+    store = SnapshotStore.open(any_url)
+    try:
+        seen = 0
+        deadline = time.monotonic() + 120
+        while writer.poll() is None and time.monotonic() < deadline:
+            for info in store.history():
+                assert len(store.assessments(info.id)) == info.host_count == 3000
+                seen += 1
+        writer.communicate(timeout=60)
+        assert writer.returncode == 0
+        assert seen > 0 and len(store.history()) == 4
+    finally:
+        store.dispose()
+
+
+def test_a_writer_killed_mid_transaction_leaves_the_store_consistent(any_url, shipped_catalog):
+    store = SnapshotStore.open(any_url)
+    store.save(_snapshot(shipped_catalog, NOW))
+    writer = _writer(any_url, 50, 20000, "K-")
+    try:
+        assert writer.stdout is not None
+        time.sleep(1.0)  # well inside the first 20,000-host transaction
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait(timeout=30)
+        history = store.history()
+        for info in history:
+            assert len(store.assessments(info.id)) == info.host_count
+        assert store.verify().ok
+        new_id = store.save(_snapshot(shipped_catalog, NOW + timedelta(minutes=1)))
+        assert store.info(new_id).sequence == len(history) + 1
+        assert store.verify().ok
+    finally:
+        store.dispose()

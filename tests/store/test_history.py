@@ -1,0 +1,111 @@
+"""History: diff cases, as-of, per-host timeline, re-evaluation with today's catalogue."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from compliance.evaluate import assess
+from compliance.models import Host, MitigationState, Observation, Status
+from store.history import diff, reevaluate
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+RULES = ("X-AnonResource-Backend Abort - inbound", "X-BEResource Abort - inbound")
+
+
+def _obs(name: str, build: str, at: datetime, rules: tuple[str, ...] = ()) -> Observation:
+    return Observation(Host(name), at, "test", exsetup_version=build,
+                       mitigations=MitigationState(rewrite_rules=rules))
+
+
+def _snapshots(catalog):
+    before_at, after_at = NOW - timedelta(days=7), NOW
+    before = assess([
+        _obs("FIXED", "15.1.2176.2", before_at),
+        _obs("RESTORED", "15.1.2176.9", before_at),
+        _obs("UNMITIGATED", "15.1.2176.2", before_at, RULES),
+        _obs("GONE", "15.1.2176.9", before_at),
+        _obs("SAME", "15.1.2176.9", before_at),
+    ], catalog, before_at, source="t", tool_version="t")
+    after = assess([
+        _obs("FIXED", "15.1.2176.9", after_at),
+        _obs("RESTORED", "15.1.2176.2", after_at),  # a VM restored from an old image
+        _obs("UNMITIGATED", "15.1.2176.2", after_at),
+        _obs("SAME", "15.1.2176.9", after_at),
+        _obs("NEWCOMER", "15.2.792.3", after_at),
+    ], catalog, after_at, source="t", tool_version="t")
+    return before, after
+
+
+def test_diff_cases(shipped_catalog):
+    before, after = _snapshots(shipped_catalog)
+    result = diff(before.assessments, after.assessments)
+    assert [c.host for c in result.newly_patched] == ["FIXED"]
+    assert [(c.host, c.before, c.after) for c in result.regressed] == [
+        ("RESTORED", "patched", "vulnerable")]
+    assert "15.1.2176.9" in result.regressed[0].detail
+    assert [(c.host, c.before, c.after) for c in result.mitigation_removed] == [
+        ("UNMITIGATED", "mitigated", "vulnerable")]
+    assert [c.host for c in result.new_hosts] == ["NEWCOMER"]
+    assert [c.host for c in result.vanished_hosts] == ["GONE"]
+    assert {c.host for c in result.status_changes} == {"FIXED", "RESTORED", "UNMITIGATED"}
+
+
+def test_as_of_and_timeline(empty_store, shipped_catalog):
+    before, after = _snapshots(shipped_catalog)
+    first, second = empty_store.save(before), empty_store.save(after)
+    assert empty_store.as_of(NOW - timedelta(days=8)) is None
+    assert empty_store.as_of(NOW - timedelta(days=7)).id == first
+    assert empty_store.as_of(NOW - timedelta(days=1)).id == first
+    assert empty_store.as_of(NOW + timedelta(hours=5)).id == second
+    timeline = empty_store.host_timeline("restored")
+    assert [(info.id, verdict["status"]) for info, verdict in timeline] == [
+        (first, "patched"), (second, "vulnerable")]
+
+
+def test_reevaluation_shows_where_today_differs_and_keeps_the_record(shipped_catalog):
+    _, after = _snapshots(shipped_catalog)
+    assert reevaluate(after.assessments, shipped_catalog, NOW) == []
+    # Yesterday's catalogue did not know 2016 CU19's fix: the recorded verdict said vulnerable.
+    old = [replace(a, verdict=replace(a.verdict, status=Status.VULNERABLE))
+           if a.verdict.host == "FIXED" else a for a in after.assessments]
+    changes = reevaluate(old, shipped_catalog, NOW)
+    assert [(c.host, c.recorded.status, c.today.status) for c in changes] == [
+        ("FIXED", Status.VULNERABLE, Status.PATCHED)]
+
+
+def _cli(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "store", "--db", store_url, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_diff_and_export_commands(empty_store, shipped_catalog, store_url):
+    before, after = _snapshots(shipped_catalog)
+    first, second = empty_store.save(before), empty_store.save(after)
+    done = _cli(store_url, "diff", str(first), "latest", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert [c["host"] for c in data["regressed"]] == ["RESTORED"]
+
+    exported = _cli(store_url, "export", "--as-of", (NOW - timedelta(days=2)).isoformat(),
+                    "--format", "csv")
+    assert exported.returncode == 0, exported.stderr
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    for column in ("host", "fqdn", "status", "product", "cu", "build", "build_source",
+                   "mitigations", "flags", "action", "reason", "observed_at"):
+        assert column in rows[0]
+    assert {r["host"]: r["status"] for r in rows}["RESTORED"] == "patched"  # as of then
+    whole = _cli(store_url, "export", "--snapshot", str(second), "--format", "json")
+    document = json.loads(whole.stdout)
+    assert document["header"]["id"] == second and len(document["results"]) == 5
+    refused = _cli(store_url, "export", "--format", "bundle")
+    assert refused.returncode == 2 and "--output" in refused.stderr
+    missing = _cli(store_url, "export", "--as-of", "2020-01-01", "--format", "csv")
+    assert missing.returncode == 2 and "no snapshot at or before" in missing.stderr
