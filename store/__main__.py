@@ -168,8 +168,8 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, stdo
                          "evidence)\n")
         return 0
     if args.command == "prune":
-        pruned = store.prune(args.keep)
-        stdout.write(f"pruned {pruned} snapshots (headers and digests kept; the chain still "
+        count = store.prune(args.keep)
+        stdout.write(f"pruned {count} snapshots (headers and digests kept; the chain still "
                      "verifies)\n")
         return 0
     info = _pick(store, args.snapshot, args.as_of)
