@@ -143,7 +143,7 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, stdo
         return 0 if report.ok else 1
     if args.command == "diff":
         before, after = _pick(store, args.a, None), _pick(store, args.b, None)
-        result = diff(store.assessments(before.id), store.assessments(after.id))
+        result = diff(store.verdicts(before.id), store.verdicts(after.id))
         if args.format == "json":
             json.dump({"from": before.id, "to": after.id, **result.as_dict()}, stdout, indent=1)
             stdout.write("\n")

@@ -33,10 +33,10 @@ class Diff:
                        for c in changes] for name, changes in self.__dict__.items()}
 
 
-def diff(before: Sequence[Assessment], after: Sequence[Assessment]) -> Diff:
+def diff(before: Sequence[Verdict], after: Sequence[Verdict]) -> Diff:
     """Host by host (names compared case-insensitively) from ``before`` to ``after``."""
-    old = {a.verdict.host.lower(): a.verdict for a in before}
-    new = {a.verdict.host.lower(): a.verdict for a in after}
+    old = {v.host.lower(): v for v in before}
+    new = {v.host.lower(): v for v in after}
     result = Diff()
     for key, verdict in new.items():
         previous = old.get(key)

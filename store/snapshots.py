@@ -27,7 +27,7 @@ from compliance.codec import (
     verdict_from_dict,
     verdict_to_dict,
 )
-from compliance.models import Assessment, Host, Snapshot, Status
+from compliance.models import Assessment, Host, Snapshot, Status, Verdict
 from store import chain, schema
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -258,6 +258,16 @@ class SnapshotStore:
             Assessment(observation_from_dict(json.loads(obs)), verdict_from_dict(json.loads(ver)))
             for obs, ver in rows
         ]
+
+    def verdicts(self, snapshot_id: int) -> list[Verdict]:
+        """Only the recorded verdicts (cheaper than ``assessments`` when observations are not needed)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(schema.results.c.verdict)
+                .where(schema.results.c.snapshot_id == snapshot_id)
+                .order_by(schema.results.c.position)
+            ).scalars().all()
+        return [verdict_from_dict(json.loads(row)) for row in rows]
 
     def discovered(self, snapshot_id: int) -> list[Host]:
         """The inventory the run started from, in discovery order."""

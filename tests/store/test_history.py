@@ -46,7 +46,7 @@ def _snapshots(catalog):
 
 def test_diff_cases(shipped_catalog):
     before, after = _snapshots(shipped_catalog)
-    result = diff(before.assessments, after.assessments)
+    result = diff([a.verdict for a in before.assessments], [a.verdict for a in after.assessments])
     assert [c.host for c in result.newly_patched] == ["FIXED"]
     assert [(c.host, c.before, c.after) for c in result.regressed] == [
         ("RESTORED", "patched", "vulnerable")]

@@ -1,0 +1,120 @@
+"""Benchmark: the snapshot store at audit scale (issue #5), on SQLite and PostgreSQL.
+
+52 weekly snapshots of 10,000 hosts each. Prints, per backend: the save of one 10,000-host
+snapshot (target < 2 s), the trend over all 52 (< 0.3 s), an as-of lookup (< 0.1 s), a diff
+of two snapshots (< 1 s), verification of the whole chain (< 10 s), and the database size.
+Run: .venv/bin/python bench/store.py [--hosts N] [--snapshots S] [--backend sqlite|postgresql|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import text  # noqa: E402
+
+from collectors.demo import demo_observations  # noqa: E402
+from compliance.catalog import load_catalog  # noqa: E402
+from compliance.evaluate import assess  # noqa: E402
+from compliance.models import Host, Snapshot  # noqa: E402
+from store import SnapshotStore  # noqa: E402
+from store.history import diff  # noqa: E402
+
+TARGETS = {"save": 2.0, "trend": 0.3, "as_of": 0.1, "diff": 1.0, "verify": 10.0}
+
+
+def fleet(catalog, hosts: int, at: datetime) -> Snapshot:
+    """A realistic mix: the demo fleet's observations, repeated under new names."""
+    template = demo_observations(catalog, 7, at)
+    observations = []
+    for i in range(hosts):
+        obs = template[i % len(template)]
+        name = f"H{i:05d}"
+        observations.append(replace(obs, host=Host(name, f"{name.lower()}.bench.example",
+                                                   obs.host.site, obs.host.dag, obs.host.roles,
+                                                   obs.host.ad_build)))
+    return assess(observations, catalog, at, source="bench", tool_version="bench",
+                  discovered=[o.host for o in observations])
+
+
+def run(url: str, hosts: int, count: int, size) -> dict[str, float]:
+    catalog = load_catalog()
+    start = datetime(2025, 11, 1, tzinfo=UTC)
+    base = fleet(catalog, hosts, start)
+    store = SnapshotStore.open(url)
+    saves = []
+    for week in range(count):
+        at = start + timedelta(weeks=week)
+        snapshot = replace(base, taken_at=at, label=f"week {week}")
+        t0 = time.perf_counter()
+        store.save(snapshot)
+        saves.append(time.perf_counter() - t0)
+    history = store.history()
+    t0 = time.perf_counter()
+    trend = [(s.taken_at, s.counts) for s in store.history()]
+    trend_time = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    found = store.as_of(start + timedelta(weeks=30, days=2))
+    as_of_time = time.perf_counter() - t0
+    assert found is not None and len(trend) == count
+    t0 = time.perf_counter()
+    changes = diff(store.verdicts(history[0].id), store.verdicts(history[-1].id))
+    diff_time = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report = store.verify()
+    verify_time = time.perf_counter() - t0
+    assert report.ok and report.checked == count, report.problems[:3]
+    figures = {"save": statistics.median(saves), "trend": trend_time, "as_of": as_of_time,
+               "diff": diff_time, "verify": verify_time, "size_mb": size(store) / 2**20}
+    assert not changes.new_hosts
+    store.dispose()
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--hosts", type=int, default=10_000)
+    parser.add_argument("--snapshots", type=int, default=52)
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        if args.backend in ("sqlite", "both"):
+            path = Path(workdir) / "bench.db"
+            results["SQLite"] = run(f"sqlite:///{path}", args.hosts, args.snapshots,
+                                    lambda _s: path.stat().st_size + sum(
+                                        p.stat().st_size for p in Path(workdir).glob("bench.db-*")))
+        if args.backend in ("postgresql", "both"):
+            from tests.peers.postgres import start_postgres
+
+            peer = start_postgres("pgbench")
+            try:
+                def pg_size(store: SnapshotStore) -> float:
+                    with store.engine.connect() as conn:
+                        return float(conn.execute(text(
+                            "SELECT pg_database_size(current_database())")).scalar_one())
+
+                results["PostgreSQL"] = run(peer.url, args.hosts, args.snapshots, pg_size)
+            finally:
+                peer.stop()
+    print(f"{args.snapshots} snapshots x {args.hosts} hosts")
+    for backend, figures in results.items():
+        print(f"-- {backend}")
+        for name, target in TARGETS.items():
+            verdict = "MET" if figures[name] < target else "MISSED"
+            print(f"  {name:7} {figures[name]:8.3f} s   (target < {target} s: {verdict})")
+        print(f"  size    {figures['size_mb']:8.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
