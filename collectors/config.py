@@ -63,11 +63,38 @@ def _text(section: Mapping[str, Any], key: str, where: str) -> str | None:
     return value
 
 
-def parse_directory(section: Mapping[str, Any], scope: Mapping[str, Any], here: Path) -> DirectoryConfig:
+def _refuse_secrets(section: Mapping[str, Any], name: str, env: str) -> None:
     for key in SECRET_KEYS:
         if key in section:
-            raise ConfigError(f"[ldap] {key} does not belong in the config file: put it in "
-                              f".streamlit/secrets.toml ([ldap] password) or {LDAP_PASSWORD_ENV}")
+            raise ConfigError(f"[{name}] {key} does not belong in the config file: put it in "
+                              f".streamlit/secrets.toml ([{name}] password) or {env}")
+
+
+def _ca_file(section: Mapping[str, Any], name: str, here: Path) -> str | None:
+    """An existing CA bundle, relative to the config file's folder; None for the system's."""
+    ca_file = _text(section, "ca_file", f"[{name}]")
+    if not ca_file:
+        return None
+    ca_path = Path(ca_file) if Path(ca_file).is_absolute() else (here / ca_file).resolve()
+    if not ca_path.is_file():
+        raise ConfigError(f"[{name}] ca_file {ca_path} does not exist")
+    return str(ca_path)
+
+
+def _password(secrets: Mapping[str, Any], environ: Mapping[str, str], name: str, env: str) -> str:
+    password = environ.get(env)
+    if password is None:
+        section = secrets.get(name, {})
+        password = section.get("password") if isinstance(section, Mapping) else None
+    if not password:
+        label = "LDAP" if name == "ldap" else "WinRM"
+        raise ConfigError(f"no {label} password: set [{name}] password in "
+                          f".streamlit/secrets.toml or the environment variable {env}")
+    return str(password)
+
+
+def parse_directory(section: Mapping[str, Any], scope: Mapping[str, Any], here: Path) -> DirectoryConfig:
+    _refuse_secrets(section, "ldap", LDAP_PASSWORD_ENV)
     servers = _strings(section, "servers", "[ldap]")
     if not servers:
         raise ConfigError("[ldap] servers is empty: list domain controllers, e.g. "
@@ -78,12 +105,7 @@ def parse_directory(section: Mapping[str, Any], scope: Mapping[str, Any], here: 
     auth = (_text(section, "auth", "[ldap]") or "simple").lower()
     if auth not in ("simple", "ntlm"):
         raise ConfigError(f"[ldap] auth must be 'simple' or 'ntlm', not {auth!r}")
-    ca_file = _text(section, "ca_file", "[ldap]")
-    if ca_file:
-        ca_path = (here / ca_file).resolve() if not Path(ca_file).is_absolute() else Path(ca_file)
-        if not ca_path.is_file():
-            raise ConfigError(f"[ldap] ca_file {ca_path} does not exist")
-        ca_file = str(ca_path)
+    ca_file = _ca_file(section, "ldap", here)
     page_size = int(_number(section, "page_size", MAX_PAGE_SIZE, "[ldap]"))
     if page_size > MAX_PAGE_SIZE:
         raise ConfigError(f"[ldap] page_size must be at most {MAX_PAGE_SIZE} (AD's MaxPageSize)")
@@ -104,10 +126,7 @@ def parse_directory(section: Mapping[str, Any], scope: Mapping[str, Any], here: 
 
 
 def parse_winrm(section: Mapping[str, Any], here: Path) -> WinrmConfig:
-    for key in SECRET_KEYS:
-        if key in section:
-            raise ConfigError(f"[winrm] {key} does not belong in the config file: put it in "
-                              f".streamlit/secrets.toml ([winrm] password) or {WINRM_PASSWORD_ENV}")
+    _refuse_secrets(section, "winrm", WINRM_PASSWORD_ENV)
     username = _text(section, "username", "[winrm]")
     if not username:
         raise ConfigError("[winrm] username is missing (e.g. CORP\\svc-exprobe or svc@corp.example)")
@@ -123,12 +142,7 @@ def parse_winrm(section: Mapping[str, Any], here: Path) -> WinrmConfig:
                           "or Kerberos with message encryption is used)")
     if transport == "basic" and (scheme == "http" or allow_http):
         raise ConfigError("[winrm] Basic authentication is allowed over HTTPS only")
-    ca_file = _text(section, "ca_file", "[winrm]")
-    if ca_file:
-        ca_path = (here / ca_file).resolve() if not Path(ca_file).is_absolute() else Path(ca_file)
-        if not ca_path.is_file():
-            raise ConfigError(f"[winrm] ca_file {ca_path} does not exist")
-        ca_file = str(ca_path)
+    ca_file = _ca_file(section, "winrm", here)
     read_timeout = int(_number(section, "read_timeout_seconds", 30, "[winrm]"))
     operation_timeout = int(_number(section, "operation_timeout_seconds", 20, "[winrm]"))
     if operation_timeout >= read_timeout:
@@ -153,14 +167,7 @@ def parse_winrm(section: Mapping[str, Any], here: Path) -> WinrmConfig:
 
 
 def winrm_password(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> str:
-    password = environ.get(WINRM_PASSWORD_ENV)
-    if password is None:
-        section = secrets.get("winrm", {})
-        password = section.get("password") if isinstance(section, Mapping) else None
-    if not password:
-        raise ConfigError(f"no WinRM password: set [winrm] password in .streamlit/secrets.toml "
-                          f"or the environment variable {WINRM_PASSWORD_ENV}")
-    return str(password)
+    return _password(secrets, environ, "winrm", WINRM_PASSWORD_ENV)
 
 
 def load_config(path: Path) -> CollectionConfig:
@@ -190,11 +197,4 @@ def load_secrets(path: Path | None) -> dict[str, Any]:
 
 
 def ldap_password(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> str:
-    password = environ.get(LDAP_PASSWORD_ENV)
-    if password is None:
-        section = secrets.get("ldap", {})
-        password = section.get("password") if isinstance(section, Mapping) else None
-    if not password:
-        raise ConfigError(f"no LDAP password: set [ldap] password in .streamlit/secrets.toml "
-                          f"or the environment variable {LDAP_PASSWORD_ENV}")
-    return str(password)
+    return _password(secrets, environ, "ldap", LDAP_PASSWORD_ENV)
