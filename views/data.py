@@ -17,10 +17,13 @@ from collectors.demo import SOURCE as DEMO_SOURCE
 from collectors.demo import seed_demo
 from compliance.catalog import Catalog, load_catalog
 from compliance.evaluate import Policy
-from compliance.models import Assessment
+from compliance.models import Assessment, Host, Verdict
 from settings import Settings, load_settings
 from store import SnapshotInfo, SnapshotStore
+from store.evidence import build_bundle
 from store.export import host_row
+from store.history import Diff, Reevaluation, diff, reevaluate
+from store.snapshots import VerifyReport
 
 TTL_SECONDS = 60
 
@@ -88,3 +91,57 @@ def latest(url: str) -> SnapshotInfo | None:
 
 def is_demo(info: SnapshotInfo | None) -> bool:
     return info is not None and info.source == DEMO_SOURCE
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def verdicts(url: str, snapshot_id: int) -> list[Verdict]:
+    return _store(url).verdicts(snapshot_id)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def host_timeline(url: str, host: str) -> list[tuple[SnapshotInfo, dict[str, Any]]]:
+    return _store(url).host_timeline(host)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner="Verifying the chain…")
+def verify(url: str) -> VerifyReport:
+    """Recompute every digest and link (cached briefly: it reads every stored row)."""
+    return _store(url).verify()
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def snapshot_diff(url: str, before_id: int, after_id: int) -> Diff:
+    return diff(verdicts(url, before_id), verdicts(url, after_id))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def reevaluation(url: str, snapshot_id: int) -> list[Reevaluation]:
+    info = _store(url).info(snapshot_id)
+    return reevaluate(assessments(url, snapshot_id), catalog(), info.taken_at)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner="Building the evidence bundle…")
+def evidence_bundle(url: str, snapshot_id: int) -> bytes:
+    store = _store(url)
+    return build_bundle(store, store.info(snapshot_id), datetime.now(UTC))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def discovered(url: str, snapshot_id: int) -> list[Host]:
+    return _store(url).discovered(snapshot_id)
+
+
+def as_of(url: str, moment: datetime) -> SnapshotInfo | None:
+    """The snapshot in force at ``moment`` (from the cached history)."""
+    candidates = [s for s in snapshots(url) if s.taken_at <= moment]
+    return candidates[-1] if candidates else None
+
+
+def store_for_writing(config: Settings) -> SnapshotStore:
+    """The store a page that records something (collection, import) writes to."""
+    return SnapshotStore.open(config.store_url, config.signing_key)
+
+
+def invalidate() -> None:
+    """Forget cached reads: call after a collection or import saved a snapshot."""
+    st.cache_data.clear()
