@@ -119,9 +119,15 @@ def collect(*, store: SnapshotStore, catalog: Catalog, policy: Policy,
             winrm: WinrmConfig, winrm_password: str,
             directory: DirectoryConfig | None = None, ldap_password: str | None = None,
             inventory: Sequence[InventoryEntry] = (), progress_stream: TextIO = sys.stderr,
+            progress: Callable[[bool], None] | None = None,
+            started: Callable[[int], None] | None = None,
             stop: threading.Event | None = None,
             now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> RunResult:
-    """Discover, probe, grade and save; raises ``JobError`` (or the collectors' errors)."""
+    """Discover, probe, grade and save; raises ``JobError`` (or the collectors' errors).
+
+    Progress goes to ``progress`` (called with each host's failed flag) when given, else it is
+    drawn on ``progress_stream``; ``started`` learns the number of hosts before probing.
+    """
     started = time.monotonic()
     discovered: list[Host] = []
     scope_parts = []
@@ -136,8 +142,11 @@ def collect(*, store: SnapshotStore, catalog: Catalog, policy: Policy,
     if not hosts:
         raise JobError("no host to probe: the directory returned none and no inventory was given")
     targets = targets_for(hosts, winrm, overrides)
+    if started:
+        started(len(targets))
     observations = probe_all(targets, winrm, winrm_password,
-                             progress=Progress(len(targets), progress_stream), stop=stop)
+                             progress=progress or Progress(len(targets), progress_stream),
+                             stop=stop)
     snapshot = assess(observations, catalog, now(), source="collect", tool_version=__version__,
                       policy=policy, discovered=discovered or hosts, scope="; ".join(scope_parts),
                       label=f"collection of {len(targets)} hosts")
