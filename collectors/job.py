@@ -128,7 +128,7 @@ def collect(*, store: SnapshotStore, catalog: Catalog, policy: Policy,
     Progress goes to ``progress`` (called with each host's failed flag) when given, else it is
     drawn on ``progress_stream``; ``started`` learns the number of hosts before probing.
     """
-    started = time.monotonic()
+    began = time.monotonic()
     discovered: list[Host] = []
     scope_parts = []
     if directory is not None:
@@ -151,7 +151,7 @@ def collect(*, store: SnapshotStore, catalog: Catalog, policy: Policy,
                       policy=policy, discovered=discovered or hosts, scope="; ".join(scope_parts),
                       label=f"collection of {len(targets)} hosts")
     snapshot_id = store.save(snapshot)
-    return RunResult(snapshot_id, snapshot, time.monotonic() - started)
+    return RunResult(snapshot_id, snapshot, time.monotonic() - began)
 
 
 @dataclass(frozen=True)
