@@ -12,12 +12,14 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from openpyxl import Workbook
+
 from compliance.models import Assessment, Flag, Status
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 WORKLIST_COLUMNS = (
-    "priority", "host", "fqdn", "status", "product", "cu", "build", "build_source", "action",
-    "reason", "flags", "mitigations", "site", "dag", "observed_at", "snapshot_id",
+    "wave", "priority", "host", "fqdn", "status", "product", "cu", "build", "build_source", "action",
+    "reason", "flags", "mitigations", "site", "dag", "roles", "observed_at", "snapshot_id",
     "snapshot_taken_at",
 )
 # Lower sorts first: compromised hosts, then exposed, then unknown, then stop-gaps.
@@ -82,4 +84,57 @@ def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] = WORKLIST_COL
     writer.writerow(columns)
     for row in rows:
         writer.writerow([neutralise(row.get(column)) for column in columns])
+    return buffer.getvalue()
+
+
+# Roles that face the internet (OWA, ECP, EWS, Autodiscover, SMTP from outside) go first.
+INTERNET_FACING = frozenset({"Cafe", "ClientAccess", "FrontendTransport", "Edge"})
+
+
+def assign_waves(rows: list[dict[str, Any]], per_wave: int = 10) -> list[dict[str, Any]]:
+    """Group worklist rows into maintenance waves, in place and returned sorted by wave.
+
+    Internet-facing servers come first, then urgency. A wave takes at most one member of any
+    DAG, so no DAG ever has all its members down in one window.
+    """
+    def facing(row: dict[str, Any]) -> bool:
+        return bool(INTERNET_FACING & {r.strip() for r in str(row.get("roles", "")).split(",")})
+
+    ordered = sorted(rows, key=lambda r: (not facing(r), r["priority"], r["host"].lower()))
+    waves: list[tuple[list[dict[str, Any]], set[str]]] = []
+    for row in ordered:
+        dag = (row.get("dag") or "").lower()
+        number = next((n for n, (members, dags) in enumerate(waves)
+                       if len(members) < per_wave and not (dag and dag in dags)), None)
+        if number is None:
+            waves.append(([], set()))
+            number = len(waves) - 1
+        members, dags = waves[number]
+        members.append(row)
+        if dag:
+            dags.add(dag)
+        row["wave"] = number + 1
+        row["internet_facing"] = facing(row)
+    return sorted(ordered, key=lambda r: (r["wave"], not r["internet_facing"], r["priority"],
+                                          r["host"].lower()))
+
+
+def to_xlsx(rows: Sequence[dict[str, Any]], about: Sequence[tuple[str, str]],
+            columns: Sequence[str] = WORKLIST_COLUMNS) -> bytes:
+    """The worklist as an Excel workbook; every cell is written as inert text."""
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = "Worklist"
+    sheet.append(list(columns))
+    for row in rows:
+        sheet.append([neutralise(row.get(column)) for column in columns])
+    for cells in sheet.iter_rows(min_row=2):
+        for cell in cells:
+            cell.data_type = "s"  # never a formula, whatever the text
+    info = book.create_sheet("About")
+    for key, value in about:
+        info.append([neutralise(key), neutralise(value)])
+    buffer = io.BytesIO()
+    book.save(buffer)
     return buffer.getvalue()

@@ -1,11 +1,11 @@
-"""Worklist for admins: every host that still needs work, and exactly what to do next."""
+"""Worklist for admins: every host that still needs work, in maintenance waves, with what to do."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from store.export import WORKLIST_COLUMNS, to_csv, worklist
+from store.export import WORKLIST_COLUMNS, assign_waves, to_csv, to_xlsx, worklist
 from views import data
 from views.page import current, snapshot_caption
 
@@ -13,24 +13,31 @@ ctx = current()
 st.title("Worklist")
 snapshot_caption(ctx)
 
-rows = worklist(data.assessments(ctx.config.store_url, ctx.snapshot.id), ctx.snapshot.id,
-                ctx.snapshot.taken_at.isoformat())
+per_wave = st.number_input("Hosts per maintenance wave", min_value=1, max_value=200, value=10,
+                           key="per_wave")
+rows = assign_waves(worklist(data.assessments(ctx.config.store_url, ctx.snapshot.id),
+                             ctx.snapshot.id, ctx.snapshot.taken_at.isoformat()), int(per_wave))
+waves = max((row["wave"] for row in rows), default=0)
 st.markdown(
-    f"**{len(rows)}** hosts need work, most urgent first: compromise indicators, then "
-    "vulnerable, then unknown (unreachable, stale or unjudgeable), then mitigated only."
+    f"**{len(rows)}** hosts need work, in **{waves}** waves. Internet-facing servers (Client "
+    "Access, Cafe, Frontend Transport, Edge) come first, then urgency: compromise indicators, "
+    "vulnerable, unknown (unreachable, stale or unjudgeable), mitigated only. A wave never "
+    "takes two members of one DAG, so no DAG loses all its members at once."
 )
-st.download_button(
-    "Download worklist (CSV)",
-    data=to_csv(rows),
-    file_name=f"proxylogon-worklist-snapshot{ctx.snapshot.id}-"
-              f"{ctx.snapshot.taken_at:%Y%m%d}.csv",
-    mime="text/csv",
-    icon=":material/download:",
-)
+stem = f"proxylogon-worklist-snapshot{ctx.snapshot.id}-{ctx.snapshot.taken_at:%Y%m%d}"
+about = [("snapshot", str(ctx.snapshot.id)), ("taken at", ctx.snapshot.taken_at.isoformat()),
+         ("snapshot digest", ctx.snapshot.hash), ("catalogue", ctx.snapshot.catalog_version),
+         ("advisory", f"{ctx.snapshot.advisory_id} v{ctx.snapshot.advisory_version}")]
+left, right = st.columns(2)
+left.download_button("Download worklist (CSV)", data=to_csv(rows), file_name=f"{stem}.csv",
+                     mime="text/csv", icon=":material/download:", key="csv")
+right.download_button("Download worklist (Excel)", data=to_xlsx(rows, about),
+                      file_name=f"{stem}.xlsx", icon=":material/table:", key="xlsx",
+                      mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 st.dataframe(
     pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS)),
     hide_index=True,
-    column_order=("priority", "host", "status", "product", "cu", "build", "action", "reason",
-                  "flags", "site", "dag"),
+    column_order=("wave", "priority", "host", "status", "product", "cu", "build", "action",
+                  "reason", "flags", "site", "dag"),
     column_config={"action": st.column_config.TextColumn("next action", width="large")},
 )

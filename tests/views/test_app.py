@@ -97,7 +97,12 @@ def test_worklist_lists_every_non_compliant_host(demo_app):
     shown = at.dataframe[0].value
     assert set(shown["host"]) == expected
     assert (shown["action"].str.len() > 0).all()
-    assert len(at.get("download_button")) == 1
+    assert len(at.get("download_button")) == 2  # CSV and Excel
+    # The wave rule: no wave holds two members of one DAG.
+    members = shown[shown["dag"] != ""].groupby(["wave", "dag"]).size()
+    assert (members == 1).all()
+    at.number_input(key="per_wave").set_value(3).run()
+    assert at.dataframe[0].value.groupby("wave").size().max() <= 3
 
 
 def test_empty_store_without_demo_says_what_to_do(monkeypatch, tmp_path):

@@ -1,0 +1,110 @@
+"""Catalogue for auditors: the advisory and the build catalogue every verdict is judged by."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from views import data
+
+catalog = data.catalog()
+advisory = catalog.advisory
+config = data.settings()
+latest = data.latest(config.store_url)
+ADVISORY_FILE = f"compliance/data/advisories/{advisory.id}.toml"
+
+st.title("Catalogue and advisory")
+st.caption(f"Catalogue version **{catalog.version}** (newest release {catalog.newest_release}; "
+           "the suffix is a hash of both data files) · advisory "
+           f"{advisory.id} v{advisory.version} · every snapshot records both versions")
+if latest is not None and latest.catalog_version != catalog.version:
+    st.info(f"The latest snapshot (#{latest.id}) was judged by catalogue "
+            f"{latest.catalog_version}; this is catalogue {catalog.version}. The Snapshots "
+            "page shows where today's catalogue would judge differently.")
+
+st.subheader("Builds seen in the latest snapshot")
+if latest is None:
+    st.info("No snapshot yet: nothing to compare with the catalogue.")
+elif latest.pruned:
+    st.info(f"The latest snapshot (#{latest.id}) is pruned: its hosts are gone.")
+else:
+    # known is False when the reported build matches no catalogue row (a CU-level build
+    # from AD counts as known when its CU is catalogued).
+    unknown = [v for v in data.verdicts(config.store_url, latest.id) if v.build and not v.known]
+    if unknown:
+        named = ", ".join(f"{v.host} ({v.build})" for v in unknown[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        st.warning(f"{len(unknown)} host{'s report builds' if len(unknown) > 1 else ' reports a build'}"
+                   f" the catalogue does not know: {named}{more}; update "
+                   "`compliance/data/builds.csv`.")
+        st.dataframe(pd.DataFrame(
+            [{"host": v.host, "build": v.build, "product": v.product or "", "cu": v.cu or "",
+              "status": v.status.value, "flags": ", ".join(f.value for f in v.flags)}
+             for v in unknown]), hide_index=True)
+    else:
+        st.success(f"Every build reported in snapshot #{latest.id} is in the catalogue.")
+
+st.subheader("Advisory")
+st.markdown(f"**{advisory.title}**  \n`{advisory.id}` version {advisory.version}, published "
+            f"{advisory.published} · [{advisory.url}]({advisory.url})")
+st.markdown("**CVEs**")
+st.dataframe(pd.DataFrame([{"cve": c.id, "title": c.title, "source": c.source}
+                           for c in advisory.cves]), hide_index=True)
+st.markdown("**Interim mitigations**")
+st.dataframe(pd.DataFrame(
+    [{"id": m.id, "title": m.title, "kind": m.kind, "names": ", ".join(m.names),
+      "covers": ", ".join(m.covers), "products": ", ".join(m.products), "source": m.source}
+     for m in advisory.mitigations]), hide_index=True)
+st.markdown("**Rules per product**")
+st.dataframe(pd.DataFrame(
+    [{"product": r.product, "cves": ", ".join(r.cves), "requires_role": r.requires_role or "",
+      "fixed_from": r.fixed_from or "", "upgrade_to": r.upgrade_to or "",
+      "mitigated_when": ", ".join(r.mitigated_when), "fixes": len(r.fixes), "source": r.source}
+     for r in advisory.products]), hide_index=True)
+st.markdown("**Fixing builds per CU**")
+st.dataframe(pd.DataFrame(
+    [{"product": f.product, "cu": f.cu, "build": str(f.build), "kb": f.kb,
+      "supported_cu": f.supported_cu, "source": f.source}
+     for r in advisory.products for f in r.fixes]), hide_index=True)
+st.caption("`supported_cu` false: a special March 2021 update for an out-of-support CU, which "
+           "fixes these CVEs but not necessarily older ones.")
+
+st.subheader("Build catalogue")
+st.caption(f"{len(catalog.releases)} releases, newest {catalog.newest_release}. Rows where "
+           "sources disagree are kept, marked disputed and highlighted: a host on such a build "
+           "is graded unknown.")
+releases = pd.DataFrame(
+    [{"build": str(r.build), "product": r.product, "cu": r.cu, "kind": r.kind, "name": r.name,
+      "kb": r.kb or "", "released": r.released, "source": r.source, "disputed": r.disputed,
+      "notes": r.notes} for r in catalog.releases])
+filters = st.columns([1, 2])
+products = filters[0].multiselect("Product", sorted(set(releases["product"])), key="cat_product")
+search = filters[1].text_input("Build, name, KB or note contains", key="cat_search")
+shown = releases
+if products:
+    shown = shown[shown["product"].isin(products)]
+if search:
+    text = shown[["build", "cu", "name", "kb", "notes"]].agg(" ".join, axis=1)
+    shown = shown[text.str.contains(search, case=False, regex=False)]
+st.caption(f"{len(shown)} of {len(releases)} releases, {int(shown['disputed'].sum())} disputed")
+st.dataframe(
+    shown.style.apply(
+        lambda row: ["background-color: #fdecea" if row["disputed"] else ""] * len(row), axis=1),
+    hide_index=True,
+    column_config={"disputed": st.column_config.CheckboxColumn("disputed"),
+                   "notes": st.column_config.TextColumn("notes", width="large")},
+)
+
+st.subheader("Sources")
+st.markdown(
+    f"- Advisory: [{advisory.url}]({advisory.url})\n"
+    "- `msdocs`: Microsoft, [Exchange Server build numbers and release dates]"
+    "(https://learn.microsoft.com/en-us/exchange/new-features/build-numbers-and-release-dates)\n"
+    "- `CSS-Exchange`: [microsoft/CSS-Exchange](https://github.com/microsoft/CSS-Exchange) "
+    "(HealthChecker build dictionary, EOMT, ExchangeMitigations)\n"
+    "- `eightwone`: [Exchange versions, builds and dates]"
+    "(https://eightwone.com/references/versions-builds-dates/)"
+)
+st.caption(f"The data files: `compliance/data/builds.csv` (one row per release, with its "
+           f"source) and `{ADVISORY_FILE}` (CVEs, fixing builds, mitigations, per-product "
+           "rules; its header comments name every source key). Adding a release is adding a row.")

@@ -1,0 +1,158 @@
+"""Snapshots for auditors: the hash chain, what changed, what was in force, and evidence."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+
+import pandas as pd
+import streamlit as st
+
+from views import charts, data
+from views.page import current, snapshot_caption
+
+ctx = current()
+url = ctx.config.store_url
+by_id = {s.id: s for s in ctx.history}
+st.title("Snapshots and evidence")
+snapshot_caption(ctx)
+
+
+def _label(snapshot_id: int) -> str:
+    info = by_id[snapshot_id]
+    return f"#{info.id} · {info.taken_at:%Y-%m-%d %H:%M} UTC · {info.label or info.source}"
+
+
+def _pruned_note(snapshot_id: int) -> str:
+    return (f"Snapshot #{snapshot_id} was pruned: its hosts were deleted, only its header and "
+            "digest remain.")
+
+
+st.subheader("Chain of snapshots")
+head = max(ctx.history, key=lambda s: s.sequence)
+st.markdown(f"Head digest (chain position {head.sequence}, snapshot #{head.id}): "
+            f"`{head.hash}`")
+if st.button("Verify the chain", key="verify", icon=":material/verified:",
+             help="Recompute every snapshot's digest and every link, like "
+                  "`python -m store verify`."):
+    st.session_state["chain_checked"] = True
+if st.session_state.get("chain_checked"):
+    report = data.verify(url)
+    if report.ok:
+        pruned = (f" {report.pruned} pruned: their links are verified, their hosts are gone."
+                  if report.pruned else "")
+        st.success(f"{report.checked} snapshots, every digest and link verified.{pruned}")
+    else:
+        lines = [
+            f"- snapshot #{p.snapshot_id} (chain position {p.sequence}): {p.message}"
+            if p.snapshot_id is not None else f"- chain head: {p.message}"
+            for p in report.problems
+        ]
+        st.error(f"**The chain does not verify**: {len(report.problems)} problem(s) in "
+                 f"{report.checked} snapshots.\n" + "\n".join(lines))
+    st.caption("HMAC signatures are not checked here: run `python -m store verify` where the "
+               "signing key is set.")
+
+st.dataframe(
+    pd.DataFrame(
+        [{"id": s.id, "taken at (UTC)": f"{s.taken_at:%Y-%m-%d %H:%M}", "source": s.source,
+          "label": s.label, "hosts": s.host_count,
+          **{status.value: s.counts.get(status.value, 0) for status in charts.STATUS_ORDER},
+          "chain position": s.sequence, "digest": s.hash[:16] + "…",
+          "signed": "yes" if s.signature else "no", "pruned": s.pruned}
+         for s in reversed(ctx.history)],
+    ),
+    hide_index=True,
+    column_config={"not_applicable": st.column_config.NumberColumn("n/a")},
+)
+
+st.subheader("What changed")
+ids = [s.id for s in ctx.history]
+pick = st.columns(2)
+before_id = pick[0].selectbox("From snapshot", ids, index=max(0, len(ids) - 2),
+                              format_func=_label, key="diff_a")
+after_id = pick[1].selectbox("To snapshot", ids, index=len(ids) - 1, format_func=_label,
+                             key="diff_b")
+if before_id == after_id:
+    st.info("Pick two different snapshots to compare.")
+elif by_id[before_id].pruned or by_id[after_id].pruned:
+    st.warning(_pruned_note(before_id if by_id[before_id].pruned else after_id))
+else:
+    changes = data.snapshot_diff(url, before_id, after_id)
+    categories = (
+        ("Newly patched", changes.newly_patched),
+        ("Regressed", changes.regressed),
+        ("Mitigation removed", changes.mitigation_removed),
+        ("New hosts", changes.new_hosts),
+        ("Vanished hosts", changes.vanished_hosts),
+        ("Status changes", changes.status_changes),
+    )
+    for column, (label, listed) in zip(st.columns(len(categories)), categories, strict=True):
+        column.metric(label, len(listed), border=True)
+    rows = [{"category": label, "host": c.host, "before": c.before or "", "after": c.after or "",
+             "detail": c.detail} for label, listed in categories for c in listed]
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+    else:
+        st.success(f"No host changed between #{before_id} and #{after_id}.")
+
+st.subheader("As of a date")
+as_of_date = st.date_input("Snapshot in force at the end of (UTC)",
+                           value=ctx.snapshot.taken_at.date(), key="as_of_date")
+moment = datetime.combine(as_of_date, time.max, tzinfo=UTC)
+in_force = data.as_of(url, moment)
+if in_force is None:
+    first = ctx.history[0]
+    st.info(f"No snapshot was in force on {as_of_date:%Y-%m-%d}: the first one was taken "
+            f"{first.taken_at:%Y-%m-%d %H:%M} UTC.")
+else:
+    st.markdown(f"In force at the end of {as_of_date:%Y-%m-%d}: **{_label(in_force.id)}**, "
+                f"judged by catalogue {in_force.catalog_version} and advisory "
+                f"{in_force.advisory_id} v{in_force.advisory_version}.")
+    figures = [("Hosts", in_force.host_count)] + [
+        (charts.STATUS_LABELS[s], in_force.counts.get(s.value, 0)) for s in charts.STATUS_ORDER]
+    for column, (label, value) in zip(st.columns(len(figures)), figures, strict=True):
+        column.metric(label, value, border=True)
+    st.columns(2)[0].plotly_chart(charts.status_donut(in_force.counts), width="stretch")
+
+st.subheader("Evidence bundle")
+bundled = [s.id for s in reversed(ctx.history) if not s.pruned]
+if not bundled:
+    st.info("Every snapshot is pruned: there is no host data left to bundle.")
+    st.stop()
+chosen = st.selectbox("Snapshot", bundled, format_func=_label, key="bundle_snapshot")
+st.download_button(
+    "Download evidence bundle",
+    data.evidence_bundle(url, chosen),
+    file_name=f"proxylogon-evidence-snapshot{chosen}-{by_id[chosen].taken_at:%Y%m%d}.zip",
+    mime="application/zip",
+    icon=":material/download:",
+)
+st.caption(
+    "A zip of `snapshot.json`, `hosts.csv`, `summary.txt` and `manifest.json`. Check it "
+    "anywhere, without the database: `python -m store verify --bundle FILE`. That proves the "
+    "files are unchanged since export and that the snapshot matches its digest. It does not "
+    "prove on its own that this is the snapshot recorded then (compare its digest with the "
+    "chain above, or check its HMAC), nor that the servers told the probe the truth."
+)
+
+st.subheader("Re-evaluation with today's catalogue")
+today = data.catalog()
+differences = data.reevaluation(url, chosen)
+if not differences:
+    st.success(f"Today's catalogue (version {today.version}) judges every host of snapshot "
+               f"#{chosen} as recorded.")
+else:
+    st.markdown(f"Today's catalogue (version {today.version}) would judge **{len(differences)}"
+                f"** hosts of snapshot #{chosen} differently (recorded with catalogue "
+                f"{by_id[chosen].catalog_version}).")
+    st.dataframe(
+        pd.DataFrame(
+            [{"host": r.host, "recorded status": r.recorded.status.value,
+              "today's status": r.today.status.value,
+              "recorded reason": r.recorded.reason, "today's reason": r.today.reason}
+             for r in differences],
+        ),
+        hide_index=True,
+    )
+    st.caption("The recorded verdict stays the evidence of what was known then; this only "
+               "shows where knowledge has moved on since.")
