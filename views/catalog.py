@@ -34,8 +34,8 @@ else:
     if unknown:
         named = ", ".join(f"{v.host} ({v.build})" for v in unknown[:10])
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-        st.warning(f"{len(unknown)} host{'s report builds' if len(unknown) > 1 else ' reports a build'}"
-                   f" the catalogue does not know: {named}{more}; update "
+        subject = f"{len(unknown)} hosts report builds" if len(unknown) > 1 else "1 host reports a build"
+        st.warning(f"{subject} the catalogue does not know: {named}{more}; update "
                    "`compliance/data/builds.csv`.")
         st.dataframe(pd.DataFrame(
             [{"host": v.host, "build": v.build, "product": v.product or "", "cu": v.cu or "",
@@ -77,6 +77,7 @@ releases = pd.DataFrame(
     [{"build": str(r.build), "product": r.product, "cu": r.cu, "kind": r.kind, "name": r.name,
       "kb": r.kb or "", "released": r.released, "source": r.source, "disputed": r.disputed,
       "notes": r.notes} for r in catalog.releases])
+haystack = releases[["build", "cu", "name", "kb", "notes"]].agg(" ".join, axis=1)
 filters = st.columns([1, 2])
 products = filters[0].multiselect("Product", sorted(set(releases["product"])), key="cat_product")
 search = filters[1].text_input("Build, name, KB or note contains", key="cat_search")
@@ -84,8 +85,7 @@ shown = releases
 if products:
     shown = shown[shown["product"].isin(products)]
 if search:
-    text = shown[["build", "cu", "name", "kb", "notes"]].agg(" ".join, axis=1)
-    shown = shown[text.str.contains(search, case=False, regex=False)]
+    shown = shown[haystack[shown.index].str.contains(search, case=False, regex=False)]
 st.caption(f"{len(shown)} of {len(releases)} releases, {int(shown['disputed'].sum())} disputed")
 st.dataframe(
     shown.style.apply(

@@ -60,7 +60,7 @@ def test_worklist_download_matches_the_store(dashboard, page):
     page.goto(f"{url}/worklist")
     wait_idle(page)
     with page.expect_download() as download_info:
-        page.get_by_role("button", name=re.compile("Download worklist")).click()
+        page.get_by_role("button", name=re.compile(r"Download worklist \(CSV\)")).click()
     path = download_info.value.path()
     rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
     _, assessments = _latest(data_dir)
