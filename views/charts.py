@@ -84,3 +84,16 @@ def status_trend(times: Sequence[datetime], counts: Sequence[Mapping[str, int]])
 def _natural(text: str) -> tuple[object, ...]:
     """Sort 'CU9' before 'CU10'."""
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
+
+
+def burn_down(times: Sequence[datetime], remaining: Sequence[int],
+              projected: datetime | None) -> go.Figure:
+    """Non-compliant hosts per snapshot, and the line to zero at the recent rate."""
+    fig = go.Figure(go.Scatter(name="Hosts still to fix", x=list(times), y=list(remaining),
+                               mode="lines+markers", line={"color": STATUS_COLORS[Status.VULNERABLE]}))
+    if projected is not None and times:
+        fig.add_trace(go.Scatter(name=f"Projection: done by {projected:%Y-%m-%d}",
+                                 x=[times[-1], projected], y=[remaining[-1], 0], mode="lines",
+                                 line={"dash": "dash", "color": "#616161"}))
+    fig.update_yaxes(title="hosts", rangemode="tozero")
+    return _layout(fig, "Burn-down of non-compliant hosts")

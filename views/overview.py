@@ -1,21 +1,28 @@
-"""Overview for managers: where the fleet stands, and how it got there."""
+"""Overview for managers: where the fleet stands, how it got there, when it will be done."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from compliance.models import Status
+from compliance.models import Flag, Status
 from views import charts, data
 from views.page import current, snapshot_caption
-from views.summary import kpis
+from views.summary import kpis, projected_completion
 
 ctx = current()
+url = ctx.config.store_url
 st.title("ProxyLogon exposure: overview")
 snapshot_caption(ctx)
 
-now = kpis(ctx.snapshot.counts)
-before = kpis(ctx.previous.counts) if ctx.previous else None
-columns = st.columns(5)
+
+def _indicators(snapshot_id: int) -> int:
+    return sum(1 for v in data.verdicts(url, snapshot_id) if Flag.INDICATORS_FOUND in v.flags)
+
+
+now = kpis(ctx.snapshot.counts, ctx.snapshot.discovered_count, _indicators(ctx.snapshot.id))
+before = (kpis(ctx.previous.counts, ctx.previous.discovered_count, _indicators(ctx.previous.id))
+          if ctx.previous else None)
+columns = st.columns(len(now))
 for column, kpi in zip(columns, now, strict=True):
     delta = None
     if before is not None:
@@ -24,7 +31,7 @@ for column, kpi in zip(columns, now, strict=True):
     column.metric(kpi.label, kpi.display, delta=delta, delta_color=kpi.delta_color,
                   help=kpi.help, border=True)
 
-table = data.host_table(ctx.config.store_url, ctx.snapshot.id)
+table = data.host_table(url, ctx.snapshot.id)
 rows = table.to_dict("records")
 for row in rows:
     row["product_cu"] = f"{row['product'] or '?'} {row['cu'] or ''}".strip()
@@ -33,11 +40,22 @@ left, right = st.columns([2, 3])
 left.plotly_chart(charts.status_donut(ctx.snapshot.counts), width="stretch")
 right.plotly_chart(charts.status_by_group(rows, "product_cu", "Status by product and CU"),
                    width="stretch")
-st.plotly_chart(charts.status_trend([s.taken_at for s in ctx.history],
-                                    [s.counts for s in ctx.history]), width="stretch")
+left, right = st.columns(2)
+left.plotly_chart(charts.status_by_group(rows, "site", "Status by AD site"), width="stretch")
+right.plotly_chart(charts.status_by_group(rows, "dag", "Status by DAG"), width="stretch")
 
-not_compliant = ctx.snapshot.host_count - sum(
-    ctx.snapshot.counts.get(s.value, 0) for s in Status if s.compliant
-)
-st.markdown(f"**{not_compliant}** hosts still need work: see the **Worklist** page for what "
-            "to do on each.")
+times = [s.taken_at for s in ctx.history]
+remaining = [s.host_count - sum(s.counts.get(x.value, 0) for x in Status if x.compliant)
+             for s in ctx.history]
+projected = projected_completion(times, remaining)
+left, right = st.columns(2)
+left.plotly_chart(charts.burn_down(times, remaining, projected), width="stretch")
+right.plotly_chart(charts.status_trend(times, [s.counts for s in ctx.history]), width="stretch")
+if remaining and remaining[-1] == 0:
+    st.success("Every affected host is patched.")
+elif projected is not None:
+    st.markdown(f"**{remaining[-1]}** hosts still need work. At the rate of the last snapshots "
+                f"the fleet is done around **{projected:%Y-%m-%d}**: see the **Worklist**.")
+else:
+    st.warning(f"**{remaining[-1] if remaining else 0}** hosts still need work and the recent "
+               "snapshots show no progress: no completion date can be projected.")

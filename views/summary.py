@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal
 
 from compliance.models import Status
@@ -27,8 +28,10 @@ class Kpi:
         return f"{change:+.0f}" if change else None
 
 
-def kpis(counts: Mapping[str, int]) -> list[Kpi]:
-    """Hosts, patched share of affected hosts, mitigated only, vulnerable, unknown."""
+def kpis(counts: Mapping[str, int], discovered: int | None = None,
+         indicators: int = 0) -> list[Kpi]:
+    """Servers in the inventory, hosts assessed (coverage), patched share of affected hosts,
+    mitigated only, vulnerable, unknown, hosts with compromise indicators."""
     total = sum(counts.values())
     patched = counts.get(Status.PATCHED.value, 0)
     not_applicable = counts.get(Status.NOT_APPLICABLE.value, 0)
@@ -37,10 +40,15 @@ def kpis(counts: Mapping[str, int]) -> list[Kpi]:
     mitigated = counts.get(Status.MITIGATED.value, 0)
     vulnerable = counts.get(Status.VULNERABLE.value, 0)
     unknown = counts.get(Status.UNKNOWN.value, 0)
+    inventory = discovered if discovered else total
+    coverage = 100.0 * total / inventory if inventory else 0.0
     return [
-        Kpi("hosts", "Hosts", total, str(total),
-            f"Hosts in the snapshot; {not_applicable} not affected (Exchange 2010 without UM).",
+        Kpi("inventory", "Servers in AD", inventory, str(inventory),
+            "Exchange servers in the inventory the run started from (AD and inventory file).",
             "off"),
+        Kpi("hosts", "Hosts assessed", total, f"{total} ({coverage:.0f}%)",
+            f"Hosts with a verdict in this snapshot: coverage of the inventory. "
+            f"{not_applicable} not affected (Exchange 2010 without UM).", "off"),
         Kpi("patched", "Patched", share, f"{share:.0f}%",
             f"{patched} of {affected} affected hosts have the March 2021 fixes.", "normal",
             percent=True),
@@ -52,4 +60,29 @@ def kpis(counts: Mapping[str, int]) -> list[Kpi]:
         Kpi("unknown", "Unknown", unknown, str(unknown),
             "Unreachable, stale, or a build that cannot be judged: never counted as patched.",
             "inverse"),
+        Kpi("indicators", "With indicators", indicators, str(indicators),
+            "Hosts where the probe found compromise indicators: investigate, patched or not "
+            "(the update does not remove a web shell).", "inverse"),
     ]
+
+
+def projected_completion(times: Sequence[datetime], remaining: Sequence[int],
+                         window: int = 4) -> datetime | None:
+    """When the non-compliant count reaches zero at the recent rate (least squares over the
+    last ``window`` snapshots); None without progress or with fewer than two snapshots."""
+    points = list(zip(times, remaining, strict=True))[-window:]
+    if len(points) < 2:
+        return None
+    if points[-1][1] == 0:
+        return points[-1][0]
+    origin = points[0][0]
+    xs = [(t - origin).total_seconds() / 86400 for t, _ in points]
+    ys = [float(n) for _, n in points]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    if spread == 0:
+        return None
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
+    if slope >= 0:
+        return None
+    return points[-1][0] + timedelta(days=ys[-1] / -slope)

@@ -33,12 +33,12 @@ def test_overview_shows_badge_kpis_and_charts(dashboard, page):
     latest, _ = _latest(data_dir)
     assert page.get_by_text("Demo data").first.is_visible()
     metrics = page.locator('[data-testid="stMetric"]')
-    assert metrics.count() == 5
-    hosts = metrics.nth(0).locator('[data-testid="stMetricValue"]').inner_text()
-    vulnerable = metrics.nth(3).locator('[data-testid="stMetricValue"]').inner_text()
-    assert hosts == str(latest.host_count)
+    assert metrics.count() == 7
+    hosts = metrics.nth(1).locator('[data-testid="stMetricValue"]').inner_text()
+    vulnerable = metrics.nth(4).locator('[data-testid="stMetricValue"]').inner_text()
+    assert hosts == f"{latest.host_count} (100%)"
     assert vulnerable == str(latest.counts["vulnerable"])
-    assert page.locator(".js-plotly-plot").count() == 3
+    assert page.locator(".js-plotly-plot").count() == 6
     screenshot(page, "overview")
 
 

@@ -52,12 +52,16 @@ def test_overview_kpis_match_the_store(demo_app):
     statuses = Counter(a.verdict.status.value for a in store.assessments(latest.id))
     metrics = {m.label: m.value for m in at.metric}
     affected = latest.host_count - statuses["not_applicable"]
-    assert metrics["Hosts"] == str(latest.host_count)
+    indicators = sum(1 for a in store.assessments(latest.id)
+                     if "indicators_found" in [f.value for f in a.verdict.flags])
+    assert metrics["Servers in AD"] == str(latest.discovered_count)
+    assert metrics["Hosts assessed"] == f"{latest.host_count} (100%)"
+    assert metrics["With indicators"] == str(indicators) == "1"
     assert metrics["Patched"] == f"{100 * statuses['patched'] / affected:.0f}%"
     assert metrics["Mitigated only"] == str(statuses["mitigated"])
     assert metrics["Vulnerable"] == str(statuses["vulnerable"])
     assert metrics["Unknown"] == str(statuses["unknown"])
-    assert len(at.get("plotly_chart")) == 3
+    assert len(at.get("plotly_chart")) == 6
     assert any(f"snapshot #{latest.id}" in c.value for c in at.caption)
 
 

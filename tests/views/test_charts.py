@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from compliance.models import Status
-from views.charts import STATUS_COLORS, status_by_group, status_donut, status_trend
+from views.charts import STATUS_COLORS, burn_down, status_by_group, status_donut, status_trend
 
 
 def test_donut_uses_fixed_order_colours_and_skips_empty_statuses():
@@ -44,3 +44,11 @@ def test_trend_has_one_stacked_series_per_present_status():
     assert [t.name for t in fig.data] == ["Patched", "Vulnerable"]
     assert list(fig.data[0].y) == [1, 4]
     assert all(t.stackgroup == "status" for t in fig.data)
+
+
+def test_burn_down_draws_the_projection_to_zero():
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    fig = burn_down([t0, t0 + timedelta(weeks=1)], [20, 10], t0 + timedelta(weeks=2))
+    assert list(fig.data[0].y) == [20, 10]
+    assert list(fig.data[1].y) == [10, 0] and "2026-11-15" in fig.data[1].name
+    assert len(burn_down([t0], [5], None).data) == 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from views.summary import kpis
+from datetime import UTC, datetime, timedelta
+
+from views.summary import kpis, projected_completion
 
 
 def _by_key(counts):
@@ -12,7 +14,7 @@ def _by_key(counts):
 def test_patched_share_excludes_not_applicable_hosts():
     figures = _by_key({"patched": 6, "not_applicable": 2, "vulnerable": 2, "mitigated": 1,
                        "unknown": 1})
-    assert figures["hosts"].display == "12"
+    assert figures["hosts"].display == "12 (100%)"
     assert figures["patched"].display == "60%"  # 6 of the 10 affected
     assert figures["vulnerable"].display == "2"
 
@@ -28,3 +30,27 @@ def test_deltas_are_signed_and_absent_when_unchanged():
 def test_empty_snapshot_does_not_divide_by_zero():
     figures = _by_key({})
     assert figures["patched"].display == "0%"
+
+
+def test_coverage_and_indicators():
+    figures = _by_key_full({"patched": 9, "vulnerable": 1}, discovered=20, indicators=2)
+    assert figures["inventory"].display == "20"
+    assert figures["hosts"].display == "10 (50%)"
+    assert figures["indicators"].display == "2"
+
+
+def _by_key_full(counts, **kwargs):
+    return {k.key: k for k in kpis(counts, **kwargs)}
+
+
+def test_projection_from_the_recent_rate():
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    times = [t0 + timedelta(weeks=w) for w in range(4)]
+    assert projected_completion(times, [40, 30, 20, 10]) == times[-1] + timedelta(weeks=1)
+    assert projected_completion(times, [10, 10, 10, 10]) is None  # no progress
+    assert projected_completion(times, [10, 12, 14, 16]) is None  # getting worse
+    assert projected_completion(times[:1], [5]) is None
+    assert projected_completion(times, [3, 2, 1, 0]) == times[-1]
+    # only the last four snapshots count: an old fast start does not flatter the estimate
+    longer = [t0 + timedelta(weeks=w) for w in range(6)]
+    assert projected_completion(longer, [100, 50, 40, 30, 20, 10]) == longer[-1] + timedelta(weeks=1)
