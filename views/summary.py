@@ -43,16 +43,16 @@ def kpis(counts: Mapping[str, int], discovered: int | None = None,
     inventory = discovered if discovered else total
     coverage = 100.0 * total / inventory if inventory else 0.0
     return [
-        Kpi("inventory", "Servers in AD", inventory, str(inventory),
+        Kpi("inventory", "In AD", inventory, str(inventory),
             "Exchange servers in the inventory the run started from (AD and inventory file).",
             "off"),
-        Kpi("hosts", "Hosts assessed", total, f"{total} ({coverage:.0f}%)",
-            f"Hosts with a verdict in this snapshot: coverage of the inventory. "
-            f"{not_applicable} not affected (Exchange 2010 without UM).", "off"),
+        Kpi("hosts", "Coverage", coverage, f"{coverage:.0f}%",
+            f"{total} of {inventory} servers assessed in this snapshot; "
+            f"{not_applicable} not affected (Exchange 2010 without UM).", "normal", percent=True),
         Kpi("patched", "Patched", share, f"{share:.0f}%",
             f"{patched} of {affected} affected hosts have the March 2021 fixes.", "normal",
             percent=True),
-        Kpi("mitigated", "Mitigated only", mitigated, str(mitigated),
+        Kpi("mitigated", "Mitigated", mitigated, str(mitigated),
             "Not patched; the interim mitigation against CVE-2021-26855 is in place.",
             "inverse"),
         Kpi("vulnerable", "Vulnerable", vulnerable, str(vulnerable),
@@ -60,7 +60,7 @@ def kpis(counts: Mapping[str, int], discovered: int | None = None,
         Kpi("unknown", "Unknown", unknown, str(unknown),
             "Unreachable, stale, or a build that cannot be judged: never counted as patched.",
             "inverse"),
-        Kpi("indicators", "With indicators", indicators, str(indicators),
+        Kpi("indicators", "Indicators", indicators, str(indicators),
             "Hosts where the probe found compromise indicators: investigate, patched or not "
             "(the update does not remove a web shell).", "inverse"),
     ]

@@ -34,9 +34,9 @@ def test_overview_shows_badge_kpis_and_charts(dashboard, page):
     assert page.get_by_text("Demo data").first.is_visible()
     metrics = page.locator('[data-testid="stMetric"]')
     assert metrics.count() == 7
-    hosts = metrics.nth(1).locator('[data-testid="stMetricValue"]').inner_text()
+    hosts = metrics.nth(0).locator('[data-testid="stMetricValue"]').inner_text()
     vulnerable = metrics.nth(4).locator('[data-testid="stMetricValue"]').inner_text()
-    assert hosts == f"{latest.host_count} (100%)"
+    assert hosts == str(latest.discovered_count)
     assert vulnerable == str(latest.counts["vulnerable"])
     assert page.locator(".js-plotly-plot").count() == 6
     screenshot(page, "overview")

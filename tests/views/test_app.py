@@ -54,11 +54,11 @@ def test_overview_kpis_match_the_store(demo_app):
     affected = latest.host_count - statuses["not_applicable"]
     indicators = sum(1 for a in store.assessments(latest.id)
                      if "indicators_found" in [f.value for f in a.verdict.flags])
-    assert metrics["Servers in AD"] == str(latest.discovered_count)
-    assert metrics["Hosts assessed"] == f"{latest.host_count} (100%)"
-    assert metrics["With indicators"] == str(indicators) == "1"
+    assert metrics["In AD"] == str(latest.discovered_count)
+    assert metrics["Coverage"] == f"{100 * latest.host_count / latest.discovered_count:.0f}%"
+    assert metrics["Indicators"] == str(indicators) == "1"
     assert metrics["Patched"] == f"{100 * statuses['patched'] / affected:.0f}%"
-    assert metrics["Mitigated only"] == str(statuses["mitigated"])
+    assert metrics["Mitigated"] == str(statuses["mitigated"])
     assert metrics["Vulnerable"] == str(statuses["vulnerable"])
     assert metrics["Unknown"] == str(statuses["unknown"])
     assert len(at.get("plotly_chart")) == 6

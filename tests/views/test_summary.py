@@ -14,7 +14,7 @@ def _by_key(counts):
 def test_patched_share_excludes_not_applicable_hosts():
     figures = _by_key({"patched": 6, "not_applicable": 2, "vulnerable": 2, "mitigated": 1,
                        "unknown": 1})
-    assert figures["hosts"].display == "12 (100%)"
+    assert figures["hosts"].display == "100%"
     assert figures["patched"].display == "60%"  # 6 of the 10 affected
     assert figures["vulnerable"].display == "2"
 
@@ -24,7 +24,7 @@ def test_deltas_are_signed_and_absent_when_unchanged():
     after = _by_key({"patched": 6, "vulnerable": 4})
     assert after["patched"].delta_text(before["patched"]) == "+10.0 pts"
     assert after["vulnerable"].delta_text(before["vulnerable"]) == "-1"
-    assert after["hosts"].delta_text(before["hosts"]) is None
+    assert after["inventory"].delta_text(before["inventory"]) is None
 
 
 def test_empty_snapshot_does_not_divide_by_zero():
@@ -35,7 +35,7 @@ def test_empty_snapshot_does_not_divide_by_zero():
 def test_coverage_and_indicators():
     figures = _by_key_full({"patched": 9, "vulnerable": 1}, discovered=20, indicators=2)
     assert figures["inventory"].display == "20"
-    assert figures["hosts"].display == "10 (50%)"
+    assert figures["hosts"].display == "50%"
     assert figures["indicators"].display == "2"
 
 
