@@ -12,25 +12,31 @@ ctx = current()
 st.title("Hosts")
 snapshot_caption(ctx)
 
-table = data.host_table(ctx.config.store_url, ctx.snapshot.id)
+url = ctx.config.store_url
+table = data.host_table(url, ctx.snapshot.id)
 
 
 def _options(column: str) -> list[str]:
     return sorted({value for value in table[column] if value})
 
 
-filters = st.columns(5)
+filters = st.columns(6)
 statuses = filters[0].multiselect("Status", _options("status"), key="f_status")
 products = filters[1].multiselect("Product", _options("product"), key="f_product")
 cus = filters[2].multiselect("CU", _options("cu"), key="f_cu")
 sites = filters[3].multiselect("AD site", _options("site"), key="f_site")
-search = filters[4].text_input("Host name contains", key="f_search")
+dags = filters[4].multiselect("DAG", _options("dag"), key="f_dag")
+search = filters[5].text_input("Host name contains", key="f_search")
+flags = st.multiselect("Flags", sorted({f for cell in table["flags"] for f in cell.split(", ") if f}),
+                       key="f_flags")
 
 shown = table
 for column, chosen in (("status", statuses), ("product", products), ("cu", cus),
-                       ("site", sites)):
+                       ("site", sites), ("dag", dags)):
     if chosen:
         shown = shown[shown[column].isin(chosen)]
+if flags:
+    shown = shown[shown["flags"].apply(lambda cell: bool(set(cell.split(", ")) & set(flags)))]
 if search:
     shown = shown[shown["host"].str.contains(search, case=False, regex=False)]
 
@@ -52,20 +58,50 @@ if not names:
     st.info("No host matches the filters.")
     st.stop()
 name = st.selectbox("Host", names, key="detail_host")
-assessment = next(a for a in data.assessments(ctx.config.store_url, ctx.snapshot.id)
+assessment = next(a for a in data.assessments(url, ctx.snapshot.id)
                   if a.observation.host.name == name)
 verdict, obs = assessment.verdict, assessment.observation
-st.markdown(f"**{verdict.host}** ({obs.host.fqdn or 'no FQDN'}): **{verdict.status.value}**")
+st.markdown(f"**{verdict.host}** ({obs.host.fqdn or 'no FQDN'}): **{verdict.status.value}**"
+            + (f" · {verdict.product} {verdict.cu or ''}" if verdict.product else ""))
 st.markdown(f"**Next action:** {verdict.action}")
 st.markdown(f"**Why:** {verdict.reason}")
+if obs.failure is not None:
+    st.error(f"Collection failed ({obs.failure.reason}): {obs.failure.detail}\n\n"
+             f"**Fix:** {obs.failure.hint or 'see the README'}")
+for error in obs.probe_errors:
+    st.warning(f"Part of the probe failed: {error}")
 if verdict.flags:
     st.markdown("**Flags:** " + ", ".join(f"`{flag.value}`" for flag in verdict.flags))
 if verdict.cves_open:
     st.markdown("**CVEs not closed:** " + ", ".join(verdict.cves_open))
+
+builds, updates = st.columns(2)
+builds.markdown("**Builds**")
+builds.dataframe(pd.DataFrame([
+    {"source": "AD (CU level only)", "value": obs.host.ad_build or "not known"},
+    {"source": "ExSetup.exe (Security Update level)", "value": obs.exsetup_version or "not read"},
+    {"source": "Catalogue", "value": verdict.release_name or ("not in the catalogue"
+                                                               if verdict.build else "-")},
+]), hide_index=True)
+updates.markdown("**Installed updates**")
+updates.dataframe(pd.DataFrame([{"KB": u.kb, "name": u.name, "installed": u.installed_on or ""}
+                                for u in obs.installed_updates], columns=["KB", "name", "installed"]),
+                  hide_index=True)
+st.markdown("**Evidence**")
 evidence = pd.DataFrame(
     [{"what": e.kind, "value": e.value, "source": e.source,
       "seen": e.observed_at.isoformat() if e.observed_at else ""} for e in verdict.evidence],
     columns=["what", "value", "source", "seen"],
 )
-st.markdown("**Evidence**")
 st.dataframe(evidence, hide_index=True)
+
+st.markdown("**Across snapshots**")
+timeline = pd.DataFrame(
+    [{"snapshot": info.id, "taken at": info.taken_at.strftime("%Y-%m-%d %H:%M"),
+      "status": recorded["status"], "build": recorded.get("build") or "",
+      "mitigations": ", ".join(recorded.get("mitigations") or []),
+      "flags": ", ".join(recorded.get("flags") or [])}
+     for info, recorded in data.host_timeline(url, name)],
+    columns=["snapshot", "taken at", "status", "build", "mitigations", "flags"],
+)
+st.dataframe(timeline, hide_index=True)

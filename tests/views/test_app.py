@@ -85,8 +85,12 @@ def test_hosts_filters_change_the_table_and_detail_shows_evidence(demo_app):
     assert at.selectbox(key="detail_host").value == "DEMO-EX16OLD06"
     texts = " ".join(m.value for m in at.markdown)
     assert "Next action:" in texts and "CU23" in texts
-    evidence = at.dataframe[1].value
+    frames = [d.value for d in at.dataframe]
+    evidence = next(f for f in frames if "what" in f.columns)
     assert "exsetup_build" in set(evidence["what"])
+    timeline = next(f for f in frames if "taken at" in f.columns)
+    assert len(timeline) == len(store.history())  # present in every demo snapshot
+    assert timeline["status"].iloc[-1] == "vulnerable"
 
 
 def test_worklist_lists_every_non_compliant_host(demo_app):
