@@ -104,9 +104,10 @@ def host_timeline(url: str, host: str) -> list[tuple[SnapshotInfo, dict[str, Any
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner="Verifying the chain…")
-def verify(url: str) -> VerifyReport:
-    """Recompute every digest and link (cached briefly: it reads every stored row)."""
-    return _store(url).verify()
+def verify(url: str, _key: bytes | None = None) -> VerifyReport:
+    """Recompute every digest and link, and the HMACs when a key is set (cached briefly: it
+    reads every stored row; the key is left out of the cache key)."""
+    return _store(url).verify(_key)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
@@ -115,9 +116,10 @@ def snapshot_diff(url: str, before_id: int, after_id: int) -> Diff:
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def reevaluation(url: str, snapshot_id: int) -> list[Reevaluation]:
+def reevaluation(url: str, snapshot_id: int, max_age_days: float = 7.0) -> list[Reevaluation]:
     info = _store(url).info(snapshot_id)
-    return reevaluate(assessments(url, snapshot_id), catalog(), info.taken_at)
+    return reevaluate(assessments(url, snapshot_id), catalog(), info.taken_at,
+                      Policy(max_age=timedelta(days=max_age_days)))
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner="Building the evidence bundle…")

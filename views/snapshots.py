@@ -36,7 +36,7 @@ if st.button("Verify the chain", key="verify", icon=":material/verified:",
                   "`python -m store verify`."):
     st.session_state["chain_checked"] = True
 if st.session_state.get("chain_checked"):
-    report = data.verify(url)
+    report = data.verify(url, ctx.config.signing_key)
     if report.ok:
         pruned = (f" {report.pruned} pruned: their links are verified, their hosts are gone."
                   if report.pruned else "")
@@ -122,7 +122,7 @@ if not bundled:
 chosen = st.selectbox("Snapshot", bundled, format_func=_label, key="bundle_snapshot")
 st.download_button(
     "Download evidence bundle",
-    data.evidence_bundle(url, chosen),
+    lambda: data.evidence_bundle(url, chosen),  # built on click: it re-verifies the chain
     file_name=f"proxylogon-evidence-snapshot{chosen}-{by_id[chosen].taken_at:%Y%m%d}.zip",
     mime="application/zip",
     icon=":material/download:",
@@ -137,10 +137,10 @@ st.caption(
 
 st.subheader("Re-evaluation with today's catalogue")
 today = data.catalog()
-differences = data.reevaluation(url, chosen)
+differences = data.reevaluation(url, chosen, ctx.config.max_age.total_seconds() / 86400)
 if not differences:
-    st.success(f"Today's catalogue (version {today.version}) judges every host of snapshot "
-               f"#{chosen} as recorded.")
+    st.success(f"Snapshot #{chosen}: today's catalogue (version {today.version}) judges every "
+               "host as recorded.")
 else:
     st.markdown(f"Today's catalogue (version {today.version}) would judge **{len(differences)}"
                 f"** hosts of snapshot #{chosen} differently (recorded with catalogue "

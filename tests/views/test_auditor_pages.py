@@ -1,0 +1,236 @@
+"""AppTest runs the auditors' pages (Snapshots, Catalogue) on their own, against real stores.
+
+Each test seeds a fresh data directory: st.cache_data keys include the store URL, so no
+test sees another's cached reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import text
+from streamlit.testing.v1 import AppTest
+
+from collectors.demo import seed_demo
+from compliance.catalog import load_catalog
+from compliance.evaluate import assess
+from compliance.models import Host, Observation, Snapshot, Status
+from store import SnapshotStore
+from store.history import diff
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAPSHOTS = ROOT / "views" / "snapshots.py"
+CATALOG = ROOT / "views" / "catalog.py"
+DIFF_LABELS = {"newly_patched": "Newly patched", "regressed": "Regressed",
+               "mitigation_removed": "Mitigation removed", "new_hosts": "New hosts",
+               "vanished_hosts": "Vanished hosts", "status_changes": "Status changes"}
+
+
+@pytest.fixture
+def store(monkeypatch, tmp_path) -> Iterator[SnapshotStore]:
+    """An empty store where the pages look for it (the default SQLite file in the data dir)."""
+    monkeypatch.setenv("PROXYLOGON_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PROXYLOGON_DEMO", "false")
+    for name in ("PROXYLOGON_STORE_URL", "PROXYLOGON_SIGNING_KEY", "PROXYLOGON_MAX_AGE_DAYS"):
+        monkeypatch.delenv(name, raising=False)
+    opened = SnapshotStore.open(f"sqlite:///{tmp_path / 'compliance.db'}")
+    yield opened
+    opened.dispose()
+
+
+@pytest.fixture
+def demo(store: SnapshotStore) -> SnapshotStore:
+    seed_demo(store, load_catalog(), datetime.now(UTC))
+    return store
+
+
+def _run(page: Path) -> AppTest:
+    at = AppTest.from_file(str(page), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _table(at: AppTest, column: str) -> pd.DataFrame:
+    """The one dataframe on the page that has ``column``."""
+    tables = [d.value for d in at.dataframe if column in d.value.columns]
+    assert len(tables) == 1, [list(d.value.columns) for d in at.dataframe]
+    return tables[0]
+
+
+def _metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def _single(store: SnapshotStore, name: str, build: str, status: Status | None = None) -> int:
+    """Save a one-host snapshot; ``status`` forges the recorded verdict's status."""
+    now = datetime.now(UTC)
+    catalog = load_catalog()
+    observation = Observation(Host(name, roles=frozenset({"Mailbox"})), now - timedelta(hours=1),
+                              "test", exsetup_version=build)
+    snapshot = assess([observation], catalog, now, source="test", tool_version="test")
+    if status is not None:
+        (assessment,) = snapshot.assessments
+        forged = replace(assessment, verdict=replace(assessment.verdict, status=status,
+                                                     reason="judged by an older catalogue"))
+        snapshot = Snapshot(**{**snapshot.__dict__, "assessments": (forged,)})
+    return store.save(snapshot)
+
+
+# -- Snapshots ------------------------------------------------------------------------------
+
+
+def test_snapshots_page_lists_every_snapshot_and_offers_a_bundle(demo):
+    at = _run(SNAPSHOTS)
+    history = demo.history()
+    listed = _table(at, "chain position")
+    assert len(listed) == len(history)
+    assert set(listed["id"]) == {s.id for s in history}
+    assert set(listed["signed"]) == {"no"}
+    assert any(history[-1].hash in m.value for m in at.markdown)  # the head digest
+    assert not at.error and not any("verified" in s.value for s in at.success)  # not asked yet
+
+    buttons = at.get("download_button")
+    assert [b.proto.label for b in buttons] == ["Download evidence bundle"]
+    assert at.selectbox(key="bundle_snapshot").value == history[-1].id
+    assert any("verify --bundle" in c.value for c in at.caption)
+    assert any("judges every host as recorded" in s.value for s in at.success)
+
+
+def test_verify_succeeds_on_an_intact_chain(demo):
+    at = _run(SNAPSHOTS)
+    at.button(key="verify").click().run()
+    assert not at.exception
+    assert any(f"{len(demo.history())} snapshots, every digest and link verified" in s.value
+               for s in at.success)
+    assert not at.error
+
+
+def test_verify_names_a_tampered_snapshot(demo):
+    victim = demo.history()[2]
+    with demo.engine.begin() as conn:  # before any verify run: data.verify is cached
+        conn.execute(text("UPDATE results SET status='patched' WHERE snapshot_id=:id"),
+                     {"id": victim.id})
+    at = _run(SNAPSHOTS)
+    at.button(key="verify").click().run()
+    assert not at.exception
+    assert not any("every digest and link verified" in s.value for s in at.success)
+    (error,) = at.error
+    assert f"snapshot #{victim.id} (chain position {victim.sequence})" in error.value
+    assert "digest" in error.value
+
+
+def test_diff_metrics_match_the_store(demo):
+    history = demo.history()
+    at = _run(SNAPSHOTS)
+    assert at.selectbox(key="diff_a").value == history[-2].id
+    assert at.selectbox(key="diff_b").value == history[-1].id
+    for before in (history[-2], history[0]):
+        at.selectbox(key="diff_a").set_value(before.id).run()
+        assert not at.exception
+        expected = diff(demo.verdicts(before.id), demo.verdicts(history[-1].id))
+        metrics = _metrics(at)
+        for name, label in DIFF_LABELS.items():
+            assert metrics[label] == str(len(getattr(expected, name))), (before.id, label)
+        changes = _table(at, "category")
+        assert len(changes) == sum(len(v) for v in expected.__dict__.values())
+    assert int(_metrics(at)["Newly patched"]) > 0  # the demo is a roll-out in progress
+
+
+def test_as_of_shows_the_snapshot_in_force_or_says_there_was_none(demo):
+    history = demo.history()
+    at = _run(SNAPSHOTS)
+    assert _metrics(at)["Hosts"] == str(history[-1].host_count)
+    assert len(at.get("plotly_chart")) == 1
+
+    third = history[2]
+    at.date_input(key="as_of_date").set_value(third.taken_at.date()).run()
+    assert any(f"**#{third.id} ·" in m.value for m in at.markdown)
+    assert _metrics(at)["Vulnerable"] == str(third.counts["vulnerable"])
+
+    day_before: date = history[0].taken_at.date() - timedelta(days=1)
+    at.date_input(key="as_of_date").set_value(day_before).run()
+    assert not at.exception
+    assert any("No snapshot was in force" in i.value for i in at.info)
+    assert "Hosts" not in _metrics(at)
+
+
+def test_reevaluation_lists_hosts_today_judges_differently(store):
+    _single(store, "EX-FORGED", "15.1.2176.9", status=Status.VULNERABLE)
+    at = _run(SNAPSHOTS)
+    assert any("Pick two different snapshots" in i.value for i in at.info)  # only one
+    table = _table(at, "today's status")
+    assert table.to_dict("records") == [{
+        "host": "EX-FORGED", "recorded status": "vulnerable", "today's status": "patched",
+        "recorded reason": "judged by an older catalogue",
+        "today's reason": table["today's reason"][0]}]
+    assert any("recorded verdict stays the evidence" in c.value for c in at.caption)
+
+
+def test_snapshots_page_on_an_empty_store_says_what_to_do(store):
+    at = _run(SNAPSHOTS)
+    assert any("No snapshot yet" in i.value for i in at.info)
+
+
+# -- Catalogue ------------------------------------------------------------------------------
+
+
+def test_catalogue_lists_every_release_and_filters(demo):
+    catalog = load_catalog()
+    at = _run(CATALOG)
+    releases = _table(at, "released")
+    assert len(releases) == len(catalog.releases) == 373
+    assert int(releases["disputed"].sum()) == sum(r.disputed for r in catalog.releases) > 0
+
+    at.multiselect(key="cat_product").set_value(["2010"]).run()
+    only_2010 = _table(at, "released")
+    assert set(only_2010["product"]) == {"2010"}
+    assert len(only_2010) == sum(r.product == "2010" for r in catalog.releases)
+
+    at.multiselect(key="cat_product").set_value([]).run()
+    at.text_input(key="cat_search").set_value("2176.9").run()
+    assert list(_table(at, "released")["build"]) == ["15.1.2176.9"]
+
+
+def test_catalogue_shows_the_advisory_and_its_sources(demo):
+    advisory = load_catalog().advisory
+    at = _run(CATALOG)
+    assert any(advisory.url in m.value and advisory.title in m.value for m in at.markdown)
+    assert set(_table(at, "cve")["cve"]) == set(advisory.cve_ids)
+    assert len(_table(at, "covers")) == len(advisory.mitigations)
+    assert len(_table(at, "mitigated_when")) == len(advisory.products)
+    assert len(_table(at, "supported_cu")) == sum(len(r.fixes) for r in advisory.products)
+    captions = " ".join(c.value for c in at.caption)
+    assert "compliance/data/builds.csv" in captions
+    assert f"compliance/data/advisories/{advisory.id}.toml" in captions
+
+
+def test_catalogue_knows_every_build_of_the_demo(demo):
+    latest = demo.latest()
+    assert latest is not None
+    assert not [v for v in demo.verdicts(latest.id) if v.build and not v.known]
+    at = _run(CATALOG)
+    assert not at.warning
+    assert any(f"Every build reported in snapshot #{latest.id} is in the catalogue" in s.value
+               for s in at.success)
+
+
+def test_catalogue_warns_about_a_build_it_does_not_know(store):
+    _single(store, "EX-ODD", "15.1.2176.99")
+    at = _run(CATALOG)
+    (warning,) = at.warning
+    assert "the catalogue does not know: EX-ODD (15.1.2176.99)" in warning.value
+    assert "compliance/data/builds.csv" in warning.value
+    assert list(_table(at, "flags")["flags"]) == ["not_in_catalog"]
+    assert not at.success
+
+
+def test_catalogue_page_runs_without_any_snapshot(store):
+    at = _run(CATALOG)
+    assert any("No snapshot yet" in i.value for i in at.info)
+    assert len(_table(at, "released")) == 373
