@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
@@ -51,13 +52,12 @@ def status_donut(counts: Mapping[str, int]) -> go.Figure:
 def status_by_group(rows: Sequence[Mapping[str, str]], group: str,
                     title: str) -> go.Figure:
     """Stacked horizontal bars: hosts per ``group`` value, split by status."""
+    tally = Counter((row[group] or "(none)", row["status"]) for row in rows)
     # "(none)" (hosts without a value) goes last, after the naturally sorted values.
-    groups = sorted({row[group] or "(none)" for row in rows},
-                    key=lambda g: (g == "(none)", _natural(g)))
+    groups = sorted({g for g, _ in tally}, key=lambda g: (g == "(none)", _natural(g)))
     fig = go.Figure()
     for status in STATUS_ORDER:
-        values = [sum(1 for row in rows if (row[group] or "(none)") == g
-                      and row["status"] == status.value) for g in groups]
+        values = [tally[(g, status.value)] for g in groups]
         if any(values):
             fig.add_trace(go.Bar(name=STATUS_LABELS[status], y=groups, x=values,
                                  orientation="h", marker_color=STATUS_COLORS[status]))

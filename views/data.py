@@ -17,11 +17,11 @@ from collectors.demo import SOURCE as DEMO_SOURCE
 from collectors.demo import seed_demo
 from compliance.catalog import Catalog, load_catalog
 from compliance.evaluate import Policy
-from compliance.models import Assessment, Host, Verdict
+from compliance.models import Assessment, Flag, Host, Verdict
 from settings import Settings, load_settings
 from store import SnapshotInfo, SnapshotStore
 from store.evidence import build_bundle
-from store.export import host_row
+from store.export import assign_waves, host_row, worklist
 from store.history import Diff, Reevaluation, diff, reevaluate
 from store.snapshots import VerifyReport
 
@@ -96,6 +96,27 @@ def is_demo(info: SnapshotInfo | None) -> bool:
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def verdicts(url: str, snapshot_id: int) -> list[Verdict]:
     return _store(url).verdicts(snapshot_id)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def assessment(url: str, snapshot_id: int, host: str) -> Assessment | None:
+    """One host's observation and verdict (the Hosts page's detail view)."""
+    return next((a for a in assessments(url, snapshot_id) if a.observation.host.name == host),
+                None)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def worklist_rows(url: str, snapshot_id: int, per_wave: int) -> list[dict[str, Any]]:
+    """The snapshot's worklist in maintenance waves."""
+    info = _store(url).info(snapshot_id)
+    return assign_waves(worklist(assessments(url, snapshot_id), snapshot_id,
+                                 info.taken_at.isoformat()), per_wave)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def indicator_count(url: str, snapshot_id: int) -> int:
+    """Hosts of a snapshot whose probe found compromise indicators."""
+    return sum(1 for v in _store(url).verdicts(snapshot_id) if Flag.INDICATORS_FOUND in v.flags)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)

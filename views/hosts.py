@@ -58,8 +58,8 @@ if not names:
     st.info("No host matches the filters.")
     st.stop()
 name = st.selectbox("Host", names, key="detail_host")
-assessment = next(a for a in data.assessments(url, ctx.snapshot.id)
-                  if a.observation.host.name == name)
+assessment = data.assessment(url, ctx.snapshot.id, name)
+assert assessment is not None  # the name comes from this snapshot's table
 verdict, obs = assessment.verdict, assessment.observation
 st.markdown(f"**{verdict.host}** ({obs.host.fqdn or 'no FQDN'}): **{verdict.status.value}**"
             + (f" · {verdict.product} {verdict.cu or ''}" if verdict.product else ""))

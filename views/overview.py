@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from compliance.models import Flag, Status
+from compliance.models import Status
 from views import charts, data
 from views.page import current, snapshot_caption
 from views.summary import kpis, projected_completion
@@ -15,13 +15,10 @@ st.title("ProxyLogon exposure: overview")
 snapshot_caption(ctx)
 
 
-def _indicators(snapshot_id: int) -> int:
-    return sum(1 for v in data.verdicts(url, snapshot_id) if Flag.INDICATORS_FOUND in v.flags)
-
-
-now = kpis(ctx.snapshot.counts, ctx.snapshot.discovered_count, _indicators(ctx.snapshot.id))
-before = (kpis(ctx.previous.counts, ctx.previous.discovered_count, _indicators(ctx.previous.id))
-          if ctx.previous else None)
+now = kpis(ctx.snapshot.counts, ctx.snapshot.discovered_count,
+           data.indicator_count(url, ctx.snapshot.id))
+before = (kpis(ctx.previous.counts, ctx.previous.discovered_count,
+               data.indicator_count(url, ctx.previous.id)) if ctx.previous else None)
 columns = st.columns(len(now))
 for column, kpi in zip(columns, now, strict=True):
     delta = None

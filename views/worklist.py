@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from store.export import WORKLIST_COLUMNS, assign_waves, to_csv, to_xlsx, worklist
+from store.export import WORKLIST_COLUMNS, to_csv, to_xlsx
 from views import data
 from views.page import current, snapshot_caption
 
@@ -15,8 +15,7 @@ snapshot_caption(ctx)
 
 per_wave = st.number_input("Hosts per maintenance wave", min_value=1, max_value=200, value=10,
                            key="per_wave")
-rows = assign_waves(worklist(data.assessments(ctx.config.store_url, ctx.snapshot.id),
-                             ctx.snapshot.id, ctx.snapshot.taken_at.isoformat()), int(per_wave))
+rows = data.worklist_rows(ctx.config.store_url, ctx.snapshot.id, int(per_wave))
 waves = max((row["wave"] for row in rows), default=0)
 st.markdown(
     f"**{len(rows)}** hosts need work, in **{waves}** waves. Internet-facing servers (Client "
@@ -29,9 +28,10 @@ about = [("snapshot", str(ctx.snapshot.id)), ("taken at", ctx.snapshot.taken_at.
          ("snapshot digest", ctx.snapshot.hash), ("catalogue", ctx.snapshot.catalog_version),
          ("advisory", f"{ctx.snapshot.advisory_id} v{ctx.snapshot.advisory_version}")]
 left, right = st.columns(2)
-left.download_button("Download worklist (CSV)", data=to_csv(rows), file_name=f"{stem}.csv",
+# Built on click: an Excel file of thousands of rows takes a while to write.
+left.download_button("Download worklist (CSV)", data=lambda: to_csv(rows), file_name=f"{stem}.csv",
                      mime="text/csv", icon=":material/download:", key="csv")
-right.download_button("Download worklist (Excel)", data=to_xlsx(rows, about),
+right.download_button("Download worklist (Excel)", data=lambda: to_xlsx(rows, about),
                       file_name=f"{stem}.xlsx", icon=":material/table:", key="xlsx",
                       mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 st.dataframe(
