@@ -53,7 +53,9 @@ def diff(before: Sequence[Verdict], after: Sequence[Verdict]) -> Diff:
                                            verdict.status.value,
                                            f"was {previous.build}, now {verdict.build}"))
         lost = set(previous.mitigations) - set(verdict.mitigations)
-        if lost and verdict.status is not Status.PATCHED:
+        # Only a host graded on fresh probe data has its mitigations listed: an unknown one
+        # (unreachable, stale) lost nothing that was seen.
+        if lost and verdict.status in (Status.VULNERABLE, Status.MITIGATED):
             result.mitigation_removed.append(Change(verdict.host, previous.status.value,
                                                     verdict.status.value,
                                                     "removed: " + ", ".join(sorted(lost))))

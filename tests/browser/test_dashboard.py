@@ -70,3 +70,16 @@ def test_worklist_download_matches_the_store(dashboard, page):
     assert {row["host"] for row in rows} == expected
     assert all(row["action"] for row in rows)
     screenshot(page, "worklist")
+
+
+@pytest.mark.parametrize(("path", "heading", "shot"), [
+    ("snapshots", "Snapshots", "snapshots"),
+    ("catalog", "Catalogue", "catalogue"),
+])
+def test_auditor_pages_render(dashboard, page, path, heading, shot):
+    url, _ = dashboard
+    page.goto(f"{url}/{path}")
+    wait_idle(page)
+    assert page.get_by_role("heading", name=re.compile(heading)).first.is_visible()
+    assert page.get_by_text("Demo data").first.is_visible()
+    screenshot(page, shot)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from compliance.evaluate import assess
-from compliance.models import Host, MitigationState, Observation, Status
+from compliance.models import Failure, Host, MitigationState, Observation, Status
 from store.history import diff, reevaluate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +33,7 @@ def _snapshots(catalog):
         _obs("UNMITIGATED", "15.1.2176.2", before_at, RULES),
         _obs("GONE", "15.1.2176.9", before_at),
         _obs("SAME", "15.1.2176.9", before_at),
+        _obs("WENTDARK", "15.1.2176.2", before_at, RULES),
     ], catalog, before_at, source="t", tool_version="t")
     after = assess([
         _obs("FIXED", "15.1.2176.9", after_at),
@@ -40,6 +41,8 @@ def _snapshots(catalog):
         _obs("UNMITIGATED", "15.1.2176.2", after_at),
         _obs("SAME", "15.1.2176.9", after_at),
         _obs("NEWCOMER", "15.2.792.3", after_at),
+        Observation(Host("WENTDARK"), after_at, "test",
+                    failure=Failure("connect", "refused")),  # unknown now: nothing was removed
     ], catalog, after_at, source="t", tool_version="t")
     return before, after
 
@@ -55,7 +58,8 @@ def test_diff_cases(shipped_catalog):
         ("UNMITIGATED", "mitigated", "vulnerable")]
     assert [c.host for c in result.new_hosts] == ["NEWCOMER"]
     assert [c.host for c in result.vanished_hosts] == ["GONE"]
-    assert {c.host for c in result.status_changes} == {"FIXED", "RESTORED", "UNMITIGATED"}
+    assert {c.host for c in result.status_changes} == {"FIXED", "RESTORED", "UNMITIGATED",
+                                                       "WENTDARK"}
 
 
 def test_as_of_and_timeline(empty_store, shipped_catalog):
@@ -104,7 +108,7 @@ def test_diff_and_export_commands(empty_store, shipped_catalog, store_url):
     assert {r["host"]: r["status"] for r in rows}["RESTORED"] == "patched"  # as of then
     whole = _cli(store_url, "export", "--snapshot", str(second), "--format", "json")
     document = json.loads(whole.stdout)
-    assert document["header"]["id"] == second and len(document["results"]) == 5
+    assert document["header"]["id"] == second and len(document["results"]) == 6
     refused = _cli(store_url, "export", "--format", "bundle")
     assert refused.returncode == 2 and "--output" in refused.stderr
     missing = _cli(store_url, "export", "--as-of", "2020-01-01", "--format", "csv")
