@@ -32,6 +32,7 @@ pages = [
     st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page("views/hosts.py", title="Hosts", icon=":material/dns:"),
     st.Page("views/worklist.py", title="Worklist", icon=":material/checklist:"),
+    st.Page("views/collection.py", title="Collection", icon=":material/sync:"),
     st.Page("views/snapshots.py", title="Snapshots", icon=":material/verified:"),
     st.Page("views/catalog.py", title="Catalogue", icon=":material/menu_book:"),
 ]

@@ -38,6 +38,10 @@ SETTINGS = (
             "SQLAlchemy URL of the store; empty means SQLite in data_dir."),
     Setting("signing_key", "store", "signing_key", "PROXYLOGON_SIGNING_KEY", "",
             "Secret for the HMAC of every snapshot digest (optional; keep it off the database host)."),
+    Setting("collection_config", "collection", "config", "PROXYLOGON_COLLECTION_CONFIG", "",
+            "Collection config file (copy of collection.example.toml); enables 'Collect now'."),
+    Setting("collection_inventory", "collection", "inventory", "PROXYLOGON_COLLECTION_INVENTORY",
+            "", "Optional CSV/TOML host list merged with AD for 'Collect now'."),
     Setting("demo", "dashboard", "demo", "PROXYLOGON_DEMO", "true",
             "Seed the demo fleet into an empty store (turn off for real use)."),
     Setting("max_age_days", "dashboard", "max_age_days", "PROXYLOGON_MAX_AGE_DAYS", "7",
@@ -50,6 +54,8 @@ class Settings:
     data_dir: Path
     store_url: str
     signing_key: bytes | None
+    collection_config: Path | None
+    collection_inventory: Path | None
     demo: bool
     max_age: timedelta
 
@@ -88,6 +94,9 @@ def load_settings(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         data_dir=data_dir,
         store_url=url,
         signing_key=raw["signing_key"].encode() if raw["signing_key"] else None,
+        collection_config=Path(raw["collection_config"]) if raw["collection_config"] else None,
+        collection_inventory=(Path(raw["collection_inventory"])
+                              if raw["collection_inventory"] else None),
         demo=_truthy("demo", raw["demo"]),
         max_age=timedelta(days=_number("max_age_days", raw["max_age_days"])),
     )

@@ -11,8 +11,8 @@ from streamlit.testing.v1 import AppTest
 from store import SnapshotStore
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = ("views/overview.py", "views/hosts.py", "views/worklist.py", "views/snapshots.py",
-         "views/catalog.py")
+PAGES = ("views/overview.py", "views/hosts.py", "views/worklist.py", "views/collection.py",
+         "views/snapshots.py", "views/catalog.py")
 
 
 def _app(monkeypatch, data_dir: Path, demo: bool = True) -> AppTest:

@@ -1,0 +1,154 @@
+"""Collection: the recent runs, what failed and how to fix it, collecting and importing here."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+import pandas as pd
+import streamlit as st
+
+from collectors import background
+from collectors.config import ConfigError
+from collectors.inventory import InventoryError
+from collectors.remote import HINTS
+from compliance.catalog import load_catalog
+from compliance.evaluate import Policy
+from compliance.models import Failure
+from settings import PROJECT_ROOT
+from views import data
+
+CONFIG_ENV = "PROXYLOGON_COLLECTION_CONFIG"
+INVENTORY_ENV = "PROXYLOGON_COLLECTION_INVENTORY"
+SECRETS = PROJECT_ROOT / ".streamlit" / "secrets.toml"  # what `python -m collectors` reads
+RECENT = 10
+COMMAND = "python -m collectors collect --config collection.toml [--inventory hosts.csv]"
+
+config = data.settings()
+url = config.store_url
+st.title("Collection")
+
+st.subheader("Last runs")
+history = data.snapshots(url)
+if not history:
+    st.info("No snapshot yet. Collect now or import probe files (below), or run "
+            f"`{COMMAND}` (README, section *Collect*).")
+else:
+    rows = []
+    for info in reversed(history[-RECENT:]):
+        failures = None if info.pruned else sum(
+            1 for a in data.assessments(url, info.id) if a.observation.failure is not None)
+        rows.append({"id": info.id, "taken_at": info.taken_at, "source": info.source,
+                     "label": info.label, "hosts": info.host_count,
+                     "discovered": f"{info.host_count}/{info.discovered_count}"
+                                   if info.discovered_count else None,
+                     "failures": failures})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
+        "taken_at": st.column_config.DatetimeColumn("taken at (UTC)", format="YYYY-MM-DD HH:mm"),
+        "discovered": st.column_config.TextColumn(
+            "coverage", help="Hosts assessed / servers in the inventory the run started from"),
+        "failures": st.column_config.NumberColumn(
+            help="Hosts the collector could not read (empty: hosts pruned from the store)"),
+    })
+
+    latest = history[-1]
+    groups: dict[str, list[tuple[str, Failure]]] = defaultdict(list)
+    for assessment in data.assessments(url, latest.id):
+        failure = assessment.observation.failure
+        if failure is not None:
+            groups[failure.reason].append((assessment.observation.host.name, failure))
+    st.subheader(f"Failures in snapshot #{latest.id}",
+                 help="Every host that failed is graded unknown, never patched.")
+    if not groups:
+        st.success("Every host answered.")
+    for reason, failed in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
+        with st.expander(f"**{reason}**: {len(failed)} host{'s' if len(failed) > 1 else ''}"):
+            hint = HINTS.get(reason) or next((f.hint for _, f in failed if f.hint), "")
+            st.markdown(f"**Fix:** {hint or 'no hint recorded'}")
+            st.dataframe(pd.DataFrame([{"host": host, "detail": f.detail} for host, f in failed]),
+                         hide_index=True)
+
+st.subheader("Collect now", help=(
+    f"Set {CONFIG_ENV} to a collection config file (a copy of collection.example.toml) and, "
+    f"optionally, {INVENTORY_ENV} to a CSV or TOML host list. The passwords come from "
+    ".streamlit/secrets.toml or PROXYLOGON_LDAP_PASSWORD / PROXYLOGON_WINRM_PASSWORD."))
+config_path = config.collection_config
+inventory_path = config.collection_inventory
+if not config_path:
+    st.info("Collecting from here is off: no collection config. Copy `collection.example.toml` "
+            "to `collection.toml`, fill in `[ldap]` and `[winrm]`, put the passwords in "
+            f"`.streamlit/secrets.toml`, then set `{CONFIG_ENV}` to the file's path (and "
+            f"`{INVENTORY_ENV}` to an optional host list) and restart the dashboard. The same "
+            "run from the command line:")
+    st.code(COMMAND, language="sh")
+else:
+    plan = None
+    try:
+        plan = background.load_plan(config_path, inventory_path)
+        st.caption(plan.describe())
+    except (ConfigError, InventoryError) as error:
+        st.error(f"**The collection config cannot be used.** {error}")
+    runner = background.runner_for(url)
+    state = runner.state()
+    if st.button("Collect now", key="collect_now", type="primary", icon=":material/sync:",
+                 disabled=plan is None or state.running) and plan is not None:
+        job = background.collection_job(
+            plan, secrets_path=SECRETS, environ=os.environ,
+            open_store=lambda: data.store_for_writing(config), catalog=load_catalog(),
+            policy=Policy(max_age=config.max_age), data_dir=config.data_dir)
+        if runner.start(job, on_saved=data.invalidate):
+            st.rerun()  # redraw with the button disabled and the progress bar live
+        st.warning("A collection is already running; its progress is below.")
+    watching = state.running
+
+    @st.fragment(run_every=1 if watching else None)
+    def progress() -> None:
+        now = runner.state()
+        if now.running:
+            st.progress(now.fraction, text=now.text)
+            if st.button("Stop", key="collect_stop", help="Nothing is saved; the previous "
+                                                          "snapshots stay the latest."):
+                runner.stop()
+            return
+        if watching:  # it just finished: redraw the whole page with the new snapshot
+            data.invalidate()  # again: a read racing the save may have cached the old runs
+            st.rerun()
+        if now.phase is background.Phase.SAVED:
+            st.success(f"Last collection: {now.summary}")
+        elif now.phase is background.Phase.BUSY:
+            st.warning("**Another collection is running**, from the command line or another "
+                       f"dashboard; try again when it has finished. ({now.error})")
+        elif now.phase is background.Phase.STOPPED:
+            st.info(f"Last collection {now.error}")
+        elif now.phase is background.Phase.FAILED:
+            st.error(f"**The last collection failed.** {now.error}")
+
+    progress()
+
+st.subheader("Import probe files", help=(
+    "Documents printed by collectors/probe.ps1 run by hand on a server (exchange-probe/1, "
+    "at most 5 MB each), as `python -m collectors import` stores them: one snapshot."))
+uploads = st.file_uploader("Probe JSON files", type="json", accept_multiple_files=True,
+                           key="import_files")
+if st.button("Import", key="import_now", icon=":material/upload:", disabled=not uploads):
+    store = data.store_for_writing(config)
+    try:
+        result = background.import_uploads([(f.name, f.getvalue()) for f in uploads or []],
+                                           store=store, catalog=load_catalog(),
+                                           policy=Policy(max_age=config.max_age))
+    finally:
+        store.dispose()
+    st.session_state["import_outcome"] = (result.run.summary() if result.run else None,
+                                          result.rejected)
+    if result.run is not None:
+        data.invalidate()
+        st.rerun()  # the runs above now include the import
+outcome = st.session_state.get("import_outcome")
+if outcome is not None:
+    summary, rejected = outcome
+    for name, reason in rejected:
+        st.error(f"Rejected `{name}`: {reason}")
+    if summary:
+        st.success(f"Imported: {summary}")
+    else:
+        st.warning("Nothing was imported.")
