@@ -149,7 +149,8 @@ def collect(*, store: SnapshotStore, catalog: Catalog, policy: Policy,
                              stop=stop)
     snapshot = assess(observations, catalog, now(), source="collect", tool_version=__version__,
                       policy=policy, discovered=discovered or hosts, scope="; ".join(scope_parts),
-                      label=f"collection of {len(targets)} hosts")
+                      label=f"collection of {len(targets)} hosts in "
+                            f"{time.monotonic() - began:.0f} s")
     snapshot_id = store.save(snapshot)
     return RunResult(snapshot_id, snapshot, time.monotonic() - began)
 

@@ -27,8 +27,11 @@ cus = filters[2].multiselect("CU", _options("cu"), key="f_cu")
 sites = filters[3].multiselect("AD site", _options("site"), key="f_site")
 dags = filters[4].multiselect("DAG", _options("dag"), key="f_dag")
 search = filters[5].text_input("Host name contains", key="f_search")
-flags = st.multiselect("Flags", sorted({f for cell in table["flags"] for f in cell.split(", ") if f}),
-                       key="f_flags")
+more = st.columns(2)
+flags = more[0].multiselect("Flags", sorted({f for cell in table["flags"]
+                                             for f in cell.split(", ") if f}), key="f_flags")
+roles = more[1].multiselect("Role", sorted({r for cell in table["roles"]
+                                            for r in cell.split(", ") if r}), key="f_roles")
 
 shown = table
 for column, chosen in (("status", statuses), ("product", products), ("cu", cus),
@@ -37,6 +40,8 @@ for column, chosen in (("status", statuses), ("product", products), ("cu", cus),
         shown = shown[shown[column].isin(chosen)]
 if flags:
     shown = shown[shown["flags"].apply(lambda cell: bool(set(cell.split(", ")) & set(flags)))]
+if roles:
+    shown = shown[shown["roles"].apply(lambda cell: bool(set(cell.split(", ")) & set(roles)))]
 if search:
     shown = shown[shown["host"].str.contains(search, case=False, regex=False)]
 

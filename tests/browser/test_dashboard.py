@@ -75,6 +75,7 @@ def test_worklist_download_matches_the_store(dashboard, page):
 @pytest.mark.parametrize(("path", "heading", "shot"), [
     ("snapshots", "Snapshots", "snapshots"),
     ("catalog", "Catalogue", "catalogue"),
+    ("collection", "Collection", "collection"),
 ])
 def test_auditor_pages_render(dashboard, page, path, heading, shot):
     url, _ = dashboard

@@ -81,6 +81,11 @@ def test_hosts_filters_change_the_table_and_detail_shows_evidence(demo_app):
     assert set(filtered["status"]) == {"vulnerable"}
     assert len(filtered) == latest.counts["vulnerable"]
 
+    at.multiselect(key="f_status").set_value([]).run()
+    at.multiselect(key="f_roles").set_value(["Edge"]).run()
+    assert set(at.dataframe[0].value["host"]) == {"DEMO-EDGE01", "DEMO-EDGE02"}
+    at.multiselect(key="f_roles").set_value([]).run()
+    at.multiselect(key="f_status").set_value(["vulnerable"]).run()
     at.text_input(key="f_search").set_value("EX16OLD06").run()
     assert list(at.dataframe[0].value["host"]) == ["DEMO-EX16OLD06"]
     assert at.selectbox(key="detail_host").value == "DEMO-EX16OLD06"
