@@ -259,6 +259,19 @@ class SnapshotStore:
             for obs, ver in rows
         ]
 
+    def assessment(self, snapshot_id: int, host: str) -> Assessment | None:
+        """One host's observation and verdict in a snapshot (name as stored)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(schema.results.c.observation, schema.results.c.verdict)
+                .where(schema.results.c.snapshot_id == snapshot_id,
+                       schema.results.c.host == host).limit(1)
+            ).first()
+        if row is None:
+            return None
+        return Assessment(observation_from_dict(json.loads(row[0])),
+                          verdict_from_dict(json.loads(row[1])))
+
     def verdicts(self, snapshot_id: int) -> list[Verdict]:
         """Only the recorded verdicts (cheaper than ``assessments`` when observations are not needed)."""
         with self.engine.connect() as conn:

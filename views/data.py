@@ -101,8 +101,7 @@ def verdicts(url: str, snapshot_id: int) -> list[Verdict]:
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def assessment(url: str, snapshot_id: int, host: str) -> Assessment | None:
     """One host's observation and verdict (the Hosts page's detail view)."""
-    return next((a for a in assessments(url, snapshot_id) if a.observation.host.name == host),
-                None)
+    return _store(url).assessment(snapshot_id, host)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)

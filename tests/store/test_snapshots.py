@@ -59,6 +59,13 @@ def test_round_trip_keeps_every_observation_and_verdict(empty_store, shipped_cat
     assert info.taken_at == NOW
 
 
+def test_single_host_read(empty_store, shipped_catalog):
+    snapshot_id = empty_store.save(_snapshot(shipped_catalog))
+    found = empty_store.assessment(snapshot_id, "EX2")
+    assert found == _snapshot(shipped_catalog).assessments[1]
+    assert empty_store.assessment(snapshot_id, "NOPE") is None
+
+
 def test_reopening_the_file_sees_saved_snapshots(store_url, shipped_catalog):
     first = SnapshotStore.open(store_url)
     first.save(_snapshot(shipped_catalog))
