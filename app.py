@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import streamlit as st
 
 from settings import SettingsError
 from store import StoreError
-from views import data
+from views import access, data
 
 st.set_page_config(page_title="ProxyLogon compliance", page_icon=":material/shield:",
                    layout="wide")
@@ -23,17 +25,46 @@ except StoreError as error:
              "`.streamlit/secrets.toml` (see the README, section *Configuration*).")
     st.stop()
 
+secrets = data.secrets()
+if access.auth_configured(secrets):
+    if not st.user.is_logged_in:
+        st.title("ProxyLogon compliance")
+        st.markdown("This dashboard maps which Exchange servers are exposed. Sign in to continue.")
+        st.button("Sign in", on_click=st.login, icon=":material/login:")
+        st.stop()
+    user = st.user.to_dict()
+    section = secrets.get("access", {})
+    who = access.Access(False, access.roles_for(user, section if isinstance(section, Mapping) else {}),
+                        str(user.get("email") or "signed-in user"))
+    st.sidebar.caption(f"Signed in as {who.who} ({', '.join(sorted(who.roles)) or 'no role'})")
+    st.sidebar.button("Sign out", on_click=st.logout)
+    if not who.roles:
+        st.error(f"**{who.who} has no role here.** Ask an administrator to add you to "
+                 "`[access]` (viewers, admins or auditors) in the dashboard's secrets.")
+        st.stop()
+else:
+    address = st.get_option("server.address")
+    if not access.local_mode_allowed(address):
+        st.error(f"**Refusing to serve on {address} without sign-in.** Configure `[auth]` "
+                 "(OIDC, e.g. Microsoft Entra ID) and `[access]` roles in "
+                 "`.streamlit/secrets.toml`, or bind to 127.0.0.1 (see SECURITY.md).")
+        st.stop()
+    who = access.Access(True, frozenset(access.ROLES), "local user")
+    st.sidebar.caption("Local mode: no sign-in, listening on loopback only.")
+
 if data.is_demo(data.latest(config.store_url)):
     st.badge("Demo data", icon=":material/science:", color="orange",
              help="A fictional fleet seeded on first start. Point the store at real "
                   "collections to leave demo mode (README, section Configuration).")
 
-pages = [
-    st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
-    st.Page("views/hosts.py", title="Hosts", icon=":material/dns:"),
-    st.Page("views/worklist.py", title="Worklist", icon=":material/checklist:"),
-    st.Page("views/collection.py", title="Collection", icon=":material/sync:"),
-    st.Page("views/snapshots.py", title="Snapshots", icon=":material/verified:"),
-    st.Page("views/catalog.py", title="Catalogue", icon=":material/menu_book:"),
-]
-st.navigation(pages).run()
+PAGES = {
+    "overview": st.Page("views/overview.py", title="Overview", icon=":material/dashboard:",
+                        default=True),
+    "hosts": st.Page("views/hosts.py", title="Hosts", icon=":material/dns:"),
+    "worklist": st.Page("views/worklist.py", title="Worklist", icon=":material/checklist:"),
+    "collection": st.Page("views/collection.py", title="Collection", icon=":material/sync:"),
+    "snapshots": st.Page("views/snapshots.py", title="Snapshots", icon=":material/verified:"),
+    "catalog": st.Page("views/catalog.py", title="Catalogue", icon=":material/menu_book:"),
+}
+# Pages a role may not use are not offered at all: not in the navigation, not reachable by URL.
+st.navigation([PAGES[name] for name in who.pages()]).run()

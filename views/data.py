@@ -28,6 +28,11 @@ from store.snapshots import VerifyReport
 TTL_SECONDS = 60
 
 
+def secrets() -> Mapping[str, Any]:
+    """The secrets sections (never shown on a page)."""
+    return _secrets()
+
+
 def _secrets() -> Mapping[str, Any]:
     try:
         return {key: st.secrets[key] for key in st.secrets}

@@ -1,0 +1,93 @@
+"""Sign-in and roles: pages a role may not use are not offered; local mode only on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from views.access import Access, local_mode_allowed, roles_for
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCESS = {"viewers": ["Viewer@Example.test"], "admins": ["admin@example.test"],
+          "auditors": ["audit@example.test"], "auditor_groups": ["SG-Audit"]}
+
+
+@pytest.mark.parametrize(
+    ("user", "roles"),
+    [
+        pytest.param({"email": "viewer@example.test"}, {"viewer"}, id="viewer-any-case"),
+        pytest.param({"email": "admin@example.test"}, {"admin"}, id="admin"),
+        pytest.param({"email": "x@example.test", "groups": ["sg-audit"]}, {"auditor"},
+                     id="auditor-by-group"),
+        pytest.param({"email": "stranger@example.test"}, set(), id="nobody"),
+        pytest.param({}, set(), id="no-claims"),
+    ],
+)
+def test_roles_from_addresses_and_groups(user, roles):
+    assert roles_for(user, ACCESS) == roles
+
+
+def test_pages_per_role():
+    viewer = Access(False, frozenset({"viewer"}), "v").pages()
+    assert viewer == ("overview", "hosts", "catalog")
+    admin = Access(False, frozenset({"admin"}), "a").pages()
+    assert "collection" in admin and "worklist" in admin and "snapshots" not in admin
+    auditor = Access(False, frozenset({"auditor"}), "a").pages()
+    assert "snapshots" in auditor and "collection" not in auditor and "worklist" not in auditor
+    assert len(Access(True, frozenset(), "local").pages()) == 6
+
+
+@pytest.mark.parametrize(("address", "allowed"), [
+    ("127.0.0.1", True), ("localhost", True), ("::1", True), ("[::1]", True),
+    ("0.0.0.0", False), ("", False), (None, False), ("10.1.2.3", False)])
+def test_local_mode_only_on_loopback(address, allowed):
+    assert local_mode_allowed(address) is allowed
+
+
+AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "test-only",
+        "client_id": "dummy", "client_secret": "dummy-secret",
+        "server_metadata_url": "https://login.example.test/.well-known/openid-configuration"}
+
+
+def _app(monkeypatch, tmp_path, user: dict | None) -> AppTest:
+    monkeypatch.setenv("PROXYLOGON_DATA_DIR", str(tmp_path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.secrets["auth"] = AUTH
+    at.secrets["access"] = ACCESS
+    if user is not None:
+        at.user = user
+    at.run()
+    return at
+
+
+def test_signed_out_users_see_only_the_sign_in(monkeypatch, tmp_path):
+    at = _app(monkeypatch, tmp_path, {"is_logged_in": False})
+    assert not at.exception
+    assert [b.label for b in at.button] == ["Sign in"]
+    assert not at.metric and not at.dataframe
+
+
+@pytest.mark.parametrize(("email", "allowed", "refused"), [
+    ("viewer@example.test", "views/hosts.py", "views/collection.py"),
+    ("viewer@example.test", "views/catalog.py", "views/snapshots.py"),
+    ("admin@example.test", "views/collection.py", "views/snapshots.py"),
+    ("audit@example.test", "views/snapshots.py", "views/worklist.py"),
+])
+def test_each_role_gets_its_pages_and_no_others(monkeypatch, tmp_path, email, allowed, refused):
+    at = _app(monkeypatch, tmp_path, {"is_logged_in": True, "email": email})
+    assert not at.exception
+    assert at.metric  # the overview rendered
+    at.switch_page(allowed)
+    at.run()
+    assert not at.exception
+    with pytest.raises(Exception, match="(?i)page|not found|registered"):
+        at.switch_page(refused)
+        at.run()
+
+
+def test_a_signed_in_user_without_a_role_is_told_so(monkeypatch, tmp_path):
+    at = _app(monkeypatch, tmp_path, {"is_logged_in": True, "email": "stranger@example.test"})
+    assert any("has no role" in e.value for e in at.error)
+    assert not at.metric
