@@ -82,7 +82,7 @@ def test_each_role_gets_its_pages_and_no_others(monkeypatch, tmp_path, email, al
     at.switch_page(allowed)
     at.run()
     assert not at.exception
-    with pytest.raises(Exception, match="(?i)page|not found|registered"):
+    with pytest.raises(Exception, match=r"(?i)page|not found|registered"):
         at.switch_page(refused)
         at.run()
 
