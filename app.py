@@ -49,7 +49,7 @@ else:
                  "(OIDC, e.g. Microsoft Entra ID) and `[access]` roles in "
                  "`.streamlit/secrets.toml`, or bind to 127.0.0.1 (see SECURITY.md).")
         st.stop()
-    who = access.Access(True, frozenset(access.ROLES), "local user")
+    who = access.Access(True, frozenset(access.ROLES), "local user (dashboard)")
     st.sidebar.caption("Local mode: no sign-in, listening on loopback only.")
 
 if data.is_demo(data.latest(config.store_url)):
@@ -66,5 +66,7 @@ PAGES = {
     "snapshots": st.Page("views/snapshots.py", title="Snapshots", icon=":material/verified:"),
     "catalog": st.Page("views/catalog.py", title="Catalogue", icon=":material/menu_book:"),
 }
+st.session_state["who"] = who.who  # for the audit log of the pages that record actions
+
 # Pages a role may not use are not offered at all: not in the navigation, not reachable by URL.
 st.navigation([PAGES[name] for name in who.pages()]).run()

@@ -235,7 +235,8 @@ def load_plan(config_path: Path, inventory_path: Path | None = None) -> Collecti
 
 def collection_job(plan: CollectionPlan, *, secrets_path: Path | None, environ: Mapping[str, str],
                    open_store: Callable[[], SnapshotStore], catalog: Catalog, policy: Policy,
-                   data_dir: Path, collect_fn: Callable[..., RunResult] = collect) -> Job:
+                   data_dir: Path, collect_fn: Callable[..., RunResult] = collect,
+                   who: str | None = None) -> Job:
     """The command line's ``collect``, as a job: the lock, then secrets, store, probes, save."""
 
     def job(hooks: Hooks) -> str:
@@ -255,7 +256,8 @@ def collection_job(plan: CollectionPlan, *, secrets_path: Path | None, environ: 
                                 winrm=replace(plan.winrm, processes=1),
                                 winrm_password=winrm_secret, directory=plan.config.directory,
                                 ldap_password=ldap_secret, inventory=list(plan.inventory),
-                                progress=hooks.progress, started=hooks.started, stop=hooks.stop)
+                                progress=hooks.progress, started=hooks.started, stop=hooks.stop,
+                                who=who)
             return result.summary()
 
     return job
@@ -269,8 +271,8 @@ def upload_name(name: str) -> str:
 
 
 def import_uploads(files: Sequence[tuple[str, bytes]], *, store: SnapshotStore, catalog: Catalog,
-                   policy: Policy, now: Callable[[], datetime] = lambda: datetime.now(UTC)
-                   ) -> ImportResult:
+                   policy: Policy, now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                   who: str | None = None) -> ImportResult:
     """Uploaded (name, content) probe documents as one snapshot, like ``python -m collectors
     import``. Each file keeps its name made safe by ``upload_name`` (the snapshot records it as
     ``import:<name>``); rejected ones are listed under that name, in upload order."""
@@ -291,7 +293,7 @@ def import_uploads(files: Sequence[tuple[str, bytes]], *, store: SnapshotStore, 
         result = ImportResult(None, [])
         if written:
             result = import_documents([Path(p) for p in written], store=store, catalog=catalog,
-                                      policy=policy, now=now)
+                                      policy=policy, now=now, who=who)
     for where, reason in result.rejected:
         index = written[where]
         rejected[index] = (names[index], reason)

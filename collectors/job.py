@@ -8,7 +8,9 @@ previous snapshots stay the latest.
 from __future__ import annotations
 
 import fcntl
+import getpass
 import os
+import socket
 import sys
 import threading
 import time
@@ -115,13 +117,22 @@ class RunResult:
                 f"({parts}){coverage}; {self.seconds:.1f} s")
 
 
+def default_actor() -> str:
+    """Who runs this process, for the audit log: the OS user at this host."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name in some service environments
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
 def collect(*, store: SnapshotStore, catalog: Catalog, policy: Policy,
             winrm: WinrmConfig, winrm_password: str,
             directory: DirectoryConfig | None = None, ldap_password: str | None = None,
             inventory: Sequence[InventoryEntry] = (), progress_stream: TextIO = sys.stderr,
             progress: Callable[[bool], None] | None = None,
             started: Callable[[int], None] | None = None,
-            stop: threading.Event | None = None,
+            stop: threading.Event | None = None, who: str | None = None,
             now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> RunResult:
     """Discover, probe, grade and save; raises ``JobError`` (or the collectors' errors).
 
@@ -152,7 +163,9 @@ def collect(*, store: SnapshotStore, catalog: Catalog, policy: Policy,
                       label=f"collection of {len(targets)} hosts in "
                             f"{time.monotonic() - began:.0f} s")
     snapshot_id = store.save(snapshot)
-    return RunResult(snapshot_id, snapshot, time.monotonic() - began)
+    result = RunResult(snapshot_id, snapshot, time.monotonic() - began)
+    store.record(who or default_actor(), "collect", snapshot_id, result.summary())
+    return result
 
 
 @dataclass(frozen=True)
@@ -162,7 +175,7 @@ class ImportResult:
 
 
 def import_documents(paths: Sequence[Path], *, store: SnapshotStore, catalog: Catalog,
-                     policy: Policy,
+                     policy: Policy, who: str | None = None,
                      now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> ImportResult:
     """Store probe documents run by hand as one snapshot; bad files are reported, not fatal."""
     started = time.monotonic()
@@ -192,4 +205,7 @@ def import_documents(paths: Sequence[Path], *, store: SnapshotStore, catalog: Ca
                       policy=policy, scope=f"import of {len(observations)} probe documents",
                       label=f"import of {len(observations)} probe documents")
     snapshot_id = store.save(snapshot)
-    return ImportResult(RunResult(snapshot_id, snapshot, time.monotonic() - started), rejected)
+    run = RunResult(snapshot_id, snapshot, time.monotonic() - started)
+    store.record(who or default_actor(), "import", snapshot_id,
+                 f"{run.summary()}; {len(rejected)} files rejected")
+    return ImportResult(run, rejected)

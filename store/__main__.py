@@ -5,6 +5,7 @@
     diff A B                     what changed between snapshots A and B (ids or "latest")
     export [--snapshot ID|latest | --as-of TIME] --format csv|json|bundle [--output FILE]
     prune --keep N               drop the hosts of all but the newest N snapshots (opt-in)
+    audit [--limit N]            the audit log: who collected, imported, exported, pruned
 
 ``--db URL`` picks the store (default: the dashboard's). The signing key, when set, comes
 from PROXYLOGON_SIGNING_KEY or [store] signing_key in .streamlit/secrets.toml.
@@ -31,6 +32,7 @@ from store.evidence import (
     snapshot_document,
     verify_bundle,
 )
+from store.export import neutralise
 from store.history import diff, reevaluate
 from store.snapshots import SnapshotInfo, SnapshotStore, StoreError
 
@@ -46,6 +48,12 @@ def _secrets(path: Path) -> dict[str, object]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise SettingsError(f"secrets file {path} cannot be read: {error}") from None
+
+
+def _actor() -> str:
+    from collectors.job import default_actor
+
+    return default_actor()
 
 
 def _pick(store: SnapshotStore, ref: str | None, as_of: str | None) -> SnapshotInfo:
@@ -93,6 +101,8 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     reeval_cmd.add_argument("--snapshot", default=None)
     prune_cmd = commands.add_parser("prune")
     prune_cmd.add_argument("--keep", type=int, required=True)
+    audit_cmd = commands.add_parser("audit", help="the audit log (newest first), as CSV")
+    audit_cmd.add_argument("--limit", type=int, default=1000)
     args = parser.parse_args(argv)
 
     try:
@@ -167,8 +177,18 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, stdo
                          f"{change.today.status.value} (the recorded verdict stays the "
                          "evidence)\n")
         return 0
+    if args.command == "audit":
+        import csv
+
+        writer = csv.writer(stdout, lineterminator="\n")
+        writer.writerow(["id", "at", "who", "action", "snapshot_id", "detail"])
+        for entry in store.audit_log(args.limit):
+            writer.writerow([neutralise(entry[k]) for k in
+                             ("id", "at", "who", "action", "snapshot_id", "detail")])
+        return 0
     if args.command == "prune":
         count = store.prune(args.keep)
+        store.record(_actor(), "prune", None, f"kept the newest {args.keep}; pruned {count}")
         stdout.write(f"pruned {count} snapshots (headers and digests kept; the chain still "
                      "verifies)\n")
         return 0
@@ -181,6 +201,8 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, stdo
         data = json.dumps(snapshot_document(store, info), indent=1, ensure_ascii=False).encode()
     else:
         data = build_bundle(store, info, datetime.now(UTC))
+    store.record(_actor(), "export", info.id,
+                 f"{args.format} to {args.output or 'standard output'}")
     if args.output:
         args.output.write_bytes(data)
         stderr.write(f"snapshot #{info.id} exported to {args.output}\n")

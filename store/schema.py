@@ -14,7 +14,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 2  # 2: the hash chain (store/chain.py) and pruning
+SCHEMA_VERSION = 3  # 2: the hash chain (store/chain.py) and pruning; 3: the audit log
 
 metadata = MetaData()
 
@@ -75,4 +75,16 @@ discovered = Table(
     Column("position", Integer, primary_key=True),
     Column("host", String(255), nullable=False),
     Column("record", Text, nullable=False),
+)
+
+# Who collected, imported or exported what, and when (read by auditors).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", String(40), nullable=False, index=True),
+    Column("who", String(255), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("snapshot_id", Integer, nullable=True),
+    Column("detail", Text, nullable=False),
 )

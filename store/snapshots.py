@@ -185,6 +185,21 @@ class SnapshotStore:
                          .values(value=f"{header['sequence']}:{value}"))
         return snapshot_id
 
+    def record(self, who: str, action: str, snapshot_id: int | None, detail: str = "",
+               at: datetime | None = None) -> None:
+        """Append to the audit log: who did what (collect, import, export, prune, verify)."""
+        when = (at or datetime.now(UTC)).astimezone(UTC).isoformat()
+        with self.engine.begin() as conn:
+            conn.execute(insert(schema.audit_log).values(at=when, who=who[:255], action=action[:32],
+                                                         snapshot_id=snapshot_id, detail=detail))
+
+    def audit_log(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest audit entries first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(schema.audit_log)
+                                .order_by(schema.audit_log.c.id.desc()).limit(limit)).mappings()
+            return [dict(row) for row in rows]
+
     def prune(self, keep: int) -> int:
         """Drop the hosts of all but the newest ``keep`` snapshots; headers and digests stay,
         so the chain remains verifiable. Returns how many snapshots were pruned."""

@@ -95,7 +95,8 @@ else:
         job = background.collection_job(
             plan, secrets_path=SECRETS, environ=os.environ,
             open_store=lambda: data.store_for_writing(config), catalog=load_catalog(),
-            policy=Policy(max_age=config.max_age), data_dir=config.data_dir)
+            policy=Policy(max_age=config.max_age), data_dir=config.data_dir,
+            who=str(st.session_state.get("who", "dashboard user")))
         if runner.start(job, on_saved=data.invalidate):
             st.rerun()  # redraw with the button disabled and the progress bar live
         st.warning("A collection is already running; its progress is below.")
@@ -135,7 +136,8 @@ if st.button("Import", key="import_now", icon=":material/upload:", disabled=not 
     try:
         result = background.import_uploads([(f.name, f.getvalue()) for f in uploads or []],
                                            store=store, catalog=load_catalog(),
-                                           policy=Policy(max_age=config.max_age))
+                                           policy=Policy(max_age=config.max_age),
+                                           who=str(st.session_state.get("who", "dashboard user")))
     finally:
         store.dispose()
     st.session_state["import_outcome"] = (result.run.summary() if result.run else None,

@@ -164,6 +164,21 @@ def as_of(url: str, moment: datetime) -> SnapshotInfo | None:
     return candidates[-1] if candidates else None
 
 
+@st.cache_data(ttl=10, show_spinner=False)
+def audit_log(url: str) -> list[dict[str, Any]]:
+    return _store(url).audit_log()
+
+
+def record_export(config: Settings, action: str, snapshot_id: int, detail: str) -> None:
+    """Audit a download from a page (called from the download button's on_click)."""
+    store = store_for_writing(config)
+    try:
+        store.record(str(st.session_state.get("who", "dashboard user")), action, snapshot_id,
+                     detail)
+    finally:
+        store.dispose()
+
+
 def store_for_writing(config: Settings) -> SnapshotStore:
     """The store a page that records something (collection, import) writes to."""
     return SnapshotStore.open(config.store_url, config.signing_key)

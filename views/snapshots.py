@@ -7,6 +7,7 @@ from datetime import UTC, datetime, time
 import pandas as pd
 import streamlit as st
 
+from store.export import to_csv
 from views import charts, data
 from views.page import current, snapshot_caption
 
@@ -123,6 +124,7 @@ chosen = st.selectbox("Snapshot", bundled, format_func=_label, key="bundle_snaps
 st.download_button(
     "Download evidence bundle",
     lambda: data.evidence_bundle(url, chosen),  # built on click: it re-verifies the chain
+    on_click=data.record_export, args=(ctx.config, "export", chosen, "evidence bundle"),
     file_name=f"proxylogon-evidence-snapshot{chosen}-{by_id[chosen].taken_at:%Y%m%d}.zip",
     mime="application/zip",
     icon=":material/download:",
@@ -156,3 +158,18 @@ else:
     )
     st.caption("The recorded verdict stays the evidence of what was known then; this only "
                "shows where knowledge has moved on since.")
+
+st.subheader("Audit log")
+entries = data.audit_log(url)
+st.caption("Every collection, import, export and pruning, newest first: who, when, what, and "
+           "which snapshot. From the command line: `python -m store audit`.")
+if entries:
+    log_table = pd.DataFrame(entries, columns=["id", "at", "who", "action", "snapshot_id",
+                                               "detail"])
+    st.dataframe(log_table, hide_index=True, key="audit_table")
+    st.download_button("Download the audit log (CSV)",
+                       data=lambda: to_csv(entries, ("id", "at", "who", "action", "snapshot_id",
+                                                     "detail")),
+                       file_name="proxylogon-audit-log.csv", mime="text/csv", key="audit_csv")
+else:
+    st.info("Nothing recorded yet.")

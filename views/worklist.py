@@ -30,9 +30,13 @@ about = [("snapshot", str(ctx.snapshot.id)), ("taken at", ctx.snapshot.taken_at.
 left, right = st.columns(2)
 # Built on click: an Excel file of thousands of rows takes a while to write.
 left.download_button("Download worklist (CSV)", data=lambda: to_csv(rows), file_name=f"{stem}.csv",
-                     mime="text/csv", icon=":material/download:", key="csv")
+                     mime="text/csv", icon=":material/download:", key="csv",
+                     on_click=data.record_export, args=(ctx.config, "export", ctx.snapshot.id,
+                                                        f"worklist CSV ({len(rows)} hosts)"))
 right.download_button("Download worklist (Excel)", data=lambda: to_xlsx(rows, about),
                       file_name=f"{stem}.xlsx", icon=":material/table:", key="xlsx",
+                      on_click=data.record_export, args=(ctx.config, "export", ctx.snapshot.id,
+                                                         f"worklist Excel ({len(rows)} hosts)"),
                       mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 st.dataframe(
     pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS)),

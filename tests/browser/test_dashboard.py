@@ -69,6 +69,13 @@ def test_worklist_download_matches_the_store(dashboard, page):
                 or any(f.value == "indicators_found" for f in a.verdict.flags)}
     assert {row["host"] for row in rows} == expected
     assert all(row["action"] for row in rows)
+    store = SnapshotStore.open(f"sqlite:///{data_dir / 'compliance.db'}")
+    try:
+        audit = store.audit_log()
+    finally:
+        store.dispose()
+    assert audit[0]["action"] == "export" and "worklist CSV" in audit[0]["detail"]
+    assert audit[0]["who"] == "local user (dashboard)"
     screenshot(page, "worklist")
 
 

@@ -152,6 +152,12 @@ def test_collect_grades_every_host_and_classifies_every_failure(wsman_peer, tmp_
     assert any(e.kind == "probe_error" for e in by_name["C1-PARTIAL"].verdict.evidence)
     assert by_name["C1-E10UM"].observation.host.roles == frozenset({"Mailbox", "UnifiedMessaging"})
 
+    store = SnapshotStore.open(db)
+    audit = store.audit_log()
+    store.dispose()
+    assert [(e["action"], e["snapshot_id"]) for e in audit] == [("collect", latest.id)]
+    assert "@" in audit[0]["who"] and "saved" in audit[0]["detail"]
+
     # The dashboard shows the collected snapshot: every host, its status and next action.
     from streamlit.testing.v1 import AppTest
 
@@ -231,4 +237,6 @@ def test_import_keeps_good_documents_and_names_bad_ones(tmp_path):
     assert latest is not None and latest.source == "import"
     statuses = Counter(a.verdict.status for a in store.assessments(latest.id))
     assert statuses == {Status.PATCHED: 1, Status.VULNERABLE: 1}
+    assert [e["action"] for e in store.audit_log()] == ["import"]
+    assert "2 files rejected" in store.audit_log()[0]["detail"]
     store.dispose()

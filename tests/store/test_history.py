@@ -113,3 +113,14 @@ def test_diff_and_export_commands(empty_store, shipped_catalog, store_url):
     assert refused.returncode == 2 and "--output" in refused.stderr
     missing = _cli(store_url, "export", "--as-of", "2020-01-01", "--format", "csv")
     assert missing.returncode == 2 and "no snapshot at or before" in missing.stderr
+
+
+def test_exports_are_audited_and_the_log_is_exportable(empty_store, shipped_catalog, store_url):
+    _, after = _snapshots(shipped_catalog)
+    snapshot_id = empty_store.save(after)
+    assert _cli(store_url, "export", "--format", "csv").returncode == 0
+    done = _cli(store_url, "audit")
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [(r["action"], r["snapshot_id"]) for r in rows] == [("export", str(snapshot_id))]
+    assert "csv to standard output" in rows[0]["detail"]

@@ -145,3 +145,12 @@ def test_discovered_inventory_is_stored_for_coverage(empty_store, shipped_catalo
     assert empty_store.discovered(snapshot_id) == list(inventory)
     info = empty_store.info(snapshot_id)
     assert (info.discovered_count, info.host_count, info.scope) == (2, 1, "ldaps://dc1 CN=x")
+
+
+def test_audit_log_round_trip(empty_store):
+    empty_store.record("alice@example.test", "export", 3, "worklist CSV", at=NOW)
+    empty_store.record("bob@host", "collect", 4, "snapshot #4 saved", at=NOW)
+    entries = empty_store.audit_log()
+    assert [(e["who"], e["action"], e["snapshot_id"]) for e in entries] == [
+        ("bob@host", "collect", 4), ("alice@example.test", "export", 3)]
+    assert entries[0]["at"] == NOW.isoformat()
