@@ -153,12 +153,15 @@ class Discovery:
 
 def parse_roles(value: str | int | None) -> tuple[tuple[str, ...] | None, list[str]]:
     """Role names from ``msExchCurrentServerRoles``; None with a problem when unusable."""
-    if value is None or str(value).strip() == "":
+    if value is None or (not isinstance(value, int) and str(value).strip() == ""):
         return None, ["msExchCurrentServerRoles missing: roles unknown"]
     try:
-        mask = int(str(value).strip())
-    except ValueError:
-        return None, [f"msExchCurrentServerRoles is not a number: {value!r}"]
+        mask = value if isinstance(value, int) else int(str(value).strip())
+    except ValueError:  # also Python's limit on very long digit strings
+        return None, [f"msExchCurrentServerRoles is not a number: {str(value)[:40]!r}"
+                      if not isinstance(value, int) else "msExchCurrentServerRoles is huge"]
+    if mask.bit_length() > 64:
+        return None, ["msExchCurrentServerRoles is out of range"]
     if mask < 0:
         return None, [f"msExchCurrentServerRoles is negative: {mask}"]
     problems = []
@@ -248,13 +251,17 @@ def parse_server(dn: str, attributes: Mapping[str, Any],
             value = value[0] if value else None
         if value is None:
             return None
+        if isinstance(value, int) and value.bit_length() > 64:
+            return "(out of range)"  # str() of a huge int raises; no real attribute is this big
         text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
         return text if text.strip() else None
 
     def many(name: str) -> list[str]:
         value = attributes.get(name) or []
         values = value if isinstance(value, list | tuple) else [value]
-        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else
+                ("(out of range)" if isinstance(v, int) and v.bit_length() > 64 else str(v))
+                for v in values]
 
     name = first("cn") or first("name") or parse_first_rdn(dn) or dn
     problems: list[str] = []

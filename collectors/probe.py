@@ -9,6 +9,7 @@ exception and never a verdict from garbage. Unknown extra fields are ignored.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -94,10 +95,57 @@ def _findings(indicators: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(found)
 
 
+# Bounds checked before the schema: they keep validation linear and small on hostile input.
+MAX_DEPTH = 16
+MAX_ITEMS = 2000
+MAX_HOST_LENGTH = 255
+
+
+def _structure_problem(document: Any) -> str | None:
+    """Depth, list lengths and text that no store can hold, checked without recursion."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels"
+        if isinstance(value, dict):
+            items = list(value.items())
+            if len(items) > MAX_ITEMS:
+                return f"an object with more than {MAX_ITEMS} keys"
+            for key, item in items:
+                if not _clean_text(key):
+                    return "a key that is not valid text"
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            if len(value) > MAX_ITEMS:
+                return f"a list with more than {MAX_ITEMS} items"
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            if not _clean_text(value):
+                return "text with invalid Unicode (lone surrogates) or NUL characters"
+        elif isinstance(value, float) and not math.isfinite(value):
+            return "a number that is not finite (NaN or Infinity)"
+    return None
+
+
+def _clean_text(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def load_document(text: str | bytes) -> dict[str, Any]:
     """Decode and validate one document; raises ``ProbeDocumentError`` saying why not."""
-    if len(text) > MAX_DOCUMENT_BYTES:
-        raise ProbeDocumentError(f"document is {len(text)} bytes, over the "
+    # Characters never outnumber UTF-8 bytes: count characters first, encode only if it may fit.
+    size = len(text)
+    if isinstance(text, str) and size <= MAX_DOCUMENT_BYTES:
+        size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_DOCUMENT_BYTES:
+        raise ProbeDocumentError(f"document is {size} bytes, over the "
                                  f"{MAX_DOCUMENT_BYTES // (1024 * 1024)} MB limit")
     if isinstance(text, bytes):
         # PowerShell's `>` writes UTF-16 with a byte-order mark: accept it as well as UTF-8.
@@ -112,15 +160,22 @@ def load_document(text: str | bytes) -> dict[str, Any]:
         raise ProbeDocumentError("empty output")
     try:
         document = json.loads(stripped)
-    except (json.JSONDecodeError, RecursionError) as error:
-        raise ProbeDocumentError(f"not JSON: {error}") from None
+    except (ValueError, RecursionError) as error:  # also ints past Python's digit limit
+        raise ProbeDocumentError(f"not JSON: {str(error)[:200]}") from None
     if not isinstance(document, dict):
         raise ProbeDocumentError("not a JSON object")
+    problem = _structure_problem(document)
+    if problem:
+        raise ProbeDocumentError(f"refused: {problem}")
     if document.get("schema") != SCHEMA_ID:
-        raise ProbeDocumentError(f"schema is {document.get('schema')!r}, expected {SCHEMA_ID!r}")
-    errors = sorted(_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
-    if errors:
-        first = errors[0]
+        raise ProbeDocumentError(f"schema is {str(document.get('schema'))[:80]!r}, expected "
+                                 f"{SCHEMA_ID!r}")
+    host = document.get("host")
+    if isinstance(host, str) and not 0 < len(host) <= MAX_HOST_LENGTH:
+        raise ProbeDocumentError(f"host name must be 1 to {MAX_HOST_LENGTH} characters")
+    # The first error only: collecting (and sorting) every error costs memory on hostile input.
+    first = next(iter(_validator().iter_errors(document)), None)
+    if first is not None:
         where = "/".join(str(p) for p in first.absolute_path) or "(document)"
         raise ProbeDocumentError(f"{where}: {first.message}"[:300])
     return document
@@ -163,6 +218,12 @@ def observation_from_document(document: Mapping[str, Any], host: Host, source: s
         host = Host(host.name, str(document["fqdn"]), host.site, host.dag, host.roles,
                     host.ad_build, host.dn, host.problems)
     window = indicators.get("log_window_days")
+    try:
+        window_days = float(window) if isinstance(window, int | float) else None
+    except OverflowError:
+        window_days = None
+    if window_days is not None and not math.isfinite(window_days):
+        window_days = None
     return Observation(
         host=host,
         observed_at=observed_at,
@@ -184,6 +245,6 @@ def observation_from_document(document: Mapping[str, Any], host: Host, source: s
         ),
         indicators=_findings(indicators),
         probe_errors=tuple(str(e) for e in document.get("errors") or []),
-        log_window_days=float(window) if isinstance(window, int | float) else None,
+        log_window_days=window_days,
         indicators_truncated=bool(indicators.get("truncated", False)),
     )

@@ -37,6 +37,9 @@ def parse_dotted(text: str) -> Build:
     if not match:
         raise BuildParseError(f"not a four-part build number: {text!r}")
     major, minor, build, revision = (int(part) for part in match.groups())
+    if max(major, minor, build, revision) > 65535:
+        # A Windows file version is four 16-bit numbers: anything larger was never shipped.
+        raise BuildParseError(f"a part exceeds 65535, impossible in a file version: {text!r}")
     return Build(major, minor, build, revision)
 
 
@@ -73,13 +76,14 @@ def parse_serial_number(text: str) -> Build:
 def parse_version_number(value: int | str) -> Build:
     """AD ``versionNumber`` integer; the result has no revision (CU level only)."""
     try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise BuildParseError(f"versionNumber is not an integer: {value!r}") from None
+        number = value if isinstance(value, int) else int(str(value).strip())
+    except ValueError:  # also Python's limit on very long digit strings
+        raise BuildParseError("versionNumber is not an integer") from None
     if not 0 <= number <= _VERSION_NUMBER_MAX or (
         number & _VERSION_NUMBER_MARK != _VERSION_NUMBER_MARK
     ):
-        raise BuildParseError(f"not an Exchange versionNumber (marker bits missing): {value!r}")
+        raise BuildParseError(f"not an Exchange versionNumber (marker bits missing): "
+                              f"{str(number)[:20] if number.bit_length() < 256 else 'huge'}")
     return Build((number >> 22) & 63, (number >> 16) & 63, number & 0x7FFF, None)
 
 
