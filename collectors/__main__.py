@@ -141,7 +141,7 @@ def _collect(args: argparse.Namespace, stderr: TextIO) -> int:
     except JobError as error:
         stderr.write(f"error: {error}\n")
         return 3 if "another collection" in str(error) else 1
-    except DirectoryError as error:
+    except (DirectoryError, StoreError) as error:
         stderr.write(f"error: {error}\n")
         return 1
     except (InterruptedError, KeyboardInterrupt):

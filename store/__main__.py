@@ -204,7 +204,12 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, stdo
     store.record(_actor(), "export", info.id,
                  f"{args.format} to {args.output or 'standard output'}")
     if args.output:
-        args.output.write_bytes(data)
+        try:
+            args.output.write_bytes(data)
+        except OSError as error:
+            if args.output.is_file():
+                args.output.unlink(missing_ok=True)  # no truncated export left behind
+            raise StoreError(f"cannot write {args.output}: {error.strerror or error}") from None
         stderr.write(f"snapshot #{info.id} exported to {args.output}\n")
     elif args.format == "bundle":
         raise StoreError("a bundle is binary: give --output FILE.zip")

@@ -18,6 +18,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, inspect, select, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from compliance.codec import (
     host_from_dict,
@@ -141,7 +142,21 @@ class SnapshotStore:
     # -- writing --------------------------------------------------------------------------
 
     def save(self, snapshot: Snapshot) -> int:
-        """Write a whole snapshot atomically, appended to the chain; returns its id."""
+        """Write a whole snapshot atomically, appended to the chain; returns its id.
+
+        A database error (locked, full, gone) is a ``StoreError``: the transaction is rolled
+        back, so the store holds exactly what it held before.
+        """
+        try:
+            return self._save(snapshot)
+        except StoreError:
+            raise
+        except SQLAlchemyError as error:
+            shown = self.engine.url.render_as_string(hide_password=True)
+            raise StoreError(f"cannot save the snapshot to {shown}: {str(error).splitlines()[0]}; "
+                             "nothing was written (the previous snapshots are intact)") from error
+
+    def _save(self, snapshot: Snapshot) -> int:
         if snapshot.taken_at.tzinfo is None:
             raise StoreError("snapshot time must carry a time zone")
         counts = _dumps(dict(Counter(a.verdict.status.value for a in snapshot.assessments)))
