@@ -35,7 +35,7 @@ def test_a_full_database_loses_nothing_and_says_so(tmp_path):
             raise OperationalError(statement, parameters, Exception("database or disk is full"))
 
     event.listen(store.engine, "before_cursor_execute", full)
-    with pytest.raises(StoreError, match="disk is full.*nothing was written"):
+    with pytest.raises(StoreError, match=r"disk is full.*nothing was written"):
         store.save(_snapshot(catalog, NOW + timedelta(days=1)))
     event.remove(store.engine, "before_cursor_execute", full)
     assert len(store.history()) == 1 and store.verify().ok
