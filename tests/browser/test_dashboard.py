@@ -7,6 +7,7 @@ import io
 import re
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from store import SnapshotStore
 
@@ -59,8 +60,15 @@ def test_worklist_download_matches_the_store(dashboard, page):
     url, data_dir = dashboard
     page.goto(f"{url}/worklist")
     wait_idle(page)
-    with page.expect_download() as download_info:
-        page.get_by_role("button", name=re.compile(r"Download worklist \(CSV\)")).click()
+    button = page.get_by_role("button", name=re.compile(r"Download worklist \(CSV\)"))
+    button.wait_for(state="visible")
+    try:
+        with page.expect_download(timeout=15_000) as download_info:
+            button.click()
+    except PlaywrightTimeout:  # a click that landed while the page redrew: once more
+        wait_idle(page)
+        with page.expect_download(timeout=30_000) as download_info:
+            button.click()
     path = download_info.value.path()
     rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
     _, assessments = _latest(data_dir)
