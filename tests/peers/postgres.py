@@ -23,7 +23,6 @@ removes the whole temp dir.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import glob
 import os
 import pwd
@@ -34,10 +33,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
+
+from tests.peers.process import signal_on_parent_death
 
 HOST = "127.0.0.1"
 SUPERUSER = "postgres"
@@ -92,23 +93,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _load_prctl() -> Callable[[int, int], int] | None:
-    try:
-        return cast(Callable[[int, int], int], ctypes.CDLL(None, use_errno=True).prctl)
-    except (OSError, AttributeError):  # not Linux/glibc
-        return None
-
-
-_PRCTL = _load_prctl()  # resolved in the parent: the forked child only calls it
-_PR_SET_PDEATHSIG = 1
-
-
 def _fast_shutdown_with_parent() -> None:
     """In the forked child, after subprocess switched to the server user (a credential change
     clears the death signal, so it must be set afterwards): SIGINT (= fast shutdown) the server
     when the starting thread dies."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGINT)
+    signal_on_parent_death(signal.SIGINT)
 
 
 def _as_server_user(user: pwd.struct_passwd | None) -> dict[str, Any]:

@@ -25,16 +25,13 @@ Behaviour that matters for the collector's tests:
 
 from __future__ import annotations
 
-import ctypes
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 from tests.peers.ad_tree import (
     DEFAULT_BASE_DN,
@@ -44,6 +41,7 @@ from tests.peers.ad_tree import (
     schema_dn,
     service_account_dn,
 )
+from tests.peers.process import signal_on_parent_death
 from tests.peers.tls import make_tls_files
 
 HOST = "127.0.0.1"
@@ -191,22 +189,10 @@ def _rootdse_ldif(base_dn: str) -> str:
     )
 
 
-def _load_prctl() -> Callable[[int, int], int] | None:
-    try:
-        return cast(Callable[[int, int], int], ctypes.CDLL(None, use_errno=True).prctl)
-    except (OSError, AttributeError):  # not Linux/glibc
-        return None
-
-
-_PRCTL = _load_prctl()  # resolved in the parent: the forked child only calls it
-_PR_SET_PDEATHSIG = 1
-
-
 def _die_with_parent() -> None:
     """In the forked child: have Linux SIGTERM slapd when the test process dies, so a crashed or
     killed pytest never leaves a slapd behind."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    signal_on_parent_death(signal.SIGTERM)
 
 
 def _port_open(port: int) -> bool:
