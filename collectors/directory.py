@@ -434,8 +434,8 @@ def _search(connection: ldap3.Connection, url: str, base: str, flt: str, scope: 
         try:
             connection.search(base, flt, search_scope=scope, attributes=list(attributes),
                               paged_size=page_size, paged_cookie=cookie)
-        except ldap_errors.LDAPException as error:
-            raise DirectoryError(url, operation, str(error),
+        except (ldap_errors.LDAPException, OSError) as error:
+            raise DirectoryError(url, operation, str(error) or type(error).__name__,
                                  "the connection failed mid-search; try again or another "
                                  "server") from None
         _check(url, operation, connection)
@@ -485,6 +485,11 @@ def discover(config: DirectoryConfig, password: str,
             continue
         try:
             return _discover_on(connection, url, config)
+        except DirectoryError as error:
+            # Nothing partial is kept: a DC that fails mid-search is skipped like one that
+            # never answered, and the next one is asked for the whole inventory.
+            failures.append(error)
+            log.warning("%s", error)
         finally:
             _close(connection)
     if len(failures) == 1:

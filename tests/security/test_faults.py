@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -11,10 +13,13 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
+from collectors.directory import DirectoryConfig, DirectoryError, discover
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy, assess, evaluate
 from compliance.models import Host, Observation, Status
 from store import SnapshotStore, StoreError
+from tests.peers.ad_tree import BULK_STANDARD_SIZE
+from tests.peers.proxy import CuttingProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -64,3 +69,71 @@ def test_a_clock_that_jumps_never_makes_a_host_patched(jump):
     obs = Observation(Host("EX1"), observed, "t", exsetup_version="15.1.2176.9")
     verdict = evaluate(obs, catalog, NOW, Policy())
     assert verdict.status is Status.UNKNOWN
+
+
+# -- a directory server that dies mid-search ----------------------------------------------------
+
+CUT_AFTER = 1_000_000  # bytes of answer: past the first 1000-entry page of the 5000-server fleet
+
+
+def _directory(peer, *urls: str) -> DirectoryConfig:
+    return DirectoryConfig(servers=urls, bind_user=peer.service_dn, ca_file=str(peer.ca_file),
+                           connect_timeout=3.0, timeout=10.0)
+
+
+def test_a_directory_server_dying_mid_search_is_named_and_nothing_partial_is_kept(slapd_bulk):
+    proxy = CuttingProxy(slapd_bulk.ldaps_port, cut_after=CUT_AFTER)
+    url = f"ldaps://127.0.0.1:{proxy.port}"
+    try:
+        with pytest.raises(DirectoryError) as caught:
+            discover(_directory(slapd_bulk, url), slapd_bulk.service_password)
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1  # the answer really was cut, after the first page
+    error = caught.value
+    assert error.server == url and error.operation.startswith("search of CN=Microsoft Exchange")
+    assert "mid-search" in str(error) and "another server" in str(error)
+
+
+def test_a_search_cut_on_one_domain_controller_is_redone_on_the_next(slapd_bulk, caplog):
+    proxy = CuttingProxy(slapd_bulk.ldaps_port, cut_after=CUT_AFTER)
+    dying = f"ldaps://127.0.0.1:{proxy.port}"
+    try:
+        with caplog.at_level(logging.WARNING, logger="collectors.directory"):
+            found = discover(_directory(slapd_bulk, dying, slapd_bulk.ldaps_url),
+                             slapd_bulk.service_password)
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1
+    assert found.server == slapd_bulk.ldaps_url
+    assert len(found.servers) == BULK_STANDARD_SIZE  # all of them, from the second DC alone
+    assert any(dying in record.getMessage() for record in caplog.records)
+
+
+def test_collect_with_its_directory_dying_mid_search_keeps_the_previous_snapshot(slapd_bulk, tmp_path):
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    store = SnapshotStore.open(db)
+    store.save(_snapshot(load_catalog(), NOW))
+    store.dispose()
+    proxy = CuttingProxy(slapd_bulk.ldaps_port, cut_after=CUT_AFTER)
+    url = f"ldaps://127.0.0.1:{proxy.port}"
+    config = tmp_path / "collection.toml"
+    config.write_text(f'[ldap]\nservers = ["{url}"]\nbind_user = "{slapd_bulk.service_dn}"\n'
+                      f'ca_file = "{slapd_bulk.ca_file}"\nconnect_timeout = 3\ntimeout = 10\n'
+                      '[winrm]\nusername = "TEST\\\\svc-probe"\n')
+    env = {**os.environ, "PROXYLOGON_LDAP_PASSWORD": slapd_bulk.service_password,
+           "PROXYLOGON_WINRM_PASSWORD": "Dummy-Probe-Pass-1",
+           "PROXYLOGON_DATA_DIR": str(tmp_path / "data")}
+    try:
+        done = subprocess.run([sys.executable, "-m", "collectors", "collect", "--config",
+                               str(config), "--db", db, "--secrets", str(tmp_path / "none.toml")],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1
+    assert done.returncode == 1, done.stderr
+    assert f"error: {url}: search of" in done.stderr and "mid-search" in done.stderr
+    assert "Traceback" not in done.stderr and slapd_bulk.service_password not in done.stderr
+    store = SnapshotStore.open(db)
+    assert len(store.history()) == 1 and store.verify().ok
+    store.dispose()
