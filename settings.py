@@ -38,6 +38,8 @@ SETTINGS = (
             "SQLAlchemy URL of the store; empty means SQLite in data_dir."),
     Setting("signing_key", "store", "signing_key", "PROXYLOGON_SIGNING_KEY", "",
             "Secret for the HMAC of every snapshot digest (optional; keep it off the database host)."),
+    Setting("lock_timeout", "store", "lock_timeout", "PROXYLOGON_LOCK_TIMEOUT", "30",
+            "Seconds a save waits for another writer's lock before failing with nothing written."),
     Setting("collection_config", "collection", "config", "PROXYLOGON_COLLECTION_CONFIG", "",
             "Collection config file (copy of collection.example.toml); enables 'Collect now'."),
     Setting("collection_inventory", "collection", "inventory", "PROXYLOGON_COLLECTION_INVENTORY",
@@ -54,6 +56,7 @@ class Settings:
     data_dir: Path
     store_url: str
     signing_key: bytes | None
+    lock_timeout: float
     collection_config: Path | None
     collection_inventory: Path | None
     demo: bool
@@ -94,6 +97,7 @@ def load_settings(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         data_dir=data_dir,
         store_url=url,
         signing_key=raw["signing_key"].encode() if raw["signing_key"] else None,
+        lock_timeout=_number("lock_timeout", raw["lock_timeout"]),
         collection_config=Path(raw["collection_config"]) if raw["collection_config"] else None,
         collection_inventory=(Path(raw["collection_inventory"])
                               if raw["collection_inventory"] else None),

@@ -111,7 +111,8 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
 
 def _store(args: argparse.Namespace, secrets: dict[str, object]) -> tuple[SnapshotStore, Path, Policy]:
     settings = load_settings(secrets, os.environ)
-    store = SnapshotStore.open(args.db or settings.store_url, settings.signing_key)
+    store = SnapshotStore.open(args.db or settings.store_url, settings.signing_key,
+                              settings.lock_timeout)
     return store, settings.data_dir, Policy(max_age=settings.max_age)
 
 
@@ -162,6 +163,9 @@ def _import(args: argparse.Namespace, stderr: TextIO) -> int:
         return 2
     try:
         result = import_documents(args.files, store=store, catalog=load_catalog(), policy=policy)
+    except StoreError as error:
+        stderr.write(f"error: {error}\n")
+        return 1
     finally:
         store.dispose()
     for name, reason in result.rejected:

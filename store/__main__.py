@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
                 stdout.write(f"OK {args.bundle}: every file matches the manifest and the "
                              "snapshot matches its digest\n")
             return 1 if problems else 0
-        store = SnapshotStore.open(args.db or settings.store_url, key)
+        store = SnapshotStore.open(args.db or settings.store_url, key, settings.lock_timeout)
     except (SettingsError, StoreError, BundleError) as error:
         stderr.write(f"error: {error}\n")
         return 2

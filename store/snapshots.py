@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,14 +86,19 @@ def _dumps(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _enable_sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets the dashboard read while a collection writes; readers never see a
-    # half-written snapshot because each save is one transaction.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+DEFAULT_LOCK_TIMEOUT = 30.0
+
+
+def _sqlite_pragmas(lock_timeout: float) -> Callable[[Any, Any], None]:
+    def enable(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets the dashboard read while a collection writes; readers never see a
+        # half-written snapshot because each save is one transaction.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
+        cursor.close()
+    return enable
 
 
 def _migrate(connection: Connection) -> None:
@@ -106,13 +112,20 @@ def _migrate(connection: Connection) -> None:
 
 
 class SnapshotStore:
-    def __init__(self, engine: Engine, signing_key: bytes | None = None):
+    def __init__(self, engine: Engine, signing_key: bytes | None = None,
+                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
         self.engine = engine
         self.signing_key = signing_key
+        self.lock_timeout = lock_timeout
 
     @classmethod
-    def open(cls, url: str, signing_key: bytes | None = None) -> SnapshotStore:
-        """Open the store at a SQLAlchemy URL, creating or upgrading its schema."""
+    def open(cls, url: str, signing_key: bytes | None = None,
+             lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> SnapshotStore:
+        """Open the store at a SQLAlchemy URL, creating or upgrading its schema.
+
+        ``lock_timeout`` (seconds) bounds how long a write waits for another writer's lock
+        (SQLite's busy timeout, PostgreSQL's lock_timeout) before failing with nothing written.
+        """
         parsed = make_url(url)
         shown = parsed.render_as_string(hide_password=True)
         try:
@@ -120,9 +133,12 @@ class SnapshotStore:
                 None, "", ":memory:"
             ):
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url)
-            if parsed.get_backend_name() == "sqlite":
-                event.listen(engine, "connect", _enable_sqlite_wal)
+            backend = parsed.get_backend_name()
+            connect_args = ({"options": f"-c lock_timeout={int(lock_timeout * 1000)}"}
+                            if backend == "postgresql" else {})
+            engine = create_engine(url, connect_args=connect_args)
+            if backend == "sqlite":
+                event.listen(engine, "connect", _sqlite_pragmas(lock_timeout))
             with engine.begin() as conn:
                 if "meta" in inspect(conn).get_table_names():
                     existing = conn.execute(
@@ -137,7 +153,7 @@ class SnapshotStore:
             raise
         except Exception as error:
             raise StoreError(f"cannot open store {shown}: {error}") from error
-        return cls(engine, signing_key)
+        return cls(engine, signing_key, lock_timeout)
 
     # -- writing --------------------------------------------------------------------------
 
@@ -153,8 +169,14 @@ class SnapshotStore:
             raise
         except SQLAlchemyError as error:
             shown = self.engine.url.render_as_string(hide_password=True)
-            raise StoreError(f"cannot save the snapshot to {shown}: {str(error).splitlines()[0]}; "
-                             "nothing was written (the previous snapshots are intact)") from error
+            detail = str(error).splitlines()[0]
+            hint = ""
+            if "locked" in detail or "lock timeout" in detail:
+                hint = (f". Another process held the store's write lock for more than "
+                        f"{self.lock_timeout:g} s: try again when it is done, or raise "
+                        "[store] lock_timeout")
+            raise StoreError(f"cannot save the snapshot to {shown}: {detail}; nothing was "
+                             f"written (the previous snapshots are intact){hint}") from error
 
     def _save(self, snapshot: Snapshot) -> int:
         if snapshot.taken_at.tzinfo is None:

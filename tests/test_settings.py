@@ -14,6 +14,7 @@ def test_defaults_use_sqlite_in_the_data_dir_with_demo_on():
     assert config.store_url == f"sqlite:///{DEFAULT_DATA_DIR / 'compliance.db'}"
     assert config.demo is True
     assert config.max_age == timedelta(days=7)
+    assert config.lock_timeout == 30
 
 
 def test_secrets_sections_then_environment_override():
@@ -38,6 +39,7 @@ def test_data_dir_setting_moves_the_sqlite_file():
         pytest.param({"PROXYLOGON_DEMO": "maybe"}, "demo", id="demo-not-boolean"),
         pytest.param({"PROXYLOGON_MAX_AGE_DAYS": "soon"}, "max_age_days", id="age-not-number"),
         pytest.param({"PROXYLOGON_MAX_AGE_DAYS": "0"}, "max_age_days", id="age-zero"),
+        pytest.param({"PROXYLOGON_LOCK_TIMEOUT": "-1"}, "lock_timeout", id="lock-negative"),
     ],
 )
 def test_bad_values_name_the_setting(env, named):

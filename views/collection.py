@@ -11,11 +11,13 @@ import streamlit as st
 from collectors import background
 from collectors.config import ConfigError
 from collectors.inventory import InventoryError
+from collectors.job import ImportResult
 from collectors.remote import HINTS
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
 from compliance.models import Failure
 from settings import PROJECT_ROOT
+from store import StoreError
 from views import data
 
 CONFIG_ENV = "PROXYLOGON_COLLECTION_CONFIG"
@@ -133,16 +135,21 @@ uploads = st.file_uploader("Probe JSON files", type="json", accept_multiple_file
                            key="import_files")
 if st.button("Import", key="import_now", icon=":material/upload:", disabled=not uploads):
     store = data.store_for_writing(config)
+    result: ImportResult | None
     try:
         result = background.import_uploads([(f.name, f.getvalue()) for f in uploads or []],
                                            store=store, catalog=load_catalog(),
                                            policy=Policy(max_age=config.max_age),
                                            who=str(st.session_state.get("who", "dashboard user")))
+    except StoreError as error:
+        result = None
+        st.error(f"**Import failed.** {error}")
     finally:
         store.dispose()
-    st.session_state["import_outcome"] = (result.run.summary() if result.run else None,
-                                          result.rejected)
-    if result.run is not None:
+    if result is not None:
+        st.session_state["import_outcome"] = (result.run.summary() if result.run else None,
+                                              result.rejected)
+    if result is not None and result.run is not None:
         data.invalidate()
         st.rerun()  # the runs above now include the import
 outcome = st.session_state.get("import_outcome")

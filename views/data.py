@@ -181,7 +181,7 @@ def record_export(config: Settings, action: str, snapshot_id: int, detail: str) 
 
 def store_for_writing(config: Settings) -> SnapshotStore:
     """The store a page that records something (collection, import) writes to."""
-    return SnapshotStore.open(config.store_url, config.signing_key)
+    return SnapshotStore.open(config.store_url, config.signing_key, config.lock_timeout)
 
 
 def invalidate() -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -44,6 +46,53 @@ def test_a_full_database_loses_nothing_and_says_so(tmp_path):
         store.save(_snapshot(catalog, NOW + timedelta(days=1)))
     event.remove(store.engine, "before_cursor_execute", full)
     assert len(store.history()) == 1 and store.verify().ok
+    store.dispose()
+
+
+def test_a_database_locked_past_the_lock_timeout_loses_nothing_and_says_so(tmp_path):
+    path = tmp_path / "store.db"
+    catalog = load_catalog()
+    store = SnapshotStore.open(f"sqlite:///{path}", lock_timeout=0.5)
+    store.save(_snapshot(catalog, NOW))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock and does not let go
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError, match=r"locked.*nothing was written.*more than 0.5 s.*"
+                                             r"lock_timeout"):
+            store.save(_snapshot(catalog, NOW + timedelta(days=1)))
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert 0.4 < waited < 10  # it waited for the lock, then gave up
+    assert len(store.history()) == 1 and store.verify().ok
+    store.save(_snapshot(catalog, NOW + timedelta(days=1)))  # once free, saving works again
+    assert len(store.history()) == 2 and store.verify().ok
+    store.dispose()
+
+
+def test_an_import_into_a_locked_database_exits_with_the_reason(tmp_path):
+    path = tmp_path / "store.db"
+    SnapshotStore.open(f"sqlite:///{path}").dispose()
+    document = ROOT / "tests" / "collectors" / "probe_documents" / "exchange2016_cu19_patched.json"
+    env = {**os.environ, "PROXYLOGON_LOCK_TIMEOUT": "0.5",
+           "PROXYLOGON_DATA_DIR": str(tmp_path / "data")}
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        done = subprocess.run([sys.executable, "-m", "collectors", "import", str(document),
+                               "--db", f"sqlite:///{path}", "--secrets",
+                               str(tmp_path / "none.toml")],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert done.returncode == 1, done.stderr
+    assert "database is locked" in done.stderr and "nothing was written" in done.stderr
+    assert "Traceback" not in done.stderr
+    store = SnapshotStore.open(f"sqlite:///{path}")
+    assert store.history() == [] and store.verify().ok
     store.dispose()
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 
 from compliance.evaluate import assess
 from compliance.models import Host, Observation
-from store import SnapshotStore
+from store import SnapshotStore, StoreError
 from store.snapshots import MIGRATIONS
 
 pytestmark = pytest.mark.integration
@@ -57,6 +57,26 @@ def test_round_trip_and_chain(any_url, shipped_catalog):
         report = store.verify()
         assert [p.snapshot_id for p in report.problems] == [ids[0]]
     finally:
+        store.dispose()
+
+
+def test_a_save_waiting_past_the_lock_timeout_fails_with_nothing_written(any_url, shipped_catalog):
+    """SQLite's busy timeout and PostgreSQL's lock_timeout both come from ``lock_timeout``."""
+    store = SnapshotStore.open(any_url, lock_timeout=0.5)
+    other = create_engine(any_url)
+    try:
+        store.save(_snapshot(shipped_catalog, NOW - timedelta(days=1)))
+        with other.connect() as holder:
+            holder.begin()  # another collector's save, holding the chain head and not finishing
+            holder.execute(text("UPDATE meta SET value = value WHERE key = 'chain_head'"))
+            started = time.monotonic()
+            with pytest.raises(StoreError, match=r"nothing was written.*more than 0\.5 s"):
+                store.save(_snapshot(shipped_catalog, NOW))
+            assert 0.4 < time.monotonic() - started < 10
+            holder.rollback()
+        assert len(store.history()) == 1 and store.verify().ok
+    finally:
+        other.dispose()
         store.dispose()
 
 
