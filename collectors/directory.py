@@ -330,9 +330,24 @@ def in_name_scope(name: str, config: DirectoryConfig) -> bool:
 ConnectionFactory = Callable[[DirectoryConfig, str, str], ldap3.Connection]
 
 
+MODERN_TLS = ("TLSv1.2", "TLSv1.3")
+
+
 def _tls(config: DirectoryConfig) -> ldap3.Tls:
+    # ldap3 builds its own SSLContext (no hook for minimum_version) and checks the host name
+    # itself after the handshake. The security level refuses TLS < 1.2 in the handshake even
+    # where the system's OpenSSL policy is laxer; _require_modern_tls checks it again.
     return ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
-                     ca_certs_file=config.ca_file)
+                     ca_certs_file=config.ca_file, ciphers="DEFAULT:@SECLEVEL=2")
+
+
+def _require_modern_tls(connection: ldap3.Connection, url: str) -> None:
+    """Refuse, before any credential is sent, a session that negotiated TLS older than 1.2."""
+    version = getattr(connection.socket, "version", lambda: None)()
+    if version not in MODERN_TLS:
+        raise DirectoryError(url, "TLS handshake", f"negotiated {version or 'no TLS'}, "
+                             "below the minimum TLS 1.2",
+                             "enable TLS 1.2 or later on the domain controller")
 
 
 def open_connection(config: DirectoryConfig, url: str, password: str) -> ldap3.Connection:
@@ -358,10 +373,11 @@ def open_connection(config: DirectoryConfig, url: str, password: str) -> ldap3.C
                                   auto_referrals=False, raise_exceptions=False, auto_escape=False)
     try:
         connection.open()
-        if scheme == "ldap" and config.start_tls:
-            if not connection.start_tls():
-                raise DirectoryError(url, "StartTLS", _describe(connection.result),
-                                     "enable LDAP over TLS on the domain controller or use ldaps://")
+        if scheme == "ldap" and config.start_tls and not connection.start_tls():
+            raise DirectoryError(url, "StartTLS", _describe(connection.result),
+                                 "enable LDAP over TLS on the domain controller or use ldaps://")
+        if secure:
+            _require_modern_tls(connection, url)
         elif scheme == "ldap":
             log.warning("plain LDAP to %s: the bind and the inventory cross the network "
                         "unencrypted (allow_plain = true)", url)

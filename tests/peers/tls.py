@@ -7,14 +7,22 @@
 * ``server.key``   - its private key (PKCS#8 PEM, unencrypted)
 * ``other-ca.pem`` - a second, unrelated CA, for "wrong CA must be refused" tests
 
+``TlsOnlyServer`` accepts TLS handshakes on loopback (any TLS version range, old ones too) and
+records what each client negotiated, for "old TLS / wrong name is refused" tests.
+
 Validity is one day, backdated by a few minutes so clock skew between cert creation and use
 never matters.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
+import socket
+import ssl
+import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,22 +79,22 @@ def _make_ca(common_name: str, now: dt.datetime) -> tuple[ec.EllipticCurvePrivat
 
 def _make_server_cert(
     ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, now: dt.datetime,
+    names: tuple[str, ...], ips: tuple[str, ...],
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
+        .subject_name(_name(names[0] if names else ips[0]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + VALIDITY)
         .add_extension(
-            x509.SubjectAlternativeName([
-                x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
-                x509.DNSName("localhost"),
-            ]),
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.IPv4Address(ip)) for ip in ips]
+                + [x509.DNSName(name) for name in names]),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -110,12 +118,14 @@ def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def make_tls_files(directory: Path) -> TlsFiles:
-    """Create a test CA, a loopback server certificate and an unrelated CA in ``directory``."""
+def make_tls_files(directory: Path, names: tuple[str, ...] = ("localhost",),
+                   ips: tuple[str, ...] = ("127.0.0.1",)) -> TlsFiles:
+    """Create a test CA, a server certificate for ``names`` and ``ips`` (default: loopback)
+    and an unrelated CA in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key, ca_cert = _make_ca("Test Peer CA", now)
-    server_key, server_cert = _make_server_cert(ca_key, ca_cert, now)
+    server_key, server_cert = _make_server_cert(ca_key, ca_cert, now, names, ips)
     _other_key, other_cert = _make_ca("Unrelated Test CA", now)
 
     files = TlsFiles(
@@ -132,3 +142,54 @@ def make_tls_files(directory: Path) -> TlsFiles:
     files.key_file.chmod(0o600)
     files.other_ca_file.write_bytes(_pem(other_cert))
     return files
+
+
+class TlsOnlyServer:
+    """Completes TLS handshakes on 127.0.0.1 and records each outcome, then hangs up.
+
+    ``maximum_version=ssl.TLSVersion.TLSv1_1`` makes a server that only speaks TLS 1.0/1.1;
+    OpenSSL 3 needs security level 0 for those, which is set here on the server side only.
+    """
+
+    def __init__(self, files: TlsFiles, maximum_version: ssl.TLSVersion | None = None) -> None:
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(files.cert_file, files.key_file)
+        if maximum_version is not None:
+            self._context.set_ciphers("DEFAULT:@SECLEVEL=0")
+            self._context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+            with warnings.catch_warnings():  # old versions are the point of this server
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._context.maximum_version = maximum_version
+        self.outcomes: list[str] = []  # per connection: version and bytes received, or error
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = int(self._listener.getsockname()[1])
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="tls-only", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(5)
+            try:
+                with self._context.wrap_socket(client, server_side=True) as wrapped:
+                    received = b""
+                    with contextlib.suppress(OSError):
+                        received = wrapped.recv(65536)  # the client's first request, if any
+                    # "TLSv1.3 +14 bytes": what a client sent after the handshake, e.g. a bind
+                    self.outcomes.append(f"{wrapped.version()} +{len(received)} bytes")
+            except (OSError, ssl.SSLError) as error:
+                self.outcomes.append(f"failed: {error}")
+                client.close()
+
+    def close(self) -> None:
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        self._thread.join(timeout=5)
