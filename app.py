@@ -9,6 +9,7 @@ import streamlit as st
 from settings import SettingsError
 from store import StoreError
 from views import access, data
+from views.markdown import literal
 
 st.set_page_config(page_title="ProxyLogon compliance", page_icon=":material/shield:",
                    layout="wide")
@@ -36,10 +37,10 @@ if access.auth_configured(secrets):
     section = secrets.get("access", {})
     who = access.Access(False, access.roles_for(user, section if isinstance(section, Mapping) else {}),
                         str(user.get("email") or "signed-in user"))
-    st.sidebar.caption(f"Signed in as {who.who} ({', '.join(sorted(who.roles)) or 'no role'})")
+    st.sidebar.caption(f"Signed in as {literal(who.who)} ({', '.join(sorted(who.roles)) or 'no role'})")
     st.sidebar.button("Sign out", on_click=st.logout)
     if not who.roles:
-        st.error(f"**{who.who} has no role here.** Ask an administrator to add you to "
+        st.error(f"**{literal(who.who)} has no role here.** Ask an administrator to add you to "
                  "`[access]` (viewers, admins or auditors) in the dashboard's secrets.")
         st.stop()
 else:

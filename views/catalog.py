@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from views import data
+from views.markdown import literal
 
 catalog = data.catalog()
 advisory = catalog.advisory
@@ -32,7 +33,7 @@ else:
     # from AD counts as known when its CU is catalogued).
     unknown = [v for v in data.verdicts(config.store_url, latest.id) if v.build and not v.known]
     if unknown:
-        named = ", ".join(f"{v.host} ({v.build})" for v in unknown[:10])
+        named = ", ".join(f"{literal(v.host)} ({literal(v.build)})" for v in unknown[:10])
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
         subject = f"{len(unknown)} hosts report builds" if len(unknown) > 1 else "1 host reports a build"
         st.warning(f"{subject} the catalogue does not know: {named}{more}; update "

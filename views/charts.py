@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -49,6 +50,12 @@ def status_donut(counts: Mapping[str, int]) -> go.Figure:
     return _layout(fig, "Hosts by status")
 
 
+def plain(label: str) -> str:
+    """An untrusted label (an AD site or DAG name) as text: plotly renders tags such as
+    ``<a href>`` and ``<b>`` in labels, and shows entities as the characters they stand for."""
+    return html.escape(label, quote=False)
+
+
 def status_by_group(rows: Sequence[Mapping[str, str]], group: str,
                     title: str) -> go.Figure:
     """Stacked horizontal bars: hosts per ``group`` value, split by status."""
@@ -59,7 +66,7 @@ def status_by_group(rows: Sequence[Mapping[str, str]], group: str,
     for status in STATUS_ORDER:
         values = [tally[(g, status.value)] for g in groups]
         if any(values):
-            fig.add_trace(go.Bar(name=STATUS_LABELS[status], y=groups, x=values,
+            fig.add_trace(go.Bar(name=STATUS_LABELS[status], y=[plain(g) for g in groups], x=values,
                                  orientation="h", marker_color=STATUS_COLORS[status]))
     fig.update_layout(barmode="stack", height=max(300, 28 * len(groups) + 120),
                       legend_traceorder="normal")

@@ -19,6 +19,7 @@ from compliance.models import Failure
 from settings import PROJECT_ROOT
 from store import StoreError
 from views import data
+from views.markdown import literal
 
 CONFIG_ENV = "PROXYLOGON_COLLECTION_CONFIG"
 INVENTORY_ENV = "PROXYLOGON_COLLECTION_INVENTORY"
@@ -64,9 +65,10 @@ else:
     if not groups:
         st.success("Every host answered.")
     for reason, failed in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
-        with st.expander(f"**{reason}**: {len(failed)} host{'s' if len(failed) > 1 else ''}"):
+        with st.expander(f"**{literal(reason)}**: {len(failed)} "
+                         f"host{'s' if len(failed) > 1 else ''}"):
             hint = HINTS.get(reason) or next((f.hint for _, f in failed if f.hint), "")
-            st.markdown(f"**Fix:** {hint or 'no hint recorded'}")
+            st.markdown(f"**Fix:** {literal(hint or 'no hint recorded')}")
             st.dataframe(pd.DataFrame([{"host": host, "detail": f.detail} for host, f in failed]),
                          hide_index=True)
 
@@ -89,7 +91,7 @@ else:
         plan = background.load_plan(config_path, inventory_path)
         st.caption(plan.describe())
     except (ConfigError, InventoryError) as error:
-        st.error(f"**The collection config cannot be used.** {error}")
+        st.error(f"**The collection config cannot be used.** {literal(error)}")
     runner = background.runner_for(url)
     state = runner.state()
     if st.button("Collect now", key="collect_now", type="primary", icon=":material/sync:",
@@ -117,14 +119,14 @@ else:
             data.invalidate()  # again: a read racing the save may have cached the old runs
             st.rerun()
         if now.phase is background.Phase.SAVED:
-            st.success(f"Last collection: {now.summary}")
+            st.success(f"Last collection: {literal(now.summary)}")
         elif now.phase is background.Phase.BUSY:
             st.warning("**Another collection is running**, from the command line or another "
-                       f"dashboard; try again when it has finished. ({now.error})")
+                       f"dashboard; try again when it has finished. ({literal(now.error)})")
         elif now.phase is background.Phase.STOPPED:
-            st.info(f"Last collection {now.error}")
+            st.info(f"Last collection {literal(now.error)}")
         elif now.phase is background.Phase.FAILED:
-            st.error(f"**The last collection failed.** {now.error}")
+            st.error(f"**The last collection failed.** {literal(now.error)}")
 
     progress()
 
@@ -156,8 +158,8 @@ outcome = st.session_state.get("import_outcome")
 if outcome is not None:
     summary, rejected = outcome
     for name, reason in rejected:
-        st.error(f"Rejected `{name}`: {reason}")
+        st.error(f"Rejected {literal(name)}: {literal(reason)}")
     if summary:
-        st.success(f"Imported: {summary}")
+        st.success(f"Imported: {literal(summary)}")
     else:
         st.warning("Nothing was imported.")

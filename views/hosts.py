@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from views import data
+from views.markdown import literal
 from views.page import current, snapshot_caption
 
 ctx = current()
@@ -66,15 +67,16 @@ name = st.selectbox("Host", names, key="detail_host")
 assessment = data.assessment(url, ctx.snapshot.id, name)
 assert assessment is not None  # the name comes from this snapshot's table
 verdict, obs = assessment.verdict, assessment.observation
-st.markdown(f"**{verdict.host}** ({obs.host.fqdn or 'no FQDN'}): **{verdict.status.value}**"
-            + (f" · {verdict.product} {verdict.cu or ''}" if verdict.product else ""))
-st.markdown(f"**Next action:** {verdict.action}")
-st.markdown(f"**Why:** {verdict.reason}")
+st.markdown(f"**{literal(verdict.host)}** ({literal(obs.host.fqdn or 'no FQDN')}): "
+            f"**{verdict.status.value}**"
+            + (f" · {literal(verdict.product)} {literal(verdict.cu or '')}" if verdict.product else ""))
+st.markdown(f"**Next action:** {literal(verdict.action)}")
+st.markdown(f"**Why:** {literal(verdict.reason)}")
 if obs.failure is not None:
-    st.error(f"Collection failed ({obs.failure.reason}): {obs.failure.detail}\n\n"
-             f"**Fix:** {obs.failure.hint or 'see the README'}")
+    st.error(f"Collection failed ({literal(obs.failure.reason)}): {literal(obs.failure.detail)}"
+             f"\n\n**Fix:** {literal(obs.failure.hint or 'see the README')}")
 for error in obs.probe_errors:
-    st.warning(f"Part of the probe failed: {error}")
+    st.warning(f"Part of the probe failed: {literal(error)}")
 if verdict.flags:
     st.markdown("**Flags:** " + ", ".join(f"`{flag.value}`" for flag in verdict.flags))
 if verdict.cves_open:

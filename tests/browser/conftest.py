@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -30,35 +31,48 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextlib.contextmanager
+def serve_dashboard(data_dir: Path, env: Mapping[str, str] | None = None,
+                    args: Sequence[str] = ()) -> Iterator[str]:
+    """``streamlit run app.py`` on a free loopback port with the store in ``data_dir`` (plus
+    ``env`` and extra command-line ``args``); yields its URL once it answers."""
+    port = _free_port()
+    log_path = data_dir / "streamlit.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true",
+             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false", *args],
+            cwd=ROOT, env={**os.environ, "PROXYLOGON_DATA_DIR": str(data_dir), **(env or {})},
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                        break
+                except OSError as error:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise RuntimeError(f"streamlit did not start: see {log_path}") from error
+                    time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 @pytest.fixture(scope="session")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """The dashboard served from a fresh demo store; yields its URL and data directory."""
     data_dir = tmp_path_factory.mktemp("browser-store")
-    port = _free_port()
-    env = {**os.environ, "PROXYLOGON_DATA_DIR": str(data_dir)}
-    log = (data_dir / "streamlit.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                break
-        except OSError as error:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError(
-                    f"streamlit did not start: see {data_dir / 'streamlit.log'}") from error
-            time.sleep(0.2)
-    yield url, data_dir
-    process.terminate()
-    process.wait(timeout=10)
-    log.close()
+    with serve_dashboard(data_dir) as url:
+        yield url, data_dir
 
 
 @pytest.fixture(scope="session")

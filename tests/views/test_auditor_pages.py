@@ -22,6 +22,7 @@ from compliance.evaluate import assess
 from compliance.models import Host, Observation, Snapshot, Status
 from store import SnapshotStore
 from store.history import diff
+from views.markdown import shown
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOTS = ROOT / "views" / "snapshots.py"
@@ -224,7 +225,7 @@ def test_catalogue_warns_about_a_build_it_does_not_know(store):
     _single(store, "EX-ODD", "15.1.2176.99")
     at = _run(CATALOG)
     (warning,) = at.warning
-    assert "the catalogue does not know: EX-ODD (15.1.2176.99)" in warning.value
+    assert "the catalogue does not know: EX-ODD (15.1.2176.99)" in shown(warning.value)
     assert "compliance/data/builds.csv" in warning.value
     assert list(_table(at, "flags")["flags"]) == ["not_in_catalog"]
     assert not at.success

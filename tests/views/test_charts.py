@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from compliance.models import Status
-from views.charts import STATUS_COLORS, burn_down, status_by_group, status_donut, status_trend
+from views.charts import STATUS_COLORS, burn_down, plain, status_by_group, status_donut, status_trend
 
 
 def test_donut_uses_fixed_order_colours_and_skips_empty_statuses():
@@ -52,3 +52,12 @@ def test_burn_down_draws_the_projection_to_zero():
     assert list(fig.data[0].y) == [20, 10]
     assert list(fig.data[1].y) == [10, 0] and "2026-11-15" in fig.data[1].name
     assert len(burn_down([t0], [5], None).data) == 1
+
+
+def test_group_labels_from_ad_are_shown_as_text_not_markup():
+    hostile = '<a href="https://evil.example">Site</a><b>x</b>'
+    fig = status_by_group([{"g": hostile, "status": "patched"}, {"g": "S&P", "status": "patched"}],
+                          "g", "By site")
+    labels = list(fig.data[0].y)
+    assert "<" not in "".join(labels) and plain(hostile) in labels
+    assert "S&amp;P" in labels  # plotly shows the entity as "&": the text comes out unchanged
