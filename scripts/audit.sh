@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Release step: audit every pinned dependency for known vulnerabilities with pip-audit.
+# constraints.txt pins every package the runtime and the tests install, transitive ones too.
+#
+# It needs a vulnerability service: PyPI's JSON API (the default) or OSV (PIP_AUDIT_SERVICE=osv,
+# optionally PIP_AUDIT_OSV_URL for a mirror). --strict makes a package that could not be audited
+# fail the step: an unreachable service is a failure, never a silent pass.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/pip-audit ] || { echo "run ./test.sh first (it installs pip-audit into .venv)" >&2; exit 2; }
+args=(--requirement constraints.txt --no-deps --disable-pip --strict --progress-spinner off
+      --vulnerability-service "${PIP_AUDIT_SERVICE:-pypi}")
+if [ -n "${PIP_AUDIT_OSV_URL:-}" ]; then args+=(--osv-url "$PIP_AUDIT_OSV_URL"); fi
+exec .venv/bin/pip-audit "${args[@]}" "$@"
