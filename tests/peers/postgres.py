@@ -29,7 +29,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.peers.loopback import free_port
 from tests.peers.process import signal_on_parent_death
 
 HOST = "127.0.0.1"
@@ -85,12 +85,6 @@ def postgres_available() -> bool:
     except KeyError:
         return False
     return True
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _fast_shutdown_with_parent() -> None:

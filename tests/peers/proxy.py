@@ -14,7 +14,7 @@ import socket
 import struct
 import threading
 
-HOST = "127.0.0.1"
+from tests.peers.loopback import HOST, AcceptLoop
 
 
 def _reset(sock: socket.socket) -> None:
@@ -35,22 +35,8 @@ class CuttingProxy:
         self.target_port = target_port
         self.cut_after = cut_after
         self.cuts = 0  # connections reset so far: proves the cut happened mid-answer
-        self._listener = socket.create_server((HOST, 0))
-        self._listener.settimeout(0.2)
-        self.port = int(self._listener.getsockname()[1])
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="cutting-proxy", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+        self._loop = AcceptLoop(self._relay, threaded=True, name="cutting-proxy")
+        self.port = self._loop.port
 
     def _relay(self, client: socket.socket) -> None:
         try:
@@ -81,7 +67,4 @@ class CuttingProxy:
         _reset(server)
 
     def close(self) -> None:
-        self._stopping.set()
-        with contextlib.suppress(OSError):
-            self._listener.close()
-        self._thread.join(timeout=5)
+        self._loop.close()

@@ -41,6 +41,7 @@ from tests.peers.ad_tree import (
     schema_dn,
     service_account_dn,
 )
+from tests.peers.loopback import free_port
 from tests.peers.process import signal_on_parent_death
 from tests.peers.tls import make_tls_files
 
@@ -66,12 +67,6 @@ def find_binary(name: str) -> str | None:
 
 def slapd_available() -> bool:
     return find_binary("slapd") is not None and find_binary("slapadd") is not None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def closed_port() -> int:

@@ -21,7 +21,6 @@ import datetime as dt
 import ipaddress
 import socket
 import ssl
-import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.peers.loopback import AcceptLoop
 
 BACKDATE = dt.timedelta(minutes=5)
 VALIDITY = dt.timedelta(days=1)
@@ -161,35 +162,21 @@ class TlsOnlyServer:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self._context.maximum_version = maximum_version
         self.outcomes: list[str] = []  # per connection: version and bytes received, or error
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self.port = int(self._listener.getsockname()[1])
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="tls-only", daemon=True)
-        self._thread.start()
+        self._loop = AcceptLoop(self._handshake, threaded=False, name="tls-only")
+        self.port = self._loop.port
 
-    def _serve(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            client.settimeout(5)
-            try:
-                with self._context.wrap_socket(client, server_side=True) as wrapped:
-                    received = b""
-                    with contextlib.suppress(OSError):
-                        received = wrapped.recv(65536)  # the client's first request, if any
-                    # "TLSv1.3 +14 bytes": what a client sent after the handshake, e.g. a bind
-                    self.outcomes.append(f"{wrapped.version()} +{len(received)} bytes")
-            except (OSError, ssl.SSLError) as error:
-                self.outcomes.append(f"failed: {error}")
-                client.close()
+    def _handshake(self, client: socket.socket) -> None:
+        client.settimeout(5)
+        try:
+            with self._context.wrap_socket(client, server_side=True) as wrapped:
+                received = b""
+                with contextlib.suppress(OSError):
+                    received = wrapped.recv(65536)  # the client's first request, if any
+                # "TLSv1.3 +14 bytes": what a client sent after the handshake, e.g. a bind
+                self.outcomes.append(f"{wrapped.version()} +{len(received)} bytes")
+        except (OSError, ssl.SSLError) as error:
+            self.outcomes.append(f"failed: {error}")
+            client.close()
 
     def close(self) -> None:
-        self._stopping.set()
-        with contextlib.suppress(OSError):
-            self._listener.close()
-        self._thread.join(timeout=5)
+        self._loop.close()
