@@ -14,18 +14,6 @@ from views.markdown import literal
 st.set_page_config(page_title="ProxyLogon compliance", page_icon=":material/shield:",
                    layout="wide")
 
-try:
-    config = data.settings()
-    data.prepare(config)
-except SettingsError as error:
-    st.error(f"**Configuration error.** {error}. Fix it in `.streamlit/secrets.toml` or the "
-             "environment (see the README, section *Configuration*), then reload.")
-    st.stop()
-except StoreError as error:
-    st.error(f"**The snapshot store cannot be opened.** {error}. Check `[store] url` in "
-             "`.streamlit/secrets.toml` (see the README, section *Configuration*).")
-    st.stop()
-
 secrets = data.secrets()
 if access.auth_configured(secrets):
     if not st.user.is_logged_in:
@@ -52,6 +40,19 @@ else:
         st.stop()
     who = access.Access(True, frozenset(access.ROLES), "local user (dashboard)")
     st.sidebar.caption("Local mode: no sign-in, listening on loopback only.")
+
+# Settings and the store only after sign-in: their errors name the store's host and user.
+try:
+    config = data.settings()
+    data.prepare(config)
+except SettingsError as error:
+    st.error(f"**Configuration error.** {error}. Fix it in `.streamlit/secrets.toml` or the "
+             "environment (see the README, section *Configuration*), then reload.")
+    st.stop()
+except StoreError as error:
+    st.error(f"**The snapshot store cannot be opened.** {error}. Check `[store] url` in "
+             "`.streamlit/secrets.toml` (see the README, section *Configuration*).")
+    st.stop()
 
 if data.is_demo(data.latest(config.store_url)):
     st.badge("Demo data", icon=":material/science:", color="orange",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +14,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+
+from tests.peers.loopback import free_port
+from tests.peers.process import signal_on_parent_death
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "screenshots"
@@ -25,26 +28,25 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve_dashboard(data_dir: Path, env: Mapping[str, str] | None = None,
-                    args: Sequence[str] = ()) -> Iterator[str]:
-    """``streamlit run app.py`` on a free loopback port with the store in ``data_dir`` (plus
-    ``env`` and extra command-line ``args``); yields its URL once it answers."""
-    port = _free_port()
+                    args: Sequence[str] = (), port: int | None = None) -> Iterator[str]:
+    """``streamlit run app.py`` on loopback (``port`` or a free one) with the store in
+    ``data_dir``, plus ``env`` and extra command-line ``args``; yields its URL once it answers.
+    The log is ``data_dir/streamlit.log``."""
+    port = port or free_port()
     log_path = data_dir / "streamlit.log"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # No proxy may see the traffic (Streamlit's httpx client, e.g. for OIDC, honours these).
+    base = {key: value for key, value in os.environ.items() if not key.lower().endswith("_proxy")}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true",
              "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false", *args],
-            cwd=ROOT, env={**os.environ, "PROXYLOGON_DATA_DIR": str(data_dir), **(env or {})},
+            cwd=ROOT, env={**base, "PROXYLOGON_DATA_DIR": str(data_dir), **(env or {})},
             stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal_on_parent_death(signal.SIGTERM),
         )
         try:
             url = f"http://127.0.0.1:{port}"

@@ -45,7 +45,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-HOST = "127.0.0.1"
+from tests.peers.loopback import HOST
+
 CLIENT_ID = "proxylogon-dashboard"
 CLIENT_SECRET = "oidc-peer-client-secret"  # test-only
 CODE_LIFETIME = 60.0

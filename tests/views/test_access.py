@@ -69,6 +69,19 @@ def test_signed_out_users_see_only_the_sign_in(monkeypatch, tmp_path):
     assert not at.metric and not at.dataframe
 
 
+def test_signed_out_users_see_no_configuration_or_store_error(monkeypatch, tmp_path):
+    """Those name the store's host and user: only signed-in users may read them."""
+    monkeypatch.setenv("PROXYLOGON_STORE_URL",
+                       "postgresql+psycopg://svc-store:Dummy-Store-Pass-1@127.0.0.1:1/proxylogon")
+    at = _app(monkeypatch, tmp_path, {"is_logged_in": False})
+    assert [b.label for b in at.button] == ["Sign in"] and not at.error
+    shown = " ".join(m.value for m in at.markdown)
+    assert "svc-store" not in shown and "127.0.0.1" not in shown
+    signed_in = _app(monkeypatch, tmp_path, {"is_logged_in": True, "email": "viewer@example.test"})
+    (error,) = signed_in.error  # the control: the same store, once signed in, is named
+    assert "cannot be opened" in error.value and "Dummy-Store-Pass-1" not in error.value
+
+
 @pytest.mark.parametrize(("email", "allowed", "refused"), [
     ("viewer@example.test", "views/hosts.py", "views/collection.py"),
     ("viewer@example.test", "views/catalog.py", "views/snapshots.py"),
