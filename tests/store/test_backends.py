@@ -80,6 +80,30 @@ def test_a_save_waiting_past_the_lock_timeout_fails_with_nothing_written(any_url
         store.dispose()
 
 
+SQL_HOSTILE = ["EX1'; DROP TABLE results; --", 'EX2" OR "1"="1', "EX3%", "EX_4", "EX5\\'",
+               "EX6') OR ('a'='a"]
+
+
+def test_hostile_host_names_are_stored_and_looked_up_exactly(any_url, shipped_catalog):
+    """Names from AD and probe output reach SQL only as bound parameters."""
+    store = SnapshotStore.open(any_url)
+    try:
+        observations = [Observation(Host(name), NOW, "test", exsetup_version="15.1.2176.9")
+                        for name in [*SQL_HOSTILE, "EX3x", "EXa4"]]
+        snapshot_id = store.save(assess(observations, shipped_catalog, NOW, source="test",
+                                        tool_version="t"))
+        assert [a.observation.host.name for a in store.assessments(snapshot_id)] == [
+            o.host.name for o in observations]
+        for name in SQL_HOSTILE:
+            found = store.assessment(snapshot_id, name)
+            assert found is not None and found.observation.host.name == name
+            assert len(store.host_timeline(name)) == 1  # "EX3%" and "EX_4" match no other host
+        assert store.assessment(snapshot_id, "EX1") is None
+        assert store.verify().ok and len(store.history()) == 1  # every table still there
+    finally:
+        store.dispose()
+
+
 def test_a_store_of_the_previous_schema_upgrades_without_losing_data(any_url, shipped_catalog):
     engine = create_engine(any_url)
     config = Config()
