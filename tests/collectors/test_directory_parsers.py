@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from collectors.directory import (
@@ -235,6 +237,7 @@ def test_ntlm_bind_is_requested_from_ldap3(monkeypatch):
         def __init__(self, server, **kwargs):
             seen.update(kwargs, server=server)
             self.result = {"result": 0}
+            self.socket = SimpleNamespace(version=lambda: "TLSv1.3")  # as after an LDAPS handshake
 
         def open(self):
             return True
