@@ -112,7 +112,8 @@ def _run(args: list[str], peer: WsmanPeer, tmp_path: Path, **kwargs) -> subproce
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-def test_collect_grades_every_host_and_classifies_every_failure(wsman_peer, tmp_path):
+def test_collect_grades_every_host_and_classifies_every_failure(wsman_peer, tmp_path,
+                                                               monkeypatch):
     config, inventory, fleet = _setup(wsman_peer, tmp_path, "C1-")
     db = f"sqlite:///{tmp_path / 'store.db'}"
     wsman_peer.expected_script = compact(probe_script())
@@ -162,25 +163,18 @@ def test_collect_grades_every_host_and_classifies_every_failure(wsman_peer, tmp_
     from streamlit.testing.v1 import AppTest
 
     env = {"PROXYLOGON_STORE_URL": db, "PROXYLOGON_DEMO": "false"}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-        at.run()
-        at.switch_page("views/hosts.py")
-        at.run()
-        assert not at.exception
-        assert not any("Demo data" in m.value for m in at.markdown)
-        table = at.dataframe[0].value
-        shown = dict(zip(table["host"], table["status"], strict=True))
-        assert shown == {name: expected[1] for name, expected in fleet.items()}
-        assert (table["action"].str.len() > 0).all()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("views/hosts.py")
+    at.run()
+    assert not at.exception
+    assert not any("Demo data" in m.value for m in at.markdown)
+    table = at.dataframe[0].value
+    shown = dict(zip(table["host"], table["status"], strict=True))
+    assert shown == {name: expected[1] for name, expected in fleet.items()}
+    assert (table["action"].str.len() > 0).all()
 
 
 def test_sigterm_mid_collection_keeps_the_previous_snapshot_and_saves_nothing(wsman_peer,
