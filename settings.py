@@ -7,6 +7,7 @@ their own.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -77,6 +78,8 @@ def _number(name: str, value: str) -> float:
         number = float(value)
     except ValueError:
         raise SettingsError(f"setting {name!r} must be a number, not {value!r}") from None
+    if not math.isfinite(number):
+        raise SettingsError(f"setting {name!r} must be a finite number, not {value!r}")
     if number <= 0:
         raise SettingsError(f"setting {name!r} must be positive, not {value!r}")
     return number

@@ -74,8 +74,12 @@ _RESULT_HINTS = {
 class DirectoryError(RuntimeError):
     """LDAP discovery failed; says on which server, during what, and what to do."""
 
-    def __init__(self, server: str, operation: str, detail: str, hint: str = ""):
+    def __init__(self, server: str, operation: str, detail: str, hint: str = "",
+                 *, another_server_may_answer: bool = False):
         self.server, self.operation, self.detail, self.hint = server, operation, detail, hint
+        # True for transport failures (the connection died mid-search); False for answers
+        # every DC would give alike (access rights, limits, referrals, configuration).
+        self.another_server_may_answer = another_server_may_answer
         message = f"{server}: {operation} failed: {detail}"
         super().__init__(f"{message}. Fix: {hint}" if hint else message)
 
@@ -334,11 +338,12 @@ MODERN_TLS = ("TLSv1.2", "TLSv1.3")
 
 
 def _tls(config: DirectoryConfig) -> ldap3.Tls:
-    # ldap3 builds its own SSLContext (no hook for minimum_version) and checks the host name
-    # itself after the handshake. The security level refuses TLS < 1.2 in the handshake even
-    # where the system's OpenSSL policy is laxer; _require_modern_tls checks it again.
+    # ldap3 builds an SSLContext(PROTOCOL_TLS_CLIENT): Python's defaults, TLS 1.2 or later
+    # and forward-secret AEAD ciphers (no ``ciphers`` here: OpenSSL's DEFAULT list is weaker).
+    # ldap3 has no setting for the minimum version, so _require_modern_tls checks it again,
+    # and it checks the host name itself after the handshake.
     return ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
-                     ca_certs_file=config.ca_file, ciphers="DEFAULT:@SECLEVEL=2")
+                     ca_certs_file=config.ca_file)
 
 
 def _require_modern_tls(connection: ldap3.Connection, url: str) -> None:
@@ -409,6 +414,10 @@ def _classify(url: str, error: Exception, config: DirectoryConfig) -> DirectoryE
         return DirectoryError(url, "TLS handshake", "the server certificate is not trusted",
                               f"set ca_file to the CA that issued the domain controller's "
                               f"certificate (now: {config.ca_file or 'system default'})")
+    if "PROTOCOL_VERSION" in text or "UNSUPPORTED_PROTOCOL" in text:
+        return DirectoryError(url, "TLS handshake", "the server offers no TLS version this tool "
+                              "accepts (TLS 1.2 or later)",
+                              "enable TLS 1.2 or later on the domain controller")
     if isinstance(error, ldap_errors.LDAPStartTLSError) or "ssl" in text.lower():
         return DirectoryError(url, "TLS handshake", text,
                               "check that the domain controller has a certificate for LDAPS")
@@ -453,7 +462,7 @@ def _search(connection: ldap3.Connection, url: str, base: str, flt: str, scope: 
         except (ldap_errors.LDAPException, OSError) as error:
             raise DirectoryError(url, operation, str(error) or type(error).__name__,
                                  "the connection failed mid-search; try again or another "
-                                 "server") from None
+                                 "server", another_server_may_answer=True) from None
         _check(url, operation, connection)
         for item in connection.response or []:
             if item.get("type") == "searchResRef":
@@ -502,8 +511,10 @@ def discover(config: DirectoryConfig, password: str,
         try:
             return _discover_on(connection, url, config)
         except DirectoryError as error:
-            # Nothing partial is kept: a DC that fails mid-search is skipped like one that
-            # never answered, and the next one is asked for the whole inventory.
+            # Nothing partial is kept: a DC whose connection fails mid-search is skipped like
+            # one that never answered, and the next one is asked for the whole inventory.
+            if not error.another_server_may_answer:
+                raise
             failures.append(error)
             log.warning("%s", error)
         finally:

@@ -3,8 +3,9 @@
 # constraints.txt pins every package the runtime and the tests install, transitive ones too.
 #
 # It needs a vulnerability service: PyPI's JSON API (the default) or OSV (PIP_AUDIT_SERVICE=osv,
-# optionally PIP_AUDIT_OSV_URL for a mirror). --strict makes a package that could not be audited
-# fail the step: an unreachable service is a failure, never a silent pass.
+# optionally PIP_AUDIT_OSV_URL for a mirror). An unreachable service fails the step. --strict
+# makes a package the service has no answer for fail it too: without it, where PyPI's JSON API
+# is missing (as on the machines that run our tests), pip-audit skips every package and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/pip-audit ] || { echo "run ./test.sh first (it installs pip-audit into .venv)" >&2; exit 2; }

@@ -89,6 +89,11 @@ def _dumps(data: Any) -> str:
 DEFAULT_LOCK_TIMEOUT = 30.0
 
 
+def _milliseconds(seconds: float) -> int:
+    # 0 means "wait forever" to both databases: never round a short timeout down to it.
+    return max(1, round(seconds * 1000))
+
+
 def _sqlite_pragmas(lock_timeout: float) -> Callable[[Any, Any], None]:
     def enable(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
@@ -96,9 +101,21 @@ def _sqlite_pragmas(lock_timeout: float) -> Callable[[Any, Any], None]:
         # half-written snapshot because each save is one transaction.
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
+        cursor.execute(f"PRAGMA busy_timeout={_milliseconds(lock_timeout)}")
         cursor.close()
     return enable
+
+
+def _postgres_lock_timeout(lock_timeout: float) -> Callable[[Any, Any], None]:
+    def apply(dbapi_connection: Any, _record: Any) -> None:
+        # A session setting, not connect_args: those would replace the URL's own ``options``
+        # (a search_path, say). Autocommit, so no rollback of the first transaction undoes it.
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET lock_timeout = {_milliseconds(lock_timeout)}")
+        dbapi_connection.autocommit = autocommit
+    return apply
 
 
 def _migrate(connection: Connection) -> None:
@@ -134,11 +151,11 @@ class SnapshotStore:
             ):
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             backend = parsed.get_backend_name()
-            connect_args = ({"options": f"-c lock_timeout={int(lock_timeout * 1000)}"}
-                            if backend == "postgresql" else {})
-            engine = create_engine(url, connect_args=connect_args)
+            engine = create_engine(url)
             if backend == "sqlite":
                 event.listen(engine, "connect", _sqlite_pragmas(lock_timeout))
+            elif backend == "postgresql":
+                event.listen(engine, "connect", _postgres_lock_timeout(lock_timeout))
             with engine.begin() as conn:
                 if "meta" in inspect(conn).get_table_names():
                     existing = conn.execute(

@@ -40,6 +40,8 @@ def test_data_dir_setting_moves_the_sqlite_file():
         pytest.param({"PROXYLOGON_MAX_AGE_DAYS": "soon"}, "max_age_days", id="age-not-number"),
         pytest.param({"PROXYLOGON_MAX_AGE_DAYS": "0"}, "max_age_days", id="age-zero"),
         pytest.param({"PROXYLOGON_LOCK_TIMEOUT": "-1"}, "lock_timeout", id="lock-negative"),
+        pytest.param({"PROXYLOGON_LOCK_TIMEOUT": "inf"}, "lock_timeout", id="lock-infinite"),
+        pytest.param({"PROXYLOGON_MAX_AGE_DAYS": "nan"}, "max_age_days", id="age-nan"),
     ],
 )
 def test_bad_values_name_the_setting(env, named):

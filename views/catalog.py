@@ -20,7 +20,7 @@ st.caption(f"Catalogue version **{catalog.version}** (newest release {catalog.ne
            f"{advisory.id} v{advisory.version} · every snapshot records both versions")
 if latest is not None and latest.catalog_version != catalog.version:
     st.info(f"The latest snapshot (#{latest.id}) was judged by catalogue "
-            f"{latest.catalog_version}; this is catalogue {catalog.version}. The Snapshots "
+            f"{literal(latest.catalog_version)}; this is catalogue {catalog.version}. The Snapshots "
             "page shows where today's catalogue would judge differently.")
 
 st.subheader("Builds seen in the latest snapshot")

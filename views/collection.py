@@ -67,8 +67,9 @@ else:
     for reason, failed in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
         with st.expander(f"**{literal(reason)}**: {len(failed)} "
                          f"host{'s' if len(failed) > 1 else ''}"):
-            hint = HINTS.get(reason) or next((f.hint for _, f in failed if f.hint), "")
-            st.markdown(f"**Fix:** {literal(hint or 'no hint recorded')}")
+            # Our own hints are Markdown (commands in backticks); a stored one is not trusted.
+            stored = next((f.hint for _, f in failed if f.hint), "")
+            st.markdown(f"**Fix:** {HINTS.get(reason) or literal(stored or 'no hint recorded')}")
             st.dataframe(pd.DataFrame([{"host": host, "detail": f.detail} for host, f in failed]),
                          hide_index=True)
 
@@ -145,7 +146,8 @@ if st.button("Import", key="import_now", icon=":material/upload:", disabled=not 
                                            who=str(st.session_state.get("who", "dashboard user")))
     except StoreError as error:
         result = None
-        st.error(f"**Import failed.** {error}")
+        st.session_state.pop("import_outcome", None)  # an older import's success is not this one's
+        st.error(f"**Import failed.** {literal(error)}")
     finally:
         store.dispose()
     if result is not None:

@@ -10,6 +10,7 @@ import streamlit as st
 from settings import Settings
 from store import SnapshotInfo
 from views import data
+from views.markdown import literal
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ def snapshot_caption(ctx: PageContext) -> None:
     snap = ctx.snapshot
     st.caption(
         f"As of **{snap.taken_at:%Y-%m-%d %H:%M} UTC** ({age_text(snap.taken_at)}) · snapshot "
-        f"#{snap.id} · {snap.host_count} hosts · catalogue {snap.catalog_version} · advisory "
-        f"{snap.advisory_id} v{snap.advisory_version}"
+        f"#{snap.id} · {snap.host_count} hosts · catalogue {literal(snap.catalog_version)} · "
+        f"advisory {literal(snap.advisory_id)} v{literal(snap.advisory_version)}"
     )
     if datetime.now(UTC) - snap.taken_at > ctx.config.max_age:
         st.warning(f"The latest snapshot is older than {ctx.config.max_age.days} days: its "

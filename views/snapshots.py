@@ -9,6 +9,7 @@ import streamlit as st
 
 from store.export import to_csv
 from views import charts, data
+from views.markdown import literal
 from views.page import current, snapshot_caption
 
 ctx = current()
@@ -30,8 +31,8 @@ def _pruned_note(snapshot_id: int) -> str:
 
 st.subheader("Chain of snapshots")
 head = max(ctx.history, key=lambda s: s.sequence)
-st.markdown(f"Head digest (chain position {head.sequence}, snapshot #{head.id}): "
-            f"`{head.hash}`")
+st.markdown(f"Head digest (chain position {head.sequence}, snapshot #{head.id}):")
+st.code(head.hash, language=None)  # st.code shows stored text as it is, never as Markdown
 if st.button("Verify the chain", key="verify", icon=":material/verified:",
              help="Recompute every snapshot's digest and every link, like "
                   "`python -m store verify`."):
@@ -44,8 +45,9 @@ if st.session_state.get("chain_checked"):
         st.success(f"{report.checked} snapshots, every digest and link verified.{pruned}")
     else:
         lines = [
-            f"- snapshot #{p.snapshot_id} (chain position {p.sequence}): {p.message}"
-            if p.snapshot_id is not None else f"- chain head: {p.message}"
+            # The messages quote stored values, which whoever tampered with the store chose.
+            f"- snapshot #{p.snapshot_id} (chain position {p.sequence}): {literal(p.message)}"
+            if p.snapshot_id is not None else f"- chain head: {literal(p.message)}"
             for p in report.problems
         ]
         st.error(f"**The chain does not verify**: {len(report.problems)} problem(s) in "
@@ -106,9 +108,9 @@ if in_force is None:
     st.info(f"No snapshot was in force on {as_of_date:%Y-%m-%d}: the first one was taken "
             f"{first.taken_at:%Y-%m-%d %H:%M} UTC.")
 else:
-    st.markdown(f"In force at the end of {as_of_date:%Y-%m-%d}: **{_label(in_force.id)}**, "
-                f"judged by catalogue {in_force.catalog_version} and advisory "
-                f"{in_force.advisory_id} v{in_force.advisory_version}.")
+    st.markdown(f"In force at the end of {as_of_date:%Y-%m-%d}: **{literal(_label(in_force.id))}**, "
+                f"judged by catalogue {literal(in_force.catalog_version)} and advisory "
+                f"{literal(in_force.advisory_id)} v{literal(in_force.advisory_version)}.")
     figures = [("Hosts", in_force.host_count)] + [
         (charts.STATUS_LABELS[s], in_force.counts.get(s.value, 0)) for s in charts.STATUS_ORDER]
     for column, (label, value) in zip(st.columns(len(figures)), figures, strict=True):

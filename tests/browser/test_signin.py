@@ -20,6 +20,7 @@ import pytest
 
 from tests.peers.loopback import free_port
 from tests.peers.oidc import OidcPeer, start_oidc
+from views.markdown import UNLINK
 
 from .conftest import screenshot, serve_dashboard, wait_idle
 
@@ -80,7 +81,7 @@ def main(page: Any) -> Any:
 
 def text_of(locator: Any) -> str:
     """What a reader sees: the app breaks autolinks with a zero-width space after "@" (views/markdown.py)."""
-    return str(locator.inner_text()).replace("\u200b", "")
+    return str(locator.inner_text()).replace(UNLINK, "")
 
 
 def nav_links(page: Any) -> list[str]:

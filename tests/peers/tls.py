@@ -150,11 +150,16 @@ class TlsOnlyServer:
 
     ``maximum_version=ssl.TLSVersion.TLSv1_1`` makes a server that only speaks TLS 1.0/1.1;
     OpenSSL 3 needs security level 0 for those, which is set here on the server side only.
+    ``ciphers`` makes a TLS 1.2 server that offers only those suites.
     """
 
-    def __init__(self, files: TlsFiles, maximum_version: ssl.TLSVersion | None = None) -> None:
+    def __init__(self, files: TlsFiles, maximum_version: ssl.TLSVersion | None = None,
+                 ciphers: str | None = None) -> None:
         self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._context.load_cert_chain(files.cert_file, files.key_file)
+        if ciphers is not None:  # TLS 1.2 only: TLS 1.3 suites cannot be narrowed this way
+            self._context.set_ciphers(ciphers)
+            self._context.maximum_version = ssl.TLSVersion.TLSv1_2
         if maximum_version is not None:
             self._context.set_ciphers("DEFAULT:@SECLEVEL=0")
             self._context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED

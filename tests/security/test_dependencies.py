@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers.loopback import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 PIN = re.compile(r"^([A-Za-z0-9._-]+)(\[[a-z,]+\])?==([A-Za-z0-9.+!-]+)$")
 UNPINNED_TOOLS = {"pip", "setuptools", "wheel"}  # the venv's own installers, not ours
@@ -133,5 +135,6 @@ def test_the_audit_step_passes_when_no_pinned_package_has_an_advisory(osv):
 
 
 def test_the_audit_step_fails_when_the_service_cannot_be_reached():
-    done = _audit("http://127.0.0.1:9/v1/query")  # discard port: nothing listens
-    assert done.returncode != 0
+    done = _audit(f"http://127.0.0.1:{free_port()}/v1/query")  # nothing listens there
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Connection refused" in done.stderr

@@ -159,6 +159,18 @@ def test_a_search_cut_on_one_domain_controller_is_redone_on_the_next(slapd_bulk,
     assert any(dying in record.getMessage() for record in caplog.records)
 
 
+def test_an_answer_every_domain_controller_would_give_is_not_retried_elsewhere(slapd_bulk):
+    """Only a failed connection moves on to the next DC: a wrong base is named as it is."""
+    config = DirectoryConfig(servers=(slapd_bulk.ldaps_url, slapd_bulk.ldap_url),
+                             bind_user=slapd_bulk.service_dn, ca_file=str(slapd_bulk.ca_file),
+                             base="CN=Configuration,DC=nowhere,DC=example", connect_timeout=3.0,
+                             timeout=10.0)
+    with pytest.raises(DirectoryError) as caught:
+        discover(config, slapd_bulk.service_password)
+    assert caught.value.server == slapd_bulk.ldaps_url
+    assert caught.value.operation.startswith("search of CN=Microsoft Exchange")
+
+
 def test_collect_with_its_directory_dying_mid_search_keeps_the_previous_snapshot(slapd_bulk, tmp_path):
     db = f"sqlite:///{tmp_path / 'store.db'}"
     store = SnapshotStore.open(db)

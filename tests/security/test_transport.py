@@ -48,19 +48,24 @@ def _winrm(files: TlsFiles) -> WinrmConfig:
                        deadline_seconds=10, read_timeout_seconds=3, retries=0)
 
 
-def _serve(files: TlsFiles, maximum: ssl.TLSVersion | None = None) -> TlsOnlyServer:
-    return TlsOnlyServer(files, maximum_version=maximum)
+# Forward secret but CBC with SHA-1: OpenSSL's DEFAULT list takes it, Python's default does not.
+WEAK_CIPHER = "ECDHE-ECDSA-AES128-SHA"
+
+
+def _serve(files: TlsFiles, maximum: ssl.TLSVersion | None = None,
+           ciphers: str | None = None) -> TlsOnlyServer:
+    return TlsOnlyServer(files, maximum_version=maximum, ciphers=ciphers)
 
 
 def _old_client_handshake(files: TlsFiles, port: int) -> str:
-    """What a lax client negotiates with the server: proves the server really speaks TLS 1.1."""
+    """What a lax client negotiates with the server: proves the server really speaks that."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(files.ca_file)
     context.set_ciphers("DEFAULT:@SECLEVEL=0")
     context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
     with context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5),
                              server_hostname="127.0.0.1") as wrapped:
-        return str(wrapped.version())
+        return f"{wrapped.version()} {wrapped.cipher()[0]}"
 
 
 def _wait_outcomes(server: TlsOnlyServer, count: int) -> list[str]:
@@ -85,13 +90,26 @@ def test_ldap_refuses_a_server_that_only_speaks_tls_1_1(loopback_tls):
     server = _serve(loopback_tls, TLS_1_1)
     url = f"ldaps://127.0.0.1:{server.port}"
     try:
-        assert _old_client_handshake(loopback_tls, server.port) == "TLSv1.1"
+        assert _old_client_handshake(loopback_tls, server.port).startswith("TLSv1.1 ")
         with pytest.raises(DirectoryError) as caught:
             open_connection(_ldap(loopback_tls), url, PASSWORD)
     finally:
         outcomes = _wait_outcomes(server, 2)
     assert caught.value.server == url and caught.value.operation == "TLS handshake"
+    assert "TLS 1.2 or later" in str(caught.value)
     assert outcomes[1].startswith("failed:")  # no session, so no bind was ever sent
+
+
+def test_ldap_refuses_a_server_that_only_offers_a_weak_cipher(loopback_tls):
+    server = _serve(loopback_tls, ciphers=WEAK_CIPHER)
+    try:
+        assert _old_client_handshake(loopback_tls, server.port) == f"TLSv1.2 {WEAK_CIPHER}"
+        with pytest.raises(DirectoryError) as caught:
+            open_connection(_ldap(loopback_tls), f"ldaps://127.0.0.1:{server.port}", PASSWORD)
+    finally:
+        outcomes = _wait_outcomes(server, 2)
+    assert caught.value.operation == "TLS handshake"
+    assert outcomes[1].startswith("failed:")
 
 
 def test_ldap_refuses_a_certificate_for_another_host(elsewhere_tls):
@@ -131,13 +149,24 @@ def _probe(files: TlsFiles, port: int):
 def test_winrm_refuses_a_server_that_only_speaks_tls_1_1(loopback_tls):
     server = _serve(loopback_tls, TLS_1_1)
     try:
-        assert _old_client_handshake(loopback_tls, server.port) == "TLSv1.1"
+        assert _old_client_handshake(loopback_tls, server.port).startswith("TLSv1.1 ")
         observation = _probe(loopback_tls, server.port)
     finally:
         outcomes = _wait_outcomes(server, 2)
     assert observation.failure is not None and observation.failure.reason == "tls"
     assert outcomes[1].startswith("failed:")
     assert PASSWORD not in observation.failure.detail
+
+
+def test_winrm_refuses_a_server_that_only_offers_a_weak_cipher(loopback_tls):
+    server = _serve(loopback_tls, ciphers=WEAK_CIPHER)
+    try:
+        assert _old_client_handshake(loopback_tls, server.port) == f"TLSv1.2 {WEAK_CIPHER}"
+        observation = _probe(loopback_tls, server.port)
+    finally:
+        outcomes = _wait_outcomes(server, 2)
+    assert observation.failure is not None and observation.failure.reason == "tls"
+    assert outcomes[1].startswith("failed:")
 
 
 def test_winrm_refuses_a_certificate_for_another_host(elsewhere_tls):

@@ -80,6 +80,27 @@ def test_a_save_waiting_past_the_lock_timeout_fails_with_nothing_written(any_url
         store.dispose()
 
 
+def test_postgres_lock_timeout_keeps_the_urls_own_options(postgres_url, shipped_catalog):
+    """``lock_timeout`` is a session setting: a search_path in the URL's options survives."""
+    setup = create_engine(postgres_url)
+    with setup.begin() as conn:
+        conn.execute(text("CREATE SCHEMA compliance"))
+    setup.dispose()
+    store = SnapshotStore.open(f"{postgres_url}?options=-csearch_path%3Dcompliance",
+                               lock_timeout=0.25)
+    try:
+        store.save(_snapshot(shipped_catalog, NOW))
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SHOW lock_timeout")).scalar() == "250ms"
+            assert conn.execute(text("SHOW search_path")).scalar() == "compliance"
+            schemas = set(conn.execute(text(
+                "SELECT table_schema FROM information_schema.tables "
+                "WHERE table_name = 'snapshots'")).scalars())
+        assert schemas == {"compliance"}
+    finally:
+        store.dispose()
+
+
 SQL_HOSTILE = ["EX1'; DROP TABLE results; --", 'EX2" OR "1"="1', "EX3%", "EX_4", "EX5\\'",
                "EX6') OR ('a'='a"]
 
