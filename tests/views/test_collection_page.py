@@ -6,6 +6,7 @@ registry (both keyed by the URL) do not leak between tests.
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -258,3 +259,29 @@ def test_upload_of_only_broken_files_imports_nothing(monkeypatch, tmp_path):
     assert "Rejected bad.json: not JSON" in _texts(at.error)
     assert "Nothing was imported" in _texts(at.warning)
     assert "No snapshot yet" in _texts(at.info)
+
+
+def test_an_import_into_a_locked_store_says_so_and_keeps_no_old_success(monkeypatch, tmp_path):
+    at = _page(monkeypatch, tmp_path)
+    monkeypatch.setenv("PROXYLOGON_LOCK_TIMEOUT", "0.3")
+    at.run()
+    good = dumps(probe_document("UP-EX01", "15.1.2176.9", collected_at=_now())).encode()
+    at.file_uploader(key="import_files").set_value(("UP-EX01.json", good, "application/json")).run()
+    at.button(key="import_now").click().run()
+    assert "Imported: snapshot #1" in _texts(at.success)
+
+    holder = sqlite3.connect(tmp_path / "compliance.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the store
+    try:
+        at.button(key="import_now").click().run()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert not at.exception, at.exception
+    assert "Import failed" in _texts(at.error) and "database is locked" in _texts(at.error)
+    assert "Imported:" not in _texts(at.success)  # the first import's success is not repeated
+    store = SnapshotStore.open(_url(tmp_path))
+    try:
+        assert len(store.history()) == 1 and store.verify().ok
+    finally:
+        store.dispose()
