@@ -362,7 +362,7 @@ def probe_all(targets: Sequence[Target], config: WinrmConfig, password: str,
 
     pywinrm costs about 10 ms of CPU per host (TLS, NTLM, XML), so one Python process tops out
     near 100 hosts a second. With ``config.processes`` other than 1, a fleet larger than the
-    concurrency is split over that many forked processes (0: one per CPU), which share the
+    concurrency is split over that many spawned processes (0: one per CPU), which share the
     concurrency.
     """
     wanted = config.processes if config.processes > 0 else (os.cpu_count() or 1)
@@ -371,7 +371,10 @@ def probe_all(targets: Sequence[Target], config: WinrmConfig, password: str,
         return _probe_threads(targets, config, password, progress, stop)
     shards = [list(range(i, len(targets), processes)) for i in range(processes)]
     share = replace(config, concurrency=max(1, config.concurrency // processes), processes=1)
-    context = multiprocessing.get_context("fork")  # no re-import: the workers start at once
+    # Spawn, never fork: a fork copies locks other threads hold at that instant (OpenSSL's,
+    # urllib3's, logging's), and a worker that needs one waits forever. Seen once in CI, where
+    # a TLS server thread shared the process; each worker now costs a fresh import (~0.4 s).
+    context = multiprocessing.get_context("spawn")
     events = context.Queue()
     shared_stop = context.Event()
     workers = [context.Process(target=_shard_main, daemon=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from datetime import UTC, datetime
 
@@ -114,7 +115,13 @@ def test_probe_all_keeps_order_and_reports_progress(wsman_peer):
     assert ticks == [False] * 6
 
 
-def test_probe_all_over_two_processes(wsman_peer):
+def test_probe_all_over_two_processes(wsman_peer, monkeypatch):
+    # Workers are spawned, never forked: this test process runs the peer's TLS server threads,
+    # and a fork taken while one of them held a lock once hung a whole shard in CI.
+    started_with: list[str | None] = []
+    real_context = multiprocessing.get_context
+    monkeypatch.setattr(multiprocessing, "get_context",
+                        lambda method=None: started_with.append(method) or real_context(method))
     names = [f"R-PROC-{i}" for i in range(8)]
     for name in names:
         wsman_peer.set_host(name, _document(name))
@@ -125,8 +132,9 @@ def test_probe_all_over_two_processes(wsman_peer):
                         _config(wsman_peer, concurrency=2, processes=2), wsman_peer.password,
                         progress=ticks.append)
     assert [o.host.name for o in results] == names
-    assert sorted(ticks) == [False] * 8 + [True]
+    assert sorted(ticks) == [False] * 8 + [True], [(o.host.name, o.failure) for o in results]
     assert results[-1].failure is not None and results[-1].failure.reason == "access_denied"
+    assert started_with == ["spawn"]
 
 
 def test_endpoint_defaults_to_https_5986_on_the_fqdn():
