@@ -37,6 +37,7 @@ from collectors.config import (
 from collectors.directory import DirectoryError, DirectoryServer, discover
 from collectors.inventory import InventoryEntry, InventoryError, load_inventory
 from collectors.job import JobError, collect, import_documents, run_lock
+from collectors.remote import WorkerDied
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
 from settings import SettingsError, load_settings
@@ -144,6 +145,9 @@ def _collect(args: argparse.Namespace, stderr: TextIO) -> int:
         return 3 if "another collection" in str(error) else 1
     except (DirectoryError, StoreError) as error:
         stderr.write(f"error: {error}\n")
+        return 1
+    except WorkerDied as error:
+        stderr.write(f"error: {error}. Nothing was saved; the previous snapshots are intact\n")
         return 1
     except (InterruptedError, KeyboardInterrupt):
         stderr.write("interrupted: nothing was saved; the previous snapshots are intact\n")

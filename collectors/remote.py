@@ -92,6 +92,22 @@ class ConfigError(ValueError):
     """The WinRM settings cannot be used as given."""
 
 
+class WorkerDied(RuntimeError):
+    """A probe worker process ended without its results; the whole run is void."""
+
+    def __init__(self, number: int, exitcode: int | None):
+        if exitcode is not None and exitcode < 0:
+            try:
+                how = f"killed by {signal.Signals(-exitcode).name}"
+            except ValueError:
+                how = f"killed by signal {-exitcode}"
+        else:
+            how = f"exit code {exitcode}"
+        super().__init__(f"probe worker process {number} ended without its results ({how}); "
+                         "run the collection again, or set [winrm] processes = 1 to probe in "
+                         "one process")
+
+
 def endpoint(host: Host, config: WinrmConfig, override: str | None = None) -> str:
     if override:
         return override
@@ -394,8 +410,7 @@ def probe_all(targets: Sequence[Target], config: WinrmConfig, password: str,
             except queue.Empty:
                 dead = [n for n, w in enumerate(workers) if not w.is_alive() and n not in finished]
                 if dead and events.empty():
-                    raise RuntimeError(f"probe worker process {dead[0]} died "
-                                       f"(exit code {workers[dead[0]].exitcode})") from None
+                    raise WorkerDied(dead[0], workers[dead[0]].exitcode) from None
                 continue
             if kind == "tick":
                 if progress:

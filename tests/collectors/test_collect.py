@@ -177,35 +177,73 @@ def test_collect_grades_every_host_and_classifies_every_failure(wsman_peer, tmp_
     assert (table["action"].str.len() > 0).all()
 
 
-def test_sigterm_mid_collection_keeps_the_previous_snapshot_and_saves_nothing(wsman_peer,
-                                                                               tmp_path):
+def _slow_collection(peer: WsmanPeer, tmp_path: Path, prefix: str,
+                     winrm_extra: str = "") -> tuple[str, subprocess.Popen[str]]:
+    """A store holding one earlier snapshot, and ``collect`` started on 20 slow hosts."""
     db = f"sqlite:///{tmp_path / 'store.db'}"
     store = SnapshotStore.open(db)
     previous = assess([Observation(Host("OLD"), datetime.now(UTC), "test",
                                    exsetup_version="15.1.2176.9")],
                       load_catalog(), datetime.now(UTC), source="test", tool_version="t")
     store.save(previous)
+    store.dispose()
     lines = ["name,winrm_url"]
     for i in range(20):
-        name = f"SIG-{i:02d}"
-        wsman_peer.set_host(name, HostBehavior(stdout=dumps(probe_document(
+        name = f"{prefix}{i:02d}"
+        peer.set_host(name, HostBehavior(stdout=dumps(probe_document(
             name, "15.1.2176.9", collected_at=_now())), latency=3.0))
-        lines.append(f"{name},{wsman_peer.url(name)}")
+        lines.append(f"{name},{peer.url(name)}")
     inventory = tmp_path / "hosts.csv"
     inventory.write_text("\n".join(lines) + "\n")
     config = tmp_path / "collection.toml"
-    config.write_text("[winrm]\n" f'username = "{wsman_peer.username.replace(chr(92), chr(92) * 2)}"\n'
-                      f'ca_file = "{wsman_peer.ca_file}"\nconcurrency = 4\n')
+    config.write_text("[winrm]\n" f'username = "{peer.username.replace(chr(92), chr(92) * 2)}"\n'
+                      f'ca_file = "{peer.ca_file}"\nconcurrency = 4\n{winrm_extra}')
     process = _run(["collect", "--config", str(config), "--inventory", str(inventory), "--db", db,
-                    "--secrets", str(tmp_path / "none.toml")], wsman_peer, tmp_path)
+                    "--secrets", str(tmp_path / "none.toml")], peer, tmp_path)
+    return db, process
+
+
+def _only_the_earlier_snapshot(db: str) -> bool:
+    store = SnapshotStore.open(db)
+    try:
+        listed = store.history()
+        return len(listed) == 1 and listed[0].host_count == 1 and store.verify().ok
+    finally:
+        store.dispose()
+
+
+def test_sigterm_mid_collection_keeps_the_previous_snapshot_and_saves_nothing(wsman_peer,
+                                                                               tmp_path):
+    db, process = _slow_collection(wsman_peer, tmp_path, "SIG-")
     time.sleep(2.0)
     process.send_signal(signal.SIGTERM)
     _out, err = process.communicate(timeout=60)
     assert process.returncode == 1, err
     assert "nothing was saved" in err
-    listed = store.history()
-    assert len(listed) == 1 and listed[0].host_count == 1
-    store.dispose()
+    assert _only_the_earlier_snapshot(db)
+
+
+def _workers(pid: int) -> list[int]:
+    """The probe worker processes of ``pid`` (not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children
+            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def test_a_probe_worker_killed_mid_collection_voids_the_run_with_a_message(wsman_peer, tmp_path):
+    db, process = _slow_collection(wsman_peer, tmp_path, "KILL-", "processes = 2\n")
+    deadline = time.monotonic() + 30
+    while len(workers := _workers(process.pid)) < 2:
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    time.sleep(1.0)  # both are probing now
+    os.kill(workers[0], signal.SIGKILL)
+    _out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err
+    assert "probe worker process" in err and "killed by SIGKILL" in err, err
+    assert "Nothing was saved" in err and "Traceback" not in err, err
+    assert _only_the_earlier_snapshot(db)
+    assert not Path(f"/proc/{workers[1]}").exists()  # the other worker did not outlive the run
 
 
 def test_import_keeps_good_documents_and_names_bad_ones(tmp_path):
