@@ -10,7 +10,7 @@ or, once for the whole suite, ``pytest_plugins = ["tests.peers.fixtures"]`` in t
 facts each one carries); ``slapd_bulk`` serves ``ad_tree.bulk_fleet(5000)`` (15000 entries of
 class msExchExchangeServer including the transport sub-objects). Each runs in its own temp dir
 and is stopped when the session ends. The same peer is shared by every conftest that imports
-these fixtures (importing them in two conftests registers them twice; the cache below keeps it
+these fixtures (importing them in two conftests registers them twice; tests/peers/shared.py keeps it
 at one slapd per fleet per session). Without slapd on the machine they skip (developer machines
 only: ./test.sh installs slapd and ldap-utils, and in CI a skip fails the run).
 """
@@ -22,9 +22,8 @@ from collections.abc import Callable
 import pytest
 
 from tests.peers.ad_tree import BULK_STANDARD_SIZE, ad_ldif, bulk_fleet, standard_fleet
+from tests.peers.shared import session_peer
 from tests.peers.slapd import SlapdPeer, slapd_available, start_slapd
-
-_PEERS: dict[tuple[int, str], SlapdPeer] = {}
 
 
 def require_slapd() -> None:
@@ -35,18 +34,8 @@ def require_slapd() -> None:
 def _shared_peer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str,
                  make_ldif: Callable[[], str]) -> SlapdPeer:
     require_slapd()
-    key = (id(request.session), name)
-    peer = _PEERS.get(key)
-    if peer is None or peer.process.poll() is not None:
-        peer = start_slapd(tmp_path_factory.mktemp(name), make_ldif())
-        _PEERS[key] = peer
-
-        def stop() -> None:
-            peer.stop()
-            _PEERS.pop(key, None)
-
-        request.config.add_cleanup(stop)  # after the whole session, whichever conftest asked first
-    return peer
+    return session_peer(request, name, lambda: start_slapd(tmp_path_factory.mktemp(name), make_ldif()),
+                        alive=lambda peer: peer.process.poll() is None)
 
 
 @pytest.fixture(scope="session")

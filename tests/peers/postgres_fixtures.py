@@ -22,8 +22,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.peers.postgres import PostgresPeer, postgres_available, start_postgres
+from tests.peers.shared import session_peer
 
-_PEERS: dict[int, PostgresPeer] = {}
 _COUNTER = itertools.count(1)
 
 
@@ -36,18 +36,8 @@ def require_postgres() -> None:
 @pytest.fixture(scope="session")
 def postgres_peer(request: pytest.FixtureRequest) -> PostgresPeer:
     require_postgres()
-    key = id(request.session)
-    peer = _PEERS.get(key)
-    if peer is None or not peer.running():
-        peer = start_postgres("pgpeer")
-        _PEERS[key] = peer
-
-        def stop() -> None:
-            peer.stop()
-            _PEERS.pop(key, None)
-
-        request.config.add_cleanup(stop)  # after the whole session, whichever conftest asked first
-    return peer
+    return session_peer(request, "postgres", lambda: start_postgres("pgpeer"),
+                        alive=lambda peer: peer.running())
 
 
 @pytest.fixture

@@ -12,22 +12,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.peers.shared import session_peer
 from tests.peers.wsman import WsmanPeer, start_wsman
-
-_PEERS: dict[int, WsmanPeer] = {}
 
 
 @pytest.fixture(scope="session")
 def wsman_peer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> WsmanPeer:
-    key = id(request.session)
-    peer = _PEERS.get(key)
-    if peer is None:
-        peer = start_wsman(tmp_path_factory.mktemp("wsman"))
-        _PEERS[key] = peer
-
-        def stop() -> None:
-            peer.stop()
-            _PEERS.pop(key, None)
-
-        request.config.add_cleanup(stop)
-    return peer
+    return session_peer(request, "wsman", lambda: start_wsman(tmp_path_factory.mktemp("wsman")))
