@@ -250,8 +250,8 @@ def collection_job(plan: CollectionPlan, *, secrets_path: Path | None, environ: 
             winrm_secret = winrm_password(secrets, environ)
             store = open_store()
             stack.callback(store.dispose)
-            # One process: no worker interpreters started under the web server (spawning them
-            # would re-run its launcher); a single process still probes about 100 hosts a second.
+            # One process: worker processes started under the web server are not tested, and a
+            # single process still probes about 100 hosts a second.
             result = collect_fn(store=store, catalog=catalog, policy=policy,
                                 winrm=replace(plan.winrm, processes=1),
                                 winrm_password=winrm_secret, directory=plan.config.directory,

@@ -388,8 +388,9 @@ def probe_all(targets: Sequence[Target], config: WinrmConfig, password: str,
     shards = [list(range(i, len(targets), processes)) for i in range(processes)]
     share = replace(config, concurrency=max(1, config.concurrency // processes), processes=1)
     # Spawn, never fork: a fork copies locks other threads hold at that instant (OpenSSL's,
-    # urllib3's, logging's), and a worker that needs one waits forever. Seen once in CI, where
-    # a TLS server thread shared the process; each worker now costs a fresh import (~0.4 s).
+    # urllib3's, an import's), and a worker that needs one waits forever. That most likely hung
+    # a shard once in CI, where TLS server threads shared the process. Each worker pays a fresh
+    # import instead (~0.4 s).
     context = multiprocessing.get_context("spawn")
     events = context.Queue()
     shared_stop = context.Event()

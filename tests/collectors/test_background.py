@@ -222,7 +222,7 @@ def test_the_job_resolves_secrets_takes_the_lock_and_reports_progress(tmp_path):
     assert (state.total, state.done, state.failed) == (2, 2, 1)
     (call,) = collect.calls
     assert call["winrm_password"] == "winrm-secret" and call["ldap_password"] == "ldap-secret"
-    assert call["winrm"].processes == 1  # no worker interpreters under the web server
+    assert call["winrm"].processes == 1  # no worker processes under the web server
     assert call["store"] is store and store.disposed
     assert [e.name for e in call["inventory"]] == ["EX01", "EX02"]
     assert call["stop"] is not None

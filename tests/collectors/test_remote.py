@@ -117,7 +117,7 @@ def test_probe_all_keeps_order_and_reports_progress(wsman_peer):
 
 def test_probe_all_over_two_processes(wsman_peer, monkeypatch):
     # Workers are spawned, never forked: this test process runs the peer's TLS server threads,
-    # and a fork taken while one of them held a lock once hung a whole shard in CI.
+    # and a fork taken while one of them held a lock most likely hung a whole shard once in CI.
     started_with: list[str | None] = []
     real_context = multiprocessing.get_context
     monkeypatch.setattr(multiprocessing, "get_context",
