@@ -12,9 +12,7 @@ from __future__ import annotations
 import base64
 import logging
 import math
-import multiprocessing
 import os
-import queue
 import signal
 import socket
 import ssl
@@ -22,9 +20,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -285,7 +282,7 @@ def probe_host(target: Target, config: WinrmConfig, password: str, script: str |
 ProgressCallback = Callable[[bool], None]
 
 
-def _probe_threads(targets: Sequence[Target], config: WinrmConfig, password: str,
+def probe_in_threads(targets: Sequence[Target], config: WinrmConfig, password: str,
                    progress: ProgressCallback | None = None,
                    stop: threading.Event | None = None) -> list[Observation]:
     """Probe every target with ``config.concurrency`` threads; results in the targets' order.
@@ -346,31 +343,6 @@ def _probe_threads(targets: Sequence[Target], config: WinrmConfig, password: str
     return [results[i] for i in range(len(targets))]
 
 
-def _shard_main(targets: Sequence[Target], config: WinrmConfig, password: str,
-                events: Any, stop: Any, shard: int) -> None:
-    """One process's share: its own threads; progress and results go back through ``events``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    local_stop = threading.Event()
-
-    def watch() -> None:
-        # Poll, never wait(): a process that exits while waiting on a multiprocessing Event
-        # leaves a sleeper behind, and the parent's set() then blocks forever.
-        while not stop.is_set():
-            time.sleep(0.2)
-        local_stop.set()
-
-    threading.Thread(target=watch, daemon=True).start()
-    try:
-        results = _probe_threads(targets, config, password,
-                                 progress=lambda failed: events.put(("tick", shard, failed)),
-                                 stop=local_stop)
-    except InterruptedError:
-        events.put(("stopped", shard, None))
-        return
-    events.put(("done", shard, results))
-
-
 def probe_all(targets: Sequence[Target], config: WinrmConfig, password: str,
               progress: ProgressCallback | None = None,
               stop: threading.Event | None = None) -> list[Observation]:
@@ -378,61 +350,16 @@ def probe_all(targets: Sequence[Target], config: WinrmConfig, password: str,
 
     pywinrm costs about 10 ms of CPU per host (TLS, NTLM, XML), so one Python process tops out
     near 100 hosts a second. With ``config.processes`` other than 1, a fleet larger than the
-    concurrency is split over that many spawned processes (0: one per CPU), which share the
-    concurrency.
+    concurrency is split over that many worker processes (0: one per CPU), which share the
+    concurrency (``collectors/shards.py``).
     """
     wanted = config.processes if config.processes > 0 else (os.cpu_count() or 1)
     processes = max(1, min(wanted, len(targets) // max(1, config.concurrency)))
     if processes == 1:
-        return _probe_threads(targets, config, password, progress, stop)
-    shards = [list(range(i, len(targets), processes)) for i in range(processes)]
-    share = replace(config, concurrency=max(1, config.concurrency // processes), processes=1)
-    # Spawn, never fork: a fork copies locks other threads hold at that instant (OpenSSL's,
-    # urllib3's, an import's), and a worker that needs one waits forever. That most likely hung
-    # a shard once in CI, where TLS server threads shared the process. Each worker pays a fresh
-    # import instead (~0.4 s).
-    context = multiprocessing.get_context("spawn")
-    events = context.Queue()
-    shared_stop = context.Event()
-    workers = [context.Process(target=_shard_main, daemon=True,
-                               args=([targets[i] for i in shard], share, password, events,
-                                     shared_stop, number))
-               for number, shard in enumerate(shards)]
-    for worker in workers:
-        worker.start()
-    collected: dict[int, list[Observation]] = {}
-    finished: set[int] = set()
-    try:
-        while len(finished) < processes:
-            if stop is not None and stop.is_set():
-                shared_stop.set()
-            try:
-                kind, number, payload = events.get(timeout=0.2)
-            except queue.Empty:
-                dead = [n for n, w in enumerate(workers) if not w.is_alive() and n not in finished]
-                if dead and events.empty():
-                    raise WorkerDied(dead[0], workers[dead[0]].exitcode) from None
-                continue
-            if kind == "tick":
-                if progress:
-                    progress(bool(payload))
-            else:
-                finished.add(number)
-                if kind == "done":
-                    collected[number] = payload
-    finally:
-        shared_stop.set()
-        for worker in workers:
-            worker.join(timeout=5)
-            if worker.is_alive():
-                worker.kill()
-    if (stop is not None and stop.is_set()) or len(collected) < processes:
-        raise InterruptedError("collection stopped before every host was probed")
-    results: list[Observation | None] = [None] * len(targets)
-    for number, shard in enumerate(shards):
-        for index, observation in zip(shard, collected[number], strict=True):
-            results[index] = observation
-    return [r for r in results if r is not None]
+        return probe_in_threads(targets, config, password, progress, stop)
+    from collectors.shards import probe_in_processes  # it runs this module's threads
+
+    return probe_in_processes(targets, config, password, processes, progress, stop)
 
 
 def targets_for(hosts: Iterable[Host], config: WinrmConfig,

@@ -224,10 +224,10 @@ def test_sigterm_mid_collection_keeps_the_previous_snapshot_and_saves_nothing(ws
 
 
 def _workers(pid: int) -> list[int]:
-    """The probe worker processes of ``pid`` (not multiprocessing's resource tracker)."""
+    """The probe worker processes of ``pid``."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [int(c) for c in children
-            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+            if b"probe-worker-" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
 def test_a_probe_worker_killed_mid_collection_voids_the_run_with_a_message(wsman_peer, tmp_path):

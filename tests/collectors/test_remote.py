@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import sys
+import threading
 import time
+import types
 from datetime import UTC, datetime
 
 import pytest
@@ -115,13 +117,17 @@ def test_probe_all_keeps_order_and_reports_progress(wsman_peer):
     assert ticks == [False] * 6
 
 
-def test_probe_all_over_two_processes(wsman_peer, monkeypatch):
-    # Workers are spawned, never forked: this test process runs the peer's TLS server threads,
-    # and a fork taken while one of them held a lock most likely hung a whole shard once in CI.
-    started_with: list[str | None] = []
-    real_context = multiprocessing.get_context
-    monkeypatch.setattr(multiprocessing, "get_context",
-                        lambda method=None: started_with.append(method) or real_context(method))
+def test_probe_all_over_two_processes(wsman_peer, monkeypatch, tmp_path):
+    # The workers are fresh interpreters that run nothing of this process. multiprocessing's
+    # spawn re-ran __main__ in each, and after an AppTest __main__ is the dashboard: CI saw a
+    # worker die there. (A fork would instead copy the locks of this process's TLS server
+    # threads.) So __main__ here is a script that leaves a mark if anything runs it.
+    mark = tmp_path / "main-was-run"
+    script = tmp_path / "dashboard.py"
+    script.write_text(f"open({str(mark)!r}, 'w').close()\n")
+    fake_main = types.ModuleType("__main__")
+    fake_main.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
     names = [f"R-PROC-{i}" for i in range(8)]
     for name in names:
         wsman_peer.set_host(name, _document(name))
@@ -134,7 +140,21 @@ def test_probe_all_over_two_processes(wsman_peer, monkeypatch):
     assert [o.host.name for o in results] == names
     assert sorted(ticks) == [False] * 8 + [True], [(o.host.name, o.failure) for o in results]
     assert results[-1].failure is not None and results[-1].failure.reason == "access_denied"
-    assert started_with == ["spawn"]
+    assert not mark.exists()
+
+
+def test_probe_all_stops_its_workers_when_asked(wsman_peer):
+    names = [f"R-HALT-{i}" for i in range(4)]
+    for name in names:
+        wsman_peer.set_host(name, HostBehavior(stall=True))
+    stop = threading.Event()
+    threading.Timer(1.5, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(InterruptedError):
+        probe_all([Target(Host(n), wsman_peer.url(n)) for n in names],
+                  _config(wsman_peer, concurrency=2, processes=2), wsman_peer.password,
+                  stop=stop)
+    assert time.monotonic() - started < 1.5 + 5 + 2  # stopped, not waited out to the deadline
 
 
 def test_endpoint_defaults_to_https_5986_on_the_fqdn():
