@@ -52,6 +52,7 @@ def test_hosts_page_filters_and_shows_a_host(dashboard, page):
     page.keyboard.press("Enter")
     wait_idle(page)
     page.get_by_text("1 of ").wait_for()
+    wait_idle(page)  # the caption comes early in the rerun; the host detail comes after it
     assert page.get_by_text(re.compile(r"Next action:.*CU23")).first.is_visible()
     screenshot(page, "hosts")
 

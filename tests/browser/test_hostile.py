@@ -80,6 +80,7 @@ def test_hosts_page_shows_hostile_values_literally(hostile_dashboard, page, host
     page.keyboard.press("Enter")
     wait_idle(page)
     page.get_by_text("1 of 2 hosts").wait_for()
+    wait_idle(page)  # the caption comes early in the rerun; the host detail comes after it
     # As a reader sees it: without the zero-width spaces that keep URLs from being linked.
     body = page.locator('[data-testid="stMain"]').inner_text().replace(UNLINK, "")
     assert host in body  # shown as its own text
