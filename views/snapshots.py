@@ -52,8 +52,11 @@ if st.session_state.get("chain_checked"):
         ]
         st.error(f"**The chain does not verify**: {len(report.problems)} problem(s) in "
                  f"{report.checked} snapshots.\n" + "\n".join(lines))
-    st.caption("HMAC signatures are not checked here: run `python -m store verify` where the "
-               "signing key is set.")
+    if ctx.config.signing_key:
+        st.caption("HMAC signatures were checked too, with the signing key set here.")
+    else:
+        st.caption("HMAC signatures were not checked: no signing key is set here. Set "
+                   "`[store] signing_key`, or run `python -m store verify` where it is set.")
 
 st.dataframe(
     pd.DataFrame(

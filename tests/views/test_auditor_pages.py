@@ -112,6 +112,24 @@ def test_verify_succeeds_on_an_intact_chain(demo):
     assert not at.error
 
 
+def test_verify_without_a_signing_key_says_signatures_were_not_checked(demo):
+    at = _run(SNAPSHOTS)
+    at.button(key="verify").click().run()
+    assert any("signatures were not checked" in c.value for c in at.caption)
+
+
+def test_verify_with_the_signing_key_says_signatures_were_checked(store, monkeypatch):
+    monkeypatch.setenv("PROXYLOGON_SIGNING_KEY", "test-signing-key")
+    signed = SnapshotStore.open(store.engine.url.render_as_string(), b"test-signing-key")
+    _single(signed, "EX-SIGNED", "15.1.2176.9")
+    signed.dispose()
+    at = _run(SNAPSHOTS)
+    at.button(key="verify").click().run()
+    assert any("1 snapshots, every digest and link verified" in s.value for s in at.success)
+    assert any("signatures were checked too" in c.value for c in at.caption)
+    assert not any("not checked" in c.value for c in at.caption)
+
+
 def test_verify_names_a_tampered_snapshot(demo):
     victim = demo.history()[2]
     with demo.engine.begin() as conn:  # before any verify run: data.verify is cached
