@@ -28,7 +28,7 @@ import requests
 from winrm import exceptions as winrm_errors
 from winrm.protocol import Protocol
 
-from collectors.probe import compact, parse_document, probe_script
+from collectors.probe import BAD_OUTPUT_HINT, compact, parse_document, probe_script
 from compliance.models import Failure, Host, Observation
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,7 @@ HINTS = {
                "or raise [winrm] deadline_seconds",
     "probe_error": "The probe failed on the server: run collectors/probe.ps1 by hand there and "
                    "read its error output",
-    "bad_output": "The probe's output is not an exchange-probe/1 document: run "
-                  "collectors/probe.ps1 by hand on the server and check its output",
+    "bad_output": BAD_OUTPUT_HINT,
 }
 TRANSIENT = ("connect", "timeout")
 

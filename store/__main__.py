@@ -32,7 +32,7 @@ from store.evidence import (
     snapshot_document,
     verify_bundle,
 )
-from store.export import neutralise
+from store.export import AUDIT_COLUMNS, to_csv
 from store.history import diff, reevaluate
 from store.snapshots import SnapshotInfo, SnapshotStore, StoreError
 
@@ -178,13 +178,7 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, stdo
                          "evidence)\n")
         return 0
     if args.command == "audit":
-        import csv
-
-        writer = csv.writer(stdout, lineterminator="\n")
-        writer.writerow(["id", "at", "who", "action", "snapshot_id", "detail"])
-        for entry in store.audit_log(args.limit):
-            writer.writerow([neutralise(entry[k]) for k in
-                             ("id", "at", "who", "action", "snapshot_id", "detail")])
+        stdout.write(to_csv(store.audit_log(args.limit), AUDIT_COLUMNS))
         return 0
     if args.command == "prune":
         count = store.prune(args.keep)

@@ -17,6 +17,7 @@ from openpyxl import Workbook
 from compliance.models import Assessment, Flag, Status
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+AUDIT_COLUMNS = ("id", "at", "who", "action", "snapshot_id", "detail")
 WORKLIST_COLUMNS = (
     "wave", "priority", "host", "fqdn", "status", "product", "cu", "build", "build_source", "action",
     "reason", "flags", "mitigations", "site", "dag", "roles", "observed_at", "snapshot_id",

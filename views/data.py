@@ -120,7 +120,7 @@ def worklist_rows(url: str, snapshot_id: int, per_wave: int) -> list[dict[str, A
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def indicator_count(url: str, snapshot_id: int) -> int:
     """Hosts of a snapshot whose probe found compromise indicators."""
-    return sum(1 for v in _store(url).verdicts(snapshot_id) if Flag.INDICATORS_FOUND in v.flags)
+    return sum(1 for v in verdicts(url, snapshot_id) if Flag.INDICATORS_FOUND in v.flags)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time
 import pandas as pd
 import streamlit as st
 
-from store.export import to_csv
+from store.export import AUDIT_COLUMNS, to_csv
 from views import charts, data
 from views.markdown import literal
 from views.page import current, snapshot_caption
@@ -169,12 +169,10 @@ entries = data.audit_log(url)
 st.caption("Every collection, import, export and pruning, newest first: who, when, what, and "
            "which snapshot. From the command line: `python -m store audit`.")
 if entries:
-    log_table = pd.DataFrame(entries, columns=["id", "at", "who", "action", "snapshot_id",
-                                               "detail"])
+    log_table = pd.DataFrame(entries, columns=list(AUDIT_COLUMNS))
     st.dataframe(log_table, hide_index=True, key="audit_table")
     st.download_button("Download the audit log (CSV)",
-                       data=lambda: to_csv(entries, ("id", "at", "who", "action", "snapshot_id",
-                                                     "detail")),
+                       data=lambda: to_csv(entries, AUDIT_COLUMNS),
                        file_name="proxylogon-audit-log.csv", mime="text/csv", key="audit_csv")
 else:
     st.info("Nothing recorded yet.")
