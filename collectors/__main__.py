@@ -36,7 +36,7 @@ from collectors.config import (
 )
 from collectors.directory import DirectoryError, DirectoryServer, discover
 from collectors.inventory import InventoryEntry, InventoryError, load_inventory
-from collectors.job import JobError, collect, import_documents, run_lock
+from collectors.job import CollectionBusy, JobError, collect, import_documents, run_lock
 from collectors.remote import WorkerDied
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
@@ -140,9 +140,12 @@ def _collect(args: argparse.Namespace, stderr: TextIO) -> int:
                              winrm=config.winrm, winrm_password=winrm_secret,
                              directory=config.directory, ldap_password=ldap_secret,
                              inventory=inventory, progress_stream=stderr, stop=stop)
+    except CollectionBusy as error:
+        stderr.write(f"error: {error}\n")
+        return 3
     except JobError as error:
         stderr.write(f"error: {error}\n")
-        return 3 if "another collection" in str(error) else 1
+        return 1
     except (DirectoryError, StoreError) as error:
         stderr.write(f"error: {error}\n")
         return 1

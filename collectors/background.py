@@ -37,7 +37,15 @@ from collectors.config import (
 )
 from collectors.directory import DirectoryError
 from collectors.inventory import InventoryEntry, InventoryError, load_inventory
-from collectors.job import ImportResult, JobError, RunResult, collect, import_documents, run_lock
+from collectors.job import (
+    CollectionBusy,
+    ImportResult,
+    JobError,
+    RunResult,
+    collect,
+    import_documents,
+    run_lock,
+)
 from collectors.probe import MAX_DOCUMENT_BYTES
 from collectors.remote import WinrmConfig
 from compliance.catalog import Catalog
@@ -48,10 +56,6 @@ log = logging.getLogger(__name__)
 
 # Errors whose message is already one line for a person (server, operation, fix).
 EXPECTED_ERRORS = (JobError, DirectoryError, ConfigError, InventoryError, StoreError)
-
-
-class CollectionBusy(JobError):
-    """Another collection (this process or another one) holds the data directory's lock."""
 
 
 class Phase(StrEnum):
@@ -241,10 +245,7 @@ def collection_job(plan: CollectionPlan, *, secrets_path: Path | None, environ: 
 
     def job(hooks: Hooks) -> str:
         with ExitStack() as stack:
-            try:
-                stack.enter_context(run_lock(data_dir))
-            except JobError as error:
-                raise CollectionBusy(str(error)) from None
+            stack.enter_context(run_lock(data_dir))  # CollectionBusy when another one runs
             secrets = load_secrets(secrets_path)
             ldap_secret = ldap_password(secrets, environ) if plan.config.directory else None
             winrm_secret = winrm_password(secrets, environ)

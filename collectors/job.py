@@ -43,6 +43,10 @@ class JobError(RuntimeError):
     """The job could not run or save; the message says why and what to do."""
 
 
+class CollectionBusy(JobError):
+    """Another collection (this process or another one) holds the data directory's lock."""
+
+
 @contextmanager
 def run_lock(data_dir: Path) -> Iterator[None]:
     """Refuse a second collection while one is running (per data directory)."""
@@ -54,7 +58,7 @@ def run_lock(data_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise JobError(f"another collection is running ({holder}); wait for it to finish "
+            raise CollectionBusy(f"another collection is running ({holder}); wait for it to finish "
                            f"(lock: {path})") from None
         handle.seek(0)
         handle.truncate()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from collectors.job import run_lock
 from collectors.probe import compact, probe_script
 from compliance.catalog import load_catalog
 from compliance.evaluate import assess
@@ -221,6 +222,22 @@ def test_sigterm_mid_collection_keeps_the_previous_snapshot_and_saves_nothing(ws
     assert process.returncode == 1, err
     assert "nothing was saved" in err
     assert _only_the_earlier_snapshot(db)
+
+
+def test_collect_while_another_collection_holds_the_lock_exits_3(wsman_peer, tmp_path):
+    inventory = tmp_path / "hosts.csv"
+    inventory.write_text(f"name,winrm_url\nLOCK-01,{wsman_peer.url('LOCK-01')}\n")
+    config = tmp_path / "collection.toml"
+    config.write_text("[winrm]\n" f'username = "{wsman_peer.username.replace(chr(92), chr(92) * 2)}"\n'
+                      f'ca_file = "{wsman_peer.ca_file}"\n')
+    with run_lock(tmp_path / "data"):  # the data directory _run gives the command
+        process = _run(["collect", "--config", str(config), "--inventory", str(inventory),
+                        "--db", f"sqlite:///{tmp_path / 'store.db'}",
+                        "--secrets", str(tmp_path / "none.toml")], wsman_peer, tmp_path)
+        _out, err = process.communicate(timeout=60)
+    assert process.returncode == 3, err
+    assert "another collection is running (pid" in err and "Traceback" not in err
+    assert wsman_peer.requests("LOCK-01") == []  # refused before any host was asked
 
 
 def _workers(pid: int) -> list[int]:
