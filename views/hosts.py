@@ -21,6 +21,11 @@ def _options(column: str) -> list[str]:
     return sorted({value for value in table[column] if value})
 
 
+def _listed(column: str) -> list[str]:
+    """The options of a column whose cells list several values ("a, b")."""
+    return sorted({value for cell in table[column] for value in cell.split(", ") if value})
+
+
 filters = st.columns(6)
 statuses = filters[0].multiselect("Status", _options("status"), key="f_status")
 products = filters[1].multiselect("Product", _options("product"), key="f_product")
@@ -29,20 +34,18 @@ sites = filters[3].multiselect("AD site", _options("site"), key="f_site")
 dags = filters[4].multiselect("DAG", _options("dag"), key="f_dag")
 search = filters[5].text_input("Host name contains", key="f_search")
 more = st.columns(2)
-flags = more[0].multiselect("Flags", sorted({f for cell in table["flags"]
-                                             for f in cell.split(", ") if f}), key="f_flags")
-roles = more[1].multiselect("Role", sorted({r for cell in table["roles"]
-                                            for r in cell.split(", ") if r}), key="f_roles")
+flags = more[0].multiselect("Flags", _listed("flags"), key="f_flags")
+roles = more[1].multiselect("Role", _listed("roles"), key="f_roles")
 
 shown = table
 for column, chosen in (("status", statuses), ("product", products), ("cu", cus),
                        ("site", sites), ("dag", dags)):
     if chosen:
         shown = shown[shown[column].isin(chosen)]
-if flags:
-    shown = shown[shown["flags"].apply(lambda cell: bool(set(cell.split(", ")) & set(flags)))]
-if roles:
-    shown = shown[shown["roles"].apply(lambda cell: bool(set(cell.split(", ")) & set(roles)))]
+for column, chosen in (("flags", flags), ("roles", roles)):
+    if chosen:  # any of the chosen values
+        shown = shown[shown[column].apply(lambda cell, chosen=set(chosen):
+                                          bool(set(cell.split(", ")) & chosen))]
 if search:
     shown = shown[shown["host"].str.contains(search, case=False, regex=False)]
 

@@ -85,6 +85,11 @@ def test_hosts_filters_change_the_table_and_detail_shows_evidence(demo_app):
     at.multiselect(key="f_roles").set_value(["Edge"]).run()
     assert set(at.dataframe[0].value["host"]) == {"DEMO-EDGE01", "DEMO-EDGE02"}
     at.multiselect(key="f_roles").set_value([]).run()
+    at.multiselect(key="f_flags").set_value(["indicators_found"]).run()
+    flagged = at.dataframe[0].value
+    assert len(flagged) == sum("indicators_found" in cell.split(", ") for cell in table["flags"])
+    assert len(flagged) >= 1 and all("indicators_found" in cell for cell in flagged["flags"])
+    at.multiselect(key="f_flags").set_value([]).run()
     at.multiselect(key="f_status").set_value(["vulnerable"]).run()
     at.text_input(key="f_search").set_value("EX16OLD06").run()
     assert list(at.dataframe[0].value["host"]) == ["DEMO-EX16OLD06"]
