@@ -1,6 +1,6 @@
 """Benchmark: the dashboard on a 10,000-host fleet with 52 weekly snapshots (issue #6).
 
-Prints the script run time of the Overview and Hosts pages under AppTest (first run with an
+Prints the script run time of the Overview, Hosts, Worklist and Collection pages under AppTest (first run with an
 empty cache, then warm), the time to build the worklist CSV of the latest snapshot, and the
 first paint in headless Chromium (page load until the KPIs and charts show).
 Targets: each page's run < 1 s, the CSV < 0.3 s, first paint < 3 s.
@@ -110,7 +110,8 @@ def main() -> int:
         print(f"seeded {args.snapshots} snapshots x {args.hosts} hosts in "
               f"{time.perf_counter() - started:.0f} s")
         os.environ.update(PROXYLOGON_DATA_DIR=data_dir, PROXYLOGON_DEMO="false")
-        for page in ("views/overview.py", "views/hosts.py", "views/worklist.py"):
+        for page in ("views/overview.py", "views/hosts.py", "views/worklist.py",
+                     "views/collection.py"):
             cold, warm = apptest(page)
             verdict = "MET" if warm < 1.0 else "MISSED"
             print(f"{page:22} script run: first {cold:.2f} s, cached {warm:.2f} s "

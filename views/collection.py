@@ -39,8 +39,7 @@ if not history:
 else:
     rows = []
     for info in reversed(history[-RECENT:]):
-        failures = None if info.pruned else sum(
-            1 for a in data.assessments(url, info.id) if a.observation.failure is not None)
+        failures = None if info.pruned else len(data.failures(url, info.id))
         rows.append({"id": info.id, "taken_at": info.taken_at, "source": info.source,
                      "label": info.label, "hosts": info.host_count,
                      "discovered": f"{info.host_count}/{info.discovered_count}"
@@ -56,10 +55,8 @@ else:
 
     latest = history[-1]
     groups: dict[str, list[tuple[str, Failure]]] = defaultdict(list)
-    for assessment in data.assessments(url, latest.id):
-        failure = assessment.observation.failure
-        if failure is not None:
-            groups[failure.reason].append((assessment.observation.host.name, failure))
+    for host, failure in data.failures(url, latest.id):
+        groups[failure.reason].append((host, failure))
     st.subheader(f"Failures in snapshot #{latest.id}",
                  help="Every host that failed is graded unknown, never patched.")
     if not groups:

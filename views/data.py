@@ -17,7 +17,7 @@ from collectors.demo import SOURCE as DEMO_SOURCE
 from collectors.demo import seed_demo
 from compliance.catalog import Catalog, load_catalog
 from compliance.evaluate import Policy
-from compliance.models import Assessment, Flag, Host, Verdict
+from compliance.models import Assessment, Failure, Flag, Host, Verdict
 from settings import Settings, load_settings
 from store import SnapshotInfo, SnapshotStore
 from store.evidence import build_bundle
@@ -80,6 +80,14 @@ def snapshots(url: str) -> list[SnapshotInfo]:
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def assessments(url: str, snapshot_id: int) -> list[Assessment]:
     return _store(url).assessments(snapshot_id)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def failures(url: str, snapshot_id: int) -> list[tuple[str, Failure]]:
+    """(host, failure) for every host of a snapshot the collector could not read: only these
+    are kept, so a page listing recent runs does not copy every host of each on a rerun."""
+    return [(a.observation.host.name, a.observation.failure)
+            for a in _store(url).assessments(snapshot_id) if a.observation.failure is not None]
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
