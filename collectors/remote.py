@@ -97,6 +97,8 @@ class WorkerDied(RuntimeError):
                 how = f"killed by {signal.Signals(-exitcode).name}"
             except ValueError:
                 how = f"killed by signal {-exitcode}"
+        elif exitcode is None:
+            how = "its output closed while it still ran"
         else:
             how = f"exit code {exitcode}"
         super().__init__(f"probe worker process {number} ended without its results ({how}); "

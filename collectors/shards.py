@@ -116,7 +116,11 @@ def probe_in_processes(targets: Sequence[Target], config: WinrmConfig, password:
                     collected[number] = payload
             elif number not in finished:  # its stream ended before its last word
                 if not stopping:
-                    raise WorkerDied(number, workers[number].wait())
+                    try:
+                        code = workers[number].wait(timeout=_STOP_GRACE_SECONDS)
+                    except subprocess.TimeoutExpired:
+                        code = None  # its output closed, yet it runs on: stopped below
+                    raise WorkerDied(number, code)
                 finished.add(number)
     finally:
         for worker in workers:

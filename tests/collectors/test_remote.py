@@ -17,6 +17,7 @@ from collectors.remote import (
     ProbeFailed,
     Target,
     WinrmConfig,
+    WorkerDied,
     _classify,
     endpoint,
     probe_all,
@@ -187,3 +188,14 @@ def test_endpoint_defaults_to_https_5986_on_the_fqdn():
 def test_failure_classes(error, reason):
     assert _classify(error)[0] == reason
     assert HINTS[reason]
+
+
+@pytest.mark.parametrize(("exitcode", "how"), [
+    pytest.param(-9, "killed by SIGKILL", id="signal"),
+    pytest.param(1, "exit code 1", id="exit-code"),
+    pytest.param(None, "its output closed while it still ran", id="still-running"),
+])
+def test_a_dead_worker_is_named_with_how_it_ended(exitcode, how):
+    message = str(WorkerDied(3, exitcode))
+    assert message.startswith(f"probe worker process 3 ended without its results ({how})")
+    assert "[winrm] processes = 1" in message
