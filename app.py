@@ -54,7 +54,7 @@ except StoreError as error:
              "`.streamlit/secrets.toml` (see the README, section *Configuration*).")
     st.stop()
 
-if data.is_demo(data.latest(config.store_url)):
+if data.is_demo(config.store_url):
     st.badge("Demo data", icon=":material/science:", color="orange",
              help="A fictional fleet seeded on first start. Point the store at real "
                   "collections to leave demo mode (README, section Configuration).")

@@ -36,7 +36,8 @@ def seed(url: str, hosts: int, count: int) -> None:
     base = fleet(catalog, hosts, now)
     store = SnapshotStore.open(url)
     for week in range(count):
-        store.save(replace(base, taken_at=now - timedelta(weeks=count - 1 - week, hours=1)))
+        store.save(replace(base, taken_at=now - timedelta(weeks=count - 1 - week, hours=1)),
+                   catalog)
     store.dispose()
 
 

@@ -56,7 +56,7 @@ def run(url: str, hosts: int, count: int, size) -> dict[str, float]:
         at = start + timedelta(weeks=week)
         snapshot = replace(base, taken_at=at, label=f"week {week}")
         t0 = time.perf_counter()
-        store.save(snapshot)
+        store.save(snapshot, catalog)
         saves.append(time.perf_counter() - t0)
     history = store.history()
     t0 = time.perf_counter()

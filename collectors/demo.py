@@ -16,6 +16,7 @@ from compliance import __version__
 from compliance.builds import encode_version_number
 from compliance.catalog import Catalog
 from compliance.evaluate import Policy, assess
+from compliance.fleet import DEMO
 from compliance.models import (
     AppPoolState,
     Build,
@@ -248,8 +249,9 @@ def seed_demo(store: SnapshotStore, catalog: Catalog, now: datetime,
         snapshot = assess(observations, catalog, at, source=SOURCE, tool_version=__version__,
                           policy=policy, label=f"Demo fleet, week {week + 1} of {WEEKS}",
                           discovered=[obs.host for obs in observations],
-                          scope=f"demo: ldaps://dc1.{DOMAIN} (fictional)")
-        ids.append(store.save(snapshot))
+                          scope=f"demo: ldaps://dc1.{DOMAIN} (fictional)",
+                          scopes=lambda _host: (DEMO,), complete_scopes=(DEMO,))
+        ids.append(store.save(snapshot, catalog, policy))
     return ids
 
 

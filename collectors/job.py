@@ -1,5 +1,9 @@
 """The collection job: inventory -> probes -> verdicts -> one snapshot, saved atomically.
 
+Whatever a run covers (all of AD, two hosts of an inventory file, one hand-run document), the
+snapshot it saves holds the whole fleet: the store carries every host the run did not observe
+forward from the previous snapshot (compliance/fleet.py).
+
 Used by ``python -m collectors collect`` and ``import`` (and later by the dashboard). One
 run at a time per data directory (a lock file); an interrupted run saves nothing, so the
 previous snapshots stay the latest.
@@ -14,7 +18,6 @@ import socket
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,8 +38,9 @@ from collectors.remote import WinrmConfig, probe_all, targets_for
 from compliance import __version__
 from compliance.catalog import Catalog
 from compliance.evaluate import Policy, assess
+from compliance.fleet import IMPORT, INVENTORY, directory_scope
 from compliance.models import Host, Observation, Snapshot, Status
-from store import SnapshotStore
+from store import SnapshotInfo, SnapshotStore
 
 
 class JobError(RuntimeError):
@@ -106,19 +110,37 @@ class Progress:
 
 @dataclass(frozen=True)
 class RunResult:
+    """A saved run: ``snapshot`` is what the run observed, ``saved`` the header of the snapshot
+    it made (the whole fleet, with the hosts it did not observe carried forward)."""
+
     snapshot_id: int
     snapshot: Snapshot
     seconds: float
+    saved: SnapshotInfo
 
     def summary(self) -> str:
-        counts = Counter(a.verdict.status for a in self.snapshot.assessments)
-        parts = ", ".join(f"{status.value} {counts[status]}" for status in Status if counts[status])
-        coverage = ""
-        if self.snapshot.discovered:
-            coverage = f"; coverage {len(self.snapshot.assessments)}/{len(self.snapshot.discovered)} " \
-                       "servers in the inventory assessed"
+        counts = self.saved.counts
+        parts = ", ".join(f"{status.value} {counts[status.value]}" for status in Status
+                          if counts.get(status.value))
+        fresh, fleet = self.saved.coverage
+        carried = fleet - len(self.snapshot.assessments)
         return (f"snapshot #{self.snapshot_id} saved: {len(self.snapshot.assessments)} hosts "
-                f"({parts}){coverage}; {self.seconds:.1f} s")
+                f"observed by this run, {carried} carried forward; fleet {fleet} hosts "
+                f"({parts}); coverage {fresh}/{fleet} with a fresh observation; "
+                f"{self.seconds:.1f} s")
+
+
+def _save(store: SnapshotStore, run: Snapshot, catalog: Catalog, policy: Policy,
+          began: float) -> RunResult:
+    snapshot_id = store.save(run, catalog, policy)
+    return RunResult(snapshot_id, run, time.monotonic() - began, store.info(snapshot_id))
+
+
+def _directory_scope(directory: DirectoryConfig, base: str) -> str:
+    return directory_scope(base, [
+        ("include_sites", directory.include_sites), ("exclude_sites", directory.exclude_sites),
+        ("include_names", directory.include_names), ("exclude_names", directory.exclude_names),
+        ("only", directory.only)])
 
 
 def default_actor() -> str:
@@ -146,13 +168,25 @@ def collect(*, store: SnapshotStore, catalog: Catalog, policy: Policy,
     began = time.monotonic()
     discovered: list[Host] = []
     scope_parts = []
+    complete: tuple[str, ...] = ()
     if directory is not None:
         assert ldap_password is not None
         found = discover(directory, ldap_password)
         discovered = [server.to_host() for server in found.servers]
+        # A discovery either lists its whole scope or raises: its members it did not find
+        # leave the fleet (compliance/fleet.py).
+        complete = (_directory_scope(directory, found.base),)
         scope_parts.append(f"AD {found.server} {found.base}")
     if inventory:
         scope_parts.append(f"inventory file ({len(inventory)} hosts)")
+    in_directory = {host.name.lower() for host in discovered}
+    in_file = {entry.name.lower() for entry in inventory}
+
+    def scopes(host: Host) -> tuple[str, ...]:
+        key = host.name.lower()
+        return (*(complete if key in in_directory else ()),
+                *((INVENTORY,) if key in in_file else ()))
+
     hosts, overrides = merge(discovered, list(inventory))
     if not hosts:
         raise JobError("no host to probe: the directory returned none and no inventory was given")
@@ -165,10 +199,10 @@ def collect(*, store: SnapshotStore, catalog: Catalog, policy: Policy,
     snapshot = assess(observations, catalog, now(), source="collect", tool_version=__version__,
                       policy=policy, discovered=discovered or hosts, scope="; ".join(scope_parts),
                       label=f"collection of {len(targets)} hosts in "
-                            f"{time.monotonic() - began:.0f} s")
-    snapshot_id = store.save(snapshot)
-    result = RunResult(snapshot_id, snapshot, time.monotonic() - began)
-    store.record(who or default_actor(), "collect", snapshot_id, result.summary())
+                            f"{time.monotonic() - began:.0f} s",
+                      scopes=scopes, complete_scopes=complete)
+    result = _save(store, snapshot, catalog, policy, began)
+    store.record(who or default_actor(), "collect", result.snapshot_id, result.summary())
     return result
 
 
@@ -207,9 +241,9 @@ def import_documents(paths: Sequence[Path], *, store: SnapshotStore, catalog: Ca
         return ImportResult(None, rejected)
     snapshot = assess(observations, catalog, now(), source="import", tool_version=__version__,
                       policy=policy, scope=f"import of {len(observations)} probe documents",
-                      label=f"import of {len(observations)} probe documents")
-    snapshot_id = store.save(snapshot)
-    run = RunResult(snapshot_id, snapshot, time.monotonic() - started)
-    store.record(who or default_actor(), "import", snapshot_id,
+                      label=f"import of {len(observations)} probe documents",
+                      scopes=lambda _host: (IMPORT,))
+    run = _save(store, snapshot, catalog, policy, started)
+    store.record(who or default_actor(), "import", run.snapshot_id,
                  f"{run.summary()}; {len(rejected)} files rejected")
     return ImportResult(run, rejected)

@@ -8,7 +8,7 @@ can make a host ``patched``. Anything unreachable, stale, unparseable or unplace
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -139,7 +139,9 @@ class _Grader:
                                 f"collection failed ({obs.failure.reason}): {obs.failure.detail}",
                                 f"{_cap(hint)}, then {RECOLLECT}")
         if obs.observed_at is None:
-            return self.unknown(ctx, Reason.NO_OBSERVATION, "the host has never been observed",
+            return self.unknown(ctx, Reason.NO_OBSERVATION,
+                                "never probed: the host is in the fleet, but no run has "
+                                "observed it yet",
                                 f"Run the probe on {obs.host.name} ({RECOLLECT})")
         age = self.as_of - obs.observed_at
         if age > self.policy.max_age:
@@ -363,15 +365,23 @@ def evaluate(observation: Observation, catalog: Catalog, as_of: datetime,
 
 def assess(observations: Iterable[Observation], catalog: Catalog, as_of: datetime, *,
            source: str, tool_version: str, policy: Policy | None = None,
-           label: str = "", discovered: Iterable[Host] = (), scope: str = "") -> Snapshot:
-    """Grade a whole collection run into a snapshot; the one path real and demo data share."""
+           label: str = "", discovered: Iterable[Host] = (), scope: str = "",
+           scopes: Callable[[Host], tuple[str, ...]] = lambda _host: (),
+           complete_scopes: tuple[str, ...] = ()) -> Snapshot:
+    """Grade a run's observations into a snapshot; the one path real and demo data share.
+
+    ``scopes(host)`` says why each host is in the fleet and ``complete_scopes`` which directory
+    scopes the run listed completely (compliance/fleet.py); the store composes the whole fleet
+    from this when it saves.
+    """
     chosen = policy or Policy()
     assessments = tuple(
-        Assessment(obs, evaluate(obs, catalog, as_of, chosen)) for obs in observations
+        Assessment(obs, evaluate(obs, catalog, as_of, chosen), scopes=scopes(obs.host))
+        for obs in observations
     )
     return Snapshot(
         taken_at=as_of, source=source, tool_version=tool_version,
         catalog_version=catalog.version, advisory_id=catalog.advisory.id,
         advisory_version=catalog.advisory.version, assessments=assessments, label=label,
-        discovered=tuple(discovered), scope=scope,
+        discovered=tuple(discovered), scope=scope, complete_scopes=complete_scopes,
     )

@@ -220,13 +220,28 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Assessment:
+    """One fleet member in a snapshot: its latest observation and the verdict at the snapshot's
+    time. ``observed_in`` is the id of the snapshot whose run made the observation (None: this
+    snapshot's own run); ``scopes`` say why the host is in the fleet (compliance/fleet.py)."""
+
     observation: Observation
     verdict: Verdict
+    observed_in: int | None = None
+    scopes: tuple[str, ...] = ()
+
+    @property
+    def carried(self) -> bool:
+        return self.observed_in is not None
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One collection run: every host's observation and verdict, and what judged them."""
+    """The whole fleet as known at ``taken_at``, what judged it, and which run made it.
+
+    Before saving, ``assessments`` are only the run's fresh observations; the store composes
+    the saved snapshot with the rest of the fleet carried forward (compliance/fleet.py).
+    ``complete_scopes`` are the directory scopes the run listed completely.
+    """
 
     taken_at: datetime
     source: str
@@ -239,4 +254,5 @@ class Snapshot:
     # The inventory the run started from (e.g. every Exchange server in AD), for coverage.
     discovered: tuple[Host, ...] = ()
     scope: str = ""
+    complete_scopes: tuple[str, ...] = ()
 

@@ -4,7 +4,8 @@
     verify [--bundle FILE]       recompute every digest and link (or check one bundle alone)
     diff A B                     what changed between snapshots A and B (ids or "latest")
     export [--snapshot ID|latest | --as-of TIME] --format csv|json|bundle [--output FILE]
-    prune --keep N               drop the hosts of all but the newest N snapshots (opt-in)
+    prune --keep N               drop the hosts of all but the newest N snapshots (opt-in; the
+                                 newest is always kept: it holds the fleet)
     audit [--limit N]            the audit log: who collected, imported, exported, pruned
 
 ``--db URL`` picks the store (default: the dashboard's). The signing key, when set, comes
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from compliance.catalog import load_catalog
+from compliance.evaluate import Policy
 from settings import SettingsError, load_settings
 from store.evidence import (
     BundleError,
@@ -121,7 +123,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
         stderr.write(f"error: {error}\n")
         return 2
     try:
-        return _run(args, store, key, stdout, stderr)
+        return _run(args, store, key, Policy(max_age=settings.max_age), stdout, stderr)
     except StoreError as error:
         stderr.write(f"error: {error}\n")
         return 2
@@ -129,15 +131,18 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
         store.dispose()
 
 
-def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, stdout: TextIO,
-         stderr: TextIO) -> int:
+def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, policy: Policy,
+         stdout: TextIO, stderr: TextIO) -> int:
     if args.command == "history":
         for info in store.history():
             counts = ", ".join(f"{k} {v}" for k, v in info.counts.items() if v)
             pruned = "\tpruned" if info.pruned else ""
+            fresh, _size = info.coverage
+            held = (f"fleet of {info.host_count} hosts ({counts}); {info.observed_count} "
+                    f"observed by this run, {fresh} fresh" if info.fleet else
+                    f"{info.host_count} hosts of this run only ({counts})")
             stdout.write(f"#{info.id}\t{info.taken_at.isoformat()}\t{info.source}\t"
-                         f"{info.host_count} hosts ({counts})\tposition {info.sequence}\t"
-                         f"{info.hash[:16]}{pruned}\n")
+                         f"{held}\tposition {info.sequence}\t{info.hash[:16]}{pruned}\n")
         return 0
     if args.command == "verify":
         report = store.verify(key)
@@ -153,7 +158,9 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, stdo
         return 0 if report.ok else 1
     if args.command == "diff":
         before, after = _pick(store, args.a, None), _pick(store, args.b, None)
-        result = diff(store.verdicts(before.id), store.verdicts(after.id))
+        catalog = load_catalog()
+        result = diff([a.verdict for a in store.fleet(before.id, catalog, policy)],
+                      [a.verdict for a in store.fleet(after.id, catalog, policy)])
         if args.format == "json":
             json.dump({"from": before.id, "to": after.id, **result.as_dict()}, stdout, indent=1)
             stdout.write("\n")
@@ -169,7 +176,8 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, stdo
     if args.command == "reevaluate":
         info = _pick(store, args.snapshot, None)
         catalog = load_catalog()
-        changes = reevaluate(store.assessments(info.id), catalog, info.taken_at)
+        changes = reevaluate(store.fleet(info.id, catalog, policy), catalog, info.taken_at,
+                             policy)
         stdout.write(f"snapshot #{info.id} recorded with catalogue {info.catalog_version}; "
                      f"today's is {catalog.version}: {len(changes)} verdicts would differ\n")
         for change in changes:
@@ -190,7 +198,7 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, stdo
     if info.pruned:
         raise StoreError(f"snapshot #{info.id} was pruned: only its header and digest remain")
     if args.format == "csv":
-        data = snapshot_csv(store.assessments(info.id)).encode()
+        data = snapshot_csv(store.assessments(info.id), info.id).encode()
     elif args.format == "json":
         data = json.dumps(snapshot_document(store, info), indent=1, ensure_ascii=False).encode()
     else:

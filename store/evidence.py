@@ -39,27 +39,31 @@ def snapshot_document(store: SnapshotStore, info: SnapshotInfo) -> dict[str, Any
     return {
         "format": chain.FORMAT.decode(),
         "header": header,
-        "results": [{"position": p, "host": h, "status": s, "observation": o, "verdict": v}
-                    for p, h, s, o, v in results],
+        "results": [{"position": p, "host": h, "status": s, "observation": o, "verdict": v,
+                     "observed_in": i, "scopes": sc}
+                    for p, h, s, o, v, i, sc in results],
         "discovered": [{"position": p, "host": h, "record": r} for p, h, r in inventory],
     }
 
 
 def document_digest(document: dict[str, Any]) -> str:
     header = document["header"]
-    results = [(r["position"], r["host"], r["status"], r["observation"], r["verdict"])
-               for r in document["results"]]
+    results = [(r["position"], r["host"], r["status"], r["observation"], r["verdict"],
+                r.get("observed_in"), r.get("scopes")) for r in document["results"]]
     inventory = [(d["position"], d["host"], d["record"]) for d in document["discovered"]]
     return chain.digest(header, results, inventory)
 
 
 def document_assessments(document: dict[str, Any]) -> list[Assessment]:
     return [Assessment(observation_from_dict(json.loads(r["observation"])),
-                       verdict_from_dict(json.loads(r["verdict"]))) for r in document["results"]]
+                       verdict_from_dict(json.loads(r["verdict"])),
+                       observed_in=r.get("observed_in"),
+                       scopes=tuple(json.loads(r["scopes"])) if r.get("scopes") else ())
+            for r in document["results"]]
 
 
-def snapshot_csv(assessments: list[Assessment]) -> str:
-    return to_csv([host_row(a) for a in assessments], SNAPSHOT_COLUMNS)
+def snapshot_csv(assessments: list[Assessment], snapshot_id: int | None = None) -> str:
+    return to_csv([host_row(a, snapshot_id) for a in assessments], SNAPSHOT_COLUMNS)
 
 
 def summary_text(document: dict[str, Any], verified_chain: bool | None) -> str:
@@ -75,7 +79,7 @@ def summary_text(document: dict[str, Any], verified_chain: bool | None) -> str:
         f"{header['advisory_id']} v{header['advisory_version']}",
         f"Hosts: {header['host_count']} ("
         + ", ".join(f"{status} {n}" for status, n in sorted(counts.items())) + ")",
-        f"Inventory: {header['discovered_count']} servers discovered",
+        *_fleet_lines(header),
         "",
         f"Snapshot digest (SHA-256): {header['hash']}",
         f"Chain position {header['sequence']}; previous digest {header['previous_hash']}",
@@ -93,12 +97,25 @@ def summary_text(document: dict[str, Any], verified_chain: bool | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _fleet_lines(header: dict[str, Any]) -> list[str]:
+    if int(header.get("format") or 1) < 2:
+        return [f"Inventory: {header['discovered_count']} servers discovered",
+                "Format 1: this snapshot holds only the hosts its own run assessed."]
+    carried = header["host_count"] - header["observed_count"]
+    return [f"Fleet: every known host; {header['observed_count']} observed by this run "
+            f"({header['scope'] or 'scope not recorded'}), {carried} carried forward from "
+            "earlier snapshots with their own observation time (hosts.csv: observed_in)",
+            f"Coverage: {header['fresh_count']} of {header['host_count']} hosts have a fresh "
+            "observation",
+            f"Run inventory: {header['discovered_count']} servers"]
+
+
 def build_bundle(store: SnapshotStore, info: SnapshotInfo, now: datetime) -> bytes:
     document = snapshot_document(store, info)
     verified = store.verify().ok
     files = {
         "snapshot.json": json.dumps(document, indent=1, ensure_ascii=False).encode(),
-        "hosts.csv": snapshot_csv(document_assessments(document)).encode(),
+        "hosts.csv": snapshot_csv(document_assessments(document), info.id).encode(),
         "summary.txt": summary_text(document, verified).encode(),
     }
     manifest = {

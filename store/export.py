@@ -20,8 +20,8 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 AUDIT_COLUMNS = ("id", "at", "who", "action", "snapshot_id", "detail")
 WORKLIST_COLUMNS = (
     "wave", "priority", "host", "fqdn", "status", "product", "cu", "build", "build_source", "action",
-    "reason", "flags", "mitigations", "site", "dag", "roles", "observed_at", "snapshot_id",
-    "snapshot_taken_at",
+    "reason", "flags", "mitigations", "site", "dag", "roles", "observed_at", "observed_in",
+    "carried", "snapshot_id", "snapshot_taken_at",
 )
 # Lower sorts first: compromised hosts, then exposed, then unknown, then stop-gaps.
 _URGENCY = {Status.VULNERABLE: 1, Status.UNKNOWN: 2, Status.MITIGATED: 3}
@@ -33,9 +33,14 @@ def neutralise(value: Any) -> str:
     return "'" + text if text.startswith(FORMULA_PREFIXES) else text
 
 
-def host_row(assessment: Assessment) -> dict[str, Any]:
-    """One flat row per host: what the tables and exports show."""
+def host_row(assessment: Assessment, snapshot_id: int | None = None) -> dict[str, Any]:
+    """One flat row per host: what the tables and exports show.
+
+    ``observed_in`` is the snapshot whose run made the observation: the carried one's, or
+    ``snapshot_id`` (the snapshot shown) for a host its own run observed.
+    """
     obs, verdict = assessment.observation, assessment.verdict
+    observed_in = assessment.observed_in if assessment.carried else snapshot_id
     return {
         "host": obs.host.name,
         "fqdn": obs.host.fqdn or "",
@@ -55,6 +60,8 @@ def host_row(assessment: Assessment) -> dict[str, Any]:
         "action": verdict.action,
         "reason": verdict.reason,
         "observed_at": obs.observed_at.isoformat() if obs.observed_at else "",
+        "observed_in": "" if observed_in is None else observed_in,
+        "carried": assessment.carried,
     }
 
 
@@ -67,7 +74,7 @@ def worklist(assessments: Iterable[Assessment], snapshot_id: int,
         if verdict.status.compliant and Flag.INDICATORS_FOUND not in verdict.flags:
             continue
         urgency = 0 if Flag.INDICATORS_FOUND in verdict.flags else _URGENCY[verdict.status]
-        rows.append({**host_row(assessment), "priority": urgency,
+        rows.append({**host_row(assessment, snapshot_id), "priority": urgency,
                      "snapshot_id": snapshot_id, "snapshot_taken_at": snapshot_taken_at})
     rows.sort(key=lambda row: (row["priority"], row["product"], row["cu"], row["host"]))
     return rows
@@ -75,7 +82,8 @@ def worklist(assessments: Iterable[Assessment], snapshot_id: int,
 
 SNAPSHOT_COLUMNS = (
     "host", "fqdn", "status", "product", "cu", "build", "build_source", "mitigations", "flags",
-    "action", "reason", "observed_at", "site", "dag", "roles", "cves_open", "release",
+    "action", "reason", "observed_at", "observed_in", "carried", "site", "dag", "roles",
+    "cves_open", "release",
 )
 
 

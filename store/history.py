@@ -25,7 +25,9 @@ class Diff:
     regressed: list[Change] = field(default_factory=list)
     mitigation_removed: list[Change] = field(default_factory=list)
     new_hosts: list[Change] = field(default_factory=list)
-    vanished_hosts: list[Change] = field(default_factory=list)
+    # Left the fleet: a complete discovery of its scope no longer found it (between two format
+    # 1 snapshots, also a host the later run did not assess).
+    removed_hosts: list[Change] = field(default_factory=list)
     status_changes: list[Change] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, list[dict[str, str | None]]]:
@@ -34,7 +36,9 @@ class Diff:
 
 
 def diff(before: Sequence[Verdict], after: Sequence[Verdict]) -> Diff:
-    """Host by host (names compared case-insensitively) from ``before`` to ``after``."""
+    """Host by host (names compared case-insensitively) from ``before`` to ``after``: give
+    each snapshot's whole fleet (``SnapshotStore.fleet``), so a host another run observed is
+    never reported as removed."""
     old = {v.host.lower(): v for v in before}
     new = {v.host.lower(): v for v in after}
     result = Diff()
@@ -61,7 +65,8 @@ def diff(before: Sequence[Verdict], after: Sequence[Verdict]) -> Diff:
                                                     "removed: " + ", ".join(sorted(lost))))
     for key, verdict in old.items():
         if key not in new:
-            result.vanished_hosts.append(Change(verdict.host, verdict.status.value, None))
+            result.removed_hosts.append(Change(verdict.host, verdict.status.value, None,
+                                               "no longer in the fleet"))
     return result
 
 

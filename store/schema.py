@@ -14,7 +14,8 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 3  # 2: the hash chain (store/chain.py) and pruning; 3: the audit log
+SCHEMA_VERSION = 4  # 2: the hash chain (store/chain.py) and pruning; 3: the audit log;
+# 4: whole-fleet snapshots (format 2, observed_in and scopes per host)
 
 metadata = MetaData()
 
@@ -50,6 +51,11 @@ snapshots = Table(
     Column("signature", String(64), nullable=True),
     # Retention: a pruned snapshot keeps its header and digest, not its hosts.
     Column("pruned", Boolean, nullable=False, default=False),
+    # 1: the run's hosts only (before schema 4); 2: the whole fleet (compliance/fleet.py).
+    Column("format", Integer, nullable=False, default=1, server_default="1"),
+    # Format 2: hosts the run itself observed, and hosts with a fresh observation (coverage).
+    Column("observed_count", Integer, nullable=True),
+    Column("fresh_count", Integer, nullable=True),
 )
 
 results = Table(
@@ -62,6 +68,10 @@ results = Table(
     Column("status", String(32), nullable=False),
     Column("observation", Text, nullable=False),
     Column("verdict", Text, nullable=False),
+    # Format 2: the snapshot whose run made a carried observation (NULL: this snapshot's run),
+    # and the JSON list of scopes that make the host a fleet member.
+    Column("observed_in", Integer, nullable=True),
+    Column("scopes", Text, nullable=True),
 )
 
 Index("ix_results_host", results.c.host)

@@ -2,6 +2,12 @@
 
 Each save appends to the hash chain (store/chain.py) under a lock on the chain head, so two
 collectors writing at once are serialised; ``verify`` recomputes every digest and link.
+
+Every snapshot saved holds the whole fleet (format 2): under the same lock, the run's fresh
+observations are composed with the previous snapshot's fleet (compliance/fleet.py), so a
+partial run, an import or a second collector never shrinks the fleet. Snapshots written
+before that (format 1) hold only their run's hosts and stay exactly as recorded; ``fleet()``
+composes them the same way when they are read.
 The schema is created and upgraded by Alembic migrations (store/migrations) on open.
 """
 
@@ -10,7 +16,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,7 @@ from sqlalchemy import Connection, Engine, create_engine, delete, event, func, i
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from compliance.catalog import Catalog
 from compliance.codec import (
     host_from_dict,
     host_to_dict,
@@ -29,7 +36,9 @@ from compliance.codec import (
     verdict_from_dict,
     verdict_to_dict,
 )
-from compliance.models import Assessment, Host, Snapshot, Status, Verdict
+from compliance.evaluate import Policy, evaluate
+from compliance.fleet import compose, fresh_count, merge, never_probed, observed_count, regrade
+from compliance.models import Assessment, Host, Observation, Snapshot, Status, Verdict
 from store import chain, schema
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -60,6 +69,22 @@ class SnapshotInfo:
     hash: str = ""
     signature: str | None = None
     pruned: bool = False
+    format: int = 1
+    observed_count: int | None = None  # format 2: hosts this snapshot's run observed
+    fresh_count: int | None = None     # format 2: hosts with a fresh observation
+
+    @property
+    def fleet(self) -> bool:
+        """Whether the snapshot holds the whole fleet (format 2), not only its run's hosts."""
+        return self.format >= 2
+
+    @property
+    def coverage(self) -> tuple[int, int]:
+        """(hosts with a fresh observation, hosts in the fleet); for a format 1 snapshot,
+        (hosts assessed, servers in its inventory) as recorded then."""
+        if self.fresh_count is not None:
+            return self.fresh_count, self.host_count
+        return self.host_count, max(self.host_count, self.discovered_count)
 
 
 @dataclass(frozen=True)
@@ -174,14 +199,20 @@ class SnapshotStore:
 
     # -- writing --------------------------------------------------------------------------
 
-    def save(self, snapshot: Snapshot) -> int:
-        """Write a whole snapshot atomically, appended to the chain; returns its id.
+    def save(self, run: Snapshot, catalog: Catalog, policy: Policy | None = None) -> int:
+        """Append a snapshot of the whole fleet, atomically; returns its id.
+
+        ``run`` holds the run's fresh observations (``compliance.evaluate.assess``). Under the
+        chain-head lock, every other member of the latest snapshot's fleet is carried forward
+        with its observation unchanged and re-graded at ``run.taken_at`` by ``catalog`` and
+        ``policy``; members of a directory scope the run listed completely and did not find
+        leave the fleet (compliance/fleet.py).
 
         A database error (locked, full, gone) is a ``StoreError``: the transaction is rolled
         back, so the store holds exactly what it held before.
         """
         try:
-            return self._save(snapshot)
+            return self._save(run, catalog, policy or Policy())
         except StoreError:
             raise
         except SQLAlchemyError as error:
@@ -195,32 +226,39 @@ class SnapshotStore:
             raise StoreError(f"cannot save the snapshot to {shown}: {detail}; nothing was "
                              f"written (the previous snapshots are intact){hint}") from error
 
-    def _save(self, snapshot: Snapshot) -> int:
-        if snapshot.taken_at.tzinfo is None:
+    def _save(self, run: Snapshot, catalog: Catalog, policy: Policy) -> int:
+        if run.taken_at.tzinfo is None:
             raise StoreError("snapshot time must carry a time zone")
-        counts = _dumps(dict(Counter(a.verdict.status.value for a in snapshot.assessments)))
-        rows = [
-            (position, a.observation.host.name, a.verdict.status.value,
-             _dumps(observation_to_dict(a.observation)), _dumps(verdict_to_dict(a.verdict)))
-            for position, a in enumerate(snapshot.assessments)
-        ]
         inventory = [(position, host.name, _dumps(host_to_dict(host)))
-                     for position, host in enumerate(snapshot.discovered)]
-        header: dict[str, Any] = {
-            "taken_at": snapshot.taken_at.astimezone(UTC).isoformat(), "source": snapshot.source,
-            "label": snapshot.label, "tool_version": snapshot.tool_version,
-            "catalog_version": snapshot.catalog_version, "advisory_id": snapshot.advisory_id,
-            "advisory_version": snapshot.advisory_version, "scope": snapshot.scope,
-            "host_count": len(rows), "counts": counts, "discovered_count": len(inventory),
-        }
+                     for position, host in enumerate(run.discovered)]
         with self.engine.begin() as conn:
-            # Taking the write lock on the chain head first serialises concurrent appends.
+            # Taking the write lock on the chain head first serialises concurrent appends, and
+            # the fleet is read under it: a second collector's run is composed with the first's.
             conn.execute(update(schema.meta).where(schema.meta.c.key == "chain_head")
                          .values(value=schema.meta.c.value))
             head = conn.execute(select(schema.meta.c.value)
                                 .where(schema.meta.c.key == "chain_head")).scalar_one()
             last_sequence, last_hash = head.split(":")
-            header.update(sequence=int(last_sequence) + 1, previous_hash=last_hash)
+            previous = self._members_before(conn, int(last_sequence) + 1)
+            snapshot = compose(previous, run,
+                               lambda obs, at: evaluate(obs, catalog, at, policy)).snapshot
+            counts = _dumps(dict(Counter(a.verdict.status.value for a in snapshot.assessments)))
+            rows = [
+                (position, a.observation.host.name, a.verdict.status.value,
+                 _dumps(observation_to_dict(a.observation)), _dumps(verdict_to_dict(a.verdict)),
+                 a.observed_in, _dumps(list(a.scopes)))
+                for position, a in enumerate(snapshot.assessments)
+            ]
+            header: dict[str, Any] = {
+                "taken_at": run.taken_at.astimezone(UTC).isoformat(), "source": run.source,
+                "label": run.label, "tool_version": run.tool_version,
+                "catalog_version": run.catalog_version, "advisory_id": run.advisory_id,
+                "advisory_version": run.advisory_version, "scope": run.scope,
+                "host_count": len(rows), "counts": counts, "discovered_count": len(inventory),
+                "sequence": int(last_sequence) + 1, "previous_hash": last_hash,
+                "format": 2, "observed_count": observed_count(snapshot),
+                "fresh_count": fresh_count(snapshot.assessments),
+            }
             value = chain.digest(header, rows, inventory)
             signature = chain.sign(self.signing_key, value) if self.signing_key else None
             inserted = conn.execute(insert(schema.snapshots).values(
@@ -229,8 +267,9 @@ class SnapshotStore:
             snapshot_id = int(inserted[0])
             if rows:
                 conn.execute(insert(schema.results), [
-                    {"snapshot_id": snapshot_id, "position": p, "host": h, "status": s,
-                     "observation": o, "verdict": v} for p, h, s, o, v in rows])
+                    {"snapshot_id": snapshot_id, "position": p, "host": h, "status": st,
+                     "observation": o, "verdict": v, "observed_in": i, "scopes": sc}
+                    for p, h, st, o, v, i, sc in rows])
             if inventory:
                 conn.execute(insert(schema.discovered), [
                     {"snapshot_id": snapshot_id, "position": p, "host": h, "record": r}
@@ -238,6 +277,85 @@ class SnapshotStore:
             conn.execute(update(schema.meta).where(schema.meta.c.key == "chain_head")
                          .values(value=f"{header['sequence']}:{value}"))
         return snapshot_id
+
+    # -- the fleet ------------------------------------------------------------------------
+
+    def _members_before(self, conn: Connection, sequence: int) -> list[Assessment]:
+        """The fleet as the snapshots before chain position ``sequence`` left it, not re-graded:
+        each member's ``observed_in`` names the snapshot that observed it."""
+        headers = conn.execute(
+            select(schema.snapshots.c.id, schema.snapshots.c.format, schema.snapshots.c.pruned)
+            .where(schema.snapshots.c.sequence < sequence)
+            .order_by(schema.snapshots.c.sequence.desc())).all()
+        # The newest whole-fleet snapshot that still has its hosts is where composing starts;
+        # format 1 snapshots after it (or all of them, in a store from before fleets) are
+        # folded in oldest first, as their runs would have been composed had they been saved
+        # by this version.
+        legacy: list[int] = []
+        members: list[Assessment] = []
+        for snapshot_id, version, pruned in headers:
+            if pruned:
+                continue
+            if version >= 2:
+                members = self._stored_members(conn, snapshot_id)
+                break
+            legacy.append(snapshot_id)
+        for snapshot_id in reversed(legacy):
+            members, _removed = merge(members, self._legacy_run(conn, snapshot_id, members))
+        return members
+
+    def _stored_members(self, conn: Connection, snapshot_id: int) -> list[Assessment]:
+        rows = conn.execute(
+            select(schema.results.c.observation, schema.results.c.verdict,
+                   schema.results.c.observed_in, schema.results.c.scopes)
+            .where(schema.results.c.snapshot_id == snapshot_id)
+            .order_by(schema.results.c.position)).all()
+        return [Assessment(observation_from_dict(json.loads(obs)),
+                           verdict_from_dict(json.loads(ver)),
+                           observed_in=snapshot_id if observed_in is None else observed_in,
+                           scopes=tuple(json.loads(scopes)) if scopes else ())
+                for obs, ver, observed_in, scopes in rows]
+
+    def _legacy_run(self, conn: Connection, snapshot_id: int,
+                    members: list[Assessment]) -> Snapshot:
+        """A format 1 snapshot as a run to merge: its hosts with no scope (so never removed),
+        and the servers of its inventory that it did not assess as never probed."""
+        row = conn.execute(select(schema.snapshots)
+                           .where(schema.snapshots.c.id == snapshot_id)).mappings().one()
+        assessed = self._stored_members(conn, snapshot_id)
+        known = {a.observation.host.name.lower() for a in [*assessed, *members]}
+        taken_at = datetime.fromisoformat(row["taken_at"])
+        unprobed = []
+        for record in conn.execute(select(schema.discovered.c.record)
+                                   .where(schema.discovered.c.snapshot_id == snapshot_id)
+                                   .order_by(schema.discovered.c.position)).scalars():
+            host = host_from_dict(json.loads(record))
+            if host.name.lower() not in known:
+                known.add(host.name.lower())
+                observation = never_probed(host, row["source"])
+                unprobed.append(Assessment(observation, _placeholder(observation, taken_at),
+                                           observed_in=snapshot_id))
+        return Snapshot(taken_at=taken_at, source=row["source"], tool_version="",
+                        catalog_version="", advisory_id="", advisory_version="",
+                        assessments=(*assessed, *unprobed))
+
+    def fleet(self, snapshot_id: int, catalog: Catalog,
+              policy: Policy | None = None) -> list[Assessment]:
+        """The whole fleet at a snapshot: its stored rows for a format 2 snapshot; for a format
+        1 one, composed from it and the snapshots before it the same way a save composes, the
+        carried hosts graded at its time by ``catalog``. Empty for a pruned snapshot."""
+        info = self.info(snapshot_id)
+        if info.fleet:
+            return self.assessments(snapshot_id)
+        if info.pruned:
+            return []
+        with self.engine.connect() as conn:
+            members = self._members_before(conn, info.sequence + 1)
+        members = [m if m.observed_in != snapshot_id else replace(m, observed_in=None)
+                   for m in members]
+        chosen = policy or Policy()
+        return regrade(members, lambda obs, at: evaluate(obs, catalog, at, chosen),
+                       info.taken_at, f"{info.source}: {info.label}" if info.label else info.source)
 
     def record(self, who: str, action: str, snapshot_id: int | None, detail: str = "",
                at: datetime | None = None) -> None:
@@ -256,11 +374,14 @@ class SnapshotStore:
 
     def prune(self, keep: int) -> int:
         """Drop the hosts of all but the newest ``keep`` snapshots; headers and digests stay,
-        so the chain remains verifiable. Returns how many snapshots were pruned."""
+        so the chain remains verifiable. Returns how many snapshots were pruned.
+
+        The newest snapshot is always kept whole (``keep`` below 1 counts as 1): it holds the
+        fleet the next run is composed with."""
         with self.engine.begin() as conn:
             ids = conn.execute(
                 select(schema.snapshots.c.id).where(schema.snapshots.c.pruned.is_(False))
-                .order_by(schema.snapshots.c.sequence.desc()).offset(max(0, keep))
+                .order_by(schema.snapshots.c.sequence.desc()).offset(max(1, keep))
             ).scalars().all()
             if ids:
                 conn.execute(delete(schema.results).where(schema.results.c.snapshot_id.in_(ids)))
@@ -269,6 +390,33 @@ class SnapshotStore:
                 conn.execute(update(schema.snapshots).where(schema.snapshots.c.id.in_(ids))
                              .values(pruned=True))
         return len(ids)
+
+    def legacy_figures(self, catalog: Catalog,
+                       policy: Policy | None = None) -> dict[int, dict[str, Any]]:
+        """For each format 1 snapshot with hosts: the ``counts``, ``host_count`` and
+        ``fresh_count`` of its composed fleet (as ``fleet()`` gives it), in one pass."""
+        chosen = policy or Policy()
+        figures: dict[int, dict[str, Any]] = {}
+        members: list[Assessment] = []
+        with self.engine.connect() as conn:
+            headers = conn.execute(
+                select(schema.snapshots.c.id, schema.snapshots.c.format,
+                       schema.snapshots.c.pruned, schema.snapshots.c.taken_at,
+                       schema.snapshots.c.source)
+                .order_by(schema.snapshots.c.sequence)).all()
+            for snapshot_id, version, pruned, taken_at, source in headers:
+                if pruned or version >= 2:
+                    continue
+                members, _removed = merge(members, self._legacy_run(conn, snapshot_id, members))
+                own = [m if m.observed_in != snapshot_id else replace(m, observed_in=None)
+                       for m in members]
+                graded = regrade(own, lambda obs, at: evaluate(obs, catalog, at, chosen),
+                                 datetime.fromisoformat(taken_at), source)
+                counts = {status.value: 0 for status in Status}
+                counts.update(Counter(a.verdict.status.value for a in graded))
+                figures[snapshot_id] = {"counts": counts, "host_count": len(graded),
+                                        "fresh_count": fresh_count(graded)}
+        return figures
 
     # -- reading --------------------------------------------------------------------------
 
@@ -316,30 +464,27 @@ class SnapshotStore:
         return _info(row)
 
     def assessments(self, snapshot_id: int) -> list[Assessment]:
-        """Every host's observation and recorded verdict, in collection order."""
+        """Every stored row of a snapshot, in fleet order, exactly as recorded (for a format 1
+        snapshot, only its run's hosts: ``fleet()`` composes the rest)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(schema.results.c.observation, schema.results.c.verdict)
+                select(schema.results.c.observation, schema.results.c.verdict,
+                       schema.results.c.observed_in, schema.results.c.scopes)
                 .where(schema.results.c.snapshot_id == snapshot_id)
                 .order_by(schema.results.c.position)
             ).all()
-        return [
-            Assessment(observation_from_dict(json.loads(obs)), verdict_from_dict(json.loads(ver)))
-            for obs, ver in rows
-        ]
+        return [_assessment(*row) for row in rows]
 
     def assessment(self, snapshot_id: int, host: str) -> Assessment | None:
-        """One host's observation and verdict in a snapshot (name as stored)."""
+        """One host's stored row in a snapshot (name as stored)."""
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(schema.results.c.observation, schema.results.c.verdict)
+                select(schema.results.c.observation, schema.results.c.verdict,
+                       schema.results.c.observed_in, schema.results.c.scopes)
                 .where(schema.results.c.snapshot_id == snapshot_id,
                        schema.results.c.host == host).limit(1)
             ).first()
-        if row is None:
-            return None
-        return Assessment(observation_from_dict(json.loads(row[0])),
-                          verdict_from_dict(json.loads(row[1])))
+        return None if row is None else _assessment(*row)
 
     def verdicts(self, snapshot_id: int) -> list[Verdict]:
         """Only the recorded verdicts (cheaper than ``assessments`` when observations are not needed)."""
@@ -381,13 +526,15 @@ class SnapshotStore:
             raise StoreError(f"no snapshot with id {snapshot_id}")
         return dict(row)
 
-    def raw_rows(self, snapshot_id: int) -> tuple[list[tuple[int, str, str, str, str]],
+    def raw_rows(self, snapshot_id: int) -> tuple[list[tuple[Any, ...]],
                                                   list[tuple[int, str, str]]]:
-        """The stored rows exactly as hashed: results and inventory."""
+        """The stored rows exactly as hashed: results (position, host, status, observation,
+        verdict, observed_in, scopes) and inventory (position, host, record)."""
         with self.engine.connect() as conn:
             results = conn.execute(
                 select(schema.results.c.position, schema.results.c.host, schema.results.c.status,
-                       schema.results.c.observation, schema.results.c.verdict)
+                       schema.results.c.observation, schema.results.c.verdict,
+                       schema.results.c.observed_in, schema.results.c.scopes)
                 .where(schema.results.c.snapshot_id == snapshot_id)
                 .order_by(schema.results.c.position)).all()
             inventory = conn.execute(
@@ -457,6 +604,21 @@ def _info(row: Any) -> SnapshotInfo:
         advisory_version=row["advisory_version"], host_count=row["host_count"], counts=counts,
         scope=row["scope"], discovered_count=row["discovered_count"], sequence=row["sequence"],
         previous_hash=row["previous_hash"], hash=row["hash"], signature=row["signature"],
-        pruned=bool(row["pruned"]),
+        pruned=bool(row["pruned"]), format=int(row["format"] or 1),
+        observed_count=row["observed_count"], fresh_count=row["fresh_count"],
     )
+
+
+def _assessment(observation: str, verdict: str, observed_in: int | None,
+                scopes: str | None) -> Assessment:
+    return Assessment(observation_from_dict(json.loads(observation)),
+                      verdict_from_dict(json.loads(verdict)), observed_in=observed_in,
+                      scopes=tuple(json.loads(scopes)) if scopes else ())
+
+
+def _placeholder(observation: Observation, at: datetime) -> Verdict:
+    # Merged members keep their verdict until they are re-graded; a never-probed one is
+    # re-graded before anyone sees it (its observed_in is set), so this is never shown.
+    return Verdict(host=observation.host.name, status=Status.UNKNOWN, reason="never probed",
+                   action="", as_of=at)
 

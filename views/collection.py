@@ -39,35 +39,47 @@ if not history:
 else:
     rows = []
     for info in reversed(history[-RECENT:]):
-        failures = None if info.pruned else len(data.failures(url, info.id))
+        failures = None if info.pruned else sum(
+            1 for _host, _failure, carried_from in data.failures(url, info.id)
+            if carried_from is None)
+        fresh, fleet = info.coverage
         rows.append({"id": info.id, "taken_at": info.taken_at, "source": info.source,
-                     "label": info.label, "hosts": info.host_count,
-                     "discovered": f"{info.host_count}/{info.discovered_count}"
-                                   if info.discovered_count else None,
+                     "scope": info.scope, "label": info.label,
+                     "observed": info.observed_count if info.fleet else info.host_count,
+                     "fleet": fleet, "coverage": f"{fresh}/{fleet}",
                      "failures": failures})
     st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
         "taken_at": st.column_config.DatetimeColumn("taken at (UTC)", format="YYYY-MM-DD HH:mm"),
-        "discovered": st.column_config.TextColumn(
-            "coverage", help="Hosts assessed / servers in the inventory the run started from"),
+        "scope": st.column_config.TextColumn(
+            help="What the run was pointed at: the directory and its base, an inventory file, "
+                 "imported probe documents"),
+        "observed": st.column_config.NumberColumn(
+            help="Hosts this run observed itself; the snapshot carries every other host of "
+                 "the fleet forward with its own, older observation"),
+        "fleet": st.column_config.NumberColumn(help="Hosts in the fleet at this snapshot"),
+        "coverage": st.column_config.TextColumn(
+            help="Hosts with a fresh observation / hosts in the fleet"),
         "failures": st.column_config.NumberColumn(
-            help="Hosts the collector could not read (empty: hosts pruned from the store)"),
+            help="Hosts this run could not read (empty: hosts pruned from the store)"),
     })
 
     latest = history[-1]
-    groups: dict[str, list[tuple[str, Failure]]] = defaultdict(list)
-    for host, failure in data.failures(url, latest.id):
-        groups[failure.reason].append((host, failure))
+    groups: dict[str, list[tuple[str, Failure, int | None]]] = defaultdict(list)
+    for host, failure, carried_from in data.failures(url, latest.id):
+        groups[failure.reason].append((host, failure, carried_from or latest.id))
     st.subheader(f"Failures in snapshot #{latest.id}",
-                 help="Every host that failed is graded unknown, never patched.")
+                 help="Every host of the fleet whose latest observation is a failure, and the "
+                      "run that failed on it. Each is graded unknown, never patched.")
     if not groups:
         st.success("Every host answered.")
     for reason, failed in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
         with st.expander(f"**{literal(reason)}**: {len(failed)} "
                          f"host{'s' if len(failed) > 1 else ''}"):
             # Our own hints are Markdown (commands in backticks); a stored one is not trusted.
-            stored = next((f.hint for _, f in failed if f.hint), "")
+            stored = next((f.hint for _, f, _run in failed if f.hint), "")
             st.markdown(f"**Fix:** {HINTS.get(reason) or literal(stored or 'no hint recorded')}")
-            st.dataframe(pd.DataFrame([{"host": host, "detail": f.detail} for host, f in failed]),
+            st.dataframe(pd.DataFrame([{"host": host, "detail": f.detail, "snapshot": run}
+                                       for host, f, run in failed]),
                          hide_index=True)
 
 st.subheader("Collect now", help=(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -71,29 +72,59 @@ def prepare(config: Settings) -> None:
     _prepared(config.store_url, config.demo, config.max_age.total_seconds() / 86400)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def _max_age_days() -> float:
+    return settings().max_age.total_seconds() / 86400
+
+
+def _policy(max_age_days: float) -> Policy:
+    return Policy(max_age=timedelta(days=max_age_days))
+
+
 def snapshots(url: str) -> list[SnapshotInfo]:
-    """Every snapshot header, oldest first."""
-    return _store(url).history()
+    """Every snapshot header, oldest first. A format 1 snapshot (written before snapshots held
+    the whole fleet) shows the figures of its composed fleet, like every other view of it."""
+    return _snapshots(url, _max_age_days())
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def _snapshots(url: str, max_age_days: float) -> list[SnapshotInfo]:
+    listed = _store(url).history()
+    legacy = tuple(s.id for s in listed if not s.fleet and not s.pruned)
+    if not legacy:
+        return listed
+    figures = _legacy_figures(url, legacy, max_age_days)
+    return [replace(s, **figures[s.id]) if s.id in figures else s for s in listed]
+
+
+@st.cache_data(show_spinner="Composing the fleet of snapshots from before fleets…")
+def _legacy_figures(url: str, ids: tuple[int, ...], max_age_days: float) -> dict[int, dict[str, Any]]:
+    # Format 1 snapshots never change, so this is kept for as long as the process runs.
+    return _store(url).legacy_figures(catalog(), _policy(max_age_days))
+
+
 def assessments(url: str, snapshot_id: int) -> list[Assessment]:
-    return _store(url).assessments(snapshot_id)
+    """The snapshot's whole fleet (``SnapshotStore.fleet``), in fleet order."""
+    return _fleet(url, snapshot_id, _max_age_days())
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def failures(url: str, snapshot_id: int) -> list[tuple[str, Failure]]:
-    """(host, failure) for every host of a snapshot the collector could not read: only these
-    are kept, so a page listing recent runs does not copy every host of each on a rerun."""
-    return [(a.observation.host.name, a.observation.failure)
+def _fleet(url: str, snapshot_id: int, max_age_days: float) -> list[Assessment]:
+    return _store(url).fleet(snapshot_id, catalog(), _policy(max_age_days))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def failures(url: str, snapshot_id: int) -> list[tuple[str, Failure, int | None]]:
+    """(host, failure, observed_in) for every host of a snapshot whose latest observation is a
+    failure; ``observed_in`` is None when the snapshot's own run failed on it. Only these are
+    kept, so a page listing recent runs does not copy every host of each on a rerun."""
+    return [(a.observation.host.name, a.observation.failure, a.observed_in)
             for a in _store(url).assessments(snapshot_id) if a.observation.failure is not None]
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def host_table(url: str, snapshot_id: int) -> pd.DataFrame:
     """One row per host of a snapshot, as ``store.export.host_row`` shapes it."""
-    rows = [host_row(a) for a in assessments(url, snapshot_id)]
+    rows = [host_row(a, snapshot_id) for a in assessments(url, snapshot_id)]
     return pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
 
 
@@ -102,19 +133,37 @@ def latest(url: str) -> SnapshotInfo | None:
     return listed[-1] if listed else None
 
 
-def is_demo(info: SnapshotInfo | None) -> bool:
-    return info is not None and info.source == DEMO_SOURCE
+def is_demo(url: str) -> bool:
+    """Whether any demo data is shown: a demo snapshot is in the store, so its hosts may be
+    carried forward into every later snapshot."""
+    return any(s.source == DEMO_SOURCE for s in snapshots(url))
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def verdicts(url: str, snapshot_id: int) -> list[Verdict]:
-    return _store(url).verdicts(snapshot_id)
+    """The verdicts of the snapshot's whole fleet."""
+    return _verdicts(url, snapshot_id, _max_age_days())
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def _verdicts(url: str, snapshot_id: int, max_age_days: float) -> list[Verdict]:
+    store = _store(url)
+    if store.info(snapshot_id).fleet:
+        return store.verdicts(snapshot_id)  # cheaper: no observation decoded
+    return [a.verdict for a in _fleet(url, snapshot_id, max_age_days)]
+
+
 def assessment(url: str, snapshot_id: int, host: str) -> Assessment | None:
     """One host's observation and verdict (the Hosts page's detail view)."""
-    return _store(url).assessment(snapshot_id, host)
+    return _assessment(url, snapshot_id, host, _max_age_days())
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def _assessment(url: str, snapshot_id: int, host: str, max_age_days: float) -> Assessment | None:
+    store = _store(url)
+    if store.info(snapshot_id).fleet:
+        return store.assessment(snapshot_id, host)
+    return next((a for a in _fleet(url, snapshot_id, max_age_days)
+                 if a.observation.host.name == host), None)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
@@ -145,6 +194,7 @@ def verify(url: str, _key: bytes | None = None) -> VerifyReport:
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def snapshot_diff(url: str, before_id: int, after_id: int) -> Diff:
+    """What changed between the two snapshots' whole fleets."""
     return diff(verdicts(url, before_id), verdicts(url, after_id))
 
 
@@ -152,7 +202,7 @@ def snapshot_diff(url: str, before_id: int, after_id: int) -> Diff:
 def reevaluation(url: str, snapshot_id: int, max_age_days: float = 7.0) -> list[Reevaluation]:
     info = _store(url).info(snapshot_id)
     return reevaluate(assessments(url, snapshot_id), catalog(), info.taken_at,
-                      Policy(max_age=timedelta(days=max_age_days)))
+                      _policy(max_age_days))
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner="Building the evidence bundle…")

@@ -7,7 +7,7 @@ import streamlit as st
 
 from views import data
 from views.markdown import literal
-from views.page import current, snapshot_caption
+from views.page import current, observed_by, snapshot_caption
 
 ctx = current()
 st.title("Hosts")
@@ -54,9 +54,13 @@ st.dataframe(
     shown,
     hide_index=True,
     column_order=("host", "status", "product", "cu", "build", "build_source", "flags", "site",
-                  "dag", "roles", "mitigations", "observed_at", "action"),
+                  "dag", "roles", "mitigations", "observed_at", "observed_in", "action"),
     column_config={
         "observed_at": st.column_config.TextColumn("last observed"),
+        "observed_in": st.column_config.NumberColumn(
+            "observed in snapshot", format="#%d",
+            help="The snapshot whose run made the observation; an older one than this "
+                 "snapshot means the host was carried forward from that run."),
         "action": st.column_config.TextColumn("next action", width="large"),
     },
 )
@@ -74,6 +78,7 @@ st.markdown(f"**{literal(verdict.host)}** ({literal(obs.host.fqdn or 'no FQDN')}
             f"**{verdict.status.value}**"
             + (f" · {literal(verdict.product)} {literal(verdict.cu or '')}" if verdict.product else ""))
 st.markdown(f"**Next action:** {literal(verdict.action)}")
+st.markdown(observed_by(assessment, ctx.snapshot.id, {s.id: s for s in ctx.history}))
 st.markdown(f"**Why:** {literal(verdict.reason)}")
 if obs.failure is not None:
     st.error(f"Collection failed ({literal(obs.failure.reason)}): {literal(obs.failure.detail)}"

@@ -15,9 +15,9 @@ st.title("ProxyLogon exposure: overview")
 snapshot_caption(ctx)
 
 
-now = kpis(ctx.snapshot.counts, ctx.snapshot.discovered_count,
+now = kpis(ctx.snapshot.counts, ctx.snapshot.coverage,
            data.indicator_count(url, ctx.snapshot.id))
-before = (kpis(ctx.previous.counts, ctx.previous.discovered_count,
+before = (kpis(ctx.previous.counts, ctx.previous.coverage,
                data.indicator_count(url, ctx.previous.id)) if ctx.previous else None)
 columns = st.columns(len(now))
 for column, kpi in zip(columns, now, strict=True):

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import streamlit as st
 
+from compliance.models import Assessment
 from settings import Settings
 from store import SnapshotInfo
 from views import data
@@ -52,3 +53,21 @@ def snapshot_caption(ctx: PageContext) -> None:
     if datetime.now(UTC) - snap.taken_at > ctx.config.max_age:
         st.warning(f"The latest snapshot is older than {ctx.config.max_age.days} days: its "
                    "verdicts may no longer reflect the servers. Run a collection.")
+
+
+def observed_by(assessment: Assessment, snapshot_id: int, by_id: dict[int, SnapshotInfo]) -> str:
+    """Markdown: which run observed the host and when, and why it is in the fleet."""
+    obs = assessment.observation
+    seen = f"{obs.observed_at:%Y-%m-%d %H:%M} UTC" if obs.observed_at else "never"
+    source = assessment.observed_in if assessment.carried else snapshot_id
+    run = by_id.get(source) if source is not None else None
+    where = (f"snapshot #{source} ({literal(run.source)}: {literal(run.label or run.scope)})"
+             if run is not None else f"snapshot #{source}")
+    if assessment.carried:
+        text = (f"**Observed by:** {where}, at {seen}; **carried forward**: this snapshot's "
+                "run did not observe it, so its verdict is that observation graded again now")
+    else:
+        text = f"**Observed by:** this snapshot's run, {where}, at {seen}"
+    if assessment.scopes:
+        text += " · **in the fleet through:** " + ", ".join(literal(s) for s in assessment.scopes)
+    return text

@@ -89,7 +89,7 @@ else:
         ("Regressed", changes.regressed),
         ("Mitigation removed", changes.mitigation_removed),
         ("New hosts", changes.new_hosts),
-        ("Vanished hosts", changes.vanished_hosts),
+        ("Removed from the fleet", changes.removed_hosts),
         ("Status changes", changes.status_changes),
     )
     for column, (label, listed) in zip(st.columns(len(categories)), categories, strict=True):

@@ -28,10 +28,11 @@ class Kpi:
         return f"{change:+.0f}" if change else None
 
 
-def kpis(counts: Mapping[str, int], discovered: int | None = None,
+def kpis(counts: Mapping[str, int], coverage: tuple[int, int] | None = None,
          indicators: int = 0) -> list[Kpi]:
-    """Servers in the inventory, hosts assessed (coverage), patched share of affected hosts,
-    mitigated only, vulnerable, unknown, hosts with compromise indicators."""
+    """Hosts in the fleet, coverage (hosts with a fresh observation / hosts in the fleet, as
+    ``SnapshotInfo.coverage`` gives it), patched share of affected hosts, mitigated only,
+    vulnerable, unknown, hosts with compromise indicators."""
     total = sum(counts.values())
     patched = counts.get(Status.PATCHED.value, 0)
     not_applicable = counts.get(Status.NOT_APPLICABLE.value, 0)
@@ -40,15 +41,18 @@ def kpis(counts: Mapping[str, int], discovered: int | None = None,
     mitigated = counts.get(Status.MITIGATED.value, 0)
     vulnerable = counts.get(Status.VULNERABLE.value, 0)
     unknown = counts.get(Status.UNKNOWN.value, 0)
-    inventory = discovered if discovered else total
-    coverage = 100.0 * total / inventory if inventory else 0.0
+    fresh, fleet = coverage if coverage is not None else (total, total)
+    share_fresh = 100.0 * fresh / fleet if fleet else 0.0
     return [
-        Kpi("inventory", "In AD", inventory, str(inventory),
-            "Exchange servers in the inventory the run started from (AD and inventory file).",
-            "off"),
-        Kpi("hosts", "Coverage", coverage, f"{coverage:.0f}%",
-            f"{total} of {inventory} servers assessed in this snapshot; "
-            f"{not_applicable} not affected (Exchange 2010 without UM).", "normal", percent=True),
+        Kpi("inventory", "In fleet", fleet, str(fleet),
+            "Exchange servers known from every run: AD discoveries, inventory files and "
+            "imported probe documents. A run never removes a server; a full AD discovery "
+            "that no longer finds one does.", "off"),
+        Kpi("hosts", "Coverage", share_fresh, f"{share_fresh:.0f}%",
+            f"{fresh} of {fleet} servers have a fresh observation (read within the max-age "
+            "limit, not failed); the rest are unknown until a run reads them. "
+            f"{not_applicable} not affected (Exchange 2010 without UM).", "normal",
+            percent=True),
         Kpi("patched", "Patched", share, f"{share:.0f}%",
             f"{patched} of {affected} affected hosts have the March 2021 fixes.", "normal",
             percent=True),

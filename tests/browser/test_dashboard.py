@@ -37,7 +37,7 @@ def test_overview_shows_badge_kpis_and_charts(dashboard, page):
     assert metrics.count() == 7
     hosts = metrics.nth(0).locator('[data-testid="stMetricValue"]').inner_text()
     vulnerable = metrics.nth(4).locator('[data-testid="stMetricValue"]').inner_text()
-    assert hosts == str(latest.discovered_count)
+    assert hosts == str(latest.host_count)
     assert vulnerable == str(latest.counts["vulnerable"])
     assert page.locator(".js-plotly-plot").count() == 6
     screenshot(page, "overview")

@@ -45,7 +45,8 @@ def hostile_dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     ]
     store = SnapshotStore.open(f"sqlite:///{Path(data_dir) / 'compliance.db'}")
     store.save(assess(observations, load_catalog(), now, source="test", tool_version="t",
-                      discovered=[o.host for o in observations], scope="hostile values"))
+                      discovered=[o.host for o in observations], scope="hostile values"),
+               load_catalog())
     store.dispose()
     with serve_dashboard(Path(data_dir), env={"PROXYLOGON_DEMO": "false"}) as url:
         yield url

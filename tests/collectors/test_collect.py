@@ -186,7 +186,7 @@ def _slow_collection(peer: WsmanPeer, tmp_path: Path, prefix: str,
     previous = assess([Observation(Host("OLD"), datetime.now(UTC), "test",
                                    exsetup_version="15.1.2176.9")],
                       load_catalog(), datetime.now(UTC), source="test", tool_version="t")
-    store.save(previous)
+    store.save(previous, load_catalog())
     store.dispose()
     lines = ["name,winrm_url"]
     for i in range(20):

@@ -35,7 +35,7 @@ def _snapshot(catalog, at: datetime):
 def test_a_full_database_loses_nothing_and_says_so(tmp_path):
     catalog = load_catalog()
     store = SnapshotStore.open(f"sqlite:///{tmp_path / 'store.db'}")
-    store.save(_snapshot(catalog, NOW))
+    store.save(_snapshot(catalog, NOW), catalog)
 
     def full(conn, cursor, statement, parameters, context, executemany):
         if statement.lstrip().upper().startswith("INSERT INTO RESULTS"):
@@ -43,7 +43,7 @@ def test_a_full_database_loses_nothing_and_says_so(tmp_path):
 
     event.listen(store.engine, "before_cursor_execute", full)
     with pytest.raises(StoreError, match=r"disk is full.*nothing was written"):
-        store.save(_snapshot(catalog, NOW + timedelta(days=1)))
+        store.save(_snapshot(catalog, NOW + timedelta(days=1)), catalog)
     event.remove(store.engine, "before_cursor_execute", full)
     assert len(store.history()) == 1 and store.verify().ok
     store.dispose()
@@ -53,21 +53,21 @@ def test_a_database_locked_past_the_lock_timeout_loses_nothing_and_says_so(tmp_p
     path = tmp_path / "store.db"
     catalog = load_catalog()
     store = SnapshotStore.open(f"sqlite:///{path}", lock_timeout=0.5)
-    store.save(_snapshot(catalog, NOW))
+    store.save(_snapshot(catalog, NOW), catalog)
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock and does not let go
     try:
         started = time.monotonic()
         with pytest.raises(StoreError, match=r"locked.*nothing was written.*more than 0.5 s.*"
                                              r"lock_timeout"):
-            store.save(_snapshot(catalog, NOW + timedelta(days=1)))
+            store.save(_snapshot(catalog, NOW + timedelta(days=1)), catalog)
         waited = time.monotonic() - started
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     assert 0.4 < waited < 10  # it waited for the lock, then gave up
     assert len(store.history()) == 1 and store.verify().ok
-    store.save(_snapshot(catalog, NOW + timedelta(days=1)))  # once free, saving works again
+    store.save(_snapshot(catalog, NOW + timedelta(days=1)), catalog)  # once free, saving works again
     assert len(store.history()) == 2 and store.verify().ok
     store.dispose()
 
@@ -101,7 +101,7 @@ def test_an_export_to_a_full_disk_fails_clearly(tmp_path):
         pytest.skip("no /dev/full on this system")
     url = f"sqlite:///{tmp_path / 'store.db'}"
     store = SnapshotStore.open(url)
-    store.save(_snapshot(load_catalog(), NOW))
+    store.save(_snapshot(load_catalog(), NOW), load_catalog())
     store.dispose()
     done = subprocess.run([sys.executable, "-m", "store", "--db", url, "export", "--format",
                            "json", "--output", "/dev/full"], cwd=ROOT, capture_output=True,
@@ -174,7 +174,7 @@ def test_an_answer_every_domain_controller_would_give_is_not_retried_elsewhere(s
 def test_collect_with_its_directory_dying_mid_search_keeps_the_previous_snapshot(slapd_bulk, tmp_path):
     db = f"sqlite:///{tmp_path / 'store.db'}"
     store = SnapshotStore.open(db)
-    store.save(_snapshot(load_catalog(), NOW))
+    store.save(_snapshot(load_catalog(), NOW), load_catalog())
     store.dispose()
     proxy = CuttingProxy(slapd_bulk.ldaps_port, cut_after=CUT_AFTER)
     url = f"ldaps://127.0.0.1:{proxy.port}"

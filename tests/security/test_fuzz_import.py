@@ -201,7 +201,7 @@ def test_one_hostile_probe_output_does_not_lose_the_collection(store: SnapshotSt
     observations = [parse_document(corpus.GOOD_TEXT, Host("EX1"), "winrm", NOW),
                     parse_document(hostile, Host("EX2"), "winrm", NOW)]
     snapshot = assess(observations, CATALOG, NOW, source="collect", tool_version="test")
-    assert store.save(snapshot) > 0
+    assert store.save(snapshot, CATALOG) > 0
 
 
 # -- PostgreSQL: what SQLite lets through -------------------------------------------------------------

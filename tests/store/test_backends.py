@@ -45,7 +45,7 @@ def test_round_trip_and_chain(any_url, shipped_catalog):
     store = SnapshotStore.open(any_url)
     try:
         first = _snapshot(shipped_catalog, NOW - timedelta(days=1))
-        ids = [store.save(first), store.save(_snapshot(shipped_catalog, NOW))]
+        ids = [store.save(first, shipped_catalog), store.save(_snapshot(shipped_catalog, NOW), shipped_catalog)]
         assert store.assessments(ids[0]) == list(first.assessments)
         assert store.discovered(ids[0]) == list(first.discovered)
         assert [s.id for s in store.history()] == ids
@@ -65,13 +65,13 @@ def test_a_save_waiting_past_the_lock_timeout_fails_with_nothing_written(any_url
     store = SnapshotStore.open(any_url, lock_timeout=0.5)
     other = create_engine(any_url)
     try:
-        store.save(_snapshot(shipped_catalog, NOW - timedelta(days=1)))
+        store.save(_snapshot(shipped_catalog, NOW - timedelta(days=1)), shipped_catalog)
         with other.connect() as holder:
             holder.begin()  # another collector's save, holding the chain head and not finishing
             holder.execute(text("UPDATE meta SET value = value WHERE key = 'chain_head'"))
             started = time.monotonic()
             with pytest.raises(StoreError, match=r"nothing was written.*more than 0\.5 s"):
-                store.save(_snapshot(shipped_catalog, NOW))
+                store.save(_snapshot(shipped_catalog, NOW), shipped_catalog)
             assert 0.4 < time.monotonic() - started < 10
             holder.rollback()
         assert len(store.history()) == 1 and store.verify().ok
@@ -89,7 +89,7 @@ def test_postgres_lock_timeout_keeps_the_urls_own_options(postgres_url, shipped_
     store = SnapshotStore.open(f"{postgres_url}?options=-csearch_path%3Dcompliance",
                                lock_timeout=0.25)
     try:
-        store.save(_snapshot(shipped_catalog, NOW))
+        store.save(_snapshot(shipped_catalog, NOW), shipped_catalog)
         with store.engine.connect() as conn:
             assert conn.execute(text("SHOW lock_timeout")).scalar() == "250ms"
             assert conn.execute(text("SHOW search_path")).scalar() == "compliance"
@@ -112,7 +112,7 @@ def test_hostile_host_names_are_stored_and_looked_up_exactly(any_url, shipped_ca
         observations = [Observation(Host(name), NOW, "test", exsetup_version="15.1.2176.9")
                         for name in [*SQL_HOSTILE, "EX3x", "EXa4"]]
         snapshot_id = store.save(assess(observations, shipped_catalog, NOW, source="test",
-                                        tool_version="t"))
+                                        tool_version="t"), shipped_catalog)
         assert [a.observation.host.name for a in store.assessments(snapshot_id)] == [
             o.host.name for o in observations]
         for name in SQL_HOSTILE:
@@ -153,8 +153,13 @@ def test_a_store_of_the_previous_schema_upgrades_without_losing_data(any_url, sh
         assert [(s.id, s.sequence, s.counts["patched"]) for s in history] == [(1, 1, 1), (2, 2, 1)]
         assert store.assessments(1)[0].verdict.host == "OLD"
         assert store.verify().ok
-        new_id = store.save(_snapshot(shipped_catalog, NOW))
+        assert not store.info(2).fleet  # recorded before fleets: format 1, as it was
+        new_id = store.save(_snapshot(shipped_catalog, NOW), shipped_catalog)
         assert store.info(new_id).sequence == 3 and store.verify().ok
+        # The old snapshot's host is carried into the first whole-fleet snapshot.
+        saved = {a.observation.host.name: a for a in store.assessments(new_id)}
+        assert set(saved) == {"OLD", *(f"EX{i:05d}" for i in range(5))}
+        assert saved["OLD"].observed_in == 2 and store.info(new_id).fleet
     finally:
         store.dispose()
 
@@ -174,7 +179,7 @@ for n in range(count):
     at = datetime.now(UTC)
     obs = [Observation(Host(f"{prefix}{i:05d}"), at, "t", exsetup_version="15.1.2176.9")
            for i in range(hosts)]
-    store.save(assess(obs, catalog, at, source="t", tool_version="t"))
+    store.save(assess(obs, catalog, at, source="t", tool_version="t"), catalog)
     print("saved", flush=True)
 """
 
@@ -197,6 +202,14 @@ def test_two_collectors_writing_at_once_keep_the_chain(any_url):
         assert len(history) == 10
         assert sorted(s.sequence for s in history) == list(range(1, 11))
         assert store.verify().ok
+        # Each snapshot is the whole fleet: it holds every host any earlier snapshot held,
+        # whichever writer saved it (the fleet is composed under the chain-head lock).
+        known: set[str] = set()
+        for info in sorted(history, key=lambda s: s.sequence):
+            hosts = {a.observation.host.name for a in store.assessments(info.id)}
+            assert known <= hosts, f"snapshot #{info.id} lost {sorted(known - hosts)[:3]}"
+            known |= hosts
+        assert len(known) == 400 and info.host_count == 400
     finally:
         store.dispose()
 
@@ -221,7 +234,7 @@ def test_a_reader_never_sees_a_half_written_snapshot(any_url):
 
 def test_a_writer_killed_mid_transaction_leaves_the_store_consistent(any_url, shipped_catalog):
     store = SnapshotStore.open(any_url)
-    store.save(_snapshot(shipped_catalog, NOW))
+    store.save(_snapshot(shipped_catalog, NOW), shipped_catalog)
     writer = _writer(any_url, 50, 20000, "K-")
     try:
         assert writer.stdout is not None
@@ -232,7 +245,7 @@ def test_a_writer_killed_mid_transaction_leaves_the_store_consistent(any_url, sh
         for info in history:
             assert len(store.assessments(info.id)) == info.host_count
         assert store.verify().ok
-        new_id = store.save(_snapshot(shipped_catalog, NOW + timedelta(minutes=1)))
+        new_id = store.save(_snapshot(shipped_catalog, NOW + timedelta(minutes=1)), shipped_catalog)
         assert store.info(new_id).sequence == len(history) + 1
         assert store.verify().ok
     finally:

@@ -28,7 +28,8 @@ def _fill(store: SnapshotStore, catalog, count: int = 4) -> list[int]:
                                     exsetup_version="15.1.2176.9" if i < week else "15.1.2176.2")
                         for i in range(5)]
         ids.append(store.save(assess(observations, catalog, at, source="test", tool_version="t",
-                                     discovered=[o.host for o in observations], scope="test")))
+                                     discovered=[o.host for o in observations], scope="test"),
+                               catalog))
     return ids
 
 
@@ -113,7 +114,7 @@ def test_hmac_catches_a_rewritten_chain(empty_store, shipped_catalog, store_url)
 
     header = signed.raw_header(ids[1])
     results, inventory = signed.raw_rows(ids[1])
-    results[0] = (*results[0][:3], results[0][3].replace("15.1.2176", "15.1.2242"), results[0][4])
+    results[0] = (*results[0][:3], results[0][3].replace("15.1.2176", "15.1.2242"), *results[0][4:])
     forged = chain.digest(header, results, inventory)
     with signed.engine.begin() as conn:
         conn.execute(text("UPDATE results SET observation = :o WHERE snapshot_id = :id AND "

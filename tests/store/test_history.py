@@ -57,14 +57,14 @@ def test_diff_cases(shipped_catalog):
     assert [(c.host, c.before, c.after) for c in result.mitigation_removed] == [
         ("UNMITIGATED", "mitigated", "vulnerable")]
     assert [c.host for c in result.new_hosts] == ["NEWCOMER"]
-    assert [c.host for c in result.vanished_hosts] == ["GONE"]
+    assert [c.host for c in result.removed_hosts] == ["GONE"]
     assert {c.host for c in result.status_changes} == {"FIXED", "RESTORED", "UNMITIGATED",
                                                        "WENTDARK"}
 
 
 def test_as_of_and_timeline(empty_store, shipped_catalog):
     before, after = _snapshots(shipped_catalog)
-    first, second = empty_store.save(before), empty_store.save(after)
+    first, second = empty_store.save(before, shipped_catalog), empty_store.save(after, shipped_catalog)
     assert empty_store.as_of(NOW - timedelta(days=8)) is None
     assert empty_store.as_of(NOW - timedelta(days=7)).id == first
     assert empty_store.as_of(NOW - timedelta(days=1)).id == first
@@ -92,7 +92,7 @@ def _cli(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_diff_and_export_commands(empty_store, shipped_catalog, store_url):
     before, after = _snapshots(shipped_catalog)
-    first, second = empty_store.save(before), empty_store.save(after)
+    first, second = empty_store.save(before, shipped_catalog), empty_store.save(after, shipped_catalog)
     done = _cli(store_url, "diff", str(first), "latest", "--format", "json")
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
@@ -108,7 +108,12 @@ def test_diff_and_export_commands(empty_store, shipped_catalog, store_url):
     assert {r["host"]: r["status"] for r in rows}["RESTORED"] == "patched"  # as of then
     whole = _cli(store_url, "export", "--snapshot", str(second), "--format", "json")
     document = json.loads(whole.stdout)
-    assert document["header"]["id"] == second and len(document["results"]) == 6
+    # The second run did not observe GONE: it is carried forward, never dropped.
+    assert document["header"]["id"] == second and len(document["results"]) == 7
+    gone = next(r for r in document["results"] if r["host"] == "GONE")
+    assert gone["observed_in"] == first and json.loads(gone["observation"])["observed_at"] == (
+        NOW - timedelta(days=7)).isoformat()
+    assert not data["removed_hosts"]
     refused = _cli(store_url, "export", "--format", "bundle")
     assert refused.returncode == 2 and "--output" in refused.stderr
     missing = _cli(store_url, "export", "--as-of", "2020-01-01", "--format", "csv")
@@ -117,7 +122,7 @@ def test_diff_and_export_commands(empty_store, shipped_catalog, store_url):
 
 def test_exports_are_audited_and_the_log_is_exportable(empty_store, shipped_catalog, store_url):
     _, after = _snapshots(shipped_catalog)
-    snapshot_id = empty_store.save(after)
+    snapshot_id = empty_store.save(after, shipped_catalog)
     assert _cli(store_url, "export", "--format", "csv").returncode == 0
     done = _cli(store_url, "audit")
     assert done.returncode == 0, done.stderr

@@ -44,7 +44,7 @@ def _snapshot(catalog, at: datetime = NOW) -> Snapshot:
 
 def test_round_trip_keeps_every_observation_and_verdict(empty_store, shipped_catalog):
     snapshot = _snapshot(shipped_catalog)
-    snapshot_id = empty_store.save(snapshot)
+    snapshot_id = empty_store.save(snapshot, shipped_catalog)
 
     loaded = empty_store.assessments(snapshot_id)
     assert loaded == list(snapshot.assessments)
@@ -60,7 +60,7 @@ def test_round_trip_keeps_every_observation_and_verdict(empty_store, shipped_cat
 
 
 def test_single_host_read(empty_store, shipped_catalog):
-    snapshot_id = empty_store.save(_snapshot(shipped_catalog))
+    snapshot_id = empty_store.save(_snapshot(shipped_catalog), shipped_catalog)
     found = empty_store.assessment(snapshot_id, "EX2")
     assert found == _snapshot(shipped_catalog).assessments[1]
     assert empty_store.assessment(snapshot_id, "NOPE") is None
@@ -68,7 +68,7 @@ def test_single_host_read(empty_store, shipped_catalog):
 
 def test_reopening_the_file_sees_saved_snapshots(store_url, shipped_catalog):
     first = SnapshotStore.open(store_url)
-    first.save(_snapshot(shipped_catalog))
+    first.save(_snapshot(shipped_catalog), shipped_catalog)
     first.dispose()
     again = SnapshotStore.open(store_url)
     assert [s.host_count for s in again.history()] == [3]
@@ -78,15 +78,15 @@ def test_reopening_the_file_sees_saved_snapshots(store_url, shipped_catalog):
 def test_list_is_in_time_order_whatever_the_offset_or_insert_order(empty_store, shipped_catalog):
     later = NOW
     earlier_other_zone = (NOW - timedelta(hours=1)).astimezone(timezone(timedelta(hours=5)))
-    empty_store.save(_snapshot(shipped_catalog, later))
-    empty_store.save(_snapshot(shipped_catalog, earlier_other_zone))
+    empty_store.save(_snapshot(shipped_catalog, later), shipped_catalog)
+    empty_store.save(_snapshot(shipped_catalog, earlier_other_zone), shipped_catalog)
     listed = empty_store.history()
     assert [s.taken_at for s in listed] == [NOW - timedelta(hours=1), NOW]
     assert empty_store.latest() == listed[-1]
 
 
 def test_a_failed_save_leaves_no_partial_snapshot(empty_store, shipped_catalog):
-    empty_store.save(_snapshot(shipped_catalog))
+    empty_store.save(_snapshot(shipped_catalog), shipped_catalog)
 
     def explode(conn, cursor, statement, parameters, context, executemany):
         if statement.lstrip().upper().startswith("INSERT INTO RESULTS"):
@@ -94,7 +94,7 @@ def test_a_failed_save_leaves_no_partial_snapshot(empty_store, shipped_catalog):
 
     event.listen(empty_store.engine, "before_cursor_execute", explode)
     with pytest.raises(RuntimeError, match="disk full"):
-        empty_store.save(_snapshot(shipped_catalog, NOW + timedelta(days=1)))
+        empty_store.save(_snapshot(shipped_catalog, NOW + timedelta(days=1)), shipped_catalog)
     event.remove(empty_store.engine, "before_cursor_execute", explode)
 
     assert len(empty_store.history()) == 1
@@ -117,7 +117,7 @@ def test_naive_time_is_refused(empty_store, shipped_catalog):
     snapshot = _snapshot(shipped_catalog)
     naive = Snapshot(**{**snapshot.__dict__, "taken_at": NOW.replace(tzinfo=None)})
     with pytest.raises(StoreError, match="time zone"):
-        empty_store.save(naive)
+        empty_store.save(naive, shipped_catalog)
 
 
 def test_unopenable_store_names_the_url_without_password(tmp_path):
@@ -141,7 +141,7 @@ def test_discovered_inventory_is_stored_for_coverage(empty_store, shipped_catalo
                  Host("EX9", problems=("no FQDN",)))
     snapshot = assess(_observations(NOW)[:1], shipped_catalog, NOW, source="test",
                       tool_version="0.test", discovered=inventory, scope="ldaps://dc1 CN=x")
-    snapshot_id = empty_store.save(snapshot)
+    snapshot_id = empty_store.save(snapshot, shipped_catalog)
     assert empty_store.discovered(snapshot_id) == list(inventory)
     info = empty_store.info(snapshot_id)
     assert (info.discovered_count, info.host_count, info.scope) == (2, 1, "ldaps://dc1 CN=x")

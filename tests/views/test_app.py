@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from compliance.fleet import is_fresh
 from store import SnapshotStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,8 +56,9 @@ def test_overview_kpis_match_the_store(demo_app):
     affected = latest.host_count - statuses["not_applicable"]
     indicators = sum(1 for a in store.assessments(latest.id)
                      if "indicators_found" in [f.value for f in a.verdict.flags])
-    assert metrics["In AD"] == str(latest.discovered_count)
-    assert metrics["Coverage"] == f"{100 * latest.host_count / latest.discovered_count:.0f}%"
+    fresh = sum(1 for a in store.assessments(latest.id) if is_fresh(a.verdict))
+    assert metrics["In fleet"] == str(latest.host_count) == "65"
+    assert metrics["Coverage"] == f"{100 * fresh / latest.host_count:.0f}%"
     assert metrics["Indicators"] == str(indicators) == "1"
     assert metrics["Patched"] == f"{100 * statuses['patched'] / affected:.0f}%"
     assert metrics["Mitigated"] == str(statuses["mitigated"])

@@ -29,7 +29,7 @@ SNAPSHOTS = ROOT / "views" / "snapshots.py"
 CATALOG = ROOT / "views" / "catalog.py"
 DIFF_LABELS = {"newly_patched": "Newly patched", "regressed": "Regressed",
                "mitigation_removed": "Mitigation removed", "new_hosts": "New hosts",
-               "vanished_hosts": "Vanished hosts", "status_changes": "Status changes"}
+               "removed_hosts": "Removed from the fleet", "status_changes": "Status changes"}
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def _single(store: SnapshotStore, name: str, build: str, status: Status | None =
         forged = replace(assessment, verdict=replace(assessment.verdict, status=status,
                                                      reason="judged by an older catalogue"))
         snapshot = Snapshot(**{**snapshot.__dict__, "assessments": (forged,)})
-    return store.save(snapshot)
+    return store.save(snapshot, catalog)
 
 
 # -- Snapshots ------------------------------------------------------------------------------

@@ -33,8 +33,10 @@ def test_empty_snapshot_does_not_divide_by_zero():
 
 
 def test_coverage_and_indicators():
-    figures = _by_key_full({"patched": 9, "vulnerable": 1}, discovered=20, indicators=2)
-    assert figures["inventory"].display == "20"
+    # 20 hosts in the fleet, 10 with a fresh observation (the rest stale or unreachable).
+    figures = _by_key_full({"patched": 9, "vulnerable": 1, "unknown": 10}, coverage=(10, 20),
+                           indicators=2)
+    assert figures["inventory"].display == "20" and figures["inventory"].label == "In fleet"
     assert figures["hosts"].display == "50%"
     assert figures["indicators"].display == "2"
 

@@ -1,0 +1,269 @@
+"""Whole-fleet snapshots in the store: composing on save, format 1 snapshots composed on read,
+the chain and evidence bundles over carried rows, diffs, pruning and re-evaluation."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from compliance.evaluate import Policy, assess
+from compliance.fleet import IMPORT, INVENTORY, directory_scope
+from compliance.models import Host, Observation, Reason, Status
+from store import chain
+from store.evidence import build_bundle, verify_bundle
+from store.history import diff, reevaluate
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+AD = directory_scope("CN=Configuration,DC=corp,DC=example")
+PATCHED, VULNERABLE = "15.1.2176.9", "15.1.2176.2"
+
+
+def _run(catalog, at, hosts: dict[str, str], scopes=(AD,), complete=(AD,), source="collect"):
+    observations = [Observation(Host(name, site="S"), at, "test", exsetup_version=build)
+                    for name, build in hosts.items()]
+    return assess(observations, catalog, at, source=source, tool_version="t",
+                  discovered=[o.host for o in observations] if complete else (),
+                  scopes=lambda _host: tuple(scopes), complete_scopes=tuple(complete),
+                  label=f"{source} of {len(hosts)}")
+
+
+def _statuses(store, snapshot_id, catalog) -> dict[str, str]:
+    return {a.observation.host.name: a.verdict.status.value
+            for a in store.fleet(snapshot_id, catalog)}
+
+
+FULL = {"EX1": PATCHED, "EX2": VULNERABLE, "EX3": VULNERABLE, "DECOM": PATCHED}
+
+
+def test_a_partial_collection_after_a_full_one_keeps_the_fleet(empty_store, shipped_catalog):
+    full = empty_store.save(_run(shipped_catalog, NOW - timedelta(days=1), FULL), shipped_catalog)
+    partial = empty_store.save(_run(shipped_catalog, NOW, {"EDGE1": PATCHED, "EX2": PATCHED},
+                                    scopes=(INVENTORY,), complete=()), shipped_catalog)
+    info = empty_store.info(partial)
+    assert info.fleet and info.host_count == 5 and info.observed_count == 2
+    assert info.counts["vulnerable"] == 1 and info.counts["patched"] == 4
+    assert info.coverage == (5, 5)
+    rows = {a.observation.host.name: a for a in empty_store.assessments(partial)}
+    assert rows["EX3"].observed_in == full and rows["EX3"].carried
+    assert rows["EX2"].observed_in is None and set(rows["EX2"].scopes) == {AD, INVENTORY}
+    assert rows["EX3"].verdict.evidence[0].kind == "carried"
+    changes = diff([a.verdict for a in empty_store.fleet(full, shipped_catalog)],
+                   [a.verdict for a in empty_store.fleet(partial, shipped_catalog)])
+    assert not changes.removed_hosts and [c.host for c in changes.new_hosts] == ["EDGE1"]
+    assert [c.host for c in changes.newly_patched] == ["EX2"]
+    assert empty_store.verify().ok
+
+
+def test_an_import_into_an_empty_store_is_the_fleet(empty_store, shipped_catalog):
+    saved = empty_store.save(_run(shipped_catalog, NOW, {"EXHAND01": VULNERABLE},
+                                  scopes=(IMPORT,), complete=(), source="import"),
+                             shipped_catalog)
+    assert _statuses(empty_store, saved, shipped_catalog) == {"EXHAND01": "vulnerable"}
+    assert empty_store.info(saved).observed_count == 1
+
+
+def test_a_carried_host_goes_stale(empty_store, shipped_catalog):
+    empty_store.save(_run(shipped_catalog, NOW - timedelta(days=10), {"EX1": PATCHED}),
+                     shipped_catalog)
+    later = empty_store.save(_run(shipped_catalog, NOW, {"OTHER": PATCHED}, scopes=(IMPORT,),
+                                  complete=()), shipped_catalog, Policy(max_age=timedelta(days=7)))
+    ex1 = empty_store.assessment(later, "EX1")
+    assert ex1 is not None and ex1.verdict.status is Status.UNKNOWN
+    assert ex1.verdict.unknown_reason is Reason.STALE
+    assert ex1.observation.observed_at == NOW - timedelta(days=10)
+    assert empty_store.info(later).coverage == (1, 2)
+
+
+def test_a_full_discovery_removes_a_partial_run_keeps(empty_store, shipped_catalog):
+    full = empty_store.save(_run(shipped_catalog, NOW - timedelta(days=2), FULL), shipped_catalog)
+    partial = empty_store.save(_run(shipped_catalog, NOW - timedelta(days=1), {"EX1": PATCHED},
+                                    scopes=(INVENTORY,), complete=()), shipped_catalog)
+    assert "DECOM" in _statuses(empty_store, partial, shipped_catalog)
+    without = {k: v for k, v in FULL.items() if k != "DECOM"}
+    again = empty_store.save(_run(shipped_catalog, NOW, without), shipped_catalog)
+    assert set(_statuses(empty_store, again, shipped_catalog)) == set(without)
+    changes = diff([a.verdict for a in empty_store.fleet(partial, shipped_catalog)],
+                   [a.verdict for a in empty_store.fleet(again, shipped_catalog)])
+    assert [(c.host, c.before, c.after) for c in changes.removed_hosts] == [
+        ("DECOM", "patched", None)]
+    assert full < partial < again and empty_store.verify().ok
+
+
+def test_the_chain_covers_carried_rows_and_scopes(empty_store, shipped_catalog):
+    empty_store.save(_run(shipped_catalog, NOW - timedelta(days=1), FULL), shipped_catalog)
+    later = empty_store.save(_run(shipped_catalog, NOW, {"EX1": PATCHED}, scopes=(IMPORT,),
+                                  complete=()), shipped_catalog)
+    assert empty_store.verify().ok
+    for statement in (
+        "UPDATE results SET observed_in = NULL WHERE snapshot_id = :id AND host = 'EX2'",
+        "UPDATE results SET scopes = '[]' WHERE snapshot_id = :id AND host = 'EX3'",
+        "UPDATE snapshots SET fresh_count = 99 WHERE id = :id",
+        "UPDATE snapshots SET format = 1 WHERE id = :id",
+    ):
+        with empty_store.engine.begin() as conn:
+            before = conn.execute(text("SELECT observed_in, scopes FROM results WHERE "
+                                       "snapshot_id = :id ORDER BY position"), {"id": later}).all()
+            header = conn.execute(text("SELECT fresh_count, format FROM snapshots WHERE id = :id"),
+                                  {"id": later}).one()
+            conn.execute(text(statement), {"id": later})
+        report = empty_store.verify()
+        assert not report.ok and report.problems[0].snapshot_id == later, statement
+        with empty_store.engine.begin() as conn:  # put it back for the next case
+            for position, (observed_in, scopes) in enumerate(before):
+                conn.execute(text("UPDATE results SET observed_in = :i, scopes = :s WHERE "
+                                  "snapshot_id = :id AND position = :p"),
+                             {"i": observed_in, "s": scopes, "id": later, "p": position})
+            conn.execute(text("UPDATE snapshots SET fresh_count = :f, format = :v WHERE id = :id"),
+                         {"f": header[0], "v": header[1], "id": later})
+        assert empty_store.verify().ok
+
+
+def test_a_bundle_of_a_carried_snapshot_checks_itself(empty_store, shipped_catalog, tmp_path):
+    first = empty_store.save(_run(shipped_catalog, NOW - timedelta(days=1), FULL),
+                             shipped_catalog)
+    later = empty_store.save(_run(shipped_catalog, NOW, {"EX1": PATCHED}, scopes=(IMPORT,),
+                                  complete=()), shipped_catalog)
+    path = tmp_path / "bundle.zip"
+    path.write_bytes(build_bundle(empty_store, empty_store.info(later), NOW))
+    assert verify_bundle(path) == []
+    with zipfile.ZipFile(path) as archive:
+        rows = {r["host"]: r for r in csv.DictReader(io.StringIO(
+            archive.read("hosts.csv").decode()))}
+        summary = archive.read("summary.txt").decode()
+        document = json.loads(archive.read("snapshot.json"))
+    assert rows["EX2"]["observed_in"] == str(first) and rows["EX2"]["carried"] == "True"
+    assert rows["EX1"]["observed_in"] == str(later) and rows["EX1"]["carried"] == "False"
+    assert "1 observed by this run" in summary and "3 carried forward" in summary
+    # Claiming a carried host was observed by this run changes the digest.
+    document["results"][1]["observed_in"] = None
+    forged = tmp_path / "forged.zip"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(forged, "w") as target:
+        for name in source.namelist():
+            target.writestr(name, source.read(name) if name != "snapshot.json"
+                            else json.dumps(document).encode())
+    assert any("digest" in p or "changed" in p for p in verify_bundle(forged))
+
+
+def test_pruning_never_takes_the_fleet_from_the_newest(empty_store, shipped_catalog):
+    empty_store.save(_run(shipped_catalog, NOW - timedelta(days=1), FULL), shipped_catalog)
+    newest = empty_store.save(_run(shipped_catalog, NOW, {"EX1": PATCHED}, scopes=(IMPORT,),
+                                   complete=()), shipped_catalog)
+    assert empty_store.prune(keep=0) == 1
+    assert len(empty_store.assessments(newest)) == 4
+    after = empty_store.save(_run(shipped_catalog, NOW + timedelta(hours=1), {"NEW": PATCHED},
+                                  scopes=(IMPORT,), complete=()), shipped_catalog)
+    assert set(_statuses(empty_store, after, shipped_catalog)) == {*FULL, "NEW"}
+    assert empty_store.verify().ok
+
+
+def test_reevaluation_covers_carried_rows(empty_store, shipped_catalog):
+    empty_store.save(_run(shipped_catalog, NOW - timedelta(days=1), FULL), shipped_catalog)
+    later = empty_store.save(_run(shipped_catalog, NOW, {"EX1": PATCHED}, scopes=(IMPORT,),
+                                  complete=()), shipped_catalog)
+    assert reevaluate(empty_store.fleet(later, shipped_catalog), shipped_catalog, NOW) == []
+    # Judged a week later, the carried observations (a day older than the run's own) are
+    # stale and the run's own is just within the limit: re-evaluation says so.
+    week = reevaluate(empty_store.fleet(later, shipped_catalog), shipped_catalog,
+                      NOW + timedelta(days=7))
+    assert {c.host for c in week} == set(FULL) - {"EX1"}
+
+
+def _legacy(store, at: datetime, hosts: dict[str, str], catalog, inventory=()) -> int:
+    """Write a format 1 snapshot as the tool wrote it before fleets: its run's hosts only."""
+    from compliance.codec import host_to_dict, observation_to_dict, verdict_to_dict
+
+    run = _run(catalog, at, hosts, complete=())
+    dumps = lambda data: json.dumps(data, sort_keys=True, separators=(",", ":"),  # noqa: E731
+                                    ensure_ascii=False)
+    rows = [(p, a.observation.host.name, a.verdict.status.value,
+             dumps(observation_to_dict(a.observation)), dumps(verdict_to_dict(a.verdict)))
+            for p, a in enumerate(run.assessments)]
+    discovered = [(p, name, dumps(host_to_dict(Host(name)))) for p, name in enumerate(inventory)]
+    counts = {}
+    for row in rows:
+        counts[row[2]] = counts.get(row[2], 0) + 1
+    with store.engine.begin() as conn:
+        head = conn.execute(text("SELECT value FROM meta WHERE key = 'chain_head'")).scalar_one()
+        sequence, previous = head.split(":")
+        header = {"taken_at": at.isoformat(), "source": "collect", "label": "old",
+                  "tool_version": "0.3", "catalog_version": "c", "advisory_id": "a",
+                  "advisory_version": "1", "scope": "", "host_count": len(rows),
+                  "counts": dumps(counts), "discovered_count": len(discovered),
+                  "sequence": int(sequence) + 1, "previous_hash": previous}
+        digest = chain.digest(header, rows, discovered)
+        conn.execute(text(
+            "INSERT INTO snapshots (taken_at, source, label, tool_version, catalog_version, "
+            "advisory_id, advisory_version, scope, host_count, counts, discovered_count, "
+            "sequence, previous_hash, hash, pruned) VALUES (:taken_at, :source, :label, "
+            ":tool_version, :catalog_version, :advisory_id, :advisory_version, :scope, "
+            ":host_count, :counts, :discovered_count, :sequence, :previous_hash, :hash, false)"),
+            {**header, "hash": digest})
+        snapshot_id = conn.execute(text("SELECT max(id) FROM snapshots")).scalar_one()
+        for row in rows:
+            conn.execute(text("INSERT INTO results (snapshot_id, position, host, status, "
+                              "observation, verdict) VALUES (:s, :p, :h, :st, :o, :v)"),
+                         dict(zip(("p", "h", "st", "o", "v"), row, strict=True), s=snapshot_id))
+        for position, name, record in discovered:
+            conn.execute(text("INSERT INTO discovered (snapshot_id, position, host, record) "
+                              "VALUES (:s, :p, :h, :r)"),
+                         {"s": snapshot_id, "p": position, "h": name, "r": record})
+        conn.execute(text("UPDATE meta SET value = :v WHERE key = 'chain_head'"),
+                     {"v": f"{header['sequence']}:{digest}"})
+    return int(snapshot_id)
+
+
+def test_old_partial_snapshots_are_kept_as_recorded_and_composed_on_read(empty_store,
+                                                                         shipped_catalog):
+    full = _legacy(empty_store, NOW - timedelta(days=2), FULL, shipped_catalog,
+                   inventory=[*FULL, "NEVER"])
+    hand = _legacy(empty_store, NOW - timedelta(days=1), {"EXHAND01": PATCHED}, shipped_catalog)
+    assert empty_store.verify().ok
+    assert not empty_store.info(hand).fleet
+    assert [a.observation.host.name for a in empty_store.assessments(hand)] == ["EXHAND01"]
+    composed = {a.observation.host.name: a for a in empty_store.fleet(hand, shipped_catalog)}
+    assert set(composed) == {*FULL, "NEVER", "EXHAND01"}
+    assert composed["EX2"].verdict.status is Status.VULNERABLE and composed["EX2"].carried
+    assert composed["EX2"].observed_in == full
+    assert composed["NEVER"].verdict.unknown_reason is Reason.NO_OBSERVATION
+    assert "never probed" in composed["NEVER"].verdict.reason
+    assert not composed["EXHAND01"].carried
+    figures = empty_store.legacy_figures(shipped_catalog)
+    assert figures[hand]["host_count"] == 6 and figures[hand]["counts"]["vulnerable"] == 2
+    assert figures[hand]["fresh_count"] == 5
+    # The first save after the upgrade starts from the composed fleet.
+    saved = empty_store.save(_run(shipped_catalog, NOW, {"EX1": PATCHED}, scopes=(IMPORT,),
+                                  complete=()), shipped_catalog)
+    assert set(_statuses(empty_store, saved, shipped_catalog)) == set(composed)
+    assert empty_store.verify().ok
+
+
+@pytest.mark.parametrize("keep", [1, 2])
+def test_the_fleet_of_a_pruned_snapshot_is_empty_not_an_error(empty_store, shipped_catalog, keep):
+    ids = [empty_store.save(_run(shipped_catalog, NOW - timedelta(days=3 - n), FULL),
+                            shipped_catalog) for n in range(3)]
+    empty_store.prune(keep=keep)
+    assert empty_store.fleet(ids[0], shipped_catalog) == []
+    assert len(empty_store.fleet(ids[-1], shipped_catalog)) == len(FULL)
+
+
+def test_fleet_rows_survive_a_reopen(store_url, shipped_catalog):
+    from store import SnapshotStore
+
+    first = SnapshotStore.open(store_url)
+    first.save(_run(shipped_catalog, NOW - timedelta(days=1), FULL), shipped_catalog)
+    first.dispose()
+    second = SnapshotStore.open(store_url)
+    try:
+        saved = second.save(_run(shipped_catalog, NOW, {"X": PATCHED}, scopes=(IMPORT,),
+                                 complete=()), shipped_catalog)
+        assert len(second.assessments(saved)) == 5
+    finally:
+        second.dispose()
+    assert Path(store_url.removeprefix("sqlite:///")).is_file()
