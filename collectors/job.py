@@ -180,12 +180,12 @@ def collect(*, store: SnapshotStore, catalog: Catalog, policy: Policy,
     if inventory:
         scope_parts.append(f"inventory file ({len(inventory)} hosts)")
     in_directory = {host.name.lower() for host in discovered}
-    in_file = {entry.name.lower() for entry in inventory}
 
     def scopes(host: Host) -> tuple[str, ...]:
-        key = host.name.lower()
-        return (*(complete if key in in_directory else ()),
-                *((INVENTORY,) if key in in_file else ()))
+        # A file entry for a server AD lists only completes it (an endpoint, a site), so AD's
+        # discovery decides its membership; a server only the file lists is a member through
+        # the file, and no discovery removes it.
+        return complete if host.name.lower() in in_directory else (INVENTORY,)
 
     hosts, overrides = merge(discovered, list(inventory))
     if not hosts:

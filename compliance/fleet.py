@@ -39,10 +39,11 @@ Grader = Callable[[Observation, datetime], Verdict]
 
 
 def directory_scope(base: str, filters: Iterable[tuple[str, Iterable[str]]] = ()) -> str:
-    """The scope key of one AD discovery: its base (the configuration naming context, one per
-    forest) and the filters that narrowed it, e.g. ``ad:CN=Configuration,DC=corp,DC=example``
-    or ``ad:CN=Configuration,DC=corp,DC=example [include_sites=Berlin]``. Two discoveries with
-    the same key list the same set of servers, whichever domain controller answered."""
+    """The scope key of one AD discovery: its search base (the forest's Exchange container,
+    ``CN=Microsoft Exchange,CN=Services,CN=Configuration,...``) and the filters that narrowed
+    it, lower-cased, e.g. ``ad:cn=microsoft exchange,...,dc=example [include_sites=berlin]``.
+    Two discoveries with the same key list the same set of servers, whichever domain
+    controller answered."""
     shown = [f"{name}={','.join(sorted(v.lower() for v in values))}"
              for name, values in filters if values]
     key = f"ad:{base.lower()}"

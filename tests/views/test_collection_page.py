@@ -80,8 +80,11 @@ def test_the_demo_store_shows_every_run_and_the_latest_failures_by_reason(monkey
     assert len(runs) == len(history) == 8
     assert list(runs["id"]) == [info.id for info in reversed(history)]  # newest first
     assert set(runs["source"]) == {"demo"}
-    assert list(runs["hosts"]) == [info.host_count for info in reversed(history)]
-    assert set(runs["discovered"]) == {"65/65"}
+    assert list(runs["fleet"]) == [info.host_count for info in reversed(history)]
+    assert set(runs["observed"]) == {65}  # every demo run observes the whole demo fleet
+    assert list(runs["coverage"]) == [f"{info.fresh_count}/65" for info in reversed(history)]
+    assert all(info.fresh_count < 65 for info in history)  # failures are not coverage
+    assert "demo" in set(runs["scope"]).pop()
     expected_failures = [sum(1 for a in demo_store.assessments(info.id) if a.observation.failure)
                          for info in reversed(history)]
     assert list(runs["failures"]) == expected_failures
@@ -163,7 +166,7 @@ def test_collect_now_runs_the_collection_in_the_background_and_shows_the_result(
     assert "Last collection: snapshot #1 saved: 3 hosts" in _texts(at.success)
     runs = at.dataframe[0].value
     assert list(runs["source"]) == ["collect"] and list(runs["failures"]) == [1]
-    assert list(runs["discovered"]) == ["3/3"]
+    assert list(runs["coverage"]) == ["2/3"] and list(runs["fleet"]) == [3]
     (auth,) = at.expander
     assert auth.label.startswith("**auth**: 1 host")
     assert "Remote Management Users" not in _texts(auth.markdown)  # the auth hint, not another
@@ -238,7 +241,7 @@ def test_upload_imports_a_valid_document_and_names_a_broken_one(monkeypatch, tmp
     (error,) = at.error
     assert "Rejected broken.json" in shown(error.value)
     runs = at.dataframe[0].value  # redrawn after the import: the new snapshot is listed
-    assert list(runs["source"]) == ["import"] and list(runs["hosts"]) == [1]
+    assert list(runs["source"]) == ["import"] and list(runs["observed"]) == [1]
 
     store = SnapshotStore.open(_url(tmp_path))
     try:
@@ -285,3 +288,30 @@ def test_an_import_into_a_locked_store_says_so_and_keeps_no_old_success(monkeypa
         assert len(store.history()) == 1 and store.verify().ok
     finally:
         store.dispose()
+
+
+def test_an_upload_after_the_demo_keeps_the_fleet_and_its_failures(monkeypatch, tmp_path,
+                                                                   demo_store):
+    demo_latest = demo_store.latest()
+    assert demo_latest is not None
+    demo_failed = {a.observation.host.name for a in demo_store.assessments(demo_latest.id)
+                   if a.observation.failure}
+    at = _page(monkeypatch, tmp_path)
+    at.run()
+    good = dumps(probe_document("EXHAND01", "15.1.2176.2", collected_at=_now())).encode()
+    at.file_uploader(key="import_files").set_value([
+        ("probe-EXHAND01.json", good, "application/json")]).run()
+    at.button(key="import_now").click().run()
+    assert not at.exception, at.exception
+    assert ("Imported: snapshot #9 saved: 1 hosts observed by this run, 65 carried forward; "
+            "fleet 66 hosts") in _texts(at.success)
+    runs = at.dataframe[0].value
+    top = runs.iloc[0]
+    assert (top["source"], top["observed"], top["fleet"], top["failures"]) == ("import", 1, 66, 0)
+    assert top["scope"] == "import of 1 probe documents"
+    # The hosts the demo's last collection could not read still show, with that run's snapshot.
+    listed = {}
+    for expander in at.expander:
+        for frame in expander.dataframe:
+            listed.update(dict(zip(frame.value["host"], frame.value["snapshot"], strict=True)))
+    assert set(listed) == demo_failed and set(listed.values()) == {demo_latest.id}
