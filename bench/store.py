@@ -1,7 +1,8 @@
 """Benchmark: the snapshot store at audit scale (issue #5), on SQLite and PostgreSQL.
 
 52 weekly snapshots of 10,000 hosts each. Prints, per backend: the save of one 10,000-host
-snapshot (target < 2 s), the trend over all 52 (< 0.3 s), an as-of lookup (< 0.1 s), a diff
+snapshot (target < 2 s), the save of a two-host run that carries the other 9,998 forward
+(re-graded: < 3 s), the trend over all 52 (< 0.3 s), an as-of lookup (< 0.1 s), a diff
 of two snapshots (< 1 s), verification of the whole chain (< 10 s), and the database size.
 Run: .venv/bin/python bench/store.py [--hosts N] [--snapshots S] [--backend sqlite|postgresql|both]
 """
@@ -29,7 +30,10 @@ from compliance.models import Host, Snapshot  # noqa: E402
 from store import SnapshotStore  # noqa: E402
 from store.history import diff  # noqa: E402
 
-TARGETS = {"save": 2.0, "trend": 0.3, "as_of": 0.1, "diff": 1.0, "verify": 10.0}
+# A partial save does what a full one does and also grades the carried hosts again: the
+# ideal is a full save plus one evaluation per carried host (~0.1 ms each).
+TARGETS = {"save": 2.0, "save_partial": 3.0, "trend": 0.3, "as_of": 0.1, "diff": 1.0,
+           "verify": 10.0}
 
 
 def fleet(catalog, hosts: int, at: datetime) -> Snapshot:
@@ -58,6 +62,13 @@ def run(url: str, hosts: int, count: int, size) -> dict[str, float]:
         t0 = time.perf_counter()
         store.save(snapshot, catalog)
         saves.append(time.perf_counter() - t0)
+    two = replace(base, taken_at=start + timedelta(weeks=count - 1, days=1), label="two hosts",
+                  assessments=base.assessments[:2], discovered=(), complete_scopes=())
+    t0 = time.perf_counter()
+    partial = store.save(two, catalog)
+    partial_time = time.perf_counter() - t0
+    assert store.info(partial).host_count == hosts and store.info(partial).observed_count == 2
+    count += 1
     history = store.history()
     t0 = time.perf_counter()
     trend = [(s.taken_at, s.counts) for s in store.history()]
@@ -73,7 +84,7 @@ def run(url: str, hosts: int, count: int, size) -> dict[str, float]:
     report = store.verify()
     verify_time = time.perf_counter() - t0
     assert report.ok and report.checked == count, report.problems[:3]
-    figures = {"save": statistics.median(saves), "trend": trend_time, "as_of": as_of_time,
+    figures = {"save": statistics.median(saves), "save_partial": partial_time, "trend": trend_time, "as_of": as_of_time,
                "diff": diff_time, "verify": verify_time, "size_mb": size(store) / 2**20}
     assert not changes.new_hosts
     store.dispose()
@@ -111,8 +122,8 @@ def main() -> int:
         print(f"-- {backend}")
         for name, target in TARGETS.items():
             verdict = "MET" if figures[name] < target else "MISSED"
-            print(f"  {name:7} {figures[name]:8.3f} s   (target < {target} s: {verdict})")
-        print(f"  size    {figures['size_mb']:8.1f} MB")
+            print(f"  {name:12} {figures[name]:8.3f} s   (target < {target} s: {verdict})")
+        print(f"  {'size':12} {figures['size_mb']:8.1f} MB")
     return 0
 
 

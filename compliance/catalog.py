@@ -55,6 +55,9 @@ class Catalog:
     version: str
     newest_release: str
     by_build: Mapping[Build, Release] = field(default_factory=dict, compare=False, repr=False)
+    # place() is a pure function of the build and this (immutable) catalogue: a fleet has few
+    # distinct builds, and re-grading a carried fleet places each of them thousands of times.
+    _placements: dict[Build, Placement] = field(default_factory=dict, compare=False, repr=False)
 
     def release(self, build: Build) -> Release | None:
         return self.by_build.get(build) if build.revision is not None else None
@@ -67,6 +70,13 @@ class Catalog:
         return release.name if release else None
 
     def place(self, build: Build) -> Placement:
+        """Where ``build`` sits in the catalogue (memoised per catalogue)."""
+        placed = self._placements.get(build)
+        if placed is None:
+            placed = self._placements[build] = self._place(build)
+        return placed
+
+    def _place(self, build: Build) -> Placement:
         release = self.release(build)
         if release is not None:
             return Placement(build, release.product, release.cu, release.cu_base, release)

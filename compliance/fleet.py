@@ -60,12 +60,14 @@ def is_fresh(verdict: Verdict) -> bool:
     return verdict.unknown_reason not in NOT_FRESH
 
 
-def carried_evidence(observed_in: int | None, observed_at: datetime | None,
-                     run: str) -> Evidence:
+def carried_evidence(observed_in: int | None, observation: Observation, run: str) -> Evidence:
     """The evidence line that says a verdict was carried forward, and from where."""
     where = f"snapshot #{observed_in}" if observed_in is not None else "an earlier snapshot"
+    if observation.observed_at is None and observation.failure is None:
+        return Evidence("carried", f"not observed by this run ({run}); in the fleet since "
+                        f"{where} listed it, never probed", where, None)
     return Evidence("carried", f"not observed by this run ({run}); latest observation from "
-                    f"{where}, re-graded at this snapshot's time", where, observed_at)
+                    f"{where}, re-graded at this snapshot's time", where, observation.observed_at)
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def regrade(members: Sequence[Assessment], grade: Grader, as_of: datetime,
             result.append(member)
             continue
         verdict = grade(member.observation, as_of)
-        evidence = (carried_evidence(member.observed_in, member.observation.observed_at, run),
+        evidence = (carried_evidence(member.observed_in, member.observation, run),
                     *verdict.evidence)
         result.append(replace(member, verdict=replace(verdict, evidence=evidence)))
     return result

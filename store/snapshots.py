@@ -239,14 +239,20 @@ class SnapshotStore:
             head = conn.execute(select(schema.meta.c.value)
                                 .where(schema.meta.c.key == "chain_head")).scalar_one()
             last_sequence, last_hash = head.split(":")
-            previous = self._members_before(conn, int(last_sequence) + 1)
+            # Only what composing needs is decoded: no old verdict (a carried host is graded
+            # again), no observation of a host this run observed afresh; a carried
+            # observation's stored text is written back as it was.
+            texts: dict[int, str] = {}
+            previous = self._members_before(
+                conn, int(last_sequence) + 1, verdicts=False, texts=texts,
+                skip=frozenset(a.observation.host.name.lower() for a in run.assessments))
             snapshot = compose(previous, run,
                                lambda obs, at: evaluate(obs, catalog, at, policy)).snapshot
             counts = _dumps(dict(Counter(a.verdict.status.value for a in snapshot.assessments)))
             rows = [
                 (position, a.observation.host.name, a.verdict.status.value,
-                 _dumps(observation_to_dict(a.observation)), _dumps(verdict_to_dict(a.verdict)),
-                 a.observed_in, _dumps(list(a.scopes)))
+                 texts.get(id(a.observation)) or _dumps(observation_to_dict(a.observation)),
+                 _dumps(verdict_to_dict(a.verdict)), a.observed_in, _dumps(list(a.scopes)))
                 for position, a in enumerate(snapshot.assessments)
             ]
             header: dict[str, Any] = {
@@ -280,9 +286,16 @@ class SnapshotStore:
 
     # -- the fleet ------------------------------------------------------------------------
 
-    def _members_before(self, conn: Connection, sequence: int) -> list[Assessment]:
+    def _members_before(self, conn: Connection, sequence: int, *, verdicts: bool = True,
+                        skip: frozenset[str] = frozenset(),
+                        texts: dict[int, str] | None = None) -> list[Assessment]:
         """The fleet as the snapshots before chain position ``sequence`` left it, not re-graded:
-        each member's ``observed_in`` names the snapshot that observed it."""
+        each member's ``observed_in`` names the snapshot that observed it.
+
+        For a save: ``verdicts=False`` leaves the stored verdicts undecoded (a placeholder),
+        hosts named in ``skip`` (lower case) get a bare observation (the run replaces them),
+        and ``texts`` learns each decoded observation's stored JSON, by ``id()``.
+        """
         headers = conn.execute(
             select(schema.snapshots.c.id, schema.snapshots.c.format, schema.snapshots.c.pruned)
             .where(schema.snapshots.c.sequence < sequence)
@@ -297,24 +310,38 @@ class SnapshotStore:
             if pruned:
                 continue
             if version >= 2:
-                members = self._stored_members(conn, snapshot_id)
+                members = self._stored_members(conn, snapshot_id, verdicts=verdicts, skip=skip,
+                                               texts=texts)
                 break
             legacy.append(snapshot_id)
         for snapshot_id in reversed(legacy):
             members, _removed = merge(members, self._legacy_run(conn, snapshot_id, members))
         return members
 
-    def _stored_members(self, conn: Connection, snapshot_id: int) -> list[Assessment]:
-        rows = conn.execute(
-            select(schema.results.c.observation, schema.results.c.verdict,
-                   schema.results.c.observed_in, schema.results.c.scopes)
-            .where(schema.results.c.snapshot_id == snapshot_id)
-            .order_by(schema.results.c.position)).all()
-        return [Assessment(observation_from_dict(json.loads(obs)),
-                           verdict_from_dict(json.loads(ver)),
-                           observed_in=snapshot_id if observed_in is None else observed_in,
-                           scopes=tuple(json.loads(scopes)) if scopes else ())
-                for obs, ver, observed_in, scopes in rows]
+    def _stored_members(self, conn: Connection, snapshot_id: int, *, verdicts: bool = True,
+                        skip: frozenset[str] = frozenset(),
+                        texts: dict[int, str] | None = None) -> list[Assessment]:
+        columns = [schema.results.c.host, schema.results.c.observation,
+                   schema.results.c.observed_in, schema.results.c.scopes]
+        if verdicts:
+            columns.append(schema.results.c.verdict)
+        rows = conn.execute(select(*columns)
+                            .where(schema.results.c.snapshot_id == snapshot_id)
+                            .order_by(schema.results.c.position)).all()
+        members = []
+        for host, text, observed_in, scopes, *verdict in rows:
+            if host.lower() in skip:
+                observation = Observation(Host(host), None, "replaced by this run")
+            else:
+                observation = observation_from_dict(json.loads(text))
+                if texts is not None:
+                    texts[id(observation)] = text
+            members.append(Assessment(
+                observation, verdict_from_dict(json.loads(verdict[0])) if verdict
+                else _placeholder(observation, datetime.now(UTC)),
+                observed_in=snapshot_id if observed_in is None else observed_in,
+                scopes=tuple(json.loads(scopes)) if scopes else ()))
+        return members
 
     def _legacy_run(self, conn: Connection, snapshot_id: int,
                     members: list[Assessment]) -> Snapshot:
@@ -350,9 +377,7 @@ class SnapshotStore:
         if info.pruned:
             return []
         with self.engine.connect() as conn:
-            members = self._members_before(conn, info.sequence + 1)
-        members = [m if m.observed_in != snapshot_id else replace(m, observed_in=None)
-                   for m in members]
+            members = _own_rows(conn, snapshot_id, self._members_before(conn, info.sequence + 1))
         chosen = policy or Policy()
         return regrade(members, lambda obs, at: evaluate(obs, catalog, at, chosen),
                        info.taken_at, f"{info.source}: {info.label}" if info.label else info.source)
@@ -408,8 +433,7 @@ class SnapshotStore:
                 if pruned or version >= 2:
                     continue
                 members, _removed = merge(members, self._legacy_run(conn, snapshot_id, members))
-                own = [m if m.observed_in != snapshot_id else replace(m, observed_in=None)
-                       for m in members]
+                own = _own_rows(conn, snapshot_id, members)
                 graded = regrade(own, lambda obs, at: evaluate(obs, catalog, at, chosen),
                                  datetime.fromisoformat(taken_at), source)
                 counts = {status.value: 0 for status in Status}
@@ -506,16 +530,18 @@ class SnapshotStore:
             ).scalars().all()
         return [host_from_dict(json.loads(row)) for row in rows]
 
-    def host_timeline(self, host: str) -> list[tuple[SnapshotInfo, dict[str, Any]]]:
-        """(snapshot, stored verdict) for every snapshot that holds ``host``, oldest first."""
+    def host_timeline(self, host: str) -> list[tuple[SnapshotInfo, dict[str, Any], int | None]]:
+        """(snapshot, stored verdict, observed_in) for every snapshot that stores ``host``,
+        oldest first; ``observed_in`` is None where the snapshot's own run observed it (a format
+        1 snapshot that did not assess the host does not list it)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(schema.snapshots, schema.results.c.verdict)
+                select(schema.snapshots, schema.results.c.verdict, schema.results.c.observed_in)
                 .join(schema.results, schema.results.c.snapshot_id == schema.snapshots.c.id)
                 .where(func.lower(schema.results.c.host) == host.lower())
                 .order_by(schema.snapshots.c.taken_at, schema.snapshots.c.id)
             ).mappings().all()
-        return [(_info(row), json.loads(row["verdict"])) for row in rows]
+        return [(_info(row), json.loads(row["verdict"]), row["observed_in"]) for row in rows]
 
     def raw_header(self, snapshot_id: int) -> dict[str, Any]:
         """The stored header row exactly as hashed (plus id, hash, signature, pruned)."""
@@ -616,9 +642,21 @@ def _assessment(observation: str, verdict: str, observed_in: int | None,
                       scopes=tuple(json.loads(scopes)) if scopes else ())
 
 
+def _own_rows(conn: Connection, snapshot_id: int,
+              members: list[Assessment]) -> list[Assessment]:
+    """A format 1 snapshot's composed members, with the rows it stored marked as its own run's
+    (``observed_in`` None: their recorded verdict stands); every other member, including a
+    server of its inventory it never probed, keeps ``observed_in`` and is graded again."""
+    stored = set(conn.execute(select(func.lower(schema.results.c.host))
+                              .where(schema.results.c.snapshot_id == snapshot_id)).scalars())
+    return [replace(m, observed_in=None)
+            if m.observed_in == snapshot_id and m.observation.host.name.lower() in stored
+            else m for m in members]
+
+
 def _placeholder(observation: Observation, at: datetime) -> Verdict:
-    # Merged members keep their verdict until they are re-graded; a never-probed one is
-    # re-graded before anyone sees it (its observed_in is set), so this is never shown.
+    # A member whose verdict is graded again (or which this run replaces) before anyone sees
+    # it: a carried one, a never-probed one, one read for a save. Never stored or shown.
     return Verdict(host=observation.host.name, status=Status.UNKNOWN, reason="never probed",
                    action="", as_of=at)
 

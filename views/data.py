@@ -181,7 +181,7 @@ def indicator_count(url: str, snapshot_id: int) -> int:
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def host_timeline(url: str, host: str) -> list[tuple[SnapshotInfo, dict[str, Any]]]:
+def host_timeline(url: str, host: str) -> list[tuple[SnapshotInfo, dict[str, Any], int | None]]:
     return _store(url).host_timeline(host)
 
 

@@ -114,9 +114,10 @@ st.markdown("**Across snapshots**")
 timeline = pd.DataFrame(
     [{"snapshot": info.id, "taken at": info.taken_at.strftime("%Y-%m-%d %H:%M"),
       "status": recorded["status"], "build": recorded.get("build") or "",
+      "observed by": f"carried from #{observed_in}" if observed_in is not None else "its run",
       "mitigations": ", ".join(recorded.get("mitigations") or []),
       "flags": ", ".join(recorded.get("flags") or [])}
-     for info, recorded in data.host_timeline(url, name)],
-    columns=["snapshot", "taken at", "status", "build", "mitigations", "flags"],
+     for info, recorded, observed_in in data.host_timeline(url, name)],
+    columns=["snapshot", "taken at", "status", "build", "observed by", "mitigations", "flags"],
 )
 st.dataframe(timeline, hide_index=True)

@@ -233,6 +233,11 @@ def test_old_partial_snapshots_are_kept_as_recorded_and_composed_on_read(empty_s
     assert composed["EX2"].observed_in == full
     assert composed["NEVER"].verdict.unknown_reason is Reason.NO_OBSERVATION
     assert "never probed" in composed["NEVER"].verdict.reason
+    # Also in the snapshot whose inventory listed it: graded, with an action, not a stand-in.
+    never = next(a for a in empty_store.fleet(full, shipped_catalog)
+                 if a.observation.host.name == "NEVER")
+    assert never.verdict.unknown_reason is Reason.NO_OBSERVATION and never.verdict.action
+    assert never.carried and never.verdict.evidence[0].kind == "carried"
     assert not composed["EXHAND01"].carried
     figures = empty_store.legacy_figures(shipped_catalog)
     assert figures[hand]["host_count"] == 6 and figures[hand]["counts"]["vulnerable"] == 2

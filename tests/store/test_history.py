@@ -70,8 +70,12 @@ def test_as_of_and_timeline(empty_store, shipped_catalog):
     assert empty_store.as_of(NOW - timedelta(days=1)).id == first
     assert empty_store.as_of(NOW + timedelta(hours=5)).id == second
     timeline = empty_store.host_timeline("restored")
-    assert [(info.id, verdict["status"]) for info, verdict in timeline] == [
-        (first, "patched"), (second, "vulnerable")]
+    assert [(info.id, verdict["status"], observed_in)
+            for info, verdict, observed_in in timeline] == [
+        (first, "patched", None), (second, "vulnerable", None)]
+    # A host the second run did not observe is carried into it, and the timeline says so.
+    assert [(info.id, observed_in) for info, _verdict, observed_in
+            in empty_store.host_timeline("gone")] == [(first, None), (second, first)]
 
 
 def test_reevaluation_shows_where_today_differs_and_keeps_the_record(shipped_catalog):
