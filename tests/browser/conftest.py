@@ -112,3 +112,24 @@ def screenshot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def download_csv(page, button_name: str) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+    """Click the download button named ``button_name`` (a regex) and read the CSV it gives."""
+    import csv
+    import io
+    import re
+
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    button = page.get_by_role("button", name=re.compile(button_name))
+    button.wait_for(state="visible")
+    try:
+        with page.expect_download(timeout=15_000) as download_info:
+            button.click()
+    except PlaywrightTimeout:  # a click that landed while the page redrew: once more
+        wait_idle(page)
+        with page.expect_download(timeout=30_000) as download_info:
+            button.click()
+    text = download_info.value.path().read_text(encoding="utf-8")
+    return list(csv.DictReader(io.StringIO(text)))

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from store import SnapshotStore
 
-from .conftest import screenshot, wait_idle
+from .conftest import download_csv, screenshot, wait_idle
 
 pytestmark = pytest.mark.integration
 
@@ -61,17 +58,7 @@ def test_worklist_download_matches_the_store(dashboard, page):
     url, data_dir = dashboard
     page.goto(f"{url}/worklist")
     wait_idle(page)
-    button = page.get_by_role("button", name=re.compile(r"Download worklist \(CSV\)"))
-    button.wait_for(state="visible")
-    try:
-        with page.expect_download(timeout=15_000) as download_info:
-            button.click()
-    except PlaywrightTimeout:  # a click that landed while the page redrew: once more
-        wait_idle(page)
-        with page.expect_download(timeout=30_000) as download_info:
-            button.click()
-    path = download_info.value.path()
-    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    rows = download_csv(page, r"Download worklist \(CSV\)")
     _, assessments = _latest(data_dir)
     expected = {a.verdict.host for a in assessments
                 if not a.verdict.status.compliant

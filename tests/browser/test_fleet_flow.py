@@ -4,8 +4,6 @@ Overview, Hosts, Worklist and its CSV still show the whole fleet plus the import
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 import subprocess
@@ -14,12 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from collectors.demo import seed_demo
 from compliance.catalog import load_catalog
 from store import SnapshotStore
-from tests.browser.conftest import screenshot, serve_dashboard, wait_idle
+from tests.browser.conftest import download_csv, screenshot, serve_dashboard, wait_idle
 from tests.collectors.documents import dumps, probe_document
 
 pytestmark = pytest.mark.integration
@@ -98,16 +95,7 @@ def test_the_worklist_and_its_csv_keep_the_six_vulnerable_servers(imported, page
     url, _latest, vulnerable = imported
     page.goto(f"{url}/worklist")
     wait_idle(page)
-    button = page.get_by_role("button", name=re.compile(r"Download worklist \(CSV\)"))
-    button.wait_for(state="visible")
-    try:
-        with page.expect_download(timeout=15_000) as download_info:
-            button.click()
-    except PlaywrightTimeout:  # a click that landed while the page redrew: once more
-        wait_idle(page)
-        with page.expect_download(timeout=30_000) as download_info:
-            button.click()
-    rows = list(csv.DictReader(io.StringIO(download_info.value.path().read_text("utf-8"))))
+    rows = download_csv(page, r"Download worklist \(CSV\)")
     listed = {row["host"]: row for row in rows}
     assert vulnerable <= set(listed)
     assert all(listed[host]["status"] == "vulnerable" for host in vulnerable)
