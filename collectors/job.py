@@ -117,23 +117,30 @@ class RunResult:
     snapshot: Snapshot
     seconds: float
     saved: SnapshotInfo
+    demo_hosts: int = 0  # hosts of the fictional demo fleet still in the saved fleet
 
     def summary(self) -> str:
         counts = self.saved.counts
         parts = ", ".join(f"{status.value} {counts[status.value]}" for status in Status
                           if counts.get(status.value))
         fresh, fleet = self.saved.coverage
-        carried = fleet - len(self.snapshot.assessments)
-        return (f"snapshot #{self.snapshot_id} saved: {len(self.snapshot.assessments)} hosts "
-                f"observed by this run, {carried} carried forward; fleet {fleet} hosts "
-                f"({parts}); coverage {fresh}/{fleet} with a fresh observation; "
-                f"{self.seconds:.1f} s")
+        observed = self.saved.observed_count or 0
+        older = len(self.snapshot.assessments) - observed
+        kept = (f" ({older} older than the fleet's latest observation of the same host, so not "
+                "used)" if older > 0 else "")
+        return (f"snapshot #{self.snapshot_id} saved: {observed} hosts observed by this "
+                f"run{kept}, {fleet - observed} carried forward; fleet {fleet} hosts ({parts}); "
+                f"coverage {fresh}/{fleet} with a fresh observation; {self.seconds:.1f} s"
+                + (f". The fleet still holds {self.demo_hosts} hosts of the fictional demo "
+                   "fleet: `python -m store retire --demo --reason \"real data from now on\"` "
+                   "takes them out" if self.demo_hosts else ""))
 
 
 def _save(store: SnapshotStore, run: Snapshot, catalog: Catalog, policy: Policy,
           began: float) -> RunResult:
     snapshot_id = store.save(run, catalog, policy)
-    return RunResult(snapshot_id, run, time.monotonic() - began, store.info(snapshot_id))
+    return RunResult(snapshot_id, run, time.monotonic() - began, store.info(snapshot_id),
+                     store.demo_hosts(snapshot_id))
 
 
 def _directory_scope(directory: DirectoryConfig, base: str) -> str:
@@ -174,8 +181,14 @@ def collect(*, store: SnapshotStore, catalog: Catalog, policy: Policy,
         found = discover(directory, ldap_password)
         discovered = [server.to_host() for server in found.servers]
         # A discovery either lists its whole scope or raises: its members it did not find
-        # leave the fleet (compliance/fleet.py).
-        complete = (_directory_scope(directory, found.base),)
+        # leave the fleet (compliance/fleet.py). One that lists no server at all (an account
+        # that lost its read access, a wrong filter) removes nobody.
+        if discovered:
+            complete = (_directory_scope(directory, found.base),)
+        else:
+            progress_stream.write(f"warning: {found.server} listed no Exchange server under "
+                                  f"{found.base}; nothing is removed from the fleet. Check the "
+                                  "account's read access and the [scope] filters\n")
         scope_parts.append(f"AD {found.server} {found.base}")
     if inventory:
         scope_parts.append(f"inventory file ({len(inventory)} hosts)")
@@ -220,6 +233,7 @@ def import_documents(paths: Sequence[Path], *, store: SnapshotStore, catalog: Ca
     observations: list[Observation] = []
     rejected: list[tuple[str, str]] = []
     seen: set[str] = set()
+    at = now()
     for path in paths:
         try:
             if path.stat().st_size > MAX_DOCUMENT_BYTES:
@@ -228,7 +242,16 @@ def import_documents(paths: Sequence[Path], *, store: SnapshotStore, catalog: Ca
         except (OSError, ProbeDocumentError) as error:
             rejected.append((str(path), str(error)))
             continue
-        name = str(document["host"])
+        name = str(document["host"]).strip()
+        if not name:
+            rejected.append((str(path), "the document names no host"))
+            continue
+        collected = document_time(document)
+        if collected is not None and collected - at > policy.clock_skew:
+            # It would be graded unknown now, then look fresh for days once its date passed.
+            rejected.append((str(path), f"collected_at {collected.isoformat()} is later than "
+                                        "now: check the clock of the server that ran the probe"))
+            continue
         if name.lower() in seen:
             rejected.append((str(path), f"a second document for host {name} in this import"))
             continue
@@ -236,10 +259,10 @@ def import_documents(paths: Sequence[Path], *, store: SnapshotStore, catalog: Ca
         host = Host(name=name, fqdn=document.get("fqdn") or None)
         # A hand-run document is as old as the probe run, not as the import: its own time.
         observations.append(observation_from_document(document, host, f"import:{path.name}",
-                                                      document_time(document)))
+                                                      collected))
     if not observations:
         return ImportResult(None, rejected)
-    snapshot = assess(observations, catalog, now(), source="import", tool_version=__version__,
+    snapshot = assess(observations, catalog, at, source="import", tool_version=__version__,
                       policy=policy, scope=f"import of {len(observations)} probe documents",
                       label=f"import of {len(observations)} probe documents",
                       scopes=lambda _host: (IMPORT,))

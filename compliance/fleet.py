@@ -13,9 +13,14 @@ Membership is recorded per host as **scopes**: why the host is in the fleet.
   lists its scope completely (partial results are an error, never a short list), so a member
   of that scope that the discovery no longer finds loses the scope.
 - ``INVENTORY`` for hosts listed in an inventory file, ``IMPORT`` for hand-run probe
-  documents: these runs only ever add.
+  documents: these runs only ever add, and only hosts no discovery lists are members through
+  them (``membership``).
+- A run's observation replaces a member's unless the member's is newer: an old hand-run
+  document imported late never hides a newer reading.
 - A member with no scope left leaves the fleet (``Composition.removed``). A host with no
-  recorded scope (from a snapshot written before scopes existed) is never removed.
+  recorded scope (from a snapshot written before scopes existed) is never removed that way.
+- A run may also name hosts a person retires by hand (``Snapshot.retired``): they leave the
+  fleet whatever their scopes; the snapshot's scope and label record who and why.
 
 Pure: no I/O and no clock; the grader is handed in.
 """
@@ -31,6 +36,8 @@ from compliance.models import Assessment, Evidence, Host, Observation, Reason, S
 INVENTORY = "inventory"
 IMPORT = "import"
 DEMO = "demo"
+# Scopes that only ever add a host: no run lists them completely.
+ADDITIVE = frozenset({INVENTORY, IMPORT})
 
 # An observation behind these verdicts says nothing current about the server.
 NOT_FRESH = frozenset({Reason.NO_OBSERVATION, Reason.UNREACHABLE, Reason.STALE, Reason.FUTURE})
@@ -82,15 +89,33 @@ def _key(name: str) -> str:
     return name.lower()
 
 
+def membership(scopes: Iterable[str]) -> tuple[str, ...]:
+    """The scopes that make a host a member, sorted. A host a discovery lists (AD, the demo's)
+    is a member through that discovery alone: an inventory entry or an import of it only adds
+    data, so the discovery that stops listing it removes it."""
+    chosen = set(scopes)
+    if chosen - ADDITIVE:
+        chosen -= ADDITIVE
+    return tuple(sorted(chosen))
+
+
+def _keeps(current: Observation, candidate: Observation, at: datetime) -> bool:
+    """Whether a member's observation stays although the run brings one of the same host: it
+    is newer than the run's (a hand-run document imported late) and not from after ``at``."""
+    return (current.observed_at is not None and candidate.observed_at is not None
+            and candidate.observed_at < current.observed_at <= at)
+
+
 def merge(previous: Sequence[Assessment], run: Snapshot) -> tuple[list[Assessment],
                                                                   list[Assessment]]:
     """The fleet after ``run`` without re-grading: (members in fleet order, removed members).
 
     Fleet order is the previous order, with new hosts appended in the run's order. A fresh
-    assessment replaces the member of the same name (case-insensitive) and keeps the member's
-    other scopes; a carried one keeps its observation, verdict and ``observed_in``.
+    assessment replaces the member of the same name (case-insensitive), unless the member's
+    observation is newer; a carried one keeps its observation, verdict and ``observed_in``.
     """
     fresh = {_key(a.observation.host.name): a for a in run.assessments}
+    retired = {_key(name) for name in run.retired}
     found: dict[str, set[str]] = {scope: set() for scope in run.complete_scopes}
     for key, assessment in fresh.items():
         for scope in assessment.scopes:
@@ -104,20 +129,25 @@ def merge(previous: Sequence[Assessment], run: Snapshot) -> tuple[list[Assessmen
         if key in seen:  # one row per host, whatever an older store holds
             continue
         seen.add(key)
+        if key in retired:
+            removed.append(member)
+            continue
         if key in fresh:
             assessment = fresh[key]
-            scopes = set(assessment.scopes) | {s for s in member.scopes if s not in found}
-            members.append(replace(assessment, scopes=tuple(sorted(scopes))))
+            scopes = membership([*assessment.scopes,
+                                 *(s for s in member.scopes if s not in found)])
+            newer = _keeps(member.observation, assessment.observation, run.taken_at)
+            members.append(replace(member if newer else assessment, scopes=scopes))
             continue
         kept = tuple(s for s in member.scopes if s not in found or key in found[s])
         if member.scopes and not kept:
             removed.append(member)
             continue
-        members.append(replace(member, scopes=kept))
+        members.append(replace(member, scopes=membership(kept)))
     for key, assessment in fresh.items():
-        if key not in seen:
+        if key not in seen and key not in retired:
             seen.add(key)
-            members.append(replace(assessment, scopes=tuple(sorted(set(assessment.scopes)))))
+            members.append(replace(assessment, scopes=membership(assessment.scopes)))
     return members, removed
 
 

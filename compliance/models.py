@@ -240,7 +240,8 @@ class Snapshot:
 
     Before saving, ``assessments`` are only the run's fresh observations; the store composes
     the saved snapshot with the rest of the fleet carried forward (compliance/fleet.py).
-    ``complete_scopes`` are the directory scopes the run listed completely.
+    ``complete_scopes`` are the directory scopes the run listed completely; ``retired`` names
+    hosts a person took out of the fleet by hand (``python -m store retire``).
     """
 
     taken_at: datetime
@@ -255,4 +256,5 @@ class Snapshot:
     discovered: tuple[Host, ...] = ()
     scope: str = ""
     complete_scopes: tuple[str, ...] = ()
+    retired: tuple[str, ...] = ()
 

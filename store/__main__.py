@@ -7,6 +7,9 @@
     prune --keep N               drop the hosts of all but the newest N snapshots (opt-in; the
                                  newest is always kept: it holds the fleet)
     audit [--limit N]            the audit log: who collected, imported, exported, pruned
+    retire HOST... | --demo --reason TEXT
+                                 take hosts out of the fleet by hand (decommissioned servers
+                                 no discovery lists, typos, the fictional demo fleet)
 
 ``--db URL`` picks the store (default: the dashboard's). The signing key, when set, comes
 from PROXYLOGON_SIGNING_KEY or [store] signing_key in .streamlit/secrets.toml.
@@ -26,6 +29,7 @@ from typing import TextIO
 
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
+from compliance.models import Snapshot
 from settings import SettingsError, load_settings
 from store.evidence import (
     BundleError,
@@ -103,6 +107,11 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     reeval_cmd.add_argument("--snapshot", default=None)
     prune_cmd = commands.add_parser("prune")
     prune_cmd.add_argument("--keep", type=int, required=True)
+    retire_cmd = commands.add_parser("retire", help="take hosts out of the fleet by hand")
+    retire_cmd.add_argument("hosts", nargs="*", help="host names as the fleet lists them")
+    retire_cmd.add_argument("--demo", action="store_true",
+                            help="every host of the fictional demo fleet")
+    retire_cmd.add_argument("--reason", required=True, help="why (recorded in the snapshot)")
     audit_cmd = commands.add_parser("audit", help="the audit log (newest first), as CSV")
     audit_cmd.add_argument("--limit", type=int, default=1000)
     args = parser.parse_args(argv)
@@ -138,9 +147,9 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
             counts = ", ".join(f"{k} {v}" for k, v in info.counts.items() if v)
             pruned = "\tpruned" if info.pruned else ""
             fresh, _size = info.coverage
-            held = (f"fleet of {info.host_count} hosts ({counts}); {info.observed_count} "
-                    f"observed by this run, {fresh} fresh" if info.fleet else
-                    f"{info.host_count} hosts of this run only ({counts})")
+            held = (f"format 2: fleet of {info.host_count} hosts ({counts}); "
+                    f"{info.observed_count} observed by this run, {fresh} fresh" if info.fleet
+                    else f"format 1: {info.host_count} hosts of this run only ({counts})")
             stdout.write(f"#{info.id}\t{info.taken_at.isoformat()}\t{info.source}\t"
                          f"{held}\tposition {info.sequence}\t{info.hash[:16]}{pruned}\n")
         return 0
@@ -158,6 +167,10 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
         return 0 if report.ok else 1
     if args.command == "diff":
         before, after = _pick(store, args.a, None), _pick(store, args.b, None)
+        for info in (before, after):
+            if info.pruned:
+                raise StoreError(f"snapshot #{info.id} was pruned: only its header and digest "
+                                 "remain, so there is nothing to compare")
         catalog = load_catalog()
         result = diff([a.verdict for a in store.fleet(before.id, catalog, policy)],
                       [a.verdict for a in store.fleet(after.id, catalog, policy)])
@@ -188,6 +201,8 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
     if args.command == "audit":
         stdout.write(to_csv(store.audit_log(args.limit), AUDIT_COLUMNS))
         return 0
+    if args.command == "retire":
+        return _retire(args, store, policy, stderr)
     if args.command == "prune":
         count = store.prune(args.keep)
         store.record(_actor(), "prune", None, f"kept the newest {args.keep}; pruned {count}")
@@ -217,6 +232,42 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
         raise StoreError("a bundle is binary: give --output FILE.zip")
     else:
         stdout.write(data.decode())
+    return 0
+
+
+def _retire(args: argparse.Namespace, store: SnapshotStore, policy: Policy,
+            stderr: TextIO) -> int:
+    """One snapshot without the named hosts; the reason is in its label, the who in the log."""
+    from compliance import __version__
+    from compliance.fleet import DEMO
+
+    reason = " ".join(str(args.reason).split())
+    if not reason:
+        raise StoreError("give a --reason: it is recorded with the snapshot")
+    latest = _pick(store, None, None)
+    catalog = load_catalog()
+    fleet = {a.observation.host.name.lower(): a for a in store.fleet(latest.id, catalog, policy)}
+    unknown = [name for name in args.hosts if name.lower() not in fleet]
+    if unknown:
+        raise StoreError(f"not in the fleet of snapshot #{latest.id}: {', '.join(unknown)}")
+    names = [fleet[name.lower()].observation.host.name for name in args.hosts]
+    if args.demo:
+        names += [a.observation.host.name for a in fleet.values()
+                  if DEMO in a.scopes or a.observation.source.startswith(DEMO)]
+    names = list(dict.fromkeys(names))
+    if not names:
+        raise StoreError("nothing to retire: name hosts, or --demo")
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    run = Snapshot(taken_at=datetime.now(UTC), source="retire", tool_version=__version__,
+                   catalog_version=catalog.version, advisory_id=catalog.advisory.id,
+                   advisory_version=catalog.advisory.version, assessments=(),
+                   label=f"{len(names)} hosts retired by hand: {reason}"[:2000],
+                   scope=f"retire: {shown}", retired=tuple(names))
+    snapshot_id = store.save(run, catalog, policy)
+    store.record(_actor(), "retire", snapshot_id, f"{shown}; reason: {reason}"[:2000])
+    info = store.info(snapshot_id)
+    stderr.write(f"snapshot #{snapshot_id} saved: {len(names)} hosts retired ({shown}); the "
+                 f"fleet holds {info.host_count} hosts\n")
     return 0
 
 

@@ -37,7 +37,7 @@ def snapshot_document(store: SnapshotStore, info: SnapshotInfo) -> dict[str, Any
     header = store.raw_header(info.id)
     header["pruned"] = bool(header["pruned"])
     return {
-        "format": chain.FORMAT.decode(),
+        "format": chain.FORMATS.get(int(header.get("format") or 1), chain.FORMAT).decode(),
         "header": header,
         "results": [{"position": p, "host": h, "status": s, "observation": o, "verdict": v,
                      "observed_in": i, "scopes": sc}

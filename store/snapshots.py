@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,9 @@ from compliance.codec import (
     verdict_to_dict,
 )
 from compliance.evaluate import Policy, evaluate
-from compliance.fleet import compose, fresh_count, merge, never_probed, observed_count, regrade
+from compliance.fleet import DEMO, compose, fresh_count, observed_count
 from compliance.models import Assessment, Host, Observation, Snapshot, Status, Verdict
-from store import chain, schema
+from store import chain, legacy, schema
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -242,16 +242,17 @@ class SnapshotStore:
             # Only what composing needs is decoded: no old verdict (a carried host is graded
             # again), no observation of a host this run observed afresh; a carried
             # observation's stored text is written back as it was.
-            texts: dict[int, str] = {}
+            texts: dict[int, tuple[Observation, str]] = {}
             previous = self._members_before(
                 conn, int(last_sequence) + 1, verdicts=False, texts=texts,
-                skip=frozenset(a.observation.host.name.lower() for a in run.assessments))
+                skip={a.observation.host.name.lower(): a.observation.observed_at
+                      for a in run.assessments})
             snapshot = compose(previous, run,
                                lambda obs, at: evaluate(obs, catalog, at, policy)).snapshot
             counts = _dumps(dict(Counter(a.verdict.status.value for a in snapshot.assessments)))
             rows = [
                 (position, a.observation.host.name, a.verdict.status.value,
-                 texts.get(id(a.observation)) or _dumps(observation_to_dict(a.observation)),
+                 _stored_text(texts, a.observation) or _dumps(observation_to_dict(a.observation)),
                  _dumps(verdict_to_dict(a.verdict)), a.observed_in, _dumps(list(a.scopes)))
                 for position, a in enumerate(snapshot.assessments)
             ]
@@ -287,40 +288,36 @@ class SnapshotStore:
     # -- the fleet ------------------------------------------------------------------------
 
     def _members_before(self, conn: Connection, sequence: int, *, verdicts: bool = True,
-                        skip: frozenset[str] = frozenset(),
-                        texts: dict[int, str] | None = None) -> list[Assessment]:
+                        skip: Mapping[str, datetime | None] | None = None,
+                        texts: dict[int, tuple[Observation, str]] | None = None
+                        ) -> list[Assessment]:
         """The fleet as the snapshots before chain position ``sequence`` left it, not re-graded:
         each member's ``observed_in`` names the snapshot that observed it.
 
-        For a save: ``verdicts=False`` leaves the stored verdicts undecoded (a placeholder),
-        hosts named in ``skip`` (lower case) get a bare observation (the run replaces them),
-        and ``texts`` learns each decoded observation's stored JSON, by ``id()``.
+        The newest whole-fleet snapshot with its hosts holds it; before the first one, the
+        format 1 snapshots are folded (store/legacy.py). For a save: ``verdicts=False`` leaves
+        the stored verdicts undecoded (a placeholder); a host in ``skip`` (lower case name ->
+        the run's observation time) gets a bare observation with its stored time, which the
+        run's replaces, unless the stored one is newer; and ``texts`` learns each decoded
+        observation's stored JSON (by ``id()``, with the object to check it is the same one).
         """
-        headers = conn.execute(
-            select(schema.snapshots.c.id, schema.snapshots.c.format, schema.snapshots.c.pruned)
-            .where(schema.snapshots.c.sequence < sequence)
-            .order_by(schema.snapshots.c.sequence.desc())).all()
-        # The newest whole-fleet snapshot that still has its hosts is where composing starts;
-        # format 1 snapshots after it (or all of them, in a store from before fleets) are
-        # folded in oldest first, as their runs would have been composed had they been saved
-        # by this version.
-        legacy: list[int] = []
-        members: list[Assessment] = []
-        for snapshot_id, version, pruned in headers:
-            if pruned:
-                continue
-            if version >= 2:
-                members = self._stored_members(conn, snapshot_id, verdicts=verdicts, skip=skip,
-                                               texts=texts)
-                break
-            legacy.append(snapshot_id)
-        for snapshot_id in reversed(legacy):
-            members, _removed = merge(members, self._legacy_run(conn, snapshot_id, members))
-        return members
+        newest = conn.execute(
+            select(schema.snapshots.c.id)
+            .where(schema.snapshots.c.sequence < sequence, schema.snapshots.c.format >= 2,
+                   schema.snapshots.c.pruned.is_(False))
+            .order_by(schema.snapshots.c.sequence.desc()).limit(1)).scalar()
+        if newest is not None:
+            return self._stored_members(conn, newest, verdicts=verdicts, skip=skip or {},
+                                        texts=texts)
+        # Format 1 only before the first save after an upgrade: everything is decoded.
+        return legacy.members(conn, legacy.fold(conn, sequence),
+                              lambda obs: _placeholder(obs, datetime.now(UTC)),
+                              verdicts=verdicts)
 
     def _stored_members(self, conn: Connection, snapshot_id: int, *, verdicts: bool = True,
-                        skip: frozenset[str] = frozenset(),
-                        texts: dict[int, str] | None = None) -> list[Assessment]:
+                        skip: Mapping[str, datetime | None] | None = None,
+                        texts: dict[int, tuple[Observation, str]] | None = None
+                        ) -> list[Assessment]:
         columns = [schema.results.c.host, schema.results.c.observation,
                    schema.results.c.observed_in, schema.results.c.scopes]
         if verdicts:
@@ -329,13 +326,17 @@ class SnapshotStore:
                             .where(schema.results.c.snapshot_id == snapshot_id)
                             .order_by(schema.results.c.position)).all()
         members = []
+        skip = skip or {}
         for host, text, observed_in, scopes, *verdict in rows:
-            if host.lower() in skip:
+            key = host.lower()
+            stored_at = legacy.observed_at(text) if key in skip else None
+            fresh_at = skip.get(key)
+            if key in skip and not (stored_at and fresh_at and stored_at > fresh_at):
                 observation = Observation(Host(host), None, "replaced by this run")
             else:
                 observation = observation_from_dict(json.loads(text))
                 if texts is not None:
-                    texts[id(observation)] = text
+                    texts[id(observation)] = (observation, text)
             members.append(Assessment(
                 observation, verdict_from_dict(json.loads(verdict[0])) if verdict
                 else _placeholder(observation, datetime.now(UTC)),
@@ -343,44 +344,27 @@ class SnapshotStore:
                 scopes=tuple(json.loads(scopes)) if scopes else ()))
         return members
 
-    def _legacy_run(self, conn: Connection, snapshot_id: int,
-                    members: list[Assessment]) -> Snapshot:
-        """A format 1 snapshot as a run to merge: its hosts with no scope (so never removed),
-        and the servers of its inventory that it did not assess as never probed."""
-        row = conn.execute(select(schema.snapshots)
-                           .where(schema.snapshots.c.id == snapshot_id)).mappings().one()
-        assessed = self._stored_members(conn, snapshot_id)
-        known = {a.observation.host.name.lower() for a in [*assessed, *members]}
-        taken_at = datetime.fromisoformat(row["taken_at"])
-        unprobed = []
-        for record in conn.execute(select(schema.discovered.c.record)
-                                   .where(schema.discovered.c.snapshot_id == snapshot_id)
-                                   .order_by(schema.discovered.c.position)).scalars():
-            host = host_from_dict(json.loads(record))
-            if host.name.lower() not in known:
-                known.add(host.name.lower())
-                observation = never_probed(host, row["source"])
-                unprobed.append(Assessment(observation, _placeholder(observation, taken_at),
-                                           observed_in=snapshot_id))
-        return Snapshot(taken_at=taken_at, source=row["source"], tool_version="",
-                        catalog_version="", advisory_id="", advisory_version="",
-                        assessments=(*assessed, *unprobed))
-
     def fleet(self, snapshot_id: int, catalog: Catalog,
               policy: Policy | None = None) -> list[Assessment]:
         """The whole fleet at a snapshot: its stored rows for a format 2 snapshot; for a format
-        1 one, composed from it and the snapshots before it the same way a save composes, the
-        carried hosts graded at its time by ``catalog``. Empty for a pruned snapshot."""
+        1 one, composed from it and the format 1 snapshots before it (store/legacy.py: every
+        earlier host carried forward, turned unknown once stale at its time). Empty for a
+        pruned snapshot."""
         info = self.info(snapshot_id)
         if info.fleet:
             return self.assessments(snapshot_id)
         if info.pruned:
             return []
         with self.engine.connect() as conn:
-            members = _own_rows(conn, snapshot_id, self._members_before(conn, info.sequence + 1))
+            folded = legacy.fold(conn, info.sequence + 1)
+            members = legacy.own_rows(
+                legacy.members(conn, folded, lambda obs: _placeholder(obs, info.taken_at)),
+                folded, snapshot_id)
         chosen = policy or Policy()
-        return regrade(members, lambda obs, at: evaluate(obs, catalog, at, chosen),
-                       info.taken_at, f"{info.source}: {info.label}" if info.label else info.source)
+        return legacy.carry(members, info.taken_at,
+                            lambda obs, at: evaluate(obs, catalog, at, chosen), chosen.max_age,
+                            chosen.clock_skew,
+                            f"{info.source}: {info.label}" if info.label else info.source)
 
     def record(self, who: str, action: str, snapshot_id: int | None, detail: str = "",
                at: datetime | None = None) -> None:
@@ -402,10 +386,20 @@ class SnapshotStore:
         so the chain remains verifiable. Returns how many snapshots were pruned.
 
         The newest snapshot is always kept whole (``keep`` below 1 counts as 1): it holds the
-        fleet the next run is composed with."""
+        fleet the next run is composed with. So is every format 1 snapshot after the newest
+        whole-fleet one (all of them, in a store not yet collected into since the upgrade):
+        their hosts are in no other snapshot."""
         with self.engine.begin() as conn:
+            # A format 1 snapshot holds hosts no later snapshot holds until a whole-fleet one
+            # has been saved after it: only snapshots before the newest whole-fleet one go.
+            first_fleet = conn.execute(
+                select(func.max(schema.snapshots.c.sequence))
+                .where(schema.snapshots.c.format >= 2)).scalar() or 0
             ids = conn.execute(
-                select(schema.snapshots.c.id).where(schema.snapshots.c.pruned.is_(False))
+                select(schema.snapshots.c.id)
+                .where(schema.snapshots.c.pruned.is_(False),
+                       (schema.snapshots.c.format >= 2)
+                       | (schema.snapshots.c.sequence < first_fleet))
                 .order_by(schema.snapshots.c.sequence.desc()).offset(max(1, keep))
             ).scalars().all()
             if ids:
@@ -418,31 +412,32 @@ class SnapshotStore:
 
     def legacy_figures(self, catalog: Catalog,
                        policy: Policy | None = None) -> dict[int, dict[str, Any]]:
-        """For each format 1 snapshot with hosts: the ``counts``, ``host_count`` and
-        ``fresh_count`` of its composed fleet (as ``fleet()`` gives it), in one pass."""
+        """For each format 1 snapshot with hosts: the ``counts``, ``host_count``,
+        ``fresh_count`` and ``observed_count`` of its composed fleet, in one pass
+        (store/legacy.py)."""
         chosen = policy or Policy()
-        figures: dict[int, dict[str, Any]] = {}
-        members: list[Assessment] = []
         with self.engine.connect() as conn:
-            headers = conn.execute(
-                select(schema.snapshots.c.id, schema.snapshots.c.format,
-                       schema.snapshots.c.pruned, schema.snapshots.c.taken_at,
-                       schema.snapshots.c.source)
-                .order_by(schema.snapshots.c.sequence)).all()
-            for snapshot_id, version, pruned, taken_at, source in headers:
-                if pruned or version >= 2:
-                    continue
-                members, _removed = merge(members, self._legacy_run(conn, snapshot_id, members))
-                own = _own_rows(conn, snapshot_id, members)
-                graded = regrade(own, lambda obs, at: evaluate(obs, catalog, at, chosen),
-                                 datetime.fromisoformat(taken_at), source)
-                counts = {status.value: 0 for status in Status}
-                counts.update(Counter(a.verdict.status.value for a in graded))
-                figures[snapshot_id] = {"counts": counts, "host_count": len(graded),
-                                        "fresh_count": fresh_count(graded)}
-        return figures
+            return legacy.figures(conn, chosen.max_age, chosen.clock_skew)
 
     # -- reading --------------------------------------------------------------------------
+
+    def demo_hosts(self, snapshot_id: int) -> int:
+        """How many hosts of a snapshot belong to the fictional demo fleet (format 2: by
+        scope; format 1: every host, when a demo snapshot with its hosts precedes it)."""
+        with self.engine.connect() as conn:
+            version, sequence = conn.execute(
+                select(schema.snapshots.c.format, schema.snapshots.c.sequence)
+                .where(schema.snapshots.c.id == snapshot_id)).one()
+            if version >= 2:
+                return int(conn.execute(
+                    select(func.count()).select_from(schema.results)
+                    .where(schema.results.c.snapshot_id == snapshot_id,
+                           schema.results.c.scopes.like(f'%"{DEMO}"%'))).scalar_one())
+            demo = conn.execute(
+                select(func.max(schema.snapshots.c.host_count))
+                .where(schema.snapshots.c.source == DEMO, schema.snapshots.c.pruned.is_(False),
+                       schema.snapshots.c.sequence <= sequence)).scalar()
+            return int(demo or 0)
 
     def is_empty(self) -> bool:
         with self.engine.connect() as conn:
@@ -599,11 +594,27 @@ class SnapshotStore:
                         "reordered snapshots, or a changed predecessor)")
             if info.pruned:
                 report.pruned += 1
+                if row is headers[-1]:
+                    problem("the newest snapshot is marked pruned, which pruning never does: it "
+                            "holds the fleet")
+                results, inventory = self.raw_rows(info.id)
+                if results or inventory:
+                    problem("marked pruned but still holds its hosts (the flag was set by hand)")
             else:
                 results, inventory = self.raw_rows(info.id)
-                if chain.digest(dict(row), results, inventory) != info.hash:
+                try:
+                    recomputed = chain.digest(dict(row), results, inventory)
+                except ValueError as error:  # an unknown format: nothing can be recomputed
+                    recomputed = f"({error})"
+                if recomputed != info.hash:
                     problem("content does not match its recorded digest (a stored observation, "
                             "verdict, time or header was changed)")
+                if not info.fleet and (
+                        info.observed_count is not None or info.fresh_count is not None
+                        or any(r[5] is not None or r[6] is not None for r in results)):
+                    # Format 1 never wrote these, and its digest does not cover them.
+                    problem("a format 1 snapshot carries whole-fleet fields (observed_in, "
+                            "scopes, observed or fresh counts) that format 1 never wrote")
             if key is not None:
                 if chain.signature_ok(key, info.hash, info.signature):
                     report.signed += 1
@@ -642,16 +653,9 @@ def _assessment(observation: str, verdict: str, observed_in: int | None,
                       scopes=tuple(json.loads(scopes)) if scopes else ())
 
 
-def _own_rows(conn: Connection, snapshot_id: int,
-              members: list[Assessment]) -> list[Assessment]:
-    """A format 1 snapshot's composed members, with the rows it stored marked as its own run's
-    (``observed_in`` None: their recorded verdict stands); every other member, including a
-    server of its inventory it never probed, keeps ``observed_in`` and is graded again."""
-    stored = set(conn.execute(select(func.lower(schema.results.c.host))
-                              .where(schema.results.c.snapshot_id == snapshot_id)).scalars())
-    return [replace(m, observed_in=None)
-            if m.observed_in == snapshot_id and m.observation.host.name.lower() in stored
-            else m for m in members]
+def _stored_text(texts: dict[int, tuple[Observation, str]], observation: Observation) -> str | None:
+    known = texts.get(id(observation))
+    return known[1] if known is not None and known[0] is observation else None
 
 
 def _placeholder(observation: Observation, at: datetime) -> Verdict:

@@ -45,7 +45,8 @@ else:
         fresh, fleet = info.coverage
         rows.append({"id": info.id, "taken_at": info.taken_at, "source": info.source,
                      "scope": info.scope, "label": info.label,
-                     "observed": info.observed_count if info.fleet else info.host_count,
+                     "observed": info.observed_count if info.observed_count is not None
+                                 else info.host_count,
                      "fleet": fleet, "coverage": f"{fresh}/{fleet}",
                      "failures": failures})
     st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={

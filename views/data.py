@@ -14,7 +14,6 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from collectors.demo import SOURCE as DEMO_SOURCE
 from collectors.demo import seed_demo
 from compliance.catalog import Catalog, load_catalog
 from compliance.evaluate import Policy
@@ -134,9 +133,15 @@ def latest(url: str) -> SnapshotInfo | None:
 
 
 def is_demo(url: str) -> bool:
-    """Whether any demo data is shown: a demo snapshot is in the store, so its hosts may be
-    carried forward into every later snapshot."""
-    return any(s.source == DEMO_SOURCE for s in snapshots(url))
+    """Whether the latest snapshot's fleet holds hosts of the fictional demo fleet (carried
+    forward until ``python -m store retire --demo`` takes them out)."""
+    newest = latest(url)
+    return newest is not None and _demo_hosts(url, newest.id) > 0
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def _demo_hosts(url: str, snapshot_id: int) -> int:
+    return _store(url).demo_hosts(snapshot_id)
 
 
 def verdicts(url: str, snapshot_id: int) -> list[Verdict]:

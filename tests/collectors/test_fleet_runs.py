@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -205,3 +205,97 @@ def test_two_collectors_at_once_on_one_postgresql_store(wsman_peer, tmp_path, po
         expected = {**{n: "patched" if b == PATCHED else "vulnerable" for n, b in site_a.items()},
                     **{n: "patched" if b == PATCHED else "vulnerable" for n, b in site_b.items()}}
         assert statuses == expected
+
+
+def _import(tmp_path: Path, db: str, *documents: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PROXYLOGON_DATA_DIR": str(tmp_path / "data")}
+    return subprocess.run([sys.executable, "-m", "collectors", "import", *map(str, documents),
+                           "--db", db, "--secrets", str(tmp_path / "none.toml")], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def _document(path: Path, name: str, build: str, collected_at: str) -> Path:
+    path.write_text(dumps(probe_document(name, build, collected_at=collected_at)))
+    return path
+
+
+def test_a_late_old_document_or_a_future_dated_one_never_makes_a_host_patched(wsman_peer,
+                                                                             tmp_path):
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    _serve(wsman_peer, {"LATE-01": VULNERABLE})
+    hosts = _inventory(tmp_path / "hosts.csv", wsman_peer, ["LATE-01"])
+    _finish(_collect(wsman_peer, tmp_path, db, _config(tmp_path / "c.toml", wsman_peer), hosts))
+    # Two days old, run by hand before the server was restored from an old image: "patched".
+    old = _document(tmp_path / "old.json", "late-01", PATCHED, "2026-01-01T00:00:00Z")
+    done = _import(tmp_path, db, old)
+    assert done.returncode == 0, done.stderr
+    assert "0 hosts observed by this run (1 older than the fleet's latest observation" in \
+        done.stderr
+    # Dated three days ahead (a server with a fast clock): refused, named, never stored.
+    ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
+    future = _document(tmp_path / "future.json", "LATE-02", PATCHED,
+                       ahead.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    refused = _import(tmp_path, db, future)
+    assert refused.returncode == 1 and "future.json" in refused.stderr
+    assert "later than now" in refused.stderr
+    snapshots = _fleet(db)
+    assert snapshots[-1][1] == {"LATE-01": ("vulnerable", snapshots[0][0])}
+
+
+def test_retire_takes_hosts_out_by_hand_and_says_who_and_why(tmp_path):
+    from collectors.demo import seed_demo
+
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    store = SnapshotStore.open(db)
+    seed_demo(store, load_catalog(), datetime.now(UTC))
+    store.dispose()
+    typo = _document(tmp_path / "typo.json", "EXHNAD01", PATCHED, _now())
+    done = _import(tmp_path, db, typo)
+    assert done.returncode == 0 and "65 hosts of the fictional demo fleet" in done.stderr
+
+    def retire(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "store", "--db", db, "--secrets",
+                               str(tmp_path / "none.toml"), "retire", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+
+    unknown = retire("EXNOWHERE", "--reason", "decommissioned")
+    assert unknown.returncode == 2 and "not in the fleet" in unknown.stderr
+    assert retire("EXHNAD01", "--reason", "   ").returncode == 2
+    assert retire("exhnad01", "--reason", "typo of EXHAND01").returncode == 0
+    assert retire("--demo", "--reason", "real data from now on").returncode == 0
+    store = SnapshotStore.open(db)
+    try:
+        history = store.history()
+        assert [s.source for s in history[-2:]] == ["retire", "retire"]
+        assert history[-2].host_count == 65 and history[-1].host_count == 0
+        assert "typo of EXHAND01" in history[-2].label and store.demo_hosts(history[-1].id) == 0
+        audit = [(e["action"], e["detail"]) for e in store.audit_log()[:2]]
+        assert audit[1][0] == "retire" and "EXHNAD01; reason: typo of EXHAND01" in audit[1][1]
+        changes = diff([a.verdict for a in store.fleet(history[-3].id, load_catalog())],
+                       [a.verdict for a in store.fleet(history[-2].id, load_catalog())])
+        assert [c.host for c in changes.removed_hosts] == ["EXHNAD01"]
+        assert store.verify().ok
+    finally:
+        store.dispose()
+
+
+def test_a_discovery_that_lists_no_server_removes_nobody(wsman_peer, tmp_path):
+    require_slapd()
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    full = start_slapd(tmp_path / "dc-full", ad_ldif([_spec("NS-01")]))
+    empty = start_slapd(tmp_path / "dc-empty", ad_ldif([]))
+    try:
+        _serve(wsman_peer, {"NS-01": VULNERABLE, "NS-EDGE": PATCHED})
+        endpoints = _inventory(tmp_path / "endpoints.csv", wsman_peer, ["NS-01"])
+        _finish(_collect(wsman_peer, tmp_path, db, _config(tmp_path / "a.toml", wsman_peer, full),
+                         endpoints, slapd=full))
+        # The account lost its read access (or a filter went wrong): AD answers with nothing.
+        edge = _inventory(tmp_path / "edge.csv", wsman_peer, ["NS-EDGE"])
+        said = _finish(_collect(wsman_peer, tmp_path, db,
+                                _config(tmp_path / "b.toml", wsman_peer, empty), edge,
+                                slapd=empty))
+        assert "listed no Exchange server" in said and "nothing is removed" in said
+        assert set(_fleet(db)[-1][1]) == {"NS-01", "NS-EDGE"}
+    finally:
+        full.stop()
+        empty.stop()

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -128,14 +129,65 @@ def test_a_discovery_of_another_scope_removes_nobody(shipped_catalog):
     assert result.removed == ()
 
 
-def test_a_member_of_two_scopes_stays_while_one_lists_it(shipped_catalog):
+def test_a_member_of_two_discoveries_stays_while_one_lists_it(shipped_catalog):
     grade = _grader(shipped_catalog)
-    first = compose([], _run(shipped_catalog, NOW - timedelta(days=1), {"EDGE": PATCHED},
-                             scopes=(AD, INVENTORY)), grade).snapshot
-    assert first.assessments[0].scopes == tuple(sorted((AD, INVENTORY)))
+    site = directory_scope("CN=Configuration,DC=corp,DC=example", [("include_sites", ["HQ"])])
+    first = compose([], _run(shipped_catalog, NOW - timedelta(days=1), {"EX9": PATCHED},
+                             scopes=(AD, site)), grade).snapshot
+    assert first.assessments[0].scopes == tuple(sorted((AD, site)))
     result = compose(_previous(first, 1), _run(shipped_catalog, NOW, {"EX1": PATCHED}), grade)
-    edge = next(a for a in result.snapshot.assessments if a.observation.host.name == "EDGE")
-    assert edge.scopes == (INVENTORY,) and edge.carried and result.removed == ()
+    ex9 = next(a for a in result.snapshot.assessments if a.observation.host.name == "EX9")
+    assert ex9.scopes == (site,) and ex9.carried and result.removed == ()
+
+
+def test_a_host_ad_lists_is_a_member_through_ad_alone(shipped_catalog):
+    # Listed in an inventory file too, then imported by hand: AD still decides.
+    grade = _grader(shipped_catalog)
+    first = compose([], _run(shipped_catalog, NOW - timedelta(days=2), {"EDGE": PATCHED},
+                             scopes=(AD, INVENTORY)), grade).snapshot
+    assert first.assessments[0].scopes == (AD,)
+    imported = compose(_previous(first, 1),
+                       _run(shipped_catalog, NOW - timedelta(days=1), {"edge": PATCHED},
+                            scopes=(IMPORT,), complete=()), grade).snapshot
+    assert imported.assessments[0].scopes == (AD,)
+    gone = compose(_previous(imported, 2), _run(shipped_catalog, NOW, {"EX1": PATCHED}), grade)
+    assert [a.observation.host.name for a in gone.removed] == ["edge"]
+
+
+def test_an_older_document_never_replaces_a_newer_observation(shipped_catalog):
+    grade = _grader(shipped_catalog)
+    first = compose([], _run(shipped_catalog, NOW - timedelta(hours=1), {"EX1": VULNERABLE}),
+                    grade).snapshot
+    # A hand-run document of two days ago, imported now, that says "patched".
+    document = assess([_obs("EX1", PATCHED, NOW - timedelta(days=2))], shipped_catalog, NOW,
+                      source="import", tool_version="t", scopes=lambda _host: (IMPORT,))
+    late = compose(_previous(first, 1), document, grade).snapshot
+    (ex1,) = late.assessments
+    assert ex1.verdict.status is Status.VULNERABLE and ex1.carried and ex1.observed_in == 1
+    assert observed_count(late) == 0
+
+
+def test_a_member_observed_in_the_future_is_replaced_by_a_newer_run(shipped_catalog):
+    grade = _grader(shipped_catalog)
+    future = assess([_obs("EX1", PATCHED, NOW + timedelta(days=3))], shipped_catalog, NOW,
+                    source="import", tool_version="t", scopes=lambda _h: (IMPORT,))
+    first = compose([], future, grade).snapshot
+    assert first.assessments[0].verdict.unknown_reason is Reason.FUTURE
+    later = compose(_previous(first, 1),
+                    _run(shipped_catalog, NOW + timedelta(hours=1), {"EX1": VULNERABLE}), grade)
+    (ex1,) = later.snapshot.assessments
+    assert ex1.verdict.status is Status.VULNERABLE and not ex1.carried
+
+
+def test_a_retired_host_leaves_whatever_its_scopes(shipped_catalog):
+    grade = _grader(shipped_catalog)
+    first = compose([], _run(shipped_catalog, NOW - timedelta(days=1),
+                             {"EXTYPO": PATCHED, "EX1": PATCHED}, scopes=(IMPORT,), complete=()),
+                    grade).snapshot
+    retire = replace(_run(shipped_catalog, NOW, {}, complete=()), retired=("extypo",))
+    result = compose(_previous(first, 1), retire, grade)
+    assert _status(result.snapshot) == {"EX1": "patched"}
+    assert [a.observation.host.name for a in result.removed] == ["EXTYPO"]
 
 
 def test_a_member_without_recorded_scopes_is_never_removed(shipped_catalog):
@@ -157,7 +209,7 @@ def test_names_match_case_insensitively_and_fresh_keeps_fleet_order(shipped_cata
     assert [a.observation.host.name for a in result.assessments] == ["EX1", "ex2"]
     ex2 = result.assessments[1]
     assert ex2.verdict.status is Status.PATCHED and not ex2.carried
-    assert set(ex2.scopes) == {AD, IMPORT}  # still listed by AD, now also imported
+    assert ex2.scopes == (AD,)  # listed by AD: an import does not make it a member twice
 
 
 def test_a_failed_probe_replaces_the_last_good_observation(shipped_catalog):

@@ -52,7 +52,7 @@ def test_a_partial_collection_after_a_full_one_keeps_the_fleet(empty_store, ship
     assert info.coverage == (5, 5)
     rows = {a.observation.host.name: a for a in empty_store.assessments(partial)}
     assert rows["EX3"].observed_in == full and rows["EX3"].carried
-    assert rows["EX2"].observed_in is None and set(rows["EX2"].scopes) == {AD, INVENTORY}
+    assert rows["EX2"].observed_in is None and rows["EX2"].scopes == (AD,)  # AD lists it
     assert rows["EX3"].verdict.evidence[0].kind == "carried"
     changes = diff([a.verdict for a in empty_store.fleet(full, shipped_catalog)],
                    [a.verdict for a in empty_store.fleet(partial, shipped_catalog)])
@@ -175,7 +175,8 @@ def test_reevaluation_covers_carried_rows(empty_store, shipped_catalog):
     assert {c.host for c in week} == set(FULL) - {"EX1"}
 
 
-def _legacy(store, at: datetime, hosts: dict[str, str], catalog, inventory=()) -> int:
+def _legacy(store, at: datetime, hosts: dict[str, str], catalog, inventory=(),
+            source: str = "collect", scope: str = "") -> int:
     """Write a format 1 snapshot as the tool wrote it before fleets: its run's hosts only."""
     from compliance.codec import host_to_dict, observation_to_dict, verdict_to_dict
 
@@ -192,9 +193,9 @@ def _legacy(store, at: datetime, hosts: dict[str, str], catalog, inventory=()) -
     with store.engine.begin() as conn:
         head = conn.execute(text("SELECT value FROM meta WHERE key = 'chain_head'")).scalar_one()
         sequence, previous = head.split(":")
-        header = {"taken_at": at.isoformat(), "source": "collect", "label": "old",
+        header = {"taken_at": at.isoformat(), "source": source, "label": "old",
                   "tool_version": "0.3", "catalog_version": "c", "advisory_id": "a",
-                  "advisory_version": "1", "scope": "", "host_count": len(rows),
+                  "advisory_version": "1", "scope": scope, "host_count": len(rows),
                   "counts": dumps(counts), "discovered_count": len(discovered),
                   "sequence": int(sequence) + 1, "previous_hash": previous}
         digest = chain.digest(header, rows, discovered)
@@ -272,3 +273,87 @@ def test_fleet_rows_survive_a_reopen(store_url, shipped_catalog):
     finally:
         second.dispose()
     assert Path(store_url.removeprefix("sqlite:///")).is_file()
+
+
+EXCHANGE_BASE = "CN=Microsoft Exchange,CN=Services,CN=Configuration,DC=corp,DC=example"
+
+
+def _legacy_store(store, catalog) -> tuple[int, int]:
+    """An upgraded store: a full AD collection (EX-D listed but not assessed), then an import."""
+    full = _legacy(store, NOW - timedelta(days=2), {"EX-A": PATCHED, "EX-B": VULNERABLE,
+                                                    "EX-C": PATCHED}, catalog,
+                   inventory=["EX-A", "EX-B", "EX-C", "EX-D"],
+                   scope=f"AD ldaps://dc1.corp.example {EXCHANGE_BASE}")
+    hand = _legacy(store, NOW - timedelta(days=1), {"ex-a": PATCHED}, catalog, source="import",
+                   scope="import of 1 probe documents")
+    return full, hand
+
+
+def test_pruning_never_takes_hosts_only_format_1_snapshots_hold(empty_store, shipped_catalog):
+    _full, hand = _legacy_store(empty_store, shipped_catalog)
+    assert empty_store.prune(keep=1) == 0  # no whole-fleet snapshot yet: both are needed
+    assert len(empty_store.fleet(hand, shipped_catalog)) == 4
+    saved = empty_store.save(_run(shipped_catalog, NOW, {"EXNEW": PATCHED}, scopes=(IMPORT,),
+                                  complete=()), shipped_catalog)
+    assert empty_store.prune(keep=1) == 2  # now the whole-fleet snapshot holds them all
+    assert set(_statuses(empty_store, saved, shipped_catalog)) == {
+        "ex-a", "EX-B", "EX-C", "EX-D", "EXNEW"}
+    assert empty_store.info(saved).counts["vulnerable"] == 1 and empty_store.verify().ok
+
+
+def test_a_format_1_host_a_discovery_listed_can_be_removed_by_the_same_discovery(
+        empty_store, shipped_catalog):
+    _full, hand = _legacy_store(empty_store, shipped_catalog)
+    scopes = {a.observation.host.name: a.scopes for a in empty_store.fleet(hand, shipped_catalog)}
+    ad = directory_scope(EXCHANGE_BASE)
+    assert scopes == {"ex-a": (ad,), "EX-B": (ad,), "EX-C": (ad,), "EX-D": (ad,)}
+    # This version's complete discovery of the same forest lists only EX-A and EX-C.
+    saved = empty_store.save(_run(shipped_catalog, NOW, {"EX-A": PATCHED, "EX-C": PATCHED},
+                                  scopes=(ad,), complete=(ad,)), shipped_catalog)
+    assert set(_statuses(empty_store, saved, shipped_catalog)) == {"EX-A", "EX-C"}
+    changes = diff([a.verdict for a in empty_store.fleet(hand, shipped_catalog)],
+                   [a.verdict for a in empty_store.fleet(saved, shipped_catalog)])
+    assert sorted(c.host for c in changes.removed_hosts) == ["EX-B", "EX-D"]
+
+
+def test_format_1_figures_match_the_composed_fleet(empty_store, shipped_catalog):
+    full, hand = _legacy_store(empty_store, shipped_catalog)
+    figures = empty_store.legacy_figures(shipped_catalog)
+    for snapshot_id in (full, hand):
+        fleet = empty_store.fleet(snapshot_id, shipped_catalog)
+        counts = {status.value: 0 for status in Status}
+        for a in fleet:
+            counts[a.verdict.status.value] += 1
+        assert figures[snapshot_id]["counts"] == counts
+        assert figures[snapshot_id]["host_count"] == len(fleet) == 4
+        assert figures[snapshot_id]["fresh_count"] == sum(
+            1 for a in fleet if a.verdict.unknown_reason is None)
+    assert figures[full]["observed_count"] == 3 and figures[hand]["observed_count"] == 1
+    # A week later every carried host is stale, in the figures as in the fleet.
+    later = _legacy(empty_store, NOW + timedelta(days=8), {"EX-C": PATCHED}, shipped_catalog,
+                    source="import")
+    week = empty_store.legacy_figures(shipped_catalog)[later]
+    assert week["counts"]["unknown"] == 3 and week["fresh_count"] == 1
+
+
+@pytest.mark.parametrize(("statement", "message"), [
+    ("UPDATE results SET scopes = '[\"ad:x\"]' WHERE snapshot_id = :legacy",
+     "format 1 snapshot carries whole-fleet fields"),
+    ("UPDATE results SET observed_in = 1 WHERE snapshot_id = :legacy",
+     "format 1 snapshot carries whole-fleet fields"),
+    ("UPDATE snapshots SET fresh_count = 4 WHERE id = :legacy",
+     "format 1 snapshot carries whole-fleet fields"),
+    ("UPDATE snapshots SET pruned = true WHERE id = :newest", "newest snapshot is marked pruned"),
+    ("UPDATE snapshots SET pruned = true WHERE id = :legacy", "still holds its hosts"),
+    ("UPDATE snapshots SET format = 3 WHERE id = :newest", "does not match its recorded digest"),
+])
+def test_verify_catches_forged_fleet_fields_on_every_format(empty_store, shipped_catalog,
+                                                            statement, message):
+    _full, hand = _legacy_store(empty_store, shipped_catalog)
+    newest = empty_store.save(_run(shipped_catalog, NOW, {"EXNEW": PATCHED}, scopes=(IMPORT,),
+                                   complete=()), shipped_catalog)
+    assert empty_store.verify().ok
+    with empty_store.engine.begin() as conn:
+        conn.execute(text(statement), {"legacy": hand, "newest": newest})
+    report = empty_store.verify()
+    assert not report.ok and any(message in p.message for p in report.problems), report.problems
