@@ -196,8 +196,12 @@ def _observe(host: DemoHost, week: int, at: datetime, builds: _Builds,
     if (host.failure and week >= 5) or (week < WEEKS - 1 and rng.random() < 0.02):
         failure = FAILURES[host.failure or rng.choice(sorted(FAILURES))]
         return Observation(entity, observed, "demo-winrm", failure=failure)
-    if host.stale_days is not None and week == WEEKS - 1:
-        observed = at - timedelta(days=host.stale_days)
+    offline = host.stale_days is not None and week >= WEEKS - 2
+    if offline:
+        # One hand-run probe file, imported in the last two weeks: fresh in the first of them,
+        # stale in the last (no run sees anything newer of this server).
+        assert host.stale_days is not None
+        observed = at + timedelta(weeks=WEEKS - 1 - week) - timedelta(days=host.stale_days)
     mitigated = host.mitigate_week is not None and week >= host.mitigate_week
     rules = (REWRITE_RULES[1:] if host.partial_mitigation else
              REWRITE_RULES if mitigated and host.product != "2010" else ())
@@ -216,7 +220,7 @@ def _observe(host: DemoHost, week: int, at: datetime, builds: _Builds,
     }
     return Observation(
         host=entity, observed_at=observed,
-        source="demo-import" if host.stale_days and week == WEEKS - 1 else "demo-winrm",
+        source="demo-import" if offline else "demo-winrm",
         exsetup_version=None if host.no_exsetup else
         f"{build.major}.{build.minor:02d}.{build.build:04d}.{build.revision or 0:03d}",
         admin_display_version=f"Version {base.major}.{base.minor} (Build {base.build}."

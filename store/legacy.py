@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import JSON, Connection, cast, select, type_coerce
 
 from compliance.codec import host_from_dict, observation_from_dict, verdict_from_dict
 from compliance.fleet import (
@@ -200,17 +200,15 @@ def figures(conn: Connection, max_age: timedelta, skew: timedelta) -> dict[int, 
     known: dict[tuple[int, int], tuple[str, datetime | None, bool]] = {}
     result: dict[int, dict[str, Any]] = {}
 
+    # The database reads the two JSON fields, so no row's text crosses the connection.
+    seen_at = _json_field(conn, schema.results.c.observation, "observed_at")
+    reason = _json_field(conn, schema.results.c.verdict, "unknown_reason")
+
     def learn(wanted: dict[int, list[int]]) -> None:
-        found = _rows(conn, wanted, [schema.results.c.status, schema.results.c.observation])
-        unknown: dict[int, list[int]] = {}
-        for (snapshot_id, position), (status, _text) in found.items():
-            if status == Status.UNKNOWN.value:
-                unknown.setdefault(snapshot_id, []).append(position)
-        reasons = {where: json.loads(verdict).get("unknown_reason")
-                   for where, (verdict,) in _rows(conn, unknown,
-                                                  [schema.results.c.verdict]).items()}
-        for where, (status, text) in found.items():
-            known[where] = (status, observed_at(text), reasons.get(where) not in _NOT_FRESH)
+        for where, (status, at, why) in _rows(conn, wanted,
+                                              [schema.results.c.status, seen_at, reason]).items():
+            known[where] = (status, datetime.fromisoformat(at) if at else None,
+                            status != Status.UNKNOWN.value or why not in _NOT_FRESH)
 
     for header in headers(conn):
         rows = folded.add(conn, header)
@@ -232,6 +230,13 @@ def figures(conn: Connection, max_age: timedelta, skew: timedelta) -> dict[int, 
         result[header.id] = {"counts": counts, "host_count": len(folded.order),
                              "fresh_count": fresh, "observed_count": len(rows)}
     return result
+
+
+def _json_field(conn: Connection, column: Any, key: str) -> Any:
+    """``column``'s JSON text's top-level ``key`` as text, read by the database."""
+    if conn.dialect.name == "postgresql":
+        return cast(column, JSON)[key].as_string()
+    return type_coerce(column, JSON)[key].as_string()
 
 
 _OBSERVED_AT = re.compile(r'(?<!\\)"observed_at":"([^"]+)"')

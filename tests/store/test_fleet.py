@@ -302,7 +302,8 @@ def test_pruning_never_takes_hosts_only_format_1_snapshots_hold(empty_store, shi
 
 
 def test_a_format_1_host_a_discovery_listed_can_be_removed_by_the_same_discovery(
-        empty_store, shipped_catalog):
+        any_store, shipped_catalog):
+    empty_store = any_store
     _full, hand = _legacy_store(empty_store, shipped_catalog)
     scopes = {a.observation.host.name: a.scopes for a in empty_store.fleet(hand, shipped_catalog)}
     ad = directory_scope(EXCHANGE_BASE)
@@ -316,7 +317,19 @@ def test_a_format_1_host_a_discovery_listed_can_be_removed_by_the_same_discovery
     assert sorted(c.host for c in changes.removed_hosts) == ["EX-B", "EX-D"]
 
 
-def test_format_1_figures_match_the_composed_fleet(empty_store, shipped_catalog):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request, tmp_path):
+    from store import SnapshotStore
+
+    url = (f"sqlite:///{tmp_path / 'any.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    opened = SnapshotStore.open(url)
+    yield opened
+    opened.dispose()
+
+
+def test_format_1_figures_match_the_composed_fleet(any_store, shipped_catalog):
+    empty_store = any_store
     full, hand = _legacy_store(empty_store, shipped_catalog)
     figures = empty_store.legacy_figures(shipped_catalog)
     for snapshot_id in (full, hand):
