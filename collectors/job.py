@@ -126,8 +126,8 @@ class RunResult:
         fresh, fleet = self.saved.coverage
         observed = self.saved.observed_count or 0
         older = len(self.snapshot.assessments) - observed
-        kept = (f" ({older} older than the fleet's latest observation of the same host, so not "
-                "used)" if older > 0 else "")
+        kept = (f" ({older} not used: the fleet holds a newer reading of those hosts, or a "
+                "still fresh one where this run failed)" if older > 0 else "")
         return (f"snapshot #{self.snapshot_id} saved: {observed} hosts observed by this "
                 f"run{kept}, {fleet - observed} carried forward; fleet {fleet} hosts ({parts}); "
                 f"coverage {fresh}/{fleet} with a fresh observation; {self.seconds:.1f} s"

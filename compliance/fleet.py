@@ -16,7 +16,9 @@ Membership is recorded per host as **scopes**: why the host is in the fleet.
   documents: these runs only ever add, and only hosts no discovery lists are members through
   them (``membership``).
 - A run's observation replaces a member's unless the member's is newer: an old hand-run
-  document imported late never hides a newer reading.
+  document imported late never hides a newer reading. A run that failed to reach a host
+  leaves its last reading in place while that is fresh, the failure beside it as evidence:
+  the run observed nothing of the server.
 - A member with no scope left leaves the fleet (``Composition.removed``). A host with no
   recorded scope (from a snapshot written before scopes existed) is never removed that way.
 - A run may also name hosts a person retires by hand (``Snapshot.retired``): they leave the
@@ -99,11 +101,17 @@ def membership(scopes: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(chosen))
 
 
+def _reading(observation: Observation) -> bool:
+    """Whether an observation read the server (a failure or a never-probed stand-in did not)."""
+    return observation.failure is None and observation.observed_at is not None
+
+
 def _keeps(current: Observation, candidate: Observation, at: datetime) -> bool:
     """Whether a member's observation stays although the run brings one of the same host: it
-    is newer than the run's (a hand-run document imported late) and not from after ``at``."""
-    return (current.observed_at is not None and candidate.observed_at is not None
-            and candidate.observed_at < current.observed_at <= at)
+    is a reading newer than the run's (a hand-run document imported late) and not from after
+    ``at``."""
+    return (_reading(current) and candidate.observed_at is not None
+            and candidate.observed_at < current.observed_at <= at)  # type: ignore[operator]
 
 
 def merge(previous: Sequence[Assessment], run: Snapshot) -> tuple[list[Assessment],
@@ -136,8 +144,14 @@ def merge(previous: Sequence[Assessment], run: Snapshot) -> tuple[list[Assessmen
             assessment = fresh[key]
             scopes = membership([*assessment.scopes,
                                  *(s for s in member.scopes if s not in found)])
-            newer = _keeps(member.observation, assessment.observation, run.taken_at)
-            members.append(replace(member if newer else assessment, scopes=scopes))
+            if _keeps(member.observation, assessment.observation, run.taken_at):
+                members.append(replace(member, scopes=scopes))
+            elif assessment.observation.failure is not None and _reading(member.observation):
+                # The run did not reach the host: its last reading stands while it is fresh
+                # (``regrade`` decides), with the failed attempt beside it.
+                members.append(replace(member, scopes=scopes, attempt=assessment.observation))
+            else:
+                members.append(replace(assessment, scopes=scopes))
             continue
         kept = tuple(s for s in member.scopes if s not in found or key in found[s])
         if member.scopes and not kept:
@@ -154,16 +168,27 @@ def merge(previous: Sequence[Assessment], run: Snapshot) -> tuple[list[Assessmen
 def regrade(members: Sequence[Assessment], grade: Grader, as_of: datetime,
             run: str) -> list[Assessment]:
     """Carried members (``observed_in`` set) graded again at ``as_of``, with evidence that says
-    so; fresh ones (``observed_in`` None) unchanged."""
+    so; fresh ones (``observed_in`` None) unchanged. A carried member the run failed to reach
+    (``attempt``) keeps its reading while that is fresh, with the failure as evidence; once the
+    reading is no longer fresh, the failure is what the snapshot holds (its action names the
+    fix)."""
     result = []
     for member in members:
         if member.observed_in is None:
             result.append(member)
             continue
         verdict = grade(member.observation, as_of)
-        evidence = (carried_evidence(member.observed_in, member.observation, run),
+        attempt = member.attempt
+        if attempt is not None and not is_fresh(verdict):
+            result.append(Assessment(attempt, grade(attempt, as_of), scopes=member.scopes))
+            continue
+        failed = () if attempt is None or attempt.failure is None else (Evidence(
+            "collection_failed", f"{attempt.failure.reason}: {attempt.failure.detail}",
+            attempt.source, attempt.observed_at),)
+        evidence = (carried_evidence(member.observed_in, member.observation, run), *failed,
                     *verdict.evidence)
-        result.append(replace(member, verdict=replace(verdict, evidence=evidence)))
+        result.append(replace(member, verdict=replace(verdict, evidence=evidence),
+                              attempt=None))
     return result
 
 

@@ -228,6 +228,8 @@ class Assessment:
     verdict: Verdict
     observed_in: int | None = None
     scopes: tuple[str, ...] = ()
+    # While composing only (never stored): this run's failed attempt on a carried host.
+    attempt: Observation | None = None
 
     @property
     def carried(self) -> bool:

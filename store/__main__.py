@@ -188,6 +188,9 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
         return 0
     if args.command == "reevaluate":
         info = _pick(store, args.snapshot, None)
+        if info.pruned:
+            raise StoreError(f"snapshot #{info.id} was pruned: only its header and digest "
+                             "remain, so there is nothing to re-evaluate")
         catalog = load_catalog()
         changes = reevaluate(store.fleet(info.id, catalog, policy), catalog, info.taken_at,
                              policy)

@@ -33,11 +33,18 @@ def neutralise(value: Any) -> str:
     return "'" + text if text.startswith(FORMULA_PREFIXES) else text
 
 
+HOST_COLUMNS = (
+    "host", "fqdn", "status", "product", "cu", "build", "build_source", "known_build", "release",
+    "site", "dag", "roles", "flags", "mitigations", "cves_open", "action", "reason",
+    "observed_at", "observed_in", "carried",
+)
+
+
 def host_row(assessment: Assessment, snapshot_id: int | None = None) -> dict[str, Any]:
     """One flat row per host: what the tables and exports show.
 
     ``observed_in`` is the snapshot whose run made the observation: the carried one's, or
-    ``snapshot_id`` (the snapshot shown) for a host its own run observed.
+    ``snapshot_id`` (the snapshot shown) for a host its own run observed. Keys: HOST_COLUMNS.
     """
     obs, verdict = assessment.observation, assessment.verdict
     observed_in = assessment.observed_in if assessment.carried else snapshot_id

@@ -245,8 +245,9 @@ class SnapshotStore:
             texts: dict[int, tuple[Observation, str]] = {}
             previous = self._members_before(
                 conn, int(last_sequence) + 1, verdicts=False, texts=texts,
+                # A failed attempt may leave a member's reading in place: decode those.
                 skip={a.observation.host.name.lower(): a.observation.observed_at
-                      for a in run.assessments})
+                      for a in run.assessments if a.observation.failure is None})
             snapshot = compose(previous, run,
                                lambda obs, at: evaluate(obs, catalog, at, policy)).snapshot
             counts = _dumps(dict(Counter(a.verdict.status.value for a in snapshot.assessments)))
@@ -444,32 +445,30 @@ class SnapshotStore:
             return not conn.execute(select(func.count()).select_from(schema.snapshots)).scalar()
 
     def history(self) -> list[SnapshotInfo]:
-        """Every snapshot header, oldest first."""
+        """Every snapshot header in chain order, the order they were saved in (the newest, last,
+        holds the fleet the next run is composed with), whatever a writer's clock said."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(schema.snapshots).order_by(schema.snapshots.c.taken_at,
-                                                  schema.snapshots.c.id)
+                select(schema.snapshots).order_by(schema.snapshots.c.sequence)
             ).mappings().all()
         return [_info(row) for row in rows]
 
     def latest(self) -> SnapshotInfo | None:
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(schema.snapshots).order_by(schema.snapshots.c.taken_at.desc(),
-                                                  schema.snapshots.c.id.desc()).limit(1)
+                select(schema.snapshots).order_by(schema.snapshots.c.sequence.desc()).limit(1)
             ).mappings().first()
         return _info(row) if row else None
 
     def as_of(self, moment: datetime) -> SnapshotInfo | None:
-        """The latest snapshot taken at or before ``moment`` (an aware datetime)."""
+        """The newest snapshot (in chain order) taken at or before ``moment`` (aware)."""
         if moment.tzinfo is None:
             raise StoreError("'as of' time must carry a time zone")
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(schema.snapshots)
                 .where(schema.snapshots.c.taken_at <= moment.astimezone(UTC).isoformat())
-                .order_by(schema.snapshots.c.taken_at.desc(), schema.snapshots.c.id.desc())
-                .limit(1)
+                .order_by(schema.snapshots.c.sequence.desc()).limit(1)
             ).mappings().first()
         return _info(row) if row else None
 

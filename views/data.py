@@ -21,7 +21,7 @@ from compliance.models import Assessment, Failure, Flag, Host, Verdict
 from settings import Settings, load_settings
 from store import SnapshotInfo, SnapshotStore
 from store.evidence import build_bundle
-from store.export import assign_waves, host_row, worklist
+from store.export import HOST_COLUMNS, assign_waves, host_row, worklist
 from store.history import Diff, Reevaluation, diff, reevaluate
 from store.snapshots import VerifyReport
 
@@ -116,15 +116,24 @@ def failures(url: str, snapshot_id: int) -> list[tuple[str, Failure, int | None]
     """(host, failure, observed_in) for every host of a snapshot whose latest observation is a
     failure; ``observed_in`` is None when the snapshot's own run failed on it. Only these are
     kept, so a page listing recent runs does not copy every host of each on a rerun."""
-    return [(a.observation.host.name, a.observation.failure, a.observed_in)
-            for a in _store(url).assessments(snapshot_id) if a.observation.failure is not None]
+    found: list[tuple[str, Failure, int | None]] = []
+    for a in _store(url).assessments(snapshot_id):
+        if a.observation.failure is not None:
+            found.append((a.observation.host.name, a.observation.failure, a.observed_in))
+            continue
+        # The run failed on a host whose fresh reading it carried: the failure is evidence.
+        failed = next((e for e in a.verdict.evidence if e.kind == "collection_failed"), None)
+        if failed is not None:
+            reason, _, detail = failed.value.partition(": ")
+            found.append((a.observation.host.name, Failure(reason, detail), None))
+    return found
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def host_table(url: str, snapshot_id: int) -> pd.DataFrame:
     """One row per host of a snapshot, as ``store.export.host_row`` shapes it."""
     rows = [host_row(a, snapshot_id) for a in assessments(url, snapshot_id)]
-    return pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
+    return pd.DataFrame(rows, columns=list(HOST_COLUMNS))
 
 
 def latest(url: str) -> SnapshotInfo | None:

@@ -13,6 +13,11 @@ ctx = current()
 url = ctx.config.store_url
 st.title("ProxyLogon exposure: overview")
 snapshot_caption(ctx)
+if ctx.snapshot.host_count == 0:
+    st.info("The fleet is empty: every server was retired, or no run has found one yet. Run a "
+            "collection (`python -m collectors collect`, see the README) or import probe files "
+            "on the Collection page.")
+    st.stop()
 
 
 now = kpis(ctx.snapshot.counts, ctx.snapshot.coverage,

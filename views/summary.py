@@ -46,8 +46,9 @@ def kpis(counts: Mapping[str, int], coverage: tuple[int, int] | None = None,
     return [
         Kpi("inventory", "In fleet", fleet, str(fleet),
             "Exchange servers known from every run: AD discoveries, inventory files and "
-            "imported probe documents. A run never removes a server; a full AD discovery "
-            "that no longer finds one does.", "off"),
+            "imported probe documents. A partial run never removes a server; a full AD "
+            "discovery that no longer finds one does, and so does `python -m store retire`.",
+            "off"),
         Kpi("hosts", "Coverage", share_fresh, f"{share_fresh:.0f}%",
             f"{fresh} of {fleet} servers have a fresh observation (read within the max-age "
             "limit, not failed); the rest are unknown until a run reads them. "

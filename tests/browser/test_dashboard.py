@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -67,10 +68,14 @@ def test_worklist_download_matches_the_store(dashboard, page):
     assert all(row["action"] for row in rows)
     store = SnapshotStore.open(f"sqlite:///{data_dir / 'compliance.db'}")
     try:
-        audit = store.audit_log()
+        # The click's on_click records the export in the rerun it starts, which may finish
+        # after the browser has the file.
+        deadline = time.monotonic() + 20
+        while not (audit := store.audit_log()) and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         store.dispose()
-    assert audit[0]["action"] == "export" and "worklist CSV" in audit[0]["detail"]
+    assert audit and audit[0]["action"] == "export" and "worklist CSV" in audit[0]["detail"]
     assert audit[0]["who"] == "local user (dashboard)"
     screenshot(page, "worklist")
 

@@ -229,7 +229,7 @@ def test_a_late_old_document_or_a_future_dated_one_never_makes_a_host_patched(ws
     old = _document(tmp_path / "old.json", "late-01", PATCHED, "2026-01-01T00:00:00Z")
     done = _import(tmp_path, db, old)
     assert done.returncode == 0, done.stderr
-    assert "0 hosts observed by this run (1 older than the fleet's latest observation" in \
+    assert "0 hosts observed by this run (1 not used: the fleet holds a newer reading" in \
         done.stderr
     # Dated three days ahead (a server with a fast clock): refused, named, never stored.
     ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
@@ -299,3 +299,33 @@ def test_a_discovery_that_lists_no_server_removes_nobody(wsman_peer, tmp_path):
     finally:
         full.stop()
         empty.stop()
+
+
+def test_a_host_the_collector_cannot_reach_keeps_its_hand_run_reading(wsman_peer, tmp_path):
+    """The README's case for the hand-run probe: the nightly collection still fails on the
+    server, and that must not wipe the imported reading while it is fresh."""
+    from tests.peers.slapd import closed_port
+
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    done = _import(tmp_path, db, _document(tmp_path / "probe-EXHAND01.json", "EXHAND01",
+                                           VULNERABLE, _now()))
+    assert done.returncode == 0, done.stderr
+    _serve(wsman_peer, {"REACH-01": PATCHED})
+    hosts = tmp_path / "hosts.csv"
+    hosts.write_text("name,winrm_url\n"
+                     f"REACH-01,{wsman_peer.url('REACH-01')}\n"
+                     f"EXHAND01,https://127.0.0.1:{closed_port()}/wsman\n")
+    said = _finish(_collect(wsman_peer, tmp_path, db, _config(tmp_path / "c.toml", wsman_peer),
+                            hosts))
+    assert "1 hosts observed by this run (1 not used" in said
+    (imported, _one), (collected, two) = _fleet(db)
+    assert two == {"EXHAND01": ("vulnerable", imported), "REACH-01": ("patched", None)}
+    store = SnapshotStore.open(db)
+    try:
+        exhand = store.assessment(collected, "EXHAND01")
+        assert exhand is not None
+        failed = [e for e in exhand.verdict.evidence if e.kind == "collection_failed"]
+        assert failed and failed[0].value.startswith("connect:")
+        assert store.info(collected).coverage == (2, 2)
+    finally:
+        store.dispose()

@@ -212,19 +212,49 @@ def test_names_match_case_insensitively_and_fresh_keeps_fleet_order(shipped_cata
     assert ex2.scopes == (AD,)  # listed by AD: an import does not make it a member twice
 
 
-def test_a_failed_probe_replaces_the_last_good_observation(shipped_catalog):
-    # What the run saw now is the latest knowledge: an unreachable host is unknown, never the
-    # patched of last week.
+def test_a_failed_probe_does_not_erase_a_fresh_reading(shipped_catalog):
+    # The run did not reach the host (the README's case for a hand-run probe): its last reading
+    # stands until it is stale, with the failed attempt as evidence; it is not "observed".
     grade = _grader(shipped_catalog)
-    first = compose([], _run(shipped_catalog, NOW - timedelta(days=1), {"EX1": PATCHED}),
+    first = compose([], _run(shipped_catalog, NOW - timedelta(days=1), {"EX1": VULNERABLE},
+                             scopes=(IMPORT,), complete=()), grade).snapshot
+    failed = Observation(Host("EX1"), NOW, "winrm", failure=Failure("connect", "refused"))
+    run = assess([failed], shipped_catalog, NOW, source="collect", tool_version="t",
+                 scopes=lambda _host: (INVENTORY,))
+    result = compose(_previous(first, 1), run, grade).snapshot
+    (ex1,) = result.assessments
+    assert ex1.verdict.status is Status.VULNERABLE and ex1.carried and ex1.attempt is None
+    assert [e.kind for e in ex1.verdict.evidence[:2]] == ["carried", "collection_failed"]
+    assert ex1.verdict.evidence[1].value == "connect: refused"
+    assert observed_count(result) == 0 and fresh_count(result.assessments) == 1
+
+
+def test_a_failed_probe_replaces_a_reading_that_is_no_longer_fresh(shipped_catalog):
+    grade = _grader(shipped_catalog)
+    first = compose([], _run(shipped_catalog, NOW - timedelta(days=9), {"EX1": PATCHED}),
                     grade).snapshot
     failed = Observation(Host("EX1"), NOW, "winrm", failure=Failure("connect", "refused"))
     run = assess([failed], shipped_catalog, NOW, source="collect", tool_version="t",
                  scopes=lambda _host: (AD,), complete_scopes=(AD,))
     result = compose(_previous(first, 1), run, grade).snapshot
-    assert _status(result) == {"EX1": "unknown"}
-    assert result.assessments[0].verdict.unknown_reason is Reason.UNREACHABLE
+    (ex1,) = result.assessments
+    assert ex1.verdict.unknown_reason is Reason.UNREACHABLE and not ex1.carried
+    assert "connect" in ex1.verdict.reason and ex1.scopes == (AD,)
     assert fresh_count(result.assessments) == 0
+
+
+def test_an_older_document_replaces_a_failure(shipped_catalog):
+    # A failure is no reading: a hand-run document from before it is still the latest reading.
+    grade = _grader(shipped_catalog)
+    failed = assess([Observation(Host("EX1"), NOW - timedelta(hours=1), "winrm",
+                                 failure=Failure("connect", "refused"))], shipped_catalog,
+                    NOW - timedelta(hours=1), source="collect", tool_version="t",
+                    scopes=lambda _host: (INVENTORY,))
+    first = compose([], failed, grade).snapshot
+    document = assess([_obs("EX1", VULNERABLE, NOW - timedelta(days=1))], shipped_catalog, NOW,
+                      source="import", tool_version="t", scopes=lambda _host: (IMPORT,))
+    (ex1,) = compose(_previous(first, 1), document, grade).snapshot.assessments
+    assert ex1.verdict.status is Status.VULNERABLE and not ex1.carried
 
 
 def test_a_never_probed_member_is_unknown(shipped_catalog):

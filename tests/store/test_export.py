@@ -81,3 +81,13 @@ def test_worklist_csv_has_the_columns_and_inert_cells(shipped_catalog):
     assert parsed[2]["host"] == "OLD"
     assert "KB" not in parsed[2]["action"]  # CU5 got no SU: the action is a CU update
     assert "CU23" in parsed[2]["action"]
+
+
+def test_host_rows_have_exactly_the_host_columns(shipped_catalog):
+    from compliance.evaluate import evaluate
+    from compliance.models import Assessment, Host, Observation
+    from store.export import HOST_COLUMNS, host_row
+
+    observation = Observation(Host("EX1"), None, "test")
+    row = host_row(Assessment(observation, evaluate(observation, shipped_catalog, NOW)))
+    assert tuple(row) == HOST_COLUMNS  # an empty fleet's table gets the same columns

@@ -75,14 +75,22 @@ def test_reopening_the_file_sees_saved_snapshots(store_url, shipped_catalog):
     again.dispose()
 
 
-def test_list_is_in_time_order_whatever_the_offset_or_insert_order(empty_store, shipped_catalog):
-    later = NOW
-    earlier_other_zone = (NOW - timedelta(hours=1)).astimezone(timezone(timedelta(hours=5)))
-    empty_store.save(_snapshot(shipped_catalog, later), shipped_catalog)
-    empty_store.save(_snapshot(shipped_catalog, earlier_other_zone), shipped_catalog)
+def test_history_is_in_chain_order_whatever_a_writers_clock_says(empty_store, shipped_catalog):
+    # A collector whose clock runs an hour ahead saves first; a correct one saves after it. The
+    # latest is the chain head (what the next run is composed with), never the one "in the
+    # future", or its fleet would hide the correct collector's hosts.
+    ahead = NOW + timedelta(hours=1)
+    now_other_zone = NOW.astimezone(timezone(timedelta(hours=5)))
+    first = empty_store.save(_snapshot(shipped_catalog, ahead), shipped_catalog)
+    second = empty_store.save(_snapshot(shipped_catalog, now_other_zone), shipped_catalog)
     listed = empty_store.history()
-    assert [s.taken_at for s in listed] == [NOW - timedelta(hours=1), NOW]
-    assert empty_store.latest() == listed[-1]
+    assert [s.id for s in listed] == [first, second]
+    assert [s.taken_at for s in listed] == [ahead, NOW]
+    assert empty_store.latest() == listed[-1] and listed[-1].id == second
+    # "As of" a moment: the newest save taken at or before it.
+    assert empty_store.as_of(NOW + timedelta(minutes=1)).id == second
+    assert empty_store.as_of(NOW + timedelta(hours=2)).id == second
+    assert empty_store.as_of(NOW - timedelta(minutes=1)) is None
 
 
 def test_a_failed_save_leaves_no_partial_snapshot(empty_store, shipped_catalog):

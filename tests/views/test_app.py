@@ -153,3 +153,28 @@ def test_unopenable_store_shows_an_error_page(monkeypatch, tmp_path):
     at.run()
     assert not at.exception
     assert any("cannot be opened" in e.value for e in at.error)
+
+
+def test_after_retiring_the_demo_fleet_every_page_says_the_fleet_is_empty(demo_app, tmp_path):
+    import subprocess
+    import sys
+
+    import streamlit as st
+
+    at, _store = demo_app
+    done = subprocess.run([sys.executable, "-m", "store", "--db",
+                           f"sqlite:///{tmp_path / 'compliance.db'}", "--secrets",
+                           str(tmp_path / "none.toml"), "retire", "--demo", "--reason",
+                           "real data from now on"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    st.cache_data.clear()  # the dashboard sees it within its cache's 60 s; the test at once
+    at.run()
+    assert not at.exception, at.exception
+    assert not _badge(at)  # no demo host is shown any more
+    assert any("The fleet is empty" in i.value for i in at.info)
+    assert not any("patched" in s.value for s in at.success)
+    for page in PAGES:
+        at.switch_page(page)
+        at.run()
+        assert not at.exception, (page, at.exception)

@@ -315,3 +315,36 @@ def test_an_upload_after_the_demo_keeps_the_fleet_and_its_failures(monkeypatch, 
         for frame in expander.dataframe:
             listed.update(dict(zip(frame.value["host"], frame.value["snapshot"], strict=True)))
     assert set(listed) == demo_failed and set(listed.values()) == {demo_latest.id}
+
+
+def test_a_failed_attempt_on_a_host_with_a_fresh_reading_is_listed_for_its_run(monkeypatch,
+                                                                               tmp_path):
+    from compliance.evaluate import assess
+    from compliance.fleet import IMPORT, INVENTORY
+    from compliance.models import Failure, Host, Observation
+
+    catalog = load_catalog()
+    now = datetime.now(UTC)
+    store = SnapshotStore.open(_url(tmp_path))
+    try:
+        store.save(assess([Observation(Host("EXHAND01"), now, "import:probe.json",
+                                       exsetup_version="15.1.2176.9")], catalog, now,
+                          source="import", tool_version="t", scopes=lambda _h: (IMPORT,)),
+                   catalog)
+        collected = store.save(assess(
+            [Observation(Host("EXHAND01"), now, "winrm",
+                         failure=Failure("connect", "connection refused"))],
+            catalog, now, source="collect", tool_version="t",
+            scopes=lambda _h: (INVENTORY,)), catalog)
+    finally:
+        store.dispose()
+    at = _page(monkeypatch, tmp_path)
+    at.run()
+    assert not at.exception, at.exception
+    runs = at.dataframe[0].value
+    assert list(runs["failures"]) == [1, 0] and list(runs["observed"]) == [0, 1]
+    (connect,) = at.expander
+    assert connect.label.startswith("**connect**: 1 host")
+    (table,) = connect.dataframe
+    assert list(table.value["host"]) == ["EXHAND01"] and list(table.value["snapshot"]) == [
+        collected]
