@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Connection, cast, select, type_coerce
+from sqlalchemy import JSON, Connection, case, cast, select, type_coerce
 
 from compliance.codec import host_from_dict, observation_from_dict, verdict_from_dict
 from compliance.fleet import (
@@ -82,6 +82,8 @@ class Fold:
             .where(schema.discovered.c.snapshot_id == header.id)
             .order_by(schema.discovered.c.position)).all()
         listed = {host.lower() for host, _record in records}
+        by_inventory = legacy_scope(header.source, header.scope, True)
+        by_source = legacy_scope(header.source, header.scope, False)
         self.own = set()
         kept = []
         for host, position, status in rows:
@@ -94,15 +96,13 @@ class Fold:
                 self.order.append(key)
             self.unprobed.pop(key, None)
             self.newest[key] = (header.id, position)
-            self.scopes.setdefault(key, set()).add(
-                legacy_scope(header.source, header.scope, key in listed))
+            self.scopes.setdefault(key, set()).add(by_inventory if key in listed else by_source)
         for host, record in records:
             key = host.lower()
             if key not in self.newest and key not in self.unprobed:
                 self.order.append(key)
                 self.unprobed[key] = (header.id, record)
-                self.scopes.setdefault(key, set()).add(
-                    legacy_scope(header.source, header.scope, True))
+                self.scopes.setdefault(key, set()).add(by_inventory)
         return kept
 
 
@@ -129,12 +129,20 @@ def _rows(conn: Connection, wanted: dict[int, list[int]],
           columns: Sequence[Any]) -> dict[tuple[int, int], tuple[Any, ...]]:
     found: dict[tuple[int, int], tuple[Any, ...]] = {}
     for snapshot_id, positions in wanted.items():
+        if len(positions) > _CHUNK:  # most of a snapshot: one query, filtered here
+            chosen = set(positions)
+            for position, *values in conn.execute(
+                    select(schema.results.c.position, *columns)
+                    .where(schema.results.c.snapshot_id == snapshot_id)).all():
+                if position in chosen:
+                    found[(snapshot_id, position)] = tuple(values)
+            continue
         for start in range(0, len(positions), _CHUNK):
             chunk = positions[start:start + _CHUNK]
             for position, *values in conn.execute(
                     select(schema.results.c.position, *columns)
                     .where(schema.results.c.snapshot_id == snapshot_id,
-                           schema.results.c.position.in_(chunk))):
+                           schema.results.c.position.in_(chunk))).all():
                 found[(snapshot_id, position)] = tuple(values)
     return found
 
@@ -194,39 +202,44 @@ def carry(members_: Sequence[Assessment], at: datetime, grade: Callable[[Observa
 
 def figures(conn: Connection, max_age: timedelta, skew: timedelta) -> dict[int, dict[str, Any]]:
     """For each format 1 snapshot: ``counts``, ``host_count``, ``fresh_count`` and
-    ``observed_count`` of its composed fleet, as ``carry`` grades it, in one pass that reads
-    each carried row's status and observation time only (no observation is decoded)."""
+    ``observed_count`` of its composed fleet, as ``carry`` grades it, in one pass. No
+    observation is decoded: the database reads each row's status, an unknown row's reason, and
+    the observation time of a row once it is carried."""
+    unknown = Status.UNKNOWN.value
     folded = Fold()
-    known: dict[tuple[int, int], tuple[str, datetime | None, bool]] = {}
+    state: dict[tuple[int, int], tuple[str, bool]] = {}   # -> (status, fresh as recorded)
+    seen: dict[tuple[int, int], datetime | None] = {}     # -> observed_at, once carried
     result: dict[int, dict[str, Any]] = {}
-
-    # The database reads the two JSON fields, so no row's text crosses the connection.
-    seen_at = _json_field(conn, schema.results.c.observation, "observed_at")
-    reason = _json_field(conn, schema.results.c.verdict, "unknown_reason")
-
-    def learn(wanted: dict[int, list[int]]) -> None:
-        for where, (status, at, why) in _rows(conn, wanted,
-                                              [schema.results.c.status, seen_at, reason]).items():
-            known[where] = (status, datetime.fromisoformat(at) if at else None,
-                            status != Status.UNKNOWN.value or why not in _NOT_FRESH)
+    observed_at_ = _json_field(conn, schema.results.c.observation, "observed_at")
+    # CASE: the reason is only read (and the JSON only parsed) for unknown rows.
+    reason = case((schema.results.c.status == unknown,
+                   _json_field(conn, schema.results.c.verdict, "unknown_reason")), else_=None)
 
     for header in headers(conn):
         rows = folded.add(conn, header)
-        learn({header.id: [position for _host, position, _status in rows]})
+        for where, (status, why) in _rows(conn, {header.id: [p for _h, p, _s in rows]},
+                                          [schema.results.c.status, reason]).items():
+            state[where] = (status, status != unknown or why not in _NOT_FRESH)
+        carried = [where for key, where in folded.newest.items() if key not in folded.own]
         need: dict[int, list[int]] = {}
-        for where in folded.newest.values():
-            if where not in known:
-                need.setdefault(where[0], []).append(where[1])
-        learn(need)
+        for snapshot_id, position in carried:
+            if (snapshot_id, position) not in seen:
+                need.setdefault(snapshot_id, []).append(position)
+        for where, (at,) in _rows(conn, need, [observed_at_]).items():
+            seen[where] = datetime.fromisoformat(at) if at else None
         counts = {status.value: 0 for status in Status}
         fresh = 0
-        for key, where in folded.newest.items():
-            status, seen, current = known[where]
-            if key not in folded.own and _aged(header.taken_at, seen, max_age, skew):
-                status, current = Status.UNKNOWN.value, False
+        for _host, position, _status in rows:
+            status, current = state[(header.id, position)]
             counts[status] = counts.get(status, 0) + 1
             fresh += current
-        counts[Status.UNKNOWN.value] += len(folded.unprobed)
+        for where in carried:
+            status, current = state[where]
+            if _aged(header.taken_at, seen[where], max_age, skew):
+                status, current = unknown, False
+            counts[status] = counts.get(status, 0) + 1
+            fresh += current
+        counts[unknown] += len(folded.unprobed)
         result[header.id] = {"counts": counts, "host_count": len(folded.order),
                              "fresh_count": fresh, "observed_count": len(rows)}
     return result
