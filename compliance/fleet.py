@@ -151,17 +151,21 @@ def merge(previous: Sequence[Assessment], run: Snapshot) -> tuple[list[Assessmen
                 # (``regrade`` decides), with the failed attempt beside it.
                 members.append(replace(member, scopes=scopes, attempt=assessment.observation))
             else:
-                members.append(replace(assessment, scopes=scopes))
+                members.append(assessment if assessment.scopes == scopes
+                               else replace(assessment, scopes=scopes))
             continue
         kept = tuple(s for s in member.scopes if s not in found or key in found[s])
         if member.scopes and not kept:
             removed.append(member)
             continue
-        members.append(replace(member, scopes=membership(kept)))
+        scopes = membership(kept)
+        members.append(member if member.scopes == scopes else replace(member, scopes=scopes))
     for key, assessment in fresh.items():
         if key not in seen and key not in retired:
             seen.add(key)
-            members.append(replace(assessment, scopes=membership(assessment.scopes)))
+            scopes = membership(assessment.scopes)
+            members.append(assessment if assessment.scopes == scopes
+                           else replace(assessment, scopes=scopes))
     return members, removed
 
 

@@ -14,7 +14,6 @@ of S snapshots of H hosts costs about S x H names and H decodes, not S x H decod
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -125,8 +124,9 @@ def fold(conn: Connection, before_sequence: int) -> Fold:
     return folded
 
 
-def _rows(conn: Connection, wanted: dict[int, list[int]],
+def rows_at(conn: Connection, wanted: dict[int, list[int]],
           columns: Sequence[Any]) -> dict[tuple[int, int], tuple[Any, ...]]:
+    """``columns`` of the rows at (snapshot -> positions), keyed by (snapshot, position)."""
     found: dict[tuple[int, int], tuple[Any, ...]] = {}
     for snapshot_id, positions in wanted.items():
         if len(positions) > _CHUNK:  # most of a snapshot: one query, filtered here
@@ -155,7 +155,7 @@ def members(conn: Connection, folded: Fold, placeholder: Callable[[Observation],
     for snapshot_id, position in folded.newest.values():
         wanted.setdefault(snapshot_id, []).append(position)
     columns = [schema.results.c.observation, *([schema.results.c.verdict] if verdicts else [])]
-    decoded = _rows(conn, wanted, columns)
+    decoded = rows_at(conn, wanted, columns)
     result = []
     for key in folded.order:
         scopes = membership(folded.scopes.get(key, ()))
@@ -210,14 +210,14 @@ def figures(conn: Connection, max_age: timedelta, skew: timedelta) -> dict[int, 
     state: dict[tuple[int, int], tuple[str, bool]] = {}   # -> (status, fresh as recorded)
     seen: dict[tuple[int, int], datetime | None] = {}     # -> observed_at, once carried
     result: dict[int, dict[str, Any]] = {}
-    observed_at_ = _json_field(conn, schema.results.c.observation, "observed_at")
+    observed_at_ = json_field(conn, schema.results.c.observation, "observed_at")
     # CASE: the reason is only read (and the JSON only parsed) for unknown rows.
     reason = case((schema.results.c.status == unknown,
-                   _json_field(conn, schema.results.c.verdict, "unknown_reason")), else_=None)
+                   json_field(conn, schema.results.c.verdict, "unknown_reason")), else_=None)
 
     for header in headers(conn):
         rows = folded.add(conn, header)
-        for where, (status, why) in _rows(conn, {header.id: [p for _h, p, _s in rows]},
+        for where, (status, why) in rows_at(conn, {header.id: [p for _h, p, _s in rows]},
                                           [schema.results.c.status, reason]).items():
             state[where] = (status, status != unknown or why not in _NOT_FRESH)
         carried = [where for key, where in folded.newest.items() if key not in folded.own]
@@ -225,7 +225,7 @@ def figures(conn: Connection, max_age: timedelta, skew: timedelta) -> dict[int, 
         for snapshot_id, position in carried:
             if (snapshot_id, position) not in seen:
                 need.setdefault(snapshot_id, []).append(position)
-        for where, (at,) in _rows(conn, need, [observed_at_]).items():
+        for where, (at,) in rows_at(conn, need, [observed_at_]).items():
             seen[where] = datetime.fromisoformat(at) if at else None
         counts = {status.value: 0 for status in Status}
         fresh = 0
@@ -245,25 +245,11 @@ def figures(conn: Connection, max_age: timedelta, skew: timedelta) -> dict[int, 
     return result
 
 
-def _json_field(conn: Connection, column: Any, key: str) -> Any:
+def json_field(conn: Connection, column: Any, key: str) -> Any:
     """``column``'s JSON text's top-level ``key`` as text, read by the database."""
     if conn.dialect.name == "postgresql":
         return cast(column, JSON)[key].as_string()
     return type_coerce(column, JSON)[key].as_string()
-
-
-_OBSERVED_AT = re.compile(r'(?<!\\)"observed_at":"([^"]+)"')
-
-
-def observed_at(text: str) -> datetime | None:
-    """The ``observed_at`` of a stored observation's canonical JSON, without decoding it (keys
-    are sorted and every string's quotes escaped, so only the top-level key matches); None
-    when absent or unreadable."""
-    found = _OBSERVED_AT.search(text)
-    try:
-        return datetime.fromisoformat(found.group(1)) if found else None
-    except ValueError:
-        return None
 
 
 def own_rows(members_: Iterable[Assessment], folded: Fold, snapshot_id: int) -> list[Assessment]:

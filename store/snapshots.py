@@ -251,10 +251,18 @@ class SnapshotStore:
             snapshot = compose(previous, run,
                                lambda obs, at: evaluate(obs, catalog, at, policy)).snapshot
             counts = _dumps(dict(Counter(a.verdict.status.value for a in snapshot.assessments)))
+            scope_texts: dict[tuple[str, ...], str] = {}  # a fleet has few distinct scope sets
+
+            def scope_text(scopes: tuple[str, ...]) -> str:
+                if scopes not in scope_texts:
+                    scope_texts[scopes] = _dumps(list(scopes))
+                return scope_texts[scopes]
+
             rows = [
                 (position, a.observation.host.name, a.verdict.status.value,
                  _stored_text(texts, a.observation) or _dumps(observation_to_dict(a.observation)),
-                 _dumps(verdict_to_dict(a.verdict)), a.observed_in, _dumps(list(a.scopes)))
+                 _dumps(verdict_to_dict(a.verdict)), a.observed_in,
+                 scope_text(a.scopes))
                 for position, a in enumerate(snapshot.assessments)
             ]
             header: dict[str, Any] = {
@@ -319,28 +327,43 @@ class SnapshotStore:
                         skip: Mapping[str, datetime | None] | None = None,
                         texts: dict[int, tuple[Observation, str]] | None = None
                         ) -> list[Assessment]:
-        columns = [schema.results.c.host, schema.results.c.observation,
-                   schema.results.c.observed_in, schema.results.c.scopes]
-        if verdicts:
-            columns.append(schema.results.c.verdict)
-        rows = conn.execute(select(*columns)
-                            .where(schema.results.c.snapshot_id == snapshot_id)
-                            .order_by(schema.results.c.position)).all()
-        members = []
         skip = skip or {}
-        for host, text, observed_in, scopes, *verdict in rows:
-            key = host.lower()
-            stored_at = legacy.observed_at(text) if key in skip else None
-            fresh_at = skip.get(key)
-            if key in skip and not (stored_at and fresh_at and stored_at > fresh_at):
+        # The database reads each row's observation time, so the text of a row the run
+        # replaces never crosses the connection.
+        rows = conn.execute(
+            select(schema.results.c.position, schema.results.c.host,
+                   schema.results.c.observed_in, schema.results.c.scopes,
+                   legacy.json_field(conn, schema.results.c.observation, "observed_at"))
+            .where(schema.results.c.snapshot_id == snapshot_id)
+            .order_by(schema.results.c.position)).all()
+
+        def replaced(host: str, stored_at: str | None) -> bool:
+            fresh_at = skip.get(host.lower())
+            if host.lower() not in skip:
+                return False
+            try:  # a stored reading newer than the run's stays: decode it
+                return not (stored_at and fresh_at
+                            and datetime.fromisoformat(stored_at) > fresh_at)
+            except ValueError:
+                return True
+
+        wanted = [position for position, host, _i, _s, at in rows if not replaced(host, at)]
+        stored = legacy.rows_at(conn, {snapshot_id: wanted},
+                                [schema.results.c.observation,
+                                 *([schema.results.c.verdict] if verdicts else [])])
+        members = []
+        # Never shown or stored: a save grades every carried member again.
+        stand_in = _placeholder(Observation(Host(""), None, "stand-in"), datetime.now(UTC))
+        for position, host, observed_in, scopes, _at in rows:
+            text, *verdict = stored.get((snapshot_id, position), (None,))
+            if text is None:
                 observation = Observation(Host(host), None, "replaced by this run")
             else:
                 observation = observation_from_dict(json.loads(text))
                 if texts is not None:
                     texts[id(observation)] = (observation, text)
             members.append(Assessment(
-                observation, verdict_from_dict(json.loads(verdict[0])) if verdict
-                else _placeholder(observation, datetime.now(UTC)),
+                observation, verdict_from_dict(json.loads(verdict[0])) if verdict else stand_in,
                 observed_in=snapshot_id if observed_in is None else observed_in,
                 scopes=tuple(json.loads(scopes)) if scopes else ()))
         return members
