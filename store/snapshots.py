@@ -239,12 +239,10 @@ class SnapshotStore:
             head = conn.execute(select(schema.meta.c.value)
                                 .where(schema.meta.c.key == "chain_head")).scalar_one()
             last_sequence, last_hash = head.split(":")
-            # Only what composing needs is decoded: no old verdict (a carried host is graded
-            # again), no observation of a host this run observed afresh; a carried
-            # observation's stored text is written back as it was.
+            # A carried observation's stored text is written back as it was.
             texts: dict[int, tuple[Observation, str]] = {}
             previous = self._members_before(
-                conn, int(last_sequence) + 1, verdicts=False, texts=texts,
+                conn, int(last_sequence) + 1, texts=texts,
                 # A failed attempt may leave a member's reading in place: decode those.
                 skip={a.observation.host.name.lower(): a.observation.observed_at
                       for a in run.assessments if a.observation.failure is None})
@@ -296,51 +294,42 @@ class SnapshotStore:
 
     # -- the fleet ------------------------------------------------------------------------
 
-    def _members_before(self, conn: Connection, sequence: int, *, verdicts: bool = True,
-                        skip: Mapping[str, datetime | None] | None = None,
-                        texts: dict[int, tuple[Observation, str]] | None = None
-                        ) -> list[Assessment]:
-        """The fleet as the snapshots before chain position ``sequence`` left it, not re-graded:
-        each member's ``observed_in`` names the snapshot that observed it.
+    def _members_before(self, conn: Connection, sequence: int,
+                        skip: Mapping[str, datetime | None],
+                        texts: dict[int, tuple[Observation, str]]) -> list[Assessment]:
+        """For a save: the fleet as the snapshots before chain position ``sequence`` left it,
+        each member's ``observed_in`` naming the snapshot that observed it.
 
         The newest whole-fleet snapshot with its hosts holds it; before the first one, the
-        format 1 snapshots are folded (store/legacy.py). For a save: ``verdicts=False`` leaves
-        the stored verdicts undecoded (a placeholder); a host in ``skip`` (lower case name ->
-        the run's observation time) gets a bare observation with its stored time, which the
-        run's replaces, unless the stored one is newer; and ``texts`` learns each decoded
-        observation's stored JSON (by ``id()``, with the object to check it is the same one).
+        format 1 snapshots are folded (store/legacy.py). Only what composing needs is decoded:
+        no stored verdict (every carried member is graded again, so each gets a stand-in),
+        and no observation of a host in ``skip`` (lower-case name -> the run's observation
+        time) unless the stored one is newer. ``texts`` learns each decoded observation's
+        stored JSON (by ``id()``, with the object, to check it is the same one).
         """
         newest = conn.execute(
             select(schema.snapshots.c.id)
             .where(schema.snapshots.c.sequence < sequence, schema.snapshots.c.format >= 2,
                    schema.snapshots.c.pruned.is_(False))
             .order_by(schema.snapshots.c.sequence.desc()).limit(1)).scalar()
-        if newest is not None:
-            return self._stored_members(conn, newest, verdicts=verdicts, skip=skip or {},
-                                        texts=texts)
-        # Format 1 only before the first save after an upgrade: everything is decoded.
-        return legacy.members(conn, legacy.fold(conn, sequence),
-                              lambda obs: _placeholder(obs, datetime.now(UTC)),
-                              verdicts=verdicts)
-
-    def _stored_members(self, conn: Connection, snapshot_id: int, *, verdicts: bool = True,
-                        skip: Mapping[str, datetime | None] | None = None,
-                        texts: dict[int, tuple[Observation, str]] | None = None
-                        ) -> list[Assessment]:
-        skip = skip or {}
+        # Never shown or stored: a save grades every carried member again.
+        stand_in = _placeholder(Observation(Host(""), None, "stand-in"), datetime.now(UTC))
+        if newest is None:  # only for the first save after an upgrade: everything is decoded
+            return legacy.members(conn, legacy.fold(conn, sequence), lambda _obs: stand_in,
+                                  verdicts=False)
         # The database reads each row's observation time, so the text of a row the run
         # replaces never crosses the connection.
         rows = conn.execute(
             select(schema.results.c.position, schema.results.c.host,
                    schema.results.c.observed_in, schema.results.c.scopes,
                    legacy.json_field(conn, schema.results.c.observation, "observed_at"))
-            .where(schema.results.c.snapshot_id == snapshot_id)
+            .where(schema.results.c.snapshot_id == newest)
             .order_by(schema.results.c.position)).all()
 
         def replaced(host: str, stored_at: str | None) -> bool:
-            fresh_at = skip.get(host.lower())
             if host.lower() not in skip:
                 return False
+            fresh_at = skip[host.lower()]
             try:  # a stored reading newer than the run's stays: decode it
                 return not (stored_at and fresh_at
                             and datetime.fromisoformat(stored_at) > fresh_at)
@@ -348,23 +337,17 @@ class SnapshotStore:
                 return True
 
         wanted = [position for position, host, _i, _s, at in rows if not replaced(host, at)]
-        stored = legacy.rows_at(conn, {snapshot_id: wanted},
-                                [schema.results.c.observation,
-                                 *([schema.results.c.verdict] if verdicts else [])])
+        stored = legacy.rows_at(conn, {newest: wanted}, [schema.results.c.observation])
         members = []
-        # Never shown or stored: a save grades every carried member again.
-        stand_in = _placeholder(Observation(Host(""), None, "stand-in"), datetime.now(UTC))
         for position, host, observed_in, scopes, _at in rows:
-            text, *verdict = stored.get((snapshot_id, position), (None,))
-            if text is None:
+            found = stored.get((newest, position))
+            if found is None:
                 observation = Observation(Host(host), None, "replaced by this run")
             else:
-                observation = observation_from_dict(json.loads(text))
-                if texts is not None:
-                    texts[id(observation)] = (observation, text)
+                observation = observation_from_dict(json.loads(found[0]))
+                texts[id(observation)] = (observation, found[0])
             members.append(Assessment(
-                observation, verdict_from_dict(json.loads(verdict[0])) if verdict else stand_in,
-                observed_in=snapshot_id if observed_in is None else observed_in,
+                observation, stand_in, observed_in=newest if observed_in is None else observed_in,
                 scopes=tuple(json.loads(scopes)) if scopes else ()))
         return members
 
