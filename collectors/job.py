@@ -28,11 +28,11 @@ from typing import TextIO
 from collectors.directory import DirectoryConfig, discover
 from collectors.inventory import InventoryEntry, merge
 from collectors.probe import (
-    MAX_DOCUMENT_BYTES,
     ProbeDocumentError,
     document_time,
     load_document,
     observation_from_document,
+    read_document,
 )
 from collectors.remote import WinrmConfig, probe_all, targets_for
 from compliance import __version__
@@ -236,9 +236,7 @@ def import_documents(paths: Sequence[Path], *, store: SnapshotStore, catalog: Ca
     at = now()
     for path in paths:
         try:
-            if path.stat().st_size > MAX_DOCUMENT_BYTES:
-                raise ProbeDocumentError(f"file is over the {MAX_DOCUMENT_BYTES // 2**20} MB limit")
-            document = load_document(path.read_bytes())
+            document = load_document(read_document(path))
         except (OSError, ProbeDocumentError) as error:
             rejected.append((str(path), str(error)))
             continue

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import stat
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -138,6 +141,49 @@ def _clean_text(text: str) -> bool:
     return True
 
 
+def read_document(path: Path, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, read through a bound: never
+    more than ``limit`` + 1 bytes, whatever ``stat()`` says, and never waiting on a FIFO.
+    Raises ``ProbeDocumentError`` saying why not (unreadable, not a regular file, too big)."""
+    # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting forever.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as error:
+        raise ProbeDocumentError(f"cannot be read: {error.strerror or error}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ProbeDocumentError("not a regular file (a directory, FIFO, socket or device, "
+                                     "perhaps behind a link): refused")
+        with os.fdopen(descriptor, "rb", closefd=False) as handle:
+            data = handle.read(limit + 1)
+    except OSError as error:
+        raise ProbeDocumentError(f"cannot be read: {error.strerror or error}") from None
+    finally:
+        os.close(descriptor)
+    if len(data) > limit:
+        raise ProbeDocumentError(f"file is over the {limit // 2**20} MB limit")
+    return data
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads would keep the last of two equal keys: a document saying two things is refused.
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _DuplicateKey(key)
+        found[key] = value
+    return found
+
+
+# Version fields are read as builds: no surrounding whitespace, no control character.
+_VERSION_FIELDS = ("exsetup_version", "admin_display_version")
+
+
 def load_document(text: str | bytes) -> dict[str, Any]:
     """Decode and validate one document; raises ``ProbeDocumentError`` saying why not."""
     # Characters never outnumber UTF-8 bytes: count characters first, encode only if it may fit.
@@ -159,7 +205,10 @@ def load_document(text: str | bytes) -> dict[str, Any]:
     if not stripped:
         raise ProbeDocumentError("empty output")
     try:
-        document = json.loads(stripped)
+        document = json.loads(stripped, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as error:
+        raise ProbeDocumentError(f"refused: the key {str(error)[:80]!r} appears twice in one "
+                                 "object") from None
     except (ValueError, RecursionError) as error:  # also ints past Python's digit limit
         raise ProbeDocumentError(f"not JSON: {str(error)[:200]}") from None
     if not isinstance(document, dict):
@@ -173,6 +222,12 @@ def load_document(text: str | bytes) -> dict[str, Any]:
     host = document.get("host")
     if isinstance(host, str) and not 0 < len(host) <= MAX_HOST_LENGTH:
         raise ProbeDocumentError(f"host name must be 1 to {MAX_HOST_LENGTH} characters")
+    for field in _VERSION_FIELDS:
+        value = document.get(field)
+        if isinstance(value, str) and (value != value.strip() or not value.isascii()
+                                       or any(not c.isprintable() for c in value)):
+            raise ProbeDocumentError(f"{field}: {value[:40]!r} holds whitespace around it, a "
+                                     "control character or a non-ASCII character")
     # The first error only: collecting (and sorting) every error costs memory on hostile input.
     first = next(iter(_validator().iter_errors(document)), None)
     if first is not None:
