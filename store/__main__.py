@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -225,10 +226,8 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
                  f"{args.format} to {args.output or 'standard output'}")
     if args.output:
         try:
-            args.output.write_bytes(data)
+            _write(args.output, data)
         except OSError as error:
-            if args.output.is_file():
-                args.output.unlink(missing_ok=True)  # no truncated export left behind
             raise StoreError(f"cannot write {args.output}: {error.strerror or error}") from None
         stderr.write(f"snapshot #{info.id} exported to {args.output}\n")
     elif args.format == "bundle":
@@ -236,6 +235,26 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
     else:
         stdout.write(data.decode())
     return 0
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a regular file (or a new one) through a temporary
+    file in the same directory, renamed over it, so a failure leaves the old file as it was;
+    anything else (a device, a FIFO) is written directly, never replaced."""
+    if path.exists() and not path.is_file():
+        path.write_bytes(data)
+        return
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                        suffix=".part")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 def _retire(args: argparse.Namespace, store: SnapshotStore, policy: Policy,

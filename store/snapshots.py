@@ -392,10 +392,13 @@ class SnapshotStore:
         """Drop the hosts of all but the newest ``keep`` snapshots; headers and digests stay,
         so the chain remains verifiable. Returns how many snapshots were pruned.
 
-        The newest snapshot is always kept whole (``keep`` below 1 counts as 1): it holds the
-        fleet the next run is composed with. So is every format 1 snapshot after the newest
+        ``keep`` below 1 is a ``StoreError``: the newest snapshot is always kept whole, as it
+        holds the fleet the next run is composed with. So is every format 1 snapshot after the newest
         whole-fleet one (all of them, in a store not yet collected into since the upgrade):
         their hosts are in no other snapshot."""
+        if keep < 1:
+            raise StoreError(f"prune --keep {keep}: keep at least 1 snapshot (the newest holds "
+                             "the fleet the next run starts from)")
         with self.engine.begin() as conn:
             # A format 1 snapshot holds hosts no later snapshot holds until a whole-fleet one
             # has been saved after it: only snapshots before the newest whole-fleet one go.
@@ -407,7 +410,7 @@ class SnapshotStore:
                 .where(schema.snapshots.c.pruned.is_(False),
                        (schema.snapshots.c.format >= 2)
                        | (schema.snapshots.c.sequence < first_fleet))
-                .order_by(schema.snapshots.c.sequence.desc()).offset(max(1, keep))
+                .order_by(schema.snapshots.c.sequence.desc()).offset(keep)
             ).scalars().all()
             if ids:
                 conn.execute(delete(schema.results).where(schema.results.c.snapshot_id.in_(ids)))

@@ -198,3 +198,43 @@ def test_collect_with_its_directory_dying_mid_search_keeps_the_previous_snapshot
     store = SnapshotStore.open(db)
     assert len(store.history()) == 1 and store.verify().ok
     store.dispose()
+
+
+def test_an_export_that_fails_over_an_existing_file_leaves_it_as_it_was(tmp_path,
+                                                                        monkeypatch):
+    import errno
+    import os
+
+    from store.__main__ import _write
+
+    target = tmp_path / "evidence.json"
+    target.write_text("the export of last week")
+
+    def full_disk(_descriptor: int) -> None:  # the data only reaches the disk here
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        _write(target, b"{" + b" " * 100_000 + b"}")
+    assert target.read_text() == "the export of last week"
+    assert [p.name for p in tmp_path.iterdir()] == ["evidence.json"]  # no temporary file left
+    monkeypatch.undo()
+    _write(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["evidence.json"]
+
+
+@pytest.mark.parametrize("keep", ["0", "-5"])
+def test_prune_refuses_to_keep_fewer_than_one_snapshot(tmp_path, keep):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = SnapshotStore.open(url)
+    store.save(_snapshot(load_catalog(), NOW), load_catalog())
+    store.dispose()
+    done = subprocess.run([sys.executable, "-m", "store", "--db", url, "prune", "--keep", keep],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "keep at least 1" in done.stderr
+    store = SnapshotStore.open(url)
+    try:
+        assert not store.latest().pruned and store.audit_log() == []
+    finally:
+        store.dispose()

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from compliance.evaluate import Policy, assess
 from compliance.fleet import IMPORT, INVENTORY, directory_scope
 from compliance.models import Host, Observation, Reason, Status
-from store import chain
+from store import StoreError, chain
 from store.evidence import build_bundle, verify_bundle
 from store.history import diff, reevaluate
 
@@ -155,7 +155,9 @@ def test_pruning_never_takes_the_fleet_from_the_newest(empty_store, shipped_cata
     empty_store.save(_run(shipped_catalog, NOW - timedelta(days=1), FULL), shipped_catalog)
     newest = empty_store.save(_run(shipped_catalog, NOW, {"EX1": PATCHED}, scopes=(IMPORT,),
                                    complete=()), shipped_catalog)
-    assert empty_store.prune(keep=0) == 1
+    with pytest.raises(StoreError, match="keep at least 1"):
+        empty_store.prune(keep=0)
+    assert empty_store.prune(keep=1) == 1
     assert len(empty_store.assessments(newest)) == 4
     after = empty_store.save(_run(shipped_catalog, NOW + timedelta(hours=1), {"NEW": PATCHED},
                                   scopes=(IMPORT,), complete=()), shipped_catalog)
