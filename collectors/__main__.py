@@ -42,14 +42,17 @@ from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
 from settings import SettingsError, load_settings
 from store import SnapshotStore, StoreError
+from store.export import inert
 
 DEFAULT_SECRETS = Path(__file__).resolve().parent.parent / ".streamlit" / "secrets.toml"
 
 
 def table(servers: Sequence[DirectoryServer]) -> str:
     headers = ("name", "fqdn", "ad_build", "roles", "site", "dag", "problems")
-    rows = [(s.name, s.fqdn or "-", s.ad_build or "-", ",".join(s.roles or ()) or "?",
-             s.site or "-", s.dag or "-", str(len(s.problems)) if s.problems else "")
+    # AD attributes are untrusted: a cell can neither move the cursor nor start a line.
+    rows = [tuple(inert(cell) for cell in (
+                s.name, s.fqdn or "-", s.ad_build or "-", ",".join(s.roles or ()) or "?",
+                s.site or "-", s.dag or "-", str(len(s.problems)) if s.problems else ""))
             for s in servers]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(headers)]
@@ -90,15 +93,15 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
             raise ConfigError(f"{args.config} has no [ldap] section")
         password = ldap_password(load_secrets(args.secrets), os.environ)
     except ConfigError as error:
-        stderr.write(f"configuration error: {error}\n")
+        stderr.write(f"configuration error: {inert(error)}\n")
         return 2
     try:
         found = discover(config.directory, password)
     except DirectoryError as error:
-        stderr.write(f"error: {error}\n")
+        stderr.write(f"error: {inert(error)}\n")
         return 1
     for warning in found.warnings:
-        stderr.write(f"warning: {warning}\n")
+        stderr.write(f"warning: {inert(warning)}\n")
     if args.format == "json":
         json.dump([s.as_json() for s in found.servers], stdout, indent=2)
         stdout.write("\n")
@@ -130,7 +133,7 @@ def _collect(args: argparse.Namespace, stderr: TextIO) -> int:
         winrm_secret = winrm_password(secrets, os.environ)
         store, data_dir, policy = _store(args, secrets)
     except (ConfigError, InventoryError, SettingsError, StoreError) as error:
-        stderr.write(f"configuration error: {error}\n")
+        stderr.write(f"configuration error: {inert(error)}\n")
         return 2
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -141,16 +144,16 @@ def _collect(args: argparse.Namespace, stderr: TextIO) -> int:
                              directory=config.directory, ldap_password=ldap_secret,
                              inventory=inventory, progress_stream=stderr, stop=stop)
     except CollectionBusy as error:
-        stderr.write(f"error: {error}\n")
+        stderr.write(f"error: {inert(error)}\n")
         return 3
     except JobError as error:
-        stderr.write(f"error: {error}\n")
+        stderr.write(f"error: {inert(error)}\n")
         return 1
     except (DirectoryError, StoreError) as error:
-        stderr.write(f"error: {error}\n")
+        stderr.write(f"error: {inert(error)}\n")
         return 1
     except WorkerDied as error:
-        stderr.write(f"error: {error}. Nothing was saved; the previous snapshots are intact\n")
+        stderr.write(f"error: {inert(error)}. Nothing was saved; the previous snapshots are intact\n")
         return 1
     except (InterruptedError, KeyboardInterrupt):
         stderr.write("interrupted: nothing was saved; the previous snapshots are intact\n")
@@ -158,7 +161,7 @@ def _collect(args: argparse.Namespace, stderr: TextIO) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         store.dispose()
-    stderr.write(result.summary() + "\n")
+    stderr.write(inert(result.summary()) + "\n")
     return 0
 
 
@@ -166,21 +169,21 @@ def _import(args: argparse.Namespace, stderr: TextIO) -> int:
     try:
         store, _data_dir, policy = _store(args, load_secrets(args.secrets))
     except (ConfigError, SettingsError, StoreError) as error:
-        stderr.write(f"configuration error: {error}\n")
+        stderr.write(f"configuration error: {inert(error)}\n")
         return 2
     try:
         result = import_documents(args.files, store=store, catalog=load_catalog(), policy=policy)
     except StoreError as error:
-        stderr.write(f"error: {error}\n")
+        stderr.write(f"error: {inert(error)}\n")
         return 1
     finally:
         store.dispose()
     for name, reason in result.rejected:
-        stderr.write(f"rejected {name}: {reason}\n")
+        stderr.write(f"rejected {inert(name)}: {inert(reason)}\n")
     if result.run is None:
         stderr.write("nothing imported\n")
         return 1
-    stderr.write(result.run.summary() + "\n")
+    stderr.write(inert(result.run.summary()) + "\n")
     return 0
 
 

@@ -39,7 +39,7 @@ from store.evidence import (
     snapshot_document,
     verify_bundle,
 )
-from store.export import AUDIT_COLUMNS, to_csv
+from store.export import AUDIT_COLUMNS, inert, to_csv
 from store.history import diff, reevaluate
 from store.snapshots import SnapshotInfo, SnapshotStore, StoreError
 
@@ -123,19 +123,19 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
         if args.command == "verify" and args.bundle:
             problems = verify_bundle(args.bundle, key)
             for problem in problems:
-                stderr.write(f"FAIL {args.bundle}: {problem}\n")
+                stderr.write(f"FAIL {inert(args.bundle)}: {inert(problem)}\n")
             if not problems:
                 stdout.write(f"OK {args.bundle}: every file matches the manifest and the "
                              "snapshot matches its digest\n")
             return 1 if problems else 0
         store = SnapshotStore.open(args.db or settings.store_url, key, settings.lock_timeout)
     except (SettingsError, StoreError, BundleError) as error:
-        stderr.write(f"error: {error}\n")
+        stderr.write(f"error: {inert(error)}\n")
         return 2
     try:
         return _run(args, store, key, Policy(max_age=settings.max_age), stdout, stderr)
     except StoreError as error:
-        stderr.write(f"error: {error}\n")
+        stderr.write(f"error: {inert(error)}\n")
         return 2
     finally:
         store.dispose()
@@ -151,7 +151,7 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
             held = (f"format 2: fleet of {info.host_count} hosts ({counts}); "
                     f"{info.observed_count} observed by this run, {fresh} fresh" if info.fleet
                     else f"format 1: {info.host_count} hosts of this run only ({counts})")
-            stdout.write(f"#{info.id}\t{info.taken_at.isoformat()}\t{info.source}\t"
+            stdout.write(f"#{info.id}\t{info.taken_at.isoformat()}\t{inert(info.source)}\t"
                          f"{held}\tposition {info.sequence}\t{info.hash[:16]}{pruned}\n")
         return 0
     if args.command == "verify":
@@ -159,7 +159,7 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
         for problem in report.problems:
             where = (f"snapshot #{problem.snapshot_id} (position {problem.sequence})"
                      if problem.snapshot_id is not None else "chain")
-            stderr.write(f"FAIL {where}: {problem.message}\n")
+            stderr.write(f"FAIL {where}: {inert(problem.message)}\n")
         if report.ok:
             stdout.write(f"OK: {report.checked} snapshots, every digest and link verified "
                          f"({report.pruned} pruned: links only"
@@ -184,8 +184,8 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
         for name, changes in result.__dict__.items():
             stdout.write(f"{name.replace('_', ' ')}: {len(changes)}\n")
             for change in changes:
-                stdout.write(f"  {change.host}: {change.before} -> {change.after}"
-                             f"{'  (' + change.detail + ')' if change.detail else ''}\n")
+                stdout.write(f"  {inert(change.host)}: {change.before} -> {change.after}"
+                             f"{'  (' + inert(change.detail) + ')' if change.detail else ''}\n")
         return 0
     if args.command == "reevaluate":
         info = _pick(store, args.snapshot, None)
@@ -198,7 +198,7 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
         stdout.write(f"snapshot #{info.id} recorded with catalogue {info.catalog_version}; "
                      f"today's is {catalog.version}: {len(changes)} verdicts would differ\n")
         for change in changes:
-            stdout.write(f"  {change.host}: recorded {change.recorded.status.value}, today "
+            stdout.write(f"  {inert(change.host)}: recorded {change.recorded.status.value}, today "
                          f"{change.today.status.value} (the recorded verdict stays the "
                          "evidence)\n")
         return 0
@@ -288,7 +288,7 @@ def _retire(args: argparse.Namespace, store: SnapshotStore, policy: Policy,
     snapshot_id = store.save(run, catalog, policy)
     store.record(_actor(), "retire", snapshot_id, f"{shown}; reason: {reason}"[:2000])
     info = store.info(snapshot_id)
-    stderr.write(f"snapshot #{snapshot_id} saved: {len(names)} hosts retired ({shown}); the "
+    stderr.write(f"snapshot #{snapshot_id} saved: {len(names)} hosts retired ({inert(shown)}); the "
                  f"fleet holds {info.host_count} hosts\n")
     return 0
 

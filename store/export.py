@@ -27,6 +27,18 @@ WORKLIST_COLUMNS = (
 _URGENCY = {Status.VULNERABLE: 1, Status.UNKNOWN: 2, Status.MITIGATED: 3}
 
 
+def inert(value: Any) -> str:
+    """The value as text a terminal shows and does not obey: control and format characters
+    (escape sequences, bell, newline, tab, bidirectional overrides) become visible escapes such
+    as ``\\x1b`` or ``\\u202e``, so a host name cannot clear the screen or forge a line."""
+    text = "" if value is None else str(value)
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else
+                   (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+                   for char in text)
+
+
 def neutralise(value: Any) -> str:
     """The cell as text, with a leading quote when a spreadsheet would read a formula."""
     text = "" if value is None else str(value)

@@ -1,0 +1,69 @@
+"""Issue 12, terminal output is inert: untrusted values printed by the command lines (host
+names, file names, reasons) cannot clear the screen, ring the bell or forge a line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from compliance.catalog import load_catalog
+from compliance.evaluate import assess
+from compliance.fleet import IMPORT
+from compliance.models import Host, Observation
+from store import SnapshotStore
+from store.export import inert
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+HOSTILE = "EX\x1b[2J\x07\nfake:  patched -> patched\u202e"
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    ("EX01", "EX01"),
+    ("EX\x1b[2J", "EX\\x1b[2J"),
+    ("a\nb\tc\rd", "a\\x0ab\\x09c\\x0dd"),
+    ("left\u202eright", "left\\u202eright"),
+    ("Zürich", "Zürich"),
+    (None, ""),
+])
+def test_inert(raw, shown):
+    assert inert(raw) == shown
+
+
+def _cli(module: str, *args: str, cwd_env: dict[str, str] | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, **(cwd_env or {})})
+
+
+def test_store_diff_prints_a_hostile_host_name_inertly(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    catalog = load_catalog()
+    store = SnapshotStore.open(url)
+    for at, build in ((NOW - timedelta(days=1), "15.1.2176.2"), (NOW, "15.1.2176.9")):
+        store.save(assess([Observation(Host(HOSTILE), at, "t", exsetup_version=build)], catalog,
+                          at, source="import", tool_version="t", scopes=lambda _h: (IMPORT,)),
+                   catalog)
+    store.dispose()
+    done = _cli("store", "--db", url, "--secrets", str(tmp_path / "none.toml"), "diff", "1",
+                "2")
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout and "\u202e" not in done.stdout
+    assert "EX\\x1b[2J\\x07\\x0afake" in done.stdout
+    assert not any(line.startswith("fake") for line in done.stdout.splitlines())
+
+
+def test_an_import_rejection_prints_a_hostile_file_name_inertly(tmp_path):
+    bad = tmp_path / "probe-\x1b[2J\x07.json"
+    bad.write_text('{"schema": "exchange-probe/1"}')
+    done = _cli("collectors", "import", str(bad), "--db", f"sqlite:///{tmp_path / 's.db'}",
+                "--secrets", str(tmp_path / "none.toml"),
+                cwd_env={"PROXYLOGON_DATA_DIR": str(tmp_path / "data")})
+    assert done.returncode == 1
+    assert "\x1b" not in done.stderr and "\x07" not in done.stderr
+    assert "probe-\\x1b[2J\\x07.json" in done.stderr
