@@ -73,7 +73,7 @@ def _truthy(name: str, value: str) -> bool:
     raise SettingsError(f"setting {name!r} must be true or false, not {value!r}")
 
 
-def _number(name: str, value: str) -> float:
+def _number(name: str, value: str, maximum: float) -> float:
     try:
         number = float(value)
     except ValueError:
@@ -82,6 +82,8 @@ def _number(name: str, value: str) -> float:
         raise SettingsError(f"setting {name!r} must be a finite number, not {value!r}")
     if number <= 0:
         raise SettingsError(f"setting {name!r} must be positive, not {value!r}")
+    if number > maximum:  # past this a duration overflows (1e308 days) or means nothing
+        raise SettingsError(f"setting {name!r} must be at most {maximum:g}, not {value!r}")
     return number
 
 
@@ -100,10 +102,10 @@ def load_settings(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         data_dir=data_dir,
         store_url=url,
         signing_key=raw["signing_key"].encode() if raw["signing_key"] else None,
-        lock_timeout=_number("lock_timeout", raw["lock_timeout"]),
+        lock_timeout=_number("lock_timeout", raw["lock_timeout"], 86_400),
         collection_config=Path(raw["collection_config"]) if raw["collection_config"] else None,
         collection_inventory=(Path(raw["collection_inventory"])
                               if raw["collection_inventory"] else None),
         demo=_truthy("demo", raw["demo"]),
-        max_age=timedelta(days=_number("max_age_days", raw["max_age_days"])),
+        max_age=timedelta(days=_number("max_age_days", raw["max_age_days"], 36_500)),
     )

@@ -168,7 +168,12 @@ class SnapshotStore:
         ``lock_timeout`` (seconds) bounds how long a write waits for another writer's lock
         (SQLite's busy timeout, PostgreSQL's lock_timeout) before failing with nothing written.
         """
-        parsed = make_url(url)
+        try:
+            parsed = make_url(url)
+        except Exception:  # the URL may hold a password: it is not repeated
+            raise StoreError("the store URL is not a database URL (expected e.g. "
+                             "sqlite:///data/compliance.db or postgresql+psycopg://user@host/db)"
+                             ) from None
         shown = parsed.render_as_string(hide_password=True)
         try:
             if parsed.get_backend_name() == "sqlite" and parsed.database not in (
@@ -194,7 +199,9 @@ class SnapshotStore:
         except StoreError:
             raise
         except Exception as error:
-            raise StoreError(f"cannot open store {shown}: {error}") from error
+            # One line: SQLAlchemy appends a "Background on this error" link on a second one.
+            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise StoreError(f"cannot open store {shown}: {detail}") from error
         return cls(engine, signing_key, lock_timeout)
 
     # -- writing --------------------------------------------------------------------------

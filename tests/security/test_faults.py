@@ -238,3 +238,25 @@ def test_prune_refuses_to_keep_fewer_than_one_snapshot(tmp_path, keep):
         assert not store.latest().pruned and store.audit_log() == []
     finally:
         store.dispose()
+
+
+@pytest.mark.parametrize(("args", "environ", "says"), [
+    (["--db", "not a url", "history"], {}, "not a database URL"),
+    (["--db", "postgresql+psycopg://u:s3cret-pw@127.0.0.1:1/x", "history"], {},
+     "cannot open store"),
+    (["history"], {"PROXYLOGON_MAX_AGE_DAYS": "1e308"}, "must be at most 36500"),
+    (["history"], {"PROXYLOGON_LOCK_TIMEOUT": "1e12"}, "must be at most 86400"),
+    (["--db", "GARBAGE", "verify"], {}, "file is not a database"),
+])
+def test_a_bad_store_or_setting_is_one_line_never_a_traceback(tmp_path, args, environ, says):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not SQLite, it only has its name" * 100)
+    args = [f"sqlite:///{garbage}" if a == "GARBAGE" else a for a in args]
+    env = {**os.environ, "PROXYLOGON_DATA_DIR": str(tmp_path / "data"), **environ}
+    done = subprocess.run([sys.executable, "-m", "store", "--secrets",
+                           str(tmp_path / "none.toml"), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "Traceback" not in done.stderr, lines
+    assert "s3cret-pw" not in done.stderr
