@@ -85,6 +85,14 @@ def _pick(store: SnapshotStore, ref: str | None, as_of: str | None) -> SnapshotI
         raise StoreError(f"snapshot {ref!r} is neither an id nor 'latest'") from None
 
 
+def _with_hosts(info: SnapshotInfo, consequence: str = "") -> SnapshotInfo:
+    """``info``, unless the snapshot was pruned (``StoreError``: nothing left to read)."""
+    if info.pruned:
+        raise StoreError(f"snapshot #{info.id} was pruned: only its header and digest "
+                         f"remain{consequence}")
+    return info
+
+
 def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
          stderr: TextIO = sys.stderr) -> int:
     parser = argparse.ArgumentParser(prog="python -m store", description=__doc__,
@@ -169,9 +177,7 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
     if args.command == "diff":
         before, after = _pick(store, args.a, None), _pick(store, args.b, None)
         for info in (before, after):
-            if info.pruned:
-                raise StoreError(f"snapshot #{info.id} was pruned: only its header and digest "
-                                 "remain, so there is nothing to compare")
+            _with_hosts(info, ", so there is nothing to compare")
         catalog = load_catalog()
         result = diff([a.verdict for a in store.fleet(before.id, catalog, policy)],
                       [a.verdict for a in store.fleet(after.id, catalog, policy)])
@@ -188,10 +194,8 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
                              f"{'  (' + inert(change.detail) + ')' if change.detail else ''}\n")
         return 0
     if args.command == "reevaluate":
-        info = _pick(store, args.snapshot, None)
-        if info.pruned:
-            raise StoreError(f"snapshot #{info.id} was pruned: only its header and digest "
-                             "remain, so there is nothing to re-evaluate")
+        info = _with_hosts(_pick(store, args.snapshot, None),
+                           ", so there is nothing to re-evaluate")
         catalog = load_catalog()
         changes = reevaluate(store.fleet(info.id, catalog, policy), catalog, info.taken_at,
                              policy)
@@ -213,9 +217,7 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
         stdout.write(f"pruned {count} snapshots (headers and digests kept; the chain still "
                      "verifies)\n")
         return 0
-    info = _pick(store, args.snapshot, args.as_of)
-    if info.pruned:
-        raise StoreError(f"snapshot #{info.id} was pruned: only its header and digest remain")
+    info = _with_hosts(_pick(store, args.snapshot, args.as_of))
     if args.format == "csv":
         data = snapshot_csv(store.assessments(info.id), info.id).encode()
     elif args.format == "json":

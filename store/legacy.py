@@ -147,10 +147,10 @@ def rows_at(conn: Connection, wanted: dict[int, list[int]],
     return found
 
 
-def members(conn: Connection, folded: Fold, placeholder: Callable[[Observation], Verdict],
+def members(conn: Connection, folded: Fold, stand_in: Verdict,
             verdicts: bool = True) -> list[Assessment]:
     """The folded fleet as members to compose with: each host's newest observation (and its
-    recorded verdict when ``verdicts``, else ``placeholder``), ``observed_in`` its snapshot."""
+    recorded verdict when ``verdicts``, else ``stand_in``), ``observed_in`` its snapshot."""
     wanted: dict[int, list[int]] = {}
     for snapshot_id, position in folded.newest.values():
         wanted.setdefault(snapshot_id, []).append(position)
@@ -165,11 +165,11 @@ def members(conn: Connection, folded: Fold, placeholder: Callable[[Observation],
             observation = observation_from_dict(json.loads(text))
             result.append(Assessment(
                 observation, verdict_from_dict(json.loads(verdict[0])) if verdict
-                else placeholder(observation), observed_in=snapshot_id, scopes=scopes))
+                else stand_in, observed_in=snapshot_id, scopes=scopes))
         else:
             snapshot_id, record = folded.unprobed[key]
             observation = never_probed(host_from_dict(json.loads(record)), "inventory")
-            result.append(Assessment(observation, placeholder(observation),
+            result.append(Assessment(observation, stand_in,
                                      observed_in=snapshot_id, scopes=scopes))
     return result
 

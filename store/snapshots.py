@@ -319,10 +319,8 @@ class SnapshotStore:
             .where(schema.snapshots.c.sequence < sequence, schema.snapshots.c.format >= 2,
                    schema.snapshots.c.pruned.is_(False))
             .order_by(schema.snapshots.c.sequence.desc()).limit(1)).scalar()
-        # Never shown or stored: a save grades every carried member again.
-        stand_in = _placeholder(Observation(Host(""), None, "stand-in"), datetime.now(UTC))
         if newest is None:  # only for the first save after an upgrade: everything is decoded
-            return legacy.members(conn, legacy.fold(conn, sequence), lambda _obs: stand_in,
+            return legacy.members(conn, legacy.fold(conn, sequence), _STAND_IN,
                                   verdicts=False)
         # The database reads each row's observation time, so the text of a row the run
         # replaces never crosses the connection.
@@ -354,7 +352,7 @@ class SnapshotStore:
                 observation = observation_from_dict(json.loads(found[0]))
                 texts[id(observation)] = (observation, found[0])
             members.append(Assessment(
-                observation, stand_in, observed_in=newest if observed_in is None else observed_in,
+                observation, _STAND_IN, observed_in=newest if observed_in is None else observed_in,
                 scopes=tuple(json.loads(scopes)) if scopes else ()))
         return members
 
@@ -372,7 +370,7 @@ class SnapshotStore:
         with self.engine.connect() as conn:
             folded = legacy.fold(conn, info.sequence + 1)
             members = legacy.own_rows(
-                legacy.members(conn, folded, lambda obs: _placeholder(obs, info.taken_at)),
+                legacy.members(conn, folded, _STAND_IN),
                 folded, snapshot_id)
         chosen = policy or Policy()
         return legacy.carry(members, info.taken_at,
@@ -673,9 +671,8 @@ def _stored_text(texts: dict[int, tuple[Observation, str]], observation: Observa
     return known[1] if known is not None and known[0] is observation else None
 
 
-def _placeholder(observation: Observation, at: datetime) -> Verdict:
-    # A member whose verdict is graded again (or which this run replaces) before anyone sees
-    # it: a carried one, a never-probed one, one read for a save. Never stored or shown.
-    return Verdict(host=observation.host.name, status=Status.UNKNOWN, reason="never probed",
-                   action="", as_of=at)
+# The verdict of a member that is graded again (or replaced by the run) before anyone sees
+# it: a carried one read for a save, a never-probed one. Never stored or shown.
+_STAND_IN = Verdict(host="", status=Status.UNKNOWN, reason="stand-in", action="",
+                    as_of=datetime(1970, 1, 1, tzinfo=UTC))
 
