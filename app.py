@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import streamlit as st
 
@@ -11,8 +12,10 @@ from store import StoreError
 from views import access, data
 from views.markdown import literal
 
-st.set_page_config(page_title="ProxyLogon compliance", page_icon=":material/shield:",
-                   layout="wide")
+# The icon is served by this server: a ":material/..." or emoji icon makes the browser fetch it
+# from a public CDN, and a loopback-only tool must not tell anyone it is being looked at.
+ICON = Path(__file__).resolve().parent / "views" / "assets" / "shield.png"
+st.set_page_config(page_title="ProxyLogon compliance", page_icon=ICON, layout="wide")
 
 secrets = data.secrets()
 if access.auth_configured(secrets):
@@ -32,6 +35,16 @@ if access.auth_configured(secrets):
                  "`[access]` (viewers, admins or auditors) in the dashboard's secrets.")
         st.stop()
 else:
+    # DNS rebinding: a site whose name resolves to 127.0.0.1 reaches this server from the
+    # admin's browser, with its own name in the Host header. Answer loopback names only.
+    headers = st.context.headers
+    if not access.local_request_allowed(headers.get_all("host") if headers else None):
+        port = st.get_option("server.port")
+        st.error(f"**This dashboard answers only at http://127.0.0.1:{port} or "
+                 f"http://localhost:{port}.** It runs without sign-in, so it answers only names "
+                 "of this machine: another web site could have pointed the name in the address "
+                 "bar at it (see SECURITY.md).")
+        st.stop()
     address = st.get_option("server.address")
     if not access.local_mode_allowed(address):
         st.error(f"**Refusing to serve on {address} without sign-in.** Configure `[auth]` "

@@ -1,4 +1,5 @@
-"""Sign-in and roles: pages a role may not use are not offered; local mode only on loopback."""
+"""Sign-in and roles: pages a role may not use are not offered; local mode only on loopback,
+and only to requests that name a loopback Host (no DNS rebinding)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from views.access import Access, local_mode_allowed, roles_for
+from views.access import Access, local_mode_allowed, local_request_allowed, loopback_host, roles_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCESS = {"viewers": ["Viewer@Example.test"], "admins": ["admin@example.test"],
@@ -44,6 +45,52 @@ def test_pages_per_role():
     ("0.0.0.0", False), ("", False), (None, False), ("10.1.2.3", False)])
 def test_local_mode_only_on_loopback(address, allowed):
     assert local_mode_allowed(address) is allowed
+
+
+@pytest.mark.parametrize("host", [
+    "localhost", "127.0.0.1", "[::1]", "localhost:8501", "127.0.0.1:8501", "[::1]:8501",
+    "LOCALHOST", "LocalHost:8501", "localhost:1", "localhost:65535"])
+def test_loopback_hosts_are_answered(host):
+    assert loopback_host(host) is True
+
+
+@pytest.mark.parametrize("host", [
+    pytest.param(None, id="missing"), pytest.param("", id="empty"),
+    # DNS rebinding: any other name, however it starts or ends
+    "rebind.attacker.example", "rebind.attacker.example:8501",
+    "127.0.0.1.attacker.example", "localhost.attacker.example:8501", "attacker.localhost",
+    "evil-localhost", "localhost-evil", "xlocalhost", "127.0.0.10", "127.0.0.1x",
+    # tricks with the port, userinfo and separators
+    "localhost:8501@evil.example", "evil.example@localhost", "localhost:", "localhost:0",
+    "localhost:65536", "localhost:99999", "localhost:8501:8501", "localhost:+85", "localhost:-1",
+    "localhost:85 01", "localhost:８５０１", "localhost/", "localhost/evil", "localhost#x",
+    "localhost?x", "localhost\\evil", "localhost,evil.example", "localhost evil.example",
+    # absolute names (browsers send the canonical form for addresses) and whitespace
+    "localhost.", "LOCALHOST.", "localhost.:8501", "127.0.0.1.", " localhost", "localhost ",
+    "localhost\n", "localhost\t", "localhost\x00",
+    # IPv6: only the bracketed ::1
+    "::1", "[::1", "::1]", "[::1]:", "[0:0:0:0:0:0:0:1]", "[::ffff:127.0.0.1]", "[::1%25lo]",
+    "[::1]x", "[::2]",
+    # other spellings of 127.0.0.1 a browser would canonicalise, other loopback addresses
+    "2130706433", "0x7f.0.0.1", "127.1", "0177.0.0.1", "127.000.000.001", "127.0.0.2",
+    "0.0.0.0", "10.0.0.1",
+    # look-alikes: only ASCII case folding counts (long s, fullwidth letters, zero-width space)
+    "localhoſt", "ｌｏｃａｌｈｏｓｔ", "locaLhost\u200b",
+])
+def test_other_hosts_are_refused(host):
+    assert loopback_host(host) is False
+
+
+@pytest.mark.parametrize(("hosts", "allowed"), [
+    pytest.param(None, True, id="no-request-behind-the-run"),
+    pytest.param(["127.0.0.1:8501"], True, id="loopback"),
+    pytest.param([], False, id="request-without-host"),
+    pytest.param(["rebind.attacker.example:8501"], False, id="rebound"),
+    pytest.param(["localhost", "localhost"], False, id="two-host-headers"),
+    pytest.param(["localhost", "rebind.attacker.example"], False, id="two-host-headers-mixed"),
+])
+def test_local_requests_must_name_one_loopback_host(hosts, allowed):
+    assert local_request_allowed(hosts) is allowed
 
 
 AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "test-only",

@@ -140,7 +140,7 @@ def test_verify_names_a_tampered_snapshot(demo):
     assert not at.exception
     assert not any("every digest and link verified" in s.value for s in at.success)
     (error,) = at.error
-    assert f"snapshot #{victim.id} (chain position {victim.sequence})" in error.value
+    assert f"snapshot #{victim.id} (position {victim.sequence})" in error.value
     assert "digest" in error.value
 
 
