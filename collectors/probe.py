@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import stat
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
@@ -31,6 +29,7 @@ from compliance.models import (
     Observation,
     ServiceState,
 )
+from files import FileRefused, read_bounded
 
 SCHEMA_ID = "exchange-probe/1"
 MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
@@ -142,28 +141,13 @@ def _clean_text(text: str) -> bool:
 
 
 def read_document(path: Path, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes, read through a bound: never
-    more than ``limit`` + 1 bytes, whatever ``stat()`` says, and never waiting on a FIFO.
-    Raises ``ProbeDocumentError`` saying why not (unreadable, not a regular file, too big)."""
-    # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting forever.
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    """The bytes of a regular file of at most ``limit`` bytes, read through a bound
+    (files.read_bounded). Raises ``ProbeDocumentError`` saying why not (unreadable, not a
+    regular file, too big)."""
     try:
-        descriptor = os.open(path, flags)
-    except OSError as error:
-        raise ProbeDocumentError(f"cannot be read: {error.strerror or error}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise ProbeDocumentError("not a regular file (a directory, FIFO, socket or device, "
-                                     "perhaps behind a link): refused")
-        with os.fdopen(descriptor, "rb", closefd=False) as handle:
-            data = handle.read(limit + 1)
-    except OSError as error:
-        raise ProbeDocumentError(f"cannot be read: {error.strerror or error}") from None
-    finally:
-        os.close(descriptor)
-    if len(data) > limit:
-        raise ProbeDocumentError(f"file is over the {limit // 2**20} MB limit")
-    return data
+        return read_bounded(path, limit)
+    except FileRefused as error:
+        raise ProbeDocumentError(str(error)) from None
 
 
 class _DuplicateKey(ValueError):

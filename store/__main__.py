@@ -13,7 +13,9 @@
 
 ``--db URL`` picks the store (default: the dashboard's). The signing key, when set, comes
 from PROXYLOGON_SIGNING_KEY or [store] signing_key in .streamlit/secrets.toml.
-Exit status: 0 ok, 1 verification failed or nothing to export, 2 usage or store errors.
+Exit status: 0 ok; 1 verification failed (each problem one line, "verification failed: ..."
+or "FAIL <where>: ..."), or nothing to export; 2 usage, settings or store errors (one line,
+"error: ...").
 """
 
 from __future__ import annotations
@@ -131,10 +133,14 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
         if args.command == "verify" and args.bundle:
             problems = verify_bundle(args.bundle, key)
             for problem in problems:
-                stderr.write(f"FAIL {inert(args.bundle)}: {inert(problem)}\n")
+                stderr.write(f"verification failed: {inert(args.bundle)}: {inert(problem)}\n")
             if not problems:
-                stdout.write(f"OK {args.bundle}: every file matches the manifest and the "
-                             "snapshot matches its digest\n")
+                stdout.write(f"OK {inert(args.bundle)}: every file matches the manifest, the "
+                             "snapshot matches its digest, hosts.csv and summary.txt match the "
+                             "snapshot"
+                             + ("; the manifest's HMAC and the snapshot's signature match the "
+                                "key" if key else "; no signing key: who made it is not "
+                                "proven") + "\n")
             return 1 if problems else 0
         store = SnapshotStore.open(args.db or settings.store_url, key, settings.lock_timeout)
     except (SettingsError, StoreError, BundleError) as error:
@@ -165,14 +171,19 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
     if args.command == "verify":
         report = store.verify(key)
         for problem in report.problems:
-            where = (f"snapshot #{problem.snapshot_id} (position {problem.sequence})"
-                     if problem.snapshot_id is not None else "chain")
-            stderr.write(f"FAIL {where}: {inert(problem.message)}\n")
+            stderr.write(f"FAIL {problem.where}: {inert(problem.message)}\n")
         if report.ok:
-            stdout.write(f"OK: {report.checked} snapshots, every digest and link verified "
-                         f"({report.pruned} pruned: links only"
-                         + (f"; {report.signed} signatures checked" if key else "")
+            stdout.write(f"OK: {report.checked} snapshots and {report.audit_entries} audit "
+                         f"entries, every digest and link verified ({report.pruned} pruned: "
+                         "links only, each by a recorded pruning"
+                         + (f"; {report.signed} signatures and both heads checked" if key else
+                            "; no signing key: a database writer could rewrite both chains")
                          + f"); head {report.head}\n")
+            for pruning in report.prunings:
+                stdout.write(f"  snapshot #{pruning.snapshot_id} pruned {pruning.at} by "
+                             f"{inert(pruning.who)}\n")
+        else:
+            stderr.write(f"verification failed: {len(report.problems)} problem(s)\n")
         return 0 if report.ok else 1
     if args.command == "diff":
         before, after = _pick(store, args.a, None), _pick(store, args.b, None)
@@ -212,8 +223,7 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
     if args.command == "retire":
         return _retire(args, store, policy, stderr)
     if args.command == "prune":
-        count = store.prune(args.keep)
-        store.record(_actor(), "prune", None, f"kept the newest {args.keep}; pruned {count}")
+        count = store.prune(args.keep, _actor())  # the pruning is itself an audit entry
         stdout.write(f"pruned {count} snapshots (headers and digests kept; the chain still "
                      "verifies)\n")
         return 0

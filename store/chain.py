@@ -5,9 +5,17 @@ scope, counts), each host's status, observation and verdict exactly as stored, a
 discovered inventory. Format 2 (whole-fleet snapshots) also covers the header's ``format``,
 ``observed_count`` and ``fresh_count``, and each row's ``observed_in`` and ``scopes``. Each
 digest includes the previous snapshot's digest and the chain position, so deleting,
-inserting or reordering a snapshot breaks every link after it. An optional HMAC of each
-digest, keyed from secrets, stops a database administrator from rewriting the whole chain
-unnoticed.
+inserting or reordering a snapshot breaks every link after it. Format 3 also covers the
+snapshot's ``id``, so renumbering one (which other rows point at) is caught. An optional HMAC
+of each digest, keyed from secrets, stops a database administrator from rewriting the whole
+chain unnoticed; the chain head is signed too, so removing the newest snapshots and rewriting
+the head is caught.
+
+The audit log is a second chain of the same kind (``entry_digest``): who collected, imported,
+exported, retired or pruned what, each entry linked to the one before it and signed. Pruning
+is such an entry, naming each pruned snapshot's id, position and digest: a snapshot whose
+hosts are gone is accounted for only by a valid prune entry (a snapshot's own digest cannot
+cover a state it reaches later).
 """
 
 from __future__ import annotations
@@ -20,11 +28,13 @@ from typing import Any
 
 GENESIS = "0" * 64
 FORMAT = b"proxylogon-snapshot/1"
-FORMATS = {1: FORMAT, 2: b"proxylogon-snapshot/2"}
+FORMATS = {1: FORMAT, 2: b"proxylogon-snapshot/2", 3: b"proxylogon-snapshot/3"}
+CURRENT_FORMAT = 3
 HEADER_FIELDS = ("sequence", "previous_hash", "taken_at", "source", "label", "tool_version",
                  "catalog_version", "advisory_id", "advisory_version", "scope", "host_count",
                  "counts", "discovered_count")
 FLEET_FIELDS = ("format", "observed_count", "fresh_count")
+IDENTITY_FIELDS = ("id",)  # format 3
 # A result row as hashed: position, host, status, observation, verdict; in format 2 also
 # observed_in (None for this snapshot's run) and scopes (JSON text).
 Row = tuple[Any, ...]
@@ -39,12 +49,13 @@ def digest(header: Mapping[str, Any], results: Iterable[Row],
            discovered: Iterable[tuple[int, str, str]]) -> str:
     """SHA-256 of one snapshot: header, then (position, host, status, observation, verdict
     [, observed_in, scopes]) rows in order, then (position, host, record) inventory rows in
-    order. The header's ``format`` (1 when absent) picks the fields; an unknown one raises
-    ``ValueError``."""
+    order. The header's ``format`` (1 when absent) picks the fields (format 3 adds ``id``); an
+    unknown one raises ``ValueError``, a missing field ``KeyError``."""
     version = int(header.get("format") or 1)
     if version not in FORMATS:
         raise ValueError(f"unknown snapshot format {version}")
-    fields = HEADER_FIELDS + (FLEET_FIELDS if version >= 2 else ())
+    fields = (HEADER_FIELDS + (FLEET_FIELDS if version >= 2 else ())
+              + (IDENTITY_FIELDS if version >= 3 else ()))
     hasher = hashlib.sha256(FORMATS[version])
     _field(hasher, json.dumps({k: header[k] for k in fields}, sort_keys=True,
                               separators=(",", ":"), ensure_ascii=False).encode())
@@ -70,3 +81,27 @@ def sign(key: bytes, snapshot_hash: str) -> str:
 
 def signature_ok(key: bytes, snapshot_hash: str, signature: str | None) -> bool:
     return signature is not None and hmac.compare_digest(sign(key, snapshot_hash), signature)
+
+
+AUDIT_FORMAT = b"proxylogon-audit/1"
+AUDIT_FIELDS = ("sequence", "previous_hash", "at", "who", "action", "snapshot_id", "detail")
+
+
+def entry_digest(entry: Mapping[str, Any]) -> str:
+    """SHA-256 of one audit entry: its chain position, the previous entry's digest, and
+    (at, who, action, snapshot_id, detail). Missing fields raise ``KeyError``."""
+    hasher = hashlib.sha256(AUDIT_FORMAT)
+    for name in AUDIT_FIELDS:
+        value = entry[name]
+        _field(hasher, b"" if value is None else str(value).encode())
+    return hasher.hexdigest()
+
+
+def sign_head(key: bytes, kind: str, head: str) -> str:
+    """HMAC of a chain head ("sequence:digest"); ``kind`` ("snapshots" or "audit") keeps the
+    two heads' signatures apart, and the prefix keeps them apart from digest signatures."""
+    return hmac.new(key, f"proxylogon-head/1:{kind}:{head}".encode(), hashlib.sha256).hexdigest()
+
+
+def head_signature_ok(key: bytes, kind: str, head: str, signature: str | None) -> bool:
+    return signature is not None and hmac.compare_digest(sign_head(key, kind, head), signature)

@@ -2,16 +2,26 @@
 
 A bundle is a zip holding ``snapshot.json`` (every stored row exactly as hashed, and the
 chain fields), ``hosts.csv``, ``summary.txt`` and ``manifest.json`` (SHA-256 of each file and
-the snapshot's digest and chain position). ``verify_bundle`` checks it without the database:
-the files match the manifest and the snapshot's content matches its recorded digest.
+the snapshot's digest and chain position; with a signing key, an HMAC over the manifest).
+``verify_bundle`` checks it without the database: the files match the manifest, the snapshot's
+content matches its recorded digest, and ``hosts.csv`` and ``summary.txt`` are exactly what
+``snapshot.json`` derives to, so neither can say anything the signed rows do not. With the
+key, the manifest's HMAC and the snapshot's signature are checked too.
+
+A bundle may come from anyone: it is read bounded (file, member count, names, compression
+methods, sizes before inflating, JSON nesting before parsing) and every fault is a problem
+in the list, never an exception.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
+import re
 import zipfile
+import zlib
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,12 +29,21 @@ from typing import Any
 
 from compliance.codec import observation_from_dict, verdict_from_dict
 from compliance.models import Assessment
+from files import FileRefused, read_bounded
 from store import chain
 from store.export import SNAPSHOT_COLUMNS, host_row, to_csv
 from store.snapshots import SnapshotInfo, SnapshotStore
 
 BUNDLE_FILES = ("snapshot.json", "hosts.csv", "summary.txt")
-MAX_BUNDLE_MEMBER_BYTES = 512 * 1024 * 1024
+MANIFEST = "manifest.json"
+BUNDLE_FORMAT = "proxylogon-evidence-bundle/2"  # 2: manifest HMAC, derived files re-derived
+# Uncompressed size limits per member, checked against the zip's directory before inflating
+# (and again while inflating, whatever the directory says). snapshot.json of 10,000 hosts is
+# about 40 MB; hosts.csv about a tenth of it.
+MEMBER_LIMITS = {"snapshot.json": 256 * 2**20, "hosts.csv": 64 * 2**20,
+                 "summary.txt": 64 * 2**10, MANIFEST: 64 * 2**10}
+MAX_BUNDLE_BYTES = 256 * 2**20  # the zip file itself
+MAX_JSON_DEPTH = 32  # snapshot.json nests 3 deep, its rows' JSON texts about 6
 
 
 class BundleError(ValueError):
@@ -111,68 +130,184 @@ def _fleet_lines(header: dict[str, Any]) -> list[str]:
 
 
 def build_bundle(store: SnapshotStore, info: SnapshotInfo, now: datetime) -> bytes:
+    """The evidence bundle of one snapshot with its hosts (zip bytes); with the store's signing
+    key, the manifest carries an HMAC over everything else in it."""
     document = snapshot_document(store, info)
-    verified = store.verify().ok
+    verified = store.verify(store.signing_key).ok
     files = {
         "snapshot.json": json.dumps(document, indent=1, ensure_ascii=False).encode(),
         "hosts.csv": snapshot_csv(document_assessments(document), info.id).encode(),
         "summary.txt": summary_text(document, verified).encode(),
     }
-    manifest = {
-        "format": "proxylogon-evidence-bundle/1",
+    manifest: dict[str, Any] = {
+        "format": BUNDLE_FORMAT,
         "created_at": now.astimezone(UTC).isoformat(),
         "snapshot_id": info.id, "snapshot_hash": info.hash, "sequence": info.sequence,
         "previous_hash": info.previous_hash, "signature": info.signature,
         "chain_verified_at_export": verified,
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
     }
+    if store.signing_key:
+        manifest["hmac"] = manifest_hmac(store.signing_key, manifest)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in files.items():
             archive.writestr(name, data)
-        archive.writestr("manifest.json", json.dumps(manifest, indent=1))
+        archive.writestr(MANIFEST, json.dumps(manifest, indent=1))
     return buffer.getvalue()
 
 
+def manifest_hmac(key: bytes, manifest: dict[str, Any]) -> str:
+    """HMAC-SHA256 of the manifest's canonical JSON, every field but ``hmac`` itself."""
+    body = json.dumps({k: v for k, v in manifest.items() if k != "hmac"}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False).encode()
+    return hmac.new(key, b"proxylogon-bundle-manifest/1:" + body, hashlib.sha256).hexdigest()
+
+
 def verify_bundle(path: Path, key: bytes | None = None) -> list[str]:
-    """Problems found in a bundle, on its own (no database); empty when it checks out."""
+    """Problems found in a bundle, on its own (no database); empty when it checks out.
+
+    Never raises for a bad bundle: an unreadable file, a hostile zip or a forged member is a
+    problem in the list. With ``key``, the manifest must carry a matching HMAC and the
+    snapshot a matching signature."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            if "manifest.json" not in names:
-                return ["manifest.json is missing"]
-            contents = {}
-            for name in names:
-                if archive.getinfo(name).file_size > MAX_BUNDLE_MEMBER_BYTES:
-                    return [f"{name} is too large"]
-                contents[name] = archive.read(name)
-    except (OSError, zipfile.BadZipFile) as error:
-        raise BundleError(f"{path} is not a readable zip: {error}") from None
-    problems = []
+        contents = _members(read_bounded(path, MAX_BUNDLE_BYTES))
+    except (FileRefused, BundleError) as error:
+        return [str(error)]
     try:
-        manifest = json.loads(contents["manifest.json"])
+        manifest = _json(contents[MANIFEST], MANIFEST)
         listed = manifest["files"]
-    except (ValueError, KeyError, TypeError):
-        return ["manifest.json is not a bundle manifest"]
-    for name in sorted(set(listed) | (names - {"manifest.json"})):
-        if name not in listed:
+        if not isinstance(listed, dict):
+            raise TypeError
+    except BundleError as error:
+        return [str(error)]
+    except (KeyError, TypeError):
+        return [f"{MANIFEST} is not a bundle manifest"]
+    problems = []
+    if key is not None:
+        recorded_hmac = manifest.get("hmac")
+        if not isinstance(recorded_hmac, str):
+            problems.append(f"{MANIFEST} carries no HMAC: the bundle was exported without a "
+                            "signing key, so nothing proves who made it")
+        elif not hmac.compare_digest(manifest_hmac(key, manifest), recorded_hmac):
+            problems.append(f"{MANIFEST} HMAC is wrong for this key (the manifest was changed, "
+                            "or made with another key)")
+    for name in sorted(set(listed) | set(BUNDLE_FILES)):
+        if name not in BUNDLE_FILES:
+            problems.append(f"the manifest lists {name!r}, which is not a bundle file")
+        elif name not in listed:
             problems.append(f"{name} is not in the manifest")
-        elif name not in contents:
-            problems.append(f"{name} is listed in the manifest but missing")
         elif hashlib.sha256(contents[name]).hexdigest() != listed[name]:
             problems.append(f"{name} was changed (its SHA-256 differs from the manifest)")
-    if "snapshot.json" in contents:
-        try:
-            document = json.loads(contents["snapshot.json"])
-            recomputed = document_digest(document)
-        except (ValueError, KeyError, TypeError) as error:
-            return [*problems, f"snapshot.json is not a snapshot document: {error}"]
-        recorded = document["header"].get("hash")
-        if recomputed != recorded:
-            problems.append("snapshot.json does not match its recorded digest")
-        if manifest.get("snapshot_hash") != recorded:
-            problems.append("the manifest names another snapshot digest")
-        if key is not None and not chain.signature_ok(key, recorded, document["header"].get(
-                "signature")):
-            problems.append("HMAC signature missing or wrong for this key")
+    try:
+        document = _json(contents["snapshot.json"], "snapshot.json")
+        recomputed = document_digest(document)
+        header = document["header"]
+        recorded = header["hash"]
+    except BundleError as error:
+        return [*problems, str(error)]
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        return [*problems, f"snapshot.json is not a snapshot document ({type(error).__name__})"]
+    if recomputed != recorded:
+        problems.append("snapshot.json does not match its recorded digest")
+    for field, column in (("snapshot_hash", "hash"), ("snapshot_id", "id"),
+                          ("sequence", "sequence"), ("previous_hash", "previous_hash"),
+                          ("signature", "signature")):
+        if manifest.get(field) != header.get(column):
+            problems.append(f"the manifest's {field} differs from snapshot.json's")
+    if key is not None and not chain.signature_ok(key, str(recorded), header.get("signature")):
+        problems.append("the snapshot's HMAC signature is missing or wrong for this key")
+    problems += _derived_problems(document, manifest, contents)
     return problems
+
+
+def _derived_problems(document: dict[str, Any], manifest: dict[str, Any],
+                      contents: dict[str, bytes]) -> list[str]:
+    """hosts.csv and summary.txt must be exactly what snapshot.json derives to."""
+    try:
+        derived = {
+            "hosts.csv": snapshot_csv(document_assessments(document),
+                                      document["header"]["id"]).encode(),
+            "summary.txt": summary_text(document, manifest.get("chain_verified_at_export")
+                                        ).encode(),
+        }
+    except Exception as error:  # rows chosen by whoever made the bundle: any decoding fault
+        return [f"snapshot.json holds rows that are not observations and verdicts "
+                f"({type(error).__name__})"]
+    return [f"{name} says something snapshot.json does not (it differs from what the "
+            "snapshot's rows derive to)" for name, data in derived.items()
+            if contents[name] != data]
+
+
+def _members(data: bytes) -> dict[str, bytes]:
+    """The four members of a bundle zip, checked before any is inflated: exactly the expected
+    names, once each, stored or deflated, not encrypted, within their size limits."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as error:
+        raise BundleError(f"not a readable zip ({error})") from None
+    with archive:
+        infos = archive.infolist()
+        names = [info.filename for info in infos]
+        expected = {*BUNDLE_FILES, MANIFEST}
+        for name in names:
+            if name not in expected:
+                raise BundleError(f"unexpected member {name[:80]!r}: a bundle holds only "
+                                  f"{', '.join(sorted(expected))}")
+            if names.count(name) > 1:
+                raise BundleError(f"member {name!r} appears more than once")
+        for info in infos:
+            if info.flag_bits & 0x1:
+                raise BundleError(f"{info.filename} is encrypted: a bundle never is")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise BundleError(f"{info.filename} uses compression method "
+                                  f"{info.compress_type}: only stored and deflated are read")
+            if info.file_size > MEMBER_LIMITS[info.filename]:
+                raise BundleError(f"{info.filename} would inflate to {info.file_size} bytes, "
+                                  f"over its {MEMBER_LIMITS[info.filename]} byte limit")
+        for name in sorted(expected - set(names)):
+            raise BundleError(f"{name} is missing")
+        contents = {}
+        for info in infos:
+            limit = MEMBER_LIMITS[info.filename]
+            try:
+                with archive.open(info) as member:
+                    # Never more than the limit, whatever the directory said.
+                    contents[info.filename] = member.read(limit + 1)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError,
+                    NotImplementedError, RuntimeError) as error:
+                raise BundleError(f"{info.filename} cannot be inflated ({error})") from None
+            if len(contents[info.filename]) > limit:
+                raise BundleError(f"{info.filename} inflates past its {limit} byte limit")
+    return contents
+
+
+_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes and all
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+
+
+def _json(data: bytes, name: str) -> Any:
+    """Strict JSON of a member: nesting bounded before parsing, duplicate keys refused."""
+    # Outside strings, only the brackets count; a balanced text of depth d empties after d
+    # passes that remove innermost pairs (each pass in C, so a hostile text costs little).
+    brackets = _STRINGS.sub(b"", data).translate(None, _NOT_BRACKETS)
+    for _ in range(MAX_JSON_DEPTH):
+        if not brackets:
+            break
+        brackets = brackets.replace(b"[]", b"").replace(b"{}", b"")
+    if brackets:
+        raise BundleError(f"{name} nests deeper than {MAX_JSON_DEPTH} levels (or is not "
+                          "JSON)")
+    try:
+        return json.loads(data, object_pairs_hook=_unique)
+    except (ValueError, RecursionError) as error:
+        raise BundleError(f"{name} is not valid JSON ({str(error)[:120]})") from None
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"the key {key[:40]!r} appears twice in one object")
+        found[key] = value
+    return found

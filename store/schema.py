@@ -14,8 +14,10 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 4  # 2: the hash chain (store/chain.py) and pruning; 3: the audit log;
-# 4: whole-fleet snapshots (format 2, observed_in and scopes per host)
+SCHEMA_VERSION = 5  # 2: the hash chain (store/chain.py) and pruning; 3: the audit log;
+# 4: whole-fleet snapshots (format 2, observed_in and scopes per host); 5: the audit log is a
+# signed chain (pruning is one of its entries), snapshot ids in the digest (format 3), signed
+# chain heads
 
 metadata = MetaData()
 
@@ -97,4 +99,9 @@ audit_log = Table(
     Column("action", String(32), nullable=False),
     Column("snapshot_id", Integer, nullable=True),
     Column("detail", Text, nullable=False),
+    # Schema 5: the audit chain (store/chain.py entry_digest), like the snapshots'.
+    Column("sequence", Integer, nullable=True, unique=True),
+    Column("previous_hash", String(64), nullable=True),
+    Column("hash", String(64), nullable=True),
+    Column("signature", String(64), nullable=True),
 )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,6 +92,25 @@ class ChainProblem:
     snapshot_id: int | None
     sequence: int | None
     message: str
+    entry: int | None = None  # an audit log entry's id
+
+    @property
+    def where(self) -> str:
+        """What the problem is in, for a person: a snapshot, an audit entry or a chain head."""
+        if self.snapshot_id is not None:
+            return f"snapshot #{self.snapshot_id} (position {self.sequence})"
+        if self.entry is not None:
+            return f"audit entry #{self.entry} (position {self.sequence})"
+        return "chain"
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """A pruning the audit chain accounts for: which snapshot, when, by whom."""
+
+    snapshot_id: int
+    at: str
+    who: str
 
 
 @dataclass
@@ -101,6 +120,8 @@ class VerifyReport:
     signed: int = 0
     problems: list[ChainProblem] = field(default_factory=list)
     head: str = chain.GENESIS
+    audit_entries: int = 0
+    prunings: list[Pruning] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -143,10 +164,11 @@ def _postgres_lock_timeout(lock_timeout: float) -> Callable[[Any, Any], None]:
     return apply
 
 
-def _migrate(connection: Connection) -> None:
+def _migrate(connection: Connection, signing_key: bytes | None) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
+    config.attributes["signing_key"] = signing_key  # 0005 signs the audit chain it makes
     tables = set(inspect(connection).get_table_names())
     if "snapshots" in tables and "alembic_version" not in tables:
         command.stamp(config, "0001")  # made by the first version, before migrations existed
@@ -195,7 +217,7 @@ class SnapshotStore:
                         raise StoreError(
                             f"store at {shown} has schema version {existing}, newer than this "
                             f"tool's {schema.SCHEMA_VERSION}: upgrade the tool")
-                _migrate(conn)
+                _migrate(conn, signing_key)
         except StoreError:
             raise
         except Exception as error:
@@ -223,15 +245,7 @@ class SnapshotStore:
         except StoreError:
             raise
         except SQLAlchemyError as error:
-            shown = self.engine.url.render_as_string(hide_password=True)
-            detail = str(error).splitlines()[0]
-            hint = ""
-            if "locked" in detail or "lock timeout" in detail:
-                hint = (f". Another process held the store's write lock for more than "
-                        f"{self.lock_timeout:g} s: try again when it is done, or raise "
-                        "[store] lock_timeout")
-            raise StoreError(f"cannot save the snapshot to {shown}: {detail}; nothing was "
-                             f"written (the previous snapshots are intact){hint}") from error
+            raise self._write_error(error, "save the snapshot") from error
 
     def _save(self, run: Snapshot, catalog: Catalog, policy: Policy) -> int:
         if run.taken_at.tzinfo is None:
@@ -277,15 +291,19 @@ class SnapshotStore:
                 "advisory_version": run.advisory_version, "scope": run.scope,
                 "host_count": len(rows), "counts": counts, "discovered_count": len(inventory),
                 "sequence": int(last_sequence) + 1, "previous_hash": last_hash,
-                "format": 2, "observed_count": observed_count(snapshot),
+                "format": chain.CURRENT_FORMAT, "observed_count": observed_count(snapshot),
                 "fresh_count": fresh_count(snapshot.assessments),
             }
-            value = chain.digest(header, rows, inventory)
-            signature = chain.sign(self.signing_key, value) if self.signing_key else None
+            # The id is part of the digest (format 3): the row is inserted first to learn it,
+            # then given its digest, all in this transaction.
             inserted = conn.execute(insert(schema.snapshots).values(
-                **header, hash=value, signature=signature, pruned=False)).inserted_primary_key
+                **header, hash=chain.GENESIS, signature=None, pruned=False)).inserted_primary_key
             assert inserted is not None
             snapshot_id = int(inserted[0])
+            value = chain.digest({**header, "id": snapshot_id}, rows, inventory)
+            signature = chain.sign(self.signing_key, value) if self.signing_key else None
+            conn.execute(update(schema.snapshots).where(schema.snapshots.c.id == snapshot_id)
+                         .values(hash=value, signature=signature))
             if rows:
                 conn.execute(insert(schema.results), [
                     {"snapshot_id": snapshot_id, "position": p, "host": h, "status": st,
@@ -295,9 +313,49 @@ class SnapshotStore:
                 conn.execute(insert(schema.discovered), [
                     {"snapshot_id": snapshot_id, "position": p, "host": h, "record": r}
                     for p, h, r in inventory])
-            conn.execute(update(schema.meta).where(schema.meta.c.key == "chain_head")
-                         .values(value=f"{header['sequence']}:{value}"))
+            self._set_head(conn, "chain_head", "snapshots", f"{header['sequence']}:{value}")
         return snapshot_id
+
+    def _set_head(self, conn: Connection, name: str, kind: str, head: str) -> None:
+        """Move a chain head and its signature (empty without a signing key)."""
+        conn.execute(update(schema.meta).where(schema.meta.c.key == name).values(value=head))
+        conn.execute(update(schema.meta).where(schema.meta.c.key == f"{name}_signature")
+                     .values(value=chain.sign_head(self.signing_key, kind, head)
+                             if self.signing_key else ""))
+
+    def _append_entry(self, conn: Connection, who: str, action: str, snapshot_id: int | None,
+                      detail: str, at: datetime | None = None) -> None:
+        """Append one entry to the audit chain, in ``conn``'s transaction, under the lock on
+        the audit head (two writers' entries are serialised, never forked)."""
+        conn.execute(update(schema.meta).where(schema.meta.c.key == "audit_head")
+                     .values(value=schema.meta.c.value))
+        head = conn.execute(select(schema.meta.c.value)
+                            .where(schema.meta.c.key == "audit_head")).scalar_one()
+        last_sequence, last_hash = head.split(":")
+        entry: dict[str, Any] = {
+            "at": (at or datetime.now(UTC)).astimezone(UTC).isoformat(), "who": who[:255],
+            "action": action[:32], "snapshot_id": snapshot_id, "detail": detail,
+            "sequence": int(last_sequence) + 1, "previous_hash": last_hash,
+        }
+        entry["hash"] = chain.entry_digest(entry)
+        entry["signature"] = (chain.sign(self.signing_key, entry["hash"]) if self.signing_key
+                              else None)
+        conn.execute(insert(schema.audit_log).values(**entry))
+        self._set_head(conn, "audit_head", "audit", f"{entry['sequence']}:{entry['hash']}")
+
+    def _write_error(self, error: SQLAlchemyError, what: str) -> StoreError:
+        """One line for a failed write (locked, read-only, full, gone); nothing was written."""
+        shown = self.engine.url.render_as_string(hide_password=True)
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        hint = ""
+        if "locked" in detail or "lock timeout" in detail:
+            hint = (f". Another process held the store's write lock for more than "
+                    f"{self.lock_timeout:g} s: try again when it is done, or raise "
+                    "[store] lock_timeout")
+        elif "readonly" in detail or "read-only" in detail or "permission denied" in detail:
+            hint = ". The store is read-only to this user: run as a user who may write it"
+        return StoreError(f"cannot {what} in {shown}: {detail}; nothing was written (the "
+                          f"store is as it was){hint}")
 
     # -- the fleet ------------------------------------------------------------------------
 
@@ -380,11 +438,13 @@ class SnapshotStore:
 
     def record(self, who: str, action: str, snapshot_id: int | None, detail: str = "",
                at: datetime | None = None) -> None:
-        """Append to the audit log: who did what (collect, import, export, prune, verify)."""
-        when = (at or datetime.now(UTC)).astimezone(UTC).isoformat()
-        with self.engine.begin() as conn:
-            conn.execute(insert(schema.audit_log).values(at=when, who=who[:255], action=action[:32],
-                                                         snapshot_id=snapshot_id, detail=detail))
+        """Append to the audit chain: who did what (collect, import, export, retire).
+        A failed write is a ``StoreError``."""
+        try:
+            with self.engine.begin() as conn:
+                self._append_entry(conn, who, action, snapshot_id, detail, at)
+        except SQLAlchemyError as error:
+            raise self._write_error(error, f"record the {action} in the audit log") from error
 
     def audit_log(self, limit: int = 1000) -> list[dict[str, Any]]:
         """The newest audit entries first."""
@@ -393,36 +453,54 @@ class SnapshotStore:
                                 .order_by(schema.audit_log.c.id.desc()).limit(limit)).mappings()
             return [dict(row) for row in rows]
 
-    def prune(self, keep: int) -> int:
+    def prune(self, keep: int, who: str = "python -m store prune") -> int:
         """Drop the hosts of all but the newest ``keep`` snapshots; headers and digests stay,
         so the chain remains verifiable. Returns how many snapshots were pruned.
 
+        The pruning is an entry of the audit chain, written in the same transaction, naming
+        each pruned snapshot's id, position and digest (signed with the store's key): verify
+        accepts a snapshot without hosts only when such an entry accounts for it.
+
         ``keep`` below 1 is a ``StoreError``: the newest snapshot is always kept whole, as it
-        holds the fleet the next run is composed with. So is every format 1 snapshot after the newest
-        whole-fleet one (all of them, in a store not yet collected into since the upgrade):
-        their hosts are in no other snapshot."""
+        holds the fleet the next run is composed with. So is every format 1 snapshot after the
+        newest whole-fleet one (all of them, in a store not yet collected into since the
+        upgrade): their hosts are in no other snapshot. A failed write is a ``StoreError``
+        with nothing pruned."""
         if keep < 1:
             raise StoreError(f"prune --keep {keep}: keep at least 1 snapshot (the newest holds "
                              "the fleet the next run starts from)")
-        with self.engine.begin() as conn:
-            # A format 1 snapshot holds hosts no later snapshot holds until a whole-fleet one
-            # has been saved after it: only snapshots before the newest whole-fleet one go.
-            first_fleet = conn.execute(
-                select(func.max(schema.snapshots.c.sequence))
-                .where(schema.snapshots.c.format >= 2)).scalar() or 0
-            ids = conn.execute(
-                select(schema.snapshots.c.id)
-                .where(schema.snapshots.c.pruned.is_(False),
-                       (schema.snapshots.c.format >= 2)
-                       | (schema.snapshots.c.sequence < first_fleet))
-                .order_by(schema.snapshots.c.sequence.desc()).offset(keep)
-            ).scalars().all()
-            if ids:
-                conn.execute(delete(schema.results).where(schema.results.c.snapshot_id.in_(ids)))
-                conn.execute(delete(schema.discovered)
-                             .where(schema.discovered.c.snapshot_id.in_(ids)))
-                conn.execute(update(schema.snapshots).where(schema.snapshots.c.id.in_(ids))
-                             .values(pruned=True))
+        try:
+            with self.engine.begin() as conn:
+                # Under the chain head's lock: no snapshot is appended while this decides.
+                conn.execute(update(schema.meta).where(schema.meta.c.key == "chain_head")
+                             .values(value=schema.meta.c.value))
+                # A format 1 snapshot holds hosts no later snapshot holds until a whole-fleet
+                # one has been saved after it: only snapshots before the newest such one go.
+                first_fleet = conn.execute(
+                    select(func.max(schema.snapshots.c.sequence))
+                    .where(schema.snapshots.c.format >= 2)).scalar() or 0
+                victims = conn.execute(
+                    select(schema.snapshots.c.id, schema.snapshots.c.sequence,
+                           schema.snapshots.c.hash)
+                    .where(schema.snapshots.c.pruned.is_(False),
+                           (schema.snapshots.c.format >= 2)
+                           | (schema.snapshots.c.sequence < first_fleet))
+                    .order_by(schema.snapshots.c.sequence.desc()).offset(keep)
+                ).all()
+                ids = [row[0] for row in victims]
+                if ids:
+                    conn.execute(delete(schema.results)
+                                 .where(schema.results.c.snapshot_id.in_(ids)))
+                    conn.execute(delete(schema.discovered)
+                                 .where(schema.discovered.c.snapshot_id.in_(ids)))
+                    conn.execute(update(schema.snapshots).where(schema.snapshots.c.id.in_(ids))
+                                 .values(pruned=True))
+                self._append_entry(conn, who, "prune", None, _dumps({
+                    "kept_newest": keep,
+                    "pruned": [{"id": i, "sequence": q, "hash": h}
+                               for i, q, h in sorted(victims, key=lambda v: v[1])]}))
+        except SQLAlchemyError as error:
+            raise self._write_error(error, "prune") from error
         return len(ids)
 
     def legacy_figures(self, catalog: Catalog,
@@ -581,15 +659,22 @@ class SnapshotStore:
     # -- verification ---------------------------------------------------------------------
 
     def verify(self, key: bytes | None = None) -> VerifyReport:
-        """Recompute every digest and link; the report names each snapshot that fails."""
+        """Recompute every digest and link of both chains (snapshots and audit log); the
+        report names each snapshot or audit entry that fails. With ``key``, every digest and
+        both chain heads must carry its HMAC. A snapshot without its hosts must be accounted
+        for by a prune entry of the audit chain (signed, with ``key``) naming its id, position
+        and digest."""
         report = VerifyReport()
-        previous = chain.GENESIS
-        expected_sequence = 0
         with self.engine.connect() as conn:
             headers = conn.execute(select(schema.snapshots)
                                    .order_by(schema.snapshots.c.sequence)).mappings().all()
-            head = conn.execute(select(schema.meta.c.value)
-                                .where(schema.meta.c.key == "chain_head")).scalar()
+            entries = conn.execute(select(schema.audit_log)
+                                   .order_by(schema.audit_log.c.sequence,
+                                             schema.audit_log.c.id)).mappings().all()
+            heads = dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all())
+        accounted = self._verify_audit(entries, heads, key, report)
+        previous = chain.GENESIS
+        expected_sequence = 0
         for row in headers:
             info = _info(row)
             expected_sequence += 1
@@ -605,23 +690,31 @@ class SnapshotStore:
             if info.previous_hash != previous:
                 problem("does not link to the snapshot before it (deleted, inserted or "
                         "reordered snapshots, or a changed predecessor)")
+            results, inventory = self.raw_rows(info.id)
             if info.pruned:
                 report.pruned += 1
+                pruning = accounted.get(info.id)
                 if row is headers[-1]:
                     problem("the newest snapshot is marked pruned, which pruning never does: it "
                             "holds the fleet")
-                results, inventory = self.raw_rows(info.id)
                 if results or inventory:
                     problem("marked pruned but still holds its hosts (the flag was set by hand)")
+                elif pruning is None:
+                    problem("its hosts are gone, but no pruning in the audit chain names it: "
+                            "they were deleted outside the tool")
+                elif pruning[0] != (info.sequence, info.hash):
+                    problem("the pruning that names it recorded another chain position or "
+                            "digest (the snapshot was changed or renumbered)")
+                else:
+                    report.prunings.append(Pruning(info.id, *pruning[1]))
             else:
-                results, inventory = self.raw_rows(info.id)
                 try:
                     recomputed = chain.digest(dict(row), results, inventory)
                 except ValueError as error:  # an unknown format: nothing can be recomputed
                     recomputed = f"({error})"
                 if recomputed != info.hash:
                     problem("content does not match its recorded digest (a stored observation, "
-                            "verdict, time or header was changed)")
+                            "verdict, time, id or header was changed)")
                 if not info.fleet and (
                         info.observed_count is not None or info.fresh_count is not None
                         or any(r[5] is not None or r[6] is not None for r in results)):
@@ -634,11 +727,68 @@ class SnapshotStore:
                 else:
                     problem("signature missing or wrong for this key")
             previous = info.hash
+        head = heads.get("chain_head")
         if head is not None and head != f"{expected_sequence}:{previous}":
             report.problems.append(ChainProblem(None, None, f"chain head {head} does not match "
                                                 "the last snapshot (the newest were removed?)"))
+        if key is not None and head not in (None, f"0:{chain.GENESIS}") and not \
+                chain.head_signature_ok(key, "snapshots", head, heads.get("chain_head_signature") or None):
+            report.problems.append(ChainProblem(None, None, "the chain head is not signed with "
+                                                "this key (the newest snapshots removed and the "
+                                                "head rewritten?)"))
         report.head = previous
         return report
+
+    def _verify_audit(self, entries: Sequence[Any], heads: Mapping[str, str],
+                      key: bytes | None, report: VerifyReport
+                      ) -> dict[int, tuple[tuple[int, str], tuple[str, str]]]:
+        """Check the audit chain into ``report``; returns the snapshots its valid prune (and
+        upgrade) entries account for: id -> ((position, digest), (when, who))."""
+        accounted: dict[int, tuple[tuple[int, str], tuple[str, str]]] = {}
+        previous = chain.GENESIS
+        expected = 0
+        for entry in entries:
+            report.audit_entries += 1
+
+            def problem(message: str, entry: Mapping[str, Any] = entry) -> None:
+                report.problems.append(ChainProblem(None, entry["sequence"], message,
+                                                    entry=entry["id"]))
+
+            if entry["sequence"] is None:
+                problem("not part of the audit chain (an entry inserted by hand)")
+                continue
+            expected += 1
+            valid = True
+            if entry["sequence"] != expected:
+                problem(f"audit position {entry['sequence']} where {expected} was expected (an "
+                        "entry was deleted or inserted)")
+                expected = entry["sequence"]
+                valid = False
+            if entry["previous_hash"] != previous:
+                problem("does not link to the entry before it")
+                valid = False
+            if chain.entry_digest(entry) != entry["hash"]:
+                problem("content does not match its recorded digest (who, when, what or "
+                        "detail was changed)")
+                valid = False
+            if key is not None and not chain.signature_ok(key, entry["hash"],
+                                                          entry["signature"]):
+                problem("signature missing or wrong for this key")
+                valid = False
+            if valid and entry["action"] in ("prune", "upgrade"):
+                for item in _named_prunings(entry["detail"]):
+                    accounted[item[0]] = (item[1:], (entry["at"], entry["who"]))
+            previous = entry["hash"]
+        head = heads.get("audit_head")
+        if head is not None and head != f"{expected}:{previous}":
+            report.problems.append(ChainProblem(None, None, f"audit head {head} does not match "
+                                                "the last audit entry (the newest were removed?)"))
+        if key is not None and head not in (None, f"0:{chain.GENESIS}") and not \
+                chain.head_signature_ok(key, "audit", head, heads.get("audit_head_signature") or None):
+            report.problems.append(ChainProblem(None, None, "the audit head is not signed with "
+                                                "this key (the newest entries removed and the "
+                                                "head rewritten?)"))
+        return accounted
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -664,6 +814,16 @@ def _assessment(observation: str, verdict: str, observed_in: int | None,
     return Assessment(observation_from_dict(json.loads(observation)),
                       verdict_from_dict(json.loads(verdict)), observed_in=observed_in,
                       scopes=tuple(json.loads(scopes)) if scopes else ())
+
+
+def _named_prunings(detail: str) -> list[tuple[int, int, str]]:
+    """(id, position, digest) of each snapshot a prune or upgrade entry names; none for an
+    entry of schema 4 and before, whose detail was free text."""
+    try:
+        named = json.loads(detail)["pruned"]
+        return [(int(item["id"]), int(item["sequence"]), str(item["hash"])) for item in named]
+    except (ValueError, KeyError, TypeError):
+        return []
 
 
 def _stored_text(texts: dict[int, tuple[Observation, str]], observation: Observation) -> str | None:

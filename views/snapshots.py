@@ -46,9 +46,7 @@ if st.session_state.get("chain_checked"):
     else:
         lines = [
             # The messages quote stored values, which whoever tampered with the store chose.
-            f"- snapshot #{p.snapshot_id} (chain position {p.sequence}): {literal(p.message)}"
-            if p.snapshot_id is not None else f"- chain head: {literal(p.message)}"
-            for p in report.problems
+            f"- {p.where}: {literal(p.message)}" for p in report.problems
         ]
         st.error(f"**The chain does not verify**: {len(report.problems)} problem(s) in "
                  f"{report.checked} snapshots.\n" + "\n".join(lines))

@@ -250,3 +250,53 @@ def test_a_writer_killed_mid_transaction_leaves_the_store_consistent(any_url, sh
         assert store.verify().ok
     finally:
         store.dispose()
+
+
+def test_a_schema_4_store_with_pruned_snapshots_upgrades_into_a_verifying_audit_chain(
+        any_url, shipped_catalog):
+    """Schema 5 chains the audit entries written before it and accounts for the snapshots
+    already pruned in one upgrade entry; a snapshot emptied by hand later is still caught."""
+    engine = create_engine(any_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        for number in (1, 2, 3):
+            conn.execute(text(
+                "INSERT INTO snapshots (taken_at, source, label, tool_version, "
+                "catalog_version, advisory_id, advisory_version, host_count, counts, scope, "
+                "discovered_count) VALUES (:t, 'collect', 'old', '0.1.0', 'c', "
+                "'2021-03-proxylogon', '1', 1, :counts, '', 0)"),
+                {"t": (NOW - timedelta(days=4 - number)).isoformat(), "counts": '{"patched":1}'})
+            conn.execute(text(
+                "INSERT INTO results (snapshot_id, position, host, status, observation, verdict) "
+                "VALUES ((SELECT max(id) FROM snapshots), 0, 'OLD', 'patched', :o, :v)"),
+                {"o": '{"host":{"name":"OLD"},"observed_at":null,"source":"x"}',
+                 "v": '{"host":"OLD","status":"patched","reason":"r","action":"a",'
+                      f'"as_of":"{NOW.isoformat()}"}}'})
+        command.upgrade(config, "0004")
+        # What schema 4's prune did: hosts deleted, the flag set, an entry without ids.
+        conn.execute(text("DELETE FROM results WHERE snapshot_id = 1"))
+        conn.execute(text("UPDATE snapshots SET pruned = :t WHERE id = 1"), {"t": True})
+        conn.execute(text("INSERT INTO audit_log (at, who, action, snapshot_id, detail) VALUES "
+                          "(:at, 'alice', 'prune', NULL, 'kept the newest 2; pruned 1')"),
+                     {"at": NOW.isoformat()})
+    engine.dispose()
+
+    key = b"dummy-signing-key"
+    store = SnapshotStore.open(any_url, signing_key=key)
+    try:
+        report = store.verify()  # the snapshots were written without a key: unsigned
+        assert report.ok, report.problems
+        assert report.audit_entries == 2 and [p.snapshot_id for p in report.prunings] == [1]
+        assert [(e["action"], e["sequence"]) for e in store.audit_log()] == [("upgrade", 2),
+                                                                           ("prune", 1)]
+        assert not [p for p in store.verify(key).problems if p.snapshot_id is None]
+        with store.engine.begin() as conn:
+            conn.execute(text("DELETE FROM results WHERE snapshot_id = 2"))
+            conn.execute(text("UPDATE snapshots SET pruned = :t WHERE id = 2"), {"t": True})
+        assert [(p.snapshot_id, "deleted outside the tool" in p.message)
+                for p in store.verify().problems] == [(2, True)]
+    finally:
+        store.dispose()

@@ -360,7 +360,8 @@ def test_format_1_figures_match_the_composed_fleet(any_store, shipped_catalog):
      "format 1 snapshot carries whole-fleet fields"),
     ("UPDATE snapshots SET pruned = true WHERE id = :newest", "newest snapshot is marked pruned"),
     ("UPDATE snapshots SET pruned = true WHERE id = :legacy", "still holds its hosts"),
-    ("UPDATE snapshots SET format = 3 WHERE id = :newest", "does not match its recorded digest"),
+    ("UPDATE snapshots SET format = 2 WHERE id = :newest", "does not match its recorded digest"),
+    ("UPDATE snapshots SET format = 4 WHERE id = :newest", "does not match its recorded digest"),
 ])
 def test_verify_catches_forged_fleet_fields_on_every_format(empty_store, shipped_catalog,
                                                             statement, message):

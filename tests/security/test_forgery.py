@@ -1,0 +1,214 @@
+"""A database writer forging the evidence: every forgery of issue 12 fails verification.
+
+Each test edits the store as an attacker with write access to the database would (SQL, no
+signing key), then runs ``verify`` as an auditor would: the forgery must be named, never
+reported OK. With a signing key set, even a forger who recomputes every digest is caught.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from compliance.evaluate import assess
+from compliance.models import Host, Observation
+from store import SnapshotStore, chain
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+KEY = b"dummy-signing-key-for-tests"
+PATCHED, VULNERABLE = "15.1.2176.9", "15.1.2176.2"  # 2016 CU19 with and without the March SU
+
+
+def _fill(store: SnapshotStore, catalog, weeks: int = 4) -> list[int]:
+    """One snapshot a week; EX1 stays vulnerable throughout."""
+    ids = []
+    for week in range(weeks):
+        at = NOW - timedelta(weeks=weeks - week)
+        observations = [Observation(Host(f"EX{i}"), at, "test",
+                                    exsetup_version=PATCHED if i == 0 else VULNERABLE)
+                        for i in range(3)]
+        ids.append(store.save(assess(observations, catalog, at, source="test",
+                                     tool_version="t"), catalog))
+    return ids
+
+
+def _cli(url: str, *args: str, key: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}
+    if key:
+        env["PROXYLOGON_SIGNING_KEY"] = key.decode()
+    return subprocess.run([sys.executable, "-m", "store", "--db", url, "--secrets",
+                           "/nonexistent/secrets.toml", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _problems(store: SnapshotStore, key: bytes | None = None) -> list[str]:
+    report = store.verify(key)
+    return [f"{p.where}: {p.message}" for p in report.problems]
+
+
+@pytest.fixture
+def signed(store_url, shipped_catalog):
+    store = SnapshotStore.open(store_url, signing_key=KEY)
+    ids = _fill(store, shipped_catalog)
+    store.record("alice", "collect", ids[-1], "test")
+    assert store.verify(KEY).ok
+    yield store, ids
+    store.dispose()
+
+
+def test_deleting_a_snapshots_hosts_and_setting_pruned_is_caught(empty_store, shipped_catalog,
+                                                                 store_url):
+    ids = _fill(empty_store, shipped_catalog)
+    with empty_store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM results WHERE snapshot_id = :id"), {"id": ids[1]})
+        conn.execute(text("UPDATE snapshots SET pruned = 1 WHERE id = :id"), {"id": ids[1]})
+    problems = _problems(empty_store)
+    assert problems == [f"snapshot #{ids[1]} (position 2): its hosts are gone, but no pruning "
+                        "in the audit chain names it: they were deleted outside the tool"]
+    result = _cli(store_url, "verify")
+    assert result.returncode == 1 and "deleted outside the tool" in result.stderr
+    assert result.stderr.rstrip().endswith("verification failed: 1 problem(s)")
+
+
+def test_a_forged_verdict_behind_the_pruned_flag_is_caught_and_never_diffed(
+        empty_store, shipped_catalog, store_url):
+    ids = _fill(empty_store, shipped_catalog)
+    with empty_store.engine.begin() as conn:
+        conn.execute(text("UPDATE results SET status = 'patched', verdict = replace(verdict, "
+                          "'\"vulnerable\"', '\"patched\"') WHERE snapshot_id = :id"),
+                     {"id": ids[1]})
+        conn.execute(text("UPDATE snapshots SET pruned = 1 WHERE id = :id"), {"id": ids[1]})
+    assert any("still holds its hosts" in p for p in _problems(empty_store))
+    shown = _cli(store_url, "diff", str(ids[1]), str(ids[2]))
+    assert shown.returncode == 2 and "newly patched" not in shown.stdout
+    assert "was pruned" in shown.stderr
+
+
+def test_renumbering_a_snapshot_is_caught(empty_store, shipped_catalog):
+    ids = _fill(empty_store, shipped_catalog)
+    with empty_store.engine.begin() as conn:
+        conn.execute(text("PRAGMA foreign_keys=OFF"))
+        conn.execute(text("UPDATE snapshots SET id = 99 WHERE id = :id"), {"id": ids[1]})
+        conn.execute(text("UPDATE results SET snapshot_id = 99 WHERE snapshot_id = :id"),
+                     {"id": ids[1]})
+    assert _problems(empty_store) == ["snapshot #99 (position 2): content does not match its "
+                                      "recorded digest (a stored observation, verdict, time, id "
+                                      "or header was changed)"]
+
+
+def test_pruning_is_a_recorded_event_verify_names(empty_store, shipped_catalog, store_url):
+    ids = _fill(empty_store, shipped_catalog)
+    result = _cli(store_url, "prune", "--keep", "2")
+    assert result.returncode == 0, result.stderr
+    verified = _cli(store_url, "verify")
+    assert verified.returncode == 0, verified.stderr
+    assert "2 pruned: links only, each by a recorded pruning" in verified.stdout
+    assert f"snapshot #{ids[0]} pruned 20" in verified.stdout
+    entry = empty_store.audit_log(1)[0]
+    assert entry["action"] == "prune"
+    named = json.loads(entry["detail"])["pruned"]
+    assert [n["id"] for n in named] == ids[:2]
+    assert [n["hash"] for n in named] == [empty_store.info(i).hash for i in ids[:2]]
+    # Deleting the prune entry (and moving the head back) un-accounts both snapshots.
+    with empty_store.engine.begin() as conn:
+        last = conn.execute(text("SELECT sequence, previous_hash FROM audit_log "
+                                 "WHERE id = :id"), {"id": entry["id"]}).one()
+        conn.execute(text("DELETE FROM audit_log WHERE id = :id"), {"id": entry["id"]})
+        conn.execute(text("UPDATE meta SET value = :v WHERE key = 'audit_head'"),
+                     {"v": f"{last[0] - 1}:{last[1]}"})
+    problems = _problems(empty_store)
+    assert sum("deleted outside the tool" in p for p in problems) == 2, problems
+
+
+def test_a_pruning_that_names_another_digest_accounts_for_nothing(empty_store, shipped_catalog):
+    ids = _fill(empty_store, shipped_catalog)
+    empty_store.prune(3, "alice")
+    # The forger rewrites the pruned header's digest and keeps the links consistent.
+    forged = "f" * 64
+    with empty_store.engine.begin() as conn:
+        conn.execute(text("UPDATE snapshots SET hash = :h WHERE id = :id"),
+                     {"h": forged, "id": ids[0]})
+        conn.execute(text("UPDATE snapshots SET previous_hash = :h WHERE id = :id"),
+                     {"h": forged, "id": ids[1]})
+    problems = _problems(empty_store)
+    assert any(f"snapshot #{ids[0]}" in p and "recorded another chain position or digest" in p
+               for p in problems), problems
+
+
+def test_an_edited_or_inserted_audit_entry_is_caught(empty_store, shipped_catalog):
+    ids = _fill(empty_store, shipped_catalog)
+    empty_store.record("alice", "export", ids[0], "csv to standard output")
+    empty_store.record("bob", "collect", ids[-1], "3 hosts")
+    assert empty_store.verify().ok and empty_store.verify().audit_entries == 2
+    with empty_store.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_log SET who = 'mallory' WHERE who = 'alice'"))
+    assert any("who, when, what or detail was changed" in p for p in _problems(empty_store))
+    with empty_store.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_log SET who = 'alice' WHERE who = 'mallory'"))
+        conn.execute(text("INSERT INTO audit_log (at, who, action, snapshot_id, detail) VALUES "
+                          "('2026-01-01T00:00:00+00:00', 'x', 'prune', NULL, '{}')"))
+    assert any("not part of the audit chain" in p for p in _problems(empty_store))
+
+
+def test_with_a_key_a_recomputed_prune_entry_is_caught(signed, shipped_catalog):
+    store, ids = signed
+    # The forger deletes a snapshot's hosts and writes the prune entry the tool would have
+    # written, digest and head included: everything but the HMAC, which needs the key.
+    head = store.raw_header(ids[1])
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM results WHERE snapshot_id = :id"), {"id": ids[1]})
+        conn.execute(text("UPDATE snapshots SET pruned = 1 WHERE id = :id"), {"id": ids[1]})
+        sequence, previous = conn.execute(
+            text("SELECT value FROM meta WHERE key = 'audit_head'")).scalar_one().split(":")
+        entry = {"at": NOW.isoformat(), "who": "python -m store prune", "action": "prune",
+                 "snapshot_id": None, "sequence": int(sequence) + 1, "previous_hash": previous,
+                 "detail": json.dumps({"kept_newest": 2, "pruned": [
+                     {"id": ids[1], "sequence": head["sequence"], "hash": head["hash"]}]})}
+        entry["hash"] = chain.entry_digest(entry)
+        conn.execute(text("INSERT INTO audit_log (at, who, action, snapshot_id, detail, sequence,"
+                          " previous_hash, hash) VALUES (:at, :who, :action, :snapshot_id, "
+                          ":detail, :sequence, :previous_hash, :hash)"), entry)
+        conn.execute(text("UPDATE meta SET value = :v WHERE key = 'audit_head'"),
+                     {"v": f"{entry['sequence']}:{entry['hash']}"})
+    assert store.verify().ok  # without the key the forgery is consistent
+    problems = _problems(store, KEY)
+    assert any("audit entry" in p and "signature missing or wrong" in p for p in problems)
+    assert any(f"snapshot #{ids[1]}" in p and "deleted outside the tool" in p for p in problems)
+    assert any("audit head is not signed" in p for p in problems)
+
+
+def test_with_a_key_removing_the_newest_snapshot_is_caught_by_the_signed_head(signed):
+    store, ids = signed
+    newest = store.info(ids[-1])
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM snapshots WHERE id = :id"), {"id": ids[-1]})
+        conn.execute(text("UPDATE meta SET value = :v WHERE key = 'chain_head'"),
+                     {"v": f"{newest.sequence - 1}:{newest.previous_hash}"})
+    assert store.verify().ok  # the truncated chain is consistent in itself
+    assert any("chain head is not signed" in p for p in _problems(store, KEY))
+
+
+def test_with_a_key_a_renumbered_snapshot_with_a_recomputed_digest_is_caught(signed):
+    store, ids = signed
+    header = store.raw_header(ids[-1])
+    results, inventory = store.raw_rows(ids[-1])
+    forged = chain.digest({**header, "id": 77}, results, inventory)
+    with store.engine.begin() as conn:
+        conn.execute(text("PRAGMA foreign_keys=OFF"))
+        conn.execute(text("UPDATE snapshots SET id = 77, hash = :h WHERE id = :id"),
+                     {"h": forged, "id": ids[-1]})
+        conn.execute(text("UPDATE results SET snapshot_id = 77 WHERE snapshot_id = :id"),
+                     {"id": ids[-1]})
+        conn.execute(text("UPDATE meta SET value = :v WHERE key = 'chain_head'"),
+                     {"v": f"{header['sequence']}:{forged}"})
+    assert store.verify().ok
+    problems = _problems(store, KEY)
+    assert "snapshot #77 (position 4): signature missing or wrong for this key" in problems
+    assert any("chain head is not signed" in p for p in problems)
