@@ -136,6 +136,9 @@ class HostBehavior:
       action: "Create", "Command" or "Receive".
     * ``truncate``: on Receive, send the headers and half of the body, then close the connection
       (requests.exceptions.ChunkedEncodingError, which is NOT a ConnectionError).
+    * ``trickle``: on Receive, send the whole answer (status line, headers, body) one byte every
+      ``trickle`` seconds, slowloris-style: each read the client makes succeeds well within its
+      read timeout, yet the answer takes thousands of seconds to complete.
     """
 
     stdout: str | bytes = ""
@@ -150,10 +153,13 @@ class HostBehavior:
     fault: str | None = None
     reset: bool | str = False
     truncate: bool = False
+    trickle: float = 0.0
 
     def __post_init__(self) -> None:
         if self.chunks < 1:
             raise ValueError("chunks must be >= 1")
+        if self.trickle < 0:
+            raise ValueError("trickle must be >= 0 (seconds per byte)")
         if self.fault not in (None, "access_denied", "generic"):
             raise ValueError(f"fault must be None, 'access_denied' or 'generic', not {self.fault!r}")
         if isinstance(self.reset, str) and self.reset not in RESET_ACTIONS:
@@ -461,6 +467,14 @@ class _Truncate(Exception):
         self.answer = answer
 
 
+class _Trickle(Exception):
+    def __init__(self, status: int, answer: bytes, seconds_per_byte: float) -> None:
+        super().__init__(status)
+        self.status = status
+        self.answer = answer
+        self.seconds_per_byte = seconds_per_byte
+
+
 # --------------------------------------------------------------------------------------------------
 # HTTP side
 
@@ -576,6 +590,14 @@ class _Handler(BaseHTTPRequestHandler):
             sock.close()
         self.close_connection = True
 
+    def _trickle(self, data: bytes, seconds_per_byte: float) -> None:
+        """Write ``data`` one byte at a time, ``seconds_per_byte`` apart (until the peer stops)."""
+        for index in range(len(data)):
+            if self.peer._stopping.wait(seconds_per_byte):
+                self.close_connection = True
+                return
+            self.wfile.write(data[index:index + 1])  # OSError once the client hung up: ends here
+
     # ---- requests
 
     def do_GET(self) -> None:
@@ -637,6 +659,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._truncate(b"HTTP/1.1 %d \r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
                 truncate.status, (ENCRYPTED_CONTENT_TYPE if encrypted else SOAP_CONTENT_TYPE).encode(),
                 len(truncate.answer), truncate.answer[: len(truncate.answer) // 2]))
+            return
+        except _Trickle as trickle:
+            answer = trickle.answer
+            if encrypted and self.ntlm is not None:
+                answer = encrypt_message(self.ntlm, answer)
+            self._trickle(b"HTTP/1.1 %d \r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+                trickle.status, (ENCRYPTED_CONTENT_TYPE if encrypted else SOAP_CONTENT_TYPE).encode(),
+                len(answer), answer), trickle.seconds_per_byte)
             return
         self._send(status, answer, encrypt=encrypted)
 
@@ -975,6 +1005,8 @@ class WsmanPeer:
                                    _as_bytes(behavior.stderr), done, behavior.exit_code)
         if behavior.truncate:
             raise _Truncate(200, answer)
+        if behavior.trickle > 0:
+            raise _Trickle(200, answer, behavior.trickle)
         return 200, answer
 
     def _on_signal(self, _host: str, _behavior: HostBehavior, request: _Request, _address: str) -> tuple[int, bytes]:
