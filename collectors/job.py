@@ -53,10 +53,17 @@ class CollectionBusy(JobError):
 
 @contextmanager
 def run_lock(data_dir: Path) -> Iterator[None]:
-    """Refuse a second collection while one is running (per data directory)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """Refuse a second collection while one is running (per data directory): a second one
+    gets ``CollectionBusy``; a data directory that cannot hold the lock file, ``JobError``."""
     path = data_dir / "collect.lock"
-    with path.open("a+") as handle:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a+")
+    except OSError as error:
+        raise JobError(f"cannot write the collection lock {path}: {error.strerror or error}; "
+                       "nothing was collected. Point [store] data_dir (or "
+                       "PROXYLOGON_DATA_DIR) at a directory this user may write") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

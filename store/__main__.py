@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
 from compliance.models import Snapshot
@@ -150,6 +152,12 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
         return _run(args, store, key, Policy(max_age=settings.max_age), stdout, stderr)
     except StoreError as error:
         stderr.write(f"error: {inert(error)}\n")
+        return 2
+    except SQLAlchemyError as error:  # a damaged file or a lost connection, while reading
+        if args.command == "verify":
+            stderr.write(f"verification failed: {inert(store.read_error(error))}\n")
+            return 1
+        stderr.write(f"error: {inert(store.read_error(error))}\n")
         return 2
     finally:
         store.dispose()

@@ -343,6 +343,14 @@ class SnapshotStore:
         conn.execute(insert(schema.audit_log).values(**entry))
         self._set_head(conn, "audit_head", "audit", f"{entry['sequence']}:{entry['hash']}")
 
+    def read_error(self, error: SQLAlchemyError) -> StoreError:
+        """One line for a failed read (a damaged file, a lost connection)."""
+        shown = self.engine.url.render_as_string(hide_password=True)
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return StoreError(f"cannot read the store {shown}: {detail}. If the file is damaged, "
+                          "restore it from a backup and compare its chain head with a bundle "
+                          "or an earlier `python -m store verify`")
+
     def _write_error(self, error: SQLAlchemyError, what: str) -> StoreError:
         """One line for a failed write (locked, read-only, full, gone); nothing was written."""
         shown = self.engine.url.render_as_string(hide_password=True)

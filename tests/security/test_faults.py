@@ -260,3 +260,89 @@ def test_a_bad_store_or_setting_is_one_line_never_a_traceback(tmp_path, args, en
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and "Traceback" not in done.stderr, lines
     assert "s3cret-pw" not in done.stderr
+
+
+def _store_cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "store", "--secrets", str(tmp_path / "none.toml"),
+                           *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PROXYLOGON_DATA_DIR": str(tmp_path / "data"),
+                               **(env or {})})
+
+
+def _one_line(done: subprocess.CompletedProcess[str], code: int, says: str) -> None:
+    assert done.returncode == code, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "Traceback" not in done.stderr, lines
+
+
+def _filled(tmp_path: Path, count: int = 3) -> Path:
+    path = tmp_path / "store.db"
+    catalog = load_catalog()
+    store = SnapshotStore.open(f"sqlite:///{path}")
+    for day in range(count):
+        at = NOW + timedelta(days=day)
+        store.save(assess([Observation(Host(f"EX{i}"), at, "t", exsetup_version="15.1.2176.2")
+                           for i in range(300)], catalog, at, source="t", tool_version="t"),
+                   catalog)
+    store.dispose()
+    return path
+
+
+def test_verify_of_a_file_damaged_mid_way_is_one_line(tmp_path):
+    path = _filled(tmp_path)
+    size = path.stat().st_size
+    with path.open("r+b") as handle:  # garbage over the middle of the file
+        handle.seek(size // 2)
+        handle.write(os.urandom(16384))
+    done = _store_cli(tmp_path, "--db", f"sqlite:///{path}", "verify")
+    assert done.returncode in (1, 2), done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines and "Traceback" not in done.stderr, done.stderr
+    assert lines[-1].startswith(("verification failed:", "FAIL", "error:")), lines
+
+
+def test_export_from_a_read_only_store_is_one_line_and_exports_nothing(tmp_path):
+    path = _filled(tmp_path, 1)
+    out = tmp_path / "hosts.csv"
+    done = _store_cli(tmp_path, "--db", f"sqlite:///file:{path}?mode=ro&uri=true", "export",
+                      "--format", "csv", "--output", str(out))
+    _one_line(done, 2, "read-only")
+    assert not out.exists()  # an export nobody could audit is not made
+
+
+@pytest.mark.parametrize("args", [["export", "--format", "csv"], ["prune", "--keep", "1"]])
+def test_export_or_prune_while_another_writer_holds_the_lock_is_one_line(tmp_path, args):
+    path = _filled(tmp_path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        done = _store_cli(tmp_path, "--db", f"sqlite:///{path}", *args,
+                          env={"PROXYLOGON_LOCK_TIMEOUT": "0.5"})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    _one_line(done, 2, "database is locked")
+    assert not done.stdout
+    store = SnapshotStore.open(f"sqlite:///{path}")
+    try:
+        assert not any(s.pruned for s in store.history()) and store.verify().ok
+    finally:
+        store.dispose()
+
+
+def test_collect_with_a_data_directory_it_cannot_write_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    inventory = tmp_path / "inventory.csv"
+    inventory.write_text("name\nEX1\n")
+    config = tmp_path / "collection.toml"
+    config.write_text('[winrm]\nusername = "svc"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "collectors", "collect", "--config", str(config), "--inventory",
+         str(inventory), "--db", f"sqlite:///{tmp_path / 'store.db'}", "--secrets",
+         str(tmp_path / "none.toml")], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PROXYLOGON_DATA_DIR": str(blocker / "data"),
+             "PROXYLOGON_WINRM_PASSWORD": "dummy"})
+    _one_line(done, 1, "cannot write the collection lock")
+    assert "nothing was collected" in done.stderr
