@@ -40,9 +40,14 @@ if st.button("Verify the chain", key="verify", icon=":material/verified:",
 if st.session_state.get("chain_checked"):
     report = data.verify(url, ctx.config.signing_key)
     if report.ok:
-        pruned = (f" {report.pruned} pruned: their links are verified, their hosts are gone."
+        pruned = (f" {report.pruned} pruned: their links are verified, their hosts are gone, "
+                  "and a pruning in the audit log accounts for each ("
+                  + "; ".join(f"#{p.snapshot_id} {p.at[:16]} by {literal(p.who)}"
+                              for p in report.prunings[:5])
+                  + ("…" if len(report.prunings) > 5 else "") + ")."
                   if report.pruned else "")
-        st.success(f"{report.checked} snapshots, every digest and link verified.{pruned}")
+        st.success(f"{report.checked} snapshots and {report.audit_entries} audit entries, every "
+                   f"digest and link verified.{pruned}")
     else:
         lines = [
             # The messages quote stored values, which whoever tampered with the store chose.

@@ -107,8 +107,8 @@ def test_verify_succeeds_on_an_intact_chain(demo):
     at = _run(SNAPSHOTS)
     at.button(key="verify").click().run()
     assert not at.exception
-    assert any(f"{len(demo.history())} snapshots, every digest and link verified" in s.value
-               for s in at.success)
+    assert any(f"{len(demo.history())} snapshots and {len(demo.audit_log())} audit entries, "
+               "every digest and link verified" in s.value for s in at.success)
     assert not at.error
 
 
@@ -125,7 +125,8 @@ def test_verify_with_the_signing_key_says_signatures_were_checked(store, monkeyp
     signed.dispose()
     at = _run(SNAPSHOTS)
     at.button(key="verify").click().run()
-    assert any("1 snapshots, every digest and link verified" in s.value for s in at.success)
+    assert any("1 snapshots and 0 audit entries, every digest and link verified" in s.value
+               for s in at.success)
     assert any("signatures were checked too" in c.value for c in at.caption)
     assert not any("not checked" in c.value for c in at.caption)
 
@@ -253,3 +254,14 @@ def test_catalogue_page_runs_without_any_snapshot(store):
     at = _run(CATALOG)
     assert any("No snapshot yet" in i.value for i in at.info)
     assert len(_table(at, "released")) == 373
+
+
+def test_verify_names_who_pruned_each_pruned_snapshot(store):
+    for number in range(3):
+        _single(store, f"EX-{number}", "15.1.2176.9")
+    assert store.prune(1, "alice@corp.example") == 2
+    at = _run(SNAPSHOTS)
+    at.button(key="verify").click().run()
+    assert not at.exception and not at.error
+    success = " ".join(s.value for s in at.success)
+    assert "2 pruned" in success and success.count("by alice") == 2, success
