@@ -188,7 +188,7 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
                             "; no signing key: a database writer could rewrite both chains")
                          + f"); head {report.head}\n")
             for pruning in report.prunings:
-                stdout.write(f"  snapshot #{pruning.snapshot_id} pruned {pruning.at} by "
+                stdout.write(f"  snapshot #{pruning.snapshot_id} pruned {inert(pruning.at)} by "
                              f"{inert(pruning.who)}\n")
         else:
             stderr.write(f"verification failed: {len(report.problems)} problem(s)\n")
@@ -226,7 +226,7 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
                          "evidence)\n")
         return 0
     if args.command == "audit":
-        stdout.write(to_csv(store.audit_log(args.limit), AUDIT_COLUMNS))
+        _emit(stdout, to_csv(store.audit_log(args.limit), AUDIT_COLUMNS))
         return 0
     if args.command == "retire":
         return _retire(args, store, policy, stderr)
@@ -253,8 +253,18 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
     elif args.format == "bundle":
         raise StoreError("a bundle is binary: give --output FILE.zip")
     else:
-        stdout.write(data.decode())
+        _emit(stdout, data.decode())
     return 0
+
+
+def _emit(stdout: TextIO, text: str) -> None:
+    """Data (CSV, JSON) for a pipe as it is; on a terminal, each line made inert, so a value
+    chosen by whoever wrote the store cannot drive the terminal."""
+    isatty = getattr(stdout, "isatty", None)
+    if isatty is None or not isatty():
+        stdout.write(text)
+        return
+    stdout.write("".join(inert(line.rstrip("\r")) + "\n" for line in text.splitlines()))
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -42,7 +42,7 @@ if st.session_state.get("chain_checked"):
     if report.ok:
         pruned = (f" {report.pruned} pruned: their links are verified, their hosts are gone, "
                   "and a pruning in the audit log accounts for each ("
-                  + "; ".join(f"#{p.snapshot_id} {p.at[:16]} by {literal(p.who)}"
+                  + "; ".join(f"#{p.snapshot_id} {literal(p.at[:16])} by {literal(p.who)}"
                               for p in report.prunings[:5])
                   + ("…" if len(report.prunings) > 5 else "") + ")."
                   if report.pruned else "")

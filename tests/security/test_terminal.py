@@ -3,6 +3,7 @@ names, file names, reasons) cannot clear the screen, ring the bell or forge a li
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -67,3 +68,28 @@ def test_an_import_rejection_prints_a_hostile_file_name_inertly(tmp_path):
     assert done.returncode == 1
     assert "\x1b" not in done.stderr and "\x07" not in done.stderr
     assert "probe-\\x1b[2J\\x07.json" in done.stderr
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("args", [["audit"], ["export", "--format", "csv"]])
+def test_data_printed_to_a_terminal_is_inert_and_to_a_pipe_exact(tmp_path, args):
+    from store.__main__ import main
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    catalog = load_catalog()
+    store = SnapshotStore.open(url)
+    store.save(assess([Observation(Host(HOSTILE), NOW, "t", exsetup_version="15.1.2176.9")],
+                      catalog, NOW, source="import", tool_version="t"), catalog)
+    store.record(HOSTILE, "import", 1, HOSTILE)
+    store.dispose()
+    base = ["--db", url, "--secrets", str(tmp_path / "none.toml")]
+    terminal, pipe = _Terminal(), io.StringIO()
+    assert main([*base, *args], stdout=terminal, stderr=io.StringIO()) == 0
+    assert main([*base, *args], stdout=pipe, stderr=io.StringIO()) == 0
+    assert "\x1b" not in terminal.getvalue() and "\u202e" not in terminal.getvalue()
+    assert "EX\\x1b[2J\\x07" in terminal.getvalue()
+    assert "\x1b[2J\x07" in pipe.getvalue()  # a file or a pipe gets the data as stored
