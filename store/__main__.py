@@ -1,11 +1,18 @@
 """``python -m store``: the snapshot store for auditors and scripts.
 
     history                      list snapshots (id, time, source, hosts, chain position)
-    verify [--bundle FILE]       recompute every digest and link (or check one bundle alone)
+    verify [--bundle FILE]       recompute every digest and link of the snapshots and the audit
+                                 log, and with the signing key every HMAC (or check one
+                                 evidence bundle alone, without the database)
     diff A B                     what changed between snapshots A and B (ids or "latest")
+    reevaluate [--snapshot ID]   where today's catalogue would judge a snapshot differently
     export [--snapshot ID|latest | --as-of TIME] --format csv|json|bundle [--output FILE]
     prune --keep N               drop the hosts of all but the newest N snapshots (opt-in; the
-                                 newest is always kept: it holds the fleet)
+                                 newest is always kept: it holds the fleet); the pruning is a
+                                 signed audit entry that verify accounts each snapshot by
+    adopt-key                    with the signing key: accept every snapshot and audit entry
+                                 written before the key was set (or before schema 5) as they
+                                 stand now; run once, after verify without the key says OK
     audit [--limit N]            the audit log: who collected, imported, exported, pruned
     retire HOST... | --demo --reason TEXT
                                  take hosts out of the fleet by hand (decommissioned servers
@@ -13,9 +20,9 @@
 
 ``--db URL`` picks the store (default: the dashboard's). The signing key, when set, comes
 from PROXYLOGON_SIGNING_KEY or [store] signing_key in .streamlit/secrets.toml.
-Exit status: 0 ok; 1 verification failed (each problem one line, "verification failed: ..."
-or "FAIL <where>: ..."), or nothing to export; 2 usage, settings or store errors (one line,
-"error: ...").
+Exit status: 0 ok; 1 verification failed (each problem one line, "FAIL <where>: ..." or
+"verification failed: ..."); 2 usage, settings or store errors, including nothing to export
+(one line, "error: ...").
 """
 
 from __future__ import annotations
@@ -105,21 +112,26 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     parser.add_argument("--secrets", type=Path, default=DEFAULT_SECRETS)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("history")
-    verify_cmd = commands.add_parser("verify")
-    verify_cmd.add_argument("--bundle", type=Path)
-    diff_cmd = commands.add_parser("diff")
-    diff_cmd.add_argument("a")
-    diff_cmd.add_argument("b")
+    verify_cmd = commands.add_parser("verify", help="check both chains, or one bundle")
+    verify_cmd.add_argument("--bundle", type=Path,
+                            help="an evidence bundle (.zip) to check on its own")
+    diff_cmd = commands.add_parser("diff", help="what changed between two snapshots")
+    diff_cmd.add_argument("a", help="snapshot id or 'latest'")
+    diff_cmd.add_argument("b", help="snapshot id or 'latest'")
     diff_cmd.add_argument("--format", choices=("text", "json"), default="text")
-    export_cmd = commands.add_parser("export")
-    export_cmd.add_argument("--snapshot", default=None)
-    export_cmd.add_argument("--as-of", default=None)
+    export_cmd = commands.add_parser("export", help="one snapshot as CSV, JSON or a bundle")
+    export_cmd.add_argument("--snapshot", default=None, help="id or 'latest' (default)")
+    export_cmd.add_argument("--as-of", default=None,
+                            help="the newest snapshot at or before this ISO 8601 time")
     export_cmd.add_argument("--format", choices=("csv", "json", "bundle"), required=True)
-    export_cmd.add_argument("--output", type=Path)
-    reeval_cmd = commands.add_parser("reevaluate")
-    reeval_cmd.add_argument("--snapshot", default=None)
-    prune_cmd = commands.add_parser("prune")
-    prune_cmd.add_argument("--keep", type=int, required=True)
+    export_cmd.add_argument("--output", type=Path,
+                            help="file to write (replaced whole or not at all); bundles need it")
+    reeval_cmd = commands.add_parser("reevaluate", help="judge a snapshot with today's catalogue")
+    reeval_cmd.add_argument("--snapshot", default=None, help="id or 'latest' (default)")
+    prune_cmd = commands.add_parser("prune", help="drop the hosts of older snapshots")
+    prune_cmd.add_argument("--keep", type=int, required=True,
+                           help="how many of the newest snapshots keep their hosts (at least 1)")
+    commands.add_parser("adopt-key", help="accept unsigned history under the signing key")
     retire_cmd = commands.add_parser("retire", help="take hosts out of the fleet by hand")
     retire_cmd.add_argument("hosts", nargs="*", help="host names as the fleet lists them")
     retire_cmd.add_argument("--demo", action="store_true",
@@ -159,6 +171,12 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
             return 1
         stderr.write(f"error: {inert(store.read_error(error))}\n")
         return 2
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        # A row no writer of this tool makes (changed by hand): say so, never a traceback.
+        stderr.write(f"error: the store holds a row this tool cannot read "
+                     f"({type(error).__name__}: {inert(str(error)[:200])}); it was changed "
+                     "outside the tool: run python -m store verify\n")
+        return 2
     finally:
         store.dispose()
 
@@ -173,13 +191,14 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
             held = (f"format 2: fleet of {info.host_count} hosts ({counts}); "
                     f"{info.observed_count} observed by this run, {fresh} fresh" if info.fleet
                     else f"format 1: {info.host_count} hosts of this run only ({counts})")
-            stdout.write(f"#{info.id}\t{info.taken_at.isoformat()}\t{inert(info.source)}\t"
-                         f"{held}\tposition {info.sequence}\t{info.hash[:16]}{pruned}\n")
+            stdout.write(inert(f"#{info.id}\t{info.taken_at.isoformat()}\t{info.source}\t"
+                               f"{held}\tposition {info.sequence}\t{info.hash[:16]}{pruned}"
+                               ).replace("\\x09", "\t") + "\n")
         return 0
     if args.command == "verify":
         report = store.verify(key)
         for problem in report.problems:
-            stderr.write(f"FAIL {problem.where}: {inert(problem.message)}\n")
+            stderr.write(f"FAIL {inert(problem.where)}: {inert(problem.message)}\n")
         if report.ok:
             stdout.write(f"OK: {report.checked} snapshots and {report.audit_entries} audit "
                          f"entries, every digest and link verified ({report.pruned} pruned: "
@@ -187,6 +206,8 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
                          + (f"; {report.signed} signatures and both heads checked" if key else
                             "; no signing key: a database writer could rewrite both chains")
                          + f"); head {report.head}\n")
+            if key and report.adopted:
+                stdout.write(f"  unsigned history adopted under the key {inert(report.adopted)}\n")
             for pruning in report.prunings:
                 stdout.write(f"  snapshot #{pruning.snapshot_id} pruned {inert(pruning.at)} by "
                              f"{inert(pruning.who)}\n")
@@ -230,18 +251,28 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
         return 0
     if args.command == "retire":
         return _retire(args, store, policy, stderr)
+    if args.command == "adopt-key":
+        detail = store.adopt_key(_actor())
+        stdout.write(f"adopted under the signing key as they stand: {detail}\n")
+        return 0
     if args.command == "prune":
         count = store.prune(args.keep, _actor())  # the pruning is itself an audit entry
         stdout.write(f"pruned {count} snapshots (headers and digests kept; the chain still "
                      "verifies)\n")
         return 0
+    if args.format == "bundle" and not args.output:
+        raise StoreError("a bundle is binary: give --output FILE.zip")
     info = _with_hosts(_pick(store, args.snapshot, args.as_of))
     if args.format == "csv":
         data = snapshot_csv(store.assessments(info.id), info.id).encode()
     elif args.format == "json":
         data = json.dumps(snapshot_document(store, info), indent=1, ensure_ascii=False).encode()
     else:
-        data = build_bundle(store, info, datetime.now(UTC))
+        verified = store.verify(key).ok
+        if not verified:
+            stderr.write("warning: the store's chains do not verify (python -m store verify "
+                         "says why); the bundle records that\n")
+        data = build_bundle(store, info, datetime.now(UTC), verified)
     store.record(_actor(), "export", info.id,
                  f"{args.format} to {args.output or 'standard output'}")
     if args.output:
@@ -250,8 +281,6 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
         except OSError as error:
             raise StoreError(f"cannot write {args.output}: {error.strerror or error}") from None
         stderr.write(f"snapshot #{info.id} exported to {args.output}\n")
-    elif args.format == "bundle":
-        raise StoreError("a bundle is binary: give --output FILE.zip")
     else:
         _emit(stdout, data.decode())
     return 0

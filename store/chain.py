@@ -79,8 +79,13 @@ def sign(key: bytes, snapshot_hash: str) -> str:
     return hmac.new(key, snapshot_hash.encode(), hashlib.sha256).hexdigest()
 
 
-def signature_ok(key: bytes, snapshot_hash: str, signature: str | None) -> bool:
-    return signature is not None and hmac.compare_digest(sign(key, snapshot_hash), signature)
+def signature_ok(key: bytes, snapshot_hash: object, signature: object) -> bool:
+    """Whether ``signature`` is the HMAC of ``snapshot_hash``; False for anything that is not
+    text (the values come from a database or a bundle an attacker may have written)."""
+    if not isinstance(snapshot_hash, str) or not isinstance(signature, str):
+        return False
+    return hmac.compare_digest(sign(key, snapshot_hash).encode(),
+                               signature.encode("utf-8", "replace"))
 
 
 AUDIT_FORMAT = b"proxylogon-audit/1"
@@ -103,5 +108,8 @@ def sign_head(key: bytes, kind: str, head: str) -> str:
     return hmac.new(key, f"proxylogon-head/1:{kind}:{head}".encode(), hashlib.sha256).hexdigest()
 
 
-def head_signature_ok(key: bytes, kind: str, head: str, signature: str | None) -> bool:
-    return signature is not None and hmac.compare_digest(sign_head(key, kind, head), signature)
+def head_signature_ok(key: bytes, kind: str, head: object, signature: object) -> bool:
+    if not isinstance(head, str) or not isinstance(signature, str):
+        return False
+    return hmac.compare_digest(sign_head(key, kind, head).encode(),
+                               signature.encode("utf-8", "replace"))

@@ -44,6 +44,7 @@ MEMBER_LIMITS = {"snapshot.json": 256 * 2**20, "hosts.csv": 64 * 2**20,
                  "summary.txt": 64 * 2**10, MANIFEST: 64 * 2**10}
 MAX_BUNDLE_BYTES = 256 * 2**20  # the zip file itself
 MAX_JSON_DEPTH = 32  # snapshot.json nests 3 deep, its rows' JSON texts about 6
+MAX_JSON_VALUES = 2_000_000  # snapshot.json of 10,000 hosts holds about 120,000
 
 
 class BundleError(ValueError):
@@ -129,11 +130,14 @@ def _fleet_lines(header: dict[str, Any]) -> list[str]:
             f"Run inventory: {header['discovered_count']} servers"]
 
 
-def build_bundle(store: SnapshotStore, info: SnapshotInfo, now: datetime) -> bytes:
+def build_bundle(store: SnapshotStore, info: SnapshotInfo, now: datetime,
+                 verified: bool | None = None) -> bytes:
     """The evidence bundle of one snapshot with its hosts (zip bytes); with the store's signing
-    key, the manifest carries an HMAC over everything else in it."""
+    key, the manifest carries an HMAC over everything else in it. ``verified``: whether the
+    store's chains verify now (checked here when not given); recorded in the manifest."""
     document = snapshot_document(store, info)
-    verified = store.verify(store.signing_key).ok
+    if verified is None:
+        verified = store.verify(store.signing_key).ok
     files = {
         "snapshot.json": json.dumps(document, indent=1, ensure_ascii=False).encode(),
         "hosts.csv": snapshot_csv(document_assessments(document), info.id).encode(),
@@ -169,7 +173,16 @@ def verify_bundle(path: Path, key: bytes | None = None) -> list[str]:
 
     Never raises for a bad bundle: an unreadable file, a hostile zip or a forged member is a
     problem in the list. With ``key``, the manifest must carry a matching HMAC and the
-    snapshot a matching signature."""
+    snapshot a matching signature. A bundle exported from a store whose chains did not verify
+    then is a problem too: it is evidence of a store that was already changed."""
+    try:
+        return _verify_bundle(path, key)
+    except Exception as error:  # a shape no check above foresaw: still a failure, one line
+        return [f"the bundle could not be checked ({type(error).__name__}); it is not one this "
+                "tool wrote"]
+
+
+def _verify_bundle(path: Path, key: bytes | None) -> list[str]:
     try:
         contents = _members(read_bounded(path, MAX_BUNDLE_BYTES))
     except (FileRefused, BundleError) as error:
@@ -184,6 +197,9 @@ def verify_bundle(path: Path, key: bytes | None = None) -> list[str]:
     except (KeyError, TypeError):
         return [f"{MANIFEST} is not a bundle manifest"]
     problems = []
+    if manifest.get("chain_verified_at_export") is not True:
+        problems.append("the store's chains did not verify when this bundle was exported (see "
+                        "summary.txt): it may hold what someone changed in the store")
     if key is not None:
         recorded_hmac = manifest.get("hmac")
         if not isinstance(recorded_hmac, str):
@@ -250,6 +266,10 @@ def _members(data: bytes) -> dict[str, bytes]:
         infos = archive.infolist()
         names = [info.filename for info in infos]
         expected = {*BUNDLE_FILES, MANIFEST}
+        for info in infos:
+            if info.orig_filename != info.filename:  # a NUL or a DOS path in the stored name
+                raise BundleError(f"unexpected member {info.orig_filename[:80]!r}: a bundle "
+                                  f"holds only {', '.join(sorted(expected))}")
         for name in names:
             if name not in expected:
                 raise BundleError(f"unexpected member {name[:80]!r}: a bundle holds only "
@@ -290,7 +310,8 @@ def _json(data: bytes, name: str) -> Any:
     """Strict JSON of a member: nesting bounded before parsing, duplicate keys refused."""
     # Outside strings, only the brackets count; a balanced text of depth d empties after d
     # passes that remove innermost pairs (each pass in C, so a hostile text costs little).
-    brackets = _STRINGS.sub(b"", data).translate(None, _NOT_BRACKETS)
+    outside = _STRINGS.sub(b"", data)
+    brackets = outside.translate(None, _NOT_BRACKETS)
     for _ in range(MAX_JSON_DEPTH):
         if not brackets:
             break
@@ -298,10 +319,19 @@ def _json(data: bytes, name: str) -> Any:
     if brackets:
         raise BundleError(f"{name} nests deeper than {MAX_JSON_DEPTH} levels (or is not "
                           "JSON)")
+    # Each value costs memory once parsed: a small file of many tiny objects must not cost
+    # gigabytes. Commas and brackets outside strings bound the number of values.
+    values = sum(outside.count(char) for char in (b",", b"[", b"{")) + 1
+    if values > MAX_JSON_VALUES:
+        raise BundleError(f"{name} holds more than {MAX_JSON_VALUES} values")
     try:
-        return json.loads(data, object_pairs_hook=_unique)
+        return json.loads(data, object_pairs_hook=_unique, parse_constant=_no_constant)
     except (ValueError, RecursionError) as error:
         raise BundleError(f"{name} is not valid JSON ({str(error)[:120]})") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

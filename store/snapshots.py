@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,13 @@ from compliance.evaluate import Policy, evaluate
 from compliance.fleet import DEMO, compose, fresh_count, observed_count
 from compliance.models import Assessment, Host, Observation, Snapshot, Status, Verdict
 from store import chain, legacy, schema
+from store.verification import (
+    GENESIS_HEAD,
+    VerifyReport,
+    adoption_detail,
+    header_record,
+)
+from store.verification import verify as verify_chains
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -87,47 +94,6 @@ class SnapshotInfo:
         return self.host_count, max(self.host_count, self.discovered_count)
 
 
-@dataclass(frozen=True)
-class ChainProblem:
-    snapshot_id: int | None
-    sequence: int | None
-    message: str
-    entry: int | None = None  # an audit log entry's id
-
-    @property
-    def where(self) -> str:
-        """What the problem is in, for a person: a snapshot, an audit entry or a chain head."""
-        if self.snapshot_id is not None:
-            return f"snapshot #{self.snapshot_id} (position {self.sequence})"
-        if self.entry is not None:
-            return f"audit entry #{self.entry} (position {self.sequence})"
-        return "chain"
-
-
-@dataclass(frozen=True)
-class Pruning:
-    """A pruning the audit chain accounts for: which snapshot, when, by whom."""
-
-    snapshot_id: int
-    at: str
-    who: str
-
-
-@dataclass
-class VerifyReport:
-    checked: int = 0
-    pruned: int = 0
-    signed: int = 0
-    problems: list[ChainProblem] = field(default_factory=list)
-    head: str = chain.GENESIS
-    audit_entries: int = 0
-    prunings: list[Pruning] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
 def _dumps(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -164,11 +130,10 @@ def _postgres_lock_timeout(lock_timeout: float) -> Callable[[Any, Any], None]:
     return apply
 
 
-def _migrate(connection: Connection, signing_key: bytes | None) -> None:
+def _migrate(connection: Connection) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
-    config.attributes["signing_key"] = signing_key  # 0005 signs the audit chain it makes
     tables = set(inspect(connection).get_table_names())
     if "snapshots" in tables and "alembic_version" not in tables:
         command.stamp(config, "0001")  # made by the first version, before migrations existed
@@ -217,7 +182,7 @@ class SnapshotStore:
                         raise StoreError(
                             f"store at {shown} has schema version {existing}, newer than this "
                             f"tool's {schema.SCHEMA_VERSION}: upgrade the tool")
-                _migrate(conn, signing_key)
+                _migrate(conn)
         except StoreError:
             raise
         except Exception as error:
@@ -255,10 +220,8 @@ class SnapshotStore:
         with self.engine.begin() as conn:
             # Taking the write lock on the chain head first serialises concurrent appends, and
             # the fleet is read under it: a second collector's run is composed with the first's.
-            conn.execute(update(schema.meta).where(schema.meta.c.key == "chain_head")
-                         .values(value=schema.meta.c.value))
-            head = conn.execute(select(schema.meta.c.value)
-                                .where(schema.meta.c.key == "chain_head")).scalar_one()
+            head = self._head(conn, "chain_head", lock=True)
+            self._guard(conn, "chain_head", head)
             last_sequence, last_hash = head.split(":")
             # A carried observation's stored text is written back as it was.
             texts: dict[int, tuple[Observation, str]] = {}
@@ -323,14 +286,81 @@ class SnapshotStore:
                      .values(value=chain.sign_head(self.signing_key, kind, head)
                              if self.signing_key else ""))
 
-    def _append_entry(self, conn: Connection, who: str, action: str, snapshot_id: int | None,
-                      detail: str, at: datetime | None = None) -> None:
-        """Append one entry to the audit chain, in ``conn``'s transaction, under the lock on
-        the audit head (two writers' entries are serialised, never forked)."""
-        conn.execute(update(schema.meta).where(schema.meta.c.key == "audit_head")
-                     .values(value=schema.meta.c.value))
+    def _unsigned_after_key(self) -> str | None:
+        """The first unsigned snapshot or audit entry that cannot predate the key: it follows a
+        format 3 snapshot signed with it, or names one."""
+        assert self.signing_key
+        key = self.signing_key
+        with self.engine.connect() as conn:
+            headers = conn.execute(select(schema.snapshots.c.id, schema.snapshots.c.sequence,
+                                          schema.snapshots.c.format, schema.snapshots.c.hash,
+                                          schema.snapshots.c.signature)
+                                   .order_by(schema.snapshots.c.sequence)).all()
+            entries = conn.execute(select(schema.audit_log.c.id, schema.audit_log.c.snapshot_id,
+                                          schema.audit_log.c.signature)
+                                   .where(schema.audit_log.c.signature.is_(None)
+                                          | (schema.audit_log.c.signature == ""))).all()
+        keyed: set[int] = set()
+        for snapshot_id, _sequence, version, digest, signature in headers:
+            if signature and (version or 1) >= 3 and chain.signature_ok(key, digest, signature):
+                keyed.add(snapshot_id)
+            elif not signature and keyed:
+                return f"snapshot #{snapshot_id}"
+        for entry_id, snapshot_id, _signature in entries:
+            if snapshot_id in keyed:
+                return f"audit entry #{entry_id}"
+        return None
+
+    def _head(self, conn: Connection, name: str, lock: bool = False) -> str:
+        """A chain head ("sequence:digest"), write-locked first when ``lock``. ``StoreError``
+        when the head is missing or malformed: the store was changed outside the tool."""
+        if lock:
+            conn.execute(update(schema.meta).where(schema.meta.c.key == name)
+                         .values(value=schema.meta.c.value))
         head = conn.execute(select(schema.meta.c.value)
-                            .where(schema.meta.c.key == "audit_head")).scalar_one()
+                            .where(schema.meta.c.key == name)).scalar()
+        if not isinstance(head, str) or head.count(":") != 1 or \
+                not head.split(":")[0].isdigit():
+            raise StoreError(f"the store's {name.replace('_', ' ')} is missing or malformed: it "
+                             "was changed outside the tool. Nothing was written; run "
+                             "python -m store verify")
+        return head
+
+    def _guard(self, conn: Connection, name: str, head: str) -> None:
+        """Before a keyed write extends a chain: when its newest element is signed, the head
+        must carry this key's signature, so the tool never signs over a head someone moved
+        back (the newest snapshots or entries removed). ``StoreError`` otherwise."""
+        if not self.signing_key or head == GENESIS_HEAD:
+            return
+        position = int(head.split(":")[0])
+        if name == "chain_head":
+            newest = conn.execute(select(schema.snapshots.c.signature, schema.snapshots.c.format,
+                                         schema.snapshots.c.hash)
+                                  .where(schema.snapshots.c.sequence == position)).first()
+            signed = newest is not None and bool(newest[0]) and (newest[1] or 1) >= 3
+        else:
+            newest = conn.execute(select(schema.audit_log.c.signature, schema.audit_log.c.id,
+                                         schema.audit_log.c.hash)
+                                  .where(schema.audit_log.c.sequence == position)).first()
+            signed = newest is not None and bool(newest[0])
+        kind = "snapshots" if name == "chain_head" else "audit"
+        signature = conn.execute(select(schema.meta.c.value)
+                                 .where(schema.meta.c.key == f"{name}_signature")).scalar()
+        if newest is None or newest[2] != head.split(":")[1] or (
+                signed and not chain.head_signature_ok(self.signing_key, kind, head, signature)):
+            raise StoreError(f"the store's {kind} chain head is not the one this key signed: the "
+                             "store was changed outside the tool (its newest "
+                             f"{'snapshots' if kind == 'snapshots' else 'audit entries'} "
+                             "removed?). Nothing was written; run python -m store verify")
+
+    def _append_entry(self, conn: Connection, who: str, action: str, snapshot_id: int | None,
+                      detail: str, at: datetime | None = None, guarded: bool = True) -> None:
+        """Append one entry to the audit chain, in ``conn``'s transaction, under the lock on
+        the audit head (two writers' entries are serialised, never forked). With a key, the
+        head must be one it signed (``_guard``) unless ``guarded`` is False (adopt-key)."""
+        head = self._head(conn, "audit_head", lock=True)
+        if guarded:
+            self._guard(conn, "audit_head", head)
         last_sequence, last_hash = head.split(":")
         entry: dict[str, Any] = {
             "at": (at or datetime.now(UTC)).astimezone(UTC).isoformat(), "who": who[:255],
@@ -388,35 +418,37 @@ class SnapshotStore:
         if newest is None:  # only for the first save after an upgrade: everything is decoded
             return legacy.members(conn, legacy.fold(conn, sequence), _STAND_IN,
                                   verdicts=False)
-        # The database reads each row's observation time, so the text of a row the run
-        # replaces never crosses the connection.
-        rows = conn.execute(
-            select(schema.results.c.position, schema.results.c.host,
-                   schema.results.c.observed_in, schema.results.c.scopes,
-                   legacy.json_field(conn, schema.results.c.observation, "observed_at"))
-            .where(schema.results.c.snapshot_id == newest)
-            .order_by(schema.results.c.position)).all()
+        # Composing carries the newest snapshot's rows into a new, signed one: they must be
+        # exactly what was recorded (a row changed by hand must not be laundered).
+        header = conn.execute(select(schema.snapshots)
+                              .where(schema.snapshots.c.id == newest)).mappings().one()
+        results, inventory = self._rows(conn, newest)
+        if chain.digest(dict(header), results, inventory) != header["hash"] or (
+                self.signing_key and header["signature"]
+                and not chain.signature_ok(self.signing_key, header["hash"],
+                                           header["signature"])):
+            raise StoreError(f"snapshot #{newest}, which the new snapshot would carry the "
+                             "fleet from, does not match its digest or signature: the store was "
+                             "changed outside the tool. Nothing was written; run "
+                             "python -m store verify")
 
-        def replaced(host: str, stored_at: str | None) -> bool:
+        def replaced(host: str, text: str) -> bool:
             if host.lower() not in skip:
                 return False
-            fresh_at = skip[host.lower()]
+            fresh_at, stored_at = skip[host.lower()], json.loads(text).get("observed_at")
             try:  # a stored reading newer than the run's stays: decode it
                 return not (stored_at and fresh_at
                             and datetime.fromisoformat(stored_at) > fresh_at)
             except ValueError:
                 return True
 
-        wanted = [position for position, host, _i, _s, at in rows if not replaced(host, at)]
-        stored = legacy.rows_at(conn, {newest: wanted}, [schema.results.c.observation])
         members = []
-        for position, host, observed_in, scopes, _at in rows:
-            found = stored.get((newest, position))
-            if found is None:
+        for _position, host, _status, text, _verdict, observed_in, scopes in results:
+            if replaced(host, text):
                 observation = Observation(Host(host), None, "replaced by this run")
             else:
-                observation = observation_from_dict(json.loads(found[0]))
-                texts[id(observation)] = (observation, found[0])
+                observation = observation_from_dict(json.loads(text))
+                texts[id(observation)] = (observation, text)
             members.append(Assessment(
                 observation, _STAND_IN, observed_in=newest if observed_in is None else observed_in,
                 scopes=tuple(json.loads(scopes)) if scopes else ()))
@@ -480,22 +512,27 @@ class SnapshotStore:
         try:
             with self.engine.begin() as conn:
                 # Under the chain head's lock: no snapshot is appended while this decides.
-                conn.execute(update(schema.meta).where(schema.meta.c.key == "chain_head")
-                             .values(value=schema.meta.c.value))
+                self._guard(conn, "chain_head", self._head(conn, "chain_head", lock=True))
                 # A format 1 snapshot holds hosts no later snapshot holds until a whole-fleet
                 # one has been saved after it: only snapshots before the newest such one go.
                 first_fleet = conn.execute(
                     select(func.max(schema.snapshots.c.sequence))
                     .where(schema.snapshots.c.format >= 2)).scalar() or 0
                 victims = conn.execute(
-                    select(schema.snapshots.c.id, schema.snapshots.c.sequence,
-                           schema.snapshots.c.hash)
+                    select(schema.snapshots)
                     .where(schema.snapshots.c.pruned.is_(False),
                            (schema.snapshots.c.format >= 2)
                            | (schema.snapshots.c.sequence < first_fleet))
                     .order_by(schema.snapshots.c.sequence.desc()).offset(keep)
-                ).all()
-                ids = [row[0] for row in victims]
+                ).mappings().all()
+                for victim in victims:  # deleting changed rows would destroy the evidence
+                    results, inventory = self._rows(conn, victim["id"])
+                    if chain.digest(dict(victim), results, inventory) != victim["hash"]:
+                        raise StoreError(f"snapshot #{victim['id']} does not match its digest: "
+                                         "it was changed outside the tool, and pruning it would "
+                                         "destroy that evidence. Nothing was pruned; run "
+                                         "python -m store verify")
+                ids = [victim["id"] for victim in victims]
                 if ids:
                     conn.execute(delete(schema.results)
                                  .where(schema.results.c.snapshot_id.in_(ids)))
@@ -505,8 +542,9 @@ class SnapshotStore:
                                  .values(pruned=True))
                 self._append_entry(conn, who, "prune", None, _dumps({
                     "kept_newest": keep,
-                    "pruned": [{"id": i, "sequence": q, "hash": h}
-                               for i, q, h in sorted(victims, key=lambda v: v[1])]}))
+                    "pruned": [{"id": v["id"], "sequence": v["sequence"], "hash": v["hash"],
+                                "header": header_record(dict(v))}
+                               for v in sorted(victims, key=lambda v: v["sequence"])]}))
         except SQLAlchemyError as error:
             raise self._write_error(error, "prune") from error
         return len(ids)
@@ -651,28 +689,31 @@ class SnapshotStore:
         """The stored rows exactly as hashed: results (position, host, status, observation,
         verdict, observed_in, scopes) and inventory (position, host, record)."""
         with self.engine.connect() as conn:
-            results = conn.execute(
-                select(schema.results.c.position, schema.results.c.host, schema.results.c.status,
-                       schema.results.c.observation, schema.results.c.verdict,
-                       schema.results.c.observed_in, schema.results.c.scopes)
-                .where(schema.results.c.snapshot_id == snapshot_id)
-                .order_by(schema.results.c.position)).all()
-            inventory = conn.execute(
-                select(schema.discovered.c.position, schema.discovered.c.host,
-                       schema.discovered.c.record)
-                .where(schema.discovered.c.snapshot_id == snapshot_id)
-                .order_by(schema.discovered.c.position)).all()
-        return [tuple(r) for r in results], [tuple(d) for d in inventory]
+            return self._rows(conn, snapshot_id)
+
+    @staticmethod
+    def _rows(conn: Connection, snapshot_id: int) -> tuple[list[tuple[Any, ...]],
+                                                           list[tuple[int, str, str]]]:
+        results = conn.execute(
+            select(schema.results.c.position, schema.results.c.host, schema.results.c.status,
+                   schema.results.c.observation, schema.results.c.verdict,
+                   schema.results.c.observed_in, schema.results.c.scopes)
+            .where(schema.results.c.snapshot_id == snapshot_id)
+            .order_by(schema.results.c.position)).all()
+        inventory = conn.execute(
+            select(schema.discovered.c.position, schema.discovered.c.host,
+                   schema.discovered.c.record)
+            .where(schema.discovered.c.snapshot_id == snapshot_id)
+            .order_by(schema.discovered.c.position)).all()
+        return [tuple(r) for r in results], [(d[0], d[1], d[2]) for d in inventory]
 
     # -- verification ---------------------------------------------------------------------
 
     def verify(self, key: bytes | None = None) -> VerifyReport:
-        """Recompute every digest and link of both chains (snapshots and audit log); the
-        report names each snapshot or audit entry that fails. With ``key``, every digest and
-        both chain heads must carry its HMAC. A snapshot without its hosts must be accounted
-        for by a prune entry of the audit chain (signed, with ``key``) naming its id, position
-        and digest."""
-        report = VerifyReport()
+        """Recompute every digest and link of both chains (snapshots and audit log) and check
+        the heads, prunings and, with ``key``, every HMAC (store/verification.py). The report
+        names each snapshot or audit entry that fails; damaged rows are problems, never
+        exceptions (a database that cannot be read at all raises ``SQLAlchemyError``)."""
         with self.engine.connect() as conn:
             headers = conn.execute(select(schema.snapshots)
                                    .order_by(schema.snapshots.c.sequence)).mappings().all()
@@ -680,123 +721,39 @@ class SnapshotStore:
                                    .order_by(schema.audit_log.c.sequence,
                                              schema.audit_log.c.id)).mappings().all()
             heads = dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all())
-        accounted = self._verify_audit(entries, heads, key, report)
-        previous = chain.GENESIS
-        expected_sequence = 0
-        for row in headers:
-            info = _info(row)
-            expected_sequence += 1
-            report.checked += 1
+        return verify_chains([dict(h) for h in headers], self.raw_rows,
+                             [dict(e) for e in entries], heads, key)
 
-            def problem(message: str, info: SnapshotInfo = info) -> None:
-                report.problems.append(ChainProblem(info.id, info.sequence, message))
-
-            if info.sequence != expected_sequence:
-                problem(f"chain position {info.sequence} where {expected_sequence} was expected "
-                        "(a snapshot was deleted or inserted)")
-                expected_sequence = info.sequence
-            if info.previous_hash != previous:
-                problem("does not link to the snapshot before it (deleted, inserted or "
-                        "reordered snapshots, or a changed predecessor)")
-            results, inventory = self.raw_rows(info.id)
-            if info.pruned:
-                report.pruned += 1
-                pruning = accounted.get(info.id)
-                if row is headers[-1]:
-                    problem("the newest snapshot is marked pruned, which pruning never does: it "
-                            "holds the fleet")
-                if results or inventory:
-                    problem("marked pruned but still holds its hosts (the flag was set by hand)")
-                elif pruning is None:
-                    problem("its hosts are gone, but no pruning in the audit chain names it: "
-                            "they were deleted outside the tool")
-                elif pruning[0] != (info.sequence, info.hash):
-                    problem("the pruning that names it recorded another chain position or "
-                            "digest (the snapshot was changed or renumbered)")
-                else:
-                    report.prunings.append(Pruning(info.id, *pruning[1]))
-            else:
-                try:
-                    recomputed = chain.digest(dict(row), results, inventory)
-                except ValueError as error:  # an unknown format: nothing can be recomputed
-                    recomputed = f"({error})"
-                if recomputed != info.hash:
-                    problem("content does not match its recorded digest (a stored observation, "
-                            "verdict, time, id or header was changed)")
-                if not info.fleet and (
-                        info.observed_count is not None or info.fresh_count is not None
-                        or any(r[5] is not None or r[6] is not None for r in results)):
-                    # Format 1 never wrote these, and its digest does not cover them.
-                    problem("a format 1 snapshot carries whole-fleet fields (observed_in, "
-                            "scopes, observed or fresh counts) that format 1 never wrote")
-            if key is not None:
-                if chain.signature_ok(key, info.hash, info.signature):
-                    report.signed += 1
-                else:
-                    problem("signature missing or wrong for this key")
-            previous = info.hash
-        head = heads.get("chain_head")
-        if head is not None and head != f"{expected_sequence}:{previous}":
-            report.problems.append(ChainProblem(None, None, f"chain head {head} does not match "
-                                                "the last snapshot (the newest were removed?)"))
-        if key is not None and head not in (None, f"0:{chain.GENESIS}") and not \
-                chain.head_signature_ok(key, "snapshots", head, heads.get("chain_head_signature") or None):
-            report.problems.append(ChainProblem(None, None, "the chain head is not signed with "
-                                                "this key (the newest snapshots removed and the "
-                                                "head rewritten?)"))
-        report.head = previous
-        return report
-
-    def _verify_audit(self, entries: Sequence[Any], heads: Mapping[str, str],
-                      key: bytes | None, report: VerifyReport
-                      ) -> dict[int, tuple[tuple[int, str], tuple[str, str]]]:
-        """Check the audit chain into ``report``; returns the snapshots its valid prune (and
-        upgrade) entries account for: id -> ((position, digest), (when, who))."""
-        accounted: dict[int, tuple[tuple[int, str], tuple[str, str]]] = {}
-        previous = chain.GENESIS
-        expected = 0
-        for entry in entries:
-            report.audit_entries += 1
-
-            def problem(message: str, entry: Mapping[str, Any] = entry) -> None:
-                report.problems.append(ChainProblem(None, entry["sequence"], message,
-                                                    entry=entry["id"]))
-
-            if entry["sequence"] is None:
-                problem("not part of the audit chain (an entry inserted by hand)")
-                continue
-            expected += 1
-            valid = True
-            if entry["sequence"] != expected:
-                problem(f"audit position {entry['sequence']} where {expected} was expected (an "
-                        "entry was deleted or inserted)")
-                expected = entry["sequence"]
-                valid = False
-            if entry["previous_hash"] != previous:
-                problem("does not link to the entry before it")
-                valid = False
-            if chain.entry_digest(entry) != entry["hash"]:
-                problem("content does not match its recorded digest (who, when, what or "
-                        "detail was changed)")
-                valid = False
-            if key is not None and not chain.signature_ok(key, entry["hash"],
-                                                          entry["signature"]):
-                problem("signature missing or wrong for this key")
-                valid = False
-            if valid and entry["action"] in ("prune", "upgrade"):
-                for item in _named_prunings(entry["detail"]):
-                    accounted[item[0]] = (item[1:], (entry["at"], entry["who"]))
-            previous = entry["hash"]
-        head = heads.get("audit_head")
-        if head is not None and head != f"{expected}:{previous}":
-            report.problems.append(ChainProblem(None, None, f"audit head {head} does not match "
-                                                "the last audit entry (the newest were removed?)"))
-        if key is not None and head not in (None, f"0:{chain.GENESIS}") and not \
-                chain.head_signature_ok(key, "audit", head, heads.get("audit_head_signature") or None):
-            report.problems.append(ChainProblem(None, None, "the audit head is not signed with "
-                                                "this key (the newest entries removed and the "
-                                                "head rewritten?)"))
-        return accounted
+    def adopt_key(self, who: str) -> str:
+        """Accept, under the signing key, every snapshot and audit entry as it stands now: one
+        signed ``adopt-key`` entry naming both heads, and both heads signed. For a store written
+        before the key was set, or before schema 5. Refused (``StoreError``) without a key, or
+        when the chains do not verify without it (nothing is adopted that is already broken).
+        Returns the entry's detail."""
+        if not self.signing_key:
+            raise StoreError("adopt-key needs the signing key: set PROXYLOGON_SIGNING_KEY or "
+                             "[store] signing_key")
+        report = self.verify()
+        if not report.ok:
+            first = report.problems[0]
+            raise StoreError(f"the store does not verify even without the key ({first.where}: "
+                             f"{first.message}); nothing was adopted")
+        late = self._unsigned_after_key()
+        if late:
+            raise StoreError(f"{late} is unsigned but was written after this key was in use (it "
+                             "follows or names a snapshot signed with it): that is not history "
+                             "from before the key, and adopting it would bless a change. "
+                             "Nothing was adopted; run python -m store verify")
+        try:
+            with self.engine.begin() as conn:
+                snapshots_head = self._head(conn, "chain_head", lock=True)
+                audit_head = self._head(conn, "audit_head", lock=True)
+                detail = adoption_detail(snapshots_head, audit_head)
+                self._set_head(conn, "chain_head", "snapshots", snapshots_head)
+                self._append_entry(conn, who, "adopt-key", None, detail, guarded=False)
+        except SQLAlchemyError as error:
+            raise self._write_error(error, "adopt the key") from error
+        return detail
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -822,16 +779,6 @@ def _assessment(observation: str, verdict: str, observed_in: int | None,
     return Assessment(observation_from_dict(json.loads(observation)),
                       verdict_from_dict(json.loads(verdict)), observed_in=observed_in,
                       scopes=tuple(json.loads(scopes)) if scopes else ())
-
-
-def _named_prunings(detail: str) -> list[tuple[int, int, str]]:
-    """(id, position, digest) of each snapshot a prune or upgrade entry names; none for an
-    entry of schema 4 and before, whose detail was free text."""
-    try:
-        named = json.loads(detail)["pruned"]
-        return [(int(item["id"]), int(item["sequence"]), str(item["hash"])) for item in named]
-    except (ValueError, KeyError, TypeError):
-        return []
 
 
 def _stored_text(texts: dict[int, tuple[Observation, str]], observation: Observation) -> str | None:

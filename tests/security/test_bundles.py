@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from compliance.evaluate import assess
 from compliance.models import Host, Observation
@@ -262,3 +263,68 @@ def test_a_bundle_path_that_is_no_bundle_is_one_line(tmp_path, kind):
         path.write_bytes(b"PK\x03\x04 this is not a zip")
     _refused(_cli(path), {"fifo": "not a regular file", "dev-zero": "not a regular file",
                           "not-a-zip": "not a readable zip", "missing": "cannot be read"}[kind])
+
+
+def test_many_tiny_values_are_refused_before_parsing(unsigned):
+    members = _members(unsigned)
+    members["snapshot.json"] = b'{"x":[' + b",".join([b"{}"] * 3_000_000) + b"]}"
+    _refused(_cli(_rezip(unsigned, list(members.items()))), "holds more than 2000000 values")
+
+
+@pytest.mark.parametrize(("where", "value"), [
+    ("manifest", "é"), ("manifest", 7), ("signature", "é"), ("signature", [1]),
+    ("signature", 1.5), ("format", "Infinity"), ("observed_in", "NaN"),
+])
+def test_values_of_the_wrong_kind_are_failures_not_tracebacks(signed, where, value):
+    members = _members(signed)
+    manifest = json.loads(members["manifest.json"])
+    document = json.loads(members["snapshot.json"])
+    if where == "manifest":
+        manifest["hmac"] = value
+    elif where == "signature":
+        document["header"]["signature"] = value
+    elif where == "format":
+        document["header"]["format"] = 0  # replaced by the bare constant below
+    else:
+        document["results"][0]["observed_in"] = 0
+    text = json.dumps(document)
+    if where == "format":
+        text = text.replace('"format": 0', f'"format": {value}')
+    elif where == "observed_in":
+        text = text.replace('"observed_in": 0', f'"observed_in": {value}', 1)
+    members["snapshot.json"], members["manifest.json"] = text.encode(), json.dumps(
+        manifest).encode()
+    result = _cli(_rezip(signed, list(members.items())), KEY)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("verification failed: ")
+
+
+def test_a_member_name_with_a_nul_is_refused(unsigned):
+    data = unsigned.read_bytes()
+    # Same length, so the zip stays well formed: "hosts.csv" becomes "hosts.cs\0".
+    path = unsigned.with_name("nul.zip")
+    path.write_bytes(data.replace(b"hosts.csv", b"hosts.cs\x00"))
+    _refused(_cli(path), "unexpected member")
+
+
+def test_a_bundle_of_a_store_that_did_not_verify_is_no_proof(tmp_path, shipped_catalog):
+    store = SnapshotStore.open(f"sqlite:///{tmp_path / 'store.db'}", signing_key=KEY)
+    try:
+        at = NOW - timedelta(days=1)
+        for day in range(2):
+            store.save(assess([Observation(Host("EX1"), at + timedelta(hours=day), "t",
+                                           exsetup_version="15.1.2176.2")], shipped_catalog,
+                              at + timedelta(hours=day), source="test", tool_version="t"),
+                       shipped_catalog)
+        with store.engine.begin() as conn:  # the older snapshot changed by hand
+            conn.execute(text("UPDATE results SET status = 'patched' WHERE snapshot_id = 1"))
+        export = subprocess.run(
+            [sys.executable, "-m", "store", "--db", f"sqlite:///{tmp_path / 'store.db'}",
+             "--secrets", "/nonexistent.toml", "export", "--format", "bundle", "--output",
+             str(tmp_path / "b.zip")], cwd=ROOT, capture_output=True, text=True, timeout=60,
+            env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent",
+                 "PROXYLOGON_SIGNING_KEY": KEY.decode()})
+    finally:
+        store.dispose()
+    assert export.returncode == 0 and "warning: the store's chains do not verify" in export.stderr
+    _refused(_cli(tmp_path / "b.zip", KEY), "did not verify when this bundle was exported")

@@ -179,9 +179,9 @@ def test_with_a_key_a_recomputed_prune_entry_is_caught(signed, shipped_catalog):
                      {"v": f"{entry['sequence']}:{entry['hash']}"})
     assert store.verify().ok  # without the key the forgery is consistent
     problems = _problems(store, KEY)
-    assert any("audit entry" in p and "signature missing or wrong" in p for p in problems)
+    assert any("audit entry" in p and "unsigned: written without this key" in p
+               for p in problems)
     assert any(f"snapshot #{ids[1]}" in p and "deleted outside the tool" in p for p in problems)
-    assert any("audit head is not signed" in p for p in problems)
 
 
 def test_with_a_key_removing_the_newest_snapshot_is_caught_by_the_signed_head(signed):
@@ -191,8 +191,12 @@ def test_with_a_key_removing_the_newest_snapshot_is_caught_by_the_signed_head(si
         conn.execute(text("DELETE FROM snapshots WHERE id = :id"), {"id": ids[-1]})
         conn.execute(text("UPDATE meta SET value = :v WHERE key = 'chain_head'"),
                      {"v": f"{newest.sequence - 1}:{newest.previous_hash}"})
-    assert store.verify().ok  # the truncated chain is consistent in itself
-    assert any("chain head is not signed" in p for p in _problems(store, KEY))
+    # The truncated chain is consistent in itself; the audit entry naming the removed
+    # snapshot gives it away, and with the key so does the head's signature.
+    assert [p.split(": ", 1)[1] for p in _problems(store)] == [
+        f"names snapshot #{ids[-1]}, which is not in the store (the newest snapshots were "
+        "removed?)"]
+    assert any("snapshots chain head is not signed" in p for p in _problems(store, KEY))
 
 
 def test_with_a_key_a_renumbered_snapshot_with_a_recomputed_digest_is_caught(signed):
@@ -208,7 +212,170 @@ def test_with_a_key_a_renumbered_snapshot_with_a_recomputed_digest_is_caught(sig
                      {"id": ids[-1]})
         conn.execute(text("UPDATE meta SET value = :v WHERE key = 'chain_head'"),
                      {"v": f"{header['sequence']}:{forged}"})
-    assert store.verify().ok
+    assert any(f"names snapshot #{ids[-1]}, which is not in the store" in p
+               for p in _problems(store))
     problems = _problems(store, KEY)
-    assert "snapshot #77 (position 4): signature missing or wrong for this key" in problems
+    assert "snapshot #77 (position 4): signature wrong for this key" in problems
     assert any("chain head is not signed" in p for p in problems)
+
+
+def test_making_the_store_look_older_gets_nothing_signed(signed, store_url):
+    """The migration to schema 5 signs nothing, so faking schema 4 to have it re-chain an
+    edited audit log leaves every re-chained entry unsigned, and verify says so."""
+    store, _ids = signed
+    store.dispose()
+    import sqlite3
+
+    path = store_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        db.executescript("""
+            UPDATE audit_log SET who = 'mallory' WHERE who = 'alice';
+            INSERT INTO audit_log (at, who, action, snapshot_id, detail)
+                VALUES ('2026-11-30T10:00:00+00:00', 'ceo', 'export', 1, 'bundle');
+            DROP INDEX uq_audit_log_sequence;
+            ALTER TABLE audit_log DROP COLUMN sequence;
+            ALTER TABLE audit_log DROP COLUMN previous_hash;
+            ALTER TABLE audit_log DROP COLUMN hash;
+            ALTER TABLE audit_log DROP COLUMN signature;
+            DELETE FROM meta WHERE key IN ('audit_head', 'audit_head_signature',
+                                           'chain_head_signature');
+            UPDATE meta SET value = '4' WHERE key = 'schema_version';
+            UPDATE alembic_version SET version_num = '0004';
+        """)
+    reopened = SnapshotStore.open(store_url, signing_key=KEY)  # runs the migration again
+    try:
+        problems = _problems(reopened, KEY)
+        assert sum("unsigned: written without this key" in p for p in problems) == 2, problems
+        assert any("snapshots chain head is not signed" in p for p in problems), problems
+        # Nor will a person adopting "unsigned history" bless it: those entries name snapshots
+        # signed with the key, so they were written after it was in use.
+        from store import StoreError
+
+        with pytest.raises(StoreError, match="written after this key was in use"):
+            reopened.adopt_key("bob")
+    finally:
+        reopened.dispose()
+
+
+def test_a_keyed_write_never_signs_over_a_head_moved_back(signed, shipped_catalog):
+    store, ids = signed
+    newest = store.info(ids[-1])
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM snapshots WHERE id = :id"), {"id": ids[-1]})
+        conn.execute(text("UPDATE meta SET value = :v WHERE key = 'chain_head'"),
+                     {"v": f"{newest.sequence - 1}:{newest.previous_hash}"})
+    at = NOW + timedelta(hours=1)
+    run = assess([Observation(Host("EX9"), at, "t", exsetup_version=PATCHED)], shipped_catalog,
+                 at, source="test", tool_version="t")
+    from store import StoreError
+
+    with pytest.raises(StoreError, match=r"not the one this key signed.*Nothing was written"):
+        store.save(run, shipped_catalog)
+    assert any("snapshots chain head is not signed" in p for p in _problems(store, KEY))
+
+
+@pytest.mark.parametrize("head", ["chain_head", "audit_head"])
+def test_a_deleted_head_is_a_problem_not_a_pass(signed, head):
+    store, _ids = signed
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM meta WHERE key = :k"), {"k": head})
+    kind = "snapshots" if head == "chain_head" else "audit"
+    assert f"chain: the {kind} chain head is missing (removed outside the tool)" in \
+        _problems(store)
+
+
+def test_a_changed_row_is_never_carried_into_a_new_snapshot_or_pruned_away(
+        empty_store, shipped_catalog):
+    ids = _fill(empty_store, shipped_catalog)
+    with empty_store.engine.begin() as conn:
+        conn.execute(text("UPDATE results SET observation = replace(observation, :v, :p) "
+                          "WHERE snapshot_id = :id AND host = 'EX1'"),
+                     {"v": VULNERABLE, "p": PATCHED, "id": ids[-1]})
+    at = NOW + timedelta(hours=1)
+    run = assess([Observation(Host("EX0"), at, "t", exsetup_version=PATCHED)], shipped_catalog,
+                 at, source="test", tool_version="t")
+    from store import StoreError
+
+    with pytest.raises(StoreError, match=f"snapshot #{ids[-1]}.*does not match its digest"):
+        empty_store.save(run, shipped_catalog)
+    assert len(empty_store.history()) == len(ids)
+    # Nor can pruning delete the evidence: the changed snapshot refuses to go.
+    with empty_store.engine.begin() as conn:
+        conn.execute(text("UPDATE results SET status = 'patched' WHERE snapshot_id = :id"),
+                     {"id": ids[0]})
+    with pytest.raises(StoreError, match=f"snapshot #{ids[0]} does not match its digest"):
+        empty_store.prune(1, "alice")
+    assert not any(s.pruned for s in empty_store.history())
+
+
+def test_the_header_of_a_pruned_snapshot_cannot_be_changed(empty_store, shipped_catalog):
+    ids = _fill(empty_store, shipped_catalog)
+    empty_store.prune(2, "alice")
+    assert empty_store.verify().ok
+    with empty_store.engine.begin() as conn:
+        conn.execute(text("UPDATE snapshots SET counts = :c, label = 'all good' WHERE id = :id"),
+                     {"c": '{"patched":3}', "id": ids[0]})
+    assert [p for p in _problems(empty_store) if "differs from the one its pruning recorded"
+            in p] == [f"snapshot #{ids[0]} (position 1): its header (time, counts, label, ...) "
+                      "differs from the one its pruning recorded: changed since"]
+
+
+def test_setting_a_key_on_an_existing_store_is_adopted_once(empty_store, shipped_catalog,
+                                                            store_url):
+    ids = _fill(empty_store, shipped_catalog, 2)
+    empty_store.record("alice", "collect", ids[-1], "2 runs")
+    unsigned = _problems(empty_store, KEY)
+    assert unsigned and all("python -m store adopt-key" in p for p in unsigned)
+    keyed = SnapshotStore.open(store_url, signing_key=KEY)
+    try:
+        # Writing goes on meanwhile (the unsigned history stays flagged until adopted).
+        at = NOW + timedelta(hours=1)
+        keyed.save(assess([Observation(Host("EX0"), at, "t", exsetup_version=PATCHED)],
+                          shipped_catalog, at, source="test", tool_version="t"), shipped_catalog)
+        result = _cli(store_url, "adopt-key", key=KEY)
+        assert result.returncode == 0, result.stderr
+        verified = _cli(store_url, "verify", key=KEY)
+        assert verified.returncode == 0, verified.stderr
+        assert "unsigned history adopted under the key" in verified.stdout
+        # What was adopted is fixed by the signed adoption: changing it now is caught.
+        with keyed.engine.begin() as conn:
+            conn.execute(text("UPDATE audit_log SET who = 'mallory' WHERE who = 'alice'"))
+        assert not keyed.verify(KEY).ok
+    finally:
+        keyed.dispose()
+
+
+def test_adopt_key_refuses_a_store_that_does_not_verify(empty_store, shipped_catalog,
+                                                       store_url):
+    ids = _fill(empty_store, shipped_catalog, 2)
+    with empty_store.engine.begin() as conn:
+        conn.execute(text("UPDATE results SET status = 'patched' WHERE snapshot_id = :id"),
+                     {"id": ids[0]})
+    result = _cli(store_url, "adopt-key", key=KEY)
+    assert result.returncode == 2 and "nothing was adopted" in result.stderr
+    assert _cli(store_url, "adopt-key").returncode == 2  # and never without the key
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE snapshots SET format = 'x' WHERE id = 2",
+    "UPDATE snapshots SET counts = 'not json' WHERE id = 2",
+    "UPDATE snapshots SET counts = '[1]' WHERE id = 2",
+    "UPDATE snapshots SET taken_at = 'garbage' WHERE id = 2",
+    "UPDATE snapshots SET hash = NULL WHERE id = 2",
+    "UPDATE results SET observation = X'00ff' WHERE snapshot_id = 2 AND position = 0",
+    "UPDATE snapshots SET signature = 'é' WHERE id = 2",
+    "UPDATE meta SET value = 'é' WHERE key = 'chain_head_signature'",
+])
+def test_rows_no_writer_makes_are_one_line_in_verify_and_history(empty_store, shipped_catalog,
+                                                                 store_url, statement):
+    _fill(empty_store, shipped_catalog, 3)
+    with empty_store.engine.begin() as conn:
+        conn.execute(text(statement))
+    for args in (["verify"], ["history"]):
+        result = _cli(store_url, *args, key=KEY)
+        assert "Traceback" not in result.stderr, result.stderr
+        if result.returncode:
+            assert result.returncode in (1, 2), result.stderr
+            assert result.stderr.strip().splitlines()[-1].startswith(
+                ("FAIL", "verification failed:", "error:")), result.stderr
+    assert _cli(store_url, "verify", key=KEY).returncode == 1

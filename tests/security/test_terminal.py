@@ -93,3 +93,36 @@ def test_data_printed_to_a_terminal_is_inert_and_to_a_pipe_exact(tmp_path, args)
     assert "\x1b" not in terminal.getvalue() and "\u202e" not in terminal.getvalue()
     assert "EX\\x1b[2J\\x07" in terminal.getvalue()
     assert "\x1b[2J\x07" in pipe.getvalue()  # a file or a pipe gets the data as stored
+
+
+def test_history_and_verify_print_stored_values_inertly(tmp_path):
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    catalog = load_catalog()
+    store = SnapshotStore.open(url)
+    store.save(assess([Observation(Host("EX1"), NOW, "t", exsetup_version="15.1.2176.9")],
+                      catalog, NOW, source="import", tool_version="t"), catalog)
+    store.record("alice", "import", 1, "one")
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE snapshots SET counts = :c"),
+                     {"c": '{"\\u001b[2J\\u0007EVIL": 2}'})
+        conn.execute(text("UPDATE audit_log SET sequence = 7"))
+        conn.execute(text("UPDATE audit_log SET who = :w"), {"w": "x\x1b[31m"})
+    store.dispose()
+    for args in (["history"], ["verify"]):
+        done = _cli("store", "--db", url, "--secrets", str(tmp_path / "none.toml"), *args)
+        assert "\x1b" not in done.stdout + done.stderr and "\x07" not in done.stdout, args
+
+
+def test_a_bundle_without_output_is_refused_before_it_is_audited(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    catalog = load_catalog()
+    store = SnapshotStore.open(url)
+    store.save(assess([Observation(Host("EX1"), NOW, "t", exsetup_version="15.1.2176.9")],
+                      catalog, NOW, source="import", tool_version="t"), catalog)
+    done = _cli("store", "--db", url, "--secrets", str(tmp_path / "none.toml"), "export",
+                "--format", "bundle")
+    assert done.returncode == 2 and "give --output" in done.stderr
+    assert store.audit_log() == []
+    store.dispose()

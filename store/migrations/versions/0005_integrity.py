@@ -1,10 +1,15 @@
 """Schema 5: the audit log becomes a signed chain; pruning is one of its entries.
 
-Existing audit entries are chained in the order they were written (and signed when the store
-is opened with a signing key). Snapshots already pruned are named, with their position and
-digest, in one ``upgrade`` entry: from now on a snapshot without its hosts is accounted for
-only by an entry of the audit chain (store/chain.py). Snapshots stay exactly as recorded;
-new ones are format 3 (their id in the digest). The chain heads get signatures.
+Existing audit entries are chained in the order they were written. Snapshots already pruned
+are named, with their position and digest, in one ``upgrade`` entry: from now on a snapshot
+without its hosts is accounted for only by an entry of the audit chain (store/chain.py).
+Snapshots stay exactly as recorded; new ones are format 3 (their id in the digest). The chain
+heads get (empty) signature rows.
+
+Nothing here is signed, even when the store is opened with the signing key: a migration runs
+on whatever the database holds, and anyone who can write it can make it look older and have
+the migration run again. What was written before schema 5 is accepted under a key only after
+a person adopts it (``python -m store adopt-key``), which is itself a signed entry.
 
 Revision ID: 0005
 Revises: 0004
@@ -14,7 +19,7 @@ import json
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from alembic import context, op
+from alembic import op
 
 from store import chain
 
@@ -31,7 +36,6 @@ def upgrade() -> None:
     op.add_column("audit_log", sa.Column("hash", sa.String(64), nullable=True))
     op.add_column("audit_log", sa.Column("signature", sa.String(64), nullable=True))
     op.create_index("uq_audit_log_sequence", "audit_log", ["sequence"], unique=True)
-    key = context.config.attributes.get("signing_key")
     conn = op.get_bind()
     meta = sa.table("meta", sa.column("key"), sa.column("value"))
     audit = sa.table("audit_log", sa.column("id"), sa.column("at"), sa.column("who"),
@@ -56,9 +60,8 @@ def upgrade() -> None:
     for sequence, entry in enumerate(entries, start=1):
         entry.update(sequence=sequence, previous_hash=previous)
         entry["hash"] = chain.entry_digest(entry)
-        signature = chain.sign(key, entry["hash"]) if key else None
         fields = {"sequence": sequence, "previous_hash": previous, "hash": entry["hash"],
-                  "signature": signature}
+                  "signature": None}
         if entry["id"] is None:
             conn.execute(sa.insert(audit).values(
                 **{k: entry[k] for k in ("at", "who", "action", "snapshot_id", "detail")},
@@ -67,13 +70,9 @@ def upgrade() -> None:
             conn.execute(sa.update(audit).where(audit.c.id == entry["id"]).values(**fields))
         previous = entry["hash"]
     audit_head = f"{len(entries)}:{previous}"
-    chain_head = conn.execute(sa.select(meta.c.value)
-                              .where(meta.c.key == "chain_head")).scalar_one()
     conn.execute(sa.insert(meta), [
         {"key": "audit_head", "value": audit_head},
-        {"key": "audit_head_signature",
-         "value": chain.sign_head(key, "audit", audit_head) if key else ""},
-        {"key": "chain_head_signature",
-         "value": chain.sign_head(key, "snapshots", chain_head) if key else ""},
+        {"key": "audit_head_signature", "value": ""},
+        {"key": "chain_head_signature", "value": ""},
     ])
     conn.execute(sa.update(meta).where(meta.c.key == "schema_version").values(value="5"))

@@ -1,0 +1,335 @@
+"""What ``python -m store verify`` proves: both chains, their heads, prunings, the key.
+
+Pure over the stored rows (the store reads them), so every rule is testable on its own:
+
+- **Snapshots.** Each digest recomputed over its stored header and rows, each link and
+  chain position followed; a pruned snapshot's header compared with what its pruning recorded.
+- **Audit log.** The same for its entries (``chain.entry_digest``). An entry naming a snapshot
+  that is not in the store is a problem: the newest snapshots were removed.
+- **Prunings.** A snapshot without hosts must be named, with its position and digest, by a
+  valid prune (or schema upgrade) entry.
+- **With the signing key.** Every snapshot and entry carries its HMAC, except what a valid,
+  signed ``adopt-key`` entry accepted as it stood (written before the key was set, or before
+  schema 5). A head whose newest element is signed must carry its own signature, so removing
+  the newest snapshots or entries and moving the head back is caught. Nothing the tool
+  writes without a person holding the key is trusted: the schema upgrade signs nothing.
+
+Limits, stated in SECURITY.md: without the key a database writer can rewrite both chains
+consistently; with it, putting back a whole earlier copy of the database (heads and all), or
+emptying it, is not detectable from inside it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from store import chain
+
+GENESIS_HEAD = f"0:{chain.GENESIS}"
+ADOPT = "adopt-key"
+UNSIGNED_HINT = ("written without this key (before it was set, or before schema 5); if you "
+                 "trust the store as it stands, adopt it once: python -m store adopt-key")
+# Results rows as hashed (position, host, status, observation, verdict, observed_in, scopes),
+# and inventory rows (position, host, record), for one snapshot id.
+RowReader = Callable[[int], tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    snapshot_id: int | None
+    sequence: int | None
+    message: str
+    entry: int | None = None  # an audit log entry's id
+
+    @property
+    def where(self) -> str:
+        """What the problem is in, for a person: a snapshot, an audit entry or a chain head."""
+        if self.snapshot_id is not None:
+            return f"snapshot #{self.snapshot_id} (position {self.sequence})"
+        if self.entry is not None:
+            return f"audit entry #{self.entry} (position {self.sequence})"
+        return "chain"
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """A pruning the audit chain accounts for: which snapshot, when, by whom."""
+
+    snapshot_id: int
+    at: str
+    who: str
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    pruned: int = 0
+    signed: int = 0
+    problems: list[ChainProblem] = field(default_factory=list)
+    head: str = chain.GENESIS
+    audit_entries: int = 0
+    prunings: list[Pruning] = field(default_factory=list)
+    adopted: str | None = None  # when and by whom the key adopted earlier unsigned rows
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class _Accounted:
+    position: int
+    digest: str
+    header: Mapping[str, Any] | None  # the header as it was when pruned (schema 5 prunings)
+    at: str
+    who: str
+
+
+@dataclass
+class _Audit:
+    accounted: dict[int, _Accounted] = field(default_factory=dict)
+    adopted_snapshots: tuple[int, str] | None = None
+    named: dict[int, int] = field(default_factory=dict)  # snapshot id -> an entry naming it
+
+
+def verify(headers: Sequence[Mapping[str, Any]], rows: RowReader,
+           entries: Sequence[Mapping[str, Any]], heads: Mapping[str, str],
+           key: bytes | None) -> VerifyReport:
+    """The report on both chains. ``headers``: snapshot rows in chain order; ``entries``: audit
+    rows in chain order (unchained ones anywhere); ``heads``: the ``meta`` table."""
+    report = VerifyReport()
+    audit = _verify_audit(entries, heads, key, report)
+    previous, expected = chain.GENESIS, 0
+    ids: set[int] = set()
+    for index, row in enumerate(headers):
+        expected += 1
+        report.checked += 1
+        ids.add(row["id"])
+
+        def problem(message: str, row: Mapping[str, Any] = row) -> None:
+            report.problems.append(ChainProblem(row["id"], row["sequence"], message))
+
+        if row["sequence"] != expected:
+            problem(f"chain position {_shown(row['sequence'])} where {expected} was expected (a "
+                    "snapshot was deleted or inserted)")
+            expected = row["sequence"] if isinstance(row["sequence"], int) else expected
+        if row["previous_hash"] != previous:
+            problem("does not link to the snapshot before it (deleted, inserted or reordered "
+                    "snapshots, or a changed predecessor)")
+        results, inventory = rows(row["id"])
+        if row["pruned"]:
+            report.pruned += 1
+            _check_pruned(row, index == len(headers) - 1, bool(results or inventory), audit, report,
+                          problem)
+        else:
+            try:
+                recomputed = chain.digest(dict(row), results, inventory)
+            except (ValueError, TypeError, KeyError, AttributeError) as error:
+                recomputed = f"({type(error).__name__})"  # a format or value no writer makes
+            if recomputed != row["hash"]:
+                problem("content does not match its recorded digest (a stored observation, "
+                        "verdict, time, id or header was changed)")
+            if _format(row) < 2 and (
+                    row.get("observed_count") is not None or row.get("fresh_count") is not None
+                    or any(r[5] is not None or r[6] is not None for r in results)):
+                # Format 1 never wrote these, and its digest does not cover them.
+                problem("a format 1 snapshot carries whole-fleet fields (observed_in, scopes, "
+                        "observed or fresh counts) that format 1 never wrote")
+        if key is not None:
+            if row["signature"]:
+                if chain.signature_ok(key, row["hash"], row["signature"]):
+                    report.signed += 1
+                else:
+                    problem("signature wrong for this key")
+            elif not (audit.adopted_snapshots and isinstance(row["sequence"], int)
+                      and row["sequence"] <= audit.adopted_snapshots[0]):
+                problem(f"unsigned: {UNSIGNED_HINT}")
+            if audit.adopted_snapshots and row["sequence"] == audit.adopted_snapshots[0] \
+                    and row["hash"] != audit.adopted_snapshots[1]:
+                problem("the key adoption named another digest at this position (changed since)")
+        previous = row["hash"] if isinstance(row["hash"], str) else ""
+    report.head = previous
+    newest = headers[-1] if headers else None
+    _check_head(heads, "chain_head", "snapshots", f"{expected}:{previous}",
+                signed=bool(newest and newest["signature"] and _format(newest) >= 3),
+                key=key, report=report, what="snapshot")
+    for snapshot_id, entry_id in sorted(audit.named.items()):
+        if snapshot_id not in ids:
+            report.problems.append(ChainProblem(
+                None, None, f"names snapshot #{snapshot_id}, which is not in the store (the "
+                "newest snapshots were removed?)", entry=entry_id))
+    return report
+
+
+def _check_pruned(row: Mapping[str, Any], newest: bool, holds_rows: bool, audit: _Audit,
+                  report: VerifyReport, problem: Callable[[str], None]) -> None:
+    if newest:
+        problem("the newest snapshot is marked pruned, which pruning never does: it holds the "
+                "fleet")
+    accounted = audit.accounted.get(row["id"])
+    if holds_rows:
+        problem("marked pruned but still holds its hosts (the flag was set by hand)")
+    elif accounted is None:
+        problem("its hosts are gone, but no pruning in the audit chain names it: they were "
+                "deleted outside the tool")
+    elif (accounted.position, accounted.digest) != (row["sequence"], row["hash"]):
+        problem("the pruning that names it recorded another chain position or digest (the "
+                "snapshot was changed or renumbered)")
+    elif accounted.header is not None and _header(row) != accounted.header:
+        problem("its header (time, counts, label, ...) differs from the one its pruning "
+                "recorded: changed since")
+    else:
+        report.prunings.append(Pruning(row["id"], accounted.at, accounted.who))
+
+
+def header_record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What a pruning records of a snapshot's header: every hashed field and the id."""
+    return _header(row)
+
+
+def _header(row: Mapping[str, Any]) -> dict[str, Any]:
+    fields = chain.HEADER_FIELDS + chain.FLEET_FIELDS + ("id", "signature")
+    return {name: row.get(name) for name in fields}
+
+
+def _verify_audit(entries: Sequence[Mapping[str, Any]], heads: Mapping[str, str],
+                  key: bytes | None, report: VerifyReport) -> _Audit:
+    audit = _Audit()
+    chained: list[Mapping[str, Any]] = []
+    sound: dict[int, bool] = {}  # entry id -> its position, link and digest hold
+    previous, expected = chain.GENESIS, 0
+    for entry in entries:
+        report.audit_entries += 1
+        if entry["sequence"] is None:
+            report.problems.append(ChainProblem(None, None, "not part of the audit chain (an "
+                                                "entry inserted by hand)", entry=entry["id"]))
+            continue
+        expected += 1
+        ok = True
+        if entry["sequence"] != expected:
+            _entry_problem(report, entry, f"audit position {_shown(entry['sequence'])} where "
+                           f"{expected} was expected (an entry was deleted or inserted)")
+            expected = entry["sequence"] if isinstance(entry["sequence"], int) else expected
+            ok = False
+        if entry["previous_hash"] != previous:
+            _entry_problem(report, entry, "does not link to the entry before it")
+            ok = False
+        try:
+            recomputed = chain.entry_digest(entry)
+        except (KeyError, TypeError, ValueError):
+            recomputed = ""
+        if recomputed != entry["hash"]:
+            _entry_problem(report, entry, "content does not match its recorded digest (who, "
+                           "when, what or detail was changed)")
+            ok = False
+        sound[entry["id"]] = ok
+        chained.append(entry)
+        previous = entry["hash"] if isinstance(entry["hash"], str) else ""
+    adopted_audit = 0
+    if key is not None:
+        for entry in reversed(chained):  # the newest valid adoption counts
+            if entry["action"] == ADOPT and sound[entry["id"]] and chain.signature_ok(
+                    key, entry["hash"], entry["signature"]):
+                adoption = _adoption(entry["detail"])
+                if adoption is not None:
+                    audit.adopted_snapshots, audit_head = adoption
+                    adopted_audit = audit_head[0]
+                    report.adopted = f"{entry['at']} by {entry['who']}"
+                    _check_adopted_audit(chained, audit_head, report)
+                break
+    for entry in chained:
+        valid = sound[entry["id"]]
+        if key is not None:
+            if entry["signature"]:
+                if not chain.signature_ok(key, entry["hash"], entry["signature"]):
+                    _entry_problem(report, entry, "signature wrong for this key")
+                    valid = False
+            elif not (isinstance(entry["sequence"], int) and entry["sequence"] <= adopted_audit):
+                _entry_problem(report, entry, f"unsigned: {UNSIGNED_HINT}")
+                valid = False
+        if valid and entry["action"] in ("prune", "upgrade"):
+            for snapshot_id, item in _named_prunings(entry["detail"]).items():
+                audit.accounted[snapshot_id] = _Accounted(item[0], item[1], item[2],
+                                                          entry["at"], entry["who"])
+        if isinstance(entry["snapshot_id"], int):
+            audit.named.setdefault(entry["snapshot_id"], entry["id"])
+    newest = chained[-1] if chained else None
+    _check_head(heads, "audit_head", "audit", f"{expected}:{previous}",
+                signed=bool(newest and newest["signature"]), key=key, report=report,
+                what="audit entry")
+    return audit
+
+
+def _check_adopted_audit(chained: Sequence[Mapping[str, Any]], head: tuple[int, str],
+                         report: VerifyReport) -> None:
+    position, digest = head
+    if position == 0:
+        return
+    match = next((e for e in chained if e["sequence"] == position), None)
+    if match is None or match["hash"] != digest:
+        report.problems.append(ChainProblem(None, position, "the key adoption named another "
+                                            "audit entry at this position (changed since)"))
+
+
+def _check_head(heads: Mapping[str, str], name: str, kind: str, expected: str, *,
+                signed: bool, key: bytes | None, report: VerifyReport, what: str) -> None:
+    head = heads.get(name)
+    if head is None:
+        report.problems.append(ChainProblem(None, None, f"the {kind} chain head is missing "
+                                            "(removed outside the tool)"))
+        return
+    if head != expected:
+        report.problems.append(ChainProblem(None, None, f"{kind} chain head {head} does not "
+                                            f"match the last {what} (the newest were "
+                                            "removed?)"))
+    if key is not None and signed and head != GENESIS_HEAD and not chain.head_signature_ok(
+            key, kind, head, heads.get(f"{name}_signature")):
+        report.problems.append(ChainProblem(None, None, f"the {kind} chain head is not signed "
+                                            f"with this key (the newest {what}s removed and "
+                                            "the head moved back?)"))
+
+
+def adoption_detail(snapshots_head: str, audit_head: str) -> str:
+    """The detail of an ``adopt-key`` entry: the heads it accepts as they stand."""
+    return json.dumps({"snapshots": snapshots_head, "audit": audit_head}, sort_keys=True)
+
+
+def _adoption(detail: str) -> tuple[tuple[int, str], tuple[int, str]] | None:
+    try:
+        data = json.loads(detail)
+        parts = [str(data[name]).split(":") for name in ("snapshots", "audit")]
+        return (int(parts[0][0]), parts[0][1]), (int(parts[1][0]), parts[1][1])
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def _named_prunings(detail: str) -> dict[int, tuple[int, str, Mapping[str, Any] | None]]:
+    """id -> (position, digest, header) of each snapshot a prune or upgrade entry names; none
+    for an entry of schema 4 and before, whose detail was free text."""
+    try:
+        named = json.loads(detail)["pruned"]
+        return {int(item["id"]): (int(item["sequence"]), str(item["hash"]),
+                                  item.get("header") if isinstance(item.get("header"), dict)
+                                  else None)
+                for item in named}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _entry_problem(report: VerifyReport, entry: Mapping[str, Any], message: str) -> None:
+    sequence = entry["sequence"] if isinstance(entry["sequence"], int) else None
+    report.problems.append(ChainProblem(None, sequence, message, entry=entry["id"]))
+
+
+def _format(row: Mapping[str, Any]) -> int:
+    try:
+        return int(row.get("format") or 1)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _shown(value: Any) -> str:
+    return str(value)[:40]
