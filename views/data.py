@@ -23,7 +23,7 @@ from store import SnapshotInfo, SnapshotStore
 from store.evidence import build_bundle
 from store.export import HOST_COLUMNS, assign_waves, host_row, worklist
 from store.history import Diff, Reevaluation, diff, reevaluate
-from store.snapshots import VerifyReport
+from store.verification import VerifyReport
 
 TTL_SECONDS = 60
 
