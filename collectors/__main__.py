@@ -8,10 +8,12 @@
     import FILE... [--db URL]
         store probe documents produced by hand (collectors/probe.ps1) as one snapshot
 
-Exit status: 0 on success (collect: a snapshot was saved, even with unreachable hosts),
-1 when nothing could be read or saved, 2 on configuration errors, 3 when another collection
-is running. Errors are one line naming the server, the operation and the fix; never a
-traceback.
+Exit status: 0 on success (collect: a snapshot was saved, even with unreachable hosts;
+discover: the directory answered, even with no server, which it then warns about), 1 when
+nothing could be read or saved, 2 on configuration errors, 3 when another collection is
+running. Errors are one line naming the server, the operation and the fix; never a traceback.
+Warnings are lines starting "warning: " on stderr; discover's summary line counts them, and
+its table repeats them under the rows (its JSON stays a bare list of servers).
 """
 
 from __future__ import annotations
@@ -100,16 +102,20 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     except DirectoryError as error:
         stderr.write(f"error: {inert(error)}\n")
         return 1
-    for warning in found.warnings:
-        stderr.write(f"warning: {inert(warning)}\n")
+    # One line each, inert: the base and the filter carry configured and AD-held text.
+    warnings = [f"warning: {inert(warning)}" for warning in found.warnings]
+    for line in warnings:
+        stderr.write(line + "\n")
     if args.format == "json":
+        # A bare list, as before: scripts read it; the warnings are on stderr.
         json.dump([s.as_json() for s in found.servers], stdout, indent=2)
         stdout.write("\n")
     else:
-        stdout.write(table(found.servers) + "\n")
+        stdout.write("\n".join([table(found.servers), *warnings]) + "\n")
     with_problems = sum(1 for s in found.servers if s.problems)
-    stderr.write(f"{len(found.servers)} Exchange servers from {found.server} "
-                 f"({with_problems} with problems)\n")
+    counted = f", {len(warnings)} warning{'s' if len(warnings) > 1 else ''}" if warnings else ""
+    stderr.write(f"{len(found.servers)} Exchange servers from {inert(found.server)} "
+                 f"({with_problems} with problems{counted})\n")
     return 0
 
 

@@ -4,8 +4,10 @@
 configuration naming context from the RootDSE, and pages through every
 ``msExchExchangeServer`` object below ``CN=Microsoft Exchange,CN=Services,<config NC>``
 (transport sub-objects excluded). Every object yields a ``DirectoryServer``; what is missing
-or malformed goes into its ``problems`` (failures are data). The ``parse_*`` functions are
-pure and hold all interpretation of attribute values.
+or malformed goes into its ``problems`` (failures are data). An answer with no server is not
+an error, but its ``Discovery.warnings`` say where it looked and why it may be empty
+(``empty_warning``). The ``parse_*`` functions are pure and hold all interpretation of
+attribute values.
 
 Errors: ``DirectoryError`` (connection, TLS, bind, base not found, size/time limit,
 referral, partial result), always naming the server, the operation and the likely fix.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import json
 import logging
 import math
 import ssl
@@ -146,10 +149,13 @@ class DirectoryServer:
 
 @dataclass(frozen=True)
 class Discovery:
+    """What one domain controller listed; ``base`` and ``search_filter`` are the search as sent."""
+
     server: str
     base: str
     servers: tuple[DirectoryServer, ...]
     warnings: tuple[str, ...] = field(default=())
+    search_filter: str = ""
 
 
 # -- pure parsers ------------------------------------------------------------------------------
@@ -313,6 +319,41 @@ def scope_filter(config: DirectoryConfig, config_nc: str) -> str:
     for site in config.exclude_sites:
         parts.append(f"(!(msExchServerSite={escape_filter_chars(_site_dn(site, config_nc))}))")
     return "(&" + "".join(parts) + ")"
+
+
+def empty_warning(config: DirectoryConfig, server: str, base: str, search_filter: str,
+                  matched: int = 0) -> str:
+    """Why a discovery that listed no server probably did, with the fix for each cause.
+
+    AD answers an account that may not read the Exchange objects with an empty list, not an
+    error, so an empty answer is the one sign of a wrong base, a lost right or a foreign schema.
+    ``matched``: the entries the filter found before the name patterns dropped them all.
+    """
+    origin = "[ldap] base" if config.base else "the RootDSE"
+    where = (f"{server} listed no Exchange server under {base} (configuration naming context "
+             f"from {origin}) with filter {search_filter}")
+    if matched:
+        patterns = ", ".join(f"{key} = {json.dumps(list(values))}" for key, values in (
+            ("include_names", config.include_names), ("exclude_names", config.exclude_names))
+            if values)
+        return (f"{where}: the filter matched {matched}, but the [scope] name patterns "
+                f"({patterns}) dropped every one. Fix: correct those patterns")
+    causes = []
+    if config.base:
+        causes.append("a wrong [ldap] base: it must be the configuration naming context "
+                      "(CN=Configuration,DC=...), or leave it out to read it from the RootDSE")
+    if config.only or config.include_sites or config.exclude_sites:
+        causes.append("[scope] only/include_sites/exclude_sites that match no server: use the "
+                      "server and site names as AD spells them")
+    causes += ["a bind account that may not read the Exchange objects in the Configuration "
+               "partition (AD then lists nothing instead of refusing): restore its read access, "
+               "which authenticated users have by default",
+               "a forest without Exchange, or a schema this tool does not expect (server "
+               "objects not of class msExchExchangeServer): point [ldap] servers at a domain "
+               "controller of the forest that runs Exchange"]
+    return f"{where}. Likely causes: " + " ".join(
+        f"({number}) {cause}{';' if number < len(causes) else ''}"
+        for number, cause in enumerate(causes, 1))
 
 
 def _site_dn(site: str, config_nc: str) -> str:
@@ -534,11 +575,9 @@ def _discover_on(connection: ldap3.Connection, url: str, config: DirectoryConfig
                              "set `base` (CN=Configuration,DC=...) in the [ldap] config")
     base = f"CN=Microsoft Exchange,CN=Services,{config_nc}"
     page_size = max(1, min(config.page_size, MAX_PAGE_SIZE))
-    entries = [
-        (dn, attributes) for dn, attributes in _search(
-            connection, url, base, scope_filter(config, config_nc), ldap3.SUBTREE, ATTRIBUTES,
-            page_size)
-    ]
+    search_filter = scope_filter(config, config_nc)
+    entries = list(_search(connection, url, base, search_filter, ldap3.SUBTREE, ATTRIBUTES,
+                           page_size))
     missing = [_first_value(a, "cn") or parse_first_rdn(dn) or "" for dn, a in entries
                if parse_network_address(_values(a, "networkAddress"))[0] is None]
     domain_base = config.domain_base or root.get("defaultNamingContext")
@@ -552,7 +591,10 @@ def _discover_on(connection: ldap3.Connection, url: str, config: DirectoryConfig
     warnings = []
     if missing and not domain_base:
         warnings.append("no defaultNamingContext: FQDNs could not be looked up on computer objects")
-    return Discovery(server=url, base=base, servers=tuple(servers), warnings=tuple(warnings))
+    if not servers:
+        warnings.append(empty_warning(config, url, base, search_filter, len(entries)))
+    return Discovery(server=url, base=base, servers=tuple(servers), warnings=tuple(warnings),
+                     search_filter=search_filter)
 
 
 def _values(attributes: Mapping[str, Any], name: str) -> list[str]:

@@ -41,6 +41,7 @@ from compliance.evaluate import Policy, assess
 from compliance.fleet import IMPORT, INVENTORY, directory_scope
 from compliance.models import Host, Observation, Snapshot, Status
 from store import SnapshotInfo, SnapshotStore
+from store.export import inert
 
 
 class JobError(RuntimeError):
@@ -193,9 +194,10 @@ def collect(*, store: SnapshotStore, catalog: Catalog, policy: Policy,
         if discovered:
             complete = (_directory_scope(directory, found.base),)
         else:
-            progress_stream.write(f"warning: {found.server} listed no Exchange server under "
-                                  f"{found.base}; nothing is removed from the fleet. Check the "
-                                  "account's read access and the [scope] filters\n")
+            progress_stream.write("warning: nothing is removed from the fleet (the discovery "
+                                  "below listed no server)\n")
+        for warning in found.warnings:  # the empty discovery's base, filter and likely causes
+            progress_stream.write(f"warning: {inert(warning)}\n")
         scope_parts.append(f"AD {found.server} {found.base}")
     if inventory:
         scope_parts.append(f"inventory file ({len(inventory)} hosts)")

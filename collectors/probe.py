@@ -83,18 +83,22 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def _findings(indicators: Mapping[str, Any]) -> tuple[str, ...]:
+def _findings(indicators: Mapping[str, Any], names: tuple[str, ...],
+              label: str | None = None) -> tuple[str, ...]:
+    """One line per finding of the checks ``names``, prefixed by the check (or ``label``)."""
     found = []
-    for cve in CVES:
-        for item in indicators.get(cve) or []:
+    for name in names:
+        for item in indicators.get(name) or []:
             detail = item.get("detail") if isinstance(item, Mapping) else item
             where = item.get("path") if isinstance(item, Mapping) else None
-            found.append(f"{cve}: {detail}" + (f" ({where})" if where else ""))
-    for item in indicators.get("suspicious_files") or []:
-        detail = item.get("detail") if isinstance(item, Mapping) else item
-        where = item.get("path") if isinstance(item, Mapping) else None
-        found.append(f"suspicious file: {detail}" + (f" ({where})" if where else ""))
+            found.append(f"{label or name}: {detail}" + (f" ({where})" if where else ""))
     return tuple(found)
+
+
+def _eomt(value: Any) -> dict[str, str] | None:
+    if not isinstance(value, Mapping):
+        return None
+    return {str(name): str(text) for name, text in value.items()}
 
 
 # Bounds checked before the schema: they keep validation linear and small on hostile input.
@@ -281,8 +285,12 @@ def observation_from_document(document: Mapping[str, Any], host: Host, source: s
             app_pools={str(name): AppPoolState(_text(v.get("state")), v.get("auto_start"))
                        for name, v in (mitigations.get("app_pools") or {}).items()
                        if isinstance(v, Mapping)},
+            url_rewrite_module=_text(mitigations.get("url_rewrite_module")),
+            eomt=_eomt(mitigations.get("eomt")),
+            defender_signature_version=_text(mitigations.get("defender_signature_version")),
         ),
-        indicators=_findings(indicators),
+        indicators=_findings(indicators, CVES),
+        suspicious_files=_findings(indicators, ("suspicious_files",), "file"),
         probe_errors=tuple(str(e) for e in document.get("errors") or []),
         log_window_days=window_days,
         indicators_truncated=bool(indicators.get("truncated", False)),

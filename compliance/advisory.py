@@ -5,7 +5,7 @@ The shape is generic: a later advisory is a new TOML file under ``data/advisorie
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,28 @@ class Mitigation:
             for name in self.names
         )
 
+    def unreadable(self, errors: Sequence[str]) -> str | None:
+        """The probe error (``"<part>: <message>"``, docs/probe.md) that left this mitigation's
+        state unread, if any: then an empty list means unknown, not missing."""
+        if self.kind == "rewrite_rules":
+            parts: tuple[str, ...] = ("iis", "rewrite_rules")
+        elif self.kind == "services_disabled":
+            parts = ("services",)
+        else:
+            parts = ("iis", *(f"app_pool {name}" for name in self.names))
+        folded = tuple(part.casefold() for part in parts)
+        return next((error for error in errors
+                     if error.split(":", 1)[0].strip().casefold() in folded), None)
+
+    def grant(self) -> str:
+        """What to fix so the probe can read this mitigation's state."""
+        if self.kind == "services_disabled":
+            return ("let the probe account query services over WMI (Win32_Service), e.g. by "
+                    "adding it to Remote Management Users with WMI read rights")
+        return ("let the probe account read IIS's configuration (applicationHost.config under "
+                "%windir%\\System32\\inetsrv\\config) and load the WebAdministration module, "
+                "or run the probe by hand as a local administrator")
+
     def describe(self, seen: MitigationState) -> str:
         """What the probe saw for this mitigation, for the evidence trail."""
         if self.kind == "rewrite_rules":
@@ -73,6 +95,18 @@ class Mitigation:
                 parts.append(f"{name}: not reported" if pool is None else
                              f"{name}: {pool.state or '?'}")
         return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class DefenderRule:
+    """Microsoft Defender's automatic mitigation: from this security intelligence version on,
+    Defender applied a mitigation for ``covers`` on a vulnerable server by itself. Evidence
+    beside the rules, never proof on its own (it may be turned off, or another product be
+    active)."""
+
+    min_signature_version: Build
+    covers: tuple[str, ...]
+    source: str
 
 
 @dataclass(frozen=True)
@@ -110,6 +144,7 @@ class Advisory:
     cves: tuple[Cve, ...]
     mitigations: tuple[Mitigation, ...]
     products: tuple[ProductRule, ...]
+    defender: DefenderRule | None = None
 
     def rule(self, product: str | None) -> ProductRule | None:
         return next((rule for rule in self.products if rule.product == product), None)
@@ -178,10 +213,20 @@ def parse_advisory(data: Mapping[str, Any]) -> Advisory:
                 raise AdvisoryError(f"mitigation {m.id}: unknown kind {m.kind!r}")
             if set(m.covers) - cve_ids:
                 raise AdvisoryError(f"mitigation {m.id} covers undefined CVEs")
+        defender = None
+        if "defender" in data:
+            entry = data["defender"]
+            try:
+                version = parse_dotted(entry["min_signature_version"])
+            except BuildParseError as error:
+                raise AdvisoryError(f"defender: {error}") from None
+            defender = DefenderRule(version, _strings(entry, "covers"), entry["source"])
+            if set(defender.covers) - cve_ids:
+                raise AdvisoryError("defender covers undefined CVEs")
         return Advisory(
             id=data["id"], version=str(data["version"]), title=data["title"],
             published=str(data["published"]), url=data["url"], cves=cves,
-            mitigations=mitigations, products=tuple(products),
+            mitigations=mitigations, products=tuple(products), defender=defender,
         )
     except KeyError as missing:
         raise AdvisoryError(f"advisory field missing: {missing}") from None

@@ -12,6 +12,7 @@ import io
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from importlib import resources
 
 from compliance.advisory import Advisory, parse_advisory
@@ -48,6 +49,16 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class Lifecycle:
+    """When a product line stopped receiving security updates (None: still supported)."""
+
+    product: str
+    end_of_support: date | None
+    successor: str | None
+    source: str
+
+
+@dataclass(frozen=True)
 class Catalog:
     releases: tuple[Release, ...]
     groups: tuple[CuGroup, ...]
@@ -55,6 +66,7 @@ class Catalog:
     version: str
     newest_release: str
     by_build: Mapping[Build, Release] = field(default_factory=dict, compare=False, repr=False)
+    lifecycle: Mapping[str, Lifecycle] = field(default_factory=dict, compare=False, repr=False)
     # place() is a pure function of the build and this (immutable) catalogue: a fleet has few
     # distinct builds, and re-grading a carried fleet places each of them thousands of times.
     _placements: dict[Build, Placement] = field(default_factory=dict, compare=False, repr=False)
@@ -98,6 +110,22 @@ class Catalog:
             return Placement(build, group.product, None, None, None)
         return Placement(build, group.product, group.cu, group.base, None)
 
+    def later_update(self, product: str, cu: str, since: Build,
+                     kbs: Iterable[str]) -> Release | None:
+        """The newest update (SU, RU or HU) of ``product`` ``cu`` at or after build ``since``
+        whose KB is among ``kbs``: Microsoft's updates are cumulative for their CU, so it
+        contains every fix ``since`` brought. A KB of another CU proves nothing here."""
+        wanted = {kb.strip().upper() for kb in kbs}
+        found = [r for r in self.releases
+                 if r.product == product and r.cu == cu and r.kind in ("SU", "RU", "HU")
+                 and not r.disputed and r.kb and r.kb.upper() in wanted and r.build >= since]
+        return max(found, key=lambda r: r.build) if found else None
+
+    def out_of_support(self, product: str | None, on: date) -> Lifecycle | None:
+        """The product's lifecycle entry when its support had ended by ``on``."""
+        entry = self.lifecycle.get(product or "")
+        return entry if entry and entry.end_of_support and on > entry.end_of_support else None
+
     def cu_base(self, product: str, cu: str | None) -> Build | None:
         group = self.group(product, cu)
         return group.base if group else None
@@ -137,16 +165,31 @@ def cu_groups(releases: Iterable[Release]) -> tuple[CuGroup, ...]:
     return tuple(sorted(groups, key=lambda g: g.base))
 
 
-def build_catalog(builds_csv: str, advisory_toml: str) -> Catalog:
-    """A catalogue from the text of the two data files (pure)."""
+def parse_lifecycle(rows: Iterable[Mapping[str, str]]) -> dict[str, Lifecycle]:
+    entries = {}
+    for number, row in enumerate(rows, start=2):
+        try:
+            end = date.fromisoformat(row["end_of_support"]) if row["end_of_support"] else None
+            entries[row["product"]] = Lifecycle(row["product"], end, row["successor"] or None,
+                                                row["source"])
+        except (KeyError, ValueError) as error:
+            raise CatalogError(f"lifecycle.csv line {number}: {error}") from None
+    return entries
+
+
+def build_catalog(builds_csv: str, advisory_toml: str, lifecycle_csv: str = "") -> Catalog:
+    """A catalogue from the text of the data files (pure)."""
     releases = parse_releases(csv.DictReader(io.StringIO(builds_csv)))
     advisory = parse_advisory(tomllib.loads(advisory_toml))
-    digest = hashlib.sha256(builds_csv.encode() + b"\0" + advisory_toml.encode()).hexdigest()
+    digest = hashlib.sha256(builds_csv.encode() + b"\0" + advisory_toml.encode()
+                            + (b"\0" + lifecycle_csv.encode() if lifecycle_csv else b"")
+                            ).hexdigest()
     newest = max(r.released for r in releases if r.released)
     return Catalog(
         releases=releases, groups=cu_groups(releases), advisory=advisory,
         version=f"{newest}+{digest[:12]}", newest_release=newest,
         by_build={release.build: release for release in releases},
+        lifecycle=parse_lifecycle(csv.DictReader(io.StringIO(lifecycle_csv))),
     )
 
 
@@ -155,4 +198,5 @@ def load_catalog(advisory_id: str = DEFAULT_ADVISORY) -> Catalog:
     data = resources.files("compliance") / "data"
     builds = (data / "builds.csv").read_text(encoding="utf-8")
     advisory = (data / "advisories" / f"{advisory_id}.toml").read_text(encoding="utf-8")
-    return build_catalog(builds, advisory)
+    lifecycle = (data / "lifecycle.csv").read_text(encoding="utf-8")
+    return build_catalog(builds, advisory, lifecycle)

@@ -70,8 +70,12 @@ def observation_to_dict(obs: Observation) -> dict[str, Any]:
                 name: {"state": p.state, "auto_start": p.auto_start}
                 for name, p in sorted(mitigations.app_pools.items())
             },
+            "url_rewrite_module": mitigations.url_rewrite_module,
+            "eomt": None if mitigations.eomt is None else dict(sorted(mitigations.eomt.items())),
+            "defender_signature_version": mitigations.defender_signature_version,
         },
         "indicators": list(obs.indicators),
+        "suspicious_files": list(obs.suspicious_files),
         "probe_errors": list(obs.probe_errors),
         "log_window_days": obs.log_window_days,
         "indicators_truncated": obs.indicators_truncated,
@@ -79,6 +83,9 @@ def observation_to_dict(obs: Observation) -> dict[str, Any]:
             "reason": obs.failure.reason, "detail": obs.failure.detail, "hint": obs.failure.hint,
         },
     }
+
+
+SUSPICIOUS_PREFIX = "suspicious file: "
 
 
 def observation_from_dict(data: Mapping[str, Any]) -> Observation:
@@ -100,8 +107,17 @@ def observation_from_dict(data: Mapping[str, Any]) -> Observation:
                       for n, s in mit.get("services", {}).items()},
             app_pools={n: AppPoolState(p.get("state"), p.get("auto_start"))
                        for n, p in mit.get("app_pools", {}).items()},
+            url_rewrite_module=mit.get("url_rewrite_module"),
+            eomt=None if mit.get("eomt") is None else dict(mit["eomt"]),
+            defender_signature_version=mit.get("defender_signature_version"),
         ),
-        indicators=tuple(data.get("indicators", [])),
+        # Observations stored before suspicious files had their own field kept them among
+        # the indicators, marked by this prefix: they are read back apart, and judged anew.
+        indicators=tuple(i for i in data.get("indicators", [])
+                         if not str(i).startswith(SUSPICIOUS_PREFIX)),
+        suspicious_files=tuple(data.get("suspicious_files", [])) + tuple(
+            str(i)[len(SUSPICIOUS_PREFIX):] for i in data.get("indicators", [])
+            if str(i).startswith(SUSPICIOUS_PREFIX)),
         failure=None if failure is None else Failure(
             failure["reason"], failure["detail"], failure.get("hint", "")
         ),

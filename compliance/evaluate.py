@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from compliance.advisory import Fix, ProductRule
-from compliance.builds import BuildParseError, parse_ad_build, parse_build
+from compliance.builds import BuildParseError, parse_ad_build, parse_build, parse_dotted
 from compliance.catalog import Catalog, Placement
 from compliance.models import (
     Assessment,
@@ -120,10 +120,17 @@ class _Grader:
         for update in obs.installed_updates:
             self.note("installed_update", f"{update.kb} {update.name}".strip(),
                       f"installed-update record{' ' + update.installed_on if update.installed_on else ''}")
-        if obs.indicators:
+        if obs.indicators:  # hits of the four CVE checks only
             self.flag(Flag.INDICATORS_FOUND)
             for indicator in obs.indicators:
                 self.note("indicator", indicator, "probe")
+        if obs.suspicious_files:
+            # Listed for review, not judged: Test-ProxyLogon stopped reporting them on their own
+            # because archives under ProgramData (an antivirus agent's own) were false positives.
+            self.flag(Flag.SUSPICIOUS_FILES)
+            for found in obs.suspicious_files:
+                self.note("suspicious_file", found, "probe (for review, not a CVE check hit)")
+        self._mitigation_facts()
         if obs.log_window_days is not None:
             self.note("log_window", f"indicator search reached {obs.log_window_days:.0f} days back"
                       + (" (cut short by a cap or the deadline)" if obs.indicators_truncated else ""),
@@ -177,17 +184,21 @@ class _Grader:
         build, rule, fix, placement = ctx.build, ctx.rule, ctx.fix, ctx.placement
         if placement.release is None:
             self.flag(Flag.NOT_IN_CATALOG)
-        if fix and placement.cu and build >= fix.build:
+        if placement.cu is None:
+            # Not on any CU the catalogue knows (Security Updates keep their CU's build number):
+            # a CU released after the catalogue, or a build no release has. Either way it cannot
+            # be placed, so it is not patched, however high it is.
+            return self.unknown(ctx, Reason.UNPLACEABLE_BUILD,
+                                f"build {build} is not in the catalogue and is on no CU it knows "
+                                f"(catalogue of {self.catalog.newest_release})",
+                                "Update the build catalogue, or check the reported build")
+        if fix and build >= fix.build:
             return self.patched(ctx, f"ExSetup {build} is at or above the fix for "
                                 f"{_product(rule)} {fix.cu} ({fix.build})")
         first = self._first_fixed_base(rule)
         if first and build >= first:
             return self.patched(ctx, f"ExSetup {build} is at or after {_product(rule)} "
                                 f"{rule.fixed_from} ({first}), which contains the fixes")
-        if placement.cu is None:
-            return self.unknown(ctx, Reason.UNPLACEABLE_BUILD,
-                                f"build {build} is not in the catalogue and cannot be placed in a CU",
-                                "Update the build catalogue, or check the reported build")
         if placement.release and placement.release.disputed:
             self.flag(Flag.DISPUTED_BUILD)
             return self.unknown(ctx, Reason.DISPUTED,
@@ -216,6 +227,19 @@ class _Grader:
             proven = _Context(fix.build, BuildSource.INSTALLED_UPDATE,
                               self.catalog.place(fix.build), rule, fix)
             return self.patched(proven, f"{fix.kb}, the fix for {_product(rule)} {fix.cu}, is "
+                                "recorded as installed (ExSetup version not read)")
+        later = (self.catalog.later_update(rule.product, placement.cu, fix.build, kbs)
+                 if fix else None)
+        if fix and later:
+            self.note("installed_update_proof",
+                      f"{later.kb} ({later.name}, {later.build}) recorded on {rule.product} "
+                      f"{placement.cu}; Security Updates are cumulative for their CU, so it "
+                      f"supersedes {fix.kb} (the March 2021 fix, {fix.build})",
+                      f"installed-update record; catalogue ({later.source})")
+            proven = _Context(later.build, BuildSource.INSTALLED_UPDATE,
+                              self.catalog.place(later.build), rule, fix)
+            return self.patched(proven, f"{later.kb}, a later Security Update for "
+                                f"{_product(rule)} {placement.cu} that supersedes {fix.kb}, is "
                                 "recorded as installed (ExSetup version not read)")
         return self.unknown(ctx, Reason.AD_ONLY,
                             f"only the CU level is known ({_product(rule)} {placement.cu}); AD never "
@@ -262,28 +286,83 @@ class _Grader:
                                 f"role; if it has, {self._fix_action(ctx)[:1].lower()}"
                                 f"{self._fix_action(ctx)[1:]}")
         present: list[str] = []
+        unread: dict[str, str] = {}  # mitigation id -> the probe error that left it unread
         if self.obs.mitigations is not None:
             for mitigation in self.advisory.mitigations:
                 if rule.product not in mitigation.products:
                     continue
-                seen = mitigation.describe(self.obs.mitigations)
+                error = mitigation.unreadable(self.obs.probe_errors)
                 if mitigation.present(self.obs.mitigations):
                     present.append(mitigation.id)
+                    seen = mitigation.describe(self.obs.mitigations)
+                elif error is not None:
+                    # An empty list beside the error that emptied it is unknown, not missing.
+                    unread[mitigation.id] = error
+                    seen = f"could not be read: {error}"
+                else:
+                    seen = mitigation.describe(self.obs.mitigations)
                 self.note("mitigation", f"{mitigation.id}: {seen}", "probe")
         mitigated = bool(rule.mitigated_when) and all(m in present for m in rule.mitigated_when)
+        # Still vulnerable: the build is below the fix, and nothing shows a mitigation. But
+        # flagged, and never told "nothing applied": the mitigation may be in place unseen.
+        unknown_needed = [m for m in rule.mitigated_when if m in unread]
+        if not mitigated and unknown_needed:
+            self.flag(Flag.MITIGATION_UNREADABLE)
         status = Status.MITIGATED if mitigated else Status.VULNERABLE
         fix_action = self._fix_action(ctx)
         if mitigated:
             action = f"{fix_action}; the interim mitigation only holds until then"
+        elif unknown_needed:
+            needed = [self.advisory.mitigation(m) for m in unknown_needed]
+            action = (f"{fix_action}; until then check by hand whether the interim mitigation "
+                      f"is in place ({'; '.join(m.title for m in needed)}), and "
+                      f"{needed[0].grant()} so the next collection can read it")
         elif ctx.fix is not None:
             action = f"{fix_action}; until then {self._interim(rule)}"
         else:
             action = fix_action
         if mitigated:
             reason += "; interim mitigation in place: " + ", ".join(present)
+        elif unknown_needed:
+            reason += ("; whether the interim mitigation is in place is unknown (could not be "
+                       f"read: {unread[unknown_needed[0]]})")
         elif present:
             reason += "; partial mitigations only: " + ", ".join(present)
         return self.finish(ctx, status, reason, action, tuple(present))
+
+    def _mitigation_facts(self) -> None:
+        """What the probe read beside the rules, kept as evidence: the URL Rewrite module,
+        EOMT's record, Defender's security intelligence (its automatic mitigation)."""
+        seen = self.obs.mitigations
+        if seen is None:
+            return
+        if seen.url_rewrite_module:
+            self.note("url_rewrite_module", seen.url_rewrite_module, "probe (uninstall entry)")
+        if seen.eomt is not None:
+            stages = ", ".join(f"{name} {'ok' if text.startswith('1') else 'failed'}"
+                               for name, text in sorted(seen.eomt.items())
+                               if name.casefold() != "timestamp")
+            self.note("eomt", f"EOMT ran (PatchState Timestamp {seen.eomt.get('Timestamp', '?')}"
+                      + (f"; {stages}" if stages else "") + ")",
+                      "probe (HKLM\\SOFTWARE\\MSERTBootstrap\\PatchState)")
+        rule = self.advisory.defender
+        if rule and seen.defender_signature_version:
+            try:
+                version = parse_dotted(seen.defender_signature_version)
+            except BuildParseError:
+                self.note("defender", f"security intelligence {seen.defender_signature_version} "
+                          "(unreadable version)", "probe")
+                return
+            covers = ", ".join(rule.covers)
+            if version >= rule.min_signature_version:
+                text = (f"security intelligence {version}: at or above "
+                        f"{rule.min_signature_version}, so Defender's automatic mitigation of "
+                        f"{covers} was in place if Defender is the active antivirus (evidence "
+                        "only, not proof)")
+            else:
+                text = (f"security intelligence {version}: below {rule.min_signature_version}, "
+                        f"so Defender's automatic mitigation of {covers} was not in place")
+            self.note("defender", text, f"probe; {rule.source}")
 
     def _fix_action(self, ctx: _Context) -> str:
         rule, fix = ctx.rule, ctx.fix
@@ -320,6 +399,18 @@ class _Grader:
         if Flag.INDICATORS_FOUND in self.flags:
             # A patch does not remove a web shell planted before it: investigating comes first.
             action = _indicator_action("" if status.compliant else action)
+        elif Flag.SUSPICIOUS_FILES in self.flags:
+            action += (f". Review the {len(self.obs.suspicious_files)} file(s) the probe listed "
+                       "(archives or memory dumps; no CVE check hit, so no compromise verdict)")
+        ended = self.catalog.out_of_support(placement.product if placement else None,
+                                            self.as_of.date())
+        if ended is not None and ended.end_of_support is not None:
+            self.flag(Flag.OUT_OF_SUPPORT)
+            self.note("support", f"Exchange Server {ended.product} receives no security updates "
+                      f"since {ended.end_of_support.isoformat()}", ended.source)
+            action += (f". Exchange Server {ended.product} is out of support since "
+                       f"{ended.end_of_support.isoformat()}: plan the move to Exchange "
+                       f"{ended.successor or 'SE'}")
         if status in (Status.PATCHED, Status.NOT_APPLICABLE):
             open_cves: tuple[str, ...] = ()
         else:

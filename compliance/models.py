@@ -32,6 +32,14 @@ class Flag(StrEnum):
     INDICATORS_FOUND = "indicators_found"
     NOT_IN_CATALOG = "not_in_catalog"
     DISPUTED_BUILD = "disputed_build"
+    # Files Test-ProxyLogon lists for review (archives, lsass dumps) with no CVE check hit:
+    # evidence for a person, not a compromise verdict.
+    SUSPICIOUS_FILES = "suspicious_files"
+    # A part of the probe that shows a mitigation could not be read: whether it is in place
+    # is unknown (not "missing").
+    MITIGATION_UNREADABLE = "mitigation_unreadable"
+    # The product line receives no more security updates (support lifecycle data).
+    OUT_OF_SUPPORT = "out_of_support"
 
 
 class BuildSource(StrEnum):
@@ -148,6 +156,12 @@ class MitigationState:
     rewrite_rules: tuple[str, ...] = ()
     services: dict[str, ServiceState] = field(default_factory=dict)
     app_pools: dict[str, AppPoolState] = field(default_factory=dict)
+    # Beside the rules, as evidence: the URL Rewrite module's version, EOMT's PatchState
+    # record (value name -> text; None: EOMT never ran), Defender's security intelligence
+    # version (None: not installed or not answering).
+    url_rewrite_module: str | None = None
+    eomt: dict[str, str] | None = None
+    defender_signature_version: str | None = None
 
     def __hash__(self) -> int:
         return hash((self.rewrite_rules, tuple(sorted(self.services)), tuple(sorted(self.app_pools))))
@@ -178,13 +192,15 @@ class Observation:
     admin_display_version: str | None = None
     installed_updates: tuple[InstalledUpdate, ...] = ()
     mitigations: MitigationState | None = None
-    indicators: tuple[str, ...] = ()
+    indicators: tuple[str, ...] = ()  # hits of the four CVE checks
     failure: Failure | None = None
     # Probe details kept as evidence: parts of the probe that failed, how far back the
     # compromise-indicator search could see, and whether a cap or deadline cut it short.
     probe_errors: tuple[str, ...] = ()
     log_window_days: float | None = None
     indicators_truncated: bool = False
+    # Files listed for review (Test-ProxyLogon's "suspicious files"), apart from the CVE hits.
+    suspicious_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,11 @@ from tests.peers.ad_tree import (
     SITE_LAB,
     WEIRD_SERVER_NAME,
     ServerSpec,
+    ad_ldif,
     standard_fleet,
 )
-from tests.peers.slapd import SlapdPeer, closed_port
+from tests.peers.fixtures import require_slapd
+from tests.peers.slapd import SlapdPeer, closed_port, start_slapd
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,6 +227,8 @@ def test_command_prints_the_servers_as_json_and_table(slapd_standard, tmp_path):
     done = _cli(["discover", "--config", str(config), "--secrets", str(tmp_path / "none.toml")],
                 slapd_standard.service_password)
     assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr  # the control for test_command_warns_when_it_finds_nothing
+    assert done.stderr.splitlines()[-1].endswith(" with problems)")
     servers = json.loads(done.stdout)
     assert len(servers) == len(standard_fleet())
     for key in ("name", "fqdn", "ad_build", "roles", "site", "dag", "dn", "problems"):
@@ -236,6 +240,7 @@ def test_command_prints_the_servers_as_json_and_table(slapd_standard, tmp_path):
     table = _cli(["discover", "--config", str(config), "--format", "table", "--secrets",
                   str(tmp_path / "none.toml")], slapd_standard.service_password)
     assert table.returncode == 0
+    assert "warning" not in table.stderr + table.stdout
     assert table.stdout.splitlines()[0].split()[:3] == ["name", "fqdn", "ad_build"]
     assert "ex2016-01.test.example" in table.stdout
 
@@ -282,3 +287,94 @@ def test_wrong_ca_on_starttls_is_refused_with_a_hint(slapd_standard):
         discover(config, slapd_standard.service_password)
     assert caught.value.operation in ("TLS handshake", "StartTLS")
     assert "ca_file" in str(caught.value) or "certificate" in str(caught.value)
+
+
+# -- a discovery that finds nothing says where it looked (issue 13, item 7) --------------------
+
+NO_SUCH_SITE = "No Such Site"
+
+
+def test_a_complete_discovery_has_no_warning(slapd_standard):
+    found = discover(_config(slapd_standard), slapd_standard.service_password)
+    assert found.servers and found.warnings == ()
+
+
+def test_an_empty_scope_warns_naming_the_base_and_the_filter(slapd_standard):
+    found = discover(_config(slapd_standard, include_sites=(NO_SUCH_SITE,)),
+                     slapd_standard.service_password)
+    assert found.servers == ()
+    assert found.search_filter.startswith("(&(&(objectClass=msExchExchangeServer)")
+    assert NO_SUCH_SITE in found.search_filter
+    [warning] = found.warnings
+    assert found.server in warning
+    assert f"under {found.base} " in warning
+    assert f"filter {found.search_filter}" in warning
+    # the causes, each with its fix
+    assert "from the RootDSE" in warning and "[ldap] base" not in warning  # base not configured
+    for cause in ("may not read the Exchange objects in the Configuration partition",
+                  "[scope] only/include_sites/exclude_sites", "a forest without Exchange",
+                  "not of class msExchExchangeServer"):
+        assert cause in warning, cause
+
+
+def test_name_patterns_that_drop_every_server_are_named(slapd_standard):
+    found = discover(_config(slapd_standard, include_names=("NOPE-*",)),
+                     slapd_standard.service_password)
+    assert found.servers == ()
+    [warning] = found.warnings
+    assert f"filter {found.search_filter}" in warning
+    assert f"matched {len(standard_fleet())}" in warning
+    assert 'include_names = ["NOPE-*"]' in warning
+
+
+def test_a_configured_base_is_named_as_a_likely_cause(slapd_standard):
+    base = slapd_standard.exchange_base.split(",CN=Services,", 1)[1]  # the configuration NC
+    found = discover(_config(slapd_standard, base=base, only=("NO-SUCH-SERVER",)),
+                     slapd_standard.service_password)
+    [warning] = found.warnings
+    assert "(configuration naming context from [ldap] base)" in warning
+    assert "(1) a wrong [ldap] base" in warning
+
+
+def _with_scope(config: Path, scope: str) -> Path:
+    config.write_text(config.read_text() + "[scope]\n" + scope + "\n")
+    return config
+
+
+@pytest.mark.parametrize("output", ["json", "table"])
+def test_command_warns_when_it_finds_nothing(slapd_standard, tmp_path, output):
+    # A site name with an escape sequence: the filter the warning prints must stay inert.
+    config = _with_scope(_write_config(tmp_path, slapd_standard),
+                         f'include_sites = ["{NO_SUCH_SITE}\\u001b[2J"]')
+    done = _cli(["discover", "--config", str(config), "--format", output,
+                 "--secrets", str(tmp_path / "none.toml")], slapd_standard.service_password)
+    assert done.returncode == 0, done.stderr  # the directory answered: an empty answer
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1, done.stderr
+    warning = warnings[0]
+    assert f"under {slapd_standard.exchange_base} " in warning
+    assert "filter (&(&(objectClass=msExchExchangeServer)" in warning
+    assert f"{NO_SUCH_SITE}\\x1b[2J" in warning
+    assert "\x1b" not in done.stderr + done.stdout
+    summary = done.stderr.splitlines()[-1]
+    assert summary.startswith("0 Exchange servers from ") and "1 warning" in summary
+    if output == "json":
+        assert json.loads(done.stdout) == []  # still a bare list: unchanged for scripts
+    else:
+        assert done.stdout.splitlines()[0].split()[:3] == ["name", "fqdn", "ad_build"]
+        assert warning in done.stdout.splitlines()[1:]
+
+
+def test_an_organisation_without_servers_warns_with_the_rights_and_forest_causes(tmp_path):
+    require_slapd()
+    peer = start_slapd(tmp_path / "dc-empty", ad_ldif([]))  # Exchange uninstalled, say
+    try:
+        found = discover(_config(peer), peer.service_password)
+    finally:
+        peer.stop()
+    assert found.servers == ()
+    [warning] = found.warnings
+    assert f"under {found.base} (configuration naming context from the RootDSE) with filter " \
+        f"{found.search_filter}. Likely causes: (1) a bind account" in warning
+    assert "[scope]" not in warning and "[ldap] base" not in warning
+    assert "(2) a forest without Exchange" in warning

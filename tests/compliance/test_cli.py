@@ -16,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FLAG_VALUES = {"unsupported_cu", "cu_update_required", "indicators_found", "not_in_catalog",
+               "out_of_support",
                "disputed_build"}
 
 
@@ -86,6 +87,10 @@ def test_every_catalogue_build_cves_flags_and_action(
             int(p) for p in row["cu_base_build"].split(".")) >= first
         if "not_in_catalog" in flags:
             problems.append("not_in_catalog")
+        # Microsoft Lifecycle: 2010 ended 2020-10-13, 2013 2023-04-11, 2016 and 2019
+        # 2025-10-14; SE is under the Modern Lifecycle Policy. Classify judges as of now.
+        if ("out_of_support" in flags) != (product != "SE"):
+            problems.append(("out_of_support", flags))
         if ("disputed_build" in flags) != (status == "unknown"):
             problems.append(("disputed_build", flags))
         if fix is not None and product != "2010" and (

@@ -211,10 +211,17 @@ CASES = [
     pytest.param(Case(observe(ad="Version 15.1 (Build 31261.35)", updates=(MAR21,)), S.UNKNOWN,
                       frozenset({F.CU_UPDATE_REQUIRED}), R.AD_ONLY),
                  id="ad-only-kb5000871-on-cu-without-su-proves-nothing"),
+    # KB5001779 is 2016 CU19's April 2021 SU (15.1.2176.12, msdocs): cumulative for CU19, so it
+    # supersedes the March fix (issue 13; tests/compliance/test_field_reports.py).
     pytest.param(Case(observe(ad="Version 15.1 (Build 32176.2)",
                               updates=(InstalledUpdate("KB5001779"),)),
+                      S.PATCHED, source=BuildSource.INSTALLED_UPDATE),
+                 id="ad-only-with-a-later-su-of-its-cu"),
+    # KB4602269 is CU19's February 2021 SU (15.1.2176.4): before the fix, so it proves nothing.
+    pytest.param(Case(observe(ad="Version 15.1 (Build 32176.2)",
+                              updates=(InstalledUpdate("KB4602269"),)),
                       S.UNKNOWN, reason=R.AD_ONLY),
-                 id="ad-only-with-unrelated-kb"),
+                 id="ad-only-with-an-earlier-su-of-its-cu"),
     pytest.param(Case(observe(ad="Version 14.3 (Build 30123.4)", roles=UM,
                               updates=(InstalledUpdate(KB_UR32),)),
                       S.PATCHED, source=BuildSource.INSTALLED_UPDATE),
@@ -361,7 +368,10 @@ def _is_sentence(text: str) -> bool:
 def test_boundaries(case: Case, catalog: Catalog) -> None:
     verdict = _judge(case, catalog)
     assert verdict.status is case.status, verdict.reason
-    assert set(verdict.flags) == set(case.flags)
+    # As of 2021-03-20 only Exchange 2010 was out of support (ended 2020-10-13, Microsoft
+    # Lifecycle); tests/compliance/test_lifecycle.py covers the flag itself.
+    assert (Flag.OUT_OF_SUPPORT in verdict.flags) == (verdict.product == "2010")
+    assert set(verdict.flags) - {Flag.OUT_OF_SUPPORT} == set(case.flags)
     assert len(verdict.flags) == len(set(verdict.flags))
     assert verdict.unknown_reason is case.reason
     assert _is_sentence(verdict.action), verdict.action

@@ -246,7 +246,8 @@ def test_catalogue_warns_about_a_build_it_does_not_know(store):
     (warning,) = at.warning
     assert "the catalogue does not know: EX-ODD (15.1.2176.99)" in shown(warning.value)
     assert "compliance/data/builds.csv" in warning.value
-    assert list(_table(at, "flags")["flags"]) == ["not_in_catalog"]
+    # 2016 is out of support since 2025-10-14 (Microsoft Lifecycle): flagged beside it.
+    assert list(_table(at, "flags")["flags"]) == ["not_in_catalog, out_of_support"]
     assert not at.success
 
 
