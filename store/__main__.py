@@ -10,9 +10,10 @@
     prune --keep N               drop the hosts of all but the newest N snapshots (opt-in; the
                                  newest is always kept: it holds the fleet); the pruning is a
                                  signed audit entry that verify accounts each snapshot by
-    adopt-key                    with the signing key: accept every snapshot and audit entry
+    adopt-key --head DIGEST      with the signing key: accept every snapshot and audit entry
                                  written before the key was set (or before schema 5) as they
-                                 stand now; run once, after verify without the key says OK
+                                 stand now; run once, after verify without the key says OK and
+                                 its head digest matches one you kept elsewhere
     audit [--limit N]            the audit log: who collected, imported, exported, pruned
     retire HOST... | --demo --reason TEXT
                                  take hosts out of the fleet by hand (decommissioned servers
@@ -131,7 +132,11 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     prune_cmd = commands.add_parser("prune", help="drop the hosts of older snapshots")
     prune_cmd.add_argument("--keep", type=int, required=True,
                            help="how many of the newest snapshots keep their hosts (at least 1)")
-    commands.add_parser("adopt-key", help="accept unsigned history under the signing key")
+    adopt_cmd = commands.add_parser("adopt-key",
+                                    help="accept unsigned history under the signing key")
+    adopt_cmd.add_argument("--head", required=True,
+                           help="the chain's head digest as you recorded it elsewhere (an "
+                                "earlier verify, a bundle's summary.txt): at least 16 digits")
     retire_cmd = commands.add_parser("retire", help="take hosts out of the fleet by hand")
     retire_cmd.add_argument("hosts", nargs="*", help="host names as the fleet lists them")
     retire_cmd.add_argument("--demo", action="store_true",
@@ -252,13 +257,13 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
     if args.command == "retire":
         return _retire(args, store, policy, stderr)
     if args.command == "adopt-key":
-        detail = store.adopt_key(_actor())
-        stdout.write(f"adopted under the signing key as they stand: {detail}\n")
+        detail = store.adopt_key(_actor(), args.head)
+        stdout.write(f"adopted under the signing key as they stand: {inert(detail[:300])}\n")
         return 0
     if args.command == "prune":
         count = store.prune(args.keep, _actor())  # the pruning is itself an audit entry
-        stdout.write(f"pruned {count} snapshots (headers and digests kept; the chain still "
-                     "verifies)\n")
+        stdout.write(f"pruned {count} snapshots (the store verified first; headers and digests "
+                     "kept, each pruning a signed audit entry)\n")
         return 0
     if args.format == "bundle" and not args.output:
         raise StoreError("a bundle is binary: give --output FILE.zip")

@@ -20,6 +20,7 @@ import hmac
 import io
 import json
 import re
+import struct
 import zipfile
 import zlib
 from collections import Counter
@@ -45,6 +46,11 @@ MEMBER_LIMITS = {"snapshot.json": 256 * 2**20, "hosts.csv": 64 * 2**20,
 MAX_BUNDLE_BYTES = 256 * 2**20  # the zip file itself
 MAX_JSON_DEPTH = 32  # snapshot.json nests 3 deep, its rows' JSON texts about 6
 MAX_JSON_VALUES = 2_000_000  # snapshot.json of 10,000 hosts holds about 120,000
+# A row's observation or verdict text: a few KB with a few hundred values (indicator lists are
+# capped at 50 findings each by the probe).
+MAX_ROW_TEXT = 1_000_000
+MAX_ROW_VALUES = 20_000
+MAX_MEMBERS = 4
 
 
 class BundleError(ValueError):
@@ -152,6 +158,10 @@ def build_bundle(store: SnapshotStore, info: SnapshotInfo, now: datetime,
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
     }
     if store.signing_key:
+        if not info.signature and verified:
+            # Saved before the key was set; the store verified with the key, so an adoption
+            # covers it: say so under the manifest's HMAC.
+            manifest["snapshot_unsigned_adopted"] = True
         manifest["hmac"] = manifest_hmac(store.signing_key, manifest)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -231,15 +241,38 @@ def _verify_bundle(path: Path, key: bytes | None) -> list[str]:
                           ("signature", "signature")):
         if manifest.get(field) != header.get(column):
             problems.append(f"the manifest's {field} differs from snapshot.json's")
-    if key is not None and not chain.signature_ok(key, str(recorded), header.get("signature")):
+    # A snapshot saved before the key was set has no signature: the exporter, holding the key,
+    # vouched for it in the manifest (whose HMAC was checked above).
+    adopted = not header.get("signature") and manifest.get("snapshot_unsigned_adopted") is True
+    if key is not None and not adopted and not chain.signature_ok(key, str(recorded),
+                                                                  header.get("signature")):
         problems.append("the snapshot's HMAC signature is missing or wrong for this key")
-    problems += _derived_problems(document, manifest, contents)
-    return problems
+    if problems:  # nothing more is parsed from a bundle already shown to be changed
+        return problems
+    return _derived_problems(document, manifest, contents)
 
 
 def _derived_problems(document: dict[str, Any], manifest: dict[str, Any],
                       contents: dict[str, bytes]) -> list[str]:
-    """hosts.csv and summary.txt must be exactly what snapshot.json derives to."""
+    """hosts.csv and summary.txt must be exactly what snapshot.json derives to. The rows' own
+    JSON texts (observation, verdict, scopes) are bounded like a member before any is parsed:
+    they sit inside strings, where the member's bounds do not see them."""
+    try:
+        for number, row in enumerate(document["results"]):
+            for field in ("observation", "verdict", "scopes"):
+                text = row[field]
+                if text is None and field == "scopes":
+                    continue
+                if not isinstance(text, str) or len(text) > MAX_ROW_TEXT:
+                    raise BundleError(f"snapshot.json row {number}: {field} is not a JSON text "
+                                      f"of at most {MAX_ROW_TEXT} characters")
+                _check_shape(text.encode(), f"snapshot.json row {number} {field}",
+                             MAX_ROW_VALUES)
+    except BundleError as error:
+        return [str(error)]
+    except (KeyError, TypeError, AttributeError) as error:
+        return [f"snapshot.json holds rows that are not observations and verdicts "
+                f"({type(error).__name__})"]
     try:
         derived = {
             "hosts.csv": snapshot_csv(document_assessments(document),
@@ -258,6 +291,7 @@ def _derived_problems(document: dict[str, Any], manifest: dict[str, Any],
 def _members(data: bytes) -> dict[str, bytes]:
     """The four members of a bundle zip, checked before any is inflated: exactly the expected
     names, once each, stored or deflated, not encrypted, within their size limits."""
+    _check_directory(data)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as error:
@@ -302,12 +336,33 @@ def _members(data: bytes) -> dict[str, bytes]:
     return contents
 
 
+def _check_directory(data: bytes) -> None:
+    """The zip's end-of-directory record, read before ``zipfile`` parses the directory (which
+    it would do whole, however many entries it claims): at most the four members."""
+    at = data.rfind(b"PK\x05\x06", max(0, len(data) - 65_557))
+    if at < 0 or at + 22 > len(data):
+        raise BundleError("not a readable zip (no end-of-directory record)")
+    on_disk, total, size = struct.unpack_from("<HHI", data, at + 8)
+    if max(on_disk, total) > MAX_MEMBERS or size > 64 * 1024:
+        raise BundleError(f"the zip's directory lists {max(on_disk, total)} entries in "
+                          f"{size} bytes: a bundle holds {MAX_MEMBERS} members")
+
+
 _STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes and all
 _NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
 
 
-def _json(data: bytes, name: str) -> Any:
-    """Strict JSON of a member: nesting bounded before parsing, duplicate keys refused."""
+def _json(data: bytes, name: str, max_values: int = 0) -> Any:
+    """Strict JSON of a member (or of a JSON text inside one): nesting and the number of values
+    bounded before parsing, duplicate keys, NaN and Infinity refused."""
+    _check_shape(data, name, max_values or MAX_JSON_VALUES)
+    try:
+        return json.loads(data, object_pairs_hook=_unique, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as error:
+        raise BundleError(f"{name} is not valid JSON ({str(error)[:120]})") from None
+
+
+def _check_shape(data: bytes, name: str, max_values: int) -> None:
     # Outside strings, only the brackets count; a balanced text of depth d empties after d
     # passes that remove innermost pairs (each pass in C, so a hostile text costs little).
     outside = _STRINGS.sub(b"", data)
@@ -322,12 +377,8 @@ def _json(data: bytes, name: str) -> Any:
     # Each value costs memory once parsed: a small file of many tiny objects must not cost
     # gigabytes. Commas and brackets outside strings bound the number of values.
     values = sum(outside.count(char) for char in (b",", b"[", b"{")) + 1
-    if values > MAX_JSON_VALUES:
-        raise BundleError(f"{name} holds more than {MAX_JSON_VALUES} values")
-    try:
-        return json.loads(data, object_pairs_hook=_unique, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as error:
-        raise BundleError(f"{name} is not valid JSON ({str(error)[:120]})") from None
+    if values > max_values:
+        raise BundleError(f"{name} holds more than {max_values} values")
 
 
 def _no_constant(name: str) -> Any:

@@ -226,7 +226,7 @@ class SnapshotStore:
             # A carried observation's stored text is written back as it was.
             texts: dict[int, tuple[Observation, str]] = {}
             previous = self._members_before(
-                conn, int(last_sequence) + 1, texts=texts,
+                conn, int(last_sequence) + 1, last_hash, texts=texts,
                 # A failed attempt may leave a member's reading in place: decode those.
                 skip={a.observation.host.name.lower(): a.observation.observed_at
                       for a in run.assessments if a.observation.failure is None})
@@ -286,31 +286,6 @@ class SnapshotStore:
                      .values(value=chain.sign_head(self.signing_key, kind, head)
                              if self.signing_key else ""))
 
-    def _unsigned_after_key(self) -> str | None:
-        """The first unsigned snapshot or audit entry that cannot predate the key: it follows a
-        format 3 snapshot signed with it, or names one."""
-        assert self.signing_key
-        key = self.signing_key
-        with self.engine.connect() as conn:
-            headers = conn.execute(select(schema.snapshots.c.id, schema.snapshots.c.sequence,
-                                          schema.snapshots.c.format, schema.snapshots.c.hash,
-                                          schema.snapshots.c.signature)
-                                   .order_by(schema.snapshots.c.sequence)).all()
-            entries = conn.execute(select(schema.audit_log.c.id, schema.audit_log.c.snapshot_id,
-                                          schema.audit_log.c.signature)
-                                   .where(schema.audit_log.c.signature.is_(None)
-                                          | (schema.audit_log.c.signature == ""))).all()
-        keyed: set[int] = set()
-        for snapshot_id, _sequence, version, digest, signature in headers:
-            if signature and (version or 1) >= 3 and chain.signature_ok(key, digest, signature):
-                keyed.add(snapshot_id)
-            elif not signature and keyed:
-                return f"snapshot #{snapshot_id}"
-        for entry_id, snapshot_id, _signature in entries:
-            if snapshot_id in keyed:
-                return f"audit entry #{entry_id}"
-        return None
-
     def _head(self, conn: Connection, name: str, lock: bool = False) -> str:
         """A chain head ("sequence:digest"), write-locked first when ``lock``. ``StoreError``
         when the head is missing or malformed: the store was changed outside the tool."""
@@ -327,31 +302,35 @@ class SnapshotStore:
         return head
 
     def _guard(self, conn: Connection, name: str, head: str) -> None:
-        """Before a keyed write extends a chain: when its newest element is signed, the head
-        must carry this key's signature, so the tool never signs over a head someone moved
-        back (the newest snapshots or entries removed). ``StoreError`` otherwise."""
-        if not self.signing_key or head == GENESIS_HEAD:
+        """Before a write with the signing key extends a chain: the head must carry the key's
+        signature and name the chain's last element, whatever the rows say of themselves
+        (their ``signature``, ``format`` or ``pruned`` columns are the forger's to set). Only
+        an empty chain has no signed head. ``StoreError`` otherwise: the tool never signs on
+        top of a head it cannot vouch for (moved back, or never adopted)."""
+        if not self.signing_key:
             return
-        position = int(head.split(":")[0])
-        if name == "chain_head":
-            newest = conn.execute(select(schema.snapshots.c.signature, schema.snapshots.c.format,
-                                         schema.snapshots.c.hash)
-                                  .where(schema.snapshots.c.sequence == position)).first()
-            signed = newest is not None and bool(newest[0]) and (newest[1] or 1) >= 3
-        else:
-            newest = conn.execute(select(schema.audit_log.c.signature, schema.audit_log.c.id,
-                                         schema.audit_log.c.hash)
-                                  .where(schema.audit_log.c.sequence == position)).first()
-            signed = newest is not None and bool(newest[0])
+        table = schema.snapshots if name == "chain_head" else schema.audit_log
         kind = "snapshots" if name == "chain_head" else "audit"
+        if head == GENESIS_HEAD:
+            if conn.execute(select(func.count()).select_from(table)).scalar_one():
+                raise StoreError(f"the store's {kind} chain head says the chain is empty, but it "
+                                 "is not: the store was changed outside the tool. Nothing was "
+                                 "written; run python -m store verify")
+            return
+        position, digest = head.split(":")
+        newest = conn.execute(select(table.c.hash).where(table.c.sequence == int(position))
+                              ).scalar()
         signature = conn.execute(select(schema.meta.c.value)
                                  .where(schema.meta.c.key == f"{name}_signature")).scalar()
-        if newest is None or newest[2] != head.split(":")[1] or (
-                signed and not chain.head_signature_ok(self.signing_key, kind, head, signature)):
-            raise StoreError(f"the store's {kind} chain head is not the one this key signed: the "
-                             "store was changed outside the tool (its newest "
-                             f"{'snapshots' if kind == 'snapshots' else 'audit entries'} "
-                             "removed?). Nothing was written; run python -m store verify")
+        if newest != digest or not chain.head_signature_ok(self.signing_key, kind, head,
+                                                           signature):
+            raise StoreError(
+                f"the store's {kind} chain head is not one this key signed, so nothing was "
+                "written. If the key is new to this store, or the store was just upgraded, check "
+                "it (python -m store verify, without the key) and adopt it once (python -m "
+                "store adopt-key --head <the head digest verify prints>); otherwise the store "
+                "was changed outside the tool (its newest "
+                f"{'snapshots' if kind == 'snapshots' else 'audit entries'} removed?)")
 
     def _append_entry(self, conn: Connection, who: str, action: str, snapshot_id: int | None,
                       detail: str, at: datetime | None = None, guarded: bool = True) -> None:
@@ -397,7 +376,7 @@ class SnapshotStore:
 
     # -- the fleet ------------------------------------------------------------------------
 
-    def _members_before(self, conn: Connection, sequence: int,
+    def _members_before(self, conn: Connection, sequence: int, head_digest: str,
                         skip: Mapping[str, datetime | None],
                         texts: dict[int, tuple[Observation, str]]) -> list[Assessment]:
         """For a save: the fleet as the snapshots before chain position ``sequence`` left it,
@@ -410,27 +389,26 @@ class SnapshotStore:
         time) unless the stored one is newer. ``texts`` learns each decoded observation's
         stored JSON (by ``id()``, with the object, to check it is the same one).
         """
-        newest = conn.execute(
-            select(schema.snapshots.c.id)
-            .where(schema.snapshots.c.sequence < sequence, schema.snapshots.c.format >= 2,
-                   schema.snapshots.c.pruned.is_(False))
-            .order_by(schema.snapshots.c.sequence.desc()).limit(1)).scalar()
-        if newest is None:  # only for the first save after an upgrade: everything is decoded
+        # The fleet comes from the snapshot at the head, never from one picked by its format
+        # or pruned columns (a forger's to set); its stored rows must match its digest, and
+        # under a key the head itself was checked to be signed (_guard).
+        header = conn.execute(select(schema.snapshots)
+                              .where(schema.snapshots.c.sequence == sequence - 1)
+                              ).mappings().first()
+        if header is None:
+            return []
+        newest = header["id"]
+        results, inventory = self._rows(conn, newest)
+        if header["pruned"] or header["hash"] != head_digest or _digest(header, results,
+                                                                        inventory) != header["hash"]:
+            raise StoreError(f"snapshot #{newest}, which the new snapshot would carry the fleet "
+                             "from, does not match its digest (or is marked pruned): the store "
+                             "was changed outside the tool. Nothing was written; run "
+                             "python -m store verify")
+        if int(header["format"] or 1) < 2:  # only for the first save after an upgrade
+            self._check_links(conn, sequence - 1, head_digest)
             return legacy.members(conn, legacy.fold(conn, sequence), _STAND_IN,
                                   verdicts=False)
-        # Composing carries the newest snapshot's rows into a new, signed one: they must be
-        # exactly what was recorded (a row changed by hand must not be laundered).
-        header = conn.execute(select(schema.snapshots)
-                              .where(schema.snapshots.c.id == newest)).mappings().one()
-        results, inventory = self._rows(conn, newest)
-        if chain.digest(dict(header), results, inventory) != header["hash"] or (
-                self.signing_key and header["signature"]
-                and not chain.signature_ok(self.signing_key, header["hash"],
-                                           header["signature"])):
-            raise StoreError(f"snapshot #{newest}, which the new snapshot would carry the "
-                             "fleet from, does not match its digest or signature: the store was "
-                             "changed outside the tool. Nothing was written; run "
-                             "python -m store verify")
 
         def replaced(host: str, text: str) -> bool:
             if host.lower() not in skip:
@@ -453,6 +431,27 @@ class SnapshotStore:
                 observation, _STAND_IN, observed_in=newest if observed_in is None else observed_in,
                 scopes=tuple(json.loads(scopes)) if scopes else ()))
         return members
+
+    def _check_links(self, conn: Connection, last: int, head_digest: str) -> None:
+        """Every snapshot up to position ``last`` matches its digest (a pruned one only its
+        place) and links to the one before, ending at ``head_digest``: format 1 snapshots are
+        folded together, so each of them is carried."""
+        previous = chain.GENESIS
+        for header in conn.execute(select(schema.snapshots)
+                                   .where(schema.snapshots.c.sequence <= last)
+                                   .order_by(schema.snapshots.c.sequence)).mappings():
+            ok = header["previous_hash"] == previous
+            if ok and not header["pruned"]:
+                results, inventory = self._rows(conn, header["id"])
+                ok = _digest(header, results, inventory) == header["hash"]
+            if not ok:
+                raise StoreError(f"snapshot #{header['id']} does not match its digest or link: "
+                                 "the store was changed outside the tool. Nothing was written; "
+                                 "run python -m store verify")
+            previous = header["hash"]
+        if previous != head_digest:
+            raise StoreError("the chain does not end at its head: the store was changed outside "
+                             "the tool. Nothing was written; run python -m store verify")
 
     def fleet(self, snapshot_id: int, catalog: Catalog,
               policy: Policy | None = None) -> list[Assessment]:
@@ -509,6 +508,13 @@ class SnapshotStore:
         if keep < 1:
             raise StoreError(f"prune --keep {keep}: keep at least 1 snapshot (the newest holds "
                              "the fleet the next run starts from)")
+        # Pruning deletes rows for good: never the evidence of a change. The whole store must
+        # verify first (with the key, when there is one).
+        report = self.verify(self.signing_key)
+        if not report.ok:
+            first = report.problems[0]
+            raise StoreError(f"the store does not verify ({first.where}: {first.message}); "
+                             "pruning would delete evidence, so nothing was pruned")
         try:
             with self.engine.begin() as conn:
                 # Under the chain head's lock: no snapshot is appended while this decides.
@@ -724,12 +730,17 @@ class SnapshotStore:
         return verify_chains([dict(h) for h in headers], self.raw_rows,
                              [dict(e) for e in entries], heads, key)
 
-    def adopt_key(self, who: str) -> str:
+    def adopt_key(self, who: str, expected_head: str) -> str:
         """Accept, under the signing key, every snapshot and audit entry as it stands now: one
-        signed ``adopt-key`` entry naming both heads, and both heads signed. For a store written
-        before the key was set, or before schema 5. Refused (``StoreError``) without a key, or
-        when the chains do not verify without it (nothing is adopted that is already broken).
-        Returns the entry's detail."""
+        signed ``adopt-key`` entry naming both heads and the header of every pruned snapshot,
+        and both heads signed. For a store written before the key was set, or before schema 5.
+
+        ``expected_head`` (at least 16 hex digits) must begin the snapshot chain's head digest:
+        a person compares it with one kept elsewhere (an earlier ``verify``, a bundle), since
+        nothing inside the database can tell history from a rewrite by someone who stripped
+        every signature. Refused (``StoreError``) without a key, on a mismatch, when the chains
+        do not verify without the key, or when an unsigned row follows a signed one (written
+        after the key was in use). Returns the entry's detail."""
         if not self.signing_key:
             raise StoreError("adopt-key needs the signing key: set PROXYLOGON_SIGNING_KEY or "
                              "[store] signing_key")
@@ -738,22 +749,52 @@ class SnapshotStore:
             first = report.problems[0]
             raise StoreError(f"the store does not verify even without the key ({first.where}: "
                              f"{first.message}); nothing was adopted")
-        late = self._unsigned_after_key()
+        wanted = expected_head.strip().lower()
+        if len(wanted) < 16 or not report.head.startswith(wanted):
+            raise StoreError(f"--head {expected_head[:64]!r} does not begin the chain's head "
+                             f"digest {report.head}: compare it with a digest kept elsewhere "
+                             "(at least 16 digits); nothing was adopted")
+        late = self._unsigned_after_signed()
         if late:
             raise StoreError(f"{late} is unsigned but was written after this key was in use (it "
-                             "follows or names a snapshot signed with it): that is not history "
-                             "from before the key, and adopting it would bless a change. "
-                             "Nothing was adopted; run python -m store verify")
+                             "follows rows signed with it, or names a snapshot saved with it), "
+                             "and adopting it would bless a change. Nothing was adopted; run "
+                             "python -m store verify")
         try:
             with self.engine.begin() as conn:
                 snapshots_head = self._head(conn, "chain_head", lock=True)
                 audit_head = self._head(conn, "audit_head", lock=True)
-                detail = adoption_detail(snapshots_head, audit_head)
+                pruned = {str(row["id"]): header_record(dict(row)) for row in conn.execute(
+                    select(schema.snapshots).where(schema.snapshots.c.pruned.is_(True))
+                ).mappings()}
+                detail = adoption_detail(snapshots_head, audit_head, pruned)
                 self._set_head(conn, "chain_head", "snapshots", snapshots_head)
                 self._append_entry(conn, who, "adopt-key", None, detail, guarded=False)
         except SQLAlchemyError as error:
             raise self._write_error(error, "adopt the key") from error
         return detail
+
+    def _unsigned_after_signed(self) -> str | None:
+        """The first unsigned snapshot or audit entry that cannot predate the key: it follows
+        one signed with it in its chain, or (an audit entry) names a snapshot saved under schema
+        5 with the key, when every audit entry was signed."""
+        assert self.signing_key
+        key = self.signing_key
+        keyed: set[int] = set()
+        with self.engine.connect() as conn:
+            for table, label in ((schema.snapshots, "snapshot"), (schema.audit_log,
+                                                                   "audit entry")):
+                signed = False
+                for row in conn.execute(select(table).where(table.c.sequence.is_not(None))
+                                        .order_by(table.c.sequence)).mappings():
+                    if row["signature"] and chain.signature_ok(key, row["hash"],
+                                                               row["signature"]):
+                        signed = True
+                        if label == "snapshot" and (row["format"] or 1) >= 3:
+                            keyed.add(row["id"])
+                    elif signed or (label == "audit entry" and row["snapshot_id"] in keyed):
+                        return f"{label} #{row['id']}"
+        return None
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -779,6 +820,15 @@ def _assessment(observation: str, verdict: str, observed_in: int | None,
     return Assessment(observation_from_dict(json.loads(observation)),
                       verdict_from_dict(json.loads(verdict)), observed_in=observed_in,
                       scopes=tuple(json.loads(scopes)) if scopes else ())
+
+
+def _digest(header: Any, results: list[tuple[Any, ...]],
+            inventory: list[tuple[int, str, str]]) -> str | None:
+    """The digest of stored rows, or None when they are not what any writer makes."""
+    try:
+        return chain.digest(dict(header), results, inventory)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 def _stored_text(texts: dict[int, tuple[Observation, str]], observation: Observation) -> str | None:

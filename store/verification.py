@@ -30,8 +30,9 @@ from store import chain
 
 GENESIS_HEAD = f"0:{chain.GENESIS}"
 ADOPT = "adopt-key"
-UNSIGNED_HINT = ("written without this key (before it was set, or before schema 5); if you "
-                 "trust the store as it stands, adopt it once: python -m store adopt-key")
+UNSIGNED_HINT = ("written without this key (before it was set, or before schema 5). If the "
+                 "head digest verify prints (without the key) matches one you kept elsewhere, "
+                 "adopt the store once: python -m store adopt-key --head <that digest>")
 # Results rows as hashed (position, host, status, observation, verdict, observed_in, scopes),
 # and inventory rows (position, host, record), for one snapshot id.
 RowReader = Callable[[int], tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]
@@ -93,6 +94,9 @@ class _Audit:
     accounted: dict[int, _Accounted] = field(default_factory=dict)
     adopted_snapshots: tuple[int, str] | None = None
     named: dict[int, int] = field(default_factory=dict)  # snapshot id -> an entry naming it
+    # The headers of snapshots pruned when the key was adopted (pruned before schema 5, their
+    # upgrade entry recorded none): fixed from then on.
+    adopted_headers: dict[int, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def verify(headers: Sequence[Mapping[str, Any]], rows: RowReader,
@@ -178,7 +182,8 @@ def _check_pruned(row: Mapping[str, Any], newest: bool, holds_rows: bool, audit:
     elif (accounted.position, accounted.digest) != (row["sequence"], row["hash"]):
         problem("the pruning that names it recorded another chain position or digest (the "
                 "snapshot was changed or renumbered)")
-    elif accounted.header is not None and _header(row) != accounted.header:
+    elif _header(row) != (accounted.header if accounted.header is not None
+                          else audit.adopted_headers.get(row["id"], _header(row))):
         problem("its header (time, counts, label, ...) differs from the one its pruning "
                 "recorded: changed since")
     else:
@@ -235,7 +240,7 @@ def _verify_audit(entries: Sequence[Mapping[str, Any]], heads: Mapping[str, str]
                     key, entry["hash"], entry["signature"]):
                 adoption = _adoption(entry["detail"])
                 if adoption is not None:
-                    audit.adopted_snapshots, audit_head = adoption
+                    audit.adopted_snapshots, audit_head, audit.adopted_headers = adoption
                     adopted_audit = audit_head[0]
                     report.adopted = f"{entry['at']} by {entry['who']}"
                     _check_adopted_audit(chained, audit_head, report)
@@ -288,21 +293,28 @@ def _check_head(heads: Mapping[str, str], name: str, kind: str, expected: str, *
     if key is not None and signed and head != GENESIS_HEAD and not chain.head_signature_ok(
             key, kind, head, heads.get(f"{name}_signature")):
         report.problems.append(ChainProblem(None, None, f"the {kind} chain head is not signed "
-                                            f"with this key (the newest {what}s removed and "
+                                            f"with this key (the newest {_plural(what)} removed and "
                                             "the head moved back?)"))
 
 
-def adoption_detail(snapshots_head: str, audit_head: str) -> str:
-    """The detail of an ``adopt-key`` entry: the heads it accepts as they stand."""
-    return json.dumps({"snapshots": snapshots_head, "audit": audit_head}, sort_keys=True)
+def adoption_detail(snapshots_head: str, audit_head: str,
+                    pruned: Mapping[str, Mapping[str, Any]]) -> str:
+    """The detail of an ``adopt-key`` entry: the heads it accepts as they stand, and the
+    header of each snapshot pruned by then (id -> header_record)."""
+    return json.dumps({"snapshots": snapshots_head, "audit": audit_head,
+                       "pruned_headers": pruned}, sort_keys=True)
 
 
-def _adoption(detail: str) -> tuple[tuple[int, str], tuple[int, str]] | None:
+def _adoption(detail: str) -> tuple[tuple[int, str], tuple[int, str],
+                                   dict[int, Mapping[str, Any]]] | None:
     try:
         data = json.loads(detail)
         parts = [str(data[name]).split(":") for name in ("snapshots", "audit")]
-        return (int(parts[0][0]), parts[0][1]), (int(parts[1][0]), parts[1][1])
-    except (ValueError, KeyError, TypeError, IndexError):
+        headers: dict[int, Mapping[str, Any]] = {
+            int(k): v for k, v in (data.get("pruned_headers") or {}).items()
+            if isinstance(v, dict)}
+        return (int(parts[0][0]), parts[0][1]), (int(parts[1][0]), parts[1][1]), headers
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
 
 
@@ -333,3 +345,7 @@ def _format(row: Mapping[str, Any]) -> int:
 
 def _shown(value: Any) -> str:
     return str(value)[:40]
+
+
+def _plural(what: str) -> str:
+    return what[:-1] + "ies" if what.endswith("y") else what + "s"

@@ -149,9 +149,14 @@ def test_an_unsigned_bundle_is_not_proof_when_a_key_is_set(unsigned):
     ("hosts.csv/", "unexpected member"),
 ])
 def test_member_names_are_checked(unsigned, extra, reason):
-    members = list(_members(unsigned).items())
-    forged = [(extra, b"planted"), *members]  # placed first, as the attack did
+    members = [m for m in _members(unsigned).items() if m[0] != "summary.txt"]
+    forged = [(extra, b"planted"), *members]  # placed first, as the attack did; still 4
     _refused(_cli(_rezip(unsigned, forged, rehash=False)), reason)
+
+
+def test_a_fifth_member_is_refused_from_the_directory_record(unsigned):
+    members = [("extra.txt", b"planted"), *_members(unsigned).items()]
+    _refused(_cli(_rezip(unsigned, members, rehash=False)), "lists 5 entries")
 
 
 def test_deeply_nested_json_is_refused_before_parsing(unsigned):
@@ -328,3 +333,50 @@ def test_a_bundle_of_a_store_that_did_not_verify_is_no_proof(tmp_path, shipped_c
         store.dispose()
     assert export.returncode == 0 and "warning: the store's chains do not verify" in export.stderr
     _refused(_cli(tmp_path / "b.zip", KEY), "did not verify when this bundle was exported")
+
+
+def test_a_json_text_inside_a_row_is_bounded_before_it_is_parsed(unsigned):
+    """Review 2, F5: 20 million tiny values in one row's observation text, inside a string
+    where the member's own bounds do not look (a 64 KB zip; 1.6 GB once parsed)."""
+    members = _members(unsigned)
+    document = json.loads(members["snapshot.json"])
+    for payload, reason in (("[" + "[]," * 400_000 + "[]]", "row 0: observation is not a JSON text"),
+                         ("[" + "[]," * 100_000 + "[]]", "holds more than 20000 values")):
+        document["results"][0]["observation"] = payload
+        header = document["header"]  # the digest recomputed, as a forger without a key can
+        header["hash"] = chain.digest(header, [
+            (r["position"], r["host"], r["status"], r["observation"], r["verdict"],
+             r["observed_in"], r["scopes"]) for r in document["results"]], [])
+        manifest = json.loads(members["manifest.json"])
+        manifest["snapshot_hash"] = header["hash"]
+        members["snapshot.json"] = json.dumps(document).encode()
+        members["manifest.json"] = json.dumps(manifest).encode()
+        _refused(_cli(_rezip(unsigned, list(members.items()))), reason)
+
+
+def test_a_snapshot_saved_before_the_key_exports_into_a_bundle_that_verifies(
+        tmp_path, shipped_catalog):
+    """Review 2, F7: after adopt-key, a bundle of an unsigned (adopted) snapshot verifies with
+    the key: the exporter vouches for it under the manifest's HMAC."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    plain = SnapshotStore.open(url)
+    at = NOW - timedelta(days=1)
+    plain.save(assess([Observation(Host("EX1"), at, "t", exsetup_version="15.1.2176.9")],
+                      shipped_catalog, at, source="test", tool_version="t"), shipped_catalog)
+    head = plain.verify().head
+    plain.dispose()
+    keyed = SnapshotStore.open(url, signing_key=KEY)
+    try:
+        keyed.adopt_key("alice", head)
+        path = tmp_path / "old.zip"
+        path.write_bytes(build_bundle(keyed, keyed.info(1), NOW))
+    finally:
+        keyed.dispose()
+    assert verify_bundle(path, KEY) == []
+    # The vouching is under the HMAC: claimed by hand, it fails.
+    members = _members(path)
+    manifest = json.loads(members["manifest.json"])
+    manifest.pop("hmac")
+    members["manifest.json"] = json.dumps(manifest).encode()
+    assert any("carries no HMAC" in p for p in verify_bundle(
+        _rezip(path, list(members.items()), rehash=False), KEY))

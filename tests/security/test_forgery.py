@@ -252,7 +252,7 @@ def test_making_the_store_look_older_gets_nothing_signed(signed, store_url):
         from store import StoreError
 
         with pytest.raises(StoreError, match="written after this key was in use"):
-            reopened.adopt_key("bob")
+            reopened.adopt_key("bob", reopened.verify().head)
     finally:
         reopened.dispose()
 
@@ -269,7 +269,7 @@ def test_a_keyed_write_never_signs_over_a_head_moved_back(signed, shipped_catalo
                  at, source="test", tool_version="t")
     from store import StoreError
 
-    with pytest.raises(StoreError, match=r"not the one this key signed.*Nothing was written"):
+    with pytest.raises(StoreError, match="not one this key signed, so nothing was written"):
         store.save(run, shipped_catalog)
     assert any("snapshots chain head is not signed" in p for p in _problems(store, KEY))
 
@@ -303,7 +303,8 @@ def test_a_changed_row_is_never_carried_into_a_new_snapshot_or_pruned_away(
     with empty_store.engine.begin() as conn:
         conn.execute(text("UPDATE results SET status = 'patched' WHERE snapshot_id = :id"),
                      {"id": ids[0]})
-    with pytest.raises(StoreError, match=f"snapshot #{ids[0]} does not match its digest"):
+    with pytest.raises(StoreError, match=f"snapshot #{ids[0]} .*does not match its recorded "
+                                         "digest.*nothing was pruned"):
         empty_store.prune(1, "alice")
     assert not any(s.pruned for s in empty_store.history())
 
@@ -325,15 +326,23 @@ def test_setting_a_key_on_an_existing_store_is_adopted_once(empty_store, shipped
     ids = _fill(empty_store, shipped_catalog, 2)
     empty_store.record("alice", "collect", ids[-1], "2 runs")
     unsigned = _problems(empty_store, KEY)
-    assert unsigned and all("python -m store adopt-key" in p for p in unsigned)
+    assert unsigned and all("python -m store adopt-key --head" in p for p in unsigned)
     keyed = SnapshotStore.open(store_url, signing_key=KEY)
     try:
-        # Writing goes on meanwhile (the unsigned history stays flagged until adopted).
         at = NOW + timedelta(hours=1)
-        keyed.save(assess([Observation(Host("EX0"), at, "t", exsetup_version=PATCHED)],
-                          shipped_catalog, at, source="test", tool_version="t"), shipped_catalog)
-        result = _cli(store_url, "adopt-key", key=KEY)
+        run = assess([Observation(Host("EX0"), at, "t", exsetup_version=PATCHED)],
+                     shipped_catalog, at, source="test", tool_version="t")
+        from store import StoreError
+
+        # A keyed write never signs on top of a head no one holding the key vouched for.
+        with pytest.raises(StoreError, match="adopt it once"):
+            keyed.save(run, shipped_catalog)
+        head = empty_store.verify().head
+        wrong = _cli(store_url, "adopt-key", "--head", "f" * 16, key=KEY)
+        assert wrong.returncode == 2 and "does not begin the chain's head" in wrong.stderr
+        result = _cli(store_url, "adopt-key", "--head", head[:16], key=KEY)
         assert result.returncode == 0, result.stderr
+        keyed.save(run, shipped_catalog)  # now the heads are signed: writing goes on
         verified = _cli(store_url, "verify", key=KEY)
         assert verified.returncode == 0, verified.stderr
         assert "unsigned history adopted under the key" in verified.stdout
@@ -348,12 +357,109 @@ def test_setting_a_key_on_an_existing_store_is_adopted_once(empty_store, shipped
 def test_adopt_key_refuses_a_store_that_does_not_verify(empty_store, shipped_catalog,
                                                        store_url):
     ids = _fill(empty_store, shipped_catalog, 2)
+    head = empty_store.verify().head
     with empty_store.engine.begin() as conn:
         conn.execute(text("UPDATE results SET status = 'patched' WHERE snapshot_id = :id"),
                      {"id": ids[0]})
-    result = _cli(store_url, "adopt-key", key=KEY)
+    result = _cli(store_url, "adopt-key", "--head", head, key=KEY)
     assert result.returncode == 2 and "nothing was adopted" in result.stderr
-    assert _cli(store_url, "adopt-key").returncode == 2  # and never without the key
+    # and never without the key
+    assert _cli(store_url, "adopt-key", "--head", head).returncode == 2
+
+
+def test_adopt_key_refuses_an_unsigned_entry_after_signed_ones(signed):
+    """Review 2, F2: an unsigned prune entry appended after signed entries, naming a snapshot
+    whose hosts the forger deleted; verify without the key says OK, adopt-key must refuse."""
+    store, ids = signed
+    head = store.raw_header(ids[1])
+    from store.verification import header_record
+
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM results WHERE snapshot_id = :id"), {"id": ids[1]})
+        conn.execute(text("UPDATE snapshots SET pruned = 1 WHERE id = :id"), {"id": ids[1]})
+        sequence, previous = conn.execute(
+            text("SELECT value FROM meta WHERE key = 'audit_head'")).scalar_one().split(":")
+        entry = {"at": NOW.isoformat(), "who": "x", "action": "prune", "snapshot_id": None,
+                 "sequence": int(sequence) + 1, "previous_hash": previous,
+                 "detail": json.dumps({"pruned": [{"id": ids[1], "sequence": head["sequence"],
+                                                   "hash": head["hash"],
+                                                   "header": header_record(head)}]})}
+        entry["hash"] = chain.entry_digest(entry)
+        conn.execute(text("INSERT INTO audit_log (at, who, action, snapshot_id, detail, sequence,"
+                          " previous_hash, hash) VALUES (:at, :who, :action, :snapshot_id, "
+                          ":detail, :sequence, :previous_hash, :hash)"), entry)
+        conn.execute(text("UPDATE meta SET value = :v WHERE key = 'audit_head'"),
+                     {"v": f"{entry['sequence']}:{entry['hash']}"})
+    assert store.verify().ok  # the precondition the hint gives for adopting
+    from store import StoreError
+
+    with pytest.raises(StoreError, match="written after this key was in use"):
+        store.adopt_key("bob", store.verify().head)
+
+
+@pytest.mark.parametrize("flip", ["newest", "all"])
+def test_a_keyed_save_never_picks_its_base_by_a_column_the_forger_sets(signed, shipped_catalog,
+                                                                      flip):
+    """Review 2, F1a: format set to 1 on the unpruned snapshots and a verdict changed in the
+    newest, so that the save composes from unverified rows; the changes put back afterwards."""
+    store, ids = signed
+    targets = ids[-1:] if flip == "newest" else ids
+    with store.engine.begin() as conn:
+        for snapshot_id in targets:
+            conn.execute(text("UPDATE snapshots SET format = 1 WHERE id = :id"),
+                         {"id": snapshot_id})
+        conn.execute(text("UPDATE results SET observation = replace(observation, :v, :p) "
+                          "WHERE snapshot_id = :id AND host = 'EX1'"),
+                     {"v": VULNERABLE, "p": PATCHED, "id": ids[-1]})
+    at = NOW + timedelta(hours=1)
+    from store import StoreError
+
+    with pytest.raises(StoreError, match="Nothing was written"):
+        store.save(assess([Observation(Host("EX2"), at, "t", exsetup_version=PATCHED)],
+                          shipped_catalog, at, source="test", tool_version="t"),
+                   shipped_catalog)
+    assert len(store.history()) == len(ids)
+
+
+def test_a_keyed_record_never_extends_an_audit_head_moved_back(signed):
+    """Review 2, F1c: the newest entry deleted, the head moved back and the new newest
+    entry's signature emptied, so it looks unsigned."""
+    store, ids = signed
+    store.record("alice", "export", ids[0], "bundle")
+    with store.engine.begin() as conn:
+        newest = conn.execute(text("SELECT id, sequence, previous_hash FROM audit_log "
+                                   "ORDER BY sequence DESC LIMIT 1")).one()
+        conn.execute(text("DELETE FROM audit_log WHERE id = :id"), {"id": newest[0]})
+        conn.execute(text("UPDATE meta SET value = :v WHERE key = 'audit_head'"),
+                     {"v": f"{newest[1] - 1}:{newest[2]}"})
+        conn.execute(text("UPDATE audit_log SET signature = NULL WHERE sequence = :s"),
+                     {"s": newest[1] - 1})
+    from store import StoreError
+
+    with pytest.raises(StoreError, match="audit chain head is not one this key signed"):
+        store.record("bob", "collect", ids[-1], "x")
+
+
+def test_prune_refuses_a_store_that_does_not_verify_with_its_key(signed):
+    """Review 2, F7: rows changed and the digest recomputed (only the HMAC gives it away):
+    pruning would delete that evidence."""
+    store, ids = signed
+    header = store.raw_header(ids[0])
+    results, inventory = store.raw_rows(ids[0])
+    results = [(*r[:2], "patched", *r[3:]) for r in results]
+    forged = chain.digest(header, results, inventory)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE results SET status = 'patched' WHERE snapshot_id = :id"),
+                     {"id": ids[0]})
+        conn.execute(text("UPDATE snapshots SET hash = :h WHERE id = :id"),
+                     {"h": forged, "id": ids[0]})
+        conn.execute(text("UPDATE snapshots SET previous_hash = :h WHERE id = :id"),
+                     {"h": forged, "id": ids[1]})
+    from store import StoreError
+
+    with pytest.raises(StoreError, match="nothing was pruned"):
+        store.prune(1, "alice")
+    assert store.raw_rows(ids[0])[0]  # the evidence is still there
 
 
 @pytest.mark.parametrize("statement", [

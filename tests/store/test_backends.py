@@ -295,9 +295,15 @@ def test_a_schema_4_store_with_pruned_snapshots_upgrades_into_a_verifying_audit_
         # Nothing the upgrade wrote is signed: under the key, a person adopts it once.
         unsigned = store.verify(key).problems
         assert any("adopt-key" in p.message for p in unsigned), unsigned
-        store.adopt_key("alice")
+        store.adopt_key("alice", store.verify().head)
         adopted = store.verify(key)
         assert adopted.ok and adopted.adopted and "alice" in adopted.adopted, adopted.problems
+        # The adoption recorded the header of the snapshot pruned before schema 5 (review 2, F4).
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE snapshots SET label = 'all patched' WHERE id = 1"))
+        assert [p.snapshot_id for p in store.verify(key).problems] == [1]
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE snapshots SET label = 'old' WHERE id = 1"))
         with store.engine.begin() as conn:
             conn.execute(text("DELETE FROM results WHERE snapshot_id = 2"))
             conn.execute(text("UPDATE snapshots SET pruned = :t WHERE id = 2"), {"t": True})
