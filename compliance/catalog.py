@@ -121,6 +121,11 @@ class Catalog:
                  and not r.disputed and r.kb and r.kb.upper() in wanted and r.build >= since]
         return max(found, key=lambda r: r.build) if found else None
 
+    def age_days(self, on: date) -> int:
+        """Days from the newest release the catalogue lists to ``on``: past a quarter or so,
+        builds released since grade unknown until the catalogue is updated."""
+        return (on - date.fromisoformat(self.newest_release[:10])).days
+
     def out_of_support(self, product: str | None, on: date) -> Lifecycle | None:
         """The product's lifecycle entry when its support had ended by ``on``."""
         entry = self.lifecycle.get(product or "")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pandas as pd
 import streamlit as st
 
@@ -13,11 +15,21 @@ advisory = catalog.advisory
 config = data.settings()
 latest = data.latest(config.store_url)
 ADVISORY_FILE = f"compliance/data/advisories/{advisory.id}.toml"
+CATALOGUE_MAX_AGE_DAYS = 120  # about one quarter's Security Update plus a month
 
 st.title("Catalogue and advisory")
 st.caption(f"Catalogue version **{catalog.version}** (newest release {catalog.newest_release}; "
            "the suffix is a hash of both data files) · advisory "
            f"{advisory.id} v{advisory.version} · every snapshot records both versions")
+age = catalog.age_days(datetime.now(UTC).date())
+if age > CATALOGUE_MAX_AGE_DAYS:
+    st.warning(f"**The catalogue is {age} days old** (its newest release is "
+               f"{catalog.newest_release}): Exchange ships Security Updates about every quarter, "
+               "so builds released since grade `unknown` (not in the catalogue). Update "
+               "`compliance/data/builds.csv` from Microsoft's build table.")
+else:
+    st.caption(f"The catalogue's newest release is {age} days old (a warning shows past "
+               f"{CATALOGUE_MAX_AGE_DAYS} days).")
 if latest is not None and latest.catalog_version != catalog.version:
     st.info(f"The latest snapshot (#{latest.id}) was judged by catalogue "
             f"{literal(latest.catalog_version)}; this is catalogue {catalog.version}. The Snapshots "

@@ -189,9 +189,13 @@ def worklist_rows(url: str, snapshot_id: int, per_wave: int) -> list[dict[str, A
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def indicator_count(url: str, snapshot_id: int) -> int:
-    """Hosts of a snapshot whose probe found compromise indicators."""
-    return sum(1 for v in verdicts(url, snapshot_id) if Flag.INDICATORS_FOUND in v.flags)
+def flag_counts(url: str, snapshot_id: int) -> dict[str, int]:
+    """How many hosts of a snapshot carry each flag (``Flag`` values; absent flags count 0)."""
+    counts = dict.fromkeys((flag.value for flag in Flag), 0)
+    for verdict in verdicts(url, snapshot_id):
+        for flag in verdict.flags:
+            counts[flag.value] += 1
+    return counts
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from compliance.models import Status
+from compliance.models import Flag, Status
+from store import SnapshotInfo
 from views import charts, data
 from views.page import current, snapshot_caption
-from views.summary import kpis, projected_completion
+from views.summary import Kpi, kpis, projected_completion
 
 ctx = current()
 url = ctx.config.store_url
@@ -20,10 +21,14 @@ if ctx.snapshot.host_count == 0:
     st.stop()
 
 
-now = kpis(ctx.snapshot.counts, ctx.snapshot.coverage,
-           data.indicator_count(url, ctx.snapshot.id))
-before = (kpis(ctx.previous.counts, ctx.previous.coverage,
-               data.indicator_count(url, ctx.previous.id)) if ctx.previous else None)
+def _figures(info: SnapshotInfo) -> list[Kpi]:
+    flags = data.flag_counts(url, info.id)
+    return kpis(info.counts, info.coverage, flags[Flag.INDICATORS_FOUND.value],
+                flags[Flag.OUT_OF_SUPPORT.value])
+
+
+now = _figures(ctx.snapshot)
+before = _figures(ctx.previous) if ctx.previous else None
 columns = st.columns(len(now))
 for column, kpi in zip(columns, now, strict=True):
     delta = None

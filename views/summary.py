@@ -29,10 +29,11 @@ class Kpi:
 
 
 def kpis(counts: Mapping[str, int], coverage: tuple[int, int] | None = None,
-         indicators: int = 0) -> list[Kpi]:
+         indicators: int = 0, out_of_support: int = 0) -> list[Kpi]:
     """Hosts in the fleet, coverage (hosts with a fresh observation / hosts in the fleet, as
     ``SnapshotInfo.coverage`` gives it), patched share of affected hosts, mitigated only,
-    vulnerable, unknown, hosts with compromise indicators."""
+    vulnerable, unknown, hosts with compromise indicators, hosts on a product out of
+    support."""
     total = sum(counts.values())
     patched = counts.get(Status.PATCHED.value, 0)
     not_applicable = counts.get(Status.NOT_APPLICABLE.value, 0)
@@ -68,6 +69,11 @@ def kpis(counts: Mapping[str, int], coverage: tuple[int, int] | None = None,
         Kpi("indicators", "Indicators", indicators, str(indicators),
             "Hosts where the probe found compromise indicators: investigate, patched or not "
             "(the update does not remove a web shell).", "inverse"),
+        Kpi("out_of_support", "Out of support", out_of_support, str(out_of_support),
+            "Hosts on an Exchange version that receives no more security updates (2010, "
+            "2013, and since 2025-10-14 2016 and 2019), whatever their ProxyLogon status: "
+            "plan the move to Exchange SE. Filter them on the Hosts page (Flags: "
+            "out_of_support).", "inverse"),
     ]
 
 

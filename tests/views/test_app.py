@@ -64,6 +64,9 @@ def test_overview_kpis_match_the_store(demo_app):
     assert metrics["Mitigated"] == str(statuses["mitigated"])
     assert metrics["Vulnerable"] == str(statuses["vulnerable"])
     assert metrics["Unknown"] == str(statuses["unknown"])
+    ended = sum(1 for a in store.assessments(latest.id)
+                if "out_of_support" in [f.value for f in a.verdict.flags])
+    assert metrics["Out of support"] == str(ended) and ended > 0
     assert len(at.get("plotly_chart")) == 6
     assert any(f"snapshot #{latest.id}" in c.value for c in at.caption)
 

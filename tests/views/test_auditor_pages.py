@@ -27,6 +27,7 @@ from views.markdown import shown
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOTS = ROOT / "views" / "snapshots.py"
 CATALOG = ROOT / "views" / "catalog.py"
+HOSTS = ROOT / "views" / "hosts.py"
 DIFF_LABELS = {"newly_patched": "Newly patched", "regressed": "Regressed",
                "mitigation_removed": "Mitigation removed", "new_hosts": "New hosts",
                "removed_hosts": "Removed from the fleet", "status_changes": "Status changes"}
@@ -266,3 +267,26 @@ def test_verify_names_who_pruned_each_pruned_snapshot(store):
     assert not at.exception and not at.error
     success = " ".join(s.value for s in at.success)
     assert "2 pruned" in success and success.count("by alice") == 2, success
+
+
+@pytest.mark.parametrize(("age", "warned"), [(119, False), (121, True)])
+def test_catalogue_page_shows_its_age_and_warns_past_120_days(store, monkeypatch, age, warned):
+    from compliance.catalog import Catalog
+
+    _single(store, "EX-1", "15.1.2176.9")
+    monkeypatch.setattr(Catalog, "age_days", lambda self, on: age)
+    at = _run(CATALOG)
+    assert not at.exception
+    shown = [w.value for w in at.warning if "days old" in w.value]
+    assert bool(shown) is warned
+    if not warned:
+        assert any(f"{age} days old" in c.value for c in at.caption)
+
+
+def test_hosts_can_be_filtered_to_those_out_of_support(store):
+    _single(store, "EX-2016", "15.1.2176.9")   # Exchange 2016: out of support since 2025-10-14
+    _single(store, "EX-SE", "15.2.2562.17")    # Exchange SE: supported
+    at = _run(HOSTS)
+    assert "out_of_support" in at.multiselect(key="f_flags").options
+    at.multiselect(key="f_flags").set_value(["out_of_support"]).run()
+    assert list(_table(at, "host")["host"]) == ["EX-2016"]

@@ -56,3 +56,10 @@ def test_projection_from_the_recent_rate():
     # only the last four snapshots count: an old fast start does not flatter the estimate
     longer = [t0 + timedelta(weeks=w) for w in range(6)]
     assert projected_completion(longer, [100, 50, 40, 30, 20, 10]) == longer[-1] + timedelta(weeks=1)
+
+
+def test_out_of_support_is_a_figure_of_its_own():
+    figures = _by_key_full({"patched": 3, "vulnerable": 1}, out_of_support=3)
+    assert figures["out_of_support"].display == "3"
+    assert figures["out_of_support"].label == "Out of support"
+    assert "Exchange SE" in figures["out_of_support"].help
