@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from collectors.demo import seed_demo
 from settings import SettingsError
 from store import StoreError
 from views import access, data
@@ -57,7 +58,7 @@ else:
 # Settings and the store only after sign-in: their errors name the store's host and user.
 try:
     config = data.settings()
-    data.prepare(config)
+    data.prepare(config, seed_demo)  # the one place the demo fleet is seeded
 except SettingsError as error:
     st.error(f"**Configuration error.** {error}. Fix it in `.streamlit/secrets.toml` or the "
              "environment (see the README, section *Configuration*), then reload.")

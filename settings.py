@@ -7,7 +7,10 @@ their own.
 
 from __future__ import annotations
 
+import getpass
 import math
+import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -109,3 +112,12 @@ def load_settings(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> Set
         demo=_truthy("demo", raw["demo"]),
         max_age=timedelta(days=_number("max_age_days", raw["max_age_days"], 36_500)),
     )
+
+
+def default_actor() -> str:
+    """Who runs this process, for the audit log: the OS user at this host."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name in some service environments
+        user = f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown user"
+    return f"{user}@{socket.gethostname()}"

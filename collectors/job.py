@@ -11,10 +11,8 @@ previous snapshots stay the latest.
 
 from __future__ import annotations
 
-import fcntl
-import getpass
+import contextlib
 import os
-import socket
 import sys
 import threading
 import time
@@ -24,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
+
+from filelock import FileLock, Timeout
 
 from collectors.directory import DirectoryConfig, discover
 from collectors.inventory import InventoryEntry, merge
@@ -40,6 +40,7 @@ from compliance.catalog import Catalog
 from compliance.evaluate import Policy, assess
 from compliance.fleet import IMPORT, INVENTORY, directory_scope
 from compliance.models import Host, Observation, Snapshot, Status
+from settings import default_actor
 from store import SnapshotInfo, SnapshotStore
 from store.export import inert
 
@@ -55,33 +56,39 @@ class CollectionBusy(JobError):
 @contextmanager
 def run_lock(data_dir: Path) -> Iterator[None]:
     """Refuse a second collection while one is running (per data directory): a second one
-    gets ``CollectionBusy``; a data directory that cannot hold the lock file, ``JobError``."""
-    path = data_dir / "collect.lock"
+    gets ``CollectionBusy``; a data directory that cannot hold the lock file, ``JobError``.
+
+    The lock is filelock's (an OS lock on ``collect.lock``: flock on POSIX, msvcrt on
+    Windows), released by the OS if the process dies; who holds it is written beside it, in
+    ``collect.owner``, for the message a second collection prints."""
+    path, owner = data_dir / "collect.lock", data_dir / "collect.owner"
+    # thread_local off: the dashboard acquires and releases in its job thread, not the caller;
+    # no soft-lock fallback: a lock file left by a crash must never block every later run.
+    lock = FileLock(path, timeout=0, thread_local=False, is_singleton=False,
+                    fallback_to_soft=False)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        handle = path.open("a+")
+        lock.acquire()
+    except Timeout:
+        try:
+            holder = owner.read_text(encoding="utf-8").strip() or "another process"
+        except OSError:
+            holder = "another process"
+        raise CollectionBusy(f"another collection is running ({inert(holder)}); wait for it to "
+                             f"finish (lock: {path})") from None
     except OSError as error:
         raise JobError(f"cannot write the collection lock {path}: {error.strerror or error}; "
                        "nothing was collected. Point [store] data_dir (or "
                        "PROXYLOGON_DATA_DIR) at a directory this user may write") from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise CollectionBusy(f"another collection is running ({holder}); wait for it to finish "
-                           f"(lock: {path})") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    try:
+        with contextlib.suppress(OSError):  # who holds it is for messages only
+            owner.write_text(f"pid {os.getpid()} since "
+                             f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n", encoding="utf-8")
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            owner.unlink()
+        lock.release()
 
 
 class Progress:
@@ -156,15 +163,6 @@ def _directory_scope(directory: DirectoryConfig, base: str) -> str:
         ("include_sites", directory.include_sites), ("exclude_sites", directory.exclude_sites),
         ("include_names", directory.include_names), ("exclude_names", directory.exclude_names),
         ("only", directory.only)])
-
-
-def default_actor() -> str:
-    """Who runs this process, for the audit log: the OS user at this host."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no login name in some service environments
-        user = f"uid {os.getuid()}"
-    return f"{user}@{socket.gethostname()}"
 
 
 def collect(*, store: SnapshotStore, catalog: Catalog, policy: Policy,

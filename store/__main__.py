@@ -43,7 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
 from compliance.models import Snapshot
-from settings import SettingsError, load_settings
+from settings import SettingsError, default_actor, load_settings
 from store.evidence import (
     BundleError,
     build_bundle,
@@ -70,8 +70,6 @@ def _secrets(path: Path) -> dict[str, object]:
 
 
 def _actor() -> str:
-    from collectors.job import default_actor
-
     return default_actor()
 
 

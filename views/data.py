@@ -6,15 +6,14 @@ Pages never open the store or talk to collectors themselves; they call these.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import pandas as pd
 import streamlit as st
 
-from collectors.demo import seed_demo
 from compliance.catalog import Catalog, load_catalog
 from compliance.evaluate import Policy
 from compliance.models import Assessment, Failure, Flag, Host, Verdict
@@ -56,19 +55,25 @@ def _store(url: str) -> SnapshotStore:
     return SnapshotStore.open(url)
 
 
+# Seeds an empty store: (store, catalogue, now, policy). The frame (app.py) hands in the
+# collectors' demo seeder, so the views never import the collectors.
+Seeder: TypeAlias = Callable[[SnapshotStore, Catalog, datetime, Policy], object]
+
+
 @st.cache_resource(show_spinner="Preparing the snapshot store…")
-def _prepared(url: str, demo: bool, max_age_days: float) -> bool:
+def _prepared(url: str, demo: bool, max_age_days: float, _seed: Seeder | None) -> bool:
     """Seed the demo fleet on first start when the store is empty and demo is on."""
     opened = _store(url)
-    if demo and opened.is_empty():
-        seed_demo(opened, catalog(), datetime.now(UTC), Policy(max_age=timedelta(days=max_age_days)))
+    if demo and _seed is not None and opened.is_empty():
+        _seed(opened, catalog(), datetime.now(UTC), Policy(max_age=timedelta(days=max_age_days)))
         return True
     return False
 
 
-def prepare(config: Settings) -> None:
-    """Open (and on first start seed) the store; raises ``StoreError`` when it cannot."""
-    _prepared(config.store_url, config.demo, config.max_age.total_seconds() / 86400)
+def prepare(config: Settings, seed: Seeder | None = None) -> None:
+    """Open the store and, on first start with demo on, fill it with ``seed``; raises
+    ``StoreError`` when it cannot be opened."""
+    _prepared(config.store_url, config.demo, config.max_age.total_seconds() / 86400, seed)
 
 
 def _max_age_days() -> float:
