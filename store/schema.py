@@ -14,10 +14,9 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 5  # 2: the hash chain (store/chain.py) and pruning; 3: the audit log;
-# 4: whole-fleet snapshots (format 2, observed_in and scopes per host); 5: the audit log is a
-# signed chain (pruning is one of its entries), snapshot ids in the digest (format 3), signed
-# chain heads
+# The schema's version is its Alembic revision (store/migrations/versions: 2 the hash chain
+# and pruning; 3 the audit log; 4 whole-fleet snapshots; 5 the signed audit chain, snapshot ids
+# in the digest, signed heads; 6 one version number).
 
 metadata = MetaData()
 

@@ -23,7 +23,20 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, inspect, select, update
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -130,9 +143,27 @@ def _postgres_lock_timeout(lock_timeout: float) -> Callable[[Any, Any], None]:
     return apply
 
 
-def _migrate(connection: Connection) -> None:
+def _config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def _refuse_newer(connection: Connection, shown: str) -> None:
+    """The store's schema is its Alembic revision: one this tool has no script for was made
+    by a newer version of the tool (``StoreError``: upgrade the tool)."""
+    if "alembic_version" not in inspect(connection).get_table_names():
+        return
+    revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    scripts = ScriptDirectory.from_config(_config())
+    known = {script.revision for script in scripts.walk_revisions()}
+    if revision is not None and revision not in known:
+        raise StoreError(f"store at {shown} has schema revision {revision}, newer than this "
+                         f"tool's {scripts.get_current_head()}: upgrade the tool")
+
+
+def _migrate(connection: Connection) -> None:
+    config = _config()
     config.attributes["connection"] = connection
     tables = set(inspect(connection).get_table_names())
     if "snapshots" in tables and "alembic_version" not in tables:
@@ -174,14 +205,7 @@ class SnapshotStore:
             elif backend == "postgresql":
                 event.listen(engine, "connect", _postgres_lock_timeout(lock_timeout))
             with engine.begin() as conn:
-                if "meta" in inspect(conn).get_table_names():
-                    existing = conn.execute(
-                        select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
-                    ).scalar()
-                    if existing is not None and int(existing) > schema.SCHEMA_VERSION:
-                        raise StoreError(
-                            f"store at {shown} has schema version {existing}, newer than this "
-                            f"tool's {schema.SCHEMA_VERSION}: upgrade the tool")
+                _refuse_newer(conn, shown)
                 _migrate(conn)
         except StoreError:
             raise
@@ -410,10 +434,10 @@ class SnapshotStore:
             return legacy.members(conn, legacy.fold(conn, sequence), _STAND_IN,
                                   verdicts=False)
 
-        def replaced(host: str, text: str) -> bool:
+        def replaced(host: str, stored: str) -> bool:
             if host.lower() not in skip:
                 return False
-            fresh_at, stored_at = skip[host.lower()], json.loads(text).get("observed_at")
+            fresh_at, stored_at = skip[host.lower()], json.loads(stored).get("observed_at")
             try:  # a stored reading newer than the run's stays: decode it
                 return not (stored_at and fresh_at
                             and datetime.fromisoformat(stored_at) > fresh_at)
@@ -421,12 +445,12 @@ class SnapshotStore:
                 return True
 
         members = []
-        for _position, host, _status, text, _verdict, observed_in, scopes in results:
-            if replaced(host, text):
+        for _position, host, _status, stored, _verdict, observed_in, scopes in results:
+            if replaced(host, stored):
                 observation = Observation(Host(host), None, "replaced by this run")
             else:
-                observation = observation_from_dict(json.loads(text))
-                texts[id(observation)] = (observation, text)
+                observation = observation_from_dict(json.loads(stored))
+                texts[id(observation)] = (observation, stored)
             members.append(Assessment(
                 observation, _STAND_IN, observed_in=newest if observed_in is None else observed_in,
                 scopes=tuple(json.loads(scopes)) if scopes else ()))

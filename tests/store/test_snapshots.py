@@ -138,10 +138,17 @@ def test_unopenable_store_names_the_url_without_password(tmp_path):
 def test_newer_schema_is_refused(store_url):
     opened = SnapshotStore.open(store_url)
     with opened.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
     opened.dispose()
-    with pytest.raises(StoreError, match="schema version 99"):
+    with pytest.raises(StoreError, match="schema revision 0099, newer than this tool's 0006"):
         SnapshotStore.open(store_url)
+
+
+def test_the_schema_version_is_kept_once(empty_store):
+    with empty_store.engine.connect() as conn:
+        keys = {row[0] for row in conn.exec_driver_sql("SELECT key FROM meta")}
+        revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    assert "schema_version" not in keys and revision == "0006"
 
 
 def test_discovered_inventory_is_stored_for_coverage(empty_store, shipped_catalog):
