@@ -132,10 +132,17 @@ class DirectoryServer:
         return self.roles is not None and "Edge" in self.roles
 
     def to_host(self) -> Host:
-        """The inventory record; an Edge server's AD build is withheld (not trustworthy)."""
+        """The inventory record; an Edge server's AD build is withheld (not trustworthy). What
+        AD's record showed wrong, and a server in maintenance mode, travel with it as
+        ``problems`` (shown as evidence on every verdict)."""
+        findings = list(self.problems)
+        if self.maintenance:
+            findings.append("in maintenance mode (ServerWideOffline inactive in AD's component "
+                            "states): expect it unreachable or failing over")
         return Host(name=self.name, fqdn=self.fqdn, site=self.site, dag=self.dag,
                     roles=frozenset(self.roles) if self.roles is not None else None,
-                    ad_build=None if self.edge else self.ad_raw, dn=self.dn)
+                    ad_build=None if self.edge else self.ad_raw, dn=self.dn,
+                    problems=tuple(findings))
 
     def as_json(self) -> dict[str, Any]:
         return {

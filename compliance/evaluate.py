@@ -117,6 +117,8 @@ class _Grader:
         if ctx.placement and ctx.placement.release:
             release = ctx.placement.release
             self.note("catalogue", f"{release.build} = {release.name}", release.source)
+        for finding in obs.host.problems:  # what the inventory (AD) found wrong with its record
+            self.note("inventory", finding, "inventory (AD)")
         for update in obs.installed_updates:
             self.note("installed_update", f"{update.kb} {update.name}".strip(),
                       f"installed-update record{' ' + update.installed_on if update.installed_on else ''}")

@@ -378,3 +378,23 @@ def test_an_organisation_without_servers_warns_with_the_rights_and_forest_causes
         f"{found.search_filter}. Likely causes: (1) a bind account" in warning
     assert "[scope]" not in warning and "[ldap] base" not in warning
     assert "(2) a forest without Exchange" in warning
+
+
+@pytest.mark.parametrize(("name", "problem"), [("EX-NOVERSION", "serialNumber missing"),
+                                              ("EX-NOHOST", "no FQDN")])
+def test_what_ad_showed_wrong_reaches_the_verdict(slapd_standard, shipped_catalog, name,
+                                                  problem):
+    """Issue 14: to_host() carries the record's problems, so they reach a snapshot and the
+    Hosts page (as evidence of every verdict)."""
+    from datetime import UTC, datetime
+
+    from compliance.evaluate import evaluate
+    from compliance.models import Observation
+
+    servers = {s.name: s for s in discover(_config(slapd_standard),
+                                           slapd_standard.service_password).servers}
+    host = servers[name].to_host()
+    assert any(problem in p for p in host.problems), host.problems
+    now = datetime.now(UTC)
+    verdict = evaluate(Observation(host, now, "test"), shipped_catalog, now)
+    assert any(e.kind == "inventory" and problem in e.value for e in verdict.evidence)
