@@ -54,11 +54,16 @@ class Mitigation:
             for name in self.names
         )
 
-    def unreadable(self, errors: Sequence[str]) -> str | None:
+    def unreadable(self, errors: Sequence[str], seen: MitigationState | None = None
+                   ) -> str | None:
         """The probe error (``"<part>: <message>"``, docs/probe.md) that left this mitigation's
-        state unread, if any: then an empty list means unknown, not missing."""
+        state unread, if any: then an empty list means unknown, not missing. The probe reports
+        a failed read of the rules only when it knew the URL Rewrite module is installed, which
+        it reads in the ``installed_updates`` part: when that part failed, so may the rules."""
         if self.kind == "rewrite_rules":
             parts: tuple[str, ...] = ("iis", "rewrite_rules")
+            if seen is not None and seen.url_rewrite_module is None:
+                parts += ("installed_updates",)
         elif self.kind == "services_disabled":
             parts = ("services",)
         else:

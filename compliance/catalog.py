@@ -56,6 +56,9 @@ class Lifecycle:
     end_of_support: date | None
     successor: str | None
     source: str
+    # The last update Microsoft will ever ship for the line (None: updates may still come): a
+    # build above it is no release at all.
+    final_update: Build | None = None
 
 
 @dataclass(frozen=True)
@@ -175,8 +178,9 @@ def parse_lifecycle(rows: Iterable[Mapping[str, str]]) -> dict[str, Lifecycle]:
     for number, row in enumerate(rows, start=2):
         try:
             end = date.fromisoformat(row["end_of_support"]) if row["end_of_support"] else None
+            final = parse_dotted(row["final_update"]) if row.get("final_update") else None
             entries[row["product"]] = Lifecycle(row["product"], end, row["successor"] or None,
-                                                row["source"])
+                                                row["source"], final)
         except (KeyError, ValueError) as error:
             raise CatalogError(f"lifecycle.csv line {number}: {error}") from None
     return entries

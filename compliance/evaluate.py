@@ -8,13 +8,14 @@ can make a host ``patched``. Anything unreachable, stale, unparseable or unplace
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from compliance.advisory import Fix, ProductRule
 from compliance.builds import BuildParseError, parse_ad_build, parse_build, parse_dotted
-from compliance.catalog import Catalog, Placement
+from compliance.catalog import CU_KINDS, Catalog, Placement
 from compliance.models import (
     Assessment,
     Build,
@@ -61,6 +62,7 @@ class _Grader:
         self.evidence: list[Evidence] = []
         self.flags: list[Flag] = []
         self.parse_errors: list[str] = []
+        self.unread_checks: list[str] = []
 
     # -- facts --------------------------------------------------------------------------
 
@@ -105,6 +107,11 @@ class _Grader:
     def _ctx(self, parsed: tuple[Build, BuildSource]) -> _Context:
         build, source = parsed
         placement = self.catalog.place(build)
+        if source.cu_level_only and placement.release is not None and \
+                placement.release.kind not in CU_KINDS:
+            # A CU-level value names the CU, never an update: label it with the CU's release.
+            placement = replace(placement, release=self.catalog.release(placement.cu_base)
+                                if placement.cu_base else None)
         rule = self.advisory.rule(placement.product)
         fix = rule.fix_for(placement.cu) if rule else None
         return _Context(build, source, placement, rule, fix)
@@ -133,6 +140,11 @@ class _Grader:
             for found in obs.suspicious_files:
                 self.note("suspicious_file", found, "probe (for review, not a CVE check hit)")
         self._mitigation_facts()
+        self.unread_checks = [error for error in obs.probe_errors
+                              if error.split(":", 1)[0].strip() in self.advisory.cve_ids]
+        if self.unread_checks:
+            # An empty list beside the error that emptied it is not "no indicators".
+            self.flag(Flag.INDICATORS_UNREADABLE)
         if obs.log_window_days is not None:
             self.note("log_window", f"indicator search reached {obs.log_window_days:.0f} days back"
                       + (" (cut short by a cap or the deadline)" if obs.indicators_truncated else ""),
@@ -194,6 +206,14 @@ class _Grader:
                                 f"build {build} is not in the catalogue and is on no CU it knows "
                                 f"(catalogue of {self.catalog.newest_release})",
                                 "Update the build catalogue, or check the reported build")
+        ended = self.catalog.lifecycle.get(rule.product)
+        if placement.release is None and ended and ended.final_update and \
+                build > ended.final_update:
+            return self.unknown(ctx, Reason.UNPLACEABLE_BUILD,
+                                f"build {build} is above {ended.final_update}, the last update "
+                                f"Microsoft shipped for Exchange {rule.product}: no such "
+                                "release exists",
+                                "Check the reported build (ExSetup.exe's file version)")
         if fix and build >= fix.build:
             return self.patched(ctx, f"ExSetup {build} is at or above the fix for "
                                 f"{_product(rule)} {fix.cu} ({fix.build})")
@@ -222,7 +242,7 @@ class _Grader:
         if first and placement.cu_base is not None and placement.cu_base >= first:
             return self.patched(ctx, f"AD shows {_product(rule)} {placement.cu}, a CU that "
                                 "contains the March 2021 fixes")
-        kbs = {u.kb.strip().upper() for u in self.obs.installed_updates}
+        kbs = self._kbs_for(rule.product, placement.cu)
         if fix and fix.kb.upper() in kbs:
             self.note("installed_update_proof", f"{fix.kb} recorded on {rule.product} {fix.cu}",
                       "installed-update record")
@@ -248,6 +268,24 @@ class _Grader:
                             "shows the Security Update level",
                             f"Run the probe on {self.obs.host.name} to read ExSetup.exe's version"
                             + ("" if fix else "; this CU got no fix, plan a CU update"))
+
+    def _kbs_for(self, product: str, cu: str) -> set[str]:
+        """The KBs recorded as installed that may prove something for ``product`` ``cu``.
+
+        Microsoft reuses one KB number across CUs and product lines (KB5000871 is the March
+        fix for every CU), so a record whose own name states another CU or product proves
+        nothing here: a record left from before a CU upgrade, for instance."""
+        kbs = set()
+        for update in self.obs.installed_updates:
+            named_product, named_cu = _named_cu(update.name)
+            if (named_product or product) != product or (named_cu or cu) != cu:
+                where = " ".join(p for p in (named_product or product, named_cu) if p)
+                self.note("installed_update_ignored", f"{update.kb} is recorded for Exchange "
+                          f"{where}, not Exchange {product} {cu} as AD shows",
+                          "installed-update record")
+                continue
+            kbs.add(update.kb.strip().upper())
+        return kbs
 
     # -- outcomes -----------------------------------------------------------------------
 
@@ -293,7 +331,7 @@ class _Grader:
             for mitigation in self.advisory.mitigations:
                 if rule.product not in mitigation.products:
                     continue
-                error = mitigation.unreadable(self.obs.probe_errors)
+                error = mitigation.unreadable(self.obs.probe_errors, self.obs.mitigations)
                 if mitigation.present(self.obs.mitigations):
                     present.append(mitigation.id)
                     seen = mitigation.describe(self.obs.mitigations)
@@ -348,9 +386,11 @@ class _Grader:
                       + (f"; {stages}" if stages else "") + ")",
                       "probe (HKLM\\SOFTWARE\\MSERTBootstrap\\PatchState)")
         rule = self.advisory.defender
-        if rule and seen.defender_signature_version:
+        if rule and seen.defender_signature_version is not None:
             try:
                 version = parse_dotted(seen.defender_signature_version)
+                if version.major != rule.min_signature_version.major:
+                    raise BuildParseError("not a security intelligence version")
             except BuildParseError:
                 self.note("defender", f"security intelligence {seen.defender_signature_version} "
                           "(unreadable version)", "probe")
@@ -401,15 +441,22 @@ class _Grader:
         if Flag.INDICATORS_FOUND in self.flags:
             # A patch does not remove a web shell planted before it: investigating comes first.
             action = _indicator_action("" if status.compliant else action)
-        elif Flag.SUSPICIOUS_FILES in self.flags:
+        if Flag.INDICATORS_UNREADABLE in self.flags and Flag.INDICATORS_FOUND not in self.flags:
+            action += (f". {len(self.unread_checks)} compromise check(s) could not read their "
+                       f"logs ({self.unread_checks[0][:120]}): grant the probe account read "
+                       "access to the Exchange Logging folders and the Application event log, "
+                       "or run Test-ProxyLogon there as a local administrator")
+        if Flag.SUSPICIOUS_FILES in self.flags and Flag.INDICATORS_FOUND not in self.flags:
             action += (f". Review the {len(self.obs.suspicious_files)} file(s) the probe listed "
                        "(archives or memory dumps; no CVE check hit, so no compromise verdict)")
         ended = self.catalog.out_of_support(placement.product if placement else None,
                                             self.as_of.date())
         if ended is not None and ended.end_of_support is not None:
             self.flag(Flag.OUT_OF_SUPPORT)
-            self.note("support", f"Exchange Server {ended.product} receives no security updates "
-                      f"since {ended.end_of_support.isoformat()}", ended.source)
+            self.note("support", f"Exchange Server {ended.product} left extended support on "
+                      f"{ended.end_of_support.isoformat()} (security updates after it only "
+                      "through a paid Extended Security Update programme, if any)",
+                      ended.source)
             action += (f". Exchange Server {ended.product} is out of support since "
                        f"{ended.end_of_support.isoformat()}: plan the move to Exchange "
                        f"{ended.successor or 'SE'}")
@@ -429,6 +476,19 @@ class _Grader:
             mitigations=present, flags=tuple(self.flags), evidence=tuple(self.evidence),
             unknown_reason=why, advisory=f"{self.advisory.id}/{self.advisory.version}",
         )
+
+
+_CU_NAMED = re.compile(r"\bCumulative Update (\d+)\b|\bCU ?(\d+)\b", re.IGNORECASE)
+_PRODUCT_NAMED = re.compile(r"\bExchange Server (2010|2013|2016|2019)\b", re.IGNORECASE)
+
+
+def _named_cu(name: str) -> tuple[str | None, str | None]:
+    """(product, CU) as an installed update's name states them ("Security Update for Exchange
+    Server 2016 Cumulative Update 18 (KB5000871)"); None for what it does not state."""
+    product = _PRODUCT_NAMED.search(name or "")
+    cu = _CU_NAMED.search(name or "")
+    return (product.group(1) if product else None,
+            f"CU{cu.group(1) or cu.group(2)}" if cu else None)
 
 
 def _product(rule: ProductRule) -> str:

@@ -40,6 +40,8 @@ class Flag(StrEnum):
     MITIGATION_UNREADABLE = "mitigation_unreadable"
     # The product line receives no more security updates (support lifecycle data).
     OUT_OF_SUPPORT = "out_of_support"
+    # A compromise-indicator check could not read its logs: empty is not clean.
+    INDICATORS_UNREADABLE = "indicators_unreadable"
 
 
 class BuildSource(StrEnum):

@@ -24,8 +24,9 @@ st.caption(f"Catalogue version **{catalog.version}** (newest release {catalog.ne
 age = catalog.age_days(datetime.now(UTC).date())
 if age > CATALOGUE_MAX_AGE_DAYS:
     st.warning(f"**The catalogue is {age} days old** (its newest release is "
-               f"{catalog.newest_release}): Exchange ships Security Updates about every quarter, "
-               "so builds released since grade `unknown` (not in the catalogue). Update "
+               f"{catalog.newest_release}): Exchange ships Security Updates about every quarter. "
+               "A server on a CU released since grades `unknown`; a newer SU on a known CU is "
+               "judged by its build alone, flagged `not_in_catalog`. Update "
                "`compliance/data/builds.csv` from Microsoft's build table.")
 else:
     st.caption(f"The catalogue's newest release is {age} days old (a warning shows past "

@@ -168,7 +168,10 @@ CASES = [
                  id="2010-um-below-ur32"),
     pytest.param(Case(observe("14.3.513.0", roles=UM), S.PATCHED, cves_open=()),
                  id="2010-um-at-ur32"),
-    pytest.param(Case(observe("14.3.600.0", roles=UM), S.PATCHED, frozenset({F.NOT_IN_CATALOG})),
+    # Update Rollup 32 (14.3.513.0) is the last update 2010 will ever get (lifecycle.csv,
+    # msdocs): a build above it is no release (issue 13).
+    pytest.param(Case(observe("14.3.600.0", roles=UM), S.UNKNOWN, frozenset({F.NOT_IN_CATALOG}),
+                      R.UNPLACEABLE_BUILD),
                  id="2010-um-unknown-rollup-above-ur32"),
     pytest.param(Case(observe("14.3.509.0", roles=NO_UM), S.NOT_APPLICABLE, cves_open=()),
                  id="2010-without-um-below-ur32"),

@@ -201,7 +201,7 @@ def test_eomt_url_rewrite_and_defender_are_kept_and_shown(catalog, defender, in_
     ("15.1.2300.0", Status.UNKNOWN, {Flag.NOT_IN_CATALOG}),   # between 2016 CU20 and CU21
     # A newer SU on a known CU above its fix: SUs keep their CU's build number (msdocs)
     ("15.1.2176.99", Status.PATCHED, {Flag.NOT_IN_CATALOG}),
-    ("15.0.1497.99", Status.PATCHED, {Flag.NOT_IN_CATALOG}),
+    ("15.2.1748.99", Status.PATCHED, {Flag.NOT_IN_CATALOG}),   # 2019 CU15, updates go on
     ("15.2.792.3", Status.VULNERABLE, set()),                  # a known build, for contrast
 ])
 def test_a_build_on_no_known_cu_is_never_patched(catalog, build, status, flags):
@@ -236,3 +236,89 @@ def test_out_of_support_flags_from_the_day_after_and_never_changes_the_status(
 def test_exchange_se_is_never_out_of_support(catalog):
     verdict = _judge(_document("15.2.2562.17"), catalog, NOW)
     assert verdict.product == "SE" and Flag.OUT_OF_SUPPORT not in verdict.flags
+
+
+# -- review findings (a field admin replaying reports against the first version) ----------
+
+@pytest.mark.parametrize(("cu_level", "kb", "name"), [
+    # KB5000871 is the March fix of every CU (msdocs): a record naming CU18 proves nothing
+    # for the CU19 AD shows (a record left from before a CU upgrade)
+    ("Version 15.1 (Build 2176.2)", "KB5000871",
+     "Security Update for Exchange Server 2016 Cumulative Update 18 (KB5000871)"),
+    # KB5001779 exists for 2019 CU8 and CU9 alike: a record naming CU9 proves nothing for CU8
+    ("Version 15.2 (Build 792.3)", "KB5001779",
+     "Security Update for Exchange Server 2019 Cumulative Update 9 (KB5001779)"),
+    # ... nor one naming another product line
+    ("Version 15.0 (Build 1497.2)", "KB5001779",
+     "Security Update for Exchange Server 2016 Cumulative Update 19 (KB5001779)"),
+])
+def test_an_update_record_naming_another_cu_proves_nothing(catalog, cu_level, kb, name):
+    document = _document(None)
+    document["admin_display_version"] = cu_level
+    document["installed_updates"] = [{"kb": kb, "name": name, "installed_on": "2021-04-14"}]
+    verdict = _judge(document, catalog)
+    assert verdict.status is Status.UNKNOWN and verdict.unknown_reason is Reason.AD_ONLY
+    assert _evidence(verdict, "installed_update_ignored")
+
+
+def test_an_update_record_naming_the_same_cu_still_proves_it(catalog):
+    document = _document(None)
+    document["admin_display_version"] = "Version 15.1 (Build 2176.2)"
+    document["installed_updates"] = [{"kb": "KB5001779", "installed_on": "2021-04-14",
+                                      "name": "Security Update for Exchange Server 2016 CU19 "
+                                              "(KB5001779)"}]
+    assert _judge(document, catalog).status is Status.PATCHED
+
+
+@pytest.mark.parametrize("build", [
+    "14.3.513.1", "14.3.514.0", "14.3.9999.0",   # above Update Rollup 32, 2010's last update
+    "15.0.1497.49",                               # above Mar23SU, 2013's last update
+])
+def test_a_build_above_a_lines_last_update_is_no_release(catalog, build):
+    verdict = _judge(_document(build, roles=["Mailbox", "UnifiedMessaging"]), catalog, NOW)
+    assert verdict.status is Status.UNKNOWN and verdict.unknown_reason is Reason.UNPLACEABLE_BUILD
+    assert classify(build, catalog, NOW)["status"] == "unknown"
+
+
+def test_compromise_checks_that_could_not_read_are_not_clean(catalog):
+    denied = "Access to the path 'C:\\Program Files\\Microsoft\\Exchange Server\\V15\\Logging" \
+             "\\HttpProxy' is denied."
+    document = _document("15.1.2176.9", errors=[f"CVE-2021-26855: {denied}",
+                                                f"CVE-2021-26858: {denied}"])
+    document["indicators"]["log_window_days"] = None
+    verdict = _judge(document, catalog)
+    assert verdict.status is Status.PATCHED
+    assert Flag.INDICATORS_UNREADABLE in verdict.flags
+    assert "2 compromise check(s) could not read their logs" in verdict.action
+    assert "Logging folders" in verdict.action
+
+
+def test_rules_unread_because_the_module_could_not_be_read_are_unknown(catalog):
+    # probe.ps1 reports a failed rules read only when it read the URL Rewrite module, which it
+    # reads in the installed_updates part: that part failed, so the empty list means unknown
+    document = _document("15.1.2176.2", errors=[
+        "installed_updates: Requested registry access is not allowed."])
+    document["mitigations"]["url_rewrite_module"] = None
+    verdict = _judge(document, catalog)
+    assert Flag.MITIGATION_UNREADABLE in verdict.flags
+    assert "apply the interim mitigation now" not in verdict.action
+
+
+@pytest.mark.parametrize(("version", "shown"), [
+    ("4.18.2102.4", "unreadable version"),  # the platform's version, not security intelligence
+    ("", "unreadable version"),
+])
+def test_a_defender_version_that_is_not_security_intelligence_is_not_read_as_one(
+        catalog, version, shown):
+    verdict = _judge(_document("15.1.2176.2", mitigations={
+        "defender_signature_version": version}), catalog)
+    (defender,) = _evidence(verdict, "defender")
+    assert shown in defender and "was in place" not in defender
+
+
+def test_a_cu_level_value_is_never_labelled_with_an_update(catalog):
+    document = _document(None)
+    document["admin_display_version"] = "Version 15.1 (Build 2176.9)"
+    verdict = _judge(document, catalog)
+    assert verdict.status is Status.UNKNOWN
+    assert "Mar21SU" not in (verdict.release_name or "")
