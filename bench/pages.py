@@ -26,8 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.store import fleet  # noqa: E402
 from compliance.catalog import load_catalog  # noqa: E402
+from compliance.worklist import plan_waves, rank  # noqa: E402
 from store import SnapshotStore  # noqa: E402
-from store.export import assign_waves, to_csv, worklist  # noqa: E402
+from store.export import to_csv, worklist_rows  # noqa: E402
 
 
 def seed(url: str, hosts: int, count: int) -> None:
@@ -122,7 +123,8 @@ def main() -> int:
         assert latest is not None
         assessments = store.assessments(latest.id)
         t0 = time.perf_counter()
-        rows = assign_waves(worklist(assessments, latest.id, latest.taken_at.isoformat()))
+        rows = worklist_rows(plan_waves(rank(assessments)), latest.id,
+                             latest.taken_at.isoformat())
         text = to_csv(rows)
         csv_time = time.perf_counter() - t0
         store.dispose()

@@ -14,7 +14,8 @@ from typing import Any
 
 from openpyxl import Workbook
 
-from compliance.models import Assessment, Flag, Status
+from compliance.models import Assessment
+from compliance.worklist import Item
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 AUDIT_COLUMNS = ("id", "at", "who", "action", "snapshot_id", "detail")
@@ -23,8 +24,6 @@ WORKLIST_COLUMNS = (
     "reason", "flags", "mitigations", "site", "dag", "roles", "observed_at", "observed_in",
     "carried", "snapshot_id", "snapshot_taken_at",
 )
-# Lower sorts first: compromised hosts, then exposed, then unknown, then stop-gaps.
-_URGENCY = {Status.VULNERABLE: 1, Status.UNKNOWN: 2, Status.MITIGATED: 3}
 
 
 def inert(value: Any) -> str:
@@ -84,19 +83,13 @@ def host_row(assessment: Assessment, snapshot_id: int | None = None) -> dict[str
     }
 
 
-def worklist(assessments: Iterable[Assessment], snapshot_id: int,
-             snapshot_taken_at: str) -> list[dict[str, Any]]:
-    """Hosts that are not compliant, most urgent first, each with its next action."""
-    rows = []
-    for assessment in assessments:
-        verdict = assessment.verdict
-        if verdict.status.compliant and Flag.INDICATORS_FOUND not in verdict.flags:
-            continue
-        urgency = 0 if Flag.INDICATORS_FOUND in verdict.flags else _URGENCY[verdict.status]
-        rows.append({**host_row(assessment, snapshot_id), "priority": urgency,
-                     "snapshot_id": snapshot_id, "snapshot_taken_at": snapshot_taken_at})
-    rows.sort(key=lambda row: (row["priority"], row["product"], row["cu"], row["host"]))
-    return rows
+def worklist_rows(items: Iterable[Item], snapshot_id: int,
+                  snapshot_taken_at: str) -> list[dict[str, Any]]:
+    """The worklist (``compliance.worklist``) as flat rows, keys WORKLIST_COLUMNS."""
+    return [{**host_row(item.assessment, snapshot_id), "priority": item.priority,
+             "wave": item.wave or "", "internet_facing": item.internet_facing,
+             "snapshot_id": snapshot_id, "snapshot_taken_at": snapshot_taken_at}
+            for item in items]
 
 
 SNAPSHOT_COLUMNS = (
@@ -113,38 +106,6 @@ def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] = WORKLIST_COL
     for row in rows:
         writer.writerow([neutralise(row.get(column)) for column in columns])
     return buffer.getvalue()
-
-
-# Roles that face the internet (OWA, ECP, EWS, Autodiscover, SMTP from outside) go first.
-INTERNET_FACING = frozenset({"Cafe", "ClientAccess", "FrontendTransport", "Edge"})
-
-
-def assign_waves(rows: list[dict[str, Any]], per_wave: int = 10) -> list[dict[str, Any]]:
-    """Group worklist rows into maintenance waves, in place and returned sorted by wave.
-
-    Internet-facing servers come first, then urgency. A wave takes at most one member of any
-    DAG, so no DAG ever has all its members down in one window.
-    """
-    def facing(row: dict[str, Any]) -> bool:
-        return bool(INTERNET_FACING & {r.strip() for r in str(row.get("roles", "")).split(",")})
-
-    ordered = sorted(rows, key=lambda r: (not facing(r), r["priority"], r["host"].lower()))
-    waves: list[tuple[list[dict[str, Any]], set[str]]] = []
-    for row in ordered:
-        dag = (row.get("dag") or "").lower()
-        number = next((n for n, (members, dags) in enumerate(waves)
-                       if len(members) < per_wave and not (dag and dag in dags)), None)
-        if number is None:
-            waves.append(([], set()))
-            number = len(waves) - 1
-        members, dags = waves[number]
-        members.append(row)
-        if dag:
-            dags.add(dag)
-        row["wave"] = number + 1
-        row["internet_facing"] = facing(row)
-    return sorted(ordered, key=lambda r: (r["wave"], not r["internet_facing"], r["priority"],
-                                          r["host"].lower()))
 
 
 def to_xlsx(rows: Sequence[dict[str, Any]], about: Sequence[tuple[str, str]],

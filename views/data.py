@@ -17,10 +17,12 @@ import streamlit as st
 from compliance.catalog import Catalog, load_catalog
 from compliance.evaluate import Policy
 from compliance.models import Assessment, Failure, Flag, Host, Verdict
+from compliance.worklist import plan_waves, rank
 from settings import Settings, load_settings
 from store import SnapshotInfo, SnapshotStore
 from store.evidence import build_bundle
-from store.export import HOST_COLUMNS, assign_waves, host_row, worklist
+from store.export import HOST_COLUMNS, host_row
+from store.export import worklist_rows as worklist_rows_of
 from store.history import Diff, Reevaluation, diff, reevaluate
 from store.verification import VerifyReport
 
@@ -189,8 +191,8 @@ def _assessment(url: str, snapshot_id: int, host: str, max_age_days: float) -> A
 def worklist_rows(url: str, snapshot_id: int, per_wave: int) -> list[dict[str, Any]]:
     """The snapshot's worklist in maintenance waves."""
     info = _store(url).info(snapshot_id)
-    return assign_waves(worklist(assessments(url, snapshot_id), snapshot_id,
-                                 info.taken_at.isoformat()), per_wave)
+    return worklist_rows_of(plan_waves(rank(assessments(url, snapshot_id)), per_wave),
+                            snapshot_id, info.taken_at.isoformat())
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)

@@ -10,7 +10,8 @@ import pytest
 
 from compliance.evaluate import assess
 from compliance.models import Failure, Host, Observation
-from store.export import WORKLIST_COLUMNS, neutralise, to_csv, worklist
+from compliance.worklist import rank
+from store.export import WORKLIST_COLUMNS, neutralise, to_csv, worklist_rows
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -51,7 +52,7 @@ def _rows(catalog):
         _obs("SHELL", "15.1.2176.9", indicators=("web shell in ECP log",)),
         _obs("OLD", "15.1.845.34"),
     ], catalog, NOW, source="test", tool_version="0.test")
-    return worklist(snapshot.assessments, 42, NOW.isoformat())
+    return worklist_rows(rank(snapshot.assessments), 42, NOW.isoformat())
 
 
 def test_worklist_holds_non_compliant_hosts_most_urgent_first(shipped_catalog):

@@ -4,31 +4,45 @@ from __future__ import annotations
 
 import io
 from collections import Counter, defaultdict
+from datetime import UTC, datetime
 
+import pytest
 from openpyxl import load_workbook
 
-from store.export import WORKLIST_COLUMNS, assign_waves, to_xlsx
+from compliance.models import Assessment, Host, Observation, Status, Verdict
+from compliance.worklist import Item, plan_waves
+from store.export import WORKLIST_COLUMNS, to_xlsx
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
-def _row(host: str, dag: str = "", roles: str = "Mailbox", priority: int = 1) -> dict:
-    return {"host": host, "dag": dag, "roles": roles, "priority": priority}
+def _item(host: str, dag: str = "", roles: frozenset[str] = frozenset({"Mailbox"}),
+          priority: int = 1) -> Item:
+    verdict = Verdict(host=host, status=Status.VULNERABLE, reason="r", action="a", as_of=NOW)
+    return Item(Assessment(Observation(Host(host, dag=dag or None, roles=roles), NOW, "t"),
+                           verdict), priority)
 
 
 def test_no_wave_takes_two_members_of_one_dag_and_facing_roles_go_first():
-    rows = [_row(f"DB{i}", dag="DAG1") for i in range(4)]
-    rows += [_row(f"MB{i}", dag="DAG2") for i in range(3)]
-    rows += [_row("CAS1", roles="Cafe, FrontendTransport"), _row("EDGE1", roles="Edge"),
-             _row("LONE", priority=0)]
-    waved = assign_waves(rows, per_wave=3)
+    items = [_item(f"DB{i}", dag="DAG1") for i in range(4)]
+    items += [_item(f"MB{i}", dag="DAG2") for i in range(3)]
+    items += [_item("CAS1", roles=frozenset({"Cafe", "FrontendTransport"})),
+              _item("EDGE1", roles=frozenset({"Edge"})), _item("LONE", priority=0)]
+    waved = plan_waves(items, per_wave=3)
     members: dict[tuple[int, str], int] = defaultdict(int)
-    for row in waved:
-        if row["dag"]:
-            members[(row["wave"], row["dag"])] += 1
+    for item in waved:
+        if item.dag:
+            members[(item.wave, item.dag)] += 1
     assert all(count == 1 for count in members.values())
-    sizes = Counter(row["wave"] for row in waved)
+    sizes = Counter(item.wave for item in waved)
     assert max(sizes.values()) <= 3
-    assert {r["host"] for r in waved if r["wave"] == 1} >= {"CAS1", "EDGE1"}
-    assert len({r["wave"] for r in waved if r["dag"] == "DAG1"}) == 4  # 4 members, 4 waves
+    assert {i.host for i in waved if i.wave == 1} >= {"CAS1", "EDGE1"}
+    assert len({i.wave for i in waved if i.dag == "dag1"}) == 4  # 4 members, 4 waves
+
+
+def test_a_wave_holds_at_least_one_host():
+    with pytest.raises(ValueError, match="at least one host"):
+        plan_waves([_item("A")], per_wave=0)
 
 
 def test_excel_cells_are_inert_text():
