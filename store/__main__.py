@@ -10,10 +10,10 @@
     prune --keep N               drop the hosts of all but the newest N snapshots (opt-in; the
                                  newest is always kept: it holds the fleet); the pruning is a
                                  signed audit entry that verify accounts each snapshot by
-    adopt-key --head DIGEST      with the signing key: accept every snapshot and audit entry
+    adopt-key --state DIGEST     with the signing key: accept every snapshot and audit entry
                                  written before the key was set (or before schema 5) as they
                                  stand now; run once, after verify without the key says OK and
-                                 its head digest matches one you kept elsewhere
+                                 the state digest it prints matches one you kept elsewhere
     audit [--limit N]            the audit log: who collected, imported, exported, pruned
     retire HOST... | --demo --reason TEXT
                                  take hosts out of the fleet by hand (decommissioned servers
@@ -132,9 +132,9 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
                            help="how many of the newest snapshots keep their hosts (at least 1)")
     adopt_cmd = commands.add_parser("adopt-key",
                                     help="accept unsigned history under the signing key")
-    adopt_cmd.add_argument("--head", required=True,
-                           help="the chain's head digest as you recorded it elsewhere (an "
-                                "earlier verify, a bundle's summary.txt): at least 16 digits")
+    adopt_cmd.add_argument("--state", required=True,
+                           help="the store's state digest as an earlier verify printed it, "
+                                "kept elsewhere: at least 16 digits")
     retire_cmd = commands.add_parser("retire", help="take hosts out of the fleet by hand")
     retire_cmd.add_argument("hosts", nargs="*", help="host names as the fleet lists them")
     retire_cmd.add_argument("--demo", action="store_true",
@@ -174,7 +174,8 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
             return 1
         stderr.write(f"error: {inert(store.read_error(error))}\n")
         return 2
-    except (ValueError, TypeError, KeyError, AttributeError) as error:
+    except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError,
+            RecursionError) as error:
         # A row no writer of this tool makes (changed by hand): say so, never a traceback.
         stderr.write(f"error: the store holds a row this tool cannot read "
                      f"({type(error).__name__}: {inert(str(error)[:200])}); it was changed "
@@ -208,7 +209,7 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
                          "links only, each by a recorded pruning"
                          + (f"; {report.signed} signatures and both heads checked" if key else
                             "; no signing key: a database writer could rewrite both chains")
-                         + f"); head {report.head}\n")
+                         + f"); head {report.head}; state {report.state}\n")
             if key and report.adopted:
                 stdout.write(f"  unsigned history adopted under the key {inert(report.adopted)}\n")
             for pruning in report.prunings:
@@ -255,7 +256,7 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
     if args.command == "retire":
         return _retire(args, store, policy, stderr)
     if args.command == "adopt-key":
-        detail = store.adopt_key(_actor(), args.head)
+        detail = store.adopt_key(_actor(), args.state)
         stdout.write(f"adopted under the signing key as they stand: {inert(detail[:300])}\n")
         return 0
     if args.command == "prune":

@@ -225,6 +225,8 @@ def _verify_bundle(path: Path, key: bytes | None) -> list[str]:
             problems.append(f"{name} is not in the manifest")
         elif hashlib.sha256(contents[name]).hexdigest() != listed[name]:
             problems.append(f"{name} was changed (its SHA-256 differs from the manifest)")
+    if problems:  # snapshot.json is not parsed once the manifest or a file failed its check
+        return problems
     try:
         document = _json(contents["snapshot.json"], "snapshot.json")
         recomputed = document_digest(document)
@@ -342,6 +344,10 @@ def _check_directory(data: bytes) -> None:
     at = data.rfind(b"PK\x05\x06", max(0, len(data) - 65_557))
     if at < 0 or at + 22 > len(data):
         raise BundleError("not a readable zip (no end-of-directory record)")
+    if data.rfind(b"PK\x06\x07", max(0, at - 20), at) >= 0:
+        # A ZIP64 locator: zipfile would take the directory's size from the ZIP64 record,
+        # past the check below. Four small members never need one.
+        raise BundleError("the zip has a ZIP64 directory record: a bundle never needs one")
     on_disk, total, size = struct.unpack_from("<HHI", data, at + 8)
     if max(on_disk, total) > MAX_MEMBERS or size > 64 * 1024:
         raise BundleError(f"the zip's directory lists {max(on_disk, total)} entries in "

@@ -162,6 +162,28 @@ def _refuse_newer(connection: Connection, shown: str) -> None:
                          f"tool's {scripts.get_current_head()}: upgrade the tool")
 
 
+def _refuse_foreign(connection: Connection, shown: str) -> None:
+    """The tool creates no trigger and no view: one in the store could change what the tool
+    writes, or reads back, behind its back (``StoreError`` naming it)."""
+    if connection.dialect.name == "sqlite":
+        found = connection.execute(text(
+            "SELECT type || ' ' || name FROM sqlite_master WHERE type IN ('trigger', 'view')"
+        )).scalars().all()
+    elif connection.dialect.name == "postgresql":
+        found = connection.execute(text(
+            "SELECT 'trigger ' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = "
+            "t.tgrelid WHERE NOT t.tgisinternal AND c.relname IN ('meta', 'snapshots', "
+            "'results', 'discovered', 'audit_log') UNION ALL SELECT 'rule ' || rulename FROM "
+            "pg_rules WHERE tablename IN ('meta', 'snapshots', 'results', 'discovered', "
+            "'audit_log')")).scalars().all()
+    else:
+        found = []
+    if found:
+        raise StoreError(f"store at {shown} holds {', '.join(found[:5])}, which this tool never "
+                         "creates: it could change what the tool writes. Remove it (and find "
+                         "out who added it) before using the store")
+
+
 def _migrate(connection: Connection) -> None:
     config = _config()
     config.attributes["connection"] = connection
@@ -206,6 +228,7 @@ class SnapshotStore:
                 event.listen(engine, "connect", _postgres_lock_timeout(lock_timeout))
             with engine.begin() as conn:
                 _refuse_newer(conn, shown)
+                _refuse_foreign(conn, shown)
                 _migrate(conn)
         except StoreError:
             raise
@@ -304,11 +327,15 @@ class SnapshotStore:
         return snapshot_id
 
     def _set_head(self, conn: Connection, name: str, kind: str, head: str) -> None:
-        """Move a chain head and its signature (empty without a signing key)."""
+        """Move a chain head, and sign both heads together (empty without a signing key):
+        an old signed pair can only be put back whole, never one head cut back alone."""
         conn.execute(update(schema.meta).where(schema.meta.c.key == name).values(value=head))
-        conn.execute(update(schema.meta).where(schema.meta.c.key == f"{name}_signature")
-                     .values(value=chain.sign_head(self.signing_key, kind, head)
-                             if self.signing_key else ""))
+        pair = _pair(dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all()))
+        signature = chain.sign_head(self.signing_key, "heads", pair) if self.signing_key else ""
+        conn.execute(update(schema.meta)
+                     .where(schema.meta.c.key.in_(("chain_head_signature",
+                                                   "audit_head_signature")))
+                     .values(value=signature))
 
     def _head(self, conn: Connection, name: str, lock: bool = False) -> str:
         """A chain head ("sequence:digest"), write-locked first when ``lock``. ``StoreError``
@@ -344,15 +371,14 @@ class SnapshotStore:
         position, digest = head.split(":")
         newest = conn.execute(select(table.c.hash).where(table.c.sequence == int(position))
                               ).scalar()
-        signature = conn.execute(select(schema.meta.c.value)
-                                 .where(schema.meta.c.key == f"{name}_signature")).scalar()
-        if newest != digest or not chain.head_signature_ok(self.signing_key, kind, head,
-                                                           signature):
+        heads = dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all())
+        if newest != digest or not chain.head_signature_ok(
+                self.signing_key, "heads", _pair(heads), heads.get(f"{name}_signature")):
             raise StoreError(
                 f"the store's {kind} chain head is not one this key signed, so nothing was "
                 "written. If the key is new to this store, or the store was just upgraded, check "
                 "it (python -m store verify, without the key) and adopt it once (python -m "
-                "store adopt-key --head <the head digest verify prints>); otherwise the store "
+                "store adopt-key --state <the state digest verify prints>); otherwise the store "
                 "was changed outside the tool (its newest "
                 f"{'snapshots' if kind == 'snapshots' else 'audit entries'} removed?)")
 
@@ -745,49 +771,53 @@ class SnapshotStore:
         names each snapshot or audit entry that fails; damaged rows are problems, never
         exceptions (a database that cannot be read at all raises ``SQLAlchemyError``)."""
         with self.engine.connect() as conn:
-            headers = conn.execute(select(schema.snapshots)
-                                   .order_by(schema.snapshots.c.sequence)).mappings().all()
-            entries = conn.execute(select(schema.audit_log)
-                                   .order_by(schema.audit_log.c.sequence,
-                                             schema.audit_log.c.id)).mappings().all()
-            heads = dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all())
-        return verify_chains([dict(h) for h in headers], self.raw_rows,
+            return self._verify_in(conn, key)
+
+    def _verify_in(self, conn: Connection, key: bytes | None) -> VerifyReport:
+        headers = conn.execute(select(schema.snapshots)
+                               .order_by(schema.snapshots.c.sequence)).mappings().all()
+        entries = conn.execute(select(schema.audit_log)
+                               .order_by(schema.audit_log.c.sequence,
+                                         schema.audit_log.c.id)).mappings().all()
+        heads = dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all())
+        return verify_chains([dict(h) for h in headers], lambda i: self._rows(conn, i),
                              [dict(e) for e in entries], heads, key)
 
-    def adopt_key(self, who: str, expected_head: str) -> str:
+    def adopt_key(self, who: str, expected_state: str) -> str:
         """Accept, under the signing key, every snapshot and audit entry as it stands now: one
         signed ``adopt-key`` entry naming both heads and the header of every pruned snapshot,
         and both heads signed. For a store written before the key was set, or before schema 5.
 
-        ``expected_head`` (at least 16 hex digits) must begin the snapshot chain's head digest:
-        a person compares it with one kept elsewhere (an earlier ``verify``, a bundle), since
-        nothing inside the database can tell history from a rewrite by someone who stripped
-        every signature. Refused (``StoreError``) without a key, on a mismatch, when the chains
-        do not verify without the key, or when an unsigned row follows a signed one (written
-        after the key was in use). Returns the entry's detail."""
+        ``expected_state`` (at least 16 hex digits) must begin the store's state digest (both
+        chain heads and every pruned header; ``verify`` prints it): a person compares it with
+        one kept elsewhere, since nothing inside the database can tell history from a rewrite
+        by someone who stripped every signature. Everything is checked again under the write
+        lock, in the transaction that writes the adoption. Refused (``StoreError``) without a
+        key, on a mismatch, when the chains do not verify without the key, or when an unsigned
+        row follows a signed one (written after the key was in use). Returns the detail."""
         if not self.signing_key:
             raise StoreError("adopt-key needs the signing key: set PROXYLOGON_SIGNING_KEY or "
                              "[store] signing_key")
-        report = self.verify()
-        if not report.ok:
-            first = report.problems[0]
-            raise StoreError(f"the store does not verify even without the key ({first.where}: "
-                             f"{first.message}); nothing was adopted")
-        wanted = expected_head.strip().lower()
-        if len(wanted) < 16 or not report.head.startswith(wanted):
-            raise StoreError(f"--head {expected_head[:64]!r} does not begin the chain's head "
-                             f"digest {report.head}: compare it with a digest kept elsewhere "
-                             "(at least 16 digits); nothing was adopted")
-        late = self._unsigned_after_signed()
-        if late:
-            raise StoreError(f"{late} is unsigned but was written after this key was in use (it "
-                             "follows rows signed with it, or names a snapshot saved with it), "
-                             "and adopting it would bless a change. Nothing was adopted; run "
-                             "python -m store verify")
+        wanted = expected_state.strip().lower()
         try:
             with self.engine.begin() as conn:
                 snapshots_head = self._head(conn, "chain_head", lock=True)
                 audit_head = self._head(conn, "audit_head", lock=True)
+                report = self._verify_in(conn, None)
+                if not report.ok:
+                    first = report.problems[0]
+                    raise StoreError(f"the store does not verify even without the key "
+                                     f"({first.where}: {first.message}); nothing was adopted")
+                if len(wanted) < 16 or not report.state.startswith(wanted):
+                    raise StoreError(f"--state {expected_state[:64]!r} does not begin the "
+                                     f"store's state digest {report.state}: compare it with one "
+                                     "kept elsewhere (at least 16 digits); nothing was adopted")
+                late = self._unsigned_after_signed(conn)
+                if late:
+                    raise StoreError(f"{late} is unsigned but was written after this key was in "
+                                     "use (it follows rows signed with it, or names a snapshot "
+                                     "saved with it), and adopting it would bless a change. "
+                                     "Nothing was adopted; run python -m store verify")
                 pruned = {str(row["id"]): header_record(dict(row)) for row in conn.execute(
                     select(schema.snapshots).where(schema.snapshots.c.pruned.is_(True))
                 ).mappings()}
@@ -798,14 +828,14 @@ class SnapshotStore:
             raise self._write_error(error, "adopt the key") from error
         return detail
 
-    def _unsigned_after_signed(self) -> str | None:
+    def _unsigned_after_signed(self, conn: Connection) -> str | None:
         """The first unsigned snapshot or audit entry that cannot predate the key: it follows
         one signed with it in its chain, or (an audit entry) names a snapshot saved under schema
         5 with the key, when every audit entry was signed."""
         assert self.signing_key
         key = self.signing_key
         keyed: set[int] = set()
-        with self.engine.connect() as conn:
+        if True:  # one transaction with the adoption
             for table, label in ((schema.snapshots, "snapshot"), (schema.audit_log,
                                                                    "audit entry")):
                 signed = False
@@ -846,12 +876,17 @@ def _assessment(observation: str, verdict: str, observed_in: int | None,
                       scopes=tuple(json.loads(scopes)) if scopes else ())
 
 
+def _pair(heads: Mapping[str, str]) -> str:
+    """Both chain heads as one signed text."""
+    return f"{heads.get('chain_head')}|{heads.get('audit_head')}"
+
+
 def _digest(header: Any, results: list[tuple[Any, ...]],
             inventory: list[tuple[int, str, str]]) -> str | None:
     """The digest of stored rows, or None when they are not what any writer makes."""
     try:
         return chain.digest(dict(header), results, inventory)
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError):
         return None
 
 

@@ -21,6 +21,7 @@ emptying it, is not detectable from inside it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,8 +32,8 @@ from store import chain
 GENESIS_HEAD = f"0:{chain.GENESIS}"
 ADOPT = "adopt-key"
 UNSIGNED_HINT = ("written without this key (before it was set, or before schema 5). If the "
-                 "head digest verify prints (without the key) matches one you kept elsewhere, "
-                 "adopt the store once: python -m store adopt-key --head <that digest>")
+                 "state digest verify prints (without the key) matches one you kept from "
+                 "before, adopt the store once: python -m store adopt-key --state <that digest>")
 # Results rows as hashed (position, host, status, observation, verdict, observed_in, scopes),
 # and inventory rows (position, host, record), for one snapshot id.
 RowReader = Callable[[int], tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]
@@ -74,6 +75,9 @@ class VerifyReport:
     audit_entries: int = 0
     prunings: list[Pruning] = field(default_factory=list)
     adopted: str | None = None  # when and by whom the key adopted earlier unsigned rows
+    # SHA-256 over both chain heads and every pruned snapshot's header: what adopt-key --state
+    # is compared with (a person keeps it from an earlier verify).
+    state: str = ""
 
     @property
     def ok(self) -> bool:
@@ -131,7 +135,8 @@ def verify(headers: Sequence[Mapping[str, Any]], rows: RowReader,
         else:
             try:
                 recomputed = chain.digest(dict(row), results, inventory)
-            except (ValueError, TypeError, KeyError, AttributeError) as error:
+            except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError,
+                    RecursionError) as error:
                 recomputed = f"({type(error).__name__})"  # a format or value no writer makes
             if recomputed != row["hash"]:
                 problem("content does not match its recorded digest (a stored observation, "
@@ -160,6 +165,7 @@ def verify(headers: Sequence[Mapping[str, Any]], rows: RowReader,
     _check_head(heads, "chain_head", "snapshots", f"{expected}:{previous}",
                 signed=bool(newest and newest["signature"] and _format(newest) >= 3),
                 key=key, report=report, what="snapshot")
+    report.state = state_digest(heads, [_header(h) for h in headers if h["pruned"]])
     for snapshot_id, entry_id in sorted(audit.named.items()):
         if snapshot_id not in ids:
             report.problems.append(ChainProblem(
@@ -188,6 +194,14 @@ def _check_pruned(row: Mapping[str, Any], newest: bool, holds_rows: bool, audit:
                 "recorded: changed since")
     else:
         report.prunings.append(Pruning(row["id"], accounted.at, accounted.who))
+
+
+def state_digest(heads: Mapping[str, str], pruned: Sequence[Mapping[str, Any]]) -> str:
+    """SHA-256 of both chain heads and the pruned headers: one value covering everything an
+    adoption accepts (every row is behind one head's digest, or a pruned header)."""
+    body = json.dumps({"snapshots": heads.get("chain_head"), "audit": heads.get("audit_head"),
+                       "pruned": list(pruned)}, sort_keys=True, default=str)
+    return hashlib.sha256(b"proxylogon-state/1:" + body.encode()).hexdigest()
 
 
 def header_record(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -224,7 +238,7 @@ def _verify_audit(entries: Sequence[Mapping[str, Any]], heads: Mapping[str, str]
             ok = False
         try:
             recomputed = chain.entry_digest(entry)
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, ArithmeticError):
             recomputed = ""
         if recomputed != entry["hash"]:
             _entry_problem(report, entry, "content does not match its recorded digest (who, "
@@ -290,8 +304,9 @@ def _check_head(heads: Mapping[str, str], name: str, kind: str, expected: str, *
         report.problems.append(ChainProblem(None, None, f"{kind} chain head {head} does not "
                                             f"match the last {what} (the newest were "
                                             "removed?)"))
+    pair = f"{heads.get('chain_head')}|{heads.get('audit_head')}"
     if key is not None and signed and head != GENESIS_HEAD and not chain.head_signature_ok(
-            key, kind, head, heads.get(f"{name}_signature")):
+            key, "heads", pair, heads.get(f"{name}_signature")):
         report.problems.append(ChainProblem(None, None, f"the {kind} chain head is not signed "
                                             f"with this key (the newest {_plural(what)} removed and "
                                             "the head moved back?)"))
@@ -314,7 +329,8 @@ def _adoption(detail: str) -> tuple[tuple[int, str], tuple[int, str],
             int(k): v for k, v in (data.get("pruned_headers") or {}).items()
             if isinstance(v, dict)}
         return (int(parts[0][0]), parts[0][1]), (int(parts[1][0]), parts[1][1]), headers
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, ArithmeticError,
+            RecursionError):
         return None
 
 
@@ -327,7 +343,7 @@ def _named_prunings(detail: str) -> dict[int, tuple[int, str, Mapping[str, Any] 
                                   item.get("header") if isinstance(item.get("header"), dict)
                                   else None)
                 for item in named}
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError, RecursionError):
         return {}
 
 

@@ -231,8 +231,10 @@ def reevaluation(url: str, snapshot_id: int, max_age_days: float = 7.0) -> list[
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner="Building the evidence bundle…")
-def evidence_bundle(url: str, snapshot_id: int) -> bytes:
-    store = _store(url)
+def evidence_bundle(url: str, snapshot_id: int, key: bytes | None = None) -> bytes:
+    """A bundle of one snapshot; with the signing key its manifest carries the HMAC and the
+    chain is verified with the key (the cached store is opened without it)."""
+    store = SnapshotStore(_store(url).engine, key) if key else _store(url)
     return build_bundle(store, store.info(snapshot_id), datetime.now(UTC))
 
 

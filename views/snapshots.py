@@ -131,7 +131,7 @@ if not bundled:
 chosen = st.selectbox("Snapshot", bundled, format_func=_label, key="bundle_snapshot")
 st.download_button(
     "Download evidence bundle",
-    lambda: data.evidence_bundle(url, chosen),  # built on click: it re-verifies the chain
+    lambda: data.evidence_bundle(url, chosen, ctx.config.signing_key),  # built on click
     on_click=data.record_export, args=(ctx.config, "export", chosen, "evidence bundle"),
     file_name=f"proxylogon-evidence-snapshot{chosen}-{by_id[chosen].taken_at:%Y%m%d}.zip",
     mime="application/zip",

@@ -252,7 +252,7 @@ def test_making_the_store_look_older_gets_nothing_signed(signed, store_url):
         from store import StoreError
 
         with pytest.raises(StoreError, match="written after this key was in use"):
-            reopened.adopt_key("bob", reopened.verify().head)
+            reopened.adopt_key("bob", reopened.verify().state)
     finally:
         reopened.dispose()
 
@@ -326,7 +326,7 @@ def test_setting_a_key_on_an_existing_store_is_adopted_once(empty_store, shipped
     ids = _fill(empty_store, shipped_catalog, 2)
     empty_store.record("alice", "collect", ids[-1], "2 runs")
     unsigned = _problems(empty_store, KEY)
-    assert unsigned and all("python -m store adopt-key --head" in p for p in unsigned)
+    assert unsigned and all("python -m store adopt-key --state" in p for p in unsigned)
     keyed = SnapshotStore.open(store_url, signing_key=KEY)
     try:
         at = NOW + timedelta(hours=1)
@@ -337,10 +337,10 @@ def test_setting_a_key_on_an_existing_store_is_adopted_once(empty_store, shipped
         # A keyed write never signs on top of a head no one holding the key vouched for.
         with pytest.raises(StoreError, match="adopt it once"):
             keyed.save(run, shipped_catalog)
-        head = empty_store.verify().head
-        wrong = _cli(store_url, "adopt-key", "--head", "f" * 16, key=KEY)
-        assert wrong.returncode == 2 and "does not begin the chain's head" in wrong.stderr
-        result = _cli(store_url, "adopt-key", "--head", head[:16], key=KEY)
+        head = empty_store.verify().state
+        wrong = _cli(store_url, "adopt-key", "--state", "f" * 16, key=KEY)
+        assert wrong.returncode == 2 and "does not begin the store's state digest" in wrong.stderr
+        result = _cli(store_url, "adopt-key", "--state", head[:16], key=KEY)
         assert result.returncode == 0, result.stderr
         keyed.save(run, shipped_catalog)  # now the heads are signed: writing goes on
         verified = _cli(store_url, "verify", key=KEY)
@@ -357,14 +357,14 @@ def test_setting_a_key_on_an_existing_store_is_adopted_once(empty_store, shipped
 def test_adopt_key_refuses_a_store_that_does_not_verify(empty_store, shipped_catalog,
                                                        store_url):
     ids = _fill(empty_store, shipped_catalog, 2)
-    head = empty_store.verify().head
+    head = empty_store.verify().state
     with empty_store.engine.begin() as conn:
         conn.execute(text("UPDATE results SET status = 'patched' WHERE snapshot_id = :id"),
                      {"id": ids[0]})
-    result = _cli(store_url, "adopt-key", "--head", head, key=KEY)
+    result = _cli(store_url, "adopt-key", "--state", head, key=KEY)
     assert result.returncode == 2 and "nothing was adopted" in result.stderr
     # and never without the key
-    assert _cli(store_url, "adopt-key", "--head", head).returncode == 2
+    assert _cli(store_url, "adopt-key", "--state", head).returncode == 2
 
 
 def test_adopt_key_refuses_an_unsigned_entry_after_signed_ones(signed):
@@ -394,7 +394,7 @@ def test_adopt_key_refuses_an_unsigned_entry_after_signed_ones(signed):
     from store import StoreError
 
     with pytest.raises(StoreError, match="written after this key was in use"):
-        store.adopt_key("bob", store.verify().head)
+        store.adopt_key("bob", store.verify().state)
 
 
 @pytest.mark.parametrize("flip", ["newest", "all"])
@@ -485,3 +485,53 @@ def test_rows_no_writer_makes_are_one_line_in_verify_and_history(empty_store, sh
             assert result.stderr.strip().splitlines()[-1].startswith(
                 ("FAIL", "verification failed:", "error:")), result.stderr
     assert _cli(store_url, "verify", key=KEY).returncode == 1
+
+
+@pytest.mark.parametrize("kind", ["trigger", "view"])
+def test_a_store_holding_a_trigger_or_view_is_refused(store_url, shipped_catalog, kind):
+    """Review 3, F1/F5: a trigger could swap rows in while the tool signs, or make a keyed
+    import report a false summary; the tool creates none, so any is refused by name."""
+    store = SnapshotStore.open(store_url, signing_key=KEY)
+    _fill(store, shipped_catalog, 1)
+    with store.engine.begin() as conn:
+        if kind == "trigger":
+            conn.execute(text("CREATE TRIGGER swap AFTER UPDATE ON meta BEGIN "
+                              "UPDATE snapshots SET label = 'x'; END"))
+        else:
+            conn.execute(text("CREATE VIEW lens AS SELECT * FROM snapshots"))
+    store.dispose()
+    from store import StoreError
+
+    with pytest.raises(StoreError, match=f"holds {kind} .*which this tool never creates"):
+        SnapshotStore.open(store_url, signing_key=KEY)
+
+
+def test_an_old_head_signature_cannot_cut_back_one_chain(signed, shipped_catalog):
+    """Review 3, F4: both heads are signed together, so putting back an older audit head and
+    its signature (recorded by someone with read access) while the snapshots went on fails."""
+    store, _ids = signed
+    with store.engine.connect() as conn:
+        then = dict(conn.execute(text("SELECT key, value FROM meta")).all())
+    at = NOW + timedelta(hours=1)
+    newest = store.save(assess([Observation(Host("EX0"), at, "t", exsetup_version=PATCHED)],
+                               shipped_catalog, at, source="test", tool_version="t"),
+                        shipped_catalog)
+    store.record("alice", "import", newest, "1 host")
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_log WHERE sequence > :s"),
+                     {"s": int(then["audit_head"].split(":")[0])})
+        for key in ("audit_head", "audit_head_signature"):
+            conn.execute(text("UPDATE meta SET value = :v WHERE key = :k"),
+                         {"v": then[key], "k": key})
+    assert any("audit chain head is not signed" in p for p in _problems(store, KEY))
+
+
+def test_values_no_writer_makes_in_a_row_are_a_problem_not_a_traceback(empty_store,
+                                                                       shipped_catalog,
+                                                                       store_url):
+    ids = _fill(empty_store, shipped_catalog, 2)
+    with empty_store.engine.begin() as conn:
+        conn.execute(text("UPDATE results SET observed_in = 9e999 WHERE snapshot_id = :id"),
+                     {"id": ids[-1]})
+    result = _cli(store_url, "verify")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr

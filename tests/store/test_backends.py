@@ -295,7 +295,7 @@ def test_a_schema_4_store_with_pruned_snapshots_upgrades_into_a_verifying_audit_
         # Nothing the upgrade wrote is signed: under the key, a person adopts it once.
         unsigned = store.verify(key).problems
         assert any("adopt-key" in p.message for p in unsigned), unsigned
-        store.adopt_key("alice", store.verify().head)
+        store.adopt_key("alice", store.verify().state)
         adopted = store.verify(key)
         assert adopted.ok and adopted.adopted and "alice" in adopted.adopted, adopted.problems
         # The adoption recorded the header of the snapshot pruned before schema 5 (review 2, F4).

@@ -290,3 +290,18 @@ def test_hosts_can_be_filtered_to_those_out_of_support(store):
     assert "out_of_support" in at.multiselect(key="f_flags").options
     at.multiselect(key="f_flags").set_value(["out_of_support"]).run()
     assert list(_table(at, "host")["host"]) == ["EX-2016"]
+
+
+def test_the_pages_bundle_is_signed_when_a_key_is_set(store, tmp_path):
+    """Review 3, F9: the Snapshots page's bundle carries the manifest HMAC under the key."""
+    from store.evidence import verify_bundle
+    from views import data
+
+    key = b"dummy-page-key"
+    signed = SnapshotStore.open(store.engine.url.render_as_string(hide_password=False), key)
+    snapshot_id = _single(signed, "EX-SIGNED", "15.1.2176.9")
+    signed.dispose()
+    path = tmp_path / "page.zip"
+    path.write_bytes(data.evidence_bundle(store.engine.url.render_as_string(
+        hide_password=False), snapshot_id, key))
+    assert verify_bundle(path, key) == []
