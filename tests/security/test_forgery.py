@@ -53,6 +53,32 @@ def _problems(store: SnapshotStore, key: bytes | None = None) -> list[str]:
     return [f"{p.where}: {p.message}" for p in report.problems]
 
 
+def _forge_pruning(store: SnapshotStore, snapshot_id: int, with_header: bool) -> None:
+    """Delete a snapshot's hosts and append, unsigned, the prune entry the tool would write
+    (digest, link and head recomputed): all a database writer without the key can do."""
+    from store.verification import header_record
+
+    head = store.raw_header(snapshot_id)
+    named: dict[str, object] = {"id": snapshot_id, "sequence": head["sequence"],
+                                "hash": head["hash"]}
+    if with_header:
+        named["header"] = header_record(head)
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM results WHERE snapshot_id = :id"), {"id": snapshot_id})
+        conn.execute(text("UPDATE snapshots SET pruned = 1 WHERE id = :id"), {"id": snapshot_id})
+        sequence, previous = conn.execute(
+            text("SELECT value FROM meta WHERE key = 'audit_head'")).scalar_one().split(":")
+        entry = {"at": NOW.isoformat(), "who": "python -m store prune", "action": "prune",
+                 "snapshot_id": None, "sequence": int(sequence) + 1, "previous_hash": previous,
+                 "detail": json.dumps({"kept_newest": 2, "pruned": [named]})}
+        entry["hash"] = chain.entry_digest(entry)
+        conn.execute(text("INSERT INTO audit_log (at, who, action, snapshot_id, detail, sequence,"
+                          " previous_hash, hash) VALUES (:at, :who, :action, :snapshot_id, "
+                          ":detail, :sequence, :previous_hash, :hash)"), entry)
+        conn.execute(text("UPDATE meta SET value = :v WHERE key = 'audit_head'"),
+                     {"v": f"{entry['sequence']}:{entry['hash']}"})
+
+
 @pytest.fixture
 def signed(store_url, shipped_catalog):
     store = SnapshotStore.open(store_url, signing_key=KEY)
@@ -161,22 +187,7 @@ def test_with_a_key_a_recomputed_prune_entry_is_caught(signed, shipped_catalog):
     store, ids = signed
     # The forger deletes a snapshot's hosts and writes the prune entry the tool would have
     # written, digest and head included: everything but the HMAC, which needs the key.
-    head = store.raw_header(ids[1])
-    with store.engine.begin() as conn:
-        conn.execute(text("DELETE FROM results WHERE snapshot_id = :id"), {"id": ids[1]})
-        conn.execute(text("UPDATE snapshots SET pruned = 1 WHERE id = :id"), {"id": ids[1]})
-        sequence, previous = conn.execute(
-            text("SELECT value FROM meta WHERE key = 'audit_head'")).scalar_one().split(":")
-        entry = {"at": NOW.isoformat(), "who": "python -m store prune", "action": "prune",
-                 "snapshot_id": None, "sequence": int(sequence) + 1, "previous_hash": previous,
-                 "detail": json.dumps({"kept_newest": 2, "pruned": [
-                     {"id": ids[1], "sequence": head["sequence"], "hash": head["hash"]}]})}
-        entry["hash"] = chain.entry_digest(entry)
-        conn.execute(text("INSERT INTO audit_log (at, who, action, snapshot_id, detail, sequence,"
-                          " previous_hash, hash) VALUES (:at, :who, :action, :snapshot_id, "
-                          ":detail, :sequence, :previous_hash, :hash)"), entry)
-        conn.execute(text("UPDATE meta SET value = :v WHERE key = 'audit_head'"),
-                     {"v": f"{entry['sequence']}:{entry['hash']}"})
+    _forge_pruning(store, ids[1], with_header=False)
     assert store.verify().ok  # without the key the forgery is consistent
     problems = _problems(store, KEY)
     assert any("audit entry" in p and "unsigned: written without this key" in p
@@ -371,25 +382,7 @@ def test_adopt_key_refuses_an_unsigned_entry_after_signed_ones(signed):
     """Review 2, F2: an unsigned prune entry appended after signed entries, naming a snapshot
     whose hosts the forger deleted; verify without the key says OK, adopt-key must refuse."""
     store, ids = signed
-    head = store.raw_header(ids[1])
-    from store.verification import header_record
-
-    with store.engine.begin() as conn:
-        conn.execute(text("DELETE FROM results WHERE snapshot_id = :id"), {"id": ids[1]})
-        conn.execute(text("UPDATE snapshots SET pruned = 1 WHERE id = :id"), {"id": ids[1]})
-        sequence, previous = conn.execute(
-            text("SELECT value FROM meta WHERE key = 'audit_head'")).scalar_one().split(":")
-        entry = {"at": NOW.isoformat(), "who": "x", "action": "prune", "snapshot_id": None,
-                 "sequence": int(sequence) + 1, "previous_hash": previous,
-                 "detail": json.dumps({"pruned": [{"id": ids[1], "sequence": head["sequence"],
-                                                   "hash": head["hash"],
-                                                   "header": header_record(head)}]})}
-        entry["hash"] = chain.entry_digest(entry)
-        conn.execute(text("INSERT INTO audit_log (at, who, action, snapshot_id, detail, sequence,"
-                          " previous_hash, hash) VALUES (:at, :who, :action, :snapshot_id, "
-                          ":detail, :sequence, :previous_hash, :hash)"), entry)
-        conn.execute(text("UPDATE meta SET value = :v WHERE key = 'audit_head'"),
-                     {"v": f"{entry['sequence']}:{entry['hash']}"})
+    _forge_pruning(store, ids[1], with_header=True)
     assert store.verify().ok  # the precondition the hint gives for adopting
     from store import StoreError
 
