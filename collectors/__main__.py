@@ -39,7 +39,6 @@ from collectors.config import (
 from collectors.directory import DirectoryError, DirectoryServer, discover
 from collectors.inventory import InventoryEntry, InventoryError, load_inventory
 from collectors.job import CollectionBusy, JobError, collect, import_documents, run_lock
-from collectors.remote import WorkerDied
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
 from settings import SettingsError, load_settings
@@ -157,9 +156,6 @@ def _collect(args: argparse.Namespace, stderr: TextIO) -> int:
         return 1
     except (DirectoryError, StoreError) as error:
         stderr.write(f"error: {inert(error)}\n")
-        return 1
-    except WorkerDied as error:
-        stderr.write(f"error: {inert(error)}. Nothing was saved; the previous snapshots are intact\n")
         return 1
     except (InterruptedError, KeyboardInterrupt):
         stderr.write("interrupted: nothing was saved; the previous snapshots are intact\n")

@@ -251,10 +251,7 @@ def collection_job(plan: CollectionPlan, *, secrets_path: Path | None, environ: 
             winrm_secret = winrm_password(secrets, environ)
             store = open_store()
             stack.callback(store.dispose)
-            # One process: worker processes started under the web server are not tested, and a
-            # single process still probes about 100 hosts a second.
-            result = collect_fn(store=store, catalog=catalog, policy=policy,
-                                winrm=replace(plan.winrm, processes=1),
+            result = collect_fn(store=store, catalog=catalog, policy=policy, winrm=plan.winrm,
                                 winrm_password=winrm_secret, directory=plan.config.directory,
                                 ldap_password=ldap_secret, inventory=list(plan.inventory),
                                 progress=hooks.progress, started=hooks.started, stop=hooks.stop,

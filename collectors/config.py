@@ -147,10 +147,10 @@ def parse_winrm(section: Mapping[str, Any], here: Path) -> WinrmConfig:
     operation_timeout = int(_number(section, "operation_timeout_seconds", 20, "[winrm]"))
     if operation_timeout >= read_timeout:
         raise ConfigError("[winrm] operation_timeout_seconds must be below read_timeout_seconds")
-    processes = section.get("processes", 0)
-    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 0:
-        raise ConfigError(f"[winrm] processes must be a whole number >= 0 (0: one per CPU), "
-                          f"not {processes!r}")
+    if "processes" in section:
+        raise ConfigError("[winrm] processes was removed: every host is now probed on a thread "
+                          "of one process, which keeps up with thousands of servers "
+                          "(bench/collection.py); delete the line (concurrency still applies)")
     retries = section.get("retries", 2)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ConfigError(f"[winrm] retries must be a whole number >= 0, not {retries!r}")
@@ -160,7 +160,7 @@ def parse_winrm(section: Mapping[str, Any], here: Path) -> WinrmConfig:
         allow_http=allow_http, ca_file=ca_file,
         deadline_seconds=_number(section, "deadline_seconds", 120, "[winrm]"),
         read_timeout_seconds=read_timeout, operation_timeout_seconds=operation_timeout,
-        concurrency=int(_number(section, "concurrency", 32, "[winrm]")), processes=processes,
+        concurrency=int(_number(section, "concurrency", 32, "[winrm]")),
         retries=retries,
         backoff_seconds=_number(section, "backoff_seconds", 1.0, "[winrm]"),
     )

@@ -4,13 +4,29 @@ Every host yields an ``Observation``. A failure becomes one too, classified as `
 ``connect``, ``tls``, ``auth``, ``access_denied``, ``timeout``, ``probe_error`` or
 ``bad_output``, with a one-line fix hint. pywinrm's own loop retries OperationTimeout faults
 forever, and its read timeout bounds one HTTP read only. So the shell, command and receive
-steps are driven here, with an overall deadline per host.
+steps are driven here (``run_probe_once``), with an overall deadline per host.
+
+One host's exchanges go through a ``Shell``, opened by an injected factory (``open_shell``,
+as ``directory.discover`` takes ``connect``): ``open_winrm_shell`` in production, fakes in
+the unit tests of classification and deadlines; the WS-Man test peer serves the end-to-end
+tests. A shell raises the libraries' own errors, translated once, by ``_classify``:
+
+    winrm InvalidCredentialsError, AuthenticationError, WinRMTransportError 401  -> auth
+    winrm WSManFaultError code 5 / "Access is denied", WinRMTransportError 403   -> access_denied
+    other WSManFaultError, WinRMError                                            -> probe_error
+    other WinRMTransportError, requests ConnectionError, ChunkedEncodingError    -> connect
+    requests ConnectionError naming a failed name lookup                         -> dns
+    requests SSLError, ssl.SSLError                                              -> tls
+    requests Timeout, TimeoutError; any error once the host's cut has passed     -> timeout
+    anything else                                                                -> probe_error
 
 The deadline holds at the socket level: every connection a host's probe opens is shut down
 when its time is up (``_Cutoff``), so a read blocked on a server that answers a byte at a time
-returns at once. The probe threads are daemons, and a host whose thread is still busy shortly
-after its deadline anyway (a name lookup that hangs) is recorded as ``timeout`` and left
-behind: nothing keeps the run, or the process, past the deadline.
+returns at once. Every host runs on a daemon thread of this process (``probe_all``; a probe
+costs ~10 ms of CPU and waits seconds to a minute, so threads keep up with thousands of
+servers: see bench/collection.py), and a host whose thread is still busy shortly after its
+deadline anyway (a name lookup that hangs) is recorded as ``timeout`` and left behind: nothing
+keeps the run, or the process, past the deadline.
 """
 
 from __future__ import annotations
@@ -19,18 +35,15 @@ import base64
 import contextlib
 import logging
 import math
-import os
 import queue
-import signal
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -38,7 +51,7 @@ from requests.adapters import DEFAULT_POOLBLOCK, HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from winrm import exceptions as winrm_errors
-from winrm.protocol import Protocol
+from winrm.protocol import Protocol as WsmanProtocol
 from winrm.transport import Transport
 
 from collectors.probe import BAD_OUTPUT_HINT, compact, parse_document, probe_script
@@ -84,7 +97,6 @@ class WinrmConfig:
     read_timeout_seconds: int = 30
     operation_timeout_seconds: int = 20
     concurrency: int = 32
-    processes: int = 1  # >1 splits big fleets over processes; 0 = one per CPU (see probe_all)
     retries: int = 2
     backoff_seconds: float = 1.0
 
@@ -107,22 +119,38 @@ class ConfigError(ValueError):
     """The WinRM settings cannot be used as given."""
 
 
-class WorkerDied(RuntimeError):
-    """A probe worker process ended without its results; the whole run is void."""
+# What a shell's ``receive`` gives: stdout and stderr since the last call, the exit code (-1
+# until done), and whether the command is done.
+Output = tuple[bytes, bytes, int, bool]
+STILL_RUNNING: Output = (b"", b"", -1, False)
 
-    def __init__(self, number: int, exitcode: int | None):
-        if exitcode is not None and exitcode < 0:
-            try:
-                how = f"killed by {signal.Signals(-exitcode).name}"
-            except ValueError:
-                how = f"killed by signal {-exitcode}"
-        elif exitcode is None:
-            how = "its output closed while it still ran"
-        else:
-            how = f"exit code {exitcode}"
-        super().__init__(f"probe worker process {number} ended without its results ({how}); "
-                         "run the collection again, or set [winrm] processes = 1 to probe in "
-                         "one process")
+
+class Shell(Protocol):
+    """A command shell opened on one host, as ``run_probe_once`` drives it: the WinRM seam.
+
+    Each call may wait on the host, for one read timeout at most and never past the shell's
+    cut (the ``cut_at`` it was opened with): then it raises. Errors are the libraries' own,
+    left for ``_classify`` (see the module docstring).
+    """
+
+    def run(self, command_line: str) -> str:
+        """Start ``command_line``; its command id."""
+        ...
+
+    def receive(self, command_id: str) -> Output:
+        """The command's output since the last call; ``STILL_RUNNING`` when the server had
+        nothing new within its OperationTimeout."""
+        ...
+
+    def close(self, command_id: str | None, cut_at: float) -> None:
+        """Stop the command (when given: it has not finished) and delete the shell, every
+        exchange cut at ``cut_at`` now; best effort, never raises."""
+        ...
+
+
+# open_shell(url, config, password, cut_at) -> a shell opened on the host at ``url``, every
+# exchange (its opening included) cut at ``cut_at`` (``time.monotonic()``).
+ShellFactory = Callable[[str, WinrmConfig, str, float], Shell]
 
 
 def endpoint(host: Host, config: WinrmConfig, override: str | None = None) -> str:
@@ -155,8 +183,8 @@ def _ca_path(config: WinrmConfig) -> str:
 
 class _Cutoff:
     """A host's deadline at the socket level: at ``at`` (``time.monotonic()``) every connection
-    opened on this thread while it is active is shut down, so a read blocked on it returns at
-    once, however the server trickles its answer; one opened later is shut down as it is made.
+    opened under ``watching()`` is shut down, so a read blocked on it returns at once, however
+    the server trickles its answer; one opened later is shut down as it is made.
 
     It keeps a duplicate of each socket: wrapping in TLS detaches the original socket object,
     and the connection must stay cuttable during the handshake too.
@@ -172,9 +200,10 @@ class _Cutoff:
         self.fired = False
         self.move(at)
 
-    def move(self, at: float) -> None:
-        """Cut at ``at`` from now on; connections already cut stay cut."""
+    def move(self, at: float) -> bool:
+        """Cut at ``at`` from now on (connections already cut stay cut); whether it had fired."""
         with self._lock:
+            fired = self.fired
             if self._timer is not None:
                 self._timer.cancel()
             self._round += 1
@@ -183,6 +212,7 @@ class _Cutoff:
                                           args=(self._round,))
             self._timer.daemon = True
             self._timer.start()
+            return fired
 
     def _fire(self, round_: int) -> None:
         with self._lock:
@@ -204,14 +234,19 @@ class _Cutoff:
             if cutoff.fired:
                 _shut(copy)
 
-    def __enter__(self) -> _Cutoff:
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Connections this thread opens meanwhile are cut with this cutoff."""
+        previous = getattr(self._active, "cutoff", None)
         self._active.cutoff = self
-        return self
+        try:
+            yield
+        finally:
+            self._active.cutoff = previous
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self._active.cutoff = None
+    def close(self) -> None:
         with self._lock:
+            self._round += 1
             if self._timer is not None:
                 self._timer.cancel()
             for sock in self._sockets:
@@ -274,20 +309,93 @@ def _mount(session: requests.Session) -> requests.Session:
     return session
 
 
-def _protocol(url: str, config: WinrmConfig, password: str, read_timeout: int) -> Protocol:
+def _protocol(url: str, config: WinrmConfig, password: str, read_timeout: int) -> WsmanProtocol:
     operation_timeout = max(1, min(config.operation_timeout_seconds, read_timeout - 1))
     common: dict[str, Any] = {
         "endpoint": url, "username": config.username, "password": password,
         "server_cert_validation": "validate", "ca_trust_path": _ca_path(config),
         "message_encryption": "always" if url.lower().startswith("http:") else "auto",
         "proxy": None, "service": "HTTP"}
-    protocol = Protocol(transport=config.transport,  # type: ignore[arg-type]  # see check_config
-                        read_timeout_sec=max(read_timeout, operation_timeout + 1),
-                        operation_timeout_sec=operation_timeout, **common)
+    protocol = WsmanProtocol(transport=config.transport,  # type: ignore[arg-type]  # check_config
+                             read_timeout_sec=max(read_timeout, operation_timeout + 1),
+                             operation_timeout_sec=operation_timeout, **common)
     # The same transport, its connections cut at the deadline (Protocol builds its own).
     protocol.transport = _CutTransport(auth_method=config.transport,  # type: ignore[arg-type]
                                        read_timeout_sec=protocol.read_timeout_sec, **common)
     return protocol
+
+
+_T = TypeVar("_T")
+
+
+class _WinrmShell:
+    """pywinrm's shell on one host; every connection it opens is cut at its cut (``_Cutoff``)."""
+
+    def __init__(self, url: str, config: WinrmConfig, password: str, cut_at: float) -> None:
+        self._url, self._config, self._password = url, config, password
+        self._cut_at = cut_at
+        self._read_timeout = max(2, min(config.read_timeout_seconds,
+                                        math.ceil(cut_at - time.monotonic())))
+        self._protocol = _protocol(url, config, password, self._read_timeout)
+        self._cutoff = _Cutoff(cut_at)
+        self._broken = False  # a connection failed or was cut: NTLM message encryption with it
+        self._shell_id = ""
+
+    def _call(self, step: Callable[[], _T], longest: int) -> _T:
+        # No single HTTP read may wait past the cut (``_Cutoff`` ends trickled ones).
+        self._protocol.transport.read_timeout_sec = max(1, min(
+            longest, math.ceil(self._cut_at - time.monotonic())))
+        with self._cutoff.watching():
+            try:
+                return step()
+            except requests.exceptions.RequestException:
+                self._broken = True
+                raise
+
+    def open(self) -> None:
+        self._shell_id = self._call(self._protocol.open_shell, self._config.read_timeout_seconds)
+
+    def run(self, command_line: str) -> str:
+        return self._call(lambda: self._protocol.run_command(self._shell_id, command_line),
+                          self._config.read_timeout_seconds)
+
+    def receive(self, command_id: str) -> Output:
+        try:
+            return self._call(lambda: self._protocol.get_command_output_raw(
+                self._shell_id, command_id), self._config.read_timeout_seconds)
+        except winrm_errors.WinRMOperationTimeoutError:
+            return STILL_RUNNING  # the server's way of saying "still running": ask again
+
+    def close(self, command_id: str | None, cut_at: float) -> None:
+        # Best effort and brief: a server that stalled or dropped the connection cannot be
+        # cleaned up.
+        try:
+            self._broken |= self._cutoff.move(cut_at)
+            self._cut_at = cut_at
+            if self._broken:  # its connection is gone, and with it any NTLM message encryption
+                self._protocol = _protocol(self._url, self._config, self._password,
+                                           self._read_timeout)
+            if command_id:
+                self._call(lambda: self._protocol.cleanup_command(self._shell_id, command_id), 5)
+            self._call(lambda: self._protocol.close_shell(self._shell_id), 5)
+        except Exception as error:
+            log.debug("cleanup of shell %s failed: %s", self._shell_id, error)
+        finally:
+            self._cutoff.close()
+
+    def abandon(self) -> None:
+        self._cutoff.close()
+
+
+def open_winrm_shell(url: str, config: WinrmConfig, password: str, cut_at: float) -> Shell:
+    """A shell opened with pywinrm on the host at ``url`` (the production ``ShellFactory``)."""
+    shell = _WinrmShell(url, config, password, cut_at)
+    try:
+        shell.open()
+    except BaseException:
+        shell.abandon()  # no shell on the server to delete
+        raise
+    return shell
 
 
 def _classify(error: BaseException) -> tuple[str, str]:
@@ -331,80 +439,48 @@ def _encoded_command(script: str) -> str:
         script.encode("utf-16-le")).decode("ascii")
 
 
-def run_probe_once(url: str, config: WinrmConfig, password: str, script: str,
-                   deadline: float) -> tuple[bytes, bytes, int]:
+def run_probe_once(url: str, config: WinrmConfig, password: str, script: str, deadline: float,
+                   open_shell: ShellFactory = open_winrm_shell) -> tuple[bytes, bytes, int]:
     """Open a shell, run the probe, gather its output until done or the deadline.
 
-    Every connection is cut at the deadline (``_Cutoff``); the probe itself is cut a little
-    earlier, at ``until``, to leave time for closing its shell on the server.
+    The shell's exchanges are cut at ``until``, a little before the deadline, to leave time for
+    closing the shell on the server; that is then cut at the deadline itself.
     """
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
+    if deadline - time.monotonic() <= 0:
         raise ProbeFailed("timeout", "deadline reached before connecting")
     until = deadline - min(CLEANUP_SECONDS, config.deadline_seconds / 4)
-    read_timeout = max(2, min(config.read_timeout_seconds, math.ceil(remaining)))
-    protocol = _protocol(url, config, password, read_timeout)
-    shell_id = command_id = None
-    finished = broken = False
-    with _Cutoff(until) as cutoff:
-        try:
-            _bound(protocol, until, config)
-            shell_id = protocol.open_shell()
-            _bound(protocol, until, config)
-            command_id = protocol.run_command(shell_id, _encoded_command(script))
-            out, err = bytearray(), bytearray()
-            while True:
-                if time.monotonic() >= until:
-                    raise ProbeFailed("timeout", f"no complete answer within "
-                                      f"{config.deadline_seconds:.0f} s (the probe is still "
-                                      "running)")
-                _bound(protocol, until, config)
-                try:
-                    chunk_out, chunk_err, code, done = protocol.get_command_output_raw(
-                        shell_id, command_id)
-                except winrm_errors.WinRMOperationTimeoutError:
-                    continue  # the server's way of saying "still running": ask again
-                out += chunk_out
-                err += chunk_err
-                if done:
-                    finished = True
-                    return bytes(out), bytes(err), code
-        except Exception as error:
-            broken = cutoff.fired or isinstance(error, requests.exceptions.RequestException)
-            if cutoff.fired and not isinstance(error, ProbeFailed):
-                raise ProbeFailed("timeout", f"no complete answer within "
-                                  f"{config.deadline_seconds:.0f} s: cut at the per-host "
-                                  "deadline") from error
-            raise
-        finally:
-            if shell_id is not None:
-                cutoff.move(deadline)
-                if broken:  # its connection is gone, and with it any NTLM message encryption
-                    protocol = _protocol(url, config, password, read_timeout)
-                # A finished command needs no Signal: deleting the shell frees everything.
-                _cleanup(protocol, shell_id, None if finished else command_id, deadline)
-
-
-def _bound(protocol: Protocol, deadline: float, config: WinrmConfig) -> None:
-    """Let no single HTTP read wait past the deadline (``_Cutoff`` ends trickled ones)."""
-    remaining = deadline - time.monotonic()
-    protocol.transport.read_timeout_sec = max(1, min(config.read_timeout_seconds,
-                                                     math.ceil(remaining)))
-
-
-def _cleanup(protocol: Protocol, shell_id: str, command_id: str | None, deadline: float) -> None:
-    # Best effort and brief: a server that stalled or dropped the connection cannot be cleaned up.
-    protocol.transport.read_timeout_sec = max(1, min(5, math.ceil(deadline - time.monotonic())))
+    shell: Shell | None = None
+    command_id: str | None = None
+    finished = False
     try:
-        if command_id:
-            protocol.cleanup_command(shell_id, command_id)
-        protocol.close_shell(shell_id)
+        shell = open_shell(url, config, password, until)
+        command_id = shell.run(_encoded_command(script))
+        out, err = bytearray(), bytearray()
+        while True:
+            if time.monotonic() >= until:
+                raise ProbeFailed("timeout", f"no complete answer within "
+                                  f"{config.deadline_seconds:.0f} s (the probe is still running)")
+            chunk_out, chunk_err, code, done = shell.receive(command_id)
+            out += chunk_out
+            err += chunk_err
+            if done:
+                finished = True
+                return bytes(out), bytes(err), code
     except Exception as error:
-        log.debug("cleanup of shell %s failed: %s", shell_id, error)
+        if time.monotonic() >= until and not isinstance(error, ProbeFailed):
+            raise ProbeFailed("timeout", f"no complete answer within "
+                              f"{config.deadline_seconds:.0f} s: cut at the per-host "
+                              "deadline") from error
+        raise
+    finally:
+        if shell is not None:
+            # A finished command needs no Signal: deleting the shell frees everything.
+            shell.close(None if finished else command_id, deadline)
 
 
 def probe_host(target: Target, config: WinrmConfig, password: str, script: str | None = None,
-               now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Observation:
+               now: Callable[[], datetime] = lambda: datetime.now(UTC),
+               open_shell: ShellFactory = open_winrm_shell) -> Observation:
     """One host's observation; never raises."""
     script = script or compact(probe_script())
     host, url = target.host, target.url
@@ -417,7 +493,7 @@ def probe_host(target: Target, config: WinrmConfig, password: str, script: str |
     attempt = 0
     while True:
         try:
-            out, err, code = run_probe_once(url, config, password, script, deadline)
+            out, err, code = run_probe_once(url, config, password, script, deadline, open_shell)
             break
         except BaseException as error:  # every failure becomes data
             if isinstance(error, KeyboardInterrupt | SystemExit):
@@ -443,15 +519,17 @@ def probe_host(target: Target, config: WinrmConfig, password: str, script: str |
 ProgressCallback = Callable[[bool], None]
 
 
-def probe_in_threads(targets: Sequence[Target], config: WinrmConfig, password: str,
-                   progress: ProgressCallback | None = None,
-                   stop: threading.Event | None = None) -> list[Observation]:
-    """Probe every target, ``config.concurrency`` threads at a time; results in the targets' order.
+def probe_all(targets: Sequence[Target], config: WinrmConfig, password: str,
+              progress: ProgressCallback | None = None, stop: threading.Event | None = None,
+              open_shell: ShellFactory = open_winrm_shell) -> list[Observation]:
+    """Probe every target, ``config.concurrency`` at a time; results in the targets' order.
 
-    One daemon thread per host. A host whose thread is still busy ``ABANDON_AFTER_SECONDS``
-    past its deadline is recorded as ``timeout`` and the run goes on; its thread is left behind
-    (a daemon: it cannot keep the process alive, unlike ThreadPoolExecutor's workers, which
-    are joined at exit).
+    One daemon thread per host, in this process: a probe costs about 10 ms of CPU and waits
+    seconds to a minute on its server, so bounded threads keep up with thousands of servers
+    (bench/collection.py). A host whose thread is still busy ``ABANDON_AFTER_SECONDS`` past its
+    deadline is recorded as ``timeout`` and the run goes on; its thread is left behind (a
+    daemon: it cannot keep the process alive, unlike ThreadPoolExecutor's workers, which are
+    joined at exit). ``stop`` set ends the run with ``InterruptedError``.
     """
     script = compact(probe_script())
     finished: queue.SimpleQueue[tuple[int, Observation | BaseException]] = queue.SimpleQueue()
@@ -461,7 +539,8 @@ def probe_in_threads(targets: Sequence[Target], config: WinrmConfig, password: s
 
     def work(index: int, target: Target) -> None:
         try:
-            finished.put((index, probe_host(target, config, password, script)))
+            finished.put((index, probe_host(target, config, password, script,
+                                            open_shell=open_shell)))
         except BaseException as error:  # handed to the caller, as a pool's future would
             finished.put((index, error))
 
@@ -502,25 +581,6 @@ def probe_in_threads(targets: Sequence[Target], config: WinrmConfig, password: s
     if stop is not None and stop.is_set():
         raise InterruptedError("collection stopped before every host was probed")
     return [results[i] for i in range(len(targets))]
-
-
-def probe_all(targets: Sequence[Target], config: WinrmConfig, password: str,
-              progress: ProgressCallback | None = None,
-              stop: threading.Event | None = None) -> list[Observation]:
-    """Probe every target, ``config.concurrency`` at a time; results in the targets' order.
-
-    pywinrm costs about 10 ms of CPU per host (TLS, NTLM, XML), so one Python process tops out
-    near 100 hosts a second. With ``config.processes`` other than 1, a fleet larger than the
-    concurrency is split over that many worker processes (0: one per CPU), which share the
-    concurrency (``collectors/shards.py``).
-    """
-    wanted = config.processes if config.processes > 0 else (os.cpu_count() or 1)
-    processes = max(1, min(wanted, len(targets) // max(1, config.concurrency)))
-    if processes == 1:
-        return probe_in_threads(targets, config, password, progress, stop)
-    from collectors.shards import probe_in_processes  # it runs this module's threads
-
-    return probe_in_processes(targets, config, password, processes, progress, stop)
 
 
 def targets_for(hosts: Iterable[Host], config: WinrmConfig,

@@ -43,3 +43,18 @@ def test_no_upward_import(package):
              if str(path.relative_to(ROOT)) not in FRONT_ENDS
              for name in sorted(_imports(path)) if name.split(".")[0] in FORBIDDEN[package]]
     assert wrong == []
+
+
+def test_no_import_cycle():
+    """No two modules of ours import each other (the collectors' process shards and remote.py
+    did, until one process was shown to keep up: bench/collection.py)."""
+    graph: dict[str, set[str]] = {}
+    for package in FORBIDDEN:
+        for path in _modules(package):
+            if path.name == "__init__.py":
+                continue  # a package re-exporting its modules is not a cycle
+            module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            graph[module] = {n for n in _imports(path) if n.split(".")[0] in FORBIDDEN}
+    cycles = sorted((a, b) for a, targets in graph.items() for b in targets
+                    if a < b and a in graph.get(b, set()))
+    assert cycles == []

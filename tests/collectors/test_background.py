@@ -155,7 +155,7 @@ def test_another_tab_sees_the_same_running_job():
 
 def _config(tmp_path: Path, ldap: bool = False) -> Path:
     path = tmp_path / "collection.toml"
-    text = '[winrm]\nusername = "CORP\\\\svc-exprobe"\nprocesses = 0\n'
+    text = '[winrm]\nusername = "CORP\\\\svc-exprobe"\n'
     if ldap:
         text += '[ldap]\nservers = ["ldaps://dc1.corp.example"]\nbind_user = "svc@corp.example"\n'
     path.write_text(text)
@@ -222,7 +222,6 @@ def test_the_job_resolves_secrets_takes_the_lock_and_reports_progress(tmp_path):
     assert (state.total, state.done, state.failed) == (2, 2, 1)
     (call,) = collect.calls
     assert call["winrm_password"] == "winrm-secret" and call["ldap_password"] == "ldap-secret"
-    assert call["winrm"].processes == 1  # no worker processes under the web server
     assert call["store"] is store and store.disposed
     assert [e.name for e in call["inventory"]] == ["EX01", "EX02"]
     assert call["stop"] is not None

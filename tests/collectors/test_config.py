@@ -38,6 +38,8 @@ def test_example_config_parses(tmp_path):
                      "below read_timeout", id="timeouts-inverted"),
         pytest.param('username = "u"\nconcurrency = 0', "positive", id="zero-concurrency"),
         pytest.param('username = "u"\nca_file = "missing.pem"', "does not exist", id="no-ca"),
+        pytest.param('username = "u"\nprocesses = 1', r"^\[winrm\] processes was removed: [^\n]*"
+                     r"one process[^\n]*delete the line", id="processes-removed"),
     ],
 )
 def test_bad_winrm_settings_are_named(tmp_path, winrm, message):

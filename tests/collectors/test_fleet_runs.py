@@ -54,8 +54,7 @@ def _config(path: Path, peer: WsmanPeer, slapd: SlapdPeer | None = None) -> Path
         text += (f'[ldap]\nservers = ["{slapd.ldaps_url}"]\nbind_user = "{slapd.service_dn}"\n'
                  f'ca_file = "{slapd.ca_file}"\nconnect_timeout = 3\ntimeout = 10\n')
     text += ("[winrm]\n" f'username = "{peer.username.replace(chr(92), chr(92) * 2)}"\n'
-             f'ca_file = "{peer.ca_file}"\nconcurrency = 4\ndeadline_seconds = 20\n'
-             "processes = 1\n")
+             f'ca_file = "{peer.ca_file}"\nconcurrency = 4\ndeadline_seconds = 20\n')
     path.write_text(text)
     return path
 

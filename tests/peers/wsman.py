@@ -55,6 +55,7 @@ import ctypes
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -65,6 +66,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
@@ -90,6 +92,8 @@ OPERATION_TIMEOUT_CODE = 2150858793
 ACCESS_DENIED_CODE = 5
 GENERIC_FAULT_CODE = 2150858843  # "the shell was not found or has been closed"-style server fault
 RESET_ACTIONS = ("Create", "Command", "Receive")
+# What Windows holds a Receive for when the request names no OperationTimeout (MaxTimeoutms).
+DEFAULT_OPERATION_TIMEOUT = 60.0
 
 NS_SOAP = "http://www.w3.org/2003/05/soap-envelope"
 NS_ADDR = "http://schemas.xmlsoap.org/ws/2004/08/addressing"
@@ -121,6 +125,10 @@ class HostBehavior:
     * ``exit_code``: the command's exit code (rsp:ExitCode).
     * ``latency``: seconds to wait before answering the first Receive that carries output (once per
       command, after any ``operation_timeouts``): a slow server.
+    * ``runtime``: the command runs this many seconds from its Command, as a real probe does. Until
+      then each Receive is held, as Windows holds it, for at most the request's OperationTimeout
+      (``w:OperationTimeout``, e.g. ``PT20S``) and then answered with the OperationTimeout fault,
+      so the client asks again; the Receive that sees the command finish answers at once.
     * ``chunks``: stdout is split over this many Receive answers; all but the last say
       CommandState/Running, so the client must ask again. stderr and the exit code come with the last.
     * ``operation_timeouts``: answer the first N Receive requests of each command with the WSMan
@@ -145,6 +153,7 @@ class HostBehavior:
     stderr: str | bytes = ""
     exit_code: int = 0
     latency: float = 0.0
+    runtime: float = 0.0
     chunks: int = 1
     operation_timeouts: int = 0
     operation_timeout_delay: float = 0.0
@@ -160,6 +169,8 @@ class HostBehavior:
             raise ValueError("chunks must be >= 1")
         if self.trickle < 0:
             raise ValueError("trickle must be >= 0 (seconds per byte)")
+        if self.runtime < 0:
+            raise ValueError("runtime must be >= 0 (seconds)")
         if self.fault not in (None, "access_denied", "generic"):
             raise ValueError(f"fault must be None, 'access_denied' or 'generic', not {self.fault!r}")
         if isinstance(self.reset, str) and self.reset not in RESET_ACTIONS:
@@ -312,6 +323,13 @@ class _Request:
     shell_id: str | None
     command_id: str | None
     command_line: str | None
+    operation_timeout: float = DEFAULT_OPERATION_TIMEOUT
+
+
+def _duration(text: str | None) -> float | None:
+    """Seconds in an xs:duration of the form WS-Man clients send (``PT20S``, ``PT0.5S``)."""
+    match = re.fullmatch(r"PT(\d+(?:\.\d+)?)S", (text or "").strip())
+    return float(match.group(1)) if match else None
 
 
 def _parse_request(body: bytes) -> _Request:
@@ -333,8 +351,10 @@ def _parse_request(body: bytes) -> _Request:
         pieces = [(command.findtext(f"{{{NS_SHELL}}}Command") or "").strip()]
         pieces += [(arg.text or "").strip() for arg in command.findall(f"{{{NS_SHELL}}}Arguments")]
         command_line = " ".join(piece for piece in pieces if piece)
+    timeout = _duration(root.findtext(f".//{{{NS_WSMAN}}}OperationTimeout"))
     return _Request(action=action_uri.rsplit("/", 1)[-1], message_id=message_id, shell_id=shell_id,
-                    command_id=command_id, command_line=command_line)
+                    command_id=command_id, command_line=command_line,
+                    operation_timeout=DEFAULT_OPERATION_TIMEOUT if timeout is None else timeout)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -450,6 +470,7 @@ class _Command:
     timeouts_sent: int = 0
     latency_done: bool = False
     parts_sent: int = 0
+    started: float = field(default_factory=time.monotonic)
 
 
 class _Stall(Exception):
@@ -991,6 +1012,11 @@ class WsmanPeer:
         if send_timeout:
             self._wait(behavior.operation_timeout_delay)
             return 500, operation_timeout_fault(request.message_id)
+        running = command.started + behavior.runtime - time.monotonic()
+        if running > 0:
+            self._wait(min(running, request.operation_timeout))
+            if running > request.operation_timeout:
+                return 500, operation_timeout_fault(request.message_id)
         if not command.latency_done:
             command.latency_done = True
             self._wait(behavior.latency)
