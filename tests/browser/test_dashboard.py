@@ -32,7 +32,7 @@ def test_overview_shows_badge_kpis_and_charts(dashboard, page):
     latest, _ = _latest(data_dir)
     assert page.get_by_text("Demo data").first.is_visible()
     metrics = page.locator('[data-testid="stMetric"]')
-    assert metrics.count() == 7
+    assert metrics.count() == 8  # ... indicators, out of support
     hosts = metrics.nth(0).locator('[data-testid="stMetricValue"]').inner_text()
     vulnerable = metrics.nth(4).locator('[data-testid="stMetricValue"]').inner_text()
     assert hosts == str(latest.host_count)
