@@ -16,6 +16,7 @@ from compliance import __version__
 from compliance.builds import encode_version_number
 from compliance.catalog import Catalog
 from compliance.evaluate import Policy, assess
+from compliance.failures import HINTS, FailureReason
 from compliance.fleet import DEMO
 from compliance.models import (
     AppPoolState,
@@ -61,15 +62,13 @@ class DemoHost:
     no_exsetup: bool = False           # probe could not read ExSetup.exe
 
 
-FAILURES = {
-    "connect": Failure("connect", "connection refused on port 5986",
-                       "WinRM HTTPS listener missing: run `winrm quickconfig -transport:https`"),
-    "auth": Failure("auth", "the server rejected the credentials (HTTP 401)",
-                    "Check the collector account's password and its membership of the "
-                    "read-only group"),
-    "timeout": Failure("timeout", "no answer within the 120 s per-host deadline",
-                       "Check that the server is up and not overloaded; raise the deadline "
-                       "only if the probe is slow there"),
+FAILURES = {  # the same classes and hints as a real collection (compliance/failures.py)
+    "connect": Failure(FailureReason.CONNECT, "connection refused on port 5986",
+                       HINTS[FailureReason.CONNECT]),
+    "auth": Failure(FailureReason.AUTH, "the server rejected the credentials (HTTP 401)",
+                    HINTS[FailureReason.AUTH]),
+    "timeout": Failure(FailureReason.TIMEOUT, "no answer within the 120 s per-host deadline",
+                       HINTS[FailureReason.TIMEOUT]),
 }
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import jsonschema
 
+from compliance.failures import HINTS, FailureReason
 from compliance.models import (
     AppPoolState,
     Failure,
@@ -34,8 +35,7 @@ from files import FileRefused, read_bounded
 SCHEMA_ID = "exchange-probe/1"
 MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
 CVES = ("CVE-2021-26855", "CVE-2021-26857", "CVE-2021-26858", "CVE-2021-27065")
-BAD_OUTPUT_HINT = ("The probe's output is not an exchange-probe/1 document: run "
-                   "collectors/probe.ps1 by hand on the server and check its output")
+BAD_OUTPUT_HINT = HINTS[FailureReason.BAD_OUTPUT]
 
 
 class ProbeDocumentError(ValueError):
@@ -235,7 +235,7 @@ def parse_document(text: str | bytes, host: Host, source: str,
         document = load_document(text)
     except ProbeDocumentError as error:
         return Observation(host, received_at, source,
-                           failure=Failure("bad_output", str(error), BAD_OUTPUT_HINT))
+                           failure=Failure(FailureReason.BAD_OUTPUT, str(error), BAD_OUTPUT_HINT))
     return observation_from_document(document, host, source, received_at)
 
 

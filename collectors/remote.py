@@ -54,29 +54,13 @@ from winrm import exceptions as winrm_errors
 from winrm.protocol import Protocol as WsmanProtocol
 from winrm.transport import Transport
 
-from collectors.probe import BAD_OUTPUT_HINT, compact, parse_document, probe_script
+from collectors.probe import compact, parse_document, probe_script
+from compliance.failures import HINTS, TRANSIENT
 from compliance.models import Failure, Host, Observation
 
 log = logging.getLogger(__name__)
 
 SOURCE = "winrm"
-HINTS = {
-    "dns": "The name does not resolve: check the FQDN in AD or give winrm_url in the inventory",
-    "connect": "WinRM HTTPS listener missing or blocked: run `winrm quickconfig -transport:https` "
-               "on the server and open TCP 5986 from the collector",
-    "tls": "The server's certificate is not trusted: set [winrm] ca_file to the issuing CA, "
-           "or fix the listener's certificate (name must match the FQDN)",
-    "auth": "The credentials were rejected: check [winrm] username and the password in secrets "
-            "([winrm] password or PROXYLOGON_WINRM_PASSWORD)",
-    "access_denied": "The account may not use WinRM here: add it to the server's Remote "
-                     "Management Users group (read-only; see README, least privilege)",
-    "timeout": "No complete answer before the per-host deadline: check the server's load, "
-               "or raise [winrm] deadline_seconds",
-    "probe_error": "The probe failed on the server: run collectors/probe.ps1 by hand there and "
-                   "read its error output",
-    "bad_output": BAD_OUTPUT_HINT,
-}
-TRANSIENT = ("connect", "timeout")
 # The last seconds of each host's deadline (this, or a quarter of it if less) are kept for
 # closing the probe's shell on the server: the probe itself is cut before them.
 CLEANUP_SECONDS = 5.0

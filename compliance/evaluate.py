@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from compliance.advisory import Fix, ProductRule
 from compliance.builds import BuildParseError, parse_ad_build, parse_build, parse_dotted
 from compliance.catalog import CU_KINDS, Catalog, Placement
+from compliance.failures import verdict_reason
 from compliance.models import (
     Assessment,
     Build,
@@ -156,7 +157,7 @@ class _Grader:
         if obs.failure is not None:
             self.note("failure", f"{obs.failure.reason}: {obs.failure.detail}", obs.source)
             hint = obs.failure.hint or f"fix access to {obs.host.name}"
-            return self.unknown(ctx, Reason.UNREACHABLE,
+            return self.unknown(ctx, verdict_reason(obs.failure.reason),
                                 f"collection failed ({obs.failure.reason}): {obs.failure.detail}",
                                 f"{_cap(hint)}, then {RECOLLECT}")
         if obs.observed_at is None:

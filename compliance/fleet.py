@@ -42,7 +42,8 @@ DEMO = "demo"
 ADDITIVE = frozenset({INVENTORY, IMPORT})
 
 # An observation behind these verdicts says nothing current about the server.
-NOT_FRESH = frozenset({Reason.NO_OBSERVATION, Reason.UNREACHABLE, Reason.STALE, Reason.FUTURE})
+NOT_FRESH = frozenset({Reason.NO_OBSERVATION, Reason.UNREACHABLE, Reason.ACCESS_REFUSED,
+                       Reason.PROBE_FAILED, Reason.STALE, Reason.FUTURE})
 
 Grader = Callable[[Observation, datetime], Verdict]
 

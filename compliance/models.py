@@ -66,7 +66,9 @@ class Reason(StrEnum):
     """Why a host is not simply graded by its build."""
 
     NO_OBSERVATION = "no_observation"
-    UNREACHABLE = "unreachable"
+    UNREACHABLE = "unreachable"  # the network never answered (dns, connect, tls, timeout)
+    ACCESS_REFUSED = "access_refused"  # it answered and refused the account (auth, access)
+    PROBE_FAILED = "probe_failed"  # the probe ran and failed, or said nothing readable
     STALE = "stale"
     FUTURE = "observed_in_future"
     NO_BUILD = "no_build"

@@ -12,9 +12,9 @@ from collectors import background
 from collectors.config import ConfigError
 from collectors.inventory import InventoryError
 from collectors.job import ImportResult
-from collectors.remote import HINTS
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
+from compliance.failures import HINTS
 from compliance.models import Failure
 from settings import PROJECT_ROOT
 from store import StoreError

@@ -20,7 +20,6 @@ from winrm import exceptions as winrm_errors
 
 from collectors.probe import compact, probe_script
 from collectors.remote import (
-    HINTS,
     STILL_RUNNING,
     Output,
     ProbeFailed,
@@ -32,6 +31,7 @@ from collectors.remote import (
     probe_host,
     run_probe_once,
 )
+from compliance.failures import HINTS
 from compliance.models import Host, Observation
 from tests.collectors.documents import dumps, probe_document
 from tests.peers.wsman import decode_command_line

@@ -254,6 +254,16 @@ CASES = [
                  id="unreachable-even-if-exsetup-says-patched"),
     pytest.param(Case(observe(failure=UNREACHABLE), S.UNKNOWN, reason=R.UNREACHABLE),
                  id="unreachable-without-data"),
+    # The class decides the verdict's reason: the network never answered, the account was
+    # refused, or the probe ran and failed (issue 14: auth is not "unreachable").
+    pytest.param(Case(observe(failure=Failure("auth", "HTTP 401", "check the password")),
+                      S.UNKNOWN, reason=R.ACCESS_REFUSED), id="auth-failure-is-access-refused"),
+    pytest.param(Case(observe(failure=Failure("access_denied", "not in the group", "add it")),
+                      S.UNKNOWN, reason=R.ACCESS_REFUSED), id="access-denied-is-access-refused"),
+    pytest.param(Case(observe(failure=Failure("bad_output", "not JSON", "run it by hand")),
+                      S.UNKNOWN, reason=R.PROBE_FAILED), id="bad-output-is-probe-failed"),
+    pytest.param(Case(observe(failure=Failure("from-a-newer-collector", "x", "y")),
+                      S.UNKNOWN, reason=R.UNREACHABLE), id="an-unknown-class-is-unreachable"),
     pytest.param(Case(observe("15.1.2176.9", at=AS_OF - timedelta(days=7, seconds=1)),
                       S.UNKNOWN, reason=R.STALE, action=("EX01",)),
                  id="stale-patched-build"),

@@ -21,6 +21,7 @@ from compliance.builds import (
 )
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy, evaluate
+from compliance.failures import verdict_reason
 from compliance.models import (
     AppPoolState,
     Build,
@@ -236,7 +237,8 @@ def test_evaluate_always_answers_and_never_calls_garbage_patched(obs: Observatio
     exsetup = _dotted_or_none(obs.exsetup_version)
 
     if obs.failure is not None:  # (b)
-        assert verdict.status is Status.UNKNOWN and verdict.unknown_reason is Reason.UNREACHABLE
+        assert verdict.status is Status.UNKNOWN
+        assert verdict.unknown_reason is verdict_reason(obs.failure.reason)
     if obs.observed_at is not None and AS_OF - obs.observed_at > policy.max_age:  # (c)
         assert verdict.status is not Status.PATCHED
         assert verdict.status is Status.UNKNOWN
@@ -282,7 +284,8 @@ def test_a_failed_collection_is_never_patched(obs: Observation, policy: Policy) 
     """(b) Even with a patched ExSetup build in the same observation."""
     verdict = _grade(obs, policy)
     assert verdict.status is Status.UNKNOWN
-    assert verdict.unknown_reason is Reason.UNREACHABLE
+    assert obs.failure is not None
+    assert verdict.unknown_reason is verdict_reason(obs.failure.reason)
 
 
 @st.composite

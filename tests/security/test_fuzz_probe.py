@@ -70,9 +70,9 @@ def _check(data: str | bytes) -> dict[str, Any] | None:
         event("accepted" if document is not None else "refused")
         event(f"status={verdict.status.value}")
     if document is None:
-        # Refused: a bad_output failure, graded unknown (unreachable), never anything else.
+        # Refused: a bad_output failure, graded unknown (the probe failed), never anything else.
         assert obs.failure is not None
-        assert verdict.status is Status.UNKNOWN and verdict.unknown_reason is Reason.UNREACHABLE
+        assert verdict.status is Status.UNKNOWN and verdict.unknown_reason is Reason.PROBE_FAILED
         assert obs.exsetup_version is None and obs.installed_updates == ()
         return None
     assert obs.failure is None, obs.failure

@@ -24,13 +24,13 @@ import pytest
 
 from collectors.remote import (
     ABANDON_AFTER_SECONDS,
-    HINTS,
     Shell,
     Target,
     WinrmConfig,
     probe_all,
     probe_host,
 )
+from compliance.failures import HINTS
 from compliance.models import Host, Observation
 from store import SnapshotStore
 from tests.collectors.documents import dumps, probe_document
