@@ -6,6 +6,8 @@ from the environment or from ``.streamlit/secrets.toml`` sections.
 
 from __future__ import annotations
 
+import difflib
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,11 +42,50 @@ def _strings(section: Mapping[str, Any], key: str, where: str) -> tuple[str, ...
     return tuple(value)
 
 
-def _number(section: Mapping[str, Any], key: str, default: float, where: str) -> float:
+def _number(section: Mapping[str, Any], key: str, default: float, where: str,
+            at_most: float = 86_400) -> float:
     value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{where}.{key} must be a positive number, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value) and 0 < value <= at_most):
+        raise ConfigError(f"{where}.{key} must be a positive number up to {at_most:g}, not "
+                          f"{value!r}")
     return float(value)
+
+
+# Every key the collection file may hold, per section: anything else is a typo (it would
+# otherwise fall back silently, e.g. ``cafile`` to the system's CAs) or a secret.
+KEYS = {
+    "ldap": ("servers", "bind_user", "auth", "ca_file", "start_tls", "allow_plain", "base",
+             "domain_base", "page_size", "connect_timeout", "timeout"),
+    "scope": ("include_sites", "exclude_sites", "include_names", "exclude_names", "only"),
+    "winrm": ("username", "transport", "scheme", "allow_http", "ca_file", "port",
+              "deadline_seconds", "read_timeout_seconds", "operation_timeout_seconds",
+              "concurrency", "retries", "backoff_seconds", "processes"),
+}
+_SECRET_LIKE = ("pass", "pwd", "secret", "token", "credential")
+
+
+def _check_keys(data: Mapping[str, Any]) -> None:
+    """Unknown sections and keys refused with the closest known one; password-like keys
+    refused whatever their spelling (secrets never live in this file)."""
+    for name, section in data.items():
+        if name not in KEYS:
+            raise ConfigError(f"[{name}] is not a section of the collection file{_suggest(name, KEYS)}")
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"[{name}] must be a table of settings, not {type(section).__name__}")
+        for key in section:
+            if any(part in str(key).lower() for part in _SECRET_LIKE):
+                env = LDAP_PASSWORD_ENV if name == "ldap" else WINRM_PASSWORD_ENV
+                raise ConfigError(f"[{name}] {key} looks like a secret, which does not belong in "
+                                  f"the config file: put it in .streamlit/secrets.toml ([{name}] "
+                                  f"password) or {env}")
+            if key not in KEYS[name]:
+                raise ConfigError(f"[{name}] {key} is not a setting{_suggest(key, KEYS[name])}")
+
+
+def _suggest(word: str, known: Any) -> str:
+    close = difflib.get_close_matches(str(word), list(known), n=1, cutoff=0.6)
+    return f": did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
 
 
 def _flag(section: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
@@ -156,11 +197,12 @@ def parse_winrm(section: Mapping[str, Any], here: Path) -> WinrmConfig:
         raise ConfigError(f"[winrm] retries must be a whole number >= 0, not {retries!r}")
     return WinrmConfig(
         username=username, transport=transport, scheme=scheme,
-        port=int(_number(section, "port", 5986 if scheme == "https" else 5985, "[winrm]")),
+        port=int(_number(section, "port", 5986 if scheme == "https" else 5985, "[winrm]",
+                         at_most=65_535)),
         allow_http=allow_http, ca_file=ca_file,
         deadline_seconds=_number(section, "deadline_seconds", 120, "[winrm]"),
         read_timeout_seconds=read_timeout, operation_timeout_seconds=operation_timeout,
-        concurrency=int(_number(section, "concurrency", 32, "[winrm]")),
+        concurrency=int(_number(section, "concurrency", 32, "[winrm]", at_most=1024)),
         retries=retries,
         backoff_seconds=_number(section, "backoff_seconds", 1.0, "[winrm]"),
     )
@@ -179,6 +221,7 @@ def load_config(path: Path) -> CollectionConfig:
         raise ConfigError(f"config file {path} cannot be read: {error}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    _check_keys(data)
     ldap = data.get("ldap")
     directory = parse_directory(ldap, data.get("scope", {}), path.parent) if ldap else None
     winrm = data.get("winrm")
