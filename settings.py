@@ -121,3 +121,20 @@ def default_actor() -> str:
     except Exception:  # no login name in some service environments
         user = f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown user"
     return f"{user}@{socket.gethostname()}"
+
+
+# The command lines' secrets file (the dashboard sees what ``st.secrets`` sees instead).
+SECRETS_FILE = PROJECT_ROOT / ".streamlit" / "secrets.toml"
+
+
+def load_secrets(path: Path | None) -> dict[str, Any]:
+    """The sections of a secrets file, or nothing when there is none; ``SettingsError`` (one
+    line naming the file) when it cannot be read."""
+    import tomllib
+
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise SettingsError(f"secrets file {path} cannot be read: {error}") from None

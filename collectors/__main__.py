@@ -41,11 +41,9 @@ from collectors.inventory import InventoryEntry, InventoryError, load_inventory
 from collectors.job import CollectionBusy, JobError, collect, import_documents, run_lock
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
-from settings import SettingsError, load_settings
+from settings import SECRETS_FILE, SettingsError, load_settings
 from store import SnapshotStore, StoreError
 from store.export import inert
-
-DEFAULT_SECRETS = Path(__file__).resolve().parent.parent / ".streamlit" / "secrets.toml"
 
 
 def table(servers: Sequence[DirectoryServer]) -> str:
@@ -70,17 +68,17 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     discover_cmd = commands.add_parser("discover", help="list Exchange servers from AD")
     discover_cmd.add_argument("--config", required=True, type=Path)
     discover_cmd.add_argument("--format", choices=("json", "table"), default="json")
-    discover_cmd.add_argument("--secrets", type=Path, default=DEFAULT_SECRETS,
+    discover_cmd.add_argument("--secrets", type=Path, default=SECRETS_FILE,
                               help="secrets TOML with [ldap] password (default: %(default)s)")
     collect_cmd = commands.add_parser("collect", help="probe every server and save a snapshot")
     collect_cmd.add_argument("--config", required=True, type=Path)
     collect_cmd.add_argument("--inventory", type=Path, help="CSV or TOML host list")
     collect_cmd.add_argument("--db", help="store URL (default: the dashboard's store)")
-    collect_cmd.add_argument("--secrets", type=Path, default=DEFAULT_SECRETS)
+    collect_cmd.add_argument("--secrets", type=Path, default=SECRETS_FILE)
     import_cmd = commands.add_parser("import", help="store hand-run probe documents")
     import_cmd.add_argument("files", nargs="+", type=Path)
     import_cmd.add_argument("--db", help="store URL (default: the dashboard's store)")
-    import_cmd.add_argument("--secrets", type=Path, default=DEFAULT_SECRETS)
+    import_cmd.add_argument("--secrets", type=Path, default=SECRETS_FILE)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=stderr)
     if args.command == "collect":

@@ -32,7 +32,6 @@ from collectors.config import (
     ConfigError,
     ldap_password,
     load_config,
-    load_secrets,
     winrm_password,
 )
 from collectors.directory import DirectoryError
@@ -237,16 +236,17 @@ def load_plan(config_path: Path, inventory_path: Path | None = None) -> Collecti
     return CollectionPlan(config, config.winrm, inventory, inventory_path)
 
 
-def collection_job(plan: CollectionPlan, *, secrets_path: Path | None, environ: Mapping[str, str],
+def collection_job(plan: CollectionPlan, *, secrets: Mapping[str, Any], environ: Mapping[str, str],
                    open_store: Callable[[], SnapshotStore], catalog: Catalog, policy: Policy,
                    data_dir: Path, collect_fn: Callable[..., RunResult] = collect,
                    who: str | None = None) -> Job:
-    """The command line's ``collect``, as a job: the lock, then secrets, store, probes, save."""
+    """The command line's ``collect``, as a job: the lock, then passwords, store, probes, save.
+    ``secrets`` are the sections the front-end sees: the dashboard's ``st.secrets`` (so secrets
+    in ~/.streamlit or given with --secrets.files reach its job), a file for the command line."""
 
     def job(hooks: Hooks) -> str:
         with ExitStack() as stack:
             stack.enter_context(run_lock(data_dir))  # CollectionBusy when another one runs
-            secrets = load_secrets(secrets_path)
             ldap_secret = ldap_password(secrets, environ) if plan.config.directory else None
             winrm_secret = winrm_password(secrets, environ)
             store = open_store()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import settings
 from collectors.directory import MAX_PAGE_SIZE, DirectoryConfig
 from collectors.remote import WinrmConfig
 
@@ -230,13 +231,11 @@ def load_config(path: Path) -> CollectionConfig:
 
 
 def load_secrets(path: Path | None) -> dict[str, Any]:
-    """The secrets file's sections, or nothing when there is no file."""
-    if path is None or not path.is_file():
-        return {}
+    """The secrets file's sections (``settings.load_secrets``), errors as ``ConfigError``."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"secrets file {path} cannot be read: {error}") from None
+        return settings.load_secrets(path)
+    except settings.SettingsError as error:
+        raise ConfigError(str(error)) from None
 
 
 def ldap_password(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> str:

@@ -43,7 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
 from compliance.models import Snapshot
-from settings import SettingsError, default_actor, load_settings
+from settings import SECRETS_FILE, SettingsError, default_actor, load_secrets, load_settings
 from store.evidence import (
     BundleError,
     build_bundle,
@@ -54,19 +54,6 @@ from store.evidence import (
 from store.export import AUDIT_COLUMNS, inert, to_csv
 from store.history import diff, reevaluate
 from store.snapshots import SnapshotInfo, SnapshotStore, StoreError
-
-DEFAULT_SECRETS = Path(__file__).resolve().parent.parent / ".streamlit" / "secrets.toml"
-
-
-def _secrets(path: Path) -> dict[str, object]:
-    import tomllib
-
-    if not path.is_file():
-        return {}
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise SettingsError(f"secrets file {path} cannot be read: {error}") from None
 
 
 def _actor() -> str:
@@ -108,7 +95,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     parser = argparse.ArgumentParser(prog="python -m store", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", help="store URL (default: the dashboard's store)")
-    parser.add_argument("--secrets", type=Path, default=DEFAULT_SECRETS)
+    parser.add_argument("--secrets", type=Path, default=SECRETS_FILE)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("history")
     verify_cmd = commands.add_parser("verify", help="check both chains, or one bundle")
@@ -145,7 +132,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     args = parser.parse_args(argv)
 
     try:
-        settings = load_settings(_secrets(args.secrets), os.environ)
+        settings = load_settings(load_secrets(args.secrets), os.environ)
         key = settings.signing_key
         if args.command == "verify" and args.bundle:
             problems = verify_bundle(args.bundle, key)

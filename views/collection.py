@@ -16,14 +16,12 @@ from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
 from compliance.failures import HINTS
 from compliance.models import Failure
-from settings import PROJECT_ROOT
 from store import StoreError
 from views import data
 from views.markdown import literal
 
 CONFIG_ENV = "PROXYLOGON_COLLECTION_CONFIG"
 INVENTORY_ENV = "PROXYLOGON_COLLECTION_INVENTORY"
-SECRETS = PROJECT_ROOT / ".streamlit" / "secrets.toml"  # what `python -m collectors` reads
 RECENT = 10
 COMMAND = "python -m collectors collect --config collection.toml [--inventory hosts.csv]"
 
@@ -108,7 +106,7 @@ else:
     if st.button("Collect now", key="collect_now", type="primary", icon=":material/sync:",
                  disabled=plan is None or state.running) and plan is not None:
         job = background.collection_job(
-            plan, secrets_path=SECRETS, environ=os.environ,
+            plan, secrets=data.secrets(), environ=os.environ,
             open_store=lambda: data.store_for_writing(config), catalog=load_catalog(),
             policy=Policy(max_age=config.max_age), data_dir=config.data_dir,
             who=str(st.session_state.get("who", "dashboard user")))

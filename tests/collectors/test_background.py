@@ -204,7 +204,9 @@ class FakeStore:
 def _job(tmp_path: Path, collect: FakeCollect, store: FakeStore, environ: dict[str, str],
          ldap: bool = False) -> background.Job:
     plan = background.load_plan(_config(tmp_path, ldap), _inventory(tmp_path))
-    return background.collection_job(plan, secrets_path=tmp_path / "secrets.toml",
+    from settings import load_secrets
+
+    return background.collection_job(plan, secrets=load_secrets(tmp_path / "secrets.toml"),
                                      environ=environ, open_store=lambda: store,
                                      catalog=load_catalog(), policy=Policy(),
                                      data_dir=tmp_path / "data", collect_fn=collect)
