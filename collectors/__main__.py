@@ -37,8 +37,15 @@ from collectors.config import (
     winrm_password,
 )
 from collectors.directory import DirectoryError, DirectoryServer, discover
-from collectors.inventory import InventoryEntry, InventoryError, load_inventory
-from collectors.job import CollectionBusy, JobError, collect, import_documents, run_lock
+from collectors.inventory import InventoryError
+from collectors.job import (
+    CollectionBusy,
+    Hooks,
+    JobError,
+    collection_job,
+    import_documents,
+    load_plan,
+)
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
 from settings import SECRETS_FILE, SettingsError, load_settings
@@ -124,35 +131,32 @@ def _store(args: argparse.Namespace, secrets: dict[str, object]) -> tuple[Snapsh
 
 
 def _collect(args: argparse.Namespace, stderr: TextIO) -> int:
+    """The collection job (collectors/job.py), the same the dashboard runs, on a terminal."""
     try:
-        config = load_config(args.config)
-        if config.winrm is None:
-            raise ConfigError(f"{args.config} has no [winrm] section")
+        plan = load_plan(args.config, args.inventory)
         secrets = load_secrets(args.secrets)
-        inventory: list[InventoryEntry] = load_inventory(args.inventory) if args.inventory else []
-        if config.directory is None and not inventory:
-            raise ConfigError("nothing to probe: configure [ldap] or give --inventory")
-        ldap_secret = ldap_password(secrets, os.environ) if config.directory else None
-        winrm_secret = winrm_password(secrets, os.environ)
+        # Passwords and the store are checked before the lock, so a wrong setting is exit 2.
+        if plan.config.directory:
+            ldap_password(secrets, os.environ)
+        winrm_password(secrets, os.environ)
         store, data_dir, policy = _store(args, secrets)
     except (ConfigError, InventoryError, SettingsError, StoreError) as error:
         stderr.write(f"configuration error: {inert(error)}\n")
         return 2
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    job = collection_job(plan, secrets=secrets, environ=os.environ, open_store=lambda: store,
+                         catalog=load_catalog(), policy=policy, data_dir=data_dir,
+                         progress_stream=stderr)
     try:
-        with run_lock(data_dir):
-            result = collect(store=store, catalog=load_catalog(), policy=policy,
-                             winrm=config.winrm, winrm_password=winrm_secret,
-                             directory=config.directory, ldap_password=ldap_secret,
-                             inventory=inventory, progress_stream=stderr, stop=stop)
+        summary = job(Hooks(started=None, progress=None, stop=stop))
     except CollectionBusy as error:
         stderr.write(f"error: {inert(error)}\n")
         return 3
-    except JobError as error:
-        stderr.write(f"error: {inert(error)}\n")
-        return 1
-    except (DirectoryError, StoreError) as error:
+    except ConfigError as error:
+        stderr.write(f"configuration error: {inert(error)}\n")
+        return 2
+    except (JobError, DirectoryError, StoreError) as error:
         stderr.write(f"error: {inert(error)}\n")
         return 1
     except (InterruptedError, KeyboardInterrupt):
@@ -161,7 +165,7 @@ def _collect(args: argparse.Namespace, stderr: TextIO) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         store.dispose()
-    stderr.write(inert(result.summary()) + "\n")
+    stderr.write(inert(summary) + "\n")
     return 0
 
 

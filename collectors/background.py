@@ -3,8 +3,8 @@
 - ``Runner`` runs one job at a time in a background thread and keeps its progress in a
   thread-safe ``RunState``. ``runner_for(store_url)`` is the process-wide registry, so every
   browser tab (every Streamlit session) sees the same running job.
-- ``load_plan`` and ``collection_job`` wire the command line's ``collect`` for the runner.
-  The job takes the same lock file as the command line (``run_lock``), so a scheduled run and
+- The job itself (``load_plan``, ``collection_job``) is collectors/job.py's, the same the
+  command line runs: the same checks, lock, passwords, store and save, so a scheduled run and
   a dashboard run never overlap, even across processes.
 - ``import_uploads`` stores uploaded probe documents through ``import_documents``.
 
@@ -19,8 +19,7 @@ import logging
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -28,25 +27,19 @@ from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from collectors.config import (
-    CollectionConfig,
     ConfigError,
-    ldap_password,
-    load_config,
-    winrm_password,
 )
 from collectors.directory import DirectoryError
-from collectors.inventory import InventoryEntry, InventoryError, load_inventory
-from collectors.job import (
+from collectors.inventory import InventoryError
+from collectors.job import (  # the job's plan and hooks are the command line's too
     CollectionBusy,
+    Hooks,
     ImportResult,
+    Job,
     JobError,
-    RunResult,
-    collect,
     import_documents,
-    run_lock,
 )
 from collectors.probe import MAX_DOCUMENT_BYTES
-from collectors.remote import WinrmConfig
 from compliance.catalog import Catalog
 from compliance.evaluate import Policy
 from store import SnapshotStore, StoreError
@@ -95,17 +88,6 @@ class RunState:
         return f"{self.done}/{self.total} hosts, {self.failed} failed"
 
 
-@dataclass(frozen=True)
-class Hooks:
-    """What a job is handed: where to report progress, and when to give up."""
-
-    started: Callable[[int], None]    # the number of hosts, once known
-    progress: Callable[[bool], None]  # once per finished host: did it fail?
-    stop: threading.Event
-
-
-# A job reports through its hooks and returns its one-line summary.
-Job = Callable[[Hooks], str]
 
 
 class Runner:
@@ -203,62 +185,6 @@ def runner_for(key: str) -> Runner:
         if runner is None:
             runner = _RUNNERS[key] = Runner()
         return runner
-
-
-@dataclass(frozen=True)
-class CollectionPlan:
-    """A collection config that passed the command line's checks, and its inventory."""
-
-    config: CollectionConfig
-    winrm: WinrmConfig
-    inventory: tuple[InventoryEntry, ...] = ()
-    inventory_path: Path | None = None
-
-    def describe(self) -> str:
-        parts = []
-        if self.config.directory is not None:
-            parts.append(f"Active Directory ({', '.join(self.config.directory.servers)})")
-        if self.inventory_path is not None:
-            parts.append(f"inventory {self.inventory_path} ({len(self.inventory)} hosts)")
-        return (f"{' + '.join(parts)}; WinRM {self.winrm.scheme} as {self.winrm.username}; "
-                f"config {self.config.path}")
-
-
-def load_plan(config_path: Path, inventory_path: Path | None = None) -> CollectionPlan:
-    """Read and check the config (and inventory); raises ``ConfigError`` / ``InventoryError``."""
-    config = load_config(config_path)
-    if config.winrm is None:
-        raise ConfigError(f"{config_path} has no [winrm] section")
-    inventory = tuple(load_inventory(inventory_path)) if inventory_path else ()
-    if config.directory is None and not inventory:
-        raise ConfigError(f"nothing to probe: configure [ldap] in {config_path} or give an "
-                          "inventory file")
-    return CollectionPlan(config, config.winrm, inventory, inventory_path)
-
-
-def collection_job(plan: CollectionPlan, *, secrets: Mapping[str, Any], environ: Mapping[str, str],
-                   open_store: Callable[[], SnapshotStore], catalog: Catalog, policy: Policy,
-                   data_dir: Path, collect_fn: Callable[..., RunResult] = collect,
-                   who: str | None = None) -> Job:
-    """The command line's ``collect``, as a job: the lock, then passwords, store, probes, save.
-    ``secrets`` are the sections the front-end sees: the dashboard's ``st.secrets`` (so secrets
-    in ~/.streamlit or given with --secrets.files reach its job), a file for the command line."""
-
-    def job(hooks: Hooks) -> str:
-        with ExitStack() as stack:
-            stack.enter_context(run_lock(data_dir))  # CollectionBusy when another one runs
-            ldap_secret = ldap_password(secrets, environ) if plan.config.directory else None
-            winrm_secret = winrm_password(secrets, environ)
-            store = open_store()
-            stack.callback(store.dispose)
-            result = collect_fn(store=store, catalog=catalog, policy=policy, winrm=plan.winrm,
-                                winrm_password=winrm_secret, directory=plan.config.directory,
-                                ldap_password=ldap_secret, inventory=list(plan.inventory),
-                                progress=hooks.progress, started=hooks.started, stop=hooks.stop,
-                                who=who)
-            return result.summary()
-
-    return job
 
 
 def upload_name(name: str) -> str:

@@ -16,17 +16,24 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from filelock import FileLock, Timeout
 
+from collectors.config import (
+    CollectionConfig,
+    ConfigError,
+    ldap_password,
+    load_config,
+    winrm_password,
+)
 from collectors.directory import DirectoryConfig, discover
-from collectors.inventory import InventoryEntry, merge
+from collectors.inventory import InventoryEntry, load_inventory, merge
 from collectors.probe import (
     ProbeDocumentError,
     document_time,
@@ -275,3 +282,76 @@ def import_documents(paths: Sequence[Path], *, store: SnapshotStore, catalog: Ca
     store.record(who or default_actor(), "import", run.snapshot_id,
                  f"{run.summary()}; {len(rejected)} files rejected")
     return ImportResult(run, rejected)
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What a job is handed: where to report progress, and when to give up. Without
+    ``progress`` the job draws its own progress bar on its stream (the command line)."""
+
+    started: Callable[[int], None] | None   # the number of hosts, once known
+    progress: Callable[[bool], None] | None  # once per finished host: did it fail?
+    stop: threading.Event
+
+
+# A job reports through its hooks and returns its one-line summary.
+Job = Callable[[Hooks], str]
+
+
+@dataclass(frozen=True)
+class CollectionPlan:
+    """A collection config that passed the checks, and its inventory: what both front-ends
+    (``python -m collectors collect`` and the dashboard's *Collect now*) run."""
+
+    config: CollectionConfig
+    winrm: WinrmConfig
+    inventory: tuple[InventoryEntry, ...] = ()
+    inventory_path: Path | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.config.directory is not None:
+            parts.append(f"Active Directory ({', '.join(self.config.directory.servers)})")
+        if self.inventory_path is not None:
+            parts.append(f"inventory {self.inventory_path} ({len(self.inventory)} hosts)")
+        return (f"{' + '.join(parts)}; WinRM {self.winrm.scheme} as {self.winrm.username}; "
+                f"config {self.config.path}")
+
+
+def load_plan(config_path: Path, inventory_path: Path | None = None) -> CollectionPlan:
+    """Read and check the config (and inventory); raises ``ConfigError`` / ``InventoryError``."""
+    config = load_config(config_path)
+    if config.winrm is None:
+        raise ConfigError(f"{config_path} has no [winrm] section")
+    inventory = tuple(load_inventory(inventory_path)) if inventory_path else ()
+    if config.directory is None and not inventory:
+        raise ConfigError(f"nothing to probe: configure [ldap] in {config_path} or give an "
+                          "inventory file")
+    return CollectionPlan(config, config.winrm, inventory, inventory_path)
+
+
+def collection_job(plan: CollectionPlan, *, secrets: Mapping[str, Any], environ: Mapping[str, str],
+                   open_store: Callable[[], SnapshotStore], catalog: Catalog, policy: Policy,
+                   data_dir: Path, collect_fn: Callable[..., RunResult] | None = None,
+                   who: str | None = None, progress_stream: TextIO = sys.stderr) -> Job:
+    """The collection as a job, for both front-ends: the lock, then passwords, store, probes,
+    save; raises what ``collect`` raises, and ``ConfigError`` for a missing password.
+    ``secrets`` are the sections the front-end sees: the dashboard's ``st.secrets`` (so secrets
+    in ~/.streamlit or given with --secrets.files reach its job), a file for the command line."""
+
+    def job(hooks: Hooks) -> str:
+        with ExitStack() as stack:
+            stack.enter_context(run_lock(data_dir))  # CollectionBusy when another one runs
+            ldap_secret = ldap_password(secrets, environ) if plan.config.directory else None
+            winrm_secret = winrm_password(secrets, environ)
+            store = open_store()
+            stack.callback(store.dispose)
+            result = (collect_fn or collect)(
+                store=store, catalog=catalog, policy=policy, winrm=plan.winrm,
+                winrm_password=winrm_secret, directory=plan.config.directory,
+                ldap_password=ldap_secret, inventory=list(plan.inventory),
+                progress=hooks.progress, started=hooks.started, stop=hooks.stop, who=who,
+                progress_stream=progress_stream)
+            return result.summary()
+
+    return job

@@ -11,7 +11,7 @@ import streamlit as st
 from collectors import background
 from collectors.config import ConfigError
 from collectors.inventory import InventoryError
-from collectors.job import ImportResult
+from collectors.job import ImportResult, collection_job, load_plan
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
 from compliance.failures import HINTS
@@ -97,7 +97,7 @@ if not config_path:
 else:
     plan = None
     try:
-        plan = background.load_plan(config_path, inventory_path)
+        plan = load_plan(config_path, inventory_path)
         st.caption(plan.describe())
     except (ConfigError, InventoryError) as error:
         st.error(f"**The collection config cannot be used.** {literal(error)}")
@@ -105,7 +105,7 @@ else:
     state = runner.state()
     if st.button("Collect now", key="collect_now", type="primary", icon=":material/sync:",
                  disabled=plan is None or state.running) and plan is not None:
-        job = background.collection_job(
+        job = collection_job(
             plan, secrets=data.secrets(), environ=os.environ,
             open_store=lambda: data.store_for_writing(config), catalog=load_catalog(),
             policy=Policy(max_age=config.max_age), data_dir=config.data_dir,

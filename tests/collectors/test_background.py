@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from collectors import background
-from collectors.background import CollectionBusy, Hooks, Phase, Runner
+from collectors import job as job_module
+from collectors.background import Phase, Runner
 from collectors.config import ConfigError
-from collectors.job import JobError, run_lock
+from collectors.job import CollectionBusy, Hooks, JobError, run_lock
 from collectors.probe import MAX_DOCUMENT_BYTES
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
@@ -169,16 +170,16 @@ def _inventory(tmp_path: Path) -> Path:
 
 
 def test_the_plan_applies_the_command_lines_checks(tmp_path):
-    plan = background.load_plan(_config(tmp_path), _inventory(tmp_path))
+    plan = job_module.load_plan(_config(tmp_path), _inventory(tmp_path))
     assert [e.name for e in plan.inventory] == ["EX01", "EX02"]
     assert "hosts.csv (2 hosts)" in plan.describe() and "CORP\\svc-exprobe" in plan.describe()
     with pytest.raises(ConfigError, match="nothing to probe"):
-        background.load_plan(_config(tmp_path))
+        job_module.load_plan(_config(tmp_path))
     (tmp_path / "ldap-only.toml").write_text('[ldap]\nservers = ["ldaps://dc1"]\nbind_user = "u"\n')
     with pytest.raises(ConfigError, match="no \\[winrm\\] section"):
-        background.load_plan(tmp_path / "ldap-only.toml", _inventory(tmp_path))
+        job_module.load_plan(tmp_path / "ldap-only.toml", _inventory(tmp_path))
     with pytest.raises(ConfigError, match="not found"):
-        background.load_plan(tmp_path / "missing.toml")
+        job_module.load_plan(tmp_path / "missing.toml")
 
 
 @dataclass
@@ -202,11 +203,11 @@ class FakeStore:
 
 
 def _job(tmp_path: Path, collect: FakeCollect, store: FakeStore, environ: dict[str, str],
-         ldap: bool = False) -> background.Job:
-    plan = background.load_plan(_config(tmp_path, ldap), _inventory(tmp_path))
+         ldap: bool = False) -> job_module.Job:
+    plan = job_module.load_plan(_config(tmp_path, ldap), _inventory(tmp_path))
     from settings import load_secrets
 
-    return background.collection_job(plan, secrets=load_secrets(tmp_path / "secrets.toml"),
+    return job_module.collection_job(plan, secrets=load_secrets(tmp_path / "secrets.toml"),
                                      environ=environ, open_store=lambda: store,
                                      catalog=load_catalog(), policy=Policy(),
                                      data_dir=tmp_path / "data", collect_fn=collect)

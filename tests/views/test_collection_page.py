@@ -15,6 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from collectors import background
+from collectors import job as job_module
 from collectors.demo import seed_demo
 from collectors.job import run_lock
 from compliance.catalog import load_catalog
@@ -184,7 +185,7 @@ def test_the_page_shows_a_running_job_with_its_progress_to_every_tab(monkeypatch
 
     release = background.threading.Event()
 
-    def job(hooks: background.Hooks) -> str:
+    def job(hooks: job_module.Hooks) -> str:
         hooks.started(4)
         hooks.progress(True)
         release.wait(WAIT)
