@@ -7,6 +7,7 @@ their own.
 
 from __future__ import annotations
 
+import difflib
 import getpass
 import math
 import os
@@ -90,8 +91,38 @@ def _number(name: str, value: str, maximum: float) -> float:
     return number
 
 
+# The keys of the secrets sections this tool reads; a key not here is a typo that would fall
+# back silently (``[store] signing_ky``: no signing at all). [auth] is Streamlit's own.
+SECRET_SECTIONS: dict[str, tuple[str, ...]] = {
+    **{section: tuple(s.key for s in SETTINGS if s.section == section)
+       for section in {s.section for s in SETTINGS}},
+    "ldap": ("password",),
+    "winrm": ("password",),
+    "access": ("viewers", "admins", "auditors", "viewer_groups", "admin_groups",
+               "auditor_groups"),
+}
+
+
+def check_secrets(secrets: Mapping[str, Any]) -> None:
+    """``SettingsError`` for a key of one of our sections that no setting has, naming the
+    closest known key."""
+    for section, keys in SECRET_SECTIONS.items():
+        values = secrets.get(section)
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise SettingsError(f"[{section}] in the secrets must be a table of settings")
+        for key in values:
+            if key not in keys:
+                close = difflib.get_close_matches(str(key), list(keys), n=1, cutoff=0.6)
+                hint = f": did you mean {close[0]!r}?" if close else f" (known: {', '.join(keys)})"
+                raise SettingsError(f"[{section}] {key} in the secrets is not a setting{hint}")
+
+
 def load_settings(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
-    """Resolve every setting; raise ``SettingsError`` naming the first bad one."""
+    """Resolve every setting; raise ``SettingsError`` naming the first bad one (an unknown key
+    of one of our secrets sections included)."""
+    check_secrets(secrets)
     raw: dict[str, str] = {}
     for setting in SETTINGS:
         section = secrets.get(setting.section, {})

@@ -47,3 +47,20 @@ def test_data_dir_setting_moves_the_sqlite_file():
 def test_bad_values_name_the_setting(env, named):
     with pytest.raises(SettingsError, match=named):
         load_settings({}, env)
+
+
+@pytest.mark.parametrize(("secrets", "says"), [
+    # issue 14: a typo fell back silently: [store] signing_ky meant no signing at all
+    ({"store": {"signing_ky": "k"}}, "did you mean 'signing_key'"),
+    ({"dashboard": {"max_age_day": 7}}, "did you mean 'max_age_days'"),
+    ({"winrm": {"passwrd": "x"}}, "did you mean 'password'"),
+    ({"access": {"admin": ["a@corp.example"]}}, "did you mean 'admins'"),
+    ({"store": "oops"}, "must be a table"),
+])
+def test_an_unknown_key_in_our_secrets_sections_is_refused_with_a_suggestion(secrets, says):
+    with pytest.raises(SettingsError, match=says):
+        load_settings(secrets, {})
+
+
+def test_sections_that_are_not_ours_are_left_alone():
+    load_settings({"auth": {"client_id": "x", "anything": 1}, "connections": {"x": 1}}, {})
