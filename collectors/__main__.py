@@ -57,7 +57,7 @@ def table(servers: Sequence[DirectoryServer]) -> str:
     headers = ("name", "fqdn", "ad_build", "roles", "site", "dag", "problems")
     # AD attributes are untrusted: a cell can neither move the cursor nor start a line.
     rows = [tuple(inert(cell) for cell in (
-                s.name, s.fqdn or "-", s.ad_build or "-", ",".join(s.roles or ()) or "?",
+                s.name, s.fqdn or "-", s.cu_level or "-", ",".join(s.roles or ()) or "?",
                 s.site or "-", s.dag or "-", str(len(s.problems)) if s.problems else ""))
             for s in servers]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)

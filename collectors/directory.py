@@ -116,8 +116,10 @@ class DirectoryServer:
     name: str
     dn: str
     fqdn: str | None
-    ad_build: str | None
-    ad_raw: str | None  # the attribute value ad_build was read from, as AD holds it
+    # The CU level AD shows, parsed ("15.1.2176.2"); ``Host.ad_build`` carries the attribute as
+    # AD holds it (``ad_raw``), parsed again by the evaluator with its source.
+    cu_level: str | None
+    ad_raw: str | None  # the attribute value cu_level was read from, as AD holds it
     serial_number: str | None
     version_number: str | None
     roles: tuple[str, ...] | None
@@ -146,7 +148,8 @@ class DirectoryServer:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "name": self.name, "fqdn": self.fqdn, "ad_build": self.ad_build,
+            # "ad_build": the key scripts read since the first version
+            "name": self.name, "fqdn": self.fqdn, "ad_build": self.cu_level,
             "roles": list(self.roles) if self.roles is not None else None, "site": self.site,
             "dag": self.dag, "dn": self.dn, "when_changed": self.when_changed,
             "serial_number": self.serial_number, "version_number": self.version_number,
@@ -306,7 +309,7 @@ def parse_server(dn: str, attributes: Mapping[str, Any],
                         "subscription, not necessarily the installed one")
     states = many("msExchComponentStates")
     return DirectoryServer(
-        name=name, dn=dn, fqdn=fqdn, ad_build=str(build) if build else None, ad_raw=raw,
+        name=name, dn=dn, fqdn=fqdn, cu_level=str(build) if build else None, ad_raw=raw,
         serial_number=serial, version_number=number, roles=roles, site=site,
         dag=parse_first_rdn(first("msExchMDBAvailabilityGroupLink")),
         when_changed=first("whenChanged"),

@@ -75,7 +75,7 @@ def test_discovers_every_server_of_every_admin_group_and_nothing_else(slapd_stan
         assert server.dag == spec.dag, server.name
         assert server.dn.lower().startswith(f"cn={server.name.lower()[:3]}"), server.dn
         if spec.serial_number != "Version 6.5 (Build 7638.2: Service Pack 2)":
-            assert server.ad_build == _expected_build(spec), server.name
+            assert server.cu_level == _expected_build(spec), server.name
 
 
 @pytest.mark.parametrize(
@@ -102,8 +102,8 @@ def test_roles_maintenance_and_versions(slapd_standard):
     assert "UnifiedMessaging" not in (servers["EX2019-01"].roles or ())
     assert servers["EDGE01"].edge and servers["EDGE01"].to_host().ad_build is None
     assert servers["EX2019-03"].maintenance and not servers["EX2019-01"].maintenance
-    assert servers["EX2019-02"].ad_build == "15.2.792.3"  # zero-padded revision
-    assert servers["EX-BADSERIAL"].ad_build == "15.1.2176"  # from versionNumber
+    assert servers["EX2019-02"].cu_level == "15.2.792.3"  # zero-padded revision
+    assert servers["EX-BADSERIAL"].cu_level == "15.1.2176"  # from versionNumber
 
 
 def test_starttls_on_the_plain_port(slapd_standard):

@@ -125,7 +125,7 @@ def test_server_entry_with_everything():
          "whenChanged": ["20261120093000.0Z"],
          "msExchComponentStates": ["1:ServerWideOffline:0:Maintenance:0"]},
     )
-    assert (server.name, server.fqdn, server.ad_build, server.site, server.dag) == (
+    assert (server.name, server.fqdn, server.cu_level, server.site, server.dag) == (
         "EX01", "ex01.test.example", "15.1.2176.2", "Site1", "DAG1")
     assert server.problems == ()
     assert server.maintenance
@@ -137,7 +137,7 @@ def test_server_entry_with_everything():
 def test_server_entry_with_nothing_still_yields_a_record_with_problems():
     server = parse_server("CN=BARE,CN=Servers,DC=x", {})
     assert server.name == "BARE"
-    assert server.fqdn is None and server.ad_build is None and server.roles is None
+    assert server.fqdn is None and server.cu_level is None and server.roles is None
     joined = " | ".join(server.problems)
     for expected in ("serialNumber missing", "roles unknown", "no FQDN", "site unknown"):
         assert expected in joined
@@ -152,7 +152,7 @@ def test_computer_object_supplies_a_missing_fqdn():
 def test_edge_server_withholds_its_ad_build_from_grading():
     server = parse_server("CN=EDGE,DC=x", {"cn": ["EDGE"], "msExchCurrentServerRoles": ["64"],
                                            "serialNumber": ["Version 15.2 (Build 30858.5)"]})
-    assert server.edge and server.ad_build == "15.2.858.5"
+    assert server.edge and server.cu_level == "15.2.858.5"
     assert server.to_host().ad_build is None
     assert any("Edge" in p for p in server.problems)
 
