@@ -22,6 +22,7 @@ from compliance.models import (
     Build,
     BuildSource,
     Evidence,
+    EvidenceKind,
     Flag,
     Host,
     Observation,
@@ -67,7 +68,7 @@ class _Grader:
 
     # -- facts --------------------------------------------------------------------------
 
-    def note(self, kind: str, value: str, source: str) -> None:
+    def note(self, kind: EvidenceKind, value: str, source: str) -> None:
         self.evidence.append(Evidence(kind, value, source, self.obs.observed_at))
 
     def flag(self, flag: Flag) -> None:
@@ -82,7 +83,7 @@ class _Grader:
         except BuildParseError as error:
             label = source.value if source else "ad_build"
             self.parse_errors.append(f"{label}: {error}")
-            self.note("unparseable_build", text, label)
+            self.note(EvidenceKind.UNPARSEABLE_BUILD, text, label)
             return None
 
     def context(self) -> tuple[_Context, _Context | None]:
@@ -92,15 +93,15 @@ class _Grader:
             self.obs.admin_display_version, BuildSource.ADMIN_DISPLAY_VERSION
         )
         if exsetup:
-            self.note("exsetup_build", str(exsetup[0]), "ExSetup.exe file version")
+            self.note(EvidenceKind.EXSETUP_BUILD, str(exsetup[0]), "ExSetup.exe file version")
         if cu_level:
-            self.note("ad_build", f"{cu_level[0]} (CU level only)", cu_level[1].value)
+            self.note(EvidenceKind.AD_BUILD, f"{cu_level[0]} (CU level only)", cu_level[1].value)
         ad_ctx = self._ctx(cu_level) if cu_level else None
         ex_ctx = self._ctx(exsetup) if exsetup else None
         if ex_ctx and ad_ctx and ad_ctx.placement and ex_ctx.placement and (
             ad_ctx.placement.cu != ex_ctx.placement.cu
         ):
-            self.note("drift", f"AD says {ad_ctx.placement.cu}, ExSetup says "
+            self.note(EvidenceKind.DRIFT, f"AD says {ad_ctx.placement.cu}, ExSetup says "
                       f"{ex_ctx.placement.cu}", "comparison")
         best = ex_ctx or ad_ctx or _Context(None, None, None, None, None)
         return best, ad_ctx
@@ -124,22 +125,22 @@ class _Grader:
         ctx, ad_ctx = self.context()
         if ctx.placement and ctx.placement.release:
             release = ctx.placement.release
-            self.note("catalogue", f"{release.build} = {release.name}", release.source)
+            self.note(EvidenceKind.CATALOGUE, f"{release.build} = {release.name}", release.source)
         for finding in obs.host.problems:  # what the inventory (AD) found wrong with its record
-            self.note("inventory", finding, "inventory (AD)")
+            self.note(EvidenceKind.INVENTORY, finding, "inventory (AD)")
         for update in obs.installed_updates:
-            self.note("installed_update", f"{update.kb} {update.name}".strip(),
+            self.note(EvidenceKind.INSTALLED_UPDATE, f"{update.kb} {update.name}".strip(),
                       f"installed-update record{' ' + update.installed_on if update.installed_on else ''}")
         if obs.indicators:  # hits of the four CVE checks only
             self.flag(Flag.INDICATORS_FOUND)
             for indicator in obs.indicators:
-                self.note("indicator", indicator, "probe")
+                self.note(EvidenceKind.INDICATOR, indicator, "probe")
         if obs.suspicious_files:
             # Listed for review, not judged: Test-ProxyLogon stopped reporting them on their own
             # because archives under ProgramData (an antivirus agent's own) were false positives.
             self.flag(Flag.SUSPICIOUS_FILES)
             for found in obs.suspicious_files:
-                self.note("suspicious_file", found, "probe (for review, not a CVE check hit)")
+                self.note(EvidenceKind.SUSPICIOUS_FILE, found, "probe (for review, not a CVE check hit)")
         self._mitigation_facts()
         self.unread_checks = [error for error in obs.probe_errors
                               if error.split(":", 1)[0].strip() in self.advisory.cve_ids]
@@ -147,15 +148,15 @@ class _Grader:
             # An empty list beside the error that emptied it is not "no indicators".
             self.flag(Flag.INDICATORS_UNREADABLE)
         if obs.log_window_days is not None:
-            self.note("log_window", f"indicator search reached {obs.log_window_days:.0f} days back"
+            self.note(EvidenceKind.LOG_WINDOW, f"indicator search reached {obs.log_window_days:.0f} days back"
                       + (" (cut short by a cap or the deadline)" if obs.indicators_truncated else ""),
                       "probe")
         for error in obs.probe_errors:
-            self.note("probe_error", error, "probe")
+            self.note(EvidenceKind.PROBE_ERROR, error, "probe")
         self._cu_flags(ctx)
 
         if obs.failure is not None:
-            self.note("failure", f"{obs.failure.reason}: {obs.failure.detail}", obs.source)
+            self.note(EvidenceKind.FAILURE, f"{obs.failure.reason}: {obs.failure.detail}", obs.source)
             hint = obs.failure.hint or f"fix access to {obs.host.name}"
             return self.unknown(ctx, verdict_reason(obs.failure.reason),
                                 f"collection failed ({obs.failure.reason}): {obs.failure.detail}",
@@ -186,7 +187,7 @@ class _Grader:
                                 "Update the build catalogue, or check the reported build")
         roles = obs.host.roles
         if ctx.rule.requires_role and roles is not None and ctx.rule.requires_role not in roles:
-            self.note("roles", ", ".join(sorted(roles)) or "(none)", "inventory")
+            self.note(EvidenceKind.ROLES, ", ".join(sorted(roles)) or "(none)", "inventory")
             return self.finish(ctx, Status.NOT_APPLICABLE,
                                f"Exchange {ctx.rule.product} without the {ctx.rule.requires_role} "
                                "role is not affected", "None: this server is not affected", ())
@@ -245,7 +246,7 @@ class _Grader:
                                 "contains the March 2021 fixes")
         kbs = self._kbs_for(rule.product, placement.cu)
         if fix and fix.kb.upper() in kbs:
-            self.note("installed_update_proof", f"{fix.kb} recorded on {rule.product} {fix.cu}",
+            self.note(EvidenceKind.INSTALLED_UPDATE_PROOF, f"{fix.kb} recorded on {rule.product} {fix.cu}",
                       "installed-update record")
             proven = _Context(fix.build, BuildSource.INSTALLED_UPDATE,
                               self.catalog.place(fix.build), rule, fix)
@@ -254,7 +255,7 @@ class _Grader:
         later = (self.catalog.later_update(rule.product, placement.cu, fix.build, kbs)
                  if fix else None)
         if fix and later:
-            self.note("installed_update_proof",
+            self.note(EvidenceKind.INSTALLED_UPDATE_PROOF,
                       f"{later.kb} ({later.name}, {later.build}) recorded on {rule.product} "
                       f"{placement.cu}; Security Updates are cumulative for their CU, so it "
                       f"supersedes {fix.kb} (the March 2021 fix, {fix.build})",
@@ -281,7 +282,7 @@ class _Grader:
             named_product, named_cu = _named_cu(update.name)
             if (named_product or product) != product or (named_cu or cu) != cu:
                 where = " ".join(p for p in (named_product or product, named_cu) if p)
-                self.note("installed_update_ignored", f"{update.kb} is recorded for Exchange "
+                self.note(EvidenceKind.INSTALLED_UPDATE_IGNORED, f"{update.kb} is recorded for Exchange "
                           f"{where}, not Exchange {product} {cu} as AD shows",
                           "installed-update record")
                 continue
@@ -342,7 +343,7 @@ class _Grader:
                     seen = f"could not be read: {error}"
                 else:
                     seen = mitigation.describe(self.obs.mitigations)
-                self.note("mitigation", f"{mitigation.id}: {seen}", "probe")
+                self.note(EvidenceKind.MITIGATION, f"{mitigation.id}: {seen}", "probe")
         mitigated = bool(rule.mitigated_when) and all(m in present for m in rule.mitigated_when)
         # Still vulnerable: the build is below the fix, and nothing shows a mitigation. But
         # flagged, and never told "nothing applied": the mitigation may be in place unseen.
@@ -378,12 +379,12 @@ class _Grader:
         if seen is None:
             return
         if seen.url_rewrite_module:
-            self.note("url_rewrite_module", seen.url_rewrite_module, "probe (uninstall entry)")
+            self.note(EvidenceKind.URL_REWRITE_MODULE, seen.url_rewrite_module, "probe (uninstall entry)")
         if seen.eomt is not None:
             stages = ", ".join(f"{name} {'ok' if text.startswith('1') else 'failed'}"
                                for name, text in sorted(seen.eomt.items())
                                if name.casefold() != "timestamp")
-            self.note("eomt", f"EOMT ran (PatchState Timestamp {seen.eomt.get('Timestamp', '?')}"
+            self.note(EvidenceKind.EOMT, f"EOMT ran (PatchState Timestamp {seen.eomt.get('Timestamp', '?')}"
                       + (f"; {stages}" if stages else "") + ")",
                       "probe (HKLM\\SOFTWARE\\MSERTBootstrap\\PatchState)")
         rule = self.advisory.defender
@@ -393,7 +394,7 @@ class _Grader:
                 if version.major != rule.min_signature_version.major:
                     raise BuildParseError("not a security intelligence version")
             except BuildParseError:
-                self.note("defender", f"security intelligence {seen.defender_signature_version} "
+                self.note(EvidenceKind.DEFENDER, f"security intelligence {seen.defender_signature_version} "
                           "(unreadable version)", "probe")
                 return
             covers = ", ".join(rule.covers)
@@ -405,7 +406,7 @@ class _Grader:
             else:
                 text = (f"security intelligence {version}: below {rule.min_signature_version}, "
                         f"so Defender's automatic mitigation of {covers} was not in place")
-            self.note("defender", text, f"probe; {rule.source}")
+            self.note(EvidenceKind.DEFENDER, text, f"probe; {rule.source}")
 
     def _fix_action(self, ctx: _Context) -> str:
         rule, fix = ctx.rule, ctx.fix
@@ -454,7 +455,7 @@ class _Grader:
                                             self.as_of.date())
         if ended is not None and ended.end_of_support is not None:
             self.flag(Flag.OUT_OF_SUPPORT)
-            self.note("support", f"Exchange Server {ended.product} left extended support on "
+            self.note(EvidenceKind.SUPPORT, f"Exchange Server {ended.product} left extended support on "
                       f"{ended.end_of_support.isoformat()} (security updates after it only "
                       "through a paid Extended Security Update programme, if any)",
                       ended.source)

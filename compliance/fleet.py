@@ -33,7 +33,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from compliance.models import Assessment, Evidence, Host, Observation, Reason, Snapshot, Verdict
+from compliance.models import (
+    Assessment,
+    Evidence,
+    EvidenceKind,
+    Host,
+    Observation,
+    Reason,
+    Snapshot,
+    Verdict,
+)
 
 INVENTORY = "inventory"
 IMPORT = "import"
@@ -74,10 +83,11 @@ def carried_evidence(observed_in: int | None, observation: Observation, run: str
     """The evidence line that says a verdict was carried forward, and from where."""
     where = f"snapshot #{observed_in}" if observed_in is not None else "an earlier snapshot"
     if observation.observed_at is None and observation.failure is None:
-        return Evidence("carried", f"not observed by this run ({run}); in the fleet since "
-                        f"{where} listed it, never probed", where, None)
-    return Evidence("carried", f"not observed by this run ({run}); latest observation from "
-                    f"{where}, re-graded at this snapshot's time", where, observation.observed_at)
+        return Evidence(EvidenceKind.CARRIED, f"not observed by this run ({run}); in the fleet "
+                        f"since {where} listed it, never probed", where, None)
+    return Evidence(EvidenceKind.CARRIED, f"not observed by this run ({run}); latest "
+                    f"observation from {where}, re-graded at this snapshot's time", where,
+                    observation.observed_at)
 
 
 @dataclass(frozen=True)
@@ -188,7 +198,8 @@ def regrade(members: Sequence[Assessment], grade: Grader, as_of: datetime,
             result.append(Assessment(attempt, grade(attempt, as_of), scopes=member.scopes))
             continue
         failed = () if attempt is None or attempt.failure is None else (Evidence(
-            "collection_failed", f"{attempt.failure.reason}: {attempt.failure.detail}",
+            EvidenceKind.COLLECTION_FAILED,
+            f"{attempt.failure.reason}: {attempt.failure.detail}",
             attempt.source, attempt.observed_at),)
         evidence = (carried_evidence(member.observed_in, member.observation, run), *failed,
                     *verdict.evidence)

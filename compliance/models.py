@@ -207,11 +207,38 @@ class Observation:
     suspicious_files: tuple[str, ...] = ()
 
 
+class EvidenceKind(StrEnum):
+    """What one line of a verdict's evidence is about (stored as its text)."""
+
+    EXSETUP_BUILD = "exsetup_build"
+    AD_BUILD = "ad_build"
+    CATALOGUE = "catalogue"
+    DRIFT = "drift"
+    UNPARSEABLE_BUILD = "unparseable_build"
+    INSTALLED_UPDATE = "installed_update"
+    INSTALLED_UPDATE_PROOF = "installed_update_proof"
+    INSTALLED_UPDATE_IGNORED = "installed_update_ignored"
+    INVENTORY = "inventory"
+    INDICATOR = "indicator"
+    SUSPICIOUS_FILE = "suspicious_file"
+    LOG_WINDOW = "log_window"
+    PROBE_ERROR = "probe_error"
+    FAILURE = "failure"
+    ROLES = "roles"
+    MITIGATION = "mitigation"
+    URL_REWRITE_MODULE = "url_rewrite_module"
+    EOMT = "eomt"
+    DEFENDER = "defender"
+    SUPPORT = "support"
+    CARRIED = "carried"
+    COLLECTION_FAILED = "collection_failed"
+
+
 @dataclass(frozen=True)
 class Evidence:
     """One fact a verdict rests on: what, from where, when."""
 
-    kind: str
+    kind: str  # an EvidenceKind (text, so verdicts stored by any version read back)
     value: str
     source: str
     observed_at: datetime | None = None

@@ -16,7 +16,7 @@ import streamlit as st
 
 from compliance.catalog import Catalog, load_catalog
 from compliance.evaluate import Policy
-from compliance.models import Assessment, Failure, Flag, Host, Verdict
+from compliance.models import Assessment, EvidenceKind, Failure, Flag, Host, Verdict
 from compliance.worklist import plan_waves, rank
 from settings import Settings, load_settings
 from store import SnapshotInfo, SnapshotStore
@@ -129,7 +129,7 @@ def failures(url: str, snapshot_id: int) -> list[tuple[str, Failure, int | None]
             found.append((a.observation.host.name, a.observation.failure, a.observed_in))
             continue
         # The run failed on a host whose fresh reading it carried: the failure is evidence.
-        failed = next((e for e in a.verdict.evidence if e.kind == "collection_failed"), None)
+        failed = next((e for e in a.verdict.evidence if e.kind == EvidenceKind.COLLECTION_FAILED), None)
         if failed is not None:
             reason, _, detail = failed.value.partition(": ")
             found.append((a.observation.host.name, Failure(reason, detail), None))
