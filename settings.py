@@ -12,7 +12,7 @@ import getpass
 import math
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -114,9 +114,16 @@ def check_secrets(secrets: Mapping[str, Any]) -> None:
             raise SettingsError(f"[{section}] in the secrets must be a table of settings")
         for key in values:
             if key not in keys:
-                close = difflib.get_close_matches(str(key), list(keys), n=1, cutoff=0.6)
-                hint = f": did you mean {close[0]!r}?" if close else f" (known: {', '.join(keys)})"
-                raise SettingsError(f"[{section}] {key} in the secrets is not a setting{hint}")
+                raise SettingsError(f"[{section}] {key} in the secrets is not a setting"
+                                    f"{suggest(key, keys)}")
+
+
+def suggest(word: object, known: Iterable[str]) -> str:
+    """": did you mean 'x'?" for the closest known name, else the list of known names: the
+    tail of a message refusing ``word``."""
+    names = list(known)
+    close = difflib.get_close_matches(str(word), names, n=1, cutoff=0.6)
+    return f": did you mean {close[0]!r}?" if close else f" (known: {', '.join(names)})"
 
 
 def load_settings(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:

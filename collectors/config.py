@@ -6,7 +6,6 @@ from the environment or from ``.streamlit/secrets.toml`` sections.
 
 from __future__ import annotations
 
-import difflib
 import math
 import tomllib
 from collections.abc import Mapping
@@ -71,7 +70,7 @@ def _check_keys(data: Mapping[str, Any]) -> None:
     refused whatever their spelling (secrets never live in this file)."""
     for name, section in data.items():
         if name not in KEYS:
-            raise ConfigError(f"[{name}] is not a section of the collection file{_suggest(name, KEYS)}")
+            raise ConfigError(f"[{name}] is not a section of the collection file{settings.suggest(name, KEYS)}")
         if not isinstance(section, Mapping):
             raise ConfigError(f"[{name}] must be a table of settings, not {type(section).__name__}")
         for key in section:
@@ -81,12 +80,7 @@ def _check_keys(data: Mapping[str, Any]) -> None:
                                   f"the config file: put it in .streamlit/secrets.toml ([{name}] "
                                   f"password) or {env}")
             if key not in KEYS[name]:
-                raise ConfigError(f"[{name}] {key} is not a setting{_suggest(key, KEYS[name])}")
-
-
-def _suggest(word: str, known: Any) -> str:
-    close = difflib.get_close_matches(str(word), list(known), n=1, cutoff=0.6)
-    return f": did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+                raise ConfigError(f"[{name}] {key} is not a setting{settings.suggest(key, KEYS[name])}")
 
 
 def _flag(section: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
