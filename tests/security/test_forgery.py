@@ -79,6 +79,16 @@ def _forge_pruning(store: SnapshotStore, snapshot_id: int, with_header: bool) ->
                      {"v": f"{entry['sequence']}:{entry['hash']}"})
 
 
+def _cut_newest(store: SnapshotStore, snapshot_id: int) -> None:
+    """Delete the newest snapshot and move the chain head back to the one before it, as a
+    database writer would to hide the latest run."""
+    newest = store.info(snapshot_id)
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM snapshots WHERE id = :id"), {"id": snapshot_id})
+        conn.execute(text("UPDATE meta SET value = :v WHERE key = 'chain_head'"),
+                     {"v": f"{newest.sequence - 1}:{newest.previous_hash}"})
+
+
 @pytest.fixture
 def signed(store_url, shipped_catalog):
     store = SnapshotStore.open(store_url, signing_key=KEY)
@@ -197,11 +207,7 @@ def test_with_a_key_a_recomputed_prune_entry_is_caught(signed, shipped_catalog):
 
 def test_with_a_key_removing_the_newest_snapshot_is_caught_by_the_signed_head(signed):
     store, ids = signed
-    newest = store.info(ids[-1])
-    with store.engine.begin() as conn:
-        conn.execute(text("DELETE FROM snapshots WHERE id = :id"), {"id": ids[-1]})
-        conn.execute(text("UPDATE meta SET value = :v WHERE key = 'chain_head'"),
-                     {"v": f"{newest.sequence - 1}:{newest.previous_hash}"})
+    _cut_newest(store, ids[-1])
     # The truncated chain is consistent in itself; the audit entry naming the removed
     # snapshot gives it away, and with the key so does the head's signature.
     assert [p.split(": ", 1)[1] for p in _problems(store)] == [
@@ -270,11 +276,7 @@ def test_making_the_store_look_older_gets_nothing_signed(signed, store_url):
 
 def test_a_keyed_write_never_signs_over_a_head_moved_back(signed, shipped_catalog):
     store, ids = signed
-    newest = store.info(ids[-1])
-    with store.engine.begin() as conn:
-        conn.execute(text("DELETE FROM snapshots WHERE id = :id"), {"id": ids[-1]})
-        conn.execute(text("UPDATE meta SET value = :v WHERE key = 'chain_head'"),
-                     {"v": f"{newest.sequence - 1}:{newest.previous_hash}"})
+    _cut_newest(store, ids[-1])
     at = NOW + timedelta(hours=1)
     run = assess([Observation(Host("EX9"), at, "t", exsetup_version=PATCHED)], shipped_catalog,
                  at, source="test", tool_version="t")
