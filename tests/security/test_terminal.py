@@ -42,6 +42,16 @@ def _cli(module: str, *args: str, cwd_env: dict[str, str] | None = None
                           text=True, timeout=60, env={**os.environ, **(cwd_env or {})})
 
 
+def _one_host_store(tmp_path: Path, host: str) -> tuple[str, SnapshotStore]:
+    """A store holding one snapshot of one patched host named ``host``."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    catalog = load_catalog()
+    store = SnapshotStore.open(url)
+    store.save(assess([Observation(Host(host), NOW, "t", exsetup_version="15.1.2176.9")],
+                      catalog, NOW, source="import", tool_version="t"), catalog)
+    return url, store
+
+
 def test_store_diff_prints_a_hostile_host_name_inertly(tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     catalog = load_catalog()
@@ -79,11 +89,7 @@ class _Terminal(io.StringIO):
 def test_data_printed_to_a_terminal_is_inert_and_to_a_pipe_exact(tmp_path, args):
     from store.__main__ import main
 
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    catalog = load_catalog()
-    store = SnapshotStore.open(url)
-    store.save(assess([Observation(Host(HOSTILE), NOW, "t", exsetup_version="15.1.2176.9")],
-                      catalog, NOW, source="import", tool_version="t"), catalog)
+    url, store = _one_host_store(tmp_path, HOSTILE)
     store.record(HOSTILE, "import", 1, HOSTILE)
     store.dispose()
     base = ["--db", url, "--secrets", str(tmp_path / "none.toml")]
@@ -98,11 +104,7 @@ def test_data_printed_to_a_terminal_is_inert_and_to_a_pipe_exact(tmp_path, args)
 def test_history_and_verify_print_stored_values_inertly(tmp_path):
     from sqlalchemy import text
 
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    catalog = load_catalog()
-    store = SnapshotStore.open(url)
-    store.save(assess([Observation(Host("EX1"), NOW, "t", exsetup_version="15.1.2176.9")],
-                      catalog, NOW, source="import", tool_version="t"), catalog)
+    url, store = _one_host_store(tmp_path, "EX1")
     store.record("alice", "import", 1, "one")
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE snapshots SET counts = :c"),
@@ -116,11 +118,7 @@ def test_history_and_verify_print_stored_values_inertly(tmp_path):
 
 
 def test_a_bundle_without_output_is_refused_before_it_is_audited(tmp_path):
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    catalog = load_catalog()
-    store = SnapshotStore.open(url)
-    store.save(assess([Observation(Host("EX1"), NOW, "t", exsetup_version="15.1.2176.9")],
-                      catalog, NOW, source="import", tool_version="t"), catalog)
+    url, store = _one_host_store(tmp_path, "EX1")
     done = _cli("store", "--db", url, "--secrets", str(tmp_path / "none.toml"), "export",
                 "--format", "bundle")
     assert done.returncode == 2 and "give --output" in done.stderr
