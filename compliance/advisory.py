@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from compliance.builds import BuildParseError, parse_dotted
-from compliance.models import Build, MitigationState
+from compliance.models import Build, MitigationState, probe_error_part
 
 MITIGATION_KINDS = ("rewrite_rules", "services_disabled", "app_pools_stopped")
 
@@ -70,7 +70,7 @@ class Mitigation:
             parts = ("iis", *(f"app_pool {name}" for name in self.names))
         folded = tuple(part.casefold() for part in parts)
         return next((error for error in errors
-                     if error.split(":", 1)[0].strip().casefold() in folded), None)
+                     if probe_error_part(error).casefold() in folded), None)
 
     def grant(self) -> str:
         """What to fix so the probe can read this mitigation's state."""

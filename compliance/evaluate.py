@@ -30,6 +30,7 @@ from compliance.models import (
     Snapshot,
     Status,
     Verdict,
+    probe_error_part,
 )
 
 RECOLLECT = "collect again"
@@ -143,7 +144,7 @@ class _Grader:
                 self.note(EvidenceKind.SUSPICIOUS_FILE, found, "probe (for review, not a CVE check hit)")
         self._mitigation_facts()
         self.unread_checks = [error for error in obs.probe_errors
-                              if error.split(":", 1)[0].strip() in self.advisory.cve_ids]
+                              if probe_error_part(error) in self.advisory.cve_ids]
         if self.unread_checks:
             # An empty list beside the error that emptied it is not "no indicators".
             self.flag(Flag.INDICATORS_UNREADABLE)

@@ -234,6 +234,12 @@ class EvidenceKind(StrEnum):
     COLLECTION_FAILED = "collection_failed"
 
 
+def probe_error_part(error: str) -> str:
+    """The part of the probe an ``Observation.probe_errors`` line names (``"<part>: <message>"``,
+    docs/probe.md), e.g. ``iis`` or ``CVE-2021-26855``."""
+    return error.split(":", 1)[0].strip()
+
+
 @dataclass(frozen=True)
 class Evidence:
     """One fact a verdict rests on: what, from where, when."""

@@ -75,6 +75,17 @@ def digest(header: Mapping[str, Any], results: Iterable[Row],
     return hasher.hexdigest()
 
 
+def stored_digest(header: Mapping[str, Any], results: Iterable[Row],
+                  discovered: Iterable[tuple[int, str, str]]) -> str | None:
+    """``digest`` of rows read back from a database someone else may have written: None when
+    they are not what any writer of this tool makes (an unknown format, a binary or infinite
+    value, nesting past the interpreter's limit), which matches no recorded digest."""
+    try:
+        return digest(header, results, discovered)
+    except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError, RecursionError):
+        return None
+
+
 def sign(key: bytes, snapshot_hash: str) -> str:
     return hmac.new(key, snapshot_hash.encode(), hashlib.sha256).hexdigest()
 

@@ -449,8 +449,8 @@ class SnapshotStore:
             return []
         newest = header["id"]
         results, inventory = self._rows(conn, newest)
-        if header["pruned"] or header["hash"] != head_digest or _digest(header, results,
-                                                                        inventory) != header["hash"]:
+        if header["pruned"] or header["hash"] != head_digest or chain.stored_digest(
+                dict(header), results, inventory) != head_digest:
             raise StoreError(f"snapshot #{newest}, which the new snapshot would carry the fleet "
                              "from, does not match its digest (or is marked pruned): the store "
                              "was changed outside the tool. Nothing was written; run "
@@ -493,7 +493,8 @@ class SnapshotStore:
             ok = header["previous_hash"] == previous
             if ok and not header["pruned"]:
                 results, inventory = self._rows(conn, header["id"])
-                ok = _digest(header, results, inventory) == header["hash"]
+                recomputed = chain.stored_digest(dict(header), results, inventory)
+                ok = recomputed is not None and recomputed == header["hash"]
             if not ok:
                 raise StoreError(f"snapshot #{header['id']} does not match its digest or link: "
                                  "the store was changed outside the tool. Nothing was written; "
@@ -872,15 +873,6 @@ def _assessment(observation: str, verdict: str, observed_in: int | None,
 def _pair(heads: Mapping[str, str]) -> str:
     """Both chain heads as one signed text."""
     return f"{heads.get('chain_head')}|{heads.get('audit_head')}"
-
-
-def _digest(header: Any, results: list[tuple[Any, ...]],
-            inventory: list[tuple[int, str, str]]) -> str | None:
-    """The digest of stored rows, or None when they are not what any writer makes."""
-    try:
-        return chain.digest(dict(header), results, inventory)
-    except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError):
-        return None
 
 
 def _stored_text(texts: dict[int, tuple[Observation, str]], observation: Observation) -> str | None:
