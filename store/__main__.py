@@ -179,7 +179,7 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
             counts = ", ".join(f"{k} {v}" for k, v in info.counts.items() if v)
             pruned = "\tpruned" if info.pruned else ""
             fresh, _size = info.coverage
-            held = (f"format 2: fleet of {info.host_count} hosts ({counts}); "
+            held = (f"format {info.format}: fleet of {info.host_count} hosts ({counts}); "
                     f"{info.observed_count} observed by this run, {fresh} fresh" if info.fleet
                     else f"format 1: {info.host_count} hosts of this run only ({counts})")
             stdout.write(inert(f"#{info.id}\t{info.taken_at.isoformat()}\t{info.source}\t"
@@ -194,7 +194,8 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
             stdout.write(f"OK: {report.checked} snapshots and {report.audit_entries} audit "
                          f"entries, every digest and link verified ({report.pruned} pruned: "
                          "links only, each by a recorded pruning"
-                         + (f"; {report.signed} signatures and both heads checked" if key else
+                         + (f"; with the key: {report.signed} snapshot signatures, the audit "
+                            "entries and both heads checked" if key else
                             "; no signing key: a database writer could rewrite both chains")
                          + f"); head {report.head}; state {report.state}\n")
             if key and report.adopted:

@@ -805,9 +805,12 @@ class SnapshotStore:
                     raise StoreError(f"the store does not verify even without the key "
                                      f"({first.where}: {first.message}); nothing was adopted")
                 if len(wanted) < 16 or not report.state.startswith(wanted):
+                    # The store's own digest is not shown: copying it from here into the
+                    # command would vouch for whatever the store holds now.
                     raise StoreError(f"--state {expected_state[:64]!r} does not begin the "
-                                     f"store's state digest {report.state}: compare it with one "
-                                     "kept elsewhere (at least 16 digits); nothing was adopted")
+                                     "store's state digest: give the one you kept from before "
+                                     "(at least 16 digits), not the one verify prints now unless "
+                                     "you compared the two; nothing was adopted")
                 late = self._unsigned_after_signed(conn)
                 if late:
                     raise StoreError(f"{late} is unsigned but was written after this key was in "

@@ -353,6 +353,7 @@ def test_setting_a_key_on_an_existing_store_is_adopted_once(empty_store, shipped
         head = empty_store.verify().state
         wrong = _cli(store_url, "adopt-key", "--state", "f" * 16, key=KEY)
         assert wrong.returncode == 2 and "does not begin the store's state digest" in wrong.stderr
+        assert head not in wrong.stderr  # never handed the value to copy without comparing
         result = _cli(store_url, "adopt-key", "--state", head[:16], key=KEY)
         assert result.returncode == 0, result.stderr
         keyed.save(run, shipped_catalog)  # now the heads are signed: writing goes on
@@ -530,3 +531,9 @@ def test_values_no_writer_makes_in_a_row_are_a_problem_not_a_traceback(empty_sto
                      {"id": ids[-1]})
     result = _cli(store_url, "verify")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_history_names_each_snapshots_own_format(empty_store, shipped_catalog, store_url):
+    _fill(empty_store, shipped_catalog, 1)
+    shown = _cli(store_url, "history")
+    assert shown.returncode == 0 and "format 3: fleet of 3 hosts" in shown.stdout, shown.stdout
