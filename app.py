@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import streamlit as st
 
 from collectors.demo import seed_demo
-from settings import SettingsError
+from settings import Role, SettingsError, access_settings
 from store import StoreError
 from views import access, data
 from views.markdown import literal
@@ -26,8 +25,13 @@ if access.auth_configured(secrets):
         st.button("Sign in", on_click=st.login, icon=":material/login:")
         st.stop()
     user = st.user.to_dict()
-    section = secrets.get("access", {})
-    who = access.Access(False, access.roles_for(user, section if isinstance(section, Mapping) else {}),
+    try:
+        granted = access_settings(secrets)
+    except SettingsError as error:
+        st.error(f"**Configuration error.** {error}. Fix `[access]` in the dashboard's secrets, "
+                 "then reload.")
+        st.stop()
+    who = access.Access(False, access.roles_for(user, granted),
                         str(user.get("email") or "signed-in user"))
     st.sidebar.caption(f"Signed in as {literal(who.who)} ({', '.join(sorted(who.roles)) or 'no role'})")
     st.sidebar.button("Sign out", on_click=st.logout)
@@ -52,7 +56,7 @@ else:
                  "(OIDC, e.g. Microsoft Entra ID) and `[access]` roles in "
                  "`.streamlit/secrets.toml`, or bind to 127.0.0.1 (see SECURITY.md).")
         st.stop()
-    who = access.Access(True, frozenset(access.ROLES), "local user (dashboard)")
+    who = access.Access(True, frozenset(Role), "local user (dashboard)")
     st.sidebar.caption("Local mode: no sign-in, listening on loopback only.")
 
 # Settings and the store only after sign-in: their errors name the store's host and user.

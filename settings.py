@@ -1,63 +1,255 @@
-"""Every setting, declared once, resolved from secrets sections and the environment.
+"""Every setting, declared once in one table, and the one pure function that resolves it.
 
-Order of precedence: environment variable, then ``.streamlit/secrets.toml`` section key,
-then the default. Both sources are handed in, so tests and the command line can supply
-their own.
+The table is the pydantic models below: one per section, each field with its type, range,
+default and (where it has one) environment variable. ``resolve(file, secrets, environ)``
+checks and merges the three sources; nothing else parses a setting.
+
+Sources:
+- the collection file (TOML, shared and versioned): ``[ldap]``, ``[scope]``, ``[winrm]``;
+  never a secret.
+- the secrets (``st.secrets`` for the dashboard, ``.streamlit/secrets.toml`` for the command
+  lines): ``[store]``, ``[dashboard]``, ``[collection]``, ``[ldap] password``,
+  ``[winrm] password``, ``[access]``. Other sections (Streamlit's ``[auth]``,
+  ``[connections]``) are left alone.
+- the environment, over the secrets, for each field that names a variable.
+
+Refused, each as one ``SettingsError`` line naming the section and key: an unknown section or
+key (with the closest known name), a wrong type, NaN or infinity, a value out of range, and
+any password-like key in the collection file.
 """
 
 from __future__ import annotations
 
 import difflib
 import getpass
-import math
 import os
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
+# The command lines' secrets file (the dashboard sees what ``st.secrets`` sees instead).
+SECRETS_FILE = PROJECT_ROOT / ".streamlit" / "secrets.toml"
+AD_MAX_PAGE_SIZE = 1000  # AD's MaxPageSize: a larger page is cut to this by the server
+LDAP_PASSWORD_ENV = "PROXYLOGON_LDAP_PASSWORD"
+WINRM_PASSWORD_ENV = "PROXYLOGON_WINRM_PASSWORD"
+DAY = 86_400.0  # seconds: the longest wait any setting may ask for
 
 
 class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message names it and the fix."""
 
 
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    section: str
-    key: str
-    env: str
-    default: str
-    help: str
+class Role(StrEnum):
+    """What a signed-in person may do; ``[access]`` grants them (views/access.py)."""
+
+    VIEWER = "viewer"
+    ADMIN = "admin"
+    AUDITOR = "auditor"
 
 
-SETTINGS = (
-    Setting("data_dir", "store", "data_dir", "PROXYLOGON_DATA_DIR", str(DEFAULT_DATA_DIR),
-            "Directory of the embedded SQLite store."),
-    Setting("store_url", "store", "url", "PROXYLOGON_STORE_URL", "",
-            "SQLAlchemy URL of the store; empty means SQLite in data_dir."),
-    Setting("signing_key", "store", "signing_key", "PROXYLOGON_SIGNING_KEY", "",
-            "Secret for the HMAC of every snapshot digest (optional; keep it off the database host)."),
-    Setting("lock_timeout", "store", "lock_timeout", "PROXYLOGON_LOCK_TIMEOUT", "30",
-            "Seconds a save waits for another writer's lock before failing with nothing written."),
-    Setting("collection_config", "collection", "config", "PROXYLOGON_COLLECTION_CONFIG", "",
-            "Collection config file (copy of collection.example.toml); enables 'Collect now'."),
-    Setting("collection_inventory", "collection", "inventory", "PROXYLOGON_COLLECTION_INVENTORY",
-            "", "Optional CSV/TOML host list merged with AD for 'Collect now'."),
-    Setting("demo", "dashboard", "demo", "PROXYLOGON_DEMO", "true",
-            "Seed the demo fleet into an empty store (turn off for real use)."),
-    Setting("max_age_days", "dashboard", "max_age_days", "PROXYLOGON_MAX_AGE_DAYS", "7",
-            "Observations older than this are 'unknown' (stale)."),
-)
+def _listed(value: Any) -> Any:
+    """One string where a list is expected means a list of one (TOML lists arrive as lists)."""
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value) if isinstance(value, list) else value
 
+
+def _blank_is_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _lowered(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+Strings = Annotated[tuple[str, ...], BeforeValidator(_listed)]
+Text = Annotated[str | None, BeforeValidator(_blank_is_none)]
+
+
+def _env(name: str) -> dict[str, Any]:
+    return {"env": name}
+
+
+class _Section(BaseModel):
+    """A table of settings: unknown keys, NaN and infinity refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class _FileSection(_Section):
+    # TOML values are typed: ``start_tls = "no"`` or ``port = 5986.5`` is a mistake.
+    model_config = ConfigDict(strict=True)
+
+
+# --- the collection file --------------------------------------------------------------------
+
+class LdapSettings(_FileSection):
+    servers: Strings = Field(min_length=1, description='domain controllers, e.g. '
+                             '["ldaps://dc1.corp.example"]')
+    bind_user: str = Field(min_length=1, description="a DN, a UPN, or DOMAIN\\user for NTLM")
+    auth: Annotated[Literal["simple", "ntlm"], BeforeValidator(_lowered)] = "simple"
+    ca_file: Text = Field(None, description="CA bundle, relative to the config file's folder")
+    start_tls: bool = True
+    allow_plain: bool = False
+    base: Text = None
+    domain_base: Text = None
+    page_size: int = Field(AD_MAX_PAGE_SIZE, gt=0, le=AD_MAX_PAGE_SIZE)
+    connect_timeout: float = Field(10.0, gt=0, le=DAY)
+    timeout: float = Field(30.0, gt=0, le=DAY)
+
+
+class ScopeSettings(_FileSection):
+    include_sites: Strings = ()
+    exclude_sites: Strings = ()
+    include_names: Strings = ()
+    exclude_names: Strings = ()
+    only: Strings = ()
+
+
+class WinrmSettings(_FileSection):
+    username: str = Field(min_length=1, description="e.g. CORP\\svc-exprobe or svc@corp.example")
+    transport: Annotated[Literal["ntlm", "kerberos", "basic"], BeforeValidator(_lowered)] = "ntlm"
+    scheme: Annotated[Literal["https", "http"], BeforeValidator(_lowered)] = "https"
+    allow_http: bool = False
+    ca_file: Text = Field(None, description="CA bundle, relative to the config file's folder")
+    port: int | None = Field(None, gt=0, le=65_535, description="5986 for https, 5985 for http")
+    deadline_seconds: float = Field(120.0, gt=0, le=DAY)
+    read_timeout_seconds: int = Field(30, gt=0, le=int(DAY))
+    operation_timeout_seconds: int = Field(20, gt=0, le=int(DAY))
+    concurrency: int = Field(32, gt=0, le=1024)
+    retries: int = Field(2, ge=0, le=100)
+    backoff_seconds: float = Field(1.0, gt=0, le=DAY)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "processes" in data:
+            raise ValueError("processes was removed: every host is now probed on a thread of one "
+                             "process, which keeps up with thousands of servers "
+                             "(bench/collection.py); delete the line (concurrency still applies)")
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WinrmSettings:
+        if self.scheme == "http" and not self.allow_http:
+            raise ValueError('scheme = "http" needs allow_http = true (and then only NTLM or '
+                             "Kerberos with message encryption is used)")
+        if self.transport == "basic" and (self.scheme == "http" or self.allow_http):
+            raise ValueError("Basic authentication is allowed over HTTPS only")
+        if self.operation_timeout_seconds >= self.read_timeout_seconds:
+            raise ValueError("operation_timeout_seconds must be below read_timeout_seconds")
+        return self
+
+    @property
+    def port_or_default(self) -> int:
+        return self.port or (5986 if self.scheme == "https" else 5985)
+
+
+class FileSettings(_FileSection):
+    """The collection file: every section optional, nothing else allowed."""
+
+    ldap: LdapSettings | None = None
+    scope: ScopeSettings = ScopeSettings()
+    winrm: WinrmSettings | None = None
+
+
+# --- the secrets, with the environment over them ----------------------------------------------
+
+class StoreSettings(_Section):
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="directory of the embedded SQLite store",
+                           json_schema_extra=_env("PROXYLOGON_DATA_DIR"))
+    url: str = Field("", description="SQLAlchemy URL of the store; empty means SQLite in data_dir",
+                     json_schema_extra=_env("PROXYLOGON_STORE_URL"))
+    signing_key: SecretStr | None = Field(
+        None, description="secret for the HMAC of every snapshot digest (keep it off the "
+        "database host)", json_schema_extra=_env("PROXYLOGON_SIGNING_KEY"))
+    lock_timeout: float = Field(30.0, gt=0, le=DAY, description="seconds a save waits for "
+                                "another writer's lock", json_schema_extra=_env("PROXYLOGON_LOCK_TIMEOUT"))
+
+
+class DashboardSettings(_Section):
+    demo: bool = Field(True, description="seed the demo fleet into an empty store",
+                       json_schema_extra=_env("PROXYLOGON_DEMO"))
+    max_age_days: float = Field(7.0, gt=0, le=36_500, description="observations older than this "
+                                "are stale", json_schema_extra=_env("PROXYLOGON_MAX_AGE_DAYS"))
+
+
+class CollectionSettings(_Section):
+    config: Path | None = Field(None, description="collection config file (copy of "
+                                "collection.example.toml); enables 'Collect now'",
+                                json_schema_extra=_env("PROXYLOGON_COLLECTION_CONFIG"))
+    inventory: Path | None = Field(None, description="CSV/TOML host list merged with AD",
+                                   json_schema_extra=_env("PROXYLOGON_COLLECTION_INVENTORY"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_paths(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            return {key: _blank_is_none(value) for key, value in data.items()}
+        return data
+
+
+class LdapSecrets(_Section):
+    password: SecretStr | None = Field(None, json_schema_extra=_env(LDAP_PASSWORD_ENV))
+
+
+class WinrmSecrets(_Section):
+    password: SecretStr | None = Field(None, json_schema_extra=_env(WINRM_PASSWORD_ENV))
+
+
+class AccessSettings(_Section):
+    viewers: Strings = ()
+    admins: Strings = ()
+    auditors: Strings = ()
+    viewer_groups: Strings = ()
+    admin_groups: Strings = ()
+    auditor_groups: Strings = ()
+
+    def members(self, role: Role) -> tuple[str, ...]:
+        return {Role.VIEWER: self.viewers, Role.ADMIN: self.admins,
+                Role.AUDITOR: self.auditors}[role]
+
+    def groups(self, role: Role) -> tuple[str, ...]:
+        return {Role.VIEWER: self.viewer_groups, Role.ADMIN: self.admin_groups,
+                Role.AUDITOR: self.auditor_groups}[role]
+
+
+class SecretSettings(_Section):
+    # Other sections belong to Streamlit ([auth], [connections]) or to the user.
+    model_config = ConfigDict(extra="ignore")
+
+    store: StoreSettings = StoreSettings()
+    dashboard: DashboardSettings = DashboardSettings()
+    collection: CollectionSettings = CollectionSettings()
+    ldap: LdapSecrets = LdapSecrets()
+    winrm: WinrmSecrets = WinrmSecrets()
+    access: AccessSettings = AccessSettings()
+
+
+# --- resolution -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Settings:
+    """The dashboard's and the store's settings, ready to use."""
+
     data_dir: Path
     store_url: str
     signing_key: bytes | None
@@ -68,54 +260,194 @@ class Settings:
     max_age: timedelta
 
 
-def _truthy(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"setting {name!r} must be true or false, not {value!r}")
+@dataclass(frozen=True)
+class Resolved:
+    """Every setting from one resolution: the collection file's and the secrets'."""
+
+    file: FileSettings
+    secrets: SecretSettings
+
+    @property
+    def settings(self) -> Settings:
+        store, dashboard, collection = (self.secrets.store, self.secrets.dashboard,
+                                        self.secrets.collection)
+        data_dir = store.data_dir.expanduser()
+        key = store.signing_key.get_secret_value() if store.signing_key else ""
+        return Settings(
+            data_dir=data_dir,
+            store_url=store.url or f"sqlite:///{data_dir / 'compliance.db'}",
+            signing_key=key.encode() if key else None,
+            lock_timeout=store.lock_timeout,
+            collection_config=collection.config, collection_inventory=collection.inventory,
+            demo=dashboard.demo, max_age=timedelta(days=dashboard.max_age_days))
+
+    def password(self, section: Literal["ldap", "winrm"]) -> str:
+        """The LDAP or WinRM password; ``SettingsError`` naming both places to put it."""
+        value = getattr(self.secrets, section).password
+        if value is None or not value.get_secret_value():
+            label = "LDAP" if section == "ldap" else "WinRM"
+            raise SettingsError(f"no {label} password: set [{section}] password in "
+                                f".streamlit/secrets.toml or the environment variable "
+                                f"{env_name(section, 'password')}")
+        return str(value.get_secret_value())
 
 
-def _number(name: str, value: str, maximum: float) -> float:
+_SECRET_LIKE = ("pass", "pwd", "secret", "token", "credential")
+
+
+def resolve(file: Mapping[str, Any], secrets: Mapping[str, Any],
+            environ: Mapping[str, str]) -> Resolved:
+    """Check and merge every setting from the collection file's mapping, the secrets' mapping
+    and the environment (over the secrets). Pure: reads no file and no variable itself.
+
+    Raises ``SettingsError`` (one line: section, key, what is expected) for the first problem.
+    """
+    _refuse_secrets_in_file(file)
     try:
-        number = float(value)
-    except ValueError:
-        raise SettingsError(f"setting {name!r} must be a number, not {value!r}") from None
-    if not math.isfinite(number):
-        raise SettingsError(f"setting {name!r} must be a finite number, not {value!r}")
-    if number <= 0:
-        raise SettingsError(f"setting {name!r} must be positive, not {value!r}")
-    if number > maximum:  # past this a duration overflows (1e308 days) or means nothing
-        raise SettingsError(f"setting {name!r} must be at most {maximum:g}, not {value!r}")
-    return number
+        file_settings = FileSettings.model_validate(dict(file))
+    except ValidationError as error:
+        raise SettingsError(_message(error, FileSettings, "in the collection file",
+                                     environ={})) from None
+    merged = _with_environment(secrets, environ)
+    try:
+        secret_settings = SecretSettings.model_validate(merged)
+    except ValidationError as error:
+        raise SettingsError(_message(error, SecretSettings, "in the secrets",
+                                     environ=environ)) from None
+    return Resolved(file_settings, secret_settings)
 
 
-# The keys of the secrets sections this tool reads; a key not here is a typo that would fall
-# back silently (``[store] signing_ky``: no signing at all). [auth] is Streamlit's own.
-SECRET_SECTIONS: dict[str, tuple[str, ...]] = {
-    **{section: tuple(s.key for s in SETTINGS if s.section == section)
-       for section in {s.section for s in SETTINGS}},
-    "ldap": ("password",),
-    "winrm": ("password",),
-    "access": ("viewers", "admins", "auditors", "viewer_groups", "admin_groups",
-               "auditor_groups"),
-}
+def load_settings(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+    """The dashboard's and store's settings (``resolve`` without a collection file)."""
+    return resolve({}, secrets, environ).settings
 
 
-def check_secrets(secrets: Mapping[str, Any]) -> None:
-    """``SettingsError`` for a key of one of our sections that no setting has, naming the
-    closest known key."""
-    for section, keys in SECRET_SECTIONS.items():
-        values = secrets.get(section)
-        if values is None:
-            continue
-        if not isinstance(values, Mapping):
-            raise SettingsError(f"[{section}] in the secrets must be a table of settings")
-        for key in values:
-            if key not in keys:
-                raise SettingsError(f"[{section}] {key} in the secrets is not a setting"
-                                    f"{suggest(key, keys)}")
+def _refuse_secrets_in_file(file: Mapping[str, Any]) -> None:
+    for name, section in file.items():
+        if not isinstance(section, Mapping):
+            continue  # the model refuses it, with its type
+        for key in section:
+            if any(part in str(key).lower() for part in _SECRET_LIKE):
+                env = LDAP_PASSWORD_ENV if name == "ldap" else WINRM_PASSWORD_ENV
+                raise SettingsError(
+                    f"[{name}] {key} looks like a secret, which does not belong in the config "
+                    f"file: put it in .streamlit/secrets.toml ([{name}] password) or {env}")
+
+
+def _with_environment(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """The secrets with every set environment variable of the table laid over them."""
+    merged: dict[str, Any] = dict(secrets)
+    for name in SecretSettings.model_fields:
+        model = _section_model(SecretSettings, name)
+        assert model is not None
+        section = merged.get(name, {})
+        if not isinstance(section, Mapping):
+            continue  # the model refuses it, with its type
+        overlay = dict(section)
+        for key, inner in model.model_fields.items():
+            env = _env_of(inner)
+            if env and env in environ:
+                overlay[key] = environ[env]
+        if overlay or name in merged:
+            merged[name] = overlay
+    return merged
+
+
+def env_name(section: str, key: str) -> str:
+    """The environment variable the table gives a secrets-side setting, e.g.
+    ``env_name("collection", "config")``; ``KeyError`` for a setting that has none."""
+    model = _section_model(SecretSettings, section)
+    name = _env_of(model.model_fields[key]) if model else None
+    if name is None:
+        raise KeyError(f"[{section}] {key} has no environment variable")
+    return name
+
+
+def _env_of(field: FieldInfo) -> str | None:
+    extra = field.json_schema_extra
+    return str(extra["env"]) if isinstance(extra, dict) and "env" in extra else None
+
+
+def _message(error: ValidationError, model: type[BaseModel], where: str,
+             environ: Mapping[str, str]) -> str:
+    """One line for the first problem pydantic found, in this tool's words."""
+    problem = error.errors(include_url=False)[0]
+    loc = [str(part) for part in problem["loc"]]
+    kind = problem["type"]
+    if len(loc) == 1 and kind == "extra_forbidden":
+        return (f"[{loc[0]}] is not a section of the collection file"
+                f"{suggest(loc[0], model.model_fields)}")
+    section = loc[0] if loc else ""
+    section_model = _section_model(model, section)
+    if len(loc) == 1 and kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"[{section}] {where} must be a table of settings, not {type(problem['input']).__name__}"
+    if kind == "value_error" or len(loc) == 1 or section_model is None:
+        text = str(problem.get("ctx", {}).get("error", problem["msg"]))
+        return f"[{section}] {text}"
+    key = loc[1]
+    if kind == "extra_forbidden":
+        return f"[{section}] {key} {where} is not a setting{suggest(key, section_model.model_fields)}"
+    field = section_model.model_fields[key]
+    env = _env_of(field)
+    source = f" (from {env})" if env and env in environ else ""
+    if kind == "missing":
+        return f"[{section}] {key} is missing ({field.description})"
+    if kind == "too_short" and field.description:
+        return f"[{section}] {key} is empty: list {field.description}"
+    secret = _is_secret(field)
+    shown = "" if secret else f", not {problem['input']!r}"
+    return f"[{section}] {key}{source} must be {expected(field)}{shown}"
+
+
+def _section_model(model: type[BaseModel], section: str) -> type[BaseModel] | None:
+    field = model.model_fields.get(section)
+    for candidate in (field.annotation, *get_args(field.annotation)) if field else ():
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _is_secret(field: FieldInfo) -> bool:
+    return SecretStr in (field.annotation, *get_args(field.annotation))
+
+
+def expected(field: FieldInfo) -> str:
+    """What a field takes, in words, from its declaration: "a whole number from 1 to 65535"."""
+    annotation = field.annotation
+    optional = get_origin(annotation) in (Union, UnionType)
+    kinds = [a for a in get_args(annotation) if a is not type(None)] if optional else [annotation]
+    low = high = None
+    for rule in field.metadata:
+        low = getattr(rule, "gt", None) if getattr(rule, "gt", None) is not None else (
+            getattr(rule, "ge", None) if getattr(rule, "ge", None) is not None else low)
+        high = getattr(rule, "le", None) if getattr(rule, "le", None) is not None else high
+    strict_low = any(getattr(rule, "gt", None) is not None for rule in field.metadata)
+    kind = kinds[0] if kinds else annotation
+    if get_origin(kind) is Literal:
+        return "one of " + ", ".join(repr(value) for value in get_args(kind))
+    if kind is bool:
+        return "true or false"
+    if kind is tuple or get_origin(kind) is tuple:
+        return "a list of strings"
+    if kind in (int, float):
+        noun = "a whole number" if kind is int else "a number"
+        if strict_low and low == 0:
+            noun = "a positive whole number" if kind is int else "a positive number"
+        elif low is not None:
+            noun = f"{noun} from {low:g}"
+        return f"{noun} up to {high:g}" if high is not None else noun
+    if kind is Path:
+        return "a path"
+    return "a string"
+
+
+def access_settings(secrets: Mapping[str, Any]) -> AccessSettings:
+    """``[access]`` alone, checked by the table: the frame reads it before sign-in is complete,
+    before anything else of the settings is needed. ``SettingsError`` as ``resolve``."""
+    try:
+        return SecretSettings.model_validate({"access": secrets.get("access", {})}).access
+    except ValidationError as error:
+        raise SettingsError(_message(error, SecretSettings, "in the secrets", environ={})) from None
 
 
 def suggest(word: object, known: Iterable[str]) -> str:
@@ -126,32 +458,6 @@ def suggest(word: object, known: Iterable[str]) -> str:
     return f": did you mean {close[0]!r}?" if close else f" (known: {', '.join(names)})"
 
 
-def load_settings(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
-    """Resolve every setting; raise ``SettingsError`` naming the first bad one (an unknown key
-    of one of our secrets sections included)."""
-    check_secrets(secrets)
-    raw: dict[str, str] = {}
-    for setting in SETTINGS:
-        section = secrets.get(setting.section, {})
-        value = environ.get(setting.env)
-        if value is None and isinstance(section, Mapping) and setting.key in section:
-            value = str(section[setting.key])
-        raw[setting.name] = setting.default if value is None else value
-    data_dir = Path(raw["data_dir"]).expanduser()
-    url = raw["store_url"] or f"sqlite:///{data_dir / 'compliance.db'}"
-    return Settings(
-        data_dir=data_dir,
-        store_url=url,
-        signing_key=raw["signing_key"].encode() if raw["signing_key"] else None,
-        lock_timeout=_number("lock_timeout", raw["lock_timeout"], 86_400),
-        collection_config=Path(raw["collection_config"]) if raw["collection_config"] else None,
-        collection_inventory=(Path(raw["collection_inventory"])
-                              if raw["collection_inventory"] else None),
-        demo=_truthy("demo", raw["demo"]),
-        max_age=timedelta(days=_number("max_age_days", raw["max_age_days"], 36_500)),
-    )
-
-
 def default_actor() -> str:
     """Who runs this process, for the audit log: the OS user at this host."""
     try:
@@ -159,10 +465,6 @@ def default_actor() -> str:
     except Exception:  # no login name in some service environments
         user = f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown user"
     return f"{user}@{socket.gethostname()}"
-
-
-# The command lines' secrets file (the dashboard sees what ``st.secrets`` sees instead).
-SECRETS_FILE = PROJECT_ROOT / ".streamlit" / "secrets.toml"
 
 
 def load_secrets(path: Path | None) -> dict[str, Any]:

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TextIO
 
 from collectors.config import (
-    ConfigError,
     ldap_password,
     load_config,
     load_secrets,
@@ -96,9 +95,9 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     try:
         config = load_config(args.config)
         if config.directory is None:
-            raise ConfigError(f"{args.config} has no [ldap] section")
+            raise SettingsError(f"{args.config} has no [ldap] section")
         password = ldap_password(load_secrets(args.secrets), os.environ)
-    except ConfigError as error:
+    except SettingsError as error:
         stderr.write(f"configuration error: {inert(error)}\n")
         return 2
     try:
@@ -140,7 +139,7 @@ def _collect(args: argparse.Namespace, stderr: TextIO) -> int:
             ldap_password(secrets, os.environ)
         winrm_password(secrets, os.environ)
         store, data_dir, policy = _store(args, secrets)
-    except (ConfigError, InventoryError, SettingsError, StoreError) as error:
+    except (InventoryError, SettingsError, StoreError) as error:
         stderr.write(f"configuration error: {inert(error)}\n")
         return 2
     stop = threading.Event()
@@ -153,7 +152,7 @@ def _collect(args: argparse.Namespace, stderr: TextIO) -> int:
     except CollectionBusy as error:
         stderr.write(f"error: {inert(error)}\n")
         return 3
-    except ConfigError as error:
+    except SettingsError as error:
         stderr.write(f"configuration error: {inert(error)}\n")
         return 2
     except (JobError, DirectoryError, StoreError) as error:
@@ -172,7 +171,7 @@ def _collect(args: argparse.Namespace, stderr: TextIO) -> int:
 def _import(args: argparse.Namespace, stderr: TextIO) -> int:
     try:
         store, _data_dir, policy = _store(args, load_secrets(args.secrets))
-    except (ConfigError, SettingsError, StoreError) as error:
+    except (SettingsError, StoreError) as error:
         stderr.write(f"configuration error: {inert(error)}\n")
         return 2
     try:

@@ -10,7 +10,7 @@
 
 Errors the runner records: ``CollectionBusy`` (the lock is held), ``InterruptedError``
 (stopped, nothing saved), and the collectors' own one-line errors (``JobError``,
-``DirectoryError``, ``ConfigError``, ``StoreError``...).
+``DirectoryError``, ``SettingsError``, ``StoreError``...).
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ from enum import StrEnum
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from collectors.config import (
-    ConfigError,
-)
 from collectors.directory import DirectoryError
 from collectors.inventory import InventoryError
 from collectors.job import (  # the job's plan and hooks are the command line's too
@@ -42,12 +39,13 @@ from collectors.job import (  # the job's plan and hooks are the command line's 
 from collectors.probe import MAX_DOCUMENT_BYTES
 from compliance.catalog import Catalog
 from compliance.evaluate import Policy
+from settings import SettingsError
 from store import SnapshotStore, StoreError
 
 log = logging.getLogger(__name__)
 
 # Errors whose message is already one line for a person (server, operation, fix).
-EXPECTED_ERRORS = (JobError, DirectoryError, ConfigError, InventoryError, StoreError)
+EXPECTED_ERRORS = (JobError, DirectoryError, SettingsError, InventoryError, StoreError)
 
 
 class Phase(StrEnum):

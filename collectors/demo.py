@@ -26,7 +26,9 @@ from compliance.models import (
     InstalledUpdate,
     MitigationState,
     Observation,
+    ServerRole,
     ServiceState,
+    server_roles,
 )
 from store import SnapshotStore
 
@@ -34,11 +36,11 @@ SOURCE = "demo"
 DOMAIN = "corp.demo.example"
 WEEKS = 8  # snapshots: one a week, the last one a few hours before seeding
 REWRITE_RULES = ("X-AnonResource-Backend Abort - inbound", "X-BEResource Abort - inbound")
-MAILBOX_2013 = frozenset({"Mailbox", "ClientAccess", "UnifiedMessaging", "HubTransport",
-                          "FrontendTransport", "Cafe"})
-MAILBOX_2019 = frozenset({"Mailbox", "ClientAccess", "HubTransport", "FrontendTransport", "Cafe"})
-CAS_2013 = frozenset({"ClientAccess", "Cafe", "FrontendTransport"})
-EDGE = frozenset({"Edge"})
+MAILBOX_2013 = server_roles(["Mailbox", "ClientAccess", "UnifiedMessaging", "HubTransport",
+                          "FrontendTransport", "Cafe"])
+MAILBOX_2019 = server_roles(["Mailbox", "ClientAccess", "HubTransport", "FrontendTransport", "Cafe"])
+CAS_2013 = server_roles(["ClientAccess", "Cafe", "FrontendTransport"])
+EDGE = server_roles(["Edge"])
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class DemoHost:
     name: str
     product: str
     cu: str
-    roles: frozenset[str]
+    roles: frozenset[ServerRole]
     site: str
     dag: str | None
     patch_week: int | None = None      # week the March 2021 fix (or a newer CU) lands
@@ -81,10 +83,10 @@ def _fleet() -> list[DemoHost]:
 
     # Exchange 2010 SP3: only the UM servers are affected.
     add("DEMO-EX10UM", 2, lambda i, n: DemoHost(
-        n, "2010", "SP3", frozenset({"UnifiedMessaging"}), "EU-West", None,
+        n, "2010", "SP3", server_roles(["UnifiedMessaging"]), "EU-West", None,
         patch_week=3 if i == 1 else None, mitigate_week=2 if i == 2 else None))
     add("DEMO-EX10MB", 4, lambda i, n: DemoHost(
-        n, "2010", "SP3", frozenset({"Mailbox", "ClientAccess", "HubTransport"}),
+        n, "2010", "SP3", server_roles(["Mailbox", "ClientAccess", "HubTransport"]),
         "EU-West", "DAG-EU-W-2010" if i <= 2 else None))
     # Exchange 2013: CU23 patched steadily; older CUs lag.
     add("DEMO-EX13-", 8, lambda i, n: DemoHost(

@@ -33,26 +33,30 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
 from compliance.builds import BuildParseError, parse_serial_number, parse_version_number
-from compliance.models import Build, Host
+from compliance.models import Build, Host, ServerRole
+from settings import AD_MAX_PAGE_SIZE
 
 log = logging.getLogger(__name__)
 
 SERVER_FILTER = "(&(objectClass=msExchExchangeServer)(!(objectClass=msExchExchangeTransportServer)))"
 PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
-MAX_PAGE_SIZE = 1000  # AD's MaxPageSize
+MAX_PAGE_SIZE = AD_MAX_PAGE_SIZE  # AD's MaxPageSize (declared with the settings)
 ATTRIBUTES = (
     "cn", "name", "serialNumber", "versionNumber", "msExchCurrentServerRoles", "networkAddress",
     "msExchServerSite", "msExchMDBAvailabilityGroupLink", "whenChanged", "msExchComponentStates",
 )
 # msExchCurrentServerRoles bits (Exchange's ServerRole enum; shared/reference/ad_exchange_objects.md).
-ROLE_BITS = (
-    (1, "Cafe"), (2, "Mailbox"), (4, "ClientAccess"), (16, "UnifiedMessaging"),
-    (32, "HubTransport"), (64, "Edge"), (128, "Monitoring"), (256, "CentralAdmin"),
-    (512, "CentralAdminDatabase"), (1024, "DomainController"), (2048, "WindowsDeploymentServer"),
-    (4096, "ProvisionedServer"), (8192, "LanguagePacks"), (16384, "FrontendTransport"),
-    (32768, "CafeArray"), (65536, "FfoWebService"), (131072, "OSP"), (262144, "ARR"),
-    (524288, "ManagementFrontEnd"), (1048576, "ManagementBackEnd"), (2097152, "SCOM"),
-    (4194304, "CentralAdminFrontEnd"), (8388608, "NAT"), (16777216, "DHCP"),
+ROLE_BITS = tuple(
+    (bit, ServerRole(name)) for bit, name in (
+        (1, "Cafe"), (2, "Mailbox"), (4, "ClientAccess"), (16, "UnifiedMessaging"),
+        (32, "HubTransport"), (64, "Edge"), (128, "Monitoring"), (256, "CentralAdmin"),
+        (512, "CentralAdminDatabase"), (1024, "DomainController"),
+        (2048, "WindowsDeploymentServer"), (4096, "ProvisionedServer"), (8192, "LanguagePacks"),
+        (16384, "FrontendTransport"), (32768, "CafeArray"), (65536, "FfoWebService"),
+        (131072, "OSP"), (262144, "ARR"), (524288, "ManagementFrontEnd"),
+        (1048576, "ManagementBackEnd"), (2097152, "SCOM"), (4194304, "CentralAdminFrontEnd"),
+        (8388608, "NAT"), (16777216, "DHCP"),
+    )
 )
 _KNOWN_ROLE_MASK = sum(bit for bit, _ in ROLE_BITS)
 # LDAP result codes worth naming (RFC 4511).
@@ -122,7 +126,7 @@ class DirectoryServer:
     ad_raw: str | None  # the attribute value cu_level was read from, as AD holds it
     serial_number: str | None
     version_number: str | None
-    roles: tuple[str, ...] | None
+    roles: tuple[ServerRole, ...] | None
     site: str | None
     dag: str | None
     when_changed: str | None
@@ -131,7 +135,7 @@ class DirectoryServer:
 
     @property
     def edge(self) -> bool:
-        return self.roles is not None and "Edge" in self.roles
+        return self.roles is not None and ServerRole.EDGE in self.roles
 
     def to_host(self) -> Host:
         """The inventory record; an Edge server's AD build is withheld (not trustworthy). What
@@ -171,7 +175,7 @@ class Discovery:
 # -- pure parsers ------------------------------------------------------------------------------
 
 
-def parse_roles(value: str | int | None) -> tuple[tuple[str, ...] | None, list[str]]:
+def parse_roles(value: str | int | None) -> tuple[tuple[ServerRole, ...] | None, list[str]]:
     """Role names from ``msExchCurrentServerRoles``; None with a problem when unusable."""
     if value is None or (not isinstance(value, int) and str(value).strip() == ""):
         return None, ["msExchCurrentServerRoles missing: roles unknown"]
@@ -304,7 +308,7 @@ def parse_server(dn: str, attributes: Mapping[str, Any],
     site = parse_first_rdn(site_dn)
     if site is None:
         problems.append("msExchServerSite missing: AD site unknown")
-    if roles is not None and "Edge" in roles:
+    if roles is not None and ServerRole.EDGE in roles:
         problems.append("Edge Transport server: AD holds the version recorded at Edge "
                         "subscription, not necessarily the installed one")
     states = many("msExchComponentStates")

@@ -27,7 +27,6 @@ from filelock import FileLock, Timeout
 
 from collectors.config import (
     CollectionConfig,
-    ConfigError,
     ldap_password,
     load_config,
     winrm_password,
@@ -47,7 +46,7 @@ from compliance.catalog import Catalog
 from compliance.evaluate import Policy, assess
 from compliance.fleet import IMPORT, INVENTORY, directory_scope
 from compliance.models import Host, Observation, Snapshot, Status
-from settings import default_actor
+from settings import SettingsError, default_actor
 from store import SnapshotInfo, SnapshotStore
 from store.export import inert
 
@@ -319,13 +318,13 @@ class CollectionPlan:
 
 
 def load_plan(config_path: Path, inventory_path: Path | None = None) -> CollectionPlan:
-    """Read and check the config (and inventory); raises ``ConfigError`` / ``InventoryError``."""
+    """Read and check the config (and inventory); raises ``SettingsError`` / ``InventoryError``."""
     config = load_config(config_path)
     if config.winrm is None:
-        raise ConfigError(f"{config_path} has no [winrm] section")
+        raise SettingsError(f"{config_path} has no [winrm] section")
     inventory = tuple(load_inventory(inventory_path)) if inventory_path else ()
     if config.directory is None and not inventory:
-        raise ConfigError(f"nothing to probe: configure [ldap] in {config_path} or give an "
+        raise SettingsError(f"nothing to probe: configure [ldap] in {config_path} or give an "
                           "inventory file")
     return CollectionPlan(config, config.winrm, inventory, inventory_path)
 
@@ -335,7 +334,7 @@ def collection_job(plan: CollectionPlan, *, secrets: Mapping[str, Any], environ:
                    data_dir: Path, collect_fn: Callable[..., RunResult] | None = None,
                    who: str | None = None, progress_stream: TextIO = sys.stderr) -> Job:
     """The collection as a job, for both front-ends: the lock, then passwords, store, probes,
-    save; raises what ``collect`` raises, and ``ConfigError`` for a missing password.
+    save; raises what ``collect`` raises, and ``SettingsError`` for a missing password.
     ``secrets`` are the sections the front-end sees: the dashboard's ``st.secrets`` (so secrets
     in ~/.streamlit or given with --secrets.files reach its job), a file for the command line."""
 

@@ -29,6 +29,7 @@ from compliance.models import (
     MitigationState,
     Observation,
     ServiceState,
+    server_roles,
 )
 from files import FileRefused, read_bounded
 
@@ -256,7 +257,7 @@ def observation_from_document(document: Mapping[str, Any], host: Host, source: s
     roles = document.get("roles")
     if roles and host.roles is None:
         host = Host(host.name, host.fqdn or _text(document.get("fqdn")), host.site, host.dag,
-                    frozenset(str(r) for r in roles), host.ad_build, host.dn, host.problems)
+                    server_roles(roles), host.ad_build, host.dn, host.problems)
     elif host.fqdn is None and document.get("fqdn"):
         host = Host(host.name, str(document["fqdn"]), host.site, host.dag, host.roles,
                     host.ad_build, host.dn, host.problems)

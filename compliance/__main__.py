@@ -18,9 +18,9 @@ from typing import Any, TextIO
 from compliance.builds import BuildParseError, parse_dotted
 from compliance.catalog import Catalog, load_catalog
 from compliance.evaluate import evaluate
-from compliance.models import Host, Observation
+from compliance.models import Host, Observation, ServerRole
 
-ASSUMED_ROLES = frozenset({"UnifiedMessaging"})
+ASSUMED_ROLES = frozenset({ServerRole.UNIFIED_MESSAGING})
 
 
 def classify(text: str, catalog: Catalog, as_of: datetime) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from compliance.builds import BuildParseError, parse_dotted
-from compliance.models import Build, MitigationState, probe_error_part
+from compliance.models import Build, MitigationState, ServerRole, probe_error_part, server_roles
 
 MITIGATION_KINDS = ("rewrite_rules", "services_disabled", "app_pools_stopped")
 
@@ -128,7 +128,7 @@ class Fix:
 class ProductRule:
     product: str
     cves: tuple[str, ...]
-    requires_role: str | None
+    requires_role: ServerRole | None
     fixed_from: str | None
     upgrade_to: str | None
     mitigated_when: tuple[str, ...]
@@ -163,6 +163,18 @@ class Advisory:
     @property
     def cve_ids(self) -> tuple[str, ...]:
         return tuple(cve.id for cve in self.cves)
+
+
+def _role(product: str, name: object) -> ServerRole | None:
+    """The role a product's rule needs; a misspelt one would make the rule look inapplicable
+    to every server (a silent "not affected"), so it is refused."""
+    if not name:
+        return None
+    try:
+        (role,) = server_roles([name])
+    except ValueError as error:
+        raise AdvisoryError(f"product {product}: requires_role: {error}") from None
+    return role
 
 
 def _strings(entry: Mapping[str, Any], key: str) -> tuple[str, ...]:
@@ -205,7 +217,7 @@ def parse_advisory(data: Mapping[str, Any]) -> Advisory:
                 raise AdvisoryError(f"product {p['product']}: more than one fix for one CU in {cus}")
             rule = ProductRule(
                 product=p["product"], cves=_strings(p, "cves"),
-                requires_role=p["requires_role"] or None, fixed_from=p["fixed_from"] or None,
+                requires_role=_role(p["product"], p["requires_role"]), fixed_from=p["fixed_from"] or None,
                 upgrade_to=p["upgrade_to"] or None,
                 mitigated_when=_strings(p, "mitigated_when"), fixes=fixes, source=p["source"],
             )

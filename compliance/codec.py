@@ -20,6 +20,7 @@ from compliance.models import (
     ServiceState,
     Status,
     Verdict,
+    server_roles,
 )
 
 
@@ -43,7 +44,7 @@ def host_from_dict(data: Mapping[str, Any]) -> Host:
     roles = data.get("roles")
     return Host(
         name=data["name"], fqdn=data.get("fqdn"), site=data.get("site"), dag=data.get("dag"),
-        roles=frozenset(roles) if roles is not None else None, ad_build=data.get("ad_build"),
+        roles=server_roles(roles) if roles is not None else None, ad_build=data.get("ad_build"),
         dn=data.get("dn"), problems=tuple(data.get("problems", [])),
     )
 

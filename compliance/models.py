@@ -6,6 +6,7 @@ was concluded from it at one moment, and neither changes afterwards.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -171,6 +172,49 @@ class MitigationState:
         return hash((self.rewrite_rules, tuple(sorted(self.services)), tuple(sorted(self.app_pools))))
 
 
+class ServerRole(StrEnum):
+    """An Exchange server role, as Exchange's ServerRole enum names it: the bits of AD's
+    msExchCurrentServerRoles and the probe's ``<Role>Role`` Setup registry keys
+    (shared/reference/ad_exchange_objects.md). A name outside it is refused where it is read,
+    so a misspelt role can never make a rule look inapplicable."""
+
+    CAFE = "Cafe"
+    MAILBOX = "Mailbox"
+    CLIENT_ACCESS = "ClientAccess"
+    UNIFIED_MESSAGING = "UnifiedMessaging"
+    HUB_TRANSPORT = "HubTransport"
+    EDGE = "Edge"
+    MONITORING = "Monitoring"
+    CENTRAL_ADMIN = "CentralAdmin"
+    CENTRAL_ADMIN_DATABASE = "CentralAdminDatabase"
+    DOMAIN_CONTROLLER = "DomainController"
+    WINDOWS_DEPLOYMENT_SERVER = "WindowsDeploymentServer"
+    PROVISIONED_SERVER = "ProvisionedServer"
+    LANGUAGE_PACKS = "LanguagePacks"
+    FRONTEND_TRANSPORT = "FrontendTransport"
+    CAFE_ARRAY = "CafeArray"
+    FFO_WEB_SERVICE = "FfoWebService"
+    OSP = "OSP"
+    ARR = "ARR"
+    MANAGEMENT_FRONT_END = "ManagementFrontEnd"
+    MANAGEMENT_BACK_END = "ManagementBackEnd"
+    SCOM = "SCOM"
+    CENTRAL_ADMIN_FRONT_END = "CentralAdminFrontEnd"
+    NAT = "NAT"
+    DHCP = "DHCP"
+
+
+def server_roles(names: Iterable[object]) -> frozenset[ServerRole]:
+    """Role names as ``ServerRole``s; ``ValueError`` naming the first unknown one."""
+    roles = set()
+    for name in names:
+        try:
+            roles.add(ServerRole(str(name)))
+        except ValueError:
+            raise ValueError(f"unknown Exchange server role {str(name)!r}") from None
+    return frozenset(roles)
+
+
 @dataclass(frozen=True)
 class Host:
     """A server as the inventory knows it."""
@@ -179,7 +223,7 @@ class Host:
     fqdn: str | None = None
     site: str | None = None
     dag: str | None = None
-    roles: frozenset[str] | None = None
+    roles: frozenset[ServerRole] | None = None
     ad_build: str | None = None
     dn: str | None = None
     problems: tuple[str, ...] = ()  # what the inventory found missing or malformed

@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from compliance.models import Assessment, Flag, Status
+from compliance.models import Assessment, Flag, ServerRole, Status
 
 URGENCY = {Status.VULNERABLE: 1, Status.UNKNOWN: 2, Status.MITIGATED: 3}
 INDICATORS_FIRST = 0
-INTERNET_FACING = frozenset({"Cafe", "ClientAccess", "FrontendTransport", "Edge"})
+INTERNET_FACING = frozenset({ServerRole.CAFE, ServerRole.CLIENT_ACCESS,
+                             ServerRole.FRONTEND_TRANSPORT, ServerRole.EDGE})
 
 
 @dataclass(frozen=True)

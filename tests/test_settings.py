@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
+import settings
 from settings import DEFAULT_DATA_DIR, SettingsError, load_settings
 
 
@@ -64,3 +69,74 @@ def test_an_unknown_key_in_our_secrets_sections_is_refused_with_a_suggestion(sec
 
 def test_sections_that_are_not_ours_are_left_alone():
     load_settings({"auth": {"client_id": "x", "anything": 1}, "connections": {"x": 1}}, {})
+
+
+ROOT = Path(__file__).resolve().parents[1]
+FILE_REFUSALS = [
+    pytest.param('[winrm]\nusername = "u"\ncafile = "corp.pem"', "did you mean 'ca_file'",
+                 id="unknown-key"),
+    pytest.param('[winrn]\nusername = "u"', "did you mean 'winrm'", id="unknown-section"),
+    pytest.param('[winrm]\nusername = "u"\nconcurrency = "many"', "concurrency must be a positive "
+                 "whole number up to 1024, not 'many'", id="wrong-type"),
+    pytest.param('[winrm]\nusername = "u"\ndeadline_seconds = nan', "deadline_seconds must be a "
+                 "positive number", id="nan"),
+    pytest.param('[ldap]\nservers = ["ldaps://dc1"]\nbind_user = "u"\ntimeout = inf',
+                 "timeout must be a positive number up to 86400, not inf", id="inf"),
+    pytest.param('[winrm]\nusername = "u"\nport = 0', "port must be a positive whole number",
+                 id="out-of-range"),
+    pytest.param('[winrm]\nusername = "u"\nPassword = "x"', "looks like a secret", id="password"),
+    pytest.param('[ldap]\nservers = ["ldaps://dc1"]\nbind_user = "u"\nbind_passwd = "x"',
+                 "looks like a secret", id="passwd"),
+    pytest.param('ldap = "oops"', "must be a table", id="not-a-table"),
+]
+
+
+@pytest.mark.parametrize(("text", "says"), FILE_REFUSALS)
+def test_a_refused_collection_file_is_one_line_with_exit_2(tmp_path, text, says):
+    config = tmp_path / "collection.toml"
+    config.write_text(text + "\n")
+    done = subprocess.run([sys.executable, "-m", "collectors", "collect", "--config", str(config),
+                           "--secrets", str(tmp_path / "none.toml")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], lines
+
+
+@pytest.mark.parametrize(("secrets", "env", "says"), [
+    pytest.param('[store]\nsigning_ky = "k"', {}, "did you mean 'signing_key'", id="unknown-key"),
+    pytest.param('[dashboard]\ndemo = "maybe"', {}, "demo must be true or false", id="wrong-type"),
+    pytest.param("", {"PROXYLOGON_LOCK_TIMEOUT": "nan"},
+                 "lock_timeout (from PROXYLOGON_LOCK_TIMEOUT) must be a positive number",
+                 id="nan-from-environment"),
+    pytest.param("[dashboard]\nmax_age_days = inf", {}, "max_age_days must be a positive number",
+                 id="inf"),
+    pytest.param("[store]\nlock_timeout = 100000", {}, "up to 86400", id="out-of-range"),
+    pytest.param('[winrm]\npassword = 5', {}, "[winrm] password must be a string",
+                 id="secret-not-echoed"),
+])
+def test_refused_secrets_are_one_line_with_exit_2(tmp_path, secrets, env, says):
+    path = tmp_path / "secrets.toml"
+    path.write_text(secrets + "\n")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PROXYLOGON_")}
+    done = subprocess.run([sys.executable, "-m", "store", "--secrets", str(path), "history"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**environ, **env, "PROXYLOGON_DATA_DIR": str(tmp_path)})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], lines
+    if "password" in secrets:
+        assert lines[0].endswith("password must be a string"), lines  # its value never printed
+
+
+def test_the_table_declares_each_environment_variable_once():
+    declared = [(section, key, field.json_schema_extra["env"])
+                for section, outer in settings.SecretSettings.model_fields.items()
+                for key, field in outer.annotation.model_fields.items()
+                if isinstance(field.json_schema_extra, dict)]
+    names = [name for _section, _key, name in declared]
+    assert len(names) == len(set(names)) and "PROXYLOGON_WINRM_PASSWORD" in names
+    for section, key, name in declared:
+        assert settings.env_name(section, key) == name
+    with pytest.raises(KeyError):
+        settings.env_name("access", "admins")

@@ -14,11 +14,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-ROLES = ("viewer", "admin", "auditor")
+from settings import AccessSettings, Role
+
 PAGES_BY_ROLE = {
-    "viewer": ("overview", "hosts", "catalog"),
-    "admin": ("overview", "hosts", "catalog", "worklist", "collection"),
-    "auditor": ("overview", "hosts", "catalog", "snapshots"),
+    Role.VIEWER: ("overview", "hosts", "catalog"),
+    Role.ADMIN: ("overview", "hosts", "catalog", "worklist", "collection"),
+    Role.AUDITOR: ("overview", "hosts", "catalog", "snapshots"),
 }
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # The Host header of a request to a loopback name: the name exactly (ASCII case folding only,
@@ -30,7 +31,7 @@ _LOOPBACK_HOST = re.compile(r"(?:localhost|127\.0\.0\.1|\[::1\])(?::(?P<port>[0-
 @dataclass(frozen=True)
 class Access:
     local: bool
-    roles: frozenset[str]
+    roles: frozenset[Role]
     who: str
 
     def pages(self) -> tuple[str, ...]:
@@ -76,7 +77,7 @@ def local_request_allowed(hosts: Sequence[str] | None) -> bool:
     return hosts is None or (len(hosts) == 1 and loopback_host(hosts[0]))
 
 
-def _strings(value: Any) -> set[str]:
+def _folded(value: Any) -> set[str]:
     if isinstance(value, str):
         return {value.strip().lower()}
     if isinstance(value, Iterable):
@@ -84,14 +85,14 @@ def _strings(value: Any) -> set[str]:
     return set()
 
 
-def roles_for(user: Mapping[str, Any], access: Mapping[str, Any]) -> frozenset[str]:
+def roles_for(user: Mapping[str, Any], access: AccessSettings) -> frozenset[Role]:
     """Roles of a signed-in user, by e-mail address or group claim (case-insensitive)."""
     email = str(user.get("email") or "").strip().lower()
-    groups = _strings(user.get("groups") or [])
+    groups = _folded(user.get("groups") or [])
     roles = set()
-    for role in ROLES:
-        if email and email in _strings(access.get(f"{role}s", [])):
+    for role in Role:
+        if email and email in _folded(access.members(role)):
             roles.add(role)
-        if groups & _strings(access.get(f"{role}_groups", [])):
+        if groups & _folded(access.groups(role)):
             roles.add(role)
     return frozenset(roles)

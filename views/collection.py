@@ -9,19 +9,19 @@ import pandas as pd
 import streamlit as st
 
 from collectors import background
-from collectors.config import ConfigError
 from collectors.inventory import InventoryError
 from collectors.job import ImportResult, collection_job, load_plan
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
 from compliance.failures import HINTS
 from compliance.models import Failure
+from settings import SettingsError, env_name
 from store import StoreError
 from views import data
 from views.markdown import literal
 
-CONFIG_ENV = "PROXYLOGON_COLLECTION_CONFIG"
-INVENTORY_ENV = "PROXYLOGON_COLLECTION_INVENTORY"
+CONFIG_ENV = env_name("collection", "config")
+INVENTORY_ENV = env_name("collection", "inventory")
 RECENT = 10
 COMMAND = "python -m collectors collect --config collection.toml [--inventory hosts.csv]"
 
@@ -99,7 +99,7 @@ else:
     try:
         plan = load_plan(config_path, inventory_path)
         st.caption(plan.describe())
-    except (ConfigError, InventoryError) as error:
+    except (SettingsError, InventoryError) as error:
         st.error(f"**The collection config cannot be used.** {literal(error)}")
     runner = background.runner_for(url)
     state = runner.state()

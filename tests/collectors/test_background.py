@@ -17,11 +17,11 @@ import pytest
 from collectors import background
 from collectors import job as job_module
 from collectors.background import Phase, Runner
-from collectors.config import ConfigError
 from collectors.job import CollectionBusy, Hooks, JobError, run_lock
 from collectors.probe import MAX_DOCUMENT_BYTES
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
+from settings import SettingsError as ConfigError
 from store import SnapshotStore
 from tests.collectors.documents import dumps, probe_document
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from settings import AccessSettings
 from views.access import Access, local_mode_allowed, local_request_allowed, loopback_host, roles_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +28,7 @@ ACCESS = {"viewers": ["Viewer@Example.test"], "admins": ["admin@example.test"],
     ],
 )
 def test_roles_from_addresses_and_groups(user, roles):
-    assert roles_for(user, ACCESS) == roles
+    assert roles_for(user, AccessSettings.model_validate(ACCESS)) == roles
 
 
 def test_pages_per_role():
