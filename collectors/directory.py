@@ -220,6 +220,23 @@ def parse_first_rdn(dn: str | None) -> str | None:
     return _unescape_dn_value(parsed[0][1]) if parsed else None
 
 
+def first_rdn_memo() -> Callable[[str | None], str | None]:
+    """``parse_first_rdn`` remembering its answers, for one discovery: thousands of servers
+    name a few site and DAG DNs, each parsed once (the answer is a pure function of the DN)."""
+    # A dict per discovery rather than functools.lru_cache: it lives and dies with one run
+    # (AD text is not kept in a process-wide cache of the long-running dashboard), needs no
+    # size to guess, never evicts, however many DAGs a fleet has, and shares nothing
+    # between concurrent runs.
+    answers: dict[str | None, str | None] = {}
+
+    def first_rdn(dn: str | None) -> str | None:
+        if dn not in answers:
+            answers[dn] = parse_first_rdn(dn)
+        return answers[dn]
+
+    return first_rdn
+
+
 def _unescape_dn_value(value: str) -> str:
     out, i = [], 0
     while i < len(value):
@@ -266,8 +283,14 @@ def parse_build_attributes(serial: str | None, version_number: str | None
 
 
 def parse_server(dn: str, attributes: Mapping[str, Any],
-                 computer_dns: Mapping[str, str] | None = None) -> DirectoryServer:
-    """One server entry (attribute values as ldap3 returns them with get_info=NONE)."""
+                 computer_dns: Mapping[str, str] | None = None, *,
+                 first_rdn: Callable[[str | None], str | None] | None = None) -> DirectoryServer:
+    """One server entry (attribute values as ldap3 returns them with get_info=NONE).
+
+    ``first_rdn`` reads the site and DAG names from their DNs: ``parse_first_rdn`` unless the
+    caller hands in a ``first_rdn_memo()`` shared by every server of one discovery.
+    """
+    rdn_of = first_rdn or parse_first_rdn
 
     def first(name: str) -> str | None:
         value = attributes.get(name)
@@ -305,7 +328,7 @@ def parse_server(dn: str, attributes: Mapping[str, Any],
             problems.append("no FQDN: networkAddress has no ncacn_ip_tcp value and no computer "
                             "object with a dNSHostName was found")
     site_dn = first("msExchServerSite")
-    site = parse_first_rdn(site_dn)
+    site = rdn_of(site_dn)
     if site is None:
         problems.append("msExchServerSite missing: AD site unknown")
     if roles is not None and ServerRole.EDGE in roles:
@@ -315,7 +338,7 @@ def parse_server(dn: str, attributes: Mapping[str, Any],
     return DirectoryServer(
         name=name, dn=dn, fqdn=fqdn, cu_level=str(build) if build else None, ad_raw=raw,
         serial_number=serial, version_number=number, roles=roles, site=site,
-        dag=parse_first_rdn(first("msExchMDBAvailabilityGroupLink")),
+        dag=rdn_of(first("msExchMDBAvailabilityGroupLink")),
         when_changed=first("whenChanged"),
         maintenance=any(":ServerWideOffline:" in s and ":0:" in s for s in states),
         problems=tuple(problems),
@@ -597,8 +620,9 @@ def _discover_on(connection: ldap3.Connection, url: str, config: DirectoryConfig
     domain_base = config.domain_base or root.get("defaultNamingContext")
     computer_dns = _computer_dns(connection, url, domain_base, missing) if missing else {}
     servers = []
+    first_rdn = first_rdn_memo()
     for dn, attributes in entries:
-        server = parse_server(dn, attributes, computer_dns)
+        server = parse_server(dn, attributes, computer_dns, first_rdn=first_rdn)
         if in_name_scope(server.name, config):
             servers.append(server)
     servers.sort(key=lambda s: s.name.lower())

@@ -6,7 +6,9 @@ discovered inventory. Format 2 (whole-fleet snapshots) also covers the header's 
 ``observed_count`` and ``fresh_count``, and each row's ``observed_in`` and ``scopes``. Each
 digest includes the previous snapshot's digest and the chain position, so deleting,
 inserting or reordering a snapshot breaks every link after it. Format 3 also covers the
-snapshot's ``id``, so renumbering one (which other rows point at) is caught. An optional HMAC
+snapshot's ``id``, so renumbering one (which other rows point at) is caught. Format 4 also
+covers each row's summary columns (compliance/summary.py: what the pages read instead of the
+JSON), so a page's figures are as signed as the verdicts they come from. An optional HMAC
 of each digest, keyed from secrets, stops a database administrator from rewriting the whole
 chain unnoticed; the chain head is signed too, so removing the newest snapshots and rewriting
 the head is caught.
@@ -26,18 +28,36 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from compliance.summary import COLUMNS as SUMMARY_COLUMNS
+
 GENESIS = "0" * 64
 FORMAT = b"proxylogon-snapshot/1"
-FORMATS = {1: FORMAT, 2: b"proxylogon-snapshot/2", 3: b"proxylogon-snapshot/3"}
-CURRENT_FORMAT = 3
+FORMATS = {1: FORMAT, 2: b"proxylogon-snapshot/2", 3: b"proxylogon-snapshot/3",
+           4: b"proxylogon-snapshot/4"}
+CURRENT_FORMAT = 4
 HEADER_FIELDS = ("sequence", "previous_hash", "taken_at", "source", "label", "tool_version",
                  "catalog_version", "advisory_id", "advisory_version", "scope", "host_count",
                  "counts", "discovered_count")
 FLEET_FIELDS = ("format", "observed_count", "fresh_count")
 IDENTITY_FIELDS = ("id",)  # format 3
 # A result row as hashed: position, host, status, observation, verdict; in format 2 also
-# observed_in (None for this snapshot's run) and scopes (JSON text).
+# observed_in (None for this snapshot's run) and scopes (JSON text); in format 4 also the
+# summary columns (SUMMARY_FIELDS, in that order).
 Row = tuple[Any, ...]
+SUMMARY_FIELDS = tuple(name for name in SUMMARY_COLUMNS if name not in ("host", "status"))
+ROW_WIDTH = 7 + len(SUMMARY_FIELDS)
+
+
+def _typed(value: Any) -> bytes:
+    """A summary column as hashed: its type is part of it (a text "1" is not a true, and a
+    NULL is not ""), so no column can be swapped for a look-alike of another type."""
+    if isinstance(value, bool):
+        return b"b1" if value else b"b0"
+    if isinstance(value, int):
+        return b"i" + str(value).encode()
+    if isinstance(value, str):
+        return b"s" + value.encode()
+    raise TypeError(f"a summary column holds {type(value).__name__}")
 
 
 def _field(hasher: Any, data: bytes) -> None:
@@ -48,9 +68,10 @@ def _field(hasher: Any, data: bytes) -> None:
 def digest(header: Mapping[str, Any], results: Iterable[Row],
            discovered: Iterable[tuple[int, str, str]]) -> str:
     """SHA-256 of one snapshot: header, then (position, host, status, observation, verdict
-    [, observed_in, scopes]) rows in order, then (position, host, record) inventory rows in
-    order. The header's ``format`` (1 when absent) picks the fields (format 3 adds ``id``); an
-    unknown one raises ``ValueError``, a missing field ``KeyError``."""
+    [, observed_in, scopes [, *SUMMARY_FIELDS]]) rows in order, then (position, host, record)
+    inventory rows in order. The header's ``format`` (1 when absent) picks the fields (format 3
+    adds ``id``, format 4 the summary columns); an unknown one raises ``ValueError``, a missing
+    field ``KeyError``, a summary column of another type ``TypeError``."""
     version = int(header.get("format") or 1)
     if version not in FORMATS:
         raise ValueError(f"unknown snapshot format {version}")
@@ -68,6 +89,11 @@ def digest(header: Mapping[str, Any], results: Iterable[Row],
             observed_in, scopes = row[5:7]
             _field(hasher, b"" if observed_in is None else str(int(observed_in)).encode())
             _field(hasher, (scopes or "").encode())
+        if version >= 4:
+            if len(row) != ROW_WIDTH:
+                raise ValueError("a format 4 row carries every summary column")
+            for value in row[7:]:
+                _field(hasher, _typed(value))
     for position, host, record in discovered:
         _field(hasher, f"D{position}".encode())
         _field(hasher, host.encode())

@@ -33,7 +33,7 @@ from compliance.models import Assessment
 from files import FileRefused, read_bounded
 from store import chain
 from store.export import SNAPSHOT_COLUMNS, host_row, to_csv
-from store.snapshots import SnapshotInfo, SnapshotStore
+from store.snapshots import ROW_KEYS, SnapshotInfo, SnapshotStore
 
 BUNDLE_FILES = ("snapshot.json", "hosts.csv", "summary.txt")
 MANIFEST = "manifest.json"
@@ -65,9 +65,9 @@ def snapshot_document(store: SnapshotStore, info: SnapshotInfo) -> dict[str, Any
     return {
         "format": chain.FORMATS.get(int(header.get("format") or 1), chain.FORMAT).decode(),
         "header": header,
-        "results": [{"position": p, "host": h, "status": s, "observation": o, "verdict": v,
-                     "observed_in": i, "scopes": sc}
-                    for p, h, s, o, v, i, sc in results],
+        # Each row under its stored column names; the summary columns too (hashed from
+        # format 4 on, and checked against the row's JSON by verify_bundle).
+        "results": [dict(zip(ROW_KEYS, row, strict=True)) for row in results],
         "discovered": [{"position": p, "host": h, "record": r} for p, h, r in inventory],
     }
 
@@ -75,7 +75,8 @@ def snapshot_document(store: SnapshotStore, info: SnapshotInfo) -> dict[str, Any
 def document_digest(document: dict[str, Any]) -> str:
     header = document["header"]
     results = [(r["position"], r["host"], r["status"], r["observation"], r["verdict"],
-                r.get("observed_in"), r.get("scopes")) for r in document["results"]]
+                r.get("observed_in"), r.get("scopes"),
+                *(r.get(name) for name in chain.SUMMARY_FIELDS)) for r in document["results"]]
     inventory = [(d["position"], d["host"], d["record"]) for d in document["discovered"]]
     return chain.digest(header, results, inventory)
 
@@ -112,7 +113,8 @@ def summary_text(document: dict[str, Any], verified_chain: bool | None) -> str:
         f"HMAC signature: {header['signature'] or 'none (no signing key configured)'}",
     ]
     if verified_chain is not None:
-        lines.append(f"Whole chain verified at export: {'yes' if verified_chain else 'NO'}")
+        lines.append("Chains verified at export (every link, head and signature, and this "
+                     f"snapshot's rows): {'yes' if verified_chain else 'NO'}")
     lines += [
         "",
         "Check this bundle on its own: python -m store verify --bundle <this file>",
@@ -143,7 +145,9 @@ def build_bundle(store: SnapshotStore, info: SnapshotInfo, now: datetime,
     store's chains verify now (checked here when not given); recorded in the manifest."""
     document = snapshot_document(store, info)
     if verified is None:
-        verified = store.verify(store.signing_key).ok
+        # Every link, head, audit entry and signature, and this snapshot's own rows: the other
+        # snapshots' rows are not in the bundle and are not hashed again for it.
+        verified = store.verify(store.signing_key, only=info.id).ok
     files = {
         "snapshot.json": json.dumps(document, indent=1, ensure_ascii=False).encode(),
         "hosts.csv": snapshot_csv(document_assessments(document), info.id).encode(),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Connection, case, cast, select, type_coerce
+from sqlalchemy import JSON, Connection, bindparam, case, cast, select, type_coerce
 
 from compliance.codec import host_from_dict, observation_from_dict, verdict_from_dict
 from compliance.fleet import (
@@ -258,3 +258,39 @@ def own_rows(members_: Iterable[Assessment], folded: Fold, snapshot_id: int) -> 
     return [replace(m, observed_in=None)
             if m.observed_in == snapshot_id and m.observation.host.name.lower() in folded.own
             else m for m in members_]
+
+
+def fill_summaries(conn: Connection) -> int:
+    """Derive the summary columns (compliance/summary.py) of every result row that has none,
+    from the row's own stored JSON: the schema 7 migration, for rows written before it. A row
+    whose JSON cannot be read is left without them (``verify`` names it). Returns the number
+    of rows filled. Reads one snapshot's rows at a time, so memory stays bounded."""
+    from compliance.summary import summarise
+    from store.chain import SUMMARY_FIELDS
+
+    results = schema.results
+    update_row = (results.update()
+                  .where(results.c.snapshot_id == bindparam("k_snapshot"),
+                         results.c.position == bindparam("k_position"))
+                  .values({name: bindparam(name) for name in SUMMARY_FIELDS}))
+    filled = 0
+    snapshot_ids = conn.execute(select(results.c.snapshot_id).distinct()
+                                .where(results.c.indicator_count.is_(None))).scalars().all()
+    for snapshot_id in snapshot_ids:
+        rows = conn.execute(select(results.c.position, results.c.observation, results.c.verdict)
+                            .where(results.c.snapshot_id == snapshot_id,
+                                   results.c.indicator_count.is_(None))).all()
+        values = []
+        for position, observation, verdict in rows:
+            try:
+                columns = summarise(Assessment(observation_from_dict(json.loads(observation)),
+                                               verdict_from_dict(json.loads(verdict)))
+                                    ).to_columns()
+            except Exception:  # damaged or foreign JSON: verify names the row
+                continue
+            values.append({"k_snapshot": snapshot_id, "k_position": position,
+                           **{name: columns[name] for name in SUMMARY_FIELDS}})
+        if values:
+            conn.execute(update_row, values)
+            filled += len(values)
+    return filled

@@ -14,9 +14,11 @@ from sqlalchemy import (
     Text,
 )
 
+from compliance.summary import COLUMNS as SUMMARY_COLUMNS
+
 # The schema's version is its Alembic revision (store/migrations/versions: 2 the hash chain
 # and pruning; 3 the audit log; 4 whole-fleet snapshots; 5 the signed audit chain, snapshot ids
-# in the digest, signed heads; 6 one version number).
+# in the digest, signed heads; 6 one version number; 7 the summary columns of results).
 
 metadata = MetaData()
 
@@ -73,7 +75,33 @@ results = Table(
     # and the JSON list of scopes that make the host a fleet member.
     Column("observed_in", Integer, nullable=True),
     Column("scopes", Text, nullable=True),
+    # Schema 7: what the pages show, filter and count (compliance/summary.py), so they read
+    # these instead of decoding the JSON. Hashed from format 4 on; for rows written before,
+    # derived by the migration and checked against the JSON by verify. Every page query is by
+    # snapshot, which the primary key indexes; a host's timeline uses ix_results_host.
+    Column("fqdn", Text, nullable=True),
+    Column("product", Text, nullable=True),
+    Column("cu", Text, nullable=True),
+    Column("build", Text, nullable=True),
+    Column("build_source", Text, nullable=True),
+    Column("known_build", Boolean, nullable=True),
+    Column("release", Text, nullable=True),
+    Column("site", Text, nullable=True),
+    Column("dag", Text, nullable=True),
+    Column("roles", Text, nullable=True),
+    Column("flags", Text, nullable=True),
+    Column("mitigations", Text, nullable=True),
+    Column("cves_open", Text, nullable=True),
+    Column("action", Text, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("observed_at", Text, nullable=True),
+    Column("failure_reason", Text, nullable=True),
+    Column("failure_detail", Text, nullable=True),
+    Column("indicator_count", Integer, nullable=True),
 )
+
+# The summary columns in compliance.summary.COLUMNS order (host and status included).
+SUMMARY = tuple(results.c[name] for name in SUMMARY_COLUMNS)
 
 Index("ix_results_host", results.c.host)
 

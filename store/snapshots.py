@@ -52,6 +52,7 @@ from compliance.codec import (
 from compliance.evaluate import Policy, evaluate
 from compliance.fleet import DEMO, compose, fresh_count, observed_count
 from compliance.models import Assessment, Host, Observation, Snapshot, Status, Verdict
+from compliance.summary import summarise
 from store import chain, legacy, schema
 from store.verification import (
     GENESIS_HEAD,
@@ -291,7 +292,7 @@ class SnapshotStore:
                 (position, a.observation.host.name, a.verdict.status.value,
                  _stored_text(texts, a.observation) or _dumps(observation_to_dict(a.observation)),
                  _dumps(verdict_to_dict(a.verdict)), a.observed_in,
-                 scope_text(a.scopes))
+                 scope_text(a.scopes), *_summary_values(a))
                 for position, a in enumerate(snapshot.assessments)
             ]
             header: dict[str, Any] = {
@@ -316,9 +317,8 @@ class SnapshotStore:
                          .values(hash=value, signature=signature))
             if rows:
                 conn.execute(insert(schema.results), [
-                    {"snapshot_id": snapshot_id, "position": p, "host": h, "status": st,
-                     "observation": o, "verdict": v, "observed_in": i, "scopes": sc}
-                    for p, h, st, o, v, i, sc in rows])
+                    {"snapshot_id": snapshot_id, **dict(zip(ROW_KEYS, row, strict=True))}
+                    for row in rows])
             if inventory:
                 conn.execute(insert(schema.discovered), [
                     {"snapshot_id": snapshot_id, "position": p, "host": h, "record": r}
@@ -471,7 +471,7 @@ class SnapshotStore:
                 return True
 
         members = []
-        for _position, host, _status, stored, _verdict, observed_in, scopes in results:
+        for _position, host, _status, stored, _verdict, observed_in, scopes, *_ in results:
             if replaced(host, stored):
                 observation = Observation(Host(host), None, "replaced by this run")
             else:
@@ -738,8 +738,9 @@ class SnapshotStore:
 
     def raw_rows(self, snapshot_id: int) -> tuple[list[tuple[Any, ...]],
                                                   list[tuple[int, str, str]]]:
-        """The stored rows exactly as hashed: results (position, host, status, observation,
-        verdict, observed_in, scopes) and inventory (position, host, record)."""
+        """The stored rows exactly as hashed: results (``ROW_KEYS``: position, host, status,
+        observation, verdict, observed_in, scopes, then the summary columns) and inventory
+        (position, host, record)."""
         with self.engine.connect() as conn:
             return self._rows(conn, snapshot_id)
 
@@ -747,9 +748,7 @@ class SnapshotStore:
     def _rows(conn: Connection, snapshot_id: int) -> tuple[list[tuple[Any, ...]],
                                                            list[tuple[int, str, str]]]:
         results = conn.execute(
-            select(schema.results.c.position, schema.results.c.host, schema.results.c.status,
-                   schema.results.c.observation, schema.results.c.verdict,
-                   schema.results.c.observed_in, schema.results.c.scopes)
+            select(*(schema.results.c[key] for key in ROW_KEYS))
             .where(schema.results.c.snapshot_id == snapshot_id)
             .order_by(schema.results.c.position)).all()
         inventory = conn.execute(
@@ -761,15 +760,20 @@ class SnapshotStore:
 
     # -- verification ---------------------------------------------------------------------
 
-    def verify(self, key: bytes | None = None) -> VerifyReport:
+    def verify(self, key: bytes | None = None, only: int | None = None) -> VerifyReport:
         """Recompute every digest and link of both chains (snapshots and audit log) and check
         the heads, prunings and, with ``key``, every HMAC (store/verification.py). The report
         names each snapshot or audit entry that fails; damaged rows are problems, never
-        exceptions (a database that cannot be read at all raises ``SQLAlchemyError``)."""
-        with self.engine.connect() as conn:
-            return self._verify_in(conn, key)
+        exceptions (a database that cannot be read at all raises ``SQLAlchemyError``).
+        ``only``: hash the rows of that one snapshot again, and of no other (an evidence
+        bundle's check: every link, head and signature is still checked)."""
+        # Rows are streamed (a server-side cursor on PostgreSQL), one snapshot at a time.
+        with self.engine.connect().execution_options(stream_results=True,
+                                                     yield_per=2000) as conn:
+            return self._verify_in(conn, key, only)
 
-    def _verify_in(self, conn: Connection, key: bytes | None) -> VerifyReport:
+    def _verify_in(self, conn: Connection, key: bytes | None,
+                   only: int | None = None) -> VerifyReport:
         headers = conn.execute(select(schema.snapshots)
                                .order_by(schema.snapshots.c.sequence)).mappings().all()
         entries = conn.execute(select(schema.audit_log)
@@ -777,7 +781,7 @@ class SnapshotStore:
                                          schema.audit_log.c.id)).mappings().all()
         heads = dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all())
         return verify_chains([dict(h) for h in headers], lambda i: self._rows(conn, i),
-                             [dict(e) for e in entries], heads, key)
+                             [dict(e) for e in entries], heads, key, only)
 
     def adopt_key(self, who: str, expected_state: str) -> str:
         """Accept, under the signing key, every snapshot and audit entry as it stands now: one
@@ -876,6 +880,16 @@ def _assessment(observation: str, verdict: str, observed_in: int | None,
 def _pair(heads: Mapping[str, str]) -> str:
     """Both chain heads as one signed text."""
     return f"{heads.get('chain_head')}|{heads.get('audit_head')}"
+
+
+# A result row as stored and hashed (store/chain.py Row), in this order.
+ROW_KEYS = ("position", "host", "status", "observation", "verdict", "observed_in", "scopes",
+            *chain.SUMMARY_FIELDS)
+
+
+def _summary_values(assessment: Assessment) -> tuple[Any, ...]:
+    columns = summarise(assessment).to_columns()
+    return tuple(columns[name] for name in chain.SUMMARY_FIELDS)
 
 
 def _stored_text(texts: dict[int, tuple[Observation, str]], observation: Observation) -> str | None:

@@ -4,6 +4,11 @@ Pure over the stored rows (the store reads them), so every rule is testable on i
 
 - **Snapshots.** Each digest recomputed over its stored header and rows, each link and
   chain position followed; a pruned snapshot's header compared with what its pruning recorded.
+  Rows written before format 4 carry summary columns their digest does not cover (the
+  migration derived them): each is derived again from the row's JSON and compared.
+- **One snapshot** (``only``, for an evidence bundle): every header link, both heads and the
+  audit chain as above, but only that snapshot's rows are hashed again; the others' recorded
+  digests are taken as the links name them.
 - **Audit log.** The same for its entries (``chain.entry_digest``). An entry naming a snapshot
   that is not in the store is a problem: the newest snapshots were removed.
 - **Prunings.** A snapshot without hosts must be named, with its position and digest, by a
@@ -27,6 +32,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from compliance.codec import observation_from_dict, verdict_from_dict
+from compliance.models import Assessment
+from compliance.summary import summarise
 from store import chain
 
 GENESIS_HEAD = f"0:{chain.GENESIS}"
@@ -34,8 +42,9 @@ ADOPT = "adopt-key"
 UNSIGNED_HINT = ("written without this key (before it was set, or before schema 5). If the "
                  "state digest verify prints (without the key) matches one you kept from "
                  "before, adopt the store once: python -m store adopt-key --state <that digest>")
-# Results rows as hashed (position, host, status, observation, verdict, observed_in, scopes),
-# and inventory rows (position, host, record), for one snapshot id.
+# Results rows as stored (store.snapshots.ROW_KEYS: position, host, status, observation,
+# verdict, observed_in, scopes, summary columns), and inventory rows (position, host, record),
+# for one snapshot id.
 RowReader = Callable[[int], tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]
 
 
@@ -78,6 +87,7 @@ class VerifyReport:
     # SHA-256 over both chain heads and every pruned snapshot's header: what adopt-key --state
     # is compared with (a person keeps it from an earlier verify).
     state: str = ""
+    rehashed: int = 0  # snapshots whose rows were hashed again (all but pruned ones, or one)
 
     @property
     def ok(self) -> bool:
@@ -105,9 +115,10 @@ class _Audit:
 
 def verify(headers: Sequence[Mapping[str, Any]], rows: RowReader,
            entries: Sequence[Mapping[str, Any]], heads: Mapping[str, str],
-           key: bytes | None) -> VerifyReport:
+           key: bytes | None, only: int | None = None) -> VerifyReport:
     """The report on both chains. ``headers``: snapshot rows in chain order; ``entries``: audit
-    rows in chain order (unchained ones anywhere); ``heads``: the ``meta`` table."""
+    rows in chain order (unchained ones anywhere); ``heads``: the ``meta`` table; ``only``: the
+    id of the one snapshot whose rows are read and hashed again (None: every one)."""
     report = VerifyReport()
     audit = _verify_audit(entries, heads, key, report)
     previous, expected = chain.GENESIS, 0
@@ -127,22 +138,11 @@ def verify(headers: Sequence[Mapping[str, Any]], rows: RowReader,
         if row["previous_hash"] != previous:
             problem("does not link to the snapshot before it (deleted, inserted or reordered "
                     "snapshots, or a changed predecessor)")
-        results, inventory = rows(row["id"])
-        if row["pruned"]:
-            report.pruned += 1
-            _check_pruned(row, index == len(headers) - 1, bool(results or inventory), audit, report,
-                          problem)
+        if only is not None and row["id"] != only:
+            if row["pruned"]:
+                report.pruned += 1
         else:
-            recomputed = chain.stored_digest(dict(row), results, inventory)
-            if recomputed is None or recomputed != row["hash"]:
-                problem("content does not match its recorded digest (a stored observation, "
-                        "verdict, time, id or header was changed)")
-            if _format(row) < 2 and (
-                    row.get("observed_count") is not None or row.get("fresh_count") is not None
-                    or any(r[5] is not None or r[6] is not None for r in results)):
-                # Format 1 never wrote these, and its digest does not cover them.
-                problem("a format 1 snapshot carries whole-fleet fields (observed_in, scopes, "
-                        "observed or fresh counts) that format 1 never wrote")
+            _check_rows(row, rows, index == len(headers) - 1, audit, report, problem)
         if key is not None:
             if row["signature"]:
                 if chain.signature_ok(key, row["hash"], row["signature"]):
@@ -168,6 +168,48 @@ def verify(headers: Sequence[Mapping[str, Any]], rows: RowReader,
                 None, None, f"names snapshot #{snapshot_id}, which is not in the store (the "
                 "newest snapshots were removed?)", entry=entry_id))
     return report
+
+
+def _check_rows(row: Mapping[str, Any], rows: RowReader, newest: bool, audit: _Audit,
+                report: VerifyReport, problem: Callable[[str], None]) -> None:
+    """One snapshot's stored rows against its digest (or its pruning)."""
+    results, inventory = rows(row["id"])
+    if row["pruned"]:
+        report.pruned += 1
+        _check_pruned(row, newest, bool(results or inventory), audit, report, problem)
+        return
+    report.rehashed += 1
+    recomputed = chain.stored_digest(dict(row), results, inventory)
+    if recomputed is None or recomputed != row["hash"]:
+        problem("content does not match its recorded digest (a stored observation, verdict, "
+                "summary column, time, id or header was changed)")
+    if _format(row) < 2 and (
+            row.get("observed_count") is not None or row.get("fresh_count") is not None
+            or any(r[5] is not None or r[6] is not None for r in results)):
+        # Format 1 never wrote these, and its digest does not cover them.
+        problem("a format 1 snapshot carries whole-fleet fields (observed_in, scopes, "
+                "observed or fresh counts) that format 1 never wrote")
+    if _format(row) < 4:
+        for r in results:
+            if not summary_matches(r):
+                problem(f"row {_shown(r[0])} ({_shown(r[1])}): its summary columns differ from "
+                        "its stored observation and verdict (written before format 4, they are "
+                        "derived from them, not signed)")
+                break
+
+
+def summary_matches(row: Sequence[Any]) -> bool:
+    """Whether a stored row's summary columns (``ROW_KEYS`` order, from the 8th) are what
+    ``compliance.summary.summarise`` derives from its JSON; False for JSON that cannot be
+    read."""
+    try:
+        summary = summarise(Assessment(observation_from_dict(json.loads(row[3])),
+                                       verdict_from_dict(json.loads(row[4])))).to_columns()
+    except Exception:  # damaged or foreign JSON: not what a writer of this tool made
+        return False
+    stored = dict(zip(chain.SUMMARY_FIELDS, row[7:], strict=False))
+    return (row[1] == summary["host"] and row[2] == summary["status"]
+            and all(stored.get(name) == summary[name] for name in chain.SUMMARY_FIELDS))
 
 
 def _check_pruned(row: Mapping[str, Any], newest: bool, holds_rows: bool, audit: _Audit,

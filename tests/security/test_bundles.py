@@ -22,8 +22,8 @@ from sqlalchemy import text
 
 from compliance.evaluate import assess
 from compliance.models import Host, Observation
-from store import SnapshotStore, chain
-from store.evidence import build_bundle, verify_bundle
+from store import SnapshotStore
+from store.evidence import build_bundle, document_digest, verify_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -122,9 +122,7 @@ def test_a_recomputed_manifest_or_snapshot_is_caught_with_the_key(signed):
         row["status"] = "patched"
         row["verdict"] = row["verdict"].replace('"vulnerable"', '"patched"')
     header = document["header"]
-    header["hash"] = chain.digest(header, [
-        (r["position"], r["host"], r["status"], r["observation"], r["verdict"],
-         r["observed_in"], r["scopes"]) for r in document["results"]], [])
+    header["hash"] = document_digest(document)
     forged = json.dumps(document).encode()
     manifest = json.loads(members["manifest.json"])
     manifest["snapshot_hash"] = header["hash"]
@@ -344,9 +342,7 @@ def test_a_json_text_inside_a_row_is_bounded_before_it_is_parsed(unsigned):
                          ("[" + "[]," * 100_000 + "[]]", "holds more than 20000 values")):
         document["results"][0]["observation"] = payload
         header = document["header"]  # the digest recomputed, as a forger without a key can
-        header["hash"] = chain.digest(header, [
-            (r["position"], r["host"], r["status"], r["observation"], r["verdict"],
-             r["observed_in"], r["scopes"]) for r in document["results"]], [])
+        header["hash"] = document_digest(document)
         manifest = json.loads(members["manifest.json"])
         manifest["snapshot_hash"] = header["hash"]
         members["snapshot.json"] = json.dumps(document).encode()

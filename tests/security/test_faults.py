@@ -244,8 +244,8 @@ def test_prune_refuses_to_keep_fewer_than_one_snapshot(tmp_path, keep):
     (["--db", "not a url", "history"], {}, "not a database URL"),
     (["--db", "postgresql+psycopg://u:s3cret-pw@127.0.0.1:1/x", "history"], {},
      "cannot open store"),
-    (["history"], {"PROXYLOGON_MAX_AGE_DAYS": "1e308"}, "must be at most 36500"),
-    (["history"], {"PROXYLOGON_LOCK_TIMEOUT": "1e12"}, "must be at most 86400"),
+    (["history"], {"PROXYLOGON_MAX_AGE_DAYS": "1e308"}, "must be a positive number up to 36500"),
+    (["history"], {"PROXYLOGON_LOCK_TIMEOUT": "1e12"}, "must be a positive number up to 86400"),
     (["--db", "GARBAGE", "verify"], {}, "file is not a database"),
 ])
 def test_a_bad_store_or_setting_is_one_line_never_a_traceback(tmp_path, args, environ, says):

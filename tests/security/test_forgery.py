@@ -135,8 +135,8 @@ def test_renumbering_a_snapshot_is_caught(empty_store, shipped_catalog):
         conn.execute(text("UPDATE results SET snapshot_id = 99 WHERE snapshot_id = :id"),
                      {"id": ids[1]})
     assert _problems(empty_store) == ["snapshot #99 (position 2): content does not match its "
-                                      "recorded digest (a stored observation, verdict, time, id "
-                                      "or header was changed)"]
+                                      "recorded digest (a stored observation, verdict, summary "
+                                      "column, time, id or header was changed)"]
 
 
 def test_pruning_is_a_recorded_event_verify_names(empty_store, shipped_catalog, store_url):
@@ -536,4 +536,4 @@ def test_values_no_writer_makes_in_a_row_are_a_problem_not_a_traceback(empty_sto
 def test_history_names_each_snapshots_own_format(empty_store, shipped_catalog, store_url):
     _fill(empty_store, shipped_catalog, 1)
     shown = _cli(store_url, "history")
-    assert shown.returncode == 0 and "format 3: fleet of 3 hosts" in shown.stdout, shown.stdout
+    assert shown.returncode == 0 and "format 4: fleet of 3 hosts" in shown.stdout, shown.stdout

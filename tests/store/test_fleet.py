@@ -18,6 +18,7 @@ from compliance.fleet import IMPORT, INVENTORY, directory_scope
 from compliance.models import Host, Observation, Reason, Status
 from store import StoreError, chain
 from store.evidence import build_bundle, verify_bundle
+from store.legacy import fill_summaries
 from store.history import diff, reevaluate
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -219,6 +220,7 @@ def _legacy(store, at: datetime, hosts: dict[str, str], catalog, inventory=(),
                          {"s": snapshot_id, "p": position, "h": name, "r": record})
         conn.execute(text("UPDATE meta SET value = :v WHERE key = 'chain_head'"),
                      {"v": f"{header['sequence']}:{digest}"})
+        fill_summaries(conn)  # what the schema 7 migration does for rows written before it
     return int(snapshot_id)
 
 
@@ -361,7 +363,9 @@ def test_format_1_figures_match_the_composed_fleet(any_store, shipped_catalog):
     ("UPDATE snapshots SET pruned = true WHERE id = :newest", "newest snapshot is marked pruned"),
     ("UPDATE snapshots SET pruned = true WHERE id = :legacy", "still holds its hosts"),
     ("UPDATE snapshots SET format = 2 WHERE id = :newest", "does not match its recorded digest"),
-    ("UPDATE snapshots SET format = 4 WHERE id = :newest", "does not match its recorded digest"),
+    ("UPDATE snapshots SET format = 5 WHERE id = :newest", "does not match its recorded digest"),
+    # Format 3 hashes no summary column: changing one and claiming format 3 is caught.
+    ("UPDATE snapshots SET format = 3 WHERE id = :newest", "does not match its recorded digest"),
 ])
 def test_verify_catches_forged_fleet_fields_on_every_format(empty_store, shipped_catalog,
                                                             statement, message):

@@ -140,7 +140,7 @@ def test_newer_schema_is_refused(store_url):
     with opened.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
     opened.dispose()
-    with pytest.raises(StoreError, match="schema revision 0099, newer than this tool's 0006"):
+    with pytest.raises(StoreError, match="schema revision 0099, newer than this tool's 0007"):
         SnapshotStore.open(store_url)
 
 
@@ -148,7 +148,7 @@ def test_the_schema_version_is_kept_once(empty_store):
     with empty_store.engine.connect() as conn:
         keys = {row[0] for row in conn.exec_driver_sql("SELECT key FROM meta")}
         revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-    assert "schema_version" not in keys and revision == "0006"
+    assert "schema_version" not in keys and revision == "0007"
 
 
 def test_discovered_inventory_is_stored_for_coverage(empty_store, shipped_catalog):
