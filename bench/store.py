@@ -36,9 +36,11 @@ TARGETS = {"save": 2.0, "save_partial": 3.0, "trend": 0.3, "as_of": 0.1, "diff":
            "verify": 10.0}
 
 
-def fleet(catalog, hosts: int, at: datetime) -> Snapshot:
-    """A realistic mix: the demo fleet's observations, repeated under new names."""
-    template = demo_observations(catalog, 7, at)
+def fleet(catalog, hosts: int, at: datetime, week: int = 7) -> Snapshot:
+    """A realistic mix: the demo fleet's observations of ``week`` (0-7 of its roll-out; the
+    last by default), observed shortly before ``at``, repeated under new names and assessed
+    at ``at``."""
+    template = demo_observations(catalog, week, at)
     observations = []
     for i in range(hosts):
         obs = template[i % len(template)]

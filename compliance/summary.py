@@ -26,7 +26,10 @@ class HostSummary:
 
     ``failure_reason``/``failure_detail``: the host's latest observation is a failure, or this
     snapshot's run failed on a host whose fresh reading it carried (its verdict's
-    ``collection_failed`` evidence). ``indicator_count``: the probe's compromise-indicator hits.
+    ``collection_failed`` evidence); ``run_failed``: this snapshot's own run failed on it
+    (either way), as opposed to a failure carried from an earlier run.
+    ``indicator_count``: the probe's compromise-indicator hits. ``observed_in`` is not a
+    summary column but the row's own (the snapshot whose run made a carried observation).
     """
 
     host: str
@@ -49,7 +52,13 @@ class HostSummary:
     observed_at: str  # ISO 8601, "" when never observed
     failure_reason: str
     failure_detail: str
+    run_failed: bool
     indicator_count: int
+    observed_in: int | None = None
+
+    @property
+    def carried(self) -> bool:
+        return self.observed_in is not None
 
     @property
     def compliant(self) -> bool:
@@ -64,7 +73,8 @@ class HostSummary:
         return values
 
     @classmethod
-    def from_columns(cls, row: Mapping[str, Any] | Sequence[Any]) -> HostSummary:
+    def from_columns(cls, row: Mapping[str, Any] | Sequence[Any],
+                     observed_in: int | None = None) -> HostSummary:
         """From stored columns, by name or in ``COLUMNS`` order; ``ValueError`` for a value
         no writer of this tool makes (an unknown status, flag or role)."""
         values = dict(row) if isinstance(row, Mapping) else dict(zip(COLUMNS, row, strict=True))
@@ -79,10 +89,11 @@ class HostSummary:
             action=str(values["action"]), reason=str(values["reason"]),
             observed_at=str(values["observed_at"]), failure_reason=str(values["failure_reason"]),
             failure_detail=str(values["failure_detail"]),
-            indicator_count=int(values["indicator_count"]))
+            run_failed=bool(values["run_failed"]),
+            indicator_count=int(values["indicator_count"]), observed_in=observed_in)
 
 
-COLUMNS = tuple(HostSummary.__dataclass_fields__)
+COLUMNS = tuple(name for name in HostSummary.__dataclass_fields__ if name != "observed_in")
 _LISTS = ("roles", "flags", "mitigations", "cves_open")
 
 
@@ -94,13 +105,16 @@ def summarise(assessment: Assessment) -> HostSummary:
     """The summary of one stored assessment (the only derivation of the columns)."""
     obs, verdict = assessment.observation, assessment.verdict
     failure_reason = failure_detail = ""
+    run_failed = False
     if obs.failure is not None:
         failure_reason, failure_detail = obs.failure.reason, obs.failure.detail
+        run_failed = not assessment.carried
     else:
         failed = next((e for e in verdict.evidence if e.kind == EvidenceKind.COLLECTION_FAILED),
                       None)
         if failed is not None:
             failure_reason, _, failure_detail = failed.value.partition(": ")
+            run_failed = True
     return HostSummary(
         host=obs.host.name, fqdn=obs.host.fqdn or "", status=verdict.status,
         product=verdict.product or "", cu=verdict.cu or "", build=verdict.build or "",
@@ -111,5 +125,5 @@ def summarise(assessment: Assessment) -> HostSummary:
         mitigations=verdict.mitigations, cves_open=verdict.cves_open, action=verdict.action,
         reason=verdict.reason,
         observed_at=obs.observed_at.isoformat() if obs.observed_at else "",
-        failure_reason=failure_reason, failure_detail=failure_detail,
-        indicator_count=len(obs.indicators))
+        failure_reason=failure_reason, failure_detail=failure_detail, run_failed=run_failed,
+        indicator_count=len(obs.indicators), observed_in=assessment.observed_in)

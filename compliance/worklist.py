@@ -1,7 +1,8 @@
 """The admins' worklist: which non-compliant hosts come first, and in which maintenance wave.
 
 Pure and typed: ranking and wave planning are rules of this product, not of a file format
-(``store/export.py`` only writes the rows out).
+(``store/export.py`` only writes the rows out). They read host summaries
+(compliance/summary.py), so a worklist of the whole fleet decodes no observation.
 
 - **Who is on it.** Every host not compliant, and every host with compromise indicators
   (patched or not: the update does not remove a web shell).
@@ -16,67 +17,83 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from compliance.models import Assessment, Flag, ServerRole, Status
+from compliance.models import Flag, ServerRole, Status
+from compliance.summary import HostSummary
 
 URGENCY = {Status.VULNERABLE: 1, Status.UNKNOWN: 2, Status.MITIGATED: 3}
 INDICATORS_FIRST = 0
 INTERNET_FACING = frozenset({ServerRole.CAFE, ServerRole.CLIENT_ACCESS,
                              ServerRole.FRONTEND_TRANSPORT, ServerRole.EDGE})
+PRIORITY_NAMES = {0: "compromise indicators", 1: "vulnerable", 2: "unknown", 3: "mitigated only"}
 
 
 @dataclass(frozen=True)
 class Item:
     """One host on the worklist; ``wave`` is 0 until ``plan_waves`` assigns it (from 1)."""
 
-    assessment: Assessment
+    summary: HostSummary
     priority: int
     wave: int = 0
 
     @property
     def host(self) -> str:
-        return self.assessment.observation.host.name
+        return self.summary.host
 
     @property
     def dag(self) -> str:
-        return (self.assessment.observation.host.dag or "").lower()
+        return self.summary.dag.lower()
 
     @property
     def internet_facing(self) -> bool:
-        return bool(INTERNET_FACING & (self.assessment.observation.host.roles or frozenset()))
+        return bool(INTERNET_FACING.intersection(self.summary.roles))
 
 
-def rank(assessments: Iterable[Assessment]) -> list[Item]:
+def rank(summaries: Iterable[HostSummary]) -> list[Item]:
     """The hosts that need work, most urgent first (then product, CU, name)."""
     items = []
-    for assessment in assessments:
-        verdict = assessment.verdict
-        indicators = Flag.INDICATORS_FOUND in verdict.flags
-        if verdict.status.compliant and not indicators:
+    for summary in summaries:
+        indicators = Flag.INDICATORS_FOUND in summary.flags
+        if summary.status.compliant and not indicators:
             continue
-        items.append(Item(assessment, INDICATORS_FIRST if indicators
-                          else URGENCY[verdict.status]))
-    return sorted(items, key=lambda i: (i.priority, i.assessment.verdict.product or "",
-                                        i.assessment.verdict.cu or "", i.host))
+        items.append(Item(summary, INDICATORS_FIRST if indicators else URGENCY[summary.status]))
+    return sorted(items, key=lambda i: (i.priority, i.summary.product, i.summary.cu, i.host))
 
 
 def plan_waves(items: Sequence[Item], per_wave: int = 10) -> list[Item]:
     """``items`` in maintenance waves of at most ``per_wave`` hosts, sorted by wave (then
-    internet-facing first, priority, name). ``per_wave`` below 1 is a ``ValueError``."""
+    internet-facing first, priority, name). ``per_wave`` below 1 is a ``ValueError``.
+
+    Each host goes to the first wave that has room and no member of its DAG. O(n log n): the
+    waves before a DAG's latest one are full or hold that DAG (so its next wave is after it),
+    and "the first wave from here with room" is a find over full waves with path halving.
+    """
     if per_wave < 1:
         raise ValueError("a wave holds at least one host")
     ordered = sorted(items, key=lambda i: (not i.internet_facing, i.priority, i.host.lower()))
-    waves: list[tuple[int, set[str]]] = []  # (size, DAGs in it)
+    sizes: list[int] = []
+    # next_open[w]: a wave at or after w that may have room (w itself when it has).
+    next_open: list[int] = []
+    after_dag: dict[str, int] = {}  # DAG -> the first wave after the latest that holds it
+
+    def open_from(wave: int) -> int:
+        while wave < len(sizes) and sizes[wave] >= per_wave:
+            following = next_open[wave]
+            if following < len(sizes):
+                next_open[wave] = next_open[following]  # path halving
+            wave = following
+        return wave
+
     planned = []
     for item in ordered:
-        number = next((n for n, (size, dags) in enumerate(waves)
-                       if size < per_wave and not (item.dag and item.dag in dags)), None)
-        if number is None:
-            waves.append((0, set()))
-            number = len(waves) - 1
-        size, dags = waves[number]
+        wave = open_from(after_dag.get(item.dag, 0) if item.dag else 0)
+        if wave == len(sizes):
+            sizes.append(0)
+            next_open.append(wave)
+        sizes[wave] += 1
+        if sizes[wave] >= per_wave:
+            next_open[wave] = wave + 1
         if item.dag:
-            dags.add(item.dag)
-        waves[number] = (size + 1, dags)
-        planned.append(replace(item, wave=number + 1))
+            after_dag[item.dag] = wave + 1
+        planned.append(replace(item, wave=wave + 1))
     return sorted(planned, key=lambda i: (i.wave, not i.internet_facing, i.priority,
                                           i.host.lower()))

@@ -30,6 +30,7 @@ from typing import Any
 
 from compliance.codec import observation_from_dict, verdict_from_dict
 from compliance.models import Assessment
+from compliance.summary import summarise
 from files import FileRefused, read_bounded
 from store import chain
 from store.export import SNAPSHOT_COLUMNS, host_row, to_csv
@@ -90,7 +91,7 @@ def document_assessments(document: dict[str, Any]) -> list[Assessment]:
 
 
 def snapshot_csv(assessments: list[Assessment], snapshot_id: int | None = None) -> str:
-    return to_csv([host_row(a, snapshot_id) for a in assessments], SNAPSHOT_COLUMNS)
+    return to_csv([host_row(summarise(a), snapshot_id) for a in assessments], SNAPSHOT_COLUMNS)
 
 
 def summary_text(document: dict[str, Any], verified_chain: bool | None) -> str:
@@ -280,18 +281,26 @@ def _derived_problems(document: dict[str, Any], manifest: dict[str, Any],
         return [f"snapshot.json holds rows that are not observations and verdicts "
                 f"({type(error).__name__})"]
     try:
+        assessments = document_assessments(document)
         derived = {
-            "hosts.csv": snapshot_csv(document_assessments(document),
-                                      document["header"]["id"]).encode(),
+            "hosts.csv": snapshot_csv(assessments, document["header"]["id"]).encode(),
             "summary.txt": summary_text(document, manifest.get("chain_verified_at_export")
                                         ).encode(),
         }
     except Exception as error:  # rows chosen by whoever made the bundle: any decoding fault
         return [f"snapshot.json holds rows that are not observations and verdicts "
                 f"({type(error).__name__})"]
-    return [f"{name} says something snapshot.json does not (it differs from what the "
-            "snapshot's rows derive to)" for name, data in derived.items()
-            if contents[name] != data]
+    problems = [f"{name} says something snapshot.json does not (it differs from what the "
+                "snapshot's rows derive to)" for name, data in derived.items()
+                if contents[name] != data]
+    # The summary columns are what the pages showed: they must be what the JSON derives to.
+    for row, assessment in zip(document["results"], assessments, strict=True):
+        derived_columns = summarise(assessment).to_columns()
+        if any(row.get(name) != derived_columns[name] for name in chain.SUMMARY_FIELDS):
+            problems.append(f"snapshot.json row {row.get('position')}: its summary columns "
+                            "differ from its observation and verdict")
+            break
+    return problems
 
 
 def _members(data: bytes) -> dict[str, bytes]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from openpyxl import Workbook
 
-from compliance.models import Assessment
+from compliance.summary import HostSummary
 from compliance.worklist import Item
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -51,42 +51,24 @@ HOST_COLUMNS = (
 )
 
 
-def host_row(assessment: Assessment, snapshot_id: int | None = None) -> dict[str, Any]:
-    """One flat row per host: what the tables and exports show.
+def host_row(summary: HostSummary, snapshot_id: int | None = None) -> dict[str, Any]:
+    """One flat row per host: what the tables and exports show (lists joined with ", ").
 
     ``observed_in`` is the snapshot whose run made the observation: the carried one's, or
     ``snapshot_id`` (the snapshot shown) for a host its own run observed. Keys: HOST_COLUMNS.
     """
-    obs, verdict = assessment.observation, assessment.verdict
-    observed_in = assessment.observed_in if assessment.carried else snapshot_id
-    return {
-        "host": obs.host.name,
-        "fqdn": obs.host.fqdn or "",
-        "status": verdict.status.value,
-        "product": verdict.product or "",
-        "cu": verdict.cu or "",
-        "build": verdict.build or "",
-        "build_source": verdict.build_source.value if verdict.build_source else "",
-        "known_build": verdict.known,
-        "release": verdict.release_name or "",
-        "site": obs.host.site or "",
-        "dag": obs.host.dag or "",
-        "roles": ", ".join(sorted(obs.host.roles or ())),
-        "flags": ", ".join(flag.value for flag in verdict.flags),
-        "mitigations": ", ".join(verdict.mitigations),
-        "cves_open": ", ".join(verdict.cves_open),
-        "action": verdict.action,
-        "reason": verdict.reason,
-        "observed_at": obs.observed_at.isoformat() if obs.observed_at else "",
-        "observed_in": "" if observed_in is None else observed_in,
-        "carried": assessment.carried,
-    }
+    observed_in = summary.observed_in if summary.carried else snapshot_id
+    columns = summary.to_columns()
+    row = {name: columns[name] for name in HOST_COLUMNS[:-2]}
+    row["observed_in"] = "" if observed_in is None else observed_in
+    row["carried"] = summary.carried
+    return row
 
 
 def worklist_rows(items: Iterable[Item], snapshot_id: int,
                   snapshot_taken_at: str) -> list[dict[str, Any]]:
     """The worklist (``compliance.worklist``) as flat rows, keys WORKLIST_COLUMNS."""
-    return [{**host_row(item.assessment, snapshot_id), "priority": item.priority,
+    return [{**host_row(item.summary, snapshot_id), "priority": item.priority,
              "wave": item.wave or "", "internet_facing": item.internet_facing,
              "snapshot_id": snapshot_id, "snapshot_taken_at": snapshot_taken_at}
             for item in items]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from compliance.catalog import Catalog
 from compliance.evaluate import Policy, evaluate
@@ -35,10 +36,23 @@ class Diff:
                        for c in changes] for name, changes in self.__dict__.items()}
 
 
-def diff(before: Sequence[Verdict], after: Sequence[Verdict]) -> Diff:
+class Graded(Protocol):
+    """What ``diff`` compares: a ``Verdict`` or a ``HostSummary`` (compliance/summary.py)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def status(self) -> Status: ...
+    @property
+    def build(self) -> str | None: ...
+    @property
+    def mitigations(self) -> tuple[str, ...]: ...
+
+
+def diff(before: Sequence[Graded], after: Sequence[Graded]) -> Diff:
     """Host by host (names compared case-insensitively) from ``before`` to ``after``: give
-    each snapshot's whole fleet (``SnapshotStore.fleet``), so a host another run observed is
-    never reported as removed."""
+    each snapshot's whole fleet (``SnapshotStore.summaries``), so a host another run observed
+    is never reported as removed. Linear in the two fleets' sizes."""
     old = {v.host.lower(): v for v in before}
     new = {v.host.lower(): v for v in after}
     result = Diff()
@@ -55,7 +69,8 @@ def diff(before: Sequence[Verdict], after: Sequence[Verdict]) -> Diff:
         if previous.status is Status.PATCHED and verdict.status is not Status.PATCHED:
             result.regressed.append(Change(verdict.host, previous.status.value,
                                            verdict.status.value,
-                                           f"was {previous.build}, now {verdict.build}"))
+                                           f"was {previous.build or 'no build'}, now "
+                                           f"{verdict.build or 'no build'}"))
         lost = set(previous.mitigations) - set(verdict.mitigations)
         # Only a host graded on fresh probe data has its mitigations listed: an unknown one
         # (unreachable, stale) lost nothing that was seen.

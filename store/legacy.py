@@ -277,15 +277,16 @@ def fill_summaries(conn: Connection) -> int:
     snapshot_ids = conn.execute(select(results.c.snapshot_id).distinct()
                                 .where(results.c.indicator_count.is_(None))).scalars().all()
     for snapshot_id in snapshot_ids:
-        rows = conn.execute(select(results.c.position, results.c.observation, results.c.verdict)
+        rows = conn.execute(select(results.c.position, results.c.observation, results.c.verdict,
+                                   results.c.observed_in)
                             .where(results.c.snapshot_id == snapshot_id,
                                    results.c.indicator_count.is_(None))).all()
         values = []
-        for position, observation, verdict in rows:
+        for position, observation, verdict, observed_in in rows:
             try:
                 columns = summarise(Assessment(observation_from_dict(json.loads(observation)),
-                                               verdict_from_dict(json.loads(verdict)))
-                                    ).to_columns()
+                                               verdict_from_dict(json.loads(verdict)),
+                                               observed_in=observed_in)).to_columns()
             except Exception:  # damaged or foreign JSON: verify names the row
                 continue
             values.append({"k_snapshot": snapshot_id, "k_position": position,

@@ -97,6 +97,7 @@ results = Table(
     Column("observed_at", Text, nullable=True),
     Column("failure_reason", Text, nullable=True),
     Column("failure_detail", Text, nullable=True),
+    Column("run_failed", Boolean, nullable=True),
     Column("indicator_count", Integer, nullable=True),
 )
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +52,7 @@ from compliance.codec import (
 from compliance.evaluate import Policy, evaluate
 from compliance.fleet import DEMO, compose, fresh_count, observed_count
 from compliance.models import Assessment, Host, Observation, Snapshot, Status, Verdict
-from compliance.summary import summarise
+from compliance.summary import SEPARATOR, HostSummary, summarise
 from store import chain, legacy, schema
 from store.verification import (
     GENESIS_HEAD,
@@ -610,6 +610,62 @@ class SnapshotStore:
         with self.engine.connect() as conn:
             return legacy.figures(conn, chosen.max_age, chosen.clock_skew)
 
+    def summaries(self, snapshot_id: int, catalog: Catalog,
+                  policy: Policy | None = None) -> list[HostSummary]:
+        """The whole fleet at a snapshot as summaries (compliance/summary.py), in fleet
+        order: read from the summary columns alone for a whole-fleet snapshot, no JSON decoded;
+        derived from the composed fleet for a format 1 one (``fleet``). Empty when pruned."""
+        info = self.info(snapshot_id)
+        if not info.fleet:
+            return [summarise(a) for a in self.fleet(snapshot_id, catalog, policy)]
+        return [HostSummary.from_columns(row[:-1], observed_in=row[-1])
+                for row in self.summary_rows(snapshot_id)]
+
+    def summary_rows(self, snapshot_id: int) -> list[tuple[Any, ...]]:
+        """The stored summary columns of a snapshot's rows, in ``compliance.summary.COLUMNS``
+        order then ``observed_in``, in fleet order; a column a damaged row lacks reads as empty
+        (``verify`` names the row). Only what a whole-fleet snapshot stores: see
+        ``summaries`` for every format."""
+        columns = [func.coalesce(column, _EMPTY[column.name]).label(column.name)
+                   if column.name in _EMPTY else column for column in schema.SUMMARY]
+        with self.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(
+                select(*columns, schema.results.c.observed_in)
+                .where(schema.results.c.snapshot_id == snapshot_id)
+                .order_by(schema.results.c.position))]
+
+    def summary_counts(self, snapshot_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+        """Per snapshot: how many hosts carry each flag (``Flag`` values) and each failure
+        class, and how many its own run failed on, counted by the database from the summary
+        columns (whole-fleet snapshots only)."""
+        results = schema.results
+        counted: dict[int, dict[str, int]] = {i: {} for i in snapshot_ids}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(results.c.snapshot_id, results.c.flags, results.c.run_failed, func.count())
+                .where(results.c.snapshot_id.in_(list(snapshot_ids)))
+                .group_by(results.c.snapshot_id, results.c.flags, results.c.run_failed)).all()
+        for snapshot_id, flags, run_failed, number in rows:
+            figures = counted[snapshot_id]
+            for flag in (flags or "").split(SEPARATOR):
+                if flag:
+                    figures[f"flag:{flag}"] = figures.get(f"flag:{flag}", 0) + number
+            if run_failed:
+                figures["run_failed"] = figures.get("run_failed", 0) + number
+        return counted
+
+    def failures(self, snapshot_id: int) -> list[tuple[str, str, str, int | None, bool]]:
+        """(host, failure reason, detail, observed_in, run_failed) of every host of a
+        whole-fleet snapshot whose summary names a failure, in fleet order: read from the
+        summary columns, no JSON decoded."""
+        results = schema.results
+        with self.engine.connect() as conn:
+            return [(str(h), str(r), str(d or ""), o, bool(f)) for h, r, d, o, f in conn.execute(
+                select(results.c.host, results.c.failure_reason, results.c.failure_detail,
+                       results.c.observed_in, results.c.run_failed)
+                .where(results.c.snapshot_id == snapshot_id, results.c.failure_reason != "")
+                .order_by(results.c.position))]
+
     # -- reading --------------------------------------------------------------------------
 
     def demo_hosts(self, snapshot_id: int) -> int:
@@ -629,6 +685,14 @@ class SnapshotStore:
                 .where(schema.snapshots.c.source == DEMO, schema.snapshots.c.pruned.is_(False),
                        schema.snapshots.c.sequence <= sequence)).scalar()
             return int(demo or 0)
+
+    def heads(self) -> str:
+        """Both chain heads as one text: it changes with every snapshot saved and every audit
+        entry, so readers can key what they cache on it (one small query)."""
+        with self.engine.connect() as conn:
+            return _pair(dict(conn.execute(
+                select(schema.meta.c.key, schema.meta.c.value)
+                .where(schema.meta.c.key.in_(("chain_head", "audit_head")))).all()))
 
     def is_empty(self) -> bool:
         with self.engine.connect() as conn:
@@ -882,6 +946,13 @@ def _pair(heads: Mapping[str, str]) -> str:
     return f"{heads.get('chain_head')}|{heads.get('audit_head')}"
 
 
+# What a summary column of a damaged row (one the migration could not derive) reads as.
+_EMPTY: dict[str, Any] = {
+    **{name: "" for name in ("fqdn", "product", "cu", "build", "build_source", "release", "site",
+                             "dag", "roles", "flags", "mitigations", "cves_open", "action",
+                             "reason", "observed_at", "failure_reason", "failure_detail")},
+    "known_build": False, "run_failed": False, "indicator_count": 0,
+}
 # A result row as stored and hashed (store/chain.py Row), in this order.
 ROW_KEYS = ("position", "host", "status", "observation", "verdict", "observed_in", "scopes",
             *chain.SUMMARY_FIELDS)

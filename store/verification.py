@@ -204,7 +204,8 @@ def summary_matches(row: Sequence[Any]) -> bool:
     read."""
     try:
         summary = summarise(Assessment(observation_from_dict(json.loads(row[3])),
-                                       verdict_from_dict(json.loads(row[4])))).to_columns()
+                                       verdict_from_dict(json.loads(row[4])),
+                                       observed_in=row[5])).to_columns()
     except Exception:  # damaged or foreign JSON: not what a writer of this tool made
         return False
     stored = dict(zip(chain.SUMMARY_FIELDS, row[7:], strict=False))

@@ -44,17 +44,18 @@ elif latest.pruned:
 else:
     # known is False when the reported build matches no catalogue row (a CU-level build
     # from AD counts as known when its CU is catalogued).
-    unknown = [v for v in data.verdicts(config.store_url, latest.id) if v.build and not v.known]
-    if unknown:
-        named = ", ".join(f"{literal(v.host)} ({literal(v.build)})" for v in unknown[:10])
+    table = data.host_table(config.store_url, latest.id)
+    unknown = table[(table["build"] != "") & ~table["known_build"].astype(bool)]
+    if len(unknown):
+        named = ", ".join(f"{literal(host)} ({literal(build)})"
+                          for host, build in zip(unknown["host"][:10], unknown["build"][:10],
+                                                 strict=True))
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
         subject = f"{len(unknown)} hosts report builds" if len(unknown) > 1 else "1 host reports a build"
         st.warning(f"{subject} the catalogue does not know: {named}{more}; update "
                    "`compliance/data/builds.csv`.")
-        st.dataframe(pd.DataFrame(
-            [{"host": v.host, "build": v.build, "product": v.product or "", "cu": v.cu or "",
-              "status": v.status.value, "flags": ", ".join(f.value for f in v.flags)}
-             for v in unknown]), hide_index=True)
+        st.dataframe(unknown[["host", "build", "product", "cu", "status", "flags"]],
+                     hide_index=True)
     else:
         st.success(f"Every build reported in snapshot #{latest.id} is in the catalogue.")
 

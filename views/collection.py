@@ -14,7 +14,6 @@ from collectors.job import ImportResult, collection_job, load_plan
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
 from compliance.failures import HINTS
-from compliance.models import Failure
 from settings import SettingsError, env_name
 from store import StoreError
 from views import data
@@ -36,10 +35,10 @@ if not history:
             f"`{COMMAND}` (README, section *Collect*).")
 else:
     rows = []
-    for info in reversed(history[-RECENT:]):
-        failures = None if info.pruned else sum(
-            1 for _host, _failure, carried_from in data.failures(url, info.id)
-            if carried_from is None)
+    recent = list(reversed(history[-RECENT:]))
+    failed_on = data.run_failures(url, tuple(info.id for info in recent if not info.pruned))
+    for info in recent:
+        failures = failed_on.get(info.id)
         fresh, fleet = info.coverage
         rows.append({"id": info.id, "taken_at": info.taken_at, "source": info.source,
                      "scope": info.scope, "label": info.label,
@@ -63,9 +62,9 @@ else:
     })
 
     latest = history[-1]
-    groups: dict[str, list[tuple[str, Failure, int | None]]] = defaultdict(list)
-    for host, failure, carried_from in data.failures(url, latest.id):
-        groups[failure.reason].append((host, failure, carried_from or latest.id))
+    groups: dict[str, list[tuple[str, str, int | None]]] = defaultdict(list)
+    for host, reason, detail, observed_in, run_failed in data.failures(url, latest.id):
+        groups[reason].append((host, detail, latest.id if run_failed else observed_in))
     st.subheader(f"Failures in snapshot #{latest.id}",
                  help="Every host of the fleet whose latest observation is a failure, and the "
                       "run that failed on it. Each is graded unknown, never patched.")
@@ -74,11 +73,12 @@ else:
     for reason, failed in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
         with st.expander(f"**{literal(reason)}**: {len(failed)} "
                          f"host{'s' if len(failed) > 1 else ''}"):
-            # Our own hints are Markdown (commands in backticks); a stored one is not trusted.
-            stored = next((f.hint for _, f, _run in failed if f.hint), "")
-            st.markdown(f"**Fix:** {HINTS.get(reason) or literal(stored or 'no hint recorded')}")
-            st.dataframe(pd.DataFrame([{"host": host, "detail": f.detail, "snapshot": run}
-                                       for host, f, run in failed]),
+            # Our own hints are Markdown (commands in backticks); a reason we do not know has
+            # its stored hint on the host's detail (Hosts page), shown as plain text there.
+            hint = HINTS.get(reason) or "no hint for this reason: see the host on the Hosts page"
+            st.markdown(f"**Fix:** {hint}")
+            st.dataframe(pd.DataFrame([{"host": host, "detail": detail, "snapshot": run}
+                                       for host, detail, run in failed]),
                          hide_index=True)
 
 st.subheader("Collect now", help=(

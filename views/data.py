@@ -16,17 +16,16 @@ import streamlit as st
 
 from compliance.catalog import Catalog, load_catalog
 from compliance.evaluate import Policy
-from compliance.models import Assessment, EvidenceKind, Failure, Flag, Host, Verdict
+from compliance.models import Assessment, Flag, Host
+from compliance.summary import COLUMNS, HostSummary
 from compliance.worklist import plan_waves, rank
 from settings import Settings, load_settings
 from store import SnapshotInfo, SnapshotStore
 from store.evidence import build_bundle
-from store.export import HOST_COLUMNS, host_row
+from store.export import WORKLIST_COLUMNS
 from store.export import worklist_rows as worklist_rows_of
 from store.history import Diff, Reevaluation, diff, reevaluate
 from store.verification import VerifyReport
-
-TTL_SECONDS = 60
 
 
 def secrets() -> Mapping[str, Any]:
@@ -86,14 +85,25 @@ def _policy(max_age_days: float) -> Policy:
     return Policy(max_age=timedelta(days=max_age_days))
 
 
+# Caching: a stored snapshot never changes, so what is read of one is kept under its id, with
+# no time limit; what depends on the whole store (the list of snapshots, verification, the
+# audit log) is kept under the chain heads, which one small query reads on every run, so a
+# snapshot saved by another process shows at once. Values are small tables, never lists of
+# full observations; max_entries bounds what a long-running dashboard holds.
+
+
+def _heads(url: str) -> str:
+    return _store(url).heads()
+
+
 def snapshots(url: str) -> list[SnapshotInfo]:
     """Every snapshot header, oldest first. A format 1 snapshot (written before snapshots held
     the whole fleet) shows the figures of its composed fleet, like every other view of it."""
-    return _snapshots(url, _max_age_days())
+    return _snapshots(url, _heads(url), _max_age_days())
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def _snapshots(url: str, max_age_days: float) -> list[SnapshotInfo]:
+@st.cache_data(show_spinner=False, max_entries=4)
+def _snapshots(url: str, heads_key: str, max_age_days: float) -> list[SnapshotInfo]:
     listed = _store(url).history()
     legacy = tuple(s.id for s in listed if not s.fleet and not s.pruned)
     if not legacy:
@@ -108,39 +118,33 @@ def _legacy_figures(url: str, ids: tuple[int, ...], max_age_days: float) -> dict
     return _store(url).legacy_figures(catalog(), _policy(max_age_days))
 
 
-def assessments(url: str, snapshot_id: int) -> list[Assessment]:
-    """The snapshot's whole fleet (``SnapshotStore.fleet``), in fleet order."""
-    return _fleet(url, snapshot_id, _max_age_days())
+def summaries(url: str, snapshot_id: int) -> list[HostSummary]:
+    """The snapshot's whole fleet as summaries (not cached: callers cache what they make)."""
+    return _store(url).summaries(snapshot_id, catalog(), _policy(_max_age_days()))
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def _fleet(url: str, snapshot_id: int, max_age_days: float) -> list[Assessment]:
-    return _store(url).fleet(snapshot_id, catalog(), _policy(max_age_days))
-
-
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def failures(url: str, snapshot_id: int) -> list[tuple[str, Failure, int | None]]:
-    """(host, failure, observed_in) for every host of a snapshot whose latest observation is a
-    failure; ``observed_in`` is None when the snapshot's own run failed on it. Only these are
-    kept, so a page listing recent runs does not copy every host of each on a rerun."""
-    found: list[tuple[str, Failure, int | None]] = []
-    for a in _store(url).assessments(snapshot_id):
-        if a.observation.failure is not None:
-            found.append((a.observation.host.name, a.observation.failure, a.observed_in))
-            continue
-        # The run failed on a host whose fresh reading it carried: the failure is evidence.
-        failed = next((e for e in a.verdict.evidence if e.kind == EvidenceKind.COLLECTION_FAILED), None)
-        if failed is not None:
-            reason, _, detail = failed.value.partition(": ")
-            found.append((a.observation.host.name, Failure(reason, detail), None))
-    return found
-
-
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def host_table(url: str, snapshot_id: int) -> pd.DataFrame:
-    """One row per host of a snapshot, as ``store.export.host_row`` shapes it."""
-    rows = [host_row(a, snapshot_id) for a in assessments(url, snapshot_id)]
-    return pd.DataFrame(rows, columns=list(HOST_COLUMNS))
+    """One row per host of a snapshot (``HOST_TABLE_COLUMNS``: the summary columns, then
+    ``observed_in``, the snapshot whose run made the observation, and ``carried``), in fleet
+    order, read from the summary columns alone."""
+    return _host_table(url, snapshot_id, _max_age_days())
+
+
+HOST_TABLE_COLUMNS = (*COLUMNS, "observed_in", "carried")
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _host_table(url: str, snapshot_id: int, max_age_days: float) -> pd.DataFrame:
+    store = _store(url)
+    if store.info(snapshot_id).fleet:
+        rows = store.summary_rows(snapshot_id)
+    else:
+        rows = [(*s.to_columns().values(), s.observed_in)
+                for s in store.summaries(snapshot_id, catalog(), _policy(max_age_days))]
+    table = pd.DataFrame(rows, columns=[*COLUMNS, "observed_in"])
+    table["carried"] = table["observed_in"].notna()
+    table["observed_in"] = table["observed_in"].fillna(snapshot_id).astype("int64")
+    return table
 
 
 def latest(url: str) -> SnapshotInfo | None:
@@ -155,90 +159,143 @@ def is_demo(url: str) -> bool:
     return newest is not None and _demo_hosts(url, newest.id) > 0
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@st.cache_data(show_spinner=False, max_entries=8)
 def _demo_hosts(url: str, snapshot_id: int) -> int:
     return _store(url).demo_hosts(snapshot_id)
 
 
-def verdicts(url: str, snapshot_id: int) -> list[Verdict]:
-    """The verdicts of the snapshot's whole fleet."""
-    return _verdicts(url, snapshot_id, _max_age_days())
-
-
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def _verdicts(url: str, snapshot_id: int, max_age_days: float) -> list[Verdict]:
-    store = _store(url)
-    if store.info(snapshot_id).fleet:
-        return store.verdicts(snapshot_id)  # cheaper: no observation decoded
-    return [a.verdict for a in _fleet(url, snapshot_id, max_age_days)]
-
-
 def assessment(url: str, snapshot_id: int, host: str) -> Assessment | None:
-    """One host's observation and verdict (the Hosts page's detail view)."""
+    """One host's observation and verdict (the Hosts page's detail view: the only page that
+    decodes a host's JSON)."""
     return _assessment(url, snapshot_id, host, _max_age_days())
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@st.cache_data(show_spinner=False, max_entries=64)
 def _assessment(url: str, snapshot_id: int, host: str, max_age_days: float) -> Assessment | None:
     store = _store(url)
     if store.info(snapshot_id).fleet:
         return store.assessment(snapshot_id, host)
-    return next((a for a in _fleet(url, snapshot_id, max_age_days)
+    return next((a for a in store.fleet(snapshot_id, catalog(), _policy(max_age_days))
                  if a.observation.host.name == host), None)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def worklist_rows(url: str, snapshot_id: int, per_wave: int) -> list[dict[str, Any]]:
-    """The snapshot's worklist in maintenance waves."""
-    info = _store(url).info(snapshot_id)
-    return worklist_rows_of(plan_waves(rank(assessments(url, snapshot_id)), per_wave),
-                            snapshot_id, info.taken_at.isoformat())
+    """The snapshot's worklist in maintenance waves (``store.export.WORKLIST_COLUMNS``)."""
+    table = _worklist(url, snapshot_id, per_wave, _max_age_days())
+    return [dict(row) for row in table.to_dict("records")]
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@st.cache_data(show_spinner=False, max_entries=8)
+def _worklist(url: str, snapshot_id: int, per_wave: int, max_age_days: float) -> pd.DataFrame:
+    store = _store(url)
+    items = plan_waves(rank(store.summaries(snapshot_id, catalog(), _policy(max_age_days))),
+                       per_wave)
+    rows = worklist_rows_of(items, snapshot_id, store.info(snapshot_id).taken_at.isoformat())
+    return pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS))
+
+
 def flag_counts(url: str, snapshot_id: int) -> dict[str, int]:
     """How many hosts of a snapshot carry each flag (``Flag`` values; absent flags count 0)."""
-    counts = dict.fromkeys((flag.value for flag in Flag), 0)
-    for verdict in verdicts(url, snapshot_id):
-        for flag in verdict.flags:
-            counts[flag.value] += 1
-    return counts
+    counted = _counts(url, (snapshot_id,), _max_age_days())[snapshot_id]
+    return {flag.value: counted.get(f"flag:{flag.value}", 0) for flag in Flag}
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def run_failures(url: str, snapshot_ids: tuple[int, ...]) -> dict[int, int]:
+    """Per snapshot: how many hosts its own run failed on."""
+    counted = _counts(url, snapshot_ids, _max_age_days())
+    return {i: counted[i].get("run_failed", 0) for i in snapshot_ids}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _counts(url: str, snapshot_ids: tuple[int, ...], max_age_days: float) -> dict[int, dict[str, int]]:
+    store = _store(url)
+    fleets = [i for i in snapshot_ids if store.info(i).fleet]
+    counted = store.summary_counts(fleets) if fleets else {}
+    for snapshot_id in snapshot_ids:
+        if snapshot_id not in counted:  # format 1: from its composed fleet
+            figures: dict[str, int] = {}
+            for s in store.summaries(snapshot_id, catalog(), _policy(max_age_days)):
+                for flag in s.flags:
+                    figures[f"flag:{flag.value}"] = figures.get(f"flag:{flag.value}", 0) + 1
+                figures["run_failed"] = figures.get("run_failed", 0) + s.run_failed
+            counted[snapshot_id] = figures
+    return counted
+
+
+def failures(url: str, snapshot_id: int) -> list[tuple[str, str, str, int | None, bool]]:
+    """(host, failure reason, detail, observed_in, run_failed) for every host of a snapshot
+    whose latest observation is a failure, or on which its own run failed."""
+    return _failures(url, snapshot_id, _max_age_days())
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _failures(url: str, snapshot_id: int,
+              max_age_days: float) -> list[tuple[str, str, str, int | None, bool]]:
+    store = _store(url)
+    if store.info(snapshot_id).fleet:
+        return store.failures(snapshot_id)
+    return [(s.host, s.failure_reason, s.failure_detail, s.observed_in, s.run_failed)
+            for s in store.summaries(snapshot_id, catalog(), _policy(max_age_days))
+            if s.failure_reason]
+
+
 def host_timeline(url: str, host: str) -> list[tuple[SnapshotInfo, dict[str, Any], int | None]]:
+    return _host_timeline(url, host, _heads(url))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _host_timeline(url: str, host: str,
+                   heads_key: str) -> list[tuple[SnapshotInfo, dict[str, Any], int | None]]:
     return _store(url).host_timeline(host)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner="Verifying the chain…")
-def verify(url: str, _key: bytes | None = None) -> VerifyReport:
-    """Recompute every digest and link, and the HMACs when a key is set (cached briefly: it
-    reads every stored row; the key is left out of the cache key)."""
+def verify(url: str, key: bytes | None = None) -> VerifyReport:
+    """Recompute every digest and link, and the HMACs when a key is set (kept until either
+    chain moves; the key is left out of the cache key)."""
+    return _verify(url, _heads(url), key is not None, key)
+
+
+@st.cache_data(show_spinner="Verifying the chain…", max_entries=2)
+def _verify(url: str, heads_key: str, keyed: bool, _key: bytes | None) -> VerifyReport:
     return _store(url).verify(_key)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def snapshot_diff(url: str, before_id: int, after_id: int) -> Diff:
-    """What changed between the two snapshots' whole fleets."""
-    return diff(verdicts(url, before_id), verdicts(url, after_id))
+    """What changed between the two snapshots' whole fleets (from the summary columns)."""
+    return _diff(url, before_id, after_id, _max_age_days())
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@st.cache_data(show_spinner=False, max_entries=8)
+def _diff(url: str, before_id: int, after_id: int, max_age_days: float) -> Diff:
+    store, policy = _store(url), _policy(max_age_days)
+    return diff(store.summaries(before_id, catalog(), policy),
+                store.summaries(after_id, catalog(), policy))
+
+
+@st.cache_data(show_spinner="Re-evaluating every host with today's catalogue…", max_entries=2)
 def reevaluation(url: str, snapshot_id: int, max_age_days: float = 7.0) -> list[Reevaluation]:
-    info = _store(url).info(snapshot_id)
-    return reevaluate(assessments(url, snapshot_id), catalog(), info.taken_at,
-                      _policy(max_age_days))
+    """Hosts whose verdict today's catalogue would change (decodes every observation: the
+    Snapshots page runs it on request)."""
+    store = _store(url)
+    info = store.info(snapshot_id)
+    return reevaluate(store.fleet(snapshot_id, catalog(), _policy(max_age_days)), catalog(),
+                      info.taken_at, _policy(max_age_days))
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner="Building the evidence bundle…")
 def evidence_bundle(url: str, snapshot_id: int, key: bytes | None = None) -> bytes:
     """A bundle of one snapshot; with the signing key its manifest carries the HMAC and the
     chain is verified with the key (the cached store is opened without it)."""
-    store = SnapshotStore(_store(url).engine, key) if key else _store(url)
+    return _bundle(url, snapshot_id, _heads(url), key is not None, key)
+
+
+@st.cache_data(show_spinner="Building the evidence bundle…", max_entries=2)
+def _bundle(url: str, snapshot_id: int, heads_key: str, keyed: bool,
+            _key: bytes | None) -> bytes:
+    store = SnapshotStore(_store(url).engine, _key) if _key else _store(url)
     return build_bundle(store, store.info(snapshot_id), datetime.now(UTC))
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@st.cache_data(show_spinner=False, max_entries=8)
 def discovered(url: str, snapshot_id: int) -> list[Host]:
     return _store(url).discovered(snapshot_id)
 
@@ -249,8 +306,12 @@ def as_of(url: str, moment: datetime) -> SnapshotInfo | None:
     return candidates[-1] if candidates else None
 
 
-@st.cache_data(ttl=10, show_spinner=False)
 def audit_log(url: str) -> list[dict[str, Any]]:
+    return _audit_log(url, _heads(url))
+
+
+@st.cache_data(show_spinner=False, max_entries=2)
+def _audit_log(url: str, heads_key: str) -> list[dict[str, Any]]:
     return _store(url).audit_log()
 
 

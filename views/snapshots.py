@@ -147,8 +147,15 @@ st.caption(
 
 st.subheader("Re-evaluation with today's catalogue")
 today = data.catalog()
-differences = data.reevaluation(url, chosen, ctx.config.max_age.total_seconds() / 86400)
-if not differences:
+# It grades every host's stored observation again (seconds for a large fleet): on request.
+asked = st.toggle(f"Re-evaluate snapshot #{chosen} with today's catalogue (version "
+                  f"{today.version})", key="reevaluate")
+differences = (data.reevaluation(url, chosen, ctx.config.max_age.total_seconds() / 86400)
+               if asked else None)
+if differences is None:
+    st.caption("Shows which hosts today's catalogue would judge differently from what was "
+               "recorded then, for example after a newly catalogued build.")
+elif not differences:
     st.success(f"Snapshot #{chosen}: today's catalogue (version {today.version}) judges every "
                "host as recorded.")
 else:

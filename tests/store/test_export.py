@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from compliance.evaluate import assess
-from compliance.models import Failure, Host, Observation
+from compliance.models import Failure, Host, Observation, server_roles
+from compliance.summary import summarise
 from compliance.worklist import rank
 from store.export import WORKLIST_COLUMNS, neutralise, to_csv, worklist_rows
 
@@ -39,7 +40,7 @@ def test_neutralise(cell, expected):
 def _obs(name: str, build: str | None = None, failure: Failure | None = None,
          indicators: tuple[str, ...] = ()) -> Observation:
     return Observation(Host(name, fqdn=f"{name.lower()}.test.example",
-                            roles=frozenset({"Mailbox"})),
+                            roles=server_roles(["Mailbox"])),
                        NOW, "test", exsetup_version=build, failure=failure,
                        indicators=indicators)
 
@@ -52,7 +53,7 @@ def _rows(catalog):
         _obs("SHELL", "15.1.2176.9", indicators=("web shell in ECP log",)),
         _obs("OLD", "15.1.845.34"),
     ], catalog, NOW, source="test", tool_version="0.test")
-    return worklist_rows(rank(snapshot.assessments), 42, NOW.isoformat())
+    return worklist_rows(rank(summarise(a) for a in snapshot.assessments), 42, NOW.isoformat())
 
 
 def test_worklist_holds_non_compliant_hosts_most_urgent_first(shipped_catalog):
@@ -90,5 +91,5 @@ def test_host_rows_have_exactly_the_host_columns(shipped_catalog):
     from store.export import HOST_COLUMNS, host_row
 
     observation = Observation(Host("EX1"), None, "test")
-    row = host_row(Assessment(observation, evaluate(observation, shipped_catalog, NOW)))
+    row = host_row(summarise(Assessment(observation, evaluate(observation, shipped_catalog, NOW))))
     assert tuple(row) == HOST_COLUMNS  # an empty fleet's table gets the same columns

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 from openpyxl import load_workbook
 
-from compliance.models import Assessment, Host, Observation, Status, Verdict
+from compliance.models import Assessment, Host, Observation, Status, Verdict, server_roles
+from compliance.summary import summarise
 from compliance.worklist import Item, plan_waves
 from store.export import WORKLIST_COLUMNS, to_xlsx
 
@@ -19,8 +20,9 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 def _item(host: str, dag: str = "", roles: frozenset[str] = frozenset({"Mailbox"}),
           priority: int = 1) -> Item:
     verdict = Verdict(host=host, status=Status.VULNERABLE, reason="r", action="a", as_of=NOW)
-    return Item(Assessment(Observation(Host(host, dag=dag or None, roles=roles), NOW, "t"),
-                           verdict), priority)
+    return Item(summarise(Assessment(Observation(Host(host, dag=dag or None,
+                                                      roles=server_roles(roles)), NOW, "t"),
+                                     verdict)), priority)
 
 
 def test_no_wave_takes_two_members_of_one_dag_and_facing_roles_go_first():
@@ -55,3 +57,36 @@ def test_excel_cells_are_inert_text():
     assert host.value.startswith("'=HYPERLINK") and host.data_type == "s"
     assert sheet.cell(row=2, column=header.index("action") + 1).value == "'+cmd"
     assert book["About"]["B1"].value == "7"
+
+
+def _greedy(items, per_wave):
+    """The rule as first written (quadratic): each host to the first wave with room and no
+    member of its DAG, in the same order."""
+    ordered = sorted(items, key=lambda i: (not i.internet_facing, i.priority, i.host.lower()))
+    waves: list[tuple[int, set[str]]] = []
+    chosen = {}
+    for item in ordered:
+        number = next((n for n, (size, dags) in enumerate(waves)
+                       if size < per_wave and not (item.dag and item.dag in dags)), None)
+        if number is None:
+            waves.append((0, set()))
+            number = len(waves) - 1
+        size, dags = waves[number]
+        if item.dag:
+            dags.add(item.dag)
+        waves[number] = (size + 1, dags)
+        chosen[item.host] = number + 1
+    return chosen
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_linear_plan_is_the_greedy_rule(seed):
+    import random
+
+    rng = random.Random(seed)
+    facing = frozenset({"Cafe"})
+    items = [_item(f"H{i:03d}", dag=rng.choice(["", "D1", "D2", "D3", f"D{i % 7}"]),
+                   roles=facing if rng.random() < 0.3 else frozenset({"Mailbox"}),
+                   priority=rng.randint(0, 3)) for i in range(rng.randint(0, 80))]
+    per_wave = rng.randint(1, 6)
+    assert {i.host: i.wave for i in plan_waves(items, per_wave)} == _greedy(items, per_wave)

@@ -30,6 +30,7 @@ def upgrade() -> None:
     # Only the missing ones: a store whose revision was set back by hand runs this again.
     present = {column["name"] for column in sa.inspect(op.get_bind()).get_columns("results")}
     wanted = [*((name, sa.Text) for name in TEXT_COLUMNS), ("known_build", sa.Boolean),
+              ("run_failed", sa.Boolean),
               ("indicator_count", sa.Integer)]
     for name, kind in wanted:
         if name not in present:
