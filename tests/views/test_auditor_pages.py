@@ -101,6 +101,9 @@ def test_snapshots_page_lists_every_snapshot_and_offers_a_bundle(demo):
     assert [b.proto.label for b in buttons] == ["Download evidence bundle"]
     assert at.selectbox(key="bundle_snapshot").value == history[-1].id
     assert any("verify --bundle" in c.value for c in at.caption)
+    # Re-grading every host is on request: not run until asked.
+    assert not any("judges every host as recorded" in s.value for s in at.success)
+    at.toggle(key="reevaluate").set_value(True).run()
     assert any("judges every host as recorded" in s.value for s in at.success)
 
 
@@ -185,6 +188,7 @@ def test_reevaluation_lists_hosts_today_judges_differently(store):
     _single(store, "EX-FORGED", "15.1.2176.9", status=Status.VULNERABLE)
     at = _run(SNAPSHOTS)
     assert any("Pick two different snapshots" in i.value for i in at.info)  # only one
+    at.toggle(key="reevaluate").set_value(True).run()
     table = _table(at, "today's status")
     assert table.to_dict("records") == [{
         "host": "EX-FORGED", "recorded status": "vulnerable", "today's status": "patched",
