@@ -181,3 +181,28 @@ def test_after_retiring_the_demo_fleet_every_page_says_the_fleet_is_empty(demo_a
         at.switch_page(page)
         at.run()
         assert not at.exception, (page, at.exception)
+
+
+def test_collection_failures_match_the_stored_json(demo_app):
+    """The Collection page counts failures from the summary columns: the same figures as
+    decoding every observation and verdict of each snapshot (the way they were counted)."""
+    from compliance.models import EvidenceKind
+
+    at, store = demo_app
+    at.switch_page("views/collection.py")
+    at.run()
+    assert not at.exception
+    runs = next(d.value for d in at.dataframe if "failures" in d.value.columns)
+    for snapshot_id, shown in zip(runs["id"], runs["failures"], strict=True):
+        expected = sum(1 for a in store.assessments(int(snapshot_id))
+                       if (a.observation.failure is not None and not a.carried)
+                       or any(e.kind == EvidenceKind.COLLECTION_FAILED for e in a.verdict.evidence))
+        assert shown == expected, snapshot_id
+    assert runs["failures"].sum() > 0  # the demo fleet has unreachable hosts
+    latest = store.latest()
+    assert latest is not None
+    failing = {a.observation.host.name for a in store.assessments(latest.id)
+               if a.observation.failure is not None
+               or any(e.kind == EvidenceKind.COLLECTION_FAILED for e in a.verdict.evidence)}
+    listed = {host for d in at.dataframe if "detail" in d.value.columns for host in d.value["host"]}
+    assert failing and listed == failing

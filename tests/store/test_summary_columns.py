@@ -1,0 +1,196 @@
+"""The summary columns (schema 7, snapshot format 4): what the pages read instead of the JSON.
+
+Boundaries: a store with snapshots written before the columns existed (migrated, verdicts
+unchanged, chain still verifying, columns derived from the JSON); columns that disagree with
+the JSON (format 3: found by verify; format 4: the digest breaks); any assessment's columns
+equal its JSON's derivation (property test, through a real save).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from compliance.evaluate import assess
+from compliance.models import Failure, Host, Observation, ServerRole
+from compliance.summary import COLUMNS, HostSummary, summarise
+from store import SnapshotStore, chain
+from store.verification import summary_matches
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+SUMMARY_ONLY = [name for name in COLUMNS if name not in ("host", "status")]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def _run(catalog, at: datetime, names: list[str], failing: tuple[str, ...] = ()):
+    observations = []
+    for i, name in enumerate(names):
+        host = Host(name, f"{name.lower()}.test.example", site=f"S{i % 2}", dag=f"D{i % 3}",
+                    roles=frozenset({ServerRole.MAILBOX, ServerRole.CLIENT_ACCESS}))
+        if name in failing:
+            observations.append(Observation(host, at, "test",
+                                            failure=Failure("unreachable", "timed out")))
+        else:
+            observations.append(Observation(
+                host, at, "test", exsetup_version="15.1.2176.9" if i % 2 else "15.1.2176.2",
+                indicators=("web shell in ECP log",) if i == 3 else ()))
+    return assess(observations, catalog, at, source="test", tool_version="t",
+                  discovered=[o.host for o in observations], scope="summary test")
+
+
+def _summaries_from_json(store: SnapshotStore, snapshot_id: int) -> list[HostSummary]:
+    return [summarise(a) for a in store.assessments(snapshot_id)]
+
+
+def test_a_store_of_schema_6_is_migrated_without_changing_a_verdict(any_url, shipped_catalog,
+                                                                     monkeypatch):
+    names = [f"EX{i:02d}" for i in range(8)]
+    store = SnapshotStore.open(any_url)
+    monkeypatch.setattr(chain, "CURRENT_FORMAT", 3)  # what schema 6 wrote
+    ids = [store.save(_run(shipped_catalog, NOW - timedelta(days=2), names), shipped_catalog),
+           # a partial run that fails on two hosts: the rest carried, failures recorded
+           store.save(_run(shipped_catalog, NOW - timedelta(days=1), names[:4],
+                           failing=("EX00", "EX01")), shipped_catalog)]
+    monkeypatch.undo()
+    before = {i: store.assessments(i) for i in ids}
+    assert store.verify().ok and {store.info(i).format for i in ids} == {3}
+    with store.engine.begin() as conn:
+        for name in (*SUMMARY_ONLY,):
+            conn.execute(text(f"ALTER TABLE results DROP COLUMN {name}"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0006'"))
+    store.dispose()
+
+    store = SnapshotStore.open(any_url)  # migration 0007 adds and fills the columns
+    try:
+        assert {i: store.assessments(i) for i in ids} == before
+        assert store.verify().ok
+        for snapshot_id in ids:
+            assert store.summaries(snapshot_id, shipped_catalog) == \
+                _summaries_from_json(store, snapshot_id)
+            rows, _inventory = store.raw_rows(snapshot_id)
+            assert rows and all(summary_matches(row) for row in rows)
+        failed = [(h, r, run) for h, r, _d, _o, run in store.failures(ids[1])]
+        assert failed == [("EX00", "unreachable", True), ("EX01", "unreachable", True)]
+        newest = store.save(_run(shipped_catalog, NOW, names[:2]), shipped_catalog)
+        assert store.info(newest).format == 4 and store.verify().ok
+    finally:
+        store.dispose()
+
+
+@pytest.mark.parametrize(("version", "message"), [
+    (3, "its summary columns differ from its stored observation and verdict"),
+    (4, "content does not match its recorded digest"),
+])
+def test_a_summary_column_that_disagrees_with_the_json_is_caught(empty_store, shipped_catalog,
+                                                                 monkeypatch, version, message):
+    """A writer hides the web shell from the Overview by blanking one host's flags column."""
+    monkeypatch.setattr(chain, "CURRENT_FORMAT", version)
+    snapshot_id = empty_store.save(_run(shipped_catalog, NOW, [f"EX{i:02d}" for i in range(5)]),
+                                   shipped_catalog)
+    assert empty_store.verify().ok
+    with empty_store.engine.begin() as conn:
+        conn.execute(text("UPDATE results SET flags = '', indicator_count = 0 "
+                          "WHERE snapshot_id = :id AND host = 'EX03'"), {"id": snapshot_id})
+    problems = [p.message for p in empty_store.verify().problems]
+    assert any(message in p for p in problems), problems
+
+
+def test_a_bundle_with_forged_summary_columns_is_refused(empty_store, shipped_catalog, tmp_path):
+    import io
+    import json
+    import zipfile
+
+    from store.evidence import build_bundle, document_digest, verify_bundle
+
+    snapshot_id = empty_store.save(_run(shipped_catalog, NOW, ["EX00", "EX01", "EX02", "EX03"]),
+                                   shipped_catalog)
+    data = build_bundle(empty_store, empty_store.info(snapshot_id), NOW)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    document = json.loads(members["snapshot.json"])
+    document["results"][3]["flags"] = ""  # the digest recomputed, as a forger without a key can
+    document["header"]["hash"] = document_digest(document)
+    manifest = json.loads(members["manifest.json"])
+    manifest["snapshot_hash"] = document["header"]["hash"]
+    members["snapshot.json"] = json.dumps(document).encode()
+    members["manifest.json"] = json.dumps(manifest).encode()
+    import hashlib
+    manifest["files"]["snapshot.json"] = hashlib.sha256(members["snapshot.json"]).hexdigest()
+    members["manifest.json"] = json.dumps(manifest).encode()
+    path = tmp_path / "forged.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    problems = verify_bundle(path)
+    assert any("summary columns differ" in p for p in problems), problems
+
+
+# -- property: the columns always agree with the JSON they are derived from ---------------
+
+ROLES = st.frozensets(st.sampled_from(list(ServerRole)), max_size=4)
+BUILDS = st.sampled_from([None, "15.1.2176.2", "15.1.2176.9", "15.2.792.10", "15.0.1497.2",
+                          "14.3.513.0", "15.1.999.1", "garbage", "15.2.1118.7"])
+NAMES = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1,
+                max_size=20)
+
+
+@st.composite
+def observations(draw, at: datetime = NOW):
+    name = draw(NAMES)
+    host = Host(name, draw(st.none() | NAMES), draw(st.none() | NAMES), draw(st.none() | NAMES),
+                draw(st.none() | ROLES), draw(st.none() | st.sampled_from(
+                    ["Version 15.1 (Build 32176.2)", "junk"])))
+    if draw(st.booleans()) and draw(st.booleans()):
+        return Observation(host, at, "test",
+                           failure=Failure(draw(st.sampled_from(["unreachable", "auth", "x, y"])),
+                                           draw(NAMES)))
+    observed = draw(st.none() | st.just(at) | st.just(at - timedelta(days=30)))
+    return Observation(host, observed, "test", exsetup_version=draw(BUILDS),
+                       indicators=tuple(draw(st.lists(NAMES, max_size=3))))
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(observations(), min_size=1, max_size=6,
+                unique_by=lambda o: o.host.name.lower()),
+       st.lists(observations(), max_size=4, unique_by=lambda o: o.host.name.lower()))
+def test_stored_columns_always_agree_with_the_stored_json(tmp_path_factory, shipped_catalog,
+                                                           first, second):
+    store = SnapshotStore.open(f"sqlite:///{tmp_path_factory.mktemp('p') / 'store.db'}")
+    try:
+        ids = [store.save(assess(first, shipped_catalog, NOW - timedelta(days=1), source="t",
+                                 tool_version="t"), shipped_catalog),
+               store.save(assess(second, shipped_catalog, NOW, source="t", tool_version="t"),
+                          shipped_catalog)]
+        for snapshot_id in ids:
+            assert store.summaries(snapshot_id, shipped_catalog) == \
+                _summaries_from_json(store, snapshot_id)
+            rows, _inventory = store.raw_rows(snapshot_id)
+            assert all(summary_matches(row) for row in rows)
+        assert store.verify().ok
+    finally:
+        store.dispose()
+
+
+@given(st.lists(observations(), min_size=1, max_size=3))
+def test_columns_round_trip(shipped_catalog_observations):
+    from compliance.catalog import load_catalog
+
+    catalog = load_catalog()
+    for observation in shipped_catalog_observations:
+        summary = summarise(assess([observation], catalog, NOW, source="t",
+                                   tool_version="t").assessments[0])
+        columns = summary.to_columns()
+        assert list(columns) == list(COLUMNS)
+        assert HostSummary.from_columns(columns) == summary
+        assert HostSummary.from_columns(tuple(columns.values())) == summary
