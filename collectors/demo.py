@@ -247,7 +247,8 @@ def demo_observations(catalog: Catalog, week: int, at: datetime,
 
 def seed_demo(store: SnapshotStore, catalog: Catalog, now: datetime,
               policy: Policy | None = None) -> list[int]:
-    """Write the demo history into ``store``; returns the snapshot ids, oldest first."""
+    """Write the demo history into ``store``, each snapshot recorded in the audit log like any
+    import (actor "demo", at its own time); returns the snapshot ids, oldest first."""
     ids = []
     for week, at in enumerate(snapshot_times(now)):
         observations = demo_observations(catalog, week, at)
@@ -257,6 +258,9 @@ def seed_demo(store: SnapshotStore, catalog: Catalog, now: datetime,
                           scope=f"demo: ldaps://dc1.{DOMAIN} (fictional)",
                           scopes=lambda _host: (DEMO,), complete_scopes=(DEMO,))
         ids.append(store.save(snapshot, catalog, policy))
+        store.record(SOURCE, "import", ids[-1],
+                     f"seeded demo snapshot: {snapshot.label} ({len(observations)} fictional "
+                     "hosts)", at=at)
     return ids
 
 

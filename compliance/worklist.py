@@ -18,13 +18,31 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from compliance.models import Flag, ServerRole, Status
-from compliance.summary import HostSummary
+from compliance.summary import SEPARATOR, HostSummary
 
 URGENCY = {Status.VULNERABLE: 1, Status.UNKNOWN: 2, Status.MITIGATED: 3}
 INDICATORS_FIRST = 0
 INTERNET_FACING = frozenset({ServerRole.CAFE, ServerRole.CLIENT_ACCESS,
                              ServerRole.FRONTEND_TRANSPORT, ServerRole.EDGE})
 PRIORITY_NAMES = {0: "compromise indicators", 1: "vulnerable", 2: "unknown", 3: "mitigated only"}
+
+
+def stored_priority(status: str, flags: str) -> int | None:
+    """``priority`` of a stored row's status and flags texts (compliance/summary.py); a value
+    no writer of this tool makes counts as unknown (2), never as nothing to do."""
+    try:
+        return priority(Status(status), [Flag(f) for f in flags.split(SEPARATOR) if f])
+    except ValueError:
+        return URGENCY[Status.UNKNOWN]
+
+
+def priority(status: Status, flags: Iterable[Flag]) -> int | None:
+    """The worklist priority of a host (0 most urgent), or None when it needs nothing: the one
+    definition of "needs action" that the worklist, its exports and the Overview's headline
+    share."""
+    if Flag.INDICATORS_FOUND in flags:
+        return INDICATORS_FIRST
+    return URGENCY.get(status)
 
 
 @dataclass(frozen=True)
@@ -52,10 +70,9 @@ def rank(summaries: Iterable[HostSummary]) -> list[Item]:
     """The hosts that need work, most urgent first (then product, CU, name)."""
     items = []
     for summary in summaries:
-        indicators = Flag.INDICATORS_FOUND in summary.flags
-        if summary.status.compliant and not indicators:
-            continue
-        items.append(Item(summary, INDICATORS_FIRST if indicators else URGENCY[summary.status]))
+        rank_ = priority(summary.status, summary.flags)
+        if rank_ is not None:
+            items.append(Item(summary, rank_))
     return sorted(items, key=lambda i: (i.priority, i.summary.product, i.summary.cu, i.host))
 
 

@@ -11,23 +11,10 @@ from datetime import datetime
 import plotly.graph_objects as go
 
 from compliance.models import Status
+from views.labels import STATUS_COLORS, STATUS_LABELS, STATUS_ORDER
+from views.summary import patched_share
 
-STATUS_ORDER = (Status.PATCHED, Status.NOT_APPLICABLE, Status.MITIGATED, Status.VULNERABLE,
-                Status.UNKNOWN)
-STATUS_COLORS = {
-    Status.PATCHED: "#2e7d32",
-    Status.NOT_APPLICABLE: "#90a4ae",
-    Status.MITIGATED: "#f9a825",
-    Status.VULNERABLE: "#c62828",
-    Status.UNKNOWN: "#6a1b9a",
-}
-STATUS_LABELS = {
-    Status.PATCHED: "Patched",
-    Status.NOT_APPLICABLE: "Not applicable",
-    Status.MITIGATED: "Mitigated only",
-    Status.VULNERABLE: "Vulnerable",
-    Status.UNKNOWN: "Unknown",
-}
+NONE = "(none)"  # the bar of hosts without a site or DAG
 
 
 def _layout(fig: go.Figure, title: str) -> go.Figure:
@@ -37,16 +24,21 @@ def _layout(fig: go.Figure, title: str) -> go.Figure:
 
 
 def status_donut(counts: Mapping[str, int]) -> go.Figure:
-    """Share of hosts per status, in the fixed status order and colours."""
+    """Hosts per status, in the fixed status order and colours; in the middle the patched
+    share of affected hosts (``views.summary.patched_share``, as the KPI says it). Slices
+    carry their status value (``customdata``) for click-through."""
     statuses = [s for s in STATUS_ORDER if counts.get(s.value, 0)]
     fig = go.Figure(go.Pie(
         labels=[STATUS_LABELS[s] for s in statuses],
         values=[counts[s.value] for s in statuses],
+        customdata=[s.value for s in statuses],
         marker={"colors": [STATUS_COLORS[s] for s in statuses]},
-        hole=0.55, sort=False, direction="clockwise", textinfo="value+percent",
+        hole=0.55, sort=False, direction="clockwise", textinfo="value",
+        hovertemplate="%{label}: %{value} hosts<extra></extra>",
     ))
-    total = sum(counts.values())
-    fig.add_annotation(text=f"{total}<br>hosts", showarrow=False, font={"size": 18})
+    share, patched, affected = patched_share(counts)
+    fig.add_annotation(text=f"{share:.0f}% patched<br>{patched} of {affected} affected",
+                       showarrow=False, font={"size": 15})
     return _layout(fig, "Hosts by status")
 
 
@@ -59,15 +51,17 @@ def plain(label: str) -> str:
 def status_by_group(rows: Sequence[Mapping[str, str]], group: str,
                     title: str) -> go.Figure:
     """Stacked horizontal bars: hosts per ``group`` value, split by status."""
-    tally = Counter((row[group] or "(none)", row["status"]) for row in rows)
+    tally = Counter((row[group] or NONE, row["status"]) for row in rows)
     # "(none)" (hosts without a value) goes last, after the naturally sorted values.
-    groups = sorted({g for g, _ in tally}, key=lambda g: (g == "(none)", _natural(g)))
+    groups = sorted({g for g, _ in tally}, key=lambda g: (g == NONE, _natural(g)))
     fig = go.Figure()
     for status in STATUS_ORDER:
         values = [tally[(g, status.value)] for g in groups]
         if any(values):
+            # customdata: (group value, status) of each bar, for click-through to Hosts.
             fig.add_trace(go.Bar(name=STATUS_LABELS[status], y=[plain(g) for g in groups], x=values,
-                                 orientation="h", marker_color=STATUS_COLORS[status]))
+                                 orientation="h", marker_color=STATUS_COLORS[status],
+                                 customdata=[[g, status.value] for g in groups]))
     fig.update_layout(barmode="stack", height=max(300, 28 * len(groups) + 120),
                       legend_traceorder="normal")
     fig.update_yaxes(autorange="reversed")
@@ -75,7 +69,8 @@ def status_by_group(rows: Sequence[Mapping[str, str]], group: str,
 
 
 def status_trend(times: Sequence[datetime], counts: Sequence[Mapping[str, int]]) -> go.Figure:
-    """Stacked area of status counts across snapshots."""
+    """Stacked area of status counts across snapshots, and the patched share of affected hosts
+    (``views.summary.patched_share``) on a second axis."""
     fig = go.Figure()
     for status in STATUS_ORDER:
         values = [c.get(status.value, 0) for c in counts]
@@ -84,7 +79,14 @@ def status_trend(times: Sequence[datetime], counts: Sequence[Mapping[str, int]])
                 name=STATUS_LABELS[status], x=list(times), y=values, mode="lines+markers",
                 stackgroup="status", line={"color": STATUS_COLORS[status]},
             ))
-    fig.update_yaxes(title="hosts")
+    if counts:
+        fig.add_trace(go.Scatter(
+            name="Patched % of affected", x=list(times),
+            y=[round(patched_share(c)[0], 1) for c in counts], mode="lines",
+            yaxis="y2", line={"color": "#000000", "dash": "dot"}))
+        fig.update_layout(yaxis2={"title": "% patched", "overlaying": "y", "side": "right",
+                                  "range": [0, 100], "showgrid": False})
+    fig.update_yaxes(title="hosts", selector={"overlaying": None})
     return _layout(fig, "Status across snapshots")
 
 

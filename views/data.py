@@ -18,7 +18,7 @@ from compliance.catalog import Catalog, load_catalog
 from compliance.evaluate import Policy
 from compliance.models import Assessment, Flag, Host
 from compliance.summary import COLUMNS, HostSummary
-from compliance.worklist import plan_waves, rank
+from compliance.worklist import PRIORITY_NAMES, plan_waves, rank, stored_priority
 from settings import Settings, load_settings
 from store import SnapshotInfo, SnapshotStore
 from store.evidence import build_bundle
@@ -125,12 +125,13 @@ def summaries(url: str, snapshot_id: int) -> list[HostSummary]:
 
 def host_table(url: str, snapshot_id: int) -> pd.DataFrame:
     """One row per host of a snapshot (``HOST_TABLE_COLUMNS``: the summary columns, then
-    ``observed_in``, the snapshot whose run made the observation, and ``carried``), in fleet
-    order, read from the summary columns alone."""
+    ``observed_in``, the snapshot whose run made the observation, ``carried``, and ``need``:
+    the worklist priority's name, "" when the host needs nothing), in fleet order, read from
+    the summary columns alone."""
     return _host_table(url, snapshot_id, _max_age_days())
 
 
-HOST_TABLE_COLUMNS = (*COLUMNS, "observed_in", "carried")
+HOST_TABLE_COLUMNS = (*COLUMNS, "observed_in", "carried", "need")
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -144,6 +145,16 @@ def _host_table(url: str, snapshot_id: int, max_age_days: float) -> pd.DataFrame
     table = pd.DataFrame(rows, columns=[*COLUMNS, "observed_in"])
     table["carried"] = table["observed_in"].notna()
     table["observed_in"] = table["observed_in"].fillna(snapshot_id).astype("int64")
+    # What the host needs (the worklist's priority, by name; "" for nothing): few distinct
+    # (status, flags) pairs in a fleet, so each is judged once.
+    needs: dict[tuple[str, str], str] = {}
+    column = []
+    for pair in zip(table["status"], table["flags"], strict=True):
+        if pair not in needs:
+            rank_ = stored_priority(*pair)
+            needs[pair] = "" if rank_ is None else PRIORITY_NAMES[rank_]
+        column.append(needs[pair])
+    table["need"] = column
     return table
 
 

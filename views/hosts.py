@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from views import data
+from views import data, labels
 from views.markdown import literal
 from views.page import current, observed_by, snapshot_caption
 
@@ -15,10 +15,16 @@ snapshot_caption(ctx)
 
 url = ctx.config.store_url
 table = data.host_table(url, ctx.snapshot.id)
+NONE = "(none)"  # the option for hosts without a site or DAG, as the charts name them
+FILTERS = ("f_status", "f_need", "f_product", "f_cu", "f_site", "f_dag", "f_flags", "f_roles",
+           "f_search")
 
 
 def _options(column: str) -> list[str]:
-    return sorted({value for value in table[column] if value})
+    values = sorted({value for value in table[column] if value})
+    if column in ("site", "dag") and (table[column] == "").any():
+        values.append(NONE)
+    return values
 
 
 def _listed(column: str) -> list[str]:
@@ -26,22 +32,53 @@ def _listed(column: str) -> list[str]:
     return sorted({value for cell in table[column] for value in cell.split(", ") if value})
 
 
-filters = st.columns(6)
-statuses = filters[0].multiselect("Status", _options("status"), key="f_status")
-products = filters[1].multiselect("Product", _options("product"), key="f_product")
-cus = filters[2].multiselect("CU", _options("cu"), key="f_cu")
-sites = filters[3].multiselect("AD site", _options("site"), key="f_site")
-dags = filters[4].multiselect("DAG", _options("dag"), key="f_dag")
-search = filters[5].text_input("Host name contains", key="f_search")
+def _from_link() -> None:
+    """Filters from the link that opened the page (the Overview's headline or a chart bar):
+    applied once per link, so the person's own changes stay."""
+    query = {key: st.query_params[key] for key in st.query_params}
+    signature = tuple(sorted(query.items()))
+    if not query or st.session_state.get("hosts_link") == signature:
+        return
+    st.session_state["hosts_link"] = signature
+    for key in FILTERS:
+        st.session_state.pop(key, None)
+    chosen = {"status": ("f_status", _options("status")), "need": ("f_need", _options("need")),
+              "product": ("f_product", _options("product")), "cu": ("f_cu", _options("cu")),
+              "site": ("f_site", _options("site")), "dag": ("f_dag", _options("dag")),
+              "flag": ("f_flags", _listed("flags"))}
+    for name, value in query.items():
+        if name in ("site", "dag") and value == "":
+            value = NONE
+        if name in chosen and value in chosen[name][1]:
+            st.session_state[chosen[name][0]] = [value]
+        elif name == "host":
+            st.session_state["f_search"] = value
+
+
+_from_link()
+top = st.columns(3)
+statuses = top[0].multiselect("Status", _options("status"), key="f_status",
+                              format_func=labels.status_label)
+needs = top[1].multiselect("Needs", _options("need"), key="f_need",
+                           help="The worklist's reason to act: compromise indicators, "
+                                "vulnerable, unknown, mitigated only")
+search = top[2].text_input("Host name contains", key="f_search")
+middle = st.columns(4)
+products = middle[0].multiselect("Product", _options("product"), key="f_product")
+cus = middle[1].multiselect("CU", _options("cu"), key="f_cu")
+sites = middle[2].multiselect("AD site", _options("site"), key="f_site")
+dags = middle[3].multiselect("DAG", _options("dag"), key="f_dag")
 more = st.columns(2)
-flags = more[0].multiselect("Flags", _listed("flags"), key="f_flags")
+flags = more[0].multiselect("Flags", _listed("flags"), key="f_flags",
+                            format_func=labels.flag_label)
 roles = more[1].multiselect("Role", _listed("roles"), key="f_roles")
 
 shown = table
-for column, chosen in (("status", statuses), ("product", products), ("cu", cus),
-                       ("site", sites), ("dag", dags)):
+for column, chosen in (("status", statuses), ("need", needs), ("product", products),
+                       ("cu", cus), ("site", sites), ("dag", dags)):
     if chosen:
-        shown = shown[shown[column].isin(chosen)]
+        values = ["" if value == NONE else value for value in chosen]
+        shown = shown[shown[column].isin(values)]
 for column, chosen in (("flags", flags), ("roles", roles)):
     if chosen:  # any of the chosen values
         shown = shown[shown[column].apply(lambda cell, chosen=set(chosen):
@@ -49,33 +86,46 @@ for column, chosen in (("flags", flags), ("roles", roles)):
 if search:
     shown = shown[shown["host"].str.contains(search, case=False, regex=False)]
 
-st.caption(f"{len(shown)} of {len(table)} hosts")
-st.dataframe(
-    shown,
+st.caption(f"{len(shown)} of {len(table)} hosts · click a row for its evidence")
+ORDER = ("host", "status", "need", "action", "product", "cu", "build", "build_source", "site",
+         "dag", "flags", "roles", "mitigations", "observed_at", "observed_in")
+view = shown.reset_index(drop=True)
+event = st.dataframe(
+    labels.styled_status(view),
     hide_index=True,
-    column_order=("host", "status", "product", "cu", "build", "build_source", "flags", "site",
-                  "dag", "roles", "mitigations", "observed_at", "observed_in", "action"),
+    column_order=ORDER,
     column_config={
-        "observed_at": st.column_config.TextColumn("last observed"),
+        **{name: st.column_config.TextColumn(labels.COLUMN_LABELS[name]) for name in ORDER},
+        "host": st.column_config.TextColumn(labels.COLUMN_LABELS["host"], pinned=True),
+        "action": st.column_config.TextColumn(labels.COLUMN_LABELS["action"], width="large"),
         "observed_in": st.column_config.NumberColumn(
-            "observed in snapshot", format="#%d",
+            labels.COLUMN_LABELS["observed_in"], format="#%d",
             help="The snapshot whose run made the observation; an older one than this "
                  "snapshot means the host was carried forward from that run."),
-        "action": st.column_config.TextColumn("next action", width="large"),
     },
+    on_select="rerun", selection_mode="single-row", key="hosts_table",
 )
 
 st.subheader("Host detail")
-names = list(shown["host"])
+names = list(view["host"])
+picked = [row for row in event.selection.rows if row < len(names)] if event else []
 if not names:
     st.info("No host matches the filters.")
     st.stop()
-name = st.selectbox("Host", names, key="detail_host")
+if picked:
+    name: str | None = names[picked[0]]
+elif len(names) == 1:
+    name = names[0]
+else:
+    name = st.selectbox("Host", names, key="detail_host", index=None,
+                        placeholder="Click a row above, or choose a host")
+if name is None:
+    st.stop()
 assessment = data.assessment(url, ctx.snapshot.id, name)
 assert assessment is not None  # the name comes from this snapshot's table
 verdict, obs = assessment.verdict, assessment.observation
 st.markdown(f"**{literal(verdict.host)}** ({literal(obs.host.fqdn or 'no FQDN')}): "
-            f"**{verdict.status.value}**"
+            f"**{labels.status_label(verdict.status.value)}**"
             + (f" · {literal(verdict.product)} {literal(verdict.cu or '')}" if verdict.product else ""))
 st.markdown(f"**Next action:** {literal(verdict.action)}")
 st.markdown(observed_by(assessment, ctx.snapshot.id, {s.id: s for s in ctx.history}))

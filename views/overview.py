@@ -1,14 +1,24 @@
-"""Overview for managers: where the fleet stands, how it got there, when it will be done."""
+"""Overview for managers: one headline first, then where the fleet stands and how it got there.
+
+The headline is the worklist's count (compliance/worklist.py ``priority``), so the Overview,
+the Worklist and its downloads give the same number; each part links to the Hosts page
+filtered to it. Clicking a bar opens the Hosts page filtered to that group and status.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import streamlit as st
 
 from compliance.models import Flag, Status
+from compliance.worklist import PRIORITY_NAMES
 from store import SnapshotInfo
 from views import charts, data
 from views.page import current, snapshot_caption
 from views.summary import Kpi, kpis, projected_completion
+
+HOSTS = "views/hosts.py"
 
 ctx = current()
 url = ctx.config.store_url
@@ -19,6 +29,27 @@ if ctx.snapshot.host_count == 0:
             "collection (`python -m collectors collect`, see the README) or import probe files "
             "on the Collection page.")
     st.stop()
+
+table = data.host_table(url, ctx.snapshot.id)
+needs = table["need"].value_counts()
+waiting = int((table["need"] != "").sum())
+if waiting == 0:
+    st.success(f"**No server needs action.** All {len(table)} servers are patched or not "
+               "affected, and none shows compromise indicators.")
+else:
+    st.subheader(f"{waiting} server{'s' if waiting != 1 else ''} need action",
+                 help="The Worklist's count, and its downloads': every server not patched (or "
+                      "not affected), and every server with compromise indicators, patched or "
+                      "not. Each server is counted once, under its most urgent need.")
+    # Vulnerable, unknown, mitigated only, then compromise indicators (each server once).
+    order = [1, 2, 3, 0]
+    parts = [(PRIORITY_NAMES[p], int(needs.get(PRIORITY_NAMES[p], 0))) for p in order]
+    columns = st.columns(len(parts))
+    for column, (name, count) in zip(columns, parts, strict=True):
+        with column:
+            label = f"**{count}** {'with ' if name == PRIORITY_NAMES[0] else ''}{name}"
+            st.page_link(HOSTS, label=label, query_params={"need": name},
+                         icon=":material/filter_alt:", disabled=count == 0)
 
 
 def _figures(info: SnapshotInfo) -> list[Kpi]:
@@ -38,18 +69,57 @@ for column, kpi in zip(columns, now, strict=True):
     column.metric(kpi.label, kpi.display, delta=delta, delta_color=kpi.delta_color,
                   help=kpi.help, border=True)
 
-table = data.host_table(url, ctx.snapshot.id)
-rows = table.to_dict("records")
+rows = table[["product", "cu", "site", "dag", "status"]].to_dict("records")
 for row in rows:
     row["product_cu"] = f"{row['product'] or '?'} {row['cu'] or ''}".strip()
 
+
+def _clicked(event: Any) -> list[dict[str, Any]]:
+    """The points a click or box selection chose on a chart (empty without one)."""
+    selection = getattr(event, "selection", None) or {}
+    return list(selection.get("points", [])) if hasattr(selection, "get") else []
+
+
+def _open_hosts(points: list[dict[str, Any]], column: str | None) -> None:
+    """Open the Hosts page filtered to the first chosen bar: its group and its status."""
+    for point in points:
+        custom = point.get("customdata")
+        if isinstance(custom, list | tuple) and len(custom) == 2:
+            group, status = str(custom[0]), str(custom[1])
+            query = {"status": status}
+            value = "" if group == charts.NONE else group
+            if column == "product_cu":  # "2016 CU19"; "?" where the product is not known
+                product, _, cu = value.partition(" ")
+                query.update(product="" if product == "?" else product, cu=cu)
+            elif column is not None:
+                query[column] = value
+            st.switch_page(HOSTS, query_params=query)
+        elif isinstance(custom, str):
+            st.switch_page(HOSTS, query_params={"status": custom})
+
+
 left, right = st.columns([2, 3])
-left.plotly_chart(charts.status_donut(ctx.snapshot.counts), width="stretch")
-right.plotly_chart(charts.status_by_group(rows, "product_cu", "Status by product and CU"),
-                   width="stretch")
+with left:
+    donut = st.plotly_chart(charts.status_donut(ctx.snapshot.counts), width="stretch",
+                            on_select="rerun", selection_mode="points", key="chart_status")
+    _open_hosts(_clicked(donut), None)
+with right:
+    by_cu = st.plotly_chart(charts.status_by_group(rows, "product_cu", "Status by product and CU"),
+                            width="stretch", on_select="rerun", selection_mode="points",
+                            key="chart_cu")
+    _open_hosts(_clicked(by_cu), "product_cu")
 left, right = st.columns(2)
-left.plotly_chart(charts.status_by_group(rows, "site", "Status by AD site"), width="stretch")
-right.plotly_chart(charts.status_by_group(rows, "dag", "Status by DAG"), width="stretch")
+with left:
+    by_site = st.plotly_chart(charts.status_by_group(rows, "site", "Status by AD site"),
+                              width="stretch", on_select="rerun", selection_mode="points",
+                              key="chart_site")
+    _open_hosts(_clicked(by_site), "site")
+with right:
+    by_dag = st.plotly_chart(charts.status_by_group(rows, "dag", "Status by DAG"),
+                             width="stretch", on_select="rerun", selection_mode="points",
+                             key="chart_dag")
+    _open_hosts(_clicked(by_dag), "dag")
+st.caption("Click a bar to open its servers on the Hosts page.")
 
 times = [s.taken_at for s in ctx.history]
 remaining = [s.host_count - sum(s.counts.get(x.value, 0) for x in Status if x.compliant)
@@ -61,8 +131,9 @@ right.plotly_chart(charts.status_trend(times, [s.counts for s in ctx.history]), 
 if remaining and remaining[-1] == 0:
     st.success("Every affected host is patched.")
 elif projected is not None:
-    st.markdown(f"**{remaining[-1]}** hosts still need work. At the rate of the last snapshots "
-                f"the fleet is done around **{projected:%Y-%m-%d}**: see the **Worklist**.")
+    st.markdown(f"At the rate of the last snapshots the fleet is patched around "
+                f"**{projected:%Y-%m-%d}** (the burn-down counts servers not patched; compromise "
+                "indicators are not in it).")
 else:
-    st.warning(f"**{remaining[-1] if remaining else 0}** hosts still need work and the recent "
-               "snapshots show no progress: no completion date can be projected.")
+    st.warning("The recent snapshots show no progress in patching: no completion date can be "
+               "projected.")

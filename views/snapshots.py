@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from store.export import AUDIT_COLUMNS, to_csv
-from views import charts, data
+from views import charts, data, labels
 from views.markdown import literal
 from views.page import current, snapshot_caption
 
@@ -65,7 +65,7 @@ st.dataframe(
     pd.DataFrame(
         [{"id": s.id, "taken at (UTC)": f"{s.taken_at:%Y-%m-%d %H:%M}", "source": s.source,
           "label": s.label, "hosts": s.host_count,
-          **{status.value: s.counts.get(status.value, 0) for status in charts.STATUS_ORDER},
+          **{status.value: s.counts.get(status.value, 0) for status in labels.STATUS_ORDER},
           "chain position": s.sequence, "digest": s.hash[:16] + "…",
           "signed": "yes" if s.signature else "no", "pruned": s.pruned}
          for s in reversed(ctx.history)],
@@ -118,7 +118,7 @@ else:
                 f"judged by catalogue {literal(in_force.catalog_version)} and advisory "
                 f"{literal(in_force.advisory_id)} v{literal(in_force.advisory_version)}.")
     figures = [("Hosts", in_force.host_count)] + [
-        (charts.STATUS_LABELS[s], in_force.counts.get(s.value, 0)) for s in charts.STATUS_ORDER]
+        (labels.STATUS_LABELS[s], in_force.counts.get(s.value, 0)) for s in labels.STATUS_ORDER]
     for column, (label, value) in zip(st.columns(len(figures)), figures, strict=True):
         column.metric(label, value, border=True)
     st.columns(2)[0].plotly_chart(charts.status_donut(in_force.counts), width="stretch")

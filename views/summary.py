@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from compliance.models import Status
+from views.labels import STATUS_LABELS
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,21 @@ class Kpi:
         return f"{change:+.0f}" if change else None
 
 
+def patched_share(counts: Mapping[str, int]) -> tuple[float, int, int]:
+    """(percent, patched, affected): the one definition of "patched" the KPI, the donut and the
+    trend share. Affected hosts are every host but those the advisory does not apply to
+    (Exchange 2010 without Unified Messaging); unknown ones count as affected and unpatched."""
+    total = sum(counts.values())
+    patched = counts.get(Status.PATCHED.value, 0)
+    affected = total - counts.get(Status.NOT_APPLICABLE.value, 0)
+    return (100.0 * patched / affected if affected else 0.0), patched, affected
+
+
+PATCHED_HELP = ("Patched hosts as a share of affected hosts: every host but those the advisory "
+                "does not apply to (Exchange 2010 without Unified Messaging). Unknown hosts "
+                "count as affected and not patched.")
+
+
 def kpis(counts: Mapping[str, int], coverage: tuple[int, int] | None = None,
          indicators: int = 0, out_of_support: int = 0) -> list[Kpi]:
     """Hosts in the fleet, coverage (hosts with a fresh observation / hosts in the fleet, as
@@ -35,10 +51,8 @@ def kpis(counts: Mapping[str, int], coverage: tuple[int, int] | None = None,
     vulnerable, unknown, hosts with compromise indicators, hosts on a product out of
     support."""
     total = sum(counts.values())
-    patched = counts.get(Status.PATCHED.value, 0)
     not_applicable = counts.get(Status.NOT_APPLICABLE.value, 0)
-    affected = total - not_applicable
-    share = 100.0 * patched / affected if affected else 0.0
+    share, patched, affected = patched_share(counts)
     mitigated = counts.get(Status.MITIGATED.value, 0)
     vulnerable = counts.get(Status.VULNERABLE.value, 0)
     unknown = counts.get(Status.UNKNOWN.value, 0)
@@ -56,14 +70,15 @@ def kpis(counts: Mapping[str, int], coverage: tuple[int, int] | None = None,
             f"{not_applicable} not affected (Exchange 2010 without UM).", "normal",
             percent=True),
         Kpi("patched", "Patched", share, f"{share:.0f}%",
-            f"{patched} of {affected} affected hosts have the March 2021 fixes.", "normal",
+            f"{patched} of {affected} affected hosts have the March 2021 fixes. "
+            + PATCHED_HELP, "normal",
             percent=True),
-        Kpi("mitigated", "Mitigated", mitigated, str(mitigated),
+        Kpi("mitigated", STATUS_LABELS[Status.MITIGATED], mitigated, str(mitigated),
             "Not patched; the interim mitigation against CVE-2021-26855 is in place.",
             "inverse"),
-        Kpi("vulnerable", "Vulnerable", vulnerable, str(vulnerable),
+        Kpi("vulnerable", STATUS_LABELS[Status.VULNERABLE], vulnerable, str(vulnerable),
             "Neither patched nor mitigated.", "inverse"),
-        Kpi("unknown", "Unknown", unknown, str(unknown),
+        Kpi("unknown", STATUS_LABELS[Status.UNKNOWN], unknown, str(unknown),
             "Unreachable, stale, or a build that cannot be judged: never counted as patched.",
             "inverse"),
         Kpi("indicators", "Indicators", indicators, str(indicators),

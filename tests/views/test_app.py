@@ -61,7 +61,7 @@ def test_overview_kpis_match_the_store(demo_app):
     assert metrics["Coverage"] == f"{100 * fresh / latest.host_count:.0f}%"
     assert metrics["Indicators"] == str(indicators) == "1"
     assert metrics["Patched"] == f"{100 * statuses['patched'] / affected:.0f}%"
-    assert metrics["Mitigated"] == str(statuses["mitigated"])
+    assert metrics["Mitigated only"] == str(statuses["mitigated"])
     assert metrics["Vulnerable"] == str(statuses["vulnerable"])
     assert metrics["Unknown"] == str(statuses["unknown"])
     ended = sum(1 for a in store.assessments(latest.id)
@@ -83,7 +83,7 @@ def test_hosts_filters_change_the_table_and_detail_shows_evidence(demo_app):
     at.multiselect(key="f_status").set_value(["vulnerable"]).run()
     filtered = at.dataframe[0].value
     assert 0 < len(filtered) < latest.host_count
-    assert set(filtered["status"]) == {"vulnerable"}
+    assert set(filtered["status"]) == {"Vulnerable"}  # shown by its label
     assert len(filtered) == latest.counts["vulnerable"]
 
     at.multiselect(key="f_status").set_value([]).run()
@@ -98,7 +98,8 @@ def test_hosts_filters_change_the_table_and_detail_shows_evidence(demo_app):
     at.multiselect(key="f_status").set_value(["vulnerable"]).run()
     at.text_input(key="f_search").set_value("EX16OLD06").run()
     assert list(at.dataframe[0].value["host"]) == ["DEMO-EX16OLD06"]
-    assert at.selectbox(key="detail_host").value == "DEMO-EX16OLD06"
+    assert not at.get("selectbox") or at.selectbox(key="detail_host").value is None
+    assert any("EX16OLD06" in m.value and "Vulnerable" in m.value for m in at.markdown)
     texts = " ".join(m.value for m in at.markdown)
     assert "Next action:" in texts and "CU23" in texts
     frames = [d.value for d in at.dataframe]

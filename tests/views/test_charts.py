@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from compliance.models import Status
-from views.charts import STATUS_COLORS, burn_down, plain, status_by_group, status_donut, status_trend
+from views.labels import STATUS_COLORS
+from views.charts import burn_down, plain, status_by_group, status_donut, status_trend
 
 
 def test_donut_uses_fixed_order_colours_and_skips_empty_statuses():
@@ -16,7 +17,11 @@ def test_donut_uses_fixed_order_colours_and_skips_empty_statuses():
     assert list(pie.marker.colors) == [STATUS_COLORS[Status.PATCHED],
                                        STATUS_COLORS[Status.MITIGATED],
                                        STATUS_COLORS[Status.VULNERABLE]]
-    assert "10<br>hosts" in fig.layout.annotations[0].text
+    # the KPI's definition: patched of affected (no host here is "not affected")
+    assert fig.layout.annotations[0].text == "50% patched<br>5 of 10 affected"
+    assert list(pie.customdata) == ["patched", "mitigated", "vulnerable"]
+    with_na = status_donut({"patched": 3, "not_applicable": 2, "vulnerable": 1})
+    assert with_na.layout.annotations[0].text.startswith("75% patched<br>3 of 4 affected")
 
 
 def test_group_bars_stack_statuses_per_group_in_natural_order():
@@ -41,9 +46,10 @@ def test_trend_has_one_stacked_series_per_present_status():
     t0 = datetime(2026, 11, 1, tzinfo=UTC)
     fig = status_trend([t0, t0 + timedelta(weeks=1)],
                        [{"patched": 1, "vulnerable": 4}, {"patched": 4, "vulnerable": 1}])
-    assert [t.name for t in fig.data] == ["Patched", "Vulnerable"]
+    assert [t.name for t in fig.data] == ["Patched", "Vulnerable", "Patched % of affected"]
     assert list(fig.data[0].y) == [1, 4]
-    assert all(t.stackgroup == "status" for t in fig.data)
+    assert all(t.stackgroup == "status" for t in fig.data[:2])
+    assert list(fig.data[2].y) == [20.0, 80.0] and fig.data[2].yaxis == "y2"
 
 
 def test_burn_down_draws_the_projection_to_zero():
