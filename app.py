@@ -9,7 +9,7 @@ import streamlit as st
 from collectors.demo import seed_demo
 from settings import Role, SettingsError, access_settings
 from store import StoreError
-from views import access, data
+from views import access, data, integrity
 from views.markdown import literal
 
 # The icon is served by this server: a ":material/..." or emoji icon makes the browser fetch it
@@ -76,6 +76,9 @@ if data.is_demo(config.store_url):
     st.badge("Demo data", icon=":material/science:", color="orange",
              help="A fictional fleet seeded on first start. Point the store at real "
                   "collections to leave demo mode (README, section Configuration).")
+
+# The chain's state on every page: a store that fails verification is a red banner everywhere.
+integrity.show(config.store_url, config.signing_key)
 
 PAGES = {
     "overview": st.Page("views/overview.py", title="Overview", icon=":material/dashboard:",

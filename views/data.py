@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 
 import pandas as pd
 import streamlit as st
+from sqlalchemy import Engine
 
 from compliance.catalog import Catalog, load_catalog
 from compliance.evaluate import Policy
@@ -25,7 +26,6 @@ from store.evidence import build_bundle
 from store.export import WORKLIST_COLUMNS
 from store.export import worklist_rows as worklist_rows_of
 from store.history import Diff, Reevaluation, diff, reevaluate
-from store.verification import VerifyReport
 
 
 def secrets() -> Mapping[str, Any]:
@@ -92,14 +92,20 @@ def _policy(max_age_days: float) -> Policy:
 # full observations; max_entries bounds what a long-running dashboard holds.
 
 
-def _heads(url: str) -> str:
+def heads(url: str) -> str:
+    """Both chain heads: what caches of the whole store are keyed on (one small query)."""
     return _store(url).heads()
+
+
+def engine(url: str) -> Engine:
+    """The process's connection pool for the store (for the background verification)."""
+    return _store(url).engine
 
 
 def snapshots(url: str) -> list[SnapshotInfo]:
     """Every snapshot header, oldest first. A format 1 snapshot (written before snapshots held
     the whole fleet) shows the figures of its composed fleet, like every other view of it."""
-    return _snapshots(url, _heads(url), _max_age_days())
+    return _snapshots(url, heads(url), _max_age_days())
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -251,24 +257,13 @@ def _failures(url: str, snapshot_id: int,
 
 
 def host_timeline(url: str, host: str) -> list[tuple[SnapshotInfo, dict[str, Any], int | None]]:
-    return _host_timeline(url, host, _heads(url))
+    return _host_timeline(url, host, heads(url))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _host_timeline(url: str, host: str,
                    heads_key: str) -> list[tuple[SnapshotInfo, dict[str, Any], int | None]]:
     return _store(url).host_timeline(host)
-
-
-def verify(url: str, key: bytes | None = None) -> VerifyReport:
-    """Recompute every digest and link, and the HMACs when a key is set (kept until either
-    chain moves; the key is left out of the cache key)."""
-    return _verify(url, _heads(url), key is not None, key)
-
-
-@st.cache_data(show_spinner="Verifying the chain…", max_entries=2)
-def _verify(url: str, heads_key: str, keyed: bool, _key: bytes | None) -> VerifyReport:
-    return _store(url).verify(_key)
 
 
 def snapshot_diff(url: str, before_id: int, after_id: int) -> Diff:
@@ -296,7 +291,7 @@ def reevaluation(url: str, snapshot_id: int, max_age_days: float = 7.0) -> list[
 def evidence_bundle(url: str, snapshot_id: int, key: bytes | None = None) -> bytes:
     """A bundle of one snapshot; with the signing key its manifest carries the HMAC and the
     chain is verified with the key (the cached store is opened without it)."""
-    return _bundle(url, snapshot_id, _heads(url), key is not None, key)
+    return _bundle(url, snapshot_id, heads(url), key is not None, key)
 
 
 @st.cache_data(show_spinner="Building the evidence bundle…", max_entries=2)
@@ -318,7 +313,7 @@ def as_of(url: str, moment: datetime) -> SnapshotInfo | None:
 
 
 def audit_log(url: str) -> list[dict[str, Any]]:
-    return _audit_log(url, _heads(url))
+    return _audit_log(url, heads(url))
 
 
 @st.cache_data(show_spinner=False, max_entries=2)

@@ -8,7 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from store.export import AUDIT_COLUMNS, to_csv
-from views import charts, data, labels
+from store.history import CATEGORY_LABELS
+from views import charts, data, integrity, labels
 from views.markdown import literal
 from views.page import current, snapshot_caption
 
@@ -38,8 +39,11 @@ if st.button("Verify the chain", key="verify", icon=":material/verified:",
                   "`python -m store verify`."):
     st.session_state["chain_checked"] = True
 if st.session_state.get("chain_checked"):
-    report = data.verify(url, ctx.config.signing_key)
-    if report.ok:
+    state = integrity.chain_state(url, ctx.config.signing_key, wait=3600)
+    report = state.report
+    if report is None:
+        st.error(f"**The chain could not be verified**: {literal(state.error)}")
+    elif report.ok:
         pruned = (f" {report.pruned} pruned: their links are verified, their hosts are gone, "
                   "and a pruning in the audit log accounts for each ("
                   + "; ".join(f"#{p.snapshot_id} {literal(p.at[:16])} by {literal(p.who)}"
@@ -87,20 +91,25 @@ elif by_id[before_id].pruned or by_id[after_id].pruned:
     st.warning(_pruned_note(before_id if by_id[before_id].pruned else after_id))
 else:
     changes = data.snapshot_diff(url, before_id, after_id)
-    categories = (
-        ("Newly patched", changes.newly_patched),
-        ("Regressed", changes.regressed),
-        ("Mitigation removed", changes.mitigation_removed),
-        ("New hosts", changes.new_hosts),
-        ("Removed from the fleet", changes.removed_hosts),
-        ("Status changes", changes.status_changes),
-    )
-    for column, (label, listed) in zip(st.columns(len(categories)), categories, strict=True):
-        column.metric(label, len(listed), border=True)
-    rows = [{"category": label, "host": c.host, "before": c.before or "", "after": c.after or "",
-             "detail": c.detail} for label, listed in categories for c in listed]
+    counted = [(CATEGORY_LABELS[name], len(listed)) for name, listed in changes.__dict__.items()]
+    for column, (label, count) in zip(st.columns(len(counted)), counted, strict=True):
+        column.metric(label, count, border=True)
+    rows = changes.rows()
     if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True)
+        for row in rows:
+            row["before"], row["after"] = (labels.status_label(row["before"]),
+                                           labels.status_label(row["after"]))
+        st.caption("Each host once, under its most important change.")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
+            name: st.column_config.TextColumn(labels.COLUMN_LABELS[name])
+            for name in ("category", "host", "before", "after", "detail")})
+        st.download_button("Download the changes (CSV)",
+                           data=to_csv(rows, ("category", "host", "before", "after", "detail")),
+                           file_name=f"proxylogon-changes-{before_id}-to-{after_id}.csv",
+                           mime="text/csv", key="diff_csv", icon=":material/download:",
+                           on_click=data.record_export,
+                           args=(ctx.config, "export", after_id,
+                                 f"changes from snapshot #{before_id} (CSV)"))
     else:
         st.success(f"No host changed between #{before_id} and #{after_id}.")
 

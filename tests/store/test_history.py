@@ -53,13 +53,18 @@ def test_diff_cases(shipped_catalog):
     assert [c.host for c in result.newly_patched] == ["FIXED"]
     assert [(c.host, c.before, c.after) for c in result.regressed] == [
         ("RESTORED", "patched", "vulnerable")]
-    assert "15.1.2176.9" in result.regressed[0].detail
+    assert result.regressed[0].detail == ("status patched \u2192 vulnerable; build 15.1.2176.9 "
+                                          "\u2192 15.1.2176.2")
     assert [(c.host, c.before, c.after) for c in result.mitigation_removed] == [
         ("UNMITIGATED", "mitigated", "vulnerable")]
+    assert "mitigations" in result.mitigation_removed[0].detail
     assert [c.host for c in result.new_hosts] == ["NEWCOMER"]
     assert [c.host for c in result.removed_hosts] == ["GONE"]
-    assert {c.host for c in result.status_changes} == {"FIXED", "RESTORED", "UNMITIGATED",
-                                                       "WENTDARK"}
+    # Each host once, in its most important category; every row says what changed.
+    assert [c.host for c in result.status_changes] == ["WENTDARK"]
+    hosts = [row["host"] for row in result.rows()]
+    assert sorted(hosts) == sorted(set(hosts)) and all(row["detail"] for row in result.rows())
+    assert [row["category"] for row in result.rows()][0] == "Regressed"
 
 
 def test_as_of_and_timeline(empty_store, shipped_catalog):
@@ -121,7 +126,9 @@ def test_diff_and_export_commands(empty_store, shipped_catalog, store_url):
     refused = _cli(store_url, "export", "--format", "bundle")
     assert refused.returncode == 2 and "--output" in refused.stderr
     missing = _cli(store_url, "export", "--as-of", "2020-01-01", "--format", "csv")
-    assert missing.returncode == 2 and "no snapshot at or before" in missing.stderr
+    # Nothing to export is an empty result (1), not a usage error (2): python -m store --help.
+    assert missing.returncode == 1 and "no snapshot at or before" in missing.stderr
+    assert missing.stderr.startswith("nothing to export: ") and not missing.stdout
 
 
 def test_exports_are_audited_and_the_log_is_exportable(empty_store, shipped_catalog, store_url):

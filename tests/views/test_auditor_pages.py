@@ -21,16 +21,14 @@ from compliance.catalog import load_catalog
 from compliance.evaluate import assess
 from compliance.models import Host, Observation, Snapshot, Status
 from store import SnapshotStore
-from store.history import diff
+from store.history import CATEGORY_LABELS, diff
 from views.markdown import shown
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOTS = ROOT / "views" / "snapshots.py"
 CATALOG = ROOT / "views" / "catalog.py"
 HOSTS = ROOT / "views" / "hosts.py"
-DIFF_LABELS = {"newly_patched": "Newly patched", "regressed": "Regressed",
-               "mitigation_removed": "Mitigation removed", "new_hosts": "New hosts",
-               "removed_hosts": "Removed from the fleet", "status_changes": "Status changes"}
+DIFF_LABELS = CATEGORY_LABELS  # the page names each category as the store does
 
 
 @pytest.fixture
@@ -98,7 +96,8 @@ def test_snapshots_page_lists_every_snapshot_and_offers_a_bundle(demo):
     assert not at.error and not any("verified" in s.value for s in at.success)  # not asked yet
 
     buttons = at.get("download_button")
-    assert [b.proto.label for b in buttons] == ["Download evidence bundle"]
+    assert [b.proto.label for b in buttons] == ["Download the changes (CSV)", "Download evidence bundle",
+                                               "Download the audit log (CSV)"]  # seeding
     assert at.selectbox(key="bundle_snapshot").value == history[-1].id
     assert any("verify --bundle" in c.value for c in at.caption)
     # Re-grading every host is on request: not run until asked.
@@ -222,6 +221,45 @@ def test_catalogue_lists_every_release_and_filters(demo):
     assert list(_table(at, "released")["build"]) == ["15.1.2176.9"]
 
 
+@pytest.mark.parametrize(("query", "builds"), [
+    ("15.02.0792.010", ["15.2.792.10"]),   # the padded file version ExSetup prints
+    (" 15.01.2176.009 ", ["15.1.2176.9"]),
+    ("15.2.792.10", ["15.2.792.10"]),
+    ("792.1", ["15.2.792.10", "15.2.792.13", "15.2.792.15"]),  # not a build: a substring
+])
+def test_catalogue_search_finds_a_padded_build(store, query, builds):
+    at = _run(CATALOG)
+    at.text_input(key="cat_search").set_value(query).run()
+    assert not at.exception
+    assert list(_table(at, "released")["build"]) == builds
+
+
+def test_catalogue_search_keeps_substrings_for_anything_else(store):
+    at = _run(CATALOG)
+    at.text_input(key="cat_search").set_value("2019 cu8 mar21su").run()
+    assert list(_table(at, "released")["build"]) == ["15.2.792.10"]
+
+
+def test_catalogue_can_show_disputed_rows_only(store):
+    catalog = load_catalog()
+    disputed = [str(r.build) for r in catalog.releases if r.disputed]
+    assert disputed and all(r.kind == "other" for r in catalog.releases if r.disputed)
+    at = _run(CATALOG)
+    at.checkbox(key="cat_disputed").check().run()
+    only = _table(at, "released")
+    assert list(only["build"]) == disputed and bool(only["disputed"].all())
+    assert any(f"{len(disputed)} of {len(catalog.releases)} releases, {len(disputed)} disputed"
+               in c.value for c in at.caption)
+    # It combines with the other filters, and unchecked shows every row again.
+    at.multiselect(key="cat_product").set_value(["2010"]).run()
+    assert set(_table(at, "released")["product"]) <= {"2010"}
+    assert len(_table(at, "released")) == sum(r.disputed and r.product == "2010"
+                                              for r in catalog.releases)
+    at.multiselect(key="cat_product").set_value([]).run()
+    at.checkbox(key="cat_disputed").uncheck().run()
+    assert len(_table(at, "released")) == len(catalog.releases)
+
+
 def test_catalogue_shows_the_advisory_and_its_sources(demo):
     advisory = load_catalog().advisory
     at = _run(CATALOG)
@@ -291,7 +329,7 @@ def test_hosts_can_be_filtered_to_those_out_of_support(store):
     _single(store, "EX-2016", "15.1.2176.9")   # Exchange 2016: out of support since 2025-10-14
     _single(store, "EX-SE", "15.2.2562.17")    # Exchange SE: supported
     at = _run(HOSTS)
-    assert "out_of_support" in at.multiselect(key="f_flags").options
+    assert "Out of support" in at.multiselect(key="f_flags").options  # shown by its label
     at.multiselect(key="f_flags").set_value(["out_of_support"]).run()
     assert list(_table(at, "host")["host"]) == ["EX-2016"]
 

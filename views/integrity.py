@@ -1,0 +1,103 @@
+"""The chain's verification state, shown by the frame on every page.
+
+``python -m store verify``'s check runs once per state of the store (both chain heads, so a new
+snapshot or audit entry starts a new one), on a background thread of this process: a page
+never waits more than a moment for it. Until it is done the frame says "checking"; a failure
+is a red banner on every page, since every figure shown may then have been altered.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as Pending
+from dataclasses import dataclass
+from typing import Literal
+
+import streamlit as st
+
+from store import SnapshotStore
+from store.verification import VerifyReport
+from views import data
+from views.markdown import literal
+
+WAIT_SECONDS = 0.5  # a small store's check is shown on the first render; a large one's later
+POLL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class ChainState:
+    state: Literal["checking", "verified", "failed", "error"]
+    signed: bool  # checked with the signing key (HMACs included)
+    report: VerifyReport | None = None
+    error: str = ""
+
+
+class _Checks:
+    """Per process: one verification per (store, heads, keyed), the newest few kept."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain-verify")
+        self.lock = threading.Lock()
+        self.futures: dict[tuple[str, str, bool], Future[VerifyReport]] = {}
+
+    def future(self, url: str, heads: str, key: bytes | None) -> Future[VerifyReport]:
+        wanted = (url, heads, key is not None)
+        with self.lock:
+            if wanted not in self.futures:
+                store = SnapshotStore(data.engine(url), key)
+                self.futures[wanted] = self.pool.submit(store.verify, key)
+                while len(self.futures) > 8:  # the oldest states are of no more use
+                    self.futures.pop(next(iter(self.futures)))
+            return self.futures[wanted]
+
+
+@st.cache_resource(show_spinner=False)
+def _checks() -> _Checks:
+    return _Checks()
+
+
+def chain_state(url: str, key: bytes | None, wait: float = WAIT_SECONDS) -> ChainState:
+    """The store's verification state now, waiting at most ``wait`` seconds for a check that
+    is running."""
+    future = _checks().future(url, data.heads(url), key)
+    try:
+        report = future.result(timeout=wait)
+    except Pending:
+        return ChainState("checking", key is not None)
+    except Exception as error:  # a store that cannot be read at all: not verified
+        return ChainState("error", key is not None, error=str(error).splitlines()[0][:300])
+    return ChainState("verified" if report.ok else "failed", key is not None, report)
+
+
+def show(url: str, key: bytes | None) -> None:
+    """The chain's state in the sidebar on every page, and a red banner when it failed. While
+    the check runs, the sidebar polls and reruns the page once it is done."""
+    state = chain_state(url, key)
+    signed = "with the signing key" if state.signed else "without a signing key (unsigned)"
+    if state.state == "failed":
+        assert state.report is not None
+        first = state.report.problems[0]
+        st.error(f"**The snapshot store does not verify** ({len(state.report.problems)} "
+                 f"problem(s); first: {first.where}: {literal(first.message)}). Figures on this "
+                 "page may have been altered in the database: do not rely on them. The "
+                 "Snapshots page lists every problem; `python -m store verify` checks it from "
+                 "the command line.", icon=":material/gpp_bad:")
+        st.sidebar.error(f"Chain: **failed** verification ({signed})")
+    elif state.state == "error":
+        st.error(f"**The snapshot store could not be verified**: {literal(state.error)}",
+                 icon=":material/gpp_bad:")
+        st.sidebar.error("Chain: not verified (the check failed to run)")
+    elif state.state == "verified":
+        st.sidebar.success(f"Chain: verified ({signed})", icon=":material/verified_user:")
+    else:
+        with st.sidebar:  # a fragment writes only inside its own container
+            _poll(url, key)
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _poll(url: str, key: bytes | None) -> None:
+    if chain_state(url, key, wait=0).state == "checking":
+        st.info("Chain: checking…", icon=":material/hourglass_top:")
+    else:
+        st.rerun(scope="app")
