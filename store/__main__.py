@@ -22,8 +22,10 @@
 ``--db URL`` picks the store (default: the dashboard's). The signing key, when set, comes
 from PROXYLOGON_SIGNING_KEY or [store] signing_key in .streamlit/secrets.toml.
 Exit status: 0 ok; 1 verification failed (each problem one line, "FAIL <where>: ..." or
-"verification failed: ..."); 2 usage, settings or store errors, including nothing to export
-(one line, "error: ...").
+"verification failed: ..."), or nothing to export: no snapshot yet, none at or before --as-of,
+or the snapshot was pruned (one line, "nothing to export: ..."); 2 usage, settings or store
+errors, including a snapshot id the store does not have, and a diff or reevaluate of a pruned
+snapshot or an empty store (one line, "error: ...").
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ def _actor() -> str:
     return default_actor()
 
 
+class NoSnapshot(StoreError):
+    """No snapshot holds what was asked for: the store is empty, none is as old as the
+    ``--as-of`` time, or the snapshot was pruned. ``export`` exits 1 on it (an empty result);
+    the other commands treat it as any store error (2)."""
+
+
 def _pick(store: SnapshotStore, ref: str | None, as_of: str | None) -> SnapshotInfo:
     if as_of:
         try:
@@ -69,12 +77,12 @@ def _pick(store: SnapshotStore, ref: str | None, as_of: str | None) -> SnapshotI
         moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
         found = store.as_of(moment)
         if found is None:
-            raise StoreError(f"no snapshot at or before {moment.isoformat()}")
+            raise NoSnapshot(f"no snapshot at or before {moment.isoformat()}")
         return found
     if ref in (None, "latest"):
         latest = store.latest()
         if latest is None:
-            raise StoreError("the store holds no snapshot yet")
+            raise NoSnapshot("the store holds no snapshot yet")
         return latest
     try:
         return store.info(int(str(ref)))
@@ -83,9 +91,9 @@ def _pick(store: SnapshotStore, ref: str | None, as_of: str | None) -> SnapshotI
 
 
 def _with_hosts(info: SnapshotInfo, consequence: str = "") -> SnapshotInfo:
-    """``info``, unless the snapshot was pruned (``StoreError``: nothing left to read)."""
+    """``info``, unless the snapshot was pruned (``NoSnapshot``: nothing left to read)."""
     if info.pruned:
-        raise StoreError(f"snapshot #{info.id} was pruned: only its header and digest "
+        raise NoSnapshot(f"snapshot #{info.id} was pruned: only its header and digest "
                          f"remain{consequence}")
     return info
 
@@ -97,7 +105,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     parser.add_argument("--db", help="store URL (default: the dashboard's store)")
     parser.add_argument("--secrets", type=Path, default=SECRETS_FILE)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("history")
+    commands.add_parser("history", help="list the snapshots, oldest first, with their digests")
     verify_cmd = commands.add_parser("verify", help="check both chains, or one bundle")
     verify_cmd.add_argument("--bundle", type=Path,
                             help="an evidence bundle (.zip) to check on its own")
@@ -254,7 +262,11 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
         return 0
     if args.format == "bundle" and not args.output:
         raise StoreError("a bundle is binary: give --output FILE.zip")
-    info = _with_hosts(_pick(store, args.snapshot, args.as_of))
+    try:
+        info = _with_hosts(_pick(store, args.snapshot, args.as_of))
+    except NoSnapshot as error:  # an empty result, not a usage error: 1, as the help says
+        stderr.write(f"nothing to export: {inert(error)}\n")
+        return 1
     if args.format == "csv":
         data = snapshot_csv(store.assessments(info.id), info.id).encode()
     elif args.format == "json":

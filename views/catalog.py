@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import streamlit as st
 
+from compliance.builds import BuildParseError, parse_dotted
 from views import data
 from views.markdown import literal
 
@@ -93,14 +94,32 @@ releases = pd.DataFrame(
       "kb": r.kb or "", "released": r.released, "source": r.source, "disputed": r.disputed,
       "notes": r.notes} for r in catalog.releases])
 haystack = releases[["build", "cu", "name", "kb", "notes"]].agg(" ".join, axis=1)
-filters = st.columns([1, 2])
+
+
+def _needle(query: str) -> str:
+    """A query that is a four-part build (the padded ``15.02.0792.010`` ExSetup prints too) in
+    the catalogue's form, ``15.2.792.10``; anything else as typed, for a substring search."""
+    try:
+        return str(parse_dotted(query))
+    except BuildParseError:
+        return query
+
+
+filters = st.columns([1, 2, 1], vertical_alignment="bottom")
 products = filters[0].multiselect("Product", sorted(set(releases["product"])), key="cat_product")
-search = filters[1].text_input("Build, name, KB or note contains", key="cat_search")
+search = filters[1].text_input(
+    "Build, name, KB or note contains", key="cat_search",
+    help="A whole build is matched in any form ExSetup prints: 15.02.0792.010 finds "
+         "15.2.792.10. Anything else is a case-insensitive substring.")
+disputed_only = filters[2].checkbox("Disputed only", key="cat_disputed",
+                                    help="Rows where sources disagree (kind `other`)")
 shown = releases
 if products:
     shown = shown[shown["product"].isin(products)]
+if disputed_only:
+    shown = shown[shown["disputed"]]
 if search:
-    shown = shown[haystack[shown.index].str.contains(search, case=False, regex=False)]
+    shown = shown[haystack[shown.index].str.contains(_needle(search), case=False, regex=False)]
 st.caption(f"{len(shown)} of {len(releases)} releases, {int(shown['disputed'].sum())} disputed")
 st.dataframe(
     shown.style.apply(

@@ -23,23 +23,23 @@ def _layout(fig: go.Figure, title: str) -> go.Figure:
     return fig
 
 
-def status_donut(counts: Mapping[str, int]) -> go.Figure:
-    """Hosts per status, in the fixed status order and colours; in the middle the patched
-    share of affected hosts (``views.summary.patched_share``, as the KPI says it). Slices
-    carry their status value (``customdata``) for click-through."""
+def status_bars(counts: Mapping[str, int]) -> go.Figure:
+    """Hosts per status, one bar each in the fixed status order and colours, labelled with
+    its count; the title gives the patched share of affected hosts
+    (``views.summary.patched_share``, as the KPI says it). Bars carry their status value
+    (``customdata``) so a click opens them (a pie's slices cannot be selected in Streamlit)."""
     statuses = [s for s in STATUS_ORDER if counts.get(s.value, 0)]
-    fig = go.Figure(go.Pie(
-        labels=[STATUS_LABELS[s] for s in statuses],
-        values=[counts[s.value] for s in statuses],
-        customdata=[s.value for s in statuses],
-        marker={"colors": [STATUS_COLORS[s] for s in statuses]},
-        hole=0.55, sort=False, direction="clockwise", textinfo="value",
-        hovertemplate="%{label}: %{value} hosts<extra></extra>",
+    fig = go.Figure(go.Bar(
+        y=[STATUS_LABELS[s] for s in statuses], x=[counts[s.value] for s in statuses],
+        orientation="h", customdata=[[s.value] for s in statuses],
+        marker_color=[STATUS_COLORS[s] for s in statuses], text=[counts[s.value] for s in statuses],
+        textposition="auto", hovertemplate="%{y}: %{x} hosts<extra></extra>",
     ))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=max(300, 40 * len(statuses) + 120), showlegend=False)
     share, patched, affected = patched_share(counts)
-    fig.add_annotation(text=f"{share:.0f}% patched<br>{patched} of {affected} affected",
-                       showarrow=False, font={"size": 15})
-    return _layout(fig, "Hosts by status")
+    return _layout(fig, f"Hosts by status: {share:.0f}% patched ({patched} of {affected} "
+                        "affected)")
 
 
 def plain(label: str) -> str:

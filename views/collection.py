@@ -11,6 +11,7 @@ import streamlit as st
 from collectors import background
 from collectors.inventory import InventoryError
 from collectors.job import ImportResult, collection_job, load_plan
+from collectors.probe import MAX_DOCUMENT_BYTES
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
 from compliance.failures import HINTS
@@ -139,11 +140,20 @@ else:
 
     progress()
 
+# A probe document's limit, in Streamlit's MB (MiB): .streamlit/config.toml's
+# server.maxUploadSize is the same whole number (tested), so the uploader's "Limit ... per
+# file" and this help name one limit.
+UPLOAD_LIMIT = f"{MAX_DOCUMENT_BYTES / 2**20:g} MB"
+UPLOAD_LIMIT_MB = -(-MAX_DOCUMENT_BYTES // 2**20)
 st.subheader("Import probe files", help=(
     "Documents printed by collectors/probe.ps1 run by hand on a server (exchange-probe/1, "
-    "at most 5 MB each), as `python -m collectors import` stores them: one snapshot."))
+    f"at most {UPLOAD_LIMIT} each), as `python -m collectors import` stores them: one "
+    "snapshot."))
 uploads = st.file_uploader("Probe JSON files", type="json", accept_multiple_files=True,
-                           key="import_files")
+                           key="import_files", max_upload_size=UPLOAD_LIMIT_MB,
+                           help=f"exchange-probe/1 documents (.json), at most {UPLOAD_LIMIT} "
+                                "each: a larger one is refused, as `python -m collectors "
+                                "import` refuses it.")
 if st.button("Import", key="import_now", icon=":material/upload:", disabled=not uploads):
     store = data.store_for_writing(config)
     result: ImportResult | None

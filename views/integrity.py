@@ -74,7 +74,7 @@ def show(url: str, key: bytes | None) -> None:
     """The chain's state in the sidebar on every page, and a red banner when it failed. While
     the check runs, the sidebar polls and reruns the page once it is done."""
     state = chain_state(url, key)
-    signed = "with the signing key" if state.signed else "without a signing key (unsigned)"
+    signed = "signatures checked" if state.signed else "unsigned: no signing key set"
     if state.state == "failed":
         assert state.report is not None
         first = state.report.problems[0]

@@ -60,7 +60,8 @@ def _figures(info: SnapshotInfo) -> list[Kpi]:
 
 now = _figures(ctx.snapshot)
 before = _figures(ctx.previous) if ctx.previous else None
-columns = st.columns(len(now))
+# Two rows of four, so every label is read whole at 1440 px.
+columns = [*st.columns(4), *st.columns(4)]
 for column, kpi in zip(columns, now, strict=True):
     delta = None
     if before is not None:
@@ -94,15 +95,15 @@ def _open_hosts(points: list[dict[str, Any]], column: str | None) -> None:
             elif column is not None:
                 query[column] = value
             st.switch_page(HOSTS, query_params=query)
-        elif isinstance(custom, str):
-            st.switch_page(HOSTS, query_params={"status": custom})
+        elif isinstance(custom, list | tuple) and len(custom) == 1:
+            st.switch_page(HOSTS, query_params={"status": str(custom[0])})
 
 
 left, right = st.columns([2, 3])
 with left:
-    donut = st.plotly_chart(charts.status_donut(ctx.snapshot.counts), width="stretch",
-                            on_select="rerun", selection_mode="points", key="chart_status")
-    _open_hosts(_clicked(donut), None)
+    by_status = st.plotly_chart(charts.status_bars(ctx.snapshot.counts), width="stretch",
+                                on_select="rerun", selection_mode="points", key="chart_status")
+    _open_hosts(_clicked(by_status), None)
 with right:
     by_cu = st.plotly_chart(charts.status_by_group(rows, "product_cu", "Status by product and CU"),
                             width="stretch", on_select="rerun", selection_mode="points",

@@ -130,7 +130,7 @@ else:
         (labels.STATUS_LABELS[s], in_force.counts.get(s.value, 0)) for s in labels.STATUS_ORDER]
     for column, (label, value) in zip(st.columns(len(figures)), figures, strict=True):
         column.metric(label, value, border=True)
-    st.columns(2)[0].plotly_chart(charts.status_donut(in_force.counts), width="stretch")
+    st.columns(2)[0].plotly_chart(charts.status_bars(in_force.counts), width="stretch")
 
 st.subheader("Evidence bundle")
 bundled = [s.id for s in reversed(ctx.history) if not s.pruned]

@@ -64,7 +64,7 @@ def test_diff_cases(shipped_catalog):
     assert [c.host for c in result.status_changes] == ["WENTDARK"]
     hosts = [row["host"] for row in result.rows()]
     assert sorted(hosts) == sorted(set(hosts)) and all(row["detail"] for row in result.rows())
-    assert [row["category"] for row in result.rows()][0] == "Regressed"
+    assert result.rows()[0]["category"] == "Regressed"
 
 
 def test_as_of_and_timeline(empty_store, shipped_catalog):

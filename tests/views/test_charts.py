@@ -5,23 +5,23 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from compliance.models import Status
+from views.charts import burn_down, plain, status_bars, status_by_group, status_trend
 from views.labels import STATUS_COLORS
-from views.charts import burn_down, plain, status_by_group, status_donut, status_trend
 
 
-def test_donut_uses_fixed_order_colours_and_skips_empty_statuses():
-    fig = status_donut({"vulnerable": 3, "patched": 5, "unknown": 0, "mitigated": 2})
-    pie = fig.data[0]
-    assert list(pie.labels) == ["Patched", "Mitigated only", "Vulnerable"]
-    assert list(pie.values) == [5, 2, 3]
-    assert list(pie.marker.colors) == [STATUS_COLORS[Status.PATCHED],
+def test_status_bars_use_fixed_order_colours_and_skip_empty_statuses():
+    fig = status_bars({"vulnerable": 3, "patched": 5, "unknown": 0, "mitigated": 2})
+    bars = fig.data[0]
+    assert list(bars.y) == ["Patched", "Mitigated only", "Vulnerable"]
+    assert list(bars.x) == [5, 2, 3]
+    assert list(bars.marker.color) == [STATUS_COLORS[Status.PATCHED],
                                        STATUS_COLORS[Status.MITIGATED],
                                        STATUS_COLORS[Status.VULNERABLE]]
     # the KPI's definition: patched of affected (no host here is "not affected")
-    assert fig.layout.annotations[0].text == "50% patched<br>5 of 10 affected"
-    assert list(pie.customdata) == ["patched", "mitigated", "vulnerable"]
-    with_na = status_donut({"patched": 3, "not_applicable": 2, "vulnerable": 1})
-    assert with_na.layout.annotations[0].text.startswith("75% patched<br>3 of 4 affected")
+    assert fig.layout.title.text.endswith("50% patched (5 of 10 affected)")
+    assert [list(c) for c in bars.customdata] == [["patched"], ["mitigated"], ["vulnerable"]]
+    with_na = status_bars({"patched": 3, "not_applicable": 2, "vulnerable": 1})
+    assert with_na.layout.title.text.endswith("75% patched (3 of 4 affected)")
 
 
 def test_group_bars_stack_statuses_per_group_in_natural_order():

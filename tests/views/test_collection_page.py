@@ -6,7 +6,9 @@ registry (both keyed by the URL) do not leak between tests.
 
 from __future__ import annotations
 
+import math
 import sqlite3
+import tomllib
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +20,7 @@ from collectors import background
 from collectors import job as job_module
 from collectors.demo import seed_demo
 from collectors.job import run_lock
+from collectors.probe import MAX_DOCUMENT_BYTES
 from compliance.catalog import load_catalog
 from store import SnapshotStore
 from tests.collectors.documents import dumps, probe_document
@@ -252,6 +255,35 @@ def test_upload_imports_a_valid_document_and_names_a_broken_one(monkeypatch, tmp
         assert assessment.observation.source == "import:UP-EX01.json"
     finally:
         store.dispose()
+
+
+def test_the_upload_limit_is_the_probe_documents_limit_in_config_and_help(monkeypatch, tmp_path):
+    """Issue 16: the uploader said "200MB per file" (Streamlit's default) while the help said
+    5 MB. Streamlit's MB are MiB (maxUploadSize * 1024 * 1024 bytes)."""
+    limit_mb = math.ceil(MAX_DOCUMENT_BYTES / 2**20)
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    assert config["server"]["maxUploadSize"] == limit_mb
+    assert (limit_mb - 1) * 2**20 < MAX_DOCUMENT_BYTES <= limit_mb * 2**20  # the smallest
+    at = _page(monkeypatch, tmp_path)
+    at.run()
+    uploader = at.file_uploader(key="import_files")
+    assert uploader.proto.max_upload_size_mb == limit_mb
+    assert f"at most {MAX_DOCUMENT_BYTES / 2**20:g} MB" in uploader.help
+    assert "200" not in uploader.help
+
+
+def test_the_uploaders_limit_and_help_follow_max_document_bytes(monkeypatch, tmp_path):
+    """Derived from collectors.probe.MAX_DOCUMENT_BYTES, not a second literal."""
+    import collectors.probe
+
+    monkeypatch.setattr(collectors.probe, "MAX_DOCUMENT_BYTES", 3 * 2**20)
+    at = _page(monkeypatch, tmp_path)
+    at.run()
+    assert not at.exception, at.exception
+    uploader = at.file_uploader(key="import_files")
+    assert uploader.proto.max_upload_size_mb == 3
+    assert "at most 3 MB" in uploader.help and "5 MB" not in uploader.help
+    assert "at most 3 MB" in " ".join(s.help for s in at.subheader if s.help)
 
 
 def test_upload_of_only_broken_files_imports_nothing(monkeypatch, tmp_path):
