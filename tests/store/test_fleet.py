@@ -18,8 +18,8 @@ from compliance.fleet import IMPORT, INVENTORY, directory_scope
 from compliance.models import Host, Observation, Reason, Status
 from store import StoreError, chain
 from store.evidence import build_bundle, verify_bundle
-from store.legacy import fill_summaries
 from store.history import diff, reevaluate
+from store.legacy import fill_summaries
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 AD = directory_scope("CN=Configuration,DC=corp,DC=example")
