@@ -7,6 +7,7 @@ filtered to it. Clicking a bar opens the Hosts page filtered to that group and s
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import streamlit as st
@@ -14,8 +15,9 @@ import streamlit as st
 from compliance.models import Flag, Status
 from compliance.worklist import PRIORITY_NAMES
 from store import SnapshotInfo
-from views import charts, data
+from views import charts, data, integrity
 from views.page import current, snapshot_caption
+from views.report import report_html
 from views.summary import Kpi, kpis, projected_completion
 
 HOSTS = "views/hosts.py"
@@ -50,6 +52,26 @@ else:
             label = f"**{count}** {'with ' if name == PRIORITY_NAMES[0] else ''}{name}"
             st.page_link(HOSTS, label=label, query_params={"need": name},
                          icon=":material/filter_alt:", disabled=count == 0)
+
+
+def _report() -> bytes:
+    state = integrity.chain_state(url, ctx.config.signing_key, wait=0)
+    signed = "signatures checked" if state.signed else "unsigned: no signing key set"
+    words = {"verified": f"verified ({signed})",
+             "failed": f"FAILED verification ({len(state.report.problems) if state.report else 0}"
+                       " problems): do not rely on these figures",
+             "checking": "not yet verified (the check was still running)",
+             "error": "could not be verified"}[state.state]
+    return report_html(ctx.snapshot, ctx.history, table, words, datetime.now(UTC),
+                       demo=data.is_demo(url)).encode()
+
+
+st.download_button("One-page report (HTML, prints on A4)", data=_report,
+                   file_name=f"proxylogon-report-snapshot{ctx.snapshot.id}-"
+                             f"{ctx.snapshot.taken_at:%Y%m%d}.html",
+                   mime="text/html", icon=":material/print:", key="report",
+                   on_click=data.record_export,
+                   args=(ctx.config, "export", ctx.snapshot.id, "one-page report"))
 
 
 def _figures(info: SnapshotInfo) -> list[Kpi]:
