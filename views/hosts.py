@@ -87,7 +87,7 @@ if search:
     shown = shown[shown["host"].str.contains(search, case=False, regex=False)]
 
 st.caption(f"{len(shown)} of {len(table)} hosts · click a row for its evidence")
-ORDER = ("host", "status", "need", "action", "product", "cu", "build", "build_source", "site",
+ORDER = ("host", "status", "action", "need", "product", "cu", "build", "build_source", "site",
          "dag", "flags", "roles", "mitigations", "observed_at", "observed_in")
 view = shown.reset_index(drop=True)
 event = st.dataframe(

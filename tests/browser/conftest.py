@@ -118,6 +118,13 @@ def download_csv(page, button_name: str) -> list[dict[str, str]]:  # type: ignor
     """Click the download button named ``button_name`` (a regex) and read the CSV it gives."""
     import csv
     import io
+
+    text = download(page, button_name).decode("utf-8")
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def download(page, button_name: str) -> bytes:  # type: ignore[no-untyped-def]
+    """Click the download button named ``button_name`` (a regex); the file's bytes."""
     import re
 
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -131,5 +138,4 @@ def download_csv(page, button_name: str) -> list[dict[str, str]]:  # type: ignor
         wait_idle(page)
         with page.expect_download(timeout=30_000) as download_info:
             button.click()
-    text = download_info.value.path().read_text(encoding="utf-8")
-    return list(csv.DictReader(io.StringIO(text)))
+    return download_info.value.path().read_bytes()

@@ -71,8 +71,9 @@ def test_worklist_download_matches_the_store(dashboard, page):
         # The click's on_click records the export in the rerun it starts, which may finish
         # after the browser has the file.
         deadline = time.monotonic() + 20
-        while not (audit := store.audit_log()) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        while (not (audit := store.audit_log()) or audit[0]["action"] != "export") \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)  # the seeding's entries come first; the export's follows
     finally:
         store.dispose()
     assert audit and audit[0]["action"] == "export" and "worklist CSV" in audit[0]["detail"]
