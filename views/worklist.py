@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from compliance.worklist import PRIORITY_NAMES
 from store.export import WORKLIST_COLUMNS, to_csv, to_xlsx
-from views import data
+from views import data, labels
 from views.page import current, snapshot_caption
 
 ctx = current()
@@ -38,10 +39,25 @@ right.download_button("Download worklist (Excel)", data=lambda: to_xlsx(rows, ab
                       on_click=data.record_export, args=(ctx.config, "export", ctx.snapshot.id,
                                                          f"worklist Excel ({len(rows)} hosts)"),
                       mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+with st.expander("What priority and waves mean"):
+    st.markdown("\n".join(f"- **Priority {rank}**: {name}" for rank, name in PRIORITY_NAMES.items())
+                + "\n\nA **wave** is one maintenance window: at most the number of servers "
+                "chosen above, internet-facing ones first, and never two members of one DAG. "
+                "The Excel file's Legend sheet says the same.")
+ORDER = ("wave", "priority", "host", "status", "action", "reason", "flags", "site", "dag",
+         "product", "cu", "build")
+table = pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS))
 st.dataframe(
-    pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS)),
+    labels.styled_status(table),
     hide_index=True,
-    column_order=("wave", "priority", "host", "status", "product", "cu", "build", "action",
-                  "reason", "flags", "site", "dag"),
-    column_config={"action": st.column_config.TextColumn("next action", width="large")},
+    column_order=ORDER,
+    column_config={
+        **{name: st.column_config.TextColumn(labels.COLUMN_LABELS[name]) for name in ORDER},
+        "wave": st.column_config.NumberColumn(labels.COLUMN_LABELS["wave"], pinned=True),
+        "priority": st.column_config.NumberColumn(
+            labels.COLUMN_LABELS["priority"], pinned=True,
+            help="; ".join(f"{rank}: {name}" for rank, name in PRIORITY_NAMES.items())),
+        "host": st.column_config.TextColumn(labels.COLUMN_LABELS["host"], pinned=True),
+        "action": st.column_config.TextColumn(labels.COLUMN_LABELS["action"], width="large"),
+    },
 )
