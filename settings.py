@@ -9,7 +9,7 @@ Sources:
   never a secret.
 - the secrets (``st.secrets`` for the dashboard, ``.streamlit/secrets.toml`` for the command
   lines): ``[store]``, ``[dashboard]``, ``[collection]``, ``[ldap] password``,
-  ``[winrm] password``, ``[access]``. Other sections (Streamlit's ``[auth]``,
+  ``[winrm] password``, ``[access]``, ``[worklist]``. Other sections (Streamlit's ``[auth]``,
   ``[connections]``) are left alone.
 - the environment, over the secrets, for each field that names a variable.
 
@@ -39,6 +39,8 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
@@ -232,6 +234,41 @@ class AccessSettings(_Section):
                 Role.AUDITOR: self.auditor_groups}[role]
 
 
+OWNER_MAX = 200  # characters of one owner: a name, a team or an address
+
+
+class WorklistSettings(_Section):
+    """Who takes each host's work on the worklist (its ``owner`` column): a DAG's owner, else
+    its AD site's (store/export.py ``Owners``). Names match case-insensitively."""
+
+    site_owners: dict[str, str] = Field(default_factory=dict, description="AD site = owner")
+    dag_owners: dict[str, str] = Field(default_factory=dict, description="DAG = owner")
+
+    @field_validator("site_owners", "dag_owners", mode="before")
+    @classmethod
+    def _owners(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{info.field_name} must be a table of name = owner, "
+                             f"not {type(value).__name__}")
+        seen: dict[str, str] = {}
+        for name, owner in value.items():
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"{info.field_name}: a name must be a non-empty string")
+            if not isinstance(owner, str) or not owner.strip() or len(owner) > OWNER_MAX:
+                shown = (f"{len(owner)} characters" if isinstance(owner, str) and owner.strip()
+                         else repr(owner) if isinstance(owner, str) else type(owner).__name__)
+                raise ValueError(f"{info.field_name}: the owner of {name!r} must be a non-empty "
+                                 f"string of at most {OWNER_MAX} characters, not {shown}")
+            if name.casefold() in seen:
+                raise ValueError(f"{info.field_name}: {seen[name.casefold()]!r} and {name!r} are "
+                                 "the same name (names match case-insensitively): keep one")
+            seen[name.casefold()] = name
+        return value
+
+    def __hash__(self) -> int:  # as every section's: the tables as (name, owner) pairs
+        return hash((tuple(self.site_owners.items()), tuple(self.dag_owners.items())))
+
+
 class SecretSettings(_Section):
     # Other sections belong to Streamlit ([auth], [connections]) or to the user.
     model_config = ConfigDict(extra="ignore")
@@ -242,6 +279,7 @@ class SecretSettings(_Section):
     ldap: LdapSecrets = LdapSecrets()
     winrm: WinrmSecrets = WinrmSecrets()
     access: AccessSettings = AccessSettings()
+    worklist: WorklistSettings = WorklistSettings()
 
 
 # --- resolution -------------------------------------------------------------------------------
@@ -258,6 +296,9 @@ class Settings:
     collection_inventory: Path | None
     demo: bool
     max_age: timedelta
+    # [worklist]: (name, owner) pairs, for store.export.Owners (immutable, so hashable).
+    site_owners: tuple[tuple[str, str], ...] = ()
+    dag_owners: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -279,7 +320,9 @@ class Resolved:
             signing_key=key.encode() if key else None,
             lock_timeout=store.lock_timeout,
             collection_config=collection.config, collection_inventory=collection.inventory,
-            demo=dashboard.demo, max_age=timedelta(days=dashboard.max_age_days))
+            demo=dashboard.demo, max_age=timedelta(days=dashboard.max_age_days),
+            site_owners=tuple(self.secrets.worklist.site_owners.items()),
+            dag_owners=tuple(self.secrets.worklist.dag_owners.items()))
 
     def password(self, section: Literal["ldap", "winrm"]) -> str:
         """The LDAP or WinRM password; ``SettingsError`` naming both places to put it."""

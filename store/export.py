@@ -1,28 +1,34 @@
-"""Rows of a snapshot for people: the host table and the worklist, and their CSV form.
+"""Rows of a snapshot for people: the host table and the worklist, as CSV and as Excel.
 
 Every cell that leaves as a spreadsheet is neutralised against formula injection: a host
 name or AD attribute starting with ``=``, ``+``, ``-``, ``@`` (or a tab or carriage return)
-would otherwise run as a formula in Excel or LibreOffice.
+would otherwise run as a formula in Excel or LibreOffice. The Excel workbook is written by
+XlsxWriter with every string-interpreting option off, so no text ever becomes a formula, a
+number or a link; only the columns typed below are written as numbers, booleans or dates.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any
 
-from openpyxl import Workbook
+import xlsxwriter  # type: ignore[import-untyped]  # typed inline, but ships no py.typed
 
+from compliance.models import Status
 from compliance.summary import HostSummary
-from compliance.worklist import Item
+from compliance.worklist import PRIORITY_NAMES, Item
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 AUDIT_COLUMNS = ("id", "at", "who", "action", "snapshot_id", "detail")
 WORKLIST_COLUMNS = (
     "wave", "priority", "host", "fqdn", "status", "product", "cu", "build", "build_source", "action",
-    "reason", "flags", "mitigations", "site", "dag", "roles", "observed_at", "observed_in",
-    "carried", "snapshot_id", "snapshot_taken_at",
+    "reason", "flags", "mitigations", "site", "dag", "owner", "roles", "observed_at",
+    "observed_in", "carried", "snapshot_id", "snapshot_taken_at",
 )
 
 
@@ -65,11 +71,45 @@ def host_row(summary: HostSummary, snapshot_id: int | None = None) -> dict[str, 
     return row
 
 
-def worklist_rows(items: Iterable[Item], snapshot_id: int,
-                  snapshot_taken_at: str) -> list[dict[str, Any]]:
-    """The worklist (``compliance.worklist``) as flat rows, keys WORKLIST_COLUMNS."""
+@dataclass(frozen=True)
+class Owners:
+    """Who takes a host's work: its DAG's owner, else its site's owner, else nobody ("").
+
+    ``site`` and ``dag`` are (name, owner) pairs, as ``[worklist] site_owners`` and
+    ``dag_owners`` declare them (``Settings.site_owners``, ``Settings.dag_owners``); names match
+    case-insensitively, as AD compares them.
+    """
+
+    site: tuple[tuple[str, str], ...] = ()
+    dag: tuple[tuple[str, str], ...] = ()
+    _site: dict[str, str] = field(init=False, repr=False, compare=False)
+    _dag: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_site", {name.casefold(): owner for name, owner in self.site})
+        object.__setattr__(self, "_dag", {name.casefold(): owner for name, owner in self.dag})
+
+    @classmethod
+    def of(cls, site: Mapping[str, str], dag: Mapping[str, str]) -> Owners:
+        return cls(tuple(site.items()), tuple(dag.items()))
+
+    def owner_for(self, site: str, dag: str) -> str:
+        """The DAG's owner when the host's DAG has one, else the site's, else ""."""
+        return (dag and self._dag.get(dag.casefold())) or (
+            site and self._site.get(site.casefold())) or ""
+
+
+NO_OWNERS = Owners()
+
+
+def worklist_rows(items: Iterable[Item], snapshot_id: int, snapshot_taken_at: str,
+                  owners: Owners | None = None) -> list[dict[str, Any]]:
+    """The worklist (``compliance.worklist``) as flat rows, keys WORKLIST_COLUMNS (and
+    ``internet_facing``); ``owner`` from ``owners`` (``Owners.owner_for``)."""
+    owners = owners or NO_OWNERS
     return [{**host_row(item.summary, snapshot_id), "priority": item.priority,
              "wave": item.wave or "", "internet_facing": item.internet_facing,
+             "owner": owners.owner_for(item.summary.site, item.summary.dag),
              "snapshot_id": snapshot_id, "snapshot_taken_at": snapshot_taken_at}
             for item in items]
 
@@ -90,22 +130,187 @@ def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] = WORKLIST_COL
     return buffer.getvalue()
 
 
+# --- Excel ----------------------------------------------------------------------------------
+
+# Columns written as typed cells (any other column, and any value these cannot read, is text).
+NUMBER_COLUMNS = frozenset({"wave", "priority", "snapshot_id", "observed_in", "id",
+                            "indicator_count"})
+BOOLEAN_COLUMNS = frozenset({"known_build", "carried", "internet_facing", "run_failed"})
+DATETIME_COLUMNS = frozenset({"observed_at", "snapshot_taken_at", "at"})
+DATETIME_FORMAT = "yyyy-mm-dd hh:mm"
+EXCEL_MAX_ROWS = 1_048_576
+EXCEL_MAX_TEXT = 32_767  # UTF-16 code units in one cell
+MAX_WIDTH = 60  # characters: a longer column is cut on screen, its cells keep their text
+MIN_WIDTH = 6
+
+STATUS_MEANINGS = {
+    Status.PATCHED: "the ProxyLogon security update (or a later build) is installed",
+    Status.MITIGATED: "not patched, but Microsoft's interim mitigations are in place: a "
+                      "stop-gap, the update is still due",
+    Status.VULNERABLE: "an affected build without the update: patch it",
+    Status.NOT_APPLICABLE: "a version ProxyLogon does not affect",
+    Status.UNKNOWN: "no usable reading: unreachable, stale, or a build that cannot be judged",
+}
+PRIORITY_MEANINGS = {
+    0: "found by the probe, patched or not: investigate first (the update does not remove a "
+       "web shell)",
+    1: "an affected build without the update: patch it",
+    2: "no usable reading (unreachable, stale or unjudgeable): find out",
+    3: "only the interim mitigations: a stop-gap, the update is still due",
+}
+DEMO_WARNING = ("DEMO DATA: a fictional fleet for trying the dashboard, not a collection from "
+                "real servers")
+WAVES_MEANING = (
+    "Maintenance windows, numbered from 1. Internet-facing servers (Client Access / Cafe, "
+    "Front End Transport, Edge) come first, then priority. A wave takes at most one member of "
+    "a DAG, so no DAG has all its copies down in one window.")
+
+
+def _utf16_cut(text: str) -> str:
+    """The text cut to what one Excel cell holds, marked with an ellipsis."""
+    if len(text) <= EXCEL_MAX_TEXT // 2 or len(text.encode("utf-16-le")) <= 2 * EXCEL_MAX_TEXT:
+        return text
+    head = text.encode("utf-16-le")[:2 * (EXCEL_MAX_TEXT - 1)].decode("utf-16-le", "ignore")
+    return head + "…"
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return ""  # a missing value that came through a DataFrame
+    return _utf16_cut(neutralise(value))
+
+
+def _number(value: Any) -> int | float | str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return _text(value)
+
+
+def _boolean(value: Any) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return _text(value)
+
+
+def _excel_time(value: datetime) -> datetime | None:
+    """UTC without a zone (Excel has none): a naive time is taken as UTC already."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value if value.year >= 1900 else None  # Excel's calendar starts in 1900
+
+
+def _datetimes() -> Callable[[Any], datetime | str]:
+    """A reader of ISO 8601 times, remembering each text (a worklist repeats a few)."""
+    seen: dict[str, datetime | str] = {}
+
+    def read(value: Any) -> datetime | str:
+        if isinstance(value, str):
+            if value not in seen:
+                try:
+                    parsed = _excel_time(datetime.fromisoformat(value))
+                except ValueError:
+                    parsed = None
+                seen[value] = _text(value) if parsed is None else parsed
+            return seen[value]
+        if isinstance(value, datetime):
+            return _excel_time(value) or _text(value)
+        if isinstance(value, date):
+            return datetime(value.year, value.month, value.day) if value.year >= 1900 else _text(value)
+        return _text(value)
+
+    return read
+
+
+def _width(values: list[Any], timed: bool) -> int:
+    """The widest cell of a column, in characters (a time shows as DATETIME_FORMAT)."""
+    if timed:
+        texts = [value for value in values if isinstance(value, str)]
+        return max(max(map(len, texts), default=0),
+                   len(DATETIME_FORMAT) if len(texts) < len(values) else 0)
+    return max(map(len, map(str, values)), default=0)
+
+
 def to_xlsx(rows: Sequence[dict[str, Any]], about: Sequence[tuple[str, str]],
-            columns: Sequence[str] = WORKLIST_COLUMNS) -> bytes:
-    """The worklist as an Excel workbook; every cell is written as inert text."""
-    book = Workbook()
-    sheet = book.active
-    assert sheet is not None
-    sheet.title = "Worklist"
-    sheet.append(list(columns))
-    for row in rows:
-        sheet.append([neutralise(row.get(column)) for column in columns])
-    for cells in sheet.iter_rows(min_row=2):
-        for cell in cells:
-            cell.data_type = "s"  # never a formula, whatever the text
-    info = book.create_sheet("About")
-    for key, value in about:
-        info.append([neutralise(key), neutralise(value)])
+            columns: Sequence[str] = WORKLIST_COLUMNS, *, demo: bool = False) -> bytes:
+    """The rows as an Excel workbook to hand over as it is: sheet "Worklist" (a bold, frozen
+    header of the column keys, as the CSV's; an autofilter; widths from the content), "Legend"
+    (priorities, waves, statuses) and "About" (``about``, after a demo-data warning when
+    ``demo``). Numbers, booleans and times (UTC) are typed cells; every text cell is
+    ``neutralise``d and written as a string, never as a formula.
+
+    ``ValueError`` when the rows do not fit in one sheet.
+    """
+    if len(rows) >= EXCEL_MAX_ROWS:
+        raise ValueError(f"{len(rows)} rows do not fit in one Excel sheet "
+                         f"(at most {EXCEL_MAX_ROWS - 1} below the header)")
     buffer = io.BytesIO()
-    book.save(buffer)
+    book = xlsxwriter.Workbook(buffer, {
+        "in_memory": True,
+        # Text stays text: never a formula, a number or a link, whatever it looks like.
+        "strings_to_formulas": False, "strings_to_numbers": False, "strings_to_urls": False,
+        "default_date_format": DATETIME_FORMAT,  # every datetime cell, UTC
+    })
+    bold = book.add_format({"bold": True})
+    sheet = book.add_worksheet("Worklist")
+    read_time = _datetimes()
+    table: list[list[Any]] = []  # column by column: each column read, and measured, in one pass
+    for name in columns:
+        reader = (_number if name in NUMBER_COLUMNS else _boolean if name in BOOLEAN_COLUMNS
+                  else read_time if name in DATETIME_COLUMNS else _text)
+        values = list(map(reader, [row.get(name) for row in rows]))
+        width = max(_width(values, name in DATETIME_COLUMNS), len(name), MIN_WIDTH)
+        sheet.set_column(len(table), len(table), min(width, MAX_WIDTH) + 2)
+        table.append(values)
+    sheet.write_row(0, 0, [_text(name) for name in columns], bold)
+    for number, cells in enumerate(zip(*table, strict=True), start=1):
+        sheet.write_row(number, 0, cells)
+    sheet.freeze_panes(1, 0)
+    sheet.autofilter(0, 0, len(rows), max(len(columns) - 1, 0))
+    _legend(book.add_worksheet("Legend"), bold)
+    info = book.add_worksheet("About")
+    line = 0
+    if demo:
+        warning = book.add_format({"bold": True, "font_color": "#9C0006", "bg_color": "#FFC7CE"})
+        info.write_row(0, 0, ["demo data", DEMO_WARNING], warning)
+        line = 1
+    for key, value in about:
+        info.write_row(line, 0, [_text(key), _text(value)])
+        line += 1
+    info.set_column(0, 0, 20)
+    info.set_column(1, 1, 80)
+    book.close()
     return buffer.getvalue()
+
+
+def legend() -> list[tuple[str, int | str, str]]:
+    """The Legend sheet's rows below its header: (column, value, meaning)."""
+    rows: list[tuple[str, int | str, str]] = [
+        ("priority", rank, f"{PRIORITY_NAMES[rank]}: {PRIORITY_MEANINGS[rank]}")
+        for rank in sorted(PRIORITY_NAMES)]
+    rows.append(("wave", "1, 2, …", WAVES_MEANING))
+    rows += [("status", status.value, STATUS_MEANINGS[status]) for status in Status]
+    rows += [("observed_at", DATETIME_FORMAT, "when the host was last observed, in UTC"),
+             ("snapshot_taken_at", DATETIME_FORMAT, "when the snapshot was taken, in UTC"),
+             ("carried", "TRUE / FALSE", "TRUE: this snapshot's run could not read the host; "
+              "its last reading, from snapshot observed_in, was carried forward"),
+             ("owner", "", "who takes the host's work: its DAG's owner, else its AD site's "
+              "([worklist] in the settings); empty when neither is declared"),
+             ("any text", "'=…", "a leading ' was added to a text starting with = + - @ (or a tab "
+              "or carriage return) so that no spreadsheet runs it as a formula")]
+    return rows
+
+
+def _legend(sheet: Any, bold: Any) -> None:
+    sheet.write_row(0, 0, ["column", "value", "meaning"], bold)
+    for line, (column, value, meaning) in enumerate(legend(), start=1):
+        sheet.write_row(line, 0, [column, value, meaning])
+    sheet.set_column(0, 0, 18)
+    sheet.set_column(1, 1, 18)
+    sheet.set_column(2, 2, 100)
+    sheet.freeze_panes(1, 0)

@@ -140,3 +140,42 @@ def test_the_table_declares_each_environment_variable_once():
         assert settings.env_name(section, key) == name
     with pytest.raises(KeyError):
         settings.env_name("access", "admins")
+
+
+def test_worklist_owners_are_read_from_the_secrets_as_immutable_pairs():
+    config = load_settings({"worklist": {"site_owners": {"Paris": "paris-team@corp.example"},
+                                         "dag_owners": {"DAG-PAR": "Exchange team"}}}, {})
+    assert config.site_owners == (("Paris", "paris-team@corp.example"),)
+    assert config.dag_owners == (("DAG-PAR", "Exchange team"),)
+    assert hash(config)  # still a frozen, hashable value
+    assert hash(settings.resolve({}, {"worklist": {"site_owners": {"a": "b"}}}, {}))
+    empty = load_settings({}, {})
+    assert (empty.site_owners, empty.dag_owners) == ((), ())
+
+
+@pytest.mark.parametrize(("worklist", "says"), [
+    pytest.param({"site_owner": {"Paris": "x"}}, "[worklist] site_owner in the secrets is not a "
+                 "setting: did you mean 'site_owners'?", id="unknown-key"),
+    pytest.param({"dag_owners": {"DAG1": 5}}, "[worklist] dag_owners: the owner of 'DAG1' must "
+                 "be a non-empty string of at most 200 characters, not int", id="not-a-string"),
+    pytest.param({"site_owners": {"Paris": ["a", "b"]}}, "not list", id="a-list"),
+    pytest.param({"site_owners": {"Paris": ""}}, "non-empty string", id="empty"),
+    pytest.param({"site_owners": {"Paris": "  "}}, "non-empty string", id="blank"),
+    pytest.param({"site_owners": {"Paris": "x" * 201}}, "not 201 characters", id="too-long"),
+    pytest.param({"site_owners": "Paris"}, "site_owners must be a table of name = owner",
+                 id="not-a-table"),
+    pytest.param({"dag_owners": {"DAG1": "a", "dag1": "b"}}, "'DAG1' and 'dag1' are the same name",
+                 id="same-name-twice"),
+])
+def test_a_bad_worklist_owner_is_refused_in_one_line(worklist, says):
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"worklist": worklist}, {})
+    assert says in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_an_owner_of_200_characters_is_accepted_and_no_variable_sets_owners():
+    config = load_settings({"worklist": {"site_owners": {"Paris": "x" * 200}}},
+                           {"PROXYLOGON_WORKLIST_SITE_OWNERS": "ignored"})
+    assert config.site_owners == (("Paris", "x" * 200),)
+    with pytest.raises(KeyError):
+        settings.env_name("worklist", "site_owners")

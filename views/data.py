@@ -23,7 +23,7 @@ from compliance.worklist import PRIORITY_NAMES, plan_waves, rank, stored_priorit
 from settings import Settings, load_settings
 from store import SnapshotInfo, SnapshotStore
 from store.evidence import build_bundle
-from store.export import WORKLIST_COLUMNS
+from store.export import WORKLIST_COLUMNS, Owners
 from store.export import worklist_rows as worklist_rows_of
 from store.history import Diff, Reevaluation, diff, reevaluate
 
@@ -197,17 +197,22 @@ def _assessment(url: str, snapshot_id: int, host: str, max_age_days: float) -> A
 
 
 def worklist_rows(url: str, snapshot_id: int, per_wave: int) -> list[dict[str, Any]]:
-    """The snapshot's worklist in maintenance waves (``store.export.WORKLIST_COLUMNS``)."""
-    table = _worklist(url, snapshot_id, per_wave, _max_age_days())
+    """The snapshot's worklist in maintenance waves (``store.export.WORKLIST_COLUMNS``), each
+    host's owner from ``[worklist]`` in the settings."""
+    config = settings()
+    table = _worklist(url, snapshot_id, per_wave, _max_age_days(),
+                      Owners.of(dict(config.site_owners), dict(config.dag_owners)))
     return [dict(row) for row in table.to_dict("records")]
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _worklist(url: str, snapshot_id: int, per_wave: int, max_age_days: float) -> pd.DataFrame:
+def _worklist(url: str, snapshot_id: int, per_wave: int, max_age_days: float,
+              owners: Owners) -> pd.DataFrame:
     store = _store(url)
     items = plan_waves(rank(store.summaries(snapshot_id, catalog(), _policy(max_age_days))),
                        per_wave)
-    rows = worklist_rows_of(items, snapshot_id, store.info(snapshot_id).taken_at.isoformat())
+    rows = worklist_rows_of(items, snapshot_id, store.info(snapshot_id).taken_at.isoformat(),
+                            owners)
     return pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS))
 
 

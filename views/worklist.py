@@ -34,7 +34,8 @@ left.download_button("Download worklist (CSV)", data=to_csv(rows), file_name=f"{
                      mime="text/csv", icon=":material/download:", key="csv",
                      on_click=data.record_export, args=(ctx.config, "export", ctx.snapshot.id,
                                                         f"worklist CSV ({len(rows)} hosts)"))
-right.download_button("Download worklist (Excel)", data=lambda: to_xlsx(rows, about),
+demo = data.is_demo(ctx.config.store_url)
+right.download_button("Download worklist (Excel)", data=lambda: to_xlsx(rows, about, demo=demo),
                       file_name=f"{stem}.xlsx", icon=":material/table:", key="xlsx",
                       on_click=data.record_export, args=(ctx.config, "export", ctx.snapshot.id,
                                                          f"worklist Excel ({len(rows)} hosts)"),
@@ -44,8 +45,8 @@ with st.expander("What priority and waves mean"):
                 + "\n\nA **wave** is one maintenance window: at most the number of servers "
                 "chosen above, internet-facing ones first, and never two members of one DAG. "
                 "The Excel file's Legend sheet says the same.")
-ORDER = ("wave", "priority", "host", "status", "action", "reason", "flags", "site", "dag",
-         "product", "cu", "build")
+ORDER = ("wave", "priority", "host", "status", "action", "owner", "reason", "flags", "site",
+         "dag", "product", "cu", "build")
 table = pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS))
 st.dataframe(
     labels.styled_status(table),

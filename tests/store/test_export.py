@@ -93,3 +93,39 @@ def test_host_rows_have_exactly_the_host_columns(shipped_catalog):
     observation = Observation(Host("EX1"), None, "test")
     row = host_row(summarise(Assessment(observation, evaluate(observation, shipped_catalog, NOW))))
     assert tuple(row) == HOST_COLUMNS  # an empty fleet's table gets the same columns
+
+
+@pytest.mark.parametrize(("site", "dag", "owner"), [
+    pytest.param("Paris", "DAG-PAR", "dag-team", id="dag-first"),
+    pytest.param("PARIS", "dag-par", "dag-team", id="dag-case-insensitive"),
+    pytest.param("pArIs", "", "paris-team", id="no-dag-site"),
+    pytest.param("paris", "DAG-OTHER", "paris-team", id="dag-without-owner-site"),
+    pytest.param("Lyon", "DAG-OTHER", "", id="neither"),
+    pytest.param("", "", "", id="nothing-known"),
+])
+def test_the_owner_is_the_dags_then_the_sites_case_insensitively(site, dag, owner):
+    from store.export import Owners
+
+    owners = Owners.of({"Paris": "paris-team"}, {"Dag-Par": "dag-team"})
+    assert owners.owner_for(site, dag) == owner
+    assert Owners().owner_for(site, dag) == ""
+    assert owners == Owners((("Paris", "paris-team"),), (("Dag-Par", "dag-team"),))
+    assert hash(owners) == hash(Owners.of({"Paris": "paris-team"}, {"Dag-Par": "dag-team"}))
+
+
+def test_worklist_rows_carry_the_owner_from_the_settings(shipped_catalog):
+    from settings import load_settings
+    from store.export import Owners
+
+    config = load_settings({"worklist": {"site_owners": {"paris": "site-team"},
+                                         "dag_owners": {"dag-par": "dag-team"}}}, {})
+    observations = [Observation(Host(name, site="Paris", dag=dag), NOW, "test",
+                                exsetup_version="15.1.845.34")
+                    for name, dag in (("IN-DAG", "DAG-PAR"), ("ALONE", None))]
+    snapshot = assess(observations, shipped_catalog, NOW, source="test", tool_version="0.test")
+    items = rank(summarise(a) for a in snapshot.assessments)
+    owners = Owners(config.site_owners, config.dag_owners)
+    rows = worklist_rows(items, 1, NOW.isoformat(), owners)
+    assert {r["host"]: r["owner"] for r in rows} == {"IN-DAG": "dag-team", "ALONE": "site-team"}
+    assert [r["owner"] for r in worklist_rows(items, 1, NOW.isoformat())] == ["", ""]
+    assert WORKLIST_COLUMNS.index("owner") == WORKLIST_COLUMNS.index("dag") + 1
