@@ -81,7 +81,9 @@ def unvisited_dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
 
 def _wait_rendered(page) -> None:  # type: ignore[no-untyped-def]
     """Wait for the run to show the refusal or the dashboard (idle alone may come before it)."""
-    page.locator('[data-testid="stAlert"], [data-testid="stMetric"]').first.wait_for(timeout=30_000)
+    # In the main area: the sidebar has an alert of its own (the chain's state).
+    page.locator('[data-testid="stMain"] [data-testid="stAlert"], [data-testid="stMetric"]'
+                 ).first.wait_for(timeout=30_000)
     wait_idle(page)
 
 

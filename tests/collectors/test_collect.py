@@ -22,6 +22,7 @@ from store import SnapshotStore
 from tests.collectors.documents import REWRITE_RULES, dumps, probe_document
 from tests.peers.slapd import closed_port
 from tests.peers.wsman import HostBehavior, WsmanPeer
+from views.labels import status_label
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,7 +175,7 @@ def test_collect_grades_every_host_and_classifies_every_failure(wsman_peer, tmp_
     assert not any("Demo data" in m.value for m in at.markdown)
     table = at.dataframe[0].value
     shown = dict(zip(table["host"], table["status"], strict=True))
-    assert shown == {name: expected[1] for name, expected in fleet.items()}
+    assert shown == {name: status_label(expected[1]) for name, expected in fleet.items()}
     assert (table["action"].str.len() > 0).all()
 
 
