@@ -72,6 +72,7 @@ def test_sections_that_are_not_ours_are_left_alone():
 
 
 ROOT = Path(__file__).resolve().parents[1]
+# issue 14: a typo fell back silently (cafile -> the system's CAs; [winrn] -> no WinRM).
 FILE_REFUSALS = [
     pytest.param('[winrm]\nusername = "u"\ncafile = "corp.pem"', "did you mean 'ca_file'",
                  id="unknown-key"),
@@ -84,6 +85,9 @@ FILE_REFUSALS = [
                  "timeout must be a positive number up to 86400, not inf", id="inf"),
     pytest.param('[winrm]\nusername = "u"\nport = 0', "port must be a positive whole number",
                  id="out-of-range"),
+    pytest.param('[winrm]\nusername = "u"\nport = 70000', "up to 65535", id="port-range"),
+    pytest.param('[winrm]\nusername = "u"\nport = nan', "port must be a positive whole number",
+                 id="nan-port"),
     pytest.param('[winrm]\nusername = "u"\nPassword = "x"', "looks like a secret", id="password"),
     pytest.param('[ldap]\nservers = ["ldaps://dc1"]\nbind_user = "u"\nbind_passwd = "x"',
                  "looks like a secret", id="passwd"),

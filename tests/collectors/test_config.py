@@ -76,26 +76,3 @@ def test_passwords_come_from_environment_before_secrets():
 def test_invalid_toml_is_named(tmp_path):
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(_write(tmp_path, "[ldap\n"))
-
-
-@pytest.mark.parametrize(("text", "message"), [
-    # issue 14: a typo fell back silently (cafile -> the system's CAs; [winrn] -> no WinRM)
-    pytest.param('[winrm]\nusername = "u"\ncafile = "corp.pem"', "did you mean 'ca_file'",
-                 id="typo-key"),
-    pytest.param('[winrn]\nusername = "u"', "did you mean 'winrm'", id="typo-section"),
-    pytest.param('[winrm]\nusername = "u"\nPassword = "x"', "looks like a secret",
-                 id="password-capitalised"),
-    pytest.param('[winrm]\nusername = "u"\npasswd = "x"', "looks like a secret", id="passwd"),
-    pytest.param('[ldap]\nservers = ["ldaps://dc1"]\nbind_user = "u"\nbind_pwd = "x"',
-                 "looks like a secret", id="ldap-pwd"),
-    pytest.param('ldap = "oops"', "must be a table", id="section-not-a-table"),
-    pytest.param('[winrm]\nusername = "u"\ndeadline_seconds = nan', "positive number",
-                 id="nan-deadline"),
-    pytest.param('[winrm]\nusername = "u"\ndeadline_seconds = inf', "positive number",
-                 id="inf-deadline"),
-    pytest.param('[winrm]\nusername = "u"\nport = nan', "positive whole number", id="nan-port"),
-    pytest.param('[winrm]\nusername = "u"\nport = 70000', "up to 65535", id="port-range"),
-])
-def test_the_collection_file_refuses_what_it_does_not_know(tmp_path, text, message):
-    with pytest.raises(ConfigError, match=message):
-        load_config(_write(tmp_path, text))
