@@ -91,12 +91,13 @@ ORDER = ("host", "status", "action", "need", "product", "cu", "build", "build_so
          "dag", "flags", "roles", "mitigations", "observed_at", "observed_in")
 view = shown.reset_index(drop=True)
 event = st.dataframe(
-    labels.styled_status(view),
+    labels.status_chips(view),
     hide_index=True,
     column_order=ORDER,
     column_config={
         **{name: st.column_config.TextColumn(labels.COLUMN_LABELS[name]) for name in ORDER},
         "host": st.column_config.TextColumn(labels.COLUMN_LABELS["host"], pinned=True),
+        "status": labels.status_column(),
         "action": st.column_config.TextColumn(labels.COLUMN_LABELS["action"], width="large"),
         "observed_in": st.column_config.NumberColumn(
             labels.COLUMN_LABELS["observed_in"], format="#%d",

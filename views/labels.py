@@ -76,13 +76,20 @@ def status_color(value: str) -> str:
         return "#999999"
 
 
-def styled_status(table: pd.DataFrame) -> Any:
-    """The table with its ``status`` column shown by label on its status colour (a pandas
-    Styler for ``st.dataframe``); the other columns as they are."""
+def status_chips(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``table`` whose ``status`` cells are one-value lists, for ``status_column``:
+    Streamlit draws them as coloured chips natively (a pandas Styler would style every cell
+    of the table, slowly, and refuses past 262,144 cells)."""
     shown = table.copy()
-    shown["status"] = shown["status"].map(status_label)
-    # Text colour for contrast: white on the blue, black on the lighter colours.
-    css = {STATUS_LABELS[s]: f"background-color: {STATUS_COLORS[s]}; color: "
-                             f"{'white' if s is Status.PATCHED else 'black'}" for s in Status}
-    return shown.style.map(lambda label: css.get(label, "background-color: #999999"),
-                           subset=["status"])
+    shown["status"] = [[value] for value in shown["status"]]
+    return shown
+
+
+def status_column(label: str = COLUMN_LABELS["status"], **options: Any) -> Any:
+    """The ``st.dataframe`` column of ``status_chips``: each status by its label on its
+    colour (a value no writer of this tool makes is shown as it is, uncoloured)."""
+    import streamlit as st
+
+    return st.column_config.MultiselectColumn(
+        label, options=[s.value for s in STATUS_ORDER],
+        color=[STATUS_COLORS[s] for s in STATUS_ORDER], format_func=status_label, **options)

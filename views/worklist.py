@@ -49,7 +49,7 @@ ORDER = ("wave", "priority", "host", "status", "action", "owner", "reason", "fla
          "dag", "product", "cu", "build")
 table = pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS))
 st.dataframe(
-    labels.styled_status(table),
+    labels.status_chips(table),
     hide_index=True,
     column_order=ORDER,
     column_config={
@@ -59,6 +59,7 @@ st.dataframe(
             labels.COLUMN_LABELS["priority"], pinned=True,
             help="; ".join(f"{rank}: {name}" for rank, name in PRIORITY_NAMES.items())),
         "host": st.column_config.TextColumn(labels.COLUMN_LABELS["host"], pinned=True),
+        "status": labels.status_column(),
         "action": st.column_config.TextColumn(labels.COLUMN_LABELS["action"], width="large"),
     },
 )

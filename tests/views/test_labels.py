@@ -30,8 +30,10 @@ def test_the_kpis_use_the_same_status_words():
 
 def test_the_status_column_is_shown_by_label_on_its_colour():
     table = pd.DataFrame({"host": ["A", "B"], "status": ["vulnerable", "patched"]})
-    styled = labels.styled_status(table)
-    assert list(styled.data["status"]) == ["Vulnerable", "Patched"]
+    shown = labels.status_chips(table)
+    assert list(shown["status"]) == [["vulnerable"], ["patched"]]
     assert list(table["status"]) == ["vulnerable", "patched"]  # the caller's table unchanged
-    html = styled.to_html()
-    assert labels.STATUS_COLORS[Status.VULNERABLE].lower() in html.lower()
+    column = labels.status_column()
+    assert column["type_config"]["options"] == [
+        {"value": s.value, "label": labels.STATUS_LABELS[s], "color": labels.STATUS_COLORS[s]}
+        for s in labels.STATUS_ORDER]
