@@ -48,16 +48,12 @@ SUMMARY_FIELDS = tuple(name for name in SUMMARY_COLUMNS if name not in ("host", 
 ROW_WIDTH = 7 + len(SUMMARY_FIELDS)
 
 
-def _typed(value: Any) -> bytes:
-    """A summary column as hashed: its type is part of it (a text "1" is not a true, and a
-    NULL is not ""), so no column can be swapped for a look-alike of another type."""
-    if isinstance(value, bool):
-        return b"b1" if value else b"b0"
-    if isinstance(value, int):
-        return b"i" + str(value).encode()
-    if isinstance(value, str):
-        return b"s" + value.encode()
-    raise TypeError(f"a summary column holds {type(value).__name__}")
+def _summary(values: tuple[Any, ...]) -> bytes:
+    """A row's summary columns as hashed: one JSON array, so each value keeps its type (the
+    text "1", the number 1 and true differ, and a NULL is not ""), in one C-speed call per
+    row rather than one field per column (verify hashes 520,000 rows of them)."""
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False).encode()
 
 
 def _field(hasher: Any, data: bytes) -> None:
@@ -71,7 +67,7 @@ def digest(header: Mapping[str, Any], results: Iterable[Row],
     [, observed_in, scopes [, *SUMMARY_FIELDS]]) rows in order, then (position, host, record)
     inventory rows in order. The header's ``format`` (1 when absent) picks the fields (format 3
     adds ``id``, format 4 the summary columns); an unknown one raises ``ValueError``, a missing
-    field ``KeyError``, a summary column of another type ``TypeError``."""
+    field ``KeyError``, a summary column JSON cannot hold ``TypeError`` or ``ValueError``."""
     version = int(header.get("format") or 1)
     if version not in FORMATS:
         raise ValueError(f"unknown snapshot format {version}")
@@ -92,8 +88,7 @@ def digest(header: Mapping[str, Any], results: Iterable[Row],
         if version >= 4:
             if len(row) != ROW_WIDTH:
                 raise ValueError("a format 4 row carries every summary column")
-            for value in row[7:]:
-                _field(hasher, _typed(value))
+            _field(hasher, _summary(row[7:]))
     for position, host, record in discovered:
         _field(hasher, f"D{position}".encode())
         _field(hasher, host.encode())
