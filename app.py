@@ -17,7 +17,11 @@ from views.markdown import literal
 ICON = Path(__file__).resolve().parent / "views" / "assets" / "shield.png"
 st.set_page_config(page_title="ProxyLogon compliance", page_icon=ICON, layout="wide")
 
-secrets = data.secrets()
+try:
+    secrets = data.secrets()
+except SettingsError as error:
+    st.error(f"**Configuration error.** {error}. Fix the secrets file, then reload.")
+    st.stop()
 if access.auth_configured(secrets):
     if not st.user.is_logged_in:
         st.title("ProxyLogon compliance")

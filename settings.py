@@ -183,6 +183,14 @@ class StoreSettings(_Section):
     signing_key: SecretStr | None = Field(
         None, description="secret for the HMAC of every snapshot digest (keep it off the "
         "database host)", json_schema_extra=_env("PROXYLOGON_SIGNING_KEY"))
+
+    @field_validator("signing_key", mode="after")
+    @classmethod
+    def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty key would mean "no key" silently, and then unsigned writes.
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("signing_key is empty: set the key, or remove the setting")
+        return value
     lock_timeout: float = Field(30.0, gt=0, le=DAY, description="seconds a save waits for "
                                 "another writer's lock", json_schema_extra=_env("PROXYLOGON_LOCK_TIMEOUT"))
 
@@ -335,6 +343,8 @@ class Resolved:
         return str(value.get_secret_value())
 
 
+# Streamlit's own sections of the secrets (st.login's [auth], st.connection's [connections]).
+STREAMLIT_SECTIONS = ("auth", "connections")
 _SECRET_LIKE = ("pass", "pwd", "secret", "token", "credential")
 
 
@@ -351,6 +361,15 @@ def resolve(file: Mapping[str, Any], secrets: Mapping[str, Any],
     except ValidationError as error:
         raise SettingsError(_message(error, FileSettings, "in the collection file",
                                      environ={})) from None
+    ours = list(SecretSettings.model_fields)
+    for name in secrets:
+        if name in ours or name in STREAMLIT_SECTIONS:
+            continue
+        close = [n for n in ours if n == str(name).lower()] or difflib.get_close_matches(
+            str(name).lower(), ours, n=1, cutoff=0.8)
+        if close:  # [Store], [stroe]: a typo that would be ignored
+            raise SettingsError(f"[{name}] in the secrets is not a section: did you mean "
+                                f"[{close[0]}]?")
     merged = _with_environment(secrets, environ)
     try:
         secret_settings = SecretSettings.model_validate(merged)
@@ -511,13 +530,19 @@ def default_actor() -> str:
 
 
 def load_secrets(path: Path | None) -> dict[str, Any]:
-    """The sections of a secrets file, or nothing when there is none; ``SettingsError`` (one
-    line naming the file) when it cannot be read."""
+    """The sections of a secrets file; nothing when ``path`` is None or the default file
+    (``SECRETS_FILE``) does not exist. ``SettingsError`` (one line naming the file) when it
+    cannot be read, and when a file given on purpose is not there: ignoring it would run
+    without its signing key."""
     import tomllib
 
-    if path is None or not path.is_file():
-        return {}
+    if path is None or str(path) == os.devnull or (path == SECRETS_FILE and not path.exists()):
+        return {}  # --secrets /dev/null: none, on purpose
+    if not path.is_file():
+        raise SettingsError(f"secrets file {path} not found (give an existing file, or leave "
+                            "--secrets out to use .streamlit/secrets.toml when there is one)")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise SettingsError(f"secrets file {path} cannot be read: {error}") from None
+    except (OSError, ValueError) as error:  # TOMLDecodeError, bad UTF-8, a 5,000-digit number
+        raise SettingsError(f"secrets file {path} cannot be read: "
+                            f"{str(error).splitlines()[0][:200]}") from None

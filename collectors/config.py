@@ -64,10 +64,11 @@ def read_file(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SettingsError(f"config file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SettingsError(f"config file {path} cannot be read: {error}") from None
     except tomllib.TOMLDecodeError as error:
         raise SettingsError(f"config file {path} is not valid TOML: {error}") from None
+    except (OSError, ValueError) as error:  # bad UTF-8, a number of 5,000 digits
+        raise SettingsError(f"config file {path} cannot be read: "
+                            f"{str(error).splitlines()[0][:200]}") from None
 
 
 def load_config(path: Path) -> CollectionConfig:

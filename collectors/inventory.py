@@ -54,8 +54,9 @@ def parse_inventory(text: str, kind: str, origin: str = "inventory") -> list[Inv
     if kind == "toml":
         try:
             data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as error:
-            raise InventoryError(f"{origin}: not valid TOML: {error}") from None
+        except ValueError as error:  # TOMLDecodeError, or a number of 5,000 digits
+            raise InventoryError(f"{origin}: not valid TOML: "
+                                 f"{str(error).splitlines()[0][:200]}") from None
         hosts = data.get("hosts", [])
         if not isinstance(hosts, list):
             raise InventoryError(f"{origin}: [[hosts]] tables expected")

@@ -269,6 +269,7 @@ class SnapshotStore:
             # Taking the write lock on the chain head first serialises concurrent appends, and
             # the fleet is read under it: a second collector's run is composed with the first's.
             head = self._head(conn, "chain_head", lock=True)
+            self._refuse_unsigned(conn)
             self._guard(conn, "chain_head", head)
             last_sequence, last_hash = head.split(":")
             # A carried observation's stored text is written back as it was.
@@ -352,6 +353,20 @@ class SnapshotStore:
                              "python -m store verify")
         return head
 
+    def _refuse_unsigned(self, conn: Connection) -> None:
+        """A write without the key into a store whose heads are signed: ``StoreError``. It
+        would leave an unsigned row after signed ones, which no later keyed write or adoption
+        may sign over: the store would stay unverifiable with its key."""
+        if self.signing_key:
+            return
+        signature = conn.execute(select(schema.meta.c.value).where(
+            schema.meta.c.key == "chain_head_signature")).scalar()
+        if signature:
+            raise StoreError("this store is signed, and no signing key is set here: nothing "
+                             "was written. Give the key ([store] signing_key in the secrets, "
+                             "or PROXYLOGON_SIGNING_KEY); a write without it would leave the "
+                             "store unverifiable with its key")
+
     def _guard(self, conn: Connection, name: str, head: str) -> None:
         """Before a write with the signing key extends a chain: the head must carry the key's
         signature and name the chain's last element, whatever the rows say of themselves
@@ -388,6 +403,7 @@ class SnapshotStore:
         the audit head (two writers' entries are serialised, never forked). With a key, the
         head must be one it signed (``_guard``) unless ``guarded`` is False (adopt-key)."""
         head = self._head(conn, "audit_head", lock=True)
+        self._refuse_unsigned(conn)
         if guarded:
             self._guard(conn, "audit_head", head)
         last_sequence, last_hash = head.split(":")

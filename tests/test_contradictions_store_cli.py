@@ -32,7 +32,7 @@ def _cli(*args: str, db: str | None = None, env: dict[str, str] | None = None,
                if k not in ("PROXYLOGON_SIGNING_KEY", "PROXYLOGON_STORE_URL")}
     environ["PYTHONPATH"] = str(ROOT)
     environ.update(env or {})
-    command = [sys.executable, "-m", "store", "--secrets", "/nonexistent/secrets.toml"]
+    command = [sys.executable, "-m", "store", "--secrets", os.devnull]
     if db is not None:
         command += ["--db", db]
     return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True,

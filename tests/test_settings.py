@@ -100,7 +100,7 @@ def test_a_refused_collection_file_is_one_line_with_exit_2(tmp_path, text, says)
     config = tmp_path / "collection.toml"
     config.write_text(text + "\n")
     done = subprocess.run([sys.executable, "-m", "collectors", "collect", "--config", str(config),
-                           "--secrets", str(tmp_path / "none.toml")], cwd=ROOT,
+                           "--secrets", os.devnull], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
@@ -183,3 +183,26 @@ def test_an_owner_of_200_characters_is_accepted_and_no_variable_sets_owners():
     assert config.site_owners == (("Paris", "x" * 200),)
     with pytest.raises(KeyError):
         settings.env_name("worklist", "site_owners")
+
+
+# Review of issues 14-16: ways the signing key vanished without a word.
+@pytest.mark.parametrize(("secrets", "env", "says"), [
+    pytest.param('[store]\nsigning_key = ""', {}, "signing_key is empty", id="empty-key"),
+    pytest.param("", {"PROXYLOGON_SIGNING_KEY": ""}, "signing_key is empty", id="empty-key-env"),
+    pytest.param('[Store]\nsigning_key = "k"', {}, "did you mean [store]?", id="section-case"),
+    pytest.param('[stroe]\nsigning_key = "k"', {}, "did you mean [store]?", id="section-typo"),
+    pytest.param("[store]\nlock_timeout = " + "9" * 5000, {}, "cannot be read",
+                 id="5000-digit-number"),
+])
+def test_a_lost_signing_key_is_refused_not_ignored(tmp_path, secrets, env, says):
+    test_refused_secrets_are_one_line_with_exit_2(tmp_path, secrets, env, says)
+
+
+def test_a_secrets_file_given_on_purpose_must_exist(tmp_path):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PROXYLOGON_")}
+    done = subprocess.run([sys.executable, "-m", "store", "--secrets",
+                           str(tmp_path / "typo.toml"), "history"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={**environ, "PROXYLOGON_DATA_DIR": str(tmp_path)})
+    assert done.returncode == 2 and "typo.toml not found" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -20,7 +20,7 @@ from compliance.evaluate import Policy
 from compliance.models import Assessment, Flag, Host
 from compliance.summary import COLUMNS, HostSummary
 from compliance.worklist import PRIORITY_NAMES, plan_waves, rank, stored_priority
-from settings import Settings, load_settings
+from settings import Settings, SettingsError, load_settings
 from store import SnapshotInfo, SnapshotStore
 from store.evidence import build_bundle
 from store.export import WORKLIST_COLUMNS, Owners
@@ -34,10 +34,17 @@ def secrets() -> Mapping[str, Any]:
 
 
 def _secrets() -> Mapping[str, Any]:
+    """``st.secrets`` as a mapping; none at all is no secrets, but a file that cannot be
+    parsed is a ``SettingsError`` (ignoring it would drop the signing key and the roles)."""
+    from streamlit.errors import StreamlitSecretNotFoundError
+
     try:
         return {key: st.secrets[key] for key in st.secrets}
-    except Exception:  # no secrets.toml: every setting falls back to env or default
-        return {}
+    except StreamlitSecretNotFoundError as error:
+        if "pars" in str(error).lower():
+            raise SettingsError(f"the secrets file cannot be read: "
+                                f"{str(error).splitlines()[0][:300]}") from None
+        return {}  # no secrets file: every setting falls back to env or default
 
 
 def settings() -> Settings:

@@ -207,7 +207,9 @@ def _job(tmp_path: Path, collect: FakeCollect, store: FakeStore, environ: dict[s
     plan = job_module.load_plan(_config(tmp_path, ldap), _inventory(tmp_path))
     from settings import load_secrets
 
-    return job_module.collection_job(plan, secrets=load_secrets(tmp_path / "secrets.toml"),
+    secrets = tmp_path / "secrets.toml"
+    return job_module.collection_job(plan, secrets=load_secrets(secrets) if secrets.exists()
+                                     else {},
                                      environ=environ, open_store=lambda: store,
                                      catalog=load_catalog(), policy=Policy(),
                                      data_dir=tmp_path / "data", collect_fn=collect)

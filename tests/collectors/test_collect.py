@@ -121,7 +121,7 @@ def test_collect_grades_every_host_and_classifies_every_failure(wsman_peer, tmp_
     try:
         started = time.monotonic()
         process = _run(["collect", "--config", str(config), "--inventory", str(inventory),
-                        "--db", db, "--secrets", str(tmp_path / "none.toml")], wsman_peer, tmp_path)
+                        "--db", db, "--secrets", os.devnull], wsman_peer, tmp_path)
         out, err = process.communicate(timeout=120)
         elapsed = time.monotonic() - started
     finally:
@@ -200,7 +200,7 @@ def _slow_collection(peer: WsmanPeer, tmp_path: Path,
     config.write_text("[winrm]\n" f'username = "{peer.username.replace(chr(92), chr(92) * 2)}"\n'
                       f'ca_file = "{peer.ca_file}"\nconcurrency = 4\n')
     process = _run(["collect", "--config", str(config), "--inventory", str(inventory), "--db", db,
-                    "--secrets", str(tmp_path / "none.toml")], peer, tmp_path)
+                    "--secrets", os.devnull], peer, tmp_path)
     return db, process
 
 
@@ -233,7 +233,7 @@ def test_collect_while_another_collection_holds_the_lock_exits_3(wsman_peer, tmp
     with run_lock(tmp_path / "data"):  # the data directory _run gives the command
         process = _run(["collect", "--config", str(config), "--inventory", str(inventory),
                         "--db", f"sqlite:///{tmp_path / 'store.db'}",
-                        "--secrets", str(tmp_path / "none.toml")], wsman_peer, tmp_path)
+                        "--secrets", os.devnull], wsman_peer, tmp_path)
         _out, err = process.communicate(timeout=60)
     assert process.returncode == 3, err
     assert "another collection is running (pid" in err and "Traceback" not in err
@@ -250,7 +250,7 @@ def test_a_config_that_still_sets_processes_is_refused_in_one_line(wsman_peer, t
                       f'ca_file = "{wsman_peer.ca_file}"\nprocesses = 2\n')
     process = _run(["collect", "--config", str(config), "--inventory", str(inventory),
                     "--db", f"sqlite:///{tmp_path / 'store.db'}",
-                    "--secrets", str(tmp_path / "none.toml")], wsman_peer, tmp_path)
+                    "--secrets", os.devnull], wsman_peer, tmp_path)
     _out, err = process.communicate(timeout=60)
     assert process.returncode == 2, err
     assert err.count("\n") == 1 and err.startswith("configuration error: "), err
@@ -271,7 +271,7 @@ def test_import_keeps_good_documents_and_names_bad_ones(tmp_path):
     env = {**os.environ, "PROXYLOGON_DATA_DIR": str(tmp_path / "data")}
     done = subprocess.run([sys.executable, "-m", "collectors", "import", str(good), str(bad),
                            str(second), str(garbage), "--db", db, "--secrets",
-                           str(tmp_path / "none.toml")], cwd=ROOT, env=env, capture_output=True,
+                           os.devnull], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "rejected" in done.stderr and "broken.json" in done.stderr

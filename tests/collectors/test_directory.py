@@ -224,7 +224,7 @@ def _cli(args: list[str], password: str | None) -> subprocess.CompletedProcess[s
 
 def test_command_prints_the_servers_as_json_and_table(slapd_standard, tmp_path):
     config = _write_config(tmp_path, slapd_standard)
-    done = _cli(["discover", "--config", str(config), "--secrets", str(tmp_path / "none.toml")],
+    done = _cli(["discover", "--config", str(config), "--secrets", os.devnull],
                 slapd_standard.service_password)
     assert done.returncode == 0, done.stderr
     assert "warning" not in done.stderr  # the control for test_command_warns_when_it_finds_nothing
@@ -238,7 +238,7 @@ def test_command_prints_the_servers_as_json_and_table(slapd_standard, tmp_path):
     assert by_name["EX2016-01"]["site"] == "HQ"
 
     table = _cli(["discover", "--config", str(config), "--format", "table", "--secrets",
-                  str(tmp_path / "none.toml")], slapd_standard.service_password)
+                  os.devnull], slapd_standard.service_password)
     assert table.returncode == 0
     assert "warning" not in table.stderr + table.stdout
     assert table.stdout.splitlines()[0].split()[:3] == ["name", "fqdn", "ad_build"]
@@ -271,7 +271,7 @@ def test_command_errors_are_one_clear_line_without_traceback(slapd_standard, tmp
         config = tmp_path / "absent.toml"
     password = {"wrong-password": "wrong-password", "no-password": None}.get(
         setup, slapd_standard.service_password)
-    done = _cli(["discover", "--config", str(config), "--secrets", str(tmp_path / "none.toml")],
+    done = _cli(["discover", "--config", str(config), "--secrets", os.devnull],
                 password)
     assert done.returncode == code, done.stderr
     assert message in done.stderr
@@ -347,7 +347,7 @@ def test_command_warns_when_it_finds_nothing(slapd_standard, tmp_path, output):
     config = _with_scope(_write_config(tmp_path, slapd_standard),
                          f'include_sites = ["{NO_SUCH_SITE}\\u001b[2J"]')
     done = _cli(["discover", "--config", str(config), "--format", output,
-                 "--secrets", str(tmp_path / "none.toml")], slapd_standard.service_password)
+                 "--secrets", os.devnull], slapd_standard.service_password)
     assert done.returncode == 0, done.stderr  # the directory answered: an empty answer
     warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1, done.stderr

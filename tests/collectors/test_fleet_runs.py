@@ -66,7 +66,7 @@ def _collect(peer: WsmanPeer, tmp_path: Path, db: str, config: Path, inventory: 
     if slapd is not None:
         env["PROXYLOGON_LDAP_PASSWORD"] = slapd.service_password
     args = ["collect", "--config", str(config), "--db", db, "--secrets",
-            str(tmp_path / "none.toml")]
+            os.devnull]
     if inventory is not None:
         args += ["--inventory", str(inventory)]
     return subprocess.Popen([sys.executable, "-m", "collectors", *args], cwd=ROOT, env=env,
@@ -152,7 +152,7 @@ def test_an_import_into_an_empty_store_then_a_collection(wsman_peer, tmp_path):
     document.write_text(dumps(probe_document("EXHAND01", VULNERABLE, collected_at=_now())))
     env = {**os.environ, "PROXYLOGON_DATA_DIR": str(tmp_path / "data")}
     done = subprocess.run([sys.executable, "-m", "collectors", "import", str(document), "--db", db,
-                           "--secrets", str(tmp_path / "none.toml")], cwd=ROOT, env=env,
+                           "--secrets", os.devnull], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     _serve(wsman_peer, {"FL-01": PATCHED})
@@ -209,7 +209,7 @@ def test_two_collectors_at_once_on_one_postgresql_store(wsman_peer, tmp_path, po
 def _import(tmp_path: Path, db: str, *documents: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PROXYLOGON_DATA_DIR": str(tmp_path / "data")}
     return subprocess.run([sys.executable, "-m", "collectors", "import", *map(str, documents),
-                           "--db", db, "--secrets", str(tmp_path / "none.toml")], cwd=ROOT,
+                           "--db", db, "--secrets", os.devnull], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -254,7 +254,7 @@ def test_retire_takes_hosts_out_by_hand_and_says_who_and_why(tmp_path):
 
     def retire(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "store", "--db", db, "--secrets",
-                               str(tmp_path / "none.toml"), "retire", *args], cwd=ROOT,
+                               os.devnull, "retire", *args], cwd=ROOT,
                               capture_output=True, text=True, timeout=60)
 
     unknown = retire("EXNOWHERE", "--reason", "decommissioned")

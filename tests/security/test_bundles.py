@@ -87,7 +87,7 @@ def _cli(path: Path, key: bytes | None = None) -> subprocess.CompletedProcess[st
     env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}
     if key:
         env["PROXYLOGON_SIGNING_KEY"] = key.decode()
-    return subprocess.run([sys.executable, "-m", "store", "--secrets", "/nonexistent.toml",
+    return subprocess.run([sys.executable, "-m", "store", "--secrets", os.devnull,
                            "verify", "--bundle", str(path)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120, preexec_fn=_limit_memory)
 
@@ -323,7 +323,7 @@ def test_a_bundle_of_a_store_that_did_not_verify_is_no_proof(tmp_path, shipped_c
             conn.execute(text("UPDATE results SET status = 'patched' WHERE snapshot_id = 1"))
         export = subprocess.run(
             [sys.executable, "-m", "store", "--db", f"sqlite:///{tmp_path / 'store.db'}",
-             "--secrets", "/nonexistent.toml", "export", "--format", "bundle", "--output",
+             "--secrets", os.devnull, "export", "--format", "bundle", "--output",
              str(tmp_path / "b.zip")], cwd=ROOT, capture_output=True, text=True, timeout=60,
             env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent",
                  "PROXYLOGON_SIGNING_KEY": KEY.decode()})

@@ -83,7 +83,7 @@ def test_an_import_into_a_locked_database_exits_with_the_reason(tmp_path):
     try:
         done = subprocess.run([sys.executable, "-m", "collectors", "import", str(document),
                                "--db", f"sqlite:///{path}", "--secrets",
-                               str(tmp_path / "none.toml")],
+                               os.devnull],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     finally:
         holder.execute("ROLLBACK")
@@ -187,7 +187,7 @@ def test_collect_with_its_directory_dying_mid_search_keeps_the_previous_snapshot
            "PROXYLOGON_DATA_DIR": str(tmp_path / "data")}
     try:
         done = subprocess.run([sys.executable, "-m", "collectors", "collect", "--config",
-                               str(config), "--db", db, "--secrets", str(tmp_path / "none.toml")],
+                               str(config), "--db", db, "--secrets", os.devnull],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     finally:
         proxy.close()
@@ -254,7 +254,7 @@ def test_a_bad_store_or_setting_is_one_line_never_a_traceback(tmp_path, args, en
     args = [f"sqlite:///{garbage}" if a == "GARBAGE" else a for a in args]
     env = {**os.environ, "PROXYLOGON_DATA_DIR": str(tmp_path / "data"), **environ}
     done = subprocess.run([sys.executable, "-m", "store", "--secrets",
-                           str(tmp_path / "none.toml"), *args], cwd=ROOT, capture_output=True,
+                           os.devnull, *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, env=env)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
@@ -264,7 +264,7 @@ def test_a_bad_store_or_setting_is_one_line_never_a_traceback(tmp_path, args, en
 
 def _store_cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None
                ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "store", "--secrets", str(tmp_path / "none.toml"),
+    return subprocess.run([sys.executable, "-m", "store", "--secrets", os.devnull,
                            *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PROXYLOGON_DATA_DIR": str(tmp_path / "data"),
                                **(env or {})})
@@ -341,7 +341,7 @@ def test_collect_with_a_data_directory_it_cannot_write_is_one_line(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "collectors", "collect", "--config", str(config), "--inventory",
          str(inventory), "--db", f"sqlite:///{tmp_path / 'store.db'}", "--secrets",
-         str(tmp_path / "none.toml")], cwd=ROOT, capture_output=True, text=True, timeout=60,
+         os.devnull], cwd=ROOT, capture_output=True, text=True, timeout=60,
         env={**os.environ, "PROXYLOGON_DATA_DIR": str(blocker / "data"),
              "PROXYLOGON_WINRM_PASSWORD": "dummy"})
     _one_line(done, 1, "cannot write the collection lock")

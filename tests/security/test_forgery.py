@@ -8,6 +8,7 @@ reported OK. With a signing key set, even a forger who recomputes every digest i
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -44,7 +45,7 @@ def _cli(url: str, *args: str, key: bytes | None = None) -> subprocess.Completed
     if key:
         env["PROXYLOGON_SIGNING_KEY"] = key.decode()
     return subprocess.run([sys.executable, "-m", "store", "--db", url, "--secrets",
-                           "/nonexistent/secrets.toml", *args], cwd=ROOT, env=env,
+                           os.devnull, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -39,7 +39,7 @@ def _import(tmp_path: Path, *paths: Path) -> subprocess.CompletedProcess[str]:
     db = f"sqlite:///{tmp_path / 'store.db'}"
     return subprocess.run(
         [sys.executable, "-m", "collectors", "import", *map(str, paths), "--db", db,
-         "--secrets", str(tmp_path / "none.toml")], cwd=ROOT, capture_output=True, text=True,
+         "--secrets", os.devnull], cwd=ROOT, capture_output=True, text=True,
         timeout=60, preexec_fn=_limit_memory,
         env={**os.environ, "PROXYLOGON_DATA_DIR": str(tmp_path / "data")})
 

@@ -52,12 +52,12 @@ def test_passwords_appear_nowhere(slapd_standard, wsman_peer, tmp_path, monkeypa
            "PROXYLOGON_LDAP_PASSWORD": ldap_secret, "PROXYLOGON_WINRM_PASSWORD": winrm_secret}
     outputs = []
     collect = _run(["-m", "collectors", "collect", "--config", str(config), "--inventory",
-                    str(inventory), "--secrets", str(tmp_path / "none.toml")], env)
+                    str(inventory), "--secrets", os.devnull], env)
     assert collect.returncode == 0, collect.stderr
     outputs += [collect.stdout, collect.stderr]
     # A wrong password makes the error paths run too.
     wrong = _run(["-m", "collectors", "discover", "--config", str(config), "--secrets",
-                  str(tmp_path / "none.toml")],
+                  os.devnull],
                  {**env, "PROXYLOGON_LDAP_PASSWORD": ldap_secret + "-wrong"})
     assert wrong.returncode == 1
     outputs += [wrong.stdout, wrong.stderr]

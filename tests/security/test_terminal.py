@@ -61,7 +61,7 @@ def test_store_diff_prints_a_hostile_host_name_inertly(tmp_path):
                           at, source="import", tool_version="t", scopes=lambda _h: (IMPORT,)),
                    catalog)
     store.dispose()
-    done = _cli("store", "--db", url, "--secrets", str(tmp_path / "none.toml"), "diff", "1",
+    done = _cli("store", "--db", url, "--secrets", os.devnull, "diff", "1",
                 "2")
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout and "\x07" not in done.stdout and "\u202e" not in done.stdout
@@ -73,7 +73,7 @@ def test_an_import_rejection_prints_a_hostile_file_name_inertly(tmp_path):
     bad = tmp_path / "probe-\x1b[2J\x07.json"
     bad.write_text('{"schema": "exchange-probe/1"}')
     done = _cli("collectors", "import", str(bad), "--db", f"sqlite:///{tmp_path / 's.db'}",
-                "--secrets", str(tmp_path / "none.toml"),
+                "--secrets", os.devnull,
                 cwd_env={"PROXYLOGON_DATA_DIR": str(tmp_path / "data")})
     assert done.returncode == 1
     assert "\x1b" not in done.stderr and "\x07" not in done.stderr
@@ -92,7 +92,7 @@ def test_data_printed_to_a_terminal_is_inert_and_to_a_pipe_exact(tmp_path, args)
     url, store = _one_host_store(tmp_path, HOSTILE)
     store.record(HOSTILE, "import", 1, HOSTILE)
     store.dispose()
-    base = ["--db", url, "--secrets", str(tmp_path / "none.toml")]
+    base = ["--db", url, "--secrets", os.devnull]
     terminal, pipe = _Terminal(), io.StringIO()
     assert main([*base, *args], stdout=terminal, stderr=io.StringIO()) == 0
     assert main([*base, *args], stdout=pipe, stderr=io.StringIO()) == 0
@@ -113,13 +113,13 @@ def test_history_and_verify_print_stored_values_inertly(tmp_path):
         conn.execute(text("UPDATE audit_log SET who = :w"), {"w": "x\x1b[31m"})
     store.dispose()
     for args in (["history"], ["verify"]):
-        done = _cli("store", "--db", url, "--secrets", str(tmp_path / "none.toml"), *args)
+        done = _cli("store", "--db", url, "--secrets", os.devnull, *args)
         assert "\x1b" not in done.stdout + done.stderr and "\x07" not in done.stdout, args
 
 
 def test_a_bundle_without_output_is_refused_before_it_is_audited(tmp_path):
     url, store = _one_host_store(tmp_path, "EX1")
-    done = _cli("store", "--db", url, "--secrets", str(tmp_path / "none.toml"), "export",
+    done = _cli("store", "--db", url, "--secrets", os.devnull, "export",
                 "--format", "bundle")
     assert done.returncode == 2 and "give --output" in done.stderr
     assert store.audit_log() == []

@@ -194,3 +194,27 @@ def test_columns_round_trip(shipped_catalog_observations):
         assert list(columns) == list(COLUMNS)
         assert HostSummary.from_columns(columns) == summary
         assert HostSummary.from_columns(tuple(columns.values())) == summary
+
+
+def test_a_write_without_the_key_into_a_signed_store_is_refused(store_url, shipped_catalog):
+    """Review: one unsigned save after signed ones left the store unverifiable with its key
+    for good (no keyed write or adoption may sign over it)."""
+    from store import StoreError
+
+    signed = SnapshotStore.open(store_url, signing_key=b"dummy-key")
+    signed.save(_run(shipped_catalog, NOW, ["EX00"]), shipped_catalog)
+    signed.dispose()
+    keyless = SnapshotStore.open(store_url)
+    try:
+        with pytest.raises(StoreError, match="this store is signed"):
+            keyless.save(_run(shipped_catalog, NOW, ["EX01"]), shipped_catalog)
+        with pytest.raises(StoreError, match="this store is signed"):
+            keyless.record("someone", "export", None, "a CSV")
+        assert len(keyless.history()) == 1
+    finally:
+        keyless.dispose()
+    again = SnapshotStore.open(store_url, signing_key=b"dummy-key")
+    try:
+        assert again.verify(b"dummy-key").ok
+    finally:
+        again.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -168,7 +169,7 @@ def test_after_retiring_the_demo_fleet_every_page_says_the_fleet_is_empty(demo_a
     at, _store = demo_app
     done = subprocess.run([sys.executable, "-m", "store", "--db",
                            f"sqlite:///{tmp_path / 'compliance.db'}", "--secrets",
-                           str(tmp_path / "none.toml"), "retire", "--demo", "--reason",
+                           os.devnull, "retire", "--demo", "--reason",
                            "real data from now on"], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
