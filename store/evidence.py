@@ -332,13 +332,21 @@ def _derived_problems(document: dict[str, Any], manifest: dict[str, Any],
     problems = [f"{name} says something snapshot.json does not (it differs from what the "
                 "snapshot's rows derive to)" for name, data in derived.items()
                 if contents[name] != data]
-    # The summary columns are what the pages showed: they must be what the JSON derives to.
+    # The summary columns are what the pages showed: they must be what the JSON derives to,
+    # and so must each row's host and status columns and the header's counts.
     for row, assessment in zip(document["results"], assessments, strict=True):
         derived_columns = summarise(assessment).to_columns()
-        if any(row.get(name) != derived_columns[name] for name in chain.SUMMARY_FIELDS):
-            problems.append(f"snapshot.json row {row.get('position')}: its summary columns "
-                            "differ from its observation and verdict")
+        if any(row.get(name) != derived_columns[name]
+               for name in ("host", "status", *chain.SUMMARY_FIELDS)):
+            problems.append(f"snapshot.json row {row.get('position')}: its host, status or "
+                            "summary columns differ from its observation and verdict")
             break
+    try:
+        recorded_counts = {k: v for k, v in json.loads(document["header"]["counts"]).items() if v}
+    except (TypeError, ValueError, AttributeError):
+        recorded_counts = None
+    if recorded_counts != dict(Counter(a.verdict.status.value for a in assessments)):
+        problems.append("snapshot.json's header counts differ from its rows' verdicts")
     return problems
 
 

@@ -634,8 +634,7 @@ class SnapshotStore:
         info = self.info(snapshot_id)
         if not info.fleet:
             return [summarise(a) for a in self.fleet(snapshot_id, catalog, policy)]
-        return [HostSummary.from_columns(row[:-1], observed_in=row[-1])
-                for row in self.summary_rows(snapshot_id)]
+        return [_summary_of(row) for row in self.summary_rows(snapshot_id)]
 
     def summary_rows(self, snapshot_id: int) -> list[tuple[Any, ...]]:
         """The stored summary columns of a snapshot's rows, in ``compliance.summary.COLUMNS``
@@ -960,6 +959,23 @@ def _assessment(observation: str, verdict: str, observed_in: int | None,
 def _pair(heads: Mapping[str, str]) -> str:
     """Both chain heads as one signed text."""
     return f"{heads.get('chain_head')}|{heads.get('audit_head')}"
+
+
+def _summary_of(row: tuple[Any, ...]) -> HostSummary:
+    """A stored summary row (``summary_rows``); one holding a value no writer of this tool
+    makes (a status, flag or role it does not know, text for a number) is unknown, never
+    what it claims, and says why (``verify`` names the row)."""
+    try:
+        return HostSummary.from_columns(row[:-1], observed_in=row[-1])
+    except (ValueError, TypeError):
+        return HostSummary(
+            host=str(row[0]), fqdn="", status=Status.UNKNOWN, product="", cu="", build="",
+            build_source="", known_build=False, release="", site="", dag="", roles=(),
+            flags=(), mitigations=(), cves_open=(),
+            action="Run python -m store verify: this stored row was changed outside the tool",
+            reason="the stored row holds values this tool never writes", observed_at="",
+            failure_reason="", failure_detail="", run_failed=False, indicator_count=0,
+            observed_in=row[-1] if isinstance(row[-1], int) else None)
 
 
 # What a summary column of a damaged row (one the migration could not derive) reads as.

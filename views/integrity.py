@@ -9,6 +9,7 @@ is a red banner on every page, since every figure shown may then have been alter
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as Pending
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from views.markdown import literal
 
 WAIT_SECONDS = 0.5  # a small store's check is shown on the first render; a large one's later
 POLL_SECONDS = 2.0
+# An edit in place moves no chain head: the store is checked again at least this often.
+RECHECK_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,16 @@ class _Checks:
     def __init__(self) -> None:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain-verify")
         self.lock = threading.Lock()
-        self.futures: dict[tuple[str, str, bool], Future[VerifyReport]] = {}
+        self.futures: dict[tuple[str, str, bool, int], Future[VerifyReport]] = {}
+        self.forced = 0
 
-    def future(self, url: str, heads: str, key: bytes | None) -> Future[VerifyReport]:
-        wanted = (url, heads, key is not None)
+    def future(self, url: str, heads: str, key: bytes | None,
+               fresh: bool = False) -> Future[VerifyReport]:
         with self.lock:
+            if fresh:  # a person asked: whatever was checked before, check again now
+                self.forced += 1
+            period = int(time.time() // RECHECK_SECONDS) + self.forced * 10**9
+            wanted = (url, heads, key is not None, period)
             if wanted not in self.futures:
                 store = SnapshotStore(data.engine(url), key)
                 self.futures[wanted] = self.pool.submit(store.verify, key)
@@ -57,10 +65,12 @@ def _checks() -> _Checks:
     return _Checks()
 
 
-def chain_state(url: str, key: bytes | None, wait: float = WAIT_SECONDS) -> ChainState:
-    """The store's verification state now, waiting at most ``wait`` seconds for a check that
-    is running."""
-    future = _checks().future(url, data.heads(url), key)
+def chain_state(url: str, key: bytes | None, wait: float = WAIT_SECONDS,
+                fresh: bool = False) -> ChainState:
+    """The store's verification state, waiting at most ``wait`` seconds for a check that is
+    running. A check is reused while both chain heads stay the same, for at most
+    ``RECHECK_SECONDS`` (a row edited in place moves no head); ``fresh`` starts a new one."""
+    future = _checks().future(url, data.heads(url), key, fresh)
     try:
         report = future.result(timeout=wait)
     except Pending:

@@ -34,12 +34,13 @@ st.subheader("Chain of snapshots")
 head = max(ctx.history, key=lambda s: s.sequence)
 st.markdown(f"Head digest (chain position {head.sequence}, snapshot #{head.id}):")
 st.code(head.hash, language=None)  # st.code shows stored text as it is, never as Markdown
-if st.button("Verify the chain", key="verify", icon=":material/verified:",
-             help="Recompute every snapshot's digest and every link, like "
-                  "`python -m store verify`."):
+pressed = st.button("Verify the chain", key="verify", icon=":material/verified:",
+                    help="Recompute every snapshot's digest and every link now, like "
+                         "`python -m store verify`.")
+if pressed:
     st.session_state["chain_checked"] = True
 if st.session_state.get("chain_checked"):
-    state = integrity.chain_state(url, ctx.config.signing_key, wait=3600)
+    state = integrity.chain_state(url, ctx.config.signing_key, wait=3600, fresh=pressed)
     report = state.report
     if report is None:
         st.error(f"**The chain could not be verified**: {literal(state.error)}")

@@ -105,34 +105,56 @@ def test_a_summary_column_that_disagrees_with_the_json_is_caught(empty_store, sh
     assert any(message in p for p in problems), problems
 
 
-def test_a_bundle_with_forged_summary_columns_is_refused(empty_store, shipped_catalog, tmp_path):
+def _forged(store, catalog, tmp_path, change) -> list[str]:
+    """verify_bundle's problems with a bundle whose snapshot.json ``change`` edited, the
+    digest, the file hash and the manifest recomputed (as a forger without a key can)."""
+    import hashlib
     import io
     import json
     import zipfile
 
     from store.evidence import build_bundle, document_digest, verify_bundle
 
-    snapshot_id = empty_store.save(_run(shipped_catalog, NOW, ["EX00", "EX01", "EX02", "EX03"]),
-                                   shipped_catalog)
-    data = build_bundle(empty_store, empty_store.info(snapshot_id), NOW)
+    snapshot_id = store.save(_run(catalog, NOW, ["EX00", "EX01", "EX02", "EX03"]), catalog)
+    data = build_bundle(store, store.info(snapshot_id), NOW)
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
     document = json.loads(members["snapshot.json"])
-    document["results"][3]["flags"] = ""  # the digest recomputed, as a forger without a key can
+    change(document)
     document["header"]["hash"] = document_digest(document)
+    members["snapshot.json"] = json.dumps(document).encode()
     manifest = json.loads(members["manifest.json"])
     manifest["snapshot_hash"] = document["header"]["hash"]
-    members["snapshot.json"] = json.dumps(document).encode()
-    members["manifest.json"] = json.dumps(manifest).encode()
-    import hashlib
     manifest["files"]["snapshot.json"] = hashlib.sha256(members["snapshot.json"]).hexdigest()
     members["manifest.json"] = json.dumps(manifest).encode()
     path = tmp_path / "forged.zip"
     with zipfile.ZipFile(path, "w") as archive:
         for name, content in members.items():
             archive.writestr(name, content)
-    problems = verify_bundle(path)
+    return verify_bundle(path)
+
+
+def test_a_bundle_with_forged_summary_columns_is_refused(empty_store, shipped_catalog, tmp_path):
+    def blank_flags(document):
+        document["results"][3]["flags"] = ""
+
+    problems = _forged(empty_store, shipped_catalog, tmp_path, blank_flags)
     assert any("summary columns differ" in p for p in problems), problems
+
+
+def test_a_bundle_whose_statuses_and_counts_were_rewritten_is_refused(empty_store,
+                                                                      shipped_catalog, tmp_path):
+    """Review: status columns and header counts were not compared with the rows' JSON."""
+    def all_patched(document):
+        for row in document["results"]:
+            row["status"] = "patched"
+        document["header"]["counts"] = json.dumps({"patched": len(document["results"])})
+
+    import json
+
+    problems = _forged(empty_store, shipped_catalog, tmp_path, all_patched)
+    assert any("host, status or summary columns differ" in p for p in problems), problems
+    assert any("header counts differ" in p for p in problems), problems
 
 
 # -- property: the columns always agree with the JSON they are derived from ---------------
@@ -218,3 +240,15 @@ def test_a_write_without_the_key_into_a_signed_store_is_refused(store_url, shipp
         assert again.verify(b"dummy-key").ok
     finally:
         again.dispose()
+
+
+def test_a_row_with_values_no_writer_makes_reads_as_unknown(empty_store, shipped_catalog):
+    """Review: the Worklist and Snapshots pages raised on status='weird'; such a row is
+    unknown (never what it claims), and verify names it."""
+    snapshot_id = empty_store.save(_run(shipped_catalog, NOW, ["EX00", "EX01"]), shipped_catalog)
+    with empty_store.engine.begin() as conn:
+        conn.execute(text("UPDATE results SET status = 'weird', indicator_count = 'many' "
+                          "WHERE snapshot_id = :id AND host = 'EX01'"), {"id": snapshot_id})
+    by_host = {s.host: s for s in empty_store.summaries(snapshot_id, shipped_catalog)}
+    assert by_host["EX01"].status.value == "unknown" and "verify" in by_host["EX01"].action
+    assert not empty_store.verify().ok
