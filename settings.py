@@ -82,6 +82,20 @@ def _lowered(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
+def _no_bool(value: Any) -> Any:
+    """A number from the secrets, never ``true`` (which pydantic's lax mode reads as 1)."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not {str(value).lower()}")
+    return value
+
+
+def _no_blank_path(value: Any) -> Any:
+    """An empty path would mean the current directory, silently."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is empty: give a directory, or remove the setting")
+    return value
+
+
 Strings = Annotated[tuple[str, ...], BeforeValidator(_listed)]
 Text = Annotated[str | None, BeforeValidator(_blank_is_none)]
 
@@ -176,7 +190,8 @@ class FileSettings(_FileSection):
 # --- the secrets, with the environment over them ----------------------------------------------
 
 class StoreSettings(_Section):
-    data_dir: Path = Field(DEFAULT_DATA_DIR, description="directory of the embedded SQLite store",
+    data_dir: Annotated[Path, BeforeValidator(_no_blank_path)] = Field(
+        DEFAULT_DATA_DIR, description="directory of the embedded SQLite store",
                            json_schema_extra=_env("PROXYLOGON_DATA_DIR"))
     url: str = Field("", description="SQLAlchemy URL of the store; empty means SQLite in data_dir",
                      json_schema_extra=_env("PROXYLOGON_STORE_URL"))
@@ -191,14 +206,16 @@ class StoreSettings(_Section):
         if value is not None and not value.get_secret_value().strip():
             raise ValueError("signing_key is empty: set the key, or remove the setting")
         return value
-    lock_timeout: float = Field(30.0, gt=0, le=DAY, description="seconds a save waits for "
+    lock_timeout: Annotated[float, BeforeValidator(_no_bool)] = Field(
+        30.0, gt=0, le=DAY, description="seconds a save waits for "
                                 "another writer's lock", json_schema_extra=_env("PROXYLOGON_LOCK_TIMEOUT"))
 
 
 class DashboardSettings(_Section):
     demo: bool = Field(True, description="seed the demo fleet into an empty store",
                        json_schema_extra=_env("PROXYLOGON_DEMO"))
-    max_age_days: float = Field(7.0, gt=0, le=36_500, description="observations older than this "
+    max_age_days: Annotated[float, BeforeValidator(_no_bool)] = Field(
+        7.0, gt=0, le=36_500, description="observations older than this "
                                 "are stale", json_schema_extra=_env("PROXYLOGON_MAX_AGE_DAYS"))
 
 
@@ -445,7 +462,8 @@ def _message(error: ValidationError, model: type[BaseModel], where: str,
         return f"[{section}] {where} must be a table of settings, not {type(problem['input']).__name__}"
     if kind == "value_error" or len(loc) == 1 or section_model is None:
         text = str(problem.get("ctx", {}).get("error", problem["msg"]))
-        return f"[{section}] {text}"
+        named = len(loc) < 2 or text.startswith(loc[1])  # a field's own check names no key
+        return f"[{section}] {text}" if named else f"[{section}] {loc[1]} {text}"
     key = loc[1]
     if kind == "extra_forbidden":
         return f"[{section}] {key} {where} is not a setting{suggest(key, section_model.model_fields)}"
@@ -456,8 +474,12 @@ def _message(error: ValidationError, model: type[BaseModel], where: str,
         return f"[{section}] {key} is missing ({field.description})"
     if kind == "too_short" and field.description:
         return f"[{section}] {key} is empty: list {field.description}"
-    secret = _is_secret(field)
-    shown = "" if secret else f", not {problem['input']!r}"
+    # Only a scalar is repeated, and never a secret's or a store URL's (it may hold a
+    # password): a list or table may carry one anywhere inside it.
+    value = problem["input"]
+    scalar = isinstance(value, str | int | float | bool) or value is None
+    quiet = _is_secret(field) or key == "url" or not scalar
+    shown = "" if quiet else f", not {value!r}"
     return f"[{section}] {key}{source} must be {expected(field)}{shown}"
 
 

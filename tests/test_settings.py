@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -206,3 +207,26 @@ def test_a_secrets_file_given_on_purpose_must_exist(tmp_path):
                           env={**environ, "PROXYLOGON_DATA_DIR": str(tmp_path)})
     assert done.returncode == 2 and "typo.toml not found" in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("secrets", "environ", "says"), [
+    ({"store": {"lock_timeout": True}}, {}, "[store] lock_timeout must be a number, not true"),
+    ({"dashboard": {"max_age_days": True}}, {}, "max_age_days must be a number, not true"),
+    ({"store": {"data_dir": ""}}, {}, "[store] data_dir is empty"),
+    ({}, {"PROXYLOGON_DATA_DIR": ""}, "[store] data_dir is empty"),
+])
+def test_a_boolean_for_a_number_or_an_empty_directory_is_refused(secrets, environ, says):
+    with pytest.raises(SettingsError, match=re.escape(says)):
+        load_settings(secrets, environ)
+
+
+def test_a_refused_list_or_url_is_not_repeated():
+    """Review: a store URL (with its password) given as a list, and a password inside an
+    inline table of the collection file, were echoed in the error."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"store": {"url": ["postgresql://u:hunter2@h/db"]}}, {})
+    assert "hunter2" not in str(refused.value)
+    with pytest.raises(SettingsError) as refused:
+        settings.resolve({"ldap": {"servers": [{"url": "x", "password": "hunter2"}],
+                                   "bind_user": "u"}}, {}, {})
+    assert "hunter2" not in str(refused.value)
