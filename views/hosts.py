@@ -21,8 +21,10 @@ FILTERS = ("f_status", "f_need", "f_product", "f_cu", "f_site", "f_dag", "f_flag
 
 
 def _options(column: str) -> list[str]:
-    values = sorted({value for value in table[column] if value})
-    if column in ("site", "dag") and (table[column] == "").any():
+    values = sorted({value for value in table[column] if value}
+                    | set(st.session_state.get("hosts_link_extra", {}).get(column, ())))
+    if column in ("product", "cu", "site", "dag") and (table[column] == "").any() \
+            and NONE not in values:
         values.append(NONE)
     return values
 
@@ -40,6 +42,11 @@ def _from_link() -> None:
     if not query or st.session_state.get("hosts_link") == signature:
         return
     st.session_state["hosts_link"] = signature
+    # A linked value no host has (yet) stays a choice, so the list shows none rather than
+    # silently every host.
+    st.session_state["hosts_link_extra"] = {
+        name: [value or NONE] for name, value in query.items()
+        if name in ("status", "need", "product", "cu", "site", "dag")}
     for key in FILTERS:
         st.session_state.pop(key, None)
     chosen = {"status": ("f_status", _options("status")), "need": ("f_need", _options("need")),
@@ -47,7 +54,7 @@ def _from_link() -> None:
               "site": ("f_site", _options("site")), "dag": ("f_dag", _options("dag")),
               "flag": ("f_flags", _listed("flags"))}
     for name, value in query.items():
-        if name in ("site", "dag") and value == "":
+        if name in ("product", "cu", "site", "dag") and value == "":
             value = NONE
         if name in chosen and value in chosen[name][1]:
             st.session_state[chosen[name][0]] = [value]

@@ -117,7 +117,7 @@ digest {_e(snapshot.hash[:16])}…; catalogue {_e(snapshot.catalog_version)}; ad
 fleet, {fresh} with a fresh observation. Unknown servers are never counted as patched.</div>
 <div class="key">{key}</div>
 <h2>Trend (last {len(trend)} snapshots)</h2>
-<table><tr><th>Snapshot</th><th>Taken (UTC)</th><th>Servers</th><th>Patched</th>{status_header}
+<table><tr><th>Snapshot</th><th>Taken (UTC)</th><th>Servers</th><th>% patched</th>{status_header}
 <th></th></tr>{''.join(trend)}</table>
 {_group_table(table, "site", "Status by AD site")}
 {_group_table(table, "dag", "Status by DAG")}

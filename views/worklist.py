@@ -19,7 +19,8 @@ per_wave = st.number_input("Hosts per maintenance wave", min_value=1, max_value=
 rows = data.worklist_rows(ctx.config.store_url, ctx.snapshot.id, int(per_wave))
 waves = max((row["wave"] for row in rows), default=0)
 st.markdown(
-    f"**{len(rows)}** hosts need work, in **{waves}** waves. Internet-facing servers (Client "
+    f"**{len(rows)}** host{'s' if len(rows) != 1 else ''} need work, in **{waves}** "
+    f"wave{'s' if waves != 1 else ''}. Internet-facing servers (Client "
     "Access, Cafe, Frontend Transport, Edge) come first, then urgency: compromise indicators, "
     "vulnerable, unknown (unreachable, stale or unjudgeable), mitigated only. A wave never "
     "takes two members of one DAG, so no DAG loses all its members at once."

@@ -347,3 +347,18 @@ def test_the_pages_bundle_is_signed_when_a_key_is_set(store, tmp_path):
     path.write_bytes(data.evidence_bundle(store.engine.url.render_as_string(
         hide_password=False), snapshot_id, key))
     assert verify_bundle(path, key) == []
+
+
+def test_a_link_to_hosts_no_host_matches_lists_none_not_all(store):
+    """Review: ?need=mitigated only with no such host showed every host."""
+    _single(store, "EX-2016", "15.1.2176.9")
+    at = AppTest.from_file(str(HOSTS), default_timeout=60)
+    at.query_params["need"] = "mitigated only"
+    at.run()
+    assert not at.exception
+    assert any(c.value.startswith("0 of 1 hosts") for c in at.caption)
+    at = AppTest.from_file(str(HOSTS), default_timeout=60)
+    at.query_params["status"] = "patched"
+    at.query_params["product"] = ""  # the "?" product bar: hosts without a known product
+    at.run()
+    assert any(c.value.startswith("0 of 1 hosts") for c in at.caption)
