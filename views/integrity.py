@@ -35,6 +35,18 @@ class ChainState:
     report: VerifyReport | None = None
     error: str = ""
 
+    @property
+    def keyed(self) -> str:
+        return "signatures checked" if self.signed else "unsigned: no signing key set"
+
+    @property
+    def words(self) -> str:
+        """The state in a sentence's words (the report states it so)."""
+        return {"verified": f"verified ({self.keyed})",
+                "failed": "FAILED verification: do not rely on these figures",
+                "checking": "not yet verified (the check was still running)",
+                "error": "could not be verified"}[self.state]
+
 
 class _Checks:
     """Per process: one verification per (store, heads, keyed), the newest few kept."""
@@ -84,7 +96,7 @@ def show(url: str, key: bytes | None) -> None:
     """The chain's state in the sidebar on every page, and a red banner when it failed. While
     the check runs, the sidebar polls and reruns the page once it is done."""
     state = chain_state(url, key)
-    signed = "signatures checked" if state.signed else "unsigned: no signing key set"
+    signed = state.keyed
     if state.state == "failed":
         assert state.report is not None
         first = state.report.problems[0]

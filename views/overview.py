@@ -56,12 +56,7 @@ else:
 
 def _report() -> bytes:
     state = integrity.chain_state(url, ctx.config.signing_key, wait=0)
-    signed = "signatures checked" if state.signed else "unsigned: no signing key set"
-    words = {"verified": f"verified ({signed})",
-             "failed": "FAILED verification: do not rely on these figures",
-             "checking": "not yet verified (the check was still running)",
-             "error": "could not be verified"}[state.state]
-    return report_html(ctx.snapshot, ctx.history, table, words, datetime.now(UTC),
+    return report_html(ctx.snapshot, ctx.history, table, state.words, datetime.now(UTC),
                        demo=data.is_demo(url)).encode()
 
 
