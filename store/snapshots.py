@@ -649,17 +649,26 @@ class SnapshotStore:
                 .where(schema.results.c.snapshot_id == snapshot_id)
                 .order_by(schema.results.c.position))]
 
-    def summary_counts(self, snapshot_ids: Sequence[int]) -> dict[int, dict[str, int]]:
-        """Per snapshot: how many hosts carry each flag (``Flag`` values) and each failure
-        class, and how many its own run failed on, counted by the database from the summary
-        columns (whole-fleet snapshots only)."""
+    def summary_counts(self, snapshot_ids: Sequence[int], catalog: Catalog,
+                       policy: Policy | None = None) -> dict[int, dict[str, int]]:
+        """Per snapshot: how many hosts carry each flag (``"flag:<Flag value>"``) and how
+        many its own run failed on (``"run_failed"``); absent keys count 0. Counted by the
+        database from the summary columns for whole-fleet snapshots, from the composed fleet
+        (``summaries``) for format 1 ones."""
         results = schema.results
         counted: dict[int, dict[str, int]] = {i: {} for i in snapshot_ids}
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(results.c.snapshot_id, results.c.flags, results.c.run_failed, func.count())
-                .where(results.c.snapshot_id.in_(list(snapshot_ids)))
-                .group_by(results.c.snapshot_id, results.c.flags, results.c.run_failed)).all()
+        fleets = [i for i in snapshot_ids if self.info(i).fleet]
+        rows: list[tuple[Any, ...]] = []
+        if fleets:
+            with self.engine.connect() as conn:
+                rows = [tuple(row) for row in conn.execute(
+                    select(results.c.snapshot_id, results.c.flags, results.c.run_failed,
+                           func.count())
+                    .where(results.c.snapshot_id.in_(fleets))
+                    .group_by(results.c.snapshot_id, results.c.flags, results.c.run_failed))]
+        for snapshot_id in set(snapshot_ids) - set(fleets):
+            rows += [(snapshot_id, SEPARATOR.join(f.value for f in s.flags), s.run_failed, 1)
+                     for s in self.summaries(snapshot_id, catalog, policy)]
         for snapshot_id, flags, run_failed, number in rows:
             figures = counted[snapshot_id]
             for flag in (flags or "").split(SEPARATOR):
@@ -669,10 +678,14 @@ class SnapshotStore:
                 figures["run_failed"] = figures.get("run_failed", 0) + number
         return counted
 
-    def failures(self, snapshot_id: int) -> list[tuple[str, str, str, int | None, bool]]:
+    def failures(self, snapshot_id: int, catalog: Catalog,
+                 policy: Policy | None = None) -> list[tuple[str, str, str, int | None, bool]]:
         """(host, failure reason, detail, observed_in, run_failed) of every host of a
-        whole-fleet snapshot whose summary names a failure, in fleet order: read from the
-        summary columns, no JSON decoded."""
+        snapshot whose summary names a failure, in fleet order: read from the summary columns
+        (no JSON decoded) for a whole-fleet snapshot, from ``summaries`` for a format 1 one."""
+        if not self.info(snapshot_id).fleet:
+            return [(s.host, s.failure_reason, s.failure_detail, s.observed_in, s.run_failed)
+                    for s in self.summaries(snapshot_id, catalog, policy) if s.failure_reason]
         results = schema.results
         with self.engine.connect() as conn:
             return [(str(h), str(r), str(d or ""), o, bool(f)) for h, r, d, o, f in conn.execute(
@@ -979,12 +992,10 @@ def _summary_of(row: tuple[Any, ...]) -> HostSummary:
 
 
 # What a summary column of a damaged row (one the migration could not derive) reads as.
+# By the field's type: false, 0, or "" for the texts and the lists stored as text.
 _EMPTY: dict[str, Any] = {
-    **{name: "" for name in ("fqdn", "product", "cu", "build", "build_source", "release", "site",
-                             "dag", "roles", "flags", "mitigations", "cves_open", "action",
-                             "reason", "observed_at", "failure_reason", "failure_detail")},
-    "known_build": False, "run_failed": False, "indicator_count": 0,
-}
+    name: {"bool": False, "int": 0}.get(str(HostSummary.__dataclass_fields__[name].type), "")
+    for name in chain.SUMMARY_FIELDS}
 # A result row as stored and hashed (store/chain.py Row), in this order.
 ROW_KEYS = ("position", "host", "status", "observation", "verdict", "observed_in", "scopes",
             *chain.SUMMARY_FIELDS)

@@ -237,18 +237,7 @@ def run_failures(url: str, snapshot_ids: tuple[int, ...]) -> dict[int, int]:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _counts(url: str, snapshot_ids: tuple[int, ...], max_age_days: float) -> dict[int, dict[str, int]]:
-    store = _store(url)
-    fleets = [i for i in snapshot_ids if store.info(i).fleet]
-    counted = store.summary_counts(fleets) if fleets else {}
-    for snapshot_id in snapshot_ids:
-        if snapshot_id not in counted:  # format 1: from its composed fleet
-            figures: dict[str, int] = {}
-            for s in store.summaries(snapshot_id, catalog(), _policy(max_age_days)):
-                for flag in s.flags:
-                    figures[f"flag:{flag.value}"] = figures.get(f"flag:{flag.value}", 0) + 1
-                figures["run_failed"] = figures.get("run_failed", 0) + s.run_failed
-            counted[snapshot_id] = figures
-    return counted
+    return _store(url).summary_counts(snapshot_ids, catalog(), _policy(max_age_days))
 
 
 def failures(url: str, snapshot_id: int) -> list[tuple[str, str, str, int | None, bool]]:
@@ -260,12 +249,7 @@ def failures(url: str, snapshot_id: int) -> list[tuple[str, str, str, int | None
 @st.cache_data(show_spinner=False, max_entries=8)
 def _failures(url: str, snapshot_id: int,
               max_age_days: float) -> list[tuple[str, str, str, int | None, bool]]:
-    store = _store(url)
-    if store.info(snapshot_id).fleet:
-        return store.failures(snapshot_id)
-    return [(s.host, s.failure_reason, s.failure_detail, s.observed_in, s.run_failed)
-            for s in store.summaries(snapshot_id, catalog(), _policy(max_age_days))
-            if s.failure_reason]
+    return _store(url).failures(snapshot_id, catalog(), _policy(max_age_days))
 
 
 def host_timeline(url: str, host: str) -> list[tuple[SnapshotInfo, dict[str, Any], int | None]]:

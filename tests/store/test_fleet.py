@@ -377,3 +377,21 @@ def test_verify_catches_forged_fleet_fields_on_every_format(empty_store, shipped
         conn.execute(text(statement), {"legacy": hand, "newest": newest})
     report = empty_store.verify()
     assert not report.ok and any(message in p.message for p in report.problems), report.problems
+
+
+def test_counts_and_failures_of_a_format_1_snapshot_come_from_its_composed_fleet(
+        empty_store, shipped_catalog):
+    full, hand = _legacy_store(empty_store, shipped_catalog)
+    newest = empty_store.save(_run(shipped_catalog, NOW, {"EXNEW": PATCHED}, scopes=(IMPORT,),
+                                   complete=()), shipped_catalog)
+    counted = empty_store.summary_counts([full, hand, newest], shipped_catalog)
+    for snapshot_id in (full, hand, newest):
+        summaries = empty_store.summaries(snapshot_id, shipped_catalog)
+        flagged = sum(1 for s in summaries if s.flags)
+        assert sum(v for k, v in counted[snapshot_id].items() if k.startswith("flag:")) == \
+            sum(len(s.flags) for s in summaries) and (flagged == 0) == (
+                not any(k.startswith("flag:") for k in counted[snapshot_id]))
+        assert counted[snapshot_id].get("run_failed", 0) == sum(s.run_failed for s in summaries)
+        assert empty_store.failures(snapshot_id, shipped_catalog) == [
+            (s.host, s.failure_reason, s.failure_detail, s.observed_in, s.run_failed)
+            for s in summaries if s.failure_reason]

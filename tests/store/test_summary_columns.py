@@ -79,7 +79,7 @@ def test_a_store_of_schema_6_is_migrated_without_changing_a_verdict(any_url, shi
                 _summaries_from_json(store, snapshot_id)
             rows, _inventory = store.raw_rows(snapshot_id)
             assert rows and all(summary_matches(row) for row in rows)
-        failed = [(h, r, run) for h, r, _d, _o, run in store.failures(ids[1])]
+        failed = [(h, r, run) for h, r, _d, _o, run in store.failures(ids[1], shipped_catalog)]
         assert failed == [("EX00", "unreachable", True), ("EX01", "unreachable", True)]
         newest = store.save(_run(shipped_catalog, NOW, names[:2]), shipped_catalog)
         assert store.info(newest).format == 4 and store.verify().ok
