@@ -17,8 +17,8 @@ from sqlalchemy import Engine
 
 from compliance.catalog import Catalog, load_catalog
 from compliance.evaluate import Policy
-from compliance.models import Assessment, Flag, Host
-from compliance.summary import COLUMNS, HostSummary
+from compliance.models import Assessment, Flag
+from compliance.summary import COLUMNS
 from compliance.worklist import PRIORITY_NAMES, plan_waves, rank, stored_priority
 from settings import Settings, SettingsError, load_settings
 from store import SnapshotInfo, SnapshotStore
@@ -129,11 +129,6 @@ def _snapshots(url: str, heads_key: str, max_age_days: float) -> list[SnapshotIn
 def _legacy_figures(url: str, ids: tuple[int, ...], max_age_days: float) -> dict[int, dict[str, Any]]:
     # Format 1 snapshots never change, so this is kept for as long as the process runs.
     return _store(url).legacy_figures(catalog(), _policy(max_age_days))
-
-
-def summaries(url: str, snapshot_id: int) -> list[HostSummary]:
-    """The snapshot's whole fleet as summaries (not cached: callers cache what they make)."""
-    return _store(url).summaries(snapshot_id, catalog(), _policy(_max_age_days()))
 
 
 def host_table(url: str, snapshot_id: int) -> pd.DataFrame:
@@ -295,11 +290,6 @@ def _bundle(url: str, snapshot_id: int, heads_key: str, keyed: bool,
             _key: bytes | None) -> bytes:
     store = SnapshotStore(_store(url).engine, _key) if _key else _store(url)
     return build_bundle(store, store.info(snapshot_id), datetime.now(UTC))
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def discovered(url: str, snapshot_id: int) -> list[Host]:
-    return _store(url).discovered(snapshot_id)
 
 
 def as_of(url: str, moment: datetime) -> SnapshotInfo | None:
