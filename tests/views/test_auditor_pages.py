@@ -362,3 +362,20 @@ def test_a_link_to_hosts_no_host_matches_lists_none_not_all(store):
     at.query_params["product"] = ""  # the "?" product bar: hosts without a known product
     at.run()
     assert any(c.value.startswith("0 of 1 hosts") for c in at.caption)
+
+
+def test_the_demo_seeding_is_in_the_audit_log(demo):
+    """Issue 16: the audit log said "Nothing recorded yet" beside 8 seeded snapshots."""
+    entries = demo.audit_log()
+    seeded = [e for e in entries if e["who"] == "demo" and e["action"] == "import"]
+    assert sorted(e["snapshot_id"] for e in seeded) == [s.id for s in demo.history()]
+    assert demo.verify().ok
+
+
+def test_hosts_without_a_dag_can_be_chosen(demo):
+    """Issue 16: the DAG chart had a "(none)" bar but the DAG filter no "(none)" option."""
+    at = _run(HOSTS)
+    assert "(none)" in at.multiselect(key="f_dag").options
+    at.multiselect(key="f_dag").set_value(["(none)"]).run()
+    table = _table(at, "dag")
+    assert len(table) > 0 and set(table["dag"]) == {""}
