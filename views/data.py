@@ -307,14 +307,27 @@ def _audit_log(url: str, heads_key: str) -> list[dict[str, Any]]:
     return _store(url).audit_log()
 
 
-def record_export(config: Settings, action: str, snapshot_id: int, detail: str) -> None:
-    """Audit a download from a page (called from the download button's on_click)."""
-    store = store_for_writing(config)
-    try:
-        store.record(str(st.session_state.get("who", "dashboard user")), action, snapshot_id,
-                     detail)
-    finally:
-        store.dispose()
+def audited(config: Settings, snapshot_id: int, detail: str,
+            build: Callable[[], bytes | str]) -> Callable[[], bytes | str]:
+    """A download button's ``data``: builds the file on click, then records the export.
+
+    The export is recorded in the audit log (action ``export``, ``detail``, by the signed-in
+    user read now, at script time) by the same call that hands the file over, so a button
+    needs no ``on_click`` rerun: a rerun re-registers every deferred download, and a second
+    click that lands while it runs finds its file gone (seen in CI under load). If the record
+    cannot be written the download fails: an export is never handed out unaudited.
+    """
+    who = str(st.session_state.get("who", "dashboard user"))
+
+    def build_and_record() -> bytes | str:
+        content = build()
+        store = store_for_writing(config)
+        try:
+            store.record(who, "export", snapshot_id, detail)
+        finally:
+            store.dispose()
+        return content
+    return build_and_record
 
 
 def store_for_writing(config: Settings) -> SnapshotStore:

@@ -60,12 +60,11 @@ def _report() -> bytes:
                        demo=data.is_demo(url)).encode()
 
 
-st.download_button("One-page report (HTML, prints on A4)", data=_report,
+st.download_button("One-page report (HTML, prints on A4)",
+                   data=data.audited(ctx.config, ctx.snapshot.id, "one-page report", _report),
                    file_name=f"proxylogon-report-snapshot{ctx.snapshot.id}-"
                              f"{ctx.snapshot.taken_at:%Y%m%d}.html",
-                   mime="text/html", icon=":material/print:", key="report",
-                   on_click=data.record_export,
-                   args=(ctx.config, "export", ctx.snapshot.id, "one-page report"))
+                   mime="text/html", icon=":material/print:", key="report", on_click="ignore")
 
 
 def _figures(info: SnapshotInfo) -> list[Kpi]:

@@ -105,12 +105,13 @@ else:
             name: st.column_config.TextColumn(labels.COLUMN_LABELS[name])
             for name in ("category", "host", "before", "after", "detail")})
         st.download_button("Download the changes (CSV)",
-                           data=to_csv(rows, ("category", "host", "before", "after", "detail")),
+                           data=data.audited(ctx.config, after_id,
+                                             f"changes from snapshot #{before_id} (CSV)",
+                                             lambda: to_csv(rows, ("category", "host", "before",
+                                                                   "after", "detail"))),
                            file_name=f"proxylogon-changes-{before_id}-to-{after_id}.csv",
                            mime="text/csv", key="diff_csv", icon=":material/download:",
-                           on_click=data.record_export,
-                           args=(ctx.config, "export", after_id,
-                                 f"changes from snapshot #{before_id} (CSV)"))
+                           on_click="ignore")
     else:
         st.success(f"No host changed between #{before_id} and #{after_id}.")
 
@@ -141,8 +142,9 @@ if not bundled:
 chosen = st.selectbox("Snapshot", bundled, format_func=_label, key="bundle_snapshot")
 st.download_button(
     "Download evidence bundle",
-    lambda: data.evidence_bundle(url, chosen, ctx.config.signing_key),  # built on click
-    on_click=data.record_export, args=(ctx.config, "export", chosen, "evidence bundle"),
+    data.audited(ctx.config, chosen, "evidence bundle",
+                 lambda: data.evidence_bundle(url, chosen, ctx.config.signing_key)),
+    on_click="ignore",
     file_name=f"proxylogon-evidence-snapshot{chosen}-{by_id[chosen].taken_at:%Y%m%d}.zip",
     mime="application/zip",
     icon=":material/download:",
@@ -193,6 +195,7 @@ if entries:
     st.dataframe(log_table, hide_index=True, key="audit_table")
     st.download_button("Download the audit log (CSV)",
                        data=lambda: to_csv(entries, AUDIT_COLUMNS),
-                       file_name="proxylogon-audit-log.csv", mime="text/csv", key="audit_csv")
+                       file_name="proxylogon-audit-log.csv", mime="text/csv", key="audit_csv",
+                       on_click="ignore")
 else:
     st.info("Nothing recorded yet.")

@@ -30,16 +30,17 @@ about = [("snapshot", str(ctx.snapshot.id)), ("taken at", ctx.snapshot.taken_at.
          ("snapshot digest", ctx.snapshot.hash), ("catalogue", ctx.snapshot.catalog_version),
          ("advisory", f"{ctx.snapshot.advisory_id} v{ctx.snapshot.advisory_version}")]
 left, right = st.columns(2)
-# The CSV is cheap (0.1 s for 3,000 rows); the Excel file is built on click only.
-left.download_button("Download worklist (CSV)", data=to_csv(rows), file_name=f"{stem}.csv",
-                     mime="text/csv", icon=":material/download:", key="csv",
-                     on_click=data.record_export, args=(ctx.config, "export", ctx.snapshot.id,
-                                                        f"worklist CSV ({len(rows)} hosts)"))
+# Both files are built on click only (the Excel file takes ~2 s at 10,000 rows).
+left.download_button("Download worklist (CSV)", file_name=f"{stem}.csv",
+                     data=data.audited(ctx.config, ctx.snapshot.id,
+                                       f"worklist CSV ({len(rows)} hosts)", lambda: to_csv(rows)),
+                     mime="text/csv", icon=":material/download:", key="csv", on_click="ignore")
 demo = data.is_demo(ctx.config.store_url)
-right.download_button("Download worklist (Excel)", data=lambda: to_xlsx(rows, about, demo=demo),
-                      file_name=f"{stem}.xlsx", icon=":material/table:", key="xlsx",
-                      on_click=data.record_export, args=(ctx.config, "export", ctx.snapshot.id,
-                                                         f"worklist Excel ({len(rows)} hosts)"),
+right.download_button("Download worklist (Excel)", file_name=f"{stem}.xlsx",
+                      data=data.audited(ctx.config, ctx.snapshot.id,
+                                        f"worklist Excel ({len(rows)} hosts)",
+                                        lambda: to_xlsx(rows, about, demo=demo)),
+                      icon=":material/table:", key="xlsx", on_click="ignore",
                       mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 with st.expander("What priority and waves mean"):
     st.markdown("\n".join(f"- **Priority {rank}**: {name}" for rank, name in PRIORITY_NAMES.items())
