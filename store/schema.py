@@ -19,6 +19,9 @@ from compliance.summary import COLUMNS as SUMMARY_COLUMNS
 # The schema's version is its Alembic revision (store/migrations/versions: 2 the hash chain
 # and pruning; 3 the audit log; 4 whole-fleet snapshots; 5 the signed audit chain, snapshot ids
 # in the digest, signed heads; 6 one version number; 7 the summary columns of results).
+# A store at this revision is opened without Alembic; tests/store/test_migrations.py checks
+# that it is the head of store/migrations/versions, so a new migration must move it.
+HEAD_REVISION = "0007"
 
 metadata = MetaData()
 

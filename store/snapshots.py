@@ -8,7 +8,9 @@ observations are composed with the previous snapshot's fleet (compliance/fleet.p
 partial run, an import or a second collector never shrinks the fleet. Snapshots written
 before that (format 1) hold only their run's hosts and stay exactly as recorded; ``fleet()``
 composes them the same way when they are read.
-The schema is created and upgraded by Alembic migrations (store/migrations) on open.
+The schema is created and upgraded by Alembic migrations (store/migrations) on open. Alembic is
+imported only when a store is not at ``schema.HEAD_REVISION`` (a third of a second of every
+dashboard page's first run, otherwise).
 """
 
 from __future__ import annotations
@@ -21,9 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import (
     Connection,
     Engine,
@@ -144,7 +143,9 @@ def _postgres_lock_timeout(lock_timeout: float) -> Callable[[Any, Any], None]:
     return apply
 
 
-def _config() -> Config:
+def _config() -> Any:  # alembic.config.Config
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
@@ -153,9 +154,11 @@ def _config() -> Config:
 def _refuse_newer(connection: Connection, shown: str) -> None:
     """The store's schema is its Alembic revision: one this tool has no script for was made
     by a newer version of the tool (``StoreError``: upgrade the tool)."""
-    if "alembic_version" not in inspect(connection).get_table_names():
+    revision = _revision(connection)
+    if revision in (None, schema.HEAD_REVISION):
         return
-    revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    from alembic.script import ScriptDirectory
+
     scripts = ScriptDirectory.from_config(_config())
     known = {script.revision for script in scripts.walk_revisions()}
     if revision is not None and revision not in known:
@@ -185,7 +188,19 @@ def _refuse_foreign(connection: Connection, shown: str) -> None:
                          "out who added it) before using the store")
 
 
+def _revision(connection: Connection) -> str | None:
+    """The store's Alembic revision; ``None`` for a store made before migrations, or empty."""
+    if "alembic_version" not in inspect(connection).get_table_names():
+        return None
+    revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return None if revision is None else str(revision)
+
+
 def _migrate(connection: Connection) -> None:
+    if _revision(connection) == schema.HEAD_REVISION:
+        return  # nothing to do: Alembic is not even imported
+    from alembic import command
+
     config = _config()
     config.attributes["connection"] = connection
     tables = set(inspect(connection).get_table_names())

@@ -1,9 +1,11 @@
 """The chain's verification state, shown by the frame on every page.
 
 ``python -m store verify``'s check runs once per state of the store (both chain heads, so a new
-snapshot or audit entry starts a new one), on a background thread of this process: a page
-never waits more than a moment for it. Until it is done the frame says "checking"; a failure
-is a red banner on every page, since every figure shown may then have been altered.
+snapshot or audit entry starts a new one), in a child process (store/checker.py: hashing every
+row on a thread of this process would slow every page's script, which needs the same GIL). A
+page waits a moment for a small store's check and not at all for a large one's. Until it is
+done the frame says "checking" and polls; a failure is a red banner on every page, since every
+figure shown may then have been altered.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from typing import Literal
 
 import streamlit as st
 
-from store import SnapshotStore
+from store.checker import verify_in_child
 from store.verification import VerifyReport
 from views import data
 from views.markdown import literal
 
-WAIT_SECONDS = 0.5  # a small store's check is shown on the first render; a large one's later
+# A small store's check is shown on the first render (the child starts in ~0.3 s and hashes
+# the demo fleet in ~0.1 s); a large one's after it, by the poll: its first render never waits.
+WAIT_SECONDS = 1.0
+SMALL_ROWS = 20_000  # host rows of snapshots not pruned: about 0.5 s of hashing
 POLL_SECONDS = 2.0
 # An edit in place moves no chain head: the store is checked again at least this often.
 RECHECK_SECONDS = 300
@@ -65,8 +70,7 @@ class _Checks:
             period = int(time.time() // RECHECK_SECONDS) + self.forced * 10**9
             wanted = (url, heads, key is not None, period)
             if wanted not in self.futures:
-                store = SnapshotStore(data.engine(url), key)
-                self.futures[wanted] = self.pool.submit(store.verify, key)
+                self.futures[wanted] = self.pool.submit(verify_in_child, url, key)
                 while len(self.futures) > 8:  # the oldest states are of no more use
                     self.futures.pop(next(iter(self.futures)))
             return self.futures[wanted]
@@ -77,11 +81,15 @@ def _checks() -> _Checks:
     return _Checks()
 
 
-def chain_state(url: str, key: bytes | None, wait: float = WAIT_SECONDS,
+def chain_state(url: str, key: bytes | None, wait: float | None = None,
                 fresh: bool = False) -> ChainState:
     """The store's verification state, waiting at most ``wait`` seconds for a check that is
-    running. A check is reused while both chain heads stay the same, for at most
-    ``RECHECK_SECONDS`` (a row edited in place moves no head); ``fresh`` starts a new one."""
+    running (by default ``WAIT_SECONDS`` for a small store, none for a large one). A check is
+    reused while both chain heads stay the same, for at most ``RECHECK_SECONDS`` (a row edited
+    in place moves no head); ``fresh`` starts a new one."""
+    if wait is None:
+        rows = sum(s.host_count for s in data.snapshots(url) if not s.pruned)
+        wait = WAIT_SECONDS if rows <= SMALL_ROWS else 0.0
     future = _checks().future(url, data.heads(url), key, fresh)
     try:
         report = future.result(timeout=wait)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import event
 
+import store
 from compliance.evaluate import assess
 from compliance.models import (
     Failure,
@@ -17,7 +21,7 @@ from compliance.models import (
     ServiceState,
     Snapshot,
 )
-from store import SnapshotStore, StoreError
+from store import SnapshotStore, StoreError, schema
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -149,6 +153,26 @@ def test_the_schema_version_is_kept_once(empty_store):
         keys = {row[0] for row in conn.exec_driver_sql("SELECT key FROM meta")}
         revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
     assert "schema_version" not in keys and revision == "0007"
+
+
+def test_the_head_revision_is_alembics_head():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(store.__file__).parent / "migrations"))
+    assert ScriptDirectory.from_config(config).get_current_head() == schema.HEAD_REVISION
+
+
+def test_a_store_at_the_head_opens_without_alembic(tmp_path):
+    url = f"sqlite:///{tmp_path / 'compliance.db'}"
+    SnapshotStore.open(url).dispose()  # created and migrated: Alembic is needed here
+    probe = ("import sys; from store import SnapshotStore; "
+             f"SnapshotStore.open({url!r}).dispose(); "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=Path(store.__file__).parent.parent, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_discovered_inventory_is_stored_for_coverage(empty_store, shipped_catalog):
