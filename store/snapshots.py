@@ -51,7 +51,9 @@ from compliance.codec import (
 from compliance.evaluate import Policy, evaluate
 from compliance.fleet import DEMO, compose, fresh_count, observed_count
 from compliance.models import Assessment, Host, Observation, Snapshot, Status, Verdict
+from compliance.summary import COLUMNS as SUMMARY_COLUMNS
 from compliance.summary import SEPARATOR, HostSummary, summarise
+from compliance.worklist import priority, stored_priority
 from store import chain, legacy, schema
 from store.verification import (
     GENESIS_HEAD,
@@ -232,9 +234,11 @@ class SnapshotStore:
                              ) from None
         shown = parsed.render_as_string(hide_password=True)
         try:
+            # A SQLite URI filename (file:...?mode=ro&uri=true) names an existing file: making
+            # its "parent" would leave a directory called "file:" wherever the tool ran.
             if parsed.get_backend_name() == "sqlite" and parsed.database not in (
                 None, "", ":memory:"
-            ):
+            ) and not parsed.database.startswith("file:"):
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             backend = parsed.get_backend_name()
             engine = create_engine(url)
@@ -641,15 +645,28 @@ class SnapshotStore:
         with self.engine.connect() as conn:
             return legacy.figures(conn, chosen.max_age, chosen.clock_skew)
 
-    def summaries(self, snapshot_id: int, catalog: Catalog,
-                  policy: Policy | None = None) -> list[HostSummary]:
+    def summaries(self, snapshot_id: int, catalog: Catalog, policy: Policy | None = None, *,
+                  needing_work: bool = False) -> list[HostSummary]:
         """The whole fleet at a snapshot as summaries (compliance/summary.py), in fleet
         order: read from the summary columns alone for a whole-fleet snapshot, no JSON decoded;
-        derived from the composed fleet for a format 1 one (``fleet``). Empty when pruned."""
+        derived from the composed fleet for a format 1 one (``fleet``). Empty when pruned.
+        ``needing_work``: only the hosts the worklist takes (compliance.worklist.priority), the
+        others never built (a worklist of 10,000 hosts' fleet needs only its open items)."""
         info = self.info(snapshot_id)
         if not info.fleet:
-            return [summarise(a) for a in self.fleet(snapshot_id, catalog, policy)]
-        return [_summary_of(row) for row in self.summary_rows(snapshot_id)]
+            composed = [summarise(a) for a in self.fleet(snapshot_id, catalog, policy)]
+            return [s for s in composed if not needing_work
+                    or priority(s.status, s.flags) is not None]
+        rows = self.summary_rows(snapshot_id)
+        if needing_work:
+            status_at, flags_at = SUMMARY_COLUMNS.index("status"), SUMMARY_COLUMNS.index("flags")
+            needs: dict[tuple[Any, Any], bool] = {}  # few distinct pairs in a fleet
+            for row in rows:
+                pair = (row[status_at], row[flags_at])
+                if pair not in needs:
+                    needs[pair] = stored_priority(str(pair[0]), str(pair[1] or "")) is not None
+            rows = [row for row in rows if needs[(row[status_at], row[flags_at])]]
+        return [_summary_of(row) for row in rows]
 
     def summary_rows(self, snapshot_id: int) -> list[tuple[Any, ...]]:
         """The stored summary columns of a snapshot's rows, in ``compliance.summary.COLUMNS``

@@ -17,9 +17,12 @@ from views.summary import patched_share
 NONE = "(none)"  # the bar of hosts without a site or DAG
 
 
+TEMPLATE = "plotly_white"  # views/server.py loads it before the first page
+
+
 def _layout(fig: go.Figure, title: str) -> go.Figure:
     fig.update_layout(title=title, margin={"l": 10, "r": 10, "t": 50, "b": 10},
-                      legend={"orientation": "h", "y": -0.15}, template="plotly_white")
+                      legend={"orientation": "h", "y": -0.15}, template=TEMPLATE)
     return fig
 
 

@@ -211,8 +211,8 @@ def worklist_rows(url: str, snapshot_id: int, per_wave: int) -> list[dict[str, A
 def _worklist(url: str, snapshot_id: int, per_wave: int, max_age_days: float,
               owners: Owners) -> pd.DataFrame:
     store = _store(url)
-    items = plan_waves(rank(store.summaries(snapshot_id, catalog(), _policy(max_age_days))),
-                       per_wave)
+    items = plan_waves(rank(store.summaries(snapshot_id, catalog(), _policy(max_age_days),
+                                            needing_work=True)), per_wave)
     rows = worklist_rows_of(items, snapshot_id, store.info(snapshot_id).taken_at.isoformat(),
                             owners)
     return pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS))

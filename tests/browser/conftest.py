@@ -31,7 +31,7 @@ CHROMIUM_ARGS = [
 @contextlib.contextmanager
 def serve_dashboard(data_dir: Path, env: Mapping[str, str] | None = None,
                     args: Sequence[str] = (), port: int | None = None) -> Iterator[str]:
-    """``streamlit run app.py`` on loopback (``port`` or a free one) with the store in
+    """``python -m views.server run app.py`` (run.sh's command) on loopback (``port`` or a free one) with the store in
     ``data_dir``, plus ``env`` and extra command-line ``args``; yields its URL once it answers.
     The log is ``data_dir/streamlit.log``."""
     port = port or free_port()
@@ -41,7 +41,7 @@ def serve_dashboard(data_dir: Path, env: Mapping[str, str] | None = None,
     base = {key: value for key, value in os.environ.items() if not key.lower().endswith("_proxy")}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+            [sys.executable, "-m", "views.server", "run", "app.py", "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true",
              "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false", *args],
             cwd=ROOT, env={**base, "PROXYLOGON_DATA_DIR": str(data_dir), **(env or {})},

@@ -139,6 +139,14 @@ def test_unopenable_store_names_the_url_without_password(tmp_path):
         SnapshotStore.open(f"sqlite:///{blocker}/sub/compliance.db")
 
 
+def test_a_sqlite_uri_filename_makes_no_directory(tmp_path, monkeypatch):
+    path = tmp_path / "compliance.db"
+    SnapshotStore.open(f"sqlite:///{path}").dispose()
+    monkeypatch.chdir(tmp_path)
+    SnapshotStore.open(f"sqlite:///file:{path}?mode=ro&uri=true").dispose()
+    assert not (tmp_path / "file:").exists()
+
+
 def test_newer_schema_is_refused(store_url):
     opened = SnapshotStore.open(store_url)
     with opened.engine.begin() as conn:
@@ -193,3 +201,22 @@ def test_audit_log_round_trip(empty_store):
     assert [(e["who"], e["action"], e["snapshot_id"]) for e in entries] == [
         ("bob@host", "collect", 4), ("alice@example.test", "export", 3)]
     assert entries[0]["at"] == NOW.isoformat()
+
+
+def test_summaries_needing_work_are_the_worklists_hosts_damaged_rows_included(
+        empty_store, shipped_catalog):
+    from collectors.demo import seed_demo
+    from compliance.worklist import priority
+
+    latest = seed_demo(empty_store, shipped_catalog, NOW)[-1]
+    with empty_store.engine.begin() as conn:  # a row no writer makes: unknown, so listed
+        conn.exec_driver_sql("UPDATE results SET status = 'fine' WHERE snapshot_id = ? AND "
+                             "status = 'patched' AND position = (SELECT MIN(position) FROM "
+                             "results WHERE snapshot_id = ? AND status = 'patched')",
+                             (latest, latest))
+    every = empty_store.summaries(latest, shipped_catalog)
+    needing = empty_store.summaries(latest, shipped_catalog, needing_work=True)
+    expected = [s for s in every if priority(s.status, s.flags) is not None]
+    assert needing == expected
+    assert 0 < len(needing) < len(every)
+    assert any("changed outside the tool" in s.action for s in needing)

@@ -1,4 +1,5 @@
-"""The README's run command really serves the dashboard: `streamlit run app.py`."""
+"""The README's run command really serves the dashboard: run.sh's `python -m views.server run
+app.py`, which is `streamlit run app.py` after importing what the pages need."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def test_streamlit_run_serves_health_and_page(tmp_path):
     port = free_port()
     env = {**os.environ, "PROXYLOGON_DATA_DIR": str(tmp_path)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+        [sys.executable, "-m", "views.server", "run", "app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )

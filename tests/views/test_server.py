@@ -1,0 +1,36 @@
+"""views/server.py: run.sh's server imports what the pages need, and never a page script."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from views import server
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_page_scripts_are_app_pys_pages():
+    registered = set(re.findall(r'st\.Page\("views/(\w+)\.py"', (ROOT / "app.py").read_text()))
+    assert registered == server.PAGE_SCRIPTS
+
+
+def test_warming_imports_the_pages_modules_and_runs_no_page():
+    probe = "import json, sys; from views import server; server.warm(); print(json.dumps(list(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                          text=True, check=True, timeout=120)
+    imported = set(json.loads(done.stdout))
+    assert {"views.data", "views.charts", "views.integrity", "store", "compliance",
+            "collectors", "pandas", "plotly"} <= imported
+    assert not imported & {f"views.{page}" for page in server.PAGE_SCRIPTS}
+    assert "warning" not in done.stderr, done.stderr  # every module imported
+
+
+def test_a_module_that_fails_to_import_is_named_and_the_rest_still_load(monkeypatch, capsys):
+    monkeypatch.setattr(server, "modules", lambda: ["json", "no_such_module_here", "csv"])
+    server.warm()
+    assert "could not import no_such_module_here" in capsys.readouterr().err
+    assert "csv" in sys.modules
