@@ -48,12 +48,15 @@ SUMMARY_FIELDS = tuple(name for name in SUMMARY_COLUMNS if name not in ("host", 
 ROW_WIDTH = 7 + len(SUMMARY_FIELDS)
 
 
+_SUMMARY_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def _summary(values: tuple[Any, ...]) -> bytes:
     """A row's summary columns as hashed: one JSON array, so each value keeps its type (the
     text "1", the number 1 and true differ, and a NULL is not ""), in one C-speed call per
-    row rather than one field per column (verify hashes 520,000 rows of them)."""
-    return json.dumps(values, ensure_ascii=False, separators=(",", ":"),
-                      allow_nan=False).encode()
+    row rather than one field per column (verify hashes 520,000 rows of them). One encoder
+    for every row: ``json.dumps`` with options builds a new one per call."""
+    return _SUMMARY_JSON.encode(values).encode()
 
 
 def _field(hasher: Any, data: bytes) -> None:
@@ -76,15 +79,20 @@ def digest(header: Mapping[str, Any], results: Iterable[Row],
     hasher = hashlib.sha256(FORMATS[version])
     _field(hasher, json.dumps({k: header[k] for k in fields}, sort_keys=True,
                               separators=(",", ":"), ensure_ascii=False).encode())
+    # Each row's fields framed as _field frames them, in one update: the same bytes, hashed
+    # without a Python call per field (verify hashes 520,000 rows at 10,000 x 52).
+    update = hasher.update
     for row in results:
         position, host, status, observation, verdict = row[:5]
-        _field(hasher, f"R{position}".encode())
-        for value in (host, status, observation, verdict):
-            _field(hasher, value.encode())
+        mark, name, state = f"R{position}".encode(), host.encode(), status.encode()
+        seen, judged = observation.encode(), verdict.encode()
+        update(b"%d:%b%d:%b%d:%b%d:%b%d:%b" % (len(mark), mark, len(name), name, len(state),
+                                               state, len(seen), seen, len(judged), judged))
         if version >= 2:
             observed_in, scopes = row[5:7]
-            _field(hasher, b"" if observed_in is None else str(int(observed_in)).encode())
-            _field(hasher, (scopes or "").encode())
+            run = b"" if observed_in is None else str(int(observed_in)).encode()
+            scoped = (scopes or "").encode()
+            update(b"%d:%b%d:%b" % (len(run), run, len(scoped), scoped))
         if version >= 4:
             if len(row) != ROW_WIDTH:
                 raise ValueError("a format 4 row carries every summary column")

@@ -16,6 +16,8 @@ dashboard page's first run, otherwise).
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,13 +59,20 @@ from compliance.worklist import priority, stored_priority
 from store import chain, legacy, schema
 from store.verification import (
     GENESIS_HEAD,
+    RowCheck,
     VerifyReport,
     adoption_detail,
+    check_rows,
     header_record,
 )
 from store.verification import verify as verify_chains
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# verify hashes the rows in worker processes, one per core (at most MAX_WORKERS), once there
+# are this many rows to hash again: about 1.5 s of them on one core, and a worker's start
+# (importing SQLAlchemy and the store) is a fraction of that.
+PARALLEL_ROWS = 50_000
+MAX_WORKERS = 4
 
 
 class StoreError(RuntimeError):
@@ -601,7 +610,7 @@ class SnapshotStore:
                 # Pruning deletes rows for good: never the evidence of a change. The whole
                 # store (every victim's digest included) verifies first, under the same lock,
                 # with the key when there is one.
-                report = self._verify_in(conn, self.signing_key)
+                report = self._verify_in(conn, self.signing_key, workers=1)
                 if not report.ok:
                     first = report.problems[0]
                     raise StoreError(f"the store does not verify ({first.where}: "
@@ -884,28 +893,67 @@ class SnapshotStore:
 
     # -- verification ---------------------------------------------------------------------
 
-    def verify(self, key: bytes | None = None, only: int | None = None) -> VerifyReport:
+    def verify(self, key: bytes | None = None, only: int | None = None,
+               workers: int | None = None) -> VerifyReport:
         """Recompute every digest and link of both chains (snapshots and audit log) and check
         the heads, prunings and, with ``key``, every HMAC (store/verification.py). The report
         names each snapshot or audit entry that fails; damaged rows are problems, never
         exceptions (a database that cannot be read at all raises ``SQLAlchemyError``).
         ``only``: hash the rows of that one snapshot again, and of no other (an evidence
-        bundle's check: every link, head and signature is still checked)."""
+        bundle's check: every link, head and signature is still checked). ``workers``: how
+        many processes hash the rows (default: one per core, at most ``MAX_WORKERS``, once
+        the headers claim ``PARALLEL_ROWS`` rows to hash; 1 hashes them here). The report is
+        the same either way: workers only compute each snapshot's ``RowCheck``."""
         # Rows are streamed (a server-side cursor on PostgreSQL), one snapshot at a time.
         with self.engine.connect().execution_options(stream_results=True,
                                                      yield_per=2000) as conn:
-            return self._verify_in(conn, key, only)
+            return self._verify_in(conn, key, only, workers)
 
-    def _verify_in(self, conn: Connection, key: bytes | None,
-                   only: int | None = None) -> VerifyReport:
-        headers = conn.execute(select(schema.snapshots)
-                               .order_by(schema.snapshots.c.sequence)).mappings().all()
+    def _verify_in(self, conn: Connection, key: bytes | None, only: int | None = None,
+                   workers: int | None = None) -> VerifyReport:
+        # Inside a write transaction (prune, adopt-key) pass workers=1: what is checked must be
+        # what this connection, holding the lock, reads.
+        headers = [dict(h) for h in conn.execute(
+            select(schema.snapshots).order_by(schema.snapshots.c.sequence)).mappings()]
         entries = conn.execute(select(schema.audit_log)
                                .order_by(schema.audit_log.c.sequence,
                                          schema.audit_log.c.id)).mappings().all()
         heads = dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all())
-        return verify_chains([dict(h) for h in headers], lambda i: self._rows(conn, i),
-                             [dict(e) for e in entries], heads, key, only)
+        wanted = [h for h in headers if only is None or h["id"] == only]
+        checks = self._parallel_checks(wanted, workers)
+        if checks is None:
+            def checker(header: Mapping[str, Any]) -> RowCheck:
+                return check_rows(header, *self._rows(conn, header["id"]))
+        else:
+            def checker(header: Mapping[str, Any]) -> RowCheck:
+                return checks[header["id"]]
+        return verify_chains(headers, checker, [dict(e) for e in entries], heads, key, only)
+
+    def _parallel_checks(self, headers: Sequence[dict[str, Any]],
+                         workers: int | None) -> dict[int, RowCheck] | None:
+        """Each snapshot's RowCheck from worker processes, or None to check them here: one
+        worker wanted, too few rows, or a store only this process can see (in memory)."""
+        database = self.engine.url.database
+        if workers is None:
+            rows = sum(h["host_count"] for h in headers
+                       if isinstance(h["host_count"], int) and not h["pruned"])
+            workers = (min(os.cpu_count() or 1, MAX_WORKERS, len(headers))
+                       if rows >= PARALLEL_ROWS else 1)
+        workers = min(workers, len(headers))
+        if workers <= 1 or (self.engine.dialect.name == "sqlite"
+                            and database in (None, "", ":memory:")):
+            return None
+        from concurrent.futures import ProcessPoolExecutor
+
+        # The URL (which may hold a password) reaches the workers through a pipe, never a
+        # command line. "spawn": a fork of a process running threads (a dashboard) can hang.
+        url = self.engine.url.render_as_string(hide_password=False)
+        shares = [list(headers[i::workers]) for i in range(workers)]
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            checks: dict[int, RowCheck] = {}
+            for done in pool.map(_row_checks, [url] * workers, shares):
+                checks.update(done)
+        return checks
 
     def adopt_key(self, who: str, expected_state: str) -> str:
         """Accept, under the signing key, every snapshot and audit entry as it stands now: one
@@ -927,7 +975,7 @@ class SnapshotStore:
             with self.engine.begin() as conn:
                 snapshots_head = self._head(conn, "chain_head", lock=True)
                 audit_head = self._head(conn, "audit_head", lock=True)
-                report = self._verify_in(conn, None)
+                report = self._verify_in(conn, None, workers=1)
                 if not report.ok:
                     first = report.problems[0]
                     raise StoreError(f"the store does not verify even without the key "
@@ -1047,4 +1095,14 @@ def _stored_text(texts: dict[int, tuple[Observation, str]], observation: Observa
 # it: a carried one read for a save, a never-probed one. Never stored or shown.
 _STAND_IN = Verdict(host="", status=Status.UNKNOWN, reason="stand-in", action="",
                     as_of=datetime(1970, 1, 1, tzinfo=UTC))
+
+
+def _row_checks(url: str, headers: Sequence[Mapping[str, Any]]) -> dict[int, RowCheck]:
+    """A verify worker: the RowCheck of each snapshot in ``headers``, read from ``url``."""
+    engine = create_engine(url)
+    try:
+        with engine.connect().execution_options(stream_results=True, yield_per=2000) as conn:
+            return {h["id"]: check_rows(h, *SnapshotStore._rows(conn, h["id"])) for h in headers}
+    finally:
+        engine.dispose()
 

@@ -42,10 +42,44 @@ ADOPT = "adopt-key"
 UNSIGNED_HINT = ("written without this key (before it was set, or before schema 5). If the "
                  "state digest verify prints (without the key) matches one you kept from "
                  "before, adopt the store once: python -m store adopt-key --state <that digest>")
-# Results rows as stored (store.snapshots.ROW_KEYS: position, host, status, observation,
-# verdict, observed_in, scopes, summary columns), and inventory rows (position, host, record),
-# for one snapshot id.
-RowReader = Callable[[int], tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """What one snapshot's stored rows say, reduced to what ``verify`` needs of them: computed
+    by ``check_rows`` wherever the rows are (another process may hash some snapshots while
+    this one hashes others), then judged against the chain here."""
+
+    holds_rows: bool  # any results or inventory rows
+    digest: str | None  # chain.stored_digest of header and rows; None: no writer makes them
+    fleet_fields_in_format1: bool  # a format 1 snapshot with whole-fleet fields set
+    summary_mismatch: tuple[Any, Any] | None  # (position, host) of the first row before
+    # format 4 whose summary columns differ from its JSON
+
+
+# One snapshot's header to its RowCheck (store.snapshots reads its rows and calls check_rows).
+RowChecker = Callable[[Mapping[str, Any]], RowCheck]
+
+
+def check_rows(header: Mapping[str, Any], results: Sequence[tuple[Any, ...]],
+               inventory: Sequence[tuple[Any, ...]]) -> RowCheck:
+    """The ``RowCheck`` of one snapshot: ``results`` as stored (store.snapshots.ROW_KEYS:
+    position, host, status, observation, verdict, observed_in, scopes, summary columns) and
+    ``inventory`` rows (position, host, record), each in position order. A pruned snapshot's
+    rows are only counted."""
+    holds_rows = bool(results or inventory)
+    if header["pruned"]:
+        return RowCheck(holds_rows, None, False, None)
+    version = _format(header)
+    mismatch = None
+    if version < 4:
+        mismatch = next(((r[0], r[1]) for r in results if not summary_matches(r)), None)
+    return RowCheck(
+        holds_rows, chain.stored_digest(dict(header), results, inventory),
+        version < 2 and (header.get("observed_count") is not None
+                         or header.get("fresh_count") is not None
+                         or any(r[5] is not None or r[6] is not None for r in results)),
+        mismatch)
 
 
 @dataclass(frozen=True)
@@ -113,12 +147,14 @@ class _Audit:
     adopted_headers: dict[int, Mapping[str, Any]] = field(default_factory=dict)
 
 
-def verify(headers: Sequence[Mapping[str, Any]], rows: RowReader,
+def verify(headers: Sequence[Mapping[str, Any]], rows: RowChecker,
            entries: Sequence[Mapping[str, Any]], heads: Mapping[str, str],
            key: bytes | None, only: int | None = None) -> VerifyReport:
-    """The report on both chains. ``headers``: snapshot rows in chain order; ``entries``: audit
-    rows in chain order (unchained ones anywhere); ``heads``: the ``meta`` table; ``only``: the
-    id of the one snapshot whose rows are read and hashed again (None: every one)."""
+    """The report on both chains. ``headers``: snapshot rows in chain order; ``rows``: each
+    snapshot's ``RowCheck``, asked only for the snapshots whose rows are checked; ``entries``:
+    audit rows in chain order (unchained ones anywhere); ``heads``: the ``meta`` table;
+    ``only``: the id of the one snapshot whose rows are read and hashed again (None: every
+    one)."""
     report = VerifyReport()
     audit = _verify_audit(entries, heads, key, report)
     previous, expected = chain.GENESIS, 0
@@ -170,32 +206,27 @@ def verify(headers: Sequence[Mapping[str, Any]], rows: RowReader,
     return report
 
 
-def _check_rows(row: Mapping[str, Any], rows: RowReader, newest: bool, audit: _Audit,
+def _check_rows(row: Mapping[str, Any], rows: RowChecker, newest: bool, audit: _Audit,
                 report: VerifyReport, problem: Callable[[str], None]) -> None:
     """One snapshot's stored rows against its digest (or its pruning)."""
-    results, inventory = rows(row["id"])
+    checked = rows(row)
     if row["pruned"]:
         report.pruned += 1
-        _check_pruned(row, newest, bool(results or inventory), audit, report, problem)
+        _check_pruned(row, newest, checked.holds_rows, audit, report, problem)
         return
     report.rehashed += 1
-    recomputed = chain.stored_digest(dict(row), results, inventory)
-    if recomputed is None or recomputed != row["hash"]:
+    if checked.digest is None or checked.digest != row["hash"]:
         problem("content does not match its recorded digest (a stored observation, verdict, "
                 "summary column, time, id or header was changed)")
-    if _format(row) < 2 and (
-            row.get("observed_count") is not None or row.get("fresh_count") is not None
-            or any(r[5] is not None or r[6] is not None for r in results)):
+    if checked.fleet_fields_in_format1:
         # Format 1 never wrote these, and its digest does not cover them.
         problem("a format 1 snapshot carries whole-fleet fields (observed_in, scopes, "
                 "observed or fresh counts) that format 1 never wrote")
-    if _format(row) < 4:
-        for r in results:
-            if not summary_matches(r):
-                problem(f"row {_shown(r[0])} ({_shown(r[1])}): its summary columns differ from "
-                        "its stored observation and verdict (written before format 4, they are "
-                        "derived from them, not signed)")
-                break
+    if checked.summary_mismatch is not None:
+        position, host = checked.summary_mismatch
+        problem(f"row {_shown(position)} ({_shown(host)}): its summary columns differ from "
+                "its stored observation and verdict (written before format 4, they are "
+                "derived from them, not signed)")
 
 
 def summary_matches(row: Sequence[Any]) -> bool:

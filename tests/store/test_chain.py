@@ -173,3 +173,39 @@ def test_verify_command_names_the_first_bad_snapshot(filled, store_url):
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1
     assert f"FAIL snapshot #{ids[1]} (position 2)" in bad.stderr
+
+
+def test_workers_report_exactly_what_one_process_reports(filled):
+    store, ids = filled
+    store.prune(keep=2)
+    with store.engine.begin() as conn:  # one changed byte, one removed host
+        conn.execute(text("UPDATE results SET verdict = replace(verdict, '\"vulnerable\"', "
+                          "'\"patched\"') WHERE snapshot_id = :id AND position = 4"), {"id": ids[2]})
+        conn.execute(text("DELETE FROM results WHERE snapshot_id = :id AND position = 0"),
+                     {"id": ids[3]})
+    alone = store.verify(workers=1)
+    assert [p.snapshot_id for p in alone.problems] == [ids[2], ids[3]]
+    assert store.verify(workers=2) == alone
+    assert store.verify(workers=2, only=ids[3]) == store.verify(workers=1, only=ids[3])
+
+
+def test_a_large_store_is_hashed_by_workers(filled, monkeypatch):
+    import store.snapshots as snapshots
+
+    store, _ids = filled
+    headers = [{"id": s.id, "host_count": s.host_count, "pruned": s.pruned}
+               for s in store.history()]
+    assert store._parallel_checks(headers, None) is None  # 20 rows: hashed here
+    monkeypatch.setattr(snapshots, "PARALLEL_ROWS", 1)
+    monkeypatch.setattr(snapshots.os, "cpu_count", lambda: 2)
+    report = store.verify()
+    assert report.ok and report.rehashed == 4
+    assert store._parallel_checks([dict(h) for h in _headers(store)], None) is not None
+
+
+def _headers(store):
+    from sqlalchemy import select
+
+    from store import schema
+    with store.engine.connect() as conn:
+        return conn.execute(select(schema.snapshots)).mappings().all()
