@@ -326,15 +326,9 @@ def offline(url: str, repeat: int) -> None:
     try:
         latest = store.latest()
         assert latest is not None
-        summaries = None
-        for attempt in range(10):  # SnapshotStore.summaries is being added: wait for it
-            try:
-                summaries = store.summaries(latest.id, catalog)
-                break
-            except AttributeError as error:
-                print(f"store.summaries missing ({error}); retrying in 60 s ({attempt + 1}/10)")
-                time.sleep(60)
-        assert summaries is not None, "SnapshotStore.summaries never appeared"
+        summaries = store.summaries(latest.id, catalog)
+        # The targets for these are at 10,000 hosts; at 50,000 the figures are shown.
+        small = len(summaries) <= LARGE_FLEET
         every = [replace(s, status=Status.VULNERABLE) for s in summaries]
         items, median, least = timed(lambda: plan_waves(rank(every), 10), repeat)
         line(f"worklist rank + waves ({len(items)} hosts)", median, least, repeat, None)
@@ -342,17 +336,18 @@ def offline(url: str, repeat: int) -> None:
             lambda: worklist_rows(items, latest.id, latest.taken_at.isoformat()), repeat)
         line("worklist rows (worklist_rows)", rows_median, least, repeat, None)
         text, median, least = timed(lambda: to_csv(rows), repeat)
-        line("worklist CSV (to_csv)", median, least, repeat, CSV_TARGET,
+        line("worklist CSV (to_csv)", median, least, repeat, CSV_TARGET if small else None,
              f"  [{len(rows)} rows, {len(text) / 1e6:.1f} MB; rows + CSV {rows_median + median:.3f} s]")
         book, median, least = timed(lambda: to_xlsx(rows, about=[("snapshot", "1")]), repeat)
-        line("worklist Excel (to_xlsx)", median, least, repeat, XLSX_TARGET,
+        line("worklist Excel (to_xlsx)", median, least, repeat, XLSX_TARGET if small else None,
              f"  [{len(book) / 1e6:.1f} MB; rows + Excel {rows_median + median:.3f} s]")
         info = store.info(latest.id)
         bundle, median, least = timed(lambda: build_bundle(store, info, datetime.now(UTC)), repeat)
-        line(f"evidence bundle (snapshot #{latest.id})", median, least, repeat, BUNDLE_TARGET,
+        line(f"evidence bundle (snapshot #{latest.id})", median, least, repeat,
+             BUNDLE_TARGET if small else None,
              f"  [{len(bundle) / 1e6:.1f} MB]")
         report, median, least = timed(store.verify, repeat)
-        line("verify (whole store)", median, least, repeat, VERIFY_TARGET,
+        line("verify (whole store)", median, least, repeat, VERIFY_TARGET if small else None,
              f"  [{report.checked} snapshots, {'ok' if report.ok else 'PROBLEMS: '}"
              f"{'' if report.ok else report.problems[:3]}]")
     finally:

@@ -219,8 +219,7 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
         for info in (before, after):
             _with_hosts(info, ", so there is nothing to compare")
         catalog = load_catalog()
-        result = diff(store.summaries(before.id, catalog, policy),
-                      store.summaries(after.id, catalog, policy))
+        result = diff(*store.changed_summaries(before.id, after.id, catalog, policy))
         if args.format == "json":
             json.dump({"from": before.id, "to": after.id, **result.as_dict()}, stdout, indent=1)
             stdout.write("\n")

@@ -7,6 +7,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import plotly.graph_objects as go
 
@@ -51,10 +52,13 @@ def plain(label: str) -> str:
     return html.escape(label, quote=False)
 
 
-def status_by_group(rows: Sequence[Mapping[str, str]], group: str,
+def status_by_group(rows: Sequence[Mapping[str, Any]], group: str,
                     title: str) -> go.Figure:
-    """Stacked horizontal bars: hosts per ``group`` value, split by status."""
-    tally = Counter((row[group] or NONE, row["status"]) for row in rows)
+    """Stacked horizontal bars: hosts per ``group`` value, split by status. Each row is one
+    host, or ``hosts`` of them (``views.data.fleet_groups``)."""
+    tally: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        tally[(row[group] or NONE, row["status"])] += int(row.get("hosts", 1))
     # "(none)" (hosts without a value) goes last, after the naturally sorted values.
     groups = sorted({g for g, _ in tally}, key=lambda g: (g == NONE, _natural(g)))
     fig = go.Figure()

@@ -166,6 +166,27 @@ def _host_table(url: str, snapshot_id: int, max_age_days: float) -> pd.DataFrame
     return table
 
 
+GROUP_COLUMNS = ("product", "cu", "site", "dag", "status", "flags", "need", "hosts")
+
+
+def fleet_groups(url: str, snapshot_id: int) -> pd.DataFrame:
+    """How many hosts (``hosts``) of a snapshot share each product, CU, AD site, DAG, status
+    and flags, with their ``need`` (as ``host_table``'s): the Overview's charts and headline,
+    a few hundred rows whatever the fleet's size (``GROUP_COLUMNS``)."""
+    return _fleet_groups(url, snapshot_id, _max_age_days())
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _fleet_groups(url: str, snapshot_id: int, max_age_days: float) -> pd.DataFrame:
+    groups = _store(url).group_counts(snapshot_id, catalog(), _policy(max_age_days))
+    rows = []
+    for product, cu, site, dag, status, flags, hosts in groups:
+        rank_ = stored_priority(status, flags)
+        rows.append((product, cu, site, dag, status, flags,
+                     "" if rank_ is None else PRIORITY_NAMES[rank_], hosts))
+    return pd.DataFrame(rows, columns=list(GROUP_COLUMNS))
+
+
 def latest(url: str) -> SnapshotInfo | None:
     listed = snapshots(url)
     return listed[-1] if listed else None
@@ -265,8 +286,7 @@ def snapshot_diff(url: str, before_id: int, after_id: int) -> Diff:
 @st.cache_data(show_spinner=False, max_entries=8)
 def _diff(url: str, before_id: int, after_id: int, max_age_days: float) -> Diff:
     store, policy = _store(url), _policy(max_age_days)
-    return diff(store.summaries(before_id, catalog(), policy),
-                store.summaries(after_id, catalog(), policy))
+    return diff(*store.changed_summaries(before_id, after_id, catalog(), policy))
 
 
 @st.cache_data(show_spinner="Re-evaluating every host with today's catalogue…", max_entries=2)

@@ -32,12 +32,12 @@ if ctx.snapshot.host_count == 0:
             "on the Collection page.")
     st.stop()
 
-table = data.host_table(url, ctx.snapshot.id)
-needs = table["need"].value_counts()
-waiting = int((table["need"] != "").sum())
+groups = data.fleet_groups(url, ctx.snapshot.id)  # a few hundred rows, not one per host
+needs = groups.groupby("need")["hosts"].sum()
+waiting = int(groups.loc[groups["need"] != "", "hosts"].sum())
 if waiting == 0:
-    st.success(f"**No server needs action.** All {len(table)} servers are patched or not "
-               "affected, and none shows compromise indicators.")
+    st.success(f"**No server needs action.** All {int(groups['hosts'].sum())} servers are "
+               "patched or not affected, and none shows compromise indicators.")
 else:
     st.subheader(f"{waiting} server{'s' if waiting != 1 else ''} need action",
                  help="The Worklist's count, and its downloads': every server not patched (or "
@@ -56,8 +56,8 @@ else:
 
 def _report() -> bytes:
     state = integrity.chain_state(url, ctx.config.signing_key, wait=0)
-    return report_html(ctx.snapshot, ctx.history, table, state.words, datetime.now(UTC),
-                       demo=data.is_demo(url)).encode()
+    return report_html(ctx.snapshot, ctx.history, data.host_table(url, ctx.snapshot.id),
+                       state.words, datetime.now(UTC), demo=data.is_demo(url)).encode()
 
 
 st.download_button("One-page report (HTML, prints on A4)",
@@ -85,7 +85,7 @@ for column, kpi in zip(columns, now, strict=True):
     column.metric(kpi.label, kpi.display, delta=delta, delta_color=kpi.delta_color,
                   help=kpi.help, border=True)
 
-rows = table[["product", "cu", "site", "dag", "status"]].to_dict("records")
+rows = groups[["product", "cu", "site", "dag", "status", "hosts"]].to_dict("records")
 for row in rows:
     row["product_cu"] = f"{row['product'] or '?'} {row['cu'] or ''}".strip()
 

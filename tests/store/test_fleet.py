@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import zipfile
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -395,3 +396,22 @@ def test_counts_and_failures_of_a_format_1_snapshot_come_from_its_composed_fleet
         assert empty_store.failures(snapshot_id, shipped_catalog) == [
             (s.host, s.failure_reason, s.failure_detail, s.observed_in, s.run_failed)
             for s in summaries if s.failure_reason]
+
+
+def _groups_of(summaries) -> Counter:
+    from compliance.summary import SEPARATOR
+
+    return Counter((s.product, s.cu, s.site, s.dag, s.status.value,
+                    SEPARATOR.join(f.value for f in s.flags)) for s in summaries)
+
+
+def test_group_counts_add_up_to_the_fleet_in_every_format(empty_store, shipped_catalog):
+    from collectors.demo import seed_demo
+
+    _full, hand = _legacy_store(empty_store, shipped_catalog)  # format 1: composed on read
+    ids = [hand, *seed_demo(empty_store, shipped_catalog, NOW)]
+    for snapshot_id in ids:
+        counted = Counter({row[:-1]: row[-1]
+                           for row in empty_store.group_counts(snapshot_id, shipped_catalog)})
+        assert counted == _groups_of(empty_store.summaries(snapshot_id, shipped_catalog))
+        assert sum(counted.values()) == len(empty_store.summaries(snapshot_id, shipped_catalog))

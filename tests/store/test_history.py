@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import subprocess
 import sys
@@ -140,3 +141,41 @@ def test_exports_are_audited_and_the_log_is_exportable(empty_store, shipped_cata
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
     assert [(r["action"], r["snapshot_id"]) for r in rows] == [("export", str(snapshot_id))]
     assert "csv to standard output" in rows[0]["detail"]
+
+
+def test_the_diff_of_changed_hosts_is_the_diff_of_whole_fleets(empty_store, shipped_catalog):
+    from sqlalchemy import text
+
+    from collectors.demo import seed_demo
+
+    ids = seed_demo(empty_store, shipped_catalog, datetime(2026, 11, 25, tzinfo=UTC))
+    with empty_store.engine.begin() as conn:  # a row no writer makes, in one snapshot only
+        conn.execute(text("UPDATE results SET status = 'fine' WHERE snapshot_id = :id AND "
+                          "position = 3"), {"id": ids[-1]})
+    pairs = [*itertools.pairwise(ids), (ids[0], ids[-1]), (ids[-1], ids[0])]
+    for before, after in pairs:
+        whole = diff(empty_store.summaries(before, shipped_catalog),
+                     empty_store.summaries(after, shipped_catalog))
+        old, new = empty_store.changed_summaries(before, after, shipped_catalog)
+        assert diff(old, new) == whole, (before, after)
+        assert len(new) < len(empty_store.summaries(after, shipped_catalog))  # a subset
+    roll_out = diff(*empty_store.changed_summaries(ids[0], ids[-1], shipped_catalog))
+    assert roll_out.newly_patched and roll_out.rows()  # not a comparison of nothing
+
+
+def test_one_name_twice_is_diffed_as_a_whole_fleet(empty_store, shipped_catalog):
+    from sqlalchemy import text
+
+    at = datetime(2026, 11, 25, tzinfo=UTC)
+    ids = [empty_store.save(assess([Observation(Host(name), at, "test",
+                                                exsetup_version="15.1.2176.2")
+                                    for name in ("EX1", "EX2")], shipped_catalog, at,
+                                   source="test", tool_version="t"), shipped_catalog)
+           for _ in range(2)]
+    with empty_store.engine.begin() as conn:  # no writer makes this: a forged second EX1
+        conn.execute(text("UPDATE results SET host = 'ex1' WHERE snapshot_id = :id AND "
+                          "host = 'EX2'"), {"id": ids[1]})
+    old, new = empty_store.changed_summaries(*ids, shipped_catalog)
+    assert len(new) == 2  # the whole fleet, not the one changed key
+    assert diff(old, new) == diff(empty_store.summaries(ids[0], shipped_catalog),
+                                  empty_store.summaries(ids[1], shipped_catalog))
