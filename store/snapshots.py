@@ -26,14 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
+    and_,
     create_engine,
     delete,
     event,
     func,
     insert,
     inspect,
+    or_,
     select,
     text,
     update,
@@ -667,16 +670,20 @@ class SnapshotStore:
             composed = [summarise(a) for a in self.fleet(snapshot_id, catalog, policy)]
             return [s for s in composed if not needing_work
                     or priority(s.status, s.flags) is not None]
-        rows = self.summary_rows(snapshot_id)
-        if needing_work:
-            status_at, flags_at = SUMMARY_COLUMNS.index("status"), SUMMARY_COLUMNS.index("flags")
-            needs: dict[tuple[Any, Any], bool] = {}  # few distinct pairs in a fleet
-            for row in rows:
-                pair = (row[status_at], row[flags_at])
-                if pair not in needs:
-                    needs[pair] = stored_priority(str(pair[0]), str(pair[1] or "")) is not None
-            rows = [row for row in rows if needs[(row[status_at], row[flags_at])]]
-        return [_summary_of(row) for row in rows]
+        if not needing_work:
+            return [_summary_of(row) for row in self.summary_rows(snapshot_id)]
+        # The rule stays compliance.worklist's: it judges each distinct (status, flags) pair
+        # (a few dozen in any fleet), and the database returns the rows of the pairs it took.
+        results = schema.results
+        status, flags = func.coalesce(results.c.status, ""), func.coalesce(results.c.flags, "")
+        with self.engine.connect() as conn:
+            pairs = conn.execute(select(status, flags).where(results.c.snapshot_id == snapshot_id)
+                                 .group_by(status, flags)).all()
+        wanted = [and_(status == s, flags == f) for s, f in pairs
+                  if stored_priority(str(s), str(f)) is not None]
+        if not wanted:
+            return []
+        return [_summary_of(row) for row in self.summary_rows(snapshot_id, where=or_(*wanted))]
 
     def changed_summaries(self, before_id: int, after_id: int, catalog: Catalog,
                           policy: Policy | None = None,
@@ -710,27 +717,30 @@ class SnapshotStore:
                 [_summary_of(row) for row in self.summary_rows(
                     after_id, [new[key][0] for key in changed if key in new])])
 
-    def summary_rows(self, snapshot_id: int,
-                     hosts: Collection[str] | None = None) -> list[tuple[Any, ...]]:
-        """The stored summary columns of a snapshot's rows, in ``compliance.summary.COLUMNS``
-        order then ``observed_in``, in fleet order; a column a damaged row lacks reads as empty
-        (``verify`` names the row). ``hosts``: only these names, as stored (looked up by the
-        host index). Only what a whole-fleet snapshot stores: see ``summaries`` for every
-        format."""
-        columns = [func.coalesce(column, _EMPTY[column.name]).label(column.name)
-                   if column.name in _EMPTY else column for column in schema.SUMMARY]
-        query = (select(*columns, schema.results.c.observed_in, schema.results.c.position)
-                 .where(schema.results.c.snapshot_id == snapshot_id))
+    def summary_rows(self, snapshot_id: int, hosts: Collection[str] | None = None, *,
+                     where: ColumnElement[bool] | None = None,
+                     fields: Sequence[str] = SUMMARY_COLUMNS) -> list[tuple[Any, ...]]:
+        """The stored summary columns of a snapshot's rows, ``fields`` (a selection of
+        ``compliance.summary.COLUMNS``, by default all, in that order) then ``observed_in``,
+        in fleet order; a column a damaged row lacks reads as empty (``verify`` names the
+        row). ``hosts``: only these names, as stored (looked up by the host index). ``where``:
+        only the rows it holds for. Only what a whole-fleet snapshot stores: see
+        ``summaries`` for every format."""
+        results = schema.results
+        columns = [func.coalesce(results.c[name], _EMPTY[name]).label(name)
+                   if name in _EMPTY else results.c[name] for name in fields]
+        query = select(*columns, results.c.observed_in).where(results.c.snapshot_id == snapshot_id)
+        if where is not None:
+            query = query.where(where)
         with self.engine.connect() as conn:
             if hosts is None:
-                found = [tuple(row) for row in conn.execute(
-                    query.order_by(schema.results.c.position))]
-            else:
-                names, found = sorted(hosts), []
-                for start in range(0, len(names), HOSTS_PER_QUERY):
-                    found += [tuple(row) for row in conn.execute(query.where(
-                        schema.results.c.host.in_(names[start:start + HOSTS_PER_QUERY])))]
-                found.sort(key=lambda row: row[-1])
+                return [tuple(row) for row in conn.execute(query.order_by(results.c.position))]
+            names, found = sorted(hosts), []
+            for start in range(0, len(names), HOSTS_PER_QUERY):
+                found += [tuple(row) for row in conn.execute(
+                    query.add_columns(results.c.position)
+                    .where(results.c.host.in_(names[start:start + HOSTS_PER_QUERY])))]
+        found.sort(key=lambda row: row[-1])
         return [row[:-1] for row in found]
 
     def group_counts(self, snapshot_id: int, catalog: Catalog, policy: Policy | None = None,

@@ -18,7 +18,6 @@ from sqlalchemy import Engine
 from compliance.catalog import Catalog, load_catalog
 from compliance.evaluate import Policy
 from compliance.models import Assessment, Flag
-from compliance.summary import COLUMNS
 from compliance.worklist import PRIORITY_NAMES, plan_waves, rank, stored_priority
 from settings import Settings, SettingsError, load_settings
 from store import SnapshotInfo, SnapshotStore
@@ -132,36 +131,46 @@ def _legacy_figures(url: str, ids: tuple[int, ...], max_age_days: float) -> dict
 
 
 def host_table(url: str, snapshot_id: int) -> pd.DataFrame:
-    """One row per host of a snapshot (``HOST_TABLE_COLUMNS``: the summary columns, then
-    ``observed_in``, the snapshot whose run made the observation, ``carried``, and ``need``:
+    """One row per host of a snapshot (``HOST_TABLE_COLUMNS``: the summary columns the pages
+    use, then ``observed_in``, the snapshot whose run made the observation, ``carried``, and
+    ``need``:
     the worklist priority's name, "" when the host needs nothing), in fleet order, read from
     the summary columns alone."""
     return _host_table(url, snapshot_id, _max_age_days())
 
 
-HOST_TABLE_COLUMNS = (*COLUMNS, "observed_in", "carried", "need")
+# The summary columns the pages show or filter on (the rest, long texts such as reason and
+# failure detail, are read for one host's detail: a 50,000-host table stays small).
+HOST_TABLE_FIELDS = ("host", "status", "product", "cu", "build", "build_source", "known_build",
+                     "site", "dag", "roles", "flags", "mitigations", "action", "observed_at")
+HOST_TABLE_COLUMNS = (*HOST_TABLE_FIELDS, "observed_in", "carried", "need")
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _host_table(url: str, snapshot_id: int, max_age_days: float) -> pd.DataFrame:
     store = _store(url)
     if store.info(snapshot_id).fleet:
-        rows = store.summary_rows(snapshot_id)
+        rows = store.summary_rows(snapshot_id, fields=HOST_TABLE_FIELDS)
     else:
-        rows = [(*s.to_columns().values(), s.observed_in)
-                for s in store.summaries(snapshot_id, catalog(), _policy(max_age_days))]
-    table = pd.DataFrame(rows, columns=[*COLUMNS, "observed_in"])
-    table["carried"] = table["observed_in"].notna()
-    table["observed_in"] = table["observed_in"].fillna(snapshot_id).astype("int64")
+        rows = []
+        for summary in store.summaries(snapshot_id, catalog(), _policy(max_age_days)):
+            stored = summary.to_columns()
+            rows.append((*(stored[name] for name in HOST_TABLE_FIELDS), summary.observed_in))
     # What the host needs (the worklist's priority, by name; "" for nothing): few distinct
-    # (status, flags) pairs in a fleet, so each is judged once.
+    # (status, flags) pairs in a fleet, so each is judged once; read from the rows, not from
+    # the DataFrame's Arrow-backed columns (iterating those in Python is slow).
+    status_at, flags_at = HOST_TABLE_FIELDS.index("status"), HOST_TABLE_FIELDS.index("flags")
     needs: dict[tuple[str, str], str] = {}
     column = []
-    for pair in zip(table["status"], table["flags"], strict=True):
+    for row in rows:
+        pair = (row[status_at], row[flags_at])
         if pair not in needs:
             rank_ = stored_priority(*pair)
             needs[pair] = "" if rank_ is None else PRIORITY_NAMES[rank_]
         column.append(needs[pair])
+    table = pd.DataFrame(rows, columns=[*HOST_TABLE_FIELDS, "observed_in"])
+    table["carried"] = table["observed_in"].notna()
+    table["observed_in"] = table["observed_in"].fillna(snapshot_id).astype("int64")
     table["need"] = column
     return table
 
@@ -219,12 +228,17 @@ def _assessment(url: str, snapshot_id: int, host: str, max_age_days: float) -> A
                  if a.observation.host.name == host), None)
 
 
-def worklist_rows(url: str, snapshot_id: int, per_wave: int) -> list[dict[str, Any]]:
-    """The snapshot's worklist in maintenance waves (``store.export.WORKLIST_COLUMNS``), each
-    host's owner from ``[worklist]`` in the settings."""
+def worklist_table(url: str, snapshot_id: int, per_wave: int) -> pd.DataFrame:
+    """The snapshot's worklist in maintenance waves, one row per host needing work in
+    ``store.export.WORKLIST_COLUMNS``, each host's owner from ``[worklist]`` in the settings.
+    ``worklist_rows`` gives it as the exports take it."""
     config = settings()
-    table = _worklist(url, snapshot_id, per_wave, _max_age_days(),
-                      Owners.of(dict(config.site_owners), dict(config.dag_owners)))
+    return _worklist(url, snapshot_id, per_wave, _max_age_days(),
+                     Owners.of(dict(config.site_owners), dict(config.dag_owners)))
+
+
+def worklist_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """``worklist_table``'s rows as ``store.export.to_csv``/``to_xlsx`` take them."""
     return [dict(row) for row in table.to_dict("records")]
 
 

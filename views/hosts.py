@@ -21,7 +21,7 @@ FILTERS = ("f_status", "f_need", "f_product", "f_cu", "f_site", "f_dag", "f_flag
 
 
 def _options(column: str) -> list[str]:
-    values = sorted({value for value in table[column] if value}
+    values = sorted({value for value in table[column].unique() if value}
                     | set(st.session_state.get("hosts_link_extra", {}).get(column, ())))
     if column in ("product", "cu", "site", "dag") and (table[column] == "").any() \
             and NONE not in values:
@@ -31,7 +31,8 @@ def _options(column: str) -> list[str]:
 
 def _listed(column: str) -> list[str]:
     """The options of a column whose cells list several values ("a, b")."""
-    return sorted({value for cell in table[column] for value in cell.split(", ") if value})
+    return sorted({value for cell in table[column].unique() for value in cell.split(", ")
+                   if value})
 
 
 def _from_link() -> None:
