@@ -99,7 +99,7 @@ ORDER = ("host", "status", "action", "need", "product", "cu", "build", "build_so
          "dag", "flags", "roles", "mitigations", "observed_at", "observed_in")
 view = shown.reset_index(drop=True)
 event = st.dataframe(
-    labels.status_chips(view),
+    labels.status_chips(view[list(ORDER)]),  # only the shown columns are sent
     hide_index=True,
     column_order=ORDER,
     column_config={

@@ -80,8 +80,8 @@ def status_chips(table: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``table`` whose ``status`` cells are one-value lists, for ``status_column``:
     Streamlit draws them as coloured chips natively (a pandas Styler would style every cell
     of the table, slowly, and refuses past 262,144 cells)."""
-    shown = table.copy()
-    shown["status"] = [[value] for value in shown["status"]]
+    shown = table.copy(deep=False)  # the other columns are shared, never written
+    shown["status"] = [[value] for value in table["status"].tolist()]
     return shown
 
 
