@@ -133,9 +133,8 @@ def _legacy_figures(url: str, ids: tuple[int, ...], max_age_days: float) -> dict
 def host_table(url: str, snapshot_id: int) -> pd.DataFrame:
     """One row per host of a snapshot (``HOST_TABLE_COLUMNS``: the summary columns the pages
     use, then ``observed_in``, the snapshot whose run made the observation, ``carried``, and
-    ``need``:
-    the worklist priority's name, "" when the host needs nothing), in fleet order, read from
-    the summary columns alone."""
+    ``need``, the worklist priority's name, "" when the host needs nothing), in fleet order,
+    read from the summary columns alone."""
     return _host_table(url, snapshot_id, _max_age_days())
 
 

@@ -60,3 +60,28 @@ def test_an_export_that_cannot_be_recorded_is_not_handed_over(tmp_path):
     download = data.audited(_settings(tmp_path), 1, "one-page report", lambda: b"<html>")
     with pytest.raises(StoreError, match="cannot open store"):
         download()
+
+
+def test_the_host_table_and_groups_agree_with_the_stored_summaries(tmp_path, shipped_catalog):
+    from datetime import UTC, datetime
+
+    from collectors.demo import seed_demo
+    from compliance.worklist import PRIORITY_NAMES, priority
+
+    url = f"sqlite:///{tmp_path / 'compliance.db'}"
+    store = SnapshotStore.open(url)
+    try:
+        latest = seed_demo(store, shipped_catalog, datetime(2026, 11, 25, tzinfo=UTC))[-1]
+        summaries = store.summaries(latest, shipped_catalog)
+    finally:
+        store.dispose()
+    table = data.host_table(url, latest)
+    assert tuple(table.columns) == data.HOST_TABLE_COLUMNS
+    assert list(table["host"]) == [s.host for s in summaries]
+    wanted = [("" if (p := priority(s.status, s.flags)) is None else PRIORITY_NAMES[p])
+              for s in summaries]
+    assert list(table["need"]) == wanted
+    groups = data.fleet_groups(url, latest)
+    assert int(groups["hosts"].sum()) == len(summaries)
+    by_need = groups.groupby("need")["hosts"].sum().to_dict()
+    assert by_need == {need: wanted.count(need) for need in set(wanted)}
