@@ -58,7 +58,7 @@ from compliance.fleet import DEMO, compose, fresh_count, observed_count
 from compliance.models import Assessment, Host, Observation, Snapshot, Status, Verdict
 from compliance.summary import COLUMNS as SUMMARY_COLUMNS
 from compliance.summary import SEPARATOR, HostSummary, summarise
-from compliance.worklist import priority, stored_priority
+from compliance.worklist import priority
 from store import chain, legacy, schema
 from store.verification import (
     GENESIS_HEAD,
@@ -672,15 +672,15 @@ class SnapshotStore:
                     or priority(s.status, s.flags) is not None]
         if not needing_work:
             return [_summary_of(row) for row in self.summary_rows(snapshot_id)]
-        # The rule stays compliance.worklist's: it judges each distinct (status, flags) pair
-        # (a few dozen in any fleet), and the database returns the rows of the pairs it took.
-        results = schema.results
-        status, flags = func.coalesce(results.c.status, ""), func.coalesce(results.c.flags, "")
+        # The rule stays compliance.worklist's, and the reading _summary_of's: each distinct
+        # combination of the values they judge (a few dozen in any fleet) is read as a row,
+        # and the database returns the rows of the combinations that need work.
+        keys = _judged_columns()
         with self.engine.connect() as conn:
-            pairs = conn.execute(select(status, flags).where(results.c.snapshot_id == snapshot_id)
-                                 .group_by(status, flags)).all()
-        wanted = [and_(status == s, flags == f) for s, f in pairs
-                  if stored_priority(str(s), str(f)) is not None]
+            combinations = conn.execute(select(*keys).where(
+                schema.results.c.snapshot_id == snapshot_id).group_by(*keys)).all()
+        wanted = [and_(*(key == value for key, value in zip(keys, values, strict=True)))
+                  for values in combinations if _needs_work(tuple(values))]
         if not wanted:
             return []
         return [_summary_of(row) for row in self.summary_rows(snapshot_id, where=or_(*wanted))]
@@ -689,8 +689,9 @@ class SnapshotStore:
                           policy: Policy | None = None,
                           ) -> tuple[list[HostSummary], list[HostSummary]]:
         """Of two snapshots' fleets, the summaries of the hosts ``store.history.diff`` can
-        report: a host in one snapshot only, or whose status or mitigations differ as stored
-        (names compared case-insensitively, as diff does). Every other host is alike in both
+        report: a host in one snapshot only, or whose stored status, mitigations, flags, roles
+        or indicator count differ (the last three decide whether a row reads as what it
+        claims, or as unknown; names compared case-insensitively, as diff does). Every other host is alike in both
         for diff, so ``diff(*changed_summaries(a, b))`` is ``diff`` of the whole fleets, and
         only the changed hosts' summaries are built (100,000 summaries at 50,000 hosts took
         1.5 s). Format 1 snapshots, and fleets holding one name twice, give whole fleets."""
@@ -698,13 +699,15 @@ class SnapshotStore:
             return (self.summaries(before_id, catalog, policy),
                     self.summaries(after_id, catalog, policy))
         results = schema.results
-        keyed: list[dict[str, tuple[str, Any, Any]]] = []  # lower-case name: (name, status,
-        with self.engine.connect() as conn:                 # mitigations) as stored
+        # Per lower-case name: (name, then what diff compares and what decides whether
+        # _summary_of reads the row at all) as stored. Equal values read alike in both.
+        keyed: list[dict[str, tuple[Any, ...]]] = []
+        compared = (*_judged_columns(), func.coalesce(results.c.mitigations, ""))
+        with self.engine.connect() as conn:
             for snapshot_id in (before_id, after_id):
-                rows = conn.execute(select(results.c.host, results.c.status, results.c.mitigations)
+                rows = conn.execute(select(results.c.host, *compared)
                                     .where(results.c.snapshot_id == snapshot_id)).all()
-                keyed.append({str(host).lower(): (host, status, mitigations)
-                              for host, status, mitigations in rows})
+                keyed.append({str(row[0]).lower(): tuple(row) for row in rows})
                 if len(keyed[-1]) != len(rows):  # a name twice (case aside): as a whole
                     return (self.summaries(before_id, catalog, policy),
                             self.summaries(after_id, catalog, policy))
@@ -735,7 +738,7 @@ class SnapshotStore:
         with self.engine.connect() as conn:
             if hosts is None:
                 return [tuple(row) for row in conn.execute(query.order_by(results.c.position))]
-            names, found = sorted(hosts), []
+            names, found = list(hosts), []  # as stored: a forged name may not even be text
             for start in range(0, len(names), HOSTS_PER_QUERY):
                 found += [tuple(row) for row in conn.execute(
                     query.add_columns(results.c.position)
@@ -978,7 +981,9 @@ class SnapshotStore:
         bundle's check: every link, head and signature is still checked). ``workers``: how
         many processes hash the rows (default: one per core, at most ``MAX_WORKERS``, once
         the headers claim ``PARALLEL_ROWS`` rows to hash; 1 hashes them here). The report is
-        the same either way: workers only compute each snapshot's ``RowCheck``."""
+        the same either way: workers only compute each snapshot's ``RowCheck``. Workers are
+        started with "spawn": a script that calls this on a large store needs the usual
+        ``if __name__ == "__main__":`` guard, or ``workers=1``."""
         # Rows are streamed (a server-side cursor on PostgreSQL), one snapshot at a time.
         with self.engine.connect().execution_options(stream_results=True,
                                                      yield_per=2000) as conn:
@@ -1127,6 +1132,25 @@ def _assessment(observation: str, verdict: str, observed_in: int | None,
 def _pair(heads: Mapping[str, str]) -> str:
     """Both chain heads as one signed text."""
     return f"{heads.get('chain_head')}|{heads.get('audit_head')}"
+
+
+# The summary columns whose values decide how _summary_of reads a row (a status, flag or role
+# no writer makes, or text for the indicator count, makes it unknown), with the empty value
+# summary_rows gives a damaged row.
+_JUDGED = ("status", "flags", "roles", "indicator_count")
+
+
+def _judged_columns() -> list[ColumnElement[Any]]:
+    return [func.coalesce(schema.results.c[name], _EMPTY.get(name, "")) for name in _JUDGED]
+
+
+def _needs_work(values: tuple[Any, ...]) -> bool:
+    """Whether a row holding these ``_JUDGED`` values is on the worklist, read by _summary_of
+    as any row is (the only reading of stored columns) and judged by compliance.worklist."""
+    row = dict.fromkeys(SUMMARY_COLUMNS, "") | {name: _EMPTY[name] for name in _EMPTY}
+    row.update(zip(_JUDGED, values, strict=True))
+    summary = _summary_of((*(row[name] for name in SUMMARY_COLUMNS), None))
+    return priority(summary.status, summary.flags) is not None
 
 
 def _summary_of(row: tuple[Any, ...]) -> HostSummary:

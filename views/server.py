@@ -67,11 +67,27 @@ def warm() -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``streamlit`` with ``argv`` (default: this command's own), after ``warm()``."""
-    warm()
+    """``streamlit`` with ``argv`` (default: this command's own), after ``warm()`` when it
+    starts a server (``run``): ``--help`` or a mistake is answered at once."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["run"] and not {"-h", "--help"} & set(args):
+        # Each cached function made before the server runs checks its options against an
+        # in-memory cache and says "No runtime found" (its cache is made at its first call,
+        # with the server's): nothing is wrong, so nothing is printed.
+        import logging
+
+        def quiet(record: logging.LogRecord) -> bool:
+            return "No runtime found" not in record.getMessage()
+
+        caching = logging.getLogger("streamlit.runtime.caching.cache_data_api")
+        caching.addFilter(quiet)
+        try:
+            warm()
+        finally:
+            caching.removeFilter(quiet)
     from streamlit.web.cli import main as streamlit
 
-    streamlit(args=list(sys.argv[1:] if argv is None else argv), prog_name="streamlit")
+    streamlit(args=args, prog_name="streamlit")
 
 
 if __name__ == "__main__":

@@ -149,9 +149,12 @@ def test_the_diff_of_changed_hosts_is_the_diff_of_whole_fleets(empty_store, ship
     from collectors.demo import seed_demo
 
     ids = seed_demo(empty_store, shipped_catalog, datetime(2026, 11, 25, tzinfo=UTC))
-    with empty_store.engine.begin() as conn:  # a row no writer makes, in one snapshot only
-        conn.execute(text("UPDATE results SET status = 'fine' WHERE snapshot_id = :id AND "
-                          "position = 3"), {"id": ids[-1]})
+    with empty_store.engine.begin() as conn:  # rows no writer makes, in one snapshot only
+        for position, change in ((3, "status = 'fine'"), (4, "flags = 'bogus'"),
+                                 (5, "roles = 'Bogus'"), (6, "indicator_count = 'many'"),
+                                 (7, "host = X'DEADBEEF'")):
+            conn.execute(text(f"UPDATE results SET {change} WHERE snapshot_id = :id AND "
+                              f"position = {position}"), {"id": ids[-1]})
     pairs = [*itertools.pairwise(ids), (ids[0], ids[-1]), (ids[-1], ids[0])]
     for before, after in pairs:
         whole = diff(empty_store.summaries(before, shipped_catalog),

@@ -209,14 +209,18 @@ def test_summaries_needing_work_are_the_worklists_hosts_damaged_rows_included(
     from compliance.worklist import priority
 
     latest = seed_demo(empty_store, shipped_catalog, NOW)[-1]
-    with empty_store.engine.begin() as conn:  # a row no writer makes: unknown, so listed
-        conn.exec_driver_sql("UPDATE results SET status = 'fine' WHERE snapshot_id = ? AND "
-                             "status = 'patched' AND position = (SELECT MIN(position) FROM "
-                             "results WHERE snapshot_id = ? AND status = 'patched')",
-                             (latest, latest))
+    with empty_store.engine.begin() as conn:  # rows no writer makes: unknown, so listed
+        patched = [row[0] for row in conn.exec_driver_sql(
+            "SELECT position FROM results WHERE snapshot_id = ? AND status = 'patched' "
+            "ORDER BY position", (latest,))]
+        for position, change in zip(patched, ("status = 'fine'", "roles = 'Bogus'",
+                                              "indicator_count = 'many'", "flags = 'bogus'",
+                                              "flags = NULL, roles = NULL"), strict=False):
+            conn.exec_driver_sql(f"UPDATE results SET {change} WHERE snapshot_id = ? AND "
+                                 "position = ?", (latest, position))
     every = empty_store.summaries(latest, shipped_catalog)
     needing = empty_store.summaries(latest, shipped_catalog, needing_work=True)
     expected = [s for s in every if priority(s.status, s.flags) is not None]
     assert needing == expected
     assert 0 < len(needing) < len(every)
-    assert any("changed outside the tool" in s.action for s in needing)
+    assert sum("changed outside the tool" in s.action for s in needing) == 4  # NULLs read empty

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -208,3 +209,24 @@ def test_collection_failures_match_the_stored_json(demo_app):
                or any(e.kind == EvidenceKind.COLLECTION_FAILED for e in a.verdict.evidence)}
     listed = {host for d in at.dataframe if "detail" in d.value.columns for host in d.value["host"]}
     assert failing and listed == failing
+
+
+def test_a_header_count_that_is_not_a_number_still_shows_the_red_banner(monkeypatch, tmp_path):
+    import streamlit as st
+
+    at = _app(monkeypatch, tmp_path)
+    at.run()
+    store = SnapshotStore.open(f"sqlite:///{tmp_path / 'compliance.db'}")
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE snapshots SET host_count = 'abc' WHERE id = 1")
+    store.dispose()
+    st.cache_data.clear()  # as a restarted server: an edit in place moves no chain head
+    st.cache_resource.clear()
+    fresh = _app(monkeypatch, tmp_path)
+    deadline = time.monotonic() + 60
+    while True:  # the check runs in a child process; the page polls until it is done
+        fresh.run()
+        if any("does not verify" in e.value for e in fresh.error) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert any("does not verify" in e.value for e in fresh.error), [e.value for e in fresh.error]

@@ -34,3 +34,38 @@ def test_a_module_that_fails_to_import_is_named_and_the_rest_still_load(monkeypa
     server.warm()
     assert "could not import no_such_module_here" in capsys.readouterr().err
     assert "csv" in sys.modules
+
+
+def test_only_a_server_start_warms_and_its_cache_notices_are_not_printed(monkeypatch):
+    import logging
+
+    import streamlit.web.cli as cli
+
+    warmed, started = [], []
+
+    def fake_warm() -> float:  # what warm() does when a cached function is made early
+        logging.getLogger("streamlit.runtime.caching.cache_data_api").warning(
+            "No runtime found, using MemoryCacheStorageManager")
+        warmed.append(True)
+        return 0.0
+    monkeypatch.setattr(server, "warm", fake_warm)
+    monkeypatch.setattr(cli, "main", lambda args, prog_name: started.append(args))
+    printed: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: printed.append(record.getMessage())  # type: ignore[method-assign]
+    caching = logging.getLogger("streamlit.runtime.caching.cache_data_api")
+    caching.addHandler(handler)
+    monkeypatch.setattr(caching, "level", logging.WARNING)
+    server.main(["--help"])
+    server.main(["run", "app.py", "--help"])
+    assert not warmed and len(started) == 2
+    server.main(["run", "app.py", "--server.port", "1"])
+    assert warmed and started[-1] == ["run", "app.py", "--server.port", "1"]
+    caching.removeHandler(handler)
+    assert warmed and not printed
+    caching.addHandler(handler)
+    try:  # the same notice outside the server's start is printed as ever
+        caching.warning("No runtime found, using MemoryCacheStorageManager")
+    finally:
+        caching.removeHandler(handler)
+    assert printed
