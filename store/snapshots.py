@@ -715,6 +715,10 @@ class SnapshotStore:
         changed = [key for key in old.keys() | new.keys()
                    if (old[key][1:] if key in old else None) != (new[key][1:] if key in new
                                                                  else None)]
+        if not all(isinstance(side[key][0], str) for side in keyed for key in changed
+                   if key in side):  # a name that is not text (forged): as a whole
+            return (self.summaries(before_id, catalog, policy),
+                    self.summaries(after_id, catalog, policy))
         return ([_summary_of(row) for row in self.summary_rows(
                     before_id, [old[key][0] for key in changed if key in old])],
                 [_summary_of(row) for row in self.summary_rows(
@@ -738,7 +742,7 @@ class SnapshotStore:
         with self.engine.connect() as conn:
             if hosts is None:
                 return [tuple(row) for row in conn.execute(query.order_by(results.c.position))]
-            names, found = list(hosts), []  # as stored: a forged name may not even be text
+            names, found = list(hosts), []
             for start in range(0, len(names), HOSTS_PER_QUERY):
                 found += [tuple(row) for row in conn.execute(
                     query.add_columns(results.c.position)
