@@ -9,8 +9,8 @@ Sources:
   never a secret.
 - the secrets (``st.secrets`` for the dashboard, ``.streamlit/secrets.toml`` for the command
   lines): ``[store]``, ``[dashboard]``, ``[collection]``, ``[ldap] password``,
-  ``[winrm] password``, ``[access]``, ``[worklist]``. Other sections (Streamlit's ``[auth]``,
-  ``[connections]``) are left alone.
+  ``[winrm] password``, ``[access]``, ``[worklist]``, ``[acceptances]``. Other sections
+  (Streamlit's ``[auth]``, ``[connections]``) are left alone.
 - the environment, over the secrets, for each field that names a variable.
 
 Refused, each as one ``SettingsError`` line naming the section and key: an unknown section or
@@ -294,6 +294,14 @@ class WorklistSettings(_Section):
         return hash((tuple(self.site_owners.items()), tuple(self.dag_owners.items())))
 
 
+class AcceptanceSettings(_Section):
+    """Risk acceptances (compliance/acceptance.py)."""
+
+    max_days: Annotated[int, BeforeValidator(_no_bool)] = Field(
+        90, ge=1, le=365, description="longest risk acceptance, in days",
+        json_schema_extra=_env("PROXYLOGON_ACCEPTANCE_MAX_DAYS"))
+
+
 class SecretSettings(_Section):
     # Other sections belong to Streamlit ([auth], [connections]) or to the user.
     model_config = ConfigDict(extra="ignore")
@@ -305,6 +313,7 @@ class SecretSettings(_Section):
     winrm: WinrmSecrets = WinrmSecrets()
     access: AccessSettings = AccessSettings()
     worklist: WorklistSettings = WorklistSettings()
+    acceptances: AcceptanceSettings = AcceptanceSettings()
 
 
 # --- resolution -------------------------------------------------------------------------------
@@ -324,6 +333,7 @@ class Settings:
     # [worklist]: (name, owner) pairs, for store.export.Owners (immutable, so hashable).
     site_owners: tuple[tuple[str, str], ...] = ()
     dag_owners: tuple[tuple[str, str], ...] = ()
+    acceptance_max_days: int = 90  # [acceptances] max_days
 
 
 @dataclass(frozen=True)
@@ -347,7 +357,8 @@ class Resolved:
             collection_config=collection.config, collection_inventory=collection.inventory,
             demo=dashboard.demo, max_age=timedelta(days=dashboard.max_age_days),
             site_owners=tuple(self.secrets.worklist.site_owners.items()),
-            dag_owners=tuple(self.secrets.worklist.dag_owners.items()))
+            dag_owners=tuple(self.secrets.worklist.dag_owners.items()),
+            acceptance_max_days=self.secrets.acceptances.max_days)
 
     def password(self, section: Literal["ldap", "winrm"]) -> str:
         """The LDAP or WinRM password; ``SettingsError`` naming both places to put it."""

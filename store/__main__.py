@@ -18,6 +18,13 @@
     retire HOST... | --demo --reason TEXT
                                  take hosts out of the fleet by hand (decommissioned servers
                                  no discovery lists, typos, the fictional demo fleet)
+    accept HOST --reason TEXT --approver NAME [--ticket REF] (--days N | --until TIME)
+                                 record a risk acceptance of the host's gap as the latest
+                                 snapshot shows it (at most [acceptances] max_days, 90 by
+                                 default); it never changes a verdict and ends by itself at
+                                 expiry or when the evidence changes (compliance/acceptance.py)
+    acceptances [--as-of TIME]   every acceptance recorded (up to TIME), with its standing
+    revoke ID                    end acceptance ID now (its id as acceptances lists it)
 
 ``--db URL`` picks the store (default: the dashboard's). The signing key, when set, comes
 from PROXYLOGON_SIGNING_KEY or [store] signing_key in .streamlit/secrets.toml.
@@ -36,16 +43,19 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from compliance.acceptance import AcceptanceError, accept, standing
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
 from compliance.models import Snapshot
 from settings import SECRETS_FILE, SettingsError, default_actor, load_secrets, load_settings
+from store.acceptances import acceptances, record_revocation
+from store.acceptances import record as record_acceptance
 from store.evidence import (
     BundleError,
     build_bundle,
@@ -135,6 +145,20 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     retire_cmd.add_argument("--demo", action="store_true",
                             help="every host of the fictional demo fleet")
     retire_cmd.add_argument("--reason", required=True, help="why (recorded in the snapshot)")
+    accept_cmd = commands.add_parser("accept", help="record a risk acceptance for one host")
+    accept_cmd.add_argument("host", help="host name as the fleet lists it")
+    accept_cmd.add_argument("--reason", required=True, help="why the gap is accepted")
+    accept_cmd.add_argument("--approver", required=True, help="who approved it")
+    accept_cmd.add_argument("--ticket", default="", help="change or risk ticket reference")
+    until = accept_cmd.add_mutually_exclusive_group(required=True)
+    until.add_argument("--days", type=int, help="accepted for this many days from now")
+    until.add_argument("--until", help="accepted until this ISO 8601 time (UTC if none given)")
+    acceptances_cmd = commands.add_parser("acceptances", help="every risk acceptance")
+    acceptances_cmd.add_argument("--as-of", default=None,
+                                 help="as recorded up to, and standing at, this ISO 8601 time")
+    revoke_cmd = commands.add_parser("revoke", help="end a risk acceptance now")
+    revoke_cmd.add_argument("id", type=int, help="the acceptance's id (python -m store "
+                                                 "acceptances)")
     audit_cmd = commands.add_parser("audit", help="the audit log (newest first), as CSV")
     audit_cmd.add_argument("--limit", type=int, default=1000)
     args = parser.parse_args(argv)
@@ -159,6 +183,9 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
         stderr.write(f"error: {inert(error)}\n")
         return 2
     try:
+        if args.command in ("accept", "acceptances", "revoke"):
+            return _acceptances(args, store, Policy(max_age=settings.max_age),
+                                settings.acceptance_max_days, stdout)
         return _run(args, store, key, Policy(max_age=settings.max_age), stdout, stderr)
     except StoreError as error:
         stderr.write(f"error: {inert(error)}\n")
@@ -178,6 +205,60 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
         return 2
     finally:
         store.dispose()
+
+
+def _moment(text: str, option: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise StoreError(f"{option} {text!r} is not an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _acceptances(args: argparse.Namespace, store: SnapshotStore, policy: Policy,
+                 max_days: int, stdout: TextIO) -> int:
+    """accept, acceptances, revoke: risk acceptances (store/acceptances.py)."""
+    now = datetime.now(UTC)
+    if args.command == "revoke":
+        record_revocation(store, args.id, _actor(), now)
+        stdout.write(f"acceptance #{args.id} revoked\n")
+        return 0
+    catalog = load_catalog()
+    if args.command == "accept":
+        if args.days is not None and not 1 <= args.days <= max_days:
+            raise StoreError(f"--days {args.days}: accept for 1 to {max_days} days "
+                             "([acceptances] max_days)")
+        expires = (now + timedelta(days=args.days) if args.days is not None
+                   else _moment(args.until, "--until"))
+        info = _with_hosts(_pick(store, None, None), ": accept against a snapshot with hosts")
+        wanted = args.host.casefold()
+        found = [s for s in store.summaries(info.id, catalog, policy)
+                 if s.host.casefold() == wanted]
+        if not found:
+            raise StoreError(f"{args.host!r} is not in the fleet of snapshot #{info.id}")
+        try:
+            made = accept(found[0], reason=args.reason, approver=args.approver,
+                          ticket=args.ticket, expires_at=expires, accepted_by=_actor(),
+                          now=now, max_days=max_days)
+        except AcceptanceError as error:
+            raise StoreError(str(error)) from None
+        entry = record_acceptance(store, made, info.id)
+        stdout.write(inert(f"acceptance #{entry}: {made.host} {made.status.value}, "
+                           f"{made.badge} (evidence of snapshot #{info.id}; ends early if it "
+                           "changes)") + "\n")
+        return 0
+    moment = _moment(args.as_of, "--as-of") if args.as_of else now
+    latest = store.as_of(moment)
+    fleet = ({s.host.casefold(): s for s in store.summaries(latest.id, catalog, policy)}
+             if latest is not None and not latest.pruned else {})
+    for recorded in acceptances(store, moment):
+        made = recorded.acceptance
+        state = standing(made, fleet.get(made.host.casefold()), moment)
+        shown = "in force" if state.in_force else f"ended: {state.detail}"
+        stdout.write(inert(f"#{recorded.id}\t{made.host}\t{made.status.value}\t{made.badge}\t"
+                           f"ticket {made.ticket or '-'}\t{shown}\t{made.reason}")
+                     .replace("\\x09", "\t") + "\n")
+    return 0
 
 
 def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, policy: Policy,

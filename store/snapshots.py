@@ -430,10 +430,11 @@ class SnapshotStore:
                 f"{'snapshots' if kind == 'snapshots' else 'audit entries'} removed?)")
 
     def _append_entry(self, conn: Connection, who: str, action: str, snapshot_id: int | None,
-                      detail: str, at: datetime | None = None, guarded: bool = True) -> None:
+                      detail: str, at: datetime | None = None, guarded: bool = True) -> int:
         """Append one entry to the audit chain, in ``conn``'s transaction, under the lock on
-        the audit head (two writers' entries are serialised, never forked). With a key, the
-        head must be one it signed (``_guard``) unless ``guarded`` is False (adopt-key)."""
+        the audit head (two writers' entries are serialised, never forked); returns its id.
+        With a key, the head must be one it signed (``_guard``) unless ``guarded`` is False
+        (adopt-key)."""
         head = self._head(conn, "audit_head", lock=True)
         self._refuse_unsigned(conn)
         if guarded:
@@ -447,8 +448,12 @@ class SnapshotStore:
         entry["hash"] = chain.entry_digest(entry)
         entry["signature"] = (chain.sign(self.signing_key, entry["hash"]) if self.signing_key
                               else None)
-        conn.execute(insert(schema.audit_log).values(**entry))
+        inserted = conn.execute(insert(schema.audit_log).values(**entry))
         self._set_head(conn, "audit_head", "audit", f"{entry['sequence']}:{entry['hash']}")
+        key = inserted.inserted_primary_key
+        if key is None:  # every backend this tool supports returns it
+            raise StoreError("the audit entry was written but its id was not returned")
+        return int(key[0])
 
     def read_error(self, error: SQLAlchemyError) -> StoreError:
         """One line for a failed read (a damaged file, a lost connection)."""
@@ -575,12 +580,12 @@ class SnapshotStore:
                             f"{info.source}: {info.label}" if info.label else info.source)
 
     def record(self, who: str, action: str, snapshot_id: int | None, detail: str = "",
-               at: datetime | None = None) -> None:
-        """Append to the audit chain: who did what (collect, import, export, retire).
-        A failed write is a ``StoreError``."""
+               at: datetime | None = None) -> int:
+        """Append to the audit chain: who did what (collect, import, export, retire, accept);
+        returns the entry's id. A failed write is a ``StoreError``."""
         try:
             with self.engine.begin() as conn:
-                self._append_entry(conn, who, action, snapshot_id, detail, at)
+                return self._append_entry(conn, who, action, snapshot_id, detail, at)
         except SQLAlchemyError as error:
             raise self._write_error(error, f"record the {action} in the audit log") from error
 

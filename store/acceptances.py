@@ -1,0 +1,146 @@
+"""Risk acceptances in the store: entries of the audit chain (compliance/acceptance.py).
+
+Each acceptance is one ``accept`` entry of the audit log, naming the snapshot whose evidence
+it accepted; each revocation one ``revoke`` entry naming the acceptance (the id of its entry).
+So they are chained, signed with the store's key and checked by ``python -m store verify``
+exactly as every other audit entry: an acceptance forged, edited or removed in the database
+fails verification (tests/security/test_forgery.py). Nothing is ever updated in place: what
+was in force at any moment is read back from the entries written up to then ("as of").
+
+An entry whose detail this tool cannot read (written by no version of it) is never in force:
+an acceptance only ever adds a badge and moves a host down the worklist, so leaving one out
+fails closed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from compliance.acceptance import Acceptance, AcceptanceError, revoke
+from compliance.models import Status
+from store import schema
+from store.snapshots import SnapshotStore, StoreError
+
+ACCEPT, REVOKE = "accept", "revoke"
+FORMAT = 1  # of an entry's detail
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An acceptance as stored: ``id`` is its audit entry's (what ``revoke`` names),
+    ``snapshot_id`` the snapshot whose evidence it accepted."""
+
+    id: int
+    snapshot_id: int | None
+    acceptance: Acceptance
+
+
+def _detail(acceptance: Acceptance) -> str:
+    return json.dumps({
+        "format": FORMAT, "host": acceptance.host, "status": acceptance.status.value,
+        "mitigations": list(acceptance.mitigations), "reason": acceptance.reason,
+        "approver": acceptance.approver, "ticket": acceptance.ticket,
+        "accepted_at": acceptance.accepted_at.isoformat(),
+        "expires_at": acceptance.expires_at.isoformat(), "accepted_by": acceptance.accepted_by,
+    }, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _parsed(detail: str) -> Acceptance | None:
+    """The acceptance an ``accept`` entry's detail holds; None for anything else."""
+    try:
+        data = json.loads(detail)
+        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+            return None
+        mitigations = data["mitigations"]
+        texts = [data[k] for k in ("host", "reason", "approver", "ticket", "accepted_by")]
+        if not isinstance(mitigations, list) or not all(
+                isinstance(t, str) for t in [*texts, *mitigations]):
+            return None
+        accepted_at = datetime.fromisoformat(data["accepted_at"])
+        expires_at = datetime.fromisoformat(data["expires_at"])
+        if accepted_at.tzinfo is None or expires_at.tzinfo is None:
+            return None
+        return Acceptance(host=data["host"], status=Status(data["status"]),
+                          mitigations=tuple(mitigations), reason=data["reason"],
+                          approver=data["approver"], ticket=data["ticket"],
+                          accepted_at=accepted_at, expires_at=expires_at,
+                          accepted_by=data["accepted_by"])
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+
+
+def record(store: SnapshotStore, acceptance: Acceptance, snapshot_id: int) -> int:
+    """Append ``acceptance`` (of the evidence in ``snapshot_id``) to the audit chain, at its
+    own time, by its recorder; returns its id. ``StoreError`` when it cannot be written."""
+    return store.record(acceptance.accepted_by, ACCEPT, snapshot_id, _detail(acceptance),
+                        at=acceptance.accepted_at)
+
+
+def record_revocation(store: SnapshotStore, acceptance_id: int, by: str, now: datetime) -> None:
+    """Revoke the acceptance ``acceptance_id`` at ``now``. ``StoreError`` when there is no
+    such acceptance, it is already revoked or has ended, or the entry cannot be written."""
+    found = {r.id: r for r in acceptances(store, now)}
+    if acceptance_id not in found:
+        raise StoreError(f"there is no acceptance #{acceptance_id} (python -m store "
+                         "acceptances lists them)")
+    try:
+        revoke(found[acceptance_id].acceptance, by=by, now=now)  # the same rules apply
+    except AcceptanceError as error:
+        raise StoreError(str(error)) from None
+    store.record(by, REVOKE, None, json.dumps({"format": FORMAT, "acceptance": acceptance_id}),
+                 at=now)
+
+
+def acceptances(store: SnapshotStore, as_of: datetime | None = None) -> list[Recorded]:
+    """Every acceptance recorded up to ``as_of`` (default: all), oldest first, each with
+    the revocations recorded up to then applied; whether each is in force at a moment is
+    ``compliance.acceptance.standing``'s to say."""
+    entries = _entries(store)
+    recorded: dict[int, Recorded] = {}
+    for entry in entries:
+        at = _time(entry["at"])
+        if at is None or (as_of is not None and at > as_of):
+            continue
+        if entry["action"] == ACCEPT:
+            acceptance = _parsed(str(entry["detail"]))
+            if acceptance is not None:
+                recorded[int(entry["id"])] = Recorded(int(entry["id"]), entry["snapshot_id"],
+                                                      acceptance)
+        elif entry["action"] == REVOKE:
+            target = _revoked_id(str(entry["detail"]))
+            if target in recorded and recorded[target].acceptance.revoked_at is None:
+                old = recorded[target]
+                recorded[target] = Recorded(old.id, old.snapshot_id, revoke(
+                    old.acceptance, by=str(entry["who"]) or "?", now=at))
+    return list(recorded.values())
+
+
+def _entries(store: SnapshotStore) -> list[dict[str, Any]]:
+    log = schema.audit_log
+    with store.engine.connect() as conn:
+        return [dict(row) for row in conn.execute(
+            select(log.c.id, log.c.at, log.c.who, log.c.action, log.c.snapshot_id, log.c.detail)
+            .where(log.c.action.in_((ACCEPT, REVOKE))).order_by(log.c.id)).mappings()]
+
+
+def _time(text: Any) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _revoked_id(detail: str) -> int | None:
+    try:
+        data = json.loads(detail)
+        target = data.get("acceptance") if isinstance(data, Mapping) else None
+    except (ValueError, RecursionError):
+        return None
+    return target if isinstance(target, int) and not isinstance(target, bool) else None

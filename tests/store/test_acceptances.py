@@ -1,0 +1,163 @@
+"""store/acceptances.py: acceptances are audit-chain entries, read back as of any moment."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from collectors.demo import seed_demo
+from compliance.acceptance import Ending, accept, standing
+from compliance.models import Status
+from store import SnapshotStore, StoreError
+from store.acceptances import acceptances, record, record_revocation
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+KEY = b"dummy-signing-key-for-tests"
+
+
+@pytest.fixture
+def demo(empty_store, shipped_catalog):
+    latest = seed_demo(empty_store, shipped_catalog, NOW)[-1]
+    summaries = empty_store.summaries(latest, shipped_catalog)
+    mitigated = next(s for s in summaries if s.status is Status.MITIGATED)
+    return empty_store, latest, mitigated
+
+
+def _acceptance(summary, at: datetime = NOW, days: int = 30):  # type: ignore[no-untyped-def]
+    return accept(summary, reason="CU upgrade planned", approver="A. Approver",
+                  ticket="CHG-1", expires_at=at + timedelta(days=days),
+                  accepted_by="admin@corp.example", now=at)
+
+
+def test_an_acceptance_is_read_back_as_recorded_and_as_of_its_time(demo):
+    store, latest, host = demo
+    made = _acceptance(host, NOW + timedelta(hours=1))
+    entry = record(store, made, latest)
+    (found,) = acceptances(store)
+    assert (found.id, found.snapshot_id, found.acceptance) == (entry, latest, made)
+    assert acceptances(store, as_of=NOW) == []  # not yet recorded then
+    assert standing(found.acceptance, host, NOW + timedelta(days=2)).in_force
+    audit = store.audit_log()[0]
+    assert (audit["action"], audit["who"], audit["snapshot_id"]) == ("accept",
+                                                                     "admin@corp.example", latest)
+    assert store.verify().ok
+
+
+def test_a_revocation_applies_from_its_time_and_only_once(demo):
+    store, latest, host = demo
+    entry = record(store, _acceptance(host), latest)
+    later = NOW + timedelta(days=3)
+    record_revocation(store, entry, "lead@corp.example", later)
+    before = acceptances(store, as_of=NOW + timedelta(days=1))[0].acceptance
+    after = acceptances(store)[0].acceptance
+    assert before.revoked_at is None and after.revoked_at == later
+    assert standing(after, host, later).ending is Ending.REVOKED
+    with pytest.raises(StoreError, match="already revoked"):
+        record_revocation(store, entry, "lead@corp.example", later + timedelta(hours=1))
+    with pytest.raises(StoreError, match="no acceptance #999"):
+        record_revocation(store, 999, "lead@corp.example", later)
+    assert store.verify().ok
+
+
+@pytest.mark.parametrize("statement", [
+    # a longer acceptance than was approved
+    "UPDATE audit_log SET detail = replace(detail, '2026-12-25', '2027-12-25') "
+    "WHERE action = 'accept'",
+    # a second approver's name
+    "UPDATE audit_log SET detail = replace(detail, 'A. Approver', 'CISO') WHERE action = 'accept'",
+    # the revocation removed
+    "DELETE FROM audit_log WHERE action = 'revoke'",
+])
+def test_a_forged_or_edited_acceptance_fails_verification(demo, statement):
+    store, latest, host = demo
+    entry = record(store, _acceptance(host), latest)
+    record_revocation(store, entry, "lead", NOW + timedelta(days=1))
+    store.record("ops", "export", latest, "after")  # the revocation is not the newest entry
+    with store.engine.begin() as conn:
+        conn.execute(text(statement))
+    assert not store.verify().ok
+
+
+def test_an_inserted_acceptance_fails_verification_even_if_it_reads(demo):
+    store, latest, host = demo
+    record(store, _acceptance(host), latest)
+    with store.engine.begin() as conn:  # a copy of the entry, for another host
+        conn.execute(text(
+            "INSERT INTO audit_log (at, who, action, snapshot_id, detail, sequence, "
+            "previous_hash, hash) SELECT at, who, action, snapshot_id, replace(detail, :host, "
+            "'DEMO-OTHER'), NULL, previous_hash, hash FROM audit_log WHERE action = 'accept'"),
+            {"host": host.host})
+    assert len(acceptances(store)) == 2  # it reads as an acceptance...
+    assert not store.verify().ok  # ...and verify names it
+
+
+def test_with_the_key_the_entries_are_signed(store_url, shipped_catalog):
+    store = SnapshotStore.open(store_url, KEY)
+    try:
+        latest = seed_demo(store, shipped_catalog, NOW)[-1]
+        host = next(s for s in store.summaries(latest, shipped_catalog)
+                    if s.status is Status.VULNERABLE)
+        record(store, _acceptance(host), latest)
+        assert store.audit_log()[0]["signature"] and store.verify(KEY).ok
+    finally:
+        store.dispose()
+
+
+@pytest.mark.parametrize("detail", ["not json", "[]", json.dumps({"format": 2}),
+                                    json.dumps({"format": 1, "host": 5}), "{" * 100_000])
+def test_an_entry_no_version_of_the_tool_writes_is_never_in_force(demo, detail):
+    store, latest, _host = demo
+    store.record("someone", "accept", latest, detail)
+    store.record("someone", "revoke", None, detail)
+    assert acceptances(store) == []
+
+
+def _cli(url: str, *args: str) -> tuple[int, str, str]:
+    import io
+    import os
+
+    from store.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--db", url, "--secrets", os.devnull, *args], out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_the_command_line_accepts_lists_and_revokes(demo, store_url, monkeypatch):
+    store, _latest, host = demo
+    monkeypatch.setenv("PROXYLOGON_ACCEPTANCE_MAX_DAYS", "14")
+    code, out, err = _cli(store_url, "accept", host.host.lower(), "--reason", "EEMS in place",
+                          "--approver", "A. Approver", "--ticket", "CHG-9", "--days", "15")
+    assert code == 2 and "1 to 14 days" in err and not out
+    code, out, err = _cli(store_url, "accept", host.host.lower(), "--reason", "EEMS in place",
+                          "--approver", "A. Approver", "--ticket", "CHG-9", "--days", "14")
+    assert code == 0, err
+    entry = int(out.split("#")[1].split(":")[0])
+    code, out, _ = _cli(store_url, "acceptances")
+    assert code == 0 and f"#{entry}\t{host.host}\t" in out and "in force" in out
+    code, out, _ = _cli(store_url, "acceptances", "--as-of", "2020-01-01")
+    assert code == 0 and out == ""
+    assert _cli(store_url, "revoke", str(entry))[0] == 0
+    assert "ended: revoked" in _cli(store_url, "acceptances")[1]
+    code, _, err = _cli(store_url, "revoke", str(entry))
+    assert code == 2 and "already revoked" in err
+    assert store.verify().ok
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["accept", "NO-SUCH-HOST", "--reason", "r", "--approver", "a", "--days", "1"],
+     "not in the fleet"),
+    (["accept", "X", "--reason", "r", "--approver", "a", "--until", "soon"], "not an ISO 8601"),
+    (["acceptances", "--as-of", "yesterday"], "not an ISO 8601"),
+    (["accept", "X", "--reason", "r", "--approver", "a", "--days", "10000000000"], "1 to 90"),
+    (["accept", "X", "--reason", "r", "--approver", "a", "--days", "0"], "1 to 90"),
+    (["accept", "HOST", "--reason", "r", "--approver", "a", "--until", "9999-12-31"], "90 days"),
+    (["accept", "HOST", "--reason", " ", "--approver", "a", "--days", "1"], "needs a reason"),
+])
+def test_command_line_mistakes_are_one_line(demo, store_url, args, message):
+    _store, _latest, host = demo
+    code, out, err = _cli(store_url, *[host.host if a == "HOST" else a for a in args])
+    assert code == 2 and message in err and err.count("\n") == 1 and not out
