@@ -14,7 +14,7 @@ Pure and typed: ranking and wave planning are rules of this product, not of a fi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from compliance.models import Flag, ServerRole, Status
@@ -114,3 +114,16 @@ def plan_waves(items: Sequence[Item], per_wave: int = 10) -> list[Item]:
         planned.append(replace(item, wave=wave + 1))
     return sorted(planned, key=lambda i: (i.wave, not i.internet_facing, i.priority,
                                           i.host.lower()))
+
+
+def plan_with_acceptances(items: Sequence[Item], accepted: Collection[str],
+                          per_wave: int = 10) -> list[Item]:
+    """``plan_waves`` for the hosts not under a risk acceptance in force, then, in the waves
+    after theirs, for those under one (``accepted``: lower-case names): an accepted gap is
+    still a gap, so the host stays on the worklist, after every other host (issue 17)."""
+    open_items = [i for i in items if i.host.casefold() not in accepted]
+    later = [i for i in items if i.host.casefold() in accepted]
+    first = plan_waves(open_items, per_wave)
+    after = max((i.wave for i in first), default=0)
+    return first + [replace(i, wave=i.wave + after) for i in plan_waves(later, per_wave)]
+

@@ -27,8 +27,8 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 AUDIT_COLUMNS = ("id", "at", "who", "action", "snapshot_id", "detail")
 WORKLIST_COLUMNS = (
     "wave", "priority", "host", "fqdn", "status", "product", "cu", "build", "build_source", "action",
-    "reason", "flags", "mitigations", "site", "dag", "owner", "roles", "observed_at",
-    "observed_in", "carried", "snapshot_id", "snapshot_taken_at",
+    "reason", "flags", "mitigations", "site", "dag", "owner", "accepted", "roles",
+    "observed_at", "observed_in", "carried", "snapshot_id", "snapshot_taken_at",
 )
 
 
@@ -103,13 +103,17 @@ NO_OWNERS = Owners()
 
 
 def worklist_rows(items: Iterable[Item], snapshot_id: int, snapshot_taken_at: str,
-                  owners: Owners | None = None) -> list[dict[str, Any]]:
+                  owners: Owners | None = None,
+                  accepted: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """The worklist (``compliance.worklist``) as flat rows, keys WORKLIST_COLUMNS (and
-    ``internet_facing``); ``owner`` from ``owners`` (``Owners.owner_for``)."""
+    ``internet_facing``); ``owner`` from ``owners`` (``Owners.owner_for``), ``accepted`` the
+    badge of a risk acceptance in force (``accepted``: lower-case name -> badge), else ""."""
     owners = owners or NO_OWNERS
+    accepted = accepted or {}
     return [{**host_row(item.summary, snapshot_id), "priority": item.priority,
              "wave": item.wave or "", "internet_facing": item.internet_facing,
              "owner": owners.owner_for(item.summary.site, item.summary.dag),
+             "accepted": accepted.get(item.summary.host.casefold(), ""),
              "snapshot_id": snapshot_id, "snapshot_taken_at": snapshot_taken_at}
             for item in items]
 
@@ -301,6 +305,9 @@ def legend() -> list[tuple[str, int | str, str]]:
               "its last reading, from snapshot observed_in, was carried forward"),
              ("owner", "", "who takes the host's work: its DAG's owner, else its AD site's "
               "([worklist] in the settings); empty when neither is declared"),
+             ("accepted", "accepted until … by …", "a risk acceptance in force: the status "
+              "stays what the evidence says, and the host comes after every other host; "
+              "python -m store acceptances gives its reason and ticket"),
              ("any text", "'=…", "a leading ' was added to a text starting with = + - @ (or a tab "
               "or carriage return) so that no spreadsheet runs it as a formula")]
     return rows

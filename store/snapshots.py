@@ -664,17 +664,22 @@ class SnapshotStore:
             return legacy.figures(conn, chosen.max_age, chosen.clock_skew)
 
     def summaries(self, snapshot_id: int, catalog: Catalog, policy: Policy | None = None, *,
-                  needing_work: bool = False) -> list[HostSummary]:
+                  needing_work: bool = False,
+                  hosts: Collection[str] | None = None) -> list[HostSummary]:
         """The whole fleet at a snapshot as summaries (compliance/summary.py), in fleet
         order: read from the summary columns alone for a whole-fleet snapshot, no JSON decoded;
         derived from the composed fleet for a format 1 one (``fleet``). Empty when pruned.
         ``needing_work``: only the hosts the worklist takes (compliance.worklist.priority), the
-        others never built (a worklist of 10,000 hosts' fleet needs only its open items)."""
+        others never built (a worklist of 10,000 hosts' fleet needs only its open items).
+        ``hosts``: only these names (as stored, case and all); not with ``needing_work``."""
         info = self.info(snapshot_id)
         if not info.fleet:
             composed = [summarise(a) for a in self.fleet(snapshot_id, catalog, policy)]
-            return [s for s in composed if not needing_work
-                    or priority(s.status, s.flags) is not None]
+            return [s for s in composed if (not needing_work
+                                            or priority(s.status, s.flags) is not None)
+                    and (hosts is None or s.host in hosts)]
+        if hosts is not None:
+            return [_summary_of(row) for row in self.summary_rows(snapshot_id, hosts)]
         if not needing_work:
             return [_summary_of(row) for row in self.summary_rows(snapshot_id)]
         # The rule stays compliance.worklist's, and the reading _summary_of's: each distinct

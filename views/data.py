@@ -15,12 +15,14 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
+from compliance.acceptance import standing
 from compliance.catalog import Catalog, load_catalog
 from compliance.evaluate import Policy
 from compliance.models import Assessment, Flag
-from compliance.worklist import PRIORITY_NAMES, plan_waves, rank, stored_priority
+from compliance.worklist import PRIORITY_NAMES, plan_with_acceptances, rank, stored_priority
 from settings import Settings, SettingsError, load_settings
 from store import SnapshotInfo, SnapshotStore
+from store.acceptances import acceptances as stored_acceptances
 from store.evidence import build_bundle
 from store.export import WORKLIST_COLUMNS, Owners
 from store.export import worklist_rows as worklist_rows_of
@@ -227,13 +229,17 @@ def _assessment(url: str, snapshot_id: int, host: str, max_age_days: float) -> A
                  if a.observation.host.name == host), None)
 
 
-def worklist_table(url: str, snapshot_id: int, per_wave: int) -> pd.DataFrame:
+def worklist_table(url: str, snapshot: SnapshotInfo, latest: bool,
+                   per_wave: int) -> pd.DataFrame:
     """The snapshot's worklist in maintenance waves, one row per host needing work in
-    ``store.export.WORKLIST_COLUMNS``, each host's owner from ``[worklist]`` in the settings.
+    ``store.export.WORKLIST_COLUMNS``, each host's owner from ``[worklist]`` in the settings;
+    hosts under a risk acceptance in force (``accepted``) come after every other host.
     ``worklist_rows`` gives it as the exports take it."""
     config = settings()
-    return _worklist(url, snapshot_id, per_wave, _max_age_days(),
-                     Owners.of(dict(config.site_owners), dict(config.dag_owners)))
+    badges = accepted(url, snapshot, latest)
+    return _worklist(url, snapshot.id, per_wave, _max_age_days(),
+                     Owners.of(dict(config.site_owners), dict(config.dag_owners)),
+                     tuple(sorted(badges.items())))
 
 
 def worklist_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -243,12 +249,13 @@ def worklist_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _worklist(url: str, snapshot_id: int, per_wave: int, max_age_days: float,
-              owners: Owners) -> pd.DataFrame:
+              owners: Owners, badges: tuple[tuple[str, str], ...]) -> pd.DataFrame:
     store = _store(url)
-    items = plan_waves(rank(store.summaries(snapshot_id, catalog(), _policy(max_age_days),
-                                            needing_work=True)), per_wave)
+    items = plan_with_acceptances(rank(store.summaries(
+        snapshot_id, catalog(), _policy(max_age_days), needing_work=True)),
+        {host for host, _badge in badges}, per_wave)
     rows = worklist_rows_of(items, snapshot_id, store.info(snapshot_id).taken_at.isoformat(),
-                            owners)
+                            owners, dict(badges))
     return pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS))
 
 
@@ -329,6 +336,25 @@ def as_of(url: str, moment: datetime) -> SnapshotInfo | None:
     """The snapshot in force at ``moment`` (from the cached history)."""
     candidates = [s for s in snapshots(url) if s.taken_at <= moment]
     return candidates[-1] if candidates else None
+
+
+def accepted(url: str, snapshot: SnapshotInfo, latest: bool) -> dict[str, str]:
+    """The hosts of ``snapshot`` under a risk acceptance in force (compliance/acceptance.py):
+    lower-case name -> its badge ("accepted until <date> by <approver>"). In force now for the
+    latest snapshot, at the snapshot's time for an earlier one; an acceptance whose host the
+    snapshot does not hold by that name is not in force."""
+    # Not cached: an acceptance ends at the exact instant of its expiry, and reading the few
+    # acceptances and their hosts' rows is a few milliseconds.
+    moment = datetime.now(UTC) if latest else snapshot.taken_at
+    store, snapshot_id, max_age_days = _store(url), snapshot.id, _max_age_days()
+    recorded = stored_acceptances(store, moment)
+    if not recorded:
+        return {}
+    hosts = {s.host.casefold(): s for s in store.summaries(
+        snapshot_id, catalog(), _policy(max_age_days),
+        hosts={r.acceptance.host for r in recorded})}
+    return {r.acceptance.host.casefold(): r.acceptance.badge for r in recorded
+            if standing(r.acceptance, hosts.get(r.acceptance.host.casefold()), moment).in_force}
 
 
 def audit_log(url: str) -> list[dict[str, Any]]:

@@ -15,6 +15,10 @@ snapshot_caption(ctx)
 
 url = ctx.config.store_url
 table = data.host_table(url, ctx.snapshot.id)
+# Risk acceptances in force stand beside the status; they never change it.
+badges = data.accepted(url, ctx.snapshot, ctx.snapshot.id == ctx.history[-1].id)
+table = table.assign(accepted=[badges.get(host.casefold(), "") for host in table["host"].tolist()]
+                     if badges else "")
 NONE = "(none)"  # the option for hosts without a site or DAG, as the charts name them
 FILTERS = ("f_status", "f_need", "f_product", "f_cu", "f_site", "f_dag", "f_flags", "f_roles",
            "f_search")
@@ -95,8 +99,9 @@ if search:
     shown = shown[shown["host"].str.contains(search, case=False, regex=False)]
 
 st.caption(f"{len(shown)} of {len(table)} hosts · click a row for its evidence")
-ORDER = ("host", "status", "action", "need", "product", "cu", "build", "build_source", "site",
-         "dag", "flags", "roles", "mitigations", "observed_at", "observed_in")
+ORDER = ("host", "status", "accepted", "action", "need", "product", "cu", "build",
+         "build_source", "site", "dag", "flags", "roles", "mitigations", "observed_at",
+         "observed_in")
 view = shown.reset_index(drop=True)
 event = st.dataframe(
     labels.status_chips(view[list(ORDER)]),  # only the shown columns are sent
@@ -136,6 +141,10 @@ verdict, obs = assessment.verdict, assessment.observation
 st.markdown(f"**{literal(verdict.host)}** ({literal(obs.host.fqdn or 'no FQDN')}): "
             f"**{labels.status_label(verdict.status.value)}**"
             + (f" · {literal(verdict.product)} {literal(verdict.cu or '')}" if verdict.product else ""))
+if name.casefold() in badges:
+    st.info(f"Risk {literal(badges[name.casefold()])}: the status stays what the evidence "
+            "says (`python -m store acceptances` gives the reason and ticket).",
+            icon=":material/assignment_turned_in:")
 st.markdown(f"**Next action:** {literal(verdict.action)}")
 st.markdown(observed_by(assessment, ctx.snapshot.id, {s.id: s for s in ctx.history}))
 st.markdown(f"**Why:** {literal(verdict.reason)}")

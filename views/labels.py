@@ -50,7 +50,7 @@ COLUMN_LABELS = {
     "indicator_count": "Indicator hits", "wave": "Wave", "priority": "Priority",
     "need": "Needs", "owner": "Owner", "snapshot_id": "Snapshot", "snapshot_taken_at":
     "Snapshot taken at", "internet_facing": "Internet-facing", "category": "Change",
-    "before": "Before", "after": "After", "detail": "Detail",
+    "before": "Before", "after": "After", "detail": "Detail", "accepted": "Risk accepted",
 }
 
 

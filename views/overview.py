@@ -46,6 +46,10 @@ else:
     # Vulnerable, unknown, mitigated only, then compromise indicators (each server once).
     order = [1, 2, 3, 0]
     parts = [(PRIORITY_NAMES[p], int(needs.get(PRIORITY_NAMES[p], 0))) for p in order]
+    accepted = len(data.accepted(url, ctx.snapshot, True))  # the Overview shows the latest
+    if accepted:
+        st.caption(f"{accepted} of them under a risk acceptance in force (their status stays "
+                   "what the evidence says; the Hosts page shows each beside it).")
     columns = st.columns(len(parts))
     for column, (name, count) in zip(columns, parts, strict=True):
         with column:

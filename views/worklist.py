@@ -15,7 +15,8 @@ snapshot_caption(ctx)
 
 per_wave = st.number_input("Hosts per maintenance wave", min_value=1, max_value=200, value=10,
                            key="per_wave")
-table = data.worklist_table(ctx.config.store_url, ctx.snapshot.id, int(per_wave))
+table = data.worklist_table(ctx.config.store_url, ctx.snapshot,
+                            ctx.snapshot.id == ctx.history[-1].id, int(per_wave))
 hosts = len(table)
 waves = int(table["wave"].max()) if hosts else 0
 st.markdown(
@@ -49,8 +50,8 @@ with st.expander("What priority and waves mean"):
                 + "\n\nA **wave** is one maintenance window: at most the number of servers "
                 "chosen above, internet-facing ones first, and never two members of one DAG. "
                 "The Excel file's Legend sheet says the same.")
-ORDER = ("wave", "priority", "host", "status", "action", "owner", "reason", "flags", "site",
-         "dag", "product", "cu", "build")
+ORDER = ("wave", "priority", "host", "status", "accepted", "action", "owner", "reason", "flags",
+         "site", "dag", "product", "cu", "build")
 st.dataframe(
     labels.status_chips(table),
     hide_index=True,

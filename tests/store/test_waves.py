@@ -90,3 +90,17 @@ def test_the_linear_plan_is_the_greedy_rule(seed):
                    priority=rng.randint(0, 3)) for i in range(rng.randint(0, 80))]
     per_wave = rng.randint(1, 6)
     assert {i.host: i.wave for i in plan_waves(items, per_wave)} == _greedy(items, per_wave)
+
+
+def test_accepted_hosts_come_after_every_other_host_in_waves_of_their_own():
+    from compliance.worklist import plan_with_acceptances
+
+    items = [_item("CAS1", roles=frozenset({"Cafe"}), priority=0), _item("DB1", dag="DAG1"),
+             _item("DB2", dag="DAG1"), _item("MB1"), _item("MB2")]
+    waved = plan_with_acceptances(items, {"cas1", "db2"}, per_wave=2)
+    open_waves = [i.wave for i in waved if i.host not in ("CAS1", "DB2")]
+    accepted_waves = [i.wave for i in waved if i.host in ("CAS1", "DB2")]
+    assert max(open_waves) < min(accepted_waves)  # even an internet-facing, urgent one
+    assert [i.host for i in waved][-2:] == ["CAS1", "DB2"]
+    assert sorted(i.host for i in waved) == sorted(i.host for i in items)  # nobody dropped
+    assert plan_with_acceptances(items, set(), 2) == plan_waves(items, 2)

@@ -230,3 +230,62 @@ def test_a_header_count_that_is_not_a_number_still_shows_the_red_banner(monkeypa
             break
         time.sleep(0.5)
     assert any("does not verify" in e.value for e in fresh.error), [e.value for e in fresh.error]
+
+
+def test_an_acceptance_in_force_stands_beside_the_status_and_is_counted(demo_app):
+    from datetime import UTC, datetime, timedelta
+
+    from compliance.acceptance import accept
+    from compliance.catalog import load_catalog
+    from compliance.models import Status
+    from store.acceptances import record
+
+    at, store = demo_app
+    latest = store.latest()
+    catalog = load_catalog()
+    mitigated = [s for s in store.summaries(latest.id, catalog) if s.status is Status.MITIGATED]
+    now = datetime.now(UTC)
+    for summary, days_ago in ((mitigated[0], 1), (mitigated[1], 40)):  # in force; expired
+        made = accept(summary, reason="CU upgrade planned", approver="A. Approver",
+                      ticket="CHG-1", expires_at=now - timedelta(days=days_ago) + timedelta(
+                          days=30), accepted_by="admin", now=now - timedelta(days=days_ago))
+        record(store, made, latest.id)
+    at.run()
+    assert any("1 of them under a risk acceptance in force" in c.value for c in at.caption)
+    at.switch_page("views/hosts.py")
+    at.run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    shown = dict(zip(table["host"], table["accepted"], strict=True))
+    assert shown[mitigated[0].host].startswith("accepted until ")
+    assert shown[mitigated[1].host] == ""  # expired: nothing beside its status
+    assert sum(bool(v) for v in shown.values()) == 1
+    statuses = dict(zip(table["host"], table["status"], strict=True))
+    assert statuses[mitigated[0].host] == ["mitigated"]  # the verdict is unchanged
+
+
+def test_an_accepted_host_comes_last_on_the_worklist_with_its_badge(demo_app):
+    from datetime import UTC, datetime, timedelta
+
+    from compliance.acceptance import accept
+    from compliance.catalog import load_catalog
+    from compliance.models import Status
+    from store.acceptances import record
+
+    at, store = demo_app
+    latest = store.latest()
+    vulnerable = next(s for s in store.summaries(latest.id, load_catalog())
+                      if s.status is Status.VULNERABLE)
+    now = datetime.now(UTC)
+    record(store, accept(vulnerable, reason="isolated network, upgrade in CHG-7",
+                         approver="A. Approver", ticket="CHG-7",
+                         expires_at=now + timedelta(days=7), accepted_by="admin", now=now),
+           latest.id)
+    at.switch_page("views/worklist.py")
+    at.run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    last = table.iloc[-1]
+    assert last["host"] == vulnerable.host and last["accepted"].startswith("accepted until")
+    assert (table["accepted"] == "").sum() == len(table) - 1
+    assert last["wave"] > table.iloc[:-1]["wave"].max()
