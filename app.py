@@ -94,6 +94,7 @@ PAGES = {
     "catalog": st.Page("views/catalog.py", title="Catalogue", icon=":material/menu_book:"),
 }
 st.session_state["who"] = who.who  # for the audit log of the pages that record actions
+st.session_state["roles"] = tuple(sorted(who.roles))  # what the pages may offer this person
 
 # Pages a role may not use are not offered at all: not in the navigation, not reachable by URL.
 st.navigation([PAGES[name] for name in who.pages()]).run()

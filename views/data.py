@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from compliance.acceptance import standing
+from compliance.acceptance import AcceptanceError, accept, standing
 from compliance.catalog import Catalog, load_catalog
 from compliance.evaluate import Policy
 from compliance.models import Assessment, Flag
@@ -23,6 +23,7 @@ from compliance.worklist import PRIORITY_NAMES, plan_with_acceptances, rank, sto
 from settings import Settings, SettingsError, load_settings
 from store import SnapshotInfo, SnapshotStore
 from store.acceptances import acceptances as stored_acceptances
+from store.acceptances import record as record_stored_acceptance
 from store.evidence import build_bundle
 from store.export import WORKLIST_COLUMNS, Owners
 from store.export import worklist_rows as worklist_rows_of
@@ -355,6 +356,27 @@ def accepted(url: str, snapshot: SnapshotInfo, latest: bool) -> dict[str, str]:
         hosts={r.acceptance.host for r in recorded})}
     return {r.acceptance.host.casefold(): r.acceptance.badge for r in recorded
             if standing(r.acceptance, hosts.get(r.acceptance.host.casefold()), moment).in_force}
+
+
+def record_acceptance(config: Settings, snapshot_id: int, host: str, *, reason: str,
+                      approver: str, ticket: str, days: int) -> int:
+    """Record a risk acceptance of ``host``'s gap as snapshot ``snapshot_id`` shows it, for
+    ``days`` from now, by the signed-in person; returns its id. ``AcceptanceError`` when it
+    may not be accepted (compliance/acceptance.py), ``StoreError`` when it cannot be written."""
+    who = str(st.session_state.get("who", "dashboard user"))
+    now = datetime.now(UTC)
+    store = store_for_writing(config)
+    try:
+        found = store.summaries(snapshot_id, catalog(), Policy(max_age=config.max_age),
+                                hosts={host})
+        if not found:
+            raise AcceptanceError(f"{host} is not in snapshot #{snapshot_id}")
+        made = accept(found[0], reason=reason, approver=approver, ticket=ticket,
+                      expires_at=now + timedelta(days=days), accepted_by=who, now=now,
+                      max_days=config.acceptance_max_days)
+        return record_stored_acceptance(store, made, snapshot_id)
+    finally:
+        store.dispose()
 
 
 def audit_log(url: str) -> list[dict[str, Any]]:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from compliance.acceptance import ACCEPTABLE, MAX_TEXT, AcceptanceError
+from compliance.models import Flag
+from settings import Role
+from store import StoreError
 from views import data, labels
 from views.markdown import literal
 from views.page import current, observed_by, snapshot_caption
@@ -146,6 +150,33 @@ if name.casefold() in badges:
             "says (`python -m store acceptances` gives the reason and ticket).",
             icon=":material/assignment_turned_in:")
 st.markdown(f"**Next action:** {literal(verdict.action)}")
+latest = ctx.snapshot.id == ctx.history[-1].id
+if (Role.ADMIN in st.session_state.get("roles", ()) and latest
+        and name.casefold() not in badges and verdict.status in ACCEPTABLE
+        and Flag.INDICATORS_FOUND not in verdict.flags):
+    with st.expander("Accept this risk for a while (admins)", icon=":material/rule:"):
+        st.caption("The status stays what the evidence says. The acceptance ends by itself at "
+                   "its expiry, or as soon as the host's status changes, an interim mitigation "
+                   "seen now disappears, or compromise indicators appear. It is signed into the "
+                   "audit log.")
+        max_days = ctx.config.acceptance_max_days
+        with st.form("accept_risk", clear_on_submit=True):
+            reason = st.text_input("Reason", max_chars=MAX_TEXT,
+                                   placeholder="interim mitigation in place, CU upgrade planned")
+            approver = st.text_input("Approver", max_chars=MAX_TEXT)
+            ticket = st.text_input("Ticket (optional)", max_chars=MAX_TEXT)
+            days = st.number_input("Accepted for (days)", min_value=1, max_value=max_days,
+                                   value=min(30, max_days))
+            submitted = st.form_submit_button("Record the acceptance")
+        if submitted:
+            try:
+                entry = data.record_acceptance(ctx.config, ctx.snapshot.id, name, reason=reason,
+                                               approver=approver, ticket=ticket, days=int(days))
+            except (AcceptanceError, StoreError) as refused:
+                st.error(f"**Not recorded.** {literal(refused)}")
+            else:
+                st.success(f"Acceptance #{entry} recorded for {literal(name)}.")
+                st.rerun()
 st.markdown(observed_by(assessment, ctx.snapshot.id, {s.id: s for s in ctx.history}))
 st.markdown(f"**Why:** {literal(verdict.reason)}")
 if obs.failure is not None:

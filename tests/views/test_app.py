@@ -289,3 +289,64 @@ def test_an_accepted_host_comes_last_on_the_worklist_with_its_badge(demo_app):
     assert last["host"] == vulnerable.host and last["accepted"].startswith("accepted until")
     assert (table["accepted"] == "").sum() == len(table) - 1
     assert last["wave"] > table.iloc[:-1]["wave"].max()
+
+
+def _by_label(widgets, label):  # type: ignore[no-untyped-def]
+    return next(w for w in widgets if w.label == label)
+
+
+def test_an_admin_records_an_acceptance_from_the_host_detail(demo_app):
+    from compliance.catalog import load_catalog
+    from compliance.models import Status
+    from store.acceptances import acceptances
+
+    at, store = demo_app
+    latest = store.latest()
+    host = next(s.host for s in store.summaries(latest.id, load_catalog())
+                if s.status is Status.MITIGATED)
+    at.switch_page("views/hosts.py")
+    at.run()
+    at.selectbox(key="detail_host").set_value(host).run()
+    assert not at.exception, at.exception
+    _by_label(at.text_input, "Reason").input("EEMS rule in place, CU upgrade in CHG-9")
+    _by_label(at.text_input, "Approver").input("A. Approver")
+    _by_label(at.number_input, "Accepted for (days)").set_value(30)
+    _by_label(at.button, "Record the acceptance").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    (recorded,) = acceptances(store)
+    assert (recorded.acceptance.host, recorded.acceptance.accepted_by) == (
+        host, "local user (dashboard)")
+    assert any("Risk accepted until" in i.value for i in at.info)
+    assert all(e.label != "Accept this risk for a while (admins)" for e in at.expander)
+
+
+def test_an_empty_reason_is_refused_and_nothing_recorded(demo_app):
+    from compliance.catalog import load_catalog
+    from compliance.models import Status
+    from store.acceptances import acceptances
+
+    at, store = demo_app
+    host = next(s.host for s in store.summaries(store.latest().id, load_catalog())
+                if s.status is Status.VULNERABLE)
+    at.switch_page("views/hosts.py")
+    at.run()
+    at.selectbox(key="detail_host").set_value(host).run()
+    _by_label(at.text_input, "Approver").input("A. Approver")
+    _by_label(at.button, "Record the acceptance").click().run()
+    assert any("needs a reason" in e.value for e in at.error)
+    assert acceptances(store) == []
+
+
+def test_no_acceptance_is_offered_for_a_patched_host(demo_app):
+    from compliance.catalog import load_catalog
+    from compliance.models import Status
+
+    at, store = demo_app
+    host = next(s.host for s in store.summaries(store.latest().id, load_catalog())
+                if s.status is Status.PATCHED)
+    at.switch_page("views/hosts.py")
+    at.run()
+    at.selectbox(key="detail_host").set_value(host).run()
+    assert not at.exception, at.exception
+    assert all(e.label != "Accept this risk for a while (admins)" for e in at.expander)
