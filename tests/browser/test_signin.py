@@ -172,3 +172,81 @@ def test_a_signed_in_user_without_a_role_is_told_so(signin_app: SignInApp, page:
     page.get_by_role("button", name="Sign in").wait_for(timeout=TIMEOUT)
     wait_idle(page, TIMEOUT)
     assert page.get_by_text("has no role here").count() == 0
+
+
+def _host_with_a_gap(app: SignInApp, status: str = "mitigated") -> str:
+    from compliance.catalog import load_catalog
+    from compliance.models import Status
+    from store import SnapshotStore
+
+    store = SnapshotStore.open(f"sqlite:///{app.data_dir / 'compliance.db'}")
+    try:
+        latest = store.latest()
+        assert latest is not None
+        return next(s.host for s in store.summaries(latest.id, load_catalog())
+                    if s.status is Status(status))
+    finally:
+        store.dispose()
+
+
+def _open_host(page: Any, app: SignInApp, host: str) -> None:
+    page.goto(f"{app.url}/hosts")
+    wait_idle(page, TIMEOUT)
+    page.get_by_label("Host name contains").fill(host)
+    page.keyboard.press("Enter")
+    wait_idle(page, TIMEOUT)
+    page.get_by_text("Next action:").first.wait_for(timeout=TIMEOUT)  # one host: its detail
+
+
+def test_an_admin_records_a_risk_acceptance_from_the_host_detail(signin_app: SignInApp,
+                                                                  page: Any) -> None:
+    from store import SnapshotStore
+    from store.acceptances import acceptances
+
+    sign_in(page, signin_app, ADMIN)  # the first page seeds the demo fleet
+    host = _host_with_a_gap(signin_app, "vulnerable")  # the viewer's test accepts a mitigated one
+    _open_host(page, signin_app, host)
+    page.get_by_text("Accept this risk for a while (admins)").click()
+    page.get_by_label("Reason").fill("URL Rewrite mitigation in place, CU upgrade in CHG-9")
+    page.get_by_label("Approver").fill("A. Approver")
+    page.get_by_role("button", name="Record the acceptance").click()
+    page.get_by_text("Risk accepted until").first.wait_for(timeout=TIMEOUT)
+    wait_idle(page, TIMEOUT)
+    screenshot(page, "signin-admin-acceptance")
+    store = SnapshotStore.open(f"sqlite:///{signin_app.data_dir / 'compliance.db'}")
+    try:
+        (recorded,) = [r for r in acceptances(store) if r.acceptance.host == host]
+        assert store.verify().ok
+    finally:
+        store.dispose()
+    assert (recorded.acceptance.host, recorded.acceptance.accepted_by) == (host, ADMIN["email"])
+    assert recorded.acceptance.approver == "A. Approver"
+
+
+def test_a_viewer_sees_an_acceptance_but_is_not_offered_one(signin_app: SignInApp,
+                                                             page: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from compliance.acceptance import accept
+    from compliance.catalog import load_catalog
+    from store import SnapshotStore
+    from store.acceptances import acceptances, record
+
+    sign_in(page, signin_app, VIEWER)  # the first page seeds the demo fleet
+    host = _host_with_a_gap(signin_app)
+    store = SnapshotStore.open(f"sqlite:///{signin_app.data_dir / 'compliance.db'}")
+    try:  # an acceptance in force for the host, whichever test ran before
+        if not acceptances(store):
+            latest = store.latest()
+            assert latest is not None
+            (summary,) = store.summaries(latest.id, load_catalog(), hosts={host})
+            now = datetime.now(UTC)
+            record(store, accept(summary, reason="r", approver="A. Approver", ticket="",
+                                 expires_at=now + timedelta(days=3), accepted_by="admin",
+                                 now=now), latest.id)
+    finally:
+        store.dispose()
+    _open_host(page, signin_app, host)
+    page.get_by_text("Risk accepted until").first.wait_for(timeout=TIMEOUT)  # the badge, read
+    assert page.get_by_text("Accept this risk").count() == 0
+    assert page.get_by_role("button", name="Record the acceptance").count() == 0
