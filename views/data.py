@@ -358,6 +358,31 @@ def accepted(url: str, snapshot: SnapshotInfo, latest: bool) -> dict[str, str]:
             if standing(r.acceptance, hosts.get(r.acceptance.host.casefold()), moment).in_force}
 
 
+ACCEPTANCE_COLUMNS = ("id", "host", "accepted_status", "standing", "approver", "ticket",
+                      "reason", "accepted_at", "expires_at", "accepted_by", "snapshot_id")
+
+
+def acceptance_rows(url: str, snapshot: SnapshotInfo, moment: datetime) -> list[dict[str, Any]]:
+    """Every risk acceptance recorded up to ``moment``, as it stood then against the hosts of
+    ``snapshot`` (the one in force at ``moment``): ``ACCEPTANCE_COLUMNS``, oldest first."""
+    store = _store(url)
+    recorded = stored_acceptances(store, moment)
+    hosts = {s.host.casefold(): s for s in store.summaries(
+        snapshot.id, catalog(), _policy(_max_age_days()),
+        hosts={r.acceptance.host for r in recorded})} if recorded and not snapshot.pruned else {}
+    rows = []
+    for r in recorded:
+        made = r.acceptance
+        state = standing(made, hosts.get(made.host.casefold()), moment)
+        rows.append({"id": r.id, "host": made.host, "accepted_status": made.status.value,
+                     "standing": "in force" if state.in_force else f"ended: {state.detail}",
+                     "approver": made.approver, "ticket": made.ticket, "reason": made.reason,
+                     "accepted_at": made.accepted_at.isoformat(timespec="minutes"),
+                     "expires_at": made.expires_at.isoformat(timespec="minutes"),
+                     "accepted_by": made.accepted_by, "snapshot_id": r.snapshot_id})
+    return rows
+
+
 def record_acceptance(config: Settings, snapshot_id: int, host: str, *, reason: str,
                       approver: str, ticket: str, days: int) -> int:
     """Record a risk acceptance of ``host``'s gap as snapshot ``snapshot_id`` shows it, for

@@ -133,6 +133,15 @@ else:
     for column, (label, value) in zip(st.columns(len(figures)), figures, strict=True):
         column.metric(label, value, border=True)
     st.columns(2)[0].plotly_chart(charts.status_bars(in_force.counts), width="stretch")
+    accepted = data.acceptance_rows(url, in_force, min(moment, datetime.now(UTC)))
+    st.markdown(f"**Risk acceptances** recorded by the end of {as_of_date:%Y-%m-%d}, as they "
+                "stood then (each is a signed audit entry; `python -m store acceptances "
+                "--as-of` gives the same):")
+    if accepted:
+        st.dataframe(pd.DataFrame(accepted, columns=list(data.ACCEPTANCE_COLUMNS)),
+                     hide_index=True, key="acceptances_table")
+    else:
+        st.caption("None.")
 
 st.subheader("Evidence bundle")
 bundled = [s.id for s in reversed(ctx.history) if not s.pruned]

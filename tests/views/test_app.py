@@ -350,3 +350,30 @@ def test_no_acceptance_is_offered_for_a_patched_host(demo_app):
     at.selectbox(key="detail_host").set_value(host).run()
     assert not at.exception, at.exception
     assert all(e.label != "Accept this risk for a while (admins)" for e in at.expander)
+
+
+def test_auditors_read_acceptances_as_they_stood(demo_app):
+    from datetime import UTC, datetime, timedelta
+
+    from compliance.acceptance import accept
+    from compliance.catalog import load_catalog
+    from compliance.models import Status
+    from store.acceptances import record, record_revocation
+
+    at, store = demo_app
+    latest = store.latest()
+    host = next(s for s in store.summaries(latest.id, load_catalog())
+                if s.status is Status.MITIGATED)
+    now = datetime.now(UTC)
+    entry = record(store, accept(host, reason="upgrade in CHG-3", approver="A. Approver",
+                                 ticket="CHG-3", expires_at=now + timedelta(days=10),
+                                 accepted_by="admin", now=now - timedelta(minutes=5)), latest.id)
+    record_revocation(store, entry, "lead", now - timedelta(minutes=1))
+    at.switch_page("views/snapshots.py")
+    at.run()
+    at.date_input(key="as_of_date").set_value(now.date()).run()  # recorded today
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if "accepted_status" in d.value.columns)
+    (row,) = table.to_dict("records")
+    assert (row["host"], row["ticket"], row["approver"]) == (host.host, "CHG-3", "A. Approver")
+    assert row["standing"].startswith("ended: revoked")
