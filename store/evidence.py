@@ -28,22 +28,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from compliance.acceptance import standing
+from compliance.catalog import load_catalog
 from compliance.codec import observation_from_dict, verdict_from_dict
 from compliance.models import Assessment
 from compliance.summary import summarise
 from files import FileRefused, read_bounded
 from store import chain
+from store.acceptances import acceptances
 from store.export import HOST_COLUMNS, SNAPSHOT_COLUMNS, host_row, to_csv
 from store.snapshots import ROW_KEYS, SnapshotInfo, SnapshotStore
 
-BUNDLE_FILES = ("snapshot.json", "hosts.csv", "summary.txt")
+BUNDLE_FILES = ("snapshot.json", "hosts.csv", "summary.txt", "acceptances.json")
 MANIFEST = "manifest.json"
-BUNDLE_FORMAT = "proxylogon-evidence-bundle/2"  # 2: manifest HMAC, derived files re-derived
+# 2: manifest HMAC, derived files re-derived; 3: the risk acceptances as of the snapshot.
+BUNDLE_FORMAT = "proxylogon-evidence-bundle/3"
+FILES_BY_FORMAT = {"proxylogon-evidence-bundle/2": BUNDLE_FILES[:3], BUNDLE_FORMAT: BUNDLE_FILES}
 # Uncompressed size limits per member, checked against the zip's directory before inflating
 # (and again while inflating, whatever the directory says). snapshot.json of 10,000 hosts is
 # about 40 MB; hosts.csv about a tenth of it.
 MEMBER_LIMITS = {"snapshot.json": 256 * 2**20, "hosts.csv": 64 * 2**20,
-                 "summary.txt": 64 * 2**10, MANIFEST: 64 * 2**10}
+                 "summary.txt": 64 * 2**10, "acceptances.json": 16 * 2**20,
+                 MANIFEST: 64 * 2**10}
 MAX_BUNDLE_BYTES = 256 * 2**20  # the zip file itself
 MAX_JSON_DEPTH = 32  # snapshot.json nests 3 deep, its rows' JSON texts about 6
 MAX_JSON_VALUES = 2_000_000  # snapshot.json of 10,000 hosts holds about 120,000
@@ -51,7 +57,7 @@ MAX_JSON_VALUES = 2_000_000  # snapshot.json of 10,000 hosts holds about 120,000
 # capped at 50 findings each by the probe).
 MAX_ROW_TEXT = 1_000_000
 MAX_ROW_VALUES = 20_000
-MAX_MEMBERS = 4
+MAX_MEMBERS = len(BUNDLE_FILES) + 1  # and the manifest
 
 
 class BundleError(ValueError):
@@ -190,6 +196,7 @@ def build_bundle(store: SnapshotStore, info: SnapshotInfo, now: datetime,
         # verify_bundle derives it from the JSON and requires the same bytes.
         "hosts.csv": summary_csv(document, info.id).encode(),
         "summary.txt": summary_text(document, verified).encode(),
+        "acceptances.json": acceptances_json(store, info).encode(),
     }
     manifest: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
@@ -213,6 +220,33 @@ def build_bundle(store: SnapshotStore, info: SnapshotInfo, now: datetime,
             archive.writestr(name, data)
         archive.writestr(MANIFEST, json.dumps(manifest, indent=1))
     return buffer.getvalue()
+
+
+def acceptances_json(store: SnapshotStore, info: SnapshotInfo) -> str:
+    """The risk acceptances recorded by the snapshot's time, each with its standing then
+    against the snapshot's hosts (compliance/acceptance.py): what an auditor reads beside the
+    snapshot. Each is an audit-chain entry (``id``) that ``python -m store verify`` checks in
+    the store; in the bundle, the manifest's digest and HMAC cover this file."""
+    moment = info.taken_at
+    recorded = acceptances(store, moment)
+    catalog = load_catalog()
+    hosts = {s.host.casefold(): s for s in store.summaries(
+        info.id, catalog, hosts={r.acceptance.host for r in recorded})} if recorded else {}
+    rows = []
+    for r in recorded:
+        made = r.acceptance
+        state = standing(made, hosts.get(made.host.casefold()), moment)
+        rows.append({
+            "id": r.id, "snapshot_id": r.snapshot_id, "host": made.host,
+            "status": made.status.value, "mitigations": list(made.mitigations),
+            "reason": made.reason, "approver": made.approver, "ticket": made.ticket,
+            "accepted_at": made.accepted_at.isoformat(), "expires_at": made.expires_at.isoformat(),
+            "accepted_by": made.accepted_by,
+            "revoked_at": made.revoked_at.isoformat() if made.revoked_at else None,
+            "revoked_by": made.revoked_by or None,
+            "in_force": state.in_force, "ended": state.detail or None})
+    return json.dumps({"as_of": moment.isoformat(), "acceptances": rows}, indent=1,
+                      sort_keys=True, ensure_ascii=False)
 
 
 def manifest_hmac(key: bytes, manifest: dict[str, Any]) -> str:
@@ -262,11 +296,17 @@ def _verify_bundle(path: Path, key: bytes | None) -> list[str]:
         elif not hmac.compare_digest(manifest_hmac(key, manifest), recorded_hmac):
             problems.append(f"{MANIFEST} HMAC is wrong for this key (the manifest was changed, "
                             "or made with another key)")
-    for name in sorted(set(listed) | set(BUNDLE_FILES)):
-        if name not in BUNDLE_FILES:
+    required = FILES_BY_FORMAT.get(str(manifest.get("format")))
+    if required is None:
+        return [*problems, f"{MANIFEST} names format {str(manifest.get('format'))[:60]!r}, "
+                           "which this tool does not read"]
+    for name in sorted(set(listed) | set(required)):
+        if name not in required:
             problems.append(f"the manifest lists {name!r}, which is not a bundle file")
         elif name not in listed:
             problems.append(f"{name} is not in the manifest")
+        elif name not in contents:
+            problems.append(f"{name} is missing")
         elif hashlib.sha256(contents[name]).hexdigest() != listed[name]:
             problems.append(f"{name} was changed (its SHA-256 differs from the manifest)")
     if problems:  # snapshot.json is not parsed once the manifest or a file failed its check
@@ -295,7 +335,26 @@ def _verify_bundle(path: Path, key: bytes | None) -> list[str]:
         problems.append("the snapshot's HMAC signature is missing or wrong for this key")
     if problems:  # nothing more is parsed from a bundle already shown to be changed
         return problems
-    return _derived_problems(document, manifest, contents)
+    if "acceptances.json" in required:
+        problems += _acceptance_problems(contents["acceptances.json"], header)
+    return [*problems, *_derived_problems(document, manifest, contents)]
+
+
+def _acceptance_problems(data: bytes, header: dict[str, Any]) -> list[str]:
+    """acceptances.json must be a list of acceptances as of the snapshot's own time."""
+    try:
+        listed = _json(data, "acceptances.json")
+        rows = listed["acceptances"]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise TypeError
+        as_of = listed["as_of"]
+    except BundleError as error:
+        return [str(error)]
+    except (KeyError, TypeError):
+        return ["acceptances.json is not a list of acceptances"]
+    if as_of != header.get("taken_at"):
+        return ["acceptances.json is not as of the snapshot's time"]
+    return []
 
 
 def _derived_problems(document: dict[str, Any], manifest: dict[str, Any],
@@ -381,7 +440,8 @@ def _members(data: bytes) -> dict[str, bytes]:
             if info.file_size > MEMBER_LIMITS[info.filename]:
                 raise BundleError(f"{info.filename} would inflate to {info.file_size} bytes, "
                                   f"over its {MEMBER_LIMITS[info.filename]} byte limit")
-        for name in sorted(expected - set(names)):
+        # acceptances.json is not in a format 2 bundle: its manifest's format decides.
+        for name in sorted(expected - set(names) - {"acceptances.json"}):
             raise BundleError(f"{name} is missing")
         contents = {}
         for info in infos:

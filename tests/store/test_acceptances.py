@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -161,3 +162,63 @@ def test_command_line_mistakes_are_one_line(demo, store_url, args, message):
     _store, _latest, host = demo
     code, out, err = _cli(store_url, *[host.host if a == "HOST" else a for a in args])
     assert code == 2 and message in err and err.count("\n") == 1 and not out
+
+
+def test_a_bundle_holds_the_acceptances_as_of_its_snapshot(demo, tmp_path):
+    import io
+    import zipfile
+
+    from store.evidence import build_bundle, verify_bundle
+
+    store, latest, host = demo
+    info = store.info(latest)
+    entry = record(store, _acceptance(host, info.taken_at - timedelta(hours=1)), latest)
+
+    def bundled(snapshot_id: int) -> dict:  # type: ignore[type-arg]
+        data = build_bundle(store, store.info(snapshot_id), NOW + timedelta(days=1))
+        path = tmp_path / f"b{snapshot_id}.zip"
+        path.write_bytes(data)
+        assert verify_bundle(path) == []
+        return json.loads(zipfile.ZipFile(io.BytesIO(data)).read("acceptances.json"))
+
+    now_ = bundled(latest)
+    assert now_["as_of"] == info.taken_at.isoformat()
+    (row,) = now_["acceptances"]
+    assert (row["id"], row["host"], row["in_force"], row["ticket"]) == (entry, host.host, True,
+                                                                       "CHG-1")
+    assert bundled(latest - 1)["acceptances"] == []  # not yet recorded at that snapshot
+
+
+def test_a_format_2_bundle_still_verifies_and_a_format_3_one_needs_its_acceptances(demo,
+                                                                                  tmp_path):
+    import hashlib
+    import io
+    import zipfile
+
+    from store.evidence import build_bundle, verify_bundle
+
+    store, latest, _host = demo
+    data = build_bundle(store, store.info(latest), NOW)
+    members = {n: zipfile.ZipFile(io.BytesIO(data)).read(n)
+               for n in zipfile.ZipFile(io.BytesIO(data)).namelist()}
+
+    def rezip(manifest: dict, names: list[str]) -> Path:  # type: ignore[type-arg]
+        path = tmp_path / f"{len(names)}-{manifest['format'][-1]}.zip"
+        with zipfile.ZipFile(path, "w") as target:
+            for name in names:
+                target.writestr(name, members[name])
+            target.writestr("manifest.json", json.dumps(manifest))
+        return path
+
+    manifest = json.loads(members["manifest.json"])
+    old = {**manifest, "format": "proxylogon-evidence-bundle/2",
+           "files": {n: h for n, h in manifest["files"].items() if n != "acceptances.json"}}
+    assert verify_bundle(rezip(old, ["snapshot.json", "hosts.csv", "summary.txt"])) == []
+    missing = {**manifest, "files": old["files"]}
+    assert any("acceptances.json is not in the manifest" in p for p in verify_bundle(
+        rezip(missing, ["snapshot.json", "hosts.csv", "summary.txt"])))
+    members["acceptances.json"] = b'{"as_of": "2020-01-01T00:00:00+00:00", "acceptances": []}'
+    moved = {**manifest, "files": {**manifest["files"], "acceptances.json": hashlib.sha256(
+        members["acceptances.json"]).hexdigest()}}
+    assert any("not as of the snapshot's time" in p for p in verify_bundle(
+        rezip(moved, ["snapshot.json", "hosts.csv", "summary.txt", "acceptances.json"])))
