@@ -5,13 +5,19 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from compliance.acceptance import accept
+from compliance.catalog import load_catalog
 from compliance.fleet import is_fresh
+from compliance.models import Status
 from store import SnapshotStore
+from store.acceptances import acceptances, record_revocation
+from store.acceptances import record as record_acceptance
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ("views/overview.py", "views/hosts.py", "views/worklist.py", "views/collection.py",
@@ -232,24 +238,24 @@ def test_a_header_count_that_is_not_a_number_still_shows_the_red_banner(monkeypa
     assert any("does not verify" in e.value for e in fresh.error), [e.value for e in fresh.error]
 
 
-def test_an_acceptance_in_force_stands_beside_the_status_and_is_counted(demo_app):
-    from datetime import UTC, datetime, timedelta
-
-    from compliance.acceptance import accept
-    from compliance.catalog import load_catalog
-    from compliance.models import Status
-    from store.acceptances import record
-
-    at, store = demo_app
+def _accepted(store, status, *, days: int = 30, ago: timedelta = timedelta(0),  # type: ignore[no-untyped-def]
+              ticket: str = "CHG-1", pick: int = 0):
+    """Record an acceptance of the ``pick``-th host of the latest snapshot with ``status``,
+    made ``ago`` and ending ``days`` after that; (the host's summary, the entry's id)."""
     latest = store.latest()
-    catalog = load_catalog()
-    mitigated = [s for s in store.summaries(latest.id, catalog) if s.status is Status.MITIGATED]
-    now = datetime.now(UTC)
-    for summary, days_ago in ((mitigated[0], 1), (mitigated[1], 40)):  # in force; expired
-        made = accept(summary, reason="CU upgrade planned", approver="A. Approver",
-                      ticket="CHG-1", expires_at=now - timedelta(days=days_ago) + timedelta(
-                          days=30), accepted_by="admin", now=now - timedelta(days=days_ago))
-        record(store, made, latest.id)
+    summary = [s for s in store.summaries(latest.id, load_catalog()) if s.status is status][pick]
+    made_at = datetime.now(UTC) - ago
+    entry = record_acceptance(store, accept(
+        summary, reason="CU upgrade planned", approver="A. Approver", ticket=ticket,
+        expires_at=made_at + timedelta(days=days), accepted_by="admin", now=made_at), latest.id)
+    return summary, entry
+
+
+def test_an_acceptance_in_force_stands_beside_the_status_and_is_counted(demo_app):
+    at, store = demo_app
+    accepted, _ = _accepted(store, Status.MITIGATED, ago=timedelta(days=1))
+    expired, _ = _accepted(store, Status.MITIGATED, ago=timedelta(days=40), pick=1)
+    mitigated = [accepted, expired]
     at.run()
     assert any("1 of them under a risk acceptance in force" in c.value for c in at.caption)
     at.switch_page("views/hosts.py")
@@ -265,22 +271,8 @@ def test_an_acceptance_in_force_stands_beside_the_status_and_is_counted(demo_app
 
 
 def test_an_accepted_host_comes_last_on_the_worklist_with_its_badge(demo_app):
-    from datetime import UTC, datetime, timedelta
-
-    from compliance.acceptance import accept
-    from compliance.catalog import load_catalog
-    from compliance.models import Status
-    from store.acceptances import record
-
     at, store = demo_app
-    latest = store.latest()
-    vulnerable = next(s for s in store.summaries(latest.id, load_catalog())
-                      if s.status is Status.VULNERABLE)
-    now = datetime.now(UTC)
-    record(store, accept(vulnerable, reason="isolated network, upgrade in CHG-7",
-                         approver="A. Approver", ticket="CHG-7",
-                         expires_at=now + timedelta(days=7), accepted_by="admin", now=now),
-           latest.id)
+    vulnerable, _ = _accepted(store, Status.VULNERABLE, days=7)
     at.switch_page("views/worklist.py")
     at.run()
     assert not at.exception, at.exception
@@ -295,19 +287,20 @@ def _by_label(widgets, label):  # type: ignore[no-untyped-def]
     return next(w for w in widgets if w.label == label)
 
 
-def test_an_admin_records_an_acceptance_from_the_host_detail(demo_app):
-    from compliance.catalog import load_catalog
-    from compliance.models import Status
-    from store.acceptances import acceptances
-
-    at, store = demo_app
-    latest = store.latest()
-    host = next(s.host for s in store.summaries(latest.id, load_catalog())
-                if s.status is Status.MITIGATED)
+def _host_detail(at, store, status: Status) -> str:  # type: ignore[no-untyped-def]
+    """Open the Hosts page's detail of the latest snapshot's first host with ``status``."""
+    host = next(s.host for s in store.summaries(store.latest().id, load_catalog())
+                if s.status is status)
     at.switch_page("views/hosts.py")
     at.run()
     at.selectbox(key="detail_host").set_value(host).run()
     assert not at.exception, at.exception
+    return host
+
+
+def test_an_admin_records_an_acceptance_from_the_host_detail(demo_app):
+    at, store = demo_app
+    host = _host_detail(at, store, Status.MITIGATED)
     _by_label(at.text_input, "Reason").input("EEMS rule in place, CU upgrade in CHG-9")
     _by_label(at.text_input, "Approver").input("A. Approver")
     _by_label(at.number_input, "Accepted for (days)").set_value(30)
@@ -322,16 +315,8 @@ def test_an_admin_records_an_acceptance_from_the_host_detail(demo_app):
 
 
 def test_an_empty_reason_is_refused_and_nothing_recorded(demo_app):
-    from compliance.catalog import load_catalog
-    from compliance.models import Status
-    from store.acceptances import acceptances
-
     at, store = demo_app
-    host = next(s.host for s in store.summaries(store.latest().id, load_catalog())
-                if s.status is Status.VULNERABLE)
-    at.switch_page("views/hosts.py")
-    at.run()
-    at.selectbox(key="detail_host").set_value(host).run()
+    _host_detail(at, store, Status.VULNERABLE)
     _by_label(at.text_input, "Approver").input("A. Approver")
     _by_label(at.button, "Record the acceptance").click().run()
     assert any("needs a reason" in e.value for e in at.error)
@@ -339,35 +324,16 @@ def test_an_empty_reason_is_refused_and_nothing_recorded(demo_app):
 
 
 def test_no_acceptance_is_offered_for_a_patched_host(demo_app):
-    from compliance.catalog import load_catalog
-    from compliance.models import Status
-
     at, store = demo_app
-    host = next(s.host for s in store.summaries(store.latest().id, load_catalog())
-                if s.status is Status.PATCHED)
-    at.switch_page("views/hosts.py")
-    at.run()
-    at.selectbox(key="detail_host").set_value(host).run()
-    assert not at.exception, at.exception
+    _host_detail(at, store, Status.PATCHED)
     assert all(e.label != "Accept this risk for a while (admins)" for e in at.expander)
 
 
 def test_auditors_read_acceptances_as_they_stood(demo_app):
-    from datetime import UTC, datetime, timedelta
-
-    from compliance.acceptance import accept
-    from compliance.catalog import load_catalog
-    from compliance.models import Status
-    from store.acceptances import record, record_revocation
-
     at, store = demo_app
-    latest = store.latest()
-    host = next(s for s in store.summaries(latest.id, load_catalog())
-                if s.status is Status.MITIGATED)
+    host, entry = _accepted(store, Status.MITIGATED, days=10, ago=timedelta(minutes=5),
+                            ticket="CHG-3")
     now = datetime.now(UTC)
-    entry = record(store, accept(host, reason="upgrade in CHG-3", approver="A. Approver",
-                                 ticket="CHG-3", expires_at=now + timedelta(days=10),
-                                 accepted_by="admin", now=now - timedelta(minutes=5)), latest.id)
     record_revocation(store, entry, "lead", now - timedelta(minutes=1))
     at.switch_page("views/snapshots.py")
     at.run()
