@@ -19,7 +19,7 @@ forensic triage). Pure: times are inputs, nothing is read or stored here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from compliance.models import Flag, Status
@@ -66,7 +66,7 @@ class Acceptance:
     @property
     def badge(self) -> str:
         """What stands beside the host's status: "accepted until 2026-12-30 by A. Approver"."""
-        return f"accepted until {self.expires_at:%Y-%m-%d} by {self.approver}"
+        return f"accepted until {self.expires_at.astimezone(UTC):%Y-%m-%d} by {self.approver}"
 
 
 @dataclass(frozen=True)
@@ -120,8 +120,9 @@ def accept(summary: HostSummary, *, reason: str, approver: str, ticket: str,
     return Acceptance(
         host=summary.host, status=summary.status, mitigations=tuple(summary.mitigations),
         reason=_text(reason, "a reason"), approver=_text(approver, "an approver"),
-        ticket=_text(ticket, "a ticket reference", required=False), accepted_at=now,
-        expires_at=expires_at, accepted_by=_text(accepted_by, "who records it"))
+        ticket=_text(ticket, "a ticket reference", required=False),
+        accepted_at=now.astimezone(UTC), expires_at=expires_at.astimezone(UTC),
+        accepted_by=_text(accepted_by, "who records it"))
 
 
 def revoke(acceptance: Acceptance, *, by: str, now: datetime) -> Acceptance:
@@ -130,7 +131,7 @@ def revoke(acceptance: Acceptance, *, by: str, now: datetime) -> Acceptance:
     _aware(now, "the time of revocation")
     if acceptance.revoked_at is not None:
         raise AcceptanceError(f"the acceptance of {acceptance.host} was already revoked")
-    return Acceptance(**{**acceptance.__dict__, "revoked_at": now,
+    return Acceptance(**{**acceptance.__dict__, "revoked_at": now.astimezone(UTC),
                          "revoked_by": _text(by, "who revokes it")})
 
 
@@ -140,13 +141,14 @@ def standing(acceptance: Acceptance, summary: HostSummary | None, at: datetime) 
     _aware(at, "the moment")
     if at < acceptance.accepted_at:
         return Standing(False, Ending.NOT_YET, "not yet recorded at that time")
-    if acceptance.revoked_at is not None and acceptance.revoked_at <= at \
-            and acceptance.revoked_at < acceptance.expires_at:  # whichever came first
-        return Standing(False, Ending.REVOKED, f"revoked {acceptance.revoked_at:%Y-%m-%d %H:%M} "
-                                               f"UTC by {acceptance.revoked_by}")
-    if at >= acceptance.expires_at:
+    revoked_at, expires_at = acceptance.revoked_at, acceptance.expires_at
+    if revoked_at is not None and revoked_at <= at and revoked_at < expires_at:  # first wins
+        when = revoked_at.astimezone(UTC)
+        return Standing(False, Ending.REVOKED,
+                        f"revoked {when:%Y-%m-%d %H:%M} UTC by {acceptance.revoked_by}")
+    if at >= expires_at:
         return Standing(False, Ending.EXPIRED,
-                        f"expired {acceptance.expires_at:%Y-%m-%d %H:%M} UTC")
+                        f"expired {expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC")
     if summary is None:
         return Standing(False, Ending.HOST_GONE, "the host is no longer in the fleet")
     if Flag.INDICATORS_FOUND in summary.flags:

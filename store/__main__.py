@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     try:
         if args.command in ("accept", "acceptances", "revoke"):
             return _acceptances(args, store, Policy(max_age=settings.max_age),
-                                settings.acceptance_max_days, stdout)
+                                settings.acceptance_max_days, stdout, stderr)
         return _run(args, store, key, Policy(max_age=settings.max_age), stdout, stderr)
     except StoreError as error:
         stderr.write(f"error: {inert(error)}\n")
@@ -208,15 +208,16 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
 
 
 def _moment(text: str, option: str) -> datetime:
+    """An ISO 8601 time in UTC (a time without a zone is taken as UTC)."""
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise StoreError(f"{option} {text!r} is not an ISO 8601 time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise StoreError(f"{option} {text!r} is not an ISO 8601 time this tool can use") from None
 
 
 def _acceptances(args: argparse.Namespace, store: SnapshotStore, policy: Policy,
-                 max_days: int, stdout: TextIO) -> int:
+                 max_days: int, stdout: TextIO, stderr: TextIO) -> int:
     """accept, acceptances, revoke: risk acceptances (store/acceptances.py)."""
     now = datetime.now(UTC)
     if args.command == "revoke":
@@ -242,7 +243,7 @@ def _acceptances(args: argparse.Namespace, store: SnapshotStore, policy: Policy,
                           now=now, max_days=max_days)
         except AcceptanceError as error:
             raise StoreError(str(error)) from None
-        entry = record_acceptance(store, made, info.id)
+        entry = record_acceptance(store, made, info.id, found[0])
         stdout.write(inert(f"acceptance #{entry}: {made.host} {made.status.value}, "
                            f"{made.badge} (evidence of snapshot #{info.id}; ends early if it "
                            "changes)") + "\n")
@@ -251,13 +252,16 @@ def _acceptances(args: argparse.Namespace, store: SnapshotStore, policy: Policy,
     latest = store.as_of(moment)
     fleet = ({s.host.casefold(): s for s in store.summaries(latest.id, catalog, policy)}
              if latest is not None and not latest.pruned else {})
-    for recorded in acceptances(store, moment):
+    listed = acceptances(store, moment)
+    if not listed:
+        stderr.write(f"no risk acceptance recorded by {moment.isoformat(timespec='seconds')}\n")
+    for recorded in listed:
         made = recorded.acceptance
         state = standing(made, fleet.get(made.host.casefold()), moment)
         shown = "in force" if state.in_force else f"ended: {state.detail}"
-        stdout.write(inert(f"#{recorded.id}\t{made.host}\t{made.status.value}\t{made.badge}\t"
-                           f"ticket {made.ticket or '-'}\t{shown}\t{made.reason}")
-                     .replace("\\x09", "\t") + "\n")
+        fields = (f"#{recorded.id}", made.host, made.status.value, made.badge,
+                  f"ticket {made.ticket or '-'}", shown, made.reason)
+        stdout.write("\t".join(inert(field) for field in fields) + "\n")
     return 0
 
 

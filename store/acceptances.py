@@ -16,14 +16,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 
-from compliance.acceptance import Acceptance, AcceptanceError, revoke
+from compliance.acceptance import (
+    ACCEPTABLE,
+    MAX_TEXT,
+    Acceptance,
+    AcceptanceError,
+    revoke,
+    standing,
+)
 from compliance.models import Status
+from compliance.summary import HostSummary
 from store import schema
 from store.snapshots import SnapshotStore, StoreError
 
@@ -54,7 +62,16 @@ def _detail(acceptance: Acceptance) -> str:
 def _parsed(detail: str) -> Acceptance | None:
     """The acceptance an ``accept`` entry's detail holds; None for anything else."""
     try:
-        data = json.loads(detail)
+        return parse_fields(json.loads(detail))
+    except (ValueError, RecursionError):
+        return None
+
+
+def parse_fields(data: Any) -> Acceptance | None:
+    """The acceptance a mapping of an entry's detail fields holds (``format`` 1, as
+    ``record`` writes them; an evidence bundle's acceptances.json rows carry the same
+    fields); None for anything accept() never makes."""
+    try:
         if not isinstance(data, Mapping) or data.get("format") != FORMAT:
             return None
         mitigations = data["mitigations"]
@@ -64,9 +81,12 @@ def _parsed(detail: str) -> Acceptance | None:
             return None
         accepted_at = datetime.fromisoformat(data["accepted_at"])
         expires_at = datetime.fromisoformat(data["expires_at"])
-        if accepted_at.tzinfo is None or expires_at.tzinfo is None:
+        status = Status(data["status"])
+        # Only what accept() makes: a gap, an expiry after the acceptance, aware times.
+        if accepted_at.tzinfo is None or expires_at.tzinfo is None \
+                or expires_at <= accepted_at or status not in ACCEPTABLE:
             return None
-        return Acceptance(host=data["host"], status=Status(data["status"]),
+        return Acceptance(host=data["host"], status=status,
                           mitigations=tuple(mitigations), reason=data["reason"],
                           approver=data["approver"], ticket=data["ticket"],
                           accepted_at=accepted_at, expires_at=expires_at,
@@ -75,16 +95,26 @@ def _parsed(detail: str) -> Acceptance | None:
         return None
 
 
-def record(store: SnapshotStore, acceptance: Acceptance, snapshot_id: int) -> int:
-    """Append ``acceptance`` (of the evidence in ``snapshot_id``) to the audit chain, at its
-    own time, by its recorder; returns its id. ``StoreError`` when it cannot be written."""
+def record(store: SnapshotStore, acceptance: Acceptance, snapshot_id: int,
+           summary: HostSummary | None = None) -> int:
+    """Append ``acceptance`` (of the evidence in ``snapshot_id``, which ``summary`` shows)
+    to the audit chain, at its own time, by its recorder; returns its id. ``StoreError`` when
+    an acceptance of the same host is still in force against ``summary`` (one at a time:
+    revoke it first), or when it cannot be written."""
+    if summary is not None:
+        for earlier in acceptances(store, acceptance.accepted_at):
+            if earlier.acceptance.host.casefold() == acceptance.host.casefold() and standing(
+                    earlier.acceptance, summary, acceptance.accepted_at).in_force:
+                raise StoreError(f"acceptance #{earlier.id} of {acceptance.host} is in force "
+                                 f"({earlier.acceptance.badge}): revoke it first")
     return store.record(acceptance.accepted_by, ACCEPT, snapshot_id, _detail(acceptance),
                         at=acceptance.accepted_at)
 
 
 def record_revocation(store: SnapshotStore, acceptance_id: int, by: str, now: datetime) -> None:
-    """Revoke the acceptance ``acceptance_id`` at ``now``. ``StoreError`` when there is no
-    such acceptance, it is already revoked or has ended, or the entry cannot be written."""
+    """Revoke the acceptance ``acceptance_id`` at ``now`` (one that has already ended may be
+    revoked too, for the record). ``StoreError`` when there is no such acceptance, it is
+    already revoked, or the entry cannot be written."""
     found = {r.id: r for r in acceptances(store, now)}
     if acceptance_id not in found:
         raise StoreError(f"there is no acceptance #{acceptance_id} (python -m store "
@@ -115,9 +145,12 @@ def acceptances(store: SnapshotStore, as_of: datetime | None = None) -> list[Rec
         elif entry["action"] == REVOKE:
             target = _revoked_id(str(entry["detail"]))
             if target in recorded and recorded[target].acceptance.revoked_at is None:
+                # As recorded: read, never judged again (a revoke()'s refusal here would
+                # make one odd entry stop every page).
                 old = recorded[target]
-                recorded[target] = Recorded(old.id, old.snapshot_id, revoke(
-                    old.acceptance, by=str(entry["who"]) or "?", now=at))
+                who = " ".join(str(entry["who"]).split())[:MAX_TEXT] or "?"
+                recorded[target] = Recorded(old.id, old.snapshot_id, replace(
+                    old.acceptance, revoked_at=at, revoked_by=who))
     return list(recorded.values())
 
 

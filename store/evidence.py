@@ -24,6 +24,7 @@ import struct
 import zipfile
 import zlib
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,8 @@ from compliance.models import Assessment
 from compliance.summary import summarise
 from files import FileRefused, read_bounded
 from store import chain
-from store.acceptances import acceptances
+from store.acceptances import FORMAT as ACCEPTANCE_FORMAT
+from store.acceptances import acceptances, parse_fields
 from store.export import HOST_COLUMNS, SNAPSHOT_COLUMNS, host_row, to_csv
 from store.snapshots import ROW_KEYS, SnapshotInfo, SnapshotStore
 
@@ -300,6 +302,8 @@ def _verify_bundle(path: Path, key: bytes | None) -> list[str]:
     if required is None:
         return [*problems, f"{MANIFEST} names format {str(manifest.get('format'))[:60]!r}, "
                            "which this tool does not read"]
+    for name in sorted(set(contents) - set(required) - {MANIFEST}):
+        problems.append(f"{name} is in the bundle, but not among its format's files")
     for name in sorted(set(listed) | set(required)):
         if name not in required:
             problems.append(f"the manifest lists {name!r}, which is not a bundle file")
@@ -335,26 +339,56 @@ def _verify_bundle(path: Path, key: bytes | None) -> list[str]:
         problems.append("the snapshot's HMAC signature is missing or wrong for this key")
     if problems:  # nothing more is parsed from a bundle already shown to be changed
         return problems
-    if "acceptances.json" in required:
-        problems += _acceptance_problems(contents["acceptances.json"], header)
-    return [*problems, *_derived_problems(document, manifest, contents)]
+    problems = _derived_problems(document, manifest, contents)
+    if not problems and "acceptances.json" in required:  # the rows are known sound by now
+        problems = _acceptance_problems(contents["acceptances.json"], document)
+    return problems
 
 
-def _acceptance_problems(data: bytes, header: dict[str, Any]) -> list[str]:
-    """acceptances.json must be a list of acceptances as of the snapshot's own time."""
+def _acceptance_problems(data: bytes, document: dict[str, Any]) -> list[str]:
+    """acceptances.json must list acceptances this tool records, recorded by the snapshot's
+    own time, each standing as the snapshot's hosts say it stood then."""
     try:
         listed = _json(data, "acceptances.json")
         rows = listed["acceptances"]
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise TypeError
-        as_of = listed["as_of"]
+        as_of_text = listed["as_of"]
     except BundleError as error:
         return [str(error)]
     except (KeyError, TypeError):
         return ["acceptances.json is not a list of acceptances"]
-    if as_of != header.get("taken_at"):
+    if as_of_text != document["header"].get("taken_at"):
         return ["acceptances.json is not as of the snapshot's time"]
-    return []
+    as_of = datetime.fromisoformat(str(as_of_text))
+    hosts = {s.host: s for s in map(summarise, document_assessments(document))}
+    problems = []
+    for number, row in enumerate(rows):
+        made = parse_fields({**row, "format": ACCEPTANCE_FORMAT})
+        revoked = _aware_time(row.get("revoked_at"))
+        if made is None or (row.get("revoked_at") is not None and revoked is None):
+            problems.append(f"acceptances.json entry {number} is not an acceptance this tool "
+                            "records")
+            continue
+        if revoked is not None:
+            made = replace(made, revoked_at=revoked, revoked_by=str(row.get("revoked_by")))
+        state = standing(made, hosts.get(made.host), as_of)
+        if made.accepted_at > as_of or (revoked is not None and revoked > as_of):
+            problems.append(f"acceptances.json entry {number} ({made.host[:80]!r}) was recorded "
+                            "after the snapshot")
+        elif (row.get("in_force") is not state.in_force
+              or (row.get("ended") or "") != state.detail):
+            problems.append(f"acceptances.json entry {number} ({made.host[:80]!r}): its standing "
+                            "is not what the snapshot's hosts say")
+    return problems
+
+
+def _aware_time(text: Any) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
 
 
 def _derived_problems(document: dict[str, Any], manifest: dict[str, Any],

@@ -399,7 +399,7 @@ def record_acceptance(config: Settings, snapshot_id: int, host: str, *, reason: 
         made = accept(found[0], reason=reason, approver=approver, ticket=ticket,
                       expires_at=now + timedelta(days=days), accepted_by=who, now=now,
                       max_days=config.acceptance_max_days)
-        return record_stored_acceptance(store, made, snapshot_id)
+        return record_stored_acceptance(store, made, snapshot_id, found[0])
     finally:
         store.dispose()
 

@@ -222,3 +222,90 @@ def test_a_format_2_bundle_still_verifies_and_a_format_3_one_needs_its_acceptanc
         members["acceptances.json"]).hexdigest()}}
     assert any("not as of the snapshot's time" in p for p in verify_bundle(
         rezip(moved, ["snapshot.json", "hosts.csv", "summary.txt", "acceptances.json"])))
+
+
+def test_an_odd_revocation_entry_never_stops_the_reading(demo):
+    store, latest, host = demo
+    entry = record(store, _acceptance(host), latest)
+    store.record("   ", "revoke", None, json.dumps({"format": 1, "acceptance": entry}),
+                 at=NOW + timedelta(days=1))
+    (found,) = acceptances(store)
+    assert found.acceptance.revoked_by == "?"
+    assert standing(found.acceptance, host, NOW + timedelta(days=2)).ending is Ending.REVOKED
+
+
+def test_one_acceptance_of_a_host_at_a_time(demo):
+    store, latest, host = demo
+    record(store, _acceptance(host), latest, host)
+    with pytest.raises(StoreError, match=r"is in force .* revoke it first"):
+        record(store, _acceptance(host, NOW + timedelta(hours=1)), latest, host)
+
+
+def test_times_are_kept_in_utc_whatever_offset_they_came_with(demo):
+    from datetime import timezone
+
+    _store, _latest, host = demo
+    east = timezone(timedelta(hours=5))
+    made = accept(host, reason="r", approver="a", ticket="", accepted_by="x",
+                  now=NOW.astimezone(east),
+                  expires_at=datetime(2026, 12, 2, 3, 0, tzinfo=east))  # 2026-12-01 22:00 UTC
+    assert made.expires_at.tzinfo is UTC and made.badge.startswith("accepted until 2026-12-01")
+
+
+def _rebundled(data: bytes, tmp_path: Path, change) -> Path:  # type: ignore[no-untyped-def]
+    """The bundle with ``change(members, manifest)`` applied and the manifest's digests
+    recomputed (what anyone can do without the key)."""
+    import hashlib
+    import io
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(data))
+    members = {n: source.read(n) for n in source.namelist() if n != "manifest.json"}
+    manifest = json.loads(source.read("manifest.json"))
+    change(members, manifest)
+    manifest["files"] = {n: hashlib.sha256(members[n]).hexdigest() for n in manifest["files"]
+                         if n in members}
+    path = tmp_path / "changed.zip"
+    with zipfile.ZipFile(path, "w") as target:
+        for name, content in members.items():
+            target.writestr(name, content)
+        target.writestr("manifest.json", json.dumps(manifest))
+    return path
+
+
+def test_a_forged_acceptance_list_in_a_bundle_is_caught(demo, tmp_path):
+    from store.evidence import build_bundle, verify_bundle
+
+    store, latest, host = demo
+    info = store.info(latest)
+    record(store, _acceptance(host, info.taken_at - timedelta(hours=1)), latest)
+    data = build_bundle(store, info, NOW)
+
+    def rows(members):  # type: ignore[no-untyped-def]
+        return json.loads(members["acceptances.json"])
+
+    def ended(members, _manifest):  # type: ignore[no-untyped-def]
+        listed = rows(members)
+        listed["acceptances"][0]["in_force"] = False
+        members["acceptances.json"] = json.dumps(listed).encode()
+
+    def invented(members, _manifest):  # type: ignore[no-untyped-def]
+        listed = rows(members)
+        fake = {**listed["acceptances"][0], "host": "DEMO-OTHER", "status": "patched"}
+        listed["acceptances"].append(fake)
+        members["acceptances.json"] = json.dumps(listed).encode()
+
+    def planted_in_format_2(members, manifest):  # type: ignore[no-untyped-def]
+        manifest["format"] = "proxylogon-evidence-bundle/2"
+        manifest["files"].pop("acceptances.json")
+
+    for change, message in ((ended, "its standing is not what"),
+                            (invented, "not an acceptance this tool records"),
+                            (planted_in_format_2, "not among its format's files")):
+        problems = verify_bundle(_rebundled(data, tmp_path, change))
+        assert any(message in p for p in problems), (change.__name__, problems)
+
+
+def test_a_time_beyond_what_can_be_used_is_one_line(demo, store_url):
+    code, out, err = _cli(store_url, "acceptances", "--as-of", "0001-01-01T00:00+05:00")
+    assert code == 2 and "not an ISO 8601 time this tool can use" in err and not out
