@@ -9,7 +9,8 @@ Sources:
   never a secret.
 - the secrets (``st.secrets`` for the dashboard, ``.streamlit/secrets.toml`` for the command
   lines): ``[store]``, ``[dashboard]``, ``[collection]``, ``[ldap] password``,
-  ``[winrm] password``, ``[access]``, ``[worklist]``, ``[acceptances]``. Other sections
+  ``[winrm] password``, ``[access]``, ``[worklist]``, ``[acceptances]``, ``[deadlines]``,
+  ``[notifications]``. Other sections
   (Streamlit's ``[auth]``, ``[connections]``) are left alone.
 - the environment, over the secrets, for each field that names a variable.
 
@@ -25,14 +26,15 @@ import getpass
 import os
 import socket
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -44,6 +46,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
+
+from compliance.deadline import INDICATORS, Basis, DeadlinePolicy, Directive
+from compliance.models import Status
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
@@ -302,6 +307,73 @@ class AcceptanceSettings(_Section):
         json_schema_extra=_env("PROXYLOGON_ACCEPTANCE_MAX_DAYS"))
 
 
+def _aware_time(value: datetime) -> datetime:
+    """A directive's date must say its time zone: a bare one would be read in local time."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("needs a time zone, e.g. 2021-03-05T12:00:00Z")
+    return value
+
+
+class DirectiveSettings(_Section):
+    """A fixed date by which hosts of the listed statuses must be fixed (e.g. CISA ED 21-02's
+    "patch or disconnect by 2021-03-05 12:00 UTC")."""
+
+    name: str = Field(min_length=1, max_length=200)
+    due: Annotated[datetime, AfterValidator(_aware_time)]
+    statuses: Annotated[tuple[Literal["vulnerable", "mitigated", "unknown"], ...],
+                        BeforeValidator(_listed)] = ("vulnerable", "unknown")
+
+
+class DeadlineSettings(_Section):
+    """The deadline policy (compliance/deadline.py): days allowed per status, counted from the
+    day a host was first seen needing work or from the advisory's publication."""
+
+    basis: Annotated[Literal["first_seen", "published"], BeforeValidator(_lowered)] = Field(
+        "first_seen", description="count from the day a host was first seen needing work, or "
+        "from the advisory's publication", json_schema_extra=_env("PROXYLOGON_DEADLINE_BASIS"))
+    vulnerable_days: Annotated[float, BeforeValidator(_no_bool)] = Field(2.0, ge=0, le=3650)
+    mitigated_days: Annotated[float, BeforeValidator(_no_bool)] = Field(14.0, ge=0, le=3650)
+    # A host that could not be read may be vulnerable: as urgent as one that is (fail closed).
+    unknown_days: Annotated[float, BeforeValidator(_no_bool)] = Field(2.0, ge=0, le=3650)
+    # Compromise indicators: investigate at once (CISA ED 21-02 asked for forensic triage).
+    indicators_days: Annotated[float, BeforeValidator(_no_bool)] = Field(0.0, ge=0, le=3650)
+    directives: tuple[DirectiveSettings, ...] = Field((), max_length=20)
+
+    def policy(self) -> DeadlinePolicy:
+        """As the pure core takes it (compliance/deadline.py)."""
+        return DeadlinePolicy(
+            basis=Basis(self.basis),
+            days={"vulnerable": self.vulnerable_days, "mitigated": self.mitigated_days,
+                  "unknown": self.unknown_days, INDICATORS: self.indicators_days},
+            directives=tuple(Directive(d.name, d.due, frozenset(Status(s) for s in d.statuses))
+                             for d in self.directives))
+
+
+class NotificationSettings(_Section):
+    """After each collection, one message of what changed (notify/): e-mail and/or webhook."""
+
+    smtp_host: str = Field("", description="SMTP server; empty: no e-mail")
+    smtp_port: Annotated[int, BeforeValidator(_no_bool)] = Field(587, gt=0, le=65_535)
+    smtp_starttls: bool = True
+    # Implicit TLS (port 465) instead of STARTTLS.
+    smtp_tls: bool = False
+    smtp_ca_file: Text = None
+    smtp_username: str = ""
+    smtp_password: SecretStr | None = Field(
+        None, json_schema_extra=_env("PROXYLOGON_SMTP_PASSWORD"))
+    mail_from: str = ""
+    mail_to: Strings = ()
+    webhook_url: str = Field("", description="https URL of an incoming webhook; empty: none")
+    webhook_secret: SecretStr | None = Field(
+        None, description="key of the X-ProxyLogon-Signature HMAC-SHA256 header",
+        json_schema_extra=_env("PROXYLOGON_WEBHOOK_SECRET"))
+    webhook_ca_file: Text = None
+    timeout_seconds: Annotated[float, BeforeValidator(_no_bool)] = Field(10.0, gt=0, le=600)
+    attempts: Annotated[int, BeforeValidator(_no_bool)] = Field(3, ge=1, le=10)
+    backoff_seconds: Annotated[float, BeforeValidator(_no_bool)] = Field(2.0, ge=0, le=600)
+    expiring_days: Annotated[float, BeforeValidator(_no_bool)] = Field(7.0, gt=0, le=365)
+
+
 class SecretSettings(_Section):
     # Other sections belong to Streamlit ([auth], [connections]) or to the user.
     model_config = ConfigDict(extra="ignore")
@@ -314,6 +386,8 @@ class SecretSettings(_Section):
     access: AccessSettings = AccessSettings()
     worklist: WorklistSettings = WorklistSettings()
     acceptances: AcceptanceSettings = AcceptanceSettings()
+    deadlines: DeadlineSettings = DeadlineSettings()
+    notifications: NotificationSettings = NotificationSettings()
 
 
 # --- resolution -------------------------------------------------------------------------------
@@ -334,6 +408,7 @@ class Settings:
     site_owners: tuple[tuple[str, str], ...] = ()
     dag_owners: tuple[tuple[str, str], ...] = ()
     acceptance_max_days: int = 90  # [acceptances] max_days
+    deadlines: DeadlineSettings = field(default_factory=DeadlineSettings)
 
 
 @dataclass(frozen=True)
@@ -358,7 +433,8 @@ class Resolved:
             demo=dashboard.demo, max_age=timedelta(days=dashboard.max_age_days),
             site_owners=tuple(self.secrets.worklist.site_owners.items()),
             dag_owners=tuple(self.secrets.worklist.dag_owners.items()),
-            acceptance_max_days=self.secrets.acceptances.max_days)
+            acceptance_max_days=self.secrets.acceptances.max_days,
+            deadlines=self.secrets.deadlines)
 
     def password(self, section: Literal["ldap", "winrm"]) -> str:
         """The LDAP or WinRM password; ``SettingsError`` naming both places to put it."""

@@ -27,8 +27,9 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 AUDIT_COLUMNS = ("id", "at", "who", "action", "snapshot_id", "detail")
 WORKLIST_COLUMNS = (
     "wave", "priority", "host", "fqdn", "status", "product", "cu", "build", "build_source", "action",
-    "reason", "flags", "mitigations", "site", "dag", "owner", "accepted", "roles",
-    "observed_at", "observed_in", "carried", "snapshot_id", "snapshot_taken_at",
+    "reason", "flags", "mitigations", "site", "dag", "owner", "accepted", "due", "overdue",
+    "deadline_rule", "roles", "observed_at", "observed_in", "carried", "snapshot_id",
+    "snapshot_taken_at",
 )
 
 
@@ -139,8 +140,9 @@ def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] = WORKLIST_COL
 # Columns written as typed cells (any other column, and any value these cannot read, is text).
 NUMBER_COLUMNS = frozenset({"wave", "priority", "snapshot_id", "observed_in", "id",
                             "indicator_count"})
-BOOLEAN_COLUMNS = frozenset({"known_build", "carried", "internet_facing", "run_failed"})
-DATETIME_COLUMNS = frozenset({"observed_at", "snapshot_taken_at", "at"})
+BOOLEAN_COLUMNS = frozenset({"known_build", "carried", "internet_facing", "run_failed",
+                             "overdue"})
+DATETIME_COLUMNS = frozenset({"observed_at", "snapshot_taken_at", "at", "due"})
 DATETIME_FORMAT = "yyyy-mm-dd hh:mm"
 EXCEL_MAX_ROWS = 1_048_576
 EXCEL_MAX_TEXT = 32_767  # UTF-16 code units in one cell
@@ -308,6 +310,11 @@ def legend() -> list[tuple[str, int | str, str]]:
              ("accepted", "accepted until … by …", "a risk acceptance in force: the status "
               "stays what the evidence says, and the host comes after every other host; "
               "python -m store acceptances gives its reason and ticket"),
+             ("due", DATETIME_FORMAT, "by when the host must be fixed under the deadline "
+              "policy ([deadlines] in the settings), in UTC"),
+             ("overdue", "TRUE / FALSE", "TRUE: the due time had passed when the file was "
+              "made (for the latest snapshot), or at the snapshot's time (for an earlier one)"),
+             ("deadline_rule", "", "which rule of the policy set the due time"),
              ("any text", "'=…", "a leading ' was added to a text starting with = + - @ (or a tab "
               "or carriage return) so that no spreadsheet runs it as a formula")]
     return rows

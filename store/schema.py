@@ -18,10 +18,11 @@ from compliance.summary import COLUMNS as SUMMARY_COLUMNS
 
 # The schema's version is its Alembic revision (store/migrations/versions: 2 the hash chain
 # and pruning; 3 the audit log; 4 whole-fleet snapshots; 5 the signed audit chain, snapshot ids
-# in the digest, signed heads; 6 one version number; 7 the summary columns of results).
+# in the digest, signed heads; 6 one version number; 7 the summary columns of results; 8 the
+# open items' clocks for deadlines).
 # A store at this revision is opened without Alembic; tests/store/test_migrations.py checks
 # that it is the head of store/migrations/versions, so a new migration must move it.
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 
 metadata = MetaData()
 
@@ -118,6 +119,19 @@ discovered = Table(
     Column("position", Integer, primary_key=True),
     Column("host", String(255), nullable=False),
     Column("record", Text, nullable=False),
+)
+
+# Schema 8: per snapshot, each host that needs work and when its current open stretch began
+# (store/clock.py): derived at save from the previous snapshot's rows, checked by verify.
+open_items = Table(
+    "open_items",
+    metadata,
+    Column("snapshot_id", Integer, ForeignKey("snapshots.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("since", String(40), nullable=False),
+    Column("pruned_before", Boolean, nullable=False, default=False),
 )
 
 # Who collected, imported or exported what, and when (read by auditors).

@@ -20,7 +20,7 @@ import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,9 +59,10 @@ from compliance.models import Assessment, Host, Observation, Snapshot, Status, V
 from compliance.summary import COLUMNS as SUMMARY_COLUMNS
 from compliance.summary import SEPARATOR, HostSummary, summarise
 from compliance.worklist import priority
-from store import chain, legacy, schema
+from store import chain, clock, legacy, schema
 from store.verification import (
     GENESIS_HEAD,
+    ChainProblem,
     RowCheck,
     VerifyReport,
     adoption_detail,
@@ -120,6 +121,15 @@ class SnapshotInfo:
         if self.fresh_count is not None:
             return self.fresh_count, self.host_count
         return self.host_count, max(self.host_count, self.discovered_count)
+
+
+@dataclass(frozen=True)
+class OpenSince:
+    """When a host's current open stretch began (aware UTC), and whether pruned snapshots may
+    hide an earlier start (then ``at`` is the earliest they allow)."""
+
+    at: datetime
+    pruned_before: bool = False
 
 
 def _dumps(data: Any) -> str:
@@ -352,6 +362,15 @@ class SnapshotStore:
                 conn.execute(insert(schema.results), [
                     {"snapshot_id": snapshot_id, **dict(zip(ROW_KEYS, row, strict=True))}
                     for row in rows])
+            # The deadline clocks (store/clock.py): carried from the previous snapshot.
+            before = conn.execute(select(schema.snapshots.c.id).where(
+                schema.snapshots.c.sequence == int(last_sequence))).scalar()
+            clock.write(conn, snapshot_id, clock.derive(
+                clock.by_name(clock.read(conn, int(before))) if before is not None else {},
+                [(position, a.observation.host.name)
+                 for position, a in enumerate(snapshot.assessments)
+                 if priority(a.verdict.status, a.verdict.flags) is not None],
+                header["taken_at"]))
             if inventory:
                 conn.execute(insert(schema.discovered), [
                     {"snapshot_id": snapshot_id, "position": p, "host": h, "record": r}
@@ -643,6 +662,7 @@ class SnapshotStore:
                                  .where(schema.results.c.snapshot_id.in_(ids)))
                     conn.execute(delete(schema.discovered)
                                  .where(schema.discovered.c.snapshot_id.in_(ids)))
+                    clock.forget(conn, ids)
                     conn.execute(update(schema.snapshots).where(schema.snapshots.c.id.in_(ids))
                                  .values(pruned=True))
                 self._append_entry(conn, who, "prune", None, _dumps({
@@ -733,6 +753,16 @@ class SnapshotStore:
                     before_id, [old[key][0] for key in changed if key in old])],
                 [_summary_of(row) for row in self.summary_rows(
                     after_id, [new[key][0] for key in changed if key in new])])
+
+    def open_since(self, snapshot_id: int) -> dict[str, OpenSince]:
+        """When each host of a snapshot that needs work (compliance.worklist.priority, as the
+        stored row reads) was first seen needing it in its current open stretch: the time of
+        the first of the snapshots up to this one, in chain order, that held it needing work
+        since the last that held it needing nothing (store/clock.py; a host absent from a
+        run keeps its clock). Keyed by the name as stored; empty for a pruned snapshot."""
+        with self.engine.connect() as conn:
+            items = clock.read(conn, snapshot_id)
+        return {item.host: OpenSince(_aware(item.since), item.pruned_before) for item in items}
 
     def summary_rows(self, snapshot_id: int, hosts: Collection[str] | None = None, *,
                      where: ColumnElement[bool] | None = None,
@@ -1021,7 +1051,29 @@ class SnapshotStore:
         else:
             def checker(header: Mapping[str, Any]) -> RowCheck:
                 return checks[header["id"]]
-        return verify_chains(headers, checker, [dict(e) for e in entries], heads, key, only)
+        report = verify_chains(headers, checker, [dict(e) for e in entries], heads, key, only)
+        if only is None:  # the deadline clocks, derived along the whole chain (store/clock.py)
+            stored: dict[int, list[clock.OpenItem]] = {}
+            table = schema.open_items
+            for item in conn.execute(select(table.c.snapshot_id, table.c.position,
+                                            table.c.host, table.c.since,
+                                            table.c.pruned_before)):
+                stored.setdefault(item[0], []).append(clock.OpenItem(
+                    item[1], str(item[2]), str(item[3]), bool(item[4])))
+            walked = [(h["id"], str(h["taken_at"]), bool(h["pruned"]),
+                       [] if h["pruned"] else checks[h["id"]].open_rows if checks is not None
+                       else open_rows(conn, h["id"])) for h in headers]
+            sequences = {h["id"]: h["sequence"] for h in headers}
+            # A snapshot already named (its rows changed) is not named again for its clocks.
+            named = {p.snapshot_id for p in report.problems}
+            report.problems += [ChainProblem(snapshot_id, sequences[snapshot_id], message)
+                                for snapshot_id, message in clock.problems(walked, stored)
+                                if snapshot_id not in named]
+            known = set(sequences)
+            report.problems += [ChainProblem(None, None, f"open_items holds rows of snapshot "
+                                             f"#{snapshot_id}, which is not in the store")
+                                for snapshot_id in sorted(set(stored) - known)]
+        return report
 
     def _parallel_checks(self, headers: Sequence[dict[str, Any]],
                          workers: int | None) -> dict[int, RowCheck] | None:
@@ -1121,6 +1173,12 @@ class SnapshotStore:
         self.engine.dispose()
 
 
+def _aware(taken_at: str) -> datetime:
+    """A stored snapshot time (written with its offset) as an aware time; UTC if it has none."""
+    moment = datetime.fromisoformat(taken_at)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def _info(row: Any) -> SnapshotInfo:
     counts = {status.value: 0 for status in Status}
     counts.update(json.loads(row["counts"]))
@@ -1165,6 +1223,23 @@ def _needs_work(values: tuple[Any, ...]) -> bool:
     row.update(zip(_JUDGED, values, strict=True))
     summary = _summary_of((*(row[name] for name in SUMMARY_COLUMNS), None))
     return priority(summary.status, summary.flags) is not None
+
+
+def open_rows(conn: Connection, snapshot_id: int) -> list[tuple[int, str]]:
+    """(position, host) of a snapshot's stored rows that need work, as ``_summary_of`` reads
+    them (a row holding values no writer makes is unknown: open), in position order."""
+    results = schema.results
+    keys = _judged_columns()
+    combinations = conn.execute(select(*keys).where(results.c.snapshot_id == snapshot_id)
+                                .group_by(*keys)).all()
+    wanted = [and_(*(key == value for key, value in zip(keys, values, strict=True)))
+              for values in combinations if _needs_work(tuple(values))]
+    if not wanted:
+        return []
+    return [(int(r[0]), str(r[1])) for r in conn.execute(
+        select(results.c.position, results.c.host)
+        .where(results.c.snapshot_id == snapshot_id, or_(*wanted))
+        .order_by(results.c.position))]
 
 
 def _summary_of(row: tuple[Any, ...]) -> HostSummary:
@@ -1215,7 +1290,10 @@ def _row_checks(url: str, headers: Sequence[Mapping[str, Any]]) -> dict[int, Row
     engine = create_engine(url)
     try:
         with engine.connect().execution_options(stream_results=True, yield_per=2000) as conn:
-            return {h["id"]: check_rows(h, *SnapshotStore._rows(conn, h["id"])) for h in headers}
+            return {h["id"]: replace(check_rows(h, *SnapshotStore._rows(conn, h["id"])),
+                                     open_rows=() if h["pruned"]
+                                     else tuple(open_rows(conn, h["id"])))
+                    for h in headers}
     finally:
         engine.dispose()
 

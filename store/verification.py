@@ -55,6 +55,9 @@ class RowCheck:
     fleet_fields_in_format1: bool  # a format 1 snapshot with whole-fleet fields set
     summary_mismatch: tuple[Any, Any] | None  # (position, host) of the first row before
     # format 4 whose summary columns differ from its JSON
+    # (position, host) of the rows that need work (store.snapshots.open_rows), for the
+    # deadline clocks' check (store/clock.py); filled by the worker that read the rows.
+    open_rows: tuple[tuple[int, str], ...] = ()
 
 
 # One snapshot's header to its RowCheck (store.snapshots reads its rows and calls check_rows).

@@ -15,6 +15,8 @@ FORBIDDEN = {
     "store": {"collectors", "views", "streamlit"},
     "views": {"collectors"},
     "collectors": {"views", "streamlit"},
+    # After a snapshot is saved (the collection job calls it): compliance, settings, store only.
+    "notify": {"views", "collectors", "streamlit"},
 }
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from compliance.acceptance import AcceptanceError, accept, standing
 from compliance.catalog import Catalog, load_catalog
+from compliance.deadline import DeadlinePolicy
 from compliance.evaluate import Policy
 from compliance.models import Assessment, Flag
 from compliance.worklist import PRIORITY_NAMES, plan_with_acceptances, rank, stored_priority
@@ -24,6 +25,7 @@ from settings import Settings, SettingsError, load_settings
 from store import SnapshotInfo, SnapshotStore
 from store.acceptances import acceptances as stored_acceptances
 from store.acceptances import record as record_stored_acceptance
+from store.deadlines import host_deadlines
 from store.evidence import build_bundle
 from store.export import WORKLIST_COLUMNS, Owners
 from store.export import worklist_rows as worklist_rows_of
@@ -234,18 +236,26 @@ def worklist_table(url: str, snapshot: SnapshotInfo, latest: bool,
                    per_wave: int) -> pd.DataFrame:
     """The snapshot's worklist in maintenance waves, one row per host needing work in
     ``store.export.WORKLIST_COLUMNS``, each host's owner from ``[worklist]`` in the settings;
-    hosts under a risk acceptance in force (``accepted``) come after every other host.
+    hosts under a risk acceptance in force (``accepted``) come after every other host; ``due``
+    and ``overdue`` as ``with_deadlines`` gives them (at ``deadline_moment``).
     ``worklist_rows`` gives it as the exports take it."""
     config = settings()
     badges = accepted(url, snapshot, latest)
-    return _worklist(url, snapshot.id, per_wave, _max_age_days(),
-                     Owners.of(dict(config.site_owners), dict(config.dag_owners)),
-                     tuple(sorted(badges.items())))
+    table = _worklist(url, snapshot.id, per_wave, _max_age_days(),
+                      Owners.of(dict(config.site_owners), dict(config.dag_owners)),
+                      tuple(sorted(badges.items())))
+    dated = with_deadlines(table, url, snapshot.id, deadline_moment(snapshot, latest))
+    return dated[list(WORKLIST_COLUMNS)]
 
 
 def worklist_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """``worklist_table``'s rows as ``store.export.to_csv``/``to_xlsx`` take them."""
-    return [dict(row) for row in table.to_dict("records")]
+    """``worklist_table``'s rows as ``store.export.to_csv``/``to_xlsx`` take them (``due`` as
+    ISO 8601 text in UTC, "" for none)."""
+    rows = [dict(row) for row in table.to_dict("records")]
+    for row in rows:
+        due = row.get("due")
+        row["due"] = "" if due is None or pd.isna(due) else pd.Timestamp(due).isoformat()
+    return rows
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -356,6 +366,51 @@ def accepted(url: str, snapshot: SnapshotInfo, latest: bool) -> dict[str, str]:
         hosts={r.acceptance.host for r in recorded})}
     return {r.acceptance.host.casefold(): r.acceptance.badge for r in recorded
             if standing(r.acceptance, hosts.get(r.acceptance.host.casefold()), moment).in_force}
+
+
+DEADLINE_COLUMNS = ("host", "due", "deadline_rule", "open_since", "pruned_before")
+
+
+def deadlines(url: str, snapshot_id: int) -> pd.DataFrame:
+    """The deadline of each host of a snapshot that needs work, under the ``[deadlines]``
+    policy in the settings (compliance/deadline.py): ``DEADLINE_COLUMNS``, ``due`` and
+    ``open_since`` aware UTC times (``open_since`` NaT when not known), earliest due first.
+    Whether one is overdue depends on the moment it is read at: ``overdue``."""
+    return _deadlines(url, snapshot_id, settings().deadlines.policy(), _max_age_days())
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _deadlines(url: str, snapshot_id: int, policy: DeadlinePolicy,
+               max_age_days: float) -> pd.DataFrame:
+    # A stored snapshot never changes, nor do those before it: kept until the policy does.
+    found = host_deadlines(_store(url), snapshot_id, catalog(), policy, _policy(max_age_days))
+    rows = sorted(((d.host, d.deadline.due_at, d.deadline.rule, d.open_since, d.pruned_before)
+                   for d in found.values()), key=lambda row: (row[1], row[0].lower()))
+    table = pd.DataFrame(rows, columns=list(DEADLINE_COLUMNS))
+    for column in ("due", "open_since"):
+        table[column] = pd.to_datetime(table[column], utc=True)
+    return table
+
+
+def deadline_moment(snapshot: SnapshotInfo, latest: bool) -> datetime:
+    """The moment deadlines are judged at: now for the latest snapshot, the snapshot's own
+    time for an earlier one (what was overdue then)."""
+    return datetime.now(UTC) if latest else snapshot.taken_at
+
+
+def with_deadlines(table: pd.DataFrame, url: str, snapshot_id: int,
+                   moment: datetime) -> pd.DataFrame:
+    """``table`` (one row per host, column ``host``) with ``due`` (NaT for a host without a
+    deadline), ``deadline_rule`` and ``overdue`` (at ``moment``) added."""
+    due = deadlines(url, snapshot_id)
+    indexed = due.set_index("host")
+    hosts = table["host"]
+    shown = table.copy(deep=False)
+    shown["due"] = (pd.to_datetime(hosts.map(indexed["due"]), utc=True) if len(due)
+                    else pd.Series(pd.NaT, index=table.index, dtype="datetime64[ns, UTC]"))
+    shown["deadline_rule"] = hosts.map(indexed["deadline_rule"]).fillna("") if len(due) else ""
+    shown["overdue"] = (shown["due"] <= pd.Timestamp(moment)).fillna(False).astype(bool)
+    return shown
 
 
 ACCEPTANCE_COLUMNS = ("id", "host", "accepted_status", "standing", "approver", "ticket",

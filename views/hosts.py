@@ -23,9 +23,16 @@ table = data.host_table(url, ctx.snapshot.id)
 badges = data.accepted(url, ctx.snapshot, ctx.snapshot.id == ctx.history[-1].id)
 table = table.assign(accepted=[badges.get(host.casefold(), "") for host in table["host"].tolist()]
                      if badges else "")
+latest = ctx.snapshot.id == ctx.history[-1].id
+# Due dates under the [deadlines] policy; overdue now, or at an earlier snapshot's own time.
+moment = data.deadline_moment(ctx.snapshot, latest)
+table = data.with_deadlines(table, url, ctx.snapshot.id, moment)
+SOON = pd.Timedelta(days=7)
+DUE_CHOICES = {"any": "Any", "overdue": "Overdue", "soon": "Due within 7 days",
+               "open": "Has a deadline"}
 NONE = "(none)"  # the option for hosts without a site or DAG, as the charts name them
 FILTERS = ("f_status", "f_need", "f_product", "f_cu", "f_site", "f_dag", "f_flags", "f_roles",
-           "f_search")
+           "f_search", "f_due")
 
 
 def _options(column: str) -> list[str]:
@@ -69,6 +76,8 @@ def _from_link() -> None:
             st.session_state[chosen[name][0]] = [value]
         elif name == "host":
             st.session_state["f_search"] = value
+        elif name == "due" and value in DUE_CHOICES:
+            st.session_state["f_due"] = value
 
 
 _from_link()
@@ -84,10 +93,18 @@ products = middle[0].multiselect("Product", _options("product"), key="f_product"
 cus = middle[1].multiselect("CU", _options("cu"), key="f_cu")
 sites = middle[2].multiselect("AD site", _options("site"), key="f_site")
 dags = middle[3].multiselect("DAG", _options("dag"), key="f_dag")
-more = st.columns(2)
+more = st.columns(4)
 flags = more[0].multiselect("Flags", _listed("flags"), key="f_flags",
                             format_func=labels.flag_label)
 roles = more[1].multiselect("Role", _listed("roles"), key="f_roles")
+due_filter = more[2].selectbox("Deadline", list(DUE_CHOICES), key="f_due",
+                               format_func=DUE_CHOICES.__getitem__,
+                               help=f"Due dates of the [deadlines] policy: "
+                                    f"{ctx.config.deadlines.policy().describe()}. Overdue "
+                                    + ("now." if latest else "at this snapshot's time."))
+by_due = more[3].selectbox("Order", ["fleet", "due"], key="f_order",
+                           format_func={"fleet": "Fleet order",
+                                        "due": "Due date, earliest first"}.__getitem__)
 
 shown = table
 for column, chosen in (("status", statuses), ("need", needs), ("product", products),
@@ -101,9 +118,19 @@ for column, chosen in (("flags", flags), ("roles", roles)):
                                           bool(set(cell.split(", ")) & chosen))]
 if search:
     shown = shown[shown["host"].str.contains(search, case=False, regex=False)]
+if due_filter == "overdue":
+    shown = shown[shown["overdue"]]
+elif due_filter == "soon":
+    shown = shown[shown["due"].notna() & ~shown["overdue"]
+                  & (shown["due"] <= pd.Timestamp(moment) + SOON)]
+elif due_filter == "open":
+    shown = shown[shown["due"].notna()]
+if by_due == "due":
+    shown = shown.sort_values("due", kind="stable", na_position="last")
 
 st.caption(f"{len(shown)} of {len(table)} hosts · click a row for its evidence")
-ORDER = ("host", "status", "accepted", "action", "need", "product", "cu", "build",
+ORDER = ("host", "status", "accepted", "due", "overdue", "action", "need", "product", "cu",
+         "build",
          "build_source", "site", "dag", "flags", "roles", "mitigations", "observed_at",
          "observed_in")
 view = shown.reset_index(drop=True)
@@ -115,6 +142,7 @@ event = st.dataframe(
         **{name: st.column_config.TextColumn(labels.COLUMN_LABELS[name]) for name in ORDER},
         "host": st.column_config.TextColumn(labels.COLUMN_LABELS["host"], pinned=True),
         "status": labels.status_column(),
+        **labels.deadline_columns(),
         "action": st.column_config.TextColumn(labels.COLUMN_LABELS["action"], width="large"),
         "observed_in": st.column_config.NumberColumn(
             labels.COLUMN_LABELS["observed_in"], format="#%d",
@@ -150,7 +178,13 @@ if name.casefold() in badges:
             "says (`python -m store acceptances` gives the reason and ticket).",
             icon=":material/assignment_turned_in:")
 st.markdown(f"**Next action:** {literal(verdict.action)}")
-latest = ctx.snapshot.id == ctx.history[-1].id
+due_row = view[view["host"] == name]
+if len(due_row) and pd.notna(due_row["due"].iloc[0]):
+    due_at = due_row["due"].iloc[0]
+    late = bool(due_row["overdue"].iloc[0])
+    (st.error if late else st.info)(
+        f"**{'Overdue' if late else 'Due'}** {due_at:%Y-%m-%d %H:%M} UTC "
+        f"({literal(due_row['deadline_rule'].iloc[0])}).", icon=":material/event:")
 if (Role.ADMIN in st.session_state.get("roles", ()) and latest
         and name.casefold() not in badges and verdict.status in ACCEPTABLE
         and Flag.INDICATORS_FOUND not in verdict.flags):

@@ -51,6 +51,8 @@ COLUMN_LABELS = {
     "need": "Needs", "owner": "Owner", "snapshot_id": "Snapshot", "snapshot_taken_at":
     "Snapshot taken at", "internet_facing": "Internet-facing", "category": "Change",
     "before": "Before", "after": "After", "detail": "Detail", "accepted": "Risk accepted",
+    "due": "Due (UTC)", "overdue": "Overdue", "deadline_rule": "Deadline rule",
+    "open_since": "Open since (UTC)",
 }
 
 
@@ -93,3 +95,16 @@ def status_column(label: str = COLUMN_LABELS["status"], **options: Any) -> Any:
     return st.column_config.MultiselectColumn(
         label, options=[s.value for s in STATUS_ORDER],
         color=[STATUS_COLORS[s] for s in STATUS_ORDER], format_func=status_label, **options)
+
+
+def deadline_columns() -> dict[str, Any]:
+    """The ``st.dataframe`` columns ``due`` (a UTC time) and ``overdue`` (a tick)."""
+    import streamlit as st
+
+    return {
+        "due": st.column_config.DatetimeColumn(
+            COLUMN_LABELS["due"], format="YYYY-MM-DD HH:mm", timezone="UTC",
+            help="By when the host must be fixed under the [deadlines] policy; empty when it "
+                 "needs nothing"),
+        "overdue": st.column_config.CheckboxColumn(COLUMN_LABELS["overdue"]),
+    }

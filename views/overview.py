@@ -10,12 +10,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from compliance.models import Flag, Status
 from compliance.worklist import PRIORITY_NAMES
 from store import SnapshotInfo
 from views import charts, data, integrity
+from views.markdown import literal
 from views.page import current, snapshot_caption
 from views.report import report_html
 from views.summary import Kpi, kpis, projected_completion
@@ -46,16 +48,43 @@ else:
     # Vulnerable, unknown, mitigated only, then compromise indicators (each server once).
     order = [1, 2, 3, 0]
     parts = [(PRIORITY_NAMES[p], int(needs.get(PRIORITY_NAMES[p], 0))) for p in order]
-    accepted = len(data.accepted(url, ctx.snapshot, True))  # the Overview shows the latest
-    if accepted:
-        st.caption(f"{accepted} of them under a risk acceptance in force (their status stays "
-                   "what the evidence says; the Hosts page shows each beside it).")
+    latest = ctx.snapshot.id == ctx.history[-1].id
+    accepted = len(data.accepted(url, ctx.snapshot, latest))
     columns = st.columns(len(parts))
     for column, (name, count) in zip(columns, parts, strict=True):
         with column:
             label = f"**{count}** {'with ' if name == PRIORITY_NAMES[0] else ''}{name}"
             st.page_link(HOSTS, label=label, query_params={"need": name},
                          icon=":material/filter_alt:", disabled=count == 0)
+    # Deadlines ([deadlines] policy): what is late now, what is next, and the oldest open item.
+    moment = data.deadline_moment(ctx.snapshot, latest)
+    due = data.deadlines(url, ctx.snapshot.id)
+    now_ = pd.Timestamp(moment)
+    late = int((due["due"] <= now_).sum())
+    soon = int(((due["due"] > now_) & (due["due"] <= now_ + pd.Timedelta(days=7))).sum())
+    figures = st.columns(3)
+    figures[0].metric("Overdue", late, border=True,
+                      help="Servers past their due date under the deadline policy: "
+                           f"{ctx.config.deadlines.policy().describe()}. "
+                           + ("Now." if latest else "At this snapshot's time."))
+    figures[1].metric("Due within 7 days", soon, border=True)
+    figures[2].metric("Under a risk acceptance", accepted, border=True,
+                      help="Servers needing action whose gap an approver accepted for a while "
+                           "(counted above too: the status stays what the evidence says; they "
+                           "come last on the Worklist).")
+    links = st.columns(3)
+    links[0].page_link(HOSTS, label="Overdue servers", query_params={"due": "overdue"},
+                       icon=":material/event_busy:", disabled=late == 0)
+    links[1].page_link(HOSTS, label="Due within 7 days", query_params={"due": "soon"},
+                       icon=":material/event_upcoming:", disabled=soon == 0)
+    opened = due.dropna(subset=["open_since"])
+    if len(opened):
+        oldest = opened.sort_values(["open_since", "due"], kind="stable").iloc[0]
+        st.caption(f"Oldest open item: **{literal(oldest['host'])}**, needing work since "
+                   f"{oldest['open_since']:%Y-%m-%d %H:%M} UTC"
+                   + (" or earlier (older snapshots were pruned)" if oldest["pruned_before"]
+                      else "")
+                   + f", due {oldest['due']:%Y-%m-%d %H:%M} UTC.")
 
 
 def _report() -> bytes:

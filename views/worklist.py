@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from compliance.worklist import PRIORITY_NAMES
@@ -17,11 +18,33 @@ per_wave = st.number_input("Hosts per maintenance wave", min_value=1, max_value=
                            key="per_wave")
 table = data.worklist_table(ctx.config.store_url, ctx.snapshot,
                             ctx.snapshot.id == ctx.history[-1].id, int(per_wave))
+every = len(table)
+choice = st.columns(2)
+show = choice[0].selectbox(
+    "Show", ["all", "overdue", "soon"], key="w_due",
+    format_func={"all": "Every host that needs work", "overdue": "Overdue only",
+                 "soon": "Overdue or due within 7 days"}.__getitem__,
+    help="Due dates of the [deadlines] policy: "
+         f"{ctx.config.deadlines.policy().describe()}.")
+order = choice[1].selectbox("Order", ["waves", "due"], key="w_order",
+                            format_func={"waves": "Maintenance waves",
+                                         "due": "Due date, earliest first"}.__getitem__)
+if show == "overdue":
+    table = table[table["overdue"]]
+elif show == "soon":
+    horizon = pd.Timestamp(data.deadline_moment(ctx.snapshot, ctx.snapshot.id
+                                                == ctx.history[-1].id)) + pd.Timedelta(days=7)
+    table = table[table["due"].notna() & (table["due"] <= horizon)]
+if order == "due":
+    table = table.sort_values("due", kind="stable", na_position="last")
 hosts = len(table)
 waves = int(table["wave"].max()) if hosts else 0
+overdue = int(table["overdue"].sum())
 st.markdown(
-    f"**{hosts}** host{'s' if hosts != 1 else ''} need work, in **{waves}** "
-    f"wave{'s' if waves != 1 else ''}. Internet-facing servers (Client "
+    f"**{hosts}** host{'s' if hosts != 1 else ''} "
+    + (f"(of {every}) " if hosts != every else "")
+    + f"need work, in **{waves}** wave{'s' if waves != 1 else ''}"
+    + (f", **{overdue} overdue**" if overdue else "") + ". Internet-facing servers (Client "
     "Access, Cafe, Frontend Transport, Edge) come first, then urgency: compromise indicators, "
     "vulnerable, unknown (unreachable, stale or unjudgeable), mitigated only. A wave never "
     "takes two members of one DAG, so no DAG loses all its members at once."
@@ -50,8 +73,8 @@ with st.expander("What priority and waves mean"):
                 + "\n\nA **wave** is one maintenance window: at most the number of servers "
                 "chosen above, internet-facing ones first, and never two members of one DAG. "
                 "The Excel file's Legend sheet says the same.")
-ORDER = ("wave", "priority", "host", "status", "accepted", "action", "owner", "reason", "flags",
-         "site", "dag", "product", "cu", "build")
+ORDER = ("wave", "priority", "host", "status", "due", "overdue", "accepted", "action", "owner",
+         "reason", "flags", "site", "dag", "product", "cu", "build", "deadline_rule")
 st.dataframe(
     labels.status_chips(table),
     hide_index=True,
@@ -64,6 +87,7 @@ st.dataframe(
             help="; ".join(f"{rank}: {name}" for rank, name in PRIORITY_NAMES.items())),
         "host": st.column_config.TextColumn(labels.COLUMN_LABELS["host"], pinned=True),
         "status": labels.status_column(),
+        **labels.deadline_columns(),
         "action": st.column_config.TextColumn(labels.COLUMN_LABELS["action"], width="large"),
     },
 )

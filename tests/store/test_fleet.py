@@ -17,10 +17,11 @@ from sqlalchemy import text
 from compliance.evaluate import Policy, assess
 from compliance.fleet import IMPORT, INVENTORY, directory_scope
 from compliance.models import Host, Observation, Reason, Status
-from store import StoreError, chain
+from store import StoreError, chain, clock
 from store.evidence import build_bundle, verify_bundle
 from store.history import diff, reevaluate
 from store.legacy import fill_summaries
+from store.snapshots import open_rows
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 AD = directory_scope("CN=Configuration,DC=corp,DC=example")
@@ -222,6 +223,7 @@ def _legacy(store, at: datetime, hosts: dict[str, str], catalog, inventory=(),
         conn.execute(text("UPDATE meta SET value = :v WHERE key = 'chain_head'"),
                      {"v": f"{header['sequence']}:{digest}"})
         fill_summaries(conn)  # what the schema 7 migration does for rows written before it
+        clock.backfill(conn, open_rows)  # and the schema 8 one
     return int(snapshot_id)
 
 

@@ -152,7 +152,8 @@ def test_newer_schema_is_refused(store_url):
     with opened.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
     opened.dispose()
-    with pytest.raises(StoreError, match="schema revision 0099, newer than this tool's 0007"):
+    with pytest.raises(StoreError, match=f"schema revision 0099, newer than this tool's "
+                                         f"{schema.HEAD_REVISION}"):
         SnapshotStore.open(store_url)
 
 
@@ -160,7 +161,7 @@ def test_the_schema_version_is_kept_once(empty_store):
     with empty_store.engine.connect() as conn:
         keys = {row[0] for row in conn.exec_driver_sql("SELECT key FROM meta")}
         revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-    assert "schema_version" not in keys and revision == "0007"
+    assert "schema_version" not in keys and revision == schema.HEAD_REVISION == "0008"
 
 
 def test_the_head_revision_is_alembics_head():

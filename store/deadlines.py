@@ -1,0 +1,52 @@
+"""Each open host's deadline at a snapshot (issue 17): compliance/deadline.py's rule applied to
+the stored summaries and to when each host's open stretch began (``SnapshotStore.open_since``).
+
+The due dates are derived, never stored: a policy change applies to every snapshot at once,
+and nothing here can be forged apart from the snapshots it reads (whose chain ``verify``
+checks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from compliance.catalog import Catalog
+from compliance.deadline import Deadline, DeadlinePolicy, deadline, published_at
+from compliance.evaluate import Policy
+from compliance.summary import HostSummary
+from store.snapshots import SnapshotStore
+
+
+@dataclass(frozen=True)
+class HostDeadline:
+    """One open host's deadline: its summary, when its stretch began (``open_since``, None
+    when not known: counted from the advisory's publication) and whether pruning may hide an
+    earlier start."""
+
+    summary: HostSummary
+    deadline: Deadline
+    open_since: datetime | None
+    pruned_before: bool = False
+
+    @property
+    def host(self) -> str:
+        return self.summary.host
+
+
+def host_deadlines(store: SnapshotStore, snapshot_id: int, catalog: Catalog,
+                   policy: DeadlinePolicy, evaluation: Policy | None = None,
+                   ) -> dict[str, HostDeadline]:
+    """Per host of the snapshot that needs work (name as stored): its deadline under
+    ``policy``. Empty for a pruned snapshot. ``StoreError`` for an unknown snapshot."""
+    published = published_at(catalog.advisory.published)
+    opened = store.open_since(snapshot_id)
+    found = {}
+    for summary in store.summaries(snapshot_id, catalog, evaluation, needing_work=True):
+        since = opened.get(summary.host)
+        due = deadline(summary.status, summary.flags, policy,
+                       open_since=since.at if since else None, published=published)
+        if due is not None:
+            found[summary.host] = HostDeadline(summary, due, since.at if since else None,
+                                               since.pruned_before if since else False)
+    return found
