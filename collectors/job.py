@@ -46,7 +46,8 @@ from compliance.catalog import Catalog
 from compliance.evaluate import Policy, assess
 from compliance.fleet import IMPORT, INVENTORY, directory_scope
 from compliance.models import Host, Observation, Snapshot, Status
-from settings import SettingsError, default_actor
+from notify.after import after_snapshot
+from settings import SettingsError, default_actor, resolve
 from store import SnapshotInfo, SnapshotStore
 from store.export import inert
 
@@ -332,9 +333,11 @@ def load_plan(config_path: Path, inventory_path: Path | None = None) -> Collecti
 def collection_job(plan: CollectionPlan, *, secrets: Mapping[str, Any], environ: Mapping[str, str],
                    open_store: Callable[[], SnapshotStore], catalog: Catalog, policy: Policy,
                    data_dir: Path, collect_fn: Callable[..., RunResult] | None = None,
-                   who: str | None = None, progress_stream: TextIO = sys.stderr) -> Job:
+                   who: str | None = None, progress_stream: TextIO = sys.stderr,
+                   notify_sleep: Callable[[float], None] = time.sleep) -> Job:
     """The collection as a job, for both front-ends: the lock, then passwords, store, probes,
-    save; raises what ``collect`` raises, and ``SettingsError`` for a missing password.
+    save, then one notification of what changed (notify/after.py, never failing the run);
+    raises what ``collect`` raises, and ``SettingsError`` for a missing password.
     ``secrets`` are the sections the front-end sees: the dashboard's ``st.secrets`` (so secrets
     in ~/.streamlit or given with --secrets.files reach its job), a file for the command line."""
 
@@ -343,6 +346,8 @@ def collection_job(plan: CollectionPlan, *, secrets: Mapping[str, Any], environ:
             stack.enter_context(run_lock(data_dir))  # CollectionBusy when another one runs
             ldap_secret = ldap_password(secrets, environ) if plan.config.directory else None
             winrm_secret = winrm_password(secrets, environ)
+            # [notifications] and [deadlines] are checked before the run, not after it.
+            sections = resolve({}, secrets, environ).secrets
             store = open_store()
             stack.callback(store.dispose)
             result = (collect_fn or collect)(
@@ -351,6 +356,12 @@ def collection_job(plan: CollectionPlan, *, secrets: Mapping[str, Any], environ:
                 ldap_password=ldap_secret, inventory=list(plan.inventory),
                 progress=hooks.progress, started=hooks.started, stop=hooks.stop, who=who,
                 progress_stream=progress_stream)
-            return result.summary()
+            # The snapshot is saved: what follows never fails the run (notify/after.py).
+            told = after_snapshot(store, result.snapshot_id, catalog,
+                                  settings=sections.notifications,
+                                  deadlines=sections.deadlines.policy(), evaluation=policy,
+                                  now=datetime.now(UTC), who=who or default_actor(),
+                                  sleep=notify_sleep)
+            return result.summary() + (f". {inert(told)}" if told else "")
 
     return job

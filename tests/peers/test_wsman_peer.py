@@ -342,7 +342,8 @@ def test_per_call_time_and_64_concurrent_hosts(wsman_peer: WsmanPeer) -> None:
           + f"; 64 concurrent run_ps (NTLM/HTTPS, latency 0.5 s) in {concurrent_seconds:.2f} s")
     assert all(result.std_out.decode() == DOC for result in results)
     assert max(timings.values()) < 0.15  # ~245 ms per call would mean Nagle is back
-    assert 0.5 <= concurrent_seconds < 3.0  # serialised it would take 32 s; ~1 s here is the client GIL
+    # Serialised it would take 32 s; ~1 s here is the client GIL, more on a loaded machine.
+    assert 0.5 <= concurrent_seconds < 12.0
 
 
 # ---- the peer in its own process
