@@ -51,6 +51,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from compliance.acceptance import AcceptanceError, accept, standing
 from compliance.catalog import load_catalog
+from compliance.deadline import DeadlinePolicy
 from compliance.evaluate import Policy
 from compliance.models import Snapshot
 from settings import SECRETS_FILE, SettingsError, default_actor, load_secrets, load_settings
@@ -186,7 +187,8 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
         if args.command in ("accept", "acceptances", "revoke"):
             return _acceptances(args, store, Policy(max_age=settings.max_age),
                                 settings.acceptance_max_days, stdout, stderr)
-        return _run(args, store, key, Policy(max_age=settings.max_age), stdout, stderr)
+        return _run(args, store, key, Policy(max_age=settings.max_age), stdout, stderr,
+                    settings.deadlines.policy())
     except StoreError as error:
         stderr.write(f"error: {inert(error)}\n")
         return 2
@@ -266,7 +268,7 @@ def _acceptances(args: argparse.Namespace, store: SnapshotStore, policy: Policy,
 
 
 def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, policy: Policy,
-         stdout: TextIO, stderr: TextIO) -> int:
+         stdout: TextIO, stderr: TextIO, deadline_policy: DeadlinePolicy | None = None) -> int:
     if args.command == "history":
         for info in store.history():
             counts = ", ".join(f"{k} {v}" for k, v in info.counts.items() if v)
@@ -360,7 +362,8 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
         if not verified:
             stderr.write("warning: the store's chains do not verify (python -m store verify "
                          "says why); the bundle records that\n")
-        data = build_bundle(store, info, datetime.now(UTC), verified)
+        data = build_bundle(store, info, datetime.now(UTC), verified,
+                            deadlines=deadline_policy)
     store.record(_actor(), "export", info.id,
                  f"{args.format} to {args.output or 'standard output'}")
     if args.output:

@@ -32,26 +32,32 @@ from typing import Any
 from compliance.acceptance import standing
 from compliance.catalog import load_catalog
 from compliance.codec import observation_from_dict, verdict_from_dict
-from compliance.models import Assessment
+from compliance.deadline import Basis, DeadlinePolicy, Directive, deadline, published_at
+from compliance.models import Assessment, Status
 from compliance.summary import summarise
+from compliance.worklist import priority
 from files import FileRefused, read_bounded
 from store import chain
 from store.acceptances import FORMAT as ACCEPTANCE_FORMAT
 from store.acceptances import acceptances, parse_fields
+from store.deadlines import host_deadlines
 from store.export import HOST_COLUMNS, SNAPSHOT_COLUMNS, host_row, to_csv
 from store.snapshots import ROW_KEYS, SnapshotInfo, SnapshotStore
 
-BUNDLE_FILES = ("snapshot.json", "hosts.csv", "summary.txt", "acceptances.json")
+BUNDLE_FILES = ("snapshot.json", "hosts.csv", "summary.txt", "acceptances.json",
+                "deadlines.json")
 MANIFEST = "manifest.json"
-# 2: manifest HMAC, derived files re-derived; 3: the risk acceptances as of the snapshot.
-BUNDLE_FORMAT = "proxylogon-evidence-bundle/3"
-FILES_BY_FORMAT = {"proxylogon-evidence-bundle/2": BUNDLE_FILES[:3], BUNDLE_FORMAT: BUNDLE_FILES}
+# 2: manifest HMAC, derived files re-derived; 3: the risk acceptances as of the snapshot;
+# 4: each open host's deadline under the exporter's policy.
+BUNDLE_FORMAT = "proxylogon-evidence-bundle/4"
+FILES_BY_FORMAT = {"proxylogon-evidence-bundle/2": BUNDLE_FILES[:3],
+                   "proxylogon-evidence-bundle/3": BUNDLE_FILES[:4], BUNDLE_FORMAT: BUNDLE_FILES}
 # Uncompressed size limits per member, checked against the zip's directory before inflating
 # (and again while inflating, whatever the directory says). snapshot.json of 10,000 hosts is
 # about 40 MB; hosts.csv about a tenth of it.
 MEMBER_LIMITS = {"snapshot.json": 256 * 2**20, "hosts.csv": 64 * 2**20,
                  "summary.txt": 64 * 2**10, "acceptances.json": 16 * 2**20,
-                 MANIFEST: 64 * 2**10}
+                 "deadlines.json": 64 * 2**20, MANIFEST: 64 * 2**10}
 MAX_BUNDLE_BYTES = 256 * 2**20  # the zip file itself
 MAX_JSON_DEPTH = 32  # snapshot.json nests 3 deep, its rows' JSON texts about 6
 MAX_JSON_VALUES = 2_000_000  # snapshot.json of 10,000 hosts holds about 120,000
@@ -182,10 +188,12 @@ def _fleet_lines(header: dict[str, Any]) -> list[str]:
 
 
 def build_bundle(store: SnapshotStore, info: SnapshotInfo, now: datetime,
-                 verified: bool | None = None) -> bytes:
+                 verified: bool | None = None,
+                 deadlines: DeadlinePolicy | None = None) -> bytes:
     """The evidence bundle of one snapshot with its hosts (zip bytes); with the store's signing
     key, the manifest carries an HMAC over everything else in it. ``verified``: whether the
-    store's chains verify now (checked here when not given); recorded in the manifest."""
+    store's chains verify now (checked here when not given); recorded in the manifest.
+    ``deadlines``: the policy its deadlines.json applies (default: the shipped one)."""
     document = snapshot_document(store, info)
     if verified is None:
         # Every link, head, audit entry and signature, and this snapshot's own rows: the other
@@ -199,6 +207,7 @@ def build_bundle(store: SnapshotStore, info: SnapshotInfo, now: datetime,
         "hosts.csv": summary_csv(document, info.id).encode(),
         "summary.txt": summary_text(document, verified).encode(),
         "acceptances.json": acceptances_json(store, info).encode(),
+        "deadlines.json": deadlines_json(store, info, deadlines or DeadlinePolicy()).encode(),
     }
     manifest: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
@@ -249,6 +258,98 @@ def acceptances_json(store: SnapshotStore, info: SnapshotInfo) -> str:
             "in_force": state.in_force, "ended": state.detail or None})
     return json.dumps({"as_of": moment.isoformat(), "acceptances": rows}, indent=1,
                       sort_keys=True, ensure_ascii=False)
+
+
+def deadlines_json(store: SnapshotStore, info: SnapshotInfo, policy: DeadlinePolicy) -> str:
+    """Each host of the snapshot that needs work with its deadline under ``policy`` (written
+    out in the file), when its clock started, and whether it was overdue at the snapshot's
+    time (compliance/deadline.py): what an auditor reads to see what was late when."""
+    catalog = load_catalog()
+    found = host_deadlines(store, info.id, catalog, policy)
+    items = [{"host": d.host, "status": d.summary.status.value,
+              "flags": [f.value for f in d.summary.flags],
+              "open_since": d.open_since.isoformat() if d.open_since else None,
+              "pruned_before": d.pruned_before, "due": d.deadline.due_at.isoformat(),
+              "rule": d.deadline.rule, "overdue": d.deadline.overdue(info.taken_at)}
+             for d in sorted(found.values(), key=lambda d: (d.deadline.due_at, d.host))]
+    return json.dumps({"as_of": info.taken_at.isoformat(), "policy": policy_fields(policy),
+                       "published": catalog.advisory.published, "items": items}, indent=1,
+                      sort_keys=True, ensure_ascii=False)
+
+
+def policy_fields(policy: DeadlinePolicy) -> dict[str, Any]:
+    return {"basis": policy.basis.value, "days": dict(sorted(policy.days.items())),
+            "directives": [{"name": d.name, "due": d.due.isoformat(),
+                            "statuses": sorted(s.value for s in d.statuses)}
+                           for d in policy.directives],
+            "described": policy.describe()}
+
+
+def _policy_of(fields: Any) -> DeadlinePolicy:
+    """``policy_fields`` read back; ``ValueError``/``TypeError``/``KeyError`` for anything else."""
+    days = fields["days"]
+    if not isinstance(days, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+            and 0 <= v <= 3650 for k, v in days.items()):
+        raise ValueError("days")
+    directives = []
+    for item in fields["directives"]:
+        due = _aware_time(item["due"])
+        if due is None or not isinstance(item["name"], str):
+            raise ValueError("directive")
+        directives.append(Directive(item["name"], due,
+                                    frozenset(Status(s) for s in item["statuses"])))
+    return DeadlinePolicy(Basis(fields["basis"]), {k: float(v) for k, v in days.items()},
+                          tuple(directives))
+
+
+def _deadline_problems(data: bytes, document: dict[str, Any]) -> list[str]:
+    """deadlines.json must list exactly the snapshot's hosts that need work, each due as its
+    stated policy gives from its stated start, no start after the snapshot, and overdue as
+    the snapshot's time says."""
+    try:
+        listed = _json(data, "deadlines.json")
+        items = listed["items"]
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise TypeError
+        policy = _policy_of(listed["policy"])
+        published = published_at(str(listed["published"]))
+        as_of_text = listed["as_of"]
+    except BundleError as error:
+        return [str(error)]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return ["deadlines.json is not a list of deadlines under a policy"]
+    if as_of_text != document["header"].get("taken_at"):
+        return ["deadlines.json is not as of the snapshot's time"]
+    as_of = datetime.fromisoformat(str(as_of_text))
+    open_hosts = {s.host: s for s in map(summarise, document_assessments(document))
+                  if priority(s.status, s.flags) is not None}
+    problems = []
+    seen = set()
+    for number, item in enumerate(items):
+        host = item.get("host")
+        summary = open_hosts.get(host) if isinstance(host, str) else None
+        shown = str(host)[:80]
+        if summary is None or host in seen:
+            problems.append(f"deadlines.json entry {number} ({shown!r}) is not a host of the "
+                            "snapshot that needs work, or is listed twice")
+            continue
+        seen.add(host)
+        since = _aware_time(item.get("open_since"))
+        if (item.get("open_since") is not None and since is None) or (
+                since is not None and since > as_of):
+            problems.append(f"deadlines.json entry {number} ({shown!r}): its clock does not "
+                            "start by the snapshot's time")
+            continue
+        due = deadline(summary.status, summary.flags, policy, open_since=since,
+                       published=published)
+        if (due is None or item.get("due") != due.due_at.isoformat()
+                or item.get("rule") != due.rule or item.get("overdue") is not due.overdue(as_of)):
+            problems.append(f"deadlines.json entry {number} ({shown!r}): its due time or "
+                            "overdue flag is not what its policy gives")
+    for host in sorted(set(open_hosts) - seen)[:20]:
+        problems.append(f"deadlines.json leaves out {host[:80]!r}, which needs work")
+    return problems
 
 
 def manifest_hmac(key: bytes, manifest: dict[str, Any]) -> str:
@@ -342,6 +443,8 @@ def _verify_bundle(path: Path, key: bytes | None) -> list[str]:
     problems = _derived_problems(document, manifest, contents)
     if not problems and "acceptances.json" in required:  # the rows are known sound by now
         problems = _acceptance_problems(contents["acceptances.json"], document)
+    if not problems and "deadlines.json" in required:
+        problems = _deadline_problems(contents["deadlines.json"], document)
     return problems
 
 
@@ -474,8 +577,8 @@ def _members(data: bytes) -> dict[str, bytes]:
             if info.file_size > MEMBER_LIMITS[info.filename]:
                 raise BundleError(f"{info.filename} would inflate to {info.file_size} bytes, "
                                   f"over its {MEMBER_LIMITS[info.filename]} byte limit")
-        # acceptances.json is not in a format 2 bundle: its manifest's format decides.
-        for name in sorted(expected - set(names) - {"acceptances.json"}):
+        # acceptances.json and deadlines.json are not in every format: the manifest's decides.
+        for name in sorted(expected - set(names) - {"acceptances.json", "deadlines.json"}):
             raise BundleError(f"{name} is missing")
         contents = {}
         for info in infos:

@@ -333,14 +333,15 @@ def reevaluation(url: str, snapshot_id: int, max_age_days: float = 7.0) -> list[
 def evidence_bundle(url: str, snapshot_id: int, key: bytes | None = None) -> bytes:
     """A bundle of one snapshot; with the signing key its manifest carries the HMAC and the
     chain is verified with the key (the cached store is opened without it)."""
-    return _bundle(url, snapshot_id, heads(url), key is not None, key)
+    return _bundle(url, snapshot_id, heads(url), key is not None, settings().deadlines.policy(),
+                   key)
 
 
 @st.cache_data(show_spinner="Building the evidence bundle…", max_entries=2)
-def _bundle(url: str, snapshot_id: int, heads_key: str, keyed: bool,
+def _bundle(url: str, snapshot_id: int, heads_key: str, keyed: bool, policy: DeadlinePolicy,
             _key: bytes | None) -> bytes:
     store = SnapshotStore(_store(url).engine, _key) if _key else _store(url)
-    return build_bundle(store, store.info(snapshot_id), datetime.now(UTC))
+    return build_bundle(store, store.info(snapshot_id), datetime.now(UTC), deadlines=policy)
 
 
 def as_of(url: str, moment: datetime) -> SnapshotInfo | None:

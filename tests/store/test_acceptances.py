@@ -212,14 +212,16 @@ def test_a_format_2_bundle_still_verifies_and_a_format_3_one_needs_its_acceptanc
 
     manifest = json.loads(members["manifest.json"])
     old = {**manifest, "format": "proxylogon-evidence-bundle/2",
-           "files": {n: h for n, h in manifest["files"].items() if n != "acceptances.json"}}
+           "files": {n: h for n, h in manifest["files"].items()
+                     if n not in ("acceptances.json", "deadlines.json")}}
     assert verify_bundle(rezip(old, ["snapshot.json", "hosts.csv", "summary.txt"])) == []
     missing = {**manifest, "files": old["files"]}
     assert any("acceptances.json is not in the manifest" in p for p in verify_bundle(
         rezip(missing, ["snapshot.json", "hosts.csv", "summary.txt"])))
     members["acceptances.json"] = b'{"as_of": "2020-01-01T00:00:00+00:00", "acceptances": []}'
-    moved = {**manifest, "files": {**manifest["files"], "acceptances.json": hashlib.sha256(
-        members["acceptances.json"]).hexdigest()}}
+    moved = {**manifest, "format": "proxylogon-evidence-bundle/3",
+             "files": {**old["files"], "acceptances.json": hashlib.sha256(
+                 members["acceptances.json"]).hexdigest()}}
     assert any("not as of the snapshot's time" in p for p in verify_bundle(
         rezip(moved, ["snapshot.json", "hosts.csv", "summary.txt", "acceptances.json"])))
 
