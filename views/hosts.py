@@ -182,7 +182,7 @@ due_row = view[view["host"] == name]
 if len(due_row) and pd.notna(due_row["due"].iloc[0]):
     due_at = due_row["due"].iloc[0]
     late = bool(due_row["overdue"].iloc[0])
-    (st.error if late else st.info)(
+    (st.warning if late else st.info)(
         f"**{'Overdue' if late else 'Due'}** {due_at:%Y-%m-%d %H:%M} UTC "
         f"({literal(due_row['deadline_rule'].iloc[0])}).", icon=":material/event:")
 if (Role.ADMIN in st.session_state.get("roles", ()) and latest

@@ -89,8 +89,12 @@ else:
 
 def _report() -> bytes:
     state = integrity.chain_state(url, ctx.config.signing_key, wait=0)
+    latest = ctx.snapshot.id == ctx.history[-1].id
     return report_html(ctx.snapshot, ctx.history, data.host_table(url, ctx.snapshot.id),
-                       state.words, datetime.now(UTC), demo=data.is_demo(url)).encode()
+                       state.words, datetime.now(UTC), demo=data.is_demo(url),
+                       deadlines=data.deadlines(url, ctx.snapshot.id),
+                       policy=ctx.config.deadlines.policy().describe(),
+                       moment=data.deadline_moment(ctx.snapshot, latest)).encode()
 
 
 st.download_button("One-page report (HTML, prints on A4)",

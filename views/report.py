@@ -79,10 +79,14 @@ def _group_table(table: pd.DataFrame, column: str, title: str) -> str:
 
 
 def report_html(snapshot: SnapshotInfo, history: Sequence[SnapshotInfo], table: pd.DataFrame,
-                chain: str, now: datetime, demo: bool = False) -> str:
+                chain: str, now: datetime, demo: bool = False,
+                deadlines: pd.DataFrame | None = None, policy: str = "",
+                moment: datetime | None = None) -> str:
     """The report of ``snapshot`` (its host table as ``views.data.host_table`` gives it,
     ``history`` oldest first), stating ``chain`` (the verification state, in words) and when
-    it was made (``now``, aware). Returns a whole HTML document."""
+    it was made (``now``, aware). ``deadlines``: the open hosts' due times
+    (``views.data.deadlines``) under ``policy`` (in words), judged at ``moment`` (default
+    ``now``). Returns a whole HTML document."""
     needs = Counter(value for value in table["need"] if value)
     waiting = sum(needs.values())
     parts = ", ".join(f"{needs.get(PRIORITY_NAMES[p], 0)} "
@@ -116,6 +120,7 @@ digest {_e(snapshot.hash[:16])}…; catalogue {_e(snapshot.catalog_version)}; ad
 <div>{share:.0f}% of affected servers patched ({patched} of {affected}); {fleet} servers in the
 fleet, {fresh} with a fresh observation. Unknown servers are never counted as patched.</div>
 <div class="key">{key}</div>
+{_deadline_part(deadlines, policy, moment or now)}
 <h2>Trend (last {len(trend)} snapshots)</h2>
 <table><tr><th>Snapshot</th><th>Taken (UTC)</th><th>Servers</th><th>% patched</th>{status_header}
 <th></th></tr>{''.join(trend)}</table>
@@ -123,3 +128,33 @@ fleet, {fresh} with a fresh observation. Unknown servers are never counted as pa
 {_group_table(table, "dag", "Status by DAG")}
 </body></html>
 """
+
+
+OVERDUE_ROWS = 15  # overdue servers listed by name; the rest counted
+
+
+def _deadline_part(deadlines: pd.DataFrame | None, policy: str, moment: datetime) -> str:
+    """Overdue and soon-due counts, the oldest open item and the first overdue servers."""
+    if deadlines is None or not len(deadlines):
+        return ""
+    at = pd.Timestamp(moment)
+    late = deadlines[deadlines["due"] <= at]
+    soon = int(((deadlines["due"] > at) & (deadlines["due"] <= at + pd.Timedelta(days=7))).sum())
+    opened = deadlines.dropna(subset=["open_since"]).sort_values(["open_since", "due"])
+    oldest = ""
+    if len(opened):
+        first = opened.iloc[0]
+        oldest = (f" Oldest open item: {_e(first['host'])}, needing work since "
+                  f"{first['open_since']:%Y-%m-%d %H:%M} UTC"
+                  + (" or earlier" if first["pruned_before"] else "")
+                  + f", due {first['due']:%Y-%m-%d %H:%M} UTC.")
+    rows = "".join(f"<tr><td>{_e(r['host'])}</td><td>{r['due']:%Y-%m-%d %H:%M}</td>"
+                   f"<td>{_e(r['deadline_rule'])}</td></tr>"
+                   for _, r in late.head(OVERDUE_ROWS).iterrows())
+    more = (f"<div>… and {len(late) - OVERDUE_ROWS} more overdue servers (the Worklist lists "
+            "them all).</div>" if len(late) > OVERDUE_ROWS else "")
+    table = (f"<table><tr><th>Overdue server</th><th>Due (UTC)</th><th>Rule</th></tr>{rows}"
+             f"</table>{more}" if rows else "")
+    return (f"<h2>Deadlines</h2><div><b>{len(late)} overdue</b>, {soon} due within 7 days, "
+            f"as of {moment:%Y-%m-%d %H:%M} UTC.{oldest}</div>"
+            f"<div class=\"meta\">Policy: {_e(policy)}.</div>{table}")

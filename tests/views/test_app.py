@@ -257,7 +257,8 @@ def test_an_acceptance_in_force_stands_beside_the_status_and_is_counted(demo_app
     expired, _ = _accepted(store, Status.MITIGATED, ago=timedelta(days=40), pick=1)
     mitigated = [accepted, expired]
     at.run()
-    assert any("1 of them under a risk acceptance in force" in c.value for c in at.caption)
+    accepted_figure = next(m for m in at.metric if m.label == "Under a risk acceptance")
+    assert accepted_figure.value == "1"
     at.switch_page("views/hosts.py")
     at.run()
     assert not at.exception, at.exception
@@ -343,3 +344,69 @@ def test_auditors_read_acceptances_as_they_stood(demo_app):
     (row,) = table.to_dict("records")
     assert (row["host"], row["ticket"], row["approver"]) == (host.host, "CHG-3", "A. Approver")
     assert row["standing"].startswith("ended: revoked")
+
+
+def test_deadlines_overdue_counts_and_due_dates_on_every_page(demo_app):
+    """A manager sees overdue counts; Hosts and the Worklist filter and sort by due date."""
+    at, store = demo_app
+    latest = store.latest()
+    assert latest is not None
+    figures = {m.label: m.value for m in at.metric}
+    overdue = int(figures["Overdue"])
+    assert overdue > 0  # the demo fleet's vulnerable hosts have been open for weeks
+    assert any("Oldest open item" in c.value for c in at.caption)
+
+    at.switch_page("views/hosts.py")
+    at.run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    needing = table[table["need"] != ""]
+    assert needing["due"].notna().all() and table[table["need"] == ""]["due"].isna().all()
+    at.selectbox(key="f_due").set_value("overdue").run()
+    late = at.dataframe[0].value
+    assert len(late) == overdue and late["overdue"].all()
+    at.selectbox(key="f_order").set_value("due").run()
+    ordered = at.dataframe[0].value["due"].tolist()
+    assert ordered == sorted(ordered)
+
+    at.switch_page("views/worklist.py")
+    at.run()
+    assert not at.exception, at.exception
+    worklist = at.dataframe[0].value
+    assert int(worklist["overdue"].sum()) == overdue
+    at.selectbox(key="w_due").set_value("overdue").run()
+    assert len(at.dataframe[0].value) == overdue
+    assert any(f"**{overdue} overdue**" in m.value for m in at.markdown)
+
+
+def test_the_overview_links_to_the_overdue_hosts(demo_app):
+    at, _store = demo_app
+    at.switch_page("views/hosts.py")
+    at.query_params["due"] = "overdue"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="f_due").value == "overdue"
+    assert at.dataframe[0].value["overdue"].all()
+
+
+def test_the_report_states_the_deadlines(demo_app):
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    from views.report import report_html
+
+    _at, store = demo_app
+    latest = store.latest()
+    assert latest is not None
+    due = pd.DataFrame({"host": ["<b>EX1</b>", "EX2"],
+                        "due": pd.to_datetime(["2021-03-04T00:00:00Z", "2031-01-01T00:00:00Z"],
+                                              utc=True),
+                        "deadline_rule": ["vulnerable: 2 days", "later"],
+                        "open_since": pd.to_datetime(["2021-03-02T00:00:00Z", None], utc=True),
+                        "pruned_before": [False, False]})
+    table = pd.DataFrame({"need": [], "site": [], "dag": [], "status": []})
+    page = report_html(latest, store.history(), table, "verified", datetime.now(UTC),
+                       deadlines=due, policy="vulnerable 2 days")
+    assert "1 overdue" in page and "&lt;b&gt;EX1&lt;/b&gt;" in page and "<b>EX1</b>" not in page
+    assert "Oldest open item" in page and "Policy: vulnerable 2 days" in page
