@@ -18,9 +18,10 @@
     retire HOST... | --demo --reason TEXT
                                  take hosts out of the fleet by hand (decommissioned servers
                                  no discovery lists, typos, the fictional demo fleet)
-    accept HOST --reason TEXT --approver NAME [--ticket REF] (--days N | --until TIME)
-                                 record a risk acceptance of the host's gap as the latest
-                                 snapshot shows it (at most [acceptances] max_days, 90 by
+    accept [HOST...] [--status S] [--site X] [--dag D] --reason TEXT --approver NAME
+           [--ticket REF] (--days N | --until TIME)
+                                 record a risk acceptance of each named (or filtered) host's
+                                 gap as the latest snapshot shows it (at most [acceptances] max_days, 90 by
                                  default); it never changes a verdict and ends by itself at
                                  expiry or when the evidence changes (compliance/acceptance.py)
     acceptances [--as-of TIME]   every acceptance recorded (up to TIME), with its standing
@@ -54,6 +55,7 @@ from compliance.catalog import load_catalog
 from compliance.deadline import DeadlinePolicy
 from compliance.evaluate import Policy
 from compliance.models import Snapshot
+from compliance.summary import HostSummary
 from settings import SECRETS_FILE, SettingsError, default_actor, load_secrets, load_settings
 from store.acceptances import acceptances, record_revocation
 from store.acceptances import record as record_acceptance
@@ -146,8 +148,14 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     retire_cmd.add_argument("--demo", action="store_true",
                             help="every host of the fictional demo fleet")
     retire_cmd.add_argument("--reason", required=True, help="why (recorded in the snapshot)")
-    accept_cmd = commands.add_parser("accept", help="record a risk acceptance for one host")
-    accept_cmd.add_argument("host", help="host name as the fleet lists it")
+    accept_cmd = commands.add_parser(
+        "accept", help="record a risk acceptance for hosts named, or chosen by filters")
+    accept_cmd.add_argument("hosts", nargs="*", help="host names as the fleet lists them")
+    accept_cmd.add_argument("--status", choices=("vulnerable", "mitigated", "unknown"),
+                            help="every host of the fleet with this status (with the other "
+                                 "filters: all of them)")
+    accept_cmd.add_argument("--site", help="every host of this AD site")
+    accept_cmd.add_argument("--dag", help="every host of this DAG")
     accept_cmd.add_argument("--reason", required=True, help="why the gap is accepted")
     accept_cmd.add_argument("--approver", required=True, help="who approved it")
     accept_cmd.add_argument("--ticket", default="", help="change or risk ticket reference")
@@ -218,6 +226,31 @@ def _moment(text: str, option: str) -> datetime:
         raise StoreError(f"{option} {text!r} is not an ISO 8601 time this tool can use") from None
 
 
+def _filtered(args: argparse.Namespace) -> bool:
+    return bool(args.status or args.site or args.dag)
+
+
+def _chosen(args: argparse.Namespace, fleet: Sequence[HostSummary],
+            snapshot_id: int) -> list[HostSummary]:
+    """The hosts ``accept`` names, then those its filters choose (both: the named ones the
+    filters keep). ``StoreError`` for a name not in the fleet, or nothing chosen."""
+    if not args.hosts and not _filtered(args):
+        raise StoreError("accept: name the hosts, or choose them with --status, --site or --dag")
+    by_name = {s.host.casefold(): s for s in fleet}
+    if args.hosts:
+        missing = [h for h in args.hosts if h.casefold() not in by_name]
+        if missing:
+            raise StoreError(f"{missing[0]!r} is not in the fleet of snapshot #{snapshot_id}")
+        fleet = list({h.casefold(): by_name[h.casefold()] for h in args.hosts}.values())
+    chosen = [s for s in fleet
+              if (not args.status or s.status.value == args.status)
+              and (not args.site or s.site.casefold() == args.site.casefold())
+              and (not args.dag or s.dag.casefold() == args.dag.casefold())]
+    if not chosen:
+        raise StoreError(f"no host of snapshot #{snapshot_id} matches the filters")
+    return chosen
+
+
 def _acceptances(args: argparse.Namespace, store: SnapshotStore, policy: Policy,
                  max_days: int, stdout: TextIO, stderr: TextIO) -> int:
     """accept, acceptances, revoke: risk acceptances (store/acceptances.py)."""
@@ -234,22 +267,26 @@ def _acceptances(args: argparse.Namespace, store: SnapshotStore, policy: Policy,
         expires = (now + timedelta(days=args.days) if args.days is not None
                    else _moment(args.until, "--until"))
         info = _with_hosts(_pick(store, None, None), ": accept against a snapshot with hosts")
-        wanted = args.host.casefold()
-        found = [s for s in store.summaries(info.id, catalog, policy)
-                 if s.host.casefold() == wanted]
-        if not found:
-            raise StoreError(f"{args.host!r} is not in the fleet of snapshot #{info.id}")
-        try:
-            made = accept(found[0], reason=args.reason, approver=args.approver,
-                          ticket=args.ticket, expires_at=expires, accepted_by=_actor(),
-                          now=now, max_days=max_days)
-        except AcceptanceError as error:
-            raise StoreError(str(error)) from None
-        entry = record_acceptance(store, made, info.id, found[0])
-        stdout.write(inert(f"acceptance #{entry}: {made.host} {made.status.value}, "
-                           f"{made.badge} (evidence of snapshot #{info.id}; ends early if it "
-                           "changes)") + "\n")
-        return 0
+        chosen = _chosen(args, store.summaries(info.id, catalog, policy), info.id)
+        refused = 0
+        for summary in chosen:
+            try:
+                made = accept(summary, reason=args.reason, approver=args.approver,
+                              ticket=args.ticket, expires_at=expires, accepted_by=_actor(),
+                              now=now, max_days=max_days)
+                entry = record_acceptance(store, made, info.id, summary)
+            except (AcceptanceError, StoreError) as error:
+                if len(chosen) == 1 and not _filtered(args):
+                    raise StoreError(str(error)) from None
+                stderr.write(f"not accepted: {inert(error)}\n")
+                refused += 1
+                continue
+            stdout.write(inert(f"acceptance #{entry}: {made.host} {made.status.value}, "
+                               f"{made.badge} (evidence of snapshot #{info.id}; ends early if "
+                               "it changes)") + "\n")
+        if refused:
+            stderr.write(f"{len(chosen) - refused} of {len(chosen)} hosts accepted\n")
+        return 1 if refused else 0
     moment = _moment(args.as_of, "--as-of") if args.as_of else now
     latest = store.as_of(moment)
     fleet = ({s.host.casefold(): s for s in store.summaries(latest.id, catalog, policy)}

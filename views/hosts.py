@@ -80,6 +80,45 @@ def _from_link() -> None:
             st.session_state["f_due"] = value
 
 
+def _acceptance_form(names: list[str], key: str, label: str) -> None:
+    """The admins' form recording one risk acceptance per host of ``names``."""
+    with st.expander(label, icon=":material/rule:"):
+        st.caption("The status stays what the evidence says. Each acceptance ends by itself at "
+                   "its expiry, or as soon as its host's status changes, an interim mitigation "
+                   "seen now disappears, or compromise indicators appear. Each is signed into "
+                   "the audit log.")
+        max_days = ctx.config.acceptance_max_days
+        with st.form(key, clear_on_submit=True):
+            reason = st.text_input("Reason", max_chars=MAX_TEXT,
+                                   placeholder="interim mitigation in place, CU upgrade planned")
+            approver = st.text_input("Approver", max_chars=MAX_TEXT)
+            ticket = st.text_input("Ticket (optional)", max_chars=MAX_TEXT)
+            days = st.number_input("Accepted for (days)", min_value=1, max_value=max_days,
+                                   value=min(30, max_days))
+            submitted = st.form_submit_button("Record the acceptance" if len(names) == 1
+                                              else f"Record {len(names)} acceptances")
+        if not submitted:
+            return
+        recorded, refusals = [], []
+        for host in names:
+            try:
+                recorded.append(data.record_acceptance(
+                    ctx.config, ctx.snapshot.id, host, reason=reason, approver=approver,
+                    ticket=ticket, days=int(days)))
+            except (AcceptanceError, StoreError) as refused:
+                refusals.append(refused)
+                if len(names) == 1 or (isinstance(refused, AcceptanceError) and not (
+                        reason.strip() and approver.strip())):
+                    break  # the same mistake for every host: said once
+        for problem in refusals[:5]:
+            st.error(f"**Not recorded.** {literal(problem)}")
+        if recorded:
+            st.success(f"Acceptance #{recorded[0]} recorded for {literal(names[0])}."
+                       if len(names) == 1 else f"{len(recorded)} acceptances recorded.")
+            if not refusals:  # else the refusals stay on screen; the table updates next run
+                st.rerun()
+
+
 _from_link()
 top = st.columns(3)
 statuses = top[0].multiselect("Status", _options("status"), key="f_status",
@@ -152,6 +191,18 @@ event = st.dataframe(
     on_select="rerun", selection_mode="single-row", key="hosts_table",
 )
 
+admin = Role.ADMIN in st.session_state.get("roles", ())
+# A set chosen by the filters: each host its own acceptance, of its own evidence.
+chosen = [host for host, status, flag_cell, badge in zip(
+    view["host"], view["status"], view["flags"], view["accepted"], strict=True)
+    if status in {s.value for s in ACCEPTABLE} and not badge
+    and Flag.INDICATORS_FOUND.value not in flag_cell.split(", ")]
+filtered = due_filter != "any" or any(st.session_state.get(key) for key in FILTERS
+                                      if key != "f_due")
+if admin and latest and len(chosen) > 1 and filtered:
+    _acceptance_form(chosen, "accept_filtered",
+                     f"Accept the risk of the {len(chosen)} filtered hosts that may be "
+                     "accepted (admins)")
 st.subheader("Host detail")
 names = list(view["host"])
 picked = [row for row in event.selection.rows if row < len(names)] if event else []
@@ -185,32 +236,9 @@ if len(due_row) and pd.notna(due_row["due"].iloc[0]):
     (st.warning if late else st.info)(
         f"**{'Overdue' if late else 'Due'}** {due_at:%Y-%m-%d %H:%M} UTC "
         f"({literal(due_row['deadline_rule'].iloc[0])}).", icon=":material/event:")
-if (Role.ADMIN in st.session_state.get("roles", ()) and latest
-        and name.casefold() not in badges and verdict.status in ACCEPTABLE
+if (admin and latest and name.casefold() not in badges and verdict.status in ACCEPTABLE
         and Flag.INDICATORS_FOUND not in verdict.flags):
-    with st.expander("Accept this risk for a while (admins)", icon=":material/rule:"):
-        st.caption("The status stays what the evidence says. The acceptance ends by itself at "
-                   "its expiry, or as soon as the host's status changes, an interim mitigation "
-                   "seen now disappears, or compromise indicators appear. It is signed into the "
-                   "audit log.")
-        max_days = ctx.config.acceptance_max_days
-        with st.form("accept_risk", clear_on_submit=True):
-            reason = st.text_input("Reason", max_chars=MAX_TEXT,
-                                   placeholder="interim mitigation in place, CU upgrade planned")
-            approver = st.text_input("Approver", max_chars=MAX_TEXT)
-            ticket = st.text_input("Ticket (optional)", max_chars=MAX_TEXT)
-            days = st.number_input("Accepted for (days)", min_value=1, max_value=max_days,
-                                   value=min(30, max_days))
-            submitted = st.form_submit_button("Record the acceptance")
-        if submitted:
-            try:
-                entry = data.record_acceptance(ctx.config, ctx.snapshot.id, name, reason=reason,
-                                               approver=approver, ticket=ticket, days=int(days))
-            except (AcceptanceError, StoreError) as refused:
-                st.error(f"**Not recorded.** {literal(refused)}")
-            else:
-                st.success(f"Acceptance #{entry} recorded for {literal(name)}.")
-                st.rerun()
+    _acceptance_form([name], "accept_risk", "Accept this risk for a while (admins)")
 st.markdown(observed_by(assessment, ctx.snapshot.id, {s.id: s for s in ctx.history}))
 st.markdown(f"**Why:** {literal(verdict.reason)}")
 if obs.failure is not None:

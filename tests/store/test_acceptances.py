@@ -148,6 +148,31 @@ def test_the_command_line_accepts_lists_and_revokes(demo, store_url, monkeypatch
     assert store.verify().ok
 
 
+def test_a_set_chosen_by_filters_is_accepted_host_by_host(demo, store_url, shipped_catalog):
+    store, latest, _host = demo
+    fleet = store.summaries(latest, shipped_catalog)
+    mitigated = [s for s in fleet if s.status is Status.MITIGATED]
+    acceptable = [s for s in mitigated if "indicators_found" not in {f.value for f in s.flags}]
+    assert len(acceptable) >= 2
+    code, out, err = _cli(store_url, "accept", "--status", "mitigated", "--reason",
+                          "EEMS in place", "--approver", "A. Approver", "--days", "30")
+    recorded = {r.acceptance.host for r in acceptances(store)}
+    assert recorded == {s.host for s in acceptable}
+    assert out.count("acceptance #") == len(acceptable)
+    # Each is one acceptance of its own host; a second run is refused host by host.
+    code, out, err = _cli(store_url, "accept", "--status", "mitigated", "--reason", "again",
+                          "--approver", "A. Approver", "--days", "30")
+    assert code == 1 and out == "" and "revoke it first" in err
+    assert f"0 of {len(mitigated)} hosts accepted" in err
+    code, _out, err = _cli(store_url, "accept", "--status", "mitigated", "--site", "NO-SITE",
+                           "--reason", "r", "--approver", "a", "--days", "1")
+    assert code == 2 and "matches the filters" in err
+    code, _out, err = _cli(store_url, "accept", "--reason", "r", "--approver", "a", "--days",
+                           "1")
+    assert code == 2 and "name the hosts" in err
+    assert store.verify().ok
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["accept", "NO-SUCH-HOST", "--reason", "r", "--approver", "a", "--days", "1"],
      "not in the fleet"),

@@ -410,3 +410,24 @@ def test_the_report_states_the_deadlines(demo_app):
                        deadlines=due, policy="vulnerable 2 days")
     assert "1 overdue" in page and "&lt;b&gt;EX1&lt;/b&gt;" in page and "<b>EX1</b>" not in page
     assert "Oldest open item" in page and "Policy: vulnerable 2 days" in page
+
+
+def test_an_admin_accepts_a_set_chosen_by_the_filters(demo_app):
+    at, store = demo_app
+    at.switch_page("views/hosts.py")
+    at.run()
+    at.multiselect(key="f_status").set_value(["mitigated"]).run()
+    table = at.dataframe[0].value
+    acceptable = [h for h, flags in zip(table["host"], table["flags"], strict=True)
+                  if "indicators_found" not in flags.split(", ")]
+    assert len(acceptable) >= 2
+    label = (f"Accept the risk of the {len(acceptable)} filtered hosts that may be accepted "
+             "(admins)")
+    assert any(e.label == label for e in at.expander)
+    _by_label(at.text_input, "Reason").input("EEMS rule in place, CU upgrade in CHG-9")
+    _by_label(at.text_input, "Approver").input("A. Approver")
+    _by_label(at.button, f"Record {len(acceptable)} acceptances").click().run()
+    assert not at.exception, at.exception
+    assert sorted(r.acceptance.host for r in acceptances(store)) == sorted(acceptable)
+    assert all(e.label != label for e in at.expander)  # none left to accept
+    assert store.verify().ok
