@@ -31,9 +31,13 @@ def test_overview_shows_badge_kpis_and_charts(dashboard, page):
     latest, _ = _latest(data_dir)
     assert page.get_by_text("Demo data").first.is_visible()
     metrics = page.locator('[data-testid="stMetric"]')
-    assert metrics.count() == 8  # ... indicators, out of support
-    hosts = metrics.nth(0).locator('[data-testid="stMetricValue"]').inner_text()
-    vulnerable = metrics.nth(4).locator('[data-testid="stMetricValue"]').inner_text()
+    # Overdue, due within 7 days, under a risk acceptance; then the eight figures (... out
+    # of support).
+    assert metrics.count() == 11
+    assert "Overdue" in metrics.nth(0).inner_text()
+    assert int(metrics.nth(0).locator('[data-testid="stMetricValue"]').inner_text()) > 0
+    hosts = metrics.nth(3).locator('[data-testid="stMetricValue"]').inner_text()
+    vulnerable = metrics.nth(7).locator('[data-testid="stMetricValue"]').inner_text()
     assert hosts == str(latest.host_count)
     assert vulnerable == str(latest.counts["vulnerable"])
     assert page.locator(".js-plotly-plot").count() == 6
