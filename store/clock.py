@@ -15,7 +15,7 @@ earliest (fail closed: a deadline is never later than the history allows) and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -87,18 +87,27 @@ def forget(conn: Connection, snapshot_ids: Sequence[int]) -> None:
 Walked = tuple[int, str, bool, Sequence[tuple[int, str]]]
 
 
-def walk(snapshots: Iterable[Walked]) -> Iterable[tuple[int, list[OpenItem]]]:
-    """The open items each retained snapshot should hold, in chain order (``snapshots`` in
-    chain order): what the saves derived, one after the other."""
-    previous: dict[str, tuple[str, bool]] = {}
+def _retained(snapshots: Iterable[Walked]) -> Iterator[tuple[int, str, Sequence[tuple[int, str]],
+                                                               str | None]]:
+    """The retained snapshots of a chain walk: (id, taken_at, open rows, the time of the
+    first pruned snapshot since the previous retained one, or None)."""
     gap_start: str | None = None
     for snapshot_id, taken_at, pruned, open_rows in snapshots:
         if pruned:
             gap_start = gap_start or taken_at
             continue
+        yield snapshot_id, taken_at, open_rows, gap_start
+        gap_start = None
+
+
+def walk(snapshots: Iterable[Walked]) -> Iterator[tuple[int, list[OpenItem]]]:
+    """The open items each retained snapshot should hold, in chain order (``snapshots`` in
+    chain order): what the saves derived, one after the other."""
+    previous: dict[str, tuple[str, bool]] = {}
+    for snapshot_id, taken_at, open_rows, gap_start in _retained(snapshots):
         items = derive(previous, open_rows, taken_at, gap_start)
         yield snapshot_id, items
-        previous, gap_start = by_name(items), None
+        previous = by_name(items)
 
 
 def backfill(conn: Connection, open_rows: Callable[[Connection, int], list[tuple[int, str]]],
@@ -124,17 +133,13 @@ def problems(snapshots: Iterable[Walked], stored: Mapping[int, Sequence[OpenItem
     is accepted (the save saw them)."""
     found = []
     previous: dict[str, tuple[str, bool]] = {}
-    gap_start: str | None = None
-    for snapshot_id, taken_at, pruned, open_rows in snapshots:
-        if pruned:
-            gap_start = gap_start or taken_at
-            continue
+    for snapshot_id, taken_at, open_rows, gap_start in _retained(snapshots):
         items = list(stored.get(snapshot_id, ()))
         message = _mismatch(items, open_rows, previous, taken_at, gap_start)
         if message:
             found.append((snapshot_id, f"its deadline clock {message} (open_items was changed "
                                        "outside the tool)"))
-        previous, gap_start = by_name(items), None
+        previous = by_name(items)
     return found
 
 

@@ -9,42 +9,18 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-
-import pytest
 
 from store import SnapshotStore
 from tests.collectors.documents import REWRITE_RULES, dumps, probe_document
 from tests.peers.slapd import closed_port
-from tests.peers.smtp import SmtpPeer
-from tests.peers.tls import TlsFiles, make_tls_files
-from tests.peers.webhook import WebhookPeer
+from tests.peers.tls import TlsFiles
 from tests.peers.wsman import HostBehavior, WsmanPeer
 
 ROOT = Path(__file__).resolve().parents[2]
 USER, PASSWORD = "notifier@corp.example", "dummy-smtp-password"
 SECRET = "dummy-webhook-secret"
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return make_tls_files(tmp_path_factory.mktemp("after-tls"))
-
-
-@pytest.fixture
-def smtp(tls: TlsFiles) -> Iterator[SmtpPeer]:
-    peer = SmtpPeer(tls, username=USER, password=PASSWORD)
-    yield peer
-    peer.close()
-
-
-@pytest.fixture
-def webhook(tls: TlsFiles) -> Iterator[WebhookPeer]:
-    peer = WebhookPeer(tls)
-    yield peer
-    peer.close()
 
 
 def _document(name: str, state: str) -> HostBehavior:

@@ -9,7 +9,6 @@ import hashlib
 import hmac
 import json
 import socket
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,8 +20,7 @@ from notify.message import encoded, payload, subject, text
 from settings import NotificationSettings, resolve
 from tests.peers.loopback import HOST, free_port
 from tests.peers.smtp import SmtpPeer
-from tests.peers.tls import TlsFiles, make_tls_files
-from tests.peers.webhook import WebhookPeer
+from tests.peers.tls import TlsFiles
 
 pytestmark = pytest.mark.integration
 
@@ -34,25 +32,6 @@ NOW = 1_796_040_000.0  # the injected clock: the signature's timestamp and the D
 REPORT = Report(42, datetime(2026, 11, 25, 12, 0, tzinfo=UTC), 41, (
     Change(ChangeKind.REGRESSED, "EX01", "patched -> vulnerable"),
     Change(ChangeKind.NEW_SERVER, "EX09", "first seen, vulnerable")))
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return make_tls_files(tmp_path_factory.mktemp("notify-tls"))
-
-
-@pytest.fixture
-def smtp(tls: TlsFiles) -> Iterator[SmtpPeer]:
-    peer = SmtpPeer(tls, username=USER, password=PASSWORD)
-    yield peer
-    peer.close()
-
-
-@pytest.fixture
-def webhook(tls: TlsFiles) -> Iterator[WebhookPeer]:
-    peer = WebhookPeer(tls)
-    yield peer
-    peer.close()
 
 
 def notifications(environ: dict[str, str] | None = None, **keys: Any) -> NotificationSettings:
