@@ -46,7 +46,7 @@ from compliance.catalog import Catalog
 from compliance.evaluate import Policy, assess
 from compliance.fleet import IMPORT, INVENTORY, directory_scope
 from compliance.models import Host, Observation, Snapshot, Status
-from notify.after import after_snapshot
+from notify.after import after_snapshot, configured
 from settings import SettingsError, default_actor, resolve
 from store import SnapshotInfo, SnapshotStore
 from store.export import inert
@@ -361,7 +361,7 @@ def collection_job(plan: CollectionPlan, *, secrets: Mapping[str, Any], environ:
                                   settings=sections.notifications,
                                   deadlines=sections.deadlines.policy(), evaluation=policy,
                                   now=datetime.now(UTC), who=who or default_actor(),
-                                  sleep=notify_sleep)
+                                  sleep=notify_sleep) if configured(sections.notifications) else ""
             return result.summary() + (f". {inert(told)}" if told else "")
 
     return job

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
 from compliance.models import Flag, Status
@@ -92,7 +92,8 @@ def published_at(published: str) -> datetime:
     """An advisory's publication date ("2021-03-02") as its first instant, 00:00 UTC (the
     earliest reading, so no deadline is later than the policy says); ``ValueError`` for a
     text that is not a date."""
-    return datetime.combine(date.fromisoformat(published[:10]), time(0, 0), tzinfo=UTC)
+    day = date.fromisoformat(published[:10])
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def kinds(status: Status, flags: Iterable[Flag]) -> tuple[str, ...]:
