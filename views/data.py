@@ -404,7 +404,8 @@ def with_deadlines(table: pd.DataFrame, url: str, snapshot_id: int,
     """``table`` (one row per host, column ``host``) with ``due`` (NaT for a host without a
     deadline), ``deadline_rule`` and ``overdue`` (at ``moment``) added."""
     due = deadlines(url, snapshot_id)
-    indexed = due.set_index("host")
+    # A name held twice (only a forged fleet does) takes its earliest due time: fail closed.
+    indexed = due.drop_duplicates("host", keep="first").set_index("host")
     hosts = table["host"]
     shown = table.copy(deep=False)
     shown["due"] = (pd.to_datetime(hosts.map(indexed["due"]), utc=True) if len(due)
