@@ -431,3 +431,32 @@ def test_an_admin_accepts_a_set_chosen_by_the_filters(demo_app):
     assert sorted(r.acceptance.host for r in acceptances(store)) == sorted(acceptable)
     assert all(e.label != label for e in at.expander)  # none left to accept
     assert store.verify().ok
+
+
+def test_a_forged_second_row_of_a_host_never_stops_the_deadline_pages(demo_app):
+    """A fleet holding one name twice is forged (verify names it); the pages still show both
+    rows, each with the host's earliest due time, and stop nowhere."""
+    at, store = demo_app
+    latest = store.latest()
+    assert latest is not None
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO results SELECT snapshot_id, position + 100000, host, status, "
+            "observation, verdict, observed_in, scopes, fqdn, product, cu, build, build_source, "
+            "known_build, release, site, dag, roles, flags, mitigations, cves_open, action, "
+            "reason, observed_at, failure_reason, failure_detail, run_failed, indicator_count "
+            "FROM results WHERE snapshot_id = ? AND status = 'vulnerable' LIMIT 1", (latest.id,))
+        conn.exec_driver_sql(
+            "INSERT INTO open_items SELECT snapshot_id, position + 100000, host, "
+            "'2000-01-01T00:00:00+00:00', pruned_before FROM open_items WHERE snapshot_id = ? "
+            "AND host = (SELECT host FROM results WHERE position >= 100000)", (latest.id,))
+    assert not store.verify().ok
+    for page in ("views/overview.py", "views/hosts.py", "views/worklist.py"):
+        at.switch_page(page)
+        at.run()
+        assert not at.exception, (page, at.exception)
+    at.switch_page("views/hosts.py")
+    at.run()
+    table = at.dataframe[0].value
+    twice = table[table["host"].duplicated(keep=False)]
+    assert len(twice) == 2 and twice["overdue"].all()
