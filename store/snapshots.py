@@ -1047,11 +1047,20 @@ class SnapshotStore:
         checks = self._parallel_checks(wanted, workers)
         if checks is None:
             def checker(header: Mapping[str, Any]) -> RowCheck:
-                return check_rows(header, *self._rows(conn, header["id"]))
+                results, inventory = self._rows(conn, header["id"])
+                return replace(check_rows(header, results, inventory),
+                               open_rows=_open_of(results))
         else:
             def checker(header: Mapping[str, Any]) -> RowCheck:
                 return checks[header["id"]]
-        report = verify_chains(headers, checker, [dict(e) for e in entries], heads, key, only)
+        opened: dict[int, tuple[tuple[int, str], ...]] = {}
+
+        def noting(header: Mapping[str, Any]) -> RowCheck:
+            check = checker(header)
+            opened[header["id"]] = check.open_rows
+            return check
+
+        report = verify_chains(headers, noting, [dict(e) for e in entries], heads, key, only)
         if only is None:  # the deadline clocks, derived along the whole chain (store/clock.py)
             stored: dict[int, list[clock.OpenItem]] = {}
             table = schema.open_items
@@ -1061,8 +1070,7 @@ class SnapshotStore:
                 stored.setdefault(item[0], []).append(clock.OpenItem(
                     item[1], str(item[2]), str(item[3]), bool(item[4])))
             walked = [(h["id"], str(h["taken_at"]), bool(h["pruned"]),
-                       [] if h["pruned"] else checks[h["id"]].open_rows if checks is not None
-                       else open_rows(conn, h["id"])) for h in headers]
+                       [] if h["pruned"] else opened.get(h["id"], ())) for h in headers]
             sequences = {h["id"]: h["sequence"] for h in headers}
             # A snapshot already named (its rows changed) is not named again for its clocks.
             named = {p.snapshot_id for p in report.problems}
@@ -1242,6 +1250,22 @@ def open_rows(conn: Connection, snapshot_id: int) -> list[tuple[int, str]]:
         .order_by(results.c.position))]
 
 
+def _open_of(results: Sequence[tuple[Any, ...]]) -> tuple[tuple[int, str], ...]:
+    """``open_rows`` of rows already read (``ROW_KEYS`` order), judged as ``open_rows`` judges
+    the stored values: for verify, which reads every row anyway."""
+    at = [ROW_KEYS.index(name) for name in _JUDGED]
+    judged: dict[tuple[Any, ...], bool] = {}
+    found = []
+    for row in results:
+        values = tuple(_EMPTY.get(name, "") if row[i] is None else row[i]
+                       for name, i in zip(_JUDGED, at, strict=True))
+        if values not in judged:
+            judged[values] = _needs_work(values)
+        if judged[values]:
+            found.append((int(row[0]), str(row[1])))
+    return tuple(found)
+
+
 def _summary_of(row: tuple[Any, ...]) -> HostSummary:
     """A stored summary row (``summary_rows``); one holding a value no writer of this tool
     makes (a status, flag or role it does not know, text for a number) is unknown, never
@@ -1290,10 +1314,12 @@ def _row_checks(url: str, headers: Sequence[Mapping[str, Any]]) -> dict[int, Row
     engine = create_engine(url)
     try:
         with engine.connect().execution_options(stream_results=True, yield_per=2000) as conn:
-            return {h["id"]: replace(check_rows(h, *SnapshotStore._rows(conn, h["id"])),
-                                     open_rows=() if h["pruned"]
-                                     else tuple(open_rows(conn, h["id"])))
-                    for h in headers}
+            checks = {}
+            for h in headers:
+                results, inventory = SnapshotStore._rows(conn, h["id"])
+                checks[h["id"]] = replace(check_rows(h, results, inventory),
+                                          open_rows=() if h["pruned"] else _open_of(results))
+            return checks
     finally:
         engine.dispose()
 
