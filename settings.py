@@ -5,8 +5,8 @@ default and (where it has one) environment variable. ``resolve(file, secrets, en
 checks and merges the three sources; nothing else parses a setting.
 
 Sources:
-- the collection file (TOML, shared and versioned): ``[ldap]``, ``[scope]``, ``[winrm]``;
-  never a secret.
+- the collection file (TOML, shared and versioned): ``[ldap]``, ``[scope]``, ``[winrm]``,
+  ``[fingerprint]``; never a secret.
 - the secrets (``st.secrets`` for the dashboard, ``.streamlit/secrets.toml`` for the command
   lines): ``[store]``, ``[dashboard]``, ``[collection]``, ``[ldap] password``,
   ``[winrm] password``, ``[access]``, ``[worklist]``, ``[acceptances]``, ``[deadlines]``,
@@ -24,6 +24,7 @@ from __future__ import annotations
 import difflib
 import getpass
 import os
+import re
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from enum import StrEnum
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -184,12 +186,105 @@ class WinrmSettings(_FileSection):
         return self.port or (5986 if self.scheme == "https" else 5985)
 
 
+# An ASCII DNS name (letters, digits, hyphens; labels of 1 to 63): a namespace is put into a URL
+# as it is, so nothing that could carry a scheme, a port, a path or a user part may pass.
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$", re.ASCII)
+URLS_MAX = 10_000  # entries of [fingerprint] urls: more than any fleet has endpoints
+
+
+def is_host_name(text: str) -> bool:
+    """Whether ``text`` is a DNS host name (``mail.corp.example``), nothing more."""
+    return bool(_HOST_NAME.match(text))
+
+
+def _base_url_problem(url: str) -> str:
+    """Why ``url`` cannot be an endpoint's base URL (empty: it can): an https URL with a host and
+    at most a path; a user part would put a credential in the shared file."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises ValueError for a port out of range or not a number
+    except ValueError as error:
+        return f"is not a URL ({error})"
+    if not url.isprintable() or " " in url:
+        return "holds spaces or control characters"
+    if parts.username is not None or parts.password is not None:
+        return "must not hold a user name or password"
+    if parts.query or parts.fragment or not parts.hostname:
+        return "must be https://host[:port][/path/] (no query or fragment)"
+    return ""
+
+
+class FingerprintSettings(_FileSection):
+    """The unauthenticated HTTPS look at OWA/ECP (collectors/fingerprint.py, docs/fingerprint.md).
+
+    ``enabled`` makes it part of ``collect``; ``python -m collectors fingerprint`` runs it on
+    request either way. ``urls`` maps an endpoint's name (a server's name or FQDN, or a
+    namespace; case-insensitive) to the https base URL to use instead of ``https://<name>/``."""
+
+    enabled: bool = False
+    namespaces: Strings = Field((), description='published host names, e.g. ["mail.corp.example"]')
+    ca_file: Text = Field(None, description="CA bundle, relative to the config file's folder")
+    # Off by default: an endpoint whose certificate does not validate is then a ``tls`` failure.
+    # On, it is read anyway and marked untrusted; nothing it disclosed is ever proof.
+    record_invalid_certificate: bool = False
+    concurrency: int = Field(64, gt=0, le=1024)
+    deadline_seconds: float = Field(30.0, gt=0, le=DAY)  # all of one endpoint's requests
+    timeout_seconds: float = Field(10.0, gt=0, le=DAY)   # one connection or read
+    urls: dict[str, str] = Field(default_factory=dict, description="endpoint name = https URL")
+
+    @field_validator("namespaces", mode="after")
+    @classmethod
+    def _host_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not is_host_name(name):
+                shown = repr(name) if len(name) <= 80 else f"{len(name)} characters"
+                raise ValueError(f"namespaces: {shown} is not a host name (give the name alone, "
+                                 'e.g. "mail.corp.example", with no scheme, port or path)')
+        return value
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _urls(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"urls must be a table of name = URL, not {type(value).__name__}")
+        if len(value) > URLS_MAX:
+            raise ValueError(f"urls has {len(value)} entries, more than {URLS_MAX}")
+        seen: dict[str, str] = {}
+        for name, url in value.items():
+            if not isinstance(url, str) or not url.lower().startswith("https://"):
+                shown = "" if isinstance(url, str) else f", not {type(url).__name__}"
+                raise ValueError(f"urls: the URL of {str(name)[:80]!r} must be a string starting "
+                                 f"with https://{shown}")
+            problem = _base_url_problem(url)
+            if problem:
+                raise ValueError(f"urls: the URL of {str(name)[:80]!r} {problem}")
+            if name.casefold() in seen:
+                raise ValueError(f"urls: {seen[name.casefold()]!r} and {name!r} are the same name "
+                                 "(names match case-insensitively): keep one")
+            seen[name.casefold()] = name
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FingerprintSettings:
+        if self.timeout_seconds > self.deadline_seconds:
+            raise ValueError("timeout_seconds (one request) must not exceed deadline_seconds (all "
+                             "of an endpoint's requests)")
+        return self
+
+    def __hash__(self) -> int:  # as every section's: the table as (name, URL) pairs
+        return hash((self.enabled, self.namespaces, self.ca_file, self.record_invalid_certificate,
+                     self.concurrency, self.deadline_seconds, self.timeout_seconds,
+                     tuple(self.urls.items())))
+
+
 class FileSettings(_FileSection):
     """The collection file: every section optional, nothing else allowed."""
 
     ldap: LdapSettings | None = None
     scope: ScopeSettings = ScopeSettings()
     winrm: WinrmSettings | None = None
+    fingerprint: FingerprintSettings = FingerprintSettings()
 
 
 # --- the secrets, with the environment over them ----------------------------------------------

@@ -7,11 +7,16 @@
         probe on every server over WinRM, grade, and save one snapshot
     import FILE... [--db URL]
         store probe documents produced by hand (collectors/probe.ps1) as one snapshot
+    fingerprint --config FILE [--inventory FILE] [--secrets FILE]
+        read the build each server (from AD if [ldap] is configured, and/or the inventory file)
+        and each [fingerprint] namespace discloses over HTTPS without credentials
+        (docs/fingerprint.md); one line per endpoint, nothing saved
 
 Exit status: 0 on success (collect: a snapshot was saved, even with unreachable hosts;
 discover: the directory answered, even with no server, which it then warns about), 1 when
 nothing could be read or saved, 2 on configuration errors, 3 when another collection is
-running. Errors are one line naming the server, the operation and the fix; never a traceback.
+running (fingerprint: 0 when at least one endpoint answered, even if others failed). Errors are
+one line naming the server, the operation and the fix; never a traceback.
 Warnings are lines starting "warning: " on stderr; discover's summary line counts them, and
 its table repeats them under the rows (its JSON stays a bare list of servers).
 """
@@ -36,7 +41,14 @@ from collectors.config import (
     winrm_password,
 )
 from collectors.directory import DirectoryError, DirectoryServer, discover
-from collectors.inventory import InventoryError
+from collectors.fingerprint import (
+    Fingerprint,
+    TlsContexts,
+    endpoints_for,
+    fingerprint_all,
+    load_fingerprint_config,
+)
+from collectors.inventory import InventoryError, load_inventory, merge
 from collectors.job import (
     CollectionBusy,
     Hooks,
@@ -85,12 +97,20 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     import_cmd.add_argument("files", nargs="+", type=Path)
     import_cmd.add_argument("--db", help="store URL (default: the dashboard's store)")
     import_cmd.add_argument("--secrets", type=Path, default=SECRETS_FILE)
+    fingerprint_cmd = commands.add_parser(
+        "fingerprint", help="read the build OWA/ECP disclose without credentials")
+    fingerprint_cmd.add_argument("--config", required=True, type=Path)
+    fingerprint_cmd.add_argument("--inventory", type=Path, help="CSV or TOML host list")
+    fingerprint_cmd.add_argument("--secrets", type=Path, default=SECRETS_FILE,
+                                 help="secrets TOML with [ldap] password, when [ldap] is configured")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=stderr)
     if args.command == "collect":
         return _collect(args, stderr)
     if args.command == "import":
         return _import(args, stderr)
+    if args.command == "fingerprint":
+        return _fingerprint(args, stdout, stderr)
 
     try:
         config = load_config(args.config)
@@ -188,6 +208,76 @@ def _import(args: argparse.Namespace, stderr: TextIO) -> int:
         return 1
     stderr.write(inert(result.run.summary()) + "\n")
     return 0
+
+
+def fingerprint_line(result: Fingerprint) -> str:
+    """One endpoint on one line: what each source disclosed and how surely, the OWA and ECP
+    answers, TLS, or the failure. Inert: every part of it came from the network or from AD."""
+    endpoint = result.endpoint
+    parts = [f"{endpoint.name} ({endpoint.kind.value}) {endpoint.url or '-'}"]
+    seen = [f"{d.source.value} {d.build} {d.certainty.value}" if d.build and d.certainty
+            else f"{d.source.value} ? ({d.problem})" for d in result.disclosures]
+    parts.append("; ".join(seen) or "no build disclosed")
+    answers = [f"{label} {answer.status} in {answer.seconds:.2f} s" + (f" ({answer.note})"
+                                                                        if answer.note else "")
+               for label, answer in (("owa", result.owa), ("ecp", result.ecp)) if answer]
+    if answers:
+        parts.append(", ".join(answers))
+    if result.tls is not None:
+        parts.append(f"{result.tls.version} verified" if result.tls.verified else
+                     f"{result.tls.version} CERTIFICATE NOT VALIDATED ({result.tls.problem}): "
+                     "recorded, proves nothing")
+    if result.failure is not None:
+        parts.append(f"failed ({result.failure.reason}): {result.failure.detail}")
+    return inert(" | ".join(parts))
+
+
+def _fingerprint(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    """Servers (AD and/or the inventory, merged as ``collect`` does) and namespaces, read once."""
+    try:
+        config = load_config(args.config)
+        fingerprinting = load_fingerprint_config(args.config)
+        contexts = TlsContexts.build(fingerprinting.ca_file)
+        inventory = load_inventory(args.inventory) if args.inventory else []
+        password = (ldap_password(load_secrets(args.secrets), os.environ)
+                    if config.directory else None)
+        if config.directory is None and not inventory and not fingerprinting.namespaces:
+            raise SettingsError(f"nothing to fingerprint: configure [ldap] or [fingerprint] "
+                                f"namespaces in {args.config}, or give an inventory file")
+    except (InventoryError, SettingsError) as error:
+        stderr.write(f"configuration error: {inert(error)}\n")
+        return 2
+    discovered = []
+    if config.directory is not None:
+        assert password is not None
+        try:
+            found = discover(config.directory, password)
+        except DirectoryError as error:
+            stderr.write(f"error: {inert(error)}\n")
+            return 1
+        for warning in found.warnings:
+            stderr.write(f"warning: {inert(warning)}\n")
+        discovered = [server.to_host() for server in found.servers]
+    hosts, _winrm_urls = merge(discovered, inventory)
+    endpoints = endpoints_for(hosts, fingerprinting)
+    if not endpoints:
+        stderr.write("error: nothing to fingerprint: the directory listed no server\n")
+        return 1
+    try:
+        results = fingerprint_all(endpoints, fingerprinting, contexts=contexts)
+    except KeyboardInterrupt:
+        stderr.write("interrupted\n")
+        return 1
+    for result in results:
+        stdout.write(fingerprint_line(result) + "\n")
+    failed = [r for r in results if r.failure is not None]
+    untrusted = sum(1 for r in results if r.tls is not None and not r.tls.verified)
+    hints = {r.failure.reason: r.failure.hint for r in failed if r.failure is not None}
+    for reason, hint in hints.items():  # once per class, not once per endpoint
+        stderr.write(f"hint ({inert(reason)}): {inert(hint)}\n")
+    stderr.write(f"{len(results)} endpoints: {len(results) - len(failed)} answered, "
+                 f"{len(failed)} failed, {untrusted} with a certificate that did not validate\n")
+    return 0 if len(failed) < len(results) else 1
 
 
 if __name__ == "__main__":

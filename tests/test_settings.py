@@ -230,3 +230,72 @@ def test_a_refused_list_or_url_is_not_repeated():
         settings.resolve({"ldap": {"servers": [{"url": "x", "password": "hunter2"}],
                                    "bind_user": "u"}}, {}, {})
     assert "hunter2" not in str(refused.value)
+
+
+# Issue 18: [fingerprint] in the collection file.
+def test_the_fingerprint_section_defaults_to_off_with_the_declared_limits():
+    section = settings.resolve({}, {}, {}).file.fingerprint
+    assert (section.enabled, section.namespaces, section.ca_file, section.record_invalid_certificate,
+            section.concurrency, section.deadline_seconds, section.timeout_seconds, section.urls) == (
+        False, (), None, False, 64, 30.0, 10.0, {})
+
+
+def test_the_fingerprint_section_is_read_from_the_collection_file():
+    section = settings.resolve({"fingerprint": {
+        "enabled": True, "namespaces": "mail.corp.example", "record_invalid_certificate": True,
+        "concurrency": 8, "deadline_seconds": 20, "timeout_seconds": 5.5,
+        "urls": {"EX01": "https://10.0.0.1/", "autodiscover.corp.example": "https://[::1]:8443/x/"}}},
+        {}, {}).file.fingerprint
+    assert section.namespaces == ("mail.corp.example",)  # one name: a list of one
+    assert (section.enabled, section.record_invalid_certificate, section.concurrency) == (True, True, 8)
+    assert (section.deadline_seconds, section.timeout_seconds) == (20.0, 5.5)
+    assert section.urls["autodiscover.corp.example"] == "https://[::1]:8443/x/"
+    assert hash(settings.resolve({"fingerprint": {"urls": {"a": "https://a/"}}}, {}, {}).file)
+
+
+@pytest.mark.parametrize(("section", "says"), [
+    pytest.param({"record_invalid_certificates": True}, "[fingerprint] record_invalid_certificates in "
+                 "the collection file is not a setting: did you mean 'record_invalid_certificate'?",
+                 id="unknown-key"),
+    pytest.param({"namespace": ["mail.corp.example"]}, "did you mean 'namespaces'?", id="singular"),
+    pytest.param({"deadline_seconds": float("nan")}, "[fingerprint] deadline_seconds must be a "
+                 "positive number up to 86400, not nan", id="nan"),
+    pytest.param({"timeout_seconds": float("inf")}, "timeout_seconds must be a positive number",
+                 id="inf"),
+    pytest.param({"concurrency": 0}, "concurrency must be a positive whole number up to 1024",
+                 id="no-concurrency"),
+    pytest.param({"concurrency": 4.5}, "concurrency must be a positive whole number", id="fraction"),
+    pytest.param({"enabled": "yes"}, "enabled must be true or false, not 'yes'", id="not-boolean"),
+    pytest.param({"record_invalid_certificate": 1}, "record_invalid_certificate must be true or "
+                 "false", id="one-is-not-true"),
+    pytest.param({"timeout_seconds": 40}, "timeout_seconds (one request) must not exceed "
+                 "deadline_seconds", id="timeout-over-deadline"),
+    pytest.param({"namespaces": ["https://mail.corp.example"]}, "namespaces: 'https://mail.corp."
+                 "example' is not a host name", id="namespace-with-scheme"),
+    pytest.param({"namespaces": ["mail.corp.example:443"]}, "is not a host name", id="with-port"),
+    pytest.param({"namespaces": ["mail corp"]}, "is not a host name", id="space"),
+    pytest.param({"namespaces": ["x" * 300]}, "300 characters is not a host name", id="too-long"),
+    pytest.param({"urls": {"EX01": "http://ex01/"}}, "the URL of 'EX01' must be a string starting "
+                 "with https://", id="plain-http"),
+    pytest.param({"urls": {"EX01": 443}}, "must be a string starting with https://, not int",
+                 id="not-a-string"),
+    pytest.param({"urls": "https://ex01/"}, "urls must be a table of name = URL, not str",
+                 id="not-a-table"),
+    pytest.param({"urls": {"EX01": "https://svc:pw@ex01/"}}, "must not hold a user name or password",
+                 id="credentials-in-url"),
+    pytest.param({"urls": {"EX01": "https://ex01/?x=1"}}, "no query or fragment", id="query"),
+    pytest.param({"urls": {"EX01": "https://ex01:99999/"}}, "is not a URL", id="bad-port"),
+    pytest.param({"urls": {"EX01": "https://ex01/\x1b[2J"}}, "control characters", id="escape"),
+    pytest.param({"urls": {"EX01": "https://a/", "ex01": "https://b/"}}, "'EX01' and 'ex01' are the "
+                 "same name", id="same-name-twice"),
+])
+def test_a_bad_fingerprint_setting_is_refused_in_one_line(section, says):
+    with pytest.raises(SettingsError) as refused:
+        settings.resolve({"fingerprint": section}, {}, {})
+    assert says in str(refused.value) and "\n" not in str(refused.value), str(refused.value)
+
+
+def test_a_misspelt_fingerprint_section_is_refused():
+    with pytest.raises(SettingsError, match=r"\[fingerprnt\] is not a section of the collection "
+                                            r"file: did you mean 'fingerprint'\?"):
+        settings.resolve({"fingerprnt": {"enabled": True}}, {}, {})
