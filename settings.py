@@ -403,9 +403,12 @@ class AcceptanceSettings(_Section):
 
 
 def _aware_time(value: datetime) -> datetime:
-    """A directive's date must say its time zone: a bare one would be read in local time."""
+    """A directive's date must say its time zone (a bare one would be read in local time)
+    and lie between 2000 and 2199 (a typo such as 0001 or 9999 is not a deadline)."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("needs a time zone, e.g. 2021-03-05T12:00:00Z")
+    if not 2000 <= value.year <= 2199:
+        raise ValueError(f"year {value.year} is not a deadline: give a date from 2000 to 2199")
     return value
 
 
@@ -459,6 +462,24 @@ class NotificationSettings(_Section):
     mail_from: str = ""
     mail_to: Strings = ()
     webhook_url: str = Field("", description="https URL of an incoming webhook; empty: none")
+
+    @field_validator("webhook_url", mode="after")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        # Checked before any run: the message and its signature only ever go over TLS. The
+        # URL itself is never repeated (incoming-webhook URLs carry their token).
+        if value.strip():
+            try:
+                parts = urlsplit(value.strip())
+                port = parts.port
+            except ValueError:
+                raise ValueError("webhook_url is not a URL this tool can use") from None
+            if parts.scheme != "https" or not parts.hostname:
+                raise ValueError("webhook_url must be an https:// URL (the message is sent "
+                                 "over TLS only)")
+            if port == 0:
+                raise ValueError("webhook_url has port 0")
+        return value
     webhook_secret: SecretStr | None = Field(
         None, description="key of the X-ProxyLogon-Signature HMAC-SHA256 header",
         json_schema_extra=_env("PROXYLOGON_WEBHOOK_SECRET"))
@@ -642,6 +663,8 @@ def _message(error: ValidationError, model: type[BaseModel], where: str,
     section_model = _section_model(model, section)
     if len(loc) == 1 and kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"[{section}] {where} must be a table of settings, not {type(problem['input']).__name__}"
+    if len(loc) > 3 and loc[2].isdigit():  # an entry of a list of tables ([[a.b]])
+        return _entry_message(problem, loc, section_model)
     if kind == "value_error" or len(loc) == 1 or section_model is None:
         text = str(problem.get("ctx", {}).get("error", problem["msg"]))
         named = len(loc) < 2 or text.startswith(loc[1])  # a field's own check names no key
@@ -663,6 +686,28 @@ def _message(error: ValidationError, model: type[BaseModel], where: str,
     quiet = _is_secret(field) or key == "url" or not scalar
     shown = "" if quiet else f", not {value!r}"
     return f"[{section}] {key}{source} must be {expected(field)}{shown}"
+
+
+def _entry_message(problem: Any, loc: list[str], section_model: type[BaseModel] | None) -> str:
+    """One line for a problem inside an entry of a list of tables, e.g.
+    "[deadlines] directives entry 1: dew is not a setting: did you mean 'due'?"."""
+    section, key, number, inner = loc[0], loc[1], int(loc[2]), loc[3]
+    where = f"[{section}] {key} entry {number + 1}: {inner}"
+    entry = None
+    if section_model is not None and key in section_model.model_fields:
+        entry = next((a for a in get_args(section_model.model_fields[key].annotation)
+                      if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    kind = problem["type"]
+    if kind == "extra_forbidden":
+        return f"{where} is not a setting{suggest(inner, entry.model_fields if entry else ())}"
+    if kind == "missing":
+        return f"{where} is missing"
+    text = str(problem.get("ctx", {}).get("error", problem["msg"]))
+    value = problem["input"]
+    shown = f", not {value!r}" if isinstance(value, str | int | float | bool) else ""
+    if kind in ("literal_error", "enum"):
+        return f"{where} must be one of {problem.get('ctx', {}).get('expected', '')}{shown}"
+    return f"{where} {text[:1].lower()}{text[1:]}{shown if kind != 'value_error' else ''}"
 
 
 def _section_model(model: type[BaseModel], section: str) -> type[BaseModel] | None:

@@ -9,6 +9,14 @@ an error, but its ``Discovery.warnings`` say where it looked and why it may be e
 (``empty_warning``). The ``parse_*`` functions are pure and hold all interpretation of
 attribute values.
 
+A second paged search under the same base reads every OWA and ECP virtual directory with a URL
+(``VIRTUAL_DIRECTORY_FILTER``), once for the whole organisation rather than once per server;
+each is matched to its server by DN (it sits below ``CN=HTTP,CN=Protocols,CN=<server>``), and
+the host names of its InternalUrl and ExternalUrl become the server's published namespaces
+(``internal_names``, ``external_names``). A URL that is no http(s) URL with a valid host name
+is dropped, with a problem on the server. If the directory refuses that search (rights, limits),
+discovery goes on without namespaces and says so in a warning.
+
 Errors: ``DirectoryError`` (connection, TLS, bind, base not found, size/time limit,
 referral, partial result), always naming the server, the operation and the likely fix.
 ldap3 exceptions never escape this module.
@@ -21,9 +29,10 @@ import fnmatch
 import json
 import logging
 import math
+import re
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -59,6 +68,25 @@ ROLE_BITS = tuple(
     )
 )
 _KNOWN_ROLE_MASK = sum(bit for bit, _ in ROLE_BITS)
+# OWA and ECP virtual directories, ``CN=<name> (<web site>),CN=HTTP,CN=Protocols,CN=<server>,...``:
+# their InternalUrl and ExternalUrl are held in msExchInternalHostName and msExchExternalHostName
+# (CSS-Exchange Diagnostics/.../Get-VirtualDirectoriesLdap.ps1 reads them so, below the org).
+# Only those with a URL, and not the 2013+ back-end ones (web site "Exchange Back End", port
+# 444, reached only by the front end's proxy: the server's own name, never a namespace). A
+# fixed filter: nothing configured or read from AD is spliced into it.
+VIRTUAL_DIRECTORY_FILTER = (
+    "(&(|(objectClass=msExchOWAVirtualDirectory)(objectClass=msExchECPVirtualDirectory))"
+    "(|(msExchInternalHostName=*)(msExchExternalHostName=*))"
+    "(!(cn=*\\28Exchange Back End\\29)))"
+)
+INTERNAL_URL, EXTERNAL_URL = "msExchInternalHostName", "msExchExternalHostName"
+VIRTUAL_DIRECTORY_ATTRIBUTES = (INTERNAL_URL, EXTERNAL_URL)
+MAX_URL_LENGTH = 2048
+_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A DN holding none of these is split on its commas as it is (no escape, quote, multi-valued
+# RDN or space around a separator): nearly every DN a directory returns.
+_DN_NOT_PLAIN = ("\\", '"', "+", " ,", ", ", " =", "= ")
 # LDAP result codes worth naming (RFC 4511).
 _RESULT_HINTS = {
     3: ("time limit exceeded", "the directory stopped the search early; raise the server's time "
@@ -132,6 +160,9 @@ class DirectoryServer:
     when_changed: str | None
     maintenance: bool
     problems: tuple[str, ...] = ()
+    # Host names of the OWA/ECP InternalUrl and ExternalUrl (``parse_published``).
+    internal_names: tuple[str, ...] = ()
+    external_names: tuple[str, ...] = ()
 
     @property
     def edge(self) -> bool:
@@ -148,7 +179,8 @@ class DirectoryServer:
         return Host(name=self.name, fqdn=self.fqdn, site=self.site, dag=self.dag,
                     roles=frozenset(self.roles) if self.roles is not None else None,
                     ad_build=None if self.edge else self.ad_raw, dn=self.dn,
-                    problems=tuple(findings))
+                    problems=tuple(findings), internal_names=self.internal_names,
+                    external_names=self.external_names)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -158,6 +190,8 @@ class DirectoryServer:
             "dag": self.dag, "dn": self.dn, "when_changed": self.when_changed,
             "serial_number": self.serial_number, "version_number": self.version_number,
             "maintenance": self.maintenance, "edge": self.edge, "problems": list(self.problems),
+            "internal_names": list(self.internal_names),
+            "external_names": list(self.external_names),
         }
 
 
@@ -343,6 +377,125 @@ def parse_server(dn: str, attributes: Mapping[str, Any],
         maintenance=any(":ServerWideOffline:" in s and ":0:" in s for s in states),
         problems=tuple(problems),
     )
+
+
+@dataclass(frozen=True)
+class Published:
+    """What one server's OWA/ECP virtual directories publish: host names (lower-case, unique,
+    sorted) and the values dropped, each as a problem line."""
+
+    internal: tuple[str, ...] = ()
+    external: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+def parse_url_host(value: str) -> tuple[str | None, str | None]:
+    """The host name of an http(s) URL as Exchange stores InternalUrl/ExternalUrl
+    (``https://Mail.Corp.Example/owa`` -> ``mail.corp.example``, port and path dropped), as
+    ``(host, None)``; ``(None, why)`` for anything else: control characters, credentials, no
+    host, another scheme, a host that is not a DNS name (RFC 1123 labels, at most 253
+    characters; an IPv6 literal is refused too). Never raises."""
+    if len(value) > MAX_URL_LENGTH:
+        return None, f"longer than {MAX_URL_LENGTH} characters"
+    if _CONTROL.search(value):
+        return None, "control characters"
+    try:
+        parts = urlsplit(value.strip())
+        if parts.port == 0:  # reading it raises ValueError for a port no number or out of range
+            return None, "port 0"
+    except ValueError:
+        return None, "not a URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return None, "not an http(s) URL"
+    if "@" in parts.netloc:
+        return None, "credentials in the URL"
+    host = (parts.hostname or "").removesuffix(".")
+    if not host:
+        return None, "no host name"
+    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in host.split(".")):
+        return None, "not a valid host name"
+    return host, None
+
+
+def dn_key(dn: str) -> tuple[str, ...]:
+    """A DN as a comparison key: one ``type=value`` text per RDN, case-folded, escapes resolved,
+    so ``cn=LAB(1)*\\5CEX,dc=x`` (slapd's form) and ``CN=LAB(1)*\\\\EX,DC=X`` compare equal.
+    A plain DN (``_DN_NOT_PLAIN``: nearly every one) is split on its commas as it is, the rest
+    go through ldap3's parser, their values written back with ``\\``, ``,`` and ``+``
+    escaped (so no two DNs share a key); a DN that parser refuses is its own case-folded text.
+    """
+    folded = dn.casefold()
+    if not any(mark in folded for mark in _DN_NOT_PLAIN):
+        return tuple(folded.split(","))
+    try:
+        parsed = parse_dn(dn, escape=False, strip=True)
+    except Exception:
+        return ("\\" + folded,)  # no RDN text of a parsed DN starts with a backslash
+    key: list[str] = []
+    current: list[str] = []
+    for kind, value, separator in parsed:
+        text = _unescape_dn_value(value).casefold()
+        for char in "\\,+":
+            text = text.replace(char, "\\" + char)
+        current.append(f"{kind.strip().casefold()}={text}")
+        if separator != "+":
+            key.append("+".join(sorted(current)))
+            current = []
+    return tuple(key)
+
+
+def parse_published(server_dns: Iterable[str], entries: Iterable[tuple[str, Mapping[str, Any]]]
+                    ) -> dict[str, Published]:
+    """The namespaces each server publishes, keyed by its DN as given in ``server_dns``, from
+    virtual-directory entries (DN and attributes as ldap3 returns them with get_info=NONE).
+
+    An entry belongs to the server whose DN its own ends with (it sits below
+    ``CN=HTTP,CN=Protocols,CN=<server>``); one below no listed server (out of scope) is
+    skipped. An unusable URL (``parse_url_host``) is dropped with a problem naming the virtual
+    directory, the attribute and the value (quoted, cut at 80 characters). A server with no
+    such entry is absent from the answer."""
+    servers = {dn_key(dn): dn for dn in server_dns}
+    found: dict[str, tuple[set[str], set[str], list[str]]] = {}
+    # A fleet publishes a few names on thousands of directories: each URL text is read once.
+    hosts: dict[str, tuple[str | None, str | None]] = {}
+    for dn, attributes in entries:
+        key = dn_key(dn)
+        server = None
+        for start in range(1, len(key)):
+            server = servers.get(key[start:])
+            if server is not None:
+                break
+        if server is None:
+            continue
+        internal, external, problems = found.setdefault(server, (set(), set(), []))
+        for attribute, names in ((INTERNAL_URL, internal), (EXTERNAL_URL, external)):
+            for value in _texts(attributes.get(attribute)):
+                if not value.strip():
+                    continue
+                if value not in hosts:
+                    hosts[value] = parse_url_host(value)
+                host, why = hosts[value]
+                if host is not None:
+                    names.add(host)
+                else:
+                    name = parse_first_rdn(dn) or dn
+                    problems.append(f"virtual directory {name[:80]!r}: {attribute} "
+                                    f"{value[:80]!r} ignored ({why})")
+    return {server: Published(tuple(sorted(internal)), tuple(sorted(external)), tuple(problems))
+            for server, (internal, external, problems) in found.items()}
+
+
+def _texts(value: Any) -> list[str]:
+    values = value if isinstance(value, list | tuple) else [] if value is None else [value]
+    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def with_published(server: DirectoryServer, published: Published | None) -> DirectoryServer:
+    """``server`` with what its virtual directories publish (unchanged for None)."""
+    if published is None:
+        return server
+    return replace(server, internal_names=published.internal, external_names=published.external,
+                   problems=server.problems + published.problems)
 
 
 def scope_filter(config: DirectoryConfig, config_nc: str) -> str:
@@ -625,14 +778,33 @@ def _discover_on(connection: ldap3.Connection, url: str, config: DirectoryConfig
         server = parse_server(dn, attributes, computer_dns, first_rdn=first_rdn)
         if in_name_scope(server.name, config):
             servers.append(server)
+    published, unread = _read_published(connection, url, base, page_size, servers)
+    servers = [with_published(server, published.get(server.dn)) for server in servers]
     servers.sort(key=lambda s: s.name.lower())
-    warnings = []
+    warnings = [unread] if unread else []
     if missing and not domain_base:
         warnings.append("no defaultNamingContext: FQDNs could not be looked up on computer objects")
     if not servers:
         warnings.append(empty_warning(config, url, base, search_filter, len(entries)))
     return Discovery(server=url, base=base, servers=tuple(servers), warnings=tuple(warnings),
                      search_filter=search_filter)
+
+
+def _read_published(connection: ldap3.Connection, url: str, base: str, page_size: int,
+                    servers: Sequence[DirectoryServer]) -> tuple[dict[str, Published], str | None]:
+    """The servers' published namespaces (one paged search for all), or none and a warning when
+    the directory refuses that search; a failed connection raises (the next DC is asked)."""
+    if not servers:
+        return {}, None
+    try:
+        entries = _search(connection, url, base, VIRTUAL_DIRECTORY_FILTER, ldap3.SUBTREE,
+                          VIRTUAL_DIRECTORY_ATTRIBUTES, page_size)
+        return parse_published((server.dn for server in servers), entries), None
+    except DirectoryError as error:
+        if error.another_server_may_answer:
+            raise
+        return {}, (f"OWA/ECP virtual directories not read, so no published namespace is known "
+                    f"and internet-facing hosts are guessed from their roles: {error}")
 
 
 def _values(attributes: Mapping[str, Any], name: str) -> list[str]:

@@ -33,20 +33,36 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 def host_to_dict(host: Host) -> dict[str, Any]:
-    return {
+    """A host's stored form. The published names are written only when there are some, so a
+    host without them encodes to the very text stored before they existed (stored digests
+    cover that text, and a carried observation may be encoded again)."""
+    data: dict[str, Any] = {
         "name": host.name, "fqdn": host.fqdn, "site": host.site, "dag": host.dag,
         "roles": sorted(host.roles) if host.roles is not None else None,
         "ad_build": host.ad_build, "dn": host.dn, "problems": list(host.problems),
     }
+    if host.internal_names:
+        data["internal_names"] = list(host.internal_names)
+    if host.external_names:
+        data["external_names"] = list(host.external_names)
+    return data
 
 
 def host_from_dict(data: Mapping[str, Any]) -> Host:
+    """``host_to_dict`` reversed; a host stored without published names has none."""
     roles = data.get("roles")
     return Host(
         name=data["name"], fqdn=data.get("fqdn"), site=data.get("site"), dag=data.get("dag"),
         roles=server_roles(roles) if roles is not None else None, ad_build=data.get("ad_build"),
         dn=data.get("dn"), problems=tuple(data.get("problems", [])),
+        internal_names=_names(data.get("internal_names")),
+        external_names=_names(data.get("external_names")),
     )
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    # A list of texts, as host_to_dict writes it; anything else (a forged row) is no name.
+    return tuple(str(n) for n in value) if isinstance(value, list) else ()
 
 
 def observation_to_dict(obs: Observation) -> dict[str, Any]:

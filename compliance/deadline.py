@@ -126,9 +126,12 @@ def deadline(status: Status, flags: Iterable[Flag], policy: DeadlinePolicy, *,
     for kind in gaps:
         if kind in policy.days:
             label = "compromise indicators" if kind == INDICATORS else kind
+            try:
+                due_at = (start + timedelta(days=policy.days[kind])).astimezone(UTC)
+            except OverflowError:  # past the calendar's end: due from its start (fail closed)
+                due_at = start.astimezone(UTC)
             candidates.append(Deadline(
-                (start + timedelta(days=policy.days[kind])).astimezone(UTC),
-                f"{label}: {_days(policy.days[kind])} from {since_words}", start))
+                due_at, f"{label}: {_days(policy.days[kind])} from {since_words}", start))
     for directive in policy.directives:
         if status in directive.statuses:
             candidates.append(Deadline(directive.due.astimezone(UTC), directive.name, None))

@@ -227,6 +227,12 @@ class Host:
     ad_build: str | None = None
     dn: str | None = None
     problems: tuple[str, ...] = ()  # what the inventory found missing or malformed
+    # The namespaces Exchange's own configuration says the server publishes: host names
+    # (lower-case) of its OWA/ECP virtual directories' InternalUrl and ExternalUrl, read from
+    # AD (msExchInternalHostName, msExchExternalHostName; collectors/directory.py). Both empty:
+    # nothing known (not read, none set, or a snapshot stored before they were read).
+    internal_names: tuple[str, ...] = ()
+    external_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,16 @@ Pure and typed: ranking and wave planning are rules of this product, not of a fi
 - **Who is on it.** Every host not compliant, and every host with compromise indicators
   (patched or not: the update does not remove a web shell).
 - **Priority.** 0 compromise indicators, 1 vulnerable, 2 unknown, 3 mitigated (a stop-gap).
-- **Waves.** Internet-facing servers first (Client Access / Cafe, Front End Transport, Edge:
-  OWA, ECP, EWS and SMTP from outside are where ProxyLogon was exploited), then priority. A
-  wave takes at most one member of any DAG, so no DAG has all its copies down in one window.
+- **Waves.** Internet-facing servers first (OWA, ECP, EWS and SMTP from outside are where
+  ProxyLogon was exploited), then priority. A wave takes at most one member of any DAG, so no
+  DAG has all its copies down in one window.
+- **Internet-facing** (``internet_facing``): Exchange's own configuration decides when AD told
+  us anything: a host is internet-facing when one of its OWA/ECP virtual directories has an
+  ExternalUrl (an external name published), and not when they have internal names only. When
+  AD told us nothing (no name read, e.g. an Edge server, a snapshot from before names were
+  read), its roles decide as before: Client Access / Cafe, Front End Transport, Edge. An
+  ExternalUrl left empty behind a reverse proxy that publishes the internal name hides the
+  exposure from this rule: set the ExternalUrl.
 """
 
 from __future__ import annotations
@@ -25,6 +32,17 @@ INDICATORS_FIRST = 0
 INTERNET_FACING = frozenset({ServerRole.CAFE, ServerRole.CLIENT_ACCESS,
                              ServerRole.FRONTEND_TRANSPORT, ServerRole.EDGE})
 PRIORITY_NAMES = {0: "compromise indicators", 1: "vulnerable", 2: "unknown", 3: "mitigated only"}
+
+
+def internet_facing(roles: Iterable[ServerRole], internal_names: Collection[str] = (),
+                    external_names: Collection[str] = ()) -> bool:
+    """The rule of the module docstring: an external name published -> True; internal names
+    only -> False; no name known -> a role in ``INTERNET_FACING``."""
+    if external_names:
+        return True
+    if internal_names:
+        return False
+    return bool(INTERNET_FACING.intersection(roles))
 
 
 def stored_priority(status: str, flags: str) -> int | None:
@@ -47,11 +65,15 @@ def priority(status: Status, flags: Iterable[Flag]) -> int | None:
 
 @dataclass(frozen=True)
 class Item:
-    """One host on the worklist; ``wave`` is 0 until ``plan_waves`` assigns it (from 1)."""
+    """One host on the worklist; ``wave`` is 0 until ``plan_waves`` assigns it (from 1).
+    ``internal_names``/``external_names``: the namespaces AD says the host publishes
+    (``Host``'s), empty when not known."""
 
     summary: HostSummary
     priority: int
     wave: int = 0
+    internal_names: tuple[str, ...] = ()
+    external_names: tuple[str, ...] = ()
 
     @property
     def host(self) -> str:
@@ -63,7 +85,7 @@ class Item:
 
     @property
     def internet_facing(self) -> bool:
-        return bool(INTERNET_FACING.intersection(self.summary.roles))
+        return internet_facing(self.summary.roles, self.internal_names, self.external_names)
 
 
 def rank(summaries: Iterable[HostSummary]) -> list[Item]:

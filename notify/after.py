@@ -40,8 +40,8 @@ def report_for(store: SnapshotStore, snapshot_id: int, catalog: Catalog, *,
     """The run's report, or None for the first snapshot (nothing to compare with).
 
     Changes since the previous snapshot in chain order: each host ``host_changes`` names;
-    ``OVERDUE``, each open host whose due time fell after the previous snapshot's time and
-    by ``now``; ``ACCEPTANCE_EXPIRING``, each acceptance in force whose last
+    ``OVERDUE``, each open host overdue at ``now`` that was not overdue at the previous
+    snapshot's time (as that snapshot's deadlines stood); ``ACCEPTANCE_EXPIRING``, each acceptance in force whose last
     ``expiring_days`` began in that window (so each is told once)."""
     history = [s for s in store.history() if not s.pruned or s.id == snapshot_id]
     at = next((i for i, s in enumerate(history) if s.id == snapshot_id), None)
@@ -51,8 +51,15 @@ def report_for(store: SnapshotStore, snapshot_id: int, catalog: Catalog, *,
     before, after = store.changed_summaries(previous.id, current.id, catalog, evaluation)
     changes: list[Change] = list(host_changes(before, after))
     since = previous.taken_at
+    # Overdue now and not at the previous snapshot's time (its own deadlines then): an item
+    # whose due time passed since, or jumped into the past (a mitigated host now unknown,
+    # a stricter policy, a new directive).
+    before_due = {host.casefold(): d for host, d in host_deadlines(
+        store, previous.id, catalog, deadlines, evaluation).items()}
     for item in host_deadlines(store, current.id, catalog, deadlines, evaluation).values():
-        if since < item.deadline.due_at <= now:
+        earlier = before_due.get(item.host.casefold())
+        if item.deadline.overdue(now) and not (earlier is not None
+                                               and earlier.deadline.overdue(since)):
             changes.append(Change(ChangeKind.OVERDUE, item.host,
                                   f"due {item.deadline.due_at:%Y-%m-%d %H:%M} UTC "
                                   f"({item.deadline.rule})"))

@@ -95,7 +95,8 @@ def host_changes(previous: Sequence[HostSummary],
     - ``REGRESSED``: was ``patched``, is anything else now;
     - ``MITIGATION_REMOVED``: a mitigation in place before is gone while the host is not
       compliant (a patched host needs none); not claimed when the probe could not read the
-      mitigations (``mitigation_unreadable``: unknown, not missing);
+      mitigations (``mitigation_unreadable``) or the host is ``unknown`` (not read, or stale:
+      its mitigations are unknown, not missing);
     - ``NEW_INDICATORS``: more compromise-indicator hits than before (any, for a new host).
 
     One host may make several changes; a host gone from ``current`` makes none (retiring a
@@ -131,7 +132,10 @@ def _by_name(hosts: Sequence[HostSummary]) -> Mapping[str, HostSummary]:
 
 
 def _mitigations_read(host: HostSummary) -> bool:
-    return Flag.MITIGATION_UNREADABLE not in host.flags
+    """Whether the host's mitigations were read this time: not when the probe could not read
+    them, and not when the host itself was not read (unknown: unreachable, stale or
+    unjudgeable), whose mitigations are unknown, not gone."""
+    return Flag.MITIGATION_UNREADABLE not in host.flags and host.status is not Status.UNKNOWN
 
 
 def _indicators(before: int, now: int) -> str:

@@ -159,7 +159,10 @@ def _entries(store: SnapshotStore) -> list[dict[str, Any]]:
     with store.engine.connect() as conn:
         return [dict(row) for row in conn.execute(
             select(log.c.id, log.c.at, log.c.who, log.c.action, log.c.snapshot_id, log.c.detail)
-            .where(log.c.action.in_((ACCEPT, REVOKE))).order_by(log.c.id)).mappings()]
+            # An entry outside the chain (no position or digest) is no acceptance: only the
+            # tool's writes are chained, and verify names the row.
+            .where(log.c.action.in_((ACCEPT, REVOKE)), log.c.sequence.is_not(None),
+                   log.c.hash.is_not(None)).order_by(log.c.id)).mappings()]
 
 
 def _time(text: Any) -> datetime | None:

@@ -759,10 +759,21 @@ class SnapshotStore:
         stored row reads) was first seen needing it in its current open stretch: the time of
         the first of the snapshots up to this one, in chain order, that held it needing work
         since the last that held it needing nothing (store/clock.py; a host absent from a
-        run keeps its clock). Keyed by the name as stored; empty for a pruned snapshot."""
+        run keeps its clock). Keyed by the name as stored; empty for a pruned snapshot. A
+        stored time that cannot be read, or is after the snapshot's, is left out: not known,
+        which store/deadlines.py counts from the advisory's publication (the earliest)."""
+        info = self.info(snapshot_id)
         with self.engine.connect() as conn:
             items = clock.read(conn, snapshot_id)
-        return {item.host: OpenSince(_aware(item.since), item.pruned_before) for item in items}
+        found = {}
+        for item in items:
+            try:
+                since = _aware(item.since)
+            except (TypeError, ValueError):
+                continue  # changed outside the tool (verify names it): counted as not known
+            if since <= info.taken_at:  # a later start is forged: not known either
+                found[item.host] = OpenSince(since, item.pruned_before)
+        return found
 
     def summary_rows(self, snapshot_id: int, hosts: Collection[str] | None = None, *,
                      where: ColumnElement[bool] | None = None,

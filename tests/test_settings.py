@@ -299,3 +299,27 @@ def test_a_misspelt_fingerprint_section_is_refused():
     with pytest.raises(SettingsError, match=r"\[fingerprnt\] is not a section of the collection "
                                             r"file: did you mean 'fingerprint'\?"):
         settings.resolve({"fingerprnt": {"enabled": True}}, {}, {})
+
+
+@pytest.mark.parametrize(("directive", "message"), [
+    ({"name": "x"}, "[deadlines] directives entry 1: due is missing"),
+    ({"name": "x", "dew": "2021-03-05T12:00:00Z", "due": "2021-03-05T12:00:00Z"},
+     "entry 1: dew is not a setting: did you mean 'due'?"),
+    ({"name": "x", "due": "2021-03-05T12:00:00Z", "statuses": ["vulnerabel"]},
+     "entry 1: statuses must be one of 'vulnerable', 'mitigated' or 'unknown'"),
+    ({"name": "x", "due": "2021-03-05T12:00:00"}, "entry 1: due needs a time zone"),
+    ({"name": "x", "due": "9999-12-31T23:59:59-01:00"}, "year 9999 is not a deadline"),
+    ({"name": "x", "due": "0001-01-01T00:00:00+01:00"}, "is not a deadline"),
+])
+def test_a_directive_mistake_is_one_line_naming_its_entry_and_key(directive, message):
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"deadlines": {"directives": [directive]}}, {})
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("url", ["http://hooks.example/x", "ftp://hooks.example/x",
+                                 "https://hooks.example:99999/x", "https:///x"])
+def test_a_webhook_url_that_is_not_https_is_refused_before_any_run(url):
+    with pytest.raises(SettingsError, match="webhook_url") as raised:
+        load_settings({"notifications": {"webhook_url": url}}, {})
+    assert "hooks.example" not in str(raised.value)  # the URL may carry a token

@@ -104,3 +104,16 @@ def test_nothing_is_done_without_a_channel(empty_store, shipped_catalog):
     assert after_snapshot(store, second, catalog, settings=settings, deadlines=DeadlinePolicy(),
                           evaluation=None, now=START + DAY, who="ops") == ""
     assert store.audit_log() == []
+
+
+def test_an_item_whose_due_time_jumps_into_the_past_is_told(empty_store, shipped_catalog):
+    """A host vulnerable for 5 days under a 30-day rule, now not read (unknown: 2 days): it
+    is overdue at once, though its due time fell before the previous snapshot."""
+    store, catalog = empty_store, shipped_catalog
+    policy = DeadlinePolicy(days={"vulnerable": 30.0, "unknown": 2.0})
+    _save(store, catalog, START, EX1="vulnerable")
+    _save(store, catalog, START + 4 * DAY, EX1="vulnerable")
+    last = _save(store, catalog, START + 5 * DAY, EX1="unread")
+    assert store.summaries(last, catalog)[0].status.value == "unknown"
+    report = _report(store, catalog, last, START + 5 * DAY, policy)
+    assert [(c.kind, c.host) for c in report.changes] == [(ChangeKind.OVERDUE, "EX1")]

@@ -79,6 +79,12 @@ def test_an_unreadable_mitigation_is_not_a_removed_one():
     assert host_changes([before], [after]) == ()
 
 
+def test_a_host_not_read_has_unknown_mitigations_not_removed_ones():
+    """Unreachable or stale: nothing was seen removed."""
+    before = host("EX02", Status.MITIGATED, mitigations=("EOMT",))
+    assert host_changes([before], [host("EX02", Status.UNKNOWN)]) == ()
+
+
 def test_a_patched_host_that_regresses_and_loses_its_mitigation_makes_two_changes():
     before = host("EX01", Status.PATCHED, mitigations=("EOMT",))
     after = host("EX01", Status.VULNERABLE)

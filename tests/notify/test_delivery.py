@@ -17,7 +17,7 @@ import pytest
 from notify.changes import Change, ChangeKind, Report
 from notify.delivery import SIGNATURE_HEADER, TIMESTAMP_HEADER, Delivery, deliver
 from notify.message import encoded, payload, subject, text
-from settings import NotificationSettings, resolve
+from settings import NotificationSettings, SettingsError, resolve
 from tests.peers.loopback import HOST, free_port
 from tests.peers.smtp import SmtpPeer
 from tests.peers.tls import TlsFiles
@@ -289,7 +289,13 @@ def test_a_redirect_is_not_followed(tls, webhook):
 @pytest.mark.parametrize("scheme", ["http", "ftp", "HTTP"])
 def test_a_url_other_than_https_is_refused(tls, webhook, scheme):
     url = webhook.url(TOKEN_PATH).replace("https", scheme, 1)
-    [delivery] = sent(REPORT, hook(tls, url, webhook_secret=SECRET))
+    # The settings refuse it before any run ...
+    with pytest.raises(SettingsError, match="webhook_url must be an https:// URL"):
+        hook(tls, url, webhook_secret=SECRET)
+    # ... and delivery refuses it too, should settings ever be made some other way.
+    made = hook(tls, webhook.url(TOKEN_PATH), webhook_secret=SECRET).model_copy(
+        update={"webhook_url": url})
+    [delivery] = sent(REPORT, made)
     assert not delivery.ok and delivery.attempts == 0
     assert f"webhook_url must be https:// (not {scheme.lower()}://)" in delivery.error
     assert delivery.target == f"{scheme.lower()}://127.0.0.1:{webhook.port}/…"

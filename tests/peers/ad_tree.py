@@ -10,6 +10,10 @@ Pure functions, no I/O. The layout follows AD (see shared/reference/ad_exchange_
           CN=Administrative Groups / CN=<admin group>            msExchAdminGroupContainer / msExchAdminGroup
             CN=Servers / CN=<server>                             msExchServersContainer / msExchExchangeServer
               CN=Protocols                                       container (noise, like AD's)
+                CN=HTTP / CN=<vdir> (<web site>)                 msExchProtocolCfgHTTPContainer /
+                                                                 msExchOWA-, msExchECP-, msExchWebServices-
+                                                                 VirtualDirectory (msExchInternalHostName,
+                                                                 msExchExternalHostName: URLs)
               CN=Mailbox, CN=Frontend  (2013+)                   msExchExchangeTransportServer (carry serialNumber!)
             CN=Database Availability Groups / CN=<dag>           msExchMDBAvailabilityGroupContainer /
                                                                  msExchMDBAvailabilityGroup
@@ -66,6 +70,30 @@ def decode_version_number(value: int) -> tuple[int, int, int]:
     return value >> 22 & 63, value >> 16 & 63, value & 0x7FFF
 
 
+FRONT_END_SITE = "Default Web Site"
+BACK_END_SITE = "Exchange Back End"  # 2013+: the back end the front end proxies to (port 444)
+VDIR_CLASSES = {"owa": "msExchOWAVirtualDirectory", "ecp": "msExchECPVirtualDirectory",
+                "ews": "msExchWebServicesVirtualDirectory"}
+
+
+@dataclass(frozen=True)
+class VirtualDirectorySpec:
+    """One HTTP virtual directory below a server: ``CN=<kind> (<site>),CN=HTTP,CN=Protocols,...``.
+
+    ``internal_url``/``external_url`` -> msExchInternalHostName/msExchExternalHostName (None:
+    absent), written as given (hostile values included).
+    """
+
+    kind: str  # a key of VDIR_CLASSES
+    internal_url: str | None = None
+    external_url: str | None = None
+    site: str = FRONT_END_SITE
+
+    @property
+    def cn(self) -> str:
+        return f"{self.kind} ({self.site})"
+
+
 @dataclass(frozen=True)
 class ServerSpec:
     """One Exchange server object (plus optional computer object) and the facts it carries.
@@ -89,6 +117,7 @@ class ServerSpec:
     operating_system: str = "Windows Server 2016 Datacenter"  # on the computer object
     operating_system_version: str = "10.0 (14393)"
     trait: str = ""  # free text: what this server is in the fleet for (not written to LDAP)
+    virtual_directories: tuple[VirtualDirectorySpec, ...] = ()  # below CN=HTTP,CN=Protocols
 
 
 # --------------------------------------------------------------------------- DN building
@@ -320,6 +349,12 @@ def _server_entries(spec: ServerSpec, org: str, base_dn: str) -> list[Entry]:
     entries: list[Entry] = [(dn, attrs)]
 
     entries.append(_container(f"CN=Protocols,{dn}", "Protocols", ["container"], "Container", base_dn))
+    if spec.virtual_directories:
+        http = f"CN=HTTP,CN=Protocols,{dn}"
+        entries.append(_container(http, "HTTP", ["container", "msExchProtocolCfgHTTPContainer"],
+                                  "ms-Exch-Protocol-Cfg-HTTP-Container", base_dn))
+        for vdir in spec.virtual_directories:
+            entries.append(_virtual_directory_entry(vdir, http, base_dn))
     if spec.transport_subobjects:
         for child in ("Mailbox", "Frontend"):
             child_dn = f"CN={child},{dn}"
@@ -339,6 +374,18 @@ def _server_entries(spec: ServerSpec, org: str, base_dn: str) -> list[Entry]:
                 child_attrs.append(("msExchVersion", str(spec.msexch_version)))
             entries.append((child_dn, child_attrs))
     return entries
+
+
+def _virtual_directory_entry(vdir: VirtualDirectorySpec, parent: str, base_dn: str) -> Entry:
+    dn = f"{rdn('CN', vdir.cn)},{parent}"
+    attrs: list[tuple[str, Value]] = [("objectClass", "top"), ("objectClass", "msExchVirtualDirectory"),
+                                      ("objectClass", VDIR_CLASSES[vdir.kind])]
+    attrs += _common(dn, vdir.cn, VDIR_CLASSES[vdir.kind], base_dn)
+    if vdir.internal_url is not None:
+        attrs.append(("msExchInternalHostName", vdir.internal_url))
+    if vdir.external_url is not None:
+        attrs.append(("msExchExternalHostName", vdir.external_url))
+    return dn, attrs
 
 
 def _computer_entry(spec: ServerSpec, base_dn: str) -> Entry:
@@ -478,6 +525,20 @@ _V2016_CU19 = encode_version_number(15, 1, 2176)  # 1942063232
 _V2019_CU8 = encode_version_number(15, 2, 792)
 
 
+# Published namespaces (OWA/ECP InternalUrl/ExternalUrl) of the standard fleet.
+INTERNAL_NAMESPACE = "mail.test.example"
+EXTERNAL_NAMESPACE = "mail.example.com"
+LAB_NAMESPACE = "lab-mail.test.example"
+WEIRD_EXTERNAL_NAMESPACE = "labex.example.com"
+HOSTILE_URLS = ("https://owa\x1b[2J.lab.test.example/owa", "javascript:alert(1)")
+
+
+def _published(internal: str | None, external: str | None = None) -> tuple[VirtualDirectorySpec, ...]:
+    """OWA and ECP on the front end, each with its path appended to the given URL roots."""
+    return tuple(VirtualDirectorySpec(kind, internal and f"{internal}/{kind}", external and f"{external}/{kind}")
+                 for kind in ("owa", "ecp"))
+
+
 def _addresses(name: str, domain: str = "test.example") -> tuple[str, ...]:
     return (f"ncacn_ip_tcp:{name.lower()}.{domain}", f"netbios:{name.upper()}")
 
@@ -524,12 +585,23 @@ def standard_fleet() -> list[ServerSpec]:
             "EX2013-CAS1", "Version 15.0 (Build 31497.2)", _V2013, ROLES_2013_CAS,
             SITE_HQ, None, _addresses("EX2013-CAS1"), MODERN_ADMIN_GROUP, _fqdn("EX2013-CAS1"),
             operating_system="Windows Server 2012 R2 Standard", operating_system_version="6.3 (9600)",
-            trait="Exchange 2013 CU23 Client Access only (16385)",
+            trait="Exchange 2013 CU23 Client Access only (16385); publishes OWA/ECP inside and "
+                  "outside (an upper-case external URL; an EWS external name the collector ignores)",
+            virtual_directories=(
+                *_published(f"https://{INTERNAL_NAMESPACE}", "https://MAIL.Example.COM"),
+                VirtualDirectorySpec("ews", None, "https://ews-only.example.com/EWS/Exchange.asmx"),
+            ),
         ),
         ServerSpec(
             "EX2016-01", "Version 15.1 (Build 32176.2)", _V2016_CU19, ROLES_2013_MULTI,
             SITE_HQ, "DAG-HQ", _addresses("EX2016-01"), MODERN_ADMIN_GROUP, _fqdn("EX2016-01"),
-            trait="Exchange 2016 CU19 (the reference's worked example)",
+            trait="Exchange 2016 CU19 (the reference's worked example); OWA/ECP internal only, "
+                  "plus back-end virtual directories (port 444) that are no namespace",
+            virtual_directories=(
+                *_published(f"https://{INTERNAL_NAMESPACE}"),
+                *(VirtualDirectorySpec(kind, f"https://ex2016-01.test.example:444/{kind}", None, BACK_END_SITE)
+                  for kind in ("owa", "ecp")),
+            ),
         ),
         ServerSpec(
             "EX2016-02", "Version 15.1 (Build 32176.2)", _V2016_CU19, ROLES_2013_MULTI,
@@ -539,7 +611,12 @@ def standard_fleet() -> list[ServerSpec]:
         ServerSpec(
             "EX2016-03", "Version 15.1 (Build 32106.2)", encode_version_number(15, 1, 2106), ROLES_2013_MULTI,
             SITE_LAB, None, _addresses("EX2016-03"), MODERN_ADMIN_GROUP, _fqdn("EX2016-03"),
-            trait="Exchange 2016 CU18 in the '(Test*)' site",
+            trait="Exchange 2016 CU18 in the '(Test*)' site; hostile virtual-directory URLs "
+                  "(an escape sequence in the host, a javascript: URL) beside one valid internal one",
+            virtual_directories=(
+                VirtualDirectorySpec("owa", HOSTILE_URLS[0], None),
+                VirtualDirectorySpec("ecp", f"https://{LAB_NAMESPACE}/ecp", HOSTILE_URLS[1]),
+            ),
         ),
         ServerSpec(
             "EX2016-04", "Version 15.1 (Build 32375.7: Security Update For Exchange Server 2016 CU22)",
@@ -604,7 +681,9 @@ def standard_fleet() -> list[ServerSpec]:
             SITE_LAB, None, ("ncacn_ip_tcp:labex.test.example", "netbios:LABEX"), MODERN_ADMIN_GROUP,
             "labex.test.example",
             operating_system="Windows Server 2019 Datacenter", operating_system_version="10.0 (17763)",
-            trait="name contains ( ) * \\ (filter- and DN-escaping)",
+            trait="name contains ( ) * \\ (filter- and DN-escaping); OWA published outside only "
+                  "(its virtual directory's DN holds the escaped server name)",
+            virtual_directories=(VirtualDirectorySpec("owa", None, f"https://{WEIRD_EXTERNAL_NAMESPACE}/owa"),),
         ),
     ]
 
@@ -619,11 +698,14 @@ _BULK_BUILDS = (
 )
 
 
-def bulk_fleet(n: int, *, dag_size: int = 16) -> list[ServerSpec]:
+def bulk_fleet(n: int, *, dag_size: int = 16, virtual_directories: bool = True) -> list[ServerSpec]:
     """``n`` servers BULK00001..., spread over three sites and DAGs of ``dag_size``, all 2013+.
 
     Each has the two transport sub-objects, so ``3 * n`` entries match
     ``(objectClass=msExchExchangeServer)`` and exactly ``n`` match it with the transport exclusion.
+    With ``virtual_directories`` each also has OWA and ECP on the front end (internal name
+    mail.bulk.test.example; every fourth server also external, mail.bulk.example.com) and on
+    the back end (its own FQDN, port 444): 4 virtual directories, 2 of them namespaces.
     """
     fleet = []
     for index in range(1, n + 1):
@@ -637,5 +719,11 @@ def bulk_fleet(n: int, *, dag_size: int = 16) -> list[ServerSpec]:
             computer_dns=_fqdn(name),
             transport_subobjects=True,
             trait="bulk",
+            virtual_directories=(
+                *_published("https://mail.bulk.test.example",
+                            "https://mail.bulk.example.com" if index % 4 == 0 else None),
+                *(VirtualDirectorySpec(kind, f"https://{_fqdn(name)}:444/{kind}", None, BACK_END_SITE)
+                  for kind in ("owa", "ecp")),
+            ) if virtual_directories else (),
         ))
     return fleet

@@ -22,6 +22,8 @@ def _observation(name: str, state: str, at: datetime) -> Observation:
         return Observation(host, at, "test", exsetup_version="15.1.2176.9",
                            installed_updates=(InstalledUpdate("KB5000871", "SU", "2021-03-03"),),
                            indicators=("CVE-2021-26855: suspicious request in HttpProxy logs",))
+    if state == "unread":  # nothing read: unknown
+        return Observation(host, at, "test", probe_errors=("exsetup: not found",))
     return Observation(host, at, "test", exsetup_version="15.1.2176.2")  # no March SU
 
 
@@ -121,3 +123,20 @@ def test_the_migration_derives_the_clocks_of_a_store_written_before(empty_store,
         clock.backfill(conn, open_rows)
     assert store.open_since(last) == saved
     assert store.verify().ok
+
+
+@pytest.mark.parametrize("since", ["garbage", "9999-12-31T23:59:59+00:00", ""])
+def test_a_clock_that_cannot_be_used_counts_as_not_known(empty_store, shipped_catalog, since):
+    """Changed outside the tool (verify names it): left out, so the deadline counts from the
+    advisory's publication, the earliest start; nothing stops."""
+    from compliance.deadline import DeadlinePolicy
+    from store.deadlines import host_deadlines
+
+    store, catalog = empty_store, shipped_catalog
+    last = _save(store, catalog, START, EX1="vulnerable")
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE open_items SET since = ?", (since,))
+    assert store.open_since(last) == {}
+    found = host_deadlines(store, last, catalog, DeadlinePolicy())["EX1"]
+    assert found.open_since is None and found.deadline.due_at == datetime(2021, 3, 4, tzinfo=UTC)
+    assert not store.verify().ok

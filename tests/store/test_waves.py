@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter, defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -11,7 +12,7 @@ from openpyxl import load_workbook
 
 from compliance.models import Assessment, Host, Observation, Status, Verdict, server_roles
 from compliance.summary import summarise
-from compliance.worklist import Item, plan_waves
+from compliance.worklist import Item, internet_facing, plan_waves
 from store.export import WORKLIST_COLUMNS, to_xlsx
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -40,6 +41,42 @@ def test_no_wave_takes_two_members_of_one_dag_and_facing_roles_go_first():
     assert max(sizes.values()) <= 3
     assert {i.host for i in waved if i.wave == 1} >= {"CAS1", "EDGE1"}
     assert len({i.wave for i in waved if i.dag == "dag1"}) == 4  # 4 members, 4 waves
+
+
+CAS = frozenset({"Cafe", "FrontendTransport"})
+
+
+@pytest.mark.parametrize(
+    ("roles", "internal", "external", "facing"),
+    [
+        # AD published an external name: internet-facing, whatever the roles say
+        pytest.param({"Mailbox"}, (), ("mail.example.com",), True, id="external-name"),
+        pytest.param({"Mailbox"}, ("mail.corp.example",), ("mail.example.com",), True,
+                     id="both-names"),
+        # AD knows the host's names, all internal: not internet-facing, whatever the roles say
+        pytest.param(CAS, ("mail.corp.example",), (), False, id="internal-only-cas"),
+        # nothing known from AD: the roles decide, as before
+        pytest.param(CAS, (), (), True, id="no-names-cas"),
+        pytest.param({"Edge"}, (), (), True, id="no-names-edge"),
+        pytest.param({"Mailbox"}, (), (), False, id="no-names-mailbox"),
+        pytest.param(set(), (), (), False, id="no-names-no-roles"),
+    ],
+)
+def test_internet_facing_from_published_names_else_roles(roles, internal, external, facing):
+    roles = server_roles(roles)
+    assert internet_facing(roles, internal, external) is facing
+    item = replace(_item("H", roles=roles), internal_names=internal, external_names=external)
+    assert item.internet_facing is facing
+
+
+def test_a_host_publishing_an_external_name_goes_first_and_an_internal_only_one_does_not():
+    published = replace(_item("ZMB"), external_names=("mail.example.com",))
+    internal = replace(_item("ACAS", roles=CAS), internal_names=("mail.corp.example",))
+    guessed = _item("BCAS", roles=CAS)  # nothing known from AD: its roles put it first
+    plain = _item("CMB")
+    waved = plan_waves([plain, internal, guessed, published], per_wave=2)
+    assert [(i.host, i.wave) for i in waved] == [("BCAS", 1), ("ZMB", 1), ("ACAS", 2),
+                                                 ("CMB", 2)]
 
 
 def test_a_wave_holds_at_least_one_host():
