@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from compliance.acceptance import standing
 from compliance.catalog import Catalog
 from compliance.deadline import DeadlinePolicy
 from compliance.evaluate import Policy
@@ -24,7 +23,7 @@ from notify.changes import Change, ChangeKind, Report, host_changes
 from notify.delivery import Delivery, deliver
 from settings import NotificationSettings
 from store import SnapshotInfo, SnapshotStore
-from store.acceptances import acceptances
+from store.acceptances import acceptances, standing_in
 from store.deadlines import host_deadlines
 
 log = logging.getLogger(__name__)
@@ -80,7 +79,7 @@ def _expiring(store: SnapshotStore, current: SnapshotInfo, catalog: Catalog,
     for r in recorded:
         made = r.acceptance
         if (since < made.expires_at - window <= now
-                and standing(made, hosts.get(made.host.casefold()), now).in_force):
+                and standing_in(store, r, hosts.get(made.host.casefold()), now).in_force):
             found.append(Change(ChangeKind.ACCEPTANCE_EXPIRING, made.host,
                                 f"accepted until {made.expires_at:%Y-%m-%d %H:%M} UTC by "
                                 f"{made.approver}"))

@@ -50,14 +50,14 @@ from typing import TextIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from compliance.acceptance import AcceptanceError, accept, standing
+from compliance.acceptance import AcceptanceError, accept
 from compliance.catalog import load_catalog
 from compliance.deadline import DeadlinePolicy
 from compliance.evaluate import Policy
 from compliance.models import Snapshot
 from compliance.summary import HostSummary
 from settings import SECRETS_FILE, SettingsError, default_actor, load_secrets, load_settings
-from store.acceptances import acceptances, record_revocation
+from store.acceptances import acceptances, record_revocation, standing_in
 from store.acceptances import record as record_acceptance
 from store.evidence import (
     BundleError,
@@ -296,7 +296,7 @@ def _acceptances(args: argparse.Namespace, store: SnapshotStore, policy: Policy,
         stderr.write(f"no risk acceptance recorded by {moment.isoformat(timespec='seconds')}\n")
     for recorded in listed:
         made = recorded.acceptance
-        state = standing(made, fleet.get(made.host.casefold()), moment)
+        state = standing_in(store, recorded, fleet.get(made.host.casefold()), moment)
         shown = "in force" if state.in_force else f"ended: {state.detail}"
         fields = (f"#{recorded.id}", made.host, made.status.value, made.badge,
                   f"ticket {made.ticket or '-'}", shown, made.reason)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -27,6 +27,8 @@ from compliance.acceptance import (
     MAX_TEXT,
     Acceptance,
     AcceptanceError,
+    Ending,
+    Standing,
     revoke,
     standing,
 )
@@ -95,6 +97,30 @@ def parse_fields(data: Any) -> Acceptance | None:
         return None
 
 
+# Endings that the evidence of one snapshot brings; once one happened, the acceptance stays
+# ended, whatever later snapshots show (a web shell found and then no longer seen, or a
+# mitigation gone and back, is not the gap that was accepted).
+EVIDENCE_ENDINGS = frozenset({Ending.HOST_GONE, Ending.INDICATORS, Ending.STATUS_CHANGED,
+                              Ending.MITIGATION_GONE})
+
+
+def standing_in(store: SnapshotStore, recorded: Recorded, summary: HostSummary | None,
+                moment: datetime) -> Standing:
+    """``compliance.acceptance.standing`` at ``moment`` against ``summary`` (the host as the
+    snapshot in force then shows it), and ended as well by the first snapshot saved between
+    the acceptance and ``moment`` whose evidence it did not cover."""
+    now = standing(recorded.acceptance, summary, moment)
+    if not now.in_force:
+        return now
+    made = recorded.acceptance
+    for taken_at, seen in store.host_history(made.host, made.accepted_at, moment):
+        then = standing(made, seen, taken_at)
+        if then.ending in EVIDENCE_ENDINGS:
+            return Standing(False, then.ending, f"{then.detail} (snapshot of "
+                                                f"{taken_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC)")
+    return now
+
+
 def record(store: SnapshotStore, acceptance: Acceptance, snapshot_id: int,
            summary: HostSummary | None = None) -> int:
     """Append ``acceptance`` (of the evidence in ``snapshot_id``, which ``summary`` shows)
@@ -103,8 +129,8 @@ def record(store: SnapshotStore, acceptance: Acceptance, snapshot_id: int,
     revoke it first), or when it cannot be written."""
     if summary is not None:
         for earlier in acceptances(store, acceptance.accepted_at):
-            if earlier.acceptance.host.casefold() == acceptance.host.casefold() and standing(
-                    earlier.acceptance, summary, acceptance.accepted_at).in_force:
+            if earlier.acceptance.host.casefold() == acceptance.host.casefold() and standing_in(
+                    store, earlier, summary, acceptance.accepted_at).in_force:
                 raise StoreError(f"acceptance #{earlier.id} of {acceptance.host} is in force "
                                  f"({earlier.acceptance.badge}): revoke it first")
     return store.record(acceptance.accepted_by, ACCEPT, snapshot_id, _detail(acceptance),

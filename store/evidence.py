@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from compliance.acceptance import standing
+from compliance.acceptance import Standing, standing
 from compliance.catalog import load_catalog
 from compliance.codec import observation_from_dict, verdict_from_dict
 from compliance.deadline import Basis, DeadlinePolicy, Directive, deadline, published_at
@@ -39,7 +39,7 @@ from compliance.worklist import priority
 from files import FileRefused, read_bounded
 from store import chain
 from store.acceptances import FORMAT as ACCEPTANCE_FORMAT
-from store.acceptances import acceptances, parse_fields
+from store.acceptances import acceptances, parse_fields, standing_in
 from store.deadlines import host_deadlines
 from store.export import HOST_COLUMNS, SNAPSHOT_COLUMNS, host_row, to_csv
 from store.snapshots import ROW_KEYS, SnapshotInfo, SnapshotStore
@@ -246,7 +246,7 @@ def acceptances_json(store: SnapshotStore, info: SnapshotInfo) -> str:
     rows = []
     for r in recorded:
         made = r.acceptance
-        state = standing(made, hosts.get(made.host.casefold()), moment)
+        state = standing_in(store, r, hosts.get(made.host.casefold()), moment)
         rows.append({
             "id": r.id, "snapshot_id": r.snapshot_id, "host": made.host,
             "status": made.status.value, "mitigations": list(made.mitigations),
@@ -479,11 +479,23 @@ def _acceptance_problems(data: bytes, document: dict[str, Any]) -> list[str]:
         if made.accepted_at > as_of or (revoked is not None and revoked > as_of):
             problems.append(f"acceptances.json entry {number} ({made.host[:80]!r}) was recorded "
                             "after the snapshot")
-        elif (row.get("in_force") is not state.in_force
-              or (row.get("ended") or "") != state.detail):
+        elif not _standing_claimed(row, state):
             problems.append(f"acceptances.json entry {number} ({made.host[:80]!r}): its standing "
                             "is not what the snapshot's hosts say")
     return problems
+
+
+def _standing_claimed(row: dict[str, Any], state: Standing) -> bool:
+    """Whether a row's standing is what the bundled snapshot allows: in force only where the
+    snapshot says so; ended where it says so, or by an earlier snapshot's evidence, which the
+    bundle does not hold (``store.acceptances.standing_in``: "... (snapshot of ... UTC)"):
+    a claim that fails closed."""
+    in_force, ended = row.get("in_force"), str(row.get("ended") or "")
+    if not isinstance(in_force, bool):
+        return False
+    if in_force:
+        return state.in_force and not ended
+    return ended.endswith(" UTC)") or (not state.in_force and ended == state.detail)
 
 
 def _aware_time(text: Any) -> datetime | None:

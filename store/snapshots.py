@@ -775,6 +775,28 @@ class SnapshotStore:
                 found[item.host] = OpenSince(since, item.pruned_before)
         return found
 
+    def host_history(self, host: str, after: datetime, until: datetime,
+                     ) -> list[tuple[datetime, HostSummary | None]]:
+        """The host (its name as stored) in each whole-fleet snapshot taken after ``after`` and
+        up to ``until`` (aware), in chain order: its summary, or None where the fleet did not
+        hold it. Pruned and format 1 snapshots (whose absence says nothing) are left out."""
+        wanted = [s for s in self.history()
+                  if s.fleet and not s.pruned and after < s.taken_at <= until]
+        if not wanted:
+            return []
+        results = schema.results
+        columns = [func.coalesce(results.c[name], _EMPTY[name]) if name in _EMPTY
+                   else results.c[name] for name in SUMMARY_COLUMNS]
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(results.c.snapshot_id, *columns, results.c.observed_in)
+                                .where(results.c.host == host,
+                                       results.c.snapshot_id.in_([s.id for s in wanted]))
+                                .order_by(results.c.position)).all()
+        found: dict[int, HostSummary] = {}
+        for row in rows:
+            found.setdefault(int(row[0]), _summary_of(tuple(row[1:])))
+        return [(s.taken_at, found.get(s.id)) for s in wanted]
+
     def summary_rows(self, snapshot_id: int, hosts: Collection[str] | None = None, *,
                      where: ColumnElement[bool] | None = None,
                      fields: Sequence[str] = SUMMARY_COLUMNS) -> list[tuple[Any, ...]]:

@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from compliance.acceptance import AcceptanceError, accept, standing
+from compliance.acceptance import AcceptanceError, accept
 from compliance.catalog import Catalog, load_catalog
 from compliance.deadline import DeadlinePolicy
 from compliance.evaluate import Policy
@@ -25,6 +25,7 @@ from settings import Settings, SettingsError, load_settings
 from store import SnapshotInfo, SnapshotStore
 from store.acceptances import acceptances as stored_acceptances
 from store.acceptances import record as record_stored_acceptance
+from store.acceptances import standing_in
 from store.deadlines import host_deadlines
 from store.evidence import build_bundle
 from store.export import WORKLIST_COLUMNS, Owners
@@ -366,7 +367,7 @@ def accepted(url: str, snapshot: SnapshotInfo, latest: bool) -> dict[str, str]:
         snapshot_id, catalog(), _policy(max_age_days),
         hosts={r.acceptance.host for r in recorded})}
     return {r.acceptance.host.casefold(): r.acceptance.badge for r in recorded
-            if standing(r.acceptance, hosts.get(r.acceptance.host.casefold()), moment).in_force}
+            if standing_in(store, r, hosts.get(r.acceptance.host.casefold()), moment).in_force}
 
 
 DEADLINE_COLUMNS = ("host", "due", "deadline_rule", "open_since", "pruned_before")
@@ -430,7 +431,7 @@ def acceptance_rows(url: str, snapshot: SnapshotInfo, moment: datetime) -> list[
     rows = []
     for r in recorded:
         made = r.acceptance
-        state = standing(made, hosts.get(made.host.casefold()), moment)
+        state = standing_in(store, r, hosts.get(made.host.casefold()), moment)
         rows.append({"id": r.id, "host": made.host, "accepted_status": made.status.value,
                      "standing": "in force" if state.in_force else f"ended: {state.detail}",
                      "approver": made.approver, "ticket": made.ticket, "reason": made.reason,

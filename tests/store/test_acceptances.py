@@ -82,7 +82,7 @@ def test_a_forged_or_edited_acceptance_fails_verification(demo, statement):
     assert not store.verify().ok
 
 
-def test_an_inserted_acceptance_fails_verification_even_if_it_reads(demo):
+def test_an_inserted_acceptance_is_not_read_unless_chained_and_fails_verification(demo):
     store, latest, host = demo
     record(store, _acceptance(host), latest)
     with store.engine.begin() as conn:  # a copy of the entry, for another host
@@ -91,8 +91,13 @@ def test_an_inserted_acceptance_fails_verification_even_if_it_reads(demo):
             "previous_hash, hash) SELECT at, who, action, snapshot_id, replace(detail, :host, "
             "'DEMO-OTHER'), NULL, previous_hash, hash FROM audit_log WHERE action = 'accept'"),
             {"host": host.host})
-    assert len(acceptances(store)) == 2  # it reads as an acceptance...
-    assert not store.verify().ok  # ...and verify names it
+    # Outside the chain (no position), it is never read as an acceptance, and verify names it.
+    assert [r.acceptance.host for r in acceptances(store)] == [host.host]
+    assert not store.verify().ok
+    with store.engine.begin() as conn:  # given a position, it reads, and verify names it
+        conn.execute(text("UPDATE audit_log SET sequence = 999 WHERE sequence IS NULL"))
+    assert len(acceptances(store)) == 2
+    assert not store.verify().ok
 
 
 def test_with_the_key_the_entries_are_signed(store_url, shipped_catalog):
@@ -336,3 +341,35 @@ def test_a_forged_acceptance_list_in_a_bundle_is_caught(demo, tmp_path):
 def test_a_time_beyond_what_can_be_used_is_one_line(demo, store_url):
     code, out, err = _cli(store_url, "acceptances", "--as-of", "0001-01-01T00:00+05:00")
     assert code == 2 and "not an ISO 8601 time this tool can use" in err and not out
+
+
+def test_an_acceptance_ended_by_the_evidence_stays_ended(empty_store, shipped_catalog, tmp_path):
+    """Indicators seen once end it for good, even when a later snapshot no longer shows them
+    (review of issue 17: the badge used to come back)."""
+    from store.acceptances import standing_in
+    from store.evidence import build_bundle, verify_bundle
+    from tests.store.test_open_since import DAY, START, _save
+
+    store, catalog = empty_store, shipped_catalog
+    first = _save(store, catalog, START, EX1="vulnerable")
+    host = store.summaries(first, catalog)[0]
+    made = accept(host, reason="CU upgrade planned", approver="A. Approver", ticket="CHG-1",
+                  expires_at=START + 30 * DAY, accepted_by="admin", now=START + DAY / 2)
+    record(store, made, first, host)
+    second = _save(store, catalog, START + DAY, EX1="indicators")
+    third = _save(store, catalog, START + 2 * DAY, EX1="vulnerable")
+    (recorded,) = acceptances(store)
+    now_summary = store.summaries(third, catalog)[0]
+    assert standing(made, now_summary, START + 2 * DAY).in_force  # the snapshot alone
+    state = standing_in(store, recorded, now_summary, START + 2 * DAY)
+    assert not state.in_force and state.ending is Ending.INDICATORS
+    assert "snapshot of" in state.detail
+    assert second
+    # The bundle of the third snapshot says it ended, and verifies.
+    bundle = tmp_path / "b.zip"
+    bundle.write_bytes(build_bundle(store, store.info(third), START + 3 * DAY))
+    assert verify_bundle(bundle) == []
+    # A second acceptance may now be recorded (the first is not in force).
+    again = accept(now_summary, reason="again", approver="A. Approver", ticket="",
+                   expires_at=START + 30 * DAY, accepted_by="admin", now=START + 2 * DAY)
+    record(store, again, third, now_summary)
