@@ -16,6 +16,7 @@ dashboard page's first run, otherwise).
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 from collections import Counter
@@ -72,6 +73,7 @@ from store.verification import (
 from store.verification import verify as verify_chains
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+log = logging.getLogger(__name__)
 # verify hashes the rows in worker processes, one per core (at most MAX_WORKERS), once there
 # are this many rows to hash again: about 1.5 s of them on one core, and a worker's start
 # (importing SQLAlchemy and the store) is a fraction of that.
@@ -1131,15 +1133,24 @@ class SnapshotStore:
                             and database in (None, "", ":memory:")):
             return None
         from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
 
         # The URL (which may hold a password) reaches the workers through a pipe, never a
         # command line. "spawn": a fork of a process running threads (a dashboard) can hang.
         url = self.engine.url.render_as_string(hide_password=False)
         shares = [list(headers[i::workers]) for i in range(workers)]
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            checks: dict[int, RowCheck] = {}
-            for done in pool.map(_row_checks, [url] * workers, shares):
-                checks.update(done)
+        checks: dict[int, RowCheck] = {}
+        try:
+            with ProcessPoolExecutor(workers,
+                                     mp_context=multiprocessing.get_context("spawn")) as pool:
+                for done in pool.map(_row_checks, [url] * workers, shares):
+                    checks.update(done)
+        except (BrokenProcessPool, OSError):
+            # A worker that died (killed on a loaded machine, or one that cannot start) says
+            # nothing about the store: the rows are checked here instead, more slowly.
+            log.warning("verify: a worker process ended abruptly; checking the rows in this "
+                        "process instead")
+            return None
         return checks
 
     def adopt_key(self, who: str, expected_state: str) -> str:

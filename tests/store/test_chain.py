@@ -211,3 +211,29 @@ def _headers(store):
     from store import schema
     with store.engine.connect() as conn:
         return conn.execute(select(schema.snapshots)).mappings().all()
+
+
+def test_a_worker_that_dies_leaves_the_rows_checked_here(filled, monkeypatch):
+    """A worker killed on a loaded machine says nothing about the store: verify checks the
+    rows itself and reports the same."""
+    import concurrent.futures
+    from concurrent.futures.process import BrokenProcessPool
+
+    store, _ids = filled
+    alone = store.verify(workers=1)
+
+    class Dying:
+        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            pass
+
+        def __enter__(self):  # type: ignore[no-untyped-def]
+            return self
+
+        def __exit__(self, *args):  # type: ignore[no-untyped-def]
+            return False
+
+        def map(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise BrokenProcessPool("a worker was killed")
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Dying)
+    assert store.verify(workers=2) == alone
