@@ -15,6 +15,8 @@ earliest (fail closed: a deadline is never later than the history allows) and
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,6 +55,14 @@ def derive(previous: Previous, open_rows: Iterable[tuple[int, str]], taken_at: s
         else:
             items.append(OpenItem(position, host, taken_at))
     return items
+
+
+def digest(items: Iterable[OpenItem]) -> str:
+    """SHA-256 of a snapshot's open items in position order: what a pruning records of the
+    first snapshot it keeps, whose clocks no longer follow from the rows before it."""
+    canonical = json.dumps(sorted([i.position, i.host, i.since, i.pruned_before] for i in items),
+                           ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def by_name(items: Iterable[OpenItem]) -> dict[str, tuple[str, bool]]:
@@ -125,17 +135,23 @@ def backfill(conn: Connection, open_rows: Callable[[Connection, int], list[tuple
 
 
 def problems(snapshots: Iterable[Walked], stored: Mapping[int, Sequence[OpenItem]],
-             ) -> list[tuple[int, str]]:
+             anchors: Mapping[int, str] | None = None) -> list[tuple[int, str]]:
     """(snapshot id, message) for each retained snapshot (``snapshots`` in chain order) whose
     stored open items are not what a save derives: one per open row, each carrying the time
     the previous retained snapshot held for its host, else its own snapshot's. After pruned
     snapshots, whose rows are gone, a time from the first of them up to the snapshot's own
-    is accepted (the save saw them)."""
+    is accepted (the save saw them), unless the pruning recorded that snapshot's clocks
+    (``anchors``: snapshot id -> ``digest``, from the signed prune entries): then exactly
+    those."""
     found = []
     previous: dict[str, tuple[str, bool]] = {}
     for snapshot_id, taken_at, open_rows, gap_start in _retained(snapshots):
         items = list(stored.get(snapshot_id, ()))
-        message = _mismatch(items, open_rows, previous, taken_at, gap_start)
+        anchor = (anchors or {}).get(snapshot_id) if gap_start is not None else None
+        if anchor is not None and anchor != digest(items):
+            message = "differs from what the pruning before it recorded"
+        else:
+            message = _mismatch(items, open_rows, previous, taken_at, gap_start)
         if message:
             found.append((snapshot_id, f"its deadline clock {message} (open_items was changed "
                                        "outside the tool)"))

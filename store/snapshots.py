@@ -667,11 +667,19 @@ class SnapshotStore:
                     clock.forget(conn, ids)
                     conn.execute(update(schema.snapshots).where(schema.snapshots.c.id.in_(ids))
                                  .values(pruned=True))
+                # The first snapshot kept after the pruned ones carries clocks that no longer
+                # follow from any row: the entry records them, so verify holds them to it.
+                kept = conn.execute(select(schema.snapshots.c.id)
+                                    .where(schema.snapshots.c.pruned.is_(False))
+                                    .order_by(schema.snapshots.c.sequence).limit(1)).scalar()
+                clocks = ({str(kept): clock.digest(clock.read(conn, int(kept)))}
+                          if ids and kept is not None else {})
                 self._append_entry(conn, who, "prune", None, _dumps({
                     "kept_newest": keep,
                     "pruned": [{"id": v["id"], "sequence": v["sequence"], "hash": v["hash"],
                                 "header": header_record(dict(v))}
-                               for v in sorted(victims, key=lambda v: v["sequence"])]}))
+                               for v in sorted(victims, key=lambda v: v["sequence"])],
+                    "clocks": clocks}))
         except SQLAlchemyError as error:
             raise self._write_error(error, "prune") from error
         return len(ids)
@@ -1110,7 +1118,8 @@ class SnapshotStore:
             # A snapshot already named (its rows changed) is not named again for its clocks.
             named = {p.snapshot_id for p in report.problems}
             report.problems += [ChainProblem(snapshot_id, sequences[snapshot_id], message)
-                                for snapshot_id, message in clock.problems(walked, stored)
+                                for snapshot_id, message in clock.problems(
+                                    walked, stored, _clock_anchors([dict(e) for e in entries]))
                                 if snapshot_id not in named]
             known = set(sequences)
             report.problems += [ChainProblem(None, None, f"open_items holds rows of snapshot "
@@ -1275,6 +1284,22 @@ def _needs_work(values: tuple[Any, ...]) -> bool:
     row.update(zip(_JUDGED, values, strict=True))
     summary = _summary_of((*(row[name] for name in SUMMARY_COLUMNS), None))
     return priority(summary.status, summary.flags) is not None
+
+
+def _clock_anchors(entries: Sequence[Mapping[str, Any]]) -> dict[int, str]:
+    """Snapshot id -> the digest of its clocks, as the chained prune entries recorded them
+    (store/clock.py ``digest``; the newest wins). Entries outside the chain count for nothing
+    (verify names them)."""
+    anchors: dict[int, str] = {}
+    for entry in entries:
+        if entry["action"] != "prune" or entry["sequence"] is None:
+            continue
+        try:
+            recorded = json.loads(entry["detail"]).get("clocks") or {}
+            anchors.update({int(k): str(v) for k, v in recorded.items()})
+        except (ValueError, TypeError, AttributeError, RecursionError):
+            continue
+    return anchors
 
 
 def open_rows(conn: Connection, snapshot_id: int) -> list[tuple[int, str]]:

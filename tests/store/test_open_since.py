@@ -140,3 +140,22 @@ def test_a_clock_that_cannot_be_used_counts_as_not_known(empty_store, shipped_ca
     found = host_deadlines(store, last, catalog, DeadlinePolicy())["EX1"]
     assert found.open_since is None and found.deadline.due_at == datetime(2021, 3, 4, tzinfo=UTC)
     assert not store.verify().ok
+
+
+@pytest.mark.parametrize("keep", [1, 2])
+def test_after_a_pruning_a_moved_clock_still_fails_verification(empty_store, shipped_catalog,
+                                                               keep):
+    """The clocks of the first snapshot kept no longer follow from any row: the prune entry
+    records them (review of issue 17: a later start passed verify after a prune)."""
+    store, catalog = empty_store, shipped_catalog
+    for day in range(4):
+        _save(store, catalog, START + day * DAY, EX1="vulnerable", EX2="vulnerable")
+    assert store.prune(keep=keep) == 4 - keep
+    assert store.verify().ok
+    first_kept = next(s.id for s in store.history() if not s.pruned)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE open_items SET since = (SELECT taken_at FROM snapshots "
+                             "WHERE id = ?) WHERE snapshot_id = ?", (first_kept, first_kept))
+    report = store.verify()
+    assert not report.ok
+    assert any("deadline clock" in p.message for p in report.problems)
