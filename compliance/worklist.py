@@ -16,7 +16,8 @@ Pure and typed: ranking and wave planning are rules of this product, not of a fi
   AD told us nothing (no name read, e.g. an Edge server, a snapshot from before names were
   read), its roles decide as before: Client Access / Cafe, Front End Transport, Edge. An
   ExternalUrl left empty behind a reverse proxy that publishes the internal name hides the
-  exposure from this rule: set the ExternalUrl.
+  exposure from this rule: set the ExternalUrl. ``rank`` builds items from the stored summary
+  columns, which hold no names yet: there the roles still decide.
 """
 
 from __future__ import annotations

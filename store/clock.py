@@ -93,31 +93,71 @@ def forget(conn: Connection, snapshot_ids: Sequence[int]) -> None:
                      .where(schema.open_items.c.snapshot_id.in_(list(snapshot_ids))))
 
 
-# What a chain walk needs of each snapshot: (id, taken_at, pruned, open rows or None).
-Walked = tuple[int, str, bool, Sequence[tuple[int, str]]]
+# What a chain walk needs of each snapshot: (id, taken_at, pruned, open rows, and for a
+# format 1 snapshot, which held only its run's hosts, the lower-case names it held; None for
+# a whole-fleet one).
+Walked = tuple[int, str, bool, Sequence[tuple[int, str]], frozenset[str] | None]
 
 
 def _retained(snapshots: Iterable[Walked]) -> Iterator[tuple[int, str, Sequence[tuple[int, str]],
-                                                               str | None]]:
+                                                               str | None, frozenset[str] | None]]:
     """The retained snapshots of a chain walk: (id, taken_at, open rows, the time of the
-    first pruned snapshot since the previous retained one, or None)."""
+    first pruned snapshot since the previous retained one or None, the names a format 1
+    snapshot held or None)."""
     gap_start: str | None = None
-    for snapshot_id, taken_at, pruned, open_rows in snapshots:
+    for snapshot_id, taken_at, pruned, open_rows, present in snapshots:
         if pruned:
             gap_start = gap_start or taken_at
             continue
-        yield snapshot_id, taken_at, open_rows, gap_start
+        yield snapshot_id, taken_at, open_rows, gap_start, present
         gap_start = None
+
+
+def carry(previous: Previous, items: Iterable[OpenItem],
+          present: frozenset[str] | None) -> dict[str, tuple[str, bool]]:
+    """The clocks the next snapshot carries on: this snapshot's, and, after a format 1
+    snapshot (its run's hosts only), those of earlier ones for the hosts it did not hold (a
+    run that did not reach a host says nothing about it)."""
+    following = by_name(items)
+    if present is not None:
+        following.update({h: v for h, v in previous.items()
+                          if h not in present and h not in following})
+    return following
 
 
 def walk(snapshots: Iterable[Walked]) -> Iterator[tuple[int, list[OpenItem]]]:
     """The open items each retained snapshot should hold, in chain order (``snapshots`` in
     chain order): what the saves derived, one after the other."""
     previous: dict[str, tuple[str, bool]] = {}
-    for snapshot_id, taken_at, open_rows, gap_start in _retained(snapshots):
+    for snapshot_id, taken_at, open_rows, gap_start, present in _retained(snapshots):
         items = derive(previous, open_rows, taken_at, gap_start)
         yield snapshot_id, items
-        previous = by_name(items)
+        previous = carry(previous, items, present)
+
+
+def replay(conn: Connection, upto: int) -> dict[str, tuple[str, bool]]:
+    """The clocks a save carries on when the snapshot at chain position ``upto`` (the newest
+    before it) is format 1: the stored ones of the snapshots since the newest whole-fleet one,
+    carried as ``walk`` carries them."""
+    snapshots = schema.snapshots
+    headers = conn.execute(select(snapshots.c.id, snapshots.c.pruned, snapshots.c.format)
+                           .where(snapshots.c.sequence <= upto)
+                           .order_by(snapshots.c.sequence)).all()
+    start = max((i for i, h in enumerate(headers) if (h[2] or 1) >= 2 and not h[1]), default=0)
+    previous: dict[str, tuple[str, bool]] = {}
+    for snapshot_id, pruned, version in headers[start:]:
+        if pruned:
+            continue
+        partial = (version or 1) < 2
+        previous = carry(previous, read(conn, int(snapshot_id)),
+                         _present(conn, int(snapshot_id)) if partial else None)
+    return previous
+
+
+def _present(conn: Connection, snapshot_id: int) -> frozenset[str]:
+    results = schema.results
+    return frozenset(str(h).casefold() for h in conn.execute(
+        select(results.c.host).where(results.c.snapshot_id == snapshot_id)).scalars())
 
 
 def backfill(conn: Connection, open_rows: Callable[[Connection, int], list[tuple[int, str]]],
@@ -125,11 +165,12 @@ def backfill(conn: Connection, open_rows: Callable[[Connection, int], list[tuple
     """Fill ``open_items`` for every snapshot of a store written before schema 8 (the
     migration): ``open_rows(conn, snapshot_id)`` gives a snapshot's open rows."""
     snapshots = schema.snapshots
-    headers = conn.execute(select(snapshots.c.id, snapshots.c.taken_at, snapshots.c.pruned)
-                           .order_by(snapshots.c.sequence)).all()
+    headers = conn.execute(select(snapshots.c.id, snapshots.c.taken_at, snapshots.c.pruned,
+                                  snapshots.c.format).order_by(snapshots.c.sequence)).all()
     conn.execute(delete(schema.open_items))
-    walked = ((int(h[0]), str(h[1]), bool(h[2]),
-               [] if h[2] else open_rows(conn, int(h[0]))) for h in headers)
+    walked = ((int(h[0]), str(h[1]), bool(h[2]), [] if h[2] else open_rows(conn, int(h[0])),
+               _present(conn, int(h[0])) if not h[2] and (h[3] or 1) < 2 else None)
+              for h in headers)
     for snapshot_id, items in walk(walked):
         write(conn, snapshot_id, items)
 
@@ -145,7 +186,7 @@ def problems(snapshots: Iterable[Walked], stored: Mapping[int, Sequence[OpenItem
     those."""
     found = []
     previous: dict[str, tuple[str, bool]] = {}
-    for snapshot_id, taken_at, open_rows, gap_start in _retained(snapshots):
+    for snapshot_id, taken_at, open_rows, gap_start, present in _retained(snapshots):
         items = list(stored.get(snapshot_id, ()))
         anchor = (anchors or {}).get(snapshot_id) if gap_start is not None else None
         if anchor is not None and anchor != digest(items):
@@ -155,7 +196,7 @@ def problems(snapshots: Iterable[Walked], stored: Mapping[int, Sequence[OpenItem
         if message:
             found.append((snapshot_id, f"its deadline clock {message} (open_items was changed "
                                        "outside the tool)"))
-        previous = by_name(items)
+        previous = carry(previous, items, present)
     return found
 
 

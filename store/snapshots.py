@@ -365,10 +365,13 @@ class SnapshotStore:
                     {"snapshot_id": snapshot_id, **dict(zip(ROW_KEYS, row, strict=True))}
                     for row in rows])
             # The deadline clocks (store/clock.py): carried from the previous snapshot.
-            before = conn.execute(select(schema.snapshots.c.id).where(
-                schema.snapshots.c.sequence == int(last_sequence))).scalar()
+            before = conn.execute(select(schema.snapshots.c.id, schema.snapshots.c.format)
+                                  .where(schema.snapshots.c.sequence == int(last_sequence))
+                                  ).first()
             clock.write(conn, snapshot_id, clock.derive(
-                clock.by_name(clock.read(conn, int(before))) if before is not None else {},
+                {} if before is None
+                else clock.by_name(clock.read(conn, int(before[0]))) if (before[1] or 1) >= 2
+                else clock.replay(conn, int(last_sequence)),  # after format 1: what they carried
                 [(position, a.observation.host.name)
                  for position, a in enumerate(snapshot.assessments)
                  if priority(a.verdict.status, a.verdict.flags) is not None],
@@ -1103,6 +1106,14 @@ class SnapshotStore:
             opened[header["id"]] = check.open_rows
             return check
 
+        def present(header: Mapping[str, Any]) -> frozenset[str] | None:
+            # A format 1 snapshot held its run's hosts only (store/clock.py carry).
+            if header["pruned"] or _format_of(header) >= 2:
+                return None
+            return frozenset(str(h).casefold() for h in conn.execute(
+                select(schema.results.c.host)
+                .where(schema.results.c.snapshot_id == header["id"])).scalars())
+
         report = verify_chains(headers, noting, [dict(e) for e in entries], heads, key, only)
         if only is None:  # the deadline clocks, derived along the whole chain (store/clock.py)
             stored: dict[int, list[clock.OpenItem]] = {}
@@ -1113,7 +1124,8 @@ class SnapshotStore:
                 stored.setdefault(item[0], []).append(clock.OpenItem(
                     item[1], str(item[2]), str(item[3]), bool(item[4])))
             walked = [(h["id"], str(h["taken_at"]), bool(h["pruned"]),
-                       [] if h["pruned"] else opened.get(h["id"], ())) for h in headers]
+                       [] if h["pruned"] else opened.get(h["id"], ()), present(h))
+                      for h in headers]
             sequences = {h["id"]: h["sequence"] for h in headers}
             # A snapshot already named (its rows changed) is not named again for its clocks.
             named = {p.snapshot_id for p in report.problems}
@@ -1284,6 +1296,13 @@ def _needs_work(values: tuple[Any, ...]) -> bool:
     row.update(zip(_JUDGED, values, strict=True))
     summary = _summary_of((*(row[name] for name in SUMMARY_COLUMNS), None))
     return priority(summary.status, summary.flags) is not None
+
+
+def _format_of(header: Mapping[str, Any]) -> int:
+    try:
+        return int(header.get("format") or 1)
+    except (TypeError, ValueError):
+        return 1
 
 
 def _clock_anchors(entries: Sequence[Mapping[str, Any]]) -> dict[int, str]:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from collectors.directory import (
     VIRTUAL_DIRECTORY_FILTER,
@@ -110,6 +112,37 @@ def test_url_host_refuses_what_is_no_usable_url(value, why):
     host, reason = parse_url_host(value)
     assert host is None
     assert reason is not None and why in reason
+
+
+_URLISH = st.one_of(
+    st.text(),
+    st.builds(lambda scheme, host, rest: f"{scheme}://{host}{rest}",
+              st.sampled_from(["https", "HTTP", "ftp", ""]), st.text(max_size=80), st.text(max_size=20)),
+)
+
+
+@given(_URLISH)
+def test_any_text_gives_a_valid_host_name_or_a_reason_and_never_raises(value):
+    host, why = parse_url_host(value)
+    assert (host is None) != (why is None)
+    if host is not None:
+        assert host == host.lower() and host.isascii() and len(host) <= 253
+        assert all(label and not label.startswith("-") and not label.endswith("-")
+                   and all(c.isalnum() or c == "-" for c in label) for label in host.split("."))
+
+
+@given(st.lists(st.tuples(st.text(max_size=60), st.one_of(_URLISH, st.binary(max_size=40),
+                                                          st.none())), max_size=8))
+def test_any_entries_give_published_names_and_never_raise(entries):
+    servers = [EX1, ODD]
+    rows = [(dn, {"msExchInternalHostName": value, "msExchExternalHostName": [value]})
+            for dn, value in entries]
+    rows += [(_vdir(f"owa{i}", EX1), {"msExchInternalHostName": value})
+             for i, (_dn, value) in enumerate(entries)]
+    for published in parse_published(servers, rows).values():
+        assert all(parse_url_host(name) == (name, None)
+                   for name in published.internal + published.external)
+        assert not any("\x1b" in problem or "\n" in problem for problem in published.problems)
 
 
 # -- dn_key ------------------------------------------------------------------------------------

@@ -254,7 +254,7 @@ def test_old_partial_snapshots_are_kept_as_recorded_and_composed_on_read(empty_s
     saved = empty_store.save(_run(shipped_catalog, NOW, {"EX1": PATCHED}, scopes=(IMPORT,),
                                   complete=()), shipped_catalog)
     assert set(_statuses(empty_store, saved, shipped_catalog)) == set(composed)
-    assert empty_store.verify().ok
+    assert empty_store.verify().problems == []
 
 
 @pytest.mark.parametrize("keep", [1, 2])
@@ -417,3 +417,20 @@ def test_group_counts_add_up_to_the_fleet_in_every_format(empty_store, shipped_c
                            for row in empty_store.group_counts(snapshot_id, shipped_catalog)})
         assert counted == _groups_of(empty_store.summaries(snapshot_id, shipped_catalog))
         assert sum(counted.values()) == len(empty_store.summaries(snapshot_id, shipped_catalog))
+
+
+def test_clocks_survive_format_1_runs_that_did_not_reach_a_host(empty_store, shipped_catalog):
+    """A format 1 snapshot held its run's hosts only: a host it did not hold keeps the clock
+    it had (review of issue 17: the first whole-fleet save restarted it)."""
+    store, catalog = empty_store, shipped_catalog
+    _legacy(store, NOW - timedelta(days=20), {"EX-A": PATCHED, "EX-B": VULNERABLE}, catalog)
+    _legacy(store, NOW - timedelta(days=10), {"EX-A": PATCHED}, catalog)  # not EX-B
+    assert store.verify().ok
+    latest = store.save(_run(catalog, NOW, {"EX-A": PATCHED, "EX-B": VULNERABLE},
+                             scopes=(INVENTORY,), complete=()), catalog)
+    assert store.open_since(latest)["EX-B"].at == NOW - timedelta(days=20)
+    assert store.verify().ok
+    with store.engine.begin() as conn:  # and verify holds the save to it
+        conn.execute(text("UPDATE open_items SET since = :at WHERE snapshot_id = :id"),
+                     {"at": NOW.isoformat(), "id": latest})
+    assert any("deadline clock" in p.message for p in store.verify().problems)
