@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from compliance.models import Host
@@ -98,9 +98,8 @@ def merge(discovered: list[Host], entries: list[InventoryEntry]) -> tuple[list[H
             by_name[key] = Host(entry.name, entry.fqdn, entry.site, entry.dag)
             order.append(key)
         else:
-            by_name[key] = Host(known.name, entry.fqdn or known.fqdn, entry.site or known.site,
-                                entry.dag or known.dag, known.roles, known.ad_build, known.dn,
-                                known.problems)
+            by_name[key] = replace(known, fqdn=entry.fqdn or known.fqdn,
+                                   site=entry.site or known.site, dag=entry.dag or known.dag)
         if entry.winrm_url:
             overrides[key] = entry.winrm_url
     return [by_name[key] for key in order], overrides

@@ -12,6 +12,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -255,12 +256,12 @@ def observation_from_document(document: Mapping[str, Any], host: Host, source: s
     mitigations = document.get("mitigations") or {}
     indicators = document.get("indicators") or {}
     roles = document.get("roles")
+    # replace(): every other field the host came with (AD's published names...) stays.
     if roles and host.roles is None:
-        host = Host(host.name, host.fqdn or _text(document.get("fqdn")), host.site, host.dag,
-                    server_roles(roles), host.ad_build, host.dn, host.problems)
+        host = replace(host, fqdn=host.fqdn or _text(document.get("fqdn")),
+                       roles=server_roles(roles))
     elif host.fqdn is None and document.get("fqdn"):
-        host = Host(host.name, str(document["fqdn"]), host.site, host.dag, host.roles,
-                    host.ad_build, host.dn, host.problems)
+        host = replace(host, fqdn=str(document["fqdn"]))
     window = indicators.get("log_window_days")
     try:
         window_days = float(window) if isinstance(window, int | float) else None

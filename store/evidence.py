@@ -1,7 +1,8 @@
 """Exports for people and auditors: snapshot CSV and JSON, and self-checking evidence bundles.
 
 A bundle is a zip holding ``snapshot.json`` (every stored row exactly as hashed, and the
-chain fields), ``hosts.csv``, ``summary.txt`` and ``manifest.json`` (SHA-256 of each file and
+chain fields), ``hosts.csv``, ``summary.txt``, ``acceptances.json``, ``deadlines.json`` and
+``manifest.json`` (SHA-256 of each file and
 the snapshot's digest and chain position; with a signing key, an HMAC over the manifest).
 ``verify_bundle`` checks it without the database: the files match the manifest, the snapshot's
 content matches its recorded digest, and ``hosts.csv`` and ``summary.txt`` are exactly what

@@ -21,9 +21,21 @@ _AUTOLINK = re.compile(r"(?i)(?:https?:/|www|@)")
 UNLINK = "\u200b"
 
 
+# Bidirectional controls reorder what follows them ("EX\u202eDEHCTAP" reads "EXPATCHED"):
+# shown as their escapes, as the terminal output does (store.export.inert).
+BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """``text`` with each bidirectional control shown as its escape (``\\u202e``)."""
+    return BIDI.sub(lambda match: f"\\u{ord(match.group(0)):04x}", text)
+
+
 def literal(value: object) -> str:
-    """``value`` as Markdown source that renders as its text: on one line, links unlinked."""
-    text = _AUTOLINK.sub(lambda match: match.group(0) + UNLINK, " ".join(str(value).split()))
+    """``value`` as Markdown source that renders as its text: on one line, links unlinked,
+    bidirectional controls shown as escapes."""
+    text = _AUTOLINK.sub(lambda match: match.group(0) + UNLINK,
+                         visible(" ".join(str(value).split())))
     return _PUNCTUATION.sub(r"\\\1", text)
 
 

@@ -18,6 +18,7 @@ from compliance.models import Status
 from compliance.worklist import PRIORITY_NAMES
 from store import SnapshotInfo
 from views.labels import STATUS_COLORS, STATUS_LABELS, STATUS_ORDER
+from views.markdown import visible
 from views.summary import patched_share
 
 TREND_POINTS = 12  # the last snapshots the trend table shows
@@ -43,7 +44,7 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 
 
 def _e(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    return html.escape(visible("" if value is None else str(value)), quote=True)
 
 
 def _bar(counts: Mapping[str, int]) -> str:

@@ -135,8 +135,8 @@ else:
     st.columns(2)[0].plotly_chart(charts.status_bars(in_force.counts), width="stretch")
     accepted = data.acceptance_rows(url, in_force, min(moment, datetime.now(UTC)))
     st.markdown(f"**Risk acceptances** recorded by the end of {as_of_date:%Y-%m-%d}, as they "
-                "stood then (each is a signed audit entry; `python -m store acceptances "
-                "--as-of` gives the same):")
+                "stood then (each is an entry of the audit chain, signed when the store has a "
+                "key; `python -m store acceptances --as-of` gives the same):")
     if accepted:
         st.dataframe(pd.DataFrame(accepted, columns=list(data.ACCEPTANCE_COLUMNS)),
                      hide_index=True, key="acceptances_table")
@@ -159,7 +159,9 @@ st.download_button(
     icon=":material/download:",
 )
 st.caption(
-    "A zip of `snapshot.json`, `hosts.csv`, `summary.txt` and `manifest.json`. Check it "
+    "A zip of `snapshot.json`, `hosts.csv`, `summary.txt`, `acceptances.json` (the risk "
+    "acceptances as they stood then), `deadlines.json` (each open host's due time) and "
+    "`manifest.json`. Check it "
     "anywhere, without the database: `python -m store verify --bundle FILE`. That proves the "
     "files are unchanged since export and that the snapshot matches its digest. It does not "
     "prove on its own that this is the snapshot recorded then (compare its digest with the "
