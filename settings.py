@@ -419,7 +419,7 @@ class DirectiveSettings(_Section):
     name: str = Field(min_length=1, max_length=200)
     due: Annotated[datetime, AfterValidator(_aware_time)]
     statuses: Annotated[tuple[Literal["vulnerable", "mitigated", "unknown"], ...],
-                        BeforeValidator(_listed)] = ("vulnerable", "unknown")
+                        BeforeValidator(_listed)] = Field(("vulnerable", "unknown"), min_length=1)
 
 
 class DeadlineSettings(_Section):

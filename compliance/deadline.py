@@ -120,6 +120,10 @@ def deadline(status: Status, flags: Iterable[Flag], policy: DeadlinePolicy, *,
         if moment is not None and (moment.tzinfo is None or moment.utcoffset() is None):
             raise ValueError("deadline times need a time zone (UTC)")
     start = published if policy.basis is Basis.PUBLISHED or open_since is None else open_since
+    try:
+        start.astimezone(UTC)
+    except OverflowError:  # an instant at the calendar's edge: not a start (fail closed)
+        start = published
     since_words = ("the advisory's publication" if start is published
                    else f"first seen {start.astimezone(UTC):%Y-%m-%d}")
     candidates: list[Deadline] = []

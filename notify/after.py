@@ -50,9 +50,9 @@ def report_for(store: SnapshotStore, snapshot_id: int, catalog: Catalog, *,
     before, after = store.changed_summaries(previous.id, current.id, catalog, evaluation)
     changes: list[Change] = list(host_changes(before, after))
     since = previous.taken_at
-    # Overdue now and not at the previous snapshot's time (its own deadlines then): an item
-    # whose due time passed since, or jumped into the past (a mitigated host now unknown,
-    # a stricter policy, a new directive).
+    # Overdue now and not at the previous snapshot's time (its deadlines then, under today's
+    # policy): an item whose due time passed since, or jumped into the past (a mitigated host
+    # now unknown). A policy made stricter between two runs is not a change of any host.
     before_due = {host.casefold(): d for host, d in host_deadlines(
         store, previous.id, catalog, deadlines, evaluation).items()}
     for item in host_deadlines(store, current.id, catalog, deadlines, evaluation).values():

@@ -108,11 +108,19 @@ def standing_in(store: SnapshotStore, recorded: Recorded, summary: HostSummary |
                 moment: datetime) -> Standing:
     """``compliance.acceptance.standing`` at ``moment`` against ``summary`` (the host as the
     snapshot in force then shows it), and ended as well by the first snapshot saved between
-    the acceptance and ``moment`` whose evidence it did not cover."""
+    the acceptance and ``moment`` whose evidence it did not cover, or when one of those was
+    pruned (what it showed is gone: fail closed). Hosts are matched by their stored name: a
+    host renamed by case reads as gone (ended, never in force by mistake)."""
     now = standing(recorded.acceptance, summary, moment)
     if not now.in_force:
         return now
     made = recorded.acceptance
+    pruned = [s for s in store.history() if s.pruned and made.accepted_at < s.taken_at <= moment]
+    if pruned:  # the evidence it lived through is gone: it cannot be followed (fail closed)
+        return Standing(False, Ending.HOST_GONE,
+                        f"snapshots since it was recorded were pruned "
+                        f"({pruned[0].taken_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC): its "
+                        "evidence can no longer be followed; accept again if it still holds")
     for taken_at, seen in store.host_history(made.host, made.accepted_at, moment):
         then = standing(made, seen, taken_at)
         if then.ending in EVIDENCE_ENDINGS:

@@ -488,15 +488,13 @@ def _acceptance_problems(data: bytes, document: dict[str, Any]) -> list[str]:
 
 def _standing_claimed(row: dict[str, Any], state: Standing) -> bool:
     """Whether a row's standing is what the bundled snapshot allows: in force only where the
-    snapshot says so; ended where it says so, or by an earlier snapshot's evidence, which the
-    bundle does not hold (``store.acceptances.standing_in``: "... (snapshot of ... UTC)"):
-    a claim that fails closed."""
-    in_force, ended = row.get("in_force"), str(row.get("ended") or "")
+    snapshot says so. An ended one is always allowed: it may have ended by an earlier
+    snapshot's evidence, or by a pruning, which the bundle does not hold
+    (``store.acceptances.standing_in``), and the claim fails closed."""
+    in_force = row.get("in_force")
     if not isinstance(in_force, bool):
         return False
-    if in_force:
-        return state.in_force and not ended
-    return ended.endswith(" UTC)") or (not state.in_force and ended == state.detail)
+    return not in_force or (state.in_force and not row.get("ended"))
 
 
 def _aware_time(text: Any) -> datetime | None:

@@ -74,6 +74,8 @@ from store.verification import verify as verify_chains
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 log = logging.getLogger(__name__)
+# No deadline clock starts before this (Exchange 2010 shipped in 2009): an earlier one is forged.
+EARLIEST_CLOCK = datetime(2000, 1, 1, tzinfo=UTC)
 # verify hashes the rows in worker processes, one per core (at most MAX_WORKERS), once there
 # are this many rows to hash again: about 1.5 s of them on one core, and a worker's start
 # (importing SQLAlchemy and the store) is a fraction of that.
@@ -784,7 +786,7 @@ class SnapshotStore:
                 since = _aware(item.since)
             except (TypeError, ValueError):
                 continue  # changed outside the tool (verify names it): counted as not known
-            if since <= info.taken_at:  # a later start is forged: not known either
+            if EARLIEST_CLOCK <= since <= info.taken_at:  # else forged: not known either
                 found[item.host] = OpenSince(since, item.pruned_before)
         return found
 

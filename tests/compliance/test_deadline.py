@@ -117,3 +117,10 @@ def test_the_policy_describes_itself_in_one_line():
     assert "vulnerable 2 days" in text and "mitigated 14 days" in text
     assert "CISA ED 21-02 by 2021-03-05 12:00 UTC (unknown, vulnerable)" in text
     assert "\n" not in text
+
+
+def test_a_start_at_the_calendars_edge_counts_from_publication():
+    edge = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
+    found = deadline(Status.VULNERABLE, (), DeadlinePolicy(), open_since=edge,
+                     published=PUBLISHED)
+    assert found is not None and found.due_at == PUBLISHED + timedelta(days=2)

@@ -310,15 +310,18 @@ def test_a_forged_acceptance_list_in_a_bundle_is_caught(demo, tmp_path):
 
     store, latest, host = demo
     info = store.info(latest)
+    # One that had expired by the snapshot's time, then one in force.
+    record(store, _acceptance(host, info.taken_at - timedelta(days=3), days=1), latest)
     record(store, _acceptance(host, info.taken_at - timedelta(hours=1)), latest)
     data = build_bundle(store, info, NOW)
 
     def rows(members):  # type: ignore[no-untyped-def]
         return json.loads(members["acceptances.json"])
 
-    def ended(members, _manifest):  # type: ignore[no-untyped-def]
+    def revived(members, _manifest):  # type: ignore[no-untyped-def]
+        # An ended claim fails closed and is allowed; an expired one shown in force is not.
         listed = rows(members)
-        listed["acceptances"][0]["in_force"] = False
+        listed["acceptances"][0].update(in_force=True, ended=None)
         members["acceptances.json"] = json.dumps(listed).encode()
 
     def invented(members, _manifest):  # type: ignore[no-untyped-def]
@@ -331,7 +334,7 @@ def test_a_forged_acceptance_list_in_a_bundle_is_caught(demo, tmp_path):
         manifest["format"] = "proxylogon-evidence-bundle/2"
         manifest["files"].pop("acceptances.json")
 
-    for change, message in ((ended, "its standing is not what"),
+    for change, message in ((revived, "its standing is not what"),
                             (invented, "not an acceptance this tool records"),
                             (planted_in_format_2, "not among its format's files")):
         problems = verify_bundle(_rebundled(data, tmp_path, change))
@@ -373,3 +376,24 @@ def test_an_acceptance_ended_by_the_evidence_stays_ended(empty_store, shipped_ca
     again = accept(now_summary, reason="again", approver="A. Approver", ticket="",
                    expires_at=START + 30 * DAY, accepted_by="admin", now=START + 2 * DAY)
     record(store, again, third, now_summary)
+
+
+def test_an_acceptance_whose_snapshots_were_pruned_reads_as_ended(empty_store, shipped_catalog):
+    """What it lived through is gone: it cannot be followed, so it is not in force (review of
+    issue 17: an acceptance ended by indicators came back after a prune)."""
+    from store.acceptances import standing_in
+    from tests.store.test_open_since import DAY, START, _save
+
+    store, catalog = empty_store, shipped_catalog
+    first = _save(store, catalog, START, EX1="vulnerable")
+    host = store.summaries(first, catalog)[0]
+    made = accept(host, reason="CU upgrade planned", approver="A. Approver", ticket="",
+                  expires_at=START + 30 * DAY, accepted_by="admin", now=START + DAY / 2)
+    record(store, made, first, host)
+    _save(store, catalog, START + DAY, EX1="indicators")
+    _save(store, catalog, START + 2 * DAY, EX1="vulnerable")
+    last = _save(store, catalog, START + 3 * DAY, EX1="vulnerable")
+    assert store.prune(keep=1) == 3
+    (recorded,) = acceptances(store)
+    state = standing_in(store, recorded, store.summaries(last, catalog)[0], START + 3 * DAY)
+    assert not state.in_force and "pruned" in state.detail

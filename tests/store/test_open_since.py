@@ -125,7 +125,8 @@ def test_the_migration_derives_the_clocks_of_a_store_written_before(empty_store,
     assert store.verify().ok
 
 
-@pytest.mark.parametrize("since", ["garbage", "9999-12-31T23:59:59+00:00", ""])
+@pytest.mark.parametrize("since", ["garbage", "9999-12-31T23:59:59+00:00", "",
+                                   "0001-01-01T00:00:00+14:00", "1999-12-31T23:59:59+00:00"])
 def test_a_clock_that_cannot_be_used_counts_as_not_known(empty_store, shipped_catalog, since):
     """Changed outside the tool (verify names it): left out, so the deadline counts from the
     advisory's publication, the earliest start; nothing stops."""
