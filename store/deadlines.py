@@ -14,24 +14,22 @@ from datetime import datetime
 from compliance.catalog import Catalog
 from compliance.deadline import Deadline, DeadlinePolicy, deadline, published_at
 from compliance.evaluate import Policy
-from compliance.summary import HostSummary
+from compliance.models import Flag, Status
 from store.snapshots import SnapshotStore
 
 
 @dataclass(frozen=True)
 class HostDeadline:
-    """One open host's deadline: its summary, when its stretch began (``open_since``, None
-    when not known: counted from the advisory's publication) and whether pruning may hide an
-    earlier start."""
+    """One open host's deadline: its name as stored, status and flags, when its stretch began
+    (``open_since``, None when not known: counted from the advisory's publication) and
+    whether pruning may hide an earlier start."""
 
-    summary: HostSummary
+    host: str
+    status: Status
+    flags: tuple[Flag, ...]
     deadline: Deadline
     open_since: datetime | None
     pruned_before: bool = False
-
-    @property
-    def host(self) -> str:
-        return self.summary.host
 
 
 def host_deadlines(store: SnapshotStore, snapshot_id: int, catalog: Catalog,
@@ -42,11 +40,11 @@ def host_deadlines(store: SnapshotStore, snapshot_id: int, catalog: Catalog,
     published = published_at(catalog.advisory.published)
     opened = store.open_since(snapshot_id)
     found = {}
-    for summary in store.summaries(snapshot_id, catalog, evaluation, needing_work=True):
-        since = opened.get(summary.host)
-        due = deadline(summary.status, summary.flags, policy,
-                       open_since=since.at if since else None, published=published)
+    for host, status, flags in store.open_judgements(snapshot_id, catalog, evaluation):
+        since = opened.get(host)
+        due = deadline(status, flags, policy, open_since=since.at if since else None,
+                       published=published)
         if due is not None:
-            found[summary.host] = HostDeadline(summary, due, since.at if since else None,
-                                               since.pruned_before if since else False)
+            found[host] = HostDeadline(host, status, flags, due, since.at if since else None,
+                                       since.pruned_before if since else False)
     return found

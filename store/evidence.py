@@ -267,8 +267,8 @@ def deadlines_json(store: SnapshotStore, info: SnapshotInfo, policy: DeadlinePol
     time (compliance/deadline.py): what an auditor reads to see what was late when."""
     catalog = load_catalog()
     found = host_deadlines(store, info.id, catalog, policy)
-    items = [{"host": d.host, "status": d.summary.status.value,
-              "flags": [f.value for f in d.summary.flags],
+    items = [{"host": d.host, "status": d.status.value,
+              "flags": [f.value for f in d.flags],
               "open_since": d.open_since.isoformat() if d.open_since else None,
               "pruned_before": d.pruned_before, "due": d.deadline.due_at.isoformat(),
               "rule": d.deadline.rule, "overdue": d.deadline.overdue(info.taken_at)}

@@ -56,7 +56,15 @@ from compliance.codec import (
 )
 from compliance.evaluate import Policy, evaluate
 from compliance.fleet import DEMO, compose, fresh_count, observed_count
-from compliance.models import Assessment, Host, Observation, Snapshot, Status, Verdict
+from compliance.models import (
+    Assessment,
+    Flag,
+    Host,
+    Observation,
+    Snapshot,
+    Status,
+    Verdict,
+)
 from compliance.summary import COLUMNS as SUMMARY_COLUMNS
 from compliance.summary import SEPARATOR, HostSummary, summarise
 from compliance.worklist import priority
@@ -730,6 +738,33 @@ class SnapshotStore:
             return []
         return [_summary_of(row) for row in self.summary_rows(snapshot_id, where=or_(*wanted))]
 
+    def open_judgements(self, snapshot_id: int, catalog: Catalog, policy: Policy | None = None,
+                        ) -> list[tuple[str, Status, tuple[Flag, ...]]]:
+        """(host, status, flags) of each host of a snapshot that needs work, as ``summaries``
+        reads them, in fleet order: the deadlines' input, without building whole summaries
+        (for a whole-fleet snapshot, only the judged columns of the open rows are read)."""
+        if not self.info(snapshot_id).fleet:
+            return [(s.host, s.status, s.flags)
+                    for s in self.summaries(snapshot_id, catalog, policy, needing_work=True)]
+        results = schema.results
+        keys = _judged_columns()
+        with self.engine.connect() as conn:
+            combinations = conn.execute(select(*keys).where(
+                results.c.snapshot_id == snapshot_id).group_by(*keys)).all()
+            judged = {}
+            for values in combinations:
+                if _needs_work(tuple(values)):
+                    summary = _judged_summary(tuple(values))
+                    judged[tuple(values)] = (summary.status, summary.flags)
+            if not judged:
+                return []
+            rows = conn.execute(
+                select(results.c.host, *keys).where(
+                    results.c.snapshot_id == snapshot_id,
+                    or_(*(and_(*(key == value for key, value in zip(keys, values, strict=True)))
+                          for values in judged))).order_by(results.c.position)).all()
+        return [(str(row[0]), *judged[tuple(row[1:])]) for row in rows]
+
     def changed_summaries(self, before_id: int, after_id: int, catalog: Catalog,
                           policy: Policy | None = None,
                           ) -> tuple[list[HostSummary], list[HostSummary]]:
@@ -1291,12 +1326,18 @@ def _judged_columns() -> list[ColumnElement[Any]]:
     return [func.coalesce(schema.results.c[name], _EMPTY.get(name, "")) for name in _JUDGED]
 
 
-def _needs_work(values: tuple[Any, ...]) -> bool:
-    """Whether a row holding these ``_JUDGED`` values is on the worklist, read by _summary_of
-    as any row is (the only reading of stored columns) and judged by compliance.worklist."""
+def _judged_summary(values: tuple[Any, ...]) -> HostSummary:
+    """A row holding these ``_JUDGED`` values (the rest empty), read by _summary_of as any
+    row is (the only reading of stored columns)."""
     row = dict.fromkeys(SUMMARY_COLUMNS, "") | {name: _EMPTY[name] for name in _EMPTY}
     row.update(zip(_JUDGED, values, strict=True))
-    summary = _summary_of((*(row[name] for name in SUMMARY_COLUMNS), None))
+    return _summary_of((*(row[name] for name in SUMMARY_COLUMNS), None))
+
+
+def _needs_work(values: tuple[Any, ...]) -> bool:
+    """Whether a row holding these ``_JUDGED`` values is on the worklist, as compliance.worklist
+    judges ``_judged_summary``'s reading of it."""
+    summary = _judged_summary(values)
     return priority(summary.status, summary.flags) is not None
 
 
