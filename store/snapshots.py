@@ -1383,16 +1383,19 @@ def open_rows(conn: Connection, snapshot_id: int) -> list[tuple[int, str]]:
 
 def _open_of(results: Sequence[tuple[Any, ...]]) -> tuple[tuple[int, str], ...]:
     """``open_rows`` of rows already read (``ROW_KEYS`` order), judged as ``open_rows`` judges
-    the stored values: for verify, which reads every row anyway."""
-    at = [ROW_KEYS.index(name) for name in _JUDGED]
+    the stored values: for verify, which reads every row anyway. Each distinct combination of
+    the judged values (a few dozen) is judged once."""
+    a, b, c, d = (ROW_KEYS.index(name) for name in _JUDGED)
     judged: dict[tuple[Any, ...], bool] = {}
     found = []
     for row in results:
-        values = tuple(_EMPTY.get(name, "") if row[i] is None else row[i]
-                       for name, i in zip(_JUDGED, at, strict=True))
-        if values not in judged:
-            judged[values] = _needs_work(values)
-        if judged[values]:
+        key = (row[a], row[b], row[c], row[d])
+        open_ = judged.get(key)
+        if open_ is None:
+            open_ = judged[key] = _needs_work(tuple(
+                _EMPTY.get(name, "") if value is None else value
+                for name, value in zip(_JUDGED, key, strict=True)))
+        if open_:
             found.append((int(row[0]), str(row[1])))
     return tuple(found)
 
