@@ -388,4 +388,7 @@ def test_pywinrm_retries_operation_timeouts_forever(tmp_path: Path) -> None:
     worker.join(timeout=10)
     assert receives >= 10
     assert len(outcome) == 1
-    assert isinstance(outcome[0], requests.exceptions.ConnectionError)
+    # The peer closing mid-exchange surfaces as a refused/reset connection or, when it closes
+    # while a response body is in flight, as a truncated body: both mean "the peer went away".
+    went_away = (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)
+    assert isinstance(outcome[0], went_away), outcome[0]
