@@ -67,3 +67,40 @@ def test_group_labels_from_ad_are_shown_as_text_not_markup():
     labels = list(fig.data[0].y)
     assert "<" not in "".join(labels) and plain(hostile) in labels
     assert "S&amp;P" in labels  # plotly shows the entity as "&": the text comes out unchanged
+
+
+def _every_chart() -> list[object]:
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    rows = [{"g": "S1", "status": "patched", "hosts": 3}, {"g": "", "status": "vulnerable"},
+            {"g": "S2", "status": "indicators"}]
+    return [status_bars({"patched": 5, "vulnerable": 2, "not_applicable": 1}),
+            status_by_group(rows, "g", "By site"),
+            status_trend([t0, t0 + timedelta(weeks=1)], [{"patched": 1, "unknown": 4}, {"patched": 5}]),
+            status_trend([], []),
+            burn_down([t0, t0 + timedelta(weeks=1)], [20, 10], t0 + timedelta(weeks=2)),
+            burn_down([], [], None)]
+
+
+def test_charts_built_without_validation_are_what_plotly_validates_them_to():
+    """The builders skip plotly's per-property validation (its cost is most of a page's chart
+    time); plotly building each figure again from its JSON, validating every property
+    (an unknown or ill-typed one raises), must give back the very same figure."""
+    import json
+
+    import plotly.graph_objects as go
+
+    for fig in _every_chart():
+        assert isinstance(fig, go.Figure)
+        spec = fig.to_plotly_json()
+        validated = go.Figure(spec)  # raises on an invalid property
+        assert json.loads(validated.to_json()) == json.loads(fig.to_json())
+        assert spec["layout"]["template"]["layout"]["plot_bgcolor"] == "white"  # plotly_white
+
+
+def test_an_invalid_spec_is_refused_when_validated():
+    """The round trip above can fail: a misspelt property is refused by the validating build."""
+    import plotly.graph_objects as go
+    import pytest
+
+    with pytest.raises(ValueError):
+        go.Figure({"data": [{"type": "bar", "orientaton": "h"}]})
