@@ -10,8 +10,9 @@ snapshots (each snapshot's verdicts assessed at its own time, as a collection wo
   - *first run*: the page's first script run in that process, as after a restart: the store
     opened, every ``st.cache_data``/``st.cache_resource`` empty. What the server does at start,
     before it serves any page, is done before the clock starts: AppTest's custom component
-    discovery, and ``views.server.warm()`` (run.sh's server imports the pages' modules; the
-    seconds it took are printed, as "server start", beside the page's figures);
+    discovery, and ``views.server.warm(freeze=True)`` (run.sh's server imports the pages'
+    modules and freezes them out of the garbage collector's walks; the seconds it took are
+    printed, as "server start", beside the page's figures);
   - *cached run*: the run right after it, every cache warm;
   - *after new snapshot*: ``st.cache_data`` cleared (what the dashboard does when a collection
     saves a snapshot), resources and modules kept, then one run;
@@ -107,7 +108,7 @@ def driver(page: str) -> dict[str, Any]:
         delta_generator._use_warning_has_been_displayed = True
     from views.server import warm  # run.sh's server imports the pages' modules before it serves
 
-    result_warm = warm()
+    result_warm = warm(freeze=True)
     at.switch_page(page)  # before the first run: the page's hash is its file name's
     result: dict[str, Any] = {"page": page, "mode": "switched before the first run",
                               "warm": result_warm}

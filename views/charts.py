@@ -23,7 +23,7 @@ TEMPLATE = "plotly_white"  # views/server.py loads it before the first page
 
 
 @functools.cache
-def _template() -> dict[str, Any]:
+def template() -> dict[str, Any]:
     """The template as plain JSON, read once per process: a figure that names its template
     has plotly deep-copy and re-validate it (0.1-0.2 s a chart at 10,000 hosts)."""
     import plotly.io
@@ -38,7 +38,7 @@ def _figure(traces: list[dict[str, Any]], layout: dict[str, Any], title: str) ->
     their specs are checked against validated figures in tests/views/test_charts.py)."""
     legend = {"orientation": "h", "y": -0.15, **layout.pop("legend", {})}
     layout = {**layout, "title": {"text": title}, "margin": {"l": 10, "r": 10, "t": 50, "b": 10},
-              "legend": legend, "template": _template()}
+              "legend": legend, "template": template()}
     return go.Figure({"data": traces, "layout": layout}, _validate=False)
 
 

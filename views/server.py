@@ -12,6 +12,7 @@ one would run it. Nor are command-line entries (``__main__``) or the Alembic mig
 
 from __future__ import annotations
 
+import gc
 import importlib
 import pkgutil
 import sys
@@ -42,10 +43,16 @@ def modules() -> list[str]:
     return names
 
 
-def warm() -> float:
+def warm(freeze: bool = False) -> float:
     """Import every module of ``modules()``; the seconds it took. An import that fails is named
     on stderr and left for the page that needs it to report in full (a server that cannot
-    import a collector still shows the Overview)."""
+    import a collector still shows the Overview).
+
+    ``freeze`` (the server's start): then move every object made so far out of the garbage
+    collector's reach (``gc.freeze``). The imports leave ~1 million long-lived objects that
+    each full collection would walk again, and a page's first run allocates enough (10,000
+    rows) to trigger several: at 10,000 hosts the Hosts page's first run went from 1.2 s to
+    0.7-0.8 s with them frozen. Nothing imported here is ever freed, so nothing is lost."""
     started = time.perf_counter()
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
@@ -56,13 +63,14 @@ def warm() -> float:
             sys.stderr.write(f"warning: could not import {name} ahead of the first page: "
                              f"{type(error).__name__}: {error}\n")
     try:  # plotly reads a template's JSON on its first use: 0.17 s of the first chart
-        import plotly.io
+        from views.charts import template
 
-        from views.charts import TEMPLATE
-
-        plotly.io.templates[TEMPLATE]
+        template()
     except Exception as error:
         sys.stderr.write(f"warning: could not load the charts' template: {error}\n")
+    if freeze:
+        gc.collect()
+        gc.freeze()
     return time.perf_counter() - started
 
 
@@ -82,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         caching = logging.getLogger("streamlit.runtime.caching.cache_data_api")
         caching.addFilter(quiet)
         try:
-            warm()
+            warm(freeze=True)
         finally:
             caching.removeFilter(quiet)
     from streamlit.web.cli import main as streamlit

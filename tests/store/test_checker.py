@@ -81,3 +81,24 @@ def test_a_child_that_prints_no_report_is_a_failure(monkeypatch):
         args, 0, "OK, trust me", ""))
     with pytest.raises(CheckFailed, match="no report"):
         verify_in_child("sqlite://", None)
+
+
+def test_the_child_checks_at_a_lower_cpu_priority_than_the_dashboard(tmp_path, monkeypatch):
+    """The check is background work: its process (and the verify workers it starts, which
+    inherit it) runs at niceness +NICENESS, so the page scripts beside it keep the CPU."""
+    import os
+    import sys
+
+    from store import checker
+
+    probe = ("import os, store.checker as c; before = os.nice(0); c.lower_priority(); "
+             "print(os.nice(0) - before)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True, env={**os.environ, "PYTHONPATH": str(checker.ROOT)})
+    assert int(done.stdout) == min(checker.NICENESS, 19 - os.nice(0))
+    called = []
+    monkeypatch.setattr(checker, "lower_priority", lambda: called.append(True))
+    monkeypatch.setenv(CHECK_URL, f"sqlite:///{tmp_path / 'empty.db'}")
+    monkeypatch.delenv(CHECK_KEY, raising=False)
+    checker.main()
+    assert called == [True]

@@ -43,10 +43,10 @@ def test_only_a_server_start_warms_and_its_cache_notices_are_not_printed(monkeyp
 
     warmed, started = [], []
 
-    def fake_warm() -> float:  # what warm() does when a cached function is made early
+    def fake_warm(freeze: bool = False) -> float:  # what warm() does when a cached function is made early
         logging.getLogger("streamlit.runtime.caching.cache_data_api").warning(
             "No runtime found, using MemoryCacheStorageManager")
-        warmed.append(True)
+        warmed.append(freeze)
         return 0.0
     monkeypatch.setattr(server, "warm", fake_warm)
     monkeypatch.setattr(cli, "main", lambda args, prog_name: started.append(args))
@@ -60,7 +60,7 @@ def test_only_a_server_start_warms_and_its_cache_notices_are_not_printed(monkeyp
     server.main(["run", "app.py", "--help"])
     assert not warmed and len(started) == 2
     server.main(["run", "app.py", "--server.port", "1"])
-    assert warmed and started[-1] == ["run", "app.py", "--server.port", "1"]
+    assert warmed == [True] and started[-1] == ["run", "app.py", "--server.port", "1"]
     caching.removeHandler(handler)
     assert warmed and not printed
     caching.addHandler(handler)
@@ -69,3 +69,17 @@ def test_only_a_server_start_warms_and_its_cache_notices_are_not_printed(monkeyp
     finally:
         caching.removeHandler(handler)
     assert printed
+
+
+def test_a_server_start_freezes_what_it_imported_out_of_the_collectors_walks():
+    """run.sh's server (``main``) warms with ``freeze=True``: the imported objects are moved to
+    the garbage collector's permanent generation, so a page's first run does not walk them
+    again in every full collection. A plain ``warm()`` (tests, other callers) freezes nothing."""
+    probe = ("import gc, sys; from views import server; server.warm(freeze=sys.argv[1] == 'y'); "
+             "print(gc.get_freeze_count())")
+    counts = {}
+    for flag in ("y", "n"):
+        done = subprocess.run([sys.executable, "-c", probe, flag], cwd=ROOT, capture_output=True,
+                              text=True, check=True, timeout=120)
+        counts[flag] = int(done.stdout)
+    assert counts["n"] == 0 and counts["y"] > 100_000
