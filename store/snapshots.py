@@ -940,6 +940,25 @@ class SnapshotStore:
                 .where(results.c.snapshot_id == snapshot_id, results.c.failure_reason != "")
                 .order_by(results.c.position))]
 
+    def unknown_builds(self, snapshot_id: int, catalog: Catalog, policy: Policy | None = None,
+                       ) -> list[tuple[str, str, str, str, str, str]]:
+        """(host, build, product, CU, status, flags) of every host of a snapshot that reported
+        a build the catalogue did not know (``known_build`` false), in fleet order: read by
+        the database from the summary columns for a whole-fleet snapshot (the Catalog page
+        names them without loading the fleet), from ``summaries`` for a format 1 one."""
+        if not self.info(snapshot_id).fleet:
+            return [(s.host, s.build, s.product, s.cu, s.status.value,
+                     SEPARATOR.join(f.value for f in s.flags))
+                    for s in self.summaries(snapshot_id, catalog, policy)
+                    if s.build and not s.known_build]
+        fields = ("host", "build", "product", "cu", "status", "flags")
+        results = schema.results
+        unknown = and_(func.coalesce(results.c.build, "") != "",
+                       func.coalesce(results.c.known_build, False).is_(False))
+        return [(str(h), str(b), str(p), str(c), str(s), str(f))
+                for h, b, p, c, s, f, _observed_in in self.summary_rows(
+                    snapshot_id, where=unknown, fields=fields)]
+
     # -- reading --------------------------------------------------------------------------
 
     def demo_hosts(self, snapshot_id: int) -> int:

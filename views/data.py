@@ -180,6 +180,21 @@ def _host_table(url: str, snapshot_id: int, max_age_days: float) -> pd.DataFrame
     return table
 
 
+UNKNOWN_BUILD_COLUMNS = ("host", "build", "product", "cu", "status", "flags")
+
+
+def unknown_builds(url: str, snapshot_id: int) -> pd.DataFrame:
+    """The hosts of a snapshot whose reported build the catalogue did not know
+    (``UNKNOWN_BUILD_COLUMNS``, fleet order): the Catalog page's warning, without the fleet."""
+    return _unknown_builds(url, snapshot_id, _max_age_days())
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _unknown_builds(url: str, snapshot_id: int, max_age_days: float) -> pd.DataFrame:
+    return pd.DataFrame(_store(url).unknown_builds(snapshot_id, catalog(), _policy(max_age_days)),
+                        columns=list(UNKNOWN_BUILD_COLUMNS))
+
+
 GROUP_COLUMNS = ("product", "cu", "site", "dag", "status", "flags", "need", "hosts")
 
 

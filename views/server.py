@@ -27,7 +27,7 @@ TOP_MODULES = ("settings", "files")
 # the two agree).
 PAGE_SCRIPTS = frozenset({"overview", "hosts", "worklist", "collection", "snapshots", "catalog"})
 # Imported by Streamlit's own code only when a page first shows a table or chart.
-THIRD_PARTY = ("pandas", "pyarrow", "plotly.graph_objects")
+THIRD_PARTY = ("pandas", "pyarrow", "plotly.graph_objects", "pandas.io.formats.style")
 
 
 def modules() -> list[str]:

@@ -252,3 +252,29 @@ def test_a_row_with_values_no_writer_makes_reads_as_unknown(empty_store, shipped
     by_host = {s.host: s for s in empty_store.summaries(snapshot_id, shipped_catalog)}
     assert by_host["EX01"].status.value == "unknown" and "verify" in by_host["EX01"].action
     assert not empty_store.verify().ok
+
+
+def test_unknown_builds_are_read_from_the_columns_as_the_summaries_say(any_url, shipped_catalog):
+    """The Catalog page's "builds the catalogue does not know": the database's answer from the
+    summary columns equals the one from the whole summaries (a failed host reports no build,
+    a catalogued build is not listed)."""
+    at = NOW - timedelta(days=1)
+    observations = [
+        Observation(Host("EX-NEW"), at, "test", exsetup_version="15.1.9999.1"),  # not catalogued
+        Observation(Host("EX-OK"), at, "test", exsetup_version="15.1.2176.9"),
+        Observation(Host("EX-DOWN"), at, "test", failure=Failure("unreachable", "timed out")),
+        Observation(Host("EX-ODD"), at, "test", exsetup_version="15.2.9998.3"),
+    ]
+    store = SnapshotStore.open(any_url)
+    try:
+        snapshot_id = store.save(assess(observations, shipped_catalog, at, source="test",
+                                        tool_version="t", discovered=[o.host for o in observations],
+                                        scope="unknown builds"), shipped_catalog)
+        found = store.unknown_builds(snapshot_id, shipped_catalog)
+        expected = [(s.host, s.build, s.product, s.cu, s.status.value, ", ".join(f.value for f in s.flags))
+                    for s in store.summaries(snapshot_id, shipped_catalog)
+                    if s.build and not s.known_build]
+        assert [row[0] for row in found] == ["EX-NEW", "EX-ODD"]
+        assert found == expected
+    finally:
+        store.dispose()

@@ -460,3 +460,28 @@ def test_a_forged_second_row_of_a_host_never_stops_the_deadline_pages(demo_app):
     table = at.dataframe[0].value
     twice = table[table["host"].duplicated(keep=False)]
     assert len(twice) == 2 and twice["overdue"].all()
+
+
+def test_the_catalog_page_names_the_builds_it_does_not_know_and_shades_disputed_rows(demo_app):
+    from compliance.evaluate import assess
+    from compliance.models import Host, Observation
+
+    at, store = demo_app
+    at.switch_page("views/catalog.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Every build reported" in s.value for s in at.success)  # the demo's are known
+    catalogue = at.dataframe[-1].value
+    assert catalogue["disputed"].any() and len(catalogue) == len(load_catalog().releases)
+    # A run that finds a build the catalogue does not know: the page names it.
+    at_time = datetime.now(UTC)
+    observations = [Observation(Host("EX-NEWBUILD"), at_time, "test", exsetup_version="15.1.9999.1"),
+                    Observation(Host("EX-KNOWN"), at_time, "test", exsetup_version="15.1.2176.9")]
+    store.save(assess(observations, load_catalog(), at_time, source="test", tool_version="t",
+                      discovered=[o.host for o in observations], scope="catalog page"),
+               load_catalog())
+    at.run()
+    assert not at.exception, at.exception
+    warning = " ".join(w.value for w in at.warning)
+    assert "1 host reports a build the catalogue does not know" in warning
+    assert r"EX\-NEWBUILD (15\.1\.9999\.1)" in warning and "KNOWN" not in warning  # markdown-escaped
