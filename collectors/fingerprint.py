@@ -72,6 +72,7 @@ from compliance import __version__
 from compliance.builds import BuildParseError, parse_dotted
 from compliance.failures import FailureReason
 from compliance.models import Build, Failure, Host
+from compliance.outside import OutsideView, ViewKind
 
 BODY_LIMIT = 256 * 1024  # bytes of a body read; the logon page is ~28 KB, the manifest ~16 KB
 MAX_REDIRECTS = 3  # /owa/ -> logon.aspx is one; a few more for a front page in between
@@ -789,3 +790,20 @@ def _wait(give_up: dict[int, float],
                     FailureReason.TIMEOUT, f"{endpoint.url}: no answer within the deadline "
                     "(the name lookup may hang)", HINTS[FailureReason.TIMEOUT])))
 
+
+def outside_view(fp: Fingerprint) -> OutsideView:
+    """``fp`` as the core's ``OutsideView``: its full and CU-level builds (none when the
+    certificate did not validate: ``Fingerprint.builds``), where each build was disclosed,
+    and why the view is incomplete or untrusted (the failure, else the certificate's problem)."""
+    problem = ""
+    if fp.failure is not None:
+        problem = f"{fp.failure.reason}: {fp.failure.detail}"
+    elif not fp.trusted:
+        problem = "certificate not trusted" + (f": {fp.tls.problem}" if fp.tls and fp.tls.problem
+                                               else "")
+    return OutsideView(
+        name=fp.endpoint.name, kind=ViewKind(fp.endpoint.kind.value), observed_at=fp.observed_at,
+        full_builds=fp.builds(Certainty.FULL_BUILD), cu_builds=fp.builds(Certainty.CU_LEVEL),
+        trusted=fp.trusted, problem=problem,
+        where=tuple(f"{d.build} from {d.source.value} at {d.where}" for d in fp.disclosures
+                    if d.build is not None))

@@ -11,6 +11,9 @@ and optional fixed directive dates, each for some statuses ("patch or disconnect
 
 - its status's days (vulnerable, mitigated, unknown: a host not read may be vulnerable);
 - ``indicators`` days when it shows compromise indicators (patched or not);
+- ``vulnerable`` days when OWA/ECP disclose an older build than the server reports
+  (``outside_older_than_inside``; patched too, not when not affected: the worklist ranks it
+  as vulnerable, compliance/worklist.py);
 - every directive that names its status.
 
 A host that needs nothing has no deadline. A host is overdue from the exact due instant on
@@ -98,8 +101,12 @@ def published_at(published: str) -> datetime:
 
 def kinds(status: Status, flags: Iterable[Flag]) -> tuple[str, ...]:
     """The kinds of gap a host has (none: it needs no work)."""
+    seen = tuple(flags)
     found: list[str] = [status.value] if status.value in KINDS else []
-    if Flag.INDICATORS_FOUND in flags:
+    if (Flag.OUTSIDE_OLDER_THAN_INSIDE in seen and status is not Status.NOT_APPLICABLE
+            and Status.VULNERABLE.value not in found):
+        found.append(Status.VULNERABLE.value)
+    if Flag.INDICATORS_FOUND in seen:
         found.append(INDICATORS)
     return tuple(found)
 

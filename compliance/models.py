@@ -43,6 +43,10 @@ class Flag(StrEnum):
     OUT_OF_SUPPORT = "out_of_support"
     # A compromise-indicator check could not read its logs: empty is not clean.
     INDICATORS_UNREADABLE = "indicators_unreadable"
+    # OWA/ECP disclose, without credentials, an older build than the server reports (ExSetup,
+    # else AD's CU level): what attackers reach is older than the inside view says
+    # (compliance/outside.py).
+    OUTSIDE_OLDER_THAN_INSIDE = "outside_older_than_inside"
 
 
 class BuildSource(StrEnum):
@@ -282,6 +286,7 @@ class EvidenceKind(StrEnum):
     SUPPORT = "support"
     CARRIED = "carried"
     COLLECTION_FAILED = "collection_failed"
+    OUTSIDE_VIEW = "outside_view"  # what OWA/ECP disclosed without credentials (outside.py)
 
 
 def probe_error_part(error: str) -> str:

@@ -7,6 +7,13 @@ Pure and typed: ranking and wave planning are rules of this product, not of a fi
 - **Who is on it.** Every host not compliant, and every host with compromise indicators
   (patched or not: the update does not remove a web shell).
 - **Priority.** 0 compromise indicators, 1 vulnerable, 2 unknown, 3 mitigated (a stop-gap).
+  A host flagged ``outside_older_than_inside`` (OWA/ECP disclose, without credentials, an older
+  build than the server reports: compliance/outside.py) ranks at least 1, as vulnerable,
+  patched included: the files attackers reach are older than the inside view says (typically
+  a Security Update installed without elevation), so the server's own reading cannot be
+  relied on until OWA/ECP are checked. Not when it is not affected (``not_applicable``: the
+  advisory spares it whatever its files hold). The outside view only ever raises a host's
+  urgency; it never lowers it and never makes a host compliant.
 - **Waves.** Internet-facing servers first (OWA, ECP, EWS and SMTP from outside are where
   ProxyLogon was exploited), then priority. A wave takes at most one member of any DAG, so no
   DAG has all its copies down in one window.
@@ -30,6 +37,7 @@ from compliance.summary import SEPARATOR, HostSummary
 
 URGENCY = {Status.VULNERABLE: 1, Status.UNKNOWN: 2, Status.MITIGATED: 3}
 INDICATORS_FIRST = 0
+OUTSIDE_OLDER = URGENCY[Status.VULNERABLE]  # see "Priority" above
 INTERNET_FACING = frozenset({ServerRole.CAFE, ServerRole.CLIENT_ACCESS,
                              ServerRole.FRONTEND_TRANSPORT, ServerRole.EDGE})
 PRIORITY_NAMES = {0: "compromise indicators", 1: "vulnerable", 2: "unknown", 3: "mitigated only"}
@@ -59,8 +67,11 @@ def priority(status: Status, flags: Iterable[Flag]) -> int | None:
     """The worklist priority of a host (0 most urgent), or None when it needs nothing: the one
     definition of "needs action" that the worklist, its exports and the Overview's headline
     share."""
-    if Flag.INDICATORS_FOUND in flags:
+    seen = tuple(flags)  # read twice below; a caller may hand in a one-shot iterable
+    if Flag.INDICATORS_FOUND in seen:
         return INDICATORS_FIRST
+    if Flag.OUTSIDE_OLDER_THAN_INSIDE in seen and status is not Status.NOT_APPLICABLE:
+        return min(URGENCY.get(status, OUTSIDE_OLDER), OUTSIDE_OLDER)
     return URGENCY.get(status)
 
 

@@ -38,6 +38,7 @@ FLAG_LABELS = {
     Flag.MITIGATION_UNREADABLE: "Mitigation unreadable",
     Flag.OUT_OF_SUPPORT: "Out of support",
     Flag.INDICATORS_UNREADABLE: "Indicators unreadable",
+    Flag.OUTSIDE_OLDER_THAN_INSIDE: "OWA/ECP older than the server",
 }
 # Table headers: the column keys stay the CSV's, people read these.
 COLUMN_LABELS = {
