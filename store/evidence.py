@@ -88,13 +88,15 @@ def snapshot_document(store: SnapshotStore, info: SnapshotInfo) -> dict[str, Any
     }
 
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_SORTED = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
 def document_json(document: dict[str, Any]) -> str:
     """snapshot.json: the header indented, then its row lists one row per line, each by the C
     encoder (an indented dump of 10,000 rows takes the pure-Python encoder, several times
     slower)."""
-    def compact(value: Any) -> str:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
+    compact = _COMPACT.encode  # one encoder: json.dumps with options builds one per call
     lists = ("discovered", "results")
     head = {key: value for key, value in document.items() if key not in lists}
     parts = [json.dumps(head, indent=1, ensure_ascii=False)[:-2]]
@@ -132,12 +134,13 @@ def summary_csv(document: dict[str, Any], snapshot_id: int) -> str:
     names = HOST_COLUMNS[:-2]  # the summary's; then observed_in and carried
     rows = []
     for row in document["results"]:
-        if any(row.get(name) is None for name in names):  # the migration could not fill it
+        values = dict(zip(names, map(row.get, names), strict=True))
+        if None in values.values():  # the migration could not fill it
             rows.append(host_row(summarise(document_assessments({"results": [row]})[0]),
                                  snapshot_id))
             continue
         carried = row.get("observed_in") is not None
-        rows.append({**{name: row[name] for name in names},
+        rows.append({**values,
                      "observed_in": row["observed_in"] if carried else snapshot_id,
                      "carried": carried})
     return to_csv(rows, SNAPSHOT_COLUMNS)
@@ -273,9 +276,13 @@ def deadlines_json(store: SnapshotStore, info: SnapshotInfo, policy: DeadlinePol
               "pruned_before": d.pruned_before, "due": d.deadline.due_at.isoformat(),
               "rule": d.deadline.rule, "overdue": d.deadline.overdue(info.taken_at)}
              for d in sorted(found.values(), key=lambda d: (d.deadline.due_at, d.host))]
-    return json.dumps({"as_of": info.taken_at.isoformat(), "policy": policy_fields(policy),
-                       "published": catalog.advisory.published, "items": items}, indent=1,
-                      sort_keys=True, ensure_ascii=False)
+    # The head indented, the items one per line by the C encoder (an indented dump of 3,000
+    # items takes the pure-Python one: 0.2 s of a bundle at 10,000 hosts).
+    head = json.dumps({"as_of": info.taken_at.isoformat(), "policy": policy_fields(policy),
+                       "published": catalog.advisory.published}, indent=1, sort_keys=True,
+                      ensure_ascii=False)[:-2]
+    lines = ",\n".join(map(_SORTED.encode, items))
+    return f'{head},\n "items": [\n{lines}\n]\n}}'
 
 
 def policy_fields(policy: DeadlinePolicy) -> dict[str, Any]:
