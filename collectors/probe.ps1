@@ -4,11 +4,12 @@ ProxyLogon exposure probe. Document version: "exchange-probe/1".
 Runs on one Exchange server (2010, 2013, 2016 or 2019) under Windows PowerShell 5.1 and
 prints ONE JSON document on standard output: the ExSetup.exe file version, installed
 Exchange updates, roles, the March 2021 interim mitigations (URL Rewrite rules, UM
-services, ECP/OAB application pools, EOMT traces) and the Test-ProxyLogon indicators of
-compromise. Every field and the versioning rules: docs/probe.md.
+services, ECP/OAB application pools, EOMT traces), the Test-ProxyLogon indicators of
+compromise and whether the OWA/ECP web.config files hold an unresolved %ExchangeInstallDir%
+(left by an update run without elevation). Every field and the versioning rules: docs/probe.md.
 
-Read-only: it reads the registry, services, IIS configuration, one event log and log
-files. It changes nothing, writes no file and takes no parameters.
+Read-only: it reads the registry, services, IIS configuration, one event log, log files and
+four web.config files. It changes nothing, writes no file and takes no parameters.
 Bounded: 90 s overall, at most 200 files and 50 findings per check; a check cut short
 sets indicators.truncated. It never aborts: a part that fails adds "<part>: <message>"
 to errors and leaves its field empty.
@@ -22,7 +23,7 @@ From a PowerShell prompt, where ">" would write UTF-16, pipe it instead:
 Kept conventional on purpose (tests/collectors/test_probe_script.py): no switch
 statements, no labelled loops, no call operator, no aliases; comment lines, blank lines
 and indentation are free (the collector strips them before sending), code is not:
-after that compaction the script must stay within 10,000 characters.
+after that compaction the script must stay within 11,000 characters.
 #>
 
 $ErrorActionPreference = 'Stop'
@@ -163,6 +164,7 @@ $doc = [ordered]@{
     roles = $List::new()
     mitigations = $mit
     indicators = $ind
+    web_config = $null
     errors = $errors
 }
 # The empty document, printed (with an error) only if serialising the real one fails.
@@ -303,6 +305,32 @@ if ($webAdmin) {
         } catch {
             Fault ('app_pool ' + $pool) $_
         }
+    }
+}
+
+# ---- OWA and ECP web.config files ------------------------------------------------
+
+# An update run from a non-elevated prompt can leave the literal %ExchangeInstallDir% in
+# these files, and OWA or ECP then fail. Per file: fine (read, no literal), unresolved (the
+# literal is there), missing (not found), or unreadable (errors says why; never "fine").
+# Read only: Select-String opens each file for reading. Null when there is no install path.
+if ($doc.install_path) {
+    $doc.web_config = $List::new()
+    foreach ($dir in 'ClientAccess\Owa', 'ClientAccess\ecp', 'FrontEnd\HttpProxy\owa', 'FrontEnd\HttpProxy\ecp') {
+        $config = $doc.install_path.TrimEnd('\') + '\' + $dir + '\web.config'
+        $seen = 'missing'
+        try {
+            if (Test-Path -LiteralPath $config -PathType Leaf) {
+                $seen = 'fine'
+                if (Select-String -LiteralPath $config -Pattern '%ExchangeInstallDir%' -SimpleMatch -Quiet) {
+                    $seen = 'unresolved'
+                }
+            }
+        } catch {
+            $seen = 'unreadable'
+            Fault 'web_config' $_
+        }
+        $doc.web_config.Add([ordered]@{ path = $config; state = $seen })
     }
 }
 

@@ -30,6 +30,8 @@ from compliance.models import (
     MitigationState,
     Observation,
     ServiceState,
+    WebConfigFile,
+    WebConfigState,
     server_roles,
 )
 from files import FileRefused, read_bounded
@@ -94,6 +96,22 @@ def _findings(indicators: Mapping[str, Any], names: tuple[str, ...],
             detail = item.get("detail") if isinstance(item, Mapping) else item
             where = item.get("path") if isinstance(item, Mapping) else None
             found.append(f"{label or name}: {detail}" + (f" ({where})" if where else ""))
+    return tuple(found)
+
+
+def _web_configs(value: Any) -> tuple[WebConfigFile, ...] | None:
+    """The ``web_config`` list; absent or null: not checked (None). A state the schema does
+    not know (a document that skipped validation) reads as unreadable, never as fine."""
+    if not isinstance(value, list):
+        return None
+    found = []
+    for item in value:
+        if isinstance(item, Mapping) and item.get("path"):
+            try:
+                state = WebConfigState(str(item.get("state")))
+            except ValueError:
+                state = WebConfigState.UNREADABLE
+            found.append(WebConfigFile(str(item["path"]), state))
     return tuple(found)
 
 
@@ -296,4 +314,5 @@ def observation_from_document(document: Mapping[str, Any], host: Host, source: s
         probe_errors=tuple(str(e) for e in document.get("errors") or []),
         log_window_days=window_days,
         indicators_truncated=bool(indicators.get("truncated", False)),
+        web_configs=_web_configs(document.get("web_config")),
     )

@@ -20,6 +20,8 @@ from compliance.models import (
     ServiceState,
     Status,
     Verdict,
+    WebConfigFile,
+    WebConfigState,
     server_roles,
 )
 
@@ -66,8 +68,11 @@ def _names(value: Any) -> tuple[str, ...]:
 
 
 def observation_to_dict(obs: Observation) -> dict[str, Any]:
+    """An observation's stored form. ``web_configs`` is written only when checked, so an
+    observation without it encodes to the very text stored before it existed (stored digests
+    cover that text)."""
     mitigations = obs.mitigations
-    return {
+    data: dict[str, Any] = {
         "host": host_to_dict(obs.host),
         "observed_at": _time(obs.observed_at),
         "source": obs.source,
@@ -100,6 +105,25 @@ def observation_to_dict(obs: Observation) -> dict[str, Any]:
             "reason": obs.failure.reason, "detail": obs.failure.detail, "hint": obs.failure.hint,
         },
     }
+    if obs.web_configs is not None:
+        data["web_configs"] = [{"path": f.path, "state": f.state.value} for f in obs.web_configs]
+    return data
+
+
+def _web_configs(value: Any) -> tuple[WebConfigFile, ...] | None:
+    """``web_configs`` as stored: absent (not checked) is None; a state no writer of this
+    tool makes reads as unreadable (not known to be fine), an entry that is not one is left out."""
+    if not isinstance(value, list):
+        return None
+    found = []
+    for item in value:
+        if isinstance(item, Mapping) and isinstance(item.get("path"), str):
+            try:
+                state = WebConfigState(str(item.get("state")))
+            except ValueError:
+                state = WebConfigState.UNREADABLE
+            found.append(WebConfigFile(item["path"], state))
+    return tuple(found)
 
 
 SUSPICIOUS_PREFIX = "suspicious file: "
@@ -141,6 +165,7 @@ def observation_from_dict(data: Mapping[str, Any]) -> Observation:
         probe_errors=tuple(data.get("probe_errors", [])),
         log_window_days=data.get("log_window_days"),
         indicators_truncated=bool(data.get("indicators_truncated", False)),
+        web_configs=_web_configs(data.get("web_configs")),
     )
 
 

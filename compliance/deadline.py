@@ -14,6 +14,9 @@ and optional fixed directive dates, each for some statuses ("patch or disconnect
 - ``vulnerable`` days when OWA/ECP disclose an older build than the server reports
   (``outside_older_than_inside``; patched too, not when not affected: the worklist ranks it
   as vulnerable, compliance/worklist.py);
+- ``unknown`` days when an OWA/ECP web.config holds an unresolved %ExchangeInstallDir%
+  (``web_config_broken``; patched too, not when not affected: the worklist ranks it as
+  unknown);
 - every directive that names its status.
 
 A host that needs nothing has no deadline. A host is overdue from the exact due instant on
@@ -106,6 +109,9 @@ def kinds(status: Status, flags: Iterable[Flag]) -> tuple[str, ...]:
     if (Flag.OUTSIDE_OLDER_THAN_INSIDE in seen and status is not Status.NOT_APPLICABLE
             and Status.VULNERABLE.value not in found):
         found.append(Status.VULNERABLE.value)
+    if (Flag.WEB_CONFIG_BROKEN in seen and status is not Status.NOT_APPLICABLE
+            and Status.UNKNOWN.value not in found):
+        found.append(Status.UNKNOWN.value)
     if Flag.INDICATORS_FOUND in seen:
         found.append(INDICATORS)
     return tuple(found)

@@ -30,6 +30,7 @@ from compliance.models import (
     Snapshot,
     Status,
     Verdict,
+    WebConfigState,
     probe_error_part,
 )
 
@@ -143,6 +144,7 @@ class _Grader:
             for found in obs.suspicious_files:
                 self.note(EvidenceKind.SUSPICIOUS_FILE, found, "probe (for review, not a CVE check hit)")
         self._mitigation_facts()
+        self._web_config_facts()
         self.unread_checks = [error for error in obs.probe_errors
                               if probe_error_part(error) in self.advisory.cve_ids]
         if self.unread_checks:
@@ -409,6 +411,42 @@ class _Grader:
                         f"so Defender's automatic mitigation of {covers} was not in place")
             self.note(EvidenceKind.DEFENDER, text, f"probe; {rule.source}")
 
+    def _web_config_facts(self) -> None:
+        """The OWA/ECP web.config files as evidence, flagged ``web_config_broken`` when one
+        holds the literal %ExchangeInstallDir%. A file that could not be read is said to be
+        unknown, never fine; a missing one is counted (2010 has no FrontEnd folder)."""
+        files = self.obs.web_configs
+        if files is None:  # not checked
+            return
+        source = "probe (web.config)"
+        for file in files:
+            if file.state is WebConfigState.UNRESOLVED:
+                self.flag(Flag.WEB_CONFIG_BROKEN)
+                self.note(EvidenceKind.WEB_CONFIG, f"{file.path}: %ExchangeInstallDir% left "
+                          "unresolved (OWA/ECP cannot load it)", source)
+            elif file.state is WebConfigState.UNREADABLE:
+                self.note(EvidenceKind.WEB_CONFIG, f"{file.path}: could not be read, so whether "
+                          "%ExchangeInstallDir% is left in it is unknown", source)
+        fine = sum(f.state is WebConfigState.FINE for f in files)
+        missing = sum(f.state is WebConfigState.MISSING for f in files)
+        if fine or missing:
+            self.note(EvidenceKind.WEB_CONFIG, f"{fine} OWA/ECP web.config file(s) read without "
+                      "%ExchangeInstallDir%" + (f", {missing} not present" if missing else ""),
+                      source)
+
+    def _web_config_action(self) -> str:
+        """The fix for ``web_config_broken`` (Microsoft: "Repair failed installations of
+        Exchange Cumulative and Security updates", shared/reference/outside_view.md F6)."""
+        broken = [f.path for f in self.obs.web_configs or ()
+                  if f.state is WebConfigState.UNRESOLVED]
+        roots = {root for root, _ in map(_install_split, broken) if root}
+        named = ", ".join(rest for _, rest in map(_install_split, broken))
+        root = f" ({roots.pop()})" if len(roots) == 1 else ""
+        return (f"Repair OWA/ECP: %ExchangeInstallDir% is left unresolved in {named}; rerun the "
+                "Security Update from an elevated command prompt, or replace "
+                f"%ExchangeInstallDir% in each file with the Exchange install path{root}, then "
+                "run iisreset and check that OWA and ECP sign in")
+
     def _fix_action(self, ctx: _Context) -> str:
         rule, fix = ctx.rule, ctx.fix
         assert rule is not None
@@ -444,6 +482,23 @@ class _Grader:
         if Flag.INDICATORS_FOUND in self.flags:
             # A patch does not remove a web shell planted before it: investigating comes first.
             action = _indicator_action("" if status.compliant else action)
+        if Flag.WEB_CONFIG_BROKEN in self.flags:
+            # Availability, not the CVE fix: the status stands; but the update that left the
+            # file broken may not have completed, so the host needs a person (worklist.py).
+            broken = sum(f.state is WebConfigState.UNRESOLVED for f in self.obs.web_configs or ())
+            reason += (f"; {broken} OWA/ECP web.config file(s) hold an unresolved "
+                       "%ExchangeInstallDir%, so OWA/ECP fail to load (availability, not the CVE "
+                       "fix; but the update that left it may not have completed)")
+            repair = self._web_config_action()
+            if status is Status.PATCHED and Flag.INDICATORS_FOUND in self.flags:
+                action = f"{action}; then {repair[:1].lower()}{repair[1:]}"
+            elif status is Status.PATCHED:
+                # Sentences are joined by ". "; only the one saying "None" is now untrue.
+                rest = [part for part in action.split(". ")
+                        if part and not part.startswith("None")]
+                action = ". ".join([repair, *rest])
+            elif status is not Status.NOT_APPLICABLE:
+                action = f"{action}. {repair}"
         if Flag.INDICATORS_UNREADABLE in self.flags and Flag.INDICATORS_FOUND not in self.flags:
             action += (f". {len(self.unread_checks)} compromise check(s) could not read their "
                        f"logs ({self.unread_checks[0][:120]}): grant the probe account read "
@@ -492,6 +547,16 @@ def _named_cu(name: str) -> tuple[str | None, str | None]:
     cu = _CU_NAMED.search(name or "")
     return (product.group(1) if product else None,
             f"CU{cu.group(1) or cu.group(2)}" if cu else None)
+
+
+_INSTALL_PART = re.compile(r"^(.*?\\)((?:ClientAccess|FrontEnd)\\.*)$", re.IGNORECASE)
+
+
+def _install_split(path: str) -> tuple[str | None, str]:
+    """(install path, the rest) of a web.config path under Exchange's ClientAccess or
+    FrontEnd folder; (None, path) for any other."""
+    found = _INSTALL_PART.match(path)
+    return (found.group(1), found.group(2)) if found else (None, path)
 
 
 def _product(rule: ProductRule) -> str:

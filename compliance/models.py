@@ -47,6 +47,9 @@ class Flag(StrEnum):
     # else AD's CU level): what attackers reach is older than the inside view says
     # (compliance/outside.py).
     OUTSIDE_OLDER_THAN_INSIDE = "outside_older_than_inside"
+    # An OWA/ECP web.config holds the literal %ExchangeInstallDir% (an update run without
+    # elevation): OWA/ECP fail to load. About availability, not the CVE fix.
+    WEB_CONFIG_BROKEN = "web_config_broken"
 
 
 class BuildSource(StrEnum):
@@ -176,6 +179,21 @@ class MitigationState:
         return hash((self.rewrite_rules, tuple(sorted(self.services)), tuple(sorted(self.app_pools))))
 
 
+class WebConfigState(StrEnum):
+    """What the probe found in one OWA/ECP web.config (docs/probe.md ``web_config``)."""
+
+    FINE = "fine"  # read; no literal %ExchangeInstallDir%
+    UNRESOLVED = "unresolved"  # the literal %ExchangeInstallDir% is in it
+    MISSING = "missing"  # not found
+    UNREADABLE = "unreadable"  # could not be read: not known to be fine
+
+
+@dataclass(frozen=True)
+class WebConfigFile:
+    path: str
+    state: WebConfigState
+
+
 class ServerRole(StrEnum):
     """An Exchange server role, as Exchange's ServerRole enum names it: the bits of AD's
     msExchCurrentServerRoles and the probe's ``<Role>Role`` Setup registry keys
@@ -259,6 +277,9 @@ class Observation:
     indicators_truncated: bool = False
     # Files listed for review (Test-ProxyLogon's "suspicious files"), apart from the CVE hits.
     suspicious_files: tuple[str, ...] = ()
+    # The OWA/ECP web.config files the probe looked at; None: not checked (a probe or a
+    # stored observation from before the check, or no install path).
+    web_configs: tuple[WebConfigFile, ...] | None = None
 
 
 class EvidenceKind(StrEnum):
@@ -287,6 +308,7 @@ class EvidenceKind(StrEnum):
     CARRIED = "carried"
     COLLECTION_FAILED = "collection_failed"
     OUTSIDE_VIEW = "outside_view"  # what OWA/ECP disclosed without credentials (outside.py)
+    WEB_CONFIG = "web_config"  # the OWA/ECP web.config files and %ExchangeInstallDir%
 
 
 def probe_error_part(error: str) -> str:

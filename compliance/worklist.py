@@ -14,6 +14,11 @@ Pure and typed: ranking and wave planning are rules of this product, not of a fi
   relied on until OWA/ECP are checked. Not when it is not affected (``not_applicable``: the
   advisory spares it whatever its files hold). The outside view only ever raises a host's
   urgency; it never lowers it and never makes a host compliant.
+  A host flagged ``web_config_broken`` (an OWA/ECP web.config holds an unresolved
+  %ExchangeInstallDir%, compliance/evaluate.py) ranks at least 2, as unknown, patched
+  included: OWA/ECP are down, which is availability rather than the CVE fix, but the update
+  that left the file so (typically run without elevation) may also have left files unpatched,
+  so what the server reads needs a person to confirm it. Not when it is not affected, as above.
 - **Waves.** Internet-facing servers first (OWA, ECP, EWS and SMTP from outside are where
   ProxyLogon was exploited), then priority. A wave takes at most one member of any DAG, so no
   DAG has all its copies down in one window.
@@ -38,6 +43,11 @@ from compliance.summary import SEPARATOR, HostSummary
 URGENCY = {Status.VULNERABLE: 1, Status.UNKNOWN: 2, Status.MITIGATED: 3}
 INDICATORS_FIRST = 0
 OUTSIDE_OLDER = URGENCY[Status.VULNERABLE]  # see "Priority" above
+WEB_CONFIG_BROKEN = URGENCY[Status.UNKNOWN]  # see "Priority" above
+# Flags that make an affected host (any status but not_applicable) need action at least at
+# their urgency.
+RAISED_BY = {Flag.OUTSIDE_OLDER_THAN_INSIDE: OUTSIDE_OLDER,
+             Flag.WEB_CONFIG_BROKEN: WEB_CONFIG_BROKEN}
 INTERNET_FACING = frozenset({ServerRole.CAFE, ServerRole.CLIENT_ACCESS,
                              ServerRole.FRONTEND_TRANSPORT, ServerRole.EDGE})
 PRIORITY_NAMES = {0: "compromise indicators", 1: "vulnerable", 2: "unknown", 3: "mitigated only"}
@@ -70,9 +80,12 @@ def priority(status: Status, flags: Iterable[Flag]) -> int | None:
     seen = tuple(flags)  # read twice below; a caller may hand in a one-shot iterable
     if Flag.INDICATORS_FOUND in seen:
         return INDICATORS_FIRST
-    if Flag.OUTSIDE_OLDER_THAN_INSIDE in seen and status is not Status.NOT_APPLICABLE:
-        return min(URGENCY.get(status, OUTSIDE_OLDER), OUTSIDE_OLDER)
-    return URGENCY.get(status)
+    found = URGENCY.get(status)
+    if status is not Status.NOT_APPLICABLE:
+        for flag, urgency in RAISED_BY.items():
+            if flag in seen:
+                found = urgency if found is None else min(found, urgency)
+    return found
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ FLAG_LABELS = {
     Flag.OUT_OF_SUPPORT: "Out of support",
     Flag.INDICATORS_UNREADABLE: "Indicators unreadable",
     Flag.OUTSIDE_OLDER_THAN_INSIDE: "OWA/ECP older than the server",
+    Flag.WEB_CONFIG_BROKEN: "OWA/ECP web.config broken",
 }
 # Table headers: the column keys stay the CSV's, people read these.
 COLUMN_LABELS = {

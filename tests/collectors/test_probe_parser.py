@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ from collectors.probe import (
     parse_document,
     probe_script,
 )
-from compliance.models import Host
+from compliance.models import Host, WebConfigFile, WebConfigState
 from tests.collectors.documents import REWRITE_RULES, probe_document
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -54,6 +55,62 @@ def test_roles_known_from_ad_are_kept():
 def test_unknown_extra_fields_are_ignored():
     obs = parse_document(_text(future_field={"x": 1}), Host("EX1"), "winrm", NOW)
     assert obs.failure is None
+
+
+ROOT = "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\"
+OWA = ROOT + "ClientAccess\\Owa\\web.config"
+ECP = ROOT + "FrontEnd\\HttpProxy\\ecp\\web.config"
+
+
+# Literal text, as probe.ps1 prints the field (JSON escapes each backslash).
+WEB_CONFIG = (
+    r'"web_config":['
+    r'{"path":"C:\\Program Files\\Microsoft\\Exchange Server\\V15\\ClientAccess\\Owa\\web.config",'
+    r'"state":"fine"},'
+    r'{"path":"C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy\\ecp\\web.config",'
+    r'"state":"unresolved"},'
+    r'{"path":"C:\\x\\ecp\\web.config","state":"unreadable"},'
+    r'{"path":"C:\\x\\owa\\web.config","state":"missing"}]'
+)
+
+
+def test_web_config_files_fine_broken_unreadable_and_missing():
+    text = _text(errors=["web_config: Access to the path is denied."])
+    obs = parse_document(text[:-1] + ", " + WEB_CONFIG + "}", Host("EX1"), "winrm", NOW)
+    assert obs.failure is None
+    assert obs.web_configs == (
+        WebConfigFile(OWA, WebConfigState.FINE),
+        WebConfigFile(ECP, WebConfigState.UNRESOLVED),
+        WebConfigFile("C:\\x\\ecp\\web.config", WebConfigState.UNREADABLE),
+        WebConfigFile("C:\\x\\owa\\web.config", WebConfigState.MISSING),
+    )
+    assert obs.probe_errors == ("web_config: Access to the path is denied.",)
+
+
+@pytest.mark.parametrize("document", [
+    pytest.param({}, id="field-absent"),  # a probe from before the check
+    pytest.param({"web_config": None}, id="null"),  # no install path
+])
+def test_web_config_not_checked(document):
+    obs = parse_document(_text(**document), Host("EX1"), "winrm", NOW)
+    assert obs.failure is None and obs.web_configs is None
+
+
+def test_web_config_checked_but_no_file_is_not_none():
+    obs = parse_document(_text(web_config=[]), Host("EX1"), "winrm", NOW)
+    assert obs.web_configs == ()
+
+
+@pytest.mark.parametrize("entry", [
+    pytest.param({"path": OWA, "state": "broken"}, id="unknown-state"),
+    pytest.param({"path": OWA}, id="no-state"),
+    pytest.param({"state": "fine"}, id="no-path"),
+    pytest.param({"path": "", "state": "fine"}, id="empty-path"),
+])
+def test_a_malformed_web_config_entry_is_bad_output(entry):
+    obs = parse_document(_text(web_config=[entry]), Host("EX1"), "winrm", NOW)
+    assert obs.failure is not None and obs.failure.reason == "bad_output"
+    assert "web_config" in obs.failure.detail
 
 
 @pytest.mark.parametrize(
@@ -97,3 +154,16 @@ def test_compacted_probe_fits_a_windows_command_line():
     encoded = len("powershell -NoProfile -NonInteractive -EncodedCommand ") + \
         (len(small.encode("utf-16-le")) + 2) // 3 * 4
     assert encoded < 32_767
+
+
+def test_the_fixture_of_an_update_left_half_done():
+    path = Path(__file__).parent / "probe_documents" / "exchange2016_web_config_unresolved.json"
+    obs = parse_document(path.read_bytes(), Host("EX16-02"), "import", NOW)
+    assert obs.failure is None
+    assert [(f.path.rsplit("V15\\", 1)[1], f.state) for f in obs.web_configs or ()] == [
+        ("ClientAccess\\Owa\\web.config", WebConfigState.FINE),
+        ("ClientAccess\\ecp\\web.config", WebConfigState.UNREADABLE),
+        ("FrontEnd\\HttpProxy\\owa\\web.config", WebConfigState.FINE),
+        ("FrontEnd\\HttpProxy\\ecp\\web.config", WebConfigState.UNRESOLVED),
+    ]
+    assert [e.split(":", 1)[0] for e in obs.probe_errors] == ["web_config"]

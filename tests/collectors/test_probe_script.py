@@ -25,8 +25,9 @@ SCHEMA = ROOT / "collectors" / "probe.schema.json"
 DOCUMENTS = Path(__file__).resolve().parent / "probe_documents"
 
 # The collector sends `powershell -EncodedCommand <base64 of UTF-16-LE>`; Windows limits a command
-# line to 32,767 characters. The compacted script must stay within LIMIT to leave room for that.
-LIMIT = 10_000
+# line to 32,767 characters. The compacted script must stay within LIMIT to leave room for that:
+# 11,000 characters make a command line of about 29,400 (12,250 would fill it).
+LIMIT = 11_000
 COMMAND_LINE_LIMIT = 32_767
 
 
@@ -467,6 +468,7 @@ INVALID_BECAUSE = {
     "missing_required_field.json": ([], "required"),
     "exsetup_version_number.json": (["exsetup_version"], "type"),
     "roles_not_a_list.json": (["roles"], "type"),
+    "web_config_bad_state.json": (["web_config", 0, "state"], "enum"),
 }
 
 
@@ -513,6 +515,36 @@ def test_empty_skeleton_validates(schema: dict[str, object]) -> None:
                         "eomt": None, "defender_signature_version": None},
         "indicators": {"CVE-2021-26855": [], "CVE-2021-26857": [], "CVE-2021-26858": [], "CVE-2021-27065": [],
                        "suspicious_files": [], "log_window_days": None, "truncated": False},
-        "errors": ["json: serialisation failed"],
+        "web_config": None, "errors": ["json: serialisation failed"],
     }
     assert list(Draft202012Validator(schema).iter_errors(skeleton)) == []
+
+
+# ---- the web.config check (issue 18 part 4) ------------------------------------------------------
+
+
+def test_web_config_states_are_the_schemas(script: str, schema: dict[str, object]) -> None:
+    written = set(re.findall(r"\$seen = '(\w+)'", script))
+    state = schema["$defs"]["web_config_file"]["properties"]["state"]  # type: ignore[index]
+    assert written == set(state["enum"])
+
+
+def test_web_config_check_reads_four_files_for_the_literal_text(script: str) -> None:
+    code = compact(script)
+    assert ("foreach ($dir in 'ClientAccess\\Owa', 'ClientAccess\\ecp', 'FrontEnd\\HttpProxy\\owa', "
+            "'FrontEnd\\HttpProxy\\ecp') {") in code
+    # The path comes from the registry: only ever a -LiteralPath argument, never code; the text is
+    # matched as it is (-SimpleMatch: "%" and "\" mean nothing).
+    assert "$config = $doc.install_path.TrimEnd('\\') + '\\' + $dir + '\\web.config'" in code
+    assert "Test-Path -LiteralPath $config -PathType Leaf" in code
+    assert "Select-String -LiteralPath $config -Pattern '%ExchangeInstallDir%' -SimpleMatch -Quiet" in code
+
+
+def test_an_unreadable_web_config_is_recorded_never_fine(script: str) -> None:
+    code = compact(script)
+    # "fine" only once the file was found, and a failure to read it turns it to "unreadable"
+    # with its error in errors.
+    assert ("$seen = 'missing'\ntry {\nif (Test-Path -LiteralPath $config -PathType Leaf) {\n"
+            "$seen = 'fine'\n") in code
+    assert "} catch {\n$seen = 'unreadable'\nFault 'web_config' $_\n}" in code
+    assert "$doc.web_config.Add([ordered]@{ path = $config; state = $seen })" in code

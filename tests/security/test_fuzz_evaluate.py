@@ -7,6 +7,7 @@ values in every form, arbitrary roles, installed updates, mitigations, failures 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import event, example, given
@@ -27,6 +28,7 @@ from compliance.models import (
     Build,
     BuildSource,
     Failure,
+    Flag,
     Host,
     InstalledUpdate,
     MitigationState,
@@ -35,6 +37,8 @@ from compliance.models import (
     ServiceState,
     Status,
     Verdict,
+    WebConfigFile,
+    WebConfigState,
 )
 
 CATALOG = load_catalog()
@@ -165,6 +169,9 @@ policies = st.one_of(
               st.integers(0, 7200).map(lambda s: timedelta(seconds=s))),
 )
 roles = st.one_of(st.none(), st.frozensets(st.sampled_from(ROLE_NAMES)))
+web_configs = st.one_of(st.none(), st.lists(st.builds(WebConfigFile, st.text(max_size=40),
+                                                      st.sampled_from(WebConfigState)),
+                                            max_size=4).map(tuple))
 
 
 @st.composite
@@ -189,6 +196,7 @@ def observations(draw: st.DrawFn, *, exsetup: st.SearchStrategy[str | None] = ex
         probe_errors=tuple(draw(st.lists(st.text(max_size=20), max_size=2))),
         log_window_days=draw(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True))),
         indicators_truncated=draw(st.booleans()),
+        web_configs=draw(web_configs),
     )
 
 
@@ -235,6 +243,11 @@ def _grade(obs: Observation, policy: Policy) -> Verdict:
 def test_evaluate_always_answers_and_never_calls_garbage_patched(obs: Observation, policy: Policy) -> None:
     verdict = _grade(obs, policy)
     exsetup = _dotted_or_none(obs.exsetup_version)
+    # The web.config files are about availability: flagged when one is unresolved, and never
+    # a reason for another status.
+    broken = any(f.state is WebConfigState.UNRESOLVED for f in obs.web_configs or ())
+    assert (Flag.WEB_CONFIG_BROKEN in verdict.flags) is broken
+    assert _grade(replace(obs, web_configs=None), policy).status is verdict.status
 
     if obs.failure is not None:  # (b)
         assert verdict.status is Status.UNKNOWN
