@@ -73,6 +73,13 @@ from compliance.builds import BuildParseError, parse_dotted
 from compliance.failures import FailureReason
 from compliance.models import Build, Failure, Host
 from compliance.outside import OutsideView, ViewKind
+from compliance.outside_record import (
+    AnswerRecord,
+    EndpointRecord,
+    Seen,
+    TlsRecord,
+    view_of,
+)
 
 BODY_LIMIT = 256 * 1024  # bytes of a body read; the logon page is ~28 KB, the manifest ~16 KB
 MAX_REDIRECTS = 3  # /owa/ -> logon.aspx is one; a few more for a front page in between
@@ -791,19 +798,27 @@ def _wait(give_up: dict[int, float],
                     "(the name lookup may hang)", HINTS[FailureReason.TIMEOUT])))
 
 
+def endpoint_record(fp: Fingerprint) -> EndpointRecord:
+    """``fp`` as a snapshot keeps it (compliance/outside_record.py): the endpoint, each
+    disclosure with its source and certainty, TLS, the OWA and ECP answers and the failure."""
+    def answer(a: Answer | None) -> AnswerRecord | None:
+        return None if a is None else AnswerRecord(a.path, a.status, a.seconds, a.note)
+
+    tls = fp.tls
+    return EndpointRecord(
+        name=fp.endpoint.name, kind=ViewKind(fp.endpoint.kind.value), url=fp.endpoint.url,
+        observed_at=fp.observed_at,
+        disclosures=tuple(Seen(d.source.value, d.raw, d.where, d.build,
+                               d.certainty.value if d.certainty else "", d.problem)
+                          for d in fp.disclosures),
+        tls=None if tls is None else TlsRecord(tls.version, tls.verified, tls.problem,
+                                               tls.certificate_sha256),
+        owa=answer(fp.owa), ecp=answer(fp.ecp), failure=fp.failure)
+
+
 def outside_view(fp: Fingerprint) -> OutsideView:
-    """``fp`` as the core's ``OutsideView``: its full and CU-level builds (none when the
-    certificate did not validate: ``Fingerprint.builds``), where each build was disclosed,
-    and why the view is incomplete or untrusted (the failure, else the certificate's problem)."""
-    problem = ""
-    if fp.failure is not None:
-        problem = f"{fp.failure.reason}: {fp.failure.detail}"
-    elif not fp.trusted:
-        problem = "certificate not trusted" + (f": {fp.tls.problem}" if fp.tls and fp.tls.problem
-                                               else "")
-    return OutsideView(
-        name=fp.endpoint.name, kind=ViewKind(fp.endpoint.kind.value), observed_at=fp.observed_at,
-        full_builds=fp.builds(Certainty.FULL_BUILD), cu_builds=fp.builds(Certainty.CU_LEVEL),
-        trusted=fp.trusted, problem=problem,
-        where=tuple(f"{d.build} from {d.source.value} at {d.where}" for d in fp.disclosures
-                    if d.build is not None))
+    """``fp`` as the core's ``OutsideView`` (``compliance.outside_record.view_of`` of its record):
+    its full and CU-level builds (none when the certificate did not validate), where each build
+    was disclosed, and why the view is incomplete or untrusted (the failure, else the
+    certificate's problem)."""
+    return view_of(endpoint_record(fp))

@@ -1,4 +1,5 @@
-"""The collection job: inventory -> probes -> verdicts -> one snapshot, saved atomically.
+"""The collection job: inventory -> probes (-> outside view) -> verdicts -> one snapshot, saved
+atomically.
 
 Whatever a run covers (all of AD, two hosts of an inventory file, one hand-run document), the
 snapshot it saves holds the whole fleet: the store carries every host the run did not observe
@@ -7,6 +8,12 @@ forward from the previous snapshot (compliance/fleet.py).
 Used by ``python -m collectors collect`` and ``import`` (and later by the dashboard). One
 run at a time per data directory (a lock file); an interrupted run saves nothing, so the
 previous snapshots stay the latest.
+
+With ``[fingerprint] enabled``, the job also reads what every server (its FQDN) and each
+configured namespace disclose over HTTPS without credentials (collectors/fingerprint.py), after
+the probes; the store reconciles the fleet with it and keeps it with the snapshot
+(compliance/outside_record.py). A failed fingerprint is data: it never fails the run, and
+nothing seen from outside makes a host patched.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,6 +39,14 @@ from collectors.config import (
     winrm_password,
 )
 from collectors.directory import DirectoryConfig, discover
+from collectors.fingerprint import (
+    FingerprintConfig,
+    TlsContexts,
+    endpoint_record,
+    endpoints_for,
+    fingerprint_all,
+    load_fingerprint_config,
+)
 from collectors.inventory import InventoryEntry, load_inventory, merge
 from collectors.probe import (
     ProbeDocumentError,
@@ -45,7 +60,9 @@ from compliance import __version__
 from compliance.catalog import Catalog
 from compliance.evaluate import Policy, assess
 from compliance.fleet import IMPORT, INVENTORY, directory_scope
-from compliance.models import Host, Observation, Snapshot, Status
+from compliance.models import Flag, Host, Observation, Snapshot, Status
+from compliance.outside_record import EndpointRecord
+from compliance.summary import SEPARATOR
 from notify.after import after_snapshot, configured
 from settings import SettingsError, default_actor, resolve
 from store import SnapshotInfo, SnapshotStore
@@ -99,11 +116,14 @@ def run_lock(data_dir: Path) -> Iterator[None]:
 
 
 class Progress:
-    """A progress bar on a terminal; plain log lines otherwise."""
+    """A progress bar on a terminal; plain log lines otherwise. ``unit`` and ``verb`` name what
+    is counted ("hosts" "probed", "endpoints" "fingerprinted")."""
 
     def __init__(self, total: int, stream: TextIO = sys.stderr, tty: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, unit: str = "hosts",
+                 verb: str = "probed"):
         self.total, self.stream, self.clock = total, stream, clock
+        self.unit, self.verb = unit, verb
         self.tty = stream.isatty() if tty is None else tty
         self.done = self.failed = 0
         self.started = clock()
@@ -121,12 +141,14 @@ class Progress:
                 width = 30
                 filled = int(width * self.done / max(1, self.total))
                 self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/"
-                                  f"{self.total} hosts, {self.failed} failed, ETA {eta:4.0f} s")
+                                  f"{self.total} {self.unit}, {self.failed} failed, ETA "
+                                  f"{eta:4.0f} s")
                 if self.done == self.total:
                     self.stream.write("\n")
             elif self.done % self._step == 0 or self.done == self.total:
-                self.stream.write(f"probed {self.done}/{self.total} hosts, {self.failed} failed, "
-                                  f"{elapsed:.1f} s elapsed, ETA {eta:.0f} s\n")
+                self.stream.write(f"{self.verb} {self.done}/{self.total} {self.unit}, "
+                                  f"{self.failed} failed, {elapsed:.1f} s elapsed, ETA "
+                                  f"{eta:.0f} s\n")
             self.stream.flush()
 
 
@@ -140,6 +162,7 @@ class RunResult:
     seconds: float
     saved: SnapshotInfo
     demo_hosts: int = 0  # hosts of the fictional demo fleet still in the saved fleet
+    outside: str = ""  # what the run's outside view found, when it fingerprinted
 
     def summary(self) -> str:
         counts = self.saved.counts
@@ -153,16 +176,52 @@ class RunResult:
         return (f"snapshot #{self.snapshot_id} saved: {observed} hosts observed by this "
                 f"run{kept}, {fleet - observed} carried forward; fleet {fleet} hosts ({parts}); "
                 f"coverage {fresh}/{fleet} with a fresh observation; {self.seconds:.1f} s"
+                + (f"; {self.outside}" if self.outside else "")
                 + (f". The fleet still holds {self.demo_hosts} hosts of the fictional demo "
                    "fleet: `python -m store retire --demo --reason \"real data from now on\"` "
                    "takes them out" if self.demo_hosts else ""))
 
 
 def _save(store: SnapshotStore, run: Snapshot, catalog: Catalog, policy: Policy,
-          began: float) -> RunResult:
-    snapshot_id = store.save(run, catalog, policy)
+          began: float, outside: Sequence[EndpointRecord] = ()) -> RunResult:
+    snapshot_id = store.save(run, catalog, policy, outside)
     return RunResult(snapshot_id, run, time.monotonic() - began, store.info(snapshot_id),
                      store.demo_hosts(snapshot_id))
+
+
+def look_outside(hosts: Sequence[Host], config: FingerprintConfig, *, stream: TextIO,
+                 draw: bool, stop: threading.Event | None) -> tuple[EndpointRecord, ...]:
+    """Fingerprint every server (its FQDN) and each configured namespace; a progress line on
+    ``stream`` when ``draw``. Every failure is in its endpoint's record; a run that cannot
+    fingerprint at all warns and gives none (the snapshot is saved without it). ``stop`` set
+    raises ``InterruptedError``, as for the probes."""
+    endpoints = endpoints_for(hosts, config)
+    if not endpoints:
+        return ()
+    try:
+        found = fingerprint_all(endpoints, config, stop=stop, progress=Progress(
+            len(endpoints), stream, unit="endpoints", verb="fingerprinted") if draw else None)
+    except InterruptedError:
+        raise
+    except Exception as error:  # the probes' results are saved regardless
+        stream.write(f"warning: the outside view could not be read ({type(error).__name__}: "
+                     f"{inert(str(error))[:200]}); the snapshot is saved without it\n")
+        return ()
+    return tuple(endpoint_record(fp) for fp in found)
+
+
+def outside_summary(store: SnapshotStore, snapshot_id: int, catalog: Catalog,
+                    read: Sequence[EndpointRecord]) -> str:
+    """One clause of the run's summary: the endpoints read, the hosts flagged, the findings."""
+    failed = sum(1 for r in read if r.failure is not None)
+    stored = store.outside(snapshot_id)
+    flag = Flag.OUTSIDE_OLDER_THAN_INSIDE.value
+    flagged = sum(row[-1] for row in store.group_counts(snapshot_id, catalog)
+                  if flag in row[5].split(SEPARATOR))
+    findings = len(stored.namespaces) if stored else 0
+    return (f"outside view: {len(read)} endpoints read ({len(read) - failed} answered, {failed} "
+            f"failed), {flagged} host{'' if flagged == 1 else 's'} flagged {flag}, {findings} "
+            f"namespace finding{'' if findings == 1 else 's'}")
 
 
 def _directory_scope(directory: DirectoryConfig, base: str) -> str:
@@ -179,11 +238,15 @@ def collect(*, store: SnapshotStore, catalog: Catalog, policy: Policy,
             progress: Callable[[bool], None] | None = None,
             started: Callable[[int], None] | None = None,
             stop: threading.Event | None = None, who: str | None = None,
-            now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> RunResult:
-    """Discover, probe, grade and save; raises ``JobError`` (or the collectors' errors).
+            now: Callable[[], datetime] = lambda: datetime.now(UTC),
+            fingerprinting: FingerprintConfig | None = None) -> RunResult:
+    """Discover, probe, (fingerprint,) grade and save; raises ``JobError`` (or the
+    collectors' errors).
 
     Progress goes to ``progress`` (called with each host's failed flag) when given, else it is
-    drawn on ``progress_stream``; ``started`` learns the number of hosts before probing.
+    drawn on ``progress_stream``, as is the fingerprint's (endpoints; not counted in
+    ``progress``); ``started`` learns the number of hosts before probing. ``fingerprinting``
+    with ``enabled``: the outside view is read after the probes (``look_outside``).
     """
     began = time.monotonic()
     discovered: list[Host] = []
@@ -223,12 +286,18 @@ def collect(*, store: SnapshotStore, catalog: Catalog, policy: Policy,
     observations = probe_all(targets, winrm, winrm_password,
                              progress=progress or Progress(len(targets), progress_stream),
                              stop=stop)
+    # Before the snapshot's time is taken: every view is then as old as it is, never newer.
+    read = (look_outside(hosts, fingerprinting, stream=progress_stream, draw=progress is None,
+                         stop=stop) if fingerprinting is not None and fingerprinting.enabled
+            else ())
     snapshot = assess(observations, catalog, now(), source="collect", tool_version=__version__,
                       policy=policy, discovered=discovered or hosts, scope="; ".join(scope_parts),
                       label=f"collection of {len(targets)} hosts in "
                             f"{time.monotonic() - began:.0f} s",
                       scopes=scopes, complete_scopes=complete)
-    result = _save(store, snapshot, catalog, policy, began)
+    result = _save(store, snapshot, catalog, policy, began, read)
+    if fingerprinting is not None and fingerprinting.enabled:
+        result = replace(result, outside=outside_summary(store, result.snapshot_id, catalog, read))
     store.record(who or default_actor(), "collect", result.snapshot_id, result.summary())
     return result
 
@@ -307,6 +376,7 @@ class CollectionPlan:
     winrm: WinrmConfig
     inventory: tuple[InventoryEntry, ...] = ()
     inventory_path: Path | None = None
+    fingerprint: FingerprintConfig = field(default_factory=FingerprintConfig)
 
     def describe(self) -> str:
         parts = []
@@ -314,7 +384,8 @@ class CollectionPlan:
             parts.append(f"Active Directory ({', '.join(self.config.directory.servers)})")
         if self.inventory_path is not None:
             parts.append(f"inventory {self.inventory_path} ({len(self.inventory)} hosts)")
-        return (f"{' + '.join(parts)}; WinRM {self.winrm.scheme} as {self.winrm.username}; "
+        return (f"{' + '.join(parts)}; WinRM {self.winrm.scheme} as {self.winrm.username}"
+                f"{'; outside view (HTTPS fingerprint)' if self.fingerprint.enabled else ''}; "
                 f"config {self.config.path}")
 
 
@@ -327,7 +398,10 @@ def load_plan(config_path: Path, inventory_path: Path | None = None) -> Collecti
     if config.directory is None and not inventory:
         raise SettingsError(f"nothing to probe: configure [ldap] in {config_path} or give an "
                           "inventory file")
-    return CollectionPlan(config, config.winrm, inventory, inventory_path)
+    fingerprint = load_fingerprint_config(config_path)
+    if fingerprint.enabled:
+        TlsContexts.build(fingerprint.ca_file)  # a CA file ssl cannot load: SettingsError now
+    return CollectionPlan(config, config.winrm, inventory, inventory_path, fingerprint)
 
 
 def collection_job(plan: CollectionPlan, *, secrets: Mapping[str, Any], environ: Mapping[str, str],
@@ -355,7 +429,7 @@ def collection_job(plan: CollectionPlan, *, secrets: Mapping[str, Any], environ:
                 winrm_password=winrm_secret, directory=plan.config.directory,
                 ldap_password=ldap_secret, inventory=list(plan.inventory),
                 progress=hooks.progress, started=hooks.started, stop=hooks.stop, who=who,
-                progress_stream=progress_stream)
+                progress_stream=progress_stream, fingerprinting=plan.fingerprint)
             # The snapshot is saved: what follows never fails the run (notify/after.py).
             told = after_snapshot(store, result.snapshot_id, catalog,
                                   settings=sections.notifications,

@@ -361,7 +361,7 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
                            ", so there is nothing to re-evaluate")
         catalog = load_catalog()
         changes = reevaluate(store.fleet(info.id, catalog, policy), catalog, info.taken_at,
-                             policy)
+                             policy, store.outside(info.id))
         stdout.write(f"snapshot #{info.id} recorded with catalogue {info.catalog_version}; "
                      f"today's is {catalog.version}: {len(changes)} verdicts would differ\n")
         for change in changes:

@@ -8,7 +8,10 @@ digest includes the previous snapshot's digest and the chain position, so deleti
 inserting or reordering a snapshot breaks every link after it. Format 3 also covers the
 snapshot's ``id``, so renumbering one (which other rows point at) is caught. Format 4 also
 covers each row's summary columns (compliance/summary.py: what the pages read instead of the
-JSON), so a page's figures are as signed as the verdicts they come from. An optional HMAC
+JSON), so a page's figures are as signed as the verdicts they come from. Format 5 also
+covers the snapshot's outside view (the ``outside`` table's document, or its absence:
+compliance/outside_record.py); a document beside a snapshot of an earlier format matches no
+digest. An optional HMAC
 of each digest, keyed from secrets, stops a database administrator from rewriting the whole
 chain unnoticed; the chain head is signed too, so removing the newest snapshots and rewriting
 the head is caught.
@@ -33,8 +36,8 @@ from compliance.summary import COLUMNS as SUMMARY_COLUMNS
 GENESIS = "0" * 64
 FORMAT = b"proxylogon-snapshot/1"
 FORMATS = {1: FORMAT, 2: b"proxylogon-snapshot/2", 3: b"proxylogon-snapshot/3",
-           4: b"proxylogon-snapshot/4"}
-CURRENT_FORMAT = 4
+           4: b"proxylogon-snapshot/4", 5: b"proxylogon-snapshot/5"}
+CURRENT_FORMAT = 5
 HEADER_FIELDS = ("sequence", "previous_hash", "taken_at", "source", "label", "tool_version",
                  "catalog_version", "advisory_id", "advisory_version", "scope", "host_count",
                  "counts", "discovered_count")
@@ -65,15 +68,19 @@ def _field(hasher: Any, data: bytes) -> None:
 
 
 def digest(header: Mapping[str, Any], results: Iterable[Row],
-           discovered: Iterable[tuple[int, str, str]]) -> str:
+           discovered: Iterable[tuple[int, str, str]], outside: str | None = None) -> str:
     """SHA-256 of one snapshot: header, then (position, host, status, observation, verdict
     [, observed_in, scopes [, *SUMMARY_FIELDS]]) rows in order, then (position, host, record)
-    inventory rows in order. The header's ``format`` (1 when absent) picks the fields (format 3
-    adds ``id``, format 4 the summary columns); an unknown one raises ``ValueError``, a missing
-    field ``KeyError``, a summary column JSON cannot hold ``TypeError`` or ``ValueError``."""
+    inventory rows in order, then (format 5) the outside document or its absence. The header's
+    ``format`` (1 when absent) picks the fields (format 3 adds ``id``, format 4 the summary
+    columns); an unknown one raises ``ValueError``, as does an outside document before format
+    5; a missing field ``KeyError``, a summary column JSON cannot hold ``TypeError`` or
+    ``ValueError``."""
     version = int(header.get("format") or 1)
     if version not in FORMATS:
         raise ValueError(f"unknown snapshot format {version}")
+    if outside is not None and version < 5:
+        raise ValueError(f"format {version} holds no outside view")
     fields = (HEADER_FIELDS + (FLEET_FIELDS if version >= 2 else ())
               + (IDENTITY_FIELDS if version >= 3 else ()))
     hasher = hashlib.sha256(FORMATS[version])
@@ -101,16 +108,22 @@ def digest(header: Mapping[str, Any], results: Iterable[Row],
         _field(hasher, f"D{position}".encode())
         _field(hasher, host.encode())
         _field(hasher, record.encode())
+    if version >= 5:
+        # "O0": not fingerprinted; "O1" and the document. An inventory row starts "D<n>".
+        _field(hasher, b"O0" if outside is None else b"O1")
+        if outside is not None:
+            _field(hasher, outside.encode())
     return hasher.hexdigest()
 
 
 def stored_digest(header: Mapping[str, Any], results: Iterable[Row],
-                  discovered: Iterable[tuple[int, str, str]]) -> str | None:
+                  discovered: Iterable[tuple[int, str, str]],
+                  outside: str | None = None) -> str | None:
     """``digest`` of rows read back from a database someone else may have written: None when
     they are not what any writer of this tool makes (an unknown format, a binary or infinite
     value, nesting past the interpreter's limit), which matches no recorded digest."""
     try:
-        return digest(header, results, discovered)
+        return digest(header, results, discovered, outside)
     except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError, RecursionError):
         return None
 

@@ -1,7 +1,7 @@
 """Exports for people and auditors: snapshot CSV and JSON, and self-checking evidence bundles.
 
-A bundle is a zip holding ``snapshot.json`` (every stored row exactly as hashed, and the
-chain fields), ``hosts.csv``, ``summary.txt``, ``acceptances.json``, ``deadlines.json`` and
+A bundle is a zip holding ``snapshot.json`` (every stored row exactly as hashed, the outside
+view's document, and the chain fields), ``hosts.csv``, ``summary.txt``, ``acceptances.json``, ``deadlines.json`` and
 ``manifest.json`` (SHA-256 of each file and
 the snapshot's digest and chain position; with a signing key, an HMAC over the manifest).
 ``verify_bundle`` checks it without the database: the files match the manifest, the snapshot's
@@ -85,6 +85,8 @@ def snapshot_document(store: SnapshotStore, info: SnapshotInfo) -> dict[str, Any
         # format 4 on, and checked against the row's JSON by verify_bundle).
         "results": [dict(zip(ROW_KEYS, row, strict=True)) for row in results],
         "discovered": [{"position": p, "host": h, "record": r} for p, h, r in inventory],
+        # Format 5: the outside view's stored document (None: not fingerprinted), as hashed.
+        "outside": store.raw_outside(info.id),
     }
 
 
@@ -112,7 +114,7 @@ def document_digest(document: dict[str, Any]) -> str:
                 r.get("observed_in"), r.get("scopes"),
                 *(r.get(name) for name in chain.SUMMARY_FIELDS)) for r in document["results"]]
     inventory = [(d["position"], d["host"], d["record"]) for d in document["discovered"]]
-    return chain.digest(header, results, inventory)
+    return chain.digest(header, results, inventory, document.get("outside"))
 
 
 def document_assessments(document: dict[str, Any]) -> list[Assessment]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
 from compliance.catalog import Catalog
 from compliance.evaluate import Policy, evaluate
 from compliance.models import Assessment, Status, Verdict
+from compliance.outside_record import OutsideRecord, apply_view
 
 
 @dataclass(frozen=True)
@@ -126,14 +127,21 @@ class Reevaluation:
 
 
 def reevaluate(assessments: Sequence[Assessment], catalog: Catalog, as_of: datetime,
-               policy: Policy | None = None) -> list[Reevaluation]:
+               policy: Policy | None = None,
+               outside: OutsideRecord | None = None) -> list[Reevaluation]:
     """Hosts whose verdict would differ under ``catalog`` (judged at the snapshot's own time).
+    ``outside``: the snapshot's stored outside view, reconciled again with today's verdicts
+    (``SnapshotStore.outside``), so its flags are not taken for the catalogue's.
 
     The recorded verdict stays the evidence; this only shows where knowledge has moved on.
     """
+    todays = [replace(a, verdict=evaluate(a.observation, catalog, as_of, policy))
+              for a in assessments]
+    if outside is not None:
+        todays = list(apply_view(todays, outside.endpoints, catalog, as_of, policy)[0])
     differences = []
-    for assessment in assessments:
-        today = evaluate(assessment.observation, catalog, as_of, policy)
+    for assessment, judged in zip(assessments, todays, strict=True):
+        today = judged.verdict
         recorded = assessment.verdict
         if (today.status, today.flags, today.cu, today.known) != (
                 recorded.status, recorded.flags, recorded.cu, recorded.known):

@@ -19,10 +19,10 @@ from compliance.summary import COLUMNS as SUMMARY_COLUMNS
 # The schema's version is its Alembic revision (store/migrations/versions: 2 the hash chain
 # and pruning; 3 the audit log; 4 whole-fleet snapshots; 5 the signed audit chain, snapshot ids
 # in the digest, signed heads; 6 one version number; 7 the summary columns of results; 8 the
-# open items' clocks for deadlines).
+# open items' clocks for deadlines; 9 the outside view).
 # A store at this revision is opened without Alembic; tests/store/test_migrations.py checks
 # that it is the head of store/migrations/versions, so a new migration must move it.
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 
 metadata = MetaData()
 
@@ -132,6 +132,18 @@ open_items = Table(
     Column("host", String(255), nullable=False),
     Column("since", String(40), nullable=False),
     Column("pruned_before", Boolean, nullable=False, default=False),
+)
+
+# Schema 9: a snapshot's outside view (compliance/outside_record.py: each endpoint's fingerprint
+# in brief and the namespaces' findings), one JSON document per snapshot that has one; covered
+# by the snapshot's digest from format 5 on (store/chain.py), and removed with its hosts by
+# pruning. No row: not fingerprinted.
+outside = Table(
+    "outside",
+    metadata,
+    Column("snapshot_id", Integer, ForeignKey("snapshots.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("document", Text, nullable=False),
 )
 
 # Who collected, imported or exported what, and when (read by auditors).

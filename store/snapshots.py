@@ -65,10 +65,14 @@ from compliance.models import (
     Status,
     Verdict,
 )
+from compliance.outside_record import EndpointRecord, OutsideRecord, apply_view, carry
+from compliance.outside_record import dumps as outside_dumps
+from compliance.outside_record import loads as outside_loads
 from compliance.summary import COLUMNS as SUMMARY_COLUMNS
 from compliance.summary import SEPARATOR, HostSummary, summarise
 from compliance.worklist import priority
 from store import chain, clock, legacy, schema
+from store import outside as outside_table
 from store.verification import (
     GENESIS_HEAD,
     ChainProblem,
@@ -214,9 +218,9 @@ def _refuse_foreign(connection: Connection, shown: str) -> None:
         found = connection.execute(text(
             "SELECT 'trigger ' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = "
             "t.tgrelid WHERE NOT t.tgisinternal AND c.relname IN ('meta', 'snapshots', "
-            "'results', 'discovered', 'audit_log') UNION ALL SELECT 'rule ' || rulename FROM "
-            "pg_rules WHERE tablename IN ('meta', 'snapshots', 'results', 'discovered', "
-            "'audit_log')")).scalars().all()
+            "'results', 'discovered', 'outside', 'audit_log') UNION ALL SELECT 'rule ' || "
+            "rulename FROM pg_rules WHERE tablename IN ('meta', 'snapshots', 'results', "
+            "'discovered', 'outside', 'audit_log')")).scalars().all()
     else:
         found = []
     if found:
@@ -295,7 +299,8 @@ class SnapshotStore:
 
     # -- writing --------------------------------------------------------------------------
 
-    def save(self, run: Snapshot, catalog: Catalog, policy: Policy | None = None) -> int:
+    def save(self, run: Snapshot, catalog: Catalog, policy: Policy | None = None,
+             outside: Sequence[EndpointRecord] = ()) -> int:
         """Append a snapshot of the whole fleet, atomically; returns its id.
 
         ``run`` holds the run's fresh observations (``compliance.evaluate.assess``). Under the
@@ -304,17 +309,23 @@ class SnapshotStore:
         ``policy``; members of a directory scope the run listed completely and did not find
         leave the fleet (compliance/fleet.py).
 
+        ``outside``: the endpoints the run fingerprinted. With the previous snapshot's that
+        the run did not read again (while fresh: compliance/outside_record.py ``carry``), they
+        are reconciled with the composed fleet (flags, evidence, actions; never a status) and
+        stored with the snapshot, under its digest (``outside()`` reads them back).
+
         A database error (locked, full, gone) is a ``StoreError``: the transaction is rolled
         back, so the store holds exactly what it held before.
         """
         try:
-            return self._save(run, catalog, policy or Policy())
+            return self._save(run, catalog, policy or Policy(), outside)
         except StoreError:
             raise
         except SQLAlchemyError as error:
             raise self._write_error(error, "save the snapshot") from error
 
-    def _save(self, run: Snapshot, catalog: Catalog, policy: Policy) -> int:
+    def _save(self, run: Snapshot, catalog: Catalog, policy: Policy,
+              outside: Sequence[EndpointRecord]) -> int:
         if run.taken_at.tzinfo is None:
             raise StoreError("snapshot time must carry a time zone")
         inventory = [(position, host.name, _dumps(host_to_dict(host)))
@@ -335,6 +346,13 @@ class SnapshotStore:
                       for a in run.assessments if a.observation.failure is None})
             snapshot = compose(previous, run,
                                lambda obs, at: evaluate(obs, catalog, at, policy)).snapshot
+            # The outside view as known now (the run's, and the previous one's still fresh),
+            # reconciled with the whole fleet: a namespace is judged against every known server.
+            assessments, seen = apply_view(snapshot.assessments, carry(
+                outside, *self._outside_before(conn, int(last_sequence)), snapshot.assessments,
+                run.taken_at, policy), catalog, run.taken_at, policy)
+            snapshot = replace(snapshot, assessments=assessments)
+            document = None if seen is None else outside_dumps(seen)
             counts = _dumps(dict(Counter(a.verdict.status.value for a in snapshot.assessments)))
             scope_texts: dict[tuple[str, ...], str] = {}  # a fleet has few distinct scope sets
 
@@ -366,10 +384,12 @@ class SnapshotStore:
                 **header, hash=chain.GENESIS, signature=None, pruned=False)).inserted_primary_key
             assert inserted is not None
             snapshot_id = int(inserted[0])
-            value = chain.digest({**header, "id": snapshot_id}, rows, inventory)
+            value = chain.digest({**header, "id": snapshot_id}, rows, inventory, document)
             signature = chain.sign(self.signing_key, value) if self.signing_key else None
             conn.execute(update(schema.snapshots).where(schema.snapshots.c.id == snapshot_id)
                          .values(hash=value, signature=signature))
+            if document is not None:
+                outside_table.write(conn, snapshot_id, document)
             if rows:
                 conn.execute(insert(schema.results), [
                     {"snapshot_id": snapshot_id, **dict(zip(ROW_KEYS, row, strict=True))}
@@ -392,6 +412,19 @@ class SnapshotStore:
                     for p, h, r in inventory])
             self._set_head(conn, "chain_head", "snapshots", f"{header['sequence']}:{value}")
         return snapshot_id
+
+    @staticmethod
+    def _outside_before(conn: Connection, sequence: int) -> tuple[OutsideRecord | None, int | None]:
+        """The outside view of the snapshot at chain position ``sequence`` (the head, whose
+        digest ``_members_before`` checked, document included) and its id."""
+        snapshot_id, text = outside_table.at_sequence(conn, sequence)
+        if text is None:
+            return None, snapshot_id
+        try:
+            return outside_loads(text), snapshot_id
+        except ValueError as error:
+            raise StoreError(f"the outside view of snapshot #{snapshot_id} cannot be read "
+                             f"({error}): run python -m store verify") from None
 
     def _set_head(self, conn: Connection, name: str, kind: str, head: str) -> None:
         """Move a chain head, and sign both heads together (empty without a signing key):
@@ -537,7 +570,8 @@ class SnapshotStore:
         newest = header["id"]
         results, inventory = self._rows(conn, newest)
         if header["pruned"] or header["hash"] != head_digest or chain.stored_digest(
-                dict(header), results, inventory) != head_digest:
+                dict(header), results, inventory, outside_table.read(conn, newest)
+        ) != head_digest:
             raise StoreError(f"snapshot #{newest}, which the new snapshot would carry the fleet "
                              "from, does not match its digest (or is marked pruned): the store "
                              "was changed outside the tool. Nothing was written; run "
@@ -580,7 +614,8 @@ class SnapshotStore:
             ok = header["previous_hash"] == previous
             if ok and not header["pruned"]:
                 results, inventory = self._rows(conn, header["id"])
-                recomputed = chain.stored_digest(dict(header), results, inventory)
+                recomputed = chain.stored_digest(dict(header), results, inventory,
+                                                 outside_table.read(conn, header["id"]))
                 ok = recomputed is not None and recomputed == header["hash"]
             if not ok:
                 raise StoreError(f"snapshot #{header['id']} does not match its digest or link: "
@@ -677,6 +712,7 @@ class SnapshotStore:
                                  .where(schema.results.c.snapshot_id.in_(ids)))
                     conn.execute(delete(schema.discovered)
                                  .where(schema.discovered.c.snapshot_id.in_(ids)))
+                    outside_table.forget(conn, ids)
                     clock.forget(conn, ids)
                     conn.execute(update(schema.snapshots).where(schema.snapshots.c.id.in_(ids))
                                  .values(pruned=True))
@@ -1093,6 +1129,27 @@ class SnapshotStore:
             raise StoreError(f"no snapshot with id {snapshot_id}")
         return dict(row)
 
+    def raw_outside(self, snapshot_id: int) -> str | None:
+        """The stored outside document exactly as hashed (None: not fingerprinted, or pruned)."""
+        with self.engine.connect() as conn:
+            return outside_table.read(conn, snapshot_id)
+
+    def outside(self, snapshot_id: int) -> OutsideRecord | None:
+        """What the snapshot holds of the outside view: ``endpoints`` (each fingerprint in brief:
+        endpoint, kind, disclosures with source and certainty, TLS, the OWA and ECP answers'
+        status and seconds, failure; ``observed_in`` set on one carried from an earlier run)
+        and ``namespaces`` (the findings). None when it was not fingerprinted (every snapshot
+        saved before schema 9) or was pruned. A document no writer of this tool makes is a
+        ``StoreError`` (``verify`` names the snapshot)."""
+        text = self.raw_outside(snapshot_id)
+        if text is None:
+            return None
+        try:
+            return outside_loads(text)
+        except ValueError as error:
+            raise StoreError(f"the outside view of snapshot #{snapshot_id} cannot be read "
+                             f"({error}): run python -m store verify") from None
+
     def raw_rows(self, snapshot_id: int) -> tuple[list[tuple[Any, ...]],
                                                   list[tuple[int, str, str]]]:
         """The stored rows exactly as hashed: results (``ROW_KEYS``: position, host, status,
@@ -1150,7 +1207,8 @@ class SnapshotStore:
         if checks is None:
             def checker(header: Mapping[str, Any]) -> RowCheck:
                 results, inventory = self._rows(conn, header["id"])
-                return replace(check_rows(header, results, inventory),
+                return replace(check_rows(header, results, inventory,
+                                          outside_table.read(conn, header["id"])),
                                open_rows=_open_of(results))
         else:
             def checker(header: Mapping[str, Any]) -> RowCheck:
@@ -1470,7 +1528,8 @@ def _row_checks(url: str, headers: Sequence[Mapping[str, Any]]) -> dict[int, Row
             checks = {}
             for h in headers:
                 results, inventory = SnapshotStore._rows(conn, h["id"])
-                checks[h["id"]] = replace(check_rows(h, results, inventory),
+                checks[h["id"]] = replace(check_rows(h, results, inventory,
+                                                     outside_table.read(conn, h["id"])),
                                           open_rows=() if h["pruned"] else _open_of(results))
             return checks
     finally:

@@ -65,12 +65,12 @@ RowChecker = Callable[[Mapping[str, Any]], RowCheck]
 
 
 def check_rows(header: Mapping[str, Any], results: Sequence[tuple[Any, ...]],
-               inventory: Sequence[tuple[Any, ...]]) -> RowCheck:
+               inventory: Sequence[tuple[Any, ...]], outside: str | None = None) -> RowCheck:
     """The ``RowCheck`` of one snapshot: ``results`` as stored (store.snapshots.ROW_KEYS:
-    position, host, status, observation, verdict, observed_in, scopes, summary columns) and
-    ``inventory`` rows (position, host, record), each in position order. A pruned snapshot's
-    rows are only counted."""
-    holds_rows = bool(results or inventory)
+    position, host, status, observation, verdict, observed_in, scopes, summary columns),
+    ``inventory`` rows (position, host, record), each in position order, and its outside
+    document (None: none stored). A pruned snapshot's rows are only counted."""
+    holds_rows = bool(results or inventory) or outside is not None
     if header["pruned"]:
         return RowCheck(holds_rows, None, False, None)
     version = _format(header)
@@ -78,7 +78,7 @@ def check_rows(header: Mapping[str, Any], results: Sequence[tuple[Any, ...]],
     if version < 4:
         mismatch = next(((r[0], r[1]) for r in results if not summary_matches(r)), None)
     return RowCheck(
-        holds_rows, chain.stored_digest(dict(header), results, inventory),
+        holds_rows, chain.stored_digest(dict(header), results, inventory, outside),
         version < 2 and (header.get("observed_count") is not None
                          or header.get("fresh_count") is not None
                          or any(r[5] is not None or r[6] is not None for r in results)),
@@ -220,7 +220,7 @@ def _check_rows(row: Mapping[str, Any], rows: RowChecker, newest: bool, audit: _
     report.rehashed += 1
     if checked.digest is None or checked.digest != row["hash"]:
         problem("content does not match its recorded digest (a stored observation, verdict, "
-                "summary column, time, id or header was changed)")
+                "summary column, outside view, time, id or header was changed)")
     if checked.fleet_fields_in_format1:
         # Format 1 never wrote these, and its digest does not cover them.
         problem("a format 1 snapshot carries whole-fleet fields (observed_in, scopes, "

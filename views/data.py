@@ -343,7 +343,7 @@ def reevaluation(url: str, snapshot_id: int, max_age_days: float = 7.0) -> list[
     store = _store(url)
     info = store.info(snapshot_id)
     return reevaluate(store.fleet(snapshot_id, catalog(), _policy(max_age_days)), catalog(),
-                      info.taken_at, _policy(max_age_days))
+                      info.taken_at, _policy(max_age_days), store.outside(snapshot_id))
 
 
 def evidence_bundle(url: str, snapshot_id: int, key: bytes | None = None) -> bytes:

@@ -137,8 +137,8 @@ def test_renumbering_a_snapshot_is_caught(empty_store, shipped_catalog):
                      {"id": ids[1]})
     found = _problems(empty_store)
     assert found[0] == ("snapshot #99 (position 2): content does not match its recorded "
-                        "digest (a stored observation, verdict, summary column, time, id or "
-                        "header was changed)")
+                        "digest (a stored observation, verdict, summary column, outside view, "
+                        "time, id or header was changed)")
     # The deadline clocks still name the old id: open_items was not renumbered with it.
     assert f"chain: open_items holds rows of snapshot #{ids[1]}, which is not in the store" \
         in found
@@ -542,4 +542,4 @@ def test_values_no_writer_makes_in_a_row_are_a_problem_not_a_traceback(empty_sto
 def test_history_names_each_snapshots_own_format(empty_store, shipped_catalog, store_url):
     _fill(empty_store, shipped_catalog, 1)
     shown = _cli(store_url, "history")
-    assert shown.returncode == 0 and "format 4: fleet of 3 hosts" in shown.stdout, shown.stdout
+    assert shown.returncode == 0 and "format 5: fleet of 3 hosts" in shown.stdout, shown.stdout

@@ -82,7 +82,7 @@ def test_a_store_of_schema_6_is_migrated_without_changing_a_verdict(any_url, shi
         failed = [(h, r, run) for h, r, _d, _o, run in store.failures(ids[1], shipped_catalog)]
         assert failed == [("EX00", "unreachable", True), ("EX01", "unreachable", True)]
         newest = store.save(_run(shipped_catalog, NOW, names[:2]), shipped_catalog)
-        assert store.info(newest).format == 4 and store.verify().ok
+        assert store.info(newest).format == chain.CURRENT_FORMAT and store.verify().ok
     finally:
         store.dispose()
 
