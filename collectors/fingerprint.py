@@ -537,6 +537,11 @@ class _Client:
             certificate = sock.getpeercert(binary_form=True) or b""
             self.tls = TlsState(sock.version() or "", self._verified, self._problem,
                                 hashlib.sha256(certificate).hexdigest() if certificate else "")
+        elif self.tls is not None and self.tls.verified and not self._verified:
+            # A later connection's certificate failed (another node, or someone on the path,
+            # after a first one that validated): nothing this endpoint said counts as proof.
+            self.tls = replace(self.tls, verified=False,
+                               problem=f"a later connection: {self._problem}")
         return connection
 
     def get(self, path: str) -> _Response:

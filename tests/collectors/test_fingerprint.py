@@ -488,3 +488,41 @@ def test_answers_are_frozen_records():
     answer = Answer("/owa/", 302, 0.01)
     with pytest.raises(AttributeError):
         answer.status = 200  # type: ignore[misc]
+
+
+def test_a_certificate_that_fails_on_a_later_connection_makes_the_whole_reading_untrusted(
+        tmp_path, monkeypatch):
+    """Review finding: only the first connection's TLS state was recorded. An endpoint (a load
+    balancer node, or someone on the path) that validates on the first connection, closes it,
+    and shows another certificate on the next must not have what it says next count as proof."""
+    import tests.peers.owa as owa
+    from collectors.fingerprint import endpoint_record
+    from compliance.outside_record import view_of
+
+    monkeypatch.setattr(owa._Handler, "protocol_version", "HTTP/1.0")  # a connection per answer
+    good, other = start_owa(tmp_path / "good"), start_owa(tmp_path / "other")
+    try:
+        valid, invalid = good._server.tls, other._server.tls
+        handshakes: list[int] = []
+
+        class Switching:
+            def wrap_socket(self, sock, server_side):
+                handshakes.append(1)
+                chosen = valid if len(handshakes) == 1 else invalid
+                return chosen.wrap_socket(sock, server_side=server_side)
+
+        monkeypatch.setattr(good._server, "tls", Switching())
+        url = good.set_endpoint("EX-SWITCH", OwaNode(header=None, logon_version="15.1.2176",
+                                                     manifest_version="15.1.2176.2"))
+        config = FingerprintConfig(enabled=True, ca_file=str(good.ca_file),
+                                   urls=(("EX-SWITCH", url),), record_invalid_certificate=True,
+                                   deadline_seconds=10, timeout_seconds=5)
+        result = fingerprint_all(endpoints_for([Host("EX-SWITCH")], config), config)[0]
+        assert len(handshakes) >= 2 and result.disclosures  # read over both certificates
+        assert result.tls is not None and not result.tls.verified and result.tls.problem
+        assert not result.trusted and result.builds(Certainty.FULL_BUILD) == ()
+        view = view_of(endpoint_record(result))
+        assert not view.trusted and view.builds == ()
+    finally:
+        good.stop()
+        other.stop()
