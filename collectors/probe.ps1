@@ -22,8 +22,9 @@ From a PowerShell prompt, where ">" would write UTF-16, pipe it instead:
 
 Kept conventional on purpose (tests/collectors/test_probe_script.py): no switch
 statements, no labelled loops, no call operator, no aliases; comment lines, blank lines
-and indentation are free (the collector strips them before sending), code is not:
-after that compaction the script must stay within 11,000 characters.
+and indentation are free (the collector strips them before sending it on standard input),
+code is not: after that compaction the script must stay within 11,000 characters, a
+budget that keeps it readable in full (docs/probe.md, "Small").
 #>
 
 $ErrorActionPreference = 'Stop'
@@ -313,22 +314,27 @@ if ($webAdmin) {
 # An update run from a non-elevated prompt can leave the literal %ExchangeInstallDir% in
 # these files, and OWA or ECP then fail. Per file: fine (read, no literal), unresolved (the
 # literal is there), missing (not found), or unreadable (errors says why; never "fine").
-# Read only: Select-String opens each file for reading. Null when there is no install path.
+# Read only: Get-Content opens each file for reading. "missing" only when the file is not
+# there (ObjectNotFound): Test-Path answers false on "access denied" too, which would hide a
+# file this account cannot read. Null when there is no install path.
 if ($doc.install_path) {
     $doc.web_config = $List::new()
     foreach ($dir in 'ClientAccess\Owa', 'ClientAccess\ecp', 'FrontEnd\HttpProxy\owa', 'FrontEnd\HttpProxy\ecp') {
         $config = $doc.install_path.TrimEnd('\') + '\' + $dir + '\web.config'
-        $seen = 'missing'
+        $seen = 'unreadable'
         try {
-            if (Test-Path -LiteralPath $config -PathType Leaf) {
-                $seen = 'fine'
-                if (Select-String -LiteralPath $config -Pattern '%ExchangeInstallDir%' -SimpleMatch -Quiet) {
-                    $seen = 'unresolved'
-                }
+            $text = Get-Content -LiteralPath $config -Raw
+            $seen = 'fine'
+            if ($text -like '*%ExchangeInstallDir%*') {
+                $seen = 'unresolved'
             }
         } catch {
-            $seen = 'unreadable'
-            Fault 'web_config' $_
+            if ($_.CategoryInfo.Category -eq 'ObjectNotFound') {
+                $seen = 'missing'
+            } else {
+                $seen = 'unreadable'
+                Fault 'web_config' $_
+            }
         }
         $doc.web_config.Add([ordered]@{ path = $config; state = $seen })
     }

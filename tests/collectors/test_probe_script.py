@@ -2,8 +2,9 @@
 
 No PowerShell runs here, so the script is checked statically: its syntax with the tree-sitter-pwsh
 grammar, its read-only-ness from the syntax tree (every command, method, type, assignment and
-redirection), its size once compacted the way the collector sends it, and the schema against the
-fixture documents in probe_documents/ (valid) and probe_documents/invalid/ (each must fail).
+redirection), its size once compacted the way the collector sends it, the stdin bootstrap that runs
+it, and the schema against the fixture documents in probe_documents/ (valid) and
+probe_documents/invalid/ (each must fail).
 """
 
 from __future__ import annotations
@@ -18,17 +19,26 @@ import pytest
 import tree_sitter
 import tree_sitter_pwsh
 from jsonschema import Draft202012Validator
+from winrm.protocol import Protocol
+
+from collectors.remote import STDIN_BOOTSTRAP, STDIN_COMMAND
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = ROOT / "collectors" / "probe.ps1"
 SCHEMA = ROOT / "collectors" / "probe.schema.json"
 DOCUMENTS = Path(__file__).resolve().parent / "probe_documents"
 
-# The collector sends `powershell -EncodedCommand <base64 of UTF-16-LE>`; Windows limits a command
-# line to 32,767 characters. The compacted script must stay within LIMIT to leave room for that:
-# 11,000 characters make a command line of about 29,400 (12,250 would fill it).
+# The collector runs a short constant bootstrap (collectors/remote.py STDIN_COMMAND) and sends the
+# compacted script on its standard input in ONE WS-Man Send: base64 of its ASCII bytes in a SOAP
+# envelope. No command-line limit applies any more (cmd.exe's 8,191, CreateProcess's 32,767
+# characters); the one left is the server's MaxEnvelopeSizekb, 150 KB by default on WinRM 2.0
+# (Windows Server 2008 R2, under Exchange 2010), 500 KB on later versions.
+MAX_ENVELOPE_BYTES = 150 * 1024
+# The compacted probe's budget, kept from when it had to fit one command line: no longer a
+# technical limit (one Send carries ~110,000 characters), it keeps the probe something an
+# administrator can read in full before letting it run on every Exchange server, and makes a jump
+# in its size a decision someone takes here, not an accident.
 LIMIT = 11_000
-COMMAND_LINE_LIMIT = 32_767
 
 
 def compact(script: str) -> str:
@@ -415,10 +425,46 @@ def test_compacted_probe_fits(script: str) -> None:
     assert size <= LIMIT, f"compacted probe is {size} characters, limit {LIMIT}"
 
 
-def test_encoded_command_line_fits(script: str) -> None:
-    encoded = base64.b64encode(compact(script).encode("utf-16-le")).decode("ascii")
-    command_line = f"powershell -NoProfile -NonInteractive -EncodedCommand {encoded}"
-    assert len(command_line) <= COMMAND_LINE_LIMIT
+def send_envelope(data: bytes) -> bytes:
+    """The SOAP message pywinrm builds to send ``data`` on a command's stdin (nothing is sent)."""
+    sent: list[str] = []
+    client = Protocol("https://ex01.corp.example:5986/wsman", transport="ntlm", username="u", password="p")
+    client.send_message = lambda message: sent.append(message) or b""  # type: ignore[method-assign]
+    client.send_command_input("SHELL-ID", "COMMAND-ID", data, end=True)
+    (message,) = sent
+    return message.encode("utf-8")
+
+
+def test_compacted_probe_fits_one_send(script: str) -> None:
+    data = compact(script).encode("ascii")
+    envelope = send_envelope(data)
+    assert base64.b64encode(data) in envelope
+    assert len(envelope) <= MAX_ENVELOPE_BYTES
+    assert len(send_envelope(b"x" * LIMIT)) < MAX_ENVELOPE_BYTES / 5  # the budget is no near miss
+
+
+# ---- how it is started: the stdin bootstrap ------------------------------------------------------
+
+
+def test_the_bootstrap_command_line_is_short_and_constant() -> None:
+    assert STDIN_COMMAND.startswith("powershell -NoProfile -NonInteractive -EncodedCommand ")
+    encoded = STDIN_COMMAND.rsplit(" ", 1)[1]
+    assert base64.b64decode(encoded).decode("utf-16-le") == STDIN_BOOTSTRAP
+    assert len(STDIN_COMMAND) < 1_000  # cmd.exe's limit is 8,191, and no cmd.exe runs it anyway
+
+
+def test_the_bootstrap_prints_nothing_but_what_the_probe_prints() -> None:
+    # Two statements: an assignment (no output) of the whole of stdin as one string, then the call
+    # of that text as a script block. Whatever reaches stdout is the probe's: its one JSON line.
+    assert syntax_problems(STDIN_BOOTSTRAP) == []
+    root, source = parse(STDIN_BOOTSTRAP)
+    (statements,) = root.children
+    first, second = statements.children
+    assert [child.type for child in first.children] == ["assignment_expression"]
+    assert text_of(first, source) == "$stdinScript = $input | Out-String"
+    assert text_of(second, source) == "& ([scriptblock]::Create($stdinScript))"
+    commands = [text_of(node, source) for node in walk(root) if node.type == "command"]
+    assert commands == ["Out-String", "& ([scriptblock]::Create($stdinScript))"]
 
 
 # ---- the contract --------------------------------------------------------------------------------
@@ -534,17 +580,20 @@ def test_web_config_check_reads_four_files_for_the_literal_text(script: str) -> 
     assert ("foreach ($dir in 'ClientAccess\\Owa', 'ClientAccess\\ecp', 'FrontEnd\\HttpProxy\\owa', "
             "'FrontEnd\\HttpProxy\\ecp') {") in code
     # The path comes from the registry: only ever a -LiteralPath argument, never code; the text is
-    # matched as it is (-SimpleMatch: "%" and "\" mean nothing).
+    # matched as it is (-like with no wildcard inside: "%" and "\" mean nothing to it).
     assert "$config = $doc.install_path.TrimEnd('\\') + '\\' + $dir + '\\web.config'" in code
-    assert "Test-Path -LiteralPath $config -PathType Leaf" in code
-    assert "Select-String -LiteralPath $config -Pattern '%ExchangeInstallDir%' -SimpleMatch -Quiet" in code
+    assert "$text = Get-Content -LiteralPath $config -Raw" in code
+    assert "if ($text -like '*%ExchangeInstallDir%*') {\n$seen = 'unresolved'" in code
+    assert "Test-Path -LiteralPath $config" not in code  # false on "access denied" as well
 
 
 def test_an_unreadable_web_config_is_recorded_never_fine(script: str) -> None:
     code = compact(script)
-    # "fine" only once the file was found, and a failure to read it turns it to "unreadable"
-    # with its error in errors.
-    assert ("$seen = 'missing'\ntry {\nif (Test-Path -LiteralPath $config -PathType Leaf) {\n"
+    # Unreadable until read; "fine" only once the file's text was read; "missing" only for a
+    # file that is not there (review finding: Test-Path hid a file the account cannot read);
+    # any other failure is "unreadable" with its error in errors.
+    assert ("$seen = 'unreadable'\ntry {\n$text = Get-Content -LiteralPath $config -Raw\n"
             "$seen = 'fine'\n") in code
-    assert "} catch {\n$seen = 'unreadable'\nFault 'web_config' $_\n}" in code
+    assert ("} catch {\nif ($_.CategoryInfo.Category -eq 'ObjectNotFound') {\n$seen = 'missing'\n"
+            "} else {\n$seen = 'unreadable'\nFault 'web_config' $_\n}\n}") in code
     assert "$doc.web_config.Add([ordered]@{ path = $config; state = $seen })" in code
