@@ -88,7 +88,12 @@ def parse_version_number(value: int | str) -> Build:
 
 
 def encode_version_number(build: Build) -> int:
-    """The AD ``versionNumber`` Exchange would write for this build's CU."""
+    """The AD ``versionNumber`` Exchange would write for this build's CU. ``BuildParseError``
+    for parts the field cannot hold (major or minor above 63, build above 32767): masking them
+    would name another build (15.1.34944 would read as 15.1.2176)."""
+    if not (0 <= build.major <= 63 and 0 <= build.minor <= 63 and 0 <= build.build <= 0x7FFF):
+        raise BuildParseError(f"{build.major}.{build.minor}.{build.build} does not fit an "
+                              "Exchange versionNumber")
     return (
         (build.build & 0x7FFF)
         | (build.minor & 63) << 16

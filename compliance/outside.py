@@ -316,8 +316,11 @@ def judge(build: Build, catalog: Catalog, as_of: datetime) -> Verdict:
     ExSetup's version, a CU-level one as AD's CU level; roles, mitigations unknown."""
     host = Host(name=str(build))
     if build.revision is None:
-        observation = Observation(replace(host, ad_build=str(encode_version_number(build))),
-                                  as_of, SOURCE)
+        try:
+            number = encode_version_number(build)
+        except BuildParseError:  # no Exchange CU level: judged as a server with no build read
+            return evaluate(Observation(host, as_of, SOURCE), catalog, as_of)
+        observation = Observation(replace(host, ad_build=str(number)), as_of, SOURCE)
     else:
         observation = Observation(host, as_of, SOURCE, exsetup_version=str(build))
     return evaluate(observation, catalog, as_of)

@@ -24,6 +24,7 @@ from compliance.models import (
     Flag,
     Host,
     Observation,
+    Reason,
     ServerRole,
     Status,
     Verdict,
@@ -348,3 +349,22 @@ def test_reconciling_never_patches_and_never_removes_a_flag(fleet, outside):
             assert now is not None
     for finding in done.namespaces:
         assert finding.builds and set(finding.builds) <= set(finding.seen)
+
+
+def test_a_cu_level_build_the_versionnumber_cannot_hold_is_not_judged_as_another():
+    """Review finding: 15.1.34944 was masked to 15.1.2176 (and 79.1.2176 to major 15) before
+    being graded, so a namespace could be judged on a CU it never disclosed."""
+    from compliance.builds import BuildParseError
+    from compliance.outside import judge, unpatched
+
+    for parts in ((15, 1, 34944), (79, 1, 2176), (15, 64, 2176)):
+        with pytest.raises(BuildParseError):
+            encode_version_number(Build(*parts, None))
+        verdict = judge(Build(*parts, None), CATALOG, AS_OF)
+        assert verdict.status is Status.UNKNOWN and not unpatched(verdict)
+        # graded as a server whose build could not be read, not as the CU masking gives
+        assert verdict.unknown_reason is not Reason.AD_ONLY, verdict
+    masked = judge(Build(15, 1, 2176, None), CATALOG, AS_OF)
+    assert masked.unknown_reason is Reason.AD_ONLY
+    below = judge(Build(15, 1, 2106, None), CATALOG, AS_OF)  # CU18: a CU a real answer names
+    assert below.status is not Status.PATCHED
