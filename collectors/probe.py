@@ -69,8 +69,9 @@ _BLOCK_COMMENT = re.compile(r"^\s*<#.*?#>\s*$", re.DOTALL | re.MULTILINE)
 def compact(script: str) -> str:
     """The script without comment-only lines, comment blocks, blank lines and indentation.
 
-    Windows caps a command line at 32,767 characters and the script travels base64-encoded
-    UTF-16 inside one; only whole comment lines are removed, never text inside a line.
+    What the collector sends on the bootstrap's standard input (collectors/remote.py), kept
+    small to stay readable (tests/collectors/test_probe_script.py); only whole comment lines
+    are removed, never text inside a line.
     """
     without_blocks = _BLOCK_COMMENT.sub("", script)
     lines = []

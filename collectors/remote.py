@@ -3,8 +3,16 @@
 Every host yields an ``Observation``. A failure becomes one too, classified as ``dns``,
 ``connect``, ``tls``, ``auth``, ``access_denied``, ``timeout``, ``probe_error`` or
 ``bad_output``, with a one-line fix hint. pywinrm's own loop retries OperationTimeout faults
-forever, and its read timeout bounds one HTTP read only. So the shell, command and receive
-steps are driven here (``run_probe_once``), with an overall deadline per host.
+forever, and its read timeout bounds one HTTP read only. So the shell, command, send and
+receive steps are driven here (``run_probe_once``), with an overall deadline per host.
+
+How the probe travels: the command line is a short constant, ``STDIN_COMMAND`` (PowerShell
+running ``STDIN_BOOTSTRAP``: read the whole of standard input, run it as a script block),
+started without cmd.exe (``WINRS_SKIP_CMD_SHELL``); the probe itself (~10,500 characters,
+ASCII) follows on the command's standard input in one WS-Man Send. As one
+``-EncodedCommand`` (~28,000 characters) it would pass neither cmd.exe's 8,191-character
+command line nor, with a larger probe, CreateProcess's 32,767; standard input has no such
+limit (pywinrm issues #87 and #184).
 
 One host's exchanges go through a ``Shell``, opened by an injected factory (``open_shell``,
 as ``directory.discover`` takes ``connect``): ``open_winrm_shell`` in production, fakes in
@@ -118,7 +126,12 @@ class Shell(Protocol):
     """
 
     def run(self, command_line: str) -> str:
-        """Start ``command_line``; its command id."""
+        """Start ``command_line`` as a process of its own (no cmd.exe), its standard input a
+        pipe; its command id."""
+        ...
+
+    def send(self, command_id: str, data: bytes) -> None:
+        """Write ``data`` to the command's standard input, then close it."""
         ...
 
     def receive(self, command_id: str) -> Output:
@@ -340,8 +353,15 @@ class _WinrmShell:
         self._shell_id = self._call(self._protocol.open_shell, self._config.read_timeout_seconds)
 
     def run(self, command_line: str) -> str:
-        return self._call(lambda: self._protocol.run_command(self._shell_id, command_line),
-                          self._config.read_timeout_seconds)
+        # No cmd.exe: neither its 8,191-character limit nor its metacharacters apply. Standard
+        # input is a pipe, not a console, as PowerShell's $input needs.
+        return self._call(lambda: self._protocol.run_command(
+            self._shell_id, command_line, console_mode_stdin=False, skip_cmd_shell=True),
+            self._config.read_timeout_seconds)
+
+    def send(self, command_id: str, data: bytes) -> None:
+        self._call(lambda: self._protocol.send_command_input(
+            self._shell_id, command_id, data, end=True), self._config.read_timeout_seconds)
 
     def receive(self, command_id: str) -> Output:
         try:
@@ -423,13 +443,24 @@ def _encoded_command(script: str) -> str:
         script.encode("utf-16-le")).decode("ascii")
 
 
+# Reads the whole of standard input (the probe) and runs it as a script block (Ansible's
+# bootstrap does the same). It prints nothing itself: the assignment has no output, so what
+# reaches stdout is the probe's, its one JSON line. A constant: nothing is ever spliced in.
+STDIN_BOOTSTRAP = "$stdinScript = $input | Out-String\n& ([scriptblock]::Create($stdinScript))\n"
+STDIN_COMMAND = _encoded_command(STDIN_BOOTSTRAP)
+
+
 def run_probe_once(url: str, config: WinrmConfig, password: str, script: str, deadline: float,
                    open_shell: ShellFactory = open_winrm_shell) -> tuple[bytes, bytes, int]:
-    """Open a shell, run the probe, gather its output until done or the deadline.
+    """Open a shell, start the stdin bootstrap, send it the probe, gather the probe's output
+    until done or the deadline.
 
     The shell's exchanges are cut at ``until``, a little before the deadline, to leave time for
     closing the shell on the server; that is then cut at the deadline itself.
     """
+    if not script.isascii():  # stdin is read in the console's code page: ASCII reads the same in all
+        raise ProbeFailed("probe_error", "the probe script is not ASCII: it would reach the "
+                          "server garbled (collectors/probe.ps1 must be ASCII)")
     if deadline - time.monotonic() <= 0:
         raise ProbeFailed("timeout", "deadline reached before connecting")
     until = deadline - min(CLEANUP_SECONDS, config.deadline_seconds / 4)
@@ -438,7 +469,8 @@ def run_probe_once(url: str, config: WinrmConfig, password: str, script: str, de
     finished = False
     try:
         shell = open_shell(url, config, password, until)
-        command_id = shell.run(_encoded_command(script))
+        command_id = shell.run(STDIN_COMMAND)
+        shell.send(command_id, script.encode("ascii"))
         out, err = bytearray(), bytearray()
         while True:
             if time.monotonic() >= until:

@@ -11,10 +11,8 @@ import pytest
 from collectors.probe import (
     MAX_DOCUMENT_BYTES,
     ProbeDocumentError,
-    compact,
     load_document,
     parse_document,
-    probe_script,
 )
 from compliance.models import Host, WebConfigFile, WebConfigState
 from tests.collectors.documents import REWRITE_RULES, probe_document
@@ -145,15 +143,6 @@ def test_encodings():
     assert load_document(_text().encode("utf-16"))["host"] == "EX1"  # PowerShell's `>`
     with pytest.raises(ProbeDocumentError, match="UTF-8"):
         load_document(b"\xc3\x28 not utf8")
-
-
-def test_compacted_probe_fits_a_windows_command_line():
-    # That compaction keeps the script's meaning is checked token by token in
-    # test_probe_script.py.
-    small = compact(probe_script())
-    encoded = len("powershell -NoProfile -NonInteractive -EncodedCommand ") + \
-        (len(small.encode("utf-16-le")) + 2) // 3 * 4
-    assert encoded < 32_767
 
 
 def test_the_fixture_of_an_update_left_half_done():

@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from collectors.remote import Target, WinrmConfig, probe_all, probe_host
+from collectors.probe import compact, probe_script
+from collectors.remote import STDIN_COMMAND, Target, WinrmConfig, probe_all, probe_host
 from compliance.models import Host
 from tests.collectors.documents import dumps, probe_document
-from tests.peers.wsman import HostBehavior
+from tests.peers.wsman import CMD_LINE_LIMIT, HostBehavior
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +68,46 @@ def test_plain_http_is_refused_unless_allowed_and_encrypted(wsman_peer, transpor
     assert wsman_peer.requests(name) == []  # nothing was sent
 
 
+def test_the_real_probe_runs_through_windows_command_line_limits(wsman_peer):
+    # The peer refuses, as cmd.exe does, any command line over 8,191 characters; the compacted
+    # probe (~10,500 characters, ~28,000 as one -EncodedCommand) travels on standard input.
+    name = "R-STDIN"
+    script = compact(probe_script())
+    assert len(script) > 10_000
+    wsman_peer.set_host(name, _document(name))
+    wsman_peer.expected_script = script
+    try:
+        obs = probe_host(Target(Host(name), wsman_peer.url(name)), _config(wsman_peer),
+                         wsman_peer.password)
+    finally:
+        wsman_peer.expected_script = None
+    assert obs.failure is None, obs.failure
+    assert obs.exsetup_version == "15.1.2176.9"
+    assert wsman_peer.scripts(name) == [script] and wsman_peer.mismatches(name) == []
+    assert wsman_peer.commands(name) == [STDIN_COMMAND]
+    assert len(STDIN_COMMAND) < 1_000 < CMD_LINE_LIMIT
+    (options,) = wsman_peer.options(name)
+    assert options["WINRS_SKIP_CMD_SHELL"] == "TRUE"  # no cmd.exe at all
+    assert options["WINRS_CONSOLEMODE_STDIN"] == "FALSE"  # stdin is a pipe, for $input
+    assert wsman_peer.requests(name) == ["Create", "Command", "Send", "Receive", "Delete"]
+
+
+def test_a_stalled_send_is_cut_at_the_deadline(wsman_peer):
+    name = "R-SEND-STALL"
+    wsman_peer.set_host(name, replace(_document(name), stall="Send"))
+    started = time.monotonic()
+    obs = probe_host(Target(Host(name), wsman_peer.url(name)),
+                     _config(wsman_peer, deadline_seconds=3, read_timeout_seconds=10,
+                             operation_timeout_seconds=5, retries=2, backoff_seconds=0.1),
+                     wsman_peer.password)
+    elapsed = time.monotonic() - started
+    assert obs.failure is not None and obs.failure.reason == "timeout", obs.failure
+    assert "deadline" in obs.failure.detail
+    assert elapsed < 3 + 0.5, elapsed  # the cut, not the 10 s read timeout, ended it
+    # Cut before the deadline, leaving time to stop the command and delete the shell.
+    assert wsman_peer.requests(name) == ["Create", "Command", "Send", "Signal", "Delete"]
+
+
 def test_stall_is_cut_at_the_deadline(wsman_peer):
     wsman_peer.set_host("R-STALL", HostBehavior(stall=True))
     started = time.monotonic()
@@ -100,7 +141,7 @@ def test_a_probe_running_past_the_operation_timeout_is_asked_again(wsman_peer):
     assert obs.failure is None, obs.failure
     assert obs.exsetup_version == "15.1.2176.9"
     assert 2.5 <= time.monotonic() - started < 2.5 + 2
-    assert wsman_peer.requests(name) == ["Create", "Command"] + ["Receive"] * 3 + ["Delete"]
+    assert wsman_peer.requests(name) == ["Create", "Command", "Send"] + ["Receive"] * 3 + ["Delete"]
 
 
 def test_password_never_appears_in_a_failure(wsman_peer):

@@ -20,6 +20,8 @@ from winrm import exceptions as winrm_errors
 
 from collectors.probe import compact, probe_script
 from collectors.remote import (
+    STDIN_BOOTSTRAP,
+    STDIN_COMMAND,
     STILL_RUNNING,
     Output,
     ProbeFailed,
@@ -63,13 +65,20 @@ def _until_cut(cut_at: float) -> Output:
 class FakeShell:
     answer: Callable[[FakeShell], Output]
     cut_at: float
+    on_send: Callable[[FakeShell], None] = lambda shell: None
     commands: list[str] = field(default_factory=list)
+    stdin: list[bytes] = field(default_factory=list)
     closed: list[tuple[str | None, float]] = field(default_factory=list)
     receives: int = 0
 
     def run(self, command_line: str) -> str:
         self.commands.append(command_line)
         return "CMD-1"
+
+    def send(self, command_id: str, data: bytes) -> None:
+        assert command_id == "CMD-1" and self.commands and not self.stdin
+        self.on_send(self)
+        self.stdin.append(data)
 
     def receive(self, command_id: str) -> Output:
         assert command_id == "CMD-1"
@@ -87,6 +96,7 @@ class Opener:
 
     answer: Callable[[FakeShell], Output] = lambda shell: (_document(), b"", 0, True)
     fail: Callable[[int], BaseException | None] = lambda attempt: None
+    on_send: Callable[[FakeShell], None] = lambda shell: None
     shells: list[FakeShell] = field(default_factory=list)
     attempts: int = 0
 
@@ -96,7 +106,7 @@ class Opener:
         error = self.fail(self.attempts)
         if error is not None:
             raise error
-        shell = FakeShell(self.answer, cut_at)
+        shell = FakeShell(self.answer, cut_at, self.on_send)
         self.shells.append(shell)
         return shell
 
@@ -115,7 +125,10 @@ def test_a_document_in_parts_becomes_the_observation_and_the_shell_is_deleted():
     assert observation.failure is None, observation.failure
     assert observation.exsetup_version == "15.1.2176.9"
     (shell,) = opener.shells
-    assert decode_command_line(shell.commands[0]) == compact(probe_script())
+    # A short constant command line; the probe itself goes to its standard input, as ASCII.
+    assert shell.commands == [STDIN_COMMAND]
+    assert decode_command_line(shell.commands[0]) == STDIN_BOOTSTRAP
+    assert shell.stdin == [compact(probe_script()).encode("ascii")]
     assert shell.receives == 3
     # A finished command is not signalled; the shell is deleted, with time up to the deadline
     # (its exchanges were cut 5 s earlier: the time kept for this cleanup).
@@ -231,6 +244,51 @@ def test_a_probe_that_never_finishes_is_ended_at_the_deadline():
     assert "still running" in failure.detail and opener.attempts == 1
     assert time.monotonic() - started < DEADLINE
     assert opener.shells[0].receives > 5 and opener.shells[0].closed[0][0] == "CMD-1"
+
+
+def test_a_send_blocked_until_the_cut_ends_the_host_at_its_deadline():
+    def blocked(shell: FakeShell) -> None:  # a server that never takes the probe's input
+        _until_cut(shell.cut_at)
+
+    opener = Opener(on_send=blocked)
+    started = time.monotonic()
+    observation = _probe(opener, retries=2)
+    failure = observation.failure
+    assert failure is not None and failure.reason == "timeout", failure
+    assert "cut at the per-host deadline" in failure.detail and opener.attempts == 1
+    assert DEADLINE * 3 / 4 <= time.monotonic() - started < DEADLINE
+    (shell,) = opener.shells
+    assert shell.receives == 0  # nothing is read before the probe has been sent whole
+    ((command, cleanup_cut),) = shell.closed  # the command is stopped, the shell deleted
+    assert command == "CMD-1" and cleanup_cut - started == pytest.approx(DEADLINE, abs=0.05)
+
+
+@pytest.mark.parametrize("size", [100, 10_500, 40_000, 1_000_000])
+def test_the_command_line_is_short_whatever_the_scripts_size(size):
+    script = ("Write-Output 1\n" * size)[:size]
+    opener = Opener()
+    out, _err, code = run_probe_once(URL, _config(), PASSWORD, script, time.monotonic() + 10,
+                                     opener)
+    assert code == 0 and out
+    (shell,) = opener.shells
+    assert shell.commands == [STDIN_COMMAND] and len(STDIN_COMMAND) < 1_000
+    assert shell.stdin == [script.encode("ascii")]
+
+
+def test_the_compacted_probe_is_ascii():
+    # The probe travels on standard input, which PowerShell decodes in the console's code page:
+    # only ASCII reads the same in every one of them.
+    script = compact(probe_script())
+    offending = sorted({c for c in script if not c.isascii()})
+    assert not offending, f"collectors/probe.ps1 has non-ASCII characters: {offending}"
+
+
+def test_a_script_that_is_not_ascii_is_refused_before_any_shell_is_opened():
+    opener = Opener()
+    with pytest.raises(ProbeFailed, match="not ASCII"):
+        run_probe_once(URL, _config(), PASSWORD, "Write-Output 'caf\u00e9'\n",
+                       time.monotonic() + 10, opener)
+    assert opener.attempts == 0
 
 
 def test_no_shell_is_opened_once_the_deadline_has_passed():

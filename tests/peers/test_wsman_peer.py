@@ -22,10 +22,14 @@ import winrm
 from winrm.exceptions import InvalidCredentialsError, WinRMTransportError, WSManFaultError
 from winrm.protocol import Protocol
 
+from collectors.probe import compact, probe_script
 from tests.peers.slapd import closed_port
 from tests.peers.wsman import (
+    CMD_LINE_LIMIT,
+    CREATE_PROCESS_LIMIT,
     DEFAULT_HOST,
     DEFAULT_USERS,
+    STDIN_BOOTSTRAP,
     HostBehavior,
     WsmanPeer,
     decode_command_line,
@@ -116,6 +120,134 @@ def test_non_powershell_commands_are_recorded_verbatim(wsman_peer: WsmanPeer) ->
     session(wsman_peer, host).run_cmd("ipconfig", ["/all"])
     assert wsman_peer.scripts(host) == ["ipconfig /all"]
     assert wsman_peer.commands(host) == ["ipconfig /all"]
+
+
+# ---- command-line limits and standard input, as Windows has them
+
+
+def protocol(peer: WsmanPeer, host: str, **kwargs: Any) -> Protocol:
+    """pywinrm's Protocol on ``peer.url(host)`` (it keeps the host path), NTLM over HTTPS."""
+    return Protocol(peer.url(host), transport="ntlm", username=peer.username, password=peer.password,
+                    server_cert_validation="validate", ca_trust_path=str(peer.ca_file), **kwargs)
+
+
+def encoded(script: str) -> str:
+    return base64.b64encode(script.encode("utf-16-le")).decode("ascii")
+
+
+def run_line(peer: WsmanPeer, host: str, command_line: str, **options: bool) -> tuple[bytes, bytes, int]:
+    client = protocol(peer, host)
+    shell = client.open_shell()
+    command = client.run_command(shell, command_line, **options)
+    answer = client.get_command_output(shell, command)
+    client.cleanup_command(shell, command)
+    client.close_shell(shell)
+    return answer
+
+
+def test_the_probe_as_one_encoded_command_line_is_refused_as_cmd_exe_refuses_it(wsman_peer: WsmanPeer) -> None:
+    # The collector's old form: the whole compacted probe in one -EncodedCommand, through cmd.exe
+    # (pywinrm's default). On Windows cmd.exe stops it at 8,191 characters: nothing runs.
+    host = unique("ex-too-long")
+    wsman_peer.set_host(host, HostBehavior(stdout=DOC))
+    line = "powershell -NoProfile -NonInteractive -EncodedCommand " + encoded(compact(probe_script()))
+    assert len(line) > 3 * CMD_LINE_LIMIT
+
+    assert run_line(wsman_peer, host, line) == (b"", b"The command line is too long.\r\n", 1)
+    assert wsman_peer.scripts(host) == []  # nothing ran
+    assert wsman_peer.commands(host) == [line]
+    assert wsman_peer.options(host)[0]["WINRS_SKIP_CMD_SHELL"] == "FALSE"
+    assert wsman_peer.errors() == []
+
+
+@pytest.mark.parametrize(("skip_cmd_shell", "limit", "refusal"), [
+    pytest.param(False, CMD_LINE_LIMIT, b"The command line is too long.\r\n", id="cmd.exe"),
+    pytest.param(True, CREATE_PROCESS_LIMIT, b"The filename or extension is too long.\r\n", id="CreateProcess"),
+])
+def test_command_line_limits(wsman_peer: WsmanPeer, skip_cmd_shell: bool, limit: int, refusal: bytes) -> None:
+    host = unique("ex-limit")
+    wsman_peer.set_host(host, HostBehavior(stdout="ran"))
+    longest = "echo " + "x" * (limit - len("echo "))
+    assert run_line(wsman_peer, host, longest, skip_cmd_shell=skip_cmd_shell) == (b"ran", b"", 0)
+    assert run_line(wsman_peer, host, longest + "x", skip_cmd_shell=skip_cmd_shell) == (b"", refusal, 1)
+    assert wsman_peer.scripts(host) == [longest]
+
+
+def bootstrap_line() -> str:
+    return "powershell -NoProfile -NonInteractive -EncodedCommand " + encoded(STDIN_BOOTSTRAP)
+
+
+def test_the_stdin_bootstrap_runs_the_script_sent_on_stdin(wsman_peer: WsmanPeer) -> None:
+    host = unique("ex-stdin")
+    wsman_peer.set_host(host, HostBehavior(stdout=DOC, runtime=0.3))
+    script = compact(probe_script())
+    client = protocol(wsman_peer, host, operation_timeout_sec=1, read_timeout_sec=2)
+    shell = client.open_shell()
+    command = client.run_command(shell, bootstrap_line(), skip_cmd_shell=True, console_mode_stdin=False)
+    # Blocked reading stdin: a Receive is held for the OperationTimeout, then answered with the fault.
+    started = time.perf_counter()
+    with pytest.raises(winrm.exceptions.WinRMOperationTimeoutError):
+        client.get_command_output_raw(shell, command)
+    assert 0.9 <= time.perf_counter() - started < 1.5
+    assert wsman_peer.scripts(host) == []
+
+    client.send_command_input(shell, command, script[:5000].encode("ascii"))
+    assert wsman_peer.scripts(host) == []  # stdin still open: the script has not started
+    client.send_command_input(shell, command, script[5000:].encode("ascii"), end=True)
+    started = time.perf_counter()
+    stdout, stderr, code = client.get_command_output(shell, command)
+    assert 0.3 <= time.perf_counter() - started < 1.5  # its runtime counts from the end of stdin
+    client.close_shell(shell)
+
+    assert (stdout.decode(), stderr, code) == (DOC, b"", 0)
+    assert wsman_peer.scripts(host) == [script]
+    assert wsman_peer.requests(host) == ["Create", "Command", "Receive", "Send", "Send", "Receive", "Delete"]
+    assert wsman_peer.options(host) == [{"WINRS_CONSOLEMODE_STDIN": "FALSE", "WINRS_SKIP_CMD_SHELL": "TRUE"}]
+    assert wsman_peer.errors() == []
+
+
+def test_stdin_is_read_in_the_shells_code_page(wsman_peer: WsmanPeer) -> None:
+    # What PowerShell reads from stdin is decoded with the console's code page (437 unless the
+    # shell asks otherwise): UTF-8 bytes of a non-ASCII script arrive garbled; ASCII never does.
+    host = unique("ex-codepage")
+    wsman_peer.set_host(host, HostBehavior(stdout="ok"))
+    for script in ("Write-Output 'caf\u00e9'\n", "Write-Output 'cafe'\n"):
+        client = protocol(wsman_peer, host)
+        shell = client.open_shell()
+        command = client.run_command(shell, bootstrap_line(), skip_cmd_shell=True, console_mode_stdin=False)
+        client.send_command_input(shell, command, script.encode("utf-8"), end=True)
+        assert client.get_command_output(shell, command)[0] == b"ok"
+        client.close_shell(shell)
+    assert wsman_peer.scripts(host) == ["Write-Output 'caf\u251c\u2310'\n", "Write-Output 'cafe'\n"]
+
+
+def test_expected_script_is_checked_when_stdin_ends(wsman_peer: WsmanPeer) -> None:
+    host = unique("ex-stdin-expected")
+    wsman_peer.set_host(host, HostBehavior(stdout="ok"))
+    wsman_peer.expected_script = PROBE
+    try:
+        client = protocol(wsman_peer, host)
+        shell = client.open_shell()
+        command = client.run_command(shell, bootstrap_line(), skip_cmd_shell=True, console_mode_stdin=False)
+        with pytest.raises(WSManFaultError, match="not the expected probe"):
+            client.send_command_input(shell, command, b"Remove-Item C:\\ -Recurse\n", end=True)
+        client.close_shell(shell)
+    finally:
+        wsman_peer.expected_script = None
+    assert wsman_peer.mismatches(host) == ["Remove-Item C:\\ -Recurse\n"]
+
+
+def test_a_stalled_send_ends_in_read_timeout_and_a_reset_one_in_connection_error(wsman_peer: WsmanPeer) -> None:
+    for behavior, error in [(HostBehavior(stall="Send"), requests.exceptions.ReadTimeout),
+                            (HostBehavior(reset="Send"), requests.exceptions.ConnectionError)]:
+        host = unique("ex-send")
+        wsman_peer.set_host(host, behavior)
+        client = protocol(wsman_peer, host, read_timeout_sec=2, operation_timeout_sec=1)
+        shell = client.open_shell()
+        command = client.run_command(shell, bootstrap_line(), skip_cmd_shell=True, console_mode_stdin=False)
+        with pytest.raises(error):
+            client.send_command_input(shell, command, b"1\n", end=True)
+        assert wsman_peer.requests(host) == ["Create", "Command", "Send"]
 
 
 # ---- output shapes

@@ -29,9 +29,26 @@ scheme, host, port and ``/wsman`` - ``https://127.0.0.1:P/wsman/ex01`` becomes
 
 Protocol (what pywinrm 0.5 sends and needs): SOAP 1.2 over POST, Create -> ShellId selector,
 Command -> CommandId (the script is decoded from ``powershell -encodedcommand <base64 UTF-16-LE>``),
+Send -> base64 rsp:Stream Name="stdin" for a command (``End="true"`` closes its standard input),
 Receive -> base64 rsp:Stream stdout/stderr and rsp:CommandState .../Running or .../Done + ExitCode,
 Signal and Delete -> a:RelatesTo = the request's MessageID. Faults are SOAP 1.2 faults with a
 ``f:WSManFault Code=...`` detail, HTTP 500.
+
+Command-line limits, as Windows has them: WinRS runs a command through ``cmd.exe /c`` unless the
+Command's ``WINRS_SKIP_CMD_SHELL`` option is TRUE, and cmd.exe refuses a command line longer than
+8,191 characters (``CMD_LINE_LIMIT``): the command then "runs" and ends at once with stdout empty,
+stderr "The command line is too long." and exit code 1. Without cmd.exe, CreateProcess refuses one
+longer than 32,767 (``CREATE_PROCESS_LIMIT``), here the same way with "The filename or extension is
+too long.". The length is that of Command and Arguments joined with a space, as WinRS joins them.
+A refused command runs no script (``scripts()`` records none; ``commands()`` has its line).
+
+Standard input: a Command whose decoded ``-EncodedCommand`` is exactly ``STDIN_BOOTSTRAP`` (the
+collector's: read the whole of stdin, run it as a script block) runs the script it is sent on stdin,
+decoded with the shell's code page (``WINRS_CODEPAGE`` of the Create, 437 by default, as the
+console's input encoding would): it starts when stdin is closed (``End="true"``), which is when
+``scripts()`` records it and ``expected_script`` is checked (a mismatch answers that Send with a
+fault). Until then each Receive is held for the OperationTimeout and answered with that fault, as
+Windows does for a process blocked reading its input. The behaviour's ``runtime`` counts from then.
 
 NTLM: the server side is pyspnego's pure-Python NTLM acceptor, which reads its users from the file
 named by the ``NTLM_USER_FILE`` environment variable when each handshake completes. That variable is
@@ -50,6 +67,7 @@ import argparse
 import atexit
 import base64
 import binascii
+import codecs
 import contextlib
 import ctypes
 import dataclasses
@@ -91,7 +109,17 @@ STALL_SECONDS = 600.0
 OPERATION_TIMEOUT_CODE = 2150858793
 ACCESS_DENIED_CODE = 5
 GENERIC_FAULT_CODE = 2150858843  # "the shell was not found or has been closed"-style server fault
-RESET_ACTIONS = ("Create", "Command", "Receive")
+RESET_ACTIONS = ("Create", "Command", "Send", "Receive")
+STALL_ACTIONS = RESET_ACTIONS
+# cmd.exe's longest command line (WinRS runs commands through it unless WINRS_SKIP_CMD_SHELL).
+CMD_LINE_LIMIT = 8191
+CMD_LINE_TOO_LONG = b"The command line is too long.\r\n"
+# CreateProcess's longest command line (lpCommandLine), when cmd.exe is skipped.
+CREATE_PROCESS_LIMIT = 32767
+CREATE_PROCESS_TOO_LONG = b"The filename or extension is too long.\r\n"
+# The collector's stdin bootstrap (collectors/remote.py): a peer cannot run PowerShell, so it
+# recognises this exact text and does what PowerShell would, run the script read from stdin.
+STDIN_BOOTSTRAP = "$stdinScript = $input | Out-String\n& ([scriptblock]::Create($stdinScript))\n"
 # What Windows holds a Receive for when the request names no OperationTimeout (MaxTimeoutms).
 DEFAULT_OPERATION_TIMEOUT = 60.0
 
@@ -125,7 +153,8 @@ class HostBehavior:
     * ``exit_code``: the command's exit code (rsp:ExitCode).
     * ``latency``: seconds to wait before answering the first Receive that carries output (once per
       command, after any ``operation_timeouts``): a slow server.
-    * ``runtime``: the command runs this many seconds from its Command, as a real probe does. Until
+    * ``runtime``: the command runs this many seconds from its Command (the stdin bootstrap: from the
+      end of its stdin), as a real probe does. Until
       then each Receive is held, as Windows holds it, for at most the request's OperationTimeout
       (``w:OperationTimeout``, e.g. ``PT20S``) and then answered with the OperationTimeout fault,
       so the client asks again; the Receive that sees the command finish answers at once.
@@ -134,14 +163,15 @@ class HostBehavior:
     * ``operation_timeouts``: answer the first N Receive requests of each command with the WSMan
       OperationTimeout fault (code 2150858793, HTTP 500), which pywinrm retries silently and forever
       (use e.g. 10**9 for "never finishes"), each after ``operation_timeout_delay`` seconds.
-    * ``stall``: on Receive, never answer: hold the connection until the peer stops (or 10 minutes).
+    * ``stall``: never answer: hold the connection until the peer stops (or 10 minutes). ``True``
+      means on Receive, or name the action: "Create", "Command", "Send" or "Receive".
     * ``http_status``: answer every request, before authentication, with this status and an empty
       body (401 -> InvalidCredentialsError, 403/503 -> WinRMTransportError).
     * ``fault``: answer Create with a SOAP fault (HTTP 500): ``"access_denied"`` is Windows'
       "Access is denied." (WSManFault Code 5, subcode w:AccessDenied), ``"generic"`` another fault.
     * ``reset``: drop the TCP connection abruptly (RST) instead of answering - the server died
       mid-request (requests.exceptions.ConnectionError). ``True`` means on Receive, or name the
-      action: "Create", "Command" or "Receive".
+      action: "Create", "Command", "Send" or "Receive".
     * ``truncate``: on Receive, send the headers and half of the body, then close the connection
       (requests.exceptions.ChunkedEncodingError, which is NOT a ConnectionError).
     * ``trickle``: on Receive, send the whole answer (status line, headers, body) one byte every
@@ -157,7 +187,7 @@ class HostBehavior:
     chunks: int = 1
     operation_timeouts: int = 0
     operation_timeout_delay: float = 0.0
-    stall: bool = False
+    stall: bool | str = False
     http_status: int | None = None
     fault: str | None = None
     reset: bool | str = False
@@ -175,12 +205,20 @@ class HostBehavior:
             raise ValueError(f"fault must be None, 'access_denied' or 'generic', not {self.fault!r}")
         if isinstance(self.reset, str) and self.reset not in RESET_ACTIONS:
             raise ValueError(f"reset must be a bool or one of {RESET_ACTIONS}, not {self.reset!r}")
+        if isinstance(self.stall, str) and self.stall not in STALL_ACTIONS:
+            raise ValueError(f"stall must be a bool or one of {STALL_ACTIONS}, not {self.stall!r}")
 
     @property
     def reset_action(self) -> str | None:
         if self.reset is True:
             return "Receive"
         return self.reset or None
+
+    @property
+    def stall_action(self) -> str | None:
+        if self.stall is True:
+            return "Receive"
+        return self.stall or None
 
     @classmethod
     def from_dict(cls, fields: Mapping[str, Any]) -> HostBehavior:
@@ -312,6 +350,10 @@ def _signal_response(relates_to: str) -> bytes:
     return _envelope(f"{NS_SHELL}/SignalResponse", relates_to, "<rsp:SignalResponse/>")
 
 
+def _send_response(relates_to: str) -> bytes:
+    return _envelope(f"{NS_SHELL}/SendResponse", relates_to, "<rsp:SendResponse/>")
+
+
 def _delete_response(relates_to: str) -> bytes:
     return _envelope("http://schemas.xmlsoap.org/ws/2004/09/transfer/DeleteResponse", relates_to, "")
 
@@ -324,6 +366,9 @@ class _Request:
     command_id: str | None
     command_line: str | None
     operation_timeout: float = DEFAULT_OPERATION_TIMEOUT
+    options: dict[str, str] = field(default_factory=dict)  # w:OptionSet, by upper-case name
+    stdin: bytes | None = None  # Send: the decoded rsp:Stream Name="stdin"
+    stdin_end: bool = False  # Send: End="true" closes the command's stdin
 
 
 def _duration(text: str | None) -> float | None:
@@ -345,6 +390,14 @@ def _parse_request(body: bytes) -> _Request:
         node = root.find(f".//{{{NS_SHELL}}}{tag}")
         if node is not None and node.get("CommandId"):
             command_id = node.get("CommandId")
+    stdin, stdin_end = None, False
+    stream = root.find(f".//{{{NS_SHELL}}}Send/{{{NS_SHELL}}}Stream")
+    if stream is not None and stream.get("Name") == "stdin":
+        command_id = stream.get("CommandId") or command_id
+        stdin = base64.b64decode((stream.text or "").strip(), validate=True)
+        stdin_end = (stream.get("End") or "").lower() == "true"
+    options = {(option.get("Name") or "").upper(): (option.text or "").strip()
+               for option in root.iter(f"{{{NS_WSMAN}}}Option")}
     command_line = None
     command = root.find(f".//{{{NS_SHELL}}}CommandLine")
     if command is not None:
@@ -354,7 +407,8 @@ def _parse_request(body: bytes) -> _Request:
     timeout = _duration(root.findtext(f".//{{{NS_WSMAN}}}OperationTimeout"))
     return _Request(action=action_uri.rsplit("/", 1)[-1], message_id=message_id, shell_id=shell_id,
                     command_id=command_id, command_line=command_line,
-                    operation_timeout=DEFAULT_OPERATION_TIMEOUT if timeout is None else timeout)
+                    operation_timeout=DEFAULT_OPERATION_TIMEOUT if timeout is None else timeout,
+                    options=options, stdin=stdin, stdin_end=stdin_end)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -457,6 +511,7 @@ class _HostRecord:
     behavior: HostBehavior | None = None
     scripts: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    options: list[dict[str, str]] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
 
@@ -471,6 +526,11 @@ class _Command:
     latency_done: bool = False
     parts_sent: int = 0
     started: float = field(default_factory=time.monotonic)
+    refused: bytes | None = None  # the command line was too long: this on stderr, exit code 1
+    reads_stdin: bool = False  # the stdin bootstrap: runs the script sent on stdin once it ends
+    codepage: str = "437"  # the shell's, for decoding stdin
+    stdin: bytearray = field(default_factory=bytearray)
+    stdin_closed: bool = False
 
 
 class _Stall(Exception):
@@ -762,6 +822,7 @@ class WsmanPeer:
         self._hosts: dict[str, _HostRecord] = {}
         self._commands: dict[str, _Command] = {}
         self._shells: dict[str, str] = {}
+        self._codepages: dict[str, str] = {}  # shell id -> its WINRS_CODEPAGE
         self._interned: dict[str, str] = {}
         self._errors: list[str] = []
         self._connections: set[Any] = set()
@@ -852,14 +913,16 @@ class WsmanPeer:
             self._hosts.clear()
             self._commands.clear()
             self._shells.clear()
+            self._codepages.clear()
 
     def hosts(self) -> list[str]:
         with self._lock:
             return [name for name, record in self._hosts.items() if record.behavior is not None]
 
     def scripts(self, host: str = DEFAULT_HOST) -> list[str]:
-        """Scripts received by Command for ``host``, in order: the decoded PowerShell for
-        ``powershell -encodedcommand ...``, otherwise the raw command line."""
+        """Scripts ``host`` was given to run, in order: for the stdin bootstrap the script sent on
+        its stdin (once stdin is closed), for ``powershell -encodedcommand ...`` the decoded
+        PowerShell, otherwise the raw command line. A command line refused as too long adds none."""
         with self._lock:
             return list(self._record(host).scripts)
 
@@ -867,6 +930,12 @@ class WsmanPeer:
         """The raw command lines (command + arguments) received for ``host``."""
         with self._lock:
             return list(self._record(host).commands)
+
+    def options(self, host: str = DEFAULT_HOST) -> list[dict[str, str]]:
+        """The ``w:Option`` values (by upper-case name, e.g. ``WINRS_SKIP_CMD_SHELL``) of each
+        Command received for ``host``, in the order of ``commands()``."""
+        with self._lock:
+            return [dict(options) for options in self._record(host).options]
 
     def requests(self, host: str = DEFAULT_HOST) -> list[str]:
         """Actions (Create/Command/Receive/Signal/Delete/...) of the authenticated SOAP requests that
@@ -936,7 +1005,7 @@ class WsmanPeer:
     def _handle_soap(self, host: str, body: bytes, address: str) -> tuple[int, bytes]:
         try:
             request = _parse_request(body)
-        except ET.ParseError:
+        except (ET.ParseError, binascii.Error):
             return 400, b""
         with self._lock:
             record = self._record(host)
@@ -944,12 +1013,15 @@ class WsmanPeer:
             behavior = record.behavior
         if behavior is None:
             return 404, b""
-        reset = behavior.reset_action
-        if reset == request.action and request.action != "Receive":
+        if behavior.reset_action == request.action and request.action != "Receive":
             raise _Reset
+        if behavior.stall_action == request.action and request.action != "Receive":
+            self._stopping.wait(STALL_SECONDS)
+            raise _Stall
         handler = {
             "Create": self._on_create,
             "Command": self._on_command,
+            "Send": self._on_send,
             "Receive": self._on_receive,
             "Signal": self._on_signal,
             "Delete": self._on_delete,
@@ -966,22 +1038,23 @@ class WsmanPeer:
         shell_id = str(uuid.uuid4()).upper()
         with self._lock:
             self._shells[shell_id] = host.casefold()
+            self._codepages[shell_id] = request.options.get("WINRS_CODEPAGE") or "437"
         return 200, _create_response(request.message_id, shell_id, address)
 
     def _on_command(self, host: str, behavior: HostBehavior, request: _Request, _address: str) -> tuple[int, bytes]:
         command_line = request.command_line or ""
-        script = decode_command_line(command_line)
-        recorded = script if script is not None else command_line
+        refused = _refusal(command_line, request.options)
+        script = decode_command_line(command_line) if refused is None else None
+        reads_stdin = script == STDIN_BOOTSTRAP
         with self._lock:
-            recorded = self._interned.setdefault(recorded, recorded)  # 1000s of copies of one probe
             record = self._record(host)
             record.commands.append(self._interned.setdefault(command_line, command_line))
-            record.scripts.append(recorded)
+            record.options.append(dict(request.options))
             known_shell = self._shells.get(request.shell_id or "") == host.casefold()
-            expected = self.expected_script
-            mismatch = expected is not None and recorded != expected
-            if mismatch:
-                record.mismatches.append(recorded)
+            codepage = self._codepages.get(request.shell_id or "", "437")
+            mismatch = False
+            if refused is None and not reads_stdin:  # else: nothing runs, or not yet
+                mismatch = self._note_script(record, script if script is not None else command_line)
         if not known_shell:
             return 500, generic_fault(request.message_id, "The request for the Windows Remote Shell failed "
                                       "because the shell was not found.")
@@ -990,8 +1063,40 @@ class WsmanPeer:
         command_id = str(uuid.uuid4()).upper()
         with self._lock:
             self._commands[command_id] = _Command(host=host.casefold(), shell_id=request.shell_id or "",
-                                                  behavior=behavior)
+                                                  behavior=behavior, refused=refused, reads_stdin=reads_stdin,
+                                                  codepage=codepage)
         return 200, _command_response(request.message_id, command_id)
+
+    def _note_script(self, record: _HostRecord, script: str) -> bool:
+        """Record a script the host runs; whether it differs from ``expected_script`` (with the lock)."""
+        script = self._interned.setdefault(script, script)  # 1000s of copies of one probe
+        record.scripts.append(script)
+        mismatch = self.expected_script is not None and script != self.expected_script
+        if mismatch:
+            record.mismatches.append(script)
+        return mismatch
+
+    def _on_send(self, host: str, _behavior: HostBehavior, request: _Request, _address: str) -> tuple[int, bytes]:
+        with self._lock:
+            command = self._commands.get(request.command_id or "")
+            if command is None or request.stdin is None:
+                return 500, generic_fault(request.message_id, "The command was not found, or the Send "
+                                          "carried no stdin stream.")
+            if command.stdin_closed:
+                return 500, generic_fault(request.message_id, "The input stream of the command is closed.")
+            command.stdin += request.stdin
+            if not request.stdin_end:
+                return 200, _send_response(request.message_id)
+            command.stdin_closed = True
+            mismatch = False
+            if command.reads_stdin:
+                # What the bootstrap reads: the console's input decoded with the shell's code page.
+                script = bytes(command.stdin).decode(_codec(command.codepage), "replace")
+                mismatch = self._note_script(self._record(host), script)
+                command.started = time.monotonic()
+        if mismatch:
+            return 500, generic_fault(request.message_id, "Test peer: the script is not the expected probe.")
+        return 200, _send_response(request.message_id)
 
     def _on_receive(self, _host: str, behavior: HostBehavior, request: _Request, _address: str) -> tuple[int, bytes]:
         with self._lock:
@@ -999,18 +1104,25 @@ class WsmanPeer:
         if command is None:
             return 500, generic_fault(request.message_id, "The command was not found.")
         behavior = command.behavior  # the behaviour at Command time, even if changed since
-        if behavior.stall:
+        if behavior.stall_action == "Receive":
             self._stopping.wait(STALL_SECONDS)
             raise _Stall
         if behavior.reset_action == "Receive":
             raise _Reset
+        if command.refused is not None:  # cmd.exe or CreateProcess said no: ended at once
+            return 200, _receive_response(request.message_id, request.command_id or "", b"", command.refused,
+                                          True, 1)
         with self._lock:
             command.receives += 1
             send_timeout = command.timeouts_sent < behavior.operation_timeouts
             if send_timeout:
                 command.timeouts_sent += 1
+            waits_for_stdin = command.reads_stdin and not command.stdin_closed
         if send_timeout:
             self._wait(behavior.operation_timeout_delay)
+            return 500, operation_timeout_fault(request.message_id)
+        if waits_for_stdin:  # blocked reading its input: nothing to say within the OperationTimeout
+            self._wait(request.operation_timeout)
             return 500, operation_timeout_fault(request.message_id)
         running = command.started + behavior.runtime - time.monotonic()
         if running > 0:
@@ -1043,9 +1155,26 @@ class WsmanPeer:
     def _on_delete(self, _host: str, _behavior: HostBehavior, request: _Request, _address: str) -> tuple[int, bytes]:
         with self._lock:
             self._shells.pop(request.shell_id or "", None)
+            self._codepages.pop(request.shell_id or "", None)
             for command_id in [cid for cid, cmd in self._commands.items() if cmd.shell_id == request.shell_id]:
                 del self._commands[command_id]
         return 200, _delete_response(request.message_id)
+
+
+def _refusal(command_line: str, options: Mapping[str, str]) -> bytes | None:
+    """What Windows says on stderr when it cannot start ``command_line``: too long for cmd.exe (which
+    WinRS runs it through unless WINRS_SKIP_CMD_SHELL is TRUE), or for CreateProcess; else None."""
+    if options.get("WINRS_SKIP_CMD_SHELL", "").upper() == "TRUE":
+        return CREATE_PROCESS_TOO_LONG if len(command_line) > CREATE_PROCESS_LIMIT else None
+    return CMD_LINE_TOO_LONG if len(command_line) > CMD_LINE_LIMIT else None
+
+
+def _codec(codepage: str) -> str:
+    """Python's codec for a Windows code page number (65001 is UTF-8); cp437 when unknown."""
+    try:
+        return codecs.lookup(f"cp{codepage}").name
+    except LookupError:
+        return "cp437"
 
 
 def _server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
