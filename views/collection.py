@@ -17,8 +17,9 @@ from compliance.evaluate import Policy
 from compliance.failures import HINTS
 from settings import SettingsError, env_name
 from store import StoreError
-from views import data
+from views import data, labels
 from views.markdown import literal
+from views.page import OUTSIDE_OFF, outside_view
 
 CONFIG_ENV = env_name("collection", "config")
 INVENTORY_ENV = env_name("collection", "inventory")
@@ -81,6 +82,43 @@ else:
             st.dataframe(pd.DataFrame([{"host": host, "detail": detail, "snapshot": run}
                                        for host, detail, run in failed]),
                          hide_index=True)
+
+    # The fingerprint's coverage (issue 18): what this snapshot's run read of OWA/ECP from the
+    # outside, and what it carried from earlier runs.
+    st.subheader(f"Outside view in snapshot #{latest.id}",
+                 help="The unauthenticated HTTPS look at each server's and namespace's OWA/ECP "
+                      "(docs/fingerprint.md). Read, failed and untrusted count the endpoints "
+                      "this snapshot's run fingerprinted; carried ones were read by an earlier "
+                      "run and are kept while fresh.")
+    seen = outside_view(url, latest.id)
+    if seen is None:
+        st.caption(OUTSIDE_OFF)
+    else:
+        table = seen.endpoints
+        own = table[table["carried_from"].isna()]
+        read = own[own["failure_reason"] == ""]
+        failed = own[own["failure_reason"] != ""]
+        figures = st.columns(4)
+        figures[0].metric("Endpoints read", len(read), border=True)
+        figures[1].metric("Failed", len(failed), border=True)
+        figures[2].metric("Untrusted certificate", int((~read["tls_verified"]).sum()),
+                          border=True, help="Read with record_invalid_certificate on: what "
+                                            "they disclosed is shown, never counted as proof")
+        figures[3].metric("Carried from earlier runs", len(table) - len(own), border=True)
+        if len(failed):
+            by_reason = (failed.groupby("failure_reason", sort=False)["name"]
+                         .agg(endpoints="count", names=lambda n: ", ".join(map(str, n)))
+                         .reset_index().sort_values(["endpoints", "failure_reason"],
+                                                    ascending=[False, True], kind="stable"))
+            st.dataframe(by_reason, hide_index=True, key="outside_failures", column_config={
+                "failure_reason": st.column_config.TextColumn("Failure"),
+                "endpoints": st.column_config.NumberColumn("Endpoints"),
+                "names": st.column_config.TextColumn("Which", width="large")})
+        with st.expander(f"Every endpoint ({len(table)})"):
+            columns = [c for c in table.columns if c != "observed_at"]
+            st.dataframe(table[columns], hide_index=True, key="outside_endpoints",
+                         column_config={c: st.column_config.Column(labels.COLUMN_LABELS[c])
+                                        for c in columns})
 
 st.subheader("Collect now", help=(
     f"Set {CONFIG_ENV} to a collection config file (a copy of collection.example.toml) and, "

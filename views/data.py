@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
@@ -20,6 +20,7 @@ from compliance.catalog import Catalog, load_catalog
 from compliance.deadline import DeadlinePolicy
 from compliance.evaluate import Policy
 from compliance.models import Assessment, Flag
+from compliance.outside_record import EndpointRecord, OutsideRecord
 from compliance.worklist import PRIORITY_NAMES, plan_with_acceptances, rank, stored_priority
 from settings import Settings, SettingsError, load_settings
 from store import SnapshotInfo, SnapshotStore
@@ -31,6 +32,7 @@ from store.evidence import build_bundle
 from store.export import WORKLIST_COLUMNS, Owners
 from store.export import worklist_rows as worklist_rows_of
 from store.history import Diff, Reevaluation, diff, reevaluate
+from views import labels
 
 
 def secrets() -> Mapping[str, Any]:
@@ -214,6 +216,79 @@ def _fleet_groups(url: str, snapshot_id: int, max_age_days: float) -> pd.DataFra
         rows.append((product, cu, site, dag, status, flags,
                      "" if rank_ is None else PRIORITY_NAMES[rank_], hosts))
     return pd.DataFrame(rows, columns=list(GROUP_COLUMNS))
+
+
+# The outside view (issue 18): what a snapshot holds of the unauthenticated HTTPS look, as
+# three small tables (one row per endpoint, per disclosure, per namespace finding).
+ENDPOINT_COLUMNS = ("name", "kind", "url", "observed_at", "tls_verified", "tls_problem",
+                    "disclosed", "owa_status", "owa_seconds", "ecp_status", "ecp_seconds",
+                    "failure_reason", "failure_detail", "carried_from")
+DISCLOSURE_COLUMNS = ("name", "kind", "source", "build", "certainty", "raw", "where", "problem")
+NAMESPACE_COLUMNS = ("namespace", "kind", "finding", "builds", "seen", "hosts", "action")
+
+
+@dataclass(frozen=True, eq=False)
+class OutsideTables:
+    """``endpoints`` (``ENDPOINT_COLUMNS``: ``tls_verified`` whether the certificate validated,
+    ``disclosed`` each build with its certainty, the OWA and ECP answers' status and seconds
+    (NA when none), the failure's reason ("" when read), ``carried_from`` the snapshot whose run
+    read it (NA: this snapshot's run)); ``disclosures`` (``DISCLOSURE_COLUMNS``, one row per
+    disclosure, certainty as its label); ``namespaces`` (``NAMESPACE_COLUMNS``, ``kind`` the
+    stored value, ``finding`` its label). Every text is as the network or AD gave it: shown in
+    cells or through ``literal``, never as Markdown."""
+
+    endpoints: pd.DataFrame
+    disclosures: pd.DataFrame
+    namespaces: pd.DataFrame
+
+    def server(self, *names: str) -> pd.DataFrame:
+        """The server endpoints named one of ``names`` (a host's name or FQDN, any case)."""
+        wanted = {n.casefold() for n in names if n}
+        table = self.endpoints
+        return table[(table["kind"] == "server")
+                     & table["name"].map(lambda n: str(n).casefold() in wanted)]
+
+
+def outside(url: str, snapshot_id: int) -> OutsideTables | None:
+    """The snapshot's outside view as ``OutsideTables``; None when it was not fingerprinted.
+    ``StoreError`` when its stored document cannot be read."""
+    return _outside(url, snapshot_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _outside(url: str, snapshot_id: int) -> OutsideTables | None:
+    record = _store(url).outside(snapshot_id)
+    return None if record is None else outside_tables(record)
+
+
+def _disclosed(record: EndpointRecord) -> str:
+    return "; ".join(f"{s.build} ({labels.certainty_label(s.certainty)}, {s.source})"
+                     for s in record.disclosures if s.build is not None)
+
+
+def outside_tables(record: OutsideRecord) -> OutsideTables:
+    """``record`` as the pages' tables (pure)."""
+    endpoints = pd.DataFrame([
+        (r.name, r.kind.value, r.url, r.observed_at, r.trusted,
+         r.tls.problem if r.tls else "", _disclosed(r),
+         r.owa.status if r.owa else None, r.owa.seconds if r.owa else None,
+         r.ecp.status if r.ecp else None, r.ecp.seconds if r.ecp else None,
+         r.failure.reason if r.failure else "", r.failure.detail if r.failure else "",
+         r.observed_in) for r in record.endpoints], columns=list(ENDPOINT_COLUMNS))
+    for column in ("owa_status", "ecp_status", "carried_from"):
+        endpoints[column] = endpoints[column].astype("Int64")
+    for column in ("owa_seconds", "ecp_seconds"):
+        endpoints[column] = endpoints[column].astype("float64")
+    endpoints["tls_verified"] = endpoints["tls_verified"].astype(bool)
+    disclosures = pd.DataFrame([
+        (r.name, r.kind.value, s.source, str(s.build) if s.build else "",
+         labels.certainty_label(s.certainty) if s.build else "", s.raw, s.where, s.problem)
+        for r in record.endpoints for s in r.disclosures], columns=list(DISCLOSURE_COLUMNS))
+    namespaces = pd.DataFrame([
+        (f.namespace, f.kind.value, labels.finding_label(f.kind.value),
+         ", ".join(map(str, f.builds)), ", ".join(map(str, f.seen)), ", ".join(f.hosts), f.action)
+        for f in record.namespaces], columns=list(NAMESPACE_COLUMNS))
+    return OutsideTables(endpoints, disclosures, namespaces)
 
 
 def latest(url: str) -> SnapshotInfo | None:

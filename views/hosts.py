@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -11,7 +13,7 @@ from settings import Role
 from store import StoreError
 from views import data, labels
 from views.markdown import literal
-from views.page import current, observed_by, snapshot_caption
+from views.page import OUTSIDE_OFF, current, observed_by, outside_view, snapshot_caption
 
 ctx = current()
 st.title("Hosts")
@@ -117,6 +119,11 @@ def _acceptance_form(names: list[str], key: str, label: str) -> None:
                        if len(names) == 1 else f"{len(recorded)} acceptances recorded.")
             if not refusals:  # else the refusals stay on screen; the table updates next run
                 st.rerun()
+
+
+def _answer(status: Any, seconds: Any) -> str:
+    """An OWA or ECP answer of the outside view: its HTTP status and time."""
+    return "no answer" if pd.isna(status) else f"HTTP {int(status)} in {float(seconds):.2f} s"
 
 
 _from_link()
@@ -252,18 +259,51 @@ if verdict.flags:
 if verdict.cves_open:
     st.markdown("**CVEs not closed:** " + ", ".join(verdict.cves_open))
 
-builds, updates = st.columns(2)
-builds.markdown("**Builds**")
-builds.dataframe(pd.DataFrame([
-    {"source": "AD (CU level only)", "value": obs.host.ad_build or "not known"},
-    {"source": "ExSetup.exe (Security Update level)", "value": obs.exsetup_version or "not read"},
-    {"source": "Catalogue", "value": verdict.release_name or ("not in the catalogue"
-                                                               if verdict.build else "-")},
-]), hide_index=True)
-updates.markdown("**Installed updates**")
-updates.dataframe(pd.DataFrame([{"KB": u.kb, "name": u.name, "installed": u.installed_on or ""}
-                                for u in obs.installed_updates], columns=["KB", "name", "installed"]),
-                  hide_index=True)
+st.markdown("**Builds, from three sources**",
+            help="AD knows the CU level only; ExSetup.exe on the server shows the Security "
+                 "Update level; the outside view is what OWA/ECP disclose without credentials, "
+                 "as an attacker sees them. An outside view never makes a host patched.")
+ad_side, exsetup_side, outside_side = st.columns(3, border=True)
+ad_side.markdown(f"**AD** (CU level only)  \n{literal(obs.host.ad_build or 'not known')}")
+exsetup_side.markdown(
+    f"**ExSetup.exe** (Security Update level)  \n{literal(obs.exsetup_version or 'not read')}"
+    f"  \nCatalogue: {literal(verdict.release_name or ('not in the catalogue' if verdict.build else '-'))}")
+seen = outside_view(url, ctx.snapshot.id)
+endpoint = seen.server(name, obs.host.fqdn or "") if seen is not None else None
+with outside_side:
+    if endpoint is None or not len(endpoint):
+        st.markdown("**Outside view**  \nnot fingerprinted")
+        st.caption(OUTSIDE_OFF if seen is None
+                   else "This snapshot's outside view holds no endpoint for this server.")
+    else:
+        row = endpoint.iloc[0]
+        lines = [f"**Outside view** ({literal(row['url'])})"]
+        if row["tls_verified"]:
+            lines.append("certificate valid")
+        elif row["tls_problem"] or not row["failure_reason"]:
+            lines.append(f"certificate **not trusted** ({literal(row['tls_problem'] or 'no TLS')})"
+                         ": nothing it disclosed counts")
+        lines += [f"OWA: {_answer(row['owa_status'], row['owa_seconds'])}",
+              f"ECP: {_answer(row['ecp_status'], row['ecp_seconds'])}"]
+        if row["failure_reason"]:
+            lines.append(f"Failed ({literal(row['failure_reason'])}): "
+                         f"{literal(row['failure_detail'])}")
+        if pd.notna(row["carried_from"]):
+            lines.append(f"Carried from snapshot #{int(row['carried_from'])}")
+        st.markdown("  \n".join(lines))
+        told = seen.disclosures if seen is not None else pd.DataFrame()
+        told = told[(told["kind"] == "server") & (told["name"] == row["name"])]
+        if len(told):
+            st.dataframe(told[["build", "certainty", "source", "raw", "problem"]],
+                         hide_index=True, key="outside_disclosures", column_config={
+                             name: st.column_config.TextColumn(labels.COLUMN_LABELS[name])
+                             for name in ("build", "certainty", "source", "raw", "problem")})
+        else:
+            st.caption("It disclosed no build.")
+st.markdown("**Installed updates**")
+st.dataframe(pd.DataFrame([{"KB": u.kb, "name": u.name, "installed": u.installed_on or ""}
+                           for u in obs.installed_updates], columns=["KB", "name", "installed"]),
+             hide_index=True)
 st.markdown("**Evidence**")
 evidence = pd.DataFrame(
     [{"what": e.kind, "value": e.value, "source": e.source,

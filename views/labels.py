@@ -11,6 +11,8 @@ from typing import Any
 import pandas as pd
 
 from compliance.models import Flag, Status
+from compliance.outside import FindingKind
+from compliance.outside_record import CU_LEVEL, FULL_BUILD
 
 STATUS_ORDER = (Status.PATCHED, Status.NOT_APPLICABLE, Status.MITIGATED, Status.VULNERABLE,
                 Status.UNKNOWN)
@@ -41,6 +43,16 @@ FLAG_LABELS = {
     Flag.OUTSIDE_OLDER_THAN_INSIDE: "OWA/ECP older than the server",
     Flag.WEB_CONFIG_BROKEN: "OWA/ECP web.config broken",
 }
+# The outside view (issue 18): what a namespace showed against the fleet, and how far a
+# disclosed build can be trusted (a three-part logon path never shows the Security Update).
+FINDING_LABELS = {
+    FindingKind.NAMESPACE_SERVES_UNPATCHED: "Namespace serves an unpatched build",
+    FindingKind.NOT_IN_INVENTORY: "Build of no server in the inventory",
+}
+CERTAINTY_LABELS = {
+    FULL_BUILD: "full build (Security Update level)",
+    CU_LEVEL: "CU level only",
+}
 # Table headers: the column keys stay the CSV's, people read these.
 COLUMN_LABELS = {
     "host": "Host", "fqdn": "FQDN", "status": "Status", "product": "Product", "cu": "CU",
@@ -55,6 +67,15 @@ COLUMN_LABELS = {
     "before": "Before", "after": "After", "detail": "Detail", "accepted": "Risk accepted",
     "due": "Due (UTC)", "overdue": "Overdue", "deadline_rule": "Deadline rule",
     "open_since": "Open since (UTC)",
+    # the outside view's tables (views/data.py ``outside``)
+    "name": "Endpoint", "kind": "Kind", "url": "URL", "tls_verified": "Certificate valid",
+    "tls_problem": "Certificate problem", "disclosed": "Builds disclosed",
+    "owa_status": "OWA status", "owa_seconds": "OWA seconds", "ecp_status": "ECP status",
+    "ecp_seconds": "ECP seconds", "carried_from": "Carried from snapshot",
+    "namespace": "Namespace", "finding": "Finding", "builds": "Builds at issue",
+    "seen": "Builds seen", "hosts": "Hosts behind",
+    "source": "Disclosed by", "certainty": "Certainty", "raw": "As sent", "where": "Path",
+    "problem": "Problem",
 }
 
 
@@ -71,6 +92,17 @@ def flag_label(value: str) -> str:
         return FLAG_LABELS[Flag(value)]
     except ValueError:
         return value
+
+
+def finding_label(value: str) -> str:
+    try:
+        return FINDING_LABELS[FindingKind(value)]
+    except ValueError:
+        return value
+
+
+def certainty_label(value: str) -> str:
+    return CERTAINTY_LABELS.get(value, value)
 
 
 def status_color(value: str) -> str:

@@ -16,9 +16,9 @@ import streamlit as st
 from compliance.models import Flag, Status
 from compliance.worklist import PRIORITY_NAMES
 from store import SnapshotInfo
-from views import charts, data, integrity
+from views import charts, data, integrity, labels
 from views.markdown import literal
-from views.page import current, snapshot_caption
+from views.page import OUTSIDE_OFF, current, outside_view, snapshot_caption
 from views.report import report_html
 from views.summary import Kpi, kpis, projected_completion
 
@@ -121,6 +121,31 @@ for column, kpi in zip(columns, now, strict=True):
         delta = kpi.delta_text(previous)
     column.metric(kpi.label, kpi.display, delta=delta, delta_color=kpi.delta_color,
                   help=kpi.help, border=True)
+
+# The outside view (issue 18): what OWA/ECP disclose without credentials, against the inside.
+seen = outside_view(url, ctx.snapshot.id)
+if seen is None:
+    st.caption(OUTSIDE_OFF)
+else:
+    older = data.flag_counts(url, ctx.snapshot.id)[Flag.OUTSIDE_OLDER_THAN_INSIDE.value]
+    findings = seen.namespaces
+    spaces = findings["namespace"].str.casefold().nunique()
+    line = (f"Outside view: {older} host{'s' if older != 1 else ''} and {spaces} "
+            f"namespace{'s' if spaces != 1 else ''} disagree with the inside view")
+    (st.warning if older or spaces else st.success)(
+        f"**{line}.**", icon=":material/travel_explore:")
+    if older:
+        st.page_link(HOSTS, label=f"Hosts whose OWA/ECP serve an older build ({older})",
+                     query_params={"flag": Flag.OUTSIDE_OLDER_THAN_INSIDE.value},
+                     icon=":material/filter_alt:")
+    if len(findings):
+        # Names, builds and actions come from the network and AD: shown in cells, as text.
+        st.dataframe(findings[["namespace", "finding", "builds", "hosts", "action"]],
+                     hide_index=True, key="outside_namespaces", column_config={
+                         name: st.column_config.TextColumn(labels.COLUMN_LABELS[name],
+                                                           width="large" if name == "action"
+                                                           else None)
+                         for name in ("namespace", "finding", "builds", "hosts", "action")})
 
 rows = groups[["product", "cu", "site", "dag", "status", "hosts"]].to_dict("records")
 for row in rows:

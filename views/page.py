@@ -9,8 +9,9 @@ import streamlit as st
 
 from compliance.models import Assessment
 from settings import Settings
-from store import SnapshotInfo
+from store import SnapshotInfo, StoreError
 from views import data
+from views.data import OutsideTables
 from views.markdown import literal
 
 
@@ -71,3 +72,19 @@ def observed_by(assessment: Assessment, snapshot_id: int, by_id: dict[int, Snaps
     if assessment.scopes:
         text += " · **in the fleet through:** " + ", ".join(literal(s) for s in assessment.scopes)
     return text
+
+
+# Where a snapshot without the outside view says how to turn it on.
+OUTSIDE_OFF = ("The outside view is off for this snapshot: its run did not fingerprint OWA/ECP "
+               "(set `[fingerprint] enabled = true` in the collection config, docs/fingerprint.md).")
+
+
+def outside_view(url: str, snapshot_id: int) -> OutsideTables | None:
+    """The snapshot's outside view (``data.outside``); None when it was not fingerprinted, or
+    when its stored document cannot be read, which is then said on the page."""
+    try:
+        return data.outside(url, snapshot_id)
+    except StoreError as error:
+        st.error(f"**The outside view of snapshot #{snapshot_id} cannot be read.** "
+                 f"{literal(error)}")
+        return None
