@@ -21,6 +21,7 @@ import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -237,6 +238,24 @@ def _revision(connection: Connection) -> str | None:
     return None if revision is None else str(revision)
 
 
+# PostgreSQL advisory lock key of a store's migration (any constant: "PLMIGRATE" in ASCII).
+MIGRATION_LOCK_KEY = 0x504C4D49475241
+# How long a process waits for another's migration of a SQLite store (migration 0008 took 17 s
+# on 520,000 rows).
+MIGRATION_WAIT_SECONDS = 600.0
+
+
+def _migration_lock(backend: str, database: str | None) -> AbstractContextManager[object]:
+    """A lock file beside a SQLite store's file (``<file>.migrate.lock``), held while one
+    process migrates it; nothing for PostgreSQL (an advisory lock in the transaction) or a
+    store no other process can open (in memory, a URI filename)."""
+    if backend != "sqlite" or database in (None, "", ":memory:") or str(database).startswith("file:"):
+        return nullcontext()
+    from filelock import FileLock
+
+    return FileLock(f"{database}.migrate.lock", timeout=MIGRATION_WAIT_SECONDS)
+
+
 def _migrate(connection: Connection) -> None:
     if _revision(connection) == schema.HEAD_REVISION:
         return  # nothing to do: Alembic is not even imported
@@ -288,7 +307,17 @@ class SnapshotStore:
             with engine.begin() as conn:
                 _refuse_newer(conn, shown)
                 _refuse_foreign(conn, shown)
-                _migrate(conn)
+                current = _revision(conn) == schema.HEAD_REVISION
+            if not current:
+                # One process migrates at a time: two that found a new store both created its
+                # tables, and the second failed ("table meta already exists"; a dashboard and a
+                # collector started together). The next one finds the store at head.
+                with _migration_lock(backend, parsed.database), engine.begin() as conn:
+                    if backend == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                     {"key": MIGRATION_LOCK_KEY})
+                    _refuse_newer(conn, shown)
+                    _migrate(conn)
         except StoreError:
             raise
         except Exception as error:
