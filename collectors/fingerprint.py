@@ -251,8 +251,9 @@ def default_url(name: str) -> str:
 
 def endpoints_for(hosts: Iterable[Host], config: FingerprintConfig) -> list[Endpoint]:
     """The servers (by FQDN, else name) then the namespaces, each at its ``urls`` override when
-    one names it (server name, FQDN or namespace, case-insensitive). Two endpoints at the same
-    URL are looked at once: the first (a server before a namespace) keeps it."""
+    one names it (server name, FQDN or namespace, case-insensitive). Two servers (or two
+    namespaces) at the same URL are one endpoint, the first named; a server and a namespace at
+    the same URL are both kept (``fingerprint_all`` reads that URL once for both)."""
     overrides = {name.casefold(): url for name, url in config.urls}
 
     def url(*names: str) -> str:
@@ -263,9 +264,9 @@ def endpoints_for(hosts: Iterable[Host], config: FingerprintConfig) -> list[Endp
     candidates = [Endpoint(h.name, url(h.name, h.fqdn or h.name)) for h in hosts]
     candidates += [Endpoint(n, url(n), EndpointKind.NAMESPACE) for n in config.namespaces]
     endpoints: list[Endpoint] = []
-    seen: set[str] = set()
+    seen: set[tuple[EndpointKind, str]] = set()
     for endpoint in candidates:
-        key = endpoint.url.casefold()
+        key = (endpoint.kind, endpoint.url.casefold())
         if endpoint.url and key in seen:
             continue
         seen.add(key)
@@ -736,6 +737,31 @@ def fingerprint_all(endpoints: Sequence[Endpoint], config: FingerprintConfig, *,
                     stop: threading.Event | None = None, contexts: TlsContexts | None = None,
                     now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> list[Fingerprint]:
     """Every endpoint, ``config.concurrency`` at a time; results in the endpoints' order.
+    Endpoints at the same URL (a namespace that is also a server's name, or ``urls`` pointing
+    two names at one place) are read once, and each gets that reading under its own name and
+    kind: a namespace is never dropped for sharing a server's URL. ``progress`` counts reads.
+    """
+    slots: list[int] = []
+    distinct: list[Endpoint] = []
+    by_url: dict[str, int] = {}
+    for endpoint in endpoints:
+        key = endpoint.url.casefold()
+        if endpoint.url and key in by_url:
+            slots.append(by_url[key])
+            continue
+        if endpoint.url:
+            by_url[key] = len(distinct)
+        slots.append(len(distinct))
+        distinct.append(endpoint)
+    read = _read_all(distinct, config, progress=progress, stop=stop, contexts=contexts, now=now)
+    return [read[slot] if read[slot].endpoint == endpoint else replace(read[slot], endpoint=endpoint)
+            for slot, endpoint in zip(slots, endpoints, strict=True)]
+
+
+def _read_all(endpoints: Sequence[Endpoint], config: FingerprintConfig, *,
+              progress: Callable[[bool], None] | None, stop: threading.Event | None,
+              contexts: TlsContexts | None, now: Callable[[], datetime]) -> list[Fingerprint]:
+    """``fingerprint_all`` of endpoints at distinct URLs.
 
     One daemon thread per endpoint at work (as collectors/remote.py's ``probe_all``): an endpoint
     whose thread is still busy ``ABANDON_AFTER_SECONDS`` past its deadline (a name lookup that

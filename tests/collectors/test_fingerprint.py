@@ -266,9 +266,27 @@ def test_endpoints_are_servers_by_fqdn_then_namespaces_with_overrides():
         Endpoint("EX02", "https://10.0.0.2/"),  # by name
         Endpoint("EX03", "https://10.0.0.3:8443/base/"),  # by FQDN, any case; a slash added
         Endpoint("EVIL", ""),  # an AD value that is no host name: nothing is sent to it
-        Endpoint("EX04", "https://mail.corp.example/"),  # the namespace is this server's name
+        Endpoint("EX04", "https://mail.corp.example/"),  # the namespace is this server's name:
+        # kept as a namespace too (review finding: it was dropped, and its findings never made)
+        Endpoint("mail.corp.example", "https://mail.corp.example/", EndpointKind.NAMESPACE),
         Endpoint("autodiscover.corp.example", "https://10.0.0.9/", EndpointKind.NAMESPACE),
     ]
+
+
+def test_a_server_and_a_namespace_at_one_url_are_read_once_and_both_recorded(peer):
+    url = peer.set_endpoint("e2e-shared", OwaNode())
+    config = _config(peer)
+    shared = [Endpoint("EX-SHARED", url), Endpoint("mail.shared.example", url, EndpointKind.NAMESPACE)]
+    before = len(peer.seen("e2e-shared"))
+    counted: list[bool] = []
+    server, namespace = fingerprint_all(shared, config, progress=counted.append)
+    assert server.endpoint == shared[0] and namespace.endpoint == shared[1]
+    assert server.disclosures and namespace.disclosures == server.disclosures
+    assert len(counted) == 1  # one read
+    read_once = len(peer.seen("e2e-shared")) - before
+    alone = fingerprint_all(shared[:1], config)
+    assert alone[0].disclosures == server.disclosures
+    assert len(peer.seen("e2e-shared")) - before == 2 * read_once  # the pair cost one reading
 
 
 def test_an_endpoint_that_is_no_host_name_fails_without_a_request(peer):
