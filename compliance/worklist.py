@@ -29,12 +29,13 @@ Pure and typed: ranking and wave planning are rules of this product, not of a fi
   read), its roles decide as before: Client Access / Cafe, Front End Transport, Edge. An
   ExternalUrl left empty behind a reverse proxy that publishes the internal name hides the
   exposure from this rule: set the ExternalUrl. ``rank`` builds items from the stored summary
-  columns, which hold no names yet: there the roles still decide.
+  columns, which hold no names: the names come beside them (``names``, read from each open
+  host's stored observation by ``SnapshotStore.published_names``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from compliance.models import Flag, ServerRole, Status
@@ -113,13 +114,19 @@ class Item:
         return internet_facing(self.summary.roles, self.internal_names, self.external_names)
 
 
-def rank(summaries: Iterable[HostSummary]) -> list[Item]:
-    """The hosts that need work, most urgent first (then product, CU, name)."""
+Names = Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]
+
+
+def rank(summaries: Iterable[HostSummary], names: Names | None = None) -> list[Item]:
+    """The hosts that need work, most urgent first (then product, CU, name). ``names``: per
+    host name as stored, its (internal, external) published names (``Item``'s); a host not in
+    it has none known, and its roles decide whether it is internet-facing."""
     items = []
     for summary in summaries:
         rank_ = priority(summary.status, summary.flags)
         if rank_ is not None:
-            items.append(Item(summary, rank_))
+            internal, external = (names or {}).get(summary.host, ((), ()))
+            items.append(Item(summary, rank_, internal_names=internal, external_names=external))
     return sorted(items, key=lambda i: (i.priority, i.summary.product, i.summary.cu, i.host))
 
 

@@ -938,6 +938,33 @@ class SnapshotStore:
         found.sort(key=lambda row: row[-1])
         return [row[:-1] for row in found]
 
+    def published_names(self, snapshot_id: int, hosts: Collection[str],
+                        ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """Per host of ``hosts`` (names as stored) whose stored observation holds published
+        names (AD's OWA/ECP virtual directories, issue 18): its (internal, external) names.
+        Only observations naming some are decoded (the text is searched first), so a fleet
+        discovered before names were read costs one query. Empty for a format 1 snapshot
+        (its hosts' roles decide, as ``compliance.worklist.internet_facing`` says)."""
+        if not hosts or not self.info(snapshot_id).fleet:
+            return {}
+        results = schema.results
+        found: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        names = list(hosts)
+        with self.engine.connect() as conn:
+            for start in range(0, len(names), HOSTS_PER_QUERY):
+                for host, text in conn.execute(
+                        select(results.c.host, results.c.observation).where(
+                            results.c.snapshot_id == snapshot_id,
+                            results.c.host.in_(names[start:start + HOSTS_PER_QUERY]),
+                            results.c.observation.like('%_names"%'))):
+                    try:
+                        published = host_from_dict(json.loads(text)["host"])
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a damaged row (verify names it): no names known
+                    if published.internal_names or published.external_names:
+                        found[str(host)] = (published.internal_names, published.external_names)
+        return found
+
     def group_counts(self, snapshot_id: int, catalog: Catalog, policy: Policy | None = None,
                      ) -> list[tuple[str, str, str, str, str, str, int]]:
         """How many hosts of a snapshot share each (product, CU, AD site, DAG, status, flags),

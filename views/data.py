@@ -353,9 +353,9 @@ def worklist_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
 def _worklist(url: str, snapshot_id: int, per_wave: int, max_age_days: float,
               owners: Owners, badges: tuple[tuple[str, str], ...]) -> pd.DataFrame:
     store = _store(url)
-    items = plan_with_acceptances(rank(store.summaries(
-        snapshot_id, catalog(), _policy(max_age_days), needing_work=True)),
-        {host for host, _badge in badges}, per_wave)
+    open_ = store.summaries(snapshot_id, catalog(), _policy(max_age_days), needing_work=True)
+    names = store.published_names(snapshot_id, [s.host for s in open_])
+    items = plan_with_acceptances(rank(open_, names), {host for host, _badge in badges}, per_wave)
     rows = worklist_rows_of(items, snapshot_id, store.info(snapshot_id).taken_at.isoformat(),
                             owners, dict(badges))
     return pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS))
