@@ -256,6 +256,22 @@ def _migration_lock(backend: str, database: str | None) -> AbstractContextManage
     return FileLock(f"{database}.migrate.lock", timeout=MIGRATION_WAIT_SECONDS)
 
 
+def _published(observation: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The (internal, external) published names a stored observation's host holds; none from
+    a damaged or forged text (verify names the row), which never stops a page."""
+    try:
+        host = json.loads(observation).get("host")
+    except (ValueError, RecursionError, AttributeError):
+        return (), ()
+    if not isinstance(host, dict):
+        return (), ()
+
+    def names(value: Any) -> tuple[str, ...]:
+        return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+    return names(host.get("internal_names")), names(host.get("external_names"))
+
+
 def _migrate(connection: Connection) -> None:
     if _revision(connection) == schema.HEAD_REVISION:
         return  # nothing to do: Alembic is not even imported
@@ -314,6 +330,10 @@ class SnapshotStore:
                 # collector started together). The next one finds the store at head.
                 with _migration_lock(backend, parsed.database), engine.begin() as conn:
                     if backend == "postgresql":
+                        # lock_timeout (the store's, 30 s) bounds advisory waits too: waiting
+                        # for another's migration gets MIGRATION_WAIT_SECONDS, as on SQLite.
+                        conn.execute(text(f"SET LOCAL lock_timeout = "
+                                          f"'{_milliseconds(MIGRATION_WAIT_SECONDS)}ms'"))
                         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                      {"key": MIGRATION_LOCK_KEY})
                     _refuse_newer(conn, shown)
@@ -957,12 +977,9 @@ class SnapshotStore:
                             results.c.snapshot_id == snapshot_id,
                             results.c.host.in_(names[start:start + HOSTS_PER_QUERY]),
                             results.c.observation.like('%_names"%'))):
-                    try:
-                        published = host_from_dict(json.loads(text)["host"])
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a damaged row (verify names it): no names known
-                    if published.internal_names or published.external_names:
-                        found[str(host)] = (published.internal_names, published.external_names)
+                    internal, external = _published(text)
+                    if internal or external:
+                        found[str(host)] = (internal, external)
         return found
 
     def group_counts(self, snapshot_id: int, catalog: Catalog, policy: Policy | None = None,

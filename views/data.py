@@ -241,12 +241,17 @@ class OutsideTables:
     disclosures: pd.DataFrame
     namespaces: pd.DataFrame
 
-    def server(self, *names: str) -> pd.DataFrame:
-        """The server endpoints named one of ``names`` (a host's name or FQDN, any case)."""
-        wanted = {n.casefold() for n in names if n}
-        table = self.endpoints
-        return table[(table["kind"] == "server")
-                     & table["name"].map(lambda n: str(n).casefold() in wanted)]
+    def server(self, name: str, fqdn: str = "") -> pd.DataFrame:
+        """The server endpoints of a host, as ``compliance.outside`` matches them: those named
+        the host's inventory name, else its FQDN (any case), newest first (the first row is
+        the one the reconciliation read)."""
+        table = self.endpoints[self.endpoints["kind"] == "server"]
+        names = table["name"].map(lambda n: str(n).casefold())
+        for wanted in (name, fqdn):
+            chosen = table[names == wanted.casefold()] if wanted else table.iloc[0:0]
+            if len(chosen):
+                return chosen.sort_values("observed_at", ascending=False, kind="stable")
+        return table.iloc[0:0]
 
 
 def outside(url: str, snapshot_id: int) -> OutsideTables | None:

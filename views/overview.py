@@ -132,8 +132,23 @@ else:
     spaces = findings["namespace"].str.casefold().nunique()
     line = (f"Outside view: {older} host{'s' if older != 1 else ''} and {spaces} "
             f"namespace{'s' if spaces != 1 else ''} disagree with the inside view")
-    (st.warning if older or spaces else st.success)(
-        f"**{line}.**", icon=":material/travel_explore:")
+    # "Nothing disagrees" only when something was compared: an endpoint that failed, or whose
+    # certificate was not trusted, compares nothing (review finding: all failed read as green).
+    endpoints = seen.endpoints
+    failed = int((endpoints["failure_reason"] != "").sum())
+    untrusted = int(((endpoints["failure_reason"] == "") & ~endpoints["tls_verified"]).sum())
+    compared = len(endpoints) - failed - untrusted
+    unread = (f" {failed + untrusted} of {len(endpoints)} endpoints compared nothing "
+              f"({failed} failed, {untrusted} with an untrusted certificate): see Collection."
+              if failed or untrusted else "")
+    if older or spaces:
+        st.warning(f"**{line}.**{unread}", icon=":material/travel_explore:")
+    elif compared == 0:
+        st.warning(f"**Outside view: nothing could be compared.**{unread}",
+                   icon=":material/travel_explore:")
+    else:
+        (st.info if unread else st.success)(f"**{line}.**{unread}",
+                                            icon=":material/travel_explore:")
     if older:
         st.page_link(HOSTS, label=f"Hosts whose OWA/ECP serve an older build ({older})",
                      query_params={"flag": Flag.OUTSIDE_OLDER_THAN_INSIDE.value},

@@ -51,3 +51,38 @@ def test_four_processes_opening_a_new_store_together_all_succeed(fresh_url):
         assert store.verify().ok and store.latest() is None
     finally:
         store.dispose()
+
+
+def test_on_postgresql_a_migration_waits_past_the_stores_lock_timeout(postgres_url):
+    """Review finding: PostgreSQL's lock_timeout (the store's, 30 s by default) also bounds an
+    advisory lock wait, so a process waiting for another's long migration gave up early. Here
+    another session holds the migration lock for 3 s and the store's lock timeout is 1 s."""
+    import threading
+    import time
+
+    from sqlalchemy import create_engine, text
+
+    from store import SnapshotStore
+    from store.snapshots import MIGRATION_LOCK_KEY
+
+    holder = create_engine(postgres_url)
+    with holder.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        started = time.monotonic()
+        outcome: list[BaseException | None] = []
+
+        def open_store() -> None:
+            try:
+                SnapshotStore.open(postgres_url, lock_timeout=1.0).dispose()
+                outcome.append(None)
+            except BaseException as error:
+                outcome.append(error)
+
+        opener = threading.Thread(target=open_store)
+        opener.start()
+        time.sleep(3.0)
+        conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        opener.join(timeout=60)
+    holder.dispose()
+    assert outcome == [None], outcome
+    assert time.monotonic() - started >= 3.0

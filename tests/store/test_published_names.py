@@ -36,3 +36,22 @@ def test_published_names_decide_internet_facing_on_the_worklist(empty_store, shi
     assert facing == {"EX-EXT": True, "EX-INT": False, "EX-OLD": True, "EX-BACK": False}
     # without the names, the roles alone decided (the behaviour before)
     assert {i.host: i.internet_facing for i in rank(open_)}["EX-EXT"] is False
+
+
+def test_a_damaged_or_forged_observation_never_stops_the_worklist(empty_store, shipped_catalog):
+    """Review finding: a row whose observation text names "_names" but is not a host object
+    raised AttributeError out of published_names (the Worklist page crashed)."""
+    from sqlalchemy import text
+
+    hosts = [Host(f"EX{i}", roles=MBX, external_names=("mail.corp.example",)) for i in range(4)]
+    observations = [Observation(h, NOW, "test", exsetup_version="15.1.2176.2") for h in hosts]
+    snapshot_id = empty_store.save(assess(observations, shipped_catalog, NOW, source="test",
+                                          tool_version="t", discovered=hosts, scope="damaged"),
+                                   shipped_catalog)
+    forged = ['{"host":"a","x_names":1}', '{"host":[1],"internal_names":1}',
+              '["external_names", 1]', '{"host":{"external_names":[1, {"a": 2}]}}']
+    with empty_store.engine.begin() as conn:
+        for i, value in enumerate(forged):
+            conn.execute(text("UPDATE results SET observation = :v WHERE snapshot_id = :s AND "
+                              "host = :h"), {"v": value, "s": snapshot_id, "h": f"EX{i}"})
+    assert empty_store.published_names(snapshot_id, [h.name for h in hosts]) == {}

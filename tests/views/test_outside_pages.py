@@ -199,3 +199,30 @@ def test_a_store_without_an_outside_view_renders_every_page(store):
             assert any("outside view is off" in t for t in texts), page
     detail = " ".join(shown(t) for t in _markdown(_host_detail("EX1")))
     assert "not fingerprinted" in detail and "outside view is off" in detail
+
+
+def test_an_outside_view_that_compared_nothing_is_not_shown_as_all_agreeing(store):
+    """Review finding: every endpoint failed or untrusted read as a green "0 disagree"."""
+    failed = (
+        EndpointRecord("EX1", ViewKind.SERVER, "https://ex1.corp.example/", SEEN,
+                       failure=Failure("timeout", "cut at the deadline", "raise the deadline")),
+        EndpointRecord("EX3", ViewKind.SERVER, "https://ex3.corp.example/", SEEN, (),
+                       TlsRecord("TLSv1.3", False, "self-signed certificate", "cd" * 32)),
+    )
+    store.save(_run(), load_catalog(), outside=failed)
+    at = _page(OVERVIEW)
+    assert not at.success or not any("Outside view" in s.value for s in at.success)
+    warned = " ".join(shown(w.value) for w in at.warning)
+    assert "Outside view: nothing could be compared." in warned
+    assert "2 of 2 endpoints compared nothing (1 failed, 1 with an untrusted certificate)" in warned
+
+
+def test_the_host_detail_shows_the_endpoint_the_reconciliation_read(store):
+    """Review finding: the first stored match was shown; the reconciliation prefers the host's
+    inventory name over its FQDN."""
+    by_fqdn = EndpointRecord("ex1.corp.example", ViewKind.SERVER, "https://10.0.0.1/", SEEN,
+                             _seen(PATCHED), TLS, AnswerRecord("/owa/", 200, 0.05))
+    store.save(_run(), load_catalog(), outside=(by_fqdn, *_endpoints()))
+    at = _host_detail("EX1")
+    texts = " ".join(shown(t) for t in _markdown(at))
+    assert "https://ex1.corp.example/" in texts and "https://10.0.0.1/" not in texts
