@@ -96,12 +96,12 @@ else:
     else:
         table = seen.endpoints
         own = table[table["carried_from"].isna()]
-        read = own[own["failure_reason"] == ""]
+        trusted, failures, untrusted = data.endpoint_coverage(own)
         failed = own[own["failure_reason"] != ""]
         figures = st.columns(4)
-        figures[0].metric("Endpoints read", len(read), border=True)
-        figures[1].metric("Failed", len(failed), border=True)
-        figures[2].metric("Untrusted certificate", int((~read["tls_verified"]).sum()),
+        figures[0].metric("Endpoints read", trusted + untrusted, border=True)
+        figures[1].metric("Failed", failures, border=True)
+        figures[2].metric("Untrusted certificate", untrusted,
                           border=True, help="Read with record_invalid_certificate on: what "
                                             "they disclosed is shown, never counted as proof")
         figures[3].metric("Carried from earlier runs", len(table) - len(own), border=True)

@@ -227,6 +227,15 @@ DISCLOSURE_COLUMNS = ("name", "kind", "source", "build", "certainty", "raw", "wh
 NAMESPACE_COLUMNS = ("namespace", "kind", "finding", "builds", "seen", "hosts", "action")
 
 
+def endpoint_coverage(endpoints: pd.DataFrame) -> tuple[int, int, int]:
+    """Of outside-view endpoints (``OutsideTables.endpoints`` rows): how many were read with a
+    trusted certificate, how many failed, and how many were read over an untrusted one (what
+    they disclosed is shown, never compared): the Overview's and the Collection page's counts."""
+    read = endpoints["failure_reason"] == ""
+    untrusted = int((read & ~endpoints["tls_verified"]).sum())
+    return int(read.sum()) - untrusted, int((~read).sum()), untrusted
+
+
 @dataclass(frozen=True, eq=False)
 class OutsideTables:
     """``endpoints`` (``ENDPOINT_COLUMNS``: ``tls_verified`` whether the certificate validated,

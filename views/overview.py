@@ -135,9 +135,7 @@ else:
     # "Nothing disagrees" only when something was compared: an endpoint that failed, or whose
     # certificate was not trusted, compares nothing (review finding: all failed read as green).
     endpoints = seen.endpoints
-    failed = int((endpoints["failure_reason"] != "").sum())
-    untrusted = int(((endpoints["failure_reason"] == "") & ~endpoints["tls_verified"]).sum())
-    compared = len(endpoints) - failed - untrusted
+    compared, failed, untrusted = data.endpoint_coverage(endpoints)
     unread = (f" {failed + untrusted} of {len(endpoints)} endpoints compared nothing "
               f"({failed} failed, {untrusted} with an untrusted certificate): see Collection."
               if failed or untrusted else "")
