@@ -739,8 +739,23 @@ def fingerprint_all(endpoints: Sequence[Endpoint], config: FingerprintConfig, *,
     """Every endpoint, ``config.concurrency`` at a time; results in the endpoints' order.
     Endpoints at the same URL (a namespace that is also a server's name, or ``urls`` pointing
     two names at one place) are read once, and each gets that reading under its own name and
-    kind: a namespace is never dropped for sharing a server's URL. ``progress`` counts reads.
+    kind: a namespace is never dropped for sharing a server's URL. ``progress`` counts reads
+    (``reads(endpoints)`` of them).
     """
+    slots, distinct = _distinct(endpoints)
+    read = _read_all(distinct, config, progress=progress, stop=stop, contexts=contexts, now=now)
+    return [read[slot] if read[slot].endpoint == endpoint else replace(read[slot], endpoint=endpoint)
+            for slot, endpoint in zip(slots, endpoints, strict=True)]
+
+
+def reads(endpoints: Sequence[Endpoint]) -> int:
+    """How many reads ``fingerprint_all`` makes of ``endpoints``: one per distinct URL."""
+    return len(_distinct(endpoints)[1])
+
+
+def _distinct(endpoints: Sequence[Endpoint]) -> tuple[list[int], list[Endpoint]]:
+    """(for each endpoint, the index of its read; the endpoints read: the first at each URL,
+    case aside; an endpoint without a URL is its own)."""
     slots: list[int] = []
     distinct: list[Endpoint] = []
     by_url: dict[str, int] = {}
@@ -753,9 +768,7 @@ def fingerprint_all(endpoints: Sequence[Endpoint], config: FingerprintConfig, *,
             by_url[key] = len(distinct)
         slots.append(len(distinct))
         distinct.append(endpoint)
-    read = _read_all(distinct, config, progress=progress, stop=stop, contexts=contexts, now=now)
-    return [read[slot] if read[slot].endpoint == endpoint else replace(read[slot], endpoint=endpoint)
-            for slot, endpoint in zip(slots, endpoints, strict=True)]
+    return slots, distinct
 
 
 def _read_all(endpoints: Sequence[Endpoint], config: FingerprintConfig, *,

@@ -46,6 +46,7 @@ from collectors.fingerprint import (
     endpoints_for,
     fingerprint_all,
     load_fingerprint_config,
+    reads,
 )
 from collectors.inventory import InventoryEntry, load_inventory, merge
 from collectors.probe import (
@@ -200,7 +201,7 @@ def look_outside(hosts: Sequence[Host], config: FingerprintConfig, *, stream: Te
         return ()
     try:
         found = fingerprint_all(endpoints, config, stop=stop, progress=Progress(
-            len(endpoints), stream, unit="endpoints", verb="fingerprinted") if draw else None)
+            reads(endpoints), stream, unit="endpoints", verb="fingerprinted") if draw else None)
     except InterruptedError:
         raise
     except Exception as error:  # the probes' results are saved regardless

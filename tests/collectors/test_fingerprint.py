@@ -544,3 +544,15 @@ def test_a_certificate_that_fails_on_a_later_connection_makes_the_whole_reading_
     finally:
         good.stop()
         other.stop()
+
+
+def test_the_progress_total_is_the_number_of_reads():
+    """collect's progress line counts reads: a namespace at a server's URL adds none, so the
+    line ends at n/n (it stopped one short when the total counted endpoints)."""
+    from collectors.fingerprint import reads
+
+    shared = [Endpoint("EX1", "https://ex1.corp.example/"),
+              Endpoint("ex1.corp.example", "https://EX1.corp.example/", EndpointKind.NAMESPACE),
+              Endpoint("EVIL", ""), Endpoint("EVIL2", ""),
+              Endpoint("mail.corp.example", "https://mail.corp.example/", EndpointKind.NAMESPACE)]
+    assert reads(shared) == 4  # the shared URL once; each endpoint without a URL its own
