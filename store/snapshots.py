@@ -813,15 +813,12 @@ class SnapshotStore:
         # The rule stays compliance.worklist's, and the reading _summary_of's: each distinct
         # combination of the values they judge (a few dozen in any fleet) is read as a row,
         # and the database returns the rows of the combinations that need work.
-        keys = _judged_columns()
         with self.engine.connect() as conn:
-            combinations = conn.execute(select(*keys).where(
-                schema.results.c.snapshot_id == snapshot_id).group_by(*keys)).all()
-        wanted = [and_(*(key == value for key, value in zip(keys, values, strict=True)))
-                  for values in combinations if _needs_work(tuple(values))]
+            wanted = _open_combinations(conn, snapshot_id)
         if not wanted:
             return []
-        return [_summary_of(row) for row in self.summary_rows(snapshot_id, where=or_(*wanted))]
+        return [_summary_of(row) for row in self.summary_rows(snapshot_id,
+                                                              where=_holding(wanted))]
 
     def open_judgements(self, snapshot_id: int, catalog: Catalog, policy: Policy | None = None,
                         ) -> list[tuple[str, Status, tuple[Flag, ...]]]:
@@ -832,22 +829,16 @@ class SnapshotStore:
             return [(s.host, s.status, s.flags)
                     for s in self.summaries(snapshot_id, catalog, policy, needing_work=True)]
         results = schema.results
-        keys = _judged_columns()
         with self.engine.connect() as conn:
-            combinations = conn.execute(select(*keys).where(
-                results.c.snapshot_id == snapshot_id).group_by(*keys)).all()
-            judged = {}
-            for values in combinations:
-                if _needs_work(tuple(values)):
-                    summary = _judged_summary(tuple(values))
-                    judged[tuple(values)] = (summary.status, summary.flags)
-            if not judged:
+            wanted = _open_combinations(conn, snapshot_id)
+            if not wanted:
                 return []
+            judged = {values: (summary.status, summary.flags)
+                      for values, summary in ((v, _judged_summary(v)) for v in wanted)}
             rows = conn.execute(
-                select(results.c.host, *keys).where(
-                    results.c.snapshot_id == snapshot_id,
-                    or_(*(and_(*(key == value for key, value in zip(keys, values, strict=True)))
-                          for values in judged))).order_by(results.c.position)).all()
+                select(results.c.host, *_judged_columns()).where(
+                    results.c.snapshot_id == snapshot_id, _holding(wanted))
+                .order_by(results.c.position)).all()
         return [(str(row[0]), *judged[tuple(row[1:])]) for row in rows]
 
     def changed_summaries(self, before_id: int, after_id: int, catalog: Catalog,
@@ -1514,20 +1505,32 @@ def _clock_anchors(entries: Sequence[Mapping[str, Any]]) -> dict[int, str]:
     return anchors
 
 
+def _open_combinations(conn: Connection, snapshot_id: int) -> list[tuple[Any, ...]]:
+    """The distinct ``_JUDGED`` values (as ``_judged_columns`` reads them) of a snapshot's rows
+    that need work: a few dozen in any fleet, each judged once by ``_needs_work``."""
+    keys = _judged_columns()
+    combinations = conn.execute(select(*keys).where(schema.results.c.snapshot_id == snapshot_id)
+                                .group_by(*keys)).all()
+    return [tuple(values) for values in combinations if _needs_work(tuple(values))]
+
+
+def _holding(combinations: Sequence[tuple[Any, ...]]) -> ColumnElement[bool]:
+    """A condition true of the rows holding one of ``combinations`` (``_open_combinations``)."""
+    keys = _judged_columns()
+    return or_(*(and_(*(key == value for key, value in zip(keys, values, strict=True)))
+                 for values in combinations))
+
+
 def open_rows(conn: Connection, snapshot_id: int) -> list[tuple[int, str]]:
     """(position, host) of a snapshot's stored rows that need work, as ``_summary_of`` reads
     them (a row holding values no writer makes is unknown: open), in position order."""
     results = schema.results
-    keys = _judged_columns()
-    combinations = conn.execute(select(*keys).where(results.c.snapshot_id == snapshot_id)
-                                .group_by(*keys)).all()
-    wanted = [and_(*(key == value for key, value in zip(keys, values, strict=True)))
-              for values in combinations if _needs_work(tuple(values))]
+    wanted = _open_combinations(conn, snapshot_id)
     if not wanted:
         return []
     return [(int(r[0]), str(r[1])) for r in conn.execute(
         select(results.c.position, results.c.host)
-        .where(results.c.snapshot_id == snapshot_id, or_(*wanted))
+        .where(results.c.snapshot_id == snapshot_id, _holding(wanted))
         .order_by(results.c.position))]
 
 
