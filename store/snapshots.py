@@ -164,11 +164,14 @@ def _milliseconds(seconds: float) -> int:
 def _sqlite_pragmas(lock_timeout: float) -> Callable[[Any, Any], None]:
     def enable(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
+        # The busy timeout first: switching a new store to WAL takes its lock, and a process
+        # that found another migrating it gave up at once ("database is locked") before the
+        # timeout was set.
+        cursor.execute(f"PRAGMA busy_timeout={_milliseconds(lock_timeout)}")
         # WAL lets the dashboard read while a collection writes; readers never see a
         # half-written snapshot because each save is one transaction.
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={_milliseconds(lock_timeout)}")
         cursor.close()
     return enable
 
