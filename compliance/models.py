@@ -162,6 +162,33 @@ class AppPoolState:
 
 
 @dataclass(frozen=True)
+class RewriteCondition:
+    """One condition of a URL Rewrite rule: ``input`` (e.g. ``{UrlDecode:{REQUEST_URI}}``)
+    matched against ``pattern``; ``negate`` as IIS's ``negate`` attribute."""
+
+    input: str
+    pattern: str
+    negate: bool = False
+
+
+@dataclass(frozen=True)
+class RewriteRule:
+    """One URL Rewrite rule as the probe read it (docs/probe.md ``rewrite_rule_details``):
+    where it is configured (``site``, e.g. ``Default Web Site``), its ``match url`` pattern,
+    its conditions, how they combine (``MatchAll``/``MatchAny``), its action type
+    (``AbortRequest``, ``CustomResponse``, ``Rewrite``, ...) and whether it is enabled.
+    Values as the server reported them."""
+
+    name: str
+    site: str
+    match_url: str
+    action: str
+    conditions: tuple[RewriteCondition, ...] = ()
+    logical_grouping: str = "MatchAll"
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class MitigationState:
     """What the probe saw of the interim mitigations; names as the server reported them."""
 
@@ -174,6 +201,10 @@ class MitigationState:
     url_rewrite_module: str | None = None
     eomt: dict[str, str] | None = None
     defender_signature_version: str | None = None
+    # Each rule's content (probe contract 1.x, docs/probe.md): None when the probe did not
+    # read it (an older probe, or a stored observation from before), so rules are known by
+    # name only.
+    rewrite_rule_details: tuple[RewriteRule, ...] | None = None
 
     def __hash__(self) -> int:
         return hash((self.rewrite_rules, tuple(sorted(self.services)), tuple(sorted(self.app_pools))))
@@ -280,6 +311,9 @@ class Observation:
     # The OWA/ECP web.config files the probe looked at; None: not checked (a probe or a
     # stored observation from before the check, or no install path).
     web_configs: tuple[WebConfigFile, ...] | None = None
+    # The .NET Framework 4.x ``Release`` value (HKLM\SOFTWARE\Microsoft\NET Framework
+    # Setup\NDP\v4\Full): None when not read. Prerequisite of a CU upgrade (plan.py).
+    dotnet_release: int | None = None
 
 
 class EvidenceKind(StrEnum):
@@ -360,6 +394,10 @@ class Assessment:
     scopes: tuple[str, ...] = ()
     # While composing only (never stored): this run's failed attempt on a carried host.
     attempt: Observation | None = None
+    # The verdicts for the other advisories the snapshot was judged by (each names its
+    # ``advisory``); ``verdict`` stays the snapshot's own advisory (March 2021). Empty for a
+    # snapshot stored before per-advisory verdicts.
+    others: tuple[Verdict, ...] = ()
 
     @property
     def carried(self) -> bool:
