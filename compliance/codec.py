@@ -8,6 +8,7 @@ from typing import Any
 
 from compliance.models import (
     AppPoolState,
+    Assessment,
     BuildSource,
     Evidence,
     Failure,
@@ -213,3 +214,27 @@ def verdict_from_dict(data: Mapping[str, Any]) -> Verdict:
         unknown_reason=Reason(data["unknown_reason"]) if data.get("unknown_reason") else None,
         advisory=data.get("advisory", ""),
     )
+
+
+def stored_verdict_to_dict(assessment: Assessment) -> dict[str, Any]:
+    """A result row's verdict JSON: the snapshot's own advisory's verdict, and under
+    ``others`` the other advisories' (format 6; the key only when there are some, so a row
+    judged by one advisory encodes exactly as before)."""
+    data = verdict_to_dict(assessment.verdict)
+    if assessment.others:
+        data["others"] = [verdict_to_dict(other) for other in assessment.others]
+    return data
+
+
+def others_from_dict(data: Mapping[str, Any]) -> tuple[Verdict, ...]:
+    """The other advisories' verdicts of a row's verdict JSON (() before format 6)."""
+    return tuple(verdict_from_dict(other) for other in data.get("others") or ())
+
+
+def stored_assessment(observation: Mapping[str, Any], verdict: Mapping[str, Any],
+                      observed_in: int | None = None,
+                      scopes: tuple[str, ...] = ()) -> Assessment:
+    """An assessment from a result row's decoded observation and verdict JSON (with the
+    other advisories' verdicts, when the row holds them)."""
+    return Assessment(observation_from_dict(observation), verdict_from_dict(verdict),
+                      observed_in=observed_in, scopes=scopes, others=others_from_dict(verdict))

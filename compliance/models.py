@@ -26,6 +26,21 @@ class Status(StrEnum):
     def compliant(self) -> bool:
         return self in (Status.PATCHED, Status.NOT_APPLICABLE)
 
+    @property
+    def severity(self) -> int:
+        """Rank for "the worst status" across advisories (higher is worse). Fail closed: a
+        status that is not known ranks above every compliant one and above mitigated."""
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Status.NOT_APPLICABLE: 0, Status.PATCHED: 1, Status.MITIGATED: 2,
+             Status.UNKNOWN: 3, Status.VULNERABLE: 4}
+
+
+def worst_status(statuses: Iterable[Status]) -> Status:
+    """The worst of ``statuses`` (``Status.severity``); ``ValueError`` when there is none."""
+    return max(statuses, key=lambda status: status.severity)
+
 
 class Flag(StrEnum):
     UNSUPPORTED_CU = "unsupported_cu"

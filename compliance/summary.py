@@ -9,15 +9,59 @@ always agree.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from compliance.models import Assessment, EvidenceKind, Flag, ServerRole, Status
+from compliance.models import Assessment, EvidenceKind, Flag, ServerRole, Status, Verdict, worst_status
 
 # Lists are stored as one text, joined with this: every element is an enum value, a
 # mitigation id of the advisory or a CVE id, none of which holds it.
 SEPARATOR = ", "
+
+
+@dataclass(frozen=True, slots=True)
+class AdvisoryStatus:
+    """A host's verdict for one of the other advisories, in brief (``Assessment.others``):
+    the advisory's id (``2021-05-proxyshell``), its status, flags, open CVEs and action."""
+
+    advisory: str
+    status: Status
+    flags: tuple[Flag, ...] = ()
+    cves_open: tuple[str, ...] = ()
+    action: str = ""
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> AdvisoryStatus:
+        return cls(verdict.advisory.split("/", 1)[0], verdict.status, verdict.flags,
+                   verdict.cves_open, verdict.action)
+
+
+_ADVISORIES_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def advisories_text(advisories: Sequence[AdvisoryStatus]) -> str | None:
+    """The stored ``advisories`` column: a JSON list of ``[advisory, status, [flags],
+    [cves], action]``; None when the host was judged by one advisory only (every snapshot
+    stored before per-advisory verdicts: format 5 and earlier)."""
+    if not advisories:
+        return None
+    return _ADVISORIES_JSON.encode([[a.advisory, a.status.value, [f.value for f in a.flags],
+                                     list(a.cves_open), a.action] for a in advisories])
+
+
+def advisories_of(text: object) -> tuple[AdvisoryStatus, ...]:
+    """``advisories_text`` read back; ``ValueError`` for anything no writer of this tool makes."""
+    if text is None or text == "":
+        return ()
+    try:
+        data = json.loads(str(text))
+        return tuple(AdvisoryStatus(str(advisory), Status(status), tuple(Flag(f) for f in flags),
+                                    tuple(str(c) for c in cves), str(action))
+                     for advisory, status, flags, cves, action in data)
+    except (TypeError, ValueError, KeyError) as error:
+        raise ValueError(f"unreadable per-advisory statuses: {error}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +98,25 @@ class HostSummary:
     failure_detail: str
     run_failed: bool
     indicator_count: int
+    # The other advisories' verdicts in brief (empty: judged by the snapshot's own advisory,
+    # March 2021, only).
+    advisories: tuple[AdvisoryStatus, ...] = ()
     observed_in: int | None = None
 
     @property
     def carried(self) -> bool:
         return self.observed_in is not None
+
+    def status_for(self, advisory: str | None) -> Status | None:
+        """The status for ``advisory`` (an id; None: the snapshot's own, i.e. ``status``);
+        None when the host was not judged by it (a snapshot from before it was added)."""
+        if advisory is None:
+            return self.status
+        return next((a.status for a in self.advisories if a.advisory == advisory), None)
+
+    def worst(self) -> Status:
+        """The worst status over the snapshot's own advisory and every other one."""
+        return worst_status([self.status, *(a.status for a in self.advisories)])
 
     @property
     def compliant(self) -> bool:
@@ -70,6 +128,7 @@ class HostSummary:
         values["status"] = self.status.value
         for name in _LISTS:
             values[name] = SEPARATOR.join(str(item) for item in getattr(self, name))
+        values["advisories"] = advisories_text(self.advisories)
         return values
 
     @classmethod
@@ -90,7 +149,8 @@ class HostSummary:
             observed_at=str(values["observed_at"]), failure_reason=str(values["failure_reason"]),
             failure_detail=str(values["failure_detail"]),
             run_failed=bool(values["run_failed"]),
-            indicator_count=int(values["indicator_count"]), observed_in=observed_in)
+            indicator_count=int(values["indicator_count"]),
+            advisories=advisories_of(values.get("advisories")), observed_in=observed_in)
 
 
 COLUMNS = tuple(name for name in HostSummary.__dataclass_fields__ if name != "observed_in")
@@ -126,4 +186,6 @@ def summarise(assessment: Assessment) -> HostSummary:
         reason=verdict.reason,
         observed_at=obs.observed_at.isoformat() if obs.observed_at else "",
         failure_reason=failure_reason, failure_detail=failure_detail, run_failed=run_failed,
-        indicator_count=len(obs.indicators), observed_in=assessment.observed_in)
+        indicator_count=len(obs.indicators),
+        advisories=tuple(AdvisoryStatus.of(other) for other in assessment.others),
+        observed_in=assessment.observed_in)

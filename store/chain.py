@@ -11,7 +11,9 @@ covers each row's summary columns (compliance/summary.py: what the pages read in
 JSON), so a page's figures are as signed as the verdicts they come from. Format 5 also
 covers the snapshot's outside view (the ``outside`` table's document, or its absence:
 compliance/outside_record.py); a document beside a snapshot of an earlier format matches no
-digest. An optional HMAC
+digest. Format 6 also covers each row's ``advisories`` column (the other advisories'
+verdicts in brief; the full verdicts are in the verdict JSON, hashed in every format); a
+value in that column of an earlier format's row matches no digest. An optional HMAC
 of each digest, keyed from secrets, stops a database administrator from rewriting the whole
 chain unnoticed; the chain head is signed too, so removing the newest snapshots and rewriting
 the head is caught.
@@ -36,8 +38,9 @@ from compliance.summary import COLUMNS as SUMMARY_COLUMNS
 GENESIS = "0" * 64
 FORMAT = b"proxylogon-snapshot/1"
 FORMATS = {1: FORMAT, 2: b"proxylogon-snapshot/2", 3: b"proxylogon-snapshot/3",
-           4: b"proxylogon-snapshot/4", 5: b"proxylogon-snapshot/5"}
-CURRENT_FORMAT = 5
+           4: b"proxylogon-snapshot/4", 5: b"proxylogon-snapshot/5",
+           6: b"proxylogon-snapshot/6"}
+CURRENT_FORMAT = 6
 HEADER_FIELDS = ("sequence", "previous_hash", "taken_at", "source", "label", "tool_version",
                  "catalog_version", "advisory_id", "advisory_version", "scope", "host_count",
                  "counts", "discovered_count")
@@ -45,10 +48,12 @@ FLEET_FIELDS = ("format", "observed_count", "fresh_count")
 IDENTITY_FIELDS = ("id",)  # format 3
 # A result row as hashed: position, host, status, observation, verdict; in format 2 also
 # observed_in (None for this snapshot's run) and scopes (JSON text); in format 4 also the
-# summary columns (SUMMARY_FIELDS, in that order).
+# summary columns (SUMMARY_FIELDS, in that order; ``advisories``, the last, from format 6).
 Row = tuple[Any, ...]
 SUMMARY_FIELDS = tuple(name for name in SUMMARY_COLUMNS if name not in ("host", "status"))
 ROW_WIDTH = 7 + len(SUMMARY_FIELDS)
+ADVISORIES_FORMAT = 6  # the first format whose rows hash the ``advisories`` column
+assert SUMMARY_FIELDS[-1] == "advisories"
 
 
 _SUMMARY_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -103,7 +108,13 @@ def digest(header: Mapping[str, Any], results: Iterable[Row],
         if version >= 4:
             if len(row) != ROW_WIDTH:
                 raise ValueError("a format 4 row carries every summary column")
-            _field(hasher, _summary(row[7:]))
+            if version >= ADVISORIES_FORMAT:
+                _field(hasher, _summary(row[7:]))
+            elif row[-1] is not None:
+                # Unhashed before format 6: a value there would be shown without being signed.
+                raise ValueError(f"a format {version} row holds no per-advisory verdicts")
+            else:
+                _field(hasher, _summary(row[7:-1]))
     for position, host, record in discovered:
         _field(hasher, f"D{position}".encode())
         _field(hasher, host.encode())

@@ -32,7 +32,7 @@ from typing import Any
 
 from compliance.acceptance import Standing, standing
 from compliance.catalog import load_catalog
-from compliance.codec import observation_from_dict, verdict_from_dict
+from compliance.codec import stored_assessment
 from compliance.deadline import Basis, DeadlinePolicy, Directive, deadline, published_at
 from compliance.models import Assessment, Status
 from compliance.summary import summarise
@@ -118,10 +118,9 @@ def document_digest(document: dict[str, Any]) -> str:
 
 
 def document_assessments(document: dict[str, Any]) -> list[Assessment]:
-    return [Assessment(observation_from_dict(json.loads(r["observation"])),
-                       verdict_from_dict(json.loads(r["verdict"])),
-                       observed_in=r.get("observed_in"),
-                       scopes=tuple(json.loads(r["scopes"])) if r.get("scopes") else ())
+    return [stored_assessment(json.loads(r["observation"]), json.loads(r["verdict"]),
+                              r.get("observed_in"),
+                              tuple(json.loads(r["scopes"])) if r.get("scopes") else ())
             for r in document["results"]]
 
 

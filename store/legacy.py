@@ -268,11 +268,14 @@ def fill_summaries(conn: Connection) -> int:
     from compliance.summary import summarise
     from store.chain import SUMMARY_FIELDS
 
+    # The columns schema 7 added (``advisories`` came with schema 10, and a row from before
+    # it holds none: NULL).
+    fields = tuple(name for name in SUMMARY_FIELDS if name != "advisories")
     results = schema.results
     update_row = (results.update()
                   .where(results.c.snapshot_id == bindparam("k_snapshot"),
                          results.c.position == bindparam("k_position"))
-                  .values({name: bindparam(name) for name in SUMMARY_FIELDS}))
+                  .values({name: bindparam(name) for name in fields}))
     filled = 0
     snapshot_ids = conn.execute(select(results.c.snapshot_id).distinct()
                                 .where(results.c.indicator_count.is_(None))).scalars().all()
@@ -290,7 +293,7 @@ def fill_summaries(conn: Connection) -> int:
             except Exception:  # damaged or foreign JSON: verify names the row
                 continue
             values.append({"k_snapshot": snapshot_id, "k_position": position,
-                           **{name: columns[name] for name in SUMMARY_FIELDS}})
+                           **{name: columns[name] for name in fields}})
         if values:
             conn.execute(update_row, values)
             filled += len(values)

@@ -19,10 +19,10 @@ from compliance.summary import COLUMNS as SUMMARY_COLUMNS
 # The schema's version is its Alembic revision (store/migrations/versions: 2 the hash chain
 # and pruning; 3 the audit log; 4 whole-fleet snapshots; 5 the signed audit chain, snapshot ids
 # in the digest, signed heads; 6 one version number; 7 the summary columns of results; 8 the
-# open items' clocks for deadlines; 9 the outside view).
+# open items' clocks for deadlines; 9 the outside view; 10 per-advisory verdicts).
 # A store at this revision is opened without Alembic; tests/store/test_migrations.py checks
 # that it is the head of store/migrations/versions, so a new migration must move it.
-HEAD_REVISION = "0009"
+HEAD_REVISION = "0010"
 
 metadata = MetaData()
 
@@ -103,6 +103,10 @@ results = Table(
     Column("failure_detail", Text, nullable=True),
     Column("run_failed", Boolean, nullable=True),
     Column("indicator_count", Integer, nullable=True),
+    # Schema 10: the other advisories' verdicts in brief (compliance/summary.py
+    # advisories_text); NULL for a host judged by the snapshot's own advisory only, which is
+    # every row of a snapshot before format 6 (store/chain.py refuses a value there).
+    Column("advisories", Text, nullable=True),
 )
 
 # The summary columns in compliance.summary.COLUMNS order (host and status included).

@@ -52,8 +52,9 @@ from compliance.codec import (
     host_to_dict,
     observation_from_dict,
     observation_to_dict,
+    stored_assessment,
+    stored_verdict_to_dict,
     verdict_from_dict,
-    verdict_to_dict,
 )
 from compliance.evaluate import Policy, evaluate
 from compliance.fleet import DEMO, compose, fresh_count, observed_count
@@ -71,6 +72,7 @@ from compliance.outside_record import dumps as outside_dumps
 from compliance.outside_record import loads as outside_loads
 from compliance.summary import COLUMNS as SUMMARY_COLUMNS
 from compliance.summary import SEPARATOR, HostSummary, summarise
+from compliance.verdicts import judge_others
 from compliance.worklist import priority
 from store import chain, clock, legacy, schema
 from store import outside as outside_table
@@ -352,7 +354,7 @@ class SnapshotStore:
     # -- writing --------------------------------------------------------------------------
 
     def save(self, run: Snapshot, catalog: Catalog, policy: Policy | None = None,
-             outside: Sequence[EndpointRecord] = ()) -> int:
+             outside: Sequence[EndpointRecord] = (), others: Sequence[Catalog] = ()) -> int:
         """Append a snapshot of the whole fleet, atomically; returns its id.
 
         ``run`` holds the run's fresh observations (``compliance.evaluate.assess``). Under the
@@ -366,18 +368,22 @@ class SnapshotStore:
         are reconciled with the composed fleet (flags, evidence, actions; never a status) and
         stored with the snapshot, under its digest (``outside()`` reads them back).
 
+        ``others``: the catalogues of the other advisories (``compliance.catalog.
+        load_catalogs()[1:]``); every member is judged by each at ``run.taken_at`` too
+        (compliance/verdicts.py), kept in ``Assessment.others``.
+
         A database error (locked, full, gone) is a ``StoreError``: the transaction is rolled
         back, so the store holds exactly what it held before.
         """
         try:
-            return self._save(run, catalog, policy or Policy(), outside)
+            return self._save(run, catalog, policy or Policy(), outside, others)
         except StoreError:
             raise
         except SQLAlchemyError as error:
             raise self._write_error(error, "save the snapshot") from error
 
     def _save(self, run: Snapshot, catalog: Catalog, policy: Policy,
-              outside: Sequence[EndpointRecord]) -> int:
+              outside: Sequence[EndpointRecord], others: Sequence[Catalog]) -> int:
         if run.taken_at.tzinfo is None:
             raise StoreError("snapshot time must carry a time zone")
         inventory = [(position, host.name, _dumps(host_to_dict(host)))
@@ -403,7 +409,8 @@ class SnapshotStore:
             assessments, seen = apply_view(snapshot.assessments, carry(
                 outside, *self._outside_before(conn, int(last_sequence)), snapshot.assessments,
                 run.taken_at, policy), catalog, run.taken_at, policy)
-            snapshot = replace(snapshot, assessments=assessments)
+            snapshot = replace(snapshot, assessments=judge_others(assessments, others,
+                                                                  run.taken_at, policy))
             document = None if seen is None else outside_dumps(seen)
             counts = _dumps(dict(Counter(a.verdict.status.value for a in snapshot.assessments)))
             scope_texts: dict[tuple[str, ...], str] = {}  # a fleet has few distinct scope sets
@@ -416,7 +423,7 @@ class SnapshotStore:
             rows = [
                 (position, a.observation.host.name, a.verdict.status.value,
                  _stored_text(texts, a.observation) or _dumps(observation_to_dict(a.observation)),
-                 _dumps(verdict_to_dict(a.verdict)), a.observed_in,
+                 _dumps(stored_verdict_to_dict(a)), a.observed_in,
                  scope_text(a.scopes), *_summary_values(a))
                 for position, a in enumerate(snapshot.assessments)
             ]
@@ -1450,9 +1457,8 @@ def _info(row: Any) -> SnapshotInfo:
 
 def _assessment(observation: str, verdict: str, observed_in: int | None,
                 scopes: str | None) -> Assessment:
-    return Assessment(observation_from_dict(json.loads(observation)),
-                      verdict_from_dict(json.loads(verdict)), observed_in=observed_in,
-                      scopes=tuple(json.loads(scopes)) if scopes else ())
+    return stored_assessment(json.loads(observation), json.loads(verdict), observed_in,
+                             tuple(json.loads(scopes)) if scopes else ())
 
 
 def _pair(heads: Mapping[str, str]) -> str:

@@ -32,8 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from compliance.codec import observation_from_dict, verdict_from_dict
-from compliance.models import Assessment
+from compliance.codec import stored_assessment
 from compliance.summary import summarise
 from store import chain
 
@@ -237,9 +236,8 @@ def summary_matches(row: Sequence[Any]) -> bool:
     ``compliance.summary.summarise`` derives from its JSON; False for JSON that cannot be
     read."""
     try:
-        summary = summarise(Assessment(observation_from_dict(json.loads(row[3])),
-                                       verdict_from_dict(json.loads(row[4])),
-                                       observed_in=row[5])).to_columns()
+        summary = summarise(stored_assessment(json.loads(row[3]), json.loads(row[4]),
+                                              observed_in=row[5])).to_columns()
     except Exception:  # damaged or foreign JSON: not what a writer of this tool made
         return False
     stored = dict(zip(chain.SUMMARY_FIELDS, row[7:], strict=False))

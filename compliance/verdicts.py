@@ -1,0 +1,62 @@
+"""One verdict per advisory: every member of a snapshot judged by the other advisories too.
+
+The snapshot's own advisory (March 2021, ``Catalog.advisory`` of the catalogue it is saved
+with) gives ``Assessment.verdict``; each other advisory's catalogue
+(``compliance.catalog.load_catalogs()``) gives one verdict in ``Assessment.others``, graded
+from the same observation at the same moment by the same evaluator. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from compliance.catalog import Catalog
+from compliance.evaluate import Policy, evaluate
+from compliance.models import Assessment, Evidence, EvidenceKind, Status, Verdict, worst_status
+
+# Lines of the snapshot's own verdict that are about the snapshot, not the advisory: that the
+# reading was carried from an earlier run, and this run's failed attempt. Every verdict of the
+# member says so.
+_ABOUT_THE_RUN = (EvidenceKind.CARRIED, EvidenceKind.COLLECTION_FAILED)
+
+
+def judge_others(assessments: Iterable[Assessment], catalogs: Sequence[Catalog],
+                 as_of: datetime, policy: Policy | None = None) -> tuple[Assessment, ...]:
+    """``assessments`` with ``others`` set: one verdict per catalogue in ``catalogs`` (in that
+    order), judged at ``as_of``. No catalogues: the assessments unchanged."""
+    members = tuple(assessments)
+    if not catalogs:
+        return members
+    chosen = policy or Policy()
+    judged = []
+    for member in members:
+        context = tuple(e for e in member.verdict.evidence if e.kind in _ABOUT_THE_RUN)
+        others = tuple(_with_context(evaluate(member.observation, catalog, as_of, chosen),
+                                     context) for catalog in catalogs)
+        judged.append(replace(member, others=others))
+    return tuple(judged)
+
+
+def _with_context(verdict: Verdict, context: tuple[Evidence, ...]) -> Verdict:
+    return replace(verdict, evidence=(*context, *verdict.evidence)) if context else verdict
+
+
+def all_verdicts(assessment: Assessment) -> tuple[Verdict, ...]:
+    """The member's verdict for every advisory it was judged by, its own first."""
+    return (assessment.verdict, *assessment.others)
+
+
+def verdict_for(assessment: Assessment, advisory: str | None) -> Verdict | None:
+    """The verdict for ``advisory`` (an id such as ``2021-05-proxyshell``; None: the
+    snapshot's own); None when the member was not judged by it."""
+    if advisory is None:
+        return assessment.verdict
+    return next((v for v in all_verdicts(assessment)
+                 if v.advisory.split("/", 1)[0] == advisory), None)
+
+
+def worst(assessment: Assessment) -> Status:
+    """The worst status over every advisory the member was judged by."""
+    return worst_status(v.status for v in all_verdicts(assessment))
