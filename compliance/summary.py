@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from compliance.models import Assessment, EvidenceKind, Flag, ServerRole, Status, Verdict, worst_status
@@ -118,6 +118,47 @@ class HostSummary:
         """The worst status over the snapshot's own advisory and every other one."""
         return worst_status([self.status, *(a.status for a in self.advisories)])
 
+    def for_advisory(self, advisory: str | None, own: str = "") -> HostSummary | None:
+        """This host as judged by ``advisory``: its status, flags, open CVEs and action
+        (mitigations only for the snapshot's own advisory, ``own``, whose columns these are).
+        ``advisory`` None or ``own``: this summary. ``ALL``: the worst status over every
+        advisory, every flag, every open CVE, and the action of each advisory not compliant
+        (prefixed by its id). None when the host was not judged by ``advisory`` (a snapshot
+        from before it was added)."""
+        if advisory is None or advisory == own:
+            return self
+        # Flags about the server rather than the advisory's fix (set beside the snapshot's own
+        # verdict only: the outside view, compliance/outside.py) hold for every advisory.
+        kept = tuple(f for f in self.flags if f in _SERVER_FLAGS)
+        if advisory == ALL:
+            if not self.advisories:
+                return self
+            judged = [AdvisoryStatus(own, self.status, self.flags, self.cves_open, self.action),
+                      *self.advisories]
+            flags = tuple(dict.fromkeys(f for a in judged for f in a.flags))
+            cves = tuple(dict.fromkeys(c for a in judged for c in a.cves_open))
+            open_ = [a for a in judged if not a.status.compliant]
+            action = (" | ".join(f"{a.advisory}: {a.action}" for a in open_) if open_
+                      else self.action)
+            return replace(self, status=self.worst(), flags=flags, cves_open=cves,
+                           action=action, mitigations=())
+        found = next((a for a in self.advisories if a.advisory == advisory), None)
+        if found is None:
+            return None
+        flags = (*found.flags, *(f for f in kept if f not in found.flags))
+        return replace(self, status=found.status, flags=flags, cves_open=found.cves_open,
+                       action=found.action, mitigations=())
+
+    def through(self, advisory: str | None, own: str = "") -> HostSummary:
+        """``for_advisory``, failing closed: a host not judged by ``advisory`` reads as
+        ``unknown`` for it, with the action that makes it judged (collect again)."""
+        seen = self.for_advisory(advisory, own)
+        if seen is not None:
+            return seen
+        return replace(self, status=Status.UNKNOWN, flags=(), cves_open=(), mitigations=(),
+                       action=f"Collect again: this snapshot was judged before advisory "
+                              f"{advisory} was added, so it holds no verdict for it")
+
     @property
     def compliant(self) -> bool:
         return self.status.compliant
@@ -154,6 +195,9 @@ class HostSummary:
 
 
 COLUMNS = tuple(name for name in HostSummary.__dataclass_fields__ if name != "observed_in")
+# ``HostSummary.for_advisory``: every advisory at once, each host at its worst.
+ALL = "all"
+_SERVER_FLAGS = frozenset({Flag.OUTSIDE_OLDER_THAN_INSIDE})
 _LISTS = ("roles", "flags", "mitigations", "cves_open")
 
 
