@@ -1,17 +1,19 @@
 <#
-ProxyLogon exposure probe. Document version: "exchange-probe/1".
+ProxyLogon exposure probe. Document version: "exchange-probe/1", minor version 1.2 (minor
+versions keep the schema string; docs/probe.md, "Versioning rules").
 
 Runs on one Exchange server (2010, 2013, 2016 or 2019) under Windows PowerShell 5.1 and
 prints ONE JSON document on standard output: the ExSetup.exe file version, installed
-Exchange updates, roles, the March 2021 interim mitigations (URL Rewrite rules, UM
-services, ECP/OAB application pools, EOMT traces), the Test-ProxyLogon indicators of
-compromise and whether the OWA/ECP web.config files hold an unresolved %ExchangeInstallDir%
-(left by an update run without elevation). Every field and the versioning rules: docs/probe.md.
+Exchange updates, roles, the .NET Framework 4.x release, the interim mitigations (URL
+Rewrite rules with their content, UM services, ECP/OAB application pools, EOMT traces), the
+Test-ProxyLogon indicators of compromise and whether the OWA/ECP web.config files hold an
+unresolved %ExchangeInstallDir% (left by an update run without elevation). Every field and the versioning rules: docs/probe.md.
 
 Read-only: it reads the registry, services, IIS configuration, one event log, log files and
 four web.config files. It changes nothing, writes no file and takes no parameters.
 Bounded: 90 s overall, at most 200 files and 50 findings per check; a check cut short
-sets indicators.truncated. It never aborts: a part that fails adds "<part>: <message>"
+sets indicators.truncated. At most 200 rewrite rules of 20 conditions each are described,
+texts cut at 1,024 characters. It never aborts: a part that fails adds "<part>: <message>"
 to errors and leaves its field empty.
 
 By hand, as an administrator on the server, from cmd.exe (64-bit Windows PowerShell; the
@@ -33,6 +35,9 @@ $start = [DateTime]::UtcNow
 $deadline = $start.AddSeconds(90)
 $MaxFiles = 200
 $MaxFindings = 50
+$MaxRules = 200
+$MaxConditions = 20
+$MaxText = 1024
 $inv = [Globalization.CultureInfo]::InvariantCulture
 $List = [Collections.Generic.List[object]]
 
@@ -75,6 +80,12 @@ function Day($value) {
 function Line($text, $max) {
     $one = ([string]$text -replace '\s+', ' ').Trim()
     return $one.Substring(0, [Math]::Min($one.Length, $max))
+}
+
+# Text exactly as configured (a pattern's spaces count), cut at $MaxText characters.
+function Cut($value) {
+    $text = [string]$value
+    return $text.Substring(0, [Math]::Min($text.Length, $MaxText))
 }
 
 # Record a failed part as "<part>: <message>" (one line, at most 240 characters).
@@ -137,6 +148,7 @@ $errors = $List::new()
 $state = @{ kbs = @{} }
 $mit = [ordered]@{
     rewrite_rules = $List::new()
+    rewrite_rule_details = $null
     url_rewrite_module = $null
     services = [ordered]@{}
     app_pools = [ordered]@{}
@@ -163,6 +175,7 @@ $doc = [ordered]@{
     product_line = $null
     installed_updates = $List::new()
     roles = $List::new()
+    dotnet_release = $null
     mitigations = $mit
     indicators = $ind
     web_config = $null
@@ -254,6 +267,25 @@ try {
     Fault 'installed_updates' $_
 }
 
+# ---- .NET Framework 4.x release ----------------------------------------------------
+
+# The Release DWORD of NDP\v4\Full (e.g. 528049: 4.8 on Windows Server 2019), which decides
+# the CUs a server can take. No key or no value: null without an error (no .NET Framework
+# 4.x); any other failure (access denied, a value that is not a DWORD): null and a dotnet
+# error.
+try {
+    $release = (Get-ItemProperty 'HKLM:\SOFTWARE\Microsoft\NET Framework Setup\NDP\v4\Full').Release
+    if ($release -is [int]) {
+        $doc.dotnet_release = $release
+    } elseif ($null -ne $release) {
+        Fault 'dotnet' 'Release is not a DWORD'
+    }
+} catch {
+    if ($_.CategoryInfo.Category -ne 'ObjectNotFound') {
+        Fault 'dotnet' $_
+    }
+}
+
 # ---- services: Unified Messaging and Managed Availability ----------------------
 
 # MSExchangeUM, MSExchangeUMCR, MSExchangeHM, MSExchangeHMRecovery; a service that does not
@@ -270,7 +302,8 @@ try {
 
 # Skipped on Exchange 2010 (the March 2021 IIS mitigations are for 2013-2019) and where
 # IIS is not installed (Edge Transport): no rules, no pools, no error. Without the
-# WebAdministration module rules and pools stay empty and errors says why.
+# WebAdministration module rules and pools stay empty and errors says why. In both cases
+# rewrite_rule_details stays null: not read.
 $webAdmin = $doc.product_line -ne 'v14' -and (Test-Path "$env:windir\System32\inetsrv\config\applicationHost.config")
 if ($webAdmin) {
     try {
@@ -296,6 +329,37 @@ if ($webAdmin) {
                 Fault 'rewrite_rules' $_
             }
         }
+    }
+    # Each rule in full, per site (rewrite_rule_details): a site's list includes the rules it
+    # inherits from server level. Values as IIS reports them (defaults filled in: enabled
+    # true, logicalGrouping MatchAll); texts cut at $MaxText characters. A rule past the
+    # first $MaxRules, or with more than $MaxConditions conditions, is left out and counted
+    # in one rewrite_rule_details error, so a short list never passes for complete.
+    $mit.rewrite_rule_details = $List::new()
+    $state.left = 0
+    try {
+        foreach ($site in @(Get-ChildItem 'IIS:\Sites')) {
+            foreach ($rule in @(Get-WebConfiguration -PSPath ('IIS:\Sites\' + $site.Name) -Filter 'system.webServer/rewrite/rules/rule')) {
+                $conditions = @($rule.conditions.Collection | Where-Object { $null -ne $_ })
+                if ($mit.rewrite_rule_details.Count -ge $MaxRules -or $conditions.Count -gt $MaxConditions) {
+                    $state.left++
+                    continue
+                }
+                $state.rule = [ordered]@{ site = (Cut $site.Name); name = (Cut $rule.name); match_url = (Cut $rule.match.url); conditions = $List::new(); logical_grouping = (Cut $rule.conditions.logicalGrouping); action = (Cut $rule.action.type); enabled = ([string]$rule.enabled -ne 'False'); stop_processing = ([string]$rule.stopProcessing -eq 'True') }
+                foreach ($condition in $conditions) {
+                    $state.rule.conditions.Add([ordered]@{ input = (Cut $condition.input); pattern = (Cut $condition.pattern); negate = ([string]$condition.negate -eq 'True') })
+                }
+                $mit.rewrite_rule_details.Add($state.rule)
+            }
+        }
+    } catch {
+        # As above: without the URL Rewrite module there is no section and no rule.
+        if ($mit.url_rewrite_module) {
+            Fault 'rewrite_rule_details' $_
+        }
+    }
+    if ($state.left) {
+        Fault 'rewrite_rule_details' "$($state.left) rules left out (over $MaxRules rules or $MaxConditions conditions)"
     }
     # Both pools exist on every 2013-2019 server with IIS: a pool that cannot be read (absent,
     # or access denied) is omitted and errors says why.

@@ -4,6 +4,11 @@ The document format is a public contract (``exchange-probe/1``, docs/probe.md an
 ``probe.schema.json``). ``parse_document`` turns it into an ``Observation``; anything that
 is not a valid document becomes an observation with a ``bad_output`` failure, never an
 exception and never a verdict from garbage. Unknown extra fields are ignored.
+
+The optional parts of minor version 1.2 (``dotnet_release``, ``mitigations.rewrite_rule_details``)
+cost only themselves: their JSON type is checked with the document, and whatever is wrong inside
+them (a number out of range, a malformed or oversized rule entry, too many entries) is dropped by
+the reader with a ``<field>: ...`` line in the observation's probe errors.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from compliance.models import (
     InstalledUpdate,
     MitigationState,
     Observation,
+    RewriteCondition,
+    RewriteRule,
     ServiceState,
     WebConfigFile,
     WebConfigState,
@@ -122,6 +129,129 @@ def _eomt(value: Any) -> dict[str, str] | None:
     return {str(name): str(text) for name, text in value.items()}
 
 
+# Bounds of the optional 1.2 parts (docs/probe.md). The probe keeps within them and the reader
+# checks them again, entry by entry: a server can send anything.
+MAX_RULES = 200
+MAX_CONDITIONS = 20
+MAX_RULE_TEXT = 1024
+MAX_DOTNET_RELEASE = 9_999_999
+# Dropped entries named one by one in probe errors; past these, one line counts the rest.
+MAX_DROP_LINES = 5
+_JSON_KINDS = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a text"),
+               (list, "a list"), (Mapping, "an object"))
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, for an error line (the value itself is never echoed)."""
+    return next((name for kind, name in _JSON_KINDS if isinstance(value, kind)), "null")
+
+
+def _kind_at(entry: Mapping[str, Any], key: str) -> str:
+    return _kind(entry[key]) if key in entry else "missing"
+
+
+def _is_whole_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _dotnet_release(value: Any) -> tuple[int | None, tuple[str, ...]]:
+    """``dotnet_release``: a whole number from 0 to MAX_DOTNET_RELEASE, or None (absent, null:
+    not read, no error; anything else: left out with a probe error)."""
+    if value is None:
+        return None, ()
+    if _is_whole_number(value) and 0 <= value <= MAX_DOTNET_RELEASE:
+        return value, ()
+    what = "a number out of range" if _is_whole_number(value) else _kind(value)
+    return None, (f"dotnet_release: left out, {what} and not a .NET Framework release "
+                  f"(a whole number from 0 to {MAX_DOTNET_RELEASE})",)
+
+
+def _rule_text(entry: Mapping[str, Any], key: str, *, empty: bool = True) -> str:
+    """The text at ``key`` of a rule or condition entry; raises ValueError saying what is wrong
+    (never echoing the value: it is the server's)."""
+    value = entry.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{key} is {_kind_at(entry, key)}, not a text")
+    if len(value) > MAX_RULE_TEXT:
+        raise ValueError(f"{key} is longer than {MAX_RULE_TEXT} characters")
+    if not value and not empty:
+        raise ValueError(f"{key} is empty")
+    if not _clean_text(value):
+        raise ValueError(f"{key} holds invalid Unicode (lone surrogates) or NUL characters")
+    return value
+
+
+def _flag(entry: Mapping[str, Any], key: str) -> bool:
+    value = entry.get(key)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} is {_kind_at(entry, key)}, not true or false")
+    return value
+
+
+def _rewrite_rule(entry: Any) -> RewriteRule:
+    """One ``rewrite_rule_details`` entry; raises ValueError saying what is wrong with it."""
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"{_kind(entry)}, not an object")
+    conditions = entry.get("conditions")
+    if not isinstance(conditions, list):
+        raise ValueError(f"conditions is {_kind_at(entry, 'conditions')}, not a list")
+    if len(conditions) > MAX_CONDITIONS:
+        raise ValueError(f"more than {MAX_CONDITIONS} conditions")
+    read = []
+    for number, condition in enumerate(conditions, 1):
+        if not isinstance(condition, Mapping):
+            raise ValueError(f"condition {number} is {_kind(condition)}, not an object")
+        try:
+            read.append(RewriteCondition(_rule_text(condition, "input"),
+                                         _rule_text(condition, "pattern"),
+                                         _flag(condition, "negate")))
+        except ValueError as error:
+            raise ValueError(f"condition {number}: {error}") from None
+    return RewriteRule(
+        name=_rule_text(entry, "name", empty=False), site=_rule_text(entry, "site", empty=False),
+        match_url=_rule_text(entry, "match_url"), action=_rule_text(entry, "action"),
+        conditions=tuple(read), logical_grouping=_rule_text(entry, "logical_grouping"),
+        enabled=_flag(entry, "enabled"))
+
+
+def _rewrite_rule_details(value: Any) -> tuple[tuple[RewriteRule, ...] | None, tuple[str, ...]]:
+    """``mitigations.rewrite_rule_details``: the well-formed entries among the first MAX_RULES
+    and a probe error for each one dropped, or None when absent or null (not read)."""
+    if value is None:
+        return None, ()
+    if not isinstance(value, list):
+        return None, (f"rewrite_rule_details: left out, {_kind(value)} and not a list",)
+    rules = []
+    dropped = []
+    for number, entry in enumerate(value[:MAX_RULES], 1):
+        try:
+            rules.append(_rewrite_rule(entry))
+        except ValueError as error:
+            dropped.append(f"rewrite_rule_details: entry {number} dropped: {error}")
+    errors = dropped[:MAX_DROP_LINES]
+    if len(dropped) > MAX_DROP_LINES:
+        errors.append(f"rewrite_rule_details: {len(dropped) - MAX_DROP_LINES} more entries "
+                      "dropped")
+    if len(value) > MAX_RULES:
+        errors.append(f"rewrite_rule_details: {len(value) - MAX_RULES} entries past the first "
+                      f"{MAX_RULES} left out")
+    return tuple(rules), tuple(errors)
+
+
+def _without_optional_content(document: dict[str, Any]) -> dict[str, Any]:
+    """The document as ``load_document`` checks it: the optional 1.2 parts keep their JSON type
+    but not their content (rule entries, the release's number), which the reader checks itself,
+    so that a bad entry or number drops only itself (``observation_from_document``)."""
+    checked = dict(document)
+    release = checked.get("dotnet_release")
+    if isinstance(release, int | float) and not isinstance(release, bool):
+        checked["dotnet_release"] = None
+    mitigations = checked.get("mitigations")
+    if isinstance(mitigations, dict) and isinstance(mitigations.get("rewrite_rule_details"), list):
+        checked["mitigations"] = {**mitigations, "rewrite_rule_details": []}
+    return checked
+
+
 # Bounds checked before the schema: they keep validation linear and small on hostile input.
 MAX_DEPTH = 16
 MAX_ITEMS = 2000
@@ -194,7 +324,8 @@ _VERSION_FIELDS = ("exsetup_version", "admin_display_version")
 
 
 def load_document(text: str | bytes) -> dict[str, Any]:
-    """Decode and validate one document; raises ``ProbeDocumentError`` saying why not."""
+    """Decode and validate one document; raises ``ProbeDocumentError`` saying why not. The
+    content of the optional 1.2 parts is left to ``observation_from_document``."""
     # Characters never outnumber UTF-8 bytes: count characters first, encode only if it may fit.
     size = len(text)
     if isinstance(text, str) and size <= MAX_DOCUMENT_BYTES:
@@ -222,7 +353,8 @@ def load_document(text: str | bytes) -> dict[str, Any]:
         raise ProbeDocumentError(f"not JSON: {str(error)[:200]}") from None
     if not isinstance(document, dict):
         raise ProbeDocumentError("not a JSON object")
-    problem = _structure_problem(document)
+    checked = _without_optional_content(document)
+    problem = _structure_problem(checked)
     if problem:
         raise ProbeDocumentError(f"refused: {problem}")
     if document.get("schema") != SCHEMA_ID:
@@ -238,7 +370,7 @@ def load_document(text: str | bytes) -> dict[str, Any]:
             raise ProbeDocumentError(f"{field}: {value[:40]!r} holds whitespace around it, a "
                                      "control character or a non-ASCII character")
     # The first error only: collecting (and sorting) every error costs memory on hostile input.
-    first = next(iter(_validator().iter_errors(document)), None)
+    first = next(iter(_validator().iter_errors(checked)), None)
     if first is not None:
         where = "/".join(str(p) for p in first.absolute_path) or "(document)"
         raise ProbeDocumentError(f"{where}: {first.message}"[:300])
@@ -271,8 +403,13 @@ def document_time(document: Mapping[str, Any]) -> datetime | None:
 
 def observation_from_document(document: Mapping[str, Any], host: Host, source: str,
                               observed_at: datetime | None) -> Observation:
-    """Translate a validated document (see ``load_document``), dated ``observed_at``."""
+    """Translate a validated document (see ``load_document``), dated ``observed_at``. The
+    optional 1.2 parts are read defensively: what is wrong in them is dropped and named in
+    ``probe_errors`` after the probe's own lines."""
     mitigations = document.get("mitigations") or {}
+    rule_details, rule_errors = _rewrite_rule_details(
+        mitigations.get("rewrite_rule_details") if isinstance(mitigations, Mapping) else None)
+    dotnet_release, dotnet_errors = _dotnet_release(document.get("dotnet_release"))
     indicators = document.get("indicators") or {}
     roles = document.get("roles")
     # replace(): every other field the host came with (AD's published names...) stays.
@@ -309,11 +446,14 @@ def observation_from_document(document: Mapping[str, Any], host: Host, source: s
             url_rewrite_module=_text(mitigations.get("url_rewrite_module")),
             eomt=_eomt(mitigations.get("eomt")),
             defender_signature_version=_text(mitigations.get("defender_signature_version")),
+            rewrite_rule_details=rule_details,
         ),
         indicators=_findings(indicators, CVES),
         suspicious_files=_findings(indicators, ("suspicious_files",), "file"),
-        probe_errors=tuple(str(e) for e in document.get("errors") or []),
+        probe_errors=tuple(str(e) for e in document.get("errors") or []) + rule_errors
+        + dotnet_errors,
         log_window_days=window_days,
         indicators_truncated=bool(indicators.get("truncated", False)),
         web_configs=_web_configs(document.get("web_config")),
+        dotnet_release=dotnet_release,
     )

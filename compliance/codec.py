@@ -18,6 +18,8 @@ from compliance.models import (
     MitigationState,
     Observation,
     Reason,
+    RewriteCondition,
+    RewriteRule,
     ServiceState,
     Status,
     Verdict,
@@ -69,9 +71,10 @@ def _names(value: Any) -> tuple[str, ...]:
 
 
 def observation_to_dict(obs: Observation) -> dict[str, Any]:
-    """An observation's stored form. ``web_configs`` is written only when checked, so an
-    observation without it encodes to the very text stored before it existed (stored digests
-    cover that text)."""
+    """An observation's stored form. ``web_configs``, ``rewrite_rule_details`` (under
+    ``mitigations``) and ``dotnet_release`` are written only when read, so an observation
+    without them encodes to the very text stored before they existed (stored digests cover
+    that text)."""
     mitigations = obs.mitigations
     data: dict[str, Any] = {
         "host": host_to_dict(obs.host),
@@ -108,7 +111,58 @@ def observation_to_dict(obs: Observation) -> dict[str, Any]:
     }
     if obs.web_configs is not None:
         data["web_configs"] = [{"path": f.path, "state": f.state.value} for f in obs.web_configs]
+    if mitigations is not None and mitigations.rewrite_rule_details is not None:
+        data["mitigations"]["rewrite_rule_details"] = [
+            _rule_to_dict(rule) for rule in mitigations.rewrite_rule_details]
+    if obs.dotnet_release is not None:
+        data["dotnet_release"] = obs.dotnet_release
     return data
+
+
+def _rule_to_dict(rule: RewriteRule) -> dict[str, Any]:
+    return {
+        "name": rule.name, "site": rule.site, "match_url": rule.match_url, "action": rule.action,
+        "conditions": [{"input": c.input, "pattern": c.pattern, "negate": c.negate}
+                       for c in rule.conditions],
+        "logical_grouping": rule.logical_grouping, "enabled": rule.enabled,
+    }
+
+
+def _rule_details(value: Any) -> tuple[RewriteRule, ...] | None:
+    """``rewrite_rule_details`` as stored: absent (not read) is None; an entry that is not one
+    as ``_rule_to_dict`` writes it (a forged row) is left out."""
+    if not isinstance(value, list):
+        return None
+    return tuple(rule for rule in (_rule_from_dict(item) for item in value) if rule is not None)
+
+
+_RULE_TEXTS = ("name", "site", "match_url", "action", "logical_grouping")
+
+
+def _rule_from_dict(item: Any) -> RewriteRule | None:
+    if not isinstance(item, Mapping):
+        return None
+    texts = {key: item.get(key) for key in _RULE_TEXTS}
+    conditions = item.get("conditions")
+    enabled = item.get("enabled")
+    if not all(isinstance(text, str) for text in texts.values()) \
+            or not isinstance(conditions, list) or not isinstance(enabled, bool):
+        return None
+    read = []
+    for condition in conditions:
+        if not isinstance(condition, Mapping):
+            return None
+        input_, pattern, negate = (condition.get(key) for key in ("input", "pattern", "negate"))
+        if not (isinstance(input_, str) and isinstance(pattern, str) and isinstance(negate, bool)):
+            return None
+        read.append(RewriteCondition(input_, pattern, negate))
+    return RewriteRule(**{key: str(text) for key, text in texts.items()},
+                       conditions=tuple(read), enabled=enabled)
+
+
+def _dotnet_release(value: Any) -> int | None:
+    # A whole number as observation_to_dict writes it; anything else (a forged row) is not read.
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _web_configs(value: Any) -> tuple[WebConfigFile, ...] | None:
@@ -152,6 +206,7 @@ def observation_from_dict(data: Mapping[str, Any]) -> Observation:
             url_rewrite_module=mit.get("url_rewrite_module"),
             eomt=None if mit.get("eomt") is None else dict(mit["eomt"]),
             defender_signature_version=mit.get("defender_signature_version"),
+            rewrite_rule_details=_rule_details(mit.get("rewrite_rule_details")),
         ),
         # Observations stored before suspicious files had their own field kept them among
         # the indicators, marked by this prefix: they are read back apart, and judged anew.
@@ -167,6 +222,7 @@ def observation_from_dict(data: Mapping[str, Any]) -> Observation:
         log_window_days=data.get("log_window_days"),
         indicators_truncated=bool(data.get("indicators_truncated", False)),
         web_configs=_web_configs(data.get("web_configs")),
+        dotnet_release=_dotnet_release(data.get("dotnet_release")),
     )
 
 

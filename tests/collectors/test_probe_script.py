@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tree_sitter
@@ -21,10 +22,12 @@ import tree_sitter_pwsh
 from jsonschema import Draft202012Validator
 from winrm.protocol import Protocol
 
+from collectors.probe import MAX_CONDITIONS, MAX_DOTNET_RELEASE, MAX_RULE_TEXT, MAX_RULES
 from collectors.remote import STDIN_BOOTSTRAP, STDIN_COMMAND
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = ROOT / "collectors" / "probe.ps1"
+CONTRACT = ROOT / "docs" / "probe.md"
 SCHEMA = ROOT / "collectors" / "probe.schema.json"
 DOCUMENTS = Path(__file__).resolve().parent / "probe_documents"
 
@@ -37,8 +40,10 @@ MAX_ENVELOPE_BYTES = 150 * 1024
 # The compacted probe's budget, kept from when it had to fit one command line: no longer a
 # technical limit (one Send carries ~110,000 characters), it keeps the probe something an
 # administrator can read in full before letting it run on every Exchange server, and makes a jump
-# in its size a decision someone takes here, not an accident.
-LIMIT = 11_000
+# in its size a decision someone takes here, not an accident. Raised from 11,000 to 12,500 for
+# minor version 1.2 (issue 19: each URL Rewrite rule's content, the .NET Framework release),
+# which took the probe to about 12,300.
+LIMIT = 12_500
 
 
 def compact(script: str) -> str:
@@ -515,6 +520,8 @@ INVALID_BECAUSE = {
     "exsetup_version_number.json": (["exsetup_version"], "type"),
     "roles_not_a_list.json": (["roles"], "type"),
     "web_config_bad_state.json": (["web_config", 0, "state"], "enum"),
+    "dotnet_release_text.json": (["dotnet_release"], "type"),
+    "rewrite_rule_details_object.json": (["mitigations", "rewrite_rule_details"], "type"),
 }
 
 
@@ -597,3 +604,179 @@ def test_an_unreadable_web_config_is_recorded_never_fine(script: str) -> None:
     assert ("} catch {\nif ($_.CategoryInfo.Category -eq 'ObjectNotFound') {\n$seen = 'missing'\n"
             "} else {\n$seen = 'unreadable'\nFault 'web_config' $_\n}\n}") in code
     assert "$doc.web_config.Add([ordered]@{ path = $config; state = $seen })" in code
+
+
+# ---- minor version 1.2 (issue 19): rule content and the .NET Framework release -------------------
+
+
+def _rule_entry_line(code: str) -> str:
+    (line,) = [line for line in code.splitlines() if line.startswith("$state.rule = [ordered]@{")]
+    return line
+
+
+def _condition_line(code: str) -> str:
+    (line,) = [line for line in code.splitlines()
+               if line.startswith("$state.rule.conditions.Add([ordered]@{")]
+    return line
+
+
+def _keys(line: str) -> list[str]:
+    return re.findall(r"(?:@\{ |; )(\w+) = ", line)
+
+
+def test_the_1_2_fields_are_written_and_declared_optional(tree: tuple[tree_sitter.Node, bytes],
+                                                           schema: dict[str, object]) -> None:
+    keys = {text.strip("'\"") for _, text in nodes_of(tree, "key_expression")}
+    assert {"dotnet_release", "rewrite_rule_details"} <= keys
+    assert "dotnet_release" in schema["properties"]  # type: ignore[operator]
+    assert "dotnet_release" not in schema["required"]  # type: ignore[operator]
+    mitigations = schema["$defs"]["mitigations"]  # type: ignore[index]
+    assert "rewrite_rule_details" in mitigations["properties"]
+    assert "rewrite_rule_details" not in mitigations["required"]
+    # Minor versions keep the schema string: older readers refuse any other.
+    assert schema["properties"]["schema"]["const"] == "exchange-probe/1"  # type: ignore[index]
+    assert "minor version 1.2" in schema["title"]  # type: ignore[operator]
+
+
+def test_rule_entries_carry_exactly_the_schemas_fields(script: str, schema: dict[str, object]) -> None:
+    code = compact(script)
+    rule = schema["$defs"]["rewrite_rule"]  # type: ignore[index]
+    condition = schema["$defs"]["rewrite_condition"]  # type: ignore[index]
+    assert _keys(_rule_entry_line(code)) == ["site", "name", "match_url", "conditions", "logical_grouping",
+                                             "action", "enabled", "stop_processing"]
+    assert set(_keys(_rule_entry_line(code))) == set(rule["properties"])
+    assert set(rule["required"]) == set(rule["properties"]) - {"stop_processing"}
+    assert _keys(_condition_line(code)) == ["input", "pattern", "negate"]
+    assert set(_keys(_condition_line(code))) == set(condition["properties"]) == set(condition["required"])
+
+
+def test_every_rule_text_is_cut_and_every_flag_is_a_boolean(script: str) -> None:
+    code = compact(script)
+    values = dict(re.findall(r"(\w+) = (\(.*?\)|\$List::new\(\))(?:;| \})",
+                             _rule_entry_line(code) + _condition_line(code)))
+    texts = {"site", "name", "match_url", "logical_grouping", "action", "input", "pattern"}
+    assert {key for key, value in values.items() if value.startswith("(Cut ")} == texts
+    # IIS's defaults: enabled unless it says False; stopProcessing and negate only when True.
+    assert values["enabled"] == "([string]$rule.enabled -ne 'False')"
+    assert values["stop_processing"] == "([string]$rule.stopProcessing -eq 'True')"
+    assert values["negate"] == "([string]$condition.negate -eq 'True')"
+    assert values["conditions"] == "$List::new()"
+    # Cut keeps the text as configured (no trimming, no whitespace folding), at most $MaxText.
+    assert ("function Cut($value) {\n$text = [string]$value\n"
+            "return $text.Substring(0, [Math]::Min($text.Length, $MaxText))\n}") in code
+
+
+def test_the_probe_schema_and_reader_share_the_bounds(script: str, schema: dict[str, object]) -> None:
+    caps = dict(re.findall(r"^\$(MaxRules|MaxConditions|MaxText) = (\d+)$", script, re.MULTILINE))
+    assert {name: int(value) for name, value in caps.items()} == {
+        "MaxRules": MAX_RULES, "MaxConditions": MAX_CONDITIONS, "MaxText": MAX_RULE_TEXT}
+    defs: Any = schema["$defs"]
+    assert defs["mitigations"]["properties"]["rewrite_rule_details"]["maxItems"] == MAX_RULES
+    assert defs["rewrite_rule"]["properties"]["conditions"]["maxItems"] == MAX_CONDITIONS
+    assert defs["rule_text"]["maxLength"] == MAX_RULE_TEXT
+    properties: Any = schema["properties"]
+    dotnet = properties["dotnet_release"]
+    assert (dotnet["minimum"], dotnet["maximum"]) == (0, MAX_DOTNET_RELEASE)
+
+
+def test_rule_content_is_read_per_site_and_the_names_as_before(script: str) -> None:
+    code = compact(script)
+    # rewrite_rules, for older readers: server level and Default Web Site, names only, unchanged.
+    assert ("foreach ($site in 'MACHINE/WEBROOT/APPHOST', 'IIS:\\Sites\\Default Web Site') {\ntry {\n"
+            "foreach ($rule in @(Get-WebConfiguration -PSPath $site -Filter "
+            "'system.webServer/rewrite/rules/rule')) {\n"
+            "if ($rule.name -and $mit.rewrite_rules -notcontains $rule.name) {\n"
+            "$mit.rewrite_rules.Add([string]$rule.name)") in code
+    # rewrite_rule_details: every site, each rule in full, read with Get-WebConfiguration only.
+    assert "$mit.rewrite_rule_details = $List::new()" in code
+    assert "foreach ($site in @(Get-ChildItem 'IIS:\\Sites')) {" in code
+    assert ("foreach ($rule in @(Get-WebConfiguration -PSPath ('IIS:\\Sites\\' + $site.Name) -Filter "
+            "'system.webServer/rewrite/rules/rule')) {") in code
+    # A rule without conditions must not gain an empty one (@($null) holds one element).
+    assert "$conditions = @($rule.conditions.Collection | Where-Object { $null -ne $_ })" in code
+    # Over a cap a rule is left out whole and counted in one error, never silently cut.
+    assert ("if ($mit.rewrite_rule_details.Count -ge $MaxRules -or $conditions.Count -gt $MaxConditions) {"
+            "\n$state.left++\ncontinue\n}") in code
+    assert "if ($state.left) {\nFault 'rewrite_rule_details' " in code
+    # Without the URL Rewrite module there is no section: not an error.
+    assert ("} catch {\nif ($mit.url_rewrite_module) {\nFault 'rewrite_rule_details' $_\n}\n}") in code
+
+
+def test_the_dotnet_release_is_read_and_absence_is_no_error(script: str) -> None:
+    code = compact(script)
+    assert ("$release = (Get-ItemProperty 'HKLM:\\SOFTWARE\\Microsoft\\NET Framework Setup\\NDP\\v4\\Full')"
+            ".Release\nif ($release -is [int]) {\n$doc.dotnet_release = $release\n"
+            "} elseif ($null -ne $release) {\nFault 'dotnet' ") in code
+    assert ("} catch {\nif ($_.CategoryInfo.Category -ne 'ObjectNotFound') {\nFault 'dotnet' $_\n}\n}") in code
+
+
+def test_every_error_part_is_documented(script: str) -> None:
+    documented = set(re.findall(r"^\| `([^`]+)`", CONTRACT.read_text(encoding="utf-8"), re.MULTILINE))
+    parts = set(re.findall(r"Fault '([^']+)'", script)) | {"app_pool <name>"}
+    assert {"dotnet", "rewrite_rule_details"} <= parts
+    assert parts - documented == set()
+
+
+def _depth(value: object) -> int:
+    """Levels of objects and lists, the document itself being level 0 (as ConvertTo-Json counts)."""
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return max((1 + _depth(child) for child in children if isinstance(child, dict | list)), default=0)
+
+
+def test_the_json_depth_holds_the_deepest_document(script: str) -> None:
+    # ConvertTo-Json writes a container deeper than -Depth as its type name, silently: the deepest
+    # fixture (a rule's condition: document, mitigations, list, rule, conditions, condition) must fit.
+    (depth,) = {int(found) for found in re.findall(r"ConvertTo-Json -InputObject \$doc -Depth (\d+)", script)}
+    deepest = max(_depth(json.loads(path.read_text(encoding="utf-8"))) for path in VALID)
+    assert deepest == 5 and deepest < depth
+
+
+def test_a_1_2_skeleton_validates(schema: dict[str, object]) -> None:
+    # IIS not read (null), no .NET 4.x (null); and read with nothing in it.
+    base = json.loads((DOCUMENTS / "exchange2016_cu19_patched.json").read_text(encoding="utf-8"))
+    cases: list[tuple[list[object] | None, int | None]] = [(None, None), ([], 0), ([], MAX_DOTNET_RELEASE)]
+    for details, release in cases:
+        document = {**base, "dotnet_release": release,
+                    "mitigations": {**base["mitigations"], "rewrite_rule_details": details}}
+        assert list(Draft202012Validator(schema).iter_errors(document)) == []
+
+
+@pytest.mark.parametrize(("change", "where"), [
+    pytest.param({"dotnet_release": -1}, ["dotnet_release"], id="release-negative"),
+    pytest.param({"dotnet_release": MAX_DOTNET_RELEASE + 1}, ["dotnet_release"], id="release-too-big"),
+    pytest.param({"dotnet_release": True}, ["dotnet_release"], id="release-boolean"),
+    pytest.param({"rewrite_rule_details": ["PowerShell - inbound"]},
+                 ["mitigations", "rewrite_rule_details", 0], id="rule-a-name"),
+    pytest.param({"rewrite_rule_details": [{"name": "x"}]},
+                 ["mitigations", "rewrite_rule_details", 0], id="rule-missing-fields"),
+    pytest.param({"rule": {"name": "x" * (MAX_RULE_TEXT + 1)}},
+                 ["mitigations", "rewrite_rule_details", 0, "name"], id="rule-name-too-long"),
+    pytest.param({"rule": {"site": ""}}, ["mitigations", "rewrite_rule_details", 0, "site"], id="rule-no-site"),
+    pytest.param({"rule": {"enabled": "true"}}, ["mitigations", "rewrite_rule_details", 0, "enabled"],
+                 id="rule-enabled-text"),
+    pytest.param({"rule": {"conditions": [{"input": "a", "pattern": "b", "negate": False}] * (MAX_CONDITIONS + 1)}},
+                 ["mitigations", "rewrite_rule_details", 0, "conditions"], id="rule-too-many-conditions"),
+    pytest.param({"rule": {"conditions": [{"input": "a", "pattern": "b", "negate": 0}]}},
+                 ["mitigations", "rewrite_rule_details", 0, "conditions", 0, "negate"], id="condition-negate-0"),
+])
+def test_the_schema_declares_the_bounds(change: dict[str, object], where: list[object],
+                                        schema: dict[str, object]) -> None:
+    document = json.loads((DOCUMENTS / "exchange2019_cu12_proxynotshell_eomtv2_rule.json").read_text(encoding="utf-8"))
+    if "dotnet_release" in change:
+        document["dotnet_release"] = change["dotnet_release"]
+    elif "rule" in change:
+        document["mitigations"]["rewrite_rule_details"][0].update(change["rule"])
+    else:
+        document["mitigations"]["rewrite_rule_details"] = change["rewrite_rule_details"]
+    paths = [list(error.absolute_path) for error in Draft202012Validator(schema).iter_errors(document)]
+    assert paths and all(path[:len(where)] == where for path in paths), paths
+
+
+def test_too_many_rules_break_the_schema(schema: dict[str, object]) -> None:
+    document = json.loads((DOCUMENTS / "exchange2019_cu12_proxynotshell_eomtv2_rule.json").read_text(encoding="utf-8"))
+    rule = document["mitigations"]["rewrite_rule_details"][0]
+    document["mitigations"]["rewrite_rule_details"] = [rule] * MAX_RULES
+    assert list(Draft202012Validator(schema).iter_errors(document)) == []
+    document["mitigations"]["rewrite_rule_details"].append(rule)
+    assert [(list(e.absolute_path), e.validator) for e in Draft202012Validator(schema).iter_errors(document)] == [
+        (["mitigations", "rewrite_rule_details"], "maxItems")]
