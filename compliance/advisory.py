@@ -1,6 +1,7 @@
 """An advisory (which CVEs, which fixing builds, which interim mitigations) read from data.
 
-The shape is generic: a later advisory is a new TOML file under ``data/advisories``.
+The shape is generic: a later advisory is a new TOML file under ``data/advisories``, and the
+words the evaluator says about it ("ProxyLogon", "the March 2021 fixes", ...) are in it too.
 """
 
 from __future__ import annotations
@@ -10,9 +11,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from compliance.builds import BuildParseError, parse_dotted
-from compliance.models import Build, MitigationState, ServerRole, probe_error_part, server_roles
+from compliance.models import (
+    Build,
+    MitigationState,
+    RewriteRule,
+    ServerRole,
+    probe_error_part,
+    server_roles,
+)
 
-MITIGATION_KINDS = ("rewrite_rules", "services_disabled", "app_pools_stopped")
+MITIGATION_KINDS = ("rewrite_rules", "services_disabled", "app_pools_stopped",
+                    "rewrite_rule_content")
+# The words the evaluator needs about an advisory, each a required top-level key of its file.
+WORDING_KEYS = ("short", "fix_name", "fixes_name", "update_name", "cves_name")
+# How ``Mitigation.unreadable`` starts when the probe read no rule content at all.
+CONTENT_NOT_READ = "the probe did not read the URL Rewrite rules' content"
 
 
 class AdvisoryError(ValueError):
@@ -26,6 +39,78 @@ class Cve:
     source: str
 
 
+def _same(text: str, other: str) -> bool:
+    """IIS compares these case-insensitively (a rule's ``ignoreCase`` defaults to true): equal
+    after trimming, whatever the case. Patterns are compared as text, never evaluated."""
+    return text.strip().casefold() == other.strip().casefold()
+
+
+def _among(text: str, options: Sequence[str]) -> bool:
+    return any(_same(text, option) for option in options)
+
+
+@dataclass(frozen=True)
+class RuleContent:
+    """What a URL Rewrite rule must do to count as a mitigation of kind
+    ``rewrite_rule_content``: recognised by its content (site, match, condition, action),
+    whatever its name. ``superseded`` are patterns once published and later replaced (they
+    were bypassed): a rule using one does not count, and the evidence says so. ``hints`` are
+    (name, who writes it) pairs, for the evidence only."""
+
+    site: str
+    match_url: str
+    inputs: tuple[str, ...]
+    patterns: tuple[str, ...]
+    superseded: tuple[str, ...]
+    actions: tuple[str, ...]
+    hints: tuple[tuple[str, str], ...] = ()
+
+    def why_not(self, rule: RewriteRule) -> str | None:
+        """None when ``rule`` does what is accepted; otherwise why it does not count."""
+        problems = []
+        if not rule.enabled:
+            problems.append("is disabled")
+        if not _same(rule.site, self.site):
+            problems.append(f"is on the site {rule.site!r}, not {self.site!r}")
+        if not _same(rule.match_url, self.match_url):
+            problems.append(f"matches the URL {rule.match_url!r}, not {self.match_url!r}")
+        if not _among(rule.action, self.actions):
+            problems.append(f"has the action {rule.action!r}, not {' or '.join(self.actions)}")
+        problems.extend(self._condition_problems(rule))
+        return ", ".join(problems) or None
+
+    def _condition_problems(self, rule: RewriteRule) -> list[str]:
+        accepted = [c for c in rule.conditions if _among(c.pattern, self.patterns)]
+        if not accepted:
+            old = next((c for c in rule.conditions if _among(c.pattern, self.superseded)), None)
+            if old is not None:
+                return [f"uses the superseded pattern {old.pattern!r} (an earlier version, "
+                        f"replaced by {self.patterns[0]!r})"]
+            return [f"has no condition with the pattern {self.patterns[0]!r}"]
+        usable = [c for c in accepted if not c.negate and _among(c.input, self.inputs)]
+        if not usable:
+            condition = accepted[0]
+            if condition.negate:
+                return ["negates its condition (so it lets exactly those requests through)"]
+            return [f"reads {condition.input!r}, not {' or '.join(self.inputs)} (encoded "
+                    "requests get through)"]
+        if len(rule.conditions) > 1 and not _same(rule.logical_grouping, "MatchAny"):
+            others = len(rule.conditions) - 1
+            return [f"adds {others} other condition(s) under "
+                    f"{rule.logical_grouping.strip() or 'MatchAll'}, which narrow what it blocks"]
+        return []
+
+    def concerns(self, rule: RewriteRule) -> bool:
+        """Whether ``rule`` looks meant as this mitigation (its pattern, or a known name): such
+        a rule that does not count is named in the evidence with the reason."""
+        return _among(rule.name, [name for name, _ in self.hints]) or any(
+            _among(c.pattern, (*self.patterns, *self.superseded)) for c in rule.conditions)
+
+    def hint(self, name: str) -> str:
+        by = next((who for known, who in self.hints if _same(name, known)), None)
+        return f" (the name {by} gives it)" if by else ""
+
+
 @dataclass(frozen=True)
 class Mitigation:
     id: str
@@ -35,12 +120,20 @@ class Mitigation:
     covers: tuple[str, ...]
     products: tuple[str, ...]
     source: str
+    # Only for kind rewrite_rule_content (names are then the hints' names, evidence only).
+    content: RuleContent | None = None
 
     def present(self, seen: MitigationState) -> bool:
         """Whether every part of this mitigation is in place on the server."""
         if self.kind == "rewrite_rules":
             rules = {rule.strip().casefold() for rule in seen.rewrite_rules}
             return all(name.casefold() in rules for name in self.names)
+        if self.kind == "rewrite_rule_content":
+            # By content only: a rule's name proves nothing, and rules not read are unknown.
+            assert self.content is not None
+            details = seen.rewrite_rule_details
+            return details is not None and any(self.content.why_not(rule) is None
+                                               for rule in details)
         if self.kind == "services_disabled":
             return all(
                 (state := seen.services.get(name)) is not None
@@ -59,9 +152,12 @@ class Mitigation:
         """The probe error (``"<part>: <message>"``, docs/probe.md) that left this mitigation's
         state unread, if any: then an empty list means unknown, not missing. The probe reports
         a failed read of the rules only when it knew the URL Rewrite module is installed, which
-        it reads in the ``installed_updates`` part: when that part failed, so may the rules."""
-        if self.kind == "rewrite_rules":
-            parts: tuple[str, ...] = ("iis", "rewrite_rules")
+        it reads in the ``installed_updates`` part: when that part failed, so may the rules.
+        A rule's content that the probe did not read at all (``rewrite_rule_details`` None: a
+        probe before contract 1.2) is unreadable too, whatever the names say."""
+        if self.kind in ("rewrite_rules", "rewrite_rule_content"):
+            parts: tuple[str, ...] = (("iis", "rewrite_rules") if self.kind == "rewrite_rules"
+                                      else ("iis", "rewrite_rule_details"))
             if seen is not None and seen.url_rewrite_module is None:
                 parts += ("installed_updates",)
         elif self.kind == "services_disabled":
@@ -69,20 +165,34 @@ class Mitigation:
         else:
             parts = ("iis", *(f"app_pool {name}" for name in self.names))
         folded = tuple(part.casefold() for part in parts)
-        return next((error for error in errors
-                     if probe_error_part(error).casefold() in folded), None)
+        error = next((error for error in errors
+                      if probe_error_part(error).casefold() in folded), None)
+        if error is None and self.kind == "rewrite_rule_content" and seen is not None \
+                and seen.rewrite_rule_details is None:
+            named = ", ".join(seen.rewrite_rules)
+            return (f"{CONTENT_NOT_READ} (no rewrite_rule_details: a probe before contract "
+                    "1.2, or IIS not read), so the rule cannot be recognised by what it does"
+                    + (f"; rules known by name only: {named}" if named else ""))
+        return error
 
-    def grant(self) -> str:
-        """What to fix so the probe can read this mitigation's state."""
+    def grant(self, error: str | None = None) -> str:
+        """What to fix so the probe can read this mitigation's state (``error``: what
+        ``unreadable`` said)."""
         if self.kind == "services_disabled":
             return ("let the probe account query services over WMI (Win32_Service), e.g. by "
                     "adding it to Remote Management Users with WMI read rights")
+        if self.kind == "rewrite_rule_content" and error is not None and \
+                error.startswith(CONTENT_NOT_READ):
+            return ("run the probe of contract 1.2 or later, which reads each URL Rewrite "
+                    "rule's content (rewrite_rule_details)")
         return ("let the probe account read IIS's configuration (applicationHost.config under "
                 "%windir%\\System32\\inetsrv\\config) and load the WebAdministration module, "
                 "or run the probe by hand as a local administrator")
 
     def describe(self, seen: MitigationState) -> str:
         """What the probe saw for this mitigation, for the evidence trail."""
+        if self.kind == "rewrite_rule_content":
+            return self._describe_content(seen)
         if self.kind == "rewrite_rules":
             rules = {rule.strip().casefold() for rule in seen.rewrite_rules}
             parts = [f"{name}: {'found' if name.casefold() in rules else 'missing'}"
@@ -100,6 +210,30 @@ class Mitigation:
                 parts.append(f"{name}: not reported" if pool is None else
                              f"{name}: {pool.state or '?'}")
         return "; ".join(parts)
+
+    def _describe_content(self, seen: MitigationState) -> str:
+        content = self.content
+        assert content is not None
+        details = seen.rewrite_rule_details
+        if details is None:
+            return self.unreadable((), seen) or ""
+        counting = [rule for rule in details if content.why_not(rule) is None]
+        if counting:
+            return "; ".join(
+                f"rule {rule.name!r}{content.hint(rule.name)} on {rule.site!r} blocks by "
+                f"content ({rule.match_url} with {_conditions(rule)}, {rule.action})"
+                for rule in counting)
+        near = [rule for rule in details if content.concerns(rule)]
+        if near:
+            return "; ".join(f"rule {rule.name!r}{content.hint(rule.name)} on {rule.site!r} "
+                             f"does not count: it {content.why_not(rule)}" for rule in near)
+        return (f"no rule on {content.site!r} blocks {content.patterns[0]!r} in "
+                f"{content.inputs[0]} ({len(details)} rule(s) read)")
+
+
+def _conditions(rule: RewriteRule) -> str:
+    return " and ".join(f"{'not ' if c.negate else ''}{c.input} ~ {c.pattern}"
+                        for c in rule.conditions) or "no condition"
 
 
 @dataclass(frozen=True)
@@ -138,6 +272,13 @@ class ProductRule:
     def fix_for(self, cu: str | None) -> Fix | None:
         return next((fix for fix in self.fixes if fix.cu == cu), None)
 
+    @property
+    def affected(self) -> bool:
+        """False for a product line the advisory names as not affected: a rule with no CVEs,
+        whose ``source`` says why (distinct from a product it does not name, which is
+        unplaceable)."""
+        return bool(self.cves)
+
 
 @dataclass(frozen=True)
 class Advisory:
@@ -149,6 +290,13 @@ class Advisory:
     cves: tuple[Cve, ...]
     mitigations: tuple[Mitigation, ...]
     products: tuple[ProductRule, ...]
+    # The evaluator's words for it (WORDING_KEYS): e.g. "ProxyLogon", "the March 2021 fix",
+    # "the March 2021 fixes", "March 2021 update", "the March 2021 CVEs".
+    short: str
+    fix_name: str
+    fixes_name: str
+    update_name: str
+    cves_name: str
     defender: DefenderRule | None = None
 
     def rule(self, product: str | None) -> ProductRule | None:
@@ -184,6 +332,13 @@ def _strings(entry: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _text(entry: Mapping[str, Any], key: str, where: str) -> str:
+    value = entry.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise AdvisoryError(f"{where}: {key!r} must be a non-empty string")
+    return value
+
+
 def _fix(product: str, entry: Mapping[str, Any]) -> Fix:
     where = f"fix for {product} {entry.get('cu')!r}"
     if not isinstance(entry.get("supported_cu"), bool):
@@ -195,19 +350,47 @@ def _fix(product: str, entry: Mapping[str, Any]) -> Fix:
     return Fix(product, entry["cu"], build, entry["kb"], entry["supported_cu"], entry["source"])
 
 
+def _content(entry: Mapping[str, Any]) -> RuleContent:
+    """The accepted content of a ``rewrite_rule_content`` mitigation; every part required."""
+    where = f"mitigation {entry.get('id')!r}"
+    hints = entry.get("name_hints", [])
+    if not isinstance(hints, list) or not all(
+            isinstance(h, Mapping) and isinstance(h.get("name"), str)
+            and isinstance(h.get("by"), str) for h in hints):
+        raise AdvisoryError(f"{where}: name_hints must be a list of {{name, by}} tables")
+    content = RuleContent(
+        site=_text(entry, "site", where), match_url=_text(entry, "match_url", where),
+        inputs=_strings(entry, "inputs"), patterns=_strings(entry, "patterns"),
+        superseded=_strings(entry, "superseded_patterns"), actions=_strings(entry, "actions"),
+        hints=tuple((h["name"], h["by"]) for h in hints),
+    )
+    if not (content.inputs and content.patterns and content.actions):
+        raise AdvisoryError(f"{where}: inputs, patterns and actions must each name at least one")
+    if any(_among(old, content.patterns) for old in content.superseded):
+        raise AdvisoryError(f"{where}: a pattern is both accepted and superseded")
+    return content
+
+
+def _mitigation(entry: Mapping[str, Any]) -> Mitigation:
+    content = _content(entry) if entry["kind"] == "rewrite_rule_content" else None
+    names = (tuple(name for name, _ in content.hints) if content is not None
+             else _strings(entry, "names"))
+    return Mitigation(
+        id=entry["id"], title=entry["title"], kind=entry["kind"], names=names,
+        covers=_strings(entry, "covers"), products=_strings(entry, "products"),
+        source=entry["source"], content=content,
+    )
+
+
 def parse_advisory(data: Mapping[str, Any]) -> Advisory:
     """Build an ``Advisory`` from the parsed TOML, checking cross-references."""
     try:
         cves = tuple(Cve(c["id"], c["title"], c["source"]) for c in data["cves"])
         cve_ids = {cve.id for cve in cves}
-        mitigations = tuple(
-            Mitigation(
-                id=m["id"], title=m["title"], kind=m["kind"], names=_strings(m, "names"),
-                covers=_strings(m, "covers"), products=_strings(m, "products"),
-                source=m["source"],
-            )
-            for m in data["mitigations"]
-        )
+        for m in data["mitigations"]:
+            if m["kind"] not in MITIGATION_KINDS:
+                raise AdvisoryError(f"mitigation {m['id']}: unknown kind {m['kind']!r}")
+        mitigations = tuple(_mitigation(m) for m in data["mitigations"])
         mitigation_ids = {m.id for m in mitigations}
         products = []
         for p in data["products"]:
@@ -224,10 +407,13 @@ def parse_advisory(data: Mapping[str, Any]) -> Advisory:
             unknown = (set(rule.cves) - cve_ids) | (set(rule.mitigated_when) - mitigation_ids)
             if unknown:
                 raise AdvisoryError(f"product {rule.product} names undefined ids {sorted(unknown)}")
+            if not rule.affected and (rule.fixes or rule.mitigated_when or rule.fixed_from
+                                      or rule.upgrade_to or not rule.source.strip()):
+                # Not affected: nothing to install or apply, and the source says why.
+                raise AdvisoryError(f"product {rule.product} lists no CVEs (not affected) but "
+                                    "has fixes, mitigations or CUs, or no source")
             products.append(rule)
         for m in mitigations:
-            if m.kind not in MITIGATION_KINDS:
-                raise AdvisoryError(f"mitigation {m.id}: unknown kind {m.kind!r}")
             if set(m.covers) - cve_ids:
                 raise AdvisoryError(f"mitigation {m.id} covers undefined CVEs")
         defender = None
@@ -240,10 +426,11 @@ def parse_advisory(data: Mapping[str, Any]) -> Advisory:
             defender = DefenderRule(version, _strings(entry, "covers"), entry["source"])
             if set(defender.covers) - cve_ids:
                 raise AdvisoryError("defender covers undefined CVEs")
+        wording = {key: _text(data, key, f"advisory {data.get('id')!r}") for key in WORDING_KEYS}
         return Advisory(
             id=data["id"], version=str(data["version"]), title=data["title"],
             published=str(data["published"]), url=data["url"], cves=cves,
-            mitigations=mitigations, products=tuple(products), defender=defender,
+            mitigations=mitigations, products=tuple(products), defender=defender, **wording,
         )
     except KeyError as missing:
         raise AdvisoryError(f"advisory field missing: {missing}") from None

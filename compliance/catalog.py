@@ -1,7 +1,9 @@
 """The build catalogue (every known Exchange release) and the advisory it is judged by.
 
 Placement answers "which product and CU is this build?" even for builds the catalogue
-has never seen, but only where the answer is certain; otherwise it says so.
+has never seen, but only where the answer is certain; otherwise it says so. One ``Catalog``
+pairs the releases with one advisory; ``load_catalogs()`` gives one per advisory in
+``ADVISORY_IDS``, all sharing the same releases.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import csv
 import hashlib
 import io
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
@@ -20,6 +22,9 @@ from compliance.builds import parse_dotted
 from compliance.models import Build, Release
 
 DEFAULT_ADVISORY = "2021-03-proxylogon"
+# Every advisory shipped in data/advisories, in the order they are shown (by publication); the
+# first is the snapshot's own (DEFAULT_ADVISORY).
+ADVISORY_IDS = ("2021-03-proxylogon", "2021-05-proxyshell", "2022-11-proxynotshell")
 # Rows whose kind is one of these start a CU (or SP/RTM/Preview) group.
 CU_KINDS = ("RTM", "Preview", "SP", "CU")
 
@@ -188,24 +193,49 @@ def parse_lifecycle(rows: Iterable[Mapping[str, str]]) -> dict[str, Lifecycle]:
 
 def build_catalog(builds_csv: str, advisory_toml: str, lifecycle_csv: str = "") -> Catalog:
     """A catalogue from the text of the data files (pure)."""
+    return build_catalogs(builds_csv, (advisory_toml,), lifecycle_csv)[0]
+
+
+def build_catalogs(builds_csv: str, advisory_tomls: Sequence[str],
+                   lifecycle_csv: str = "") -> tuple[Catalog, ...]:
+    """One catalogue per advisory text, in that order, sharing the releases parsed once (and
+    the memo of placements, which depends on the releases alone). Pure."""
     releases = parse_releases(csv.DictReader(io.StringIO(builds_csv)))
-    advisory = parse_advisory(tomllib.loads(advisory_toml))
-    digest = hashlib.sha256(builds_csv.encode() + b"\0" + advisory_toml.encode()
-                            + (b"\0" + lifecycle_csv.encode() if lifecycle_csv else b"")
-                            ).hexdigest()
+    groups = cu_groups(releases)
+    by_build = {release.build: release for release in releases}
+    lifecycle = parse_lifecycle(csv.DictReader(io.StringIO(lifecycle_csv)))
     newest = max(r.released for r in releases if r.released)
-    return Catalog(
-        releases=releases, groups=cu_groups(releases), advisory=advisory,
-        version=f"{newest}+{digest[:12]}", newest_release=newest,
-        by_build={release.build: release for release in releases},
-        lifecycle=parse_lifecycle(csv.DictReader(io.StringIO(lifecycle_csv))),
-    )
+    placements: dict[Build, Placement] = {}
+    catalogs = []
+    for advisory_toml in advisory_tomls:
+        advisory = parse_advisory(tomllib.loads(advisory_toml))
+        digest = hashlib.sha256(builds_csv.encode() + b"\0" + advisory_toml.encode()
+                                + (b"\0" + lifecycle_csv.encode() if lifecycle_csv else b"")
+                                ).hexdigest()
+        catalogs.append(Catalog(
+            releases=releases, groups=groups, advisory=advisory,
+            version=f"{newest}+{digest[:12]}", newest_release=newest, by_build=by_build,
+            lifecycle=lifecycle, _placements=placements,
+        ))
+    return tuple(catalogs)
+
+
+def _data_texts(advisory_ids: Sequence[str]) -> tuple[str, list[str], str]:
+    data = resources.files("compliance") / "data"
+    return ((data / "builds.csv").read_text(encoding="utf-8"),
+            [(data / "advisories" / f"{advisory_id}.toml").read_text(encoding="utf-8")
+             for advisory_id in advisory_ids],
+            (data / "lifecycle.csv").read_text(encoding="utf-8"))
 
 
 def load_catalog(advisory_id: str = DEFAULT_ADVISORY) -> Catalog:
     """The catalogue shipped in ``compliance/data``."""
-    data = resources.files("compliance") / "data"
-    builds = (data / "builds.csv").read_text(encoding="utf-8")
-    advisory = (data / "advisories" / f"{advisory_id}.toml").read_text(encoding="utf-8")
-    lifecycle = (data / "lifecycle.csv").read_text(encoding="utf-8")
+    builds, (advisory,), lifecycle = _data_texts((advisory_id,))
     return build_catalog(builds, advisory, lifecycle)
+
+
+def load_catalogs() -> tuple[Catalog, ...]:
+    """One shipped catalogue per advisory of ``ADVISORY_IDS``, in that order (the snapshot's
+    own, March 2021, first), all on the same releases."""
+    builds, advisories, lifecycle = _data_texts(ADVISORY_IDS)
+    return build_catalogs(builds, advisories, lifecycle)

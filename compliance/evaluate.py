@@ -4,6 +4,12 @@ Fail closed: only a build read from the server itself (ExSetup.exe's file versio
 installed-update record for the CU the server is on) or a CU that already contains the fix
 can make a host ``patched``. Anything unreachable, stale, unparseable or unplaceable is
 ``unknown``, with the reason and the next action.
+
+Advisory-neutral: what it says of an advisory ("ProxyLogon", "the March 2021 fixes") comes from
+the advisory's file (``Advisory.short``, ``fixes_name``, ...). The compromise-indicator checks
+are Test-ProxyLogon's, of the March 2021 CVEs: a hit flags ``indicators_found`` whatever the
+advisory (a back door matters whatever let it in), but an unread check flags
+``indicators_unreadable`` only for the advisory whose CVE it checks.
 """
 
 from __future__ import annotations
@@ -133,7 +139,7 @@ class _Grader:
         for update in obs.installed_updates:
             self.note(EvidenceKind.INSTALLED_UPDATE, f"{update.kb} {update.name}".strip(),
                       f"installed-update record{' ' + update.installed_on if update.installed_on else ''}")
-        if obs.indicators:  # hits of the four CVE checks only
+        if obs.indicators:  # hits of the four CVE checks only; a compromise under any advisory
             self.flag(Flag.INDICATORS_FOUND)
             for indicator in obs.indicators:
                 self.note(EvidenceKind.INDICATOR, indicator, "probe")
@@ -188,6 +194,12 @@ class _Grader:
             return self.unknown(ctx, Reason.UNPLACEABLE_BUILD,
                                 f"build {ctx.build} belongs to no product this advisory covers",
                                 "Update the build catalogue, or check the reported build")
+        if not ctx.rule.affected:
+            # Named by the advisory as not affected (its source says why): whatever the build.
+            why = f"{_product(ctx.rule)} is not affected by {self.advisory.short}"
+            self.note(EvidenceKind.CATALOGUE, why, ctx.rule.source)
+            return self.finish(ctx, Status.NOT_APPLICABLE, f"{why} ({ctx.rule.source})",
+                               "None: this server is not affected", ())
         roles = obs.host.roles
         if ctx.rule.requires_role and roles is not None and ctx.rule.requires_role not in roles:
             self.note(EvidenceKind.ROLES, ", ".join(sorted(roles)) or "(none)", "inventory")
@@ -234,7 +246,8 @@ class _Grader:
                                 f"(expect {fix.kb if fix else 'a CU update'}) and collect again")
         return self.exposed(ctx, f"ExSetup {build} is below the fix for {_product(rule)} "
                             f"{placement.cu}" + (f" ({fix.build})" if fix else
-                                                 ": no March 2021 update exists for this CU"))
+                                                 f": no {self.advisory.update_name} exists "
+                                                 "for this CU"))
 
     def grade_cu_level(self, ctx: _Context, ad_ctx: _Context | None) -> Verdict:
         assert ctx.rule is not None
@@ -246,7 +259,7 @@ class _Grader:
         first = self._first_fixed_base(rule)
         if first and placement.cu_base is not None and placement.cu_base >= first:
             return self.patched(ctx, f"AD shows {_product(rule)} {placement.cu}, a CU that "
-                                "contains the March 2021 fixes")
+                                f"contains {self.advisory.fixes_name}")
         kbs = self._kbs_for(rule.product, placement.cu)
         if fix and fix.kb.upper() in kbs:
             self.note(EvidenceKind.INSTALLED_UPDATE_PROOF, f"{fix.kb} recorded on {rule.product} {fix.cu}",
@@ -261,7 +274,7 @@ class _Grader:
             self.note(EvidenceKind.INSTALLED_UPDATE_PROOF,
                       f"{later.kb} ({later.name}, {later.build}) recorded on {rule.product} "
                       f"{placement.cu}; Security Updates are cumulative for their CU, so it "
-                      f"supersedes {fix.kb} (the March 2021 fix, {fix.build})",
+                      f"supersedes {fix.kb} ({self.advisory.fix_name}, {fix.build})",
                       f"installed-update record; catalogue ({later.source})")
             proven = _Context(later.build, BuildSource.INSTALLED_UPDATE,
                               self.catalog.place(later.build), rule, fix)
@@ -298,7 +311,8 @@ class _Grader:
         return self.catalog.cu_base(rule.product, rule.fixed_from) if rule.fixed_from else None
 
     def _cu_flags(self, ctx: _Context) -> None:
-        if ctx.rule is None or ctx.placement is None or ctx.placement.cu is None:
+        if ctx.rule is None or not ctx.rule.affected or ctx.placement is None or \
+                ctx.placement.cu is None:
             return
         if ctx.fix is not None:
             if not ctx.fix.supported_cu and ctx.rule.product != "2010":
@@ -312,12 +326,13 @@ class _Grader:
     def patched(self, ctx: _Context, reason: str) -> Verdict:
         rule = ctx.rule
         assert rule is not None
+        advisory = self.advisory
         if Flag.UNSUPPORTED_CU in self.flags and rule.upgrade_to:
-            action = (f"None for ProxyLogon. The special update for an out-of-support CU fixes only "
-                      f"the March 2021 CVEs: move to {_product(rule)} {rule.upgrade_to} and its "
-                      "latest Security Update")
+            action = (f"None for {advisory.short}. The special update for an out-of-support CU "
+                      f"fixes only {advisory.cves_name}: move to {_product(rule)} "
+                      f"{rule.upgrade_to} and its latest Security Update")
         else:
-            action = "None: the March 2021 fixes are installed"
+            action = f"None: {advisory.fixes_name} are installed"
         return self.finish(ctx, Status.PATCHED, reason, action, ())
 
     def exposed(self, ctx: _Context, reason: str) -> Verdict:
@@ -361,7 +376,8 @@ class _Grader:
             needed = [self.advisory.mitigation(m) for m in unknown_needed]
             action = (f"{fix_action}; until then check by hand whether the interim mitigation "
                       f"is in place ({'; '.join(m.title for m in needed)}), and "
-                      f"{needed[0].grant()} so the next collection can read it")
+                      f"{needed[0].grant(unread[unknown_needed[0]])} so the next collection can "
+                      "read it")
         elif ctx.fix is not None:
             action = f"{fix_action}; until then {self._interim(rule)}"
         else:
@@ -464,8 +480,8 @@ class _Grader:
         if target_fix is not None:
             return (f"Update to {_product(rule)} {target}, then install {target_fix.kb} "
                     f"({target_fix.build}); {interim}")
-        return (f"Update to {_product(rule)} {target} or later (it contains the March 2021 fixes) "
-                f"and install its latest Security Update; {interim}")
+        return (f"Update to {_product(rule)} {target} or later (it contains "
+                f"{self.advisory.fixes_name}) and install its latest Security Update; {interim}")
 
     def _interim(self, rule: ProductRule) -> str:
         titles = [self.advisory.mitigation(m).title for m in rule.mitigated_when]

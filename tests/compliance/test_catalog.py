@@ -272,6 +272,11 @@ def test_loaded_advisory_matches_the_file(catalog: Catalog, advisory_data: dict[
     assert cu8 is not None and cu8.supported_cu is False
     assert rule_2016.fix_for("CU20") is None
     assert advisory.rule("2007") is None
+    # The words the evaluator uses for it (its verdict texts are pinned in test_evaluate.py).
+    assert (advisory.short, advisory.fix_name, advisory.fixes_name, advisory.update_name,
+            advisory.cves_name) == ("ProxyLogon", "the March 2021 fix", "the March 2021 fixes",
+                                    "March 2021 update", "the March 2021 CVEs")
+    assert all(rule.affected for rule in advisory.products)
 
 
 # -- malformed data ------------------------------------------------------------------------------
@@ -294,6 +299,10 @@ def _fix(data: dict[str, Any], product: str, cu: str) -> dict[str, Any]:
 MALFORMED = [
     pytest.param(lambda d: d.pop("id"), id="missing-id"),
     pytest.param(lambda d: d.pop("cves"), id="missing-cves"),
+    pytest.param(lambda d: d.pop("short"), id="missing-short"),
+    pytest.param(lambda d: d.pop("fix_name"), id="missing-fix-name"),
+    pytest.param(lambda d: d.update(fixes_name=3), id="fixes-name-not-a-string"),
+    pytest.param(lambda d: d.update(cves_name=" "), id="cves-name-blank"),
     pytest.param(lambda d: d["mitigations"][0].pop("kind"), id="mitigation-missing-kind"),
     pytest.param(lambda d: _product(d, "2016").pop("fixed_from"), id="product-missing-fixed-from"),
     pytest.param(lambda d: _fix(d, "2016", "CU19").pop("build"), id="fix-missing-build"),

@@ -22,7 +22,7 @@ FLAG_VALUES = {"unsupported_cu", "cu_update_required", "indicators_found", "not_
 
 def classify(*builds: str, stdin: str | None = None) -> tuple[int, list[dict[str, Any]], str]:
     result = subprocess.run(
-        [sys.executable, "-m", "compliance", "classify", *builds],
+        [sys.executable, "-m", "compliance", "classify", "--advisory", "2021-03-proxylogon", *builds],
         cwd=ROOT, input=stdin if stdin is not None else "", capture_output=True, text=True,
         timeout=60, check=False,
     )

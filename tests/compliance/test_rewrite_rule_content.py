@@ -1,0 +1,260 @@
+"""ProxyNotShell's interim mitigation, recognised by the URL Rewrite rule's content (mitigation
+kind ``rewrite_rule_content``), from literal rule data: whatever the rule's name, never by a
+name alone, and every rule that looks meant as it but does not count is named with the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from compliance.advisory import AdvisoryError, parse_advisory
+from compliance.catalog import Catalog, load_catalog
+from compliance.evaluate import evaluate
+from compliance.models import (
+    Flag,
+    Host,
+    MitigationState,
+    Observation,
+    RewriteCondition,
+    RewriteRule,
+    Status,
+    Verdict,
+)
+
+from .conftest import DATA
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+OCT22SU = "15.2.1118.15"  # 2019 CU12 Oct22SU: below the November 2022 fix
+SITE = "Default Web Site"
+DECODED = "{UrlDecode:{REQUEST_URI}}"
+LOOKAHEAD = "(?=.*autodiscover)(?=.*powershell)"
+MITIGATION = "autodiscover_powershell_block"
+SSRF, RCE = "CVE-2022-41040", "CVE-2022-41082"
+
+
+def rule(name: str = "PowerShell - inbound", *, site: str = SITE, match_url: str = ".*",
+         action: str = "AbortRequest", input_: str = DECODED, pattern: str = LOOKAHEAD,
+         negate: bool = False, enabled: bool = True, extra: tuple[RewriteCondition, ...] = (),
+         grouping: str = "MatchAll") -> RewriteRule:
+    return RewriteRule(name, site, match_url, action,
+                       (RewriteCondition(input_, pattern, negate), *extra), grouping, enabled)
+
+
+# What the HealthChecker test data shows (DefaultWebSite_web1.config) and EOMT writes for the
+# March 2021 advisory: rules beside the one that matters.
+EOMT_MARCH = RewriteRule("X-BEResource Abort - inbound", SITE, ".*", "AbortRequest",
+                         (RewriteCondition("{HTTP_COOKIE}", "(.*)X-BEResource=(.+)/(.+)~(.+)"),))
+
+
+@pytest.fixture(scope="module")
+def notshell() -> Catalog:
+    return load_catalog("2022-11-proxynotshell")
+
+
+def judge(catalog: Catalog, *rules: RewriteRule, build: str = OCT22SU,
+          names: tuple[str, ...] | None = None, errors: tuple[str, ...] = (),
+          details: bool = True, module: str | None = "7.2.1993") -> Verdict:
+    seen = MitigationState(
+        rewrite_rules=tuple(r.name for r in rules) if names is None else names,
+        url_rewrite_module=module, rewrite_rule_details=tuple(rules) if details else None)
+    obs = Observation(Host("EX01", "ex01.corp.example"), NOW - timedelta(hours=1), "test",
+                      exsetup_version=build, mitigations=seen, probe_errors=errors)
+    return evaluate(obs, catalog, NOW)
+
+
+def evidence(verdict: Verdict) -> str:
+    (line,) = [e.value for e in verdict.evidence if e.kind == "mitigation"]
+    return line
+
+
+MITIGATED = [
+    pytest.param(rule(), "the name EOMTv2 gives it", id="eomtv2-rule"),
+    pytest.param(rule("EEMS M1.1 PowerShell - inbound"),
+                 "the name the Emergency Mitigation Service (M1) gives it", id="eems-rule"),
+    pytest.param(rule("RequestBlockingRule1"), "'RequestBlockingRule1' on 'Default Web Site' "
+                 "blocks by content", id="admins-own-name-same-content"),
+    pytest.param(rule("RequestBlockingRule1", action="CustomResponse"), "CustomResponse",
+                 id="custom-response-as-healthchecker-accepts"),
+    pytest.param(rule(pattern="  (?=.*AutoDiscover)(?=.*PowerShell) ", site="default web site",
+                      input_="{URLDECODE:{REQUEST_URI}}"), "blocks by content",
+                 id="case-and-spaces-as-iis-ignores-them"),
+    pytest.param(rule(extra=(RewriteCondition("{HTTP_HOST}", "mail"),), grouping="MatchAny"),
+                 "blocks by content", id="extra-condition-under-matchany"),
+]
+
+
+@pytest.mark.parametrize(("found", "said"), MITIGATED)
+def test_rules_that_block_by_content_mitigate(notshell: Catalog, found: RewriteRule,
+                                              said: str) -> None:
+    verdict = judge(notshell, EOMT_MARCH, found)
+    assert verdict.status is Status.MITIGATED, evidence(verdict)
+    assert verdict.mitigations == (MITIGATION,)
+    assert verdict.cves_open == (RCE,)  # the rule covers the SSRF; 41082 stays open behind it
+    assert Flag.MITIGATION_UNREADABLE not in verdict.flags
+    assert said in evidence(verdict)
+    assert "the interim mitigation only holds until then" in verdict.action
+
+
+NOT_MITIGATED = [
+    pytest.param(rule(pattern=r".*autodiscover\.json.*Powershell.*"),
+                 r"uses the superseded pattern '.*autodiscover\\.json.*Powershell.*'",
+                 id="superseded-oct-5-pattern"),
+    pytest.param(rule(input_="{REQUEST_URI}", pattern=r".*autodiscover\.json.*\@.*Powershell.*"),
+                 "uses the superseded pattern", id="superseded-first-pattern"),
+    pytest.param(rule(pattern=r"(?=.*autodiscover\.json)(?=.*powershell)"),
+                 "uses the superseded pattern", id="msrc-blog-json-lookahead"),
+    pytest.param(rule(enabled=False), "'PowerShell - inbound' (the name EOMTv2 gives it) on "
+                 "'Default Web Site' does not count: it is disabled", id="disabled"),
+    pytest.param(rule("RequestBlockingRule1", negate=True), "negates its condition",
+                 id="negated-condition"),
+    pytest.param(rule(site="Exchange Back End"),
+                 "is on the site 'Exchange Back End', not 'Default Web Site'", id="other-site"),
+    pytest.param(rule(action="Rewrite"), "has the action 'Rewrite', not AbortRequest or "
+                 "CustomResponse", id="wrong-action"),
+    pytest.param(rule(action="None"), "has the action 'None'", id="action-none"),
+    pytest.param(rule(input_="{REQUEST_URI}"), "reads '{REQUEST_URI}', not "
+                 "{UrlDecode:{REQUEST_URI}} (encoded requests get through)", id="not-url-decoded"),
+    pytest.param(rule(match_url="^autodiscover"), "matches the URL '^autodiscover', not '.*'",
+                 id="narrower-match-url"),
+    pytest.param(rule(extra=(RewriteCondition("{HTTP_HOST}", "mail"),)),
+                 "adds 1 other condition(s) under MatchAll", id="extra-condition-under-matchall"),
+    pytest.param(rule(pattern="autodiscover"), "has no condition with the pattern",
+                 id="known-name-other-pattern"),
+]
+
+
+@pytest.mark.parametrize(("found", "said"), NOT_MITIGATED)
+def test_rules_that_do_not_block_by_content_do_not_mitigate(
+        notshell: Catalog, found: RewriteRule, said: str) -> None:
+    verdict = judge(notshell, EOMT_MARCH, found)
+    assert verdict.status is Status.VULNERABLE
+    assert verdict.mitigations == () and verdict.cves_open == (SSRF, RCE)
+    assert Flag.MITIGATION_UNREADABLE not in verdict.flags
+    line = evidence(verdict)
+    assert f"'{found.name}'" in line and "does not count" in line and said in line, line
+    assert "apply the interim mitigation now: URL Rewrite request-blocking rule" in \
+        verdict.action
+
+
+def test_a_counting_rule_beside_a_broken_one_mitigates(notshell: Catalog) -> None:
+    verdict = judge(notshell, rule(enabled=False), rule("RequestBlockingRule1"))
+    assert verdict.status is Status.MITIGATED
+    assert "'RequestBlockingRule1'" in evidence(verdict)
+
+
+def test_no_such_rule_says_what_was_read(notshell: Catalog) -> None:
+    verdict = judge(notshell, EOMT_MARCH)
+    assert verdict.status is Status.VULNERABLE
+    assert evidence(verdict) == (f"{MITIGATION}: no rule on 'Default Web Site' blocks "
+                                 f"'{LOOKAHEAD}' in {DECODED} (1 rule(s) read)")
+    assert judge(notshell).status is Status.VULNERABLE  # read, and no rule at all
+
+
+def test_a_name_alone_never_mitigates_content_not_read_is_unreadable(notshell: Catalog) -> None:
+    """An older probe reads names only: the rule's name is there, its content unknown."""
+    verdict = judge(notshell, rule(), details=False)
+    assert verdict.status is Status.VULNERABLE
+    assert Flag.MITIGATION_UNREADABLE in verdict.flags
+    assert verdict.mitigations == ()
+    line = evidence(verdict)
+    assert "the probe did not read the URL Rewrite rules' content" in line
+    assert "rules known by name only: PowerShell - inbound" in line
+    assert "run the probe of contract 1.2 or later" in verdict.action
+    assert "check by hand whether the interim mitigation is in place" in verdict.action
+    # Patched hosts need no mitigation: nothing is flagged there.
+    patched = judge(notshell, rule(), details=False, build="15.2.1118.20")
+    assert patched.status is Status.PATCHED and Flag.MITIGATION_UNREADABLE not in patched.flags
+
+
+def test_a_failed_read_is_unreadable_unless_a_counting_rule_was_read(notshell: Catalog) -> None:
+    iis = ("iis: the WebAdministration module could not be loaded",)
+    unread = judge(notshell, errors=iis)
+    assert unread.status is Status.VULNERABLE and Flag.MITIGATION_UNREADABLE in unread.flags
+    assert "let the probe account read IIS's configuration" in unread.action
+    partial = ("rewrite_rule_details: 3 rules left out (over 200 rules or 20 conditions)",)
+    incomplete = judge(notshell, EOMT_MARCH, errors=partial)
+    assert Flag.MITIGATION_UNREADABLE in incomplete.flags
+    found = judge(notshell, rule(), errors=partial)
+    assert found.status is Status.MITIGATED and Flag.MITIGATION_UNREADABLE not in found.flags
+    # Without the module's version the rules' read may have failed unseen (as for names).
+    no_module = judge(notshell, errors=("installed_updates: access denied",), module=None)
+    assert Flag.MITIGATION_UNREADABLE in no_module.flags
+
+
+def test_exchange_2013_is_mitigated_by_the_same_rule(notshell: Catalog) -> None:
+    verdict = judge(notshell, rule("RequestBlockingRule1"), build="15.0.1497.42")
+    assert verdict.status is Status.MITIGATED
+
+
+def test_the_rule_is_no_mitigation_of_another_advisory() -> None:
+    shell = load_catalog("2021-05-proxyshell")
+    verdict = judge(shell, rule(), build="15.1.2176.9")
+    assert verdict.status is Status.VULNERABLE and verdict.mitigations == ()
+    assert Flag.MITIGATION_UNREADABLE not in judge(shell, rule(), build="15.1.2176.9",
+                                                   details=False).flags
+
+
+def test_names_still_mitigate_march_2021_without_rule_content() -> None:
+    """The March 2021 rules are of kind rewrite_rules (names), unchanged: an older probe's
+    names still count there."""
+    logon = load_catalog()
+    names = ("X-AnonResource-Backend Abort - inbound", "X-BEResource Abort - inbound")
+    verdict = judge(logon, build="15.1.2176.2", names=names, details=False)
+    assert verdict.status is Status.MITIGATED
+
+
+# -- the advisory format for content rules --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def notshell_data() -> dict[str, Any]:
+    with (DATA / "advisories" / "2022-11-proxynotshell.toml").open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def _mitigation(data: dict[str, Any]) -> dict[str, Any]:
+    return next(m for m in data["mitigations"] if m["id"] == MITIGATION)
+
+
+def _product(data: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(p for p in data["products"] if p["product"] == name)
+
+
+MALFORMED = [
+    pytest.param(lambda d: _mitigation(d).pop("site"), id="no-site"),
+    pytest.param(lambda d: _mitigation(d).update(patterns=[]), id="no-accepted-pattern"),
+    pytest.param(lambda d: _mitigation(d).update(actions="AbortRequest"), id="actions-not-a-list"),
+    pytest.param(lambda d: _mitigation(d)["superseded_patterns"].append(
+        "(?=.*AUTODISCOVER)(?=.*powershell)"), id="pattern-accepted-and-superseded"),
+    pytest.param(lambda d: _mitigation(d).update(name_hints=["PowerShell - inbound"]),
+                 id="hint-not-a-table"),
+    pytest.param(lambda d: _product(d, "2010").update(mitigated_when=[MITIGATION]),
+                 id="not-affected-with-a-mitigation"),
+    pytest.param(lambda d: _product(d, "2010")["fixes"].append(
+        {"cu": "SP3", "build": "14.3.513.0", "kb": "KB5000978", "supported_cu": False,
+         "source": "x"}), id="not-affected-with-a-fix"),
+    pytest.param(lambda d: _product(d, "2010").update(upgrade_to="SP3"),
+                 id="not-affected-with-a-cu-to-move-to"),
+    pytest.param(lambda d: d.pop("update_name"), id="no-update-name"),
+    pytest.param(lambda d: d.update(short=""), id="empty-short"),
+]
+
+
+@pytest.mark.parametrize("change", MALFORMED)
+def test_malformed_content_rules_are_refused(notshell_data: dict[str, Any], change: Any) -> None:
+    data = copy.deepcopy(notshell_data)
+    change(data)
+    with pytest.raises(AdvisoryError):
+        parse_advisory(data)
+
+
+def test_the_shipped_file_parses(notshell_data: dict[str, Any]) -> None:
+    advisory = parse_advisory(copy.deepcopy(notshell_data))
+    mitigation = advisory.mitigation(MITIGATION)
+    assert mitigation.names == ("PowerShell - inbound", "EEMS M1.1 PowerShell - inbound")
+    assert mitigation.content is not None and mitigation.content.site == SITE
