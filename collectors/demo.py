@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from compliance import __version__
-from compliance.builds import encode_version_number
+from compliance.builds import encode_version_number, parse_dotted
 from compliance.catalog import Catalog
 from compliance.evaluate import Policy, assess
 from compliance.failures import HINTS, FailureReason
@@ -26,10 +26,13 @@ from compliance.models import (
     InstalledUpdate,
     MitigationState,
     Observation,
+    RewriteCondition,
+    RewriteRule,
     ServerRole,
     ServiceState,
     server_roles,
 )
+from compliance.verdicts import other_catalogs
 from store import SnapshotStore
 
 SOURCE = "demo"
@@ -41,6 +44,17 @@ MAILBOX_2013 = server_roles(["Mailbox", "ClientAccess", "UnifiedMessaging", "Hub
 MAILBOX_2019 = server_roles(["Mailbox", "ClientAccess", "HubTransport", "FrontendTransport", "Cafe"])
 CAS_2013 = server_roles(["ClientAccess", "Cafe", "FrontendTransport"])
 EDGE = server_roles(["Edge"])
+# EOMT's two rules against the March 2021 SSRF (shared/reference/mitigations.md, EOMT.ps1).
+EOMT_RULES = {
+    name: RewriteRule(name, "Default Web Site", ".*", "AbortRequest",
+                      (RewriteCondition("{HTTP_COOKIE}", pattern),))
+    for name, pattern in zip(REWRITE_RULES, ("(.*)X-AnonResource-Backend(.*)",
+                                             "(.*)X-BEResource=(.+)/(.+)~(.+)"), strict=True)}
+# EOMTv2's ProxyNotShell request-blocking rule, as the probe reads it
+# (shared/reference/later_advisories.md: CSS-Exchange EOMTv2.ps1).
+NOTSHELL_RULE = RewriteRule(
+    "PowerShell - inbound", "Default Web Site", ".*", "AbortRequest",
+    (RewriteCondition("{UrlDecode:{REQUEST_URI}}", "(?=.*autodiscover)(?=.*powershell)"),))
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,12 @@ class DemoHost:
     indicators: tuple[str, ...] = ()
     stale_days: int | None = None      # only an old offline probe file is available
     no_exsetup: bool = False           # probe could not read ExSetup.exe
+    # Later advisories (issue 19): from week ``later[0]`` on, ExSetup reads ``later[1]`` (a
+    # newer Security Update of the same CU, e.g. May 2021 for ProxyShell).
+    later: tuple[int, str] | None = None
+    build: str | None = None           # a server installed at this build before the story
+    notshell_rule: bool = False        # EOMTv2's ProxyNotShell URL Rewrite rule is in place
+    dotnet_release: int | None = None  # .NET Framework 4.x Release value the probe reads
 
 
 FAILURES = {  # the same classes and hints as a real collection (compliance/failures.py)
@@ -108,7 +128,9 @@ def _fleet() -> list[DemoHost]:
                      "script markup in ExternalUrl (possible web shell), 2021-03-03",)
                     if i == 5 else ()),
         regress_week=6 if i == 3 else None,
-        failure="connect" if i == 12 else None))
+        failure="connect" if i == 12 else None,
+        later=(3 + i % 3, "15.1.2176.14") if i in (1, 2, 8, 9) else None,
+        dotnet_release=528040 if i % 4 else 461808))
     add("DEMO-EX16B-", 8, lambda i, n: DemoHost(
         n, "2016", "CU18", MAILBOX_2013, "APAC", f"DAG-APAC-{1 + (i - 1) // 4}",
         patch_week=None if i >= 7 else 2 + i % 5, mitigate_week=1 if i == 7 else None,
@@ -129,6 +151,13 @@ def _fleet() -> list[DemoHost]:
     add("DEMO-EX19OLD", 4, lambda i, n: DemoHost(
         n, "2019", ["CU6", "CU4", "CU9", "RTM"][i - 1], MAILBOX_2019, "US-East", None,
         patch_week=[4, None, 0, None][i - 1], mitigate_week=[None, 5, None, None][i - 1]))
+    # Exchange 2019 servers built after 2021 (issue 19: later advisories): CU12 with the
+    # October 2022 SU and EOMTv2's ProxyNotShell rule, CU12 with the November 2022 SU (patched
+    # for every advisory, Security Updates behind), CU15 at its newest SU.
+    add("DEMO-EX19NEW", 3, lambda i, n: DemoHost(
+        n, "2019", ["CU12", "CU12", "CU15"][i - 1], MAILBOX_2019, "EU-North", "DAG-19-NEW",
+        build=["15.2.1118.15", "15.2.1118.20", "15.2.1748.49"][i - 1], notshell_rule=i == 1,
+        dotnet_release=[528040, 528040, 533320][i - 1]))
     add("DEMO-EDGE", 2, lambda i, n: DemoHost(
         n, "2019", "CU8", EDGE, "DMZ", None, patch_week=2 if i == 1 else None,
         mitigate_week=None))
@@ -183,6 +212,10 @@ def _observe(host: DemoHost, week: int, at: datetime, builds: _Builds,
         build = builds.base(host.product, cu)
     else:
         build = builds.before_march(host.product, host.cu)
+    if host.build is not None:
+        build = parse_dotted(host.build)
+    if patched and host.later is not None and week >= host.later[0]:
+        build = parse_dotted(host.later[1])
     base = builds.base(host.product, cu)
     ad_build = (str(encode_version_number(base)) if host.product == "2019" and
                 host.roles == EDGE else _serial(base))
@@ -219,6 +252,7 @@ def _observe(host: DemoHost, week: int, at: datetime, builds: _Builds,
                                              not mitigated),
         "MSExchangeOABAppPool": AppPoolState("Started", True),
     }
+    details = (NOTSHELL_RULE,) if host.notshell_rule else ()
     return Observation(
         host=entity, observed_at=observed,
         source="demo-import" if offline else "demo-winrm",
@@ -227,8 +261,12 @@ def _observe(host: DemoHost, week: int, at: datetime, builds: _Builds,
         admin_display_version=f"Version {base.major}.{base.minor} (Build {base.build}."
                               f"{base.revision})",
         installed_updates=updates,
-        mitigations=MitigationState(rewrite_rules=rules, services=services, app_pools=pools),
+        mitigations=MitigationState(
+            rewrite_rules=(*rules, *(rule.name for rule in details)), services=services,
+            app_pools=pools,
+            rewrite_rule_details=(*(EOMT_RULES[name] for name in rules), *details)),
         indicators=host.indicators if week >= 1 else (),
+        dotnet_release=host.dotnet_release,
     )
 
 
@@ -257,7 +295,7 @@ def seed_demo(store: SnapshotStore, catalog: Catalog, now: datetime,
                           discovered=[obs.host for obs in observations],
                           scope=f"demo: ldaps://dc1.{DOMAIN} (fictional)",
                           scopes=lambda _host: (DEMO,), complete_scopes=(DEMO,))
-        ids.append(store.save(snapshot, catalog, policy))
+        ids.append(store.save(snapshot, catalog, policy, others=other_catalogs(catalog)))
         store.record(SOURCE, "import", ids[-1],
                      f"seeded demo snapshot: {snapshot.label} ({len(observations)} fictional "
                      "hosts)", at=at)

@@ -64,6 +64,7 @@ from compliance.fleet import IMPORT, INVENTORY, directory_scope
 from compliance.models import Flag, Host, Observation, Snapshot, Status
 from compliance.outside_record import EndpointRecord
 from compliance.summary import SEPARATOR
+from compliance.verdicts import other_catalogs
 from notify.after import after_snapshot, configured
 from settings import SettingsError, default_actor, resolve
 from store import SnapshotInfo, SnapshotStore
@@ -185,7 +186,7 @@ class RunResult:
 
 def _save(store: SnapshotStore, run: Snapshot, catalog: Catalog, policy: Policy,
           began: float, outside: Sequence[EndpointRecord] = ()) -> RunResult:
-    snapshot_id = store.save(run, catalog, policy, outside)
+    snapshot_id = store.save(run, catalog, policy, outside, others=other_catalogs(catalog))
     return RunResult(snapshot_id, run, time.monotonic() - began, store.info(snapshot_id),
                      store.demo_hosts(snapshot_id))
 

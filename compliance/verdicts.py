@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
+from functools import cache
 
-from compliance.catalog import Catalog
+from compliance.catalog import Catalog, load_catalogs
 from compliance.evaluate import Policy, evaluate
 from compliance.models import Assessment, Evidence, EvidenceKind, Status, Verdict, worst_status
 
@@ -41,6 +42,17 @@ def judge_others(assessments: Iterable[Assessment], catalogs: Sequence[Catalog],
 
 def _with_context(verdict: Verdict, context: tuple[Evidence, ...]) -> Verdict:
     return replace(verdict, evidence=(*context, *verdict.evidence)) if context else verdict
+
+
+@cache
+def _shipped() -> tuple[Catalog, ...]:
+    return load_catalogs()
+
+
+def other_catalogs(catalog: Catalog) -> tuple[Catalog, ...]:
+    """The shipped catalogues of every advisory but ``catalog``'s (``load_catalogs``, read
+    once per process): what a collection or an import judges its snapshot by, beside its own."""
+    return tuple(c for c in _shipped() if c.advisory.id != catalog.advisory.id)
 
 
 def all_verdicts(assessment: Assessment) -> tuple[Verdict, ...]:

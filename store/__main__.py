@@ -56,6 +56,7 @@ from compliance.deadline import DeadlinePolicy
 from compliance.evaluate import Policy
 from compliance.models import Snapshot
 from compliance.summary import HostSummary
+from compliance.verdicts import other_catalogs
 from settings import SECRETS_FILE, SettingsError, default_actor, load_secrets, load_settings
 from store.acceptances import acceptances, record_revocation, standing_in
 from store.acceptances import record as record_acceptance
@@ -472,7 +473,7 @@ def _retire(args: argparse.Namespace, store: SnapshotStore, policy: Policy,
                    advisory_version=catalog.advisory.version, assessments=(),
                    label=f"{len(names)} hosts retired by hand: {reason}"[:2000],
                    scope=f"retire: {shown}", retired=tuple(names))
-    snapshot_id = store.save(run, catalog, policy)
+    snapshot_id = store.save(run, catalog, policy, others=other_catalogs(catalog))
     store.record(_actor(), "retire", snapshot_id, f"{shown}; reason: {reason}"[:2000])
     info = store.info(snapshot_id)
     stderr.write(f"snapshot #{snapshot_id} saved: {len(names)} hosts retired ({inert(shown)}); the "
