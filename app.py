@@ -93,6 +93,13 @@ PAGES = {
     "snapshots": st.Page("views/snapshots.py", title="Snapshots", icon=":material/verified:"),
     "catalog": st.Page("views/catalog.py", title="Catalogue", icon=":material/menu_book:"),
 }
+# Which advisory the pages judge by (issue 19): March 2021 by default, as before; each page
+# reads it through data.chosen_advisory.
+st.sidebar.selectbox("Advisory", data.advisory_choices(), key="advisory",
+                     format_func=data.advisory_label,
+                     help="The advisory the headline, the Hosts page and the Worklist judge by. "
+                          "'All advisories' shows each server at its worst. Snapshots saved "
+                          "before per-advisory verdicts hold March 2021 only.")
 st.session_state["who"] = who.who  # for the audit log of the pages that record actions
 st.session_state["roles"] = tuple(sorted(who.roles))  # what the pages may offer this person
 

@@ -43,6 +43,7 @@ from compliance.builds import BuildParseError, parse_ad_build, parse_build, pars
 from compliance.catalog import Catalog, CuGroup, Placement
 from compliance.models import Build, BuildSource, Observation, Release, ServerRole
 from compliance.sulevel import newest_release, newest_update, su_level
+from compliance.summary import HostSummary
 
 # Microsoft's URL form for a KB article: support.microsoft.com serves KB5014261 at
 # /en-us/help/5014261; the form without a locale is the one Microsoft Learn pages and the
@@ -723,3 +724,35 @@ def plan_host(observation: Observation, catalog: Catalog,
     return plan_build(build, catalog, advisories, on=on,
                       dotnet_release=observation.dotnet_release, roles=observation.host.roles,
                       prerequisites=prerequisites)
+
+
+# Where a summary's build is the server's full build (ExSetup.exe's, or an update recorded as
+# installed for its CU): the only ones a plan can start from.
+_FULL_BUILDS = (BuildSource.EXSETUP.value, BuildSource.INSTALLED_UPDATE.value)
+
+
+def next_steps(summaries: Iterable[HostSummary], catalog: Catalog,
+               advisories: Sequence[Advisory | Catalog], *, on: date
+               ) -> dict[str, tuple[Step | None, str]]:
+    """Per host name: the first step of its plan (``Plan.next_step``; None when there is
+    nothing to install or no plan) and, without one, why (``Plan.reason`` or the last step's
+    text). From the summary's build and roles (the .NET release is not in a summary: the step
+    says to check it); hosts sharing a build and roles are planned once."""
+    memo: dict[tuple[str, str, tuple[ServerRole, ...]], tuple[Step | None, str]] = {}
+    steps = {}
+    for summary in summaries:
+        key = (summary.build, summary.build_source, summary.roles)
+        if key not in memo:
+            build = None
+            if summary.build_source in _FULL_BUILDS:
+                try:
+                    build = parse_dotted(summary.build)
+                except BuildParseError:
+                    build = None
+            plan = plan_build(build, catalog, advisories, on=on,
+                              roles=frozenset(summary.roles) or None)
+            step = plan.next_step
+            memo[key] = (step, "" if step else
+                         (plan.steps[-1].text if plan.steps else plan.reason))
+        steps[summary.host] = memo[key]
+    return steps

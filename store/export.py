@@ -27,7 +27,8 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 AUDIT_COLUMNS = ("id", "at", "who", "action", "snapshot_id", "detail")
 WORKLIST_COLUMNS = (
     "wave", "priority", "host", "fqdn", "status", "product", "cu", "build", "build_source", "action",
-    "reason", "flags", "mitigations", "site", "dag", "owner", "accepted", "due", "overdue",
+    "next_step", "next_kb", "next_link", "reason", "flags", "mitigations", "site", "dag", "owner",
+    "accepted", "due", "overdue",
     "deadline_rule", "roles", "observed_at", "observed_in", "carried", "snapshot_id",
     "snapshot_taken_at",
 )
@@ -315,6 +316,11 @@ def legend() -> list[tuple[str, int | str, str]]:
              ("overdue", "TRUE / FALSE", "TRUE: the due time had passed when the file was "
               "made (for the latest snapshot), or at the snapshot's time (for an earlier one)"),
              ("deadline_rule", "", "which rule of the policy set the due time"),
+             ("next_step", "", "the first step of the host's upgrade plan towards every "
+              "advisory's fix and the newest Security Update (compliance/plan.py); without one, "
+              "why (nothing to install, or read the build first)"),
+             ("next_kb", "KB…", "the Knowledge Base article of that step, if any"),
+             ("next_link", "https://support.microsoft.com/help/…", "that article's page"),
              ("any text", "'=…", "a leading ' was added to a text starting with = + - @ (or a tab "
               "or carriage return) so that no spreadsheet runs it as a formula")]
     return rows

@@ -1071,6 +1071,14 @@ class SnapshotStore:
 
     # -- reading --------------------------------------------------------------------------
 
+    def judged_by_others(self, snapshot_id: int) -> bool:
+        """Whether any host of the snapshot holds verdicts for other advisories (format 6,
+        saved with ``others``); False for a snapshot judged by its own advisory only."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(schema.results.c.position).where(
+                schema.results.c.snapshot_id == snapshot_id,
+                schema.results.c.advisories.is_not(None)).limit(1)).first() is not None
+
     def demo_hosts(self, snapshot_id: int) -> int:
         """How many hosts of a snapshot belong to the fictional demo fleet (format 2: by
         scope; format 1: every host, when a demo snapshot with its hosts precedes it)."""

@@ -8,6 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from compliance.builds import BuildParseError, parse_dotted
+from compliance.sulevel import newest_releases
+from compliance.summary import ALL
 from views import data
 from views.markdown import literal
 
@@ -16,6 +18,10 @@ advisory = catalog.advisory
 config = data.settings()
 latest = data.latest(config.store_url)
 ADVISORY_FILE = f"compliance/data/advisories/{advisory.id}.toml"
+# The advisory the frame's selector names (every one for "all"); March 2021 by default.
+_choice = st.session_state.get("advisory") or advisory.id
+shown_advisories = [c.advisory for c in data.catalogs()
+                    if _choice == ALL or c.advisory.id == _choice] or [advisory]
 CATALOGUE_MAX_AGE_DAYS = 120  # about one quarter's Security Update plus a month
 
 st.title("Catalogue and advisory")
@@ -58,30 +64,43 @@ else:
     else:
         st.success(f"Every build reported in snapshot #{latest.id} is in the catalogue.")
 
-st.subheader("Advisory")
-st.markdown(f"**{advisory.title}**  \n`{advisory.id}` version {advisory.version}, published "
-            f"{advisory.published} · [{advisory.url}]({advisory.url})")
-st.markdown("**CVEs**")
-st.dataframe(pd.DataFrame([{"cve": c.id, "title": c.title, "source": c.source}
-                           for c in advisory.cves]), hide_index=True)
-st.markdown("**Interim mitigations**")
+st.subheader("Advisories" if len(shown_advisories) > 1 else "Advisory")
+for advisory in shown_advisories:
+    st.markdown(f"**{advisory.title}**  \n`{advisory.id}` version {advisory.version}, published "
+                f"{advisory.published} · [{advisory.url}]({advisory.url})")
+    st.markdown("**CVEs**")
+    st.dataframe(pd.DataFrame([{"cve": c.id, "title": c.title, "source": c.source}
+                               for c in advisory.cves]), hide_index=True)
+    st.markdown("**Interim mitigations**")
+    st.dataframe(pd.DataFrame(
+        [{"id": m.id, "title": m.title, "kind": m.kind, "names": ", ".join(m.names),
+          "covers": ", ".join(m.covers), "products": ", ".join(m.products), "source": m.source}
+         for m in advisory.mitigations]), hide_index=True)
+    st.markdown("**Rules per product**")
+    st.dataframe(pd.DataFrame(
+        [{"product": r.product, "cves": ", ".join(r.cves), "requires_role": r.requires_role or "",
+          "fixed_from": r.fixed_from or "", "upgrade_to": r.upgrade_to or "",
+          "mitigated_when": ", ".join(r.mitigated_when), "fixes": len(r.fixes), "source": r.source}
+         for r in advisory.products]), hide_index=True)
+    st.markdown("**Fixing builds per CU**")
+    st.dataframe(pd.DataFrame(
+        [{"product": f.product, "cu": f.cu, "build": str(f.build), "kb": f.kb,
+          "supported_cu": f.supported_cu, "source": f.source}
+         for r in advisory.products for f in r.fixes]), hide_index=True)
+    st.caption("`supported_cu` false: a special March 2021 update for an out-of-support CU, which "
+               "fixes these CVEs but not necessarily older ones.")
+
+st.subheader("Newest known release per CU")
+st.caption("What a server on each CU should run at least (issue 19's Security Update level): "
+           "the CU's newest update the catalogue knows, or the CU itself when it got none. "
+           "Disputed rows are left out.")
+newest = newest_releases(catalog)
 st.dataframe(pd.DataFrame(
-    [{"id": m.id, "title": m.title, "kind": m.kind, "names": ", ".join(m.names),
-      "covers": ", ".join(m.covers), "products": ", ".join(m.products), "source": m.source}
-     for m in advisory.mitigations]), hide_index=True)
-st.markdown("**Rules per product**")
-st.dataframe(pd.DataFrame(
-    [{"product": r.product, "cves": ", ".join(r.cves), "requires_role": r.requires_role or "",
-      "fixed_from": r.fixed_from or "", "upgrade_to": r.upgrade_to or "",
-      "mitigated_when": ", ".join(r.mitigated_when), "fixes": len(r.fixes), "source": r.source}
-     for r in advisory.products]), hide_index=True)
-st.markdown("**Fixing builds per CU**")
-st.dataframe(pd.DataFrame(
-    [{"product": f.product, "cu": f.cu, "build": str(f.build), "kb": f.kb,
-      "supported_cu": f.supported_cu, "source": f.source}
-     for r in advisory.products for f in r.fixes]), hide_index=True)
-st.caption("`supported_cu` false: a special March 2021 update for an out-of-support CU, which "
-           "fixes these CVEs but not necessarily older ones.")
+    [{"product and CU": f"{product} {cu}", "newest": release.name, "newest build": str(release.build),
+      "newest kb": release.kb or "", "newest released": release.released}
+     for (product, cu), release in newest.items()],
+    columns=["product and CU", "newest", "newest build", "newest kb", "newest released"]),
+    hide_index=True, key="newest_per_cu")
 
 st.subheader("Build catalogue")
 st.caption(f"{len(catalog.releases)} releases, newest {catalog.newest_release}. Rows where "
@@ -135,7 +154,7 @@ st.dataframe(
 
 st.subheader("Sources")
 st.markdown(
-    f"- Advisory: [{advisory.url}]({advisory.url})\n"
+    f"- Advisory: [{catalog.advisory.url}]({catalog.advisory.url})\n"
     "- `msdocs`: Microsoft, [Exchange Server build numbers and release dates]"
     "(https://learn.microsoft.com/en-us/exchange/new-features/build-numbers-and-release-dates)\n"
     "- `CSS-Exchange`: [microsoft/CSS-Exchange](https://github.com/microsoft/CSS-Exchange) "
@@ -146,3 +165,4 @@ st.markdown(
 st.caption(f"The data files: `compliance/data/builds.csv` (one row per release, with its "
            f"source) and `{ADVISORY_FILE}` (CVEs, fixing builds, mitigations, per-product "
            "rules; its header comments name every source key). Adding a release is adding a row.")
+

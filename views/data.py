@@ -16,12 +16,22 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from compliance.acceptance import AcceptanceError, accept
-from compliance.catalog import Catalog, load_catalog
+from compliance.builds import BuildParseError, parse_dotted
+from compliance.catalog import Catalog, load_catalog, load_catalogs
 from compliance.deadline import DeadlinePolicy
 from compliance.evaluate import Policy
-from compliance.models import Assessment, Flag
+from compliance.models import Assessment, Flag, Status, worst_status
 from compliance.outside_record import EndpointRecord, OutsideRecord
-from compliance.worklist import PRIORITY_NAMES, plan_with_acceptances, rank, stored_priority
+from compliance.plan import Plan, next_steps, plan_host
+from compliance.sulevel import SuState, su_level
+from compliance.summary import ALL, HostSummary
+from compliance.worklist import (
+    PRIORITY_NAMES,
+    plan_with_acceptances,
+    priority,
+    rank,
+    stored_priority,
+)
 from settings import Settings, SettingsError, load_settings
 from store import SnapshotInfo, SnapshotStore
 from store.acceptances import acceptances as stored_acceptances
@@ -62,6 +72,43 @@ def settings() -> Settings:
 @st.cache_resource(show_spinner=False)
 def catalog() -> Catalog:
     return load_catalog()
+
+
+@st.cache_resource(show_spinner=False)
+def catalogs() -> tuple[Catalog, ...]:
+    """One catalogue per advisory, the snapshot's own (March 2021) first."""
+    return load_catalogs()
+
+
+def advisory_choices() -> list[str]:
+    """The frame's advisory selector: each advisory's id, then ``ALL`` (each host at its
+    worst)."""
+    return [*(c.advisory.id for c in catalogs()), ALL]
+
+
+def advisory_label(choice: str) -> str:
+    if choice == ALL:
+        return "All advisories (worst)"
+    found = next((c.advisory for c in catalogs() if c.advisory.id == choice), None)
+    return found.title if found is not None else choice
+
+
+def chosen_advisory(snapshot: SnapshotInfo) -> str | None:
+    """The advisory the pages show (the frame's selector): None for the snapshot's own, the
+    default; else an advisory id or ``ALL``."""
+    choice = st.session_state.get("advisory")
+    return None if not choice or choice == snapshot.advisory_id else str(choice)
+
+
+def judged_by_others(url: str, snapshot_id: int) -> bool:
+    """Whether the snapshot holds verdicts for other advisories (``SnapshotStore.
+    judged_by_others``)."""
+    return _judged_by_others(url, snapshot_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _judged_by_others(url: str, snapshot_id: int) -> bool:
+    return _store(url).judged_by_others(snapshot_id)
 
 
 @st.cache_resource(show_spinner=False)
@@ -138,25 +185,46 @@ def _legacy_figures(url: str, ids: tuple[int, ...], max_age_days: float) -> dict
     return _store(url).legacy_figures(catalog(), _policy(max_age_days))
 
 
-def host_table(url: str, snapshot_id: int) -> pd.DataFrame:
+def host_table(url: str, snapshot_id: int, advisory: str | None = None) -> pd.DataFrame:
     """One row per host of a snapshot (``HOST_TABLE_COLUMNS``: the summary columns the pages
     use, then ``observed_in``, the snapshot whose run made the observation, ``carried``, and
     ``need``, the worklist priority's name, "" when the host needs nothing), in fleet order,
-    read from the summary columns alone."""
-    return _host_table(url, snapshot_id, _max_age_days())
+    read from the summary columns alone. ``advisory`` (``chosen_advisory``): status, flags,
+    mitigations and action as that advisory (or ``ALL``) judged the host
+    (``HostSummary.through``: unknown where it was not judged by it)."""
+    return _host_table(url, snapshot_id, _max_age_days(), advisory)
 
 
 # The summary columns the pages show or filter on (the rest, long texts such as reason and
 # failure detail, are read for one host's detail: a 50,000-host table stays small).
 HOST_TABLE_FIELDS = ("host", "status", "product", "cu", "build", "build_source", "known_build",
                      "site", "dag", "roles", "flags", "mitigations", "action", "observed_at")
-HOST_TABLE_COLUMNS = (*HOST_TABLE_FIELDS, "observed_in", "carried", "need")
+HOST_TABLE_COLUMNS = (*HOST_TABLE_FIELDS, "observed_in", "carried", "need", "su_level")
+
+
+def su_level_text(build: str, build_source: str) -> str:
+    """A host's Security Update level in words (compliance/sulevel.py): "current", "3 behind"
+    or "unknown"; only a full build (ExSetup.exe's, or an installed update's) can say it."""
+    if build_source not in ("exsetup", "installed_update"):
+        return "unknown"
+    try:
+        level = su_level(parse_dotted(build), catalog())
+    except BuildParseError:
+        return "unknown"
+    if level.state is SuState.BEHIND:
+        return f"{level.behind} behind"
+    return level.state.value
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _host_table(url: str, snapshot_id: int, max_age_days: float) -> pd.DataFrame:
+def _host_table(url: str, snapshot_id: int, max_age_days: float,
+                advisory: str | None = None) -> pd.DataFrame:
     store = _store(url)
-    if store.info(snapshot_id).fleet:
+    if advisory is not None:
+        rows = [(*(stored[name] for name in HOST_TABLE_FIELDS), summary.observed_in)
+                for summary in _through(store, snapshot_id, max_age_days, advisory)
+                for stored in (summary.to_columns(),)]
+    elif store.info(snapshot_id).fleet:
         rows = store.summary_rows(snapshot_id, fields=HOST_TABLE_FIELDS)
     else:
         rows = []
@@ -179,7 +247,49 @@ def _host_table(url: str, snapshot_id: int, max_age_days: float) -> pd.DataFrame
     table["carried"] = table["observed_in"].notna()
     table["observed_in"] = table["observed_in"].fillna(snapshot_id).astype("int64")
     table["need"] = column
+    levels: dict[tuple[str, str], str] = {}
+    source_at = HOST_TABLE_FIELDS.index("build_source")
+    build_at = HOST_TABLE_FIELDS.index("build")
+    column = []
+    for row in rows:  # few distinct builds in a fleet: each judged once
+        key = (row[build_at], row[source_at])
+        if key not in levels:
+            levels[key] = su_level_text(*key)
+        column.append(levels[key])
+    table["su_level"] = column
     return table
+
+
+def _through(store: SnapshotStore, snapshot_id: int, max_age_days: float,
+             advisory: str) -> list[HostSummary]:
+    own = store.info(snapshot_id).advisory_id
+    return [summary.through(advisory, own)
+            for summary in store.summaries(snapshot_id, catalog(), _policy(max_age_days))]
+
+
+MATRIX_WORST = "worst"
+
+
+def advisory_matrix(url: str, snapshot_id: int) -> pd.DataFrame:
+    """Host x advisory: one row per host (fleet order), ``host``, one status column per
+    advisory (named by its id; "" where the snapshot holds no verdict for it), then
+    ``MATRIX_WORST``."""
+    return _advisory_matrix(url, snapshot_id, _max_age_days())
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _advisory_matrix(url: str, snapshot_id: int, max_age_days: float) -> pd.DataFrame:
+    store = _store(url)
+    own = store.info(snapshot_id).advisory_id
+    ids = [c.advisory.id for c in catalogs()]
+    rows = []
+    for summary in store.summaries(snapshot_id, catalog(), _policy(max_age_days)):
+        statuses = {own: summary.status, **{a.advisory: a.status for a in summary.advisories}}
+        # An advisory the snapshot holds no verdict for counts as unknown in the worst.
+        worst = worst_status([statuses.get(i, Status.UNKNOWN) for i in ids])
+        rows.append((summary.host, *(statuses[i].value if i in statuses else "" for i in ids),
+                     worst.value))
+    return pd.DataFrame(rows, columns=["host", *ids, MATRIX_WORST])
 
 
 UNKNOWN_BUILD_COLUMNS = ("host", "build", "product", "cu", "status", "flags")
@@ -200,10 +310,16 @@ def _unknown_builds(url: str, snapshot_id: int, max_age_days: float) -> pd.DataF
 GROUP_COLUMNS = ("product", "cu", "site", "dag", "status", "flags", "need", "hosts")
 
 
-def fleet_groups(url: str, snapshot_id: int) -> pd.DataFrame:
+def fleet_groups(url: str, snapshot_id: int, advisory: str | None = None) -> pd.DataFrame:
     """How many hosts (``hosts``) of a snapshot share each product, CU, AD site, DAG, status
     and flags, with their ``need`` (as ``host_table``'s): the Overview's charts and headline,
-    a few hundred rows whatever the fleet's size (``GROUP_COLUMNS``)."""
+    a few hundred rows whatever the fleet's size (``GROUP_COLUMNS``). ``advisory`` as
+    ``host_table``'s (then counted from its table)."""
+    if advisory is not None:
+        table = host_table(url, snapshot_id, advisory)
+        grouped = (table.groupby(["product", "cu", "site", "dag", "status", "flags", "need"],
+                                 sort=False).size().reset_index(name="hosts"))
+        return grouped[list(GROUP_COLUMNS)]
     return _fleet_groups(url, snapshot_id, _max_age_days())
 
 
@@ -337,18 +453,28 @@ def _assessment(url: str, snapshot_id: int, host: str, max_age_days: float) -> A
                  if a.observation.host.name == host), None)
 
 
+def plan(url: str, snapshot_id: int, host: str) -> Plan | None:
+    """The host's upgrade plan (compliance/plan.py) towards every advisory's fix and the
+    newest Security Update, from what the snapshot holds of it, on the snapshot's date."""
+    found = assessment(url, snapshot_id, host)
+    if found is None:
+        return None
+    return plan_host(found.observation, catalog(), catalogs(),
+                     on=_store(url).info(snapshot_id).taken_at.date())
+
+
 def worklist_table(url: str, snapshot: SnapshotInfo, latest: bool,
-                   per_wave: int) -> pd.DataFrame:
+                   per_wave: int, advisory: str | None = None) -> pd.DataFrame:
     """The snapshot's worklist in maintenance waves, one row per host needing work in
     ``store.export.WORKLIST_COLUMNS``, each host's owner from ``[worklist]`` in the settings;
     hosts under a risk acceptance in force (``accepted``) come after every other host; ``due``
     and ``overdue`` as ``with_deadlines`` gives them (at ``deadline_moment``).
-    ``worklist_rows`` gives it as the exports take it."""
+    ``worklist_rows`` gives it as the exports take it. ``advisory`` as ``host_table``'s."""
     config = settings()
     badges = accepted(url, snapshot, latest)
     table = _worklist(url, snapshot.id, per_wave, _max_age_days(),
                       Owners.of(dict(config.site_owners), dict(config.dag_owners)),
-                      tuple(sorted(badges.items())))
+                      tuple(sorted(badges.items())), advisory)
     dated = with_deadlines(table, url, snapshot.id, deadline_moment(snapshot, latest))
     return dated[list(WORKLIST_COLUMNS)]
 
@@ -365,13 +491,24 @@ def worklist_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _worklist(url: str, snapshot_id: int, per_wave: int, max_age_days: float,
-              owners: Owners, badges: tuple[tuple[str, str], ...]) -> pd.DataFrame:
+              owners: Owners, badges: tuple[tuple[str, str], ...],
+              advisory: str | None = None) -> pd.DataFrame:
     store = _store(url)
-    open_ = store.summaries(snapshot_id, catalog(), _policy(max_age_days), needing_work=True)
+    if advisory is None:
+        open_ = store.summaries(snapshot_id, catalog(), _policy(max_age_days), needing_work=True)
+    else:
+        open_ = [s for s in _through(store, snapshot_id, max_age_days, advisory)
+                 if priority(s.status, s.flags) is not None]
     names = store.published_names(snapshot_id, [s.host for s in open_])
     items = plan_with_acceptances(rank(open_, names), {host for host, _badge in badges}, per_wave)
-    rows = worklist_rows_of(items, snapshot_id, store.info(snapshot_id).taken_at.isoformat(),
-                            owners, dict(badges))
+    taken_at = store.info(snapshot_id).taken_at
+    rows = worklist_rows_of(items, snapshot_id, taken_at.isoformat(), owners, dict(badges))
+    # Each host's next step of its upgrade plan (compliance/plan.py), for every advisory.
+    steps = next_steps(open_, catalog(), catalogs(), on=taken_at.date())
+    for row in rows:
+        step, why = steps.get(row["host"], (None, ""))
+        row.update(next_step=step.text if step else why, next_kb=step.kb or "" if step else "",
+                   next_link=step.link or "" if step else "")
     return pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS))
 
 

@@ -13,14 +13,22 @@ from settings import Role
 from store import StoreError
 from views import data, labels
 from views.markdown import literal
-from views.page import OUTSIDE_OFF, current, observed_by, outside_view, snapshot_caption
+from views.page import (
+    OUTSIDE_OFF,
+    advisory_shown,
+    current,
+    observed_by,
+    outside_view,
+    snapshot_caption,
+)
 
 ctx = current()
 st.title("Hosts")
 snapshot_caption(ctx)
+advisory = advisory_shown(ctx)
 
 url = ctx.config.store_url
-table = data.host_table(url, ctx.snapshot.id)
+table = data.host_table(url, ctx.snapshot.id, advisory)
 # Risk acceptances in force stand beside the status; they never change it.
 badges = data.accepted(url, ctx.snapshot, ctx.snapshot.id == ctx.history[-1].id)
 table = table.assign(accepted=[badges.get(host.casefold(), "") for host in table["host"].tolist()]
@@ -176,7 +184,7 @@ if by_due == "due":
 
 st.caption(f"{len(shown)} of {len(table)} hosts · click a row for its evidence")
 ORDER = ("host", "status", "accepted", "due", "overdue", "action", "need", "product", "cu",
-         "build",
+         "build", "su_level",
          "build_source", "site", "dag", "flags", "roles", "mitigations", "observed_at",
          "observed_in")
 view = shown.reset_index(drop=True)
@@ -197,6 +205,23 @@ event = st.dataframe(
     },
     on_select="rerun", selection_mode="single-row", key="hosts_table",
 )
+
+# Host x advisory (issue 19): the same hosts, one status per advisory and the worst of them.
+if data.judged_by_others(url, ctx.snapshot.id):
+    with st.expander("Host × advisory matrix", icon=":material/grid_on:",
+                     expanded=advisory is not None):
+        matrix = data.advisory_matrix(url, ctx.snapshot.id)
+        matrix = matrix[matrix["host"].isin(set(view["host"]))].reset_index(drop=True)
+        judged = [c for c in matrix.columns if c != "host"]
+        st.dataframe(labels.status_chips(matrix, tuple(judged)), hide_index=True,
+                     key="advisory_matrix", column_config={
+                         "host": st.column_config.TextColumn(labels.COLUMN_LABELS["host"],
+                                                             pinned=True),
+                         **{c: labels.status_column(
+                             "Worst" if c == data.MATRIX_WORST else data.advisory_label(c))
+                            for c in judged}})
+        st.caption("Empty: the snapshot holds no verdict for that advisory (it counts as "
+                   "unknown in the worst).")
 
 admin = Role.ADMIN in st.session_state.get("roles", ())
 filtered = due_filter != "any" or any(st.session_state.get(key) for key in FILTERS
@@ -258,6 +283,33 @@ if verdict.flags:
     st.markdown("**Flags:** " + ", ".join(f"`{flag.value}`" for flag in verdict.flags))
 if verdict.cves_open:
     st.markdown("**CVEs not closed:** " + ", ".join(verdict.cves_open))
+if assessment.others:
+    st.markdown("**By advisory**", help="One verdict per advisory, each from the same "
+                "observation at the snapshot's time; the status above is March 2021's.")
+    st.dataframe(labels.status_chips(pd.DataFrame(
+        [{"advisory": data.advisory_label(v.advisory.split("/", 1)[0]), "status": v.status.value,
+          "action": v.action, "reason": v.reason, "cves": ", ".join(v.cves_open)}
+         for v in (verdict, *assessment.others)],
+        columns=["advisory", "status", "action", "reason", "cves"])),
+        hide_index=True, key="host_advisories", column_config={
+            "advisory": st.column_config.TextColumn("Advisory"),
+            "status": labels.status_column(),
+            "action": st.column_config.TextColumn(labels.COLUMN_LABELS["action"], width="large"),
+            "reason": st.column_config.TextColumn("Why", width="large"),
+            "cves": st.column_config.TextColumn("CVEs not closed")})
+
+plan = data.plan(url, ctx.snapshot.id, name)
+if plan is not None:
+    st.markdown("**Upgrade plan**", help="The ordered minimal steps from this build to every "
+                "advisory's fix and the newest Security Update the catalogue knows, with the "
+                "prerequisites of a CU upgrade (compliance/data/prerequisites.toml). Check each "
+                "step against Microsoft's release notes before a change window.")
+    st.caption(literal(plan.reason))
+    if plan.steps:
+        st.markdown("\n".join(
+            f"{number}. {literal(step.text)}"
+            + (f" ([{literal(step.kb)}]({step.link}))" if step.kb and step.link else "")
+            for number, step in enumerate(plan.steps, start=1)))
 
 st.markdown("**Builds, from three sources**",
             help="AD knows the CU level only; ExSetup.exe on the server shows the Security "

@@ -67,6 +67,9 @@ COLUMN_LABELS = {
     "before": "Before", "after": "After", "detail": "Detail", "accepted": "Risk accepted",
     "due": "Due (UTC)", "overdue": "Overdue", "deadline_rule": "Deadline rule",
     "open_since": "Open since (UTC)",
+    # issue 19: the upgrade plan's first step and the Security Update level
+    "next_step": "Next step (upgrade plan)", "next_kb": "Next step KB",
+    "next_link": "Next step link", "su_level": "Security Update level",
     # the outside view's tables (views/data.py ``outside``)
     "name": "Endpoint", "kind": "Kind", "url": "URL", "tls_verified": "Certificate valid",
     "tls_problem": "Certificate problem", "disclosed": "Builds disclosed",
@@ -112,12 +115,14 @@ def status_color(value: str) -> str:
         return "#999999"
 
 
-def status_chips(table: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``table`` whose ``status`` cells are one-value lists, for ``status_column``:
-    Streamlit draws them as coloured chips natively (a pandas Styler would style every cell
-    of the table, slowly, and refuses past 262,144 cells)."""
+def status_chips(table: pd.DataFrame, columns: tuple[str, ...] = ("status",)) -> pd.DataFrame:
+    """A copy of ``table`` whose ``columns`` (status values) are one-value lists, for
+    ``status_column``: Streamlit draws them as coloured chips natively (a pandas Styler would
+    style every cell of the table, slowly, and refuses past 262,144 cells). An empty value
+    (no verdict) is an empty list."""
     shown = table.copy(deep=False)  # the other columns are shared, never written
-    shown["status"] = [[value] for value in table["status"].tolist()]
+    for column in columns:
+        shown[column] = [[value] if value else [] for value in table[column].tolist()]
     return shown
 
 

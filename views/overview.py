@@ -18,7 +18,7 @@ from compliance.worklist import PRIORITY_NAMES
 from store import SnapshotInfo
 from views import charts, data, integrity, labels
 from views.markdown import literal
-from views.page import OUTSIDE_OFF, current, outside_view, snapshot_caption
+from views.page import OUTSIDE_OFF, advisory_shown, current, outside_view, snapshot_caption
 from views.report import report_html
 from views.summary import Kpi, kpis, projected_completion
 
@@ -28,13 +28,14 @@ ctx = current()
 url = ctx.config.store_url
 st.title("ProxyLogon exposure: overview")
 snapshot_caption(ctx)
+advisory = advisory_shown(ctx)
 if ctx.snapshot.host_count == 0:
     st.info("The fleet is empty: every server was retired, or no run has found one yet. Run a "
             "collection (`python -m collectors collect`, see the README) or import probe files "
             "on the Collection page.")
     st.stop()
 
-groups = data.fleet_groups(url, ctx.snapshot.id)  # a few hundred rows, not one per host
+groups = data.fleet_groups(url, ctx.snapshot.id, advisory)  # a few hundred rows, not one per host
 needs = groups.groupby("need")["hosts"].sum()
 waiting = int(groups.loc[groups["need"] != "", "hosts"].sum())
 if waiting == 0:
@@ -62,6 +63,8 @@ else:
     now_ = pd.Timestamp(moment)
     late = int((due["due"] <= now_).sum())
     soon = int(((due["due"] > now_) & (due["due"] <= now_ + pd.Timedelta(days=7))).sum())
+    if advisory is not None:
+        st.caption("Deadlines, acceptances and the trends below follow the March 2021 verdicts.")
     figures = st.columns(3)
     figures[0].metric("Overdue", late, border=True,
                       help="Servers past their due date under the deadline policy: "
@@ -104,10 +107,19 @@ st.download_button("One-page report (HTML, prints on A4)",
                    mime="text/html", icon=":material/print:", key="report", on_click="ignore")
 
 
+def _counts(info: SnapshotInfo) -> dict[str, int]:
+    """Hosts per status: the snapshot's recorded counts, or as the chosen advisory judged."""
+    if advisory is None:
+        return dict(info.counts)
+    chosen = data.fleet_groups(url, info.id, advisory)
+    return {str(k): int(v) for k, v in chosen.groupby("status")["hosts"].sum().items()}
+
+
 def _figures(info: SnapshotInfo) -> list[Kpi]:
     flags = data.flag_counts(url, info.id)
-    return kpis(info.counts, info.coverage, flags[Flag.INDICATORS_FOUND.value],
-                flags[Flag.OUT_OF_SUPPORT.value])
+    return kpis(_counts(info), info.coverage, flags[Flag.INDICATORS_FOUND.value],
+                flags[Flag.OUT_OF_SUPPORT.value],
+                data.advisory_label(advisory) if advisory is not None else "")
 
 
 now = _figures(ctx.snapshot)
@@ -191,7 +203,7 @@ def _open_hosts(points: list[dict[str, Any]], column: str | None) -> None:
 
 left, right = st.columns([2, 3])
 with left:
-    by_status = st.plotly_chart(charts.status_bars(ctx.snapshot.counts), width="stretch",
+    by_status = st.plotly_chart(charts.status_bars(_counts(ctx.snapshot)), width="stretch",
                                 on_select="rerun", selection_mode="points", key="chart_status")
     _open_hosts(_clicked(by_status), None)
 with right:

@@ -35,6 +35,20 @@ def current() -> PageContext:
     return PageContext(config, history[-1], previous, history)
 
 
+def advisory_shown(ctx: PageContext) -> str | None:
+    """The advisory the page judges by (``data.chosen_advisory``), said under the caption;
+    a snapshot saved before per-advisory verdicts is said to hold none for it."""
+    advisory = data.chosen_advisory(ctx.snapshot)
+    if advisory is None:
+        return None
+    st.caption(f"Judged by: **{literal(data.advisory_label(advisory))}** (choose in the sidebar)")
+    if not data.judged_by_others(ctx.config.store_url, ctx.snapshot.id):
+        st.warning("This snapshot was saved before per-advisory verdicts: it holds the March "
+                   "2021 verdicts only, so every server shows as unknown for the other "
+                   "advisories. Collect again to judge them.", icon=":material/history:")
+    return advisory
+
+
 def age_text(taken_at: datetime, now: datetime | None = None) -> str:
     seconds = ((now or datetime.now(UTC)) - taken_at).total_seconds()
     if seconds < 3600:

@@ -45,11 +45,11 @@ PATCHED_HELP = ("Patched hosts as a share of affected hosts: every host but thos
 
 
 def kpis(counts: Mapping[str, int], coverage: tuple[int, int] | None = None,
-         indicators: int = 0, out_of_support: int = 0) -> list[Kpi]:
+         indicators: int = 0, out_of_support: int = 0, judged_by: str = "") -> list[Kpi]:
     """Hosts in the fleet, coverage (hosts with a fresh observation / hosts in the fleet, as
     ``SnapshotInfo.coverage`` gives it), patched share of affected hosts, mitigated only,
     vulnerable, unknown, hosts with compromise indicators, hosts on a product out of
-    support."""
+    support. ``judged_by``: the advisory the counts come from (its title), when not March 2021."""
     total = sum(counts.values())
     not_applicable = counts.get(Status.NOT_APPLICABLE.value, 0)
     share, patched, affected = patched_share(counts)
@@ -70,11 +70,13 @@ def kpis(counts: Mapping[str, int], coverage: tuple[int, int] | None = None,
             f"{not_applicable} not affected (Exchange 2010 without UM).", "normal",
             percent=True),
         Kpi("patched", "Patched", share, f"{share:.0f}%",
-            f"{patched} of {affected} affected hosts have the March 2021 fixes. "
+            f"{patched} of {affected} affected hosts have "
+            + (f"the fixes of {judged_by}. " if judged_by else "the March 2021 fixes. ")
             + PATCHED_HELP, "normal",
             percent=True),
         Kpi("mitigated", STATUS_LABELS[Status.MITIGATED], mitigated, str(mitigated),
-            "Not patched; the interim mitigation against CVE-2021-26855 is in place.",
+            "Not patched; the advisory's interim mitigation is in place"
+            + ("." if judged_by else " (against CVE-2021-26855)."),
             "inverse"),
         Kpi("vulnerable", STATUS_LABELS[Status.VULNERABLE], vulnerable, str(vulnerable),
             "Neither patched nor mitigated.", "inverse"),

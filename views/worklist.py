@@ -8,16 +8,17 @@ import streamlit as st
 from compliance.worklist import PRIORITY_NAMES
 from store.export import to_csv, to_xlsx
 from views import data, labels
-from views.page import current, snapshot_caption
+from views.page import advisory_shown, current, snapshot_caption
 
 ctx = current()
 st.title("Worklist")
 snapshot_caption(ctx)
+advisory = advisory_shown(ctx)
 
 per_wave = st.number_input("Hosts per maintenance wave", min_value=1, max_value=200, value=10,
                            key="per_wave")
 table = data.worklist_table(ctx.config.store_url, ctx.snapshot,
-                            ctx.snapshot.id == ctx.history[-1].id, int(per_wave))
+                            ctx.snapshot.id == ctx.history[-1].id, int(per_wave), advisory)
 every = len(table)
 choice = st.columns(2)
 show = choice[0].selectbox(
@@ -49,10 +50,12 @@ st.markdown(
     "vulnerable, unknown (unreachable, stale or unjudgeable), mitigated only. A wave never "
     "takes two members of one DAG, so no DAG loses all its members at once."
 )
-stem = f"proxylogon-worklist-snapshot{ctx.snapshot.id}-{ctx.snapshot.taken_at:%Y%m%d}"
+stem = (f"proxylogon-worklist-snapshot{ctx.snapshot.id}-{ctx.snapshot.taken_at:%Y%m%d}"
+        + (f"-{advisory}" if advisory is not None else ""))
 about = [("snapshot", str(ctx.snapshot.id)), ("taken at", ctx.snapshot.taken_at.isoformat()),
          ("snapshot digest", ctx.snapshot.hash), ("catalogue", ctx.snapshot.catalog_version),
-         ("advisory", f"{ctx.snapshot.advisory_id} v{ctx.snapshot.advisory_version}")]
+         ("advisory", f"{ctx.snapshot.advisory_id} v{ctx.snapshot.advisory_version}"),
+         *([("judged by", data.advisory_label(advisory))] if advisory is not None else [])]
 left, right = st.columns(2)
 # Both files are built on click only (the Excel file takes ~2 s at 10,000 rows).
 left.download_button("Download worklist (CSV)", file_name=f"{stem}.csv",

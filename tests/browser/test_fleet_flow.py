@@ -30,7 +30,7 @@ def imported(tmp_path_factory):
     store = SnapshotStore.open(url)
     seed_demo(store, load_catalog(), datetime.now(UTC))
     demo = store.latest()
-    assert demo is not None and demo.host_count == 65
+    assert demo is not None and demo.host_count == 68
     vulnerable = {a.verdict.host for a in store.assessments(demo.id)
                   if a.verdict.status.value == "vulnerable"}
     store.dispose()
@@ -45,7 +45,7 @@ def imported(tmp_path_factory):
         env={**os.environ, "PROXYLOGON_DATA_DIR": str(data_dir)})
     assert done.returncode == 0, done.stderr
     # The command's own summary says the fleet was kept.
-    assert "1 hosts observed by this run, 65 carried forward; fleet 66 hosts" in done.stdout + \
+    assert "1 hosts observed by this run, 68 carried forward; fleet 69 hosts" in done.stdout + \
         done.stderr
     store = SnapshotStore.open(url)
     latest = store.latest()
@@ -65,7 +65,7 @@ def test_the_overview_still_shows_the_whole_fleet_after_an_import(imported, page
     page.goto(url)
     wait_idle(page)
     page.wait_for_selector(".main-svg", timeout=30_000)
-    assert _metric(page, "In fleet") == "66"
+    assert _metric(page, "In fleet") == "69"
     assert _metric(page, "Vulnerable") == "6"
     assert _metric(page, "Unknown") == str(latest.counts["unknown"]) == "5"
     fresh, fleet = latest.coverage

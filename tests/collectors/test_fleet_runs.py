@@ -250,7 +250,7 @@ def test_retire_takes_hosts_out_by_hand_and_says_who_and_why(tmp_path):
     store.dispose()
     typo = _document(tmp_path / "typo.json", "EXHNAD01", PATCHED, _now())
     done = _import(tmp_path, db, typo)
-    assert done.returncode == 0 and "65 hosts of the fictional demo fleet" in done.stderr
+    assert done.returncode == 0 and "68 hosts of the fictional demo fleet" in done.stderr
 
     def retire(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "store", "--db", db, "--secrets",
@@ -266,7 +266,7 @@ def test_retire_takes_hosts_out_by_hand_and_says_who_and_why(tmp_path):
     try:
         history = store.history()
         assert [s.source for s in history[-2:]] == ["retire", "retire"]
-        assert history[-2].host_count == 65 and history[-1].host_count == 0
+        assert history[-2].host_count == 68 and history[-1].host_count == 0
         assert "typo of EXHAND01" in history[-2].label and store.demo_hosts(history[-1].id) == 0
         audit = [(e["action"], e["detail"]) for e in store.audit_log()[:2]]
         assert audit[1][0] == "retire" and "EXHNAD01; reason: typo of EXHAND01" in audit[1][1]

@@ -65,7 +65,7 @@ def test_overview_kpis_match_the_store(demo_app):
     indicators = sum(1 for a in store.assessments(latest.id)
                      if "indicators_found" in [f.value for f in a.verdict.flags])
     fresh = sum(1 for a in store.assessments(latest.id) if is_fresh(a.verdict))
-    assert metrics["In fleet"] == str(latest.host_count) == "65"
+    assert metrics["In fleet"] == str(latest.host_count) == "68"
     assert metrics["Coverage"] == f"{100 * fresh / latest.host_count:.0f}%"
     assert metrics["Indicators"] == str(indicators) == "1"
     assert metrics["Patched"] == f"{100 * statuses['patched'] / affected:.0f}%"
@@ -444,7 +444,7 @@ def test_a_forged_second_row_of_a_host_never_stops_the_deadline_pages(demo_app):
             "INSERT INTO results SELECT snapshot_id, position + 100000, host, status, "
             "observation, verdict, observed_in, scopes, fqdn, product, cu, build, build_source, "
             "known_build, release, site, dag, roles, flags, mitigations, cves_open, action, "
-            "reason, observed_at, failure_reason, failure_detail, run_failed, indicator_count "
+            "reason, observed_at, failure_reason, failure_detail, run_failed, indicator_count, advisories "
             "FROM results WHERE snapshot_id = ? AND status = 'vulnerable' LIMIT 1", (latest.id,))
         conn.exec_driver_sql(
             "INSERT INTO open_items SELECT snapshot_id, position + 100000, host, "

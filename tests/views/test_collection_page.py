@@ -85,9 +85,9 @@ def test_the_demo_store_shows_every_run_and_the_latest_failures_by_reason(monkey
     assert list(runs["id"]) == [info.id for info in reversed(history)]  # newest first
     assert set(runs["source"]) == {"demo"}
     assert list(runs["fleet"]) == [info.host_count for info in reversed(history)]
-    assert set(runs["observed"]) == {65}  # every demo run observes the whole demo fleet
-    assert list(runs["coverage"]) == [f"{info.fresh_count}/65" for info in reversed(history)]
-    assert all(info.fresh_count < 65 for info in history)  # failures are not coverage
+    assert set(runs["observed"]) == {68}  # every demo run observes the whole demo fleet
+    assert list(runs["coverage"]) == [f"{info.fresh_count}/68" for info in reversed(history)]
+    assert all(info.fresh_count < 68 for info in history)  # failures are not coverage
     assert "demo" in set(runs["scope"]).pop()
     expected_failures = [sum(1 for a in demo_store.assessments(info.id) if a.observation.failure)
                          for info in reversed(history)]
@@ -336,11 +336,11 @@ def test_an_upload_after_the_demo_keeps_the_fleet_and_its_failures(monkeypatch, 
         ("probe-EXHAND01.json", good, "application/json")]).run()
     at.button(key="import_now").click().run()
     assert not at.exception, at.exception
-    assert ("Imported: snapshot #9 saved: 1 hosts observed by this run, 65 carried forward; "
-            "fleet 66 hosts") in _texts(at.success)
+    assert ("Imported: snapshot #9 saved: 1 hosts observed by this run, 68 carried forward; "
+            "fleet 69 hosts") in _texts(at.success)
     runs = at.dataframe[0].value
     top = runs.iloc[0]
-    assert (top["source"], top["observed"], top["fleet"], top["failures"]) == ("import", 1, 66, 0)
+    assert (top["source"], top["observed"], top["fleet"], top["failures"]) == ("import", 1, 69, 0)
     assert top["scope"] == "import of 1 probe documents"
     # The hosts the demo's last collection could not read still show, with that run's snapshot.
     listed = {}

@@ -1,0 +1,137 @@
+"""The pages per advisory (issue 19) on the demo fleet: the frame's selector, the host x
+advisory matrix, the headline and worklist per advisory, a host's plan and SU level. The
+demo's 2016 CU19 servers on the March 2021 SU are patched for ProxyLogon and vulnerable to
+ProxyShell, with the May 2021 SU (KB5003435) as their next step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from compliance.catalog import load_catalog
+from compliance.models import Status
+from store import SnapshotStore
+
+ROOT = Path(__file__).resolve().parents[2]
+SHELL, NOTSHELL = "2021-05-proxyshell", "2022-11-proxynotshell"
+MARCH_ONLY = "15.1.2176.9"  # 2016 CU19 Mar21SU
+
+
+@pytest.fixture
+def demo(monkeypatch, tmp_path):
+    monkeypatch.setenv("PROXYLOGON_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PROXYLOGON_DEMO", "true")
+    monkeypatch.delenv("PROXYLOGON_STORE_URL", raising=False)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    store = SnapshotStore.open(f"sqlite:///{tmp_path / 'compliance.db'}")
+    yield at, store
+    store.dispose()
+
+
+def _march_only(store: SnapshotStore) -> str:
+    """A demo host patched for March 2021 (on its SU) and not for ProxyShell."""
+    summaries = store.summaries(store.latest().id, load_catalog())
+    return next(s.host for s in summaries if s.build == MARCH_ONLY
+                and s.status is Status.PATCHED and s.status_for(SHELL) is Status.VULNERABLE)
+
+
+def _frame(at: AppTest, choice: str) -> None:
+    at.sidebar.selectbox(key="advisory").set_value(choice).run()
+    assert not at.exception, at.exception
+
+
+def test_the_selector_defaults_to_march_2021_and_offers_every_advisory(demo):
+    at, _store = demo
+    selector = at.sidebar.selectbox(key="advisory")
+    assert selector.value == "2021-03-proxylogon"
+    assert selector.options[-1] == "All advisories (worst)" and len(selector.options) == 4
+
+
+def test_the_matrix_shows_a_host_patched_for_march_but_open_to_proxyshell(demo):
+    at, store = demo
+    host = _march_only(store)
+    at.switch_page("views/hosts.py")
+    at.run()
+    assert not at.exception, at.exception
+    (matrix,) = [d.value for d in at.dataframe if SHELL in d.value.columns]
+    row = matrix[matrix["host"] == host].iloc[0]
+    assert row["2021-03-proxylogon"] == ["patched"] and row[SHELL] == ["vulnerable"]
+    assert row["worst"] == ["vulnerable"]
+
+
+def test_the_hosts_page_judges_by_the_chosen_advisory_with_the_right_action_and_plan(demo):
+    at, store = demo
+    host = _march_only(store)
+    at.switch_page("views/hosts.py")
+    at.run()
+    _frame(at, SHELL)
+    table = next(d.value for d in at.dataframe if "need" in d.value.columns
+                 or "su_level" in d.value.columns)
+    row = table[table["host"] == host].iloc[0]
+    assert row["status"] == ["vulnerable"] and "KB5003435" in row["action"]
+    assert row["su_level"].endswith("behind")  # the May 2021 SU is newer than its build
+    at.selectbox(key="detail_host").set_value(host).run()
+    assert not at.exception, at.exception
+    text = "\n".join(m.value for m in at.markdown)
+    assert "**Upgrade plan**" in text
+    steps = [line for line in text.splitlines() if line[:2] in ("1.", "2.", "3.")]
+    assert steps and "KB5003435" in steps[0]  # the quick step: the May 2021 SU for CU19
+    assert any("CU23" in line for line in steps)  # then the newest CU of the line
+    by_advisory = next(d.value for d in at.dataframe if "advisory" in d.value.columns)
+    assert len(by_advisory) == 3
+
+
+def test_the_headline_and_worklist_follow_the_chosen_advisory(demo):
+    at, store = demo
+    host = _march_only(store)
+    latest = store.latest()
+    summaries = store.summaries(latest.id, load_catalog())
+    open_shell = sum(1 for s in summaries if s.status_for(SHELL) is not Status.PATCHED
+                     and s.status_for(SHELL) is not Status.NOT_APPLICABLE)
+    _frame(at, SHELL)
+    metrics = {m.label: m.value for m in at.metric}
+    patched = sum(1 for s in summaries if s.status_for(SHELL) is Status.PATCHED)
+    affected = len(summaries) - sum(1 for s in summaries
+                                    if s.status_for(SHELL) is Status.NOT_APPLICABLE)
+    assert metrics["Patched"] == f"{100 * patched / affected:.0f}%"
+    assert metrics["Vulnerable"] == str(sum(1 for s in summaries
+                                            if s.status_for(SHELL) is Status.VULNERABLE))
+    assert open_shell > sum(1 for s in summaries if not s.status.compliant)
+    at.switch_page("views/worklist.py")
+    at.run()
+    assert not at.exception, at.exception
+    worklist = next(d.value for d in at.dataframe if "wave" in d.value.columns)
+    row = worklist[worklist["host"] == host].iloc[0]
+    assert "KB5003435" in row["next_step"] and row["next_kb"] == "KB5003435"
+    assert row["next_link"] == "https://support.microsoft.com/help/5003435"
+    # March 2021 alone: the host needs nothing, so it is not on the worklist.
+    _frame(at, "2021-03-proxylogon")
+    worklist = next(d.value for d in at.dataframe if "wave" in d.value.columns)
+    assert host not in set(worklist["host"])
+
+
+def test_all_advisories_show_each_host_at_its_worst(demo):
+    at, store = demo
+    host = _march_only(store)
+    at.switch_page("views/hosts.py")
+    at.run()
+    _frame(at, "all")
+    table = next(d.value for d in at.dataframe if "su_level" in d.value.columns)
+    row = table[table["host"] == host].iloc[0]
+    assert row["status"] == ["vulnerable"] and f"{SHELL}:" in row["action"]
+
+
+def test_the_catalogue_page_shows_every_advisory_and_the_newest_release_per_cu(demo):
+    at, _store = demo
+    at.switch_page("views/catalog.py")
+    at.run()
+    _frame(at, "all")
+    text = "\n".join(m.value for m in at.markdown)
+    assert "ProxyShell" in text and "ProxyNotShell" in text
+    newest = next(d.value for d in at.dataframe if "newest build" in d.value.columns)
+    row = newest[newest["product and CU"] == "2016 CU19"].iloc[0]
+    assert row["newest build"] == "15.1.2176.14"  # the May 2021 SU, CU19's last
