@@ -5,31 +5,14 @@ ProxyShell, with the May 2021 SU (KB5003435) as their next step."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from compliance.catalog import load_catalog
 from compliance.models import Status
 from store import SnapshotStore
 
-ROOT = Path(__file__).resolve().parents[2]
 SHELL, NOTSHELL = "2021-05-proxyshell", "2022-11-proxynotshell"
 MARCH_ONLY = "15.1.2176.9"  # 2016 CU19 Mar21SU
-
-
-@pytest.fixture
-def demo(monkeypatch, tmp_path):
-    monkeypatch.setenv("PROXYLOGON_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("PROXYLOGON_DEMO", "true")
-    monkeypatch.delenv("PROXYLOGON_STORE_URL", raising=False)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.run()
-    assert not at.exception, at.exception
-    store = SnapshotStore.open(f"sqlite:///{tmp_path / 'compliance.db'}")
-    yield at, store
-    store.dispose()
 
 
 def _march_only(store: SnapshotStore) -> str:
@@ -44,15 +27,15 @@ def _frame(at: AppTest, choice: str) -> None:
     assert not at.exception, at.exception
 
 
-def test_the_selector_defaults_to_march_2021_and_offers_every_advisory(demo):
-    at, _store = demo
+def test_the_selector_defaults_to_march_2021_and_offers_every_advisory(demo_app):
+    at, _store = demo_app
     selector = at.sidebar.selectbox(key="advisory")
     assert selector.value == "2021-03-proxylogon"
     assert selector.options[-1] == "All advisories (worst)" and len(selector.options) == 4
 
 
-def test_the_matrix_shows_a_host_patched_for_march_but_open_to_proxyshell(demo):
-    at, store = demo
+def test_the_matrix_shows_a_host_patched_for_march_but_open_to_proxyshell(demo_app):
+    at, store = demo_app
     host = _march_only(store)
     at.switch_page("views/hosts.py")
     at.run()
@@ -63,8 +46,8 @@ def test_the_matrix_shows_a_host_patched_for_march_but_open_to_proxyshell(demo):
     assert row["worst"] == ["vulnerable"]
 
 
-def test_the_hosts_page_judges_by_the_chosen_advisory_with_the_right_action_and_plan(demo):
-    at, store = demo
+def test_the_hosts_page_judges_by_the_chosen_advisory_with_the_right_action_and_plan(demo_app):
+    at, store = demo_app
     host = _march_only(store)
     at.switch_page("views/hosts.py")
     at.run()
@@ -85,8 +68,8 @@ def test_the_hosts_page_judges_by_the_chosen_advisory_with_the_right_action_and_
     assert len(by_advisory) == 3
 
 
-def test_the_headline_and_worklist_follow_the_chosen_advisory(demo):
-    at, store = demo
+def test_the_headline_and_worklist_follow_the_chosen_advisory(demo_app):
+    at, store = demo_app
     host = _march_only(store)
     latest = store.latest()
     summaries = store.summaries(latest.id, load_catalog())
@@ -114,8 +97,8 @@ def test_the_headline_and_worklist_follow_the_chosen_advisory(demo):
     assert host not in set(worklist["host"])
 
 
-def test_all_advisories_show_each_host_at_its_worst(demo):
-    at, store = demo
+def test_all_advisories_show_each_host_at_its_worst(demo_app):
+    at, store = demo_app
     host = _march_only(store)
     at.switch_page("views/hosts.py")
     at.run()
@@ -125,8 +108,8 @@ def test_all_advisories_show_each_host_at_its_worst(demo):
     assert row["status"] == ["vulnerable"] and f"{SHELL}:" in row["action"]
 
 
-def test_the_catalogue_page_shows_every_advisory_and_the_newest_release_per_cu(demo):
-    at, _store = demo
+def test_the_catalogue_page_shows_every_advisory_and_the_newest_release_per_cu(demo_app):
+    at, _store = demo_app
     at.switch_page("views/catalog.py")
     at.run()
     _frame(at, "all")

@@ -8,7 +8,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from compliance.acceptance import accept
@@ -18,28 +17,14 @@ from compliance.models import Status
 from store import SnapshotStore
 from store.acceptances import acceptances, record_revocation
 from store.acceptances import record as record_acceptance
+from tests.views.apps import open_app
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ("views/overview.py", "views/hosts.py", "views/worklist.py", "views/collection.py",
          "views/snapshots.py", "views/catalog.py")
 
 
-def _app(monkeypatch, data_dir: Path, demo: bool = True) -> AppTest:
-    monkeypatch.setenv("PROXYLOGON_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("PROXYLOGON_DEMO", "true" if demo else "false")
-    monkeypatch.delenv("PROXYLOGON_STORE_URL", raising=False)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    return at
-
-
-@pytest.fixture
-def demo_app(monkeypatch, tmp_path):
-    at = _app(monkeypatch, tmp_path)
-    at.run()
-    assert not at.exception, at.exception
-    store = SnapshotStore.open(f"sqlite:///{tmp_path / 'compliance.db'}")
-    yield at, store
-    store.dispose()
+_app = open_app
 
 
 def _badge(at: AppTest) -> bool:
