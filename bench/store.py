@@ -27,6 +27,7 @@ from collectors.demo import demo_observations  # noqa: E402
 from compliance.catalog import load_catalog  # noqa: E402
 from compliance.evaluate import assess  # noqa: E402
 from compliance.models import Host, Snapshot  # noqa: E402
+from compliance.verdicts import other_catalogs  # noqa: E402
 from store import SnapshotStore  # noqa: E402
 from store.history import diff  # noqa: E402
 
@@ -54,6 +55,8 @@ def fleet(catalog, hosts: int, at: datetime, week: int = 7) -> Snapshot:
 
 def run(url: str, hosts: int, count: int, size) -> dict[str, float]:
     catalog = load_catalog()
+    # As a collection saves: every member judged by each other shipped advisory too (issue 19).
+    others = other_catalogs(catalog)
     start = datetime(2025, 11, 1, tzinfo=UTC)
     base = fleet(catalog, hosts, start)
     store = SnapshotStore.open(url)
@@ -62,12 +65,12 @@ def run(url: str, hosts: int, count: int, size) -> dict[str, float]:
         at = start + timedelta(weeks=week)
         snapshot = replace(base, taken_at=at, label=f"week {week}")
         t0 = time.perf_counter()
-        store.save(snapshot, catalog)
+        store.save(snapshot, catalog, others=others)
         saves.append(time.perf_counter() - t0)
     two = replace(base, taken_at=start + timedelta(weeks=count - 1, days=1), label="two hosts",
                   assessments=base.assessments[:2], discovered=(), complete_scopes=())
     t0 = time.perf_counter()
-    partial = store.save(two, catalog)
+    partial = store.save(two, catalog, others=others)
     partial_time = time.perf_counter() - t0
     assert store.info(partial).host_count == hosts and store.info(partial).observed_count == 2
     count += 1
