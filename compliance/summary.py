@@ -118,30 +118,37 @@ class HostSummary:
         """The worst status over the snapshot's own advisory and every other one."""
         return worst_status([self.status, *(a.status for a in self.advisories)])
 
-    def for_advisory(self, advisory: str | None, own: str = "") -> HostSummary | None:
+    def for_advisory(self, advisory: str | None, own: str = "",
+                     expected: Sequence[str] = ()) -> HostSummary | None:
         """This host as judged by ``advisory``: its status, flags, open CVEs and action
         (mitigations only for the snapshot's own advisory, ``own``, whose columns these are).
         ``advisory`` None or ``own``: this summary. ``ALL``: the worst status over every
         advisory, every flag, every open CVE, and the action of each advisory not compliant
-        (prefixed by its id). None when the host was not judged by ``advisory`` (a snapshot
-        from before it was added)."""
+        (prefixed by its id); an advisory of ``expected`` (every advisory there is) the host was
+        not judged by counts as unknown. None when the host was not judged by ``advisory`` (a
+        snapshot from before it was added)."""
         if advisory is None or advisory == own:
             return self
         # Flags about the server rather than the advisory's fix (set beside the snapshot's own
         # verdict only: the outside view, compliance/outside.py) hold for every advisory.
         kept = tuple(f for f in self.flags if f in _SERVER_FLAGS)
         if advisory == ALL:
-            if not self.advisories:
+            held = {a.advisory for a in self.advisories}
+            # Fail closed: no verdict for an advisory is not "nothing to do" for it.
+            missing = [AdvisoryStatus(a, Status.UNKNOWN, (), (), f"Collect again: this "
+                                      f"snapshot holds no verdict for advisory {a}")
+                       for a in expected if a != own and a not in held]
+            if not self.advisories and not missing:
                 return self
             judged = [AdvisoryStatus(own, self.status, self.flags, self.cves_open, self.action),
-                      *self.advisories]
+                      *self.advisories, *missing]
             flags = tuple(dict.fromkeys(f for a in judged for f in a.flags))
             cves = tuple(dict.fromkeys(c for a in judged for c in a.cves_open))
             open_ = [a for a in judged if not a.status.compliant]
             action = (" | ".join(f"{a.advisory}: {a.action}" for a in open_) if open_
                       else self.action)
-            return replace(self, status=self.worst(), flags=flags, cves_open=cves,
-                           action=action, mitigations=())
+            return replace(self, status=worst_status(a.status for a in judged), flags=flags,
+                           cves_open=cves, action=action, mitigations=())
         found = next((a for a in self.advisories if a.advisory == advisory), None)
         if found is None:
             return None
@@ -149,10 +156,11 @@ class HostSummary:
         return replace(self, status=found.status, flags=flags, cves_open=found.cves_open,
                        action=found.action, mitigations=())
 
-    def through(self, advisory: str | None, own: str = "") -> HostSummary:
+    def through(self, advisory: str | None, own: str = "",
+                expected: Sequence[str] = ()) -> HostSummary:
         """``for_advisory``, failing closed: a host not judged by ``advisory`` reads as
         ``unknown`` for it, with the action that makes it judged (collect again)."""
-        seen = self.for_advisory(advisory, own)
+        seen = self.for_advisory(advisory, own, expected)
         if seen is not None:
             return seen
         return replace(self, status=Status.UNKNOWN, flags=(), cves_open=(), mitigations=(),

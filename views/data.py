@@ -263,7 +263,8 @@ def _host_table(url: str, snapshot_id: int, max_age_days: float,
 def _through(store: SnapshotStore, snapshot_id: int, max_age_days: float,
              advisory: str) -> list[HostSummary]:
     own = store.info(snapshot_id).advisory_id
-    return [summary.through(advisory, own)
+    expected = [c.advisory.id for c in catalogs()]
+    return [summary.through(advisory, own, expected)
             for summary in store.summaries(snapshot_id, catalog(), _policy(max_age_days))]
 
 

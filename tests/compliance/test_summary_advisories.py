@@ -59,7 +59,15 @@ def test_all_is_the_worst_with_every_open_action():
 def test_a_host_not_judged_by_an_advisory_has_no_status_for_it():
     old = _summary()  # a snapshot from before per-advisory verdicts
     assert old.for_advisory(SHELL, OWN) is None and old.status_for(SHELL) is None
-    assert old.for_advisory(ALL, OWN) is old  # March 2021 only: nothing else to be worse
+    assert old.for_advisory(ALL, OWN) is old  # no other advisory expected: nothing worse
+    # Every advisory there is expected: one the snapshot holds no verdict for is unknown,
+    # so "all" never reads patched on March 2021 alone (review of the fail-closed rule).
+    every = old.for_advisory(ALL, OWN, (OWN, SHELL, NOTSHELL))
+    assert every is not None and every.status is Status.UNKNOWN
+    assert f"{SHELL}: Collect again" in every.action and NOTSHELL in every.action
+    partial = _summary(advisories=(AdvisoryStatus(SHELL, Status.PATCHED),))
+    assert partial.for_advisory(ALL, OWN, (OWN, SHELL, NOTSHELL)).status is Status.UNKNOWN
+    assert partial.for_advisory(ALL, OWN, (OWN, SHELL)).status is Status.PATCHED
 
 
 def test_through_an_advisory_not_judged_is_unknown_never_compliant():

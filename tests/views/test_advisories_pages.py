@@ -118,3 +118,33 @@ def test_the_catalogue_page_shows_every_advisory_and_the_newest_release_per_cu(d
     newest = next(d.value for d in at.dataframe if "newest build" in d.value.columns)
     row = newest[newest["product and CU"] == "2016 CU19"].iloc[0]
     assert row["newest build"] == "15.1.2176.14"  # the May 2021 SU, CU19's last
+
+
+def test_a_snapshot_judged_by_march_only_never_reads_compliant_for_the_others(
+        monkeypatch, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from compliance.evaluate import assess
+    from compliance.models import Host, Observation
+    from tests.views.apps import open_app
+
+    catalog = load_catalog()
+    now = datetime.now(UTC)
+    run = assess([Observation(Host("EX1", "ex1.corp.example"), now - timedelta(minutes=5),
+                              "test", exsetup_version="15.2.1748.49")],  # every fix in
+                 catalog, now, source="test", tool_version="t")
+    store = SnapshotStore.open(f"sqlite:///{tmp_path / 'compliance.db'}")
+    store.save(run, catalog)  # no other advisory: March 2021 only
+    store.dispose()
+    at = open_app(monkeypatch, tmp_path, demo=False)
+    at.switch_page("views/hosts.py")
+    at.run()
+    assert not at.exception, at.exception
+    for choice in (SHELL, "all"):
+        _frame(at, choice)
+        table = next(d.value for d in at.dataframe if "su_level" in d.value.columns)
+        assert list(table["status"]) == [["unknown"]], choice
+        assert any("holds the March 2021 verdicts only" in w.value for w in at.warning)
+    _frame(at, "2021-03-proxylogon")
+    table = next(d.value for d in at.dataframe if "su_level" in d.value.columns)
+    assert list(table["status"]) == [["patched"]] and list(table["su_level"]) == ["current"]
