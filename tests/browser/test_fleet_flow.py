@@ -69,7 +69,7 @@ def test_the_overview_still_shows_the_whole_fleet_after_an_import(imported, page
     assert _metric(page, "Vulnerable") == "6"
     assert _metric(page, "Unknown") == str(latest.counts["unknown"]) == "5"
     fresh, fleet = latest.coverage
-    assert fleet == 66 and _metric(page, "Coverage") == f"{100 * fresh / fleet:.0f}%"
+    assert fleet == 69 and _metric(page, "Coverage") == f"{100 * fresh / fleet:.0f}%"
     assert page.get_by_text("Demo data").first.is_visible()  # the demo hosts are still shown
     screenshot(page, "overview-after-import")
 
@@ -78,10 +78,10 @@ def test_the_hosts_page_shows_the_imported_host_and_a_carried_one(imported, page
     url, _latest, _vulnerable = imported
     page.goto(f"{url}/hosts")
     wait_idle(page)
-    assert page.get_by_text(re.compile(r"^66 of 66 hosts")).first.is_visible()
+    assert page.get_by_text(re.compile(r"^69 of 69 hosts")).first.is_visible()
     page.get_by_label("Host name contains").fill("EXHAND01")
     page.keyboard.press("Enter")
-    page.get_by_text(re.compile(r"^1 of 66 hosts")).wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"^1 of 69 hosts")).wait_for(timeout=30_000)
     wait_idle(page)
     assert page.get_by_text(re.compile(r"Observed by:.*this snapshot's run")).first.is_visible()
     page.get_by_label("Host name contains").fill("EX16OLD06")

@@ -542,4 +542,5 @@ def test_values_no_writer_makes_in_a_row_are_a_problem_not_a_traceback(empty_sto
 def test_history_names_each_snapshots_own_format(empty_store, shipped_catalog, store_url):
     _fill(empty_store, shipped_catalog, 1)
     shown = _cli(store_url, "history")
-    assert shown.returncode == 0 and "format 5: fleet of 3 hosts" in shown.stdout, shown.stdout
+    assert shown.returncode == 0 and f"format {chain.CURRENT_FORMAT}: fleet of 3 hosts" in \
+        shown.stdout, shown.stdout
