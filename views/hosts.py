@@ -9,6 +9,8 @@ import streamlit as st
 
 from compliance.acceptance import ACCEPTABLE, MAX_TEXT, AcceptanceError
 from compliance.models import Flag
+from compliance.summary import ALL
+from compliance.verdicts import verdict_for, worst
 from settings import Role
 from store import StoreError
 from views import data, labels
@@ -29,8 +31,10 @@ advisory = advisory_shown(ctx)
 
 url = ctx.config.store_url
 table = data.host_table(url, ctx.snapshot.id, advisory)
-# Risk acceptances in force stand beside the status; they never change it.
-badges = data.accepted(url, ctx.snapshot, ctx.snapshot.id == ctx.history[-1].id)
+# Risk acceptances in force stand beside the status; they never change it. They accept a gap
+# of the March 2021 verdicts: under another advisory they are neither shown nor offered.
+badges = (data.accepted(url, ctx.snapshot, ctx.snapshot.id == ctx.history[-1].id)
+          if advisory is None else {})
 table = table.assign(accepted=[badges.get(host.casefold(), "") for host in table["host"].tolist()]
                      if badges else "")
 latest = ctx.snapshot.id == ctx.history[-1].id
@@ -231,7 +235,8 @@ filtered = due_filter != "any" or any(st.session_state.get(key) for key in FILTE
 chosen = [host for host, status, flag_cell, badge in zip(
     view["host"], view["status"], view["flags"], view["accepted"], strict=True)
     if status in {s.value for s in ACCEPTABLE} and not badge
-    and Flag.INDICATORS_FOUND.value not in flag_cell.split(", ")] if admin and latest and filtered else []
+    and Flag.INDICATORS_FOUND.value not in flag_cell.split(", ")
+] if admin and latest and filtered and advisory is None else []
 if len(chosen) > 1:
     _acceptance_form(chosen, "accept_filtered",
                      f"Accept the risk of the {len(chosen)} filtered hosts that may be "
@@ -254,6 +259,18 @@ if name is None:
 assessment = data.assessment(url, ctx.snapshot.id, name)
 assert assessment is not None  # the name comes from this snapshot's table
 verdict, obs = assessment.verdict, assessment.observation
+if advisory is not None and advisory != ALL:
+    # The detail follows the frame's advisory, as the table does.
+    chosen_verdict = verdict_for(assessment, advisory)
+    if chosen_verdict is None:
+        st.warning(f"This snapshot holds no verdict of {literal(name)} for "
+                   f"{literal(data.advisory_label(advisory))}: it counts as unknown. Collect "
+                   "again. Shown below: the March 2021 verdict.")
+    else:
+        verdict = chosen_verdict
+elif advisory == ALL:
+    st.caption(f"Worst over every advisory: **{labels.status_label(worst(assessment).value)}** "
+               "(each advisory's verdict under *By advisory*; shown first: March 2021).")
 st.markdown(f"**{literal(verdict.host)}** ({literal(obs.host.fqdn or 'no FQDN')}): "
             f"**{labels.status_label(verdict.status.value)}**"
             + (f" · {literal(verdict.product)} {literal(verdict.cu or '')}" if verdict.product else ""))
@@ -269,8 +286,8 @@ if len(due_row) and pd.notna(due_row["due"].iloc[0]):
     (st.warning if late else st.info)(
         f"**{'Overdue' if late else 'Due'}** {due_at:%Y-%m-%d %H:%M} UTC "
         f"({literal(due_row['deadline_rule'].iloc[0])}).", icon=":material/event:")
-if (admin and latest and name.casefold() not in badges and verdict.status in ACCEPTABLE
-        and Flag.INDICATORS_FOUND not in verdict.flags):
+if (admin and latest and advisory is None and name.casefold() not in badges
+        and verdict.status in ACCEPTABLE and Flag.INDICATORS_FOUND not in verdict.flags):
     _acceptance_form([name], "accept_risk", "Accept this risk for a while (admins)")
 st.markdown(observed_by(assessment, ctx.snapshot.id, {s.id: s for s in ctx.history}))
 st.markdown(f"**Why:** {literal(verdict.reason)}")

@@ -231,7 +231,9 @@ projected = projected_completion(times, remaining)
 left, right = st.columns(2)
 left.plotly_chart(charts.burn_down(times, remaining, projected), width="stretch")
 right.plotly_chart(charts.status_trend(times, [s.counts for s in ctx.history]), width="stretch")
-if remaining and remaining[-1] == 0:
+if advisory is not None:
+    st.caption("The burn-down and the trend follow the March 2021 verdicts.")
+elif remaining and remaining[-1] == 0:
     st.success("Every affected host is patched.")
 elif projected is not None:
     st.markdown(f"At the rate of the last snapshots the fleet is patched around "

@@ -148,3 +148,21 @@ def test_a_snapshot_judged_by_march_only_never_reads_compliant_for_the_others(
     _frame(at, "2021-03-proxylogon")
     table = next(d.value for d in at.dataframe if "su_level" in d.value.columns)
     assert list(table["status"]) == [["patched"]] and list(table["su_level"]) == ["current"]
+
+
+def test_the_host_detail_follows_the_chosen_advisory_and_offers_no_march_acceptance(demo_app):
+    at, store = demo_app
+    host = next(s.host for s in store.summaries(store.latest().id, load_catalog())
+                if s.status is Status.MITIGATED and s.status_for(SHELL) is Status.VULNERABLE)
+    at.switch_page("views/hosts.py")
+    at.run()
+    at.selectbox(key="detail_host").set_value(host).run()
+    # March 2021 (the default): the mitigated host may be accepted by an admin.
+    assert any(b.label == "Record the acceptance" for b in at.button)
+    _frame(at, SHELL)
+    text = "\n".join(m.value for m in at.markdown)
+    assert "**Vulnerable**" in text and "**Next action:** Install" in text
+    # An acceptance accepts a gap of the March 2021 verdict: not offered under another one.
+    assert not any(b.label == "Record the acceptance" for b in at.button)
+    table = next(d.value for d in at.dataframe if "su_level" in d.value.columns)
+    assert set(table["accepted"]) <= {""}
