@@ -55,6 +55,20 @@ _KB = re.compile(r"^\s*KB(\d{6,8})\s*$", re.IGNORECASE)
 FACTS = ("dotnet", "ad")
 
 
+# The way to Exchange SE where the successor cannot be installed beside the old line.
+MIGRATION_PATHS = {
+    "2010": ("through Exchange 2016 CU23 (Exchange 2019 and SE cannot be installed in an "
+             "organisation that still has Exchange 2010 servers)",
+             "Microsoft, Exchange Server supportability matrix (coexistence: Exchange 2019 with "
+             "2013 and 2016 only)"),
+    "2013": ("through Exchange 2019 CU14 (or 2016 CU23), then an in-place upgrade to SE once "
+             "the 2013 servers are removed: SE, like 2019 CU15, cannot be installed in an "
+             "organisation with Exchange 2013",
+             "jaapwesselius.com, 'Exchange Server Subscription Edition (SE) publicly "
+             "available', 2025-07-01"),
+}
+
+
 class PrerequisiteError(ValueError):
     """The prerequisites data file is malformed; the message names the entry."""
 
@@ -630,10 +644,12 @@ class _Planner:
                               target=build, source=newest.source if newest else ""))
         ended = self.catalog.out_of_support(self.product, self.on)
         if ended is not None and ended.end_of_support is not None:
+            path, why = MIGRATION_PATHS.get(self.product, ("", ""))
             steps.append(Step(StepKind.MIGRATE,
                               f"{_product(self.product)} is out of support since "
                               f"{ended.end_of_support.isoformat()}: plan the move to Exchange "
-                              f"{ended.successor or 'Server SE'}", source=ended.source))
+                              f"{ended.successor or 'Server SE'}" + (f" {path}" if path else ""),
+                              source=_sources((ended.source, why))))
         level = su_level(self.build, self.catalog)
         summary = f"{label} ({self.build}): {level.reason}"
         if move and target is not None:

@@ -492,3 +492,23 @@ def test_unconfirmed_facts_make_the_plan_ask(catalogs: tuple[Catalog, ...]) -> N
     assert any(t.startswith("Check the .NET Framework Exchange Server 2016 CU23 needs") for t in checks)
     assert any(t.startswith("Check whether Active Directory needs preparing") for t in checks)
     assert not any("/PrepareSchema (schema rangeUpper" in t for t in checks)
+
+
+def test_the_move_off_2010_and_2013_names_the_way_round_the_coexistence_block():
+    from datetime import date as _date
+
+    from compliance.builds import parse_dotted as _dotted
+    from compliance.catalog import load_catalog as _load
+    from compliance.catalog import load_catalogs as _all
+    from compliance.plan import StepKind as _Kind
+    from compliance.plan import plan_build as _plan
+
+    on = _date(2026, 11, 30)
+    for build, via in (("14.3.513.0", "Exchange 2016 CU23"), ("15.0.1497.48", "2019 CU14")):
+        plan = _plan(_dotted(build), _load(), _all(), on=on)
+        (move,) = [s for s in plan.steps if s.kind is _Kind.MIGRATE]
+        assert via in move.text and "cannot be installed" in move.text, move.text
+        assert "supportability" in move.source or "wesselius" in move.source
+    plan = _plan(_dotted("15.1.2507.16"), _load(), _all(), on=on)  # 2016: SE installs beside it
+    (move,) = [s for s in plan.steps if s.kind is _Kind.MIGRATE]
+    assert "cannot be installed" not in move.text
