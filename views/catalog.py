@@ -87,7 +87,7 @@ for advisory in shown_advisories:
         [{"product": f.product, "cu": f.cu, "build": str(f.build), "kb": f.kb,
           "supported_cu": f.supported_cu, "source": f.source}
          for r in advisory.products for f in r.fixes]), hide_index=True)
-    st.caption("`supported_cu` false: a special March 2021 update for an out-of-support CU, which "
+    st.caption("`supported_cu` false: a special update for an out-of-support CU, which "
                "fixes these CVEs but not necessarily older ones.")
 
 st.subheader("Newest known release per CU")

@@ -93,6 +93,14 @@ def advisory_label(choice: str) -> str:
     return found.title if found is not None else choice
 
 
+def advisory_short(choice: str) -> str:
+    """A short name for a column header ("ProxyShell"); the id when unknown."""
+    if choice == ALL:
+        return "Worst"
+    found = next((c.advisory for c in catalogs() if c.advisory.id == choice), None)
+    return found.short if found is not None else choice
+
+
 def chosen_advisory(snapshot: SnapshotInfo) -> str | None:
     """The advisory the pages show (the frame's selector): None for the snapshot's own, the
     default; else an advisory id or ``ALL``."""

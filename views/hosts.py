@@ -222,7 +222,8 @@ if data.judged_by_others(url, ctx.snapshot.id):
                          "host": st.column_config.TextColumn(labels.COLUMN_LABELS["host"],
                                                              pinned=True),
                          **{c: labels.status_column(
-                             "Worst" if c == data.MATRIX_WORST else data.advisory_label(c))
+                             "Worst" if c == data.MATRIX_WORST else data.advisory_short(c),
+                             help=None if c == data.MATRIX_WORST else data.advisory_label(c))
                             for c in judged}})
         st.caption("Empty: the snapshot holds no verdict for that advisory (it counts as "
                    "unknown in the worst).")
