@@ -13,7 +13,7 @@ Read-only: it reads the registry, services, IIS configuration, one event log, lo
 four web.config files. It changes nothing, writes no file and takes no parameters.
 Bounded: 90 s overall, at most 200 files and 50 findings per check; a check cut short
 sets indicators.truncated. At most 200 rewrite rules of 20 conditions each are described,
-texts cut at 1,024 characters. It never aborts: a part that fails adds "<part>: <message>"
+texts cut at 1,024 characters; a rule cut so is marked truncated. It never aborts: a part that fails adds "<part>: <message>"
 to errors and leaves its field empty.
 
 By hand, as an administrator on the server, from cmd.exe (64-bit Windows PowerShell; the
@@ -82,9 +82,13 @@ function Line($text, $max) {
     return $one.Substring(0, [Math]::Min($one.Length, $max))
 }
 
-# Text exactly as configured (a pattern's spaces count), cut at $MaxText characters.
+# Text exactly as configured (a pattern's spaces count), cut at $MaxText characters; a cut
+# sets $state.cut, which marks the rule being read truncated (it then never counts).
 function Cut($value) {
     $text = [string]$value
+    if ($text.Length -gt $MaxText) {
+        $state.cut = $true
+    }
     return $text.Substring(0, [Math]::Min($text.Length, $MaxText))
 }
 
@@ -331,24 +335,29 @@ if ($webAdmin) {
         }
     }
     # Each rule in full, per site (rewrite_rule_details): a site's list includes the rules it
-    # inherits from server level. Values as IIS reports them (defaults filled in: enabled
-    # true, logicalGrouping MatchAll); texts cut at $MaxText characters. A rule past the
-    # first $MaxRules, or with more than $MaxConditions conditions, is left out and counted
-    # in one rewrite_rule_details error, so a short list never passes for complete.
+    # inherits from server level, in the order IIS runs them. Values as IIS reports them
+    # (defaults filled in: enabled true, logicalGrouping MatchAll, patternSyntax ECMAScript,
+    # ignoreCase true); texts cut at $MaxText characters. A rule past the first $MaxRules is
+    # left out and counted in one rewrite_rule_details error, so a short list never passes for
+    # complete. A rule with a text cut, or with more than $MaxConditions conditions (written
+    # with the first of them), is marked truncated: it stays in the list (it may stop
+    # processing before a later rule) but never counts as a mitigation.
     $mit.rewrite_rule_details = $List::new()
     $state.left = 0
     try {
         foreach ($site in @(Get-ChildItem 'IIS:\Sites')) {
             foreach ($rule in @(Get-WebConfiguration -PSPath ('IIS:\Sites\' + $site.Name) -Filter 'system.webServer/rewrite/rules/rule')) {
                 $conditions = @($rule.conditions.Collection | Where-Object { $null -ne $_ })
-                if ($mit.rewrite_rule_details.Count -ge $MaxRules -or $conditions.Count -gt $MaxConditions) {
+                if ($mit.rewrite_rule_details.Count -ge $MaxRules) {
                     $state.left++
                     continue
                 }
-                $state.rule = [ordered]@{ site = (Cut $site.Name); name = (Cut $rule.name); match_url = (Cut $rule.match.url); conditions = $List::new(); logical_grouping = (Cut $rule.conditions.logicalGrouping); action = (Cut $rule.action.type); enabled = ([string]$rule.enabled -ne 'False'); stop_processing = ([string]$rule.stopProcessing -eq 'True') }
-                foreach ($condition in $conditions) {
-                    $state.rule.conditions.Add([ordered]@{ input = (Cut $condition.input); pattern = (Cut $condition.pattern); negate = ([string]$condition.negate -eq 'True') })
+                $state.cut = $conditions.Count -gt $MaxConditions
+                $state.rule = [ordered]@{ site = (Cut $site.Name); name = (Cut $rule.name); match_url = (Cut $rule.match.url); match_negate = ([string]$rule.match.negate -eq 'True'); conditions = $List::new(); logical_grouping = (Cut $rule.conditions.logicalGrouping); action = (Cut $rule.action.type); enabled = ([string]$rule.enabled -ne 'False'); stop_processing = ([string]$rule.stopProcessing -eq 'True'); pattern_syntax = (Cut $rule.patternSyntax) }
+                foreach ($condition in @($conditions | Select-Object -First $MaxConditions)) {
+                    $state.rule.conditions.Add([ordered]@{ input = (Cut $condition.input); pattern = (Cut $condition.pattern); negate = ([string]$condition.negate -eq 'True'); ignore_case = ([string]$condition.ignoreCase -ne 'False') })
                 }
+                $state.rule.truncated = $state.cut
                 $mit.rewrite_rule_details.Add($state.rule)
             }
         }
@@ -359,7 +368,7 @@ if ($webAdmin) {
         }
     }
     if ($state.left) {
-        Fault 'rewrite_rule_details' "$($state.left) rules left out (over $MaxRules rules or $MaxConditions conditions)"
+        Fault 'rewrite_rule_details' "$($state.left) rules left out (over $MaxRules rules)"
     }
     # Both pools exist on every 2013-2019 server with IIS: a pool that cannot be read (absent,
     # or access denied) is omitted and errors says why.

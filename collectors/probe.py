@@ -188,6 +188,11 @@ def _flag(entry: Mapping[str, Any], key: str) -> bool:
     return value
 
 
+def _optional_flag(entry: Mapping[str, Any], key: str) -> bool | None:
+    """A flag a probe before it did not write: absent or null is None (not read)."""
+    return None if entry.get(key) is None else _flag(entry, key)
+
+
 def _rewrite_rule(entry: Any) -> RewriteRule:
     """One ``rewrite_rule_details`` entry; raises ValueError saying what is wrong with it."""
     if not isinstance(entry, Mapping):
@@ -204,14 +209,25 @@ def _rewrite_rule(entry: Any) -> RewriteRule:
         try:
             read.append(RewriteCondition(_rule_text(condition, "input"),
                                          _rule_text(condition, "pattern"),
-                                         _flag(condition, "negate")))
+                                         _flag(condition, "negate"),
+                                         _optional_flag(condition, "ignore_case")))
         except ValueError as error:
             raise ValueError(f"condition {number}: {error}") from None
-    return RewriteRule(
+    rule = RewriteRule(
         name=_rule_text(entry, "name", empty=False), site=_rule_text(entry, "site", empty=False),
         match_url=_rule_text(entry, "match_url"), action=_rule_text(entry, "action"),
         conditions=tuple(read), logical_grouping=_rule_text(entry, "logical_grouping"),
-        enabled=_flag(entry, "enabled"))
+        enabled=_flag(entry, "enabled"), match_negate=_optional_flag(entry, "match_negate"),
+        pattern_syntax=(None if entry.get("pattern_syntax") is None
+                        else _rule_text(entry, "pattern_syntax")),
+        stop_processing=_optional_flag(entry, "stop_processing"),
+        truncated=_optional_flag(entry, "truncated"))
+    # The probe cuts texts at MAX_RULE_TEXT: one that long may be the head of a longer one.
+    texts = (rule.name, rule.site, rule.match_url, rule.action, rule.logical_grouping,
+             rule.pattern_syntax or "", *(t for c in rule.conditions for t in (c.input, c.pattern)))
+    if any(len(text) >= MAX_RULE_TEXT for text in texts):
+        rule = replace(rule, truncated=True)
+    return rule
 
 
 def _rewrite_rule_details(value: Any) -> tuple[tuple[RewriteRule, ...] | None, tuple[str, ...]]:

@@ -40,13 +40,20 @@ class Cve:
 
 
 def _same(text: str, other: str) -> bool:
-    """IIS compares these case-insensitively (a rule's ``ignoreCase`` defaults to true): equal
-    after trimming, whatever the case. Patterns are compared as text, never evaluated."""
-    return text.strip().casefold() == other.strip().casefold()
+    """Equal whatever the case, never trimmed: IIS compares site names and enum names
+    (``logicalGrouping``, ``patternSyntax``, the action type) case-insensitively, and a
+    regular expression under ``ignoreCase`` (which the matcher requires) matches either case;
+    but a regular expression's whitespace is literal, so a space or tab more is another
+    pattern. Patterns are compared as text, never evaluated."""
+    return text.casefold() == other.casefold()
 
 
 def _among(text: str, options: Sequence[str]) -> bool:
     return any(_same(text, option) for option in options)
+
+
+# IIS's "Regular Expressions" pattern syntax (the default, which Get-WebConfiguration reports).
+ECMASCRIPT = "ECMAScript"
 
 
 @dataclass(frozen=True)
@@ -65,11 +72,28 @@ class RuleContent:
     actions: tuple[str, ...]
     hints: tuple[tuple[str, str], ...] = ()
 
-    def why_not(self, rule: RewriteRule) -> str | None:
-        """None when ``rule`` does what is accepted; otherwise why it does not count."""
+    def why_not(self, rule: RewriteRule, before: Sequence[RewriteRule] = ()) -> str | None:
+        """None when ``rule`` does what is accepted; otherwise why it does not count.
+        ``before``: the rules read before it (all sites, in the probe's order, which is the
+        order IIS runs a site's rules in). Every field the probe may not have read (None) is
+        treated fail-closed."""
         problems = []
         if not rule.enabled:
             problems.append("is disabled")
+        if rule.truncated is None:
+            problems.append("cannot be judged: whether the probe cut it was not read")
+        elif rule.truncated:
+            problems.append("was cut by the probe (a text over 1,024 characters or conditions "
+                            "past 20), so what it does is not known")
+        if rule.match_negate is None:
+            problems.append("cannot be judged: its match negate was not read")
+        elif rule.match_negate:
+            problems.append("negates its match (so it matches no URL it names)")
+        if rule.pattern_syntax is None:
+            problems.append("cannot be judged: its patternSyntax was not read")
+        elif not _same(rule.pattern_syntax, ECMASCRIPT):
+            problems.append(f"uses the pattern syntax {rule.pattern_syntax!r}, not "
+                            f"{ECMASCRIPT} (regular expressions)")
         if not _same(rule.site, self.site):
             problems.append(f"is on the site {rule.site!r}, not {self.site!r}")
         if not _same(rule.match_url, self.match_url):
@@ -77,7 +101,20 @@ class RuleContent:
         if not _among(rule.action, self.actions):
             problems.append(f"has the action {rule.action!r}, not {' or '.join(self.actions)}")
         problems.extend(self._condition_problems(rule))
+        stopper = next((earlier for earlier in before if earlier.enabled
+                        and _same(earlier.site, rule.site)
+                        and earlier.stop_processing is not False), None)
+        if stopper is not None:
+            stops = ("may stop processing (its stopProcessing was not read)"
+                     if stopper.stop_processing is None else "stops processing")
+            problems.append(f"may never be reached: the earlier rule {stopper.name!r} on the "
+                            f"same site {stops}")
         return ", ".join(problems) or None
+
+    def verdicts(self, rules: Sequence[RewriteRule]) -> list[tuple[RewriteRule, str | None]]:
+        """Each rule with ``why_not`` it does not count (None: it counts), in order."""
+        return [(rule, self.why_not(rule, rules[:number]))
+                for number, rule in enumerate(rules)]
 
     def _condition_problems(self, rule: RewriteRule) -> list[str]:
         accepted = [c for c in rule.conditions if _among(c.pattern, self.patterns)]
@@ -87,17 +124,23 @@ class RuleContent:
                 return [f"uses the superseded pattern {old.pattern!r} (an earlier version, "
                         f"replaced by {self.patterns[0]!r})"]
             return [f"has no condition with the pattern {self.patterns[0]!r}"]
-        usable = [c for c in accepted if not c.negate and _among(c.input, self.inputs)]
+        usable = [c for c in accepted if not c.negate and _among(c.input, self.inputs)
+                  and c.ignore_case is True]
         if not usable:
             condition = accepted[0]
             if condition.negate:
                 return ["negates its condition (so it lets exactly those requests through)"]
+            if condition.ignore_case is None:
+                return ["cannot be judged: its condition's ignoreCase was not read"]
+            if not condition.ignore_case:
+                return ["compares case-sensitively (ignoreCase false: other spellings such "
+                        "as /Powershell get through)"]
             return [f"reads {condition.input!r}, not {' or '.join(self.inputs)} (encoded "
                     "requests get through)"]
         if len(rule.conditions) > 1 and not _same(rule.logical_grouping, "MatchAny"):
             others = len(rule.conditions) - 1
             return [f"adds {others} other condition(s) under "
-                    f"{rule.logical_grouping.strip() or 'MatchAll'}, which narrow what it blocks"]
+                    f"{rule.logical_grouping!r}, which narrow what it blocks"]
         return []
 
     def concerns(self, rule: RewriteRule) -> bool:
@@ -132,8 +175,8 @@ class Mitigation:
             # By content only: a rule's name proves nothing, and rules not read are unknown.
             assert self.content is not None
             details = seen.rewrite_rule_details
-            return details is not None and any(self.content.why_not(rule) is None
-                                               for rule in details)
+            return details is not None and any(
+                why is None for _, why in self.content.verdicts(details))
         if self.kind == "services_disabled":
             return all(
                 (state := seen.services.get(name)) is not None
@@ -217,16 +260,17 @@ class Mitigation:
         details = seen.rewrite_rule_details
         if details is None:
             return self.unreadable((), seen) or ""
-        counting = [rule for rule in details if content.why_not(rule) is None]
+        verdicts = content.verdicts(details)
+        counting = [rule for rule, why in verdicts if why is None]
         if counting:
             return "; ".join(
                 f"rule {rule.name!r}{content.hint(rule.name)} on {rule.site!r} blocks by "
                 f"content ({rule.match_url} with {_conditions(rule)}, {rule.action})"
                 for rule in counting)
-        near = [rule for rule in details if content.concerns(rule)]
+        near = [(rule, why) for rule, why in verdicts if content.concerns(rule)]
         if near:
             return "; ".join(f"rule {rule.name!r}{content.hint(rule.name)} on {rule.site!r} "
-                             f"does not count: it {content.why_not(rule)}" for rule in near)
+                             f"does not count: it {why}" for rule, why in near)
         return (f"no rule on {content.site!r} blocks {content.patterns[0]!r} in "
                 f"{content.inputs[0]} ({len(details)} rule(s) read)")
 

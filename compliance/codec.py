@@ -120,12 +120,25 @@ def observation_to_dict(obs: Observation) -> dict[str, Any]:
 
 
 def _rule_to_dict(rule: RewriteRule) -> dict[str, Any]:
-    return {
+    # The fields read since (match_negate, pattern_syntax, stop_processing, truncated, a
+    # condition's ignore_case) only when read: a rule stored before keeps its exact text.
+    data: dict[str, Any] = {
         "name": rule.name, "site": rule.site, "match_url": rule.match_url, "action": rule.action,
-        "conditions": [{"input": c.input, "pattern": c.pattern, "negate": c.negate}
-                       for c in rule.conditions],
+        "conditions": [_condition_to_dict(c) for c in rule.conditions],
         "logical_grouping": rule.logical_grouping, "enabled": rule.enabled,
     }
+    for key in _RULE_OPTIONAL:
+        if (value := getattr(rule, key)) is not None:
+            data[key] = value
+    return data
+
+
+def _condition_to_dict(condition: RewriteCondition) -> dict[str, Any]:
+    data: dict[str, Any] = {"input": condition.input, "pattern": condition.pattern,
+                            "negate": condition.negate}
+    if condition.ignore_case is not None:
+        data["ignore_case"] = condition.ignore_case
+    return data
 
 
 def _rule_details(value: Any) -> tuple[RewriteRule, ...] | None:
@@ -137,6 +150,9 @@ def _rule_details(value: Any) -> tuple[RewriteRule, ...] | None:
 
 
 _RULE_TEXTS = ("name", "site", "match_url", "action", "logical_grouping")
+# Optional (absent: not read, None), with the type each holds when present.
+_RULE_OPTIONAL: dict[str, type] = {"match_negate": bool, "pattern_syntax": str,
+                                   "stop_processing": bool, "truncated": bool}
 
 
 def _rule_from_dict(item: Any) -> RewriteRule | None:
@@ -148,16 +164,26 @@ def _rule_from_dict(item: Any) -> RewriteRule | None:
     if not all(isinstance(text, str) for text in texts.values()) \
             or not isinstance(conditions, list) or not isinstance(enabled, bool):
         return None
+    optional = {key: item.get(key) for key in _RULE_OPTIONAL}
+    if not all(value is None or isinstance(value, _RULE_OPTIONAL[key])
+               for key, value in optional.items()):
+        return None
     read = []
     for condition in conditions:
         if not isinstance(condition, Mapping):
             return None
-        input_, pattern, negate = (condition.get(key) for key in ("input", "pattern", "negate"))
-        if not (isinstance(input_, str) and isinstance(pattern, str) and isinstance(negate, bool)):
+        input_, pattern, negate, ignore_case = (
+            condition.get(key) for key in ("input", "pattern", "negate", "ignore_case"))
+        if not (isinstance(input_, str) and isinstance(pattern, str) and isinstance(negate, bool)
+                and (ignore_case is None or isinstance(ignore_case, bool))):
             return None
-        read.append(RewriteCondition(input_, pattern, negate))
-    return RewriteRule(**{key: str(text) for key, text in texts.items()},
-                       conditions=tuple(read), enabled=enabled)
+        read.append(RewriteCondition(input_, pattern, negate, ignore_case))
+    return RewriteRule(
+        name=str(texts["name"]), site=str(texts["site"]), match_url=str(texts["match_url"]),
+        action=str(texts["action"]), conditions=tuple(read),
+        logical_grouping=str(texts["logical_grouping"]), enabled=enabled,
+        match_negate=optional["match_negate"], pattern_syntax=optional["pattern_syntax"],
+        stop_processing=optional["stop_processing"], truncated=optional["truncated"])
 
 
 def _dotnet_release(value: Any) -> int | None:

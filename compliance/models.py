@@ -179,11 +179,14 @@ class AppPoolState:
 @dataclass(frozen=True)
 class RewriteCondition:
     """One condition of a URL Rewrite rule: ``input`` (e.g. ``{UrlDecode:{REQUEST_URI}}``)
-    matched against ``pattern``; ``negate`` as IIS's ``negate`` attribute."""
+    matched against ``pattern``; ``negate`` and ``ignore_case`` as IIS's ``negate`` and
+    ``ignoreCase`` attributes. ``ignore_case`` None: not read (a document or stored observation
+    from before the probe read it), which the matcher treats as not known to ignore case."""
 
     input: str
     pattern: str
     negate: bool = False
+    ignore_case: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,12 @@ class RewriteRule:
     where it is configured (``site``, e.g. ``Default Web Site``), its ``match url`` pattern,
     its conditions, how they combine (``MatchAll``/``MatchAny``), its action type
     (``AbortRequest``, ``CustomResponse``, ``Rewrite``, ...) and whether it is enabled.
-    Values as the server reported them."""
+    Values as the server reported them. ``match_negate`` (``<match negate>``),
+    ``pattern_syntax`` (``patternSyntax``: ``ECMAScript``, ``Wildcard``, ``ExactMatch``),
+    ``stop_processing`` (``stopProcessing``) and ``truncated`` (the probe cut a text of the
+    rule, or left out conditions past its cap) are None when not read (a document or stored
+    observation from before the probe read them): the matcher then treats the rule fail-closed
+    (it does not count, and as an earlier rule it may stop processing)."""
 
     name: str
     site: str
@@ -201,6 +209,10 @@ class RewriteRule:
     conditions: tuple[RewriteCondition, ...] = ()
     logical_grouping: str = "MatchAll"
     enabled: bool = True
+    match_negate: bool | None = None
+    pattern_syntax: str | None = None
+    stop_processing: bool | None = None
+    truncated: bool | None = None
 
 
 @dataclass(frozen=True)

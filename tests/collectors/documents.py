@@ -21,13 +21,17 @@ def rewrite_rule(name: str = "PowerShell - inbound", *, site: str = "Default Web
                  conditions: tuple[tuple[str, str, bool], ...] = (
                      (PROXYNOTSHELL_INPUT, PROXYNOTSHELL_PATTERN, False),),
                  logical_grouping: str = "MatchAll", action: str = "AbortRequest",
-                 enabled: bool = True, stop_processing: bool = True) -> dict[str, Any]:
+                 enabled: bool = True, stop_processing: bool = True, match_negate: bool = False,
+                 pattern_syntax: str = "ECMAScript", truncated: bool = False,
+                 ignore_case: bool = True) -> dict[str, Any]:
     """One ``mitigations.rewrite_rule_details`` entry as probe.ps1 prints it (by default
-    EOMTv2's ProxyNotShell rule)."""
-    return {"site": site, "name": name, "match_url": match_url,
-            "conditions": [{"input": i, "pattern": p, "negate": n} for i, p, n in conditions],
+    EOMTv2's ProxyNotShell rule; ``ignore_case`` for every condition)."""
+    return {"site": site, "name": name, "match_url": match_url, "match_negate": match_negate,
+            "conditions": [{"input": i, "pattern": p, "negate": n, "ignore_case": ignore_case}
+                           for i, p, n in conditions],
             "logical_grouping": logical_grouping, "action": action, "enabled": enabled,
-            "stop_processing": stop_processing}
+            "stop_processing": stop_processing, "pattern_syntax": pattern_syntax,
+            "truncated": truncated}
 
 
 def probe_document(host: str, exsetup: str | None, *, roles: list[str] | None = None,

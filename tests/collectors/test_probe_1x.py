@@ -45,10 +45,16 @@ DOCUMENTS = Path(__file__).parent / "probe_documents"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 NEW_FIELDS = ("rewrite_rule_details", "dotnet_release")
 
+# As the probe prints it now (documents.rewrite_rule()), and as the literal documents written
+# before the probe read match negate, ignoreCase, patternSyntax and whether it cut a text hold it
+# (those fields not read: None; stop_processing, which they hold, is kept).
 EOMTV2 = RewriteRule(
     name="PowerShell - inbound", site="Default Web Site", match_url=".*", action="AbortRequest",
-    conditions=(RewriteCondition(PROXYNOTSHELL_INPUT, PROXYNOTSHELL_PATTERN, False),),
-    logical_grouping="MatchAll", enabled=True)
+    conditions=(RewriteCondition(PROXYNOTSHELL_INPUT, PROXYNOTSHELL_PATTERN, False, True),),
+    logical_grouping="MatchAll", enabled=True, match_negate=False, pattern_syntax="ECMAScript",
+    stop_processing=True, truncated=False)
+EARLIER = replace(EOMTV2, conditions=(RewriteCondition(PROXYNOTSHELL_INPUT, PROXYNOTSHELL_PATTERN, False),),
+                  match_negate=None, pattern_syntax=None, truncated=None)
 
 
 def _fixture(name: str) -> Observation:
@@ -68,7 +74,7 @@ def _rules(obs: Observation) -> tuple[RewriteRule, ...] | None:
 
 def test_eomtv2s_rule_is_read_with_its_content():
     obs = _fixture("exchange2019_cu12_proxynotshell_eomtv2_rule.json")
-    assert _rules(obs) == (EOMTV2,)
+    assert _rules(obs) == (EARLIER,)
     assert obs.mitigations is not None and obs.mitigations.rewrite_rules == ("PowerShell - inbound",)
     assert obs.dotnet_release == 528049
     assert obs.exsetup_version == "15.2.1118.15" and obs.probe_errors == ()
@@ -77,15 +83,16 @@ def test_eomtv2s_rule_is_read_with_its_content():
 def test_eems_and_an_admins_rule_by_other_names_and_the_other_rules_of_every_site():
     obs = _fixture("exchange2019_cu11_proxynotshell_eems_and_admin_rules.json")
     assert _rules(obs) == (
-        replace(EOMTV2, name="EEMS M1.1 PowerShell - inbound"),
-        replace(EOMTV2, name="RequestBlockingRule1"),
+        replace(EARLIER, name="EEMS M1.1 PowerShell - inbound"),
+        replace(EARLIER, name="RequestBlockingRule1"),
         RewriteRule(name="Redirect root to OWA", site="Default Web Site", match_url="^$",
-                    action="Redirect", conditions=(), logical_grouping="MatchAll", enabled=False),
+                    action="Redirect", conditions=(), logical_grouping="MatchAll", enabled=False,
+                    stop_processing=True),
         RewriteRule(name="Block EWS from outside", site="Exchange Back End", match_url="^EWS/",
                     action="CustomResponse",
                     conditions=(RewriteCondition("{REMOTE_ADDR}", "^10\\.", True),
                                 RewriteCondition("{HTTPS}", "^ON$", False)),
-                    logical_grouping="MatchAny", enabled=True),
+                    logical_grouping="MatchAny", enabled=True, stop_processing=False),
     )
     # The names stay what they were: server level and Default Web Site only.
     assert obs.mitigations is not None and obs.mitigations.rewrite_rules == (
@@ -136,7 +143,7 @@ def test_the_import_path_reads_the_new_fields():
     path = DOCUMENTS / "exchange2019_cu12_proxynotshell_eomtv2_rule.json"
     document = load_document(read_document(path))
     obs = observation_from_document(document, Host("EX19-02"), "import:x", NOW)
-    assert _rules(obs) == (EOMTV2,) and obs.dotnet_release == 528049
+    assert _rules(obs) == (EARLIER,) and obs.dotnet_release == 528049
 
 
 @pytest.mark.parametrize(("name", "field"), [
@@ -274,6 +281,13 @@ def _nested(depth: int) -> Any:
                  "condition 2: negate is a text", id="negate-text"),
     pytest.param(_with(conditions=[{**GOOD_CONDITION, "negate": 0}]), "condition 1: negate is an integer",
                  id="negate-zero"),
+    pytest.param(_with(conditions=[{**GOOD_CONDITION, "ignore_case": "true"}]),
+                 "condition 1: ignore_case is a text", id="ignore-case-text"),
+    pytest.param(_with(match_negate="false"), "match_negate is a text", id="match-negate-text"),
+    pytest.param(_with(stop_processing="yes"), "stop_processing is a text", id="stop-processing-text"),
+    pytest.param(_with(truncated=0), "truncated is an integer", id="truncated-number"),
+    pytest.param(_with(pattern_syntax=1), "pattern_syntax is an integer", id="pattern-syntax-number"),
+    pytest.param(_with(pattern_syntax=LONG), "pattern_syntax is longer", id="pattern-syntax-too-long"),
     pytest.param(_with(conditions=[{"input": PROXYNOTSHELL_INPUT, "negate": False}]),
                  "condition 1: pattern is missing", id="pattern-missing"),
     pytest.param(_with(conditions=_nested(200)), "condition 1 is a list", id="nested-garbage"),
@@ -293,11 +307,45 @@ def test_a_malformed_entry_is_dropped_with_an_error_and_the_rest_kept(entry: Any
     pytest.param(_with(name="x" * MAX_RULE_TEXT, site="s" * MAX_RULE_TEXT), id="texts-at-the-limit"),
     pytest.param(_with(conditions=[GOOD_CONDITION] * MAX_CONDITIONS), id="conditions-at-the-limit"),
     pytest.param(_with(conditions=[], match_url="", action="", logical_grouping=""), id="empty-texts"),
-    pytest.param(_with(stop_processing="yes", unknown={"nested": [[[]]]}), id="unknown-and-unused-keys"),
+    pytest.param(_with(unknown={"nested": [[[]]]}), id="unknown-keys"),
 ])
 def test_an_entry_within_the_bounds_is_kept(entry: dict[str, Any]):
     obs = _parse([entry])
     assert len(_rules(obs) or ()) == 1 and _added_errors(obs) == []
+
+
+def test_the_rule_fields_the_matcher_needs_are_read():
+    conditions = ((PROXYNOTSHELL_INPUT, PROXYNOTSHELL_PATTERN, False),)
+    obs = _parse([rewrite_rule("Let through", action="None", stop_processing=True),
+                  rewrite_rule(match_negate=True, pattern_syntax="Wildcard", truncated=True,
+                               ignore_case=False, stop_processing=False, conditions=conditions)])
+    first, second = _rules(obs) or ()
+    assert first.stop_processing is True and first.match_negate is False
+    assert first.pattern_syntax == "ECMAScript" and first.truncated is False
+    assert first.conditions[0].ignore_case is True
+    assert (second.match_negate, second.pattern_syntax, second.truncated, second.stop_processing) == (
+        True, "Wildcard", True, False)
+    assert second.conditions[0].ignore_case is False
+    assert _added_errors(obs) == []
+
+
+@pytest.mark.parametrize("key", ["match_negate", "pattern_syntax", "stop_processing", "truncated"])
+def test_a_rule_field_not_written_reads_as_not_read(key: str):
+    (rule,) = _rules(_parse([_without(key)])) or ()
+    assert getattr(rule, key) is None
+    condition = {**GOOD_CONDITION}
+    (rule,) = _rules(_parse([_with(conditions=[condition])])) or ()
+    assert rule.conditions[0].ignore_case is None
+
+
+def test_a_text_at_the_cut_is_taken_as_cut():
+    # The probe cuts texts at MAX_RULE_TEXT: a text of that length may be the head of a longer one.
+    for entry in (_with(match_url="x" * MAX_RULE_TEXT),
+                  _with(conditions=[{**GOOD_CONDITION, "pattern": PROXYNOTSHELL_PATTERN.ljust(MAX_RULE_TEXT)}])):
+        (rule,) = _rules(_parse([entry])) or ()
+        assert rule.truncated is True
+    (rule,) = _rules(_parse([_with(match_url="x" * (MAX_RULE_TEXT - 1))])) or ()
+    assert rule.truncated is False
 
 
 def test_hostile_text_stays_data():
@@ -401,5 +449,5 @@ def test_a_1_2_document_flows_through_winrm(wsman_peer):
                          read_timeout_seconds=4, operation_timeout_seconds=2, retries=0)
     obs = probe_host(Target(Host(name), wsman_peer.url(name)), config, wsman_peer.password)
     assert obs.failure is None, obs.failure
-    assert _rules(obs) == (EOMTV2,) and obs.dotnet_release == 528049
+    assert _rules(obs) == (EARLIER,) and obs.dotnet_release == 528049
     assert observation_from_dict(json.loads(json.dumps(observation_to_dict(obs)))) == obs

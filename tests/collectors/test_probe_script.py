@@ -42,8 +42,9 @@ MAX_ENVELOPE_BYTES = 150 * 1024
 # administrator can read in full before letting it run on every Exchange server, and makes a jump
 # in its size a decision someone takes here, not an accident. Raised from 11,000 to 12,500 for
 # minor version 1.2 (issue 19: each URL Rewrite rule's content, the .NET Framework release),
-# which took the probe to about 12,300.
-LIMIT = 12_500
+# which took the probe to about 12,300; to 12,800 for the rule's match negate, ignoreCase,
+# patternSyntax and truncation (the matcher fails closed without them), about 12,550.
+LIMIT = 12_800
 
 
 def compact(script: str) -> str:
@@ -642,27 +643,39 @@ def test_rule_entries_carry_exactly_the_schemas_fields(script: str, schema: dict
     code = compact(script)
     rule = schema["$defs"]["rewrite_rule"]  # type: ignore[index]
     condition = schema["$defs"]["rewrite_condition"]  # type: ignore[index]
-    assert _keys(_rule_entry_line(code)) == ["site", "name", "match_url", "conditions", "logical_grouping",
-                                             "action", "enabled", "stop_processing"]
-    assert set(_keys(_rule_entry_line(code))) == set(rule["properties"])
-    assert set(rule["required"]) == set(rule["properties"]) - {"stop_processing"}
-    assert _keys(_condition_line(code)) == ["input", "pattern", "negate"]
-    assert set(_keys(_condition_line(code))) == set(condition["properties"]) == set(condition["required"])
+    assert _keys(_rule_entry_line(code)) == ["site", "name", "match_url", "match_negate", "conditions",
+                                             "logical_grouping", "action", "enabled", "stop_processing",
+                                             "pattern_syntax"]
+    # truncated is added once the conditions (which may cut a text) are read.
+    assert "$state.rule.truncated = $state.cut" in code
+    assert set(_keys(_rule_entry_line(code))) | {"truncated"} == set(rule["properties"])
+    # What the matcher needs since (fail-closed when absent) is not required of a document.
+    later = {"stop_processing", "match_negate", "pattern_syntax", "truncated"}
+    assert set(rule["required"]) == set(rule["properties"]) - later
+    assert _keys(_condition_line(code)) == ["input", "pattern", "negate", "ignore_case"]
+    assert set(_keys(_condition_line(code))) == set(condition["properties"])
+    assert set(condition["required"]) == set(condition["properties"]) - {"ignore_case"}
 
 
 def test_every_rule_text_is_cut_and_every_flag_is_a_boolean(script: str) -> None:
     code = compact(script)
     values = dict(re.findall(r"(\w+) = (\(.*?\)|\$List::new\(\))(?:;| \})",
                              _rule_entry_line(code) + _condition_line(code)))
-    texts = {"site", "name", "match_url", "logical_grouping", "action", "input", "pattern"}
+    texts = {"site", "name", "match_url", "logical_grouping", "action", "input", "pattern", "pattern_syntax"}
     assert {key for key, value in values.items() if value.startswith("(Cut ")} == texts
     # IIS's defaults: enabled unless it says False; stopProcessing and negate only when True.
     assert values["enabled"] == "([string]$rule.enabled -ne 'False')"
     assert values["stop_processing"] == "([string]$rule.stopProcessing -eq 'True')"
     assert values["negate"] == "([string]$condition.negate -eq 'True')"
+    assert values["match_negate"] == "([string]$rule.match.negate -eq 'True')"
+    # ignoreCase is true unless it says False; patternSyntax as IIS reports it (ECMAScript by default).
+    assert values["ignore_case"] == "([string]$condition.ignoreCase -ne 'False')"
+    assert values["pattern_syntax"] == "(Cut $rule.patternSyntax)"
     assert values["conditions"] == "$List::new()"
-    # Cut keeps the text as configured (no trimming, no whitespace folding), at most $MaxText.
-    assert ("function Cut($value) {\n$text = [string]$value\n"
+    # Cut keeps the text as configured (no trimming, no whitespace folding), at most $MaxText, and
+    # marks the rule cut (truncated) when it cuts: a cut text must never pass for the whole one.
+    assert ("function Cut($value) {\n$text = [string]$value\nif ($text.Length -gt $MaxText) {\n"
+            "$state.cut = $true\n}\n"
             "return $text.Substring(0, [Math]::Min($text.Length, $MaxText))\n}") in code
 
 
@@ -694,9 +707,12 @@ def test_rule_content_is_read_per_site_and_the_names_as_before(script: str) -> N
             "'system.webServer/rewrite/rules/rule')) {") in code
     # A rule without conditions must not gain an empty one (@($null) holds one element).
     assert "$conditions = @($rule.conditions.Collection | Where-Object { $null -ne $_ })" in code
-    # Over a cap a rule is left out whole and counted in one error, never silently cut.
-    assert ("if ($mit.rewrite_rule_details.Count -ge $MaxRules -or $conditions.Count -gt $MaxConditions) {"
-            "\n$state.left++\ncontinue\n}") in code
+    # Past the rules' cap a rule is left out and counted in one error; over the conditions' cap it
+    # is written with its first conditions, marked truncated (so an earlier rule that stops
+    # processing is never lost; a cut rule never counts as a mitigation).
+    assert ("if ($mit.rewrite_rule_details.Count -ge $MaxRules) {"
+            "\n$state.left++\ncontinue\n}\n$state.cut = $conditions.Count -gt $MaxConditions\n") in code
+    assert "foreach ($condition in @($conditions | Select-Object -First $MaxConditions)) {" in code
     assert "if ($state.left) {\nFault 'rewrite_rule_details' " in code
     # Without the URL Rewrite module there is no section: not an error.
     assert ("} catch {\nif ($mit.url_rewrite_module) {\nFault 'rewrite_rule_details' $_\n}\n}") in code

@@ -41,6 +41,15 @@ BACK_END = RewriteRule(
     logical_grouping="MatchAny", enabled=False)
 
 
+# As the probe of contract 1.2 reads it now: every field IIS's rule has that the matcher needs.
+FULL = replace(EOMTV2, conditions=(RewriteCondition("{UrlDecode:{REQUEST_URI}}",
+                                                    "(?=.*autodiscover)(?=.*powershell)", False, True),),
+               match_negate=False, pattern_syntax="ECMAScript", stop_processing=True, truncated=False)
+ODD = replace(BACK_END, conditions=(RewriteCondition("{REMOTE_ADDR}", "^10\\.", True, False),
+                                    RewriteCondition("{HTTPS}", "^ON$", False)),
+              match_negate=True, pattern_syntax="Wildcard", stop_processing=False, truncated=True)
+
+
 def _dumps(data: object) -> str:
     # As store/snapshots.py writes an observation: sorted keys, no spaces, not ASCII-escaped.
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -144,6 +153,31 @@ def test_observations_round_trip(details: tuple[RewriteRule, ...] | None, releas
     assert ("rewrite_rule_details" in stored["mitigations"]) is (details is not None)
     assert ("dotnet_release" in stored) is (release is not None)
     assert observation_from_dict(stored) == observation
+
+
+def test_the_newer_rule_fields_are_stored_only_when_read() -> None:
+    stored = observation_to_dict(observe(details=(FULL, ODD, EOMTV2)))["mitigations"]["rewrite_rule_details"]
+    assert stored[0]["match_negate"] is False and stored[0]["pattern_syntax"] == "ECMAScript"
+    assert stored[0]["stop_processing"] is True and stored[0]["truncated"] is False
+    assert stored[0]["conditions"][0]["ignore_case"] is True
+    assert (stored[1]["match_negate"], stored[1]["pattern_syntax"], stored[1]["truncated"]) == (True, "Wildcard", True)
+    assert stored[1]["conditions"][0]["ignore_case"] is False and "ignore_case" not in stored[1]["conditions"][1]
+    # A rule without them (stored before they were read) keeps its former form exactly.
+    assert set(stored[2]) == {"name", "site", "match_url", "action", "conditions", "logical_grouping", "enabled"}
+    assert set(stored[2]["conditions"][0]) == {"input", "pattern", "negate"}
+    observation = observe(details=(FULL, ODD, EOMTV2))
+    assert observation_from_dict(json.loads(_dumps(observation_to_dict(observation)))) == observation
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("match_negate", "false"), ("stop_processing", 0), ("truncated", "no"), ("pattern_syntax", 1)])
+def test_a_forged_newer_rule_field_leaves_the_rule_out(key: str, value: Any) -> None:
+    good = observation_to_dict(observe(details=(FULL,)))["mitigations"]["rewrite_rule_details"][0]
+    observation = _forged(details=[good, {**good, key: value}])
+    assert observation.mitigations is not None
+    assert observation.mitigations.rewrite_rule_details == (FULL,)
+    condition = {**good["conditions"][0], "ignore_case": "true"}
+    assert _forged(details=[{**good, "conditions": [condition]}]).mitigations.rewrite_rule_details == ()  # type: ignore[union-attr]
 
 
 def _forged(details: Any = None, release: Any = None) -> Observation:

@@ -40,15 +40,22 @@ SSRF, RCE = "CVE-2022-41040", "CVE-2022-41082"
 def rule(name: str = "PowerShell - inbound", *, site: str = SITE, match_url: str = ".*",
          action: str = "AbortRequest", input_: str = DECODED, pattern: str = LOOKAHEAD,
          negate: bool = False, enabled: bool = True, extra: tuple[RewriteCondition, ...] = (),
-         grouping: str = "MatchAll") -> RewriteRule:
+         grouping: str = "MatchAll", ignore_case: bool | None = True,
+         match_negate: bool | None = False, syntax: str | None = "ECMAScript",
+         stop: bool | None = False, truncated: bool | None = False) -> RewriteRule:
     return RewriteRule(name, site, match_url, action,
-                       (RewriteCondition(input_, pattern, negate), *extra), grouping, enabled)
+                       (RewriteCondition(input_, pattern, negate, ignore_case), *extra),
+                       grouping, enabled, match_negate=match_negate, pattern_syntax=syntax,
+                       stop_processing=stop, truncated=truncated)
 
 
 # What the HealthChecker test data shows (DefaultWebSite_web1.config) and EOMT writes for the
 # March 2021 advisory: rules beside the one that matters.
 EOMT_MARCH = RewriteRule("X-BEResource Abort - inbound", SITE, ".*", "AbortRequest",
-                         (RewriteCondition("{HTTP_COOKIE}", "(.*)X-BEResource=(.+)/(.+)~(.+)"),))
+                         (RewriteCondition("{HTTP_COOKIE}", "(.*)X-BEResource=(.+)/(.+)~(.+)",
+                                           ignore_case=True),),
+                         match_negate=False, pattern_syntax="ECMAScript", stop_processing=False,
+                         truncated=False)
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +87,13 @@ MITIGATED = [
                  "blocks by content", id="admins-own-name-same-content"),
     pytest.param(rule("RequestBlockingRule1", action="CustomResponse"), "CustomResponse",
                  id="custom-response-as-healthchecker-accepts"),
-    pytest.param(rule(pattern="  (?=.*AutoDiscover)(?=.*PowerShell) ", site="default web site",
-                      input_="{URLDECODE:{REQUEST_URI}}"), "blocks by content",
-                 id="case-and-spaces-as-iis-ignores-them"),
+    pytest.param(rule(pattern="(?=.*AutoDiscover)(?=.*PowerShell)", site="default web site",
+                      input_="{URLDECODE:{REQUEST_URI}}", grouping="MATCHALL",
+                      syntax="ecmascript", action="abortrequest"), "blocks by content",
+                 id="case-as-iis-ignores-it"),
+    pytest.param(rule(extra=(RewriteCondition("{HTTP_HOST}", "mail"),), grouping="matchany"),
+                 "blocks by content", id="matchany-in-any-case"),
+    pytest.param(rule(stop=True), "blocks by content", id="stops-processing-itself"),
     pytest.param(rule(extra=(RewriteCondition("{HTTP_HOST}", "mail"),), grouping="MatchAny"),
                  "blocks by content", id="extra-condition-under-matchany"),
 ]
@@ -122,9 +133,42 @@ NOT_MITIGATED = [
     pytest.param(rule(match_url="^autodiscover"), "matches the URL '^autodiscover', not '.*'",
                  id="narrower-match-url"),
     pytest.param(rule(extra=(RewriteCondition("{HTTP_HOST}", "mail"),)),
-                 "adds 1 other condition(s) under MatchAll", id="extra-condition-under-matchall"),
+                 "adds 1 other condition(s) under 'MatchAll'", id="extra-condition-under-matchall"),
     pytest.param(rule(pattern="autodiscover"), "has no condition with the pattern",
                  id="known-name-other-pattern"),
+    # IIS takes a regular expression's whitespace literally: these patterns match other texts.
+    pytest.param(rule(pattern=f" {LOOKAHEAD} "), "has no condition with the pattern",
+                 id="pattern-with-spaces"),
+    pytest.param(rule(pattern=f"\t{LOOKAHEAD}"), "has no condition with the pattern",
+                 id="pattern-with-leading-tab"),
+    pytest.param(rule(pattern=f"{LOOKAHEAD}\n"), "has no condition with the pattern",
+                 id="pattern-with-trailing-newline"),
+    pytest.param(rule(match_url=" .*"), "matches the URL ' .*', not '.*'",
+                 id="match-url-leading-space"),
+    pytest.param(rule(match_url=".* "), "matches the URL '.* ', not '.*'",
+                 id="match-url-trailing-space"),
+    pytest.param(rule(site="Default Web Site "), "is on the site 'Default Web Site ', not",
+                 id="site-with-trailing-space"),
+    pytest.param(rule(extra=(RewriteCondition("{HTTP_HOST}", "mail", ignore_case=True),),
+                      grouping="matchany "), "other condition(s) under 'matchany '",
+                 id="grouping-with-trailing-space"),
+    pytest.param(rule(pattern=LOOKAHEAD + " " * 10, truncated=True),
+                 "was cut by the probe", id="long-pattern-cut-to-the-accepted-one"),
+    pytest.param(rule(truncated=True), "was cut by the probe", id="truncated"),
+    pytest.param(rule(match_negate=True), "negates its match", id="negated-match"),
+    pytest.param(rule(ignore_case=False), "compares case-sensitively",
+                 id="condition-case-sensitive"),
+    pytest.param(rule(syntax="Wildcard"), "uses the pattern syntax 'Wildcard'", id="wildcard"),
+    pytest.param(rule(syntax="ExactMatch"), "uses the pattern syntax 'ExactMatch'",
+                 id="exact-match"),
+    pytest.param(rule(syntax="ECMAScript "), "uses the pattern syntax", id="syntax-spaced"),
+    # Not read (a document or stored observation without the field): fail closed.
+    pytest.param(rule(match_negate=None), "match negate was not read", id="negate-unread"),
+    pytest.param(rule(ignore_case=None), "condition's ignoreCase was not read",
+                 id="ignore-case-unread"),
+    pytest.param(rule(syntax=None), "patternSyntax was not read", id="syntax-unread"),
+    pytest.param(rule(truncated=None), "whether the probe cut it was not read",
+                 id="truncated-unread"),
 ]
 
 
@@ -145,6 +189,34 @@ def test_a_counting_rule_beside_a_broken_one_mitigates(notshell: Catalog) -> Non
     verdict = judge(notshell, rule(enabled=False), rule("RequestBlockingRule1"))
     assert verdict.status is Status.MITIGATED
     assert "'RequestBlockingRule1'" in evidence(verdict)
+
+
+STOPPER = rule("Let through", action="None", pattern=".*", stop=True)
+
+
+@pytest.mark.parametrize("earlier", [
+    pytest.param(STOPPER, id="action-none-match-all"),
+    pytest.param(rule("Narrow", action="Rewrite", match_url="^owa", pattern="x", stop=True),
+                 id="any-stopping-rule"),
+    pytest.param(rule("Unread", action="None", pattern=".*", stop=None), id="stop-unread"),
+    pytest.param(rule("Mine", stop=True, truncated=True), id="a-cut-rule-stopping"),
+])
+def test_an_earlier_rule_that_stops_processing_keeps_the_rule_from_counting(
+        notshell: Catalog, earlier: RewriteRule) -> None:
+    verdict = judge(notshell, EOMT_MARCH, earlier, rule())
+    assert verdict.status is Status.VULNERABLE, evidence(verdict)
+    assert "may never be reached" in evidence(verdict)
+    assert repr(earlier.name) in evidence(verdict)
+
+
+def test_a_stopping_rule_elsewhere_or_later_or_disabled_does_not_matter(notshell: Catalog) -> None:
+    later = judge(notshell, rule(), STOPPER)
+    other_site = judge(notshell, rule("X", site="Exchange Back End", stop=True), rule())
+    disabled = judge(notshell, rule("Y", action="None", enabled=False, stop=True), rule())
+    server_case = judge(notshell, rule("Z", site="DEFAULT WEB SITE", action="None", pattern=".*",
+                                      stop=True), rule())
+    assert later.status is other_site.status is disabled.status is Status.MITIGATED
+    assert server_case.status is Status.VULNERABLE
 
 
 def test_no_such_rule_says_what_was_read(notshell: Catalog) -> None:
