@@ -11,6 +11,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from compliance import __version__
 from compliance.builds import encode_version_number, parse_dotted
@@ -44,17 +45,21 @@ MAILBOX_2013 = server_roles(["Mailbox", "ClientAccess", "UnifiedMessaging", "Hub
 MAILBOX_2019 = server_roles(["Mailbox", "ClientAccess", "HubTransport", "FrontendTransport", "Cafe"])
 CAS_2013 = server_roles(["ClientAccess", "Cafe", "FrontendTransport"])
 EDGE = server_roles(["Edge"])
+# What probe contract 1.2 reads of every rule beside its match, conditions and action.
+_READ: dict[str, Any] = {"match_negate": False, "pattern_syntax": "ECMAScript",
+                         "stop_processing": False, "truncated": False}
 # EOMT's two rules against the March 2021 SSRF (shared/reference/mitigations.md, EOMT.ps1).
 EOMT_RULES = {
     name: RewriteRule(name, "Default Web Site", ".*", "AbortRequest",
-                      (RewriteCondition("{HTTP_COOKIE}", pattern),))
+                      (RewriteCondition("{HTTP_COOKIE}", pattern, ignore_case=True),), **_READ)
     for name, pattern in zip(REWRITE_RULES, ("(.*)X-AnonResource-Backend(.*)",
                                              "(.*)X-BEResource=(.+)/(.+)~(.+)"), strict=True)}
 # EOMTv2's ProxyNotShell request-blocking rule, as the probe reads it
 # (shared/reference/later_advisories.md: CSS-Exchange EOMTv2.ps1).
 NOTSHELL_RULE = RewriteRule(
     "PowerShell - inbound", "Default Web Site", ".*", "AbortRequest",
-    (RewriteCondition("{UrlDecode:{REQUEST_URI}}", "(?=.*autodiscover)(?=.*powershell)"),))
+    (RewriteCondition("{UrlDecode:{REQUEST_URI}}", "(?=.*autodiscover)(?=.*powershell)",
+                      ignore_case=True),), **_READ)
 
 
 @dataclass(frozen=True)

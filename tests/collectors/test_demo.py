@@ -56,3 +56,17 @@ def test_stored_verdicts_are_what_evaluate_gives(empty_store, shipped_catalog):
     taken = snapshot_times(NOW)[-1]
     for assessment in empty_store.assessments(ids[-1]):
         assert evaluate(assessment.observation, shipped_catalog, taken) == assessment.verdict
+
+
+def test_the_demo_shows_the_later_advisories(empty_store, shipped_catalog):
+    """Issue 19: hosts patched for March 2021 but open to ProxyShell, one with the May 2021 SU,
+    and a 2019 CU12 server whose ProxyNotShell rule (EOMTv2's, read by content) mitigates."""
+    ids = seed_demo(empty_store, shipped_catalog, NOW)
+    summaries = {s.host: s for s in empty_store.summaries(ids[-1], shipped_catalog)}
+    shell = "2021-05-proxyshell"
+    assert any(s.status is Status.PATCHED and s.status_for(shell) is Status.VULNERABLE
+               for s in summaries.values())
+    assert any(s.build == "15.1.2176.14" and s.status_for(shell) is Status.PATCHED
+               for s in summaries.values())
+    assert summaries["DEMO-EX19NEW01"].status_for("2022-11-proxynotshell") is Status.MITIGATED
+    assert summaries["DEMO-EX19NEW02"].worst() is Status.PATCHED
