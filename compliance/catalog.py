@@ -78,12 +78,18 @@ class Catalog:
     # place() is a pure function of the build and this (immutable) catalogue: a fleet has few
     # distinct builds, and re-grading a carried fleet places each of them thousands of times.
     _placements: dict[Build, Placement] = field(default_factory=dict, compare=False, repr=False)
+    # (product, CU) -> its group, built on first use: grading asks for it per host and advisory.
+    _group_index: dict[tuple[str | None, str | None], CuGroup] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def release(self, build: Build) -> Release | None:
         return self.by_build.get(build) if build.revision is not None else None
 
     def group(self, product: str | None, cu: str | None) -> CuGroup | None:
-        return next((g for g in self.groups if g.product == product and g.cu == cu), None)
+        if not self._group_index and self.groups:
+            for group in reversed(self.groups):  # the first of a (product, CU) wins, as before
+                self._group_index[(group.product, group.cu)] = group
+        return self._group_index.get((product, cu))
 
     def name_of(self, build: Build) -> str | None:
         release = self.release(build)
