@@ -26,10 +26,11 @@ _ABOUT_THE_RUN = (EvidenceKind.CARRIED, EvidenceKind.COLLECTION_FAILED)
 def judge_others(assessments: Iterable[Assessment], catalogs: Sequence[Catalog],
                  as_of: datetime, policy: Policy | None = None) -> tuple[Assessment, ...]:
     """``assessments`` with ``others`` set: one verdict per catalogue in ``catalogs`` (in that
-    order), judged at ``as_of``. No catalogues: the assessments unchanged."""
+    order), judged at ``as_of``. No catalogues: none (a member carried from a snapshot judged by
+    more keeps no verdict of an earlier time)."""
     members = tuple(assessments)
     if not catalogs:
-        return members
+        return tuple(replace(m, others=()) if m.others else m for m in members)
     chosen = policy or Policy()
     judged = []
     for member in members:

@@ -156,3 +156,13 @@ def test_advisories_text_round_trips_and_refuses_what_no_writer_makes():
     for bad in ('[["a", "hacked", [], [], ""]]', "{", '[["a"]]', "[1]"):
         with pytest.raises(ValueError):
             advisories_of(bad)
+
+
+def test_a_save_without_the_other_advisories_carries_none_of_an_earlier_time(
+        empty_store, shipped_catalog, second):
+    empty_store.save(_run(shipped_catalog, {"EX1": MARCH_SU, "EX2": LATER}), shipped_catalog,
+                     others=[second])
+    newest = empty_store.save(_run(shipped_catalog, {"EX2": LATER}, NOW + timedelta(hours=1)),
+                              shipped_catalog)  # EX1 carried; no other advisory this time
+    assert all(a.others == () for a in empty_store.assessments(newest))
+    assert not empty_store.judged_by_others(newest) and empty_store.verify().ok
