@@ -301,16 +301,40 @@ def verdict_from_dict(data: Mapping[str, Any]) -> Verdict:
 def stored_verdict_to_dict(assessment: Assessment) -> dict[str, Any]:
     """A result row's verdict JSON: the snapshot's own advisory's verdict, and under
     ``others`` the other advisories' (format 6; the key only when there are some, so a row
-    judged by one advisory encodes exactly as before)."""
+    judged by one advisory encodes exactly as before). An other verdict's evidence line that
+    is the own verdict's line at index ``i`` is stored as ``i``: most lines (the build, the
+    catalogue, the installed updates, the probe's errors) are the same for every advisory."""
     data = verdict_to_dict(assessment.verdict)
     if assessment.others:
-        data["others"] = [verdict_to_dict(other) for other in assessment.others]
+        shared: dict[tuple[Any, ...], int] = {}
+        for index, line in enumerate(data["evidence"]):
+            shared.setdefault(tuple(line.values()), index)
+        others = []
+        for other in assessment.others:
+            encoded = verdict_to_dict(other)
+            encoded["evidence"] = [shared.get(tuple(line.values()), line)
+                                   for line in encoded["evidence"]]
+            others.append(encoded)
+        data["others"] = others
     return data
 
 
 def others_from_dict(data: Mapping[str, Any]) -> tuple[Verdict, ...]:
-    """The other advisories' verdicts of a row's verdict JSON (() before format 6)."""
-    return tuple(verdict_from_dict(other) for other in data.get("others") or ())
+    """The other advisories' verdicts of a row's verdict JSON (() before format 6), their
+    shared evidence lines read from the own verdict's; ``ValueError`` for an index no writer
+    of this tool makes."""
+    own = data.get("evidence") or []
+    verdicts = []
+    for other in data.get("others") or ():
+        lines = []
+        for line in other.get("evidence", []):
+            if isinstance(line, int) and not isinstance(line, bool):
+                if not 0 <= line < len(own):
+                    raise ValueError(f"evidence index {line} out of range")
+                line = own[line]
+            lines.append(line)
+        verdicts.append(verdict_from_dict({**other, "evidence": lines}))
+    return tuple(verdicts)
 
 
 def stored_assessment(observation: Mapping[str, Any], verdict: Mapping[str, Any],

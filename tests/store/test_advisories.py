@@ -166,3 +166,24 @@ def test_a_save_without_the_other_advisories_carries_none_of_an_earlier_time(
                               shipped_catalog)  # EX1 carried; no other advisory this time
     assert all(a.others == () for a in empty_store.assessments(newest))
     assert not empty_store.judged_by_others(newest) and empty_store.verify().ok
+
+
+def test_an_other_verdicts_shared_evidence_is_stored_once_and_read_back_whole(
+        empty_store, shipped_catalog, second):
+    from compliance.codec import others_from_dict
+    from compliance.evaluate import evaluate
+
+    run = _run(shipped_catalog, {"EX1": MARCH_SU})
+    snapshot_id = empty_store.save(run, shipped_catalog, others=[second])
+    with empty_store.engine.connect() as conn:
+        stored = conn.execute(text("SELECT verdict FROM results WHERE snapshot_id = :id"),
+                              {"id": snapshot_id}).scalar_one()
+    data = json.loads(stored)
+    lines = data["others"][0]["evidence"]
+    assert any(isinstance(line, int) for line in lines)  # shared with the own verdict's
+    (member,) = empty_store.assessments(snapshot_id)
+    assert member.others == (evaluate(run.assessments[0].observation, second, NOW),)
+    for bad in (len(data["evidence"]), -1):
+        forged = {**data, "others": [{**data["others"][0], "evidence": [bad]}]}
+        with pytest.raises(ValueError):
+            others_from_dict(forged)
