@@ -43,7 +43,7 @@ from compliance.builds import BuildParseError, parse_ad_build, parse_build, pars
 from compliance.catalog import Catalog, CuGroup, Placement
 from compliance.models import Build, BuildSource, Observation, Release, ServerRole
 from compliance.sulevel import newest_release, newest_update, su_level
-from compliance.summary import HostSummary
+from compliance.summary import HostSummary, full_build
 
 # Microsoft's URL form for a KB article: support.microsoft.com serves KB5014261 at
 # /en-us/help/5014261; the form without a locale is the one Microsoft Learn pages and the
@@ -742,11 +742,6 @@ def plan_host(observation: Observation, catalog: Catalog,
                       prerequisites=prerequisites)
 
 
-# Where a summary's build is the server's full build (ExSetup.exe's, or an update recorded as
-# installed for its CU): the only ones a plan can start from.
-_FULL_BUILDS = (BuildSource.EXSETUP.value, BuildSource.INSTALLED_UPDATE.value)
-
-
 def next_steps(summaries: Iterable[HostSummary], catalog: Catalog,
                advisories: Sequence[Advisory | Catalog], *, on: date
                ) -> dict[str, tuple[Step | None, str]]:
@@ -759,13 +754,8 @@ def next_steps(summaries: Iterable[HostSummary], catalog: Catalog,
     for summary in summaries:
         key = (summary.build, summary.build_source, summary.roles)
         if key not in memo:
-            build = None
-            if summary.build_source in _FULL_BUILDS:
-                try:
-                    build = parse_dotted(summary.build)
-                except BuildParseError:
-                    build = None
-            plan = plan_build(build, catalog, advisories, on=on,
+            plan = plan_build(full_build(summary.build, summary.build_source), catalog,
+                              advisories, on=on,
                               roles=frozenset(summary.roles) or None)
             step = plan.next_step
             memo[key] = (step, "" if step else

@@ -14,11 +14,35 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from compliance.models import Assessment, EvidenceKind, Flag, ServerRole, Status, Verdict, worst_status
+from compliance.builds import BuildParseError, parse_dotted
+from compliance.models import (
+    Assessment,
+    Build,
+    BuildSource,
+    EvidenceKind,
+    Flag,
+    ServerRole,
+    Status,
+    Verdict,
+    worst_status,
+)
 
 # Lists are stored as one text, joined with this: every element is an enum value, a
 # mitigation id of the advisory or a CVE id, none of which holds it.
 SEPARATOR = ", "
+
+
+def full_build(build: str, build_source: str) -> Build | None:
+    """A stored summary's build as the server's full build, when it is one: read from
+    ExSetup.exe or proven by an installed update (``BuildSource.cu_level_only`` false). None
+    for a CU level only (AD, AdminDisplayVersion), no build, or a text that does not parse:
+    only a full build shows the Security Update level or can start an upgrade plan."""
+    try:
+        if BuildSource(build_source).cu_level_only:
+            return None
+        return parse_dotted(build)
+    except (ValueError, BuildParseError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,6 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from compliance.acceptance import AcceptanceError, accept
-from compliance.builds import BuildParseError, parse_dotted
 from compliance.catalog import Catalog, load_catalog, load_catalogs
 from compliance.deadline import DeadlinePolicy
 from compliance.evaluate import Policy
@@ -24,7 +23,7 @@ from compliance.models import Assessment, Flag, Status, worst_status
 from compliance.outside_record import EndpointRecord, OutsideRecord
 from compliance.plan import Plan, next_steps, plan_host
 from compliance.sulevel import SuState, su_level
-from compliance.summary import ALL, HostSummary
+from compliance.summary import ALL, HostSummary, full_build
 from compliance.worklist import (
     PRIORITY_NAMES,
     plan_with_acceptances,
@@ -213,12 +212,10 @@ HOST_TABLE_COLUMNS = (*HOST_TABLE_FIELDS, "observed_in", "carried", "need", "su_
 def su_level_text(build: str, build_source: str) -> str:
     """A host's Security Update level in words (compliance/sulevel.py): "current", "3 behind"
     or "unknown"; only a full build (ExSetup.exe's, or an installed update's) can say it."""
-    if build_source not in ("exsetup", "installed_update"):
+    parsed = full_build(build, build_source)
+    if parsed is None:
         return "unknown"
-    try:
-        level = su_level(parse_dotted(build), catalog())
-    except BuildParseError:
-        return "unknown"
+    level = su_level(parsed, catalog())
     if level.state is SuState.BEHIND:
         return f"{level.behind} behind"
     return level.state.value
