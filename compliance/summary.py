@@ -62,6 +62,14 @@ class AdvisoryStatus:
                    verdict.cves_open, verdict.action)
 
 
+def _not_judged(advisory: str) -> AdvisoryStatus:
+    """What a host reads as for an advisory its snapshot holds no verdict for (one judged
+    before the advisory was added): unknown, never compliant, and how to get a verdict."""
+    return AdvisoryStatus(advisory, Status.UNKNOWN, action=f"Collect again: this snapshot was "
+                          f"judged before advisory {advisory} was added, so it holds no "
+                          "verdict for it")
+
+
 _ADVISORIES_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
@@ -159,9 +167,7 @@ class HostSummary:
         if advisory == ALL:
             held = {a.advisory for a in self.advisories}
             # Fail closed: no verdict for an advisory is not "nothing to do" for it.
-            missing = [AdvisoryStatus(a, Status.UNKNOWN, (), (), f"Collect again: this "
-                                      f"snapshot holds no verdict for advisory {a}")
-                       for a in expected if a != own and a not in held]
+            missing = [_not_judged(a) for a in expected if a != own and a not in held]
             if not self.advisories and not missing:
                 return self
             judged = [AdvisoryStatus(own, self.status, self.flags, self.cves_open, self.action),
@@ -187,9 +193,9 @@ class HostSummary:
         seen = self.for_advisory(advisory, own, expected)
         if seen is not None:
             return seen
-        return replace(self, status=Status.UNKNOWN, flags=(), cves_open=(), mitigations=(),
-                       action=f"Collect again: this snapshot was judged before advisory "
-                              f"{advisory} was added, so it holds no verdict for it")
+        unjudged = _not_judged(str(advisory))
+        return replace(self, status=unjudged.status, flags=(), cves_open=(), mitigations=(),
+                       action=unjudged.action)
 
     @property
     def compliant(self) -> bool:

@@ -19,7 +19,7 @@ from compliance.acceptance import AcceptanceError, accept
 from compliance.catalog import Catalog, load_catalog, load_catalogs
 from compliance.deadline import DeadlinePolicy
 from compliance.evaluate import Policy
-from compliance.models import Assessment, Flag, Status, worst_status
+from compliance.models import Assessment, Flag
 from compliance.outside_record import EndpointRecord, OutsideRecord
 from compliance.plan import Plan, next_steps, plan_host
 from compliance.sulevel import SuState, su_level
@@ -291,10 +291,9 @@ def _advisory_matrix(url: str, snapshot_id: int, max_age_days: float) -> pd.Data
     rows = []
     for summary in store.summaries(snapshot_id, catalog(), _policy(max_age_days)):
         statuses = {own: summary.status, **{a.advisory: a.status for a in summary.advisories}}
-        # An advisory the snapshot holds no verdict for counts as unknown in the worst.
-        worst = worst_status([statuses.get(i, Status.UNKNOWN) for i in ids])
+        # The worst as "all advisories" reads it: one without a verdict counts as unknown.
         rows.append((summary.host, *(statuses[i].value if i in statuses else "" for i in ids),
-                     worst.value))
+                     summary.through(ALL, own, ids).status.value))
     return pd.DataFrame(rows, columns=["host", *ids, MATRIX_WORST])
 
 
