@@ -24,9 +24,9 @@ from compliance.builds import BuildParseError, parse_dotted
 from compliance.catalog import ADVISORY_IDS, Catalog, load_catalog, load_catalogs
 from compliance.evaluate import evaluate
 from compliance.models import Host, Observation, ServerRole
+from compliance.summary import ALL
 
 ASSUMED_ROLES = frozenset({ServerRole.UNIFIED_MESSAGING})
-ALL = "all"
 
 
 def classify(text: str, catalog: Catalog, as_of: datetime) -> dict[str, Any]:

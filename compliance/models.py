@@ -406,7 +406,12 @@ class Verdict:
     flags: tuple[Flag, ...] = ()
     evidence: tuple[Evidence, ...] = ()
     unknown_reason: Reason | None = None
-    advisory: str = ""
+    advisory: str = ""  # "<id>/<version>" of the advisory that judged it
+
+    @property
+    def advisory_id(self) -> str:
+        """The judging advisory's id (``2021-05-proxyshell``), without its version."""
+        return self.advisory.split("/", 1)[0]
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ class AdvisoryStatus:
 
     @classmethod
     def of(cls, verdict: Verdict) -> AdvisoryStatus:
-        return cls(verdict.advisory.split("/", 1)[0], verdict.status, verdict.flags,
+        return cls(verdict.advisory_id, verdict.status, verdict.flags,
                    verdict.cves_open, verdict.action)
 
 

@@ -66,8 +66,7 @@ def verdict_for(assessment: Assessment, advisory: str | None) -> Verdict | None:
     snapshot's own); None when the member was not judged by it."""
     if advisory is None:
         return assessment.verdict
-    return next((v for v in all_verdicts(assessment)
-                 if v.advisory.split("/", 1)[0] == advisory), None)
+    return next((v for v in all_verdicts(assessment) if v.advisory_id == advisory), None)
 
 
 def worst(assessment: Assessment) -> Status:

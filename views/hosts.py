@@ -305,7 +305,7 @@ if assessment.others:
     st.markdown("**By advisory**", help="One verdict per advisory, each from the same "
                 "observation at the snapshot's time; the status above is March 2021's.")
     st.dataframe(labels.status_chips(pd.DataFrame(
-        [{"advisory": data.advisory_label(v.advisory.split("/", 1)[0]), "status": v.status.value,
+        [{"advisory": data.advisory_label(v.advisory_id), "status": v.status.value,
           "action": v.action, "reason": v.reason, "cves": ", ".join(v.cves_open)}
          for v in (verdict, *assessment.others)],
         columns=["advisory", "status", "action", "reason", "cves"])),
