@@ -10,7 +10,7 @@ import streamlit as st
 from compliance.acceptance import ACCEPTABLE, MAX_TEXT, AcceptanceError
 from compliance.models import Flag
 from compliance.summary import ALL
-from compliance.verdicts import verdict_for, worst
+from compliance.verdicts import all_verdicts, verdict_for
 from settings import Role
 from store import StoreError
 from views import data, labels
@@ -270,7 +270,10 @@ if advisory is not None and advisory != ALL:
     else:
         verdict = chosen_verdict
 elif advisory == ALL:
-    st.caption(f"Worst over every advisory: **{labels.status_label(worst(assessment).value)}** "
+    # The table's row already holds the worst, as "all advisories" reads it (an advisory
+    # without a verdict counts as unknown).
+    worst_cell = view.loc[view["host"] == name, "status"].iloc[0]
+    st.caption(f"Worst over every advisory: **{labels.status_label(worst_cell)}** "
                "(each advisory's verdict under *By advisory*; shown first: March 2021).")
 st.markdown(f"**{literal(verdict.host)}** ({literal(obs.host.fqdn or 'no FQDN')}): "
             f"**{labels.status_label(verdict.status.value)}**"
@@ -303,11 +306,11 @@ if verdict.cves_open:
     st.markdown("**CVEs not closed:** " + ", ".join(verdict.cves_open))
 if assessment.others:
     st.markdown("**By advisory**", help="One verdict per advisory, each from the same "
-                "observation at the snapshot's time; the status above is March 2021's.")
+                "observation at the snapshot's time.")
     st.dataframe(labels.status_chips(pd.DataFrame(
         [{"advisory": data.advisory_label(v.advisory_id), "status": v.status.value,
           "action": v.action, "reason": v.reason, "cves": ", ".join(v.cves_open)}
-         for v in (verdict, *assessment.others)],
+         for v in all_verdicts(assessment)],
         columns=["advisory", "status", "action", "reason", "cves"])),
         hide_index=True, key="host_advisories", column_config={
             "advisory": st.column_config.TextColumn("Advisory"),

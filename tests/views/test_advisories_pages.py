@@ -65,7 +65,9 @@ def test_the_hosts_page_judges_by_the_chosen_advisory_with_the_right_action_and_
     assert steps and "KB5003435" in steps[0]  # the quick step: the May 2021 SU for CU19
     assert any("CU23" in line for line in steps)  # then the newest CU of the line
     by_advisory = next(d.value for d in at.dataframe if "advisory" in d.value.columns)
-    assert len(by_advisory) == 3
+    # Every advisory once, the detail's chosen one included (not the chosen one twice).
+    assert len(by_advisory) == 3 and by_advisory["advisory"].nunique() == 3
+    assert "March 2021" in " ".join(by_advisory["advisory"])
 
 
 def test_the_headline_and_worklist_follow_the_chosen_advisory(demo_app):
