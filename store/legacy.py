@@ -21,7 +21,12 @@ from typing import Any
 
 from sqlalchemy import JSON, Connection, bindparam, case, cast, select, type_coerce
 
-from compliance.codec import host_from_dict, observation_from_dict, verdict_from_dict
+from compliance.codec import (
+    host_from_dict,
+    observation_from_dict,
+    stored_assessment,
+    verdict_from_dict,
+)
 from compliance.fleet import (
     DEMO,
     IMPORT,
@@ -287,9 +292,9 @@ def fill_summaries(conn: Connection) -> int:
         values = []
         for position, observation, verdict, observed_in in rows:
             try:
-                columns = summarise(Assessment(observation_from_dict(json.loads(observation)),
-                                               verdict_from_dict(json.loads(verdict)),
-                                               observed_in=observed_in)).to_columns()
+                columns = summarise(stored_assessment(json.loads(observation),
+                                                      json.loads(verdict),
+                                                      observed_in=observed_in)).to_columns()
             except Exception:  # damaged or foreign JSON: verify names the row
                 continue
             values.append({"k_snapshot": snapshot_id, "k_position": position,
