@@ -26,6 +26,7 @@ from typing import Any
 
 import jsonschema
 
+from compliance.advisory import DROPPED
 from compliance.failures import HINTS, FailureReason
 from compliance.models import (
     AppPoolState,
@@ -243,11 +244,11 @@ def _rewrite_rule_details(value: Any) -> tuple[tuple[RewriteRule, ...] | None, t
         try:
             rules.append(_rewrite_rule(entry))
         except ValueError as error:
-            dropped.append(f"rewrite_rule_details: entry {number} dropped: {error}")
+            dropped.append(f"rewrite_rule_details: entry {number} {DROPPED}: {error}")
     errors = dropped[:MAX_DROP_LINES]
     if len(dropped) > MAX_DROP_LINES:
         errors.append(f"rewrite_rule_details: {len(dropped) - MAX_DROP_LINES} more entries "
-                      "dropped")
+                      f"{DROPPED}")
     if len(value) > MAX_RULES:
         errors.append(f"rewrite_rule_details: {len(value) - MAX_RULES} entries past the first "
                       f"{MAX_RULES} left out")

@@ -6,6 +6,7 @@ words the evaluator says about it ("ProxyLogon", "the March 2021 fixes", ...) ar
 
 from __future__ import annotations
 
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,9 @@ MITIGATION_KINDS = ("rewrite_rules", "services_disabled", "app_pools_stopped",
                     "rewrite_rule_content")
 # The words the evaluator needs about an advisory, each a required top-level key of its file.
 WORDING_KEYS = ("short", "fix_name", "fixes_name", "update_name", "cves_name")
+# The word of the probe reader's error line for an entry of the rules' content it left out
+# (collectors/probe.py ``_rewrite_rule_details``).
+DROPPED = "dropped"
 # How ``Mitigation.unreadable`` starts when the probe read no rule content at all.
 CONTENT_NOT_READ = "the probe did not read the URL Rewrite rules' content"
 
@@ -39,13 +43,18 @@ class Cve:
     source: str
 
 
+# ASCII letters only: Unicode case folding would make 'ſ' (U+017F) an 's' and the Kelvin sign
+# a 'k', texts IIS holds for other ones (a pattern that never matches, an unknown variable).
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
 def _same(text: str, other: str) -> bool:
-    """Equal whatever the case, never trimmed: IIS compares site names and enum names
+    """Equal whatever the ASCII case, never trimmed: IIS compares site names and enum names
     (``logicalGrouping``, ``patternSyntax``, the action type) case-insensitively, and a
     regular expression under ``ignoreCase`` (which the matcher requires) matches either case;
     but a regular expression's whitespace is literal, so a space or tab more is another
     pattern. Patterns are compared as text, never evaluated."""
-    return text.casefold() == other.casefold()
+    return text.translate(_ASCII_LOWER) == other.translate(_ASCII_LOWER)
 
 
 def _among(text: str, options: Sequence[str]) -> bool:
@@ -166,8 +175,12 @@ class Mitigation:
     # Only for kind rewrite_rule_content (names are then the hints' names, evidence only).
     content: RuleContent | None = None
 
-    def present(self, seen: MitigationState) -> bool:
-        """Whether every part of this mitigation is in place on the server."""
+    def present(self, seen: MitigationState, errors: Sequence[str] = ()) -> bool:
+        """Whether every part of this mitigation is in place on the server. ``errors``: the
+        probe's error lines; for ``rewrite_rule_content`` an entry the probe's reader dropped
+        (``rewrite_rule_details: entry N dropped: ...``, collectors/probe.py) may be an earlier
+        rule that stops processing, so the rules' order is not known whole and nothing is
+        proven. (Rules past the reader's cap come after every rule read: they cannot.)"""
         if self.kind == "rewrite_rules":
             rules = {rule.strip().casefold() for rule in seen.rewrite_rules}
             return all(name.casefold() in rules for name in self.names)
@@ -175,6 +188,9 @@ class Mitigation:
             # By content only: a rule's name proves nothing, and rules not read are unknown.
             assert self.content is not None
             details = seen.rewrite_rule_details
+            if any(probe_error_part(e).casefold() == "rewrite_rule_details"
+                   and DROPPED in e for e in errors):
+                return False
             return details is not None and any(
                 why is None for _, why in self.content.verdicts(details))
         if self.kind == "services_disabled":

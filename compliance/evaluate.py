@@ -352,7 +352,7 @@ class _Grader:
                 if rule.product not in mitigation.products:
                     continue
                 error = mitigation.unreadable(self.obs.probe_errors, self.obs.mitigations)
-                if mitigation.present(self.obs.mitigations):
+                if mitigation.present(self.obs.mitigations, self.obs.probe_errors):
                     present.append(mitigation.id)
                     seen = mitigation.describe(self.obs.mitigations)
                 elif error is not None:

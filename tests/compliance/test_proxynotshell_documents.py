@@ -55,3 +55,28 @@ def test_the_march_2021_rules_do_not_mitigate_proxynotshell():
     verdict = _judged("exchange2016_cu19_unpatched_rewrite_mitigated.json")
     assert verdict.status is Status.VULNERABLE
     assert Flag.CU_UPDATE_REQUIRED in verdict.flags  # 2016 CU19 got no Nov 2022 SU
+
+
+@pytest.mark.parametrize("broken", [
+    {"name": "Catch all\u0000"},  # a NUL: the reader drops the entry
+    {"enabled": "true"},  # a text where a flag belongs
+], ids=["nul-in-name", "flag-as-text"])
+def test_an_entry_the_reader_drops_before_the_rule_leaves_it_unproven(broken):
+    """Re-check review (issue 19): a malformed earlier rule that stops processing was dropped
+    by the reader and the good rule after it counted; the order is not known whole now."""
+    import json
+
+    from compliance.models import Flag as _Flag
+
+    text = (DOCUMENTS / "exchange2019_cu12_proxynotshell_eomtv2_rule_1.2.json").read_text()
+    document = json.loads(text)
+    rules = document["mitigations"]["rewrite_rule_details"]
+    stopper = {**rules[0], "name": "Catch all", "action": "None", "stop_processing": True,
+               "conditions": [], **broken}
+    document["mitigations"]["rewrite_rule_details"] = [stopper, *rules]
+    obs = observation_from_document(load_document(json.dumps(document)),
+                                    Host("EX19-01", "ex19-01.corp.example"), "test",
+                                    NOW - timedelta(minutes=5))
+    assert any("dropped" in e for e in obs.probe_errors)
+    verdict = evaluate(obs, load_catalog("2022-11-proxynotshell"), NOW)
+    assert verdict.status is Status.VULNERABLE and _Flag.MITIGATION_UNREADABLE in verdict.flags

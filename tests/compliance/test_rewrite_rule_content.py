@@ -330,3 +330,27 @@ def test_the_shipped_file_parses(notshell_data: dict[str, Any]) -> None:
     mitigation = advisory.mitigation(MITIGATION)
     assert mitigation.names == ("PowerShell - inbound", "EEMS M1.1 PowerShell - inbound")
     assert mitigation.content is not None and mitigation.content.site == SITE
+
+
+# Re-check review (issue 19): Unicode case folding maps 'ſ' (U+017F) to 's' and the Kelvin sign
+# to 'k'; IIS compares case-insensitively in ASCII, so these are other texts and never match.
+@pytest.mark.parametrize("changed", [
+    {"pattern": "(?=.*autodiscover)(?=.*powerſhell)"},
+    {"pattern": "(?=.*autodiſcover)(?=.*powershell)"},
+    {"input_": "{UrlDecode:{REQUEſT_URI}}"},
+    {"site": "Default Web ſite"},
+    {"action": "AbortRequeſt"},
+], ids=["pattern-long-s", "pattern-long-s-2", "input-long-s", "site-long-s", "action-long-s"])
+def test_only_ascii_case_is_ignored(notshell, changed):
+    verdict = judge(notshell, rule(**changed))
+    assert verdict.status is Status.VULNERABLE, evidence(verdict)
+
+
+def test_a_dropped_entry_keeps_the_rule_from_counting(notshell):
+    """An entry the probe's reader dropped (malformed) may be an earlier rule that stops
+    processing: the rules' order is then not known whole, so nothing is proven."""
+    verdict = judge(notshell, rule(), errors=(
+        "rewrite_rule_details: entry 1 dropped: a text holds a NUL character",))
+    assert verdict.status is Status.VULNERABLE
+    assert Flag.MITIGATION_UNREADABLE in verdict.flags
+    assert judge(notshell, rule()).status is Status.MITIGATED
