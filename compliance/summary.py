@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from compliance.builds import BuildParseError, parse_dotted
+from compliance.catalog import ADVISORY_IDS
 from compliance.models import (
     Assessment,
     Build,
@@ -151,13 +152,13 @@ class HostSummary:
         return worst_status([self.status, *(a.status for a in self.advisories)])
 
     def for_advisory(self, advisory: str | None, own: str = "",
-                     expected: Sequence[str] = ()) -> HostSummary | None:
+                     expected: Sequence[str] = ADVISORY_IDS) -> HostSummary | None:
         """This host as judged by ``advisory``: its status, flags, open CVEs and action
         (mitigations only for the snapshot's own advisory, ``own``, whose columns these are).
         ``advisory`` None or ``own``: this summary. ``ALL``: the worst status over every
         advisory, every flag, every open CVE, and the action of each advisory not compliant
-        (prefixed by its id); an advisory of ``expected`` (every advisory there is) the host was
-        not judged by counts as unknown. None when the host was not judged by ``advisory`` (a
+        (prefixed by its id); an advisory of ``expected`` (by default every shipped one) the
+        host was not judged by counts as unknown. None when the host was not judged by ``advisory`` (a
         snapshot from before it was added)."""
         if advisory is None or advisory == own:
             return self
@@ -187,7 +188,7 @@ class HostSummary:
                        action=found.action, mitigations=())
 
     def through(self, advisory: str | None, own: str = "",
-                expected: Sequence[str] = ()) -> HostSummary:
+                expected: Sequence[str] = ADVISORY_IDS) -> HostSummary:
         """``for_advisory``, failing closed: a host not judged by ``advisory`` reads as
         ``unknown`` for it, with the action that makes it judged (collect again)."""
         seen = self.for_advisory(advisory, own, expected)
