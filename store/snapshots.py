@@ -261,6 +261,28 @@ def _migration_lock(backend: str, database: str | None) -> AbstractContextManage
     return FileLock(f"{database}.migrate.lock", timeout=MIGRATION_WAIT_SECONDS)
 
 
+def _journal_unsettled(backend: str, database: str | None) -> bool:
+    """Whether a SQLite file store is new, or not yet in WAL mode (its header's read and write
+    versions, bytes 18-19, are 2 in WAL mode: https://www.sqlite.org/fileformat2.html).
+
+    Switching the journal mode takes an exclusive lock and SQLite does not always wait for it
+    (its busy handler is skipped when waiting could deadlock): four processes opening a new
+    store together saw "database is locked" from ``PRAGMA journal_mode=WAL`` on a loaded
+    machine. Such a store is first opened under the migration lock; a settled one is not, so
+    a read-only copy (no lock file can be made beside it) still opens.
+    """
+    if backend != "sqlite" or database in (None, "", ":memory:") or str(database).startswith("file:"):
+        return False
+    try:
+        with open(str(database), "rb") as file:
+            header = file.read(20)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # SQLite names what is wrong with it
+    return len(header) < 20 or header[18:20] != b"\x02\x02"
+
+
 def _published(observation: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The (internal, external) published names a stored observation's host holds; none from
     a damaged or forged text (verify names the row), which never stops a page."""
@@ -325,24 +347,27 @@ class SnapshotStore:
                 event.listen(engine, "connect", _sqlite_pragmas(lock_timeout))
             elif backend == "postgresql":
                 event.listen(engine, "connect", _postgres_lock_timeout(lock_timeout))
-            with engine.begin() as conn:
-                _refuse_newer(conn, shown)
-                _refuse_foreign(conn, shown)
-                current = _revision(conn) == schema.HEAD_REVISION
-            if not current:
-                # One process migrates at a time: two that found a new store both created its
-                # tables, and the second failed ("table meta already exists"; a dashboard and a
-                # collector started together). The next one finds the store at head.
-                with _migration_lock(backend, parsed.database), engine.begin() as conn:
-                    if backend == "postgresql":
-                        # lock_timeout (the store's, 30 s) bounds advisory waits too: waiting
-                        # for another's migration gets MIGRATION_WAIT_SECONDS, as on SQLite.
-                        conn.execute(text(f"SET LOCAL lock_timeout = "
-                                          f"'{_milliseconds(MIGRATION_WAIT_SECONDS)}ms'"))
-                        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                                     {"key": MIGRATION_LOCK_KEY})
+            lock = _migration_lock(backend, parsed.database)
+            early = _journal_unsettled(backend, parsed.database)
+            with lock if early else nullcontext():
+                with engine.begin() as conn:  # the first connection sets the journal mode
                     _refuse_newer(conn, shown)
-                    _migrate(conn)
+                    _refuse_foreign(conn, shown)
+                    current = _revision(conn) == schema.HEAD_REVISION
+                if not current:
+                    # One process migrates at a time: two that found a new store both created
+                    # its tables, and the second failed ("table meta already exists"; a
+                    # dashboard and a collector started together). The next finds it at head.
+                    with nullcontext() if early else lock, engine.begin() as conn:
+                        if backend == "postgresql":
+                            # lock_timeout (the store's, 30 s) bounds advisory waits too:
+                            # waiting for another's migration gets MIGRATION_WAIT_SECONDS.
+                            conn.execute(text(f"SET LOCAL lock_timeout = "
+                                              f"'{_milliseconds(MIGRATION_WAIT_SECONDS)}ms'"))
+                            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                         {"key": MIGRATION_LOCK_KEY})
+                        _refuse_newer(conn, shown)
+                        _migrate(conn)
         except StoreError:
             raise
         except Exception as error:

@@ -86,3 +86,36 @@ def test_on_postgresql_a_migration_waits_past_the_stores_lock_timeout(postgres_u
     holder.dispose()
     assert outcome == [None], outcome
     assert time.monotonic() - started >= 3.0
+
+
+def test_a_new_sqlite_store_is_switched_to_wal_only_under_the_migration_lock(tmp_path):
+    """CI finding: three of four processes opening a new store together failed with
+    "database is locked" from ``PRAGMA journal_mode=WAL``: SQLite skips its busy handler when
+    waiting could deadlock, and the switch ran before the migration lock was taken. While
+    another process holds that lock, an opener must not have touched the store's file."""
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    from store import SnapshotStore
+
+    database = tmp_path / "compliance.db"
+    outcome: list[BaseException | None] = []
+
+    def open_store() -> None:
+        try:
+            SnapshotStore.open(f"sqlite:///{database}").dispose()
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    with FileLock(f"{database}.migrate.lock"):
+        opener = threading.Thread(target=open_store)
+        opener.start()
+        time.sleep(1.5)
+        assert not outcome and not database.exists(), "opened before the lock was free"
+    opener.join(timeout=60)
+    assert outcome == [None], outcome
+    assert database.read_bytes()[18:20] == b"\x02\x02"  # WAL mode
+
