@@ -124,11 +124,34 @@ class _FileSection(_Section):
 
 # --- the collection file --------------------------------------------------------------------
 
+# A Kerberos principal: user@REALM (the realm is upper case by convention; MIT compares exactly).
+_PRINCIPAL = re.compile(r"^[^@\s/]+(?:/[^@\s/]+)?@[^@\s]+$")
+
+
+class KerberosSettings(_FileSection):
+    """[kerberos]: the service account's ticket, for ``auth = "kerberos"`` (LDAP) and
+    ``transport = "kerberos"`` (WinRM). No password: a keytab, or the running user's ticket."""
+
+    principal: str = Field(description='the service account, e.g. "svc-exprobe@CORP.EXAMPLE"')
+    keytab: Text = Field(None, description="its keytab (ktpass), relative to the config file's "
+                         "folder; none: the running user's credential cache (kinit)")
+    canonicalize: bool = Field(False, description="let DNS and reverse DNS pick a service's "
+                               "host name for its SPN (off: the name as configured)")
+
+    @field_validator("principal")
+    @classmethod
+    def _principal(cls, value: str) -> str:
+        if not _PRINCIPAL.match(value):
+            raise ValueError("expected user@REALM, e.g. svc-exprobe@CORP.EXAMPLE")
+        return value
+
+
 class LdapSettings(_FileSection):
     servers: Strings = Field(min_length=1, description='domain controllers, e.g. '
                              '["ldaps://dc1.corp.example"]')
-    bind_user: str = Field(min_length=1, description="a DN, a UPN, or DOMAIN\\user for NTLM")
-    auth: Annotated[Literal["simple", "ntlm"], BeforeValidator(_lowered)] = "simple"
+    bind_user: Text = Field(None, description="a DN, a UPN, or DOMAIN\\user for NTLM; not "
+                            "with Kerberos ([kerberos] principal)")
+    auth: Annotated[Literal["simple", "ntlm", "kerberos"], BeforeValidator(_lowered)] = "simple"
     ca_file: Text = Field(None, description="CA bundle, relative to the config file's folder")
     start_tls: bool = True
     allow_plain: bool = False
@@ -137,6 +160,13 @@ class LdapSettings(_FileSection):
     page_size: int = Field(AD_MAX_PAGE_SIZE, gt=0, le=AD_MAX_PAGE_SIZE)
     connect_timeout: float = Field(10.0, gt=0, le=DAY)
     timeout: float = Field(30.0, gt=0, le=DAY)
+
+    @model_validator(mode="after")
+    def _user(self) -> LdapSettings:
+        if self.auth != "kerberos" and not self.bind_user:
+            raise ValueError(f'bind_user is missing (auth = "{self.auth}"; only Kerberos needs '
+                             "none)")
+        return self
 
 
 class ScopeSettings(_FileSection):
@@ -148,7 +178,8 @@ class ScopeSettings(_FileSection):
 
 
 class WinrmSettings(_FileSection):
-    username: str = Field(min_length=1, description="e.g. CORP\\svc-exprobe or svc@corp.example")
+    username: Text = Field(None, description="e.g. CORP\\svc-exprobe or svc@corp.example; not "
+                           "with Kerberos ([kerberos] principal)")
     transport: Annotated[Literal["ntlm", "kerberos", "basic"], BeforeValidator(_lowered)] = "ntlm"
     scheme: Annotated[Literal["https", "http"], BeforeValidator(_lowered)] = "https"
     allow_http: bool = False
@@ -179,6 +210,9 @@ class WinrmSettings(_FileSection):
             raise ValueError("Basic authentication is allowed over HTTPS only")
         if self.operation_timeout_seconds >= self.read_timeout_seconds:
             raise ValueError("operation_timeout_seconds must be below read_timeout_seconds")
+        if self.transport != "kerberos" and not self.username:
+            raise ValueError(f'username is missing (transport = "{self.transport}"; only Kerberos '
+                             "needs none)")
         return self
 
     @property
@@ -285,6 +319,19 @@ class FileSettings(_FileSection):
     scope: ScopeSettings = ScopeSettings()
     winrm: WinrmSettings | None = None
     fingerprint: FingerprintSettings = FingerprintSettings()
+    kerberos: KerberosSettings | None = None
+
+    @model_validator(mode="after")
+    def _kerberos(self) -> FileSettings:
+        users = [name for name, used in (
+            ("[ldap] auth", self.ldap is not None and self.ldap.auth == "kerberos"),
+            ("[winrm] transport", self.winrm is not None and self.winrm.transport == "kerberos"))
+            if used]
+        if users and self.kerberos is None:
+            raise ValueError(f'{" and ".join(users)} = "kerberos" needs a [kerberos] section '
+                             'with principal = "svc-exprobe@CORP.EXAMPLE" (and keytab, or a '
+                             "ticket from kinit)")
+        return self
 
 
 # --- the secrets, with the environment over them ----------------------------------------------

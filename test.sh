@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup.sh
 setup_system_packages
-setup_venv requirements.txt requirements-test.txt
+setup_venv requirements.txt requirements-test.txt requirements-kerberos.txt
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"

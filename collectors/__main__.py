@@ -24,21 +24,22 @@ its table repeats them under the rows (its JSON stays a bare list of servers).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
 from collectors.config import (
-    ldap_password,
+    CollectionConfig,
     load_config,
     load_secrets,
-    winrm_password,
+    passwords,
 )
 from collectors.directory import DirectoryError, DirectoryServer, discover
 from collectors.fingerprint import (
@@ -57,6 +58,7 @@ from collectors.job import (
     import_documents,
     load_plan,
 )
+from collectors.kerberos import KerberosError, acquire, activate
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
 from settings import SECRETS_FILE, SettingsError, load_settings
@@ -116,13 +118,14 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
         config = load_config(args.config)
         if config.directory is None:
             raise SettingsError(f"{args.config} has no [ldap] section")
-        password = ldap_password(load_secrets(args.secrets), os.environ)
+        password, _ = passwords(config, load_secrets(args.secrets), os.environ)
     except SettingsError as error:
         stderr.write(f"configuration error: {inert(error)}\n")
         return 2
     try:
-        found = discover(config.directory, password)
-    except DirectoryError as error:
+        with kerberos_for(config, "ldap"):
+            found = discover(config.directory, password or "")
+    except (DirectoryError, KerberosError) as error:
         stderr.write(f"error: {inert(error)}\n")
         return 1
     # One line each, inert: the base and the filter carry configured and AD-held text.
@@ -142,6 +145,18 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     return 0
 
 
+@contextlib.contextmanager
+def kerberos_for(config: CollectionConfig, section: str) -> Iterator[None]:
+    """The service account's ticket, active for the block, when ``section`` ("ldap" or
+    "winrm") authenticates with Kerberos; nothing otherwise. ``KerberosError`` when none."""
+    if config.kerberos is None or config.needs_password(section) or (
+            section == "ldap" and config.directory is None):
+        yield
+        return
+    with activate(acquire(config.kerberos), config.kerberos.canonicalize):
+        yield
+
+
 def _store(args: argparse.Namespace, secrets: dict[str, object]) -> tuple[SnapshotStore, Path, Policy]:
     settings = load_settings(secrets, os.environ)
     store = SnapshotStore.open(args.db or settings.store_url, settings.signing_key,
@@ -155,9 +170,7 @@ def _collect(args: argparse.Namespace, stderr: TextIO) -> int:
         plan = load_plan(args.config, args.inventory)
         secrets = load_secrets(args.secrets)
         # Passwords and the store are checked before the lock, so a wrong setting is exit 2.
-        if plan.config.directory:
-            ldap_password(secrets, os.environ)
-        winrm_password(secrets, os.environ)
+        passwords(plan.config, secrets, os.environ)
         store, data_dir, policy = _store(args, secrets)
     except (InventoryError, SettingsError, StoreError) as error:
         stderr.write(f"configuration error: {inert(error)}\n")
@@ -175,7 +188,7 @@ def _collect(args: argparse.Namespace, stderr: TextIO) -> int:
     except SettingsError as error:
         stderr.write(f"configuration error: {inert(error)}\n")
         return 2
-    except (JobError, DirectoryError, StoreError) as error:
+    except (JobError, DirectoryError, KerberosError, StoreError) as error:
         stderr.write(f"error: {inert(error)}\n")
         return 1
     except (InterruptedError, KeyboardInterrupt):
@@ -239,8 +252,7 @@ def _fingerprint(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
         fingerprinting = load_fingerprint_config(args.config)
         contexts = TlsContexts.build(fingerprinting.ca_file)
         inventory = load_inventory(args.inventory) if args.inventory else []
-        password = (ldap_password(load_secrets(args.secrets), os.environ)
-                    if config.directory else None)
+        password, _ = passwords(config, load_secrets(args.secrets), os.environ)
         if config.directory is None and not inventory and not fingerprinting.namespaces:
             raise SettingsError(f"nothing to fingerprint: configure [ldap] or [fingerprint] "
                                 f"namespaces in {args.config}, or give an inventory file")
@@ -249,10 +261,10 @@ def _fingerprint(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
         return 2
     discovered = []
     if config.directory is not None:
-        assert password is not None
         try:
-            found = discover(config.directory, password)
-        except DirectoryError as error:
+            with kerberos_for(config, "ldap"):
+                found = discover(config.directory, password or "")
+        except (DirectoryError, KerberosError) as error:
             stderr.write(f"error: {inert(error)}\n")
             return 1
         for warning in found.warnings:

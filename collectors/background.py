@@ -36,6 +36,7 @@ from collectors.job import (  # the job's plan and hooks are the command line's 
     JobError,
     import_documents,
 )
+from collectors.kerberos import KerberosError
 from collectors.probe import MAX_DOCUMENT_BYTES
 from compliance.catalog import Catalog
 from compliance.evaluate import Policy
@@ -45,7 +46,8 @@ from store import SnapshotStore, StoreError
 log = logging.getLogger(__name__)
 
 # Errors whose message is already one line for a person (server, operation, fix).
-EXPECTED_ERRORS = (JobError, DirectoryError, SettingsError, InventoryError, StoreError)
+EXPECTED_ERRORS = (JobError, DirectoryError, KerberosError, SettingsError, InventoryError,
+                   StoreError)
 
 
 class Phase(StrEnum):

@@ -16,8 +16,9 @@ from typing import Any
 
 import settings
 from collectors.directory import DirectoryConfig
+from collectors.kerberos import KerberosConfig
 from collectors.remote import WinrmConfig
-from settings import LdapSettings, ScopeSettings, SettingsError, WinrmSettings
+from settings import KerberosSettings, LdapSettings, ScopeSettings, SettingsError, WinrmSettings
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,19 @@ class CollectionConfig:
     path: Path
     directory: DirectoryConfig | None
     winrm: WinrmConfig | None = None
+    kerberos: KerberosConfig | None = None  # [kerberos]: whose ticket, from which keytab
+
+    @property
+    def uses_kerberos(self) -> bool:
+        return (self.directory is not None and self.directory.auth == "kerberos") or (
+            self.winrm is not None and self.winrm.transport == "kerberos")
+
+    def needs_password(self, section: str) -> bool:
+        """Whether ``[section] password`` (``"ldap"`` or ``"winrm"``) is needed: not for a
+        section that is absent or authenticates with Kerberos."""
+        if section == "ldap":
+            return self.directory is not None and self.directory.auth != "kerberos"
+        return self.winrm is not None and self.winrm.transport != "kerberos"
 
 
 def _ca_file(value: str | None, name: str, here: Path) -> str | None:
@@ -37,9 +51,12 @@ def _ca_file(value: str | None, name: str, here: Path) -> str | None:
     return str(ca_path)
 
 
-def directory_config(ldap: LdapSettings, scope: ScopeSettings, here: Path) -> DirectoryConfig:
+def directory_config(ldap: LdapSettings, scope: ScopeSettings, here: Path,
+                     kerberos: KerberosConfig | None = None) -> DirectoryConfig:
+    kerberos = kerberos if ldap.auth == "kerberos" else None
     return DirectoryConfig(
-        servers=ldap.servers, bind_user=ldap.bind_user, auth=ldap.auth,
+        servers=ldap.servers, bind_user=kerberos.principal if kerberos else str(ldap.bind_user),
+        auth=ldap.auth,  # KERBEROS_DIRECTORY_FIELD
         ca_file=_ca_file(ldap.ca_file, "ldap", here), start_tls=ldap.start_tls,
         allow_plain=ldap.allow_plain, base=ldap.base, domain_base=ldap.domain_base,
         page_size=ldap.page_size, connect_timeout=ldap.connect_timeout, timeout=ldap.timeout,
@@ -47,9 +64,12 @@ def directory_config(ldap: LdapSettings, scope: ScopeSettings, here: Path) -> Di
         include_names=scope.include_names, exclude_names=scope.exclude_names, only=scope.only)
 
 
-def winrm_config(winrm: WinrmSettings, here: Path) -> WinrmConfig:
+def winrm_config(winrm: WinrmSettings, here: Path,
+                 kerberos: KerberosConfig | None = None) -> WinrmConfig:
+    kerberos = kerberos if winrm.transport == "kerberos" else None
     return WinrmConfig(
-        username=winrm.username, transport=winrm.transport, scheme=winrm.scheme,
+        username=kerberos.principal if kerberos else str(winrm.username),
+        transport=winrm.transport, scheme=winrm.scheme,  # KERBEROS_WINRM_FIELDS
         port=winrm.port_or_default, allow_http=winrm.allow_http,
         ca_file=_ca_file(winrm.ca_file, "winrm", here), deadline_seconds=winrm.deadline_seconds,
         read_timeout_seconds=winrm.read_timeout_seconds,
@@ -71,19 +91,39 @@ def read_file(path: Path) -> dict[str, Any]:
                             f"{str(error).splitlines()[0][:200]}") from None
 
 
+def kerberos_config(kerberos: KerberosSettings, here: Path) -> KerberosConfig:
+    keytab = None
+    if kerberos.keytab:
+        keytab = str(Path(kerberos.keytab) if Path(kerberos.keytab).is_absolute()
+                     else (here / kerberos.keytab).resolve())
+    return KerberosConfig(principal=kerberos.principal, keytab=keytab,
+                          canonicalize=kerberos.canonicalize)
+
+
 def load_config(path: Path) -> CollectionConfig:
     """Read and check a collection file; ``SettingsError`` names the first bad key."""
     resolved = settings.resolve(read_file(path), {}, {}).file
     here = path.parent
+    kerberos = kerberos_config(resolved.kerberos, here) if resolved.kerberos else None
     return CollectionConfig(
         path=path,
-        directory=directory_config(resolved.ldap, resolved.scope, here) if resolved.ldap else None,
-        winrm=winrm_config(resolved.winrm, here) if resolved.winrm else None)
+        directory=(directory_config(resolved.ldap, resolved.scope, here, kerberos)
+                   if resolved.ldap else None),
+        winrm=winrm_config(resolved.winrm, here, kerberos) if resolved.winrm else None,
+        kerberos=kerberos)
 
 
 def load_secrets(path: Path | None) -> dict[str, Any]:
     """The secrets file's sections (``settings.load_secrets``)."""
     return settings.load_secrets(path)
+
+
+def passwords(config: CollectionConfig, secrets: Mapping[str, Any],
+              environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The (LDAP, WinRM) passwords ``config`` needs, ``None`` for a section that needs none
+    (absent, or Kerberos); ``SettingsError`` naming where to put a missing one."""
+    return (ldap_password(secrets, environ) if config.needs_password("ldap") else None,
+            winrm_password(secrets, environ) if config.needs_password("winrm") else None)
 
 
 def ldap_password(secrets: Mapping[str, Any], environ: Mapping[str, str]) -> str:

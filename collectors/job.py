@@ -34,9 +34,8 @@ from filelock import FileLock, Timeout
 
 from collectors.config import (
     CollectionConfig,
-    ldap_password,
     load_config,
-    winrm_password,
+    passwords,
 )
 from collectors.directory import DirectoryConfig, discover
 from collectors.fingerprint import (
@@ -49,6 +48,7 @@ from collectors.fingerprint import (
     reads,
 )
 from collectors.inventory import InventoryEntry, load_inventory, merge
+from collectors.kerberos import acquire, activate
 from collectors.probe import (
     ProbeDocumentError,
     document_time,
@@ -420,16 +420,20 @@ def collection_job(plan: CollectionPlan, *, secrets: Mapping[str, Any], environ:
     def job(hooks: Hooks) -> str:
         with ExitStack() as stack:
             stack.enter_context(run_lock(data_dir))  # CollectionBusy when another one runs
-            ldap_secret = ldap_password(secrets, environ) if plan.config.directory else None
-            winrm_secret = winrm_password(secrets, environ)
+            ldap_secret, winrm_secret = passwords(plan.config, secrets, environ)
+            if plan.config.kerberos is not None and plan.config.uses_kerberos:
+                # One ticket for the run, before the store is opened: a keytab that does not
+                # work is said at once, naming the principal and the fix (KerberosError).
+                ticket = acquire(plan.config.kerberos)
+                stack.enter_context(activate(ticket, plan.config.kerberos.canonicalize))
             # [notifications] and [deadlines] are checked before the run, not after it.
             sections = resolve({}, secrets, environ).secrets
             store = open_store()
             stack.callback(store.dispose)
             result = (collect_fn or collect)(
                 store=store, catalog=catalog, policy=policy, winrm=plan.winrm,
-                winrm_password=winrm_secret, directory=plan.config.directory,
-                ldap_password=ldap_secret, inventory=list(plan.inventory),
+                winrm_password=winrm_secret or "", directory=plan.config.directory,
+                ldap_password=ldap_secret or "", inventory=list(plan.inventory),
                 progress=hooks.progress, started=hooks.started, stop=hooks.stop, who=who,
                 progress_stream=progress_stream, fingerprinting=plan.fingerprint)
             # The snapshot is saved: what follows never fails the run (notify/after.py).

@@ -1,7 +1,10 @@
 # Shared set-up steps for run.sh and test.sh (sourced, not run).
 
 # Debian packages the test suite needs (real peers are added here as issues need them).
-SYSTEM_PACKAGES=(python3-venv chromium slapd ldap-utils postgresql)
+# krb5-* and libsasl2-modules-gssapi-mit: the Kerberos peers (tests/peers/kdc.py); libkrb5-dev and
+# gcc: gssapi and pykerberos build against it (requirements-kerberos.txt); faketime: a skewed KDC.
+SYSTEM_PACKAGES=(python3-venv chromium slapd ldap-utils postgresql krb5-kdc krb5-admin-server krb5-user
+                 libkrb5-dev gcc libsasl2-modules-gssapi-mit faketime)
 
 setup_system_packages() {
   local missing=()

@@ -13,7 +13,8 @@ from compliance.catalog import Catalog, load_catalog
 from store import SnapshotStore
 
 # The real test peers' session fixtures (slapd_standard, slapd_bulk, ...).
-pytest_plugins = ["tests.peers.fixtures", "tests.peers.wsman_fixtures", "tests.peers.postgres_fixtures"]
+pytest_plugins = ["tests.peers.fixtures", "tests.peers.wsman_fixtures", "tests.peers.postgres_fixtures",
+                  "tests.peers.kdc_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 # A fixed "now" for tests that must not depend on the clock.

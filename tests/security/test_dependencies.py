@@ -44,7 +44,7 @@ def _pins(path: Path) -> dict[str, str]:
 
 def test_every_requirement_is_pinned_and_agrees_with_the_constraints():
     constraints = _pins(ROOT / "constraints.txt")
-    for name in ("requirements.txt", "requirements-test.txt"):
+    for name in ("requirements.txt", "requirements-test.txt", "requirements-kerberos.txt"):
         for package, version in _pins(ROOT / name).items():
             assert constraints.get(package) == version, f"{name}: {package}"
 
