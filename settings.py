@@ -191,6 +191,12 @@ class WinrmSettings(_FileSection):
     concurrency: int = Field(32, gt=0, le=1024)
     retries: int = Field(2, ge=0, le=100)
     backoff_seconds: float = Field(1.0, gt=0, le=DAY)
+    spn_service: str = Field("HTTP", pattern=r"^[A-Za-z][A-Za-z0-9-]{0,31}$",
+                             description="Kerberos: the SPN's service class (HTTP/<fqdn>)")
+    spn_hostname: Text = Field(None, description="Kerberos: the SPN's host for every server, "
+                               "instead of the name connected to (tests, a load balancer)")
+    ntlm_fallback: bool = Field(False, description="Kerberos: try NTLM (with [winrm] password) "
+                                "on a host no service ticket could be had for")
 
     @model_validator(mode="before")
     @classmethod
@@ -210,6 +216,11 @@ class WinrmSettings(_FileSection):
             raise ValueError("Basic authentication is allowed over HTTPS only")
         if self.operation_timeout_seconds >= self.read_timeout_seconds:
             raise ValueError("operation_timeout_seconds must be below read_timeout_seconds")
+        if self.spn_hostname is not None and not is_host_name(self.spn_hostname):
+            raise ValueError("spn_hostname must be a DNS host name, e.g. ex01.corp.example")
+        if self.ntlm_fallback and self.transport != "kerberos":
+            raise ValueError('ntlm_fallback applies to transport = "kerberos" only (NTLM as '
+                             "the principal, with [winrm] password)")
         if self.transport != "kerberos" and not self.username:
             raise ValueError(f'username is missing (transport = "{self.transport}"; only Kerberos '
                              "needs none)")

@@ -7,6 +7,10 @@
         probe on every server over WinRM, grade, and save one snapshot
     import FILE... [--db URL]
         store probe documents produced by hand (collectors/probe.ps1) as one snapshot
+    preflight --config FILE [--inventory FILE] [--secrets FILE] [--sample N]
+        check what a collection needs, one line per check with its fix: the Kerberos ticket,
+        the passwords, each DC (TLS, bind, clock, read access) and, on N servers, the WinRM
+        listener (TCP, certificate, clock) and the read-only probe itself; nothing saved
     fingerprint --config FILE [--inventory FILE] [--secrets FILE]
         read the build each server (from AD if [ldap] is configured, and/or the inventory file)
         and each [fingerprint] namespace discloses over HTTPS without credentials
@@ -15,7 +19,8 @@
 Exit status: 0 on success (collect: a snapshot was saved, even with unreachable hosts;
 discover: the directory answered, even with no server, which it then warns about), 1 when
 nothing could be read or saved, 2 on configuration errors, 3 when another collection is
-running (fingerprint: 0 when at least one endpoint answered, even if others failed). Errors are
+running (fingerprint: 0 when at least one endpoint answered, even if others failed; preflight:
+0 when every check passed, 1 when one failed). Errors are
 one line naming the server, the operation and the fix; never a traceback.
 Warnings are lines starting "warning: " on stderr; discover's summary line counts them, and
 its table repeats them under the rows (its JSON stays a bare list of servers).
@@ -59,6 +64,7 @@ from collectors.job import (
     load_plan,
 )
 from collectors.kerberos import KerberosError, acquire, activate
+from collectors.preflight import DEFAULT_SAMPLE, preflight
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
 from settings import SECRETS_FILE, SettingsError, load_settings
@@ -95,6 +101,14 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     collect_cmd.add_argument("--inventory", type=Path, help="CSV or TOML host list")
     collect_cmd.add_argument("--db", help="store URL (default: the dashboard's store)")
     collect_cmd.add_argument("--secrets", type=Path, default=SECRETS_FILE)
+    preflight_cmd = commands.add_parser(
+        "preflight", help="check what a collection needs (ticket, DCs, listeners, the probe)")
+    preflight_cmd.add_argument("--config", required=True, type=Path)
+    preflight_cmd.add_argument("--inventory", type=Path, help="CSV or TOML host list")
+    preflight_cmd.add_argument("--secrets", type=Path, default=SECRETS_FILE)
+    preflight_cmd.add_argument("--sample", type=int, default=DEFAULT_SAMPLE,
+                               help="servers to try WinRM and the probe on (default: "
+                                    "%(default)s, the first by name)")
     import_cmd = commands.add_parser("import", help="store hand-run probe documents")
     import_cmd.add_argument("files", nargs="+", type=Path)
     import_cmd.add_argument("--db", help="store URL (default: the dashboard's store)")
@@ -111,6 +125,8 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
         return _collect(args, stderr)
     if args.command == "import":
         return _import(args, stderr)
+    if args.command == "preflight":
+        return _preflight(args, stdout, stderr)
     if args.command == "fingerprint":
         return _fingerprint(args, stdout, stderr)
 
@@ -199,6 +215,29 @@ def _collect(args: argparse.Namespace, stderr: TextIO) -> int:
         store.dispose()
     stderr.write(inert(summary) + "\n")
     return 0
+
+
+def _preflight(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    """One line per check as it completes; exit 0 when every check passed, 1 otherwise."""
+    try:
+        if args.sample < 1:
+            raise SettingsError("--sample must be at least 1")
+        config = load_config(args.config)
+        inventory = load_inventory(args.inventory) if args.inventory else []
+        secrets = load_secrets(args.secrets)
+        if config.directory is None and config.winrm is None:
+            raise SettingsError(f"nothing to check: {args.config} has no [ldap] or [winrm]")
+    except (InventoryError, SettingsError) as error:
+        stderr.write(f"configuration error: {inert(error)}\n")
+        return 2
+    failed = total = 0
+    for check in preflight(config, secrets, os.environ, inventory, sample=args.sample):
+        total += 1
+        failed += not check.ok
+        stdout.write(check.line() + "\n")
+        stdout.flush()
+    stderr.write(f"{total} checks: {total - failed} passed, {failed} failed\n")
+    return 1 if failed else 0
 
 
 def _import(args: argparse.Namespace, stderr: TextIO) -> int:

@@ -38,7 +38,8 @@ class CollectionConfig:
         section that is absent or authenticates with Kerberos."""
         if section == "ldap":
             return self.directory is not None and self.directory.auth != "kerberos"
-        return self.winrm is not None and self.winrm.transport != "kerberos"
+        return self.winrm is not None and (self.winrm.transport != "kerberos"
+                                           or self.winrm.ntlm_fallback)
 
 
 def _ca_file(value: str | None, name: str, here: Path) -> str | None:
@@ -56,7 +57,7 @@ def directory_config(ldap: LdapSettings, scope: ScopeSettings, here: Path,
     kerberos = kerberos if ldap.auth == "kerberos" else None
     return DirectoryConfig(
         servers=ldap.servers, bind_user=kerberos.principal if kerberos else str(ldap.bind_user),
-        auth=ldap.auth,  # KERBEROS_DIRECTORY_FIELD
+        auth=ldap.auth, kerberos=kerberos,
         ca_file=_ca_file(ldap.ca_file, "ldap", here), start_tls=ldap.start_tls,
         allow_plain=ldap.allow_plain, base=ldap.base, domain_base=ldap.domain_base,
         page_size=ldap.page_size, connect_timeout=ldap.connect_timeout, timeout=ldap.timeout,
@@ -68,8 +69,10 @@ def winrm_config(winrm: WinrmSettings, here: Path,
                  kerberos: KerberosConfig | None = None) -> WinrmConfig:
     kerberos = kerberos if winrm.transport == "kerberos" else None
     return WinrmConfig(
+        # With Kerberos the username is the principal: pykerberos picks its ticket by it.
         username=kerberos.principal if kerberos else str(winrm.username),
-        transport=winrm.transport, scheme=winrm.scheme,  # KERBEROS_WINRM_FIELDS
+        transport=winrm.transport, scheme=winrm.scheme, spn_service=winrm.spn_service,
+        spn_hostname=winrm.spn_hostname, ntlm_fallback=winrm.ntlm_fallback,
         port=winrm.port_or_default, allow_http=winrm.allow_http,
         ca_file=_ca_file(winrm.ca_file, "winrm", here), deadline_seconds=winrm.deadline_seconds,
         read_timeout_seconds=winrm.read_timeout_seconds,

@@ -17,9 +17,16 @@ the host names of its InternalUrl and ExternalUrl become the server's published 
 is dropped, with a problem on the server. If the directory refuses that search (rights, limits),
 discovery goes on without namespaces and says so in a warning.
 
+Authentication: a simple bind, NTLM, or Kerberos (``auth = "kerberos"``): a SASL GSSAPI bind
+with the ticket ``collectors.kerberos.acquire`` gets for ``DirectoryConfig.kerberos`` (from its
+keytab, or the running user's credential cache), for the service ``ldap/<the DC's name as
+configured>``. ldap3 negotiates no SASL security layer, so Kerberos too is refused over plain
+LDAP unless ``allow_plain``.
+
 Errors: ``DirectoryError`` (connection, TLS, bind, base not found, size/time limit,
-referral, partial result), always naming the server, the operation and the likely fix.
-ldap3 exceptions never escape this module.
+referral, partial result), always naming the server, the operation and the likely fix; a
+Kerberos failure also carries ``reason`` (``collectors.kerberos.REASONS``).
+ldap3 and gssapi exceptions never escape this module.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from ldap3.core import exceptions as ldap_errors
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
+from collectors.kerberos import KerberosConfig, KerberosError, Ticket, acquire, activate, classify
 from compliance.builds import BuildParseError, parse_serial_number, parse_version_number
 from compliance.models import Build, Host, ServerRole
 from settings import AD_MAX_PAGE_SIZE
@@ -93,6 +101,8 @@ _RESULT_HINTS = {
         "limit for this account or narrow the scope"),
     4: ("size limit exceeded", "the directory returned a truncated list; this should not happen "
         "with paging: check the account's MaxPageSize / size limits"),
+    8: ("stronger authentication required", "the domain controller requires LDAP signing or "
+        "TLS: use ldaps:// or StartTLS (start_tls = true)"),
     9: ("partial results", "the directory returned part of the answer; search a domain "
         "controller of the forest root"),
     10: ("referral not followed", "the base is not held by this server: point `servers` at a "
@@ -110,11 +120,13 @@ class DirectoryError(RuntimeError):
     """LDAP discovery failed; says on which server, during what, and what to do."""
 
     def __init__(self, server: str, operation: str, detail: str, hint: str = "",
-                 *, another_server_may_answer: bool = False):
+                 *, another_server_may_answer: bool = False, reason: str = ""):
         self.server, self.operation, self.detail, self.hint = server, operation, detail, hint
-        # True for transport failures (the connection died mid-search); False for answers
-        # every DC would give alike (access rights, limits, referrals, configuration).
+        # True for transport failures (the connection died mid-search) and Kerberos failures
+        # of one DC (its SPN, its clock); False for answers every DC would give alike (access
+        # rights, limits, referrals, configuration, the account's own key or ticket).
         self.another_server_may_answer = another_server_may_answer
+        self.reason = reason  # a Kerberos failure: one of collectors.kerberos.REASONS
         message = f"{server}: {operation} failed: {detail}"
         super().__init__(f"{message}. Fix: {hint}" if hint else message)
 
@@ -125,7 +137,7 @@ class DirectoryConfig:
 
     servers: tuple[str, ...]
     bind_user: str
-    auth: str = "simple"  # or "ntlm" (AD only: DOMAIN\\user)
+    auth: str = "simple"  # or "ntlm" (AD only: DOMAIN\\user), or "kerberos" (needs ``kerberos``)
     ca_file: str | None = None
     start_tls: bool = True
     allow_plain: bool = False
@@ -139,6 +151,7 @@ class DirectoryConfig:
     include_names: tuple[str, ...] = ()
     exclude_names: tuple[str, ...] = ()
     only: tuple[str, ...] = ()
+    kerberos: KerberosConfig | None = None  # whose ticket, for auth = "kerberos"
 
 
 @dataclass(frozen=True)
@@ -587,7 +600,8 @@ def _require_modern_tls(connection: ldap3.Connection, url: str) -> None:
 
 
 def open_connection(config: DirectoryConfig, url: str, password: str) -> ldap3.Connection:
-    """Connect, secure and bind to one domain controller; raises ``DirectoryError``."""
+    """Connect, secure and bind to one domain controller; raises ``DirectoryError``.
+    ``password`` is not used with ``auth = "kerberos"``."""
     parts = urlsplit(url if "://" in url else f"ldaps://{url}")
     scheme = parts.scheme.lower()
     if scheme not in ("ldap", "ldaps") or not parts.hostname:
@@ -598,15 +612,28 @@ def open_connection(config: DirectoryConfig, url: str, password: str) -> ldap3.C
         raise DirectoryError(url, "connect", "plain LDAP refused",
                              "use ldaps://, keep start_tls = true, or set allow_plain = true "
                              "if you really mean to send credentials unencrypted")
+    if config.auth == "kerberos" and config.kerberos is None:
+        raise DirectoryError(url, "configuration", 'auth = "kerberos" without a principal',
+                             "add a [kerberos] section with the service account's principal")
+    # The ticket first: a missing keytab or a wrong key is the same for every DC.
+    ticket = _ticket(url, config.kerberos) if config.auth == "kerberos" and config.kerberos else None
     server = ldap3.Server(parts.hostname, port=parts.port or (636 if scheme == "ldaps" else 389),
                           use_ssl=scheme == "ldaps", tls=_tls(config), get_info=ldap3.NONE,
                           connect_timeout=config.connect_timeout)
-    authentication = ldap3.NTLM if config.auth == "ntlm" else ldap3.SIMPLE
-    connection = ldap3.Connection(server, user=config.bind_user, password=password,
-                                  authentication=authentication, auto_bind=ldap3.AUTO_BIND_NONE,
-                                  # ldap3 packs this into SO_RCVTIMEO: whole seconds only.
-                                  read_only=True, receive_timeout=max(1, math.ceil(config.timeout)),
-                                  auto_referrals=False, raise_exceptions=False, auto_escape=False)
+    # ldap3 packs receive_timeout into SO_RCVTIMEO: whole seconds only.
+    options: dict[str, Any] = {"auto_bind": ldap3.AUTO_BIND_NONE, "read_only": True,
+                               "receive_timeout": max(1, math.ceil(config.timeout)),
+                               "auto_referrals": False, "raise_exceptions": False,
+                               "auto_escape": False}
+    if ticket is not None:
+        # The service ticket is asked for ldap/<parts.hostname>, as written in `servers`.
+        connection = ldap3.Connection(server, user=ticket.principal, authentication=ldap3.SASL,
+                                      sasl_mechanism=ldap3.KERBEROS,
+                                      cred_store={"ccache": ticket.ccache}, **options)
+    else:
+        connection = ldap3.Connection(server, user=config.bind_user, password=password,
+                                      authentication=ldap3.NTLM if config.auth == "ntlm" else ldap3.SIMPLE,
+                                      **options)
     try:
         connection.open()
         if scheme == "ldap" and config.start_tls and not connection.start_tls():
@@ -617,7 +644,9 @@ def open_connection(config: DirectoryConfig, url: str, password: str) -> ldap3.C
         elif scheme == "ldap":
             log.warning("plain LDAP to %s: the bind and the inventory cross the network "
                         "unencrypted (allow_plain = true)", url)
-        if not connection.bind():
+        if ticket is not None and config.kerberos is not None:
+            _kerberos_bind(connection, url, parts.hostname, config.kerberos, ticket)
+        elif not connection.bind():
             code = int((connection.result or {}).get("result", -1))
             hint = _RESULT_HINTS[code][1] if code in _RESULT_HINTS else "check bind_user and the password"
             raise DirectoryError(url, f"bind as {config.bind_user}", _describe(connection.result), hint)
@@ -631,6 +660,101 @@ def open_connection(config: DirectoryConfig, url: str, password: str) -> ldap3.C
         _close(connection)
         raise _classify(url, error, config) from None
     return connection
+
+
+# Kerberos failures of one domain controller (its SPN, its clock, its keytab): the next DC may
+# accept the ticket, and a refused AP-REQ never counts towards the account's lockout.
+_KERBEROS_PER_SERVER = frozenset({"spn_not_found", "clock_skew", "refused"})
+_STRONGER_AUTH_REQUIRED, _SASL_BIND_IN_PROGRESS = 8, 14
+
+
+def _kerberos_failure(url: str, error: KerberosError) -> DirectoryError:
+    return DirectoryError(url, f"Kerberos bind as {error.principal}", error.detail, error.fix,
+                          another_server_may_answer=error.reason in _KERBEROS_PER_SERVER,
+                          reason=error.reason)
+
+
+def _ticket(url: str, kerberos: KerberosConfig) -> Ticket:
+    try:
+        return acquire(kerberos)
+    except KerberosError as error:
+        raise _kerberos_failure(url, error) from None
+
+
+def _kerberos_bind(connection: ldap3.Connection, url: str, host: str, kerberos: KerberosConfig,
+                   ticket: Ticket) -> None:
+    """SASL GSSAPI bind with ``ticket`` for ``ldap/<host>``; ``DirectoryError`` with the reason
+    (``collectors.kerberos.classify``) otherwise. ``activate`` keeps the library from
+    canonicalising ``host`` unless ``kerberos.canonicalize``."""
+    service, principal = f"ldap/{host}", kerberos.principal
+    answers: list[dict[str, Any]] = []
+    failure: BaseException | str
+    layer: str | None = None  # what ldap3 or the DC said about a SASL security layer
+    try:
+        with _bind_answers(connection, answers), activate(ticket, kerberos.canonicalize):
+            if connection.bind():
+                return
+        if (connection.result or {}).get("result") == _STRONGER_AUTH_REQUIRED:  # AD: signing
+            layer = "requires a security layer"
+        failure = _describe(connection.result)
+    except ldap_errors.LDAPPackageUnavailableError as error:  # ldap3 found no gssapi package
+        failure = ImportError(str(error))
+    except ldap_errors.LDAPCommunicationError as error:
+        if "security layer" not in str(error):
+            raise  # a transport failure: _classify's
+        layer = failure = str(error)
+    except Exception as error:
+        if type(error).__module__.split(".")[0] != "gssapi":
+            raise
+        failure = error
+        # ldap3 answers a GSSAPI error with an abort bind; its answer is not the DC's.
+        answers = answers[:-1]
+    if layer is not None:
+        raise _security_layer(url, principal, host, layer)
+    found = classify(failure, principal, service, host, kerberos.keytab)
+    refusal = next((a for a in answers if a.get("type") == "bindResponse"
+                    and a.get("result") not in (0, _SASL_BIND_IN_PROGRESS)), None)
+    if found.reason == "refused" and refusal is not None and not isinstance(failure, str):
+        # The DC said no without a Kerberos reply (slapd, and AD on some errors): the client
+        # saw only "Invalid token"; the DC's own answer says more.
+        found = classify(_describe(refusal), principal, service, host, kerberos.keytab)
+    raise _kerberos_failure(url, found)
+
+
+def _security_layer(url: str, principal: str, host: str, text: str) -> DirectoryError:
+    """ldap3 2.9.1 negotiates no SASL security layer: a DC that requires one (LDAP signing
+    without TLS) refuses it, and a server that offers only "no layer" trips ldap3's own check
+    ("Server max buffer size must be 0 if no security layer", a bytes/str comparison)."""
+    if "requires a security layer" in text:
+        detail = (f"{host} requires LDAP signing (a SASL security layer) on this unencrypted "
+                  "connection, which ldap3 cannot provide")
+        hint = "use ldaps:// or StartTLS (start_tls = true): over TLS no signing is needed"
+    else:
+        detail = f"ldap3 cannot read {host}'s offer of no SASL security layer ({text})"
+        hint = ("let the server offer a security layer (OpenLDAP: no maxssf=0 in sasl-secprops), "
+                "or bind with auth = \"simple\" over LDAPS")
+    return DirectoryError(url, f"Kerberos bind as {principal}", detail, hint,
+                          another_server_may_answer=True, reason="refused")
+
+
+@contextlib.contextmanager
+def _bind_answers(connection: ldap3.Connection, answers: list[dict[str, Any]]) -> Iterator[None]:
+    """Within the block, every answer the DC sends to ``connection`` is appended to ``answers``,
+    in order: when GSSAPI fails, ldap3 sends an abort bind and ``connection.result`` then holds
+    the answer to that, not the DC's refusal."""
+    post = connection.post_send_single_response
+
+    def keeping(message_id: Any) -> Any:
+        responses = post(message_id)
+        if isinstance(connection.result, dict):
+            answers.append(dict(connection.result))
+        return responses
+
+    connection.post_send_single_response = keeping
+    try:
+        yield
+    finally:
+        connection.post_send_single_response = post
 
 
 def _close(connection: ldap3.Connection) -> None:
@@ -735,7 +859,7 @@ def discover(config: DirectoryConfig, password: str,
             connection = connect(config, url, password)
         except DirectoryError as error:
             failures.append(error)
-            if error.operation.startswith("bind"):
+            if error.operation.startswith("bind") or (error.reason and not error.another_server_may_answer):
                 raise  # other DCs would reject the same credentials (and lock the account)
             log.warning("%s", error)
             continue

@@ -18,8 +18,9 @@ Needs the ``gssapi`` package (requirements-kerberos.txt); without it the reason 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
-import secrets
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -93,6 +94,8 @@ _PATTERNS: tuple[tuple[tuple[str, ...], str], ...] = (
       "integrity check on decrypted field failed", "cannot find key of appropriate type",
       "key version number for principal in key table is incorrect", "wrong key",
       "bad encryption type"), "wrong_key"),
+    # MIT puts the principal inside: "Server ldap/dc1@R not found in Kerberos database",
+    # "Client 'svc@R' not found in Kerberos database" (_NOT_FOUND below reads those).
     (("server not found in kerberos database", "server_unknown", "s_principal_unknown"),
      "spn_not_found"),
     (("client not found in kerberos database", "client_unknown", "c_principal_unknown"),
@@ -103,6 +106,9 @@ _PATTERNS: tuple[tuple[tuple[str, ...], str], ...] = (
       "no credentials were supplied", "matching credential not found",
       "can't find client principal", "no ccache"), "no_ticket"),
 )
+
+
+_NOT_FOUND = re.compile(r"\b(server|client)\b[^()]*not found in kerberos database")
 
 
 def _fix(reason: str, principal: str, service: str | None, server: str | None,
@@ -149,9 +155,12 @@ def classify(error: BaseException | str, principal: str, service: str | None = N
         return error
     text = error if isinstance(error, str) else _text(error)
     lowered = text.lower()
-    if isinstance(error, ImportError) or ("gssapi" in lowered and "not" in lowered and (
-            "install" in lowered or "available" in lowered)):
+    if isinstance(error, ImportError) or ("gssapi" in lowered and (
+            "missing" in lowered or ("not" in lowered and (
+                "install" in lowered or "available" in lowered)))):
         reason = "unavailable"
+    elif found := _NOT_FOUND.search(lowered):
+        reason = "spn_not_found" if found[1] == "server" else "principal_unknown"
     else:
         reason = next((reason for needles, reason in _PATTERNS
                        if any(needle in lowered for needle in needles)), "refused")
@@ -193,11 +202,16 @@ def acquire(config: KerberosConfig) -> Ticket:
         if config.keytab:
             keytab = Path(config.keytab)
             if not keytab.is_file() or not os.access(keytab, os.R_OK):
+                state = ("cannot be read" if keytab.is_file() else "is not a file"
+                         if keytab.exists() else "does not exist")
                 raise KerberosError(
-                    "keytab_unreadable", f"Kerberos as {principal}: the keytab {keytab} "
-                    f"{'cannot be read' if keytab.is_file() else 'does not exist'}",
+                    "keytab_unreadable", f"Kerberos as {principal}: the keytab {keytab} {state}",
                     _fix("keytab_unreadable", principal, None, None, str(keytab)), principal)
-            ccache = f"MEMORY:exprobe-{secrets.token_hex(8)}"
+            # One cache per (principal, keytab) in this process: a dashboard that collects
+            # every hour reuses it (the library renews the TGT from the keytab) rather than
+            # leaving a new one in memory each run.
+            digest = hashlib.sha256(f"{principal}\0{keytab.resolve()}".encode()).hexdigest()
+            ccache = f"MEMORY:exprobe-{digest[:16]}"
             credentials = gssapi.Credentials(name=name, usage="initiate", store={
                 "client_keytab": str(keytab), "ccache": ccache})
             lifetime = credentials.lifetime  # reading it makes the library get the TGT now

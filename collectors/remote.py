@@ -19,7 +19,9 @@ as ``directory.discover`` takes ``connect``): ``open_winrm_shell`` in production
 the unit tests of classification and deadlines; the WS-Man test peer serves the end-to-end
 tests. A shell raises the libraries' own errors, translated once, by ``_classify``:
 
+    KerberosFailed (transport "kerberos": no ticket, unknown SPN, a 401 to the ticket)    -> auth
     winrm InvalidCredentialsError, AuthenticationError, WinRMTransportError 401  -> auth
+    requests-ntlm's PermissionError (no NTLM challenge: NTLM disabled there)     -> auth
     winrm WSManFaultError code 5 / "Access is denied", WinRMTransportError 403   -> access_denied
     other WSManFaultError, WinRMError                                            -> probe_error
     other WinRMTransportError, requests ConnectionError, ChunkedEncodingError    -> connect
@@ -27,6 +29,15 @@ tests. A shell raises the libraries' own errors, translated once, by ``_classify
     requests SSLError, ssl.SSLError                                              -> tls
     requests Timeout, TimeoutError; any error once the host's cut has passed     -> timeout
     anything else                                                                -> probe_error
+
+Kerberos (``transport = "kerberos"``, pywinrm's transport over pykerberos, requirements-kerberos.txt):
+the ticket comes from the default credential cache (``collectors.kerberos.activate``), the SPN is
+``<spn_service>/<the URL's host or spn_hostname>``, message encryption over plain HTTP as with
+NTLM, no delegation, and never NTLM unless ``ntlm_fallback``. Its failures are ``auth`` whose
+detail starts ``kerberos <reason>:`` (``collectors.kerberos.REASONS``) and whose hint is
+Kerberos's fix. A 401 to the ticket is read by ``refusal``: the server's ``Date`` more than 300 s
+from this machine's clock is ``clock_skew`` (both times named), else the KRB-ERROR the server put
+in ``WWW-Authenticate`` says why (a key that no longer matches is ``wrong_key``).
 
 The deadline holds at the socket level: every connection a host's probe opens is shut down
 when its time is up (``_Cutoff``), so a read blocked on a server that answers a byte at a time
@@ -41,6 +52,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import email.utils
 import logging
 import math
 import queue
@@ -49,7 +61,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -59,14 +71,31 @@ from requests.adapters import DEFAULT_POOLBLOCK, HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from winrm import exceptions as winrm_errors
+from winrm import transport as winrm_transport
 from winrm.protocol import Protocol as WsmanProtocol
 from winrm.transport import Transport
 
+from collectors.kerberos import CLOCK_SKEW_SECONDS, KerberosError
+from collectors.kerberos import classify as classify_kerberos
 from collectors.probe import compact, parse_document, probe_script
 from compliance.failures import HINTS, TRANSIENT
 from compliance.models import Failure, Host, Observation
 
 log = logging.getLogger(__name__)
+
+# requests-kerberos's failures (pywinrm vendors it; importing it needs pykerberos): no ticket or
+# no SPN before anything is sent, or an answer that did not authenticate the server.
+_KERBEROS_EXCHANGE_ERRORS: tuple[type[BaseException], ...] = ()
+with contextlib.suppress(ImportError):
+    from winrm.vendor.requests_kerberos.exceptions import (
+        KerberosExchangeError,
+        MutualAuthenticationError,
+    )
+
+    _KERBEROS_EXCHANGE_ERRORS = (KerberosExchangeError, MutualAuthenticationError)
+# ... and pywinrm's answer to a 401: what the transport turns into KerberosFailed.
+_KERBEROS_AUTH_ERRORS: tuple[type[BaseException], ...] = (
+    winrm_errors.InvalidCredentialsError, *_KERBEROS_EXCHANGE_ERRORS)
 
 SOURCE = "winrm"
 # The last seconds of each host's deadline (this, or a quarter of it if less) are kept for
@@ -79,11 +108,23 @@ ABANDON_AFTER_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class WinrmConfig:
+    """How to reach every host. With ``transport = "kerberos"``, ``username`` is the Kerberos
+    principal whose ticket is used (``svc-exprobe@CORP.EXAMPLE``: it picks that ticket from the
+    default credential cache, which ``collectors.kerberos.activate`` sets), and no password is
+    needed; ``spn_service``/``spn_hostname`` make the SPN asked for, ``<spn_service>/<host>``
+    (``HTTP/ex01.corp.example``), ``<host>`` being the URL's host name unless ``spn_hostname``
+    replaces it for every host (a run through one alias). Kerberos never falls back to NTLM
+    unless ``ntlm_fallback``: then a host for which no service ticket could be had (``no_ticket``,
+    ``spn_not_found``) is tried once more with NTLM, as ``username`` with the password."""
+
     username: str
     transport: str = "ntlm"  # ntlm (default), kerberos, basic (HTTPS only)
     scheme: str = "https"
     port: int = 5986
-    allow_http: bool = False  # plain HTTP, only with NTLM message encryption
+    allow_http: bool = False  # plain HTTP, only with NTLM or Kerberos message encryption
+    spn_service: str = "HTTP"  # Kerberos: the SPN's service class (WinRM registers HTTP/<fqdn>)
+    spn_hostname: str | None = None  # Kerberos: the SPN's host instead of the URL's
+    ntlm_fallback: bool = False  # Kerberos: NTLM for a host with no service ticket (see above)
     ca_file: str | None = None
     deadline_seconds: float = 120.0
     read_timeout_seconds: int = 30
@@ -108,7 +149,37 @@ class ProbeFailed(Exception):
 
 
 class ConfigError(ValueError):
-    """The WinRM settings cannot be used as given."""
+    """The WinRM settings cannot be used as given; ``reason``: the failure class a host gets."""
+
+    def __init__(self, message: str, reason: str = "connect", hint: str | None = None) -> None:
+        super().__init__(message)
+        self.reason, self.hint = reason, hint
+
+
+# pywinrm's Kerberos transport needs pykerberos (pywinrm[kerberos]), an optional requirement.
+KERBEROS_INSTALL = ("pywinrm's Kerberos transport needs pykerberos: apt-get install libkrb5-dev "
+                    "gcc, then .venv/bin/pip install -r requirements-kerberos.txt")
+
+
+def kerberos_available() -> bool:
+    """Whether pywinrm can use Kerberos here (pykerberos imports)."""
+    return bool(winrm_transport.HAVE_KERBEROS)
+
+
+class KerberosFailed(Exception):
+    """WinRM with Kerberos failed to authenticate: ``kerberos`` says why (its ``reason`` is one of
+    ``collectors.kerberos.REASONS``) and how to fix it. Raised by the transport for a failure
+    before sending (no ticket, an SPN the KDC does not know: requests-kerberos's
+    ``KerberosExchangeError``), a 401 to the ticket (read with ``refusal``), or an answer that did
+    not authenticate the server (``MutualAuthenticationError``)."""
+
+    def __init__(self, kerberos: KerberosError) -> None:
+        super().__init__(str(kerberos))
+        self.kerberos = kerberos
+
+    @property
+    def detail(self) -> str:
+        return f"kerberos {self.kerberos.reason}: {self.kerberos.detail}"
 
 
 # What a shell's ``receive`` gives: stdout and stderr since the last call, the exit code (-1
@@ -158,11 +229,15 @@ def endpoint(host: Host, config: WinrmConfig, override: str | None = None) -> st
 
 
 def check_config(config: WinrmConfig, url: str) -> None:
+    """``ConfigError`` when ``config`` cannot reach ``url`` as asked (its ``reason`` is the class
+    the host's failure gets)."""
+    if config.transport == "kerberos" and not kerberos_available():
+        raise ConfigError(f"{url}: {KERBEROS_INSTALL}", reason="auth", hint=KERBEROS_INSTALL)
     scheme = urlsplit(url).scheme.lower()
     if scheme == "http":
         if not config.allow_http:
             raise ConfigError(f"{url}: plain HTTP refused; use HTTPS or set allow_http = true "
-                              "(then only NTLM with message encryption is used)")
+                              "(then only NTLM or Kerberos with message encryption is used)")
         if config.transport not in ("ntlm", "kerberos"):
             raise ConfigError(f"{url}: over plain HTTP only NTLM or Kerberos (with message "
                               "encryption) is allowed, not Basic")
@@ -288,14 +363,56 @@ class _CutAdapter(HTTPAdapter):
 
 
 class _CutTransport(Transport):
-    """pywinrm's transport, with ``_CutAdapter`` mounted before the session's first request."""
+    """pywinrm's transport, with ``_CutAdapter`` mounted before the session's first request.
+
+    With Kerberos, an authentication failure leaves as ``KerberosFailed``: pywinrm turns a 401
+    into an InvalidCredentialsError that drops the answer, so the last 401's ``Date`` and
+    ``WWW-Authenticate`` are kept on the way (a session response hook, run after
+    requests-kerberos's own) and read by ``refusal``.
+    """
+
+    _refused: tuple[str | None, str | None] | None = None  # the last 401: (Date, WWW-Authenticate)
 
     def build_session(self) -> requests.Session:
-        return _mount(super().build_session())
+        return self._prepare(super().build_session())
 
     def setup_encryption(self, session: requests.Session) -> None:
         # Called by build_session with the new session, which it uses for the first exchange.
-        super().setup_encryption(_mount(session))
+        super().setup_encryption(self._prepare(session))
+
+    def send_message(self, message: str | bytes) -> bytes:
+        if self.auth_method != "kerberos":
+            return super().send_message(message)
+        self._refused = None
+        try:
+            return super().send_message(message)
+        except _KERBEROS_AUTH_ERRORS as error:
+            raise KerberosFailed(self._kerberos_error(error)) from error
+
+    def _prepare(self, session: requests.Session) -> requests.Session:
+        _mount(session)
+        hooks = session.hooks["response"]
+        if self.auth_method == "kerberos" and self._note_401 not in hooks:
+            hooks.append(self._note_401)
+        return session
+
+    def _note_401(self, response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
+        if response.status_code == 401:
+            self._refused = (response.headers.get("Date"), response.headers.get("WWW-Authenticate"))
+
+    def _kerberos_error(self, error: BaseException) -> KerberosError:
+        host = urlsplit(self.endpoint).hostname or self.endpoint
+        spn = f"{self.service or 'HTTP'}/{self.kerberos_hostname_override or host}"
+        principal = self.username or "the default principal"
+        if isinstance(error, winrm_errors.InvalidCredentialsError):
+            date, challenge = self._refused or (None, None)
+            text = refusal(date, challenge, datetime.now(UTC))
+        elif type(error).__name__ == "MutualAuthenticationError":
+            text = ("the server's answer did not prove it holds the key of the SPN (no valid "
+                    "Kerberos mutual-authentication token): refused")
+        else:  # KerberosExchangeError: the library's own message (no ticket, unknown SPN, ...)
+            text = str(error)
+        return classify_kerberos(text, principal, service=spn, server=host)
 
 
 def _mount(session: requests.Session) -> requests.Session:
@@ -309,10 +426,14 @@ def _mount(session: requests.Session) -> requests.Session:
 def _protocol(url: str, config: WinrmConfig, password: str, read_timeout: int) -> WsmanProtocol:
     operation_timeout = max(1, min(config.operation_timeout_seconds, read_timeout - 1))
     common: dict[str, Any] = {
-        "endpoint": url, "username": config.username, "password": password,
+        "endpoint": url, "username": config.username or None, "password": password,
         "server_cert_validation": "validate", "ca_trust_path": _ca_path(config),
         "message_encryption": "always" if url.lower().startswith("http:") else "auto",
-        "proxy": None, "service": "HTTP"}
+        "proxy": None,
+        # Kerberos: the SPN <spn_service>/<spn_hostname or the URL's host>; the TGT is never
+        # forwarded to the server (no delegation: the probe needs no second hop).
+        "service": config.spn_service, "kerberos_hostname_override": config.spn_hostname or None,
+        "kerberos_delegation": False}
     protocol = WsmanProtocol(transport=config.transport,  # type: ignore[arg-type]  # check_config
                              read_timeout_sec=max(read_timeout, operation_timeout + 1),
                              operation_timeout_sec=operation_timeout, **common)
@@ -406,8 +527,16 @@ def _classify(error: BaseException) -> tuple[str, str]:
     text = str(error) or type(error).__name__
     if isinstance(error, ProbeFailed):
         return error.reason, error.detail
+    if isinstance(error, KerberosFailed):
+        return "auth", error.detail
     if isinstance(error, winrm_errors.InvalidCredentialsError | winrm_errors.AuthenticationError):
         return "auth", text
+    if isinstance(error, PermissionError) and "ntlm" in text.lower():
+        # requests-ntlm, when the server answers NTLM's first message without a challenge.
+        return "auth", (f"NTLM refused by the server (NTLM may be disabled there: use "
+                        f"transport = \"kerberos\"): {text}")
+    if isinstance(error, winrm_errors.WinRMError) and "pykerberos" in text:
+        return "auth", KERBEROS_INSTALL
     if isinstance(error, winrm_errors.WSManFaultError):
         code = str(getattr(error, "wsman_fault_code", ""))
         if code == "5" or "access is denied" in text.lower():
@@ -436,6 +565,140 @@ def _classify(error: BaseException) -> tuple[str, str]:
     if isinstance(error, winrm_errors.WinRMError):
         return "probe_error", text
     return "probe_error", f"{type(error).__name__}: {text}"
+
+
+def _hint(error: BaseException, reason: str) -> str:
+    """The fix a failure's row shows: Kerberos's own for a Kerberos failure, else the class's."""
+    if isinstance(error, KerberosFailed):
+        return error.kerberos.fix
+    return HINTS[reason]
+
+
+# Errors a Kerberos acceptor answers with (RFC 4120 7.5.9), in MIT's words, which
+# collectors.kerberos.classify reads. Windows answers a ticket it cannot decrypt (the SPN's key
+# is not the one the KDC used: a reset account, a duplicate SPN) with KRB_AP_ERR_MODIFIED.
+_KRB_ERRORS = {
+    31: ("KRB_AP_ERR_BAD_INTEGRITY", "Decrypt integrity check failed"),
+    32: ("KRB_AP_ERR_TKT_EXPIRED", "Ticket expired"),
+    33: ("KRB_AP_ERR_TKT_NYV", "Ticket not yet valid"),
+    34: ("KRB_AP_ERR_REPEAT", "Request is a replay"),
+    35: ("KRB_AP_ERR_NOT_US", "The ticket isn't for us"),
+    37: ("KRB_AP_ERR_SKEW", "Clock skew too great"),
+    41: ("KRB_AP_ERR_MODIFIED", "Message stream modified: the server could not decrypt the "
+                                "ticket (wrong key for its SPN, or the SPN is on another account)"),
+    44: ("KRB_AP_ERR_BADKEYVER", "Key version number for principal in key table is incorrect"),
+    45: ("KRB_AP_ERR_NOKEY", "Service key not available: the server has no key for its SPN "
+                             "(wrong key)"),
+    60: ("KRB_ERR_GENERIC", "Generic error"),
+}
+
+
+@dataclass(frozen=True)
+class KrbError:
+    """The fields of a KRB-ERROR that say why: ``code`` (``_KRB_ERRORS``), the acceptor's clock
+    (``stime``) and its optional text."""
+
+    code: int
+    stime: datetime | None
+    text: str | None
+
+
+def _der(data: bytes, at: int) -> tuple[int, bytes, int]:
+    """(tag, value, offset after it) of the DER element at ``at``; ValueError/IndexError when
+    it is not one."""
+    tag, length = data[at], data[at + 1]
+    at += 2
+    if length & 0x80:
+        size = length & 0x7F
+        if not 0 < size <= 4:
+            raise ValueError("DER length")
+        length, at = int.from_bytes(data[at:at + size], "big"), at + size
+    value = data[at:at + length]
+    if len(value) != length:
+        raise ValueError("DER element runs past its token")
+    return tag, value, at + length
+
+
+def _find_krb_error(data: bytes, depth: int = 0) -> bytes | None:
+    """The SEQUENCE inside the first KRB-ERROR (``[APPLICATION 30]``) in ``data``: bare, in GSS
+    framing (``[APPLICATION 0]``: the krb5 OID, the token id 03 00, then the KRB-ERROR), or
+    inside SPNEGO's NegTokenResp (its responseToken is an OCTET STRING holding the GSS token)."""
+    if depth > 8:
+        return None
+    at = 0
+    with contextlib.suppress(ValueError, IndexError):
+        while at < len(data):
+            tag, value, at = _der(data, at)
+            if tag == 0x7E:
+                return value
+            if tag == 0x60:
+                _, _, inner = _der(value, 0)  # the mechanism's OID
+                rest = value[inner:]
+                return _find_krb_error(rest[2:] if rest[:2] == b"\x03\x00" else rest, depth + 1)
+            if tag & 0x20 or tag == 0x04:  # constructed, or an OCTET STRING holding a token
+                found = _find_krb_error(value, depth + 1)
+                if found is not None:
+                    return found
+    return None
+
+
+def krb_error(token: bytes) -> KrbError | None:
+    """The KRB-ERROR a Kerberos acceptor put in its answer token, or None when there is none."""
+    body = _find_krb_error(token)
+    if body is None:
+        return None
+    code, stime, text = None, None, None
+    with contextlib.suppress(ValueError, IndexError):
+        _, fields, _ = _der(body, 0)  # SEQUENCE
+        at = 0
+        while at < len(fields):
+            tag, value, at = _der(fields, at)
+            _, inner, _ = _der(value, 0)
+            if tag == 0xA4:  # stime, GeneralizedTime YYYYMMDDHHMMSSZ
+                stime = datetime.strptime(inner.decode("ascii")[:14], "%Y%m%d%H%M%S").replace(
+                    tzinfo=UTC)
+            elif tag == 0xA6:  # error-code
+                code = int.from_bytes(inner, "big", signed=True)
+            elif tag == 0xAB:  # e-text
+                text = inner.decode("utf-8", "replace")
+    return None if code is None else KrbError(code, stime, text)
+
+
+def _negotiate_token(challenge: str | None) -> bytes:
+    """The token of a ``WWW-Authenticate: Negotiate <base64>`` value (b"" when none)."""
+    for offer in (challenge or "").split(","):
+        scheme, _, token = offer.strip().partition(" ")
+        if scheme.lower() in ("negotiate", "kerberos") and token.strip():
+            with contextlib.suppress(ValueError):
+                return base64.b64decode(token.strip(), validate=True)
+    return b""
+
+
+def refusal(date: str | None, challenge: str | None, now: datetime) -> str:
+    """What a 401 answered to a Kerberos ticket means, as text ``collectors.kerberos.classify``
+    reads: a clock skew when the server's clock (its ``Date`` header, else the KRB-ERROR's
+    ``stime``) is more than ``CLOCK_SKEW_SECONDS`` from ``now``, naming both times (the server
+    cannot say so itself: MIT and Windows answer "ticket not yet valid" or "expired" as well);
+    else the KRB-ERROR in ``challenge`` (the ``WWW-Authenticate`` value); else a bare refusal."""
+    error = krb_error(_negotiate_token(challenge))
+    theirs, source = None, "its HTTP Date header"
+    with contextlib.suppress(TypeError, ValueError, IndexError):
+        theirs = email.utils.parsedate_to_datetime(date) if date else None
+    if theirs is None and error is not None and error.stime is not None:
+        theirs, source = error.stime, "the Kerberos error's server time"
+    if theirs is not None:
+        theirs = theirs if theirs.tzinfo else theirs.replace(tzinfo=UTC)
+        apart = (theirs - now).total_seconds()
+        if abs(apart) > CLOCK_SKEW_SECONDS:
+            return (f"Clock skew too great: the server's clock says {theirs:%Y-%m-%d %H:%M:%S} UTC "
+                    f"({source}), this machine's {now:%Y-%m-%d %H:%M:%S} UTC: {abs(apart):.0f} s "
+                    f"{'ahead' if apart > 0 else 'behind'}, more than the {CLOCK_SKEW_SECONDS} s "
+                    "Kerberos allows")
+    if error is not None:
+        name, meaning = _KRB_ERRORS.get(error.code, (f"error {error.code}", "refused"))
+        extra = f" ({error.text})" if error.text else ""
+        return f"the server refused the ticket: KRB-ERROR {error.code} {name}, {meaning}{extra}"
+    return "the server refused the ticket (HTTP 401 without a Kerberos error)"
 
 
 def _encoded_command(script: str) -> str:
@@ -504,8 +767,8 @@ def probe_host(target: Target, config: WinrmConfig, password: str, script: str |
     try:
         check_config(config, url)
     except ConfigError as error:
-        return Observation(host, now(), SOURCE, failure=Failure("connect", str(error),
-                                                                HINTS["connect"]))
+        return Observation(host, now(), SOURCE, failure=Failure(
+            error.reason, str(error), error.hint or HINTS[error.reason]))
     attempt = 0
     while True:
         try:
@@ -516,12 +779,17 @@ def probe_host(target: Target, config: WinrmConfig, password: str, script: str |
                 raise
             reason, detail = _classify(error)
             detail = detail.replace(password, "***") if password else detail
+            if _falls_back(error, config, password):
+                # Configured (ntlm_fallback), and said: never silently.
+                log.warning("%s: %s; trying NTLM instead (ntlm_fallback = true)", url, detail)
+                config = replace(config, transport="ntlm")
+                continue
             retry = (reason in TRANSIENT and attempt < config.retries
                      and time.monotonic() + config.backoff_seconds * 2 ** attempt < deadline
                      and "deadline" not in detail and "still running" not in detail)
             if not retry:
                 return Observation(host, now(), SOURCE, failure=Failure(
-                    reason, f"{url}: {detail}"[:500], HINTS[reason]))
+                    reason, f"{url}: {detail}"[:500], _hint(error, reason)))
             time.sleep(config.backoff_seconds * 2 ** attempt)
             attempt += 1
     if code != 0 and not out.strip():
@@ -529,6 +797,17 @@ def probe_host(target: Target, config: WinrmConfig, password: str, script: str |
         return Observation(host, now(), SOURCE, failure=Failure(
             "probe_error", f"{url}: probe exited with {code}: {message}", HINTS["probe_error"]))
     return parse_document(out, host, SOURCE, now())
+
+
+# Kerberos failures where the host got no ticket at all, so NTLM may stand in (ntlm_fallback); a
+# ticket the host refused (clock, key) is never retried with a weaker protocol.
+FALLBACK_REASONS = frozenset({"no_ticket", "spn_not_found"})
+
+
+def _falls_back(error: BaseException, config: WinrmConfig, password: str) -> bool:
+    return (isinstance(error, KerberosFailed) and config.transport == "kerberos"
+            and config.ntlm_fallback and bool(password)
+            and error.kerberos.reason in FALLBACK_REASONS)
 
 
 # Called once per finished host with whether it failed.

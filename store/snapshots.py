@@ -261,26 +261,33 @@ def _migration_lock(backend: str, database: str | None) -> AbstractContextManage
     return FileLock(f"{database}.migrate.lock", timeout=MIGRATION_WAIT_SECONDS)
 
 
-def _journal_unsettled(backend: str, database: str | None) -> bool:
-    """Whether a SQLite file store is new, or not yet in WAL mode (its header's read and write
-    versions, bytes 18-19, are 2 in WAL mode: https://www.sqlite.org/fileformat2.html).
+class _OpenLock:
+    """The migration lock around a whole open of a SQLite file store, when it can be had.
 
-    Switching the journal mode takes an exclusive lock and SQLite does not always wait for it
-    (its busy handler is skipped when waiting could deadlock): four processes opening a new
-    store together saw "database is locked" from ``PRAGMA journal_mode=WAL`` on a loaded
-    machine. Such a store is first opened under the migration lock; a settled one is not, so
-    a read-only copy (no lock file can be made beside it) still opens.
+    Switching a new store to WAL takes an exclusive lock SQLite does not always wait for (its
+    busy handler is skipped when waiting could deadlock): four processes opening a new store
+    together saw "database is locked" from ``PRAGMA journal_mode=WAL`` on a loaded machine.
+    So the first connection, the schema check and any migration run under the lock file.
+    (Reading the file's header to tell a settled store from a new one would open a second
+    descriptor on it, and closing that drops every POSIX lock SQLite holds on the file in this
+    process.) Where no lock file can be made (a read-only folder), the store opens without it.
     """
-    if backend != "sqlite" or database in (None, "", ":memory:") or str(database).startswith("file:"):
-        return False
-    try:
-        with open(str(database), "rb") as file:
-            header = file.read(20)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False  # SQLite names what is wrong with it
-    return len(header) < 20 or header[18:20] != b"\x02\x02"
+
+    def __init__(self, backend: str, database: str | None) -> None:
+        self._lock = _migration_lock(backend, database)
+        self.held = False
+
+    def __enter__(self) -> _OpenLock:
+        try:
+            self._lock.__enter__()
+            self.held = True
+        except PermissionError:
+            self.held = False
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.held:
+            self._lock.__exit__(None, None, None)  # releases; never swallows the error
 
 
 def _published(observation: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -347,9 +354,7 @@ class SnapshotStore:
                 event.listen(engine, "connect", _sqlite_pragmas(lock_timeout))
             elif backend == "postgresql":
                 event.listen(engine, "connect", _postgres_lock_timeout(lock_timeout))
-            lock = _migration_lock(backend, parsed.database)
-            early = _journal_unsettled(backend, parsed.database)
-            with lock if early else nullcontext():
+            with _OpenLock(backend, parsed.database) as opening:
                 with engine.begin() as conn:  # the first connection sets the journal mode
                     _refuse_newer(conn, shown)
                     _refuse_foreign(conn, shown)
@@ -358,7 +363,9 @@ class SnapshotStore:
                     # One process migrates at a time: two that found a new store both created
                     # its tables, and the second failed ("table meta already exists"; a
                     # dashboard and a collector started together). The next finds it at head.
-                    with nullcontext() if early else lock, engine.begin() as conn:
+                    # Under the lock already, unless its file could not be made.
+                    with (nullcontext() if opening.held else
+                          _migration_lock(backend, parsed.database)), engine.begin() as conn:
                         if backend == "postgresql":
                             # lock_timeout (the store's, 30 s) bounds advisory waits too:
                             # waiting for another's migration gets MIGRATION_WAIT_SECONDS.

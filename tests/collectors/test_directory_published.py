@@ -140,7 +140,10 @@ def test_any_entries_give_published_names_and_never_raise(entries):
     rows += [(_vdir(f"owa{i}", EX1), {"msExchInternalHostName": value})
              for i, (_dn, value) in enumerate(entries)]
     for published in parse_published(servers, rows).values():
-        assert all(parse_url_host(name) == (name, None)
+        # Each published name is a host name that reads back as itself (a name is not a
+        # URL: the property once compared the bare name, which only held while Hypothesis
+        # never drew a valid URL; it drew "HTTP://0").
+        assert all(parse_url_host(f"https://{name}") == (name, None)
                    for name in published.internal + published.external)
         assert not any("\x1b" in problem or "\n" in problem for problem in published.problems)
 

@@ -189,3 +189,53 @@ def test_kerberos_for_ldap_only_still_needs_the_winrm_password(tmp_path):
 def test_a_kerberos_setting_that_cannot_work_is_refused_in_one_line(tmp_path, text, says):
     with pytest.raises(SettingsError, match=re.escape(says)):
         _config(tmp_path, text)
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    # MIT 1.20 names the principal inside the message (seen from the KDC of tests/peers/kdc.py).
+    ("Server HTTP/127.0.0.1@PROBE.TEST not found in Kerberos database", "spn_not_found"),
+    ("Server ldap/127.0.0.1@PROBE.TEST not found in Kerberos database", "spn_not_found"),
+    ("Client 't-x@PROBE.TEST' not found in Kerberos database while getting initial credentials",
+     "principal_unknown"),
+    # ldap3 2.9.1 without the package.
+    ("package gssapi (or winkerberos) missing", "unavailable"),
+])
+def test_classify_reads_the_texts_that_name_a_principal(text, reason):
+    assert classify(text, "svc@PROBE.TEST").reason == reason
+
+
+def test_a_directory_given_as_keytab_is_not_a_file(realm, tmp_path):
+    error = _fails(KerberosConfig(realm.principal("t-dir-svc"), str(tmp_path)))
+    assert error.reason == "keytab_unreadable" and "is not a file" in error.detail
+
+
+def test_the_same_keytab_reuses_one_memory_cache(realm, tmp_path):
+    principal = realm.add_principal("t-reuse-svc")
+    keytab = realm.keytab(principal, tmp_path / "r.keytab")
+    first, second = (acquire(KerberosConfig(principal, str(keytab))) for _ in range(2))
+    assert first.ccache == second.ccache
+    other = realm.add_principal("t-reuse-other")
+    assert acquire(KerberosConfig(other, str(realm.keytab(other, tmp_path / "o.keytab")))
+                   ).ccache != first.ccache
+
+
+def test_the_winrm_kerberos_settings_reach_the_collector(tmp_path):
+    config = _config(tmp_path, '[kerberos]\nprincipal = "svc@CORP.EXAMPLE"\n'
+                     '[winrm]\ntransport = "kerberos"\nspn_service = "WSMAN"\n'
+                     'spn_hostname = "ex-lb.corp.example"\nntlm_fallback = true\n')
+    assert config.winrm is not None
+    assert (config.winrm.spn_service, config.winrm.spn_hostname, config.winrm.ntlm_fallback) == (
+        "WSMAN", "ex-lb.corp.example", True)
+    # NTLM as a fallback needs the password Kerberos alone does not.
+    with pytest.raises(SettingsError, match="no WinRM password"):
+        passwords(config, {}, {})
+
+
+@pytest.mark.parametrize(("winrm", "says"), [
+    ('transport = "ntlm"\nusername = "C\\\\u"\nntlm_fallback = true\n', "kerberos\" only"),
+    ('transport = "kerberos"\nspn_hostname = "ex01/evil@OTHER"\n', "spn_hostname must be"),
+    ('transport = "kerberos"\nspn_service = "HTTP/x"\n', "spn_service"),
+])
+def test_a_bad_winrm_kerberos_setting_is_refused(tmp_path, winrm, says):
+    with pytest.raises(SettingsError, match=re.escape(says)):
+        _config(tmp_path, f'[kerberos]\nprincipal = "svc@CORP.EXAMPLE"\n[winrm]\n{winrm}')

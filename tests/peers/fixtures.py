@@ -8,7 +8,11 @@ or, once for the whole suite, ``pytest_plugins = ["tests.peers.fixtures"]`` in t
 
 ``slapd_standard`` serves ``ad_tree.standard_fleet()`` (20 servers, see that function for the
 facts each one carries); ``slapd_bulk`` serves ``ad_tree.bulk_fleet(5000)`` (15000 entries of
-class msExchExchangeServer including the transport sub-objects). Each runs in its own temp dir
+class msExchExchangeServer including the transport sub-objects). ``slapd_kerberos`` serves the
+standard fleet and also accepts SASL GSSAPI from the session's realm (``kdc_peer``): bind as
+``peer.service_principal`` to ``peer.kerberos_ldaps_url`` (tests/peers/slapd.py);
+``slapd_kerberos_skewed`` is the same with slapd's clock an hour ahead (``SKEW_SECONDS``), a DC
+whose clock drifted. Each runs in its own temp dir
 and is stopped when the session ends. The same peer is shared by every conftest that imports
 these fixtures (importing them in two conftests registers them twice; tests/peers/shared.py keeps it
 at one slapd per fleet per session). Without slapd on the machine they skip (developer machines
@@ -22,8 +26,12 @@ from collections.abc import Callable
 import pytest
 
 from tests.peers.ad_tree import BULK_STANDARD_SIZE, ad_ldif, bulk_fleet, standard_fleet
+from tests.peers.kdc import KdcPeer
 from tests.peers.shared import session_peer
 from tests.peers.slapd import SlapdPeer, slapd_available, start_slapd
+
+# Far beyond the 5 minutes Kerberos allows.
+SKEW_SECONDS = 3600
 
 
 def require_slapd() -> None:
@@ -46,3 +54,21 @@ def slapd_standard(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 @pytest.fixture(scope="session")
 def slapd_bulk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SlapdPeer:
     return _shared_peer(request, tmp_path_factory, "slapd-bulk", lambda: ad_ldif(bulk_fleet(BULK_STANDARD_SIZE)))
+
+
+@pytest.fixture(scope="session")
+def slapd_kerberos(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                   kdc_peer: KdcPeer) -> SlapdPeer:
+    require_slapd()
+    return session_peer(request, "slapd-kerberos", lambda: start_slapd(
+        tmp_path_factory.mktemp("slapd-kerberos"), ad_ldif(standard_fleet()), kerberos=kdc_peer),
+        alive=lambda peer: peer.process.poll() is None)
+
+
+@pytest.fixture(scope="session")
+def slapd_kerberos_skewed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                          kdc_peer: KdcPeer) -> SlapdPeer:
+    require_slapd()
+    return session_peer(request, "slapd-kerberos-skewed", lambda: start_slapd(
+        tmp_path_factory.mktemp("slapd-kerberos-skewed"), ad_ldif(standard_fleet()[:1]),
+        kerberos=kdc_peer, clock_offset=SKEW_SECONDS), alive=lambda peer: peer.process.poll() is None)

@@ -21,10 +21,29 @@ Behaviour that matters for the collector's tests:
   backslash (``cn=LAB(1)*\\5CEX,...,dc=test,dc=example``), while DN-valued attributes
   (distinguishedName, msExchServerSite, ...) come back exactly as loaded (``CN=...\\\\EX,...``).
   Compare DNs with ``ad_tree.dn_key`` (or any real DN parser), never as strings.
+
+With ``kerberos=<KdcPeer>`` slapd also accepts SASL GSSAPI (Cyrus SASL, Debian's
+``libsasl2-modules-gssapi-mit``): its service principal ``ldap/localhost@<realm>`` is made in
+that KDC (kept if it exists) and exported to ``<workdir>/ldap.keytab`` (``KRB5_KTNAME``), and
+the service account gets the principal ``svc-exinventory@<realm>`` (``service_principal``; its
+keys in ``service_keytab``), which ``authz-regexp`` maps to ``service_dn``: a Kerberos bind
+reads what the simple bind reads. Other principals of the realm bind as their
+``uid=<name>,cn=<realm>,cn=gssapi,cn=auth`` identity (an authenticated user, as any domain
+user in AD). Kerberos clients must connect to ``localhost`` (``kerberos_ldaps_url``): the
+service name follows the host name connected to. ``sasl-secprops minssf=1`` (the default
+``sasl_secprops``) asks a SASL security layer unless TLS protects the session, like a DC that
+requires LDAP signing: ldap3 offers none, so its GSSAPI bind works over LDAPS/StartTLS only.
+The principals are shared by every peer of that realm: tests must not change their keys. A failed GSSAPI bind is
+invalidCredentials (49), "SASL(-13): authentication failure: GSSAPI Failure:
+gss_accept_sec_context", whatever the cause (Cyrus SASL does not pass the acceptor's error on).
+
+``clock_offset`` runs slapd under libfaketime that many seconds off (a DC whose clock drifted):
+the Kerberos acceptor then refuses every ticket (the realm allows 300 s).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -35,12 +54,14 @@ from pathlib import Path
 
 from tests.peers.ad_tree import (
     DEFAULT_BASE_DN,
+    SERVICE_ACCOUNT_CN,
     SERVICE_PASSWORD,
     config_dn,
     exchange_dn,
     schema_dn,
     service_account_dn,
 )
+from tests.peers.kdc import FAKETIME_LIBRARY, KdcError, KdcPeer
 from tests.peers.loopback import free_port
 from tests.peers.process import signal_on_parent_death
 from tests.peers.tls import make_tls_files
@@ -51,6 +72,8 @@ MODULE_DIR = Path("/usr/lib/ldap")
 AD_SCHEMA = Path(__file__).resolve().parent / "ad.schema"
 ROOT_PASSWORD = "Root-Peer-Secret-1"
 READY_TIMEOUT = 10.0
+# The name Kerberos clients connect to: their service ticket is for ldap/<this name>.
+KERBEROS_HOST = "localhost"
 
 
 class SlapdError(RuntimeError):
@@ -90,6 +113,12 @@ class SlapdPeer:
     slapadd_seconds: float
     start_seconds: float
     process: subprocess.Popen[bytes] = field(repr=False, compare=False)
+    # With kerberos=: the service account's principal (mapped to service_dn), a keytab with
+    # its keys, and slapd's own service principal (ldap/localhost@REALM).
+    service_principal: str | None = None
+    service_keytab: Path | None = None
+    service_name: str | None = None
+    clock_offset: int = 0
 
     @property
     def ldap_url(self) -> str:
@@ -98,6 +127,14 @@ class SlapdPeer:
     @property
     def ldaps_url(self) -> str:
         return f"ldaps://{self.host}:{self.ldaps_port}"
+
+    @property
+    def kerberos_ldap_url(self) -> str:
+        return f"ldap://{KERBEROS_HOST}:{self.ldap_port}"
+
+    @property
+    def kerberos_ldaps_url(self) -> str:
+        return f"ldaps://{KERBEROS_HOST}:{self.ldaps_port}"
 
     @property
     def config_nc(self) -> str:
@@ -128,8 +165,21 @@ class SlapdPeer:
         self.stop()
 
 
+def _sasl_lines(realm: str, service_dn: str, secprops: str) -> str:
+    """SASL GSSAPI for ``ldap/localhost@realm``; the service account's principal maps to its DN."""
+    # slapd matches the regexp against the lower-cased authentication DN. "[.]" rather than
+    # "\\.": slapd.conf's parser eats one level of backslashes inside quotes.
+    user, domain = (part.lower().replace(".", "[.]") for part in (SERVICE_ACCOUNT_CN, realm))
+    return f"""\
+sasl-host {KERBEROS_HOST}
+sasl-realm {realm}
+sasl-secprops {secprops}
+authz-regexp "^uid={user},cn={domain},cn=gssapi,cn=auth$" "{service_dn}"
+"""
+
+
 def _slapd_conf(workdir: Path, base_dn: str, root_dn: str, size_limit: int, time_limit: int | None,
-                tls_ca: Path, tls_cert: Path, tls_key: Path) -> str:
+                tls_ca: Path, tls_cert: Path, tls_key: Path, sasl: str = "") -> str:
     limits = f"sizelimit size.soft={size_limit} size.hard={size_limit} size.pr={size_limit} size.prtotal=unlimited"
     time_line = f"timelimit time.soft={time_limit} time.hard={time_limit}" if time_limit is not None else ""
     return f"""\
@@ -149,7 +199,7 @@ rootDSE {workdir / 'rootdse.ldif'}
 TLSCACertificateFile {tls_ca}
 TLSCertificateFile {tls_cert}
 TLSCertificateKeyFile {tls_key}
-
+{sasl}
 # Frontend: the rootDSE and the schema are readable by anyone, as in AD.
 access to dn.base="" by * read
 access to dn.base="cn=Subschema" by * read
@@ -214,6 +264,32 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int, log_file: Path) -> 
                      f"output:\n{log_file.read_text(errors='replace')}")
 
 
+def _ensure_principal(kdc: KdcPeer, name: str) -> str:
+    """``name``'s full principal, made (random key) unless the realm has it already."""
+    try:
+        kdc.kadmin(f"getprinc {kdc.principal(name)}")
+    except KdcError:
+        return kdc.add_principal(name)
+    return kdc.principal(name)
+
+
+def _kerberos_env(workdir: Path, kdc: KdcPeer) -> tuple[dict[str, str], str, str, Path]:
+    """slapd's Kerberos environment, its service principal, the service account's principal and
+    a keytab with that account's keys (principals made in ``kdc`` unless there already)."""
+    service_name = _ensure_principal(kdc, f"ldap/{KERBEROS_HOST}")
+    keytab = kdc.keytab(service_name, workdir / "ldap.keytab")
+    account = _ensure_principal(kdc, SERVICE_ACCOUNT_CN)
+    account_keytab = kdc.keytab(account, workdir / "service-account.keytab")
+    return {**kdc.env(), "KRB5_KTNAME": f"FILE:{keytab}"}, service_name, account, account_keytab
+
+
+def _faketime_env(offset: int) -> dict[str, str]:
+    if not FAKETIME_LIBRARY.exists():
+        raise SlapdError("libfaketime not found (Debian package faketime)")
+    # DONT_FAKE_MONOTONIC: slapd's timers and thread waits keep the real monotonic clock.
+    return {"LD_PRELOAD": str(FAKETIME_LIBRARY), "FAKETIME": f"{offset:+d}", "DONT_FAKE_MONOTONIC": "1"}
+
+
 def start_slapd(
     workdir: Path,
     ldif: str,
@@ -222,10 +298,16 @@ def start_slapd(
     time_limit: int | None = None,
     base_dn: str = DEFAULT_BASE_DN,
     service_password: str = SERVICE_PASSWORD,
+    kerberos: KdcPeer | None = None,
+    clock_offset: int = 0,
+    sasl_secprops: str = "noanonymous,noplain,minssf=1",
 ) -> SlapdPeer:
     """Load ``ldif`` into a fresh slapd in ``workdir`` and start it on free loopback ports.
 
     ``base_dn`` and ``service_password`` must be the ones ``ldif`` was made with (ad_tree defaults).
+    ``kerberos``: also accept SASL GSSAPI from that realm (module docstring), with
+    ``sasl_secprops``; ``clock_offset``: slapd's clock that many seconds off (libfaketime).
+    ``SlapdError``/``KdcError`` on failure.
     """
     slapd, slapadd = find_binary("slapd"), find_binary("slapadd")
     if slapd is None or slapadd is None:
@@ -235,9 +317,17 @@ def start_slapd(
     (workdir / "db").mkdir(exist_ok=True)
     tls = make_tls_files(workdir / "tls")
     root_dn = f"CN=Administrator,CN=Users,{base_dn}"
+    env = dict(os.environ)
+    sasl, service_name, account, account_keytab = "", None, None, None
+    if kerberos is not None:
+        kerberos_env, service_name, account, account_keytab = _kerberos_env(workdir, kerberos)
+        env |= kerberos_env
+        sasl = _sasl_lines(kerberos.realm, service_account_dn(base_dn), sasl_secprops)
+    if clock_offset:
+        env |= _faketime_env(clock_offset)
     conf = workdir / "slapd.conf"
     conf.write_text(_slapd_conf(workdir, base_dn, root_dn, size_limit, time_limit,
-                                tls.ca_file, tls.cert_file, tls.key_file))
+                                tls.ca_file, tls.cert_file, tls.key_file, sasl))
     (workdir / "rootdse.ldif").write_text(_rootdse_ldif(base_dn))
     data = workdir / "data.ldif"
     data.write_text(ldif, encoding="utf-8")
@@ -259,7 +349,7 @@ def start_slapd(
         with log_file.open("wb") as log:
             process = subprocess.Popen([slapd, "-d", "none", "-f", str(conf), "-h", urls],
                                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       preexec_fn=_die_with_parent)
+                                       env=env, preexec_fn=_die_with_parent)
         if _wait_ready(process, ldap_port, log_file):
             return SlapdPeer(
                 host=HOST, ldap_port=ldap_port, ldaps_port=ldaps_port,
@@ -267,7 +357,8 @@ def start_slapd(
                 base_dn=base_dn, service_dn=service_account_dn(base_dn), service_password=service_password,
                 root_dn=root_dn, root_password=ROOT_PASSWORD, workdir=workdir,
                 slapadd_seconds=slapadd_seconds, start_seconds=time.monotonic() - started,
-                process=process,
+                process=process, service_principal=account, service_keytab=account_keytab,
+                service_name=service_name, clock_offset=clock_offset,
             )
         output = log_file.read_text(errors="replace")
         if "Address already in use" not in output:

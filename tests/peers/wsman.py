@@ -56,6 +56,18 @@ process-wide: this module points it at one file (in a private temp dir) holding 
 peer running in the process, and each peer then checks that the authenticated user is one of its own.
 Two peers in one process giving the same user different passwords is not supported.
 
+Kerberos (``start_wsman(..., keytab=...)``, needs ``gssapi``): a ``Negotiate`` token that is not NTLM is
+accepted with python-gssapi from that keytab (``_KerberosAcceptor``: any service principal it holds, e.g.
+``HTTP/localhost@PROBE.TEST``; a client connecting to ``localhost`` asks for exactly that), with channel
+binding on HTTPS. Like NTLM it authenticates the TCP connection. The answer that completes it carries the
+AP-REP as ``WWW-Authenticate: Negotiate <base64>`` (pywinrm requires mutual authentication), and encrypted
+bodies are sealed as pywinrm's Kerberos message encryption expects, over HTTP and HTTPS alike. A token the
+acceptor refuses (clock skew, a ticket for a key the keytab no longer holds) is answered 401 with the
+KRB-ERROR token MIT's acceptor made, as Windows answers, and its message is kept in ``auth_failures()``.
+``allow_ntlm=False`` answers every NTLM token 401, as a server whose NTLM is disabled by policy.
+Clock: every answer's ``Date`` header is this process's clock; run the peer as a process of its own
+under libfaketime (``start_fleet_process(..., env=faketime_env(-3600))``) for a host whose clock is off.
+
 Each listener answers each TCP connection on its own daemon thread, with TCP_NODELAY (without it
 every call waits ~40-200 ms for delayed ACKs) and HTTP/1.1 keep-alive (NTLM authenticates the
 connection, not the request).
@@ -87,11 +99,11 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import quote, unquote, urlsplit
 
 import spnego
@@ -100,6 +112,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from spnego.channel_bindings import GssChannelBindings
 
+from tests.peers.kdc import FAKETIME_LIBRARY
 from tests.peers.tls import make_tls_files
 
 HOST = "127.0.0.1"
@@ -415,8 +428,19 @@ def _parse_request(body: bytes) -> _Request:
 # pywinrm's message encryption (MS-WSMV 2.2.9.1.1, framing as in winrm/encryption.py)
 
 
-def decrypt_message(context: spnego.ContextProxy, body: bytes) -> bytes:
-    """The SOAP text inside a multipart/encrypted body, unsealed with the NTLM ``context``."""
+class _Sealer(Protocol):
+    """An established security context that seals WinRM messages: pyspnego's NTLM context, or
+    ``_KerberosAcceptor``. ``wrap_winrm`` gives an object with ``header`` (the signature: 16 bytes
+    for NTLM, the GSS wrap token header for Kerberos) and ``data`` (the sealed message)."""
+
+    def wrap_winrm(self, data: bytes) -> Any: ...
+
+    def unwrap_winrm(self, header: bytes, data: bytes) -> bytes: ...
+
+
+def decrypt_message(context: _Sealer, body: bytes) -> bytes:
+    """The SOAP text inside a multipart/encrypted body, unsealed with ``context`` (NTLM or Kerberos:
+    each part is ``<signature length, 4 bytes LE><signature><sealed data>``)."""
     parts = [part for part in body.split(MIME_BOUNDARY + b"\r\n") if part]
     message = b""
     for index in range(0, len(parts) - 1, 2):
@@ -429,16 +453,16 @@ def decrypt_message(context: spnego.ContextProxy, body: bytes) -> bytes:
         signature_length = struct.unpack("<i", payload[:4])[0]
         signature = payload[4 : 4 + signature_length]
         sealed = payload[4 + signature_length :]
-        plain = context.unwrap(signature + sealed).data
+        plain = context.unwrap_winrm(signature, sealed)
         if len(plain) != expected_length:
             raise ValueError("encrypted length does not match OriginalContent Length")
         message += plain
     return message
 
 
-def encrypt_message(context: spnego.ContextProxy, message: bytes) -> bytes:
-    wrapped = context.wrap(message, encrypt=True).data
-    signature, sealed = wrapped[:NTLM_SIGNATURE_LENGTH], wrapped[NTLM_SIGNATURE_LENGTH:]
+def encrypt_message(context: _Sealer, message: bytes) -> bytes:
+    wrapped = context.wrap_winrm(message)
+    signature, sealed = bytes(wrapped.header), bytes(wrapped.data)
     return (
         MIME_BOUNDARY + b"\r\n"
         b"\tContent-Type: " + ENCRYPTED_PROTOCOL + b"\r\n"
@@ -448,6 +472,93 @@ def encrypt_message(context: spnego.ContextProxy, message: bytes) -> bytes:
         + struct.pack("<i", len(signature)) + signature + sealed
         + MIME_BOUNDARY + b"--\r\n"
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Kerberos: the acceptor, with python-gssapi and the peer's own keytab
+
+
+class KerberosRefused(Exception):
+    """The acceptor refused a Kerberos token. ``token``: the KRB-ERROR token MIT's acceptor made for
+    the client (``None`` when it made none), sent back in the 401's ``WWW-Authenticate`` as Windows
+    does; ``str()``: the acceptor's message (e.g. "... kvno 2 not found in keytab ...")."""
+
+    def __init__(self, message: str, token: bytes | None) -> None:
+        super().__init__(message)
+        self.token = token
+
+
+@dataclass(frozen=True)
+class _Wrapped:
+    header: bytes
+    data: bytes
+
+
+class _KerberosAcceptor:
+    """One Kerberos handshake (a raw krb5 token, as pykerberos sends, or SPNEGO wrapping krb5),
+    accepted with python-gssapi from ``keytab`` for any service principal it holds.
+
+    Why not ``spnego.server(protocol="kerberos")``: pyspnego's Kerberos needs the ``krb5`` package
+    as well as ``gssapi`` (neither requirements file has it); and its acceptor takes the keytab from
+    ``KRB5_KTNAME``, process-wide, where python-gssapi's credential store takes it per peer (no
+    environment: peers with different keytabs can share a process). The replay cache lives in the
+    peer's own folder. The keytab is read at each handshake, so a test may change it meanwhile.
+    """
+
+    def __init__(self, keytab: Path, rcache: Path, cert_hash: bytes | None) -> None:
+        import gssapi  # only a Kerberos peer needs it (requirements-kerberos.txt)
+        from gssapi.raw import ChannelBindings
+
+        credentials = gssapi.Credentials(usage="accept", store={
+            "keytab": f"FILE:{keytab}", "rcache": f"file2:{rcache}"})
+        bindings = None
+        if cert_hash is not None:  # HTTPS: the client's bindings must match ours (RFC 5929)
+            bindings = ChannelBindings(application_data=b"tls-server-end-point:" + cert_hash)
+        self._context = gssapi.SecurityContext(creds=credentials, usage="accept", channel_bindings=bindings)
+
+    def step(self, token: bytes) -> bytes | None:
+        """The answer token (the AP-REP once complete); ``KerberosRefused`` when refused."""
+        from gssapi.raw import GSSError
+
+        try:
+            answer: bytes | None = self._context.step(token)
+            _ = self._context.complete  # python-gssapi reports some failures only when asked
+        except GSSError as error:
+            raise KerberosRefused(" ".join(error.gen_message().split()), getattr(error, "token", None)) from None
+        return answer
+
+    @property
+    def complete(self) -> bool:
+        return bool(self._context.complete)
+
+    @property
+    def client_principal(self) -> str:
+        return str(self._context.initiator_name).rstrip("\x00")
+
+    def wrap_winrm(self, data: bytes) -> _Wrapped:
+        """Seal ``data`` as pywinrm's ``authGSSWinRMDecryptMessage`` expects: IOV header + data (+ padding,
+        none with AES)."""
+        from gssapi.raw import IOV, IOVBufferType, wrap_iov
+
+        iov = IOV((IOVBufferType.header, True, None), (IOVBufferType.data, False, data),
+                  (IOVBufferType.padding, True, None), std_layout=False)
+        wrap_iov(self._context, iov, confidential=True)
+        return _Wrapped(header=iov[0].value or b"", data=(iov[1].value or b"") + (iov[2].value or b""))
+
+    def unwrap_winrm(self, header: bytes, data: bytes) -> bytes:
+        """Unseal what pykerberos's ``authGSSWinRMEncryptMessage`` made (as pyspnego does with MIT)."""
+        from gssapi.raw import IOV, IOVBufferType, unwrap_iov
+
+        iov = IOV((IOVBufferType.header, False, header), (IOVBufferType.data, False, data),
+                  (IOVBufferType.data, False, b""), std_layout=False)
+        unwrap_iov(self._context, iov)
+        return iov[1].value or b""
+
+
+def _is_ntlm(token: bytes) -> bool:
+    """An NTLM message: raw (requests-ntlm sends them so) or inside SPNEGO. Every NTLM message starts
+    with this signature; a Kerberos token is DER and ciphertext, where it does not occur."""
+    return b"NTLMSSP\x00" in token
 
 
 # --------------------------------------------------------------------------------------------------
@@ -596,7 +707,10 @@ class _Handler(BaseHTTPRequestHandler):
         sock = cast(socket.socket, self.request)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.ntlm: spnego.ContextProxy | None = None  # NTLM context of this connection (handshake in progress or done)
-        self.ntlm_user: str | None = None  # set once the connection is authenticated
+        self.kerberos: _KerberosAcceptor | None = None  # Kerberos handshake in progress (SPNEGO may take two legs)
+        self.user: str | None = None  # set once the connection is authenticated (NTLM or Kerberos)
+        self.sealer: _Sealer | None = None  # the authenticated context: seals and unseals encrypted bodies
+        self.mutual_token: str | None = None  # Kerberos AP-REP, sent on the next answer (then None)
         self.peer = self.server.peer
         if self.server.tls is not None:
             sock.settimeout(30)  # bound the handshake only
@@ -622,12 +736,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: bytes = b"", headers: Mapping[str, str] | None = None,
               *, encrypt: bool = False) -> None:
         content_type = SOAP_CONTENT_TYPE
-        if encrypt and body and self.ntlm is not None:
-            body = encrypt_message(self.ntlm, body)
+        if encrypt and body and self.sealer is not None:
+            body = encrypt_message(self.sealer, body)
             content_type = ENCRYPTED_CONTENT_TYPE
-        self.send_response(status)
+        self.send_response(status)  # with a Date header from this process's clock (faketime: skewed)
         if body:
             self.send_header("Content-Type", content_type)
+        if self.mutual_token is not None:
+            # The answer that completes Kerberos carries the AP-REP, on any status: pywinrm
+            # (requests-kerberos, mutual authentication REQUIRED) refuses a 200 without it.
+            self.send_header("WWW-Authenticate", f"Negotiate {self.mutual_token}")
+            self.mutual_token = None
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
@@ -706,11 +825,11 @@ class _Handler(BaseHTTPRequestHandler):
 
         encrypted = self.headers.get("Content-Type", "").lower().startswith("multipart/encrypted")
         if encrypted:
-            if self.ntlm is None or self.ntlm_user is None:
+            if self.sealer is None or self.user is None:
                 self._challenge()
                 return
             try:
-                body = decrypt_message(self.ntlm, body)
+                body = decrypt_message(self.sealer, body)
             except Exception as error:  # tampered/undecryptable: Windows answers 400
                 self.peer._note_error(f"decrypt: {error!r}")
                 self._send(400)
@@ -735,16 +854,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset()
             return
         except _Truncate as truncate:
-            if encrypted and self.ntlm is not None:
-                truncate.answer = encrypt_message(self.ntlm, truncate.answer)
+            if encrypted and self.sealer is not None:
+                truncate.answer = encrypt_message(self.sealer, truncate.answer)
             self._truncate(b"HTTP/1.1 %d \r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
                 truncate.status, (ENCRYPTED_CONTENT_TYPE if encrypted else SOAP_CONTENT_TYPE).encode(),
                 len(truncate.answer), truncate.answer[: len(truncate.answer) // 2]))
             return
         except _Trickle as trickle:
             answer = trickle.answer
-            if encrypted and self.ntlm is not None:
-                answer = encrypt_message(self.ntlm, answer)
+            if encrypted and self.sealer is not None:
+                answer = encrypt_message(self.sealer, answer)
             self._trickle(b"HTTP/1.1 %d \r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
                 trickle.status, (ENCRYPTED_CONTENT_TYPE if encrypted else SOAP_CONTENT_TYPE).encode(),
                 len(answer), answer), trickle.seconds_per_byte)
@@ -773,21 +892,38 @@ class _Handler(BaseHTTPRequestHandler):
                 return True
             self._challenge()
             return False
-        if scheme_lower in ("negotiate", "ntlm"):
+        if scheme_lower in ("negotiate", "ntlm", "kerberos"):
+            try:
+                raw = base64.b64decode(token.strip(), validate=True)
+            except binascii.Error:
+                raw = b""
+            if raw and not _is_ntlm(raw) and self.peer.keytab is not None:
+                return self._kerberos_step(raw)
+            if not self.peer.allow_ntlm:
+                self._refuse("NTLM is disabled on this peer")
+                return False
             return self._ntlm_step(scheme, token.strip())
-        if self.ntlm_user is not None:
+        if self.user is not None:
             return True
         self._challenge()
         return False
 
+    def _refuse(self, why: str, token: bytes | None = None) -> None:
+        """401 for a refused token, recorded in ``peer.auth_failures()``; with the acceptor's KRB-ERROR
+        token in ``WWW-Authenticate`` when it made one (as Windows sends it)."""
+        self.peer._note_auth_failure(why)
+        self.ntlm = self.kerberos = None
+        self.user = self.sealer = None
+        self._challenge(base64.b64encode(token).decode("ascii") if token else None)
+
     def _ntlm_step(self, scheme: str, token: str) -> bool:
-        if self.ntlm is None or self.ntlm_user is not None or self.ntlm.complete:
+        if self.ntlm is None or self.user is not None or self.ntlm.complete:
             bindings = None
             if self.server.cert_hash is not None:
                 bindings = GssChannelBindings(application_data=b"tls-server-end-point:" + self.server.cert_hash)
             self.ntlm = spnego.server(protocol="ntlm", channel_bindings=bindings,
                                       options=spnego.NegotiateOptions.use_ntlm)
-            self.ntlm_user = None
+            self.user = self.sealer = None
         try:
             answer = self.ntlm.step(base64.b64decode(token))
         except Exception:  # wrong password, unknown user, bad channel binding, garbage token
@@ -802,7 +938,37 @@ class _Handler(BaseHTTPRequestHandler):
             self.ntlm = None
             self._send(401)
             return False
-        self.ntlm_user = user
+        self.user, self.sealer = user, self.ntlm
+        return True
+
+    def _kerberos_step(self, token: bytes) -> bool:
+        """Accept a Kerberos token (a new handshake, or SPNEGO's next leg) with the peer's keytab.
+        Complete: the connection is authenticated, and the AP-REP goes back on this request's answer."""
+        keytab = self.peer.keytab
+        assert keytab is not None
+        if self.kerberos is None or self.kerberos.complete:
+            try:
+                self.kerberos = _KerberosAcceptor(keytab, self.peer.workdir / "krb5.rcache2", self.server.cert_hash)
+            except Exception as error:  # unreadable keytab
+                self._refuse(f"Kerberos acceptor: {error}")
+                return False
+            self.user = self.sealer = None
+        try:
+            answer = self.kerberos.step(token)
+        except KerberosRefused as refused:
+            self._refuse(f"Kerberos: {refused}", refused.token)
+            return False
+        encoded = base64.b64encode(answer).decode("ascii") if answer else None
+        if not self.kerberos.complete:
+            self._challenge(encoded)
+            return False
+        user = self.kerberos.client_principal
+        if not self.peer._accepts_principal(user):
+            self._refuse(f"Kerberos: {user} is not one of this peer's principals")
+            return False
+        # Without the AP-REP (``peer.mutual_token = False``) the client cannot tell this peer holds the key.
+        self.user, self.sealer = user, self.kerberos
+        self.mutual_token = encoded if self.peer.mutual_token else None
         return True
 
 
@@ -813,9 +979,15 @@ class _Handler(BaseHTTPRequestHandler):
 class WsmanPeer:
     """A running WS-Management peer (see the module docstring). Thread-safe."""
 
-    def __init__(self, workdir: Path, users: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, users: dict[str, str], keytab: Path | None = None, allow_ntlm: bool = True,
+                 principals: Collection[str] | None = None) -> None:
         self.workdir = workdir
         self.users = dict(users)
+        self.keytab = keytab  # Kerberos accepted for every service principal it holds (None: no Kerberos)
+        self.allow_ntlm = allow_ntlm  # False: NTLM tokens (raw or in SPNEGO) are answered 401
+        self.principals = None if principals is None else {p.casefold() for p in principals}
+        self.mutual_token = True  # False: never send Kerberos's AP-REP (a server that cannot prove who it is)
+        self._auth_failures: list[str] = []
         self.username, self.password = next(iter(self.users.items()))
         self.expected_script: str | None = None
         self._lock = threading.Lock()
@@ -880,9 +1052,11 @@ class WsmanPeer:
 
     # ---- test-facing API
 
-    def url(self, host: str = DEFAULT_HOST, scheme: str = "https", bad_tls: bool = False) -> str:
+    def url(self, host: str = DEFAULT_HOST, scheme: str = "https", bad_tls: bool = False,
+            hostname: str = HOST) -> str:
         """``https://127.0.0.1:<https_port>/wsman/<host>`` (``scheme="http"``: the plain port;
-        ``bad_tls=True``: the port whose certificate the CA in ``ca_file`` did not sign)."""
+        ``bad_tls=True``: the port whose certificate the CA in ``ca_file`` did not sign). ``hostname``:
+        the name in the URL, e.g. ``localhost`` for Kerberos (the client asks for ``HTTP/<hostname>``)."""
         if bad_tls:
             port, scheme = self.bad_tls_port, "https"
         elif scheme == "https":
@@ -891,7 +1065,7 @@ class WsmanPeer:
             port = self.http_port
         else:
             raise ValueError(f"scheme must be 'https' or 'http', not {scheme!r}")
-        return f"{scheme}://{HOST}:{port}/wsman/{quote(host, safe='')}"
+        return f"{scheme}://{hostname}:{port}/wsman/{quote(host, safe='')}"
 
     def set_host(self, name: str, behavior: HostBehavior) -> None:
         with self._lock:
@@ -948,6 +1122,12 @@ class WsmanPeer:
         with self._lock:
             return list(self._record(host).mismatches)
 
+    def auth_failures(self) -> list[str]:
+        """Why tokens were refused, in order: the Kerberos acceptor's message ("... kvno 2 not found in
+        keytab ...", "Ticket not yet valid"), "NTLM is disabled on this peer", an unknown principal."""
+        with self._lock:
+            return list(self._auth_failures)
+
     def errors(self) -> list[str]:
         """Unexpected errors inside the peer (should stay empty)."""
         with self._lock:
@@ -997,6 +1177,13 @@ class WsmanPeer:
 
     def _knows_user(self, principal: str) -> bool:
         return any(principal.casefold() == known.casefold() for known in self.users)
+
+    def _accepts_principal(self, principal: str) -> bool:
+        return self.principals is None or principal.casefold() in self.principals
+
+    def _note_auth_failure(self, why: str) -> None:
+        with self._lock:
+            self._auth_failures.append(why)
 
     def _wait(self, seconds: float) -> None:
         if seconds > 0:
@@ -1184,17 +1371,20 @@ def _server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     return context
 
 
-def start_wsman(workdir: Path, *, users: dict[str, str] | None = None) -> WsmanPeer:
+def start_wsman(workdir: Path, *, users: dict[str, str] | None = None, keytab: Path | None = None,
+                allow_ntlm: bool = True, principals: Collection[str] | None = None) -> WsmanPeer:
     """Start a WS-Management peer on free loopback ports (TLS files go into ``workdir``).
 
     ``users`` maps ``DOMAIN\\user`` (or ``user``, or ``user@REALM``) to its password; the first one
     is ``peer.username``/``peer.password``. Default: ``DEFAULT_USERS``. Sets ``NTLM_USER_FILE`` in
-    this process (see the module docstring)."""
+    this process (see the module docstring). ``keytab``: accept Kerberos for the service principals
+    it holds (e.g. ``HTTP/localhost@PROBE.TEST``); ``principals``: the client principals then let in
+    (default: any the KDC vouches for). ``allow_ntlm=False``: refuse NTLM with 401."""
     workdir.mkdir(parents=True, exist_ok=True)
     users = dict(users) if users else dict(DEFAULT_USERS)
     for user, password in users.items():
         _ntlm_line(user, password)  # validate early
-    peer = WsmanPeer(workdir, users)
+    peer = WsmanPeer(workdir, users, keytab=keytab, allow_ntlm=allow_ntlm, principals=principals)
     try:
         peer._start()
     except BaseException:
@@ -1205,6 +1395,12 @@ def start_wsman(workdir: Path, *, users: dict[str, str] | None = None) -> WsmanP
 
 # --------------------------------------------------------------------------------------------------
 # python -m tests.peers.wsman --fleet FILE.json
+
+
+def faketime_env(offset_seconds: int) -> dict[str, str]:
+    """Environment that runs a child process with its wall clock ``offset_seconds`` off (libfaketime;
+    monotonic time left alone, so timeouts still work). Add it with ``start_fleet_process(env=...)``."""
+    return {"LD_PRELOAD": str(FAKETIME_LIBRARY), "FAKETIME": f"{offset_seconds:+d}", "DONT_FAKE_MONOTONIC": "1"}
 
 
 def load_fleet(path: Path) -> dict[str, HostBehavior]:
@@ -1234,6 +1430,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=Path, help='JSON {"DOMAIN\\\\user": "password"} (default: one test user)')
     parser.add_argument("--expected-script", type=Path, help="refuse (and record) any other script")
     parser.add_argument("--keep-parent", action="store_true", help="keep running if the parent process dies")
+    parser.add_argument("--keytab", type=Path, help="accept Kerberos for the service principals in this keytab")
+    parser.add_argument("--no-ntlm", action="store_true", help="refuse NTLM (401)")
     args = parser.parse_args(argv)
 
     if not args.keep_parent:
@@ -1249,7 +1447,7 @@ def main(argv: list[str] | None = None) -> int:
     if workdir is None:
         temp_dir = tempfile.mkdtemp(prefix="wsman-peer-")
         workdir = Path(temp_dir)
-    peer = start_wsman(workdir, users=users)
+    peer = start_wsman(workdir, users=users, keytab=args.keytab, allow_ntlm=not args.no_ntlm)
     try:
         peer.set_hosts(fleet)
         if args.expected_script:
@@ -1258,6 +1456,7 @@ def main(argv: list[str] | None = None) -> int:
             "pid": os.getpid(), "host": HOST, "https_port": peer.https_port, "http_port": peer.http_port,
             "bad_tls_port": peer.bad_tls_port, "ca_file": str(peer.ca_file), "username": peer.username,
             "password": peer.password, "hosts": len(fleet), "workdir": str(workdir),
+            "kerberos": peer.keytab is not None, "ntlm": peer.allow_ntlm, "clock": time.time(),
         }
         print(json.dumps(ready), flush=True)
         while not stop.wait(1.0):
@@ -1270,17 +1469,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def start_fleet_process(fleet_file: Path, *, expected_script: Path | None = None, workdir: Path | None = None,
+                        keytab: Path | None = None, allow_ntlm: bool = True, env: Mapping[str, str] | None = None,
                         timeout: float = 30.0) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     """Run ``python -m tests.peers.wsman --fleet fleet_file`` (cwd: the project root) and wait for its
     ready line. Returns the process and the ready line's JSON (pid, ports, ca_file, username,
-    password, ...). Stop it with ``process.terminate(); process.wait()``."""
+    password, kerberos, ntlm, clock: its ``time.time()``, ...). Stop it with
+    ``process.terminate(); process.wait()``. ``keytab``/``allow_ntlm`` as for ``start_wsman``;
+    ``env`` is added to this process's environment for the child, e.g. libfaketime's variables
+    (``faketime_env``) to run the peer on a skewed clock."""
     root = Path(__file__).resolve().parents[2]
     command = [sys.executable, "-m", "tests.peers.wsman", "--fleet", str(fleet_file)]
     if expected_script is not None:
         command += ["--expected-script", str(expected_script)]
     if workdir is not None:
         command += ["--workdir", str(workdir)]
-    process = subprocess.Popen(command, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    if keytab is not None:
+        command += ["--keytab", str(keytab)]
+    if not allow_ntlm:
+        command += ["--no-ntlm"]
+    process = subprocess.Popen(command, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, **env} if env else None)
     result: dict[str, Any] = {}
 
     def read_ready() -> None:
