@@ -854,14 +854,17 @@ def discover(config: DirectoryConfig, password: str,
         raise DirectoryError("(no server)", "configuration", "no LDAP server configured",
                              "list domain controllers in [ldap] servers")
     failures: list[DirectoryError] = []
-    for url in config.servers:
+    for position, url in enumerate(config.servers):
+        # A warning says "trying the next DC"; the last one's failure is the error itself.
+        last = position == len(config.servers) - 1
         try:
             connection = connect(config, url, password)
         except DirectoryError as error:
             failures.append(error)
             if error.operation.startswith("bind") or (error.reason and not error.another_server_may_answer):
                 raise  # other DCs would reject the same credentials (and lock the account)
-            log.warning("%s", error)
+            if not last:
+                log.warning("%s", error)
             continue
         try:
             return _discover_on(connection, url, config)
@@ -871,7 +874,8 @@ def discover(config: DirectoryConfig, password: str,
             if not error.another_server_may_answer:
                 raise
             failures.append(error)
-            log.warning("%s", error)
+            if not last:
+                log.warning("%s", error)
         finally:
             _close(connection)
     if len(failures) == 1:

@@ -96,6 +96,10 @@ with contextlib.suppress(ImportError):
 # ... and pywinrm's answer to a 401: what the transport turns into KerberosFailed.
 _KERBEROS_AUTH_ERRORS: tuple[type[BaseException], ...] = (
     winrm_errors.InvalidCredentialsError, *_KERBEROS_EXCHANGE_ERRORS)
+# requests-kerberos also logs each of those failures itself, at ERROR and with a traceback (a
+# refused ticket, an unknown SPN): on the terminal of `collect` and `preflight`, once per host.
+# Each is the host's auth failure here, said once with its reason and fix (KerberosFailed).
+logging.getLogger("winrm.vendor.requests_kerberos").setLevel(logging.CRITICAL)
 
 SOURCE = "winrm"
 # The last seconds of each host's deadline (this, or a quarter of it if less) are kept for
