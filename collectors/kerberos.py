@@ -31,7 +31,8 @@ from pathlib import Path
 CLOCK_SKEW_SECONDS = 300
 
 REASONS = ("keytab_unreadable", "wrong_key", "principal_unknown", "no_ticket", "ticket_expired",
-           "clock_skew", "spn_not_found", "kdc_unreachable", "refused", "unavailable")
+           "clock_skew", "spn_not_found", "service_key", "kdc_unreachable", "refused",
+           "unavailable")
 
 INSTALL_HINT = ("install the Kerberos packages: apt-get install libkrb5-dev gcc, then "
                 ".venv/bin/pip install -r requirements-kerberos.txt")
@@ -86,6 +87,9 @@ def available() -> bool:
 # order puts the specific before the general ("... while getting initial credentials").
 _PATTERNS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("clock skew too great", "ticket not yet valid", "krb_ap_err_skew"), "clock_skew"),
+    # The server could not use the ticket with its own key (remote.py's KRB-ERROR reading):
+    # before wrong_key, which is the collector's keytab.
+    (("service key mismatch",), "service_key"),
     (("ticket expired", "credentials have expired", "the referenced credential has expired",
       "krb_ap_err_tkt_expired"), "ticket_expired"),
     (("key table file", "keytab", "permission denied", "no key table entry",
@@ -127,9 +131,13 @@ def _fix(reason: str, principal: str, service: str | None, server: str | None,
         "wrong_key": (f"the keytab's key for {principal} no longer matches the account's: create "
                       "it again with ktpass (the account's password was changed or reset), "
                       "or check the keytab's encryption types against the account's"),
-        "spn_not_found": (f"register {spn}{where} for the server's account (setspn -L <account>; "
-                          "setspn -S), and connect by the name the SPN holds (its FQDN, not an "
-                          "IP address or a CNAME)"),
+        "spn_not_found": (f"connect by the server's FQDN (an IP address or a CNAME has no "
+                          f"SPN); if that is what {spn} names, register it for the server's "
+                          "account (setspn -L <account>; setspn -S)"),
+        "service_key": (f"the server's own key for {spn} does not match the KDC's (this "
+                        "collector's keytab is fine): check for a duplicate SPN (setspn -Q "
+                        f"{spn}; setspn -X), repair the computer account{where} "
+                        "(Test-ComputerSecureChannel -Repair), or renew the service's keytab"),
         "principal_unknown": (f"check [kerberos] principal = \"{principal}\": the account must "
                               "exist in that realm (the realm in capitals)"),
         "kdc_unreachable": ("check that this machine reaches a domain controller on TCP/UDP 88 "
@@ -270,14 +278,22 @@ def activate(ticket: Ticket, canonicalize: bool = False) -> Iterator[None]:
     environment is restored after. Process-wide: one collection at a time per process.
     """
     saved = {key: os.environ.get(key) for key in ("KRB5CCNAME", "KRB5_CONFIG")}
-    with tempfile.TemporaryDirectory(prefix="exprobe-krb5-") as folder:
-        os.environ["KRB5CCNAME"] = ticket.ccache
-        if not canonicalize:
-            fragment = Path(folder) / "krb5.conf"
-            fragment.write_text(_NO_CANONICALIZATION, encoding="utf-8")
-            rest = saved["KRB5_CONFIG"] or "/etc/krb5.conf"
-            os.environ["KRB5_CONFIG"] = f"{fragment}:{rest}"
+    # KRB5_CONFIG is a ':'-separated list: a fragment in a folder whose path holds one would be
+    # skipped silently (and canonicalisation left on). The system's temporary folder is tried
+    # after TMPDIR's.
+    base = next((d for d in (tempfile.gettempdir(), "/tmp") if ":" not in d), None)
+    if base is None and not canonicalize:
+        raise KerberosError("unavailable", f"Kerberos as {ticket.principal}: no temporary "
+                            "folder without ':' in its path for the krb5.conf fragment",
+                            "set TMPDIR to a folder whose path has no ':'", ticket.principal)
+    with tempfile.TemporaryDirectory(prefix="exprobe-krb5-", dir=base) as folder:
         try:
+            os.environ["KRB5CCNAME"] = ticket.ccache
+            if not canonicalize:
+                fragment = Path(folder) / "krb5.conf"
+                fragment.write_text(_NO_CANONICALIZATION, encoding="utf-8")
+                rest = saved["KRB5_CONFIG"] or "/etc/krb5.conf"
+                os.environ["KRB5_CONFIG"] = f"{fragment}:{rest}"
             yield
         finally:
             for key, value in saved.items():

@@ -20,6 +20,7 @@ certificate), but a step that needs an earlier one's result says so instead of f
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import ssl
 import time
@@ -95,6 +96,7 @@ def _ldap_checks(config: CollectionConfig, password: str, now: Callable[[], date
                  hosts: list[Host]) -> Iterator[Check]:
     directory = config.directory
     assert directory is not None
+    bound = 0
     for url in directory.servers:
         try:
             connection = open_connection(directory, url, password)
@@ -102,6 +104,7 @@ def _ldap_checks(config: CollectionConfig, password: str, now: Callable[[], date
             yield Check("ldap", url, False, f"{error.operation}: {error.detail}",
                         error.hint or "see the message")
             continue
+        bound += 1
         try:
             version = getattr(connection.socket, "version", lambda: None)() or "no TLS"
             yield Check("ldap", url, True, f"bound as {directory.bind_user} ({directory.auth}, "
@@ -114,6 +117,10 @@ def _ldap_checks(config: CollectionConfig, password: str, now: Callable[[], date
         finally:
             with contextlib.suppress(Exception):
                 connection.unbind()
+    if not bound:
+        yield Check("ldap", ", ".join(directory.servers), False, "Exchange servers not read: "
+                    "no domain controller accepted the bind (see above)", "fix the lines above")
+        return
     try:
         found_servers = discover(directory, password)
     except DirectoryError as error:
@@ -222,6 +229,14 @@ def preflight(config: CollectionConfig, secrets: Mapping[str, Any], environ: Map
             else:
                 stack.enter_context(activate(ticket, config.kerberos.canonicalize))
                 yield Check("kerberos", ticket.principal, True, describe(ticket))
+            keytab = config.kerberos.keytab
+            if keytab and os.name == "posix":
+                with contextlib.suppress(OSError):
+                    mode = os.stat(keytab).st_mode & 0o777
+                    if mode & 0o077:
+                        yield Check("kerberos", keytab, False, f"the keytab is readable by "
+                                    f"other users (mode {mode:o}): it is a credential",
+                                    f"chmod 600 {keytab} (owned by the collector's user)")
         secrets_of: dict[str, str | None] = {}
         for section, read in (("ldap", ldap_password), ("winrm", winrm_password)):
             if not config.needs_password(section):

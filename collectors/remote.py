@@ -80,6 +80,7 @@ from collectors.kerberos import classify as classify_kerberos
 from collectors.probe import compact, parse_document, probe_script
 from compliance.failures import HINTS, TRANSIENT
 from compliance.models import Failure, Host, Observation
+from store.export import inert
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,11 @@ def kerberos_available() -> bool:
     return bool(winrm_transport.HAVE_KERBEROS)
 
 
+class UnsealedAnswer(Exception):
+    """Over plain HTTP, an answer after authentication that is not sealed with the session key:
+    anyone on the path could have written it, so it is never read."""
+
+
 class KerberosFailed(Exception):
     """WinRM with Kerberos failed to authenticate: ``kerberos`` says why (its ``reason`` is one of
     ``collectors.kerberos.REASONS``) and how to fix it. Raised by the transport for a failure
@@ -177,9 +183,13 @@ class KerberosFailed(Exception):
     ``KerberosExchangeError``), a 401 to the ticket (read with ``refusal``), or an answer that did
     not authenticate the server (``MutualAuthenticationError``)."""
 
-    def __init__(self, kerberos: KerberosError) -> None:
+    def __init__(self, kerberos: KerberosError, before_sending: bool = False) -> None:
         super().__init__(str(kerberos))
         self.kerberos = kerberos
+        # No ticket could be had, so nothing reached the server: the one case ntlm_fallback
+        # covers. A 401 or an unproven answer is the server's word, which never lowers the
+        # protocol.
+        self.before_sending = before_sending
 
     @property
     def detail(self) -> str:
@@ -391,7 +401,26 @@ class _CutTransport(Transport):
         try:
             return super().send_message(message)
         except _KERBEROS_AUTH_ERRORS as error:
-            raise KerberosFailed(self._kerberos_error(error)) from error
+            before = not isinstance(error, winrm_errors.InvalidCredentialsError) and (
+                type(error).__name__ == "KerberosExchangeError")
+            failed = KerberosFailed(self._kerberos_error(error), before_sending=before)
+            host = urlsplit(self.endpoint).hostname or ""
+            if before and failed.kerberos.reason == "spn_not_found" and not _resolves(host):
+                # The service ticket is asked for before connecting: a server whose name no
+                # longer resolves (decommissioned, a typo) is a DNS failure, not a missing SPN.
+                raise requests.exceptions.ConnectionError(
+                    f"{host}: name or service not known (no SPN either)") from error
+            raise failed from error
+
+    def _get_message_response_text(self, response: requests.Response) -> bytes:
+        # pywinrm passes an answer that is not multipart/encrypted through as it is: over plain
+        # HTTP a man in the middle could then replace the probe's output after authentication.
+        if self.encryption is not None and "multipart/encrypted" not in response.headers.get(
+                "Content-Type", "").lower():
+            raise UnsealedAnswer(f"the server answered in clear over HTTP (Content-Type "
+                                 f"{response.headers.get('Content-Type', 'none')!r}): refused, "
+                                 "anyone on the path could have written it")
+        return bytes(super()._get_message_response_text(response))
 
     def _prepare(self, session: requests.Session) -> requests.Session:
         _mount(session)
@@ -417,6 +446,14 @@ class _CutTransport(Transport):
         else:  # KerberosExchangeError: the library's own message (no ticket, unknown SPN, ...)
             text = str(error)
         return classify_kerberos(text, principal, service=spn, server=host)
+
+
+def _resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    return True
 
 
 def _mount(session: requests.Session) -> requests.Session:
@@ -533,6 +570,8 @@ def _classify(error: BaseException) -> tuple[str, str]:
         return error.reason, error.detail
     if isinstance(error, KerberosFailed):
         return "auth", error.detail
+    if isinstance(error, UnsealedAnswer):
+        return "bad_output", text
     if isinstance(error, winrm_errors.InvalidCredentialsError | winrm_errors.AuthenticationError):
         return "auth", text
     if isinstance(error, PermissionError) and "ntlm" in text.lower():
@@ -581,18 +620,22 @@ def _hint(error: BaseException, reason: str) -> str:
 # Errors a Kerberos acceptor answers with (RFC 4120 7.5.9), in MIT's words, which
 # collectors.kerberos.classify reads. Windows answers a ticket it cannot decrypt (the SPN's key
 # is not the one the KDC used: a reset account, a duplicate SPN) with KRB_AP_ERR_MODIFIED.
+# What the server says about the ticket, as collectors.kerberos.classify reads it. The errors
+# of the server's own key (31, 41, 44, 45) are the *service's* key, never the collector's
+# keytab ("service key mismatch": the fix is on the server's account, not a new ktpass).
 _KRB_ERRORS = {
-    31: ("KRB_AP_ERR_BAD_INTEGRITY", "Decrypt integrity check failed"),
+    31: ("KRB_AP_ERR_BAD_INTEGRITY", "service key mismatch: the server could not decrypt the "
+                                     "ticket"),
     32: ("KRB_AP_ERR_TKT_EXPIRED", "Ticket expired"),
     33: ("KRB_AP_ERR_TKT_NYV", "Ticket not yet valid"),
     34: ("KRB_AP_ERR_REPEAT", "Request is a replay"),
-    35: ("KRB_AP_ERR_NOT_US", "The ticket isn't for us"),
+    35: ("KRB_AP_ERR_NOT_US", "service key mismatch: the ticket isn't for this server"),
     37: ("KRB_AP_ERR_SKEW", "Clock skew too great"),
-    41: ("KRB_AP_ERR_MODIFIED", "Message stream modified: the server could not decrypt the "
-                                "ticket (wrong key for its SPN, or the SPN is on another account)"),
-    44: ("KRB_AP_ERR_BADKEYVER", "Key version number for principal in key table is incorrect"),
-    45: ("KRB_AP_ERR_NOKEY", "Service key not available: the server has no key for its SPN "
-                             "(wrong key)"),
+    41: ("KRB_AP_ERR_MODIFIED", "service key mismatch: the server could not decrypt the ticket "
+                                "(its key for the SPN differs, or the SPN is on another account)"),
+    44: ("KRB_AP_ERR_BADKEYVER", "service key mismatch: the server holds another key version "
+                                 "for its SPN"),
+    45: ("KRB_AP_ERR_NOKEY", "service key mismatch: the server has no key for its SPN"),
     60: ("KRB_ERR_GENERIC", "Generic error"),
 }
 
@@ -699,9 +742,11 @@ def refusal(date: str | None, challenge: str | None, now: datetime) -> str:
                     f"{'ahead' if apart > 0 else 'behind'}, more than the {CLOCK_SKEW_SECONDS} s "
                     "Kerberos allows")
     if error is not None:
+        # Only the code is read: the error's free text (e-text) is the server's to write, and
+        # words in it ("Server not found in Kerberos database") must not choose the reason (a
+        # reason that allows ntlm_fallback, say).
         name, meaning = _KRB_ERRORS.get(error.code, (f"error {error.code}", "refused"))
-        extra = f" ({error.text})" if error.text else ""
-        return f"the server refused the ticket: KRB-ERROR {error.code} {name}, {meaning}{extra}"
+        return f"the server refused the ticket: KRB-ERROR {error.code} {name}, {meaning}"
     return "the server refused the ticket (HTTP 401 without a Kerberos error)"
 
 
@@ -785,7 +830,8 @@ def probe_host(target: Target, config: WinrmConfig, password: str, script: str |
             detail = detail.replace(password, "***") if password else detail
             if _falls_back(error, config, password):
                 # Configured (ntlm_fallback), and said: never silently.
-                log.warning("%s: %s; trying NTLM instead (ntlm_fallback = true)", url, detail)
+                log.warning("%s", inert(f"{url}: {detail}; trying NTLM instead "
+                                        "(ntlm_fallback = true)"))
                 config = replace(config, transport="ntlm")
                 continue
             retry = (reason in TRANSIENT and attempt < config.retries
@@ -810,7 +856,7 @@ FALLBACK_REASONS = frozenset({"no_ticket", "spn_not_found"})
 
 def _falls_back(error: BaseException, config: WinrmConfig, password: str) -> bool:
     return (isinstance(error, KerberosFailed) and config.transport == "kerberos"
-            and config.ntlm_fallback and bool(password)
+            and config.ntlm_fallback and bool(password) and error.before_sending
             and error.kerberos.reason in FALLBACK_REASONS)
 
 

@@ -15,6 +15,7 @@ dashboard page's first run, otherwise).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import multiprocessing
@@ -270,7 +271,8 @@ class _OpenLock:
     So the first connection, the schema check and any migration run under the lock file.
     (Reading the file's header to tell a settled store from a new one would open a second
     descriptor on it, and closing that drops every POSIX lock SQLite holds on the file in this
-    process.) Where no lock file can be made (a read-only folder), the store opens without it.
+    process.) Where no lock file can be made (a read-only folder or file system), the store
+    opens without it.
     """
 
     def __init__(self, backend: str, database: str | None) -> None:
@@ -281,7 +283,10 @@ class _OpenLock:
         try:
             self._lock.__enter__()
             self.held = True
-        except PermissionError:
+        except OSError as error:  # no lock file here (read-only folder or file system)
+            if not isinstance(error, PermissionError) and error.errno not in (
+                    errno.EROFS, errno.EACCES):
+                raise
             self.held = False
         return self
 

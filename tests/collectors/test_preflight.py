@@ -84,6 +84,8 @@ def test_each_broken_part_fails_with_its_own_fix_and_the_others_still_run(
     ldap = [line for line in lines if " ldap " in line]
     assert ldap and all(line.startswith("FAIL") and "fix:" in line for line in ldap), ldap
     assert "bind as" in ldap[0]
+    # The bind's failure is said once; reading the servers says it was not tried (review).
+    assert len(ldap) == 2 and "not read: no domain controller accepted the bind" in ldap[1]
     refused = next(line for line in lines if "T-PF-A-REFUSED" in line and "probe" in line)
     assert refused.startswith("FAIL") and ": auth:" in refused
     badtls = next(line for line in lines if "T-PF-B-BADTLS" in line)
@@ -121,3 +123,21 @@ def test_a_clock_more_than_five_minutes_off_fails(offset, ok):
 def test_a_check_line_is_inert():
     line = Check("winrm", "EX\x1b[2J01\nFAKE ok", False, "d", "f").line()
     assert "\x1b" not in line and "\n" not in line
+
+
+def test_a_keytab_other_users_can_read_fails_with_chmod(kdc_peer, monkeypatch, tmp_path):
+    for key, value in kdc_peer.env().items():
+        monkeypatch.setenv(key, value)
+    principal = kdc_peer.add_principal("t-pf-mode-svc")
+    keytab = kdc_peer.keytab(principal, tmp_path / "svc.keytab")
+    keytab.chmod(0o644)
+    config = (f'[kerberos]\nprincipal = "{principal}"\nkeytab = "{keytab}"\n'
+              '[winrm]\ntransport = "kerberos"\n')
+    code, lines, _ = _run(tmp_path, config, "", "name\n")
+    assert code == 1
+    assert lines[0].startswith("ok   kerberos")
+    assert lines[1].startswith("FAIL kerberos") and "mode 644" in lines[1]
+    assert f"chmod 600 {keytab}" in lines[1]
+    keytab.chmod(0o600)
+    code, lines, _ = _run(tmp_path, config, "", "name\n")
+    assert not any("readable by other users" in line for line in lines), lines
