@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from compliance import __version__
@@ -33,6 +33,7 @@ from compliance.models import (
     ServiceState,
     server_roles,
 )
+from compliance.traces import Candidate, Detection, LogReach, Scan, Traces
 from compliance.verdicts import other_catalogs
 from store import SnapshotStore
 
@@ -87,6 +88,9 @@ class DemoHost:
     build: str | None = None           # a server installed at this build before the story
     notshell_rule: bool = False        # EOMTv2's ProxyNotShell URL Rewrite rule is in place
     dotnet_release: int | None = None  # .NET Framework 4.x Release value the probe reads
+    # The investigation after the fix (issue 21): what the probe reads of it once patched
+    # (``TRACES``); "" reads the traces with no scan recorded (not investigated).
+    investigation: str = ""
 
 
 FAILURES = {  # the same classes and hints as a real collection (compliance/failures.py)
@@ -97,6 +101,45 @@ FAILURES = {  # the same classes and hints as a real collection (compliance/fail
     "timeout": Failure(FailureReason.TIMEOUT, "no answer within the 120 s per-host deadline",
                        HINTS[FailureReason.TIMEOUT]),
 }
+
+
+# The investigation's traces (issue 21) a patched demo host shows, by ``DemoHost.investigation``:
+# every state appears on the demo dashboard. Fictional: names, paths and times are made up.
+TRACES = ("clean", "short_logs", "quick_scan", "detection", "web_shell")
+WINDOW_START = datetime(2021, 1, 5, 10, 0, tzinfo=UTC)  # the advisory's start, 2021-01-06 UTC+14
+LOGS = ("httpproxy", "ecp_server", "oab_generator", "application_event_log")
+
+
+def _traces(kind: str, fixed: datetime, at: datetime) -> Traces:
+    """What the probe of a patched demo host reads for the investigation, at ``at``, the fix
+    having reached it at ``fixed``."""
+    reach = tuple(LogReach(log, WINDOW_START - timedelta(days=30)) for log in LOGS)
+    if kind == "short_logs":  # rotated: the HttpProxy logs begin after the window's start
+        reach = (LogReach("httpproxy", fixed - timedelta(days=20)), *reach[1:])
+    scans: list[Scan] = []
+    if kind in ("clean", "short_logs", "detection", "web_shell"):
+        first = fixed + timedelta(days=1)
+        weekly = [first + timedelta(weeks=n) for n in range(5)]
+        scans = [Scan(moment, "full", "1.333.1234.0", True,
+                      raw=("Microsoft Safety Scanner v1.333, (build 1.333.1234.0) (fictional)",
+                           f"Started On {moment:%a %b %d %H:%M:%S %Y}"))
+                 for moment in weekly if moment < at]
+    elif kind == "quick_scan":
+        moment = fixed + timedelta(days=2)
+        if moment < at:
+            scans = [Scan(moment, "quick", "1.333.1234.0", True)]
+    detections: tuple[Detection, ...] = ()
+    if kind == "detection":
+        detections = (Detection("Backdoor:ASP/Chopper.F!dha", fixed + timedelta(hours=30),
+                                ("C:\\inetpub\\wwwroot\\aspnet_client\\demo-fictional.aspx",),
+                                True, "fictional Defender record"),)
+    candidates: tuple[Candidate, ...] = ()
+    if kind == "web_shell":
+        planted = datetime(2021, 3, 3, 4, 12, tzinfo=UTC)
+        candidates = (Candidate("C:\\inetpub\\wwwroot\\aspnet_client\\system_web\\"
+                                "demo-x7k3q.aspx", 1843, planted, planted),)
+    return Traces(scans=tuple(scans), detections=detections, defender_available=True,
+                  log_reach=reach, candidates=candidates, fixed_at=fixed)
 
 
 def _fleet() -> list[DemoHost]:
@@ -135,7 +178,9 @@ def _fleet() -> list[DemoHost]:
         regress_week=6 if i == 3 else None,
         failure="connect" if i == 12 else None,
         later=(3 + i % 3, "15.1.2176.14") if i in (1, 2, 8, 9) else None,
-        dotnet_release=528040 if i % 4 else 461808))
+        dotnet_release=528040 if i % 4 else 461808,
+        investigation={1: "clean", 2: "short_logs", 4: "quick_scan", 6: "clean", 7: "detection",
+                       8: "web_shell", 9: "clean"}.get(i, "")))
     add("DEMO-EX16B-", 8, lambda i, n: DemoHost(
         n, "2016", "CU18", MAILBOX_2013, "APAC", f"DAG-APAC-{1 + (i - 1) // 4}",
         patch_week=None if i >= 7 else 2 + i % 5, mitigate_week=1 if i == 7 else None,
@@ -272,6 +317,9 @@ def _observe(host: DemoHost, week: int, at: datetime, builds: _Builds,
             rewrite_rule_details=(*(EOMT_RULES[name] for name in rules), *details)),
         indicators=host.indicators if week >= 1 else (),
         dotnet_release=host.dotnet_release,
+        traces=_traces(host.investigation, at - timedelta(weeks=week - host.patch_week, days=2),
+                       observed)
+        if patched and host.patch_week is not None and not offline else None,
     )
 
 

@@ -1,5 +1,5 @@
 <#
-ProxyLogon exposure probe. Document version: "exchange-probe/1", minor version 1.2 (minor
+ProxyLogon exposure probe. Document version: "exchange-probe/1", minor version 1.3 (minor
 versions keep the schema string; docs/probe.md, "Versioning rules").
 
 Runs on one Exchange server (2010, 2013, 2016 or 2019) under Windows PowerShell 5.1 and
@@ -7,13 +7,21 @@ prints ONE JSON document on standard output: the ExSetup.exe file version, insta
 Exchange updates, roles, the .NET Framework 4.x release, the interim mitigations (URL
 Rewrite rules with their content, UM services, ECP/OAB application pools, EOMT traces), the
 Test-ProxyLogon indicators of compromise and whether the OWA/ECP web.config files hold an
-unresolved %ExchangeInstallDir% (left by an update run without elevation). Every field and the versioning rules: docs/probe.md.
+unresolved %ExchangeInstallDir% (left by an update run without elevation), and what the
+investigation after the fix can build on (1.3): the tail of the Microsoft Safety Scanner log,
+Defender's detection history, how far back the logs the indicator checks read reach, and the
+.aspx/.ashx files in the OWA/ECP front-end folders and aspnet_client (names and times, never
+content). Every field and the versioning rules: docs/probe.md.
 
-Read-only: it reads the registry, services, IIS configuration, one event log, log files and
-four web.config files. It changes nothing, writes no file and takes no parameters.
+Read-only: it reads the registry, services, IIS configuration, one event log, log files,
+four web.config files, Defender's detection history and file names and times. It changes
+nothing, writes no file and takes no parameters.
 Bounded: 90 s overall, at most 200 files and 50 findings per check; a check cut short
 sets indicators.truncated. At most 200 rewrite rules of 20 conditions each are described,
-texts cut at 1,024 characters; a rule cut so is marked truncated. It never aborts: a part that fails adds "<part>: <message>"
+texts cut at 1,024 characters; a rule cut so is marked truncated. Of each MSERT log at most
+the last 2,000 lines and 262,144 characters are printed, of Defender's detections the newest
+50 (5 resources each, cut at 260 characters), and at most 200 candidate files. It never
+aborts: a part that fails adds "<part>: <message>"
 to errors and leaves its field empty.
 
 By hand, as an administrator on the server, from cmd.exe (64-bit Windows PowerShell; the
@@ -25,8 +33,8 @@ From a PowerShell prompt, where ">" would write UTF-16, pipe it instead:
 Kept conventional on purpose (tests/collectors/test_probe_script.py): no switch
 statements, no labelled loops, no call operator, no aliases; comment lines, blank lines
 and indentation are free (the collector strips them before sending it on standard input),
-code is not: after that compaction the script must stay within 11,000 characters, a
-budget that keeps it readable in full (docs/probe.md, "Small").
+code is not: after that compaction the script must stay within a budget (docs/probe.md,
+"Small") that keeps it readable in full.
 #>
 
 $ErrorActionPreference = 'Stop'
@@ -38,6 +46,8 @@ $MaxFindings = 50
 $MaxRules = 200
 $MaxConditions = 20
 $MaxText = 1024
+$MaxLines = 2000
+$MaxChars = 262144
 $inv = [Globalization.CultureInfo]::InvariantCulture
 $List = [Collections.Generic.List[object]]
 
@@ -51,9 +61,12 @@ function Str($value) {
     }
 }
 
-# A date/time as UTC "yyyy-MM-ddTHH:mm:ssZ", or $null. A text (a log line or a log's
+# A date/time as UTC "yyyy-MM-ddTHH:mm:ssZ", or $null (also for $null). A text (a log line or a log's
 # DateTime column) gives its leading ISO timestamp, e.g. "2021-03-03T04:05:06.789Z".
 function Iso($value) {
+    if ($null -eq $value) {
+        return
+    }
     if ($value -is [string]) {
         $value = [regex]::Match($value, '^\d{4}-\d\d-\d\dT[\d:.]+Z?').Value
     }
@@ -146,6 +159,31 @@ function Upd($name, $date) {
     }
 }
 
+# The last lines of a text file (e.g. %SystemRoot%\debug\msert.log), whole, as they stand: at
+# most $MaxLines lines and $MaxChars characters (a line that does not fit ends the tail),
+# with the file's last write (UTC), the server's UTC offset then (the log's times are local)
+# and whether lines were left out. Nothing ($null) when the file does not exist; any other
+# failure throws to the caller's part. The lines go out as [string[]]: Get-Content's lines carry
+# PSPath and other notes, which ConvertTo-Json would print as objects around each line.
+function Tail($path) {
+    try {
+        $file = Get-Item -LiteralPath $path
+    } catch {
+        if ($_.CategoryInfo.Category -ne 'ObjectNotFound') {
+            throw
+        }
+        return
+    }
+    $lines = @(Get-Content -LiteralPath $path -Tail ($MaxLines + 1))
+    $first = $lines.Count
+    $size = 0
+    while ($first -gt [Math]::Max(0, $lines.Count - $MaxLines) -and $size + ([string]$lines[$first - 1]).Length -le $MaxChars) {
+        $first--
+        $size += ([string]$lines[$first]).Length
+    }
+    [ordered]@{ written_at = (Iso $file.LastWriteTimeUtc); utc_offset_minutes = [int][TimeZoneInfo]::Local.GetUtcOffset($file.LastWriteTimeUtc).TotalMinutes; cut = $first -gt 0; lines = [string[]]@($lines | Select-Object -Skip $first) }
+}
+
 # ---- the document -----------------------------------------------------------
 
 $errors = $List::new()
@@ -168,6 +206,18 @@ $ind = [ordered]@{
     log_window_days = $null
     truncated = $false
 }
+# Minor version 1.3: what the investigation after the fix needs. Null, or an empty list, until
+# its part has read it.
+$tr = [ordered]@{
+    utc_offset_minutes = $null
+    exsetup_written_at = $null
+    msert_log = $null
+    msert_old_log = $null
+    defender = $null
+    log_reach = $null
+    candidates = $null
+    candidates_truncated = $false
+}
 $doc = [ordered]@{
     schema = 'exchange-probe/1'
     host = [string]$env:COMPUTERNAME
@@ -183,6 +233,7 @@ $doc = [ordered]@{
     mitigations = $mit
     indicators = $ind
     web_config = $null
+    investigation = $tr
     errors = $errors
 }
 # The empty document, printed (with an error) only if serialising the real one fails.
@@ -234,9 +285,12 @@ try {
     if (-not $doc.install_path) {
         Fault 'exsetup' 'no ExchangeServer v15/v14 Setup key with MsiInstallPath'
     } else {
-        $exe = Join-Path $doc.install_path 'Bin\ExSetup.exe'
-        $info = (Get-Item -LiteralPath $exe).VersionInfo
+        $exe = Get-Item -LiteralPath (Join-Path $doc.install_path 'Bin\ExSetup.exe')
+        $info = $exe.VersionInfo
         $doc.exsetup_version = '{0}.{1}.{2}.{3}' -f $info.FileMajorPart, $info.FileMinorPart, $info.FileBuildPart, $info.FilePrivatePart
+        # When the fix reached the server as the server records it (1.3): a Security Update or
+        # CU writes ExSetup.exe.
+        $tr.exsetup_written_at = Iso $exe.LastWriteTimeUtc
     }
 } catch {
     Fault 'exsetup' $_
@@ -440,6 +494,93 @@ try {
 # The log checks need Exchange 2013 or later; on 2010 only CVE-2021-26857 applies.
 if ($doc.product_line -eq 'v15' -and $doc.install_path) {
     $ex = $doc.install_path.TrimEnd('\') + '\'
+}
+
+# ---- the investigation after the fix (1.3) ---------------------------------------
+
+# A patch does not remove a back door planted before it. What shows whether anyone looked, and
+# whether the logs could show an intrusion at all; printed raw and bounded, read by
+# collectors/traces.py.
+
+# The Microsoft Safety Scanner's log, %SystemRoot%\debug\msert.log (EOMT appends the previous
+# one to msert.old.log before each run): the tails, as they stand. Times in them are local:
+# with the server's UTC offset now, and each file's at its last write.
+try {
+    $tr.utc_offset_minutes = [int][TimeZoneInfo]::Local.GetUtcOffset($start).TotalMinutes
+    $tr.msert_log = Tail "$env:SystemRoot\debug\msert.log"
+    $tr.msert_old_log = Tail "$env:SystemRoot\debug\msert.old.log"
+} catch {
+    Fault 'msert_log' $_
+}
+
+# Defender's detection history (Get-MpThreatDetection), the newest $MaxFindings, each with its
+# threat's name (Get-MpThreat). Without the cmdlets: available false, no error; when Defender
+# does not answer (another antivirus product is active, the service is off): available false
+# and a defender_detections error.
+$tr.defender = [ordered]@{ available = $false; detections = $null; truncated = $false }
+try {
+    if (Get-Command 'Get-MpThreatDetection' -ErrorAction Ignore) {
+        $state.names = @{}
+        foreach ($threat in @(Get-MpThreat)) {
+            $state.names[[string]$threat.ThreatID] = Str $threat.ThreatName
+        }
+        $found = @(Get-MpThreatDetection | Sort-Object InitialDetectionTime -Descending)
+        $tr.defender.detections = $List::new()
+        foreach ($entry in @($found | Select-Object -First $MaxFindings)) {
+            $tr.defender.detections.Add([ordered]@{ threat_id = [string]$entry.ThreatID; threat = $state.names[[string]$entry.ThreatID]; detected_at = (Iso $entry.InitialDetectionTime); resources = @($entry.Resources | Select-Object -First 5 | ForEach-Object { Line $_ 260 }); action_success = $entry.ActionSuccess })
+        }
+        $tr.defender.truncated = $found.Count -gt $MaxFindings
+        $tr.defender.available = $true
+    }
+} catch {
+    Fault 'defender_detections' $_
+}
+
+# How far back each log the indicator checks read reaches: the oldest file's creation time
+# (recursive), and the Application event log's oldest event. A log that is not there: null,
+# no error; one that cannot be read is left out and errors says why.
+$tr.log_reach = $List::new()
+foreach ($log in 'HttpProxy', 'ECP\Server', 'OABGeneratorLog', 'Application') {
+    $seen = $null
+    try {
+        if ($log -eq 'Application') {
+            $seen = Iso (Get-WinEvent -LogName Application -MaxEvents 1 -Oldest).TimeCreated
+        } elseif ($ex) {
+            $seen = Iso (Get-ChildItem -LiteralPath ($ex + 'Logging\' + $log) -Recurse -File | Sort-Object CreationTimeUtc | Select-Object -First 1).CreationTimeUtc
+        } else {
+            continue
+        }
+    } catch {
+        if ($_.CategoryInfo.Category -ne 'ObjectNotFound' -and $_.FullyQualifiedErrorId -notlike 'NoMatching*') {
+            Fault 'log_reach' $_
+            continue
+        }
+    }
+    $tr.log_reach.Add([ordered]@{ log = $log; oldest = $seen })
+}
+
+# Possible web shells: .aspx/.ashx files (recursive) where the March 2021 attackers put them:
+# aspnet_client under the IIS root, and OWA's and ECP's auth folders. Names, sizes and times
+# only: no file is opened. A folder that is not there is no error.
+$tr.candidates = $List::new()
+$dirs = @("$env:SystemDrive\inetpub\wwwroot\aspnet_client")
+if ($ex) {
+    $dirs += ($ex + 'FrontEnd\HttpProxy\owa\auth'), ($ex + 'FrontEnd\HttpProxy\ecp\auth')
+}
+foreach ($dir in $dirs) {
+    try {
+        foreach ($file in @(Get-ChildItem -LiteralPath $dir -Recurse -File | Where-Object { $_.Name -match '\.as[hp]x$' })) {
+            if ($tr.candidates.Count -ge $MaxFiles) {
+                $tr.candidates_truncated = $true
+                break
+            }
+            $tr.candidates.Add([ordered]@{ path = $file.FullName; size = $file.Length; created = (Iso $file.CreationTimeUtc); modified = (Iso $file.LastWriteTimeUtc) })
+        }
+    } catch {
+        if ($_.CategoryInfo.Category -ne 'ObjectNotFound') {
+            Fault 'candidates' $_
+        }
+    }
 }
 
 if ($ex) {

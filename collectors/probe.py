@@ -6,9 +6,10 @@ is not a valid document becomes an observation with a ``bad_output`` failure, ne
 exception and never a verdict from garbage. Unknown extra fields are ignored.
 
 The optional parts of minor version 1.2 (``dotnet_release``, ``mitigations.rewrite_rule_details``)
-cost only themselves: their JSON type is checked with the document, and whatever is wrong inside
-them (a number out of range, a malformed or oversized rule entry, too many entries) is dropped by
-the reader with a ``<field>: ...`` line in the observation's probe errors.
+and 1.3 (``investigation``, read by collectors/traces.py) cost only themselves: their JSON type is
+checked with the document, and whatever is wrong inside them (a number out of range, a malformed or
+oversized rule entry, too many entries) is dropped by the reader with a ``<field>: ...`` line in
+the observation's probe errors.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 import jsonschema
 
+from collectors.traces import traces_from_investigation
 from compliance.advisory import DROPPED
 from compliance.failures import HINTS, FailureReason
 from compliance.models import (
@@ -256,10 +258,13 @@ def _rewrite_rule_details(value: Any) -> tuple[tuple[RewriteRule, ...] | None, t
 
 
 def _without_optional_content(document: dict[str, Any]) -> dict[str, Any]:
-    """The document as ``load_document`` checks it: the optional 1.2 parts keep their JSON type
-    but not their content (rule entries, the release's number), which the reader checks itself,
-    so that a bad entry or number drops only itself (``observation_from_document``)."""
+    """The document as ``load_document`` checks it: the optional 1.2 and 1.3 parts keep their
+    JSON type but not their content (rule entries, the release's number, the investigation's
+    members), which the reader checks itself, so that a bad entry or number drops only itself
+    (``observation_from_document``)."""
     checked = dict(document)
+    if isinstance(checked.get("investigation"), dict):
+        checked["investigation"] = {}
     release = checked.get("dotnet_release")
     if isinstance(release, int | float) and not isinstance(release, bool):
         checked["dotnet_release"] = None
@@ -421,12 +426,14 @@ def document_time(document: Mapping[str, Any]) -> datetime | None:
 def observation_from_document(document: Mapping[str, Any], host: Host, source: str,
                               observed_at: datetime | None) -> Observation:
     """Translate a validated document (see ``load_document``), dated ``observed_at``. The
-    optional 1.2 parts are read defensively: what is wrong in them is dropped and named in
-    ``probe_errors`` after the probe's own lines."""
+    optional 1.2 and 1.3 parts are read defensively: what is wrong in them is dropped and named
+    in ``probe_errors`` after the probe's own lines."""
     mitigations = document.get("mitigations") or {}
     rule_details, rule_errors = _rewrite_rule_details(
         mitigations.get("rewrite_rule_details") if isinstance(mitigations, Mapping) else None)
     dotnet_release, dotnet_errors = _dotnet_release(document.get("dotnet_release"))
+    probe_errors = tuple(str(e) for e in document.get("errors") or [])
+    traces, trace_errors = traces_from_investigation(document.get("investigation"), probe_errors)
     indicators = document.get("indicators") or {}
     roles = document.get("roles")
     # replace(): every other field the host came with (AD's published names...) stays.
@@ -467,10 +474,10 @@ def observation_from_document(document: Mapping[str, Any], host: Host, source: s
         ),
         indicators=_findings(indicators, CVES),
         suspicious_files=_findings(indicators, ("suspicious_files",), "file"),
-        probe_errors=tuple(str(e) for e in document.get("errors") or []) + rule_errors
-        + dotnet_errors,
+        probe_errors=probe_errors + rule_errors + dotnet_errors + trace_errors,
         log_window_days=window_days,
         indicators_truncated=bool(indicators.get("truncated", False)),
         web_configs=_web_configs(document.get("web_config")),
         dotnet_release=dotnet_release,
+        traces=traces,
     )

@@ -20,6 +20,15 @@ from compliance.models import (
     probe_error_part,
     server_roles,
 )
+from compliance.triage import (
+    Exposure,
+    ThreatFamily,
+    TriageDataError,
+    TriagePolicy,
+    parse_exposure,
+    parse_threat_families,
+    parse_triage,
+)
 
 MITIGATION_KINDS = ("rewrite_rules", "services_disabled", "app_pools_stopped",
                     "rewrite_rule_content")
@@ -358,9 +367,17 @@ class Advisory:
     update_name: str
     cves_name: str
     defender: DefenderRule | None = None
+    # Compromise triage (compliance/triage.py, issue 21); absent from an advisory without it.
+    exposure: Exposure | None = None
+    threat_families: tuple[ThreatFamily, ...] = ()
+    triage: TriagePolicy | None = None
 
     def rule(self, product: str | None) -> ProductRule | None:
         return next((rule for rule in self.products if rule.product == product), None)
+
+    def family_of(self, threat: str) -> ThreatFamily | None:
+        """The first threat family (in the file's order) whose pattern matches ``threat``."""
+        return next((family for family in self.threat_families if family.matches(threat)), None)
 
     def mitigation(self, mitigation_id: str) -> Mitigation:
         for mitigation in self.mitigations:
@@ -487,10 +504,15 @@ def parse_advisory(data: Mapping[str, Any]) -> Advisory:
             if set(defender.covers) - cve_ids:
                 raise AdvisoryError("defender covers undefined CVEs")
         wording = {key: _text(data, key, f"advisory {data.get('id')!r}") for key in WORDING_KEYS}
+        exposure, families, triage = (parse_exposure(data), parse_threat_families(data),
+                                      parse_triage(data, cve_ids))
         return Advisory(
             id=data["id"], version=str(data["version"]), title=data["title"],
             published=str(data["published"]), url=data["url"], cves=cves,
             mitigations=mitigations, products=tuple(products), defender=defender, **wording,
+            exposure=exposure, threat_families=families, triage=triage,
         )
     except KeyError as missing:
         raise AdvisoryError(f"advisory field missing: {missing}") from None
+    except TriageDataError as error:
+        raise AdvisoryError(str(error)) from None

@@ -27,6 +27,7 @@ from compliance.models import (
     WebConfigState,
     server_roles,
 )
+from compliance.traces import Candidate, Detection, LogReach, Scan, Traces
 
 
 def _time(value: datetime | None) -> str | None:
@@ -72,9 +73,9 @@ def _names(value: Any) -> tuple[str, ...]:
 
 def observation_to_dict(obs: Observation) -> dict[str, Any]:
     """An observation's stored form. ``web_configs``, ``rewrite_rule_details`` (under
-    ``mitigations``) and ``dotnet_release`` are written only when read, so an observation
-    without them encodes to the very text stored before they existed (stored digests cover
-    that text)."""
+    ``mitigations``), ``dotnet_release`` and ``traces`` are written only when read, so an
+    observation without them encodes to the very text stored before they existed (stored
+    digests cover that text)."""
     mitigations = obs.mitigations
     data: dict[str, Any] = {
         "host": host_to_dict(obs.host),
@@ -116,7 +117,131 @@ def observation_to_dict(obs: Observation) -> dict[str, Any]:
             _rule_to_dict(rule) for rule in mitigations.rewrite_rule_details]
     if obs.dotnet_release is not None:
         data["dotnet_release"] = obs.dotnet_release
+    if obs.traces is not None:
+        data["traces"] = _traces_to_dict(obs.traces)
     return data
+
+
+def _traces_to_dict(traces: Traces) -> dict[str, Any]:
+    """The investigation's traces (compliance/traces.py) as stored: every member, None where
+    not read."""
+    return {
+        "scans": None if traces.scans is None else [
+            {"started_at": _time(s.started_at), "kind": s.kind, "version": s.version,
+             "finished": s.finished, "detections": list(s.detections), "raw": list(s.raw)}
+            for s in traces.scans],
+        "detections": None if traces.detections is None else [
+            {"threat": d.threat, "detected_at": _time(d.detected_at), "resources": list(d.resources),
+             "remediated": d.remediated, "raw": d.raw}
+            for d in traces.detections],
+        "defender_available": traces.defender_available,
+        "log_reach": None if traces.log_reach is None else [
+            {"log": r.log, "oldest": _time(r.oldest)} for r in traces.log_reach],
+        "candidates": None if traces.candidates is None else [
+            {"path": c.path, "size": c.size, "created": _time(c.created),
+             "modified": _time(c.modified)}
+            for c in traces.candidates],
+        "candidates_truncated": traces.candidates_truncated,
+        "fixed_at": _time(traces.fixed_at),
+        "scans_truncated": traces.scans_truncated,
+        "detections_truncated": traces.detections_truncated,
+    }
+
+
+def _stored_time(value: Any) -> datetime | None:
+    # A time as _time writes it (ISO 8601 with its offset); anything else (a forged row) None.
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _texts(value: Any) -> tuple[str, ...] | None:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        return None
+    return tuple(value)
+
+
+def _optional(value: Any, kind: type) -> tuple[bool, Any]:
+    """(well-formed, value): None, or a value of ``kind`` (a bool is no int)."""
+    if value is None:
+        return True, None
+    if kind is int and isinstance(value, bool):
+        return False, None
+    return isinstance(value, kind), value
+
+
+def _entries(value: Any, read: Any) -> tuple[Any, ...] | None:
+    """A stored list of traces records: absent or not a list is None (not read); an entry
+    ``read`` refuses (a forged row) is left out."""
+    if not isinstance(value, list):
+        return None
+    return tuple(item for item in (read(entry) for entry in value) if item is not None)
+
+
+def _scan_from_dict(entry: Any) -> Scan | None:
+    if not isinstance(entry, Mapping):
+        return None
+    detections, raw = _texts(entry.get("detections")), _texts(entry.get("raw"))
+    version_ok, version = _optional(entry.get("version"), str)
+    kind, finished = entry.get("kind"), entry.get("finished")
+    if detections is None or raw is None or not version_ok or not isinstance(kind, str) \
+            or not isinstance(finished, bool):
+        return None
+    return Scan(started_at=_stored_time(entry.get("started_at")), kind=kind, version=version,
+                finished=finished, detections=detections, raw=raw)
+
+
+def _detection_from_dict(entry: Any) -> Detection | None:
+    if not isinstance(entry, Mapping):
+        return None
+    resources = _texts(entry.get("resources"))
+    remediated_ok, remediated = _optional(entry.get("remediated"), bool)
+    threat, raw = entry.get("threat"), entry.get("raw")
+    if resources is None or not remediated_ok or not isinstance(threat, str) \
+            or not isinstance(raw, str):
+        return None
+    return Detection(threat=threat, detected_at=_stored_time(entry.get("detected_at")),
+                     resources=resources, remediated=remediated, raw=raw)
+
+
+def _reach_from_dict(entry: Any) -> LogReach | None:
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("log"), str):
+        return None
+    return LogReach(entry["log"], _stored_time(entry.get("oldest")))
+
+
+def _candidate_from_dict(entry: Any) -> Candidate | None:
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("path"), str):
+        return None
+    size_ok, size = _optional(entry.get("size"), int)
+    if not size_ok:
+        return None
+    return Candidate(path=entry["path"], size=size, created=_stored_time(entry.get("created")),
+                     modified=_stored_time(entry.get("modified")))
+
+
+def _traces(value: Any) -> Traces | None:
+    """``traces`` as stored: absent (an observation stored before they were read) or not an
+    object is None; a member that is not as ``_traces_to_dict`` writes it is not read (None), an
+    entry that is not is left out, a flag that is not true is false."""
+    if not isinstance(value, Mapping):
+        return None
+    available_ok, available = _optional(value.get("defender_available"), bool)
+    return Traces(
+        scans=_entries(value.get("scans"), _scan_from_dict),
+        detections=_entries(value.get("detections"), _detection_from_dict),
+        defender_available=available if available_ok else None,
+        log_reach=_entries(value.get("log_reach"), _reach_from_dict),
+        candidates=_entries(value.get("candidates"), _candidate_from_dict),
+        candidates_truncated=value.get("candidates_truncated") is True,
+        fixed_at=_stored_time(value.get("fixed_at")),
+        scans_truncated=value.get("scans_truncated") is True,
+        detections_truncated=value.get("detections_truncated") is True,
+    )
 
 
 def _rule_to_dict(rule: RewriteRule) -> dict[str, Any]:
@@ -249,6 +374,7 @@ def observation_from_dict(data: Mapping[str, Any]) -> Observation:
         indicators_truncated=bool(data.get("indicators_truncated", False)),
         web_configs=_web_configs(data.get("web_configs")),
         dotnet_release=_dotnet_release(data.get("dotnet_release")),
+        traces=_traces(data.get("traces")),
     )
 
 

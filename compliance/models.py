@@ -12,6 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from functools import total_ordering
 
+from compliance.traces import Traces
+
 
 class Status(StrEnum):
     """One verdict per host; only PATCHED and NOT_APPLICABLE count as compliant."""
@@ -341,6 +343,10 @@ class Observation:
     # The .NET Framework 4.x ``Release`` value (HKLM\SOFTWARE\Microsoft\NET Framework
     # Setup\NDP\v4\Full): None when not read. Prerequisite of a CU upgrade (plan.py).
     dotnet_release: int | None = None
+    # What the investigation after the fix can build on (probe contract 1.3, compliance/traces.py):
+    # MSERT's runs, Defender's detections, how far back the logs reach, web-shell candidates.
+    # None: not read (an older probe, or a stored observation from before).
+    traces: Traces | None = None
 
 
 class EvidenceKind(StrEnum):

@@ -16,6 +16,8 @@ from typing import Any
 
 from compliance.builds import BuildParseError, parse_dotted
 from compliance.catalog import ADVISORY_IDS
+from compliance.investigation import Investigation, InvestigationState
+from compliance.investigation_record import columns as investigation_columns
 from compliance.models import (
     Assessment,
     Build,
@@ -134,6 +136,14 @@ class HostSummary:
     # The other advisories' verdicts in brief (empty: judged by the snapshot's own advisory,
     # March 2021, only).
     advisories: tuple[AdvisoryStatus, ...] = ()
+    # Issue 21: the investigation after the fix (compliance/investigation_record.py ``Brief``),
+    # judged at save for the snapshot's own advisory. None: not judged (a row stored before
+    # issue 21, which reads as not investigated: ``investigation_record.stored_state``).
+    investigation: InvestigationState | None = None
+    investigation_action: str = ""
+    fixed_at: str = ""  # ISO 8601: the fix time the window ends at, "" when not known
+    next_scan_due: str = ""  # ISO 8601: when the directive's next scan is due, "" for none
+    steps_missed: int = 0  # the directive's steps whose interval passed without a scan
     observed_in: int | None = None
 
     @property
@@ -209,6 +219,10 @@ class HostSummary:
         for name in _LISTS:
             values[name] = SEPARATOR.join(str(item) for item in getattr(self, name))
         values["advisories"] = advisories_text(self.advisories)
+        if self.investigation is None:  # not judged: NULL, as every row before issue 21
+            values.update(dict.fromkeys(INVESTIGATION_COLUMNS))
+        else:
+            values["investigation"] = self.investigation.value
         return values
 
     @classmethod
@@ -230,7 +244,13 @@ class HostSummary:
             failure_detail=str(values["failure_detail"]),
             run_failed=bool(values["run_failed"]),
             indicator_count=int(values["indicator_count"]),
-            advisories=advisories_of(values.get("advisories")), observed_in=observed_in)
+            advisories=advisories_of(values.get("advisories")),
+            investigation=InvestigationState(values["investigation"])
+            if values.get("investigation") else None,
+            investigation_action=str(values.get("investigation_action") or ""),
+            fixed_at=str(values.get("fixed_at") or ""),
+            next_scan_due=str(values.get("next_scan_due") or ""),
+            steps_missed=int(values.get("steps_missed") or 0), observed_in=observed_in)
 
 
 COLUMNS = tuple(name for name in HostSummary.__dataclass_fields__ if name != "observed_in")
@@ -238,14 +258,20 @@ COLUMNS = tuple(name for name in HostSummary.__dataclass_fields__ if name != "ob
 ALL = "all"
 _SERVER_FLAGS = frozenset({Flag.OUTSIDE_OLDER_THAN_INSIDE})
 _LISTS = ("roles", "flags", "mitigations", "cves_open")
+# The columns of the investigation (issue 21), the last of ``COLUMNS``.
+INVESTIGATION_COLUMNS = ("investigation", "investigation_action", "fixed_at", "next_scan_due",
+                         "steps_missed")
+assert COLUMNS[-len(INVESTIGATION_COLUMNS):] == INVESTIGATION_COLUMNS
 
 
 def _split(text: object) -> tuple[str, ...]:
     return tuple(str(text).split(SEPARATOR)) if text else ()
 
 
-def summarise(assessment: Assessment) -> HostSummary:
-    """The summary of one stored assessment (the only derivation of the columns)."""
+def summarise(assessment: Assessment, investigation: Investigation | None = None,
+              ) -> HostSummary:
+    """The summary of one stored assessment (the only derivation of the columns), with its
+    ``investigation`` as stored beside it (None: none, a row from before issue 21)."""
     obs, verdict = assessment.observation, assessment.verdict
     failure_reason = failure_detail = ""
     run_failed = False
@@ -271,4 +297,13 @@ def summarise(assessment: Assessment) -> HostSummary:
         failure_reason=failure_reason, failure_detail=failure_detail, run_failed=run_failed,
         indicator_count=len(obs.indicators),
         advisories=tuple(AdvisoryStatus.of(other) for other in assessment.others),
-        observed_in=assessment.observed_in)
+        **_investigation_fields(investigation), observed_in=assessment.observed_in)
+
+
+def _investigation_fields(investigation: Investigation | None) -> dict[str, Any]:
+    if investigation is None:
+        return {}
+    brief = investigation_columns(investigation)
+    return {"investigation": brief.state, "investigation_action": brief.action,
+            "fixed_at": brief.fixed_at, "next_scan_due": brief.next_scan_due,
+            "steps_missed": brief.steps_missed}

@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from compliance.investigation import InvestigationState
 from compliance.models import Flag, ServerRole, Status
 from compliance.summary import SEPARATOR, HostSummary
 
@@ -89,6 +90,34 @@ def priority(status: Status, flags: Iterable[Flag]) -> int | None:
     return found
 
 
+# The triage order (issue 21) extends ``priority`` without changing it (``priority`` is the one
+# definition of "needs action" the worklist, its exports, the Overview and the deadline clock
+# share): compromise first, then the patch work as ranked today, then patched servers nobody
+# has investigated, then those whose investigation is incomplete.
+NOT_INVESTIGATED = 4
+INVESTIGATION_INCOMPLETE = 5
+TRIAGE_NAMES = {**PRIORITY_NAMES, NOT_INVESTIGATED: "not investigated",
+                INVESTIGATION_INCOMPLETE: "investigation incomplete"}
+
+
+def triage_priority(status: Status, flags: Iterable[Flag],
+                    investigation: InvestigationState | None) -> int | None:
+    """A host's place in the triage order (0 first; ``TRIAGE_NAMES``), or None when neither its
+    patch nor its investigation needs anything. ``investigation``: its state
+    (compliance/investigation.py); None (not judged, e.g. a snapshot from before) counts as not
+    investigated for an affected host, never as clean."""
+    if investigation is InvestigationState.INDICATORS_FOUND:
+        return INDICATORS_FIRST
+    found = priority(status, flags)
+    if found is not None or status is Status.NOT_APPLICABLE:
+        return found
+    if investigation is None or investigation is InvestigationState.NOT_INVESTIGATED:
+        return NOT_INVESTIGATED
+    if investigation is InvestigationState.INCOMPLETE:
+        return INVESTIGATION_INCOMPLETE
+    return None
+
+
 @dataclass(frozen=True)
 class Item:
     """One host on the worklist; ``wave`` is 0 until ``plan_waves`` assigns it (from 1).
@@ -117,13 +146,17 @@ class Item:
 Names = Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]
 
 
-def rank(summaries: Iterable[HostSummary], names: Names | None = None) -> list[Item]:
+def rank(summaries: Iterable[HostSummary], names: Names | None = None, *,
+         triage: bool = False) -> list[Item]:
     """The hosts that need work, most urgent first (then product, CU, name). ``names``: per
     host name as stored, its (internal, external) published names (``Item``'s); a host not in
-    it has none known, and its roles decide whether it is internet-facing."""
+    it has none known, and its roles decide whether it is internet-facing. ``triage``: rank by
+    ``triage_priority`` (the investigation after the fix too: issue 21) instead of
+    ``priority``."""
     items = []
     for summary in summaries:
-        rank_ = priority(summary.status, summary.flags)
+        rank_ = (triage_priority(summary.status, summary.flags, summary.investigation)
+                 if triage else priority(summary.status, summary.flags))
         if rank_ is not None:
             internal, external = (names or {}).get(summary.host, ((), ()))
             items.append(Item(summary, rank_, internal_names=internal, external_names=external))

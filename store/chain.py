@@ -13,7 +13,10 @@ covers the snapshot's outside view (the ``outside`` table's document, or its abs
 compliance/outside_record.py); a document beside a snapshot of an earlier format matches no
 digest. Format 6 also covers each row's ``advisories`` column (the other advisories'
 verdicts in brief; the full verdicts are in the verdict JSON, hashed in every format); a
-value in that column of an earlier format's row matches no digest. An optional HMAC
+value in that column of an earlier format's row matches no digest. Format 7 also covers each
+row's investigation after the fix (issue 21): its summary columns and its record
+(``investigation_detail``); a value in any of them in an earlier format's row matches no
+digest. An optional HMAC
 of each digest, keyed from secrets, stops a database administrator from rewriting the whole
 chain unnoticed; the chain head is signed too, so removing the newest snapshots and rewriting
 the head is caught.
@@ -34,13 +37,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from compliance.summary import COLUMNS as SUMMARY_COLUMNS
+from compliance.summary import INVESTIGATION_COLUMNS
 
 GENESIS = "0" * 64
 FORMAT = b"proxylogon-snapshot/1"
 FORMATS = {1: FORMAT, 2: b"proxylogon-snapshot/2", 3: b"proxylogon-snapshot/3",
            4: b"proxylogon-snapshot/4", 5: b"proxylogon-snapshot/5",
-           6: b"proxylogon-snapshot/6"}
-CURRENT_FORMAT = 6
+           6: b"proxylogon-snapshot/6", 7: b"proxylogon-snapshot/7"}
+CURRENT_FORMAT = 7
 HEADER_FIELDS = ("sequence", "previous_hash", "taken_at", "source", "label", "tool_version",
                  "catalog_version", "advisory_id", "advisory_version", "scope", "host_count",
                  "counts", "discovered_count")
@@ -48,12 +52,18 @@ FLEET_FIELDS = ("format", "observed_count", "fresh_count")
 IDENTITY_FIELDS = ("id",)  # format 3
 # A result row as hashed: position, host, status, observation, verdict; in format 2 also
 # observed_in (None for this snapshot's run) and scopes (JSON text); in format 4 also the
-# summary columns (SUMMARY_FIELDS, in that order; ``advisories``, the last, from format 6).
+# summary columns (SUMMARY_FIELDS, in that order; ``advisories`` from format 6, the
+# investigation's columns, the last ones, from format 7), then the row's
+# ``investigation_detail`` (format 7).
 Row = tuple[Any, ...]
 SUMMARY_FIELDS = tuple(name for name in SUMMARY_COLUMNS if name not in ("host", "status"))
-ROW_WIDTH = 7 + len(SUMMARY_FIELDS)
+ROW_WIDTH = 7 + len(SUMMARY_FIELDS) + 1
 ADVISORIES_FORMAT = 6  # the first format whose rows hash the ``advisories`` column
-assert SUMMARY_FIELDS[-1] == "advisories"
+INVESTIGATION_FORMAT = 7  # the first whose rows hash the investigation (INVESTIGATION_FIELDS)
+INVESTIGATION_FIELDS = (*INVESTIGATION_COLUMNS, "investigation_detail")
+_BEFORE_7 = len(SUMMARY_FIELDS) - len(INVESTIGATION_COLUMNS)  # summary fields of format 4-6
+assert SUMMARY_FIELDS[_BEFORE_7 - 1] == "advisories"
+assert SUMMARY_FIELDS[_BEFORE_7:] == INVESTIGATION_COLUMNS
 
 
 _SUMMARY_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -105,16 +115,25 @@ def digest(header: Mapping[str, Any], results: Iterable[Row],
             run = b"" if observed_in is None else str(int(observed_in)).encode()
             scoped = (scopes or "").encode()
             update(b"%d:%b%d:%b" % (len(run), run, len(scoped), scoped))
+        if version < 4 and len(row) == ROW_WIDTH and row[-1] is not None:
+            # Its summary columns are checked against its JSON by verify; this one has none.
+            raise ValueError(f"a format {version} row holds no investigation")
         if version >= 4:
             if len(row) != ROW_WIDTH:
                 raise ValueError("a format 4 row carries every summary column")
-            if version >= ADVISORIES_FORMAT:
+            if version >= INVESTIGATION_FORMAT:
                 _field(hasher, _summary(row[7:]))
-            elif row[-1] is not None:
+                continue
+            if any(value is not None for value in row[7 + _BEFORE_7:]):
+                # Unhashed before format 7: a value there would be shown without being signed.
+                raise ValueError(f"a format {version} row holds no investigation")
+            if version >= ADVISORIES_FORMAT:
+                _field(hasher, _summary(row[7:7 + _BEFORE_7]))
+            elif row[7 + _BEFORE_7 - 1] is not None:
                 # Unhashed before format 6: a value there would be shown without being signed.
                 raise ValueError(f"a format {version} row holds no per-advisory verdicts")
             else:
-                _field(hasher, _summary(row[7:-1]))
+                _field(hasher, _summary(row[7:7 + _BEFORE_7 - 1]))
     for position, host, record in discovered:
         _field(hasher, f"D{position}".encode())
         _field(hasher, host.encode())

@@ -1,11 +1,13 @@
 """Exports for people and auditors: snapshot CSV and JSON, and self-checking evidence bundles.
 
 A bundle is a zip holding ``snapshot.json`` (every stored row exactly as hashed, the outside
-view's document, and the chain fields), ``hosts.csv``, ``summary.txt``, ``acceptances.json``, ``deadlines.json`` and
-``manifest.json`` (SHA-256 of each file and
+view's document, and the chain fields), ``hosts.csv``, ``summary.txt``, ``acceptances.json``, ``deadlines.json``,
+``investigations.json`` (each host's investigation after the fix and its directive's steps,
+issue 21) and ``manifest.json`` (SHA-256 of each file and
 the snapshot's digest and chain position; with a signing key, an HMAC over the manifest).
 ``verify_bundle`` checks it without the database: the files match the manifest, the snapshot's
-content matches its recorded digest, and ``hosts.csv`` and ``summary.txt`` are exactly what
+content matches its recorded digest, and ``hosts.csv``, ``summary.txt`` and
+``investigations.json`` are exactly what
 ``snapshot.json`` derives to, so neither can say anything the signed rows do not. With the
 key, the manifest's HMAC and the snapshot's signature are checked too.
 
@@ -34,6 +36,11 @@ from compliance.acceptance import Standing, standing
 from compliance.catalog import load_catalog
 from compliance.codec import stored_assessment
 from compliance.deadline import Basis, DeadlinePolicy, Directive, deadline, published_at
+from compliance.investigation import Investigation
+from compliance.investigation_record import columns as investigation_columns
+from compliance.investigation_record import first_scan
+from compliance.investigation_record import loads as investigation_loads
+from compliance.investigation_record import to_dict as investigation_dict
 from compliance.models import Assessment, Status
 from compliance.summary import summarise
 from compliance.worklist import priority
@@ -46,19 +53,21 @@ from store.export import HOST_COLUMNS, SNAPSHOT_COLUMNS, host_row, to_csv
 from store.snapshots import ROW_KEYS, SnapshotInfo, SnapshotStore
 
 BUNDLE_FILES = ("snapshot.json", "hosts.csv", "summary.txt", "acceptances.json",
-                "deadlines.json")
+                "deadlines.json", "investigations.json")
 MANIFEST = "manifest.json"
 # 2: manifest HMAC, derived files re-derived; 3: the risk acceptances as of the snapshot;
-# 4: each open host's deadline under the exporter's policy.
-BUNDLE_FORMAT = "proxylogon-evidence-bundle/4"
+# 4: each open host's deadline under the exporter's policy; 5: each host's investigation.
+BUNDLE_FORMAT = "proxylogon-evidence-bundle/5"
 FILES_BY_FORMAT = {"proxylogon-evidence-bundle/2": BUNDLE_FILES[:3],
-                   "proxylogon-evidence-bundle/3": BUNDLE_FILES[:4], BUNDLE_FORMAT: BUNDLE_FILES}
+                   "proxylogon-evidence-bundle/3": BUNDLE_FILES[:4],
+                   "proxylogon-evidence-bundle/4": BUNDLE_FILES[:5], BUNDLE_FORMAT: BUNDLE_FILES}
 # Uncompressed size limits per member, checked against the zip's directory before inflating
 # (and again while inflating, whatever the directory says). snapshot.json of 10,000 hosts is
 # about 40 MB; hosts.csv about a tenth of it.
 MEMBER_LIMITS = {"snapshot.json": 256 * 2**20, "hosts.csv": 64 * 2**20,
                  "summary.txt": 64 * 2**10, "acceptances.json": 16 * 2**20,
-                 "deadlines.json": 64 * 2**20, MANIFEST: 64 * 2**10}
+                 "deadlines.json": 64 * 2**20, "investigations.json": 128 * 2**20,
+                 MANIFEST: 64 * 2**10}
 MAX_BUNDLE_BYTES = 256 * 2**20  # the zip file itself
 MAX_JSON_DEPTH = 32  # snapshot.json nests 3 deep, its rows' JSON texts about 6
 MAX_JSON_VALUES = 2_000_000  # snapshot.json of 10,000 hosts holds about 120,000
@@ -112,7 +121,8 @@ def document_digest(document: dict[str, Any]) -> str:
     header = document["header"]
     results = [(r["position"], r["host"], r["status"], r["observation"], r["verdict"],
                 r.get("observed_in"), r.get("scopes"),
-                *(r.get(name) for name in chain.SUMMARY_FIELDS)) for r in document["results"]]
+                *(r.get(name) for name in chain.SUMMARY_FIELDS), r.get("investigation_detail"))
+               for r in document["results"]]
     inventory = [(d["position"], d["host"], d["record"]) for d in document["discovered"]]
     return chain.digest(header, results, inventory, document.get("outside"))
 
@@ -122,6 +132,44 @@ def document_assessments(document: dict[str, Any]) -> list[Assessment]:
                               r.get("observed_in"),
                               tuple(json.loads(r["scopes"])) if r.get("scopes") else ())
             for r in document["results"]]
+
+
+def document_investigations(document: dict[str, Any]) -> list[Investigation | None]:
+    """Each row's stored investigation (None: none, a row from before issue 21);
+    ``ValueError`` for a record no writer of this tool makes."""
+    return [investigation_loads(r.get("investigation_detail")) for r in document["results"]]
+
+
+def investigations_json(document: dict[str, Any]) -> str:
+    """investigations.json: per host of the snapshot, in fleet order, its investigation after
+    the fix as judged at the snapshot's time (state, next action, exposure window and where
+    its end was read, the first full scan after the fix, the directive's steps with their due
+    time and whether and by which scan each was met, and the evidence lines). A host without
+    one (saved before issue 21) is listed as not investigated, with no record. Derived from
+    snapshot.json's rows alone, so verify_bundle derives it again."""
+    items = []
+    for row, found in zip(document["results"], document_investigations(document), strict=True):
+        item: dict[str, Any] = {"host": row["host"], "status": row["status"]}
+        if found is None:
+            item.update(state="not_investigated", recorded=False,
+                        next_action="no traces recorded (collected before issue 21)")
+        else:
+            brief = investigation_columns(found)
+            scan = first_scan(found)
+            directive = found.directive
+            item.update(recorded=True, **investigation_dict(found),
+                        fixed_at=brief.fixed_at or None,
+                        first_full_scan=scan.isoformat() if scan else None,
+                        next_scan_due=brief.next_scan_due or None,
+                        steps_missed=brief.steps_missed,
+                        directive_met=directive.met if directive else None)
+        items.append(item)
+    head = json.dumps({"snapshot_id": document["header"]["id"],
+                       "as_of": document["header"]["taken_at"],
+                       "advisory": document["header"]["advisory_id"]}, indent=1,
+                      sort_keys=True, ensure_ascii=False)[:-2]
+    lines = ",\n".join(map(_SORTED.encode, items))
+    return f'{head},\n "hosts": [\n{lines}\n]\n}}'
 
 
 def snapshot_csv(assessments: list[Assessment], snapshot_id: int | None = None) -> str:
@@ -213,6 +261,7 @@ def build_bundle(store: SnapshotStore, info: SnapshotInfo, now: datetime,
         "summary.txt": summary_text(document, verified).encode(),
         "acceptances.json": acceptances_json(store, info).encode(),
         "deadlines.json": deadlines_json(store, info, deadlines or DeadlinePolicy()).encode(),
+        "investigations.json": investigations_json(document).encode(),
     }
     manifest: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
@@ -520,9 +569,9 @@ def _derived_problems(document: dict[str, Any], manifest: dict[str, Any],
     they sit inside strings, where the member's bounds do not see them."""
     try:
         for number, row in enumerate(document["results"]):
-            for field in ("observation", "verdict", "scopes"):
-                text = row[field]
-                if text is None and field == "scopes":
+            for field in ("observation", "verdict", "scopes", "investigation_detail"):
+                text = row.get(field) if field == "investigation_detail" else row[field]
+                if text is None and field in ("scopes", "investigation_detail"):
                     continue
                 if not isinstance(text, str) or len(text) > MAX_ROW_TEXT:
                     raise BundleError(f"snapshot.json row {number}: {field} is not a JSON text "
@@ -536,11 +585,14 @@ def _derived_problems(document: dict[str, Any], manifest: dict[str, Any],
                 f"({type(error).__name__})"]
     try:
         assessments = document_assessments(document)
+        investigations = document_investigations(document)
         derived = {
             "hosts.csv": snapshot_csv(assessments, document["header"]["id"]).encode(),
             "summary.txt": summary_text(document, manifest.get("chain_verified_at_export")
                                         ).encode(),
         }
+        if "investigations.json" in contents:  # format 5 on (the manifest's files decide)
+            derived["investigations.json"] = investigations_json(document).encode()
     except Exception as error:  # rows chosen by whoever made the bundle: any decoding fault
         return [f"snapshot.json holds rows that are not observations and verdicts "
                 f"({type(error).__name__})"]
@@ -549,8 +601,9 @@ def _derived_problems(document: dict[str, Any], manifest: dict[str, Any],
                 if contents[name] != data]
     # The summary columns are what the pages showed: they must be what the JSON derives to,
     # and so must each row's host and status columns and the header's counts.
-    for row, assessment in zip(document["results"], assessments, strict=True):
-        derived_columns = summarise(assessment).to_columns()
+    for row, assessment, found in zip(document["results"], assessments, investigations,
+                                      strict=True):
+        derived_columns = summarise(assessment, found).to_columns()
         if any(row.get(name) != derived_columns[name]
                for name in ("host", "status", *chain.SUMMARY_FIELDS)):
             problems.append(f"snapshot.json row {row.get('position')}: its host, status or "
@@ -596,8 +649,10 @@ def _members(data: bytes) -> dict[str, bytes]:
             if info.file_size > MEMBER_LIMITS[info.filename]:
                 raise BundleError(f"{info.filename} would inflate to {info.file_size} bytes, "
                                   f"over its {MEMBER_LIMITS[info.filename]} byte limit")
-        # acceptances.json and deadlines.json are not in every format: the manifest's decides.
-        for name in sorted(expected - set(names) - {"acceptances.json", "deadlines.json"}):
+        # acceptances.json, deadlines.json and investigations.json are not in every format:
+        # the manifest's decides.
+        for name in sorted(expected - set(names) - {"acceptances.json", "deadlines.json",
+                                                     "investigations.json"}):
             raise BundleError(f"{name} is missing")
         contents = {}
         for info in infos:

@@ -19,9 +19,10 @@ from typing import Any
 
 import xlsxwriter  # type: ignore[import-untyped]  # typed inline, but ships no py.typed
 
+from compliance.investigation_record import BEFORE, stored_state
 from compliance.models import Status
 from compliance.summary import HostSummary
-from compliance.worklist import PRIORITY_NAMES, Item
+from compliance.worklist import TRIAGE_NAMES, Item
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 AUDIT_COLUMNS = ("id", "at", "who", "action", "snapshot_id", "detail")
@@ -31,6 +32,9 @@ WORKLIST_COLUMNS = (
     "accepted", "due", "overdue",
     "deadline_rule", "roles", "observed_at", "observed_in", "carried", "snapshot_id",
     "snapshot_taken_at",
+    # Issue 21: the investigation after the fix (compliance/investigation.py), after the
+    # columns every earlier export had.
+    "investigation", "investigation_action",
 )
 
 
@@ -73,6 +77,15 @@ def host_row(summary: HostSummary, snapshot_id: int | None = None) -> dict[str, 
     return row
 
 
+def investigation_cells(summary: HostSummary) -> dict[str, str]:
+    """``investigation`` (the state; a host stored before issue 21 reads as not investigated)
+    and ``investigation_action`` (its next action, or why there is none on record)."""
+    state = stored_state(summary.investigation, summary.status)
+    return {"investigation": state.value,
+            "investigation_action": summary.investigation_action
+            if summary.investigation is not None else BEFORE}
+
+
 @dataclass(frozen=True)
 class Owners:
     """Who takes a host's work: its DAG's owner, else its site's owner, else nobody ("").
@@ -112,7 +125,8 @@ def worklist_rows(items: Iterable[Item], snapshot_id: int, snapshot_taken_at: st
     badge of a risk acceptance in force (``accepted``: lower-case name -> badge), else ""."""
     owners = owners or NO_OWNERS
     accepted = accepted or {}
-    return [{**host_row(item.summary, snapshot_id), "priority": item.priority,
+    return [{**host_row(item.summary, snapshot_id), **investigation_cells(item.summary),
+             "priority": item.priority,
              "wave": item.wave or "", "internet_facing": item.internet_facing,
              "owner": owners.owner_for(item.summary.site, item.summary.dag),
              "accepted": accepted.get(item.summary.host.casefold(), ""),
@@ -164,6 +178,18 @@ PRIORITY_MEANINGS = {
     1: "an affected build without the update: patch it",
     2: "no usable reading (unreachable, stale or unjudgeable): find out",
     3: "only the interim mitigations: a stop-gap, the update is still due",
+    4: "patched, but no full malware scan after the fix is recorded: the update does not "
+       "remove a back door planted before it (run MSERT /F /Q and collect again)",
+    5: "patched and scanned, but the evidence cannot cover the exposure window (logs too "
+       "short, not a full scan, a part not read): see investigation_action",
+}
+INVESTIGATION_MEANINGS = {
+    "indicators_found": "a CVE check hit, a malware detection or a possible web shell: "
+                        "isolate and investigate",
+    "not_investigated": "no scan after the fix is recorded (or the server is not fixed yet)",
+    "incomplete": "scanned after the fix, but the evidence cannot cover the exposure window",
+    "clean": "a full scan after the fix found nothing and the logs cover the window",
+    "not_applicable": "the advisory does not affect the server",
 }
 DEMO_WARNING = ("DEMO DATA: a fictional fleet for trying the dashboard, not a collection from "
                 "real servers")
@@ -298,8 +324,8 @@ def to_xlsx(rows: Sequence[dict[str, Any]], about: Sequence[tuple[str, str]],
 def legend() -> list[tuple[str, int | str, str]]:
     """The Legend sheet's rows below its header: (column, value, meaning)."""
     rows: list[tuple[str, int | str, str]] = [
-        ("priority", rank, f"{PRIORITY_NAMES[rank]}: {PRIORITY_MEANINGS[rank]}")
-        for rank in sorted(PRIORITY_NAMES)]
+        ("priority", rank, f"{TRIAGE_NAMES[rank]}: {PRIORITY_MEANINGS[rank]}")
+        for rank in sorted(TRIAGE_NAMES)]
     rows.append(("wave", "1, 2, …", WAVES_MEANING))
     rows += [("status", status.value, STATUS_MEANINGS[status]) for status in Status]
     rows += [("observed_at", DATETIME_FORMAT, "when the host was last observed, in UTC"),
@@ -321,6 +347,10 @@ def legend() -> list[tuple[str, int | str, str]]:
               "why (nothing to install, or read the build first)"),
              ("next_kb", "KB…", "the Knowledge Base article of that step, if any"),
              ("next_link", "https://support.microsoft.com/help/…", "that article's page"),
+             *(("investigation", state, meaning)
+               for state, meaning in INVESTIGATION_MEANINGS.items()),
+             ("investigation_action", "", "what to do next for the investigation after the "
+              "fix (issue 21)"),
              ("any text", "'=…", "a leading ' was added to a text starting with = + - @ (or a tab "
               "or carriage return) so that no spreadsheet runs it as a formula")]
     return rows

@@ -270,12 +270,13 @@ def fill_summaries(conn: Connection) -> int:
     from the row's own stored JSON: the schema 7 migration, for rows written before it. A row
     whose JSON cannot be read is left without them (``verify`` names it). Returns the number
     of rows filled. Reads one snapshot's rows at a time, so memory stays bounded."""
-    from compliance.summary import summarise
+    from compliance.summary import INVESTIGATION_COLUMNS, summarise
     from store.chain import SUMMARY_FIELDS
 
     # The columns schema 7 added (``advisories`` came with schema 10, and a row from before
     # it holds none: NULL).
-    fields = tuple(name for name in SUMMARY_FIELDS if name != "advisories")
+    fields = tuple(name for name in SUMMARY_FIELDS
+                   if name != "advisories" and name not in INVESTIGATION_COLUMNS)
     results = schema.results
     update_row = (results.update()
                   .where(results.c.snapshot_id == bindparam("k_snapshot"),

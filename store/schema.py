@@ -19,10 +19,11 @@ from compliance.summary import COLUMNS as SUMMARY_COLUMNS
 # The schema's version is its Alembic revision (store/migrations/versions: 2 the hash chain
 # and pruning; 3 the audit log; 4 whole-fleet snapshots; 5 the signed audit chain, snapshot ids
 # in the digest, signed heads; 6 one version number; 7 the summary columns of results; 8 the
-# open items' clocks for deadlines; 9 the outside view; 10 per-advisory verdicts).
+# open items' clocks for deadlines; 9 the outside view; 10 per-advisory verdicts; 11 the
+# investigation after the fix).
 # A store at this revision is opened without Alembic; tests/store/test_migrations.py checks
 # that it is the head of store/migrations/versions, so a new migration must move it.
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 
 metadata = MetaData()
 
@@ -107,6 +108,17 @@ results = Table(
     # advisories_text); NULL for a host judged by the snapshot's own advisory only, which is
     # every row of a snapshot before format 6 (store/chain.py refuses a value there).
     Column("advisories", Text, nullable=True),
+    # Schema 11 (issue 21): the investigation after the fix, judged at save for the
+    # snapshot's own advisory (compliance/investigation_record.py): its summary columns and
+    # its whole record (``investigation_detail``: evidence, window, directive steps) as JSON.
+    # Hashed from format 7 on; NULL in every row of an earlier format (store/chain.py refuses
+    # a value there), which reads as not investigated.
+    Column("investigation", Text, nullable=True),
+    Column("investigation_action", Text, nullable=True),
+    Column("fixed_at", Text, nullable=True),
+    Column("next_scan_due", Text, nullable=True),
+    Column("steps_missed", Integer, nullable=True),
+    Column("investigation_detail", Text, nullable=True),
 )
 
 # The summary columns in compliance.summary.COLUMNS order (host and status included).

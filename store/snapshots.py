@@ -59,8 +59,12 @@ from compliance.codec import (
 )
 from compliance.evaluate import Policy, evaluate
 from compliance.fleet import DEMO, compose, fresh_count, observed_count
+from compliance.investigation import Investigation, judge_observation
+from compliance.investigation_record import dumps as investigation_dumps
+from compliance.investigation_record import loads as investigation_loads
 from compliance.models import (
     Assessment,
+    BuildSource,
     Flag,
     Host,
     Observation,
@@ -434,8 +438,9 @@ class SnapshotStore:
             last_sequence, last_hash = head.split(":")
             # A carried observation's stored text is written back as it was.
             texts: dict[int, tuple[Observation, str]] = {}
+            fixes: dict[str, datetime] = {}
             previous = self._members_before(
-                conn, int(last_sequence) + 1, last_hash, texts=texts,
+                conn, int(last_sequence) + 1, last_hash, texts=texts, fixes=fixes,
                 # A failed attempt may leave a member's reading in place: decode those.
                 skip={a.observation.host.name.lower(): a.observation.observed_at
                       for a in run.assessments if a.observation.failure is None})
@@ -448,6 +453,10 @@ class SnapshotStore:
                 run.taken_at, policy), catalog, run.taken_at, policy)
             snapshot = replace(snapshot, assessments=judge_others(assessments, others,
                                                                   run.taken_at, policy))
+            investigations: Sequence[Investigation | None] = (
+                _investigations(snapshot.assessments, catalog, run.taken_at, fixes)
+                if chain.CURRENT_FORMAT >= chain.INVESTIGATION_FORMAT
+                else [None] * len(snapshot.assessments))  # a format that holds none
             document = None if seen is None else outside_dumps(seen)
             counts = _dumps(dict(Counter(a.verdict.status.value for a in snapshot.assessments)))
             scope_texts: dict[tuple[str, ...], str] = {}  # a fleet has few distinct scope sets
@@ -461,8 +470,9 @@ class SnapshotStore:
                 (position, a.observation.host.name, a.verdict.status.value,
                  _stored_text(texts, a.observation) or _dumps(observation_to_dict(a.observation)),
                  _dumps(stored_verdict_to_dict(a)), a.observed_in,
-                 scope_text(a.scopes), *_summary_values(a))
-                for position, a in enumerate(snapshot.assessments)
+                 scope_text(a.scopes), *_summary_values(a, found))
+                for position, (a, found) in enumerate(zip(snapshot.assessments, investigations,
+                                                          strict=True))
             ]
             header: dict[str, Any] = {
                 "taken_at": run.taken_at.astimezone(UTC).isoformat(), "source": run.source,
@@ -644,7 +654,8 @@ class SnapshotStore:
 
     def _members_before(self, conn: Connection, sequence: int, head_digest: str,
                         skip: Mapping[str, datetime | None],
-                        texts: dict[int, tuple[Observation, str]]) -> list[Assessment]:
+                        texts: dict[int, tuple[Observation, str]],
+                        fixes: dict[str, datetime] | None = None) -> list[Assessment]:
         """For a save: the fleet as the snapshots before chain position ``sequence`` left it,
         each member's ``observed_in`` naming the snapshot that observed it.
 
@@ -653,7 +664,9 @@ class SnapshotStore:
         no stored verdict (every carried member is graded again, so each gets a stand-in),
         and no observation of a host in ``skip`` (lower-case name -> the run's observation
         time) unless the stored one is newer. ``texts`` learns each decoded observation's
-        stored JSON (by ``id()``, with the object, to check it is the same one).
+        stored JSON (by ``id()``, with the object, to check it is the same one). ``fixes``
+        learns each patched member's stored fix time (lower-case name -> aware time: the
+        observed fix time carried from snapshot to snapshot, issue 21).
         """
         # The fleet comes from the snapshot at the head, never from one picked by its format
         # or pruned columns (a forger's to set); its stored rows must match its digest, and
@@ -687,6 +700,8 @@ class SnapshotStore:
             except ValueError:
                 return True
 
+        if fixes is not None:
+            fixes.update(_stored_fixes(results))
         members = []
         for _position, host, _status, stored, _verdict, observed_in, scopes, *_ in results:
             if replaced(host, stored):
@@ -1042,6 +1057,24 @@ class SnapshotStore:
             return [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), int(r[6]))
                     for r in counted]
 
+    def investigation_counts(self, snapshot_id: int, catalog: Catalog,
+                             policy: Policy | None = None) -> list[tuple[str, str | None, int]]:
+        """How many hosts of a snapshot share each (status, investigation state) as stored
+        (issue 21; None: no state stored, a row from before it), counted by the database for
+        a whole-fleet snapshot, from ``summaries`` for a format 1 one."""
+        if not self.info(snapshot_id).fleet:
+            tally = Counter((s.status.value, s.investigation.value if s.investigation else None)
+                            for s in self.summaries(snapshot_id, catalog, policy))
+            return [(status, state, n) for (status, state), n in tally.items()]
+        results = schema.results
+        with self.engine.connect() as conn:
+            counted = conn.execute(
+                select(results.c.status, results.c.investigation, func.count())
+                .where(results.c.snapshot_id == snapshot_id)
+                .group_by(results.c.status, results.c.investigation))
+            return [(str(r[0]), None if r[1] is None else str(r[1]), int(r[2]))
+                    for r in counted]
+
     def summary_counts(self, snapshot_ids: Sequence[int], catalog: Catalog,
                        policy: Policy | None = None) -> dict[int, dict[str, int]]:
         """Per snapshot: how many hosts carry each flag (``"flag:<Flag value>"``) and how
@@ -1205,6 +1238,40 @@ class SnapshotStore:
                        schema.results.c.host == host).limit(1)
             ).first()
         return None if row is None else _assessment(*row)
+
+    def investigation(self, snapshot_id: int, host: str) -> Investigation | None:
+        """One host's stored investigation after the fix (issue 21; name as stored): None
+        when the snapshot holds none for it (saved before issue 21, format 1, or no such
+        host). A record no writer of this tool makes is a ``StoreError`` (verify names it)."""
+        with self.engine.connect() as conn:
+            text_ = conn.execute(
+                select(schema.results.c.investigation_detail)
+                .where(schema.results.c.snapshot_id == snapshot_id,
+                       schema.results.c.host == host).limit(1)).scalar()
+        try:
+            return investigation_loads(text_)
+        except ValueError as error:
+            raise StoreError(f"the investigation of {host!r} in snapshot #{snapshot_id} cannot "
+                             f"be read ({error}): run python -m store verify") from None
+
+    def investigations(self, snapshot_id: int) -> dict[str, Investigation]:
+        """Every stored investigation of a snapshot by host name as stored (the evidence
+        bundle's); a row without one, or with one that does not read, is left out."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(schema.results.c.host, schema.results.c.investigation_detail)
+                .where(schema.results.c.snapshot_id == snapshot_id,
+                       schema.results.c.investigation_detail.is_not(None))
+                .order_by(schema.results.c.position)).all()
+        found = {}
+        for host, text_ in rows:
+            try:
+                record = investigation_loads(text_)
+            except ValueError:
+                continue
+            if record is not None:
+                found[str(host)] = record
+        return found
 
     def verdicts(self, snapshot_id: int) -> list[Verdict]:
         """Only the recorded verdicts (cheaper than ``assessments`` when observations are not needed)."""
@@ -1631,12 +1698,58 @@ _EMPTY: dict[str, Any] = {
     for name in chain.SUMMARY_FIELDS}
 # A result row as stored and hashed (store/chain.py Row), in this order.
 ROW_KEYS = ("position", "host", "status", "observation", "verdict", "observed_in", "scopes",
-            *chain.SUMMARY_FIELDS)
+            *chain.SUMMARY_FIELDS, "investigation_detail")
 
 
-def _summary_values(assessment: Assessment) -> tuple[Any, ...]:
-    columns = summarise(assessment).to_columns()
-    return tuple(columns[name] for name in chain.SUMMARY_FIELDS)
+def _summary_values(assessment: Assessment,
+                    investigation: Investigation | None = None) -> tuple[Any, ...]:
+    columns = summarise(assessment, investigation).to_columns()
+    return (*(columns[name] for name in chain.SUMMARY_FIELDS),
+            None if investigation is None else investigation_dumps(investigation))
+
+
+# Builds read from the server itself: only these show that the fix is installed on it.
+_SERVER_BUILDS = (BuildSource.EXSETUP, BuildSource.INSTALLED_UPDATE)
+
+
+def _investigations(assessments: Sequence[Assessment], catalog: Catalog, now: datetime,
+                    fixes: Mapping[str, datetime]) -> list[Investigation]:
+    """Each member's investigation after the fix for the snapshot's own advisory, judged at
+    ``now`` (compliance/investigation.py). The observed fix time of a patched member: the
+    earliest time it was seen patched from a build the server itself gave (ExSetup.exe or an
+    installed update), carried from the previous snapshot's rows (``fixes``) and this
+    observation's time; a member not patched now starts again."""
+    found = []
+    for member in assessments:
+        verdict, observation = member.verdict, member.observation
+        observed = None
+        if verdict.status is Status.PATCHED:
+            observed = fixes.get(observation.host.name.lower())
+            if (verdict.build_source in _SERVER_BUILDS and observation.failure is None
+                    and observation.observed_at is not None):
+                seen = _utc(observation.observed_at)
+                observed = seen if observed is None else min(observed, seen)
+        found.append(judge_observation(observation, verdict, catalog.advisory, now, observed))
+    return found
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _stored_fixes(results: Sequence[tuple[Any, ...]]) -> dict[str, datetime]:
+    """Lower-case name -> the stored fix time of each row graded patched (``ROW_KEYS``
+    order); a time that does not read is left out (not known)."""
+    at = ROW_KEYS.index("fixed_at")
+    found = {}
+    for row in results:
+        if row[2] != Status.PATCHED.value or not row[at]:
+            continue
+        try:
+            found[str(row[1]).lower()] = _utc(datetime.fromisoformat(str(row[at])))
+        except ValueError:
+            continue
+    return found
 
 
 def _stored_text(texts: dict[int, tuple[Observation, str]], observation: Observation) -> str | None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compliance.codec import stored_assessment
+from compliance.investigation_record import loads as investigation_loads
 from compliance.summary import summarise
 from store import chain
 
@@ -236,8 +237,10 @@ def summary_matches(row: Sequence[Any]) -> bool:
     ``compliance.summary.summarise`` derives from its JSON; False for JSON that cannot be
     read."""
     try:
+        # Its investigation record (issue 21), the last column of a full row: None before.
+        found = investigation_loads(row[-1]) if len(row) == chain.ROW_WIDTH else None
         summary = summarise(stored_assessment(json.loads(row[3]), json.loads(row[4]),
-                                              observed_in=row[5])).to_columns()
+                                              observed_in=row[5]), found).to_columns()
     except Exception:  # damaged or foreign JSON: not what a writer of this tool made
         return False
     stored = dict(zip(chain.SUMMARY_FIELDS, row[7:], strict=False))

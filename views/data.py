@@ -19,7 +19,9 @@ from compliance.acceptance import AcceptanceError, accept
 from compliance.catalog import Catalog, load_catalog, load_catalogs
 from compliance.deadline import DeadlinePolicy
 from compliance.evaluate import Policy
-from compliance.models import Assessment, Flag
+from compliance.investigation import Investigation, InvestigationState
+from compliance.investigation_record import BEFORE, stored_state
+from compliance.models import Assessment, Flag, Status
 from compliance.outside_record import EndpointRecord, OutsideRecord
 from compliance.plan import Plan, next_steps, plan_host
 from compliance.sulevel import SuState, su_level
@@ -30,6 +32,7 @@ from compliance.worklist import (
     priority,
     rank,
     stored_priority,
+    triage_priority,
 )
 from settings import Settings, SettingsError, load_settings
 from store import SnapshotInfo, SnapshotStore
@@ -205,8 +208,20 @@ def host_table(url: str, snapshot_id: int, advisory: str | None = None) -> pd.Da
 # The summary columns the pages show or filter on (the rest, long texts such as reason and
 # failure detail, are read for one host's detail: a 50,000-host table stays small).
 HOST_TABLE_FIELDS = ("host", "status", "product", "cu", "build", "build_source", "known_build",
-                     "site", "dag", "roles", "flags", "mitigations", "action", "observed_at")
+                     "site", "dag", "roles", "flags", "mitigations", "action", "observed_at",
+                     "investigation", "investigation_action")
 HOST_TABLE_COLUMNS = (*HOST_TABLE_FIELDS, "observed_in", "carried", "need", "su_level")
+
+
+def _investigation_cells(state: Any, action: Any, status: Any) -> tuple[str, str]:
+    """A stored row's investigation state and next action as the pages show them: a row
+    stored before issue 21 (no state) reads as not investigated (``stored_state``)."""
+    try:
+        judged = InvestigationState(state) if state else None
+        shown = stored_state(judged, Status(status))
+    except ValueError:  # a value no writer makes: never clean
+        return InvestigationState.NOT_INVESTIGATED.value, BEFORE
+    return shown.value, str(action or "") if judged is not None else BEFORE
 
 
 def su_level_text(build: str, build_source: str) -> str:
@@ -262,7 +277,44 @@ def _host_table(url: str, snapshot_id: int, max_age_days: float,
             levels[key] = su_level_text(*key)
         column.append(levels[key])
     table["su_level"] = column
+    state_at = HOST_TABLE_FIELDS.index("investigation")
+    action_at = HOST_TABLE_FIELDS.index("investigation_action")
+    cells = [_investigation_cells(row[state_at], row[action_at], row[status_at]) for row in rows]
+    table["investigation"] = [state for state, _action in cells]
+    table["investigation_action"] = [action for _state, action in cells]
     return table
+
+
+def investigation_counts(url: str, snapshot_id: int) -> dict[str, int]:
+    """How many hosts of a snapshot are in each investigation state (issue 21; a host stored
+    before it counts as not investigated), and under ``"patched_not_investigated"`` how many
+    patched hosts nobody is recorded to have investigated (the Overview's figure). Counted by
+    the store, a few rows whatever the fleet's size."""
+    return _investigation_counts(url, snapshot_id, _max_age_days())
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _investigation_counts(url: str, snapshot_id: int, max_age_days: float) -> dict[str, int]:
+    counted = {state.value: 0 for state in InvestigationState}
+    counted["patched_not_investigated"] = 0
+    for status, state, hosts in _store(url).investigation_counts(snapshot_id, catalog(),
+                                                                 _policy(max_age_days)):
+        shown, _action = _investigation_cells(state, "", status)
+        counted[shown] = counted.get(shown, 0) + hosts
+        if status == Status.PATCHED.value and shown == InvestigationState.NOT_INVESTIGATED.value:
+            counted["patched_not_investigated"] += hosts
+    return counted
+
+
+def investigation(url: str, snapshot_id: int, host: str) -> Investigation | None:
+    """One host's stored investigation after the fix (None: none stored, a snapshot from
+    before issue 21)."""
+    return _investigation(url, snapshot_id, host)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _investigation(url: str, snapshot_id: int, host: str) -> Investigation | None:
+    return _store(url).investigation(snapshot_id, host)
 
 
 def _through(store: SnapshotStore, snapshot_id: int, max_age_days: float,
@@ -501,12 +553,16 @@ def _worklist(url: str, snapshot_id: int, per_wave: int, max_age_days: float,
               advisory: str | None = None) -> pd.DataFrame:
     store = _store(url)
     if advisory is None:
-        open_ = store.summaries(snapshot_id, catalog(), _policy(max_age_days), needing_work=True)
+        # The triage order (issue 21): the patch work, and the patched hosts whose
+        # investigation after the fix is missing or incomplete.
+        open_ = [s for s in store.summaries(snapshot_id, catalog(), _policy(max_age_days))
+                 if triage_priority(s.status, s.flags, s.investigation) is not None]
     else:
         open_ = [s for s in _through(store, snapshot_id, max_age_days, advisory)
                  if priority(s.status, s.flags) is not None]
     names = store.published_names(snapshot_id, [s.host for s in open_])
-    items = plan_with_acceptances(rank(open_, names), {host for host, _badge in badges}, per_wave)
+    items = plan_with_acceptances(rank(open_, names, triage=advisory is None),
+                                  {host for host, _badge in badges}, per_wave)
     taken_at = store.info(snapshot_id).taken_at
     rows = worklist_rows_of(items, snapshot_id, taken_at.isoformat(), owners, dict(badges))
     # Each host's next step of its upgrade plan (compliance/plan.py), for every advisory.

@@ -14,6 +14,7 @@ from compliance.verdicts import all_verdicts, verdict_for
 from settings import Role
 from store import StoreError
 from views import data, labels
+from views.investigation import investigation_timeline
 from views.markdown import literal
 from views.page import (
     OUTSIDE_OFF,
@@ -46,7 +47,7 @@ DUE_CHOICES = {"any": "Any", "overdue": "Overdue", "soon": "Due within 7 days",
                "open": "Has a deadline"}
 NONE = "(none)"  # the option for hosts without a site or DAG, as the charts name them
 FILTERS = ("f_status", "f_need", "f_product", "f_cu", "f_site", "f_dag", "f_flags", "f_roles",
-           "f_search", "f_due")
+           "f_search", "f_due", "f_investigation")
 
 
 def _options(column: str) -> list[str]:
@@ -76,13 +77,14 @@ def _from_link() -> None:
     # silently every host.
     st.session_state["hosts_link_extra"] = {
         name: [value or NONE] for name, value in query.items()
-        if name in ("status", "need", "product", "cu", "site", "dag")}
+        if name in ("status", "need", "product", "cu", "site", "dag", "investigation")}
     for key in FILTERS:
         st.session_state.pop(key, None)
     chosen = {"status": ("f_status", _options("status")), "need": ("f_need", _options("need")),
               "product": ("f_product", _options("product")), "cu": ("f_cu", _options("cu")),
               "site": ("f_site", _options("site")), "dag": ("f_dag", _options("dag")),
-              "flag": ("f_flags", _listed("flags"))}
+              "flag": ("f_flags", _listed("flags")),
+              "investigation": ("f_investigation", _options("investigation"))}
     for name, value in query.items():
         if name in ("product", "cu", "site", "dag") and value == "":
             value = NONE
@@ -163,10 +165,17 @@ due_filter = more[2].selectbox("Deadline", list(DUE_CHOICES), key="f_due",
 by_due = more[3].selectbox("Order", ["fleet", "due"], key="f_order",
                            format_func={"fleet": "Fleet order",
                                         "due": "Due date, earliest first"}.__getitem__)
+investigations = st.multiselect(
+    "Investigation", _options("investigation"), key="f_investigation",
+    format_func=labels.investigation_label,
+    help="Whether anyone looked for a back door after the fix (issue 21): a full malware scan "
+         "after the fix, logs reaching back to the start of the exposure window. Beside the "
+         "status, never changing it.")
 
 shown = table
 for column, chosen in (("status", statuses), ("need", needs), ("product", products),
-                       ("cu", cus), ("site", sites), ("dag", dags)):
+                       ("cu", cus), ("site", sites), ("dag", dags),
+                       ("investigation", investigations)):
     if chosen:
         values = ["" if value == NONE else value for value in chosen]
         shown = shown[shown[column].isin(values)]
@@ -187,8 +196,8 @@ if by_due == "due":
     shown = shown.sort_values("due", kind="stable", na_position="last")
 
 st.caption(f"{len(shown)} of {len(table)} hosts · click a row for its evidence")
-ORDER = ("host", "status", "accepted", "due", "overdue", "action", "need", "product", "cu",
-         "build", "su_level",
+ORDER = ("host", "status", "investigation", "accepted", "due", "overdue", "action", "need",
+         "investigation_action", "product", "cu", "build", "su_level",
          "build_source", "site", "dag", "flags", "roles", "mitigations", "observed_at",
          "observed_in")
 view = shown.reset_index(drop=True)
@@ -202,6 +211,9 @@ event = st.dataframe(
         "status": labels.status_column(),
         **labels.deadline_columns(),
         "action": st.column_config.TextColumn(labels.COLUMN_LABELS["action"], width="large"),
+        "investigation": st.column_config.SelectboxColumn(
+            labels.COLUMN_LABELS["investigation"], options=list(labels.INVESTIGATION_LABELS),
+            format_func=labels.investigation_label),
         "observed_in": st.column_config.NumberColumn(
             labels.COLUMN_LABELS["observed_in"], format="#%d",
             help="The snapshot whose run made the observation; an older one than this "
@@ -318,6 +330,8 @@ if assessment.others:
             "action": st.column_config.TextColumn(labels.COLUMN_LABELS["action"], width="large"),
             "reason": st.column_config.TextColumn("Why", width="large"),
             "cves": st.column_config.TextColumn("CVEs not closed")})
+
+investigation_timeline(data.investigation(url, ctx.snapshot.id, name), obs, verdict.status)
 
 plan = data.plan(url, ctx.snapshot.id, name)
 if plan is not None:

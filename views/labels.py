@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from compliance.investigation import InvestigationState, StepState
 from compliance.models import Flag, Status
 from compliance.outside import FindingKind
 from compliance.outside_record import CU_LEVEL, FULL_BUILD
@@ -43,6 +44,16 @@ FLAG_LABELS = {
     Flag.OUTSIDE_OLDER_THAN_INSIDE: "OWA/ECP older than the server",
     Flag.WEB_CONFIG_BROKEN: "OWA/ECP web.config broken",
 }
+# The investigation after the fix (issue 21): beside the patch status, never changing it.
+INVESTIGATION_LABELS = {
+    InvestigationState.INDICATORS_FOUND: "Indicators found",
+    InvestigationState.NOT_INVESTIGATED: "Not investigated",
+    InvestigationState.INCOMPLETE: "Investigation incomplete",
+    InvestigationState.CLEAN: "Investigated, clean",
+    InvestigationState.NOT_APPLICABLE: "Not affected",
+}
+STEP_LABELS = {StepState.MET: "met", StepState.DUE: "due now", StepState.PENDING: "not due yet",
+               StepState.MISSED: "missed"}
 # The outside view (issue 18): what a namespace showed against the fleet, and how far a
 # disclosed build can be trusted (a three-part logon path never shows the Security Update).
 FINDING_LABELS = {
@@ -79,6 +90,8 @@ COLUMN_LABELS = {
     "seen": "Builds seen", "hosts": "Hosts behind",
     "source": "Disclosed by", "certainty": "Certainty", "raw": "As sent", "where": "Path",
     "problem": "Problem",
+    # issue 21: the investigation after the fix
+    "investigation": "Investigation", "investigation_action": "Investigation: next action",
 }
 
 
@@ -95,6 +108,13 @@ def flag_label(value: str) -> str:
         return FLAG_LABELS[Flag(value)]
     except ValueError:
         return value
+
+
+def investigation_label(value: object) -> str:
+    try:
+        return INVESTIGATION_LABELS[InvestigationState(str(value))]
+    except ValueError:
+        return str(value)
 
 
 def finding_label(value: str) -> str:

@@ -134,6 +134,38 @@ for column, kpi in zip(columns, now, strict=True):
     column.metric(kpi.label, kpi.display, delta=delta, delta_color=kpi.delta_color,
                   help=kpi.help, border=True)
 
+# Patched is not clean (issue 21): has anyone looked for a back door after the fix? About the
+# March 2021 advisory (the one whose triage the snapshot judged).
+if advisory is None:
+    probed = data.investigation_counts(url, ctx.snapshot.id)
+    st.markdown("**Patched is not clean: has anyone looked for a back door?**",
+                help="The update does not remove a web shell planted before it (exploitation "
+                     "began in January 2021). Each server's investigation after the fix: a full "
+                     "Safety Scanner scan after it, logs reaching back to the start of the "
+                     "exposure window. Beside the status, never changing it.")
+    tallies = st.columns(4)
+    for column, (key, title, tip) in zip(tallies, (
+            ("patched_not_investigated", "Patched, not investigated",
+             "Patched servers with no full malware scan recorded after the fix"),
+            ("indicators_found", "Indicators found",
+             "A CVE check hit, a malware detection or a possible web shell: isolate and "
+             "investigate (patched or not)"),
+            ("incomplete", "Investigation incomplete",
+             "Scanned after the fix, but the evidence cannot cover the exposure window"),
+            ("clean", "Investigated, clean",
+             "A full scan after the fix found nothing and the logs cover the window")),
+            strict=True):
+        column.metric(title, probed[key], border=True, help=tip)
+    triage_links = st.columns(2)
+    triage_links[0].page_link(HOSTS, label="Patched servers nobody has investigated",
+                       query_params={"status": Status.PATCHED.value,
+                                     "investigation": "not_investigated"},
+                       icon=":material/filter_alt:",
+                       disabled=probed["patched_not_investigated"] == 0)
+    triage_links[1].page_link(HOSTS, label="Servers with indicators found",
+                       query_params={"investigation": "indicators_found"},
+                       icon=":material/filter_alt:", disabled=probed["indicators_found"] == 0)
+
 # The outside view (issue 18): what OWA/ECP disclose without credentials, against the inside.
 seen = outside_view(url, ctx.snapshot.id)
 if seen is None:

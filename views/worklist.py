@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from compliance.worklist import PRIORITY_NAMES
+from compliance.worklist import PRIORITY_NAMES, TRIAGE_NAMES
 from store.export import to_csv, to_xlsx
 from views import data, labels
 from views.page import advisory_shown, current, snapshot_caption
@@ -47,9 +47,12 @@ st.markdown(
     + f"need work, in **{waves}** wave{'s' if waves != 1 else ''}"
     + (f", **{overdue} overdue**" if overdue else "") + ". Internet-facing servers (Client "
     "Access, Cafe, Frontend Transport, Edge) come first, then urgency: compromise indicators, "
-    "vulnerable, unknown (unreachable, stale or unjudgeable), mitigated only. A wave never "
-    "takes two members of one DAG, so no DAG loses all its members at once."
+    "vulnerable, unknown (unreachable, stale or unjudgeable), mitigated only"
+    + (", then patched servers nobody is recorded to have investigated for a back door, and "
+       "those whose investigation is incomplete" if advisory is None else "")
+    + ". A wave never takes two members of one DAG, so no DAG loses all its members at once."
 )
+NAMES = TRIAGE_NAMES if advisory is None else PRIORITY_NAMES
 stem = (f"proxylogon-worklist-snapshot{ctx.snapshot.id}-{ctx.snapshot.taken_at:%Y%m%d}"
         + (f"-{advisory}" if advisory is not None else ""))
 about = [("snapshot", str(ctx.snapshot.id)), ("taken at", ctx.snapshot.taken_at.isoformat()),
@@ -72,12 +75,13 @@ right.download_button("Download worklist (Excel)", file_name=f"{stem}.xlsx",
                       icon=":material/table:", key="xlsx", on_click="ignore",
                       mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 with st.expander("What priority and waves mean"):
-    st.markdown("\n".join(f"- **Priority {rank}**: {name}" for rank, name in PRIORITY_NAMES.items())
+    st.markdown("\n".join(f"- **Priority {rank}**: {name}" for rank, name in NAMES.items())
                 + "\n\nA **wave** is one maintenance window: at most the number of servers "
                 "chosen above, internet-facing ones first, and never two members of one DAG. "
                 "The Excel file's Legend sheet says the same.")
-ORDER = ("wave", "priority", "host", "status", "due", "overdue", "accepted", "action", "owner",
-         "reason", "flags", "site", "dag", "product", "cu", "build", "deadline_rule")
+ORDER = ("wave", "priority", "host", "status", "investigation", "due", "overdue", "accepted",
+         "action", "investigation_action", "owner", "reason", "flags", "site", "dag", "product",
+         "cu", "build", "deadline_rule")
 st.dataframe(
     labels.status_chips(table),
     hide_index=True,
@@ -87,7 +91,14 @@ st.dataframe(
         "wave": st.column_config.NumberColumn(labels.COLUMN_LABELS["wave"], pinned=True),
         "priority": st.column_config.NumberColumn(
             labels.COLUMN_LABELS["priority"], pinned=True,
-            help="; ".join(f"{rank}: {name}" for rank, name in PRIORITY_NAMES.items())),
+            help="; ".join(f"{rank}: {name}" for rank, name in NAMES.items())),
+        "investigation": st.column_config.SelectboxColumn(
+            labels.COLUMN_LABELS["investigation"], options=list(labels.INVESTIGATION_LABELS),
+            format_func=labels.investigation_label,
+            help="The investigation after the fix (a full malware scan, logs covering the "
+                 "exposure window): beside the status, never changing it"),
+        "investigation_action": st.column_config.TextColumn(
+            labels.COLUMN_LABELS["investigation_action"], width="large"),
         "host": st.column_config.TextColumn(labels.COLUMN_LABELS["host"], pinned=True),
         "status": labels.status_column(),
         **labels.deadline_columns(),

@@ -100,4 +100,7 @@ def test_the_worklist_and_its_csv_keep_the_six_vulnerable_servers(imported, page
     assert vulnerable <= set(listed)
     assert all(listed[host]["status"] == "vulnerable" for host in vulnerable)
     assert all(listed[host]["carried"] == "True" for host in vulnerable)
-    assert "EXHAND01" not in listed  # patched, no indicators: nothing to do
+    # Patched, no indicators: no patch work; listed only after it, as nobody is recorded to
+    # have looked for a back door after the fix (issue 21: its probe file read no traces).
+    assert listed["EXHAND01"]["priority"] == "4"
+    assert listed["EXHAND01"]["investigation"] == "not_investigated"

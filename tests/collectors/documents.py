@@ -2,10 +2,12 @@
 
 Without the minor version 1.2 arguments (``rewrite_rule_details``, ``dotnet_release``) a document
 is what a 1.1 probe printed: the fields are left out, not null, so every document built before
-them stays the same."""
+them stays the same. Likewise without ``investigation`` (1.3): build one with ``investigation()``
+(and ``msert_tail()``, ``defender_detection()``, ``candidate()``)."""
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -34,13 +36,96 @@ def rewrite_rule(name: str = "PowerShell - inbound", *, site: str = "Default Web
             "truncated": truncated}
 
 
+# A clean full Microsoft Safety Scanner run, as msert.log holds it (the layout of the public log in
+# tests/collectors/test_traces.py, QUICK_WITH_DETECTION; "No infection found" and "Return code: 0
+# (0x0)" as reported for clean runs there).
+CLEAN_FULL_SCAN = [
+    "---------------------------------------------------------------------------------------",
+    "Microsoft Safety Scanner v1.333, (build 1.333.1102.0)",
+    "Started On Wed Mar 10 11:55:13 2021",
+    "",
+    "Engine: 1.1.17900.7",
+    "Signatures: 1.333.1102.0",
+    "MpGear: 1.1.16330.1",
+    "Run Mode: Scan Run in Quiet Mode",
+    "",
+    "Full Scan Results:",
+    "-------------------",
+    "",
+    "Results Summary:",
+    "----------------",
+    "No infection found.",
+    "Successfully Submitted Heartbeat Report",
+    "Microsoft Safety Scanner Finished On Wed Mar 10 17:02:41 2021",
+    "",
+    "",
+    "Return code: 0 (0x0)",
+]
+
+
+def msert_tail(lines: list[str], *, written_at: str = "2021-03-10T16:02:41Z", utc_offset_minutes: int = 60,
+               cut: bool = False) -> dict[str, Any]:
+    """``investigation.msert_log`` (or ``msert_old_log``) as probe.ps1 prints it."""
+    return {"written_at": written_at, "utc_offset_minutes": utc_offset_minutes, "cut": cut, "lines": list(lines)}
+
+
+def defender_detection(threat: str | None = "Backdoor:MSIL/Chopper.F!dha", *, threat_id: str | None = "2147776854",
+                       detected_at: str | None = "2021-04-05T22:01:21Z",
+                       resources: list[str] | None = None, action_success: bool | None = True) -> dict[str, Any]:
+    """One ``investigation.defender.detections`` entry (Get-MpThreatDetection with Get-MpThreat's name). By
+    default the detection of a China Chopper web shell's compiled page that a public incident write-up shows
+    (ACSC IR challenge 2021: Backdoor:MSIL/Chopper.F!dha, threatid=2147776854, 2021-04-05 22:01:21)."""
+    return {"threat_id": threat_id, "threat": threat, "detected_at": detected_at,
+            "resources": resources if resources is not None else [
+                "file:_C:\\Windows\\Microsoft.NET\\Framework64\\v4.0.30319\\Temporary ASP.NET Files\\root"
+                "\\a056c683\\f67bca3c\\App_Web_euav215z.dll"],
+            "action_success": action_success}
+
+
+def candidate(path: str = "C:\\inetpub\\wwwroot\\aspnet_client\\system_web\\errorEE.aspx", *,
+              size: int | None = 1203, created: str | None = "2021-03-02T03:14:15Z",
+              modified: str | None = "2021-03-02T03:14:15Z") -> dict[str, Any]:
+    """One ``investigation.candidates`` entry."""
+    return {"path": path, "size": size, "created": created, "modified": modified}
+
+
+CLEAN_TAIL = msert_tail(CLEAN_FULL_SCAN)
+
+
+def investigation(*, msert_log: dict[str, Any] | None = CLEAN_TAIL, msert_old_log: dict[str, Any] | None = None,
+                  detections: list[dict[str, Any]] | None = None, defender_available: bool = True,
+                  defender_truncated: bool = False,
+                  log_reach: dict[str, str | None] | None = None, candidates: list[dict[str, Any]] | None = None,
+                  candidates_truncated: bool = False, exsetup_written_at: str | None = "2021-03-03T21:14:09Z",
+                  utc_offset_minutes: int | None = 60) -> dict[str, Any]:
+    """``investigation`` (contract 1.3) as probe.ps1 prints it. By default: a clean full MSERT run after
+    the fix, Defender available with no detection, logs reaching back to January 2021, no candidate.
+    ``msert_log=None``: the server has no msert.log."""
+    reach = log_reach if log_reach is not None else {
+        "HttpProxy": "2021-01-04T00:00:07Z", "ECP\\Server": "2021-01-04T00:00:09Z",
+        "OABGeneratorLog": "2021-01-04T01:00:00Z", "Application": "2020-12-01T08:00:00Z"}
+    return {
+        "utc_offset_minutes": utc_offset_minutes,
+        "exsetup_written_at": exsetup_written_at,
+        "msert_log": copy.deepcopy(msert_log),
+        "msert_old_log": copy.deepcopy(msert_old_log),
+        "defender": {"available": defender_available,
+                     "detections": (detections or []) if defender_available else None,
+                     "truncated": defender_truncated},
+        "log_reach": [{"log": log, "oldest": oldest} for log, oldest in reach.items()],
+        "candidates": candidates or [],
+        "candidates_truncated": candidates_truncated,
+    }
+
+
 def probe_document(host: str, exsetup: str | None, *, roles: list[str] | None = None,
                    rewrite_rules: list[str] | None = None, kbs: list[str] | None = None,
                    um_disabled: bool = False, findings: dict[str, list[str]] | None = None,
                    errors: list[str] | None = None, collected_at: str = "2026-11-25T09:00:00Z",
                    fqdn: str | None = None,
                    rewrite_rule_details: list[Any] | None = None,
-                   dotnet_release: int | None = None) -> dict[str, Any]:
+                   dotnet_release: int | None = None,
+                   investigation: dict[str, Any] | None = None) -> dict[str, Any]:
     indicators: dict[str, Any] = {cve: [] for cve in ("CVE-2021-26855", "CVE-2021-26857",
                                                        "CVE-2021-26858", "CVE-2021-27065")}
     for cve, details in (findings or {}).items():
@@ -80,6 +165,8 @@ def probe_document(host: str, exsetup: str | None, *, roles: list[str] | None = 
         document["mitigations"]["rewrite_rule_details"] = rewrite_rule_details
     if dotnet_release is not None:
         document["dotnet_release"] = dotnet_release
+    if investigation is not None:
+        document["investigation"] = investigation
     return document
 
 

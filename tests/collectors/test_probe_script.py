@@ -43,8 +43,11 @@ MAX_ENVELOPE_BYTES = 150 * 1024
 # in its size a decision someone takes here, not an accident. Raised from 11,000 to 12,500 for
 # minor version 1.2 (issue 19: each URL Rewrite rule's content, the .NET Framework release),
 # which took the probe to about 12,300; to 12,800 for the rule's match negate, ignoreCase,
-# patternSyntax and truncation (the matcher fails closed without them), about 12,550.
-LIMIT = 12_800
+# patternSyntax and truncation (the matcher fails closed without them), about 12,550; to 16,500
+# for minor version 1.3 (issue 21: the investigation after the fix - the MSERT log's tail,
+# Defender's detections, how far back the logs reach, web-shell candidates, ExSetup.exe's last
+# write), about 16,000: four new reads, printed raw and bounded, parsed in collectors/traces.py.
+LIMIT = 16_500
 
 
 def compact(script: str) -> str:
@@ -181,6 +184,8 @@ ALLOWED_COMMANDS = {
     "Get-Item",
     "Get-ItemProperty",
     "Get-MpComputerStatus",
+    "Get-MpThreat",
+    "Get-MpThreatDetection",
     "Get-WebAppPoolState",
     "Get-WebConfiguration",
     "Get-WebConfigurationProperty",
@@ -222,9 +227,11 @@ ALLOWED_METHODS = {
     "Contains",
     "ContainsKey",
     "GetIPGlobalProperties",
+    "GetUtcOffset",
     "GetValue",
     "GetValueNames",
     "Match",
+    "Max",
     "Min",
     "Replace",
     "Round",
@@ -255,10 +262,12 @@ ALLOWED_TYPES = {
     "ordered",
     "regex",
     "string",
+    "string[]",
+    "TimeZoneInfo",
 }
 
 # The probe writes only to its own document and its own bookkeeping.
-OWN_CONTAINERS = {"$doc", "$mit", "$ind", "$state", "$errors"}
+OWN_CONTAINERS = {"$doc", "$mit", "$ind", "$tr", "$state", "$errors"}
 
 
 def defined_functions(tree: tuple[tree_sitter.Node, bytes]) -> set[str]:
@@ -523,6 +532,7 @@ INVALID_BECAUSE = {
     "web_config_bad_state.json": (["web_config", 0, "state"], "enum"),
     "dotnet_release_text.json": (["dotnet_release"], "type"),
     "rewrite_rule_details_object.json": (["mitigations", "rewrite_rule_details"], "type"),
+    "investigation_text.json": (["investigation"], "type"),
 }
 
 
@@ -636,7 +646,7 @@ def test_the_1_2_fields_are_written_and_declared_optional(tree: tuple[tree_sitte
     assert "rewrite_rule_details" not in mitigations["required"]
     # Minor versions keep the schema string: older readers refuse any other.
     assert schema["properties"]["schema"]["const"] == "exchange-probe/1"  # type: ignore[index]
-    assert "minor version 1.2" in schema["title"]  # type: ignore[operator]
+    assert re.search(r"minor version 1\.[2-9]\b", schema["title"])  # type: ignore[arg-type]
 
 
 def test_rule_entries_carry_exactly_the_schemas_fields(script: str, schema: dict[str, object]) -> None:
@@ -796,3 +806,105 @@ def test_too_many_rules_break_the_schema(schema: dict[str, object]) -> None:
     document["mitigations"]["rewrite_rule_details"].append(rule)
     assert [(list(e.absolute_path), e.validator) for e in Draft202012Validator(schema).iter_errors(document)] == [
         (["mitigations", "rewrite_rule_details"], "maxItems")]
+
+
+# ---- minor version 1.3 (issue 21): the investigation after the fix -------------------------------
+
+
+def _part(code: str, start: str, end: str) -> str:
+    """The compacted code from the line starting with ``start`` up to the next line starting with ``end``."""
+    first = code.index(start)
+    return code[first:code.index(end, first + len(start))]
+
+
+def test_the_1_3_field_is_written_and_declared_optional(tree: tuple[tree_sitter.Node, bytes],
+                                                        schema: dict[str, object]) -> None:
+    keys = {text.strip("'\"") for _, text in nodes_of(tree, "key_expression")}
+    investigation: Any = schema["properties"]["investigation"]  # type: ignore[index]
+    assert {"investigation", *investigation["properties"]} <= keys
+    assert "investigation" not in schema["required"]  # type: ignore[operator]
+    assert investigation["type"] == ["object", "null"]
+    assert "minor version 1.3" in schema["title"]  # type: ignore[operator]
+    defs: Any = schema["$defs"]
+    for name in ("log_tail", "detection", "log_reach", "candidate"):
+        assert set(defs[name]["required"]) == set(defs[name]["properties"]) <= keys, name
+
+
+def test_the_probe_schema_and_reader_share_the_1_3_bounds(script: str, schema: dict[str, object]) -> None:
+    from collectors.traces import MAX_CANDIDATES, MAX_DETECTIONS, MAX_LOG_LINES, MAX_RESOURCE, MAX_RESOURCES
+
+    caps = {name: int(value) for name, value in re.findall(
+        r"^\$(MaxLines|MaxChars|MaxFindings|MaxFiles) = (\d+)$", script, re.MULTILINE)}
+    assert caps == {"MaxLines": MAX_LOG_LINES, "MaxChars": 256 * 1024, "MaxFindings": MAX_DETECTIONS,
+                    "MaxFiles": MAX_CANDIDATES}
+    defs: Any = schema["$defs"]
+    investigation: Any = schema["properties"]["investigation"]  # type: ignore[index]
+    assert defs["log_tail"]["properties"]["lines"]["maxItems"] == MAX_LOG_LINES
+    assert investigation["properties"]["defender"]["properties"]["detections"]["maxItems"] == MAX_DETECTIONS
+    assert investigation["properties"]["candidates"]["maxItems"] == MAX_CANDIDATES
+    resources = defs["detection"]["properties"]["resources"]
+    assert (resources["maxItems"], resources["items"]["maxLength"]) == (MAX_RESOURCES, MAX_RESOURCE)
+    code = compact(script)
+    assert f"Select-Object -First {MAX_RESOURCES} | ForEach-Object {{ Line $_ {MAX_RESOURCE} }}" in code
+
+
+def test_the_msert_log_is_read_from_its_end_bounded_and_as_plain_strings(script: str) -> None:
+    code = compact(script)
+    tail = _part(code, "function Tail($path) {", "\n}\n$errors = ")
+    # Only the last lines are read (never the whole file), then cut to the character budget.
+    assert "$lines = @(Get-Content -LiteralPath $path -Tail ($MaxLines + 1))" in tail
+    assert "-Raw" not in tail and "ReadAllText" not in tail
+    assert "$size + ([string]$lines[$first - 1]).Length -le $MaxChars" in tail
+    # Get-Content's lines carry PSPath and other notes: ConvertTo-Json would print each as an object.
+    assert "lines = [string[]]@($lines | Select-Object -Skip $first)" in tail
+    # A missing log is no error; anything else is the msert_log part's error.
+    assert ("} catch {\nif ($_.CategoryInfo.Category -ne 'ObjectNotFound') {\nthrow\n}\nreturn\n}") in tail
+    assert ('$tr.msert_log = Tail "$env:SystemRoot\\debug\\msert.log"\n'
+            '$tr.msert_old_log = Tail "$env:SystemRoot\\debug\\msert.old.log"\n'
+            "} catch {\nFault 'msert_log' $_") in code
+
+
+def test_defender_is_read_with_its_two_read_only_cmdlets(script: str) -> None:
+    code = compact(script)
+    part = _part(code, "$tr.defender = [ordered]@{", "$tr.log_reach = $List::new()")
+    commands = set(re.findall(r"\b(Get-Mp\w+)", part))
+    assert commands == {"Get-MpThreat", "Get-MpThreatDetection"}
+    assert "if (Get-Command 'Get-MpThreatDetection' -ErrorAction Ignore) {" in part  # no module: no error
+    assert "@(Get-MpThreatDetection | Sort-Object InitialDetectionTime -Descending)" in part
+    assert "@($found | Select-Object -First $MaxFindings)" in part
+    # Available only once both answered; detections stay null until then.
+    assert part.index("$tr.defender.available = $true") > part.index("$tr.defender.detections.Add(")
+    assert "available = $false; detections = $null; truncated = $false" in part
+
+
+def test_candidates_are_names_and_times_never_content(script: str) -> None:
+    code = compact(script)
+    part = _part(code, "$tr.candidates = $List::new()", "if ($ex) {\ntry {")
+    assert "Get-Content" not in part and "Select-String" not in part
+    assert '$dirs = @("$env:SystemDrive\\inetpub\\wwwroot\\aspnet_client")' in part
+    assert "$dirs += ($ex + 'FrontEnd\\HttpProxy\\owa\\auth'), ($ex + 'FrontEnd\\HttpProxy\\ecp\\auth')" in part
+    assert "Where-Object { $_.Name -match '\\.as[hp]x$' }" in part
+    assert ("$tr.candidates.Add([ordered]@{ path = $file.FullName; size = $file.Length; "
+            "created = (Iso $file.CreationTimeUtc); modified = (Iso $file.LastWriteTimeUtc) })") in part
+    assert "if ($tr.candidates.Count -ge $MaxFiles) {\n$tr.candidates_truncated = $true\nbreak" in part
+
+
+def test_the_log_reach_is_the_oldest_file_or_event(script: str) -> None:
+    code = compact(script)
+    part = _part(code, "$tr.log_reach = $List::new()", "$tr.candidates = $List::new()")
+    assert "foreach ($log in 'HttpProxy', 'ECP\\Server', 'OABGeneratorLog', 'Application') {" in part
+    assert "Iso (Get-WinEvent -LogName Application -MaxEvents 1 -Oldest).TimeCreated" in part
+    assert ("Iso (Get-ChildItem -LiteralPath ($ex + 'Logging\\' + $log) -Recurse -File | "
+            "Sort-Object CreationTimeUtc | Select-Object -First 1).CreationTimeUtc") in part
+
+
+def test_iso_of_null_is_null(script: str) -> None:
+    # [DateTime]$null is 0001-01-01: an empty folder's oldest file must stay null, not year 1.
+    assert "function Iso($value) {\nif ($null -eq $value) {\nreturn\n}" in compact(script)
+
+
+def test_the_fix_time_is_exsetups_last_write(script: str) -> None:
+    code = compact(script)
+    assert "$exe = Get-Item -LiteralPath (Join-Path $doc.install_path 'Bin\\ExSetup.exe')" in code
+    assert "$tr.exsetup_written_at = Iso $exe.LastWriteTimeUtc" in code
+    assert "[int][TimeZoneInfo]::Local.GetUtcOffset($start).TotalMinutes" in code

@@ -243,7 +243,8 @@ def test_a_format_2_bundle_still_verifies_and_a_format_3_one_needs_its_acceptanc
     manifest = json.loads(members["manifest.json"])
     old = {**manifest, "format": "proxylogon-evidence-bundle/2",
            "files": {n: h for n, h in manifest["files"].items()
-                     if n not in ("acceptances.json", "deadlines.json")}}
+                     if n not in ("acceptances.json", "deadlines.json",
+                                  "investigations.json")}}
     assert verify_bundle(rezip(old, ["snapshot.json", "hosts.csv", "summary.txt"])) == []
     missing = {**manifest, "files": old["files"]}
     assert any("acceptances.json is not in the manifest" in p for p in verify_bundle(

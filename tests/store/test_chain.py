@@ -148,9 +148,9 @@ def test_bundle_checks_itself_and_fails_on_any_changed_file(filled, tmp_path):
     assert verify_bundle(bundle) == []
     names = zipfile.ZipFile(bundle).namelist()
     assert set(names) == {"snapshot.json", "hosts.csv", "summary.txt", "acceptances.json",
-                          "deadlines.json", "manifest.json"}
+                          "deadlines.json", "investigations.json", "manifest.json"}
     for victim in ("snapshot.json", "hosts.csv", "summary.txt", "acceptances.json",
-                   "deadlines.json"):
+                   "deadlines.json", "investigations.json"):
         broken = tmp_path / f"broken-{victim}.zip"
         with zipfile.ZipFile(bundle) as source, zipfile.ZipFile(broken, "w") as target:
             for name in source.namelist():

@@ -18,7 +18,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from compliance.models import Flag, ServerRole, Status
 from compliance.summary import HostSummary
-from compliance.worklist import PRIORITY_NAMES, plan_waves, rank
+from compliance.worklist import TRIAGE_NAMES, plan_waves, rank
 from store.export import (
     DEMO_WARNING,
     EXCEL_MAX_ROWS,
@@ -143,10 +143,14 @@ def test_the_legend_explains_priorities_waves_and_every_status():
     assert rows[0] == ("column", "value", "meaning")
     assert legend["A1"].font.b
     priorities = {value: meaning for column, value, meaning in rows if column == "priority"}
-    assert sorted(priorities) == [0, 1, 2, 3]
-    for number, name in PRIORITY_NAMES.items():
+    assert sorted(priorities) == [0, 1, 2, 3, 4, 5]  # 4 and 5: the investigation (issue 21)
+    for number, name in TRIAGE_NAMES.items():
         assert priorities[number].startswith(name)
     assert "compromise indicators" in priorities[0] and "mitigated only" in priorities[3]
+    assert "not investigated" in priorities[4] and "MSERT" in priorities[4]
+    states = {value for column, value, _meaning in rows if column == "investigation"}
+    assert states == {"indicators_found", "not_investigated", "incomplete", "clean",
+                      "not_applicable"}
     waves = next(meaning for column, _value, meaning in rows if column == "wave")
     assert "one member of a DAG" in waves and "Internet-facing" in waves
     statuses = {value: meaning for column, value, meaning in rows if column == "status"}

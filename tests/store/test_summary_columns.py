@@ -22,7 +22,8 @@ from store import SnapshotStore, chain
 from store.verification import summary_matches
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-SUMMARY_ONLY = [name for name in COLUMNS if name not in ("host", "status")]
+SUMMARY_ONLY = [*(name for name in COLUMNS if name not in ("host", "status")),
+                "investigation_detail"]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -49,7 +50,9 @@ def _run(catalog, at: datetime, names: list[str], failing: tuple[str, ...] = ())
 
 
 def _summaries_from_json(store: SnapshotStore, snapshot_id: int) -> list[HostSummary]:
-    return [summarise(a) for a in store.assessments(snapshot_id)]
+    found = store.investigations(snapshot_id)
+    return [summarise(a, found.get(a.observation.host.name))
+            for a in store.assessments(snapshot_id)]
 
 
 def test_a_store_of_schema_6_is_migrated_without_changing_a_verdict(any_url, shipped_catalog,

@@ -93,10 +93,12 @@ def test_the_headline_and_worklist_follow_the_chosen_advisory(demo_app):
     row = worklist[worklist["host"] == host].iloc[0]
     assert "KB5003435" in row["next_step"] and row["next_kb"] == "KB5003435"
     assert row["next_link"] == "https://support.microsoft.com/help/5003435"
-    # March 2021 alone: the host needs nothing, so it is not on the worklist.
+    # March 2021 alone: the host needs no patch work; it is listed only when its
+    # investigation after the fix is not done (issue 21), after the patch work.
     _frame(at, "2021-03-proxylogon")
     worklist = next(d.value for d in at.dataframe if "wave" in d.value.columns)
-    assert host not in set(worklist["host"])
+    listed = worklist[worklist["host"] == host]
+    assert listed.empty or int(listed["priority"].iloc[0]) >= 4
 
 
 def test_all_advisories_show_each_host_at_its_worst(demo_app):

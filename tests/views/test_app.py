@@ -112,8 +112,19 @@ def test_worklist_lists_every_non_compliant_host(demo_app):
     expected = {a.verdict.host for a in store.assessments(latest.id)
                 if not a.verdict.status.compliant or "indicators_found" in
                 [f.value for f in a.verdict.flags]}
+    # Issue 21: and every patched host whose investigation after the fix is not done (after
+    # the patch work, priority 4 and 5).
+    summaries = store.summaries(latest.id, load_catalog())
+    found = {s.host for s in summaries if s.investigation is not None
+             and s.investigation.value == "indicators_found"}
+    later = {s.host for s in summaries if s.status.value == "patched"
+             and s.investigation is not None
+             and s.investigation.value in ("not_investigated", "incomplete")}
     shown = at.dataframe[0].value
-    assert set(shown["host"]) == expected
+    assert found and later  # the demo fleet shows both
+    assert set(shown["host"]) == expected | found | later
+    assert set(shown.loc[shown["priority"] == 0, "host"]) >= found
+    assert set(shown.loc[shown["priority"] >= 4, "host"]) == later - expected
     assert (shown["action"].str.len() > 0).all()
     assert len(at.get("download_button")) == 2  # CSV and Excel
     # The wave rule: no wave holds two members of one DAG.
@@ -429,8 +440,9 @@ def test_a_forged_second_row_of_a_host_never_stops_the_deadline_pages(demo_app):
             "INSERT INTO results SELECT snapshot_id, position + 100000, host, status, "
             "observation, verdict, observed_in, scopes, fqdn, product, cu, build, build_source, "
             "known_build, release, site, dag, roles, flags, mitigations, cves_open, action, "
-            "reason, observed_at, failure_reason, failure_detail, run_failed, indicator_count, advisories "
-            "FROM results WHERE snapshot_id = ? AND status = 'vulnerable' LIMIT 1", (latest.id,))
+            "reason, observed_at, failure_reason, failure_detail, run_failed, indicator_count, advisories, "
+            "investigation, investigation_action, fixed_at, next_scan_due, steps_missed, "
+            "investigation_detail FROM results WHERE snapshot_id = ? AND status = 'vulnerable' LIMIT 1", (latest.id,))
         conn.exec_driver_sql(
             "INSERT INTO open_items SELECT snapshot_id, position + 100000, host, "
             "'2000-01-01T00:00:00+00:00', pruned_before FROM open_items WHERE snapshot_id = ? "

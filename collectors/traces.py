@@ -1,0 +1,372 @@
+"""The probe's ``investigation`` object (contract 1.3, docs/probe.md) as ``compliance.traces``
+records: what MSERT and Defender saw, how far back the logs reach, web-shell candidates.
+
+The probe prints raw, bounded material (the tail of ``%SystemRoot%\\debug\\msert.log``, Defender's
+detection records, file names and times); this module reads it. Nothing here judges: that is
+``compliance/investigation.py``. Nothing here trusts the input either: a server can send anything,
+so every reader takes any JSON value, never raises, bounds what it keeps, and keeps what it cannot
+parse as raw text.
+
+The Microsoft Safety Scanner's log, as public copies of it show (the lines the parser relies on;
+the full samples are in tests/collectors/test_traces.py, each with its source)::
+
+    Microsoft Safety Scanner v1.405, (build 1.405.445.0)
+    Started On Thu Feb 22 13:33:34 2024
+    Engine: 1.1.24010.10
+    Signatures: 1.405.445.0
+    Quick Scan Results:                      (or Full, Customized)
+    Threat Detected: Virus:DOS/EICAR_Test_File, not removed.
+    Results Summary:
+    Found Virus:DOS/EICAR_Test_File, not removed.      (or: No infection found.)
+    Microsoft Safety Scanner Finished On Thu Feb 22 13:35:58 2024
+    Return code: 7 (0x7)
+
+Its times are the server's local time, without a zone: they are read with the UTC offset the
+probe reports (the offset at the log file's last write, else the server's offset when the probe
+ran), so a run from another daylight-saving period may be read an hour off.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from compliance.models import probe_error_part
+from compliance.traces import Candidate, Detection, LogReach, Scan, Traces
+
+# Bounds of what the reader keeps (the probe keeps within the first ones; a server can send more).
+MAX_LOG_LINES = 2000  # lines read of each log tail (the last ones)
+MAX_LINE = 1024  # characters of a line that are parsed and kept
+MAX_SCANS = 50  # runs kept, the newest
+MAX_RUN_RAW = 60  # raw lines kept per run
+MAX_RUN_HEAD = 20  # of which, whatever they say, the run's first lines
+MAX_NAME = 200  # characters of a threat name
+MAX_DETECTIONS = 50
+MAX_RESOURCES = 5
+MAX_RESOURCE = 260
+MAX_DETECTION_RAW = 2000  # characters of a Defender record as printed
+MAX_LOG_REACH = 20
+MAX_CANDIDATES = 200
+MAX_PATH = 1024
+MAX_OFFSET_MINUTES = 14 * 60  # UTC-12 .. UTC+14 fit in it
+
+KINDS = {"full": "full", "quick": "quick", "customized": "customized", "custom": "customized"}
+LOGS = {"httpproxy": "httpproxy", "ecp\\server": "ecp_server", "oabgeneratorlog": "oab_generator",
+        "application": "application_event_log"}
+
+_MONTHS = {name: number for number, name in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+_HEADER = re.compile(r"\s*Microsoft Safety Scanner v(?P<version>[0-9][0-9.]*)"
+                     r"(?:\s*,\s*\(build (?P<build>[0-9][0-9.]*)\))?", re.IGNORECASE)
+_STARTED = re.compile(r"\s*Started On\b\s*(?P<when>.*)", re.IGNORECASE)
+_FINISHED = re.compile(r"\s*(?:Microsoft Safety Scanner\s+)?Finished On\b", re.IGNORECASE)
+_KIND = re.compile(r"\s*(?P<kind>[A-Za-z]+) Scan Results\s*:", re.IGNORECASE)
+_THREAT = re.compile(r"\s*Threat Detected\s*:\s*(?P<rest>.*)", re.IGNORECASE)
+_FOUND = re.compile(r"\s*Found\s+(?P<rest>.*)", re.IGNORECASE)
+# Type:Platform/Family.Variant!suffix, e.g. Backdoor:ASP/SecChecker.A, Trojan:JS/Chopper!dha.
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*:[^\s,/:]+/[^\s,]+")
+_CTIME = re.compile(r"(?:[A-Za-z]{3},?\s+)?(?P<month>[A-Za-z]{3})\s+(?P<day>[0-9]{1,2})\s+"
+                    r"(?P<hour>[0-9]{1,2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})\s+"
+                    r"(?P<year>[0-9]{4})\s*")
+# Lines that say what a run did: kept in its raw lines before any other.
+_TELLING = re.compile(r"\s*(?:Microsoft Safety Scanner|Started On|Engine\s*:|Signatures\s*:|"
+                      r"[A-Za-z]+ Scan Results|Threat Detected|Results Summary|Found\s|"
+                      r"No infection found|Finished On|Return code)", re.IGNORECASE)
+_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+
+
+_BYTE_ORDER_MARKS = ("\ufeff", "\u00ff\u00fe", "\u00fe\u00ff", "\u00ef\u00bb\u00bf")
+
+
+def clean(text: str, limit: int) -> str:
+    """``text`` as it can be stored: no NUL (a UTF-16 file read as 8-bit text leaves one between
+    every two characters, so they are dropped, not replaced), no byte-order mark at its start
+    (the file's first line, read as 8-bit text, starts with one), no lone surrogate, at most
+    ``limit`` characters."""
+    text = text.replace("\x00", "")
+    for mark in _BYTE_ORDER_MARKS:
+        text = text.removeprefix(mark)
+    return text[:limit].encode("utf-8", "replace").decode("utf-8")
+
+
+def utc(value: Any) -> datetime | None:
+    """A probe time (``yyyy-MM-ddTHH:mm:ssZ``) as an aware UTC datetime; anything else None."""
+    if not isinstance(value, str) or not _UTC.fullmatch(value):
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def offset_minutes(value: Any) -> int | None:
+    """A UTC offset in minutes within +-14 hours; anything else (a fraction, a text) None."""
+    if isinstance(value, int) and not isinstance(value, bool) \
+            and -MAX_OFFSET_MINUTES <= value <= MAX_OFFSET_MINUTES:
+        return value
+    return None
+
+
+def local_time(text: str, utc_offset: int | None) -> datetime | None:
+    """MSERT's ``Thu Feb 22 13:33:34 2024`` (C's ctime; the day may be space-padded), local
+    time, as UTC with ``utc_offset`` minutes; None when unreadable or the offset is unknown."""
+    found = _CTIME.fullmatch(text)
+    if found is None or utc_offset is None:
+        return None
+    month = _MONTHS.get(found["month"].lower())
+    if month is None:
+        return None
+    try:
+        local = datetime(int(found["year"]), month, int(found["day"]), int(found["hour"]),
+                         int(found["minute"]), int(found["second"]), tzinfo=UTC)
+    except ValueError:  # Feb 30, 25:00
+        return None
+    return local - timedelta(minutes=utc_offset)
+
+
+def _threat_name(text: str) -> str:
+    """The threat name at the start of a detection line's rest (``Virus:DOS/EICAR_Test_File, not
+    removed.``); the text up to its first comma when it is not shaped like a name."""
+    found = _NAME.match(text.strip())
+    name = found.group(0).rstrip(".") if found else text.split(",", 1)[0].strip()
+    return name[:MAX_NAME] or "(no name)"
+
+
+@dataclass
+class _Run:
+    """One run being read."""
+
+    lines: list[str] = field(default_factory=list)
+    header: bool = False  # opened by "Microsoft Safety Scanner v..."
+    started: bool = False  # its "Started On" line was seen
+    started_at: datetime | None = None
+    kind: str | None = None
+    version: str | None = None
+    finished: bool = False
+    detections: list[str] = field(default_factory=list)
+
+    @property
+    def under_way(self) -> bool:
+        """Something past its header and start was read: a later "Started On" is another run."""
+        return bool(self.kind or self.detections or self.finished)
+
+    def detect(self, name: str) -> None:
+        if name not in self.detections:
+            self.detections.append(name)
+
+    def scan(self) -> Scan:
+        return Scan(started_at=self.started_at, kind=self.kind or "unknown", version=self.version,
+                    finished=self.finished, detections=tuple(self.detections), raw=self.raw())
+
+    def raw(self) -> tuple[str, ...]:
+        """At most MAX_RUN_RAW lines, in order: its first MAX_RUN_HEAD lines and, after them,
+        the lines that say what it did (a detection, the summary, its end) before any other;
+        a last line counts those left out."""
+        telling = [i for i, line in enumerate(self.lines)
+                   if i >= MAX_RUN_HEAD and _TELLING.match(line)]
+        room = MAX_RUN_RAW - min(len(self.lines), MAX_RUN_HEAD)
+        kept = set(range(min(len(self.lines), MAX_RUN_HEAD))) | set(telling[:room])
+        rest = (i for i in range(MAX_RUN_HEAD, len(self.lines)) if i not in kept)
+        for i in rest:
+            if len(kept) >= MAX_RUN_RAW:
+                break
+            kept.add(i)
+        raw = [self.lines[i] for i in sorted(kept)]
+        if len(self.lines) > len(kept):
+            raw.append(f"[{len(self.lines) - len(kept)} more lines left out]")
+        return tuple(raw)
+
+
+def parse_msert_log(lines: Any, utc_offset_minutes: Any) -> tuple[Scan, ...]:
+    """The Microsoft Safety Scanner runs in the last lines of its log, oldest first.
+
+    A run starts at a ``Microsoft Safety Scanner v...`` header, or at a ``Started On`` line that
+    does not follow its own header; its kind comes from the ``<Kind> Scan Results:`` heading
+    (``unknown`` when there is none or it names another kind), its detections from the
+    ``Threat Detected:`` lines and the summary's ``Found <name>`` lines (each name once), and it
+    finished when a ``Finished On`` line was read. Lines before the first header (a log cut in
+    the middle of a run) make a run whose start is unknown (``started_at`` None), kept only when
+    one of them says something about a run. Unparseable lines stay in the run's raw lines; a
+    value that is not a list, an entry that is not a text, a time that cannot be read: never an
+    exception.
+    """
+    if not isinstance(lines, list):
+        return ()
+    offset = offset_minutes(utc_offset_minutes)
+    runs: list[_Run] = []
+    current = _Run()
+    for entry in lines[-MAX_LOG_LINES:]:
+        if not isinstance(entry, str):
+            continue
+        text = clean(entry, MAX_LINE)
+        header = _HEADER.match(text)
+        started = _STARTED.match(text)
+        if header or (started and (current.started or current.under_way or
+                                   (current.lines and not current.header))):
+            runs.append(current)
+            current = _Run(header=bool(header))
+        current.lines.append(text)
+        if header:
+            current.version = header["build"] or header["version"]
+        elif started:
+            current.started = True
+            current.started_at = local_time(started["when"].strip(), offset)
+        elif (kind := _KIND.match(text)) is not None:
+            current.kind = KINDS.get(kind["kind"].lower(), current.kind or "unknown")
+        elif (threat := _THREAT.match(text)) is not None:
+            current.detect(_threat_name(threat["rest"]))
+        elif (found := _FOUND.match(text)) is not None:
+            if (name := _NAME.match(found["rest"].strip())) is not None:
+                current.detect(name.group(0).rstrip(".")[:MAX_NAME])
+        elif _FINISHED.match(text):
+            current.finished = True
+    runs.append(current)
+    return tuple(run.scan() for run in runs
+                 if run.header or run.started or any(_TELLING.match(line) for line in run.lines))
+
+
+def parse_defender(records: Any) -> tuple[tuple[Detection, ...], tuple[str, ...]]:
+    """Defender's detection records as the probe prints them (``investigation.defender.
+    detections``), and a probe error line for each record that is not an object. A record
+    without a readable name is named by its ThreatID (``ThreatID 2147776854``)."""
+    if not isinstance(records, list):
+        return (), ()
+    found = []
+    dropped = 0
+    for record in records[:MAX_DETECTIONS]:
+        if not isinstance(record, Mapping):
+            dropped += 1
+            continue
+        name = record.get("threat")
+        threat_id = record.get("threat_id")
+        if isinstance(name, str) and name.strip():
+            threat = clean(name.strip(), MAX_NAME)
+        elif isinstance(threat_id, str | int) and not isinstance(threat_id, bool) and str(threat_id):
+            threat = clean(f"ThreatID {threat_id}", MAX_NAME)
+        else:
+            threat = "(no name)"
+        resources = record.get("resources")
+        action = record.get("action_success")
+        found.append(Detection(
+            threat=threat, detected_at=utc(record.get("detected_at")),
+            resources=tuple(clean(r, MAX_RESOURCE) for r in (
+                resources[:MAX_RESOURCES] if isinstance(resources, list) else ())
+                if isinstance(r, str) and r.strip()),
+            remediated=action if isinstance(action, bool) else None,
+            raw=_printed(record)))
+    errors = []
+    if dropped:
+        errors.append(f"investigation: {dropped} Defender detection records dropped (not objects)")
+    if len(records) > MAX_DETECTIONS:
+        errors.append(f"investigation: {len(records) - MAX_DETECTIONS} Defender detection records "
+                      f"past the first {MAX_DETECTIONS} left out")
+    return tuple(found), tuple(errors)
+
+
+def _printed(record: Mapping[str, Any]) -> str:
+    # The record as evidence, bounded; a record nested too deep to print is not printed.
+    try:
+        text = json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+    except (RecursionError, ValueError, TypeError):
+        return "(record not printable)"
+    return clean(text, MAX_DETECTION_RAW)
+
+
+def parse_log_reach(entries: Any) -> tuple[LogReach, ...]:
+    """``investigation.log_reach``: each log under the name ``LogReach`` gives it (``httpproxy``,
+    ``ecp_server``, ``oab_generator``, ``application_event_log``; another name lower-case as
+    printed), with its oldest time (None: not there, or a time that cannot be read)."""
+    if not isinstance(entries, list):
+        return ()
+    reach = []
+    for entry in entries[:MAX_LOG_REACH]:
+        if isinstance(entry, Mapping) and isinstance(entry.get("log"), str) and entry["log"]:
+            name = clean(entry["log"], 100).lower()
+            reach.append(LogReach(LOGS.get(name, name), utc(entry.get("oldest"))))
+    return tuple(reach)
+
+
+def parse_candidates(entries: Any) -> tuple[tuple[Candidate, ...], bool]:
+    """``investigation.candidates``, and whether entries past MAX_CANDIDATES were left out. An
+    entry without a path is left out; a size that is not a whole number of bytes is None."""
+    if not isinstance(entries, list):
+        return (), False
+    found = []
+    for entry in entries[:MAX_CANDIDATES]:
+        if isinstance(entry, Mapping) and isinstance(entry.get("path"), str) and entry["path"]:
+            size = entry.get("size")
+            found.append(Candidate(
+                path=clean(entry["path"], MAX_PATH),
+                size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0
+                else None,
+                created=utc(entry.get("created")), modified=utc(entry.get("modified"))))
+    return tuple(found), len(entries) > MAX_CANDIDATES
+
+
+def _scans(investigation: Mapping[str, Any]) -> tuple[tuple[Scan, ...] | None, bool]:
+    """The runs of msert.old.log, then msert.log (the older runs first), the newest MAX_SCANS;
+    and whether some may be missing (a log cut, more runs than kept). None when not read: the
+    keys are absent (not a 1.3 document), or a tail is not an object with a list of lines."""
+    if "msert_log" not in investigation:
+        return None, False
+    fallback = offset_minutes(investigation.get("utc_offset_minutes"))
+    scans: list[Scan] = []
+    cut = False
+    for key in ("msert_old_log", "msert_log"):
+        tail = investigation.get(key)
+        if tail is None:
+            continue  # no such file
+        if not isinstance(tail, Mapping) or not isinstance(tail.get("lines"), list):
+            return None, False
+        offset = offset_minutes(tail.get("utc_offset_minutes"))
+        scans.extend(parse_msert_log(tail["lines"], fallback if offset is None else offset))
+        cut = cut or tail.get("cut") is not False or len(tail["lines"]) > MAX_LOG_LINES
+    return tuple(scans[-MAX_SCANS:]), cut or len(scans) > MAX_SCANS
+
+
+def traces_from_investigation(value: Any, probe_errors: Iterable[str] = ()
+                              ) -> tuple[Traces | None, tuple[str, ...]]:
+    """The document's ``investigation`` as ``Traces``, and the lines to add to the
+    observation's probe errors for what was left out.
+
+    Absent or null: None (a probe before 1.3). A part whose probe error says it failed
+    (``msert_log``, ``defender_detections``) is None (not read), whatever it holds; a
+    ``candidates`` error marks the candidates truncated (a folder could not be listed).
+    """
+    if value is None:
+        return None, ()
+    if not isinstance(value, Mapping):
+        return None, ("investigation: left out, not an object",)
+    failed = {probe_error_part(str(error)) for error in probe_errors}
+    scans, scans_cut = (None, False) if "msert_log" in failed else _scans(value)
+    defender = value.get("defender")
+    available: bool | None = None
+    detections: tuple[Detection, ...] | None = None
+    errors: tuple[str, ...] = ()
+    more = False
+    if isinstance(defender, Mapping):
+        available = defender.get("available") is True and "defender_detections" not in failed
+        if available and isinstance(defender.get("detections"), list):
+            detections, errors = parse_defender(defender["detections"])
+            more = defender.get("truncated") is not False or len(defender["detections"]) > MAX_DETECTIONS
+        elif available:
+            available = None  # said available, but no list: not read
+    reach = value.get("log_reach")
+    candidates, past = parse_candidates(value.get("candidates"))
+    listed = isinstance(value.get("candidates"), list)
+    return Traces(
+        scans=scans,
+        detections=detections,
+        defender_available=available,
+        log_reach=parse_log_reach(reach) if isinstance(reach, list) else None,
+        candidates=candidates if listed else None,
+        candidates_truncated=listed and (past or value.get("candidates_truncated") is True
+                                         or "candidates" in failed),
+        fixed_at=utc(value.get("exsetup_written_at")),
+        scans_truncated=scans_cut,
+        detections_truncated=more,
+    ), errors

@@ -1,0 +1,219 @@
+"""An advisory's compromise-triage data (issue 21): when exploitation began, the threat names
+Microsoft gave its attacks, and what a directive asks of a server after the fix.
+
+Read from the advisory's file (``[exposure]``, ``[[threat_families]]``, ``[triage]``), each
+part optional: an advisory without them has no triage (``compliance/investigation.py`` then
+says so and never calls a server clean). Every row carries its source. A malformed row is a
+``TriageDataError`` naming it (``compliance/advisory.py`` reports it as an ``AdvisoryError``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+# The logs the probe reports the reach of (compliance/traces.py ``LogReach.log``): a name
+# outside them could never be found, so a misspelt one would keep every server incomplete.
+TRACE_LOGS = ("httpproxy", "ecp_server", "oab_generator", "application_event_log")
+
+
+class TriageDataError(ValueError):
+    """A triage section of an advisory file is malformed; the message names the entry."""
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """When exploitation began, as publicly reported: ``start`` is aware, in UTC."""
+
+    start: datetime
+    source: str
+
+
+@dataclass(frozen=True)
+class ThreatFamily:
+    """A threat name Microsoft gave these attacks. ``pattern`` matches a detection's name as
+    Defender or the Safety Scanner print it: ``*`` stands for any run of characters, the
+    rest is literal and compared whatever its ASCII case."""
+
+    name: str
+    pattern: str
+    source: str
+
+    def matches(self, threat: str) -> bool:
+        return _glob(self.pattern).fullmatch(threat) is not None
+
+
+@dataclass(frozen=True)
+class LogRequirement:
+    """A log the indicator check of ``cve`` reads: it must reach back to the exposure's
+    start for that check to cover the window."""
+
+    log: str
+    cve: str
+    source: str
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _folded(path: str) -> str:
+    """A Windows path compared as Windows does: either slash, ASCII case ignored."""
+    return path.replace("/", "\\").translate(_ASCII_LOWER)
+
+
+@dataclass(frozen=True)
+class StandardFiles:
+    """Files a standard install puts directly in a folder (``folder``: the end of its path,
+    e.g. ``FrontEnd\\HttpProxy\\ecp\\auth``). An update rewrites them, so their times cannot
+    tell an update from a change; their content is what a full scan reads."""
+
+    folder: str
+    names: tuple[str, ...]
+    source: str
+
+    def holds(self, path: str) -> bool:
+        parent, _, name = _folded(path).rpartition("\\")
+        return (parent.endswith("\\" + _folded(self.folder).strip("\\"))
+                and name in {_folded(known) for known in self.names})
+
+
+@dataclass(frozen=True)
+class TriagePolicy:
+    """What a directive asks after the fix: one full scan (``scan_command``), then
+    ``followup_scans`` more, one per ``followup_interval_days``. ``directive`` is its short
+    name for the texts ("CISA ED 21-02"). ``standard_files``: the legitimate files of the
+    folders the probe lists candidates from."""
+
+    directive: str
+    scan_command: str
+    followup_scans: int
+    followup_interval_days: int
+    logs: tuple[LogRequirement, ...]
+    source: str
+    standard_files: tuple[StandardFiles, ...] = ()
+
+    def standard(self, path: str) -> StandardFiles | None:
+        """The entry that names ``path`` as a file of the standard install, if any."""
+        return next((entry for entry in self.standard_files if entry.holds(path)), None)
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")),
+                      re.IGNORECASE | re.ASCII)
+
+
+def _text(entry: Mapping[str, Any], key: str, where: str) -> str:
+    value = entry.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise TriageDataError(f"{where}: {key!r} must be a non-empty string")
+    return value
+
+
+def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TriageDataError(f"{key!r} must be a table")
+    return value
+
+
+def _count(entry: Mapping[str, Any], key: str, least: int) -> int:
+    value = entry.get(key)
+    # bool is an int in Python; TOML's true must not read as 1.
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise TriageDataError(f"triage: {key!r} must be a whole number of at least {least}")
+    return value
+
+
+def parse_exposure(data: Mapping[str, Any]) -> Exposure | None:
+    """``[exposure]``: ``start`` must be a TOML date-time with its offset (a date alone or a
+    local time leaves the instant open, which would move the window by up to a day)."""
+    entry = _table(data, "exposure")
+    if entry is None:
+        return None
+    start = entry.get("start")
+    if not isinstance(start, datetime) or start.tzinfo is None or start.utcoffset() is None:
+        raise TriageDataError("exposure: 'start' must be a date-time with its offset, "
+                              "e.g. 2021-01-06T00:00:00+14:00")
+    return Exposure(start.astimezone(UTC), _text(entry, "source", "exposure"))
+
+
+def parse_threat_families(data: Mapping[str, Any]) -> tuple[ThreatFamily, ...]:
+    """``[[threat_families]]``: name, pattern and source, each required; names unique; a
+    pattern must name something beyond its wildcards."""
+    entries = data.get("threat_families", [])
+    if not isinstance(entries, list):
+        raise TriageDataError("'threat_families' must be a list of tables")
+    families = []
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, Mapping):
+            raise TriageDataError(f"threat family {number} must be a table")
+        where = f"threat family {number} ({entry.get('name')!r})"
+        family = ThreatFamily(_text(entry, "name", where), _text(entry, "pattern", where),
+                              _text(entry, "source", where))
+        if not family.pattern.replace("*", "").strip():
+            raise TriageDataError(f"{where}: the pattern matches every threat name")
+        if family.pattern != family.pattern.strip():
+            raise TriageDataError(f"{where}: the pattern starts or ends with whitespace")
+        families.append(family)
+    names = [family.name.casefold() for family in families]
+    if len(names) != len(set(names)):
+        raise TriageDataError("threat families: a name is listed twice")
+    return tuple(families)
+
+
+def parse_triage(data: Mapping[str, Any], cve_ids: Collection[str]) -> TriagePolicy | None:
+    """``[triage]`` with its ``[[triage.logs]]``; each log is one the probe reports
+    (``TRACE_LOGS``) for a CVE of the advisory (``cve_ids``)."""
+    entry = _table(data, "triage")
+    if entry is None:
+        return None
+    entries = entry.get("logs")
+    if not isinstance(entries, list) or not entries:
+        raise TriageDataError("triage: 'logs' must list at least one log")
+    logs = []
+    for number, log in enumerate(entries, start=1):
+        if not isinstance(log, Mapping):
+            raise TriageDataError(f"triage log {number} must be a table")
+        where = f"triage log {number} ({log.get('log')!r})"
+        requirement = LogRequirement(_text(log, "log", where), _text(log, "cve", where),
+                                     _text(log, "source", where))
+        if requirement.log not in TRACE_LOGS:
+            raise TriageDataError(f"{where}: unknown log (the probe reports {TRACE_LOGS})")
+        if requirement.cve not in cve_ids:
+            raise TriageDataError(f"{where}: names the undefined CVE {requirement.cve!r}")
+        logs.append(requirement)
+    return TriagePolicy(
+        directive=_text(entry, "directive", "triage"),
+        scan_command=_text(entry, "scan_command", "triage"),
+        followup_scans=_count(entry, "followup_scans", 0),
+        followup_interval_days=_count(entry, "followup_interval_days", 1),
+        logs=tuple(logs), source=_text(entry, "source", "triage"),
+        standard_files=_standard_files(entry),
+    )
+
+
+def _standard_files(triage: Mapping[str, Any]) -> tuple[StandardFiles, ...]:
+    """``[[triage.standard_files]]`` (optional): folder, names (file names, no folder part)
+    and source, each required."""
+    entries = triage.get("standard_files", [])
+    if not isinstance(entries, list):
+        raise TriageDataError("triage: 'standard_files' must be a list of tables")
+    found = []
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, Mapping):
+            raise TriageDataError(f"standard files {number} must be a table")
+        where = f"standard files {number} ({entry.get('folder')!r})"
+        folder = _text(entry, "folder", where)
+        names = entry.get("names")
+        if not isinstance(names, list) or not names or not all(
+                isinstance(name, str) and name.strip() and not set("\\/*") & set(name)
+                for name in names):
+            raise TriageDataError(f"{where}: 'names' must list file names (no folder, no "
+                                  "wildcard)")
+        found.append(StandardFiles(folder, tuple(names), _text(entry, "source", where)))
+    return tuple(found)

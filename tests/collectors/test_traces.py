@@ -1,0 +1,438 @@
+"""collectors/traces.py: the probe's ``investigation`` (contract 1.3) as ``compliance.traces`` records.
+
+Literal samples, each with where it comes from. The Microsoft Safety Scanner's log format is not
+documented by Microsoft; what is known of it comes from public copies:
+
+* QUICK_WITH_DETECTION is verbatim the msert.log a NinjaOne community script prints in its help
+  (``.EXAMPLE``, "Run the Microsoft Safety Scanner, collect the results, and optionally save the results
+  to a multiline custom field", a run of Thu Feb 22 2024, MSERT 1.405); public GitHub copies of the
+  script, found through the code index (two copies with the same text).
+* "No infection found" and "Return code: 0 (0x0)" are what a clean run reports: the same script tests
+  ``-match "No infection found"`` to call a run clean, and a public project note quotes a clean full
+  scan's "final result: No infection found ... return code: 0 (0x0)" (MSERT 1.455). The clean runs below
+  (tests/collectors/documents.py CLEAN_FULL_SCAN and others) are built on the layout of
+  QUICK_WITH_DETECTION with those lines: constructed, not copied.
+* EOMT.ps1 (microsoft/CSS-Exchange, Security/src/EOMT.ps1, ``RunMsert``) runs ``msert.exe /Q`` (``/F /Q``
+  for a full scan), appends the previous msert.log to msert.old.log, and decides a run found something by
+  ``Select-String -Pattern "Threat Detected"``.
+* Threat names: Backdoor:ASP/SecChecker.A, Exploit:Script/Exmann.A!dha, Behavior:Win32/Exmann.A and
+  Trojan:JS/Chopper!dha are the Defender detections Microsoft listed for HAFNIUM on 2021-03-02 (quoted in
+  cyware-labs/Operation-Exchange-Marauder's README); Backdoor:MSIL/Chopper.F!dha (threat id 2147776854) is
+  the Defender event a public ACSC IR challenge 2021 write-up shows for a China Chopper page. The runs that
+  name them are constructed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from collectors.traces import (
+    MAX_CANDIDATES,
+    MAX_DETECTIONS,
+    MAX_LINE,
+    MAX_RUN_RAW,
+    MAX_SCANS,
+    local_time,
+    parse_candidates,
+    parse_defender,
+    parse_log_reach,
+    parse_msert_log,
+    traces_from_investigation,
+)
+from compliance.traces import Candidate, Detection, LogReach, Scan, Traces
+from tests.collectors.documents import CLEAN_FULL_SCAN, candidate, defender_detection, investigation, msert_tail
+
+# Verbatim: NinjaOne's "Run the Microsoft Safety Scanner" script, its .EXAMPLE (see the module docstring).
+QUICK_WITH_DETECTION = """\
+---------------------------------------------------------------------------------------
+Microsoft Safety Scanner v1.405, (build 1.405.445.0)
+Started On Thu Feb 22 13:33:34 2024
+
+Engine: 1.1.24010.10
+Signatures: 1.405.445.0
+MpGear: 1.1.16330.1
+Run Mode: Scan Run in Quiet Mode
+
+Quick Scan Results:
+-------------------
+Threat Detected: Virus:DOS/EICAR_Test_File, not removed.
+    Action: NoAction, Result: 0x00000000
+        file://C:\\Windows\\system32\\eicarcom2.zip->eicar_com.zip->eicar.com
+            SigSeq: 0x00000555DC2DDDB0
+        file://C:\\Windows\\system32\\eicar.com
+            SigSeq: 0x00000555DC2DDDB0
+        file://C:\\Windows\\eicar.com
+            SigSeq: 0x00000555DC2DDDB0
+        containerfile://C:\\Windows\\system32\\eicarcom2.zip
+
+Results Summary:
+----------------
+Found Virus:DOS/EICAR_Test_File, not removed.
+Successfully Submitted MAPS Report
+Successfully Submitted Heartbeat Report
+Microsoft Safety Scanner Finished On Thu Feb 22 13:35:58 2024
+
+
+Return code: 7 (0x7)""".splitlines()
+
+# Constructed on QUICK_WITH_DETECTION's layout: an EOMT quick scan (EOMT runs "msert.exe /Q") finding
+# two of the detections Microsoft named for HAFNIUM on 2021-03-02, in a web shell under aspnet_client.
+# The day is space-padded, as C's ctime pads it.
+EXCHANGE_DETECTIONS = """\
+---------------------------------------------------------------------------------------
+Microsoft Safety Scanner v1.333, (build 1.333.526.0)
+Started On Sun Mar  7 21:40:02 2021
+
+Engine: 1.1.17900.7
+Signatures: 1.333.526.0
+MpGear: 1.1.16330.1
+Run Mode: Scan Run in Quiet Mode
+
+Quick Scan Results:
+-------------------
+Threat Detected: Backdoor:ASP/SecChecker.A, not removed.
+    Action: NoAction, Result: 0x00000000
+        file://C:\\inetpub\\wwwroot\\aspnet_client\\system_web\\8Lw7tAhF9i1pJnRo.aspx
+            SigSeq: 0x00000555DC2DDDB0
+Threat Detected: Exploit:Script/Exmann.A!dha, not removed.
+    Action: NoAction, Result: 0x00000000
+        file://C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy\\owa\\auth\\errorEE.aspx
+
+Results Summary:
+----------------
+Found Backdoor:ASP/SecChecker.A, not removed.
+Found Exploit:Script/Exmann.A!dha, not removed.
+Found Trojan:JS/Chopper!dha, not removed.
+Successfully Submitted MAPS Report
+Successfully Submitted Heartbeat Report
+Microsoft Safety Scanner Finished On Sun Mar  7 21:47:55 2021
+
+
+Return code: 7 (0x7)""".splitlines()
+
+# Constructed: a customized scan of the folders CSS-Exchange's Defender-MSERT-Guidance.md names, clean.
+CUSTOMIZED_CLEAN = """\
+---------------------------------------------------------------------------------------
+Microsoft Safety Scanner v1.333, (build 1.333.1102.0)
+Started On Wed Mar 10 00:30:00 2021
+
+Engine: 1.1.17900.7
+Signatures: 1.333.1102.0
+Customized Scan Results:
+-------------------
+
+Results Summary:
+----------------
+No infection found.
+Microsoft Safety Scanner Finished On Wed Mar 10 00:41:07 2021
+
+
+Return code: 0 (0x0)""".splitlines()
+
+
+def _at(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)
+
+
+# -- the Microsoft Safety Scanner log ------------------------------------------------------------
+
+
+def test_a_quick_scan_with_a_detection_public_sample():
+    (scan,) = parse_msert_log(QUICK_WITH_DETECTION, -300)  # US Eastern in February: UTC-5
+    assert scan.started_at == _at(2024, 2, 22, 18, 33, 34)
+    assert (scan.kind, scan.version, scan.finished) == ("quick", "1.405.445.0", True)
+    # "Threat Detected:" and the summary's "Found" name one threat: once.
+    assert scan.detections == ("Virus:DOS/EICAR_Test_File",)
+    assert scan.raw == tuple(QUICK_WITH_DETECTION[1:])  # the run's lines as they stood (the dashes open it)
+
+
+def test_a_clean_full_scan():
+    (scan,) = parse_msert_log(CLEAN_FULL_SCAN, 60)
+    assert scan == Scan(started_at=_at(2021, 3, 10, 10, 55, 13), kind="full", version="1.333.1102.0",
+                        finished=True, detections=(), raw=tuple(CLEAN_FULL_SCAN[1:]))
+
+
+def test_a_scan_with_detections_of_the_exchange_families_and_a_space_padded_day():
+    (scan,) = parse_msert_log(EXCHANGE_DETECTIONS, 60)
+    assert scan.started_at == _at(2021, 3, 7, 20, 40, 2)
+    assert scan.kind == "quick" and scan.finished
+    # In order, each once: two "Threat Detected" lines, and a third name only in the summary.
+    assert scan.detections == ("Backdoor:ASP/SecChecker.A", "Exploit:Script/Exmann.A!dha", "Trojan:JS/Chopper!dha")
+
+
+def test_a_customized_scan_local_time_converted_across_midnight():
+    # 00:30 local at UTC+1 is 23:30 the day before; the same at UTC-5 is 05:30 the same day.
+    (scan,) = parse_msert_log(CUSTOMIZED_CLEAN, 60)
+    assert scan.started_at == _at(2021, 3, 9, 23, 30) and scan.kind == "customized"
+    assert scan.detections == () and scan.finished
+    (late,) = parse_msert_log(["Started On Tue Mar  9 22:00:00 2021"], -300)
+    assert late.started_at == _at(2021, 3, 10, 3, 0)
+    # New Year's Eve in Auckland (UTC+13) is still the old year in UTC.
+    (new_year,) = parse_msert_log(["Started On Fri Jan  1 09:15:00 2021"], 780)
+    assert new_year.started_at == _at(2020, 12, 31, 20, 15)
+
+
+def test_a_log_with_two_runs_an_old_one_and_a_new_one():
+    scans = parse_msert_log(EXCHANGE_DETECTIONS + CLEAN_FULL_SCAN, 60)
+    assert [(s.started_at, s.kind, s.detections != ()) for s in scans] == [
+        (_at(2021, 3, 7, 20, 40, 2), "quick", True), (_at(2021, 3, 10, 10, 55, 13), "full", False)]
+    # Each run keeps its own lines: the second's dashes close the first.
+    assert scans[0].raw[-1] == CLEAN_FULL_SCAN[0] and scans[1].raw[0] == CLEAN_FULL_SCAN[1]
+
+
+def test_a_log_cut_in_the_middle_of_a_run_keeps_what_it_shows_without_a_start():
+    # The tail starts inside the quick scan's detections (the probe keeps the last lines).
+    tail = EXCHANGE_DETECTIONS[15:] + CLEAN_FULL_SCAN
+    first, second = parse_msert_log(tail, 60)
+    assert first.started_at is None and first.kind == "unknown" and first.version is None
+    assert first.finished and first.detections == (
+        "Exploit:Script/Exmann.A!dha", "Backdoor:ASP/SecChecker.A", "Trojan:JS/Chopper!dha")
+    assert first.raw[0] == EXCHANGE_DETECTIONS[15]
+    assert second.started_at == _at(2021, 3, 10, 10, 55, 13)
+
+
+def test_a_run_cut_before_its_end_is_not_finished():
+    (scan,) = parse_msert_log(EXCHANGE_DETECTIONS[:14], 60)  # the scan was still running, or was killed
+    assert not scan.finished and scan.detections == ("Backdoor:ASP/SecChecker.A",)
+
+
+def test_a_garbage_line_stays_raw_and_changes_nothing():
+    garbage = ["\x00\x01\x02 binary \ufffd junk ::: Threat", "Started On yesterday at noon", "Found 3 files"]
+    lines = CLEAN_FULL_SCAN[:12] + garbage[:1] + CLEAN_FULL_SCAN[12:]
+    (scan,) = parse_msert_log(lines, 60)
+    assert scan.detections == () and scan.finished and scan.kind == "full"
+    assert "\x01\x02 binary \ufffd junk ::: Threat" in scan.raw  # NULs dropped, the rest as it stood
+    # An unreadable start is a run whose start is unknown; "Found <not a threat name>" no detection.
+    scans = parse_msert_log(garbage[1:], 60)
+    assert [(s.started_at, s.detections) for s in scans] == [(None, ())]
+    assert scans[0].raw == tuple(garbage[1:])
+
+
+def test_garbage_alone_is_no_run():
+    assert parse_msert_log(["", "---------", "lorem ipsum", "\x00"], 60) == ()
+    assert parse_msert_log([], 60) == ()
+
+
+def test_a_utf16_log_read_as_8_bit_text_still_parses():
+    # Read as 8-bit text, UTF-16 has a NUL after every character, and the file's first line starts with
+    # its byte-order mark (FF FE: "\u00ff\u00fe"); read as UTF-8 with a mark, "\ufeff".
+    widened = ["\x00".join(line) + ("\x00" if line else "") for line in QUICK_WITH_DETECTION[1:]]
+    widened[0] = "\u00ff\u00fe" + widened[0]
+    (scan,) = parse_msert_log(widened, 0)
+    assert scan.detections == ("Virus:DOS/EICAR_Test_File",) and scan.started_at == _at(2024, 2, 22, 13, 33, 34)
+    assert scan.version == "1.405.445.0" and scan.raw[0] == QUICK_WITH_DETECTION[1]
+    (marked,) = parse_msert_log(["\ufeff" + QUICK_WITH_DETECTION[1]], 0)
+    assert marked.version == "1.405.445.0"
+
+
+@pytest.mark.parametrize("offset", [None, "60", 60.5, True, 14 * 60 + 1, -14 * 60 - 1])
+def test_an_unknown_or_impossible_offset_leaves_the_start_unknown(offset: Any):
+    (scan,) = parse_msert_log(CLEAN_FULL_SCAN, offset)
+    assert scan.started_at is None and scan.kind == "full" and scan.finished
+
+
+@pytest.mark.parametrize("when", ["Wed Feb 30 11:55:13 2021", "Wed Mar 10 25:55:13 2021", "Mer Mär 10 11:55:13 2021",
+                                  "2021-03-10 11:55:13", "", "Wed Mar 10 11:55:13"])
+def test_an_impossible_or_foreign_start_time_is_none(when: str):
+    assert local_time(when, 0) is None
+
+
+def test_unknown_kinds_and_a_header_without_a_build():
+    lines = ["Microsoft Safety Scanner v1.99", "Started On Mon Jan  4 10:00:00 2021", "Boot Scan Results:",
+             "Threat Detected: , not removed.", "Threat Detected: something odd"]
+    (scan,) = parse_msert_log(lines, 0)
+    assert (scan.version, scan.kind) == ("1.99", "unknown")
+    # A detection line whose name cannot be read is still a detection (fail closed), as it stood.
+    assert scan.detections == ("(no name)", "something odd")
+
+
+def test_a_run_keeps_a_bounded_raw_with_what_it_did():
+    many = [f"        file://C:\\inetpub\\wwwroot\\aspnet_client\\{i}.aspx" for i in range(500)]
+    lines = EXCHANGE_DETECTIONS[:14] + many + EXCHANGE_DETECTIONS[14:]
+    (scan,) = parse_msert_log(lines, 60)
+    assert len(scan.raw) == MAX_RUN_RAW + 1 and scan.raw[-1].endswith("more lines left out]")
+    assert "Microsoft Safety Scanner Finished On Sun Mar  7 21:47:55 2021" in scan.raw
+    assert "Found Trojan:JS/Chopper!dha, not removed." in scan.raw
+    assert scan.finished and len(scan.detections) == 3
+    long = parse_msert_log(["Threat Detected: " + "A" * 5000], 60)[0]
+    assert all(len(line) <= MAX_LINE for line in long.raw) and len(long.detections[0]) <= 200
+
+
+def test_hostile_input_never_raises():
+    for value in (None, "Threat Detected: x", 7, {"lines": []}, [None, 3, ["Threat Detected: x"], {"a": 1}]):
+        assert parse_msert_log(value, 60) == ()
+    # Lone surrogates cannot be stored (UTF-8): replaced.
+    (scan,) = parse_msert_log(["Threat Detected: Backdoor:ASP/\ud800x.A, removed."], 60)
+    assert "\ud800" not in scan.detections[0]
+    scan.detections[0].encode("utf-8")
+
+
+@given(st.lists(st.one_of(st.text(max_size=80), st.sampled_from(
+    QUICK_WITH_DETECTION + EXCHANGE_DETECTIONS + CUSTOMIZED_CLEAN + ["Started On", "Found", "Threat Detected:"])),
+    max_size=60), st.one_of(st.none(), st.integers(-2000, 2000)))
+def test_any_lines_give_bounded_runs(lines: list[str], offset: int | None):
+    for scan in parse_msert_log(lines, offset):
+        assert scan.kind in {"full", "quick", "customized", "unknown"}
+        assert len(scan.raw) <= MAX_RUN_RAW + 1 and all(len(line) <= MAX_LINE for line in scan.raw)
+        assert all(isinstance(name, str) and name for name in scan.detections)
+        assert scan.started_at is None or scan.started_at.tzinfo is UTC
+
+
+# -- Defender ------------------------------------------------------------------------------------
+
+
+def test_defender_records():
+    records = [
+        defender_detection(),  # the ACSC IR challenge 2021 write-up's China Chopper page
+        defender_detection(None, threat_id="2147776320", detected_at=None, resources=[], action_success=None),
+        defender_detection("Backdoor:ASP/SecChecker.A", resources=[f"file:_C:\\x\\{i}.aspx" for i in range(9)]),
+    ]
+    chopper, unnamed, many = parse_defender(records)[0]
+    assert chopper == Detection(
+        threat="Backdoor:MSIL/Chopper.F!dha", detected_at=_at(2021, 4, 5, 22, 1, 21),
+        resources=("file:_C:\\Windows\\Microsoft.NET\\Framework64\\v4.0.30319\\Temporary ASP.NET Files\\root"
+                   "\\a056c683\\f67bca3c\\App_Web_euav215z.dll",),
+        remediated=True, raw=chopper.raw)
+    assert '"threat": "Backdoor:MSIL/Chopper.F!dha"' in chopper.raw and '"threat_id": "2147776854"' in chopper.raw
+    # Get-MpThreat did not name it: known by its ThreatID; nothing read is None.
+    assert (unnamed.threat, unnamed.detected_at, unnamed.resources, unnamed.remediated) == (
+        "ThreatID 2147776320", None, (), None)
+    assert len(many.resources) == 5
+
+
+def test_defender_records_that_are_not_objects_are_dropped_and_counted():
+    found, errors = parse_defender(["Backdoor:ASP/SecChecker.A", None, defender_detection(), 7])
+    assert [d.threat for d in found] == ["Backdoor:MSIL/Chopper.F!dha"]
+    assert errors == ("investigation: 3 Defender detection records dropped (not objects)",)
+
+
+def test_defender_records_past_the_bound_and_odd_values():
+    found, errors = parse_defender([defender_detection(detected_at="2021-04-05 22:01:21")] * (MAX_DETECTIONS + 3))
+    assert len(found) == MAX_DETECTIONS and found[0].detected_at is None  # not the probe's time format
+    assert errors == (f"investigation: 3 Defender detection records past the first {MAX_DETECTIONS} left out",)
+    odd = {"threat": ["x"], "threat_id": True, "resources": "file:_C:\\x", "action_success": "true",
+           "deep": [[[[[[[[[[[]]]]]]]]]]]}
+    (detection,), _ = parse_defender([odd])
+    assert (detection.threat, detection.resources, detection.remediated) == ("(no name)", (), None)
+    assert parse_defender("x") == ((), ()) and parse_defender(None) == ((), ())
+
+
+# -- log reach and candidates --------------------------------------------------------------------
+
+
+def test_log_reach_names_and_times():
+    reach = parse_log_reach([{"log": "HttpProxy", "oldest": "2021-01-04T00:00:07Z"},
+                             {"log": "ECP\\Server", "oldest": None},
+                             {"log": "OABGeneratorLog", "oldest": "2021-13-04T00:00:00Z"},
+                             {"log": "Application", "oldest": "2020-12-01T08:00:00Z"},
+                             {"log": "Later\\Log", "oldest": "2021-01-01T00:00:00Z"}, {"log": ""}, "HttpProxy"])
+    assert reach == (LogReach("httpproxy", _at(2021, 1, 4, 0, 0, 7)), LogReach("ecp_server", None),
+                     LogReach("oab_generator", None), LogReach("application_event_log", _at(2020, 12, 1, 8)),
+                     LogReach("later\\log", _at(2021, 1, 1)))
+
+
+def test_candidates():
+    entries = [candidate(), candidate("C:\\x.ashx", size=-1, created=None, modified="yesterday"),
+               {"path": ""}, {"size": 3}, "C:\\y.aspx", candidate(size=True)]  # type: ignore[list-item]
+    found, past = parse_candidates(entries)
+    assert found == (
+        Candidate("C:\\inetpub\\wwwroot\\aspnet_client\\system_web\\errorEE.aspx", 1203, _at(2021, 3, 2, 3, 14, 15),
+                  _at(2021, 3, 2, 3, 14, 15)),
+        Candidate("C:\\x.ashx", None, None, None),
+        Candidate("C:\\inetpub\\wwwroot\\aspnet_client\\system_web\\errorEE.aspx", None, _at(2021, 3, 2, 3, 14, 15),
+                  _at(2021, 3, 2, 3, 14, 15)))
+    assert not past
+    found, past = parse_candidates([candidate()] * (MAX_CANDIDATES + 1))
+    assert len(found) == MAX_CANDIDATES and past
+
+
+# -- the whole investigation ---------------------------------------------------------------------
+
+
+def test_the_default_investigation_reads_whole():
+    traces, errors = traces_from_investigation(investigation())
+    assert errors == ()
+    assert traces == Traces(
+        scans=parse_msert_log(CLEAN_FULL_SCAN, 60), detections=(), defender_available=True,
+        log_reach=(LogReach("httpproxy", _at(2021, 1, 4, 0, 0, 7)), LogReach("ecp_server", _at(2021, 1, 4, 0, 0, 9)),
+                   LogReach("oab_generator", _at(2021, 1, 4, 1)),
+                   LogReach("application_event_log", _at(2020, 12, 1, 8))),
+        candidates=(), candidates_truncated=False, fixed_at=_at(2021, 3, 3, 21, 14, 9))
+
+
+def test_the_old_log_comes_first_and_each_log_has_its_own_offset():
+    # msert.old.log written in winter (UTC+1), msert.log in summer (UTC+2); the server's offset now +1.
+    value = investigation(msert_old_log=msert_tail(EXCHANGE_DETECTIONS, utc_offset_minutes=60),
+                          msert_log=msert_tail(["Started On Mon Jun 14 10:00:00 2021"], utc_offset_minutes=120))
+    traces, _ = traces_from_investigation(value)
+    assert traces is not None and traces.scans is not None
+    assert [s.started_at for s in traces.scans] == [_at(2021, 3, 7, 20, 40, 2), _at(2021, 6, 14, 8)]
+    value["msert_log"]["utc_offset_minutes"] = None  # not given: the server's offset
+    traces, _ = traces_from_investigation(value)
+    assert traces is not None and traces.scans is not None and traces.scans[1].started_at == _at(2021, 6, 14, 9)
+
+
+def test_no_msert_log_is_read_and_empty_but_a_failed_part_is_not_read():
+    traces, _ = traces_from_investigation(investigation(msert_log=None))
+    assert traces is not None and traces.scans == ()
+    traces, _ = traces_from_investigation(investigation(), ["msert_log: Access to the path is denied."])
+    assert traces is not None and traces.scans is None and traces.detections == ()
+    traces, _ = traces_from_investigation({k: v for k, v in investigation().items() if k != "msert_log"})
+    assert traces is not None and traces.scans is None
+
+
+def test_a_cut_log_and_too_many_runs_say_runs_may_be_missing():
+    traces, _ = traces_from_investigation(investigation(msert_log=msert_tail(CLEAN_FULL_SCAN, cut=True)))
+    assert traces is not None and traces.scans_truncated
+    traces, _ = traces_from_investigation(investigation(msert_log=msert_tail(CUSTOMIZED_CLEAN * (MAX_SCANS + 2))))
+    assert traces is not None and traces.scans is not None
+    assert len(traces.scans) == MAX_SCANS and traces.scans_truncated
+
+
+def test_defender_absent_failed_and_truncated():
+    traces, _ = traces_from_investigation(investigation(defender_available=False))
+    assert traces is not None and (traces.defender_available, traces.detections) == (False, None)
+    traces, _ = traces_from_investigation(investigation(detections=[defender_detection()]),
+                                          ["defender_detections: 0x800106ba"])
+    assert traces is not None and (traces.defender_available, traces.detections) == (False, None)
+    traces, _ = traces_from_investigation(investigation(detections=[defender_detection()], defender_truncated=True))
+    assert traces is not None and traces.detections_truncated and len(traces.detections or ()) == 1
+    value = investigation()
+    value["defender"] = {"available": True, "detections": "none"}
+    traces, _ = traces_from_investigation(value)
+    assert traces is not None and (traces.defender_available, traces.detections) == (None, None)
+
+
+def test_a_candidates_error_marks_the_list_incomplete():
+    denied = "candidates: Access to the path 'C:\\inetpub\\wwwroot\\aspnet_client' is denied."
+    traces, _ = traces_from_investigation(investigation(candidates=[candidate()]), [denied])
+    assert traces is not None and traces.candidates_truncated and len(traces.candidates or ()) == 1
+
+
+def test_not_an_object_and_absent():
+    assert traces_from_investigation(None) == (None, ())
+    assert traces_from_investigation(["x"]) == (None, ("investigation: left out, not an object",))
+    traces, errors = traces_from_investigation({})
+    assert errors == () and traces == Traces()  # a member not there is not read
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=30)),
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children,
+                                                                                max_size=4)),
+    max_leaves=12)
+keys = ("utc_offset_minutes", "exsetup_written_at", "msert_log", "msert_old_log", "defender", "log_reach",
+        "candidates", "candidates_truncated")
+
+
+@given(st.fixed_dictionaries({}, optional={key: json_values for key in keys}),
+       st.lists(st.sampled_from(["msert_log: x", "defender_detections: x", "candidates: x", "x"]), max_size=3))
+def test_whatever_the_investigation_holds_the_reader_does_not_raise(value: dict[str, Any], errors: list[str]):
+    traces, added = traces_from_investigation(value, errors)
+    assert isinstance(traces, Traces)
+    assert all(line.startswith("investigation: ") for line in added)

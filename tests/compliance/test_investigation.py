@@ -1,0 +1,538 @@
+"""compliance/investigation.py: one literal ``Traces`` per state and per boundary (issue 21).
+
+Judged by the shipped March 2021 advisory: its window starts 2021-01-05 10:00 UTC (6 January
+in UTC+14). Each case changes one thing of a clean server (``CLEAN``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from compliance.advisory import Advisory
+from compliance.catalog import load_catalog, load_catalogs
+from compliance.evaluate import evaluate
+from compliance.investigation import (
+    Investigation,
+    InvestigationState,
+    StepState,
+    fix_time,
+    judge,
+    judge_observation,
+)
+from compliance.models import Failure, Flag, Host, Observation, Status
+from compliance.traces import Candidate, Detection, LogReach, Scan, Traces
+from compliance.triage import TRACE_LOGS
+from compliance.worklist import (
+    INDICATORS_FIRST,
+    INVESTIGATION_INCOMPLETE,
+    NOT_INVESTIGATED,
+    TRIAGE_NAMES,
+    priority,
+    triage_priority,
+)
+
+S = timedelta(seconds=1)
+DAY = timedelta(days=1)
+WEEK = timedelta(days=7)
+START = datetime(2021, 1, 5, 10, 0, tzinfo=UTC)
+FIX = datetime(2021, 3, 4, 12, 0, tzinfo=UTC)
+FIRST = FIX + DAY  # the full scan after the fix
+NOW = datetime(2021, 3, 8, 12, 0, tzinfo=UTC)
+State = InvestigationState
+
+
+@pytest.fixture(scope="module")
+def advisory() -> Advisory:
+    return load_catalog().advisory
+
+
+def full(at: datetime | None, **changes: object) -> Scan:
+    return replace(Scan(at, "full", "1.333.1000.0", True), **changes)  # type: ignore[arg-type]
+
+
+def shell(created: datetime | None, modified: datetime | None = None,
+          path: str = r"C:\inetpub\wwwroot\aspnet_client\system_web\x.aspx") -> Candidate:
+    return Candidate(path, 400, created, modified if modified is not None else created)
+
+
+LOGS = tuple(LogReach(name, START) for name in TRACE_LOGS)  # each exactly at the window's start
+CLEAN = Traces(scans=(full(FIRST),), detections=(), defender_available=True, log_reach=LOGS,
+               candidates=(), fixed_at=FIX)
+
+
+def run(advisory: Advisory, traces: Traces | None = CLEAN, *, status: Status = Status.PATCHED,
+        now: datetime = NOW, **options: object) -> Investigation:
+    return judge(traces, advisory, now, status=status, **options)  # type: ignore[arg-type]
+
+
+def test_the_shipped_window_starts_on_6_january_in_the_earliest_time_zone(
+        advisory: Advisory) -> None:
+    assert advisory.exposure is not None and advisory.exposure.start == START
+
+
+def test_clean(advisory: Advisory) -> None:
+    result = run(advisory)
+    assert result.state is State.CLEAN
+    assert result.window is not None
+    assert (result.window.start, result.window.end) == (START, FIX)
+    assert result.window.end_source == "ExSetup.exe's last write"
+    assert result.evidence[0].startswith("Exposure window: from 2021-01-05 10:00:00 UTC")
+    assert any("MSERT scan started 2021-03-05 12:00:00 UTC (after the fix): full, finished"
+               in line for line in result.evidence)
+    assert sum("covers the window" in line for line in result.evidence) == len(TRACE_LOGS)
+    assert result.next_action.startswith("None for a compromise so far; the next scan "
+                                         "(msert.exe /F /Q) is due by 2021-03-12 12:00:00 UTC")
+
+
+# -- no traces, no scan -----------------------------------------------------------------------
+
+
+def test_no_traces_from_an_older_probe(advisory: Advisory) -> None:
+    result = run(advisory, None)
+    assert result.state is State.NOT_INVESTIGATED
+    assert "contract 1.3" in result.next_action
+    assert any("did not read them" in line for line in result.evidence)
+
+
+def test_no_traces_from_a_failed_host_says_why(advisory: Advisory) -> None:
+    failure = Failure("timeout", "no answer in 120 s", "raise [winrm] deadline_seconds")
+    result = run(advisory, None, failure=failure)
+    assert result.state is State.NOT_INVESTIGATED
+    assert result.next_action == ("Fix the collection and re-collect (raise [winrm] "
+                                  "deadline_seconds)")
+    assert any("the collection failed (timeout: no answer in 120 s)" in line
+               for line in result.evidence)
+
+
+def test_traces_with_nothing_read(advisory: Advisory) -> None:
+    result = run(advisory, Traces(fixed_at=FIX))
+    assert result.state is State.NOT_INVESTIGATED
+    assert "read none" in result.next_action
+
+
+def test_no_scan_at_all(advisory: Advisory) -> None:
+    result = run(advisory, replace(CLEAN, scans=()))
+    assert result.state is State.NOT_INVESTIGATED
+    assert result.next_action.startswith("Run msert.exe /F /Q (a full Safety Scanner scan) and "
+                                         "re-collect: no scan after the fix on 2021-03-04")
+
+
+@pytest.mark.parametrize(("started", "state"), [
+    pytest.param(FIX - S, State.NOT_INVESTIGATED, id="one-second-before-the-fix"),
+    pytest.param(FIX, State.NOT_INVESTIGATED, id="in-the-second-of-the-fix"),
+    pytest.param(FIX + S, State.CLEAN, id="one-second-after-the-fix"),
+])
+def test_a_scan_counts_only_strictly_after_the_fix(advisory: Advisory, started: datetime,
+                                                   state: InvestigationState) -> None:
+    assert run(advisory, replace(CLEAN, scans=(full(started),))).state is state
+
+
+def test_a_scan_dated_after_the_collection_does_not_count(advisory: Advisory) -> None:
+    result = run(advisory, replace(CLEAN, scans=(full(NOW + S),)))
+    assert result.state is State.NOT_INVESTIGATED
+    assert any("after the collection: not credible" in line for line in result.evidence)
+
+
+# -- incomplete -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("scan", "said"), [
+    pytest.param(full(FIRST, kind="quick"), "was quick: run msert.exe /F /Q", id="quick-scan"),
+    pytest.param(full(FIRST, kind="customized"), "was customized", id="customized-scan"),
+    pytest.param(full(FIRST, finished=False), "was full and did not finish", id="unfinished"),
+])
+def test_a_scan_after_the_fix_that_is_not_a_finished_full_scan(
+        advisory: Advisory, scan: Scan, said: str) -> None:
+    result = run(advisory, replace(CLEAN, scans=(full(FIX - DAY), scan)))
+    assert result.state is State.INCOMPLETE
+    assert said in result.next_action
+
+
+def test_a_finished_full_scan_beside_a_quick_one_is_enough(advisory: Advisory) -> None:
+    scans = (full(FIRST, kind="quick"), full(FIRST + S))
+    assert run(advisory, replace(CLEAN, scans=scans)).state is State.CLEAN
+
+
+def test_a_scan_whose_start_was_not_read(advisory: Advisory) -> None:
+    result = run(advisory, replace(CLEAN, scans=(full(None),)))
+    assert result.state is State.INCOMPLETE
+    assert result.next_action.startswith("A scan's start could not be read")
+
+
+def _reach(log: str, oldest: datetime | None) -> tuple[LogReach, ...]:
+    return tuple(LogReach(entry.log, oldest) if entry.log == log else entry for entry in LOGS)
+
+
+@pytest.mark.parametrize("log", TRACE_LOGS)
+def test_a_log_reaching_one_second_short_of_the_window(advisory: Advisory, log: str) -> None:
+    result = run(advisory, replace(CLEAN, log_reach=_reach(log, START + S)))
+    assert result.state is State.INCOMPLETE
+    assert result.next_action == (
+        f"The {log} log reaches back only to 2021-01-05 10:00:01 UTC: the window from "
+        "2021-01-05 10:00:00 UTC cannot be checked here; look at the IIS logs and backups")
+
+
+def test_a_log_reaching_further_back_than_the_window(advisory: Advisory) -> None:
+    reach = _reach("httpproxy", START - 30 * DAY)
+    assert run(advisory, replace(CLEAN, log_reach=reach)).state is State.CLEAN
+
+
+@pytest.mark.parametrize("reach", [
+    pytest.param(tuple(e for e in LOGS if e.log != "application_event_log"), id="not-listed"),
+    pytest.param(_reach("application_event_log", None), id="not-found"),
+    pytest.param((*LOGS, LogReach("application_event_log", START + DAY)), id="two-readings"),
+])
+def test_the_application_event_log_is_required(advisory: Advisory,
+                                               reach: tuple[LogReach, ...]) -> None:
+    result = run(advisory, replace(CLEAN, log_reach=reach))
+    assert result.state is State.INCOMPLETE
+    assert "application_event_log" in result.next_action
+
+
+def test_only_the_logs_of_the_products_cves_are_required(advisory: Advisory) -> None:
+    # Exchange 2010 is affected by CVE-2021-26857 alone: the Application event log.
+    reach = (LogReach("application_event_log", START),)
+    assert run(advisory, replace(CLEAN, log_reach=reach), product="2010").state is State.CLEAN
+    assert run(advisory, replace(CLEAN, log_reach=reach), product="2016").state is \
+        State.INCOMPLETE
+    assert run(advisory, replace(CLEAN, log_reach=reach)).state is State.INCOMPLETE
+
+
+@pytest.mark.parametrize(("traces", "said"), [
+    pytest.param(replace(CLEAN, scans=None), "msert.log could not be read", id="scans-unread"),
+    pytest.param(replace(CLEAN, detections=None), "Defender's detection history",
+                 id="defender-unread"),
+    pytest.param(replace(CLEAN, detections=None, defender_available=None),
+                 "Defender's detection history", id="defender-unknown"),
+    pytest.param(replace(CLEAN, log_reach=None), "logs reach was not read", id="reach-unread"),
+    pytest.param(replace(CLEAN, candidates=None), "web-shell folders", id="candidates-unread"),
+    pytest.param(replace(CLEAN, candidates_truncated=True), "cut the list",
+                 id="candidates-truncated"),
+])
+def test_partly_unreadable_traces(advisory: Advisory, traces: Traces, said: str) -> None:
+    result = run(advisory, traces)
+    assert result.state is State.INCOMPLETE
+    assert said in result.next_action
+    assert any(line.startswith("Not shown: ") for line in result.evidence)
+
+
+def test_without_defender_the_scanner_stands_alone(advisory: Advisory) -> None:
+    result = run(advisory, replace(CLEAN, detections=None, defender_available=False))
+    assert result.state is State.CLEAN
+    assert any("Defender is not available" in line for line in result.evidence)
+
+
+def test_no_scan_outranks_the_other_gaps(advisory: Advisory) -> None:
+    result = run(advisory, replace(CLEAN, scans=(), log_reach=None))
+    assert result.state is State.NOT_INVESTIGATED
+    assert any("logs reach" in line for line in result.evidence)
+
+
+# -- indicators found -------------------------------------------------------------------------
+
+
+def test_a_cve_check_hit(advisory: Advisory) -> None:
+    result = run(advisory, indicators=("CVE-2021-26855: ServerInfo~a]@x.example:444/autod",))
+    assert result.state is State.INDICATORS_FOUND
+    assert result.next_action.startswith("The CVE checks found CVE-2021-26855")
+    assert result.next_action.endswith("isolate and investigate (CISA ED 21-02)")
+
+
+@pytest.mark.parametrize("threat", [
+    "Backdoor:ASP/SecChecker.A", "Trojan:JS/Chopper!dha", "Backdoor:MSIL/Chopper.F!dha",
+    "Exploit:Script/Exmann.A!dha", "Behavior:Win32/Exmann.A", "Ransom:Win32/DoejoCrypt.A",
+    "exploit:script/exchgproxyrequest.a!gen",
+])
+def test_a_defender_detection_of_a_named_family(advisory: Advisory, threat: str) -> None:
+    detection = Detection(threat, FIX - DAY, (r"file:_C:\inetpub\x.aspx",), True)
+    result = run(advisory, replace(CLEAN, detections=(detection,)))
+    assert result.state is State.INDICATORS_FOUND
+    assert result.next_action == (f"A detection of {threat} (Defender) on 2021-03-03 12:00:00 "
+                                  "UTC: isolate and investigate (CISA ED 21-02)")
+    assert any("a threat named for these attacks" in line for line in result.evidence)
+    assert any("remediated: yes" in line for line in result.evidence)
+
+
+def test_a_named_family_counts_even_before_the_window(advisory: Advisory) -> None:
+    detection = Detection("Backdoor:ASP/SecChecker.A", START - WEEK)
+    assert run(advisory, replace(CLEAN, detections=(detection,))).state is \
+        State.INDICATORS_FOUND
+
+
+@pytest.mark.parametrize(("when", "state"), [
+    pytest.param(START - S, State.CLEAN, id="one-second-before-the-window"),
+    pytest.param(START, State.INDICATORS_FOUND, id="at-the-windows-start"),
+    pytest.param(NOW - DAY, State.INDICATORS_FOUND, id="after-the-fix"),
+    pytest.param(None, State.INDICATORS_FOUND, id="undated"),
+])
+def test_another_detection_counts_from_the_windows_start(
+        advisory: Advisory, when: datetime | None, state: InvestigationState) -> None:
+    detection = Detection("Trojan:Win32/CoinMiner!MSR", when)
+    result = run(advisory, replace(CLEAN, detections=(detection,)))
+    assert result.state is state
+    if state is State.CLEAN:
+        assert any("before the exposure window: evidence only" in line
+                   for line in result.evidence)
+
+
+def test_an_msert_detection_on_the_scan_after_the_fix(advisory: Advisory) -> None:
+    scan = full(FIRST, detections=("Backdoor:ASP/SecChecker.A",))
+    result = run(advisory, replace(CLEAN, scans=(scan,)))
+    assert result.state is State.INDICATORS_FOUND
+    assert result.next_action.startswith("A detection of Backdoor:ASP/SecChecker.A (MSERT) on "
+                                         "2021-03-05 12:00:00 UTC")
+
+
+@pytest.mark.parametrize(("candidate", "state"), [
+    pytest.param(shell(START - S), State.CLEAN, id="one-second-before-the-window"),
+    pytest.param(shell(START), State.INDICATORS_FOUND, id="at-the-windows-start"),
+    pytest.param(shell(FIX - S), State.INDICATORS_FOUND, id="one-second-inside"),
+    pytest.param(shell(FIX), State.INDICATORS_FOUND, id="at-the-fix"),
+    pytest.param(shell(FIX + S), State.CLEAN, id="one-second-after-the-fix"),
+    pytest.param(shell(START - WEEK, FIX - S), State.INDICATORS_FOUND,
+                 id="modified-inside-created-before"),
+    pytest.param(Candidate(r"C:\x\y.ashx", None, None, None), State.INDICATORS_FOUND,
+                 id="times-not-read"),
+    pytest.param(Candidate(r"C:\x\y.ashx", None, None, FIX + DAY), State.INDICATORS_FOUND,
+                 id="creation-not-read"),
+])
+def test_a_web_shell_candidate_counts_inside_the_window(
+        advisory: Advisory, candidate: Candidate, state: InvestigationState) -> None:
+    result = run(advisory, replace(CLEAN, candidates=(candidate,)))
+    assert result.state is state
+    if state is State.CLEAN:
+        assert any("outside the exposure window, evidence only" in line
+                   for line in result.evidence)
+    else:
+        assert result.next_action.startswith(f"A possible web shell {candidate.path}")
+
+
+OWA_AUTH = r"C:\Program Files\Microsoft\Exchange Server\V15\FrontEnd\HttpProxy\owa\auth"
+ECP_AUTH = r"D:\Exchange\FrontEnd\HttpProxy\ecp\auth"
+
+
+@pytest.mark.parametrize(("path", "state"), [
+    pytest.param(OWA_AUTH + r"\logon.aspx", State.CLEAN, id="owa-logon"),
+    pytest.param(OWA_AUTH.upper() + r"\ERRORFE.ASPX", State.CLEAN, id="owa-errorfe-upper-case"),
+    pytest.param(ECP_AUTH + r"\TimeoutLogoff.aspx", State.CLEAN, id="ecp-timeoutlogoff"),
+    pytest.param(OWA_AUTH + r"\Current\logon.aspx", State.INDICATORS_FOUND,
+                 id="owa-subfolder"),
+    pytest.param(OWA_AUTH + r"\15.1.2176\themes\logon.aspx", State.INDICATORS_FOUND,
+                 id="owa-version-folder"),
+    pytest.param(ECP_AUTH + r"\errorFE.aspx", State.INDICATORS_FOUND, id="ecp-other-name"),
+    pytest.param(OWA_AUTH + r"\errorEE.aspx", State.INDICATORS_FOUND, id="owa-shell-name"),
+    pytest.param(r"C:\inetpub\wwwroot\aspnet_client\logon.aspx", State.INDICATORS_FOUND,
+                 id="aspnet-client"),
+])
+def test_files_of_the_standard_install_are_evidence_only(advisory: Advisory, path: str,
+                                                         state: InvestigationState) -> None:
+    # Written by the fix's own installation, just before ExSetup.exe: inside the window.
+    result = run(advisory, replace(CLEAN, candidates=(shell(FIX - 60 * S, path=path),)))
+    assert result.state is state
+    if state is State.CLEAN:
+        assert any("a file of the standard install" in line for line in result.evidence)
+
+
+def test_indicators_come_before_every_gap(advisory: Advisory) -> None:
+    traces = replace(CLEAN, scans=(), log_reach=None, candidates=(shell(FIX - DAY),))
+    assert run(advisory, traces).state is State.INDICATORS_FOUND
+
+
+# -- servers not fixed, or not affected ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "first"), [
+    (Status.VULNERABLE, "Patch first; then run msert.exe /F /Q and re-collect"),
+    (Status.MITIGATED, "Patch first (interim mitigations are not a fix); then run"),
+    (Status.UNKNOWN, "Establish the patch status first (it is unknown); then run"),
+])
+def test_a_server_not_fixed_has_no_after_the_fix(advisory: Advisory, status: Status,
+                                                 first: str) -> None:
+    result = run(advisory, status=status)  # its full scan after FIX is no scan after a fix
+    assert result.state is State.NOT_INVESTIGATED
+    assert result.next_action.startswith(first)
+    assert result.window is not None and result.window.end is None
+    assert result.directive is not None
+    assert [step.state for step in result.directive.steps] == [StepState.PENDING] * 5
+
+
+def test_a_server_not_fixed_is_still_exposed(advisory: Advisory) -> None:
+    # No fix closes its window: a file written last week is inside it.
+    result = run(advisory, replace(CLEAN, candidates=(shell(NOW - WEEK),)),
+                 status=Status.VULNERABLE)
+    assert result.state is State.INDICATORS_FOUND
+
+
+def test_a_server_not_affected(advisory: Advisory) -> None:
+    traces = replace(CLEAN, candidates=(shell(FIX - DAY),))
+    result = run(advisory, traces, status=Status.NOT_APPLICABLE)
+    assert result.state is State.NOT_APPLICABLE
+    assert any("evidence only (ProxyLogon does not affect the server)" in line
+               for line in result.evidence)
+    detection = Detection("Trojan:Win32/CoinMiner!MSR", FIX)
+    assert run(advisory, replace(traces, detections=(detection,)),
+               status=Status.NOT_APPLICABLE).state is State.INDICATORS_FOUND
+
+
+# -- the fix time -----------------------------------------------------------------------------
+
+
+def test_the_earliest_fix_reading_ends_the_window(advisory: Advisory) -> None:
+    # ExSetup.exe was rewritten by a later update; the store saw the fix long before.
+    observed = FIX - 2 * DAY
+    traces = replace(CLEAN, scans=(full(observed + S),), fixed_at=FIX + DAY)
+    result = run(advisory, traces, fixed_at=observed)
+    assert result.window is not None and result.window.end == observed
+    assert result.window.end_source == "the observed fix time"
+    assert result.state is State.CLEAN
+    assert fix_time(traces, FIX + DAY) == (FIX + DAY, "ExSetup.exe's last write and the "
+                                           "observed fix time")
+
+
+@pytest.mark.parametrize(("traces_fix", "observed"), [
+    pytest.param(None, None, id="not-read"),
+    pytest.param(NOW + S, None, id="after-the-collection"),
+    pytest.param(START - S, None, id="before-the-window"),
+])
+def test_an_unknown_or_incredible_fix_time(advisory: Advisory, traces_fix: datetime | None,
+                                           observed: datetime | None) -> None:
+    result = run(advisory, replace(CLEAN, fixed_at=traces_fix), fixed_at=observed)
+    assert result.state is State.NOT_INVESTIGATED
+    assert result.next_action.startswith("The time of the fix is not known")
+    assert result.directive is not None
+    assert result.directive.steps[0].state is StepState.DUE
+
+
+def test_with_the_fix_time_unknown_the_window_stays_open(advisory: Advisory) -> None:
+    traces = replace(CLEAN, fixed_at=None, candidates=(shell(NOW - DAY),))
+    assert run(advisory, traces).state is State.INDICATORS_FOUND
+
+
+def test_naive_times_are_read_as_utc(advisory: Advisory) -> None:
+    naive = replace(CLEAN, scans=(full(FIRST.replace(tzinfo=None)),),
+                    fixed_at=FIX.replace(tzinfo=None),
+                    log_reach=tuple(LogReach(e.log, START.replace(tzinfo=None)) for e in LOGS))
+    assert run(advisory, naive, now=NOW.replace(tzinfo=None)).state is State.CLEAN
+
+
+def test_an_advisory_without_triage_data(advisory: Advisory) -> None:
+    proxyshell = load_catalogs()[1].advisory
+    result = run(proxyshell)
+    assert result.state is State.NOT_INVESTIGATED
+    assert result.window is None and result.directive is None
+    assert "define no exposure window" in result.next_action
+    hit = run(proxyshell, indicators=("CVE-2021-27065: Set-OabVirtualDirectory",))
+    assert hit.state is State.INDICATORS_FOUND
+
+
+# -- the directive (CISA ED 21-02: a full scan, then weekly for four weeks) ---------------------
+
+
+def _steps(result: Investigation) -> list[tuple[StepState, datetime | None, datetime | None]]:
+    assert result.directive is not None
+    return [(step.state, step.due, step.met_by) for step in result.directive.steps]
+
+
+def test_every_weekly_scan_met(advisory: Advisory) -> None:
+    scans = tuple(full(FIRST + k * WEEK) for k in range(5))  # each exactly at its due time
+    result = run(advisory, replace(CLEAN, scans=scans), now=FIRST + 30 * DAY)
+    assert _steps(result) == [(StepState.MET, FIX, FIRST)] + [
+        (StepState.MET, FIRST + k * WEEK, FIRST + k * WEEK) for k in range(1, 5)]
+    assert result.directive is not None and result.directive.met
+    assert result.directive.name == "CISA ED 21-02"
+    assert result.next_action == "None: every scan CISA ED 21-02 asks for is recorded"
+
+
+def test_a_late_weekly_scan_meets_the_next_week_not_its_own(advisory: Advisory) -> None:
+    scans = (full(FIRST), full(FIRST + WEEK + S), full(FIRST + 3 * WEEK))
+    result = run(advisory, replace(CLEAN, scans=scans), now=FIRST + 3 * WEEK + DAY)
+    assert [state for state, _, _ in _steps(result)] == [
+        StepState.MET, StepState.MISSED, StepState.MET, StepState.MET, StepState.PENDING]
+    assert result.state is State.CLEAN
+    assert result.next_action == (
+        "None for a compromise so far; weekly scan 1 of 4 (due 2021-03-12 12:00:00 UTC) was "
+        "missed; the next scan (msert.exe /F /Q) is due by 2021-04-02 12:00:00 UTC "
+        "(CISA ED 21-02)")
+
+
+def test_quick_or_unfinished_follow_ups_do_not_count(advisory: Advisory) -> None:
+    scans = (full(FIRST), full(FIRST + WEEK, kind="quick"), full(FIRST + WEEK, finished=False))
+    result = run(advisory, replace(CLEAN, scans=scans), now=FIRST + WEEK + S)
+    assert _steps(result)[1] == (StepState.MISSED, FIRST + WEEK, None)
+
+
+def test_a_pending_week_is_due_until_its_end(advisory: Advisory) -> None:
+    at_due = run(advisory, now=FIRST + WEEK)
+    assert _steps(at_due)[1] == (StepState.PENDING, FIRST + WEEK, None)
+    after = run(advisory, now=FIRST + WEEK + S)
+    assert _steps(after)[1] == (StepState.MISSED, FIRST + WEEK, None)
+
+
+def test_no_scan_after_the_fix_leaves_the_first_step_due(advisory: Advisory) -> None:
+    result = run(advisory, replace(CLEAN, scans=(full(FIX - DAY),)))
+    assert _steps(result) == [(StepState.DUE, FIX, None)] + [(StepState.PENDING, None, None)] * 4
+
+
+def test_the_directive_is_tracked_when_indicators_are_found(advisory: Advisory) -> None:
+    scan = full(FIRST, detections=("Backdoor:ASP/SecChecker.A",))
+    result = run(advisory, replace(CLEAN, scans=(scan,)))
+    assert result.state is State.INDICATORS_FOUND
+    assert _steps(result)[0] == (StepState.MET, FIX, FIRST)
+    # What was read stays evidence whatever the state: the scan and how far each log reaches.
+    assert any(line.startswith("MSERT scan started 2021-03-05 12:00:00 UTC (after the fix)")
+               for line in result.evidence)
+    assert sum("covers the window" in line for line in result.evidence) == len(TRACE_LOGS)
+
+
+# -- from a snapshot's observation and verdict ---------------------------------------------------
+
+
+def test_judge_observation_reads_the_observation_and_the_verdict(advisory: Advisory) -> None:
+    host = Host("EX1", "ex1.corp.example")
+    observation = Observation(host, NOW, "test", exsetup_version="15.1.2176.9",
+                              traces=replace(CLEAN, log_reach=(LogReach("application_event_log",
+                                                                        START),)))
+    verdict = evaluate(observation, load_catalog(), NOW)
+    assert verdict.status is Status.PATCHED and verdict.product == "2016"
+    result = judge_observation(observation, verdict, advisory, NOW)
+    assert result.state is State.INCOMPLETE  # 2016: every log is needed, not only 2010's
+    hit = replace(observation, indicators=("CVE-2021-27065: Set-OabVirtualDirectory",))
+    assert judge_observation(hit, verdict, advisory, NOW).state is State.INDICATORS_FOUND
+    with pytest.raises(ValueError, match="2021-05-proxyshell"):
+        judge_observation(observation, replace(verdict, advisory="2021-05-proxyshell/1"),
+                          advisory, NOW)
+
+
+# -- the triage order (compliance/worklist.py) --------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "flags", "investigation", "expected"), [
+    (Status.PATCHED, (), State.INDICATORS_FOUND, INDICATORS_FIRST),
+    (Status.VULNERABLE, (), State.INDICATORS_FOUND, INDICATORS_FIRST),
+    (Status.PATCHED, (Flag.INDICATORS_FOUND,), State.CLEAN, INDICATORS_FIRST),
+    (Status.VULNERABLE, (), State.NOT_INVESTIGATED, 1),
+    (Status.UNKNOWN, (), None, 2),
+    (Status.MITIGATED, (), State.NOT_INVESTIGATED, 3),
+    (Status.PATCHED, (), State.NOT_INVESTIGATED, NOT_INVESTIGATED),
+    (Status.PATCHED, (), None, NOT_INVESTIGATED),
+    (Status.PATCHED, (), State.INCOMPLETE, INVESTIGATION_INCOMPLETE),
+    (Status.PATCHED, (), State.CLEAN, None),
+    (Status.PATCHED, (Flag.WEB_CONFIG_BROKEN,), State.CLEAN, 2),
+    (Status.NOT_APPLICABLE, (), State.NOT_APPLICABLE, None),
+    (Status.NOT_APPLICABLE, (), None, None),
+])
+def test_triage_priority(status: Status, flags: tuple[Flag, ...],
+                         investigation: InvestigationState | None, expected: int | None) -> None:
+    assert triage_priority(status, flags, investigation) == expected
+    if investigation is not State.INDICATORS_FOUND and priority(status, flags) is not None:
+        assert triage_priority(status, flags, investigation) == priority(status, flags)
+
+
+def test_the_triage_order_puts_patched_work_after_the_patch_work() -> None:
+    assert max(p for p in TRIAGE_NAMES if p < NOT_INVESTIGATED) < NOT_INVESTIGATED \
+        < INVESTIGATION_INCOMPLETE
+    assert TRIAGE_NAMES[NOT_INVESTIGATED] == "not investigated"
+

@@ -1,0 +1,89 @@
+"""The investigation after the fix on the pages (issue 21), on the demo fleet: the Overview's
+counts, the Hosts page's column, filter and timeline, the Worklist's triage order and its
+export columns. The demo gives every state to some server."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from compliance.catalog import load_catalog
+from compliance.investigation import InvestigationState
+from compliance.investigation_record import stored_state
+from compliance.models import Status
+from store import SnapshotStore
+from store.export import WORKLIST_COLUMNS, to_csv
+
+
+def _states(store: SnapshotStore) -> Counter[tuple[str, str]]:
+    return Counter((s.status.value, stored_state(s.investigation, s.status).value)
+                   for s in store.summaries(store.latest().id, load_catalog()))
+
+
+def test_the_demo_fleet_shows_every_state(demo_app):
+    _at, store = demo_app
+    seen = {state for _status, state in _states(store)}
+    assert seen == {state.value for state in InvestigationState}
+
+
+def test_the_overview_counts_patched_servers_nobody_investigated(demo_app):
+    at, store = demo_app
+    states = _states(store)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Patched, not investigated"] == str(states[("patched", "not_investigated")])
+    assert metrics["Indicators found"] == str(sum(n for (_s, state), n in states.items()
+                                                  if state == "indicators_found"))
+    assert metrics["Investigation incomplete"] == str(sum(
+        n for (_s, state), n in states.items() if state == "incomplete"))
+    assert int(metrics["Patched, not investigated"]) > 0
+
+
+def test_hosts_has_the_state_as_a_column_and_a_filter_and_the_detail_shows_the_timeline(
+        demo_app):
+    at, store = demo_app
+    at.switch_page("views/hosts.py")
+    at.run()
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if "su_level" in d.value.columns)
+    assert "investigation" in table.columns and "investigation_action" in table.columns
+    at.multiselect(key="f_investigation").set_value(["incomplete"]).run()
+    assert not at.exception, at.exception
+    shown = next(d.value for d in at.dataframe if "su_level" in d.value.columns)
+    assert len(shown) and set(shown["investigation"]) == {"incomplete"}
+    host = sorted(shown["host"])[0]
+    if len(shown) > 1:
+        at.selectbox(key="detail_host").set_value(host).run()
+    assert not at.exception, at.exception
+    text = "\n".join(m.value for m in at.markdown)
+    assert "**Investigation after the fix:** Investigation incomplete" in text
+    assert "**Investigation, next action:**" in text
+    timeline = next(d.value for d in at.dataframe if "event" in d.value.columns)
+    events = set(timeline["event"])
+    assert {"Exposure window starts", "Fixed (window ends)"} <= events
+    assert any(event.startswith("Log ") for event in events)
+    steps = next(d.value for d in at.dataframe if "met_by" in d.value.columns)
+    assert len(steps) == 5  # the full scan after the fix and four weekly ones
+    assert store.investigation(store.latest().id, host) is not None
+
+
+def test_the_worklist_puts_indicators_first_and_uninvestigated_after_the_patch_work(demo_app):
+    at, _store = demo_app
+    at.switch_page("views/worklist.py")
+    at.run()
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if "wave" in d.value.columns)
+    assert {"investigation", "investigation_action"} <= set(table.columns)
+    found = table[table["investigation"] == "indicators_found"]
+    assert len(found) and (found["priority"] == 0).all()
+    waiting = table[(table["status"] == "patched")
+                    & (table["investigation"] == "not_investigated")]
+    assert len(waiting) and (waiting["priority"] == 4).all()
+    incomplete = table[(table["status"] == "patched") & (table["investigation"] == "incomplete")]
+    assert (incomplete["priority"] == 5).all()
+    unpatched = table[table["status"].isin([Status.VULNERABLE.value, Status.UNKNOWN.value,
+                                            Status.MITIGATED.value])]
+    assert (unpatched["priority"] <= 3).all()
+    # The exports keep every earlier column, then the two of the investigation.
+    assert WORKLIST_COLUMNS[-2:] == ("investigation", "investigation_action")
+    header = to_csv([]).splitlines()[0].split(",")
+    assert header[:-2] == [c for c in WORKLIST_COLUMNS if not c.startswith("investigation")]
+    assert header[-2:] == ["investigation", "investigation_action"]
