@@ -122,12 +122,13 @@ def _traces(kind: str, fixed: datetime, at: datetime) -> Traces:
         weekly = [first + timedelta(weeks=n) for n in range(5)]
         scans = [Scan(moment, "full", "1.333.1234.0", True,
                       raw=("Microsoft Safety Scanner v1.333, (build 1.333.1234.0) (fictional)",
-                           f"Started On {moment:%a %b %d %H:%M:%S %Y}"))
+                           f"Started On {moment:%a %b %d %H:%M:%S %Y}", "No infection found."),
+                      outcome="clean")
                  for moment in weekly if moment < at]
     elif kind == "quick_scan":
         moment = fixed + timedelta(days=2)
         if moment < at:
-            scans = [Scan(moment, "quick", "1.333.1234.0", True)]
+            scans = [Scan(moment, "quick", "1.333.1234.0", True, outcome="clean")]
     detections: tuple[Detection, ...] = ()
     if kind == "detection":
         detections = (Detection("Backdoor:ASP/Chopper.F!dha", fixed + timedelta(hours=30),
@@ -303,6 +304,7 @@ def _observe(host: DemoHost, week: int, at: datetime, builds: _Builds,
         "MSExchangeOABAppPool": AppPoolState("Started", True),
     }
     details = (NOTSHELL_RULE,) if host.notshell_rule else ()
+    investigated = patched and host.patch_week is not None and not offline
     return Observation(
         host=entity, observed_at=observed,
         source="demo-import" if offline else "demo-winrm",
@@ -317,9 +319,13 @@ def _observe(host: DemoHost, week: int, at: datetime, builds: _Builds,
             rewrite_rule_details=(*(EOMT_RULES[name] for name in rules), *details)),
         indicators=host.indicators if week >= 1 else (),
         dotnet_release=host.dotnet_release,
-        traces=_traces(host.investigation, at - timedelta(weeks=week - host.patch_week, days=2),
-                       observed)
-        if patched and host.patch_week is not None and not offline else None,
+        # The fix time is bounded by the update's install day (its end in any time zone):
+        # the demo's scans start two days after that day, so they count as after the fix.
+        traces=_traces(host.investigation, at - timedelta(weeks=week - (host.patch_week or 0))
+                       + timedelta(days=2), observed)
+        if investigated else None,
+        # The indicator checks' logs reach back past the window's start on investigated hosts.
+        log_window_days=float((observed - WINDOW_START).days + 30) if investigated else None,
     )
 
 

@@ -165,6 +165,10 @@ function Upd($name, $date) {
 # and whether lines were left out. Nothing ($null) when the file does not exist; any other
 # failure throws to the caller's part. The lines go out as [string[]]: Get-Content's lines carry
 # PSPath and other notes, which ConvertTo-Json would print as objects around each line.
+# When lines were left out, also the lines of the WHOLE file that say what a run was and found
+# (its start, kind, detections, result), the first $MaxFiles, each on one line and cut at
+# $MaxText: a detection in a run that fell out of the tail is still seen. Select-String reads
+# the file line by line and stops after them.
 function Tail($path) {
     try {
         $file = Get-Item -LiteralPath $path
@@ -181,7 +185,11 @@ function Tail($path) {
         $first--
         $size += ([string]$lines[$first]).Length
     }
-    [ordered]@{ written_at = (Iso $file.LastWriteTimeUtc); utc_offset_minutes = [int][TimeZoneInfo]::Local.GetUtcOffset($file.LastWriteTimeUtc).TotalMinutes; cut = $first -gt 0; lines = [string[]]@($lines | Select-Object -Skip $first) }
+    $matched = $null
+    if ($first) {
+        $matched = [string[]]@(Select-String -LiteralPath $path -Pattern 'Threat Detected|^\s*Found |Started On|Scan Results:|Return code' | Select-Object -First $MaxFiles | ForEach-Object { Line $_.Line $MaxText })
+    }
+    [ordered]@{ written_at = (Iso $file.LastWriteTimeUtc); utc_offset_minutes = [int][TimeZoneInfo]::Local.GetUtcOffset($file.LastWriteTimeUtc).TotalMinutes; cut = $first -gt 0; lines = [string[]]@($lines | Select-Object -Skip $first); matches = $matched }
 }
 
 # ---- the document -----------------------------------------------------------
@@ -217,6 +225,7 @@ $tr = [ordered]@{
     log_reach = $null
     candidates = $null
     candidates_truncated = $false
+    log_reach_truncated = $false
 }
 $doc = [ordered]@{
     schema = 'exchange-probe/1'
@@ -536,9 +545,12 @@ try {
     Fault 'defender_detections' $_
 }
 
-# How far back each log the indicator checks read reaches: the oldest file's creation time
-# (recursive), and the Application event log's oldest event. A log that is not there: null,
-# no error; one that cannot be read is left out and errors says why.
+# How far back each log the indicator checks read reaches: per folder holding its files (each
+# HttpProxy protocol folder rolls over on its own, so one busy folder reaching back far says
+# nothing of the others), the oldest file's creation time, at most $MaxFindings folders per log
+# (past them log_reach_truncated); and the Application event log's oldest event. An empty
+# folder gives nothing; a log with no file at all, or not there: null, no error; one that
+# cannot be read is left out and errors says why.
 $tr.log_reach = $List::new()
 foreach ($log in 'HttpProxy', 'ECP\Server', 'OABGeneratorLog', 'Application') {
     $seen = $null
@@ -546,7 +558,16 @@ foreach ($log in 'HttpProxy', 'ECP\Server', 'OABGeneratorLog', 'Application') {
         if ($log -eq 'Application') {
             $seen = Iso (Get-WinEvent -LogName Application -MaxEvents 1 -Oldest).TimeCreated
         } elseif ($ex) {
-            $seen = Iso (Get-ChildItem -LiteralPath ($ex + 'Logging\' + $log) -Recurse -File | Sort-Object CreationTimeUtc | Select-Object -First 1).CreationTimeUtc
+            $groups = @(Get-ChildItem -LiteralPath ($ex + 'Logging\' + $log) -Recurse -File | Group-Object DirectoryName)
+            foreach ($group in @($groups | Select-Object -First $MaxFindings)) {
+                $tr.log_reach.Add([ordered]@{ log = $log; folder = $group.Name; oldest = (Iso ($group.Group | Sort-Object CreationTimeUtc | Select-Object -First 1).CreationTimeUtc) })
+            }
+            if ($groups.Count -gt $MaxFindings) {
+                $tr.log_reach_truncated = $true
+            }
+            if ($groups.Count) {
+                continue
+            }
         } else {
             continue
         }

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,7 +49,8 @@ MAX_DETECTIONS = 50
 MAX_RESOURCES = 5
 MAX_RESOURCE = 260
 MAX_DETECTION_RAW = 2000  # characters of a Defender record as printed
-MAX_LOG_REACH = 20
+MAX_LOG_REACH = 200  # entries: a log's folders each give one (HttpProxy has some 20); past it, truncated
+MAX_MATCHES = 200  # lines of the whole file the probe matched (Select-String), kept the first
 MAX_CANDIDATES = 200
 MAX_PATH = 1024
 MAX_OFFSET_MINUTES = 14 * 60  # UTC-12 .. UTC+14 fit in it
@@ -67,6 +68,10 @@ _FINISHED = re.compile(r"\s*(?:Microsoft Safety Scanner\s+)?Finished On\b", re.I
 _KIND = re.compile(r"\s*(?P<kind>[A-Za-z]+) Scan Results\s*:", re.IGNORECASE)
 _THREAT = re.compile(r"\s*Threat Detected\s*:\s*(?P<rest>.*)", re.IGNORECASE)
 _FOUND = re.compile(r"\s*Found\s+(?P<rest>.*)", re.IGNORECASE)
+_FOUND_ANY = re.compile(r"\s*Found\b", re.IGNORECASE)  # any summary "Found" line, named or not
+_NO_INFECTION = re.compile(r"\s*No infection found\b", re.IGNORECASE)
+_RETURN = re.compile(r"\s*Return code\s*:\s*(?P<code>[0-9]+)(?:\s*\(0x(?P<hex>[0-9A-Fa-f]+)\))?",
+                     re.IGNORECASE)
 # Type:Platform/Family.Variant!suffix, e.g. Backdoor:ASP/SecChecker.A, Trojan:JS/Chopper!dha.
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*:[^\s,/:]+/[^\s,]+")
 _CTIME = re.compile(r"(?:[A-Za-z]{3},?\s+)?(?P<month>[A-Za-z]{3})\s+(?P<day>[0-9]{1,2})\s+"
@@ -148,6 +153,13 @@ class _Run:
     version: str | None = None
     finished: bool = False
     detections: list[str] = field(default_factory=list)
+    found: bool = False  # a summary "Found ..." line, or a return code that is not 0
+    clean: bool = False  # "No infection found.", or "Return code: 0 (0x0)"
+
+    @property
+    def outcome(self) -> str:
+        """``found`` over ``clean`` over ``unknown``: a contradiction is never clean."""
+        return "found" if self.found or self.detections else "clean" if self.clean else "unknown"
 
     @property
     def under_way(self) -> bool:
@@ -160,7 +172,8 @@ class _Run:
 
     def scan(self) -> Scan:
         return Scan(started_at=self.started_at, kind=self.kind or "unknown", version=self.version,
-                    finished=self.finished, detections=tuple(self.detections), raw=self.raw())
+                    finished=self.finished, detections=tuple(self.detections), raw=self.raw(),
+                    outcome=self.outcome)
 
     def raw(self) -> tuple[str, ...]:
         """At most MAX_RUN_RAW lines, in order: its first MAX_RUN_HEAD lines and, after them,
@@ -219,11 +232,21 @@ def parse_msert_log(lines: Any, utc_offset_minutes: Any) -> tuple[Scan, ...]:
             current.kind = KINDS.get(kind["kind"].lower(), current.kind or "unknown")
         elif (threat := _THREAT.match(text)) is not None:
             current.detect(_threat_name(threat["rest"]))
-        elif (found := _FOUND.match(text)) is not None:
-            if (name := _NAME.match(found["rest"].strip())) is not None:
+        elif _FOUND_ANY.match(text):
+            current.found = True
+            found = _FOUND.match(text)
+            if found is not None and (name := _NAME.match(found["rest"].strip())) is not None:
                 current.detect(name.group(0).rstrip(".")[:MAX_NAME])
         elif _FINISHED.match(text):
             current.finished = True
+        elif _NO_INFECTION.match(text):
+            current.clean = True
+        elif (code := _RETURN.match(text)) is not None:
+            codes = {int(code["code"])} | ({int(code["hex"], 16)} if code["hex"] else set())
+            if codes == {0}:
+                current.clean = True
+            else:
+                current.found = True
     runs.append(current)
     return tuple(run.scan() for run in runs
                  if run.header or run.started or any(_TELLING.match(line) for line in run.lines))
@@ -279,15 +302,23 @@ def _printed(record: Mapping[str, Any]) -> str:
 def parse_log_reach(entries: Any) -> tuple[LogReach, ...]:
     """``investigation.log_reach``: each log under the name ``LogReach`` gives it (``httpproxy``,
     ``ecp_server``, ``oab_generator``, ``application_event_log``; another name lower-case as
-    printed), with its oldest time (None: not there, or a time that cannot be read)."""
+    printed), with its oldest time (None: not there, or a time that cannot be read), once.
+
+    The probe prints one entry per folder of a log that holds files (HttpProxy's protocol
+    folders, each with its own oldest file); a log covers only what its least covering folder
+    covers, so of several entries of one log the LATEST oldest time is kept, and one entry
+    without a time makes the log not found (as ``compliance/investigation.py`` reads several
+    readings). The first MAX_LOG_REACH entries are read (``traces_from_investigation`` flags more).
+    """
     if not isinstance(entries, list):
         return ()
-    reach = []
+    merged: dict[str, list[datetime | None]] = {}
     for entry in entries[:MAX_LOG_REACH]:
         if isinstance(entry, Mapping) and isinstance(entry.get("log"), str) and entry["log"]:
             name = clean(entry["log"], 100).lower()
-            reach.append(LogReach(LOGS.get(name, name), utc(entry.get("oldest"))))
-    return tuple(reach)
+            merged.setdefault(LOGS.get(name, name), []).append(utc(entry.get("oldest")))
+    return tuple(LogReach(log, None if None in times else max(t for t in times if t is not None))
+                 for log, times in merged.items())
 
 
 def parse_candidates(entries: Any) -> tuple[tuple[Candidate, ...], bool]:
@@ -307,25 +338,76 @@ def parse_candidates(entries: Any) -> tuple[tuple[Candidate, ...], bool]:
     return tuple(found), len(entries) > MAX_CANDIDATES
 
 
-def _scans(investigation: Mapping[str, Any]) -> tuple[tuple[Scan, ...] | None, bool]:
+def _tail_scans(tail: Mapping[str, Any], fallback: int | None) -> tuple[list[Scan], bool]:
+    """One tail's runs, with the detections its ``matches`` (lines of the whole file the probe
+    matched) show outside them; and whether runs may be missing (the tail cut)."""
+    offset = offset_minutes(tail.get("utc_offset_minutes"))
+    offset = fallback if offset is None else offset
+    lines = tail["lines"]
+    scans = list(parse_msert_log(lines, offset))
+    matches = tail.get("matches")
+    if isinstance(matches, list) and matches:
+        scans = _place(scans, parse_msert_log(matches[:MAX_MATCHES], offset), matches[:MAX_MATCHES])
+    return scans, tail.get("cut") is not False or len(lines) > MAX_LOG_LINES
+
+
+def _place(scans: list[Scan], skeleton: tuple[Scan, ...], matches: list[Any]) -> list[Scan]:
+    """The tail's runs with what the whole file's matching lines add: a detection not in the
+    tail goes to the tail's run with the same start; any other (its run fell out of the tail, or
+    its start is unknown) to one run with an unknown start put first, which also stands for a
+    run out of the tail whose summary says something was found without naming it."""
+    known = {name for scan in scans for name in scan.detections}
+    starts = {scan.started_at: i for i, scan in enumerate(scans) if scan.started_at is not None}
+    lost: list[str] = []
+    found = False
+    for run in skeleton:
+        new = [name for name in run.detections if name not in known]
+        known.update(new)
+        placed = starts.get(run.started_at) if run.started_at is not None else None
+        if placed is not None:
+            if new:
+                scan = scans[placed]
+                scans[placed] = replace(scan, detections=scan.detections + tuple(new), outcome="found")
+            continue
+        lost.extend(new)
+        found = found or run.outcome == "found"
+    if not (lost or found):
+        return scans
+    raw = ["[lines of the whole file matching a run's start, kind, detection or result, "
+           "outside the tail]"]
+    raw += [clean(line, MAX_LINE) for line in matches if isinstance(line, str)][:MAX_RUN_RAW]
+    return [Scan(started_at=None, kind="unknown", version=None, finished=False,
+                 detections=tuple(lost[:MAX_DETECTIONS]), raw=tuple(raw), outcome="found"), *scans]
+
+
+def _scans(investigation: Mapping[str, Any]) -> tuple[tuple[Scan, ...] | None, bool, tuple[str, ...]]:
     """The runs of msert.old.log, then msert.log (the older runs first), the newest MAX_SCANS;
-    and whether some may be missing (a log cut, more runs than kept). None when not read: the
-    keys are absent (not a 1.3 document), or a tail is not an object with a list of lines."""
+    whether some may be missing (a log cut, more runs than kept, a tail left out); and a probe
+    error line for each tail left out. Each tail is read on its own: one that is not an object
+    with a list of lines is left out, and the other still counts. None when not read: the keys
+    are absent (not a 1.3 document), or no tail there could be read."""
     if "msert_log" not in investigation:
-        return None, False
+        return None, False, ()
     fallback = offset_minutes(investigation.get("utc_offset_minutes"))
     scans: list[Scan] = []
     cut = False
+    read = 0
+    errors: list[str] = []
     for key in ("msert_old_log", "msert_log"):
         tail = investigation.get(key)
         if tail is None:
             continue  # no such file
         if not isinstance(tail, Mapping) or not isinstance(tail.get("lines"), list):
-            return None, False
-        offset = offset_minutes(tail.get("utc_offset_minutes"))
-        scans.extend(parse_msert_log(tail["lines"], fallback if offset is None else offset))
-        cut = cut or tail.get("cut") is not False or len(tail["lines"]) > MAX_LOG_LINES
-    return tuple(scans[-MAX_SCANS:]), cut or len(scans) > MAX_SCANS
+            errors.append(f"investigation: {key} left out, not an object with a list of lines")
+            cut = True
+            continue
+        read += 1
+        runs, tail_cut = _tail_scans(tail, fallback)
+        scans.extend(runs)
+        cut = cut or tail_cut
+    if errors and not read:
+        return None, False, tuple(errors)
+    return tuple(scans[-MAX_SCANS:]), cut or len(scans) > MAX_SCANS, tuple(errors)
 
 
 def traces_from_investigation(value: Any, probe_errors: Iterable[str] = ()
@@ -334,28 +416,38 @@ def traces_from_investigation(value: Any, probe_errors: Iterable[str] = ()
     observation's probe errors for what was left out.
 
     Absent or null: None (a probe before 1.3). A part whose probe error says it failed
-    (``msert_log``, ``defender_detections``) is None (not read), whatever it holds; a
-    ``candidates`` error marks the candidates truncated (a folder could not be listed).
+    (``msert_log``, ``defender_detections``) is None (not read), whatever it holds; with a
+    ``defender_detections`` error Defender's availability is unknown (None: its cmdlets are
+    there but failed, e.g. the service stopped), ``False`` only when they are absent. A
+    ``candidates`` error marks the candidates truncated (a folder could not be listed); a
+    ``log_reach`` list the probe cut (``log_reach_truncated``) or longer than MAX_LOG_REACH marks
+    the reach truncated.
     """
     if value is None:
         return None, ()
     if not isinstance(value, Mapping):
         return None, ("investigation: left out, not an object",)
     failed = {probe_error_part(str(error)) for error in probe_errors}
-    scans, scans_cut = (None, False) if "msert_log" in failed else _scans(value)
+    scans, scans_cut, tail_errors = (None, False, ()) if "msert_log" in failed else _scans(value)
     defender = value.get("defender")
     available: bool | None = None
     detections: tuple[Detection, ...] | None = None
     errors: tuple[str, ...] = ()
     more = False
-    if isinstance(defender, Mapping):
-        available = defender.get("available") is True and "defender_detections" not in failed
+    if "defender_detections" in failed:
+        # The cmdlets are there but failed (Defender stopped, what intruders commonly do, or
+        # another product active): its history is unknown, never "not available".
+        available = None
+    elif isinstance(defender, Mapping):
+        available = defender.get("available") is True
         if available and isinstance(defender.get("detections"), list):
             detections, errors = parse_defender(defender["detections"])
             more = defender.get("truncated") is not False or len(defender["detections"]) > MAX_DETECTIONS
         elif available:
             available = None  # said available, but no list: not read
     reach = value.get("log_reach")
+    reach_cut = value.get("log_reach_truncated") is True or (
+        isinstance(reach, list) and len(reach) > MAX_LOG_REACH)
     candidates, past = parse_candidates(value.get("candidates"))
     listed = isinstance(value.get("candidates"), list)
     return Traces(
@@ -369,4 +461,5 @@ def traces_from_investigation(value: Any, probe_errors: Iterable[str] = ()
         fixed_at=utc(value.get("exsetup_written_at")),
         scans_truncated=scans_cut,
         detections_truncated=more,
-    ), errors
+        reach_truncated=reach_cut,
+    ), tail_errors + errors

@@ -124,12 +124,10 @@ def observation_to_dict(obs: Observation) -> dict[str, Any]:
 
 def _traces_to_dict(traces: Traces) -> dict[str, Any]:
     """The investigation's traces (compliance/traces.py) as stored: every member, None where
-    not read."""
-    return {
-        "scans": None if traces.scans is None else [
-            {"started_at": _time(s.started_at), "kind": s.kind, "version": s.version,
-             "finished": s.finished, "detections": list(s.detections), "raw": list(s.raw)}
-            for s in traces.scans],
+    not read. A scan's ``outcome`` only when not ``unknown`` and ``reach_truncated`` only when
+    true (both added later): traces stored before them keep their exact text."""
+    data = {
+        "scans": None if traces.scans is None else [_scan_to_dict(s) for s in traces.scans],
         "detections": None if traces.detections is None else [
             {"threat": d.threat, "detected_at": _time(d.detected_at), "resources": list(d.resources),
              "remediated": d.remediated, "raw": d.raw}
@@ -146,6 +144,17 @@ def _traces_to_dict(traces: Traces) -> dict[str, Any]:
         "scans_truncated": traces.scans_truncated,
         "detections_truncated": traces.detections_truncated,
     }
+    if traces.reach_truncated:
+        data["reach_truncated"] = True
+    return data
+
+
+def _scan_to_dict(scan: Scan) -> dict[str, Any]:
+    data = {"started_at": _time(scan.started_at), "kind": scan.kind, "version": scan.version,
+            "finished": scan.finished, "detections": list(scan.detections), "raw": list(scan.raw)}
+    if scan.outcome != "unknown":
+        data["outcome"] = scan.outcome
+    return data
 
 
 def _stored_time(value: Any) -> datetime | None:
@@ -182,6 +191,9 @@ def _entries(value: Any, read: Any) -> tuple[Any, ...] | None:
     return tuple(item for item in (read(entry) for entry in value) if item is not None)
 
 
+SCAN_OUTCOMES = ("found", "clean", "unknown")
+
+
 def _scan_from_dict(entry: Any) -> Scan | None:
     if not isinstance(entry, Mapping):
         return None
@@ -191,8 +203,11 @@ def _scan_from_dict(entry: Any) -> Scan | None:
     if detections is None or raw is None or not version_ok or not isinstance(kind, str) \
             or not isinstance(finished, bool):
         return None
+    # Absent (stored before it) or forged: unknown, never clean.
+    stored = entry.get("outcome")
+    outcome = stored if isinstance(stored, str) and stored in SCAN_OUTCOMES else "unknown"
     return Scan(started_at=_stored_time(entry.get("started_at")), kind=kind, version=version,
-                finished=finished, detections=detections, raw=raw)
+                finished=finished, detections=detections, raw=raw, outcome=outcome)
 
 
 def _detection_from_dict(entry: Any) -> Detection | None:
@@ -241,6 +256,7 @@ def _traces(value: Any) -> Traces | None:
         fixed_at=_stored_time(value.get("fixed_at")),
         scans_truncated=value.get("scans_truncated") is True,
         detections_truncated=value.get("detections_truncated") is True,
+        reach_truncated=value.get("reach_truncated") is True,
     )
 
 

@@ -10,7 +10,10 @@ and optional fixed directive dates, each for some statuses ("patch or disconnect
 2021-03-05 12:00 UTC", CISA ED 21-02). A host's due time is the earliest that applies:
 
 - its status's days (vulnerable, mitigated, unknown: a host not read may be vulnerable);
-- ``indicators`` days when it shows compromise indicators (patched or not);
+- ``indicators`` days when it shows compromise indicators (patched or not): a CVE check hit
+  (``Flag.INDICATORS_FOUND``) or an investigation that found some (a Defender/MSERT detection
+  or a web-shell candidate too: ``InvestigationState.INDICATORS_FOUND``), as
+  compliance/worklist.py ``compromised`` says;
 - ``vulnerable`` days when OWA/ECP disclose an older build than the server reports
   (``outside_older_than_inside``; patched too, not when not affected: the worklist ranks it
   as vulnerable, compliance/worklist.py);
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
+from compliance.investigation import InvestigationState
 from compliance.models import Flag, Status
 
 INDICATORS = "indicators"  # the kind of gap of a host with compromise indicators
@@ -102,8 +106,10 @@ def published_at(published: str) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def kinds(status: Status, flags: Iterable[Flag]) -> tuple[str, ...]:
-    """The kinds of gap a host has (none: it needs no work)."""
+def kinds(status: Status, flags: Iterable[Flag],
+          investigation: InvestigationState | None = None) -> tuple[str, ...]:
+    """The kinds of gap a host has (none: it needs no work); ``investigation``: its state after
+    the fix (None: not judged)."""
     seen = tuple(flags)
     found: list[str] = [status.value] if status.value in KINDS else []
     if (Flag.OUTSIDE_OLDER_THAN_INSIDE in seen and status is not Status.NOT_APPLICABLE
@@ -112,21 +118,22 @@ def kinds(status: Status, flags: Iterable[Flag]) -> tuple[str, ...]:
     if (Flag.WEB_CONFIG_BROKEN in seen and status is not Status.NOT_APPLICABLE
             and Status.UNKNOWN.value not in found):
         found.append(Status.UNKNOWN.value)
-    if Flag.INDICATORS_FOUND in seen:
+    if Flag.INDICATORS_FOUND in seen or investigation is InvestigationState.INDICATORS_FOUND:
         found.append(INDICATORS)
     return tuple(found)
 
 
 def deadline(status: Status, flags: Iterable[Flag], policy: DeadlinePolicy, *,
-             open_since: datetime | None, published: datetime) -> Deadline | None:
-    """The host's deadline, or None when it needs no work.
+             open_since: datetime | None, published: datetime,
+             investigation: InvestigationState | None = None) -> Deadline | None:
+    """The host's deadline, or None when it needs no work (``investigation`` as ``kinds``').
 
     ``open_since``: when the host was first seen needing work in its current open stretch
     (basis ``first_seen``); None, as when it is not known, counts from ``published`` (the
     earliest start: a deadline is never later for what is not known). ``ValueError`` for a
     naive time.
     """
-    gaps = kinds(status, tuple(flags))
+    gaps = kinds(status, tuple(flags), investigation)
     if not gaps:
         return None
     for moment in (open_since, published):

@@ -5,30 +5,42 @@ one ``InvestigationState`` from what the probe read (compliance/traces.py), judg
 advisory's triage data (compliance/triage.py). Pure: the clock is ``now``.
 
 **The window.** From the advisory's ``exposure.start`` (the earliest exploitation publicly
-reported) to the fix. The fix time is the earliest of ``Traces.fixed_at`` (ExSetup.exe's last
-write) and the caller's ``fixed_at`` (a time the server was observed with the fix installed,
-e.g. the first snapshot that graded it patched from its own build). Both can only be at or
-after the moment the fix arrived (a later update rewrites ExSetup.exe, moving its time later),
-so the earliest is the tightest bound that still covers the whole vulnerable period, and a scan
-after it is after the fix. A fix time before the window's start or after ``now`` is not
-credible and counts as unknown. A server not fixed has an open window (it is still exposed).
+reported) to the fix. The fix time is an UPPER bound of the moment the fix was installed, the
+earliest of: the end, in the latest time zone (UTC-12: the next day 12:00 UTC), of the
+``installed_on`` day of each installed-update record of the fix (``fix_updates``: the KB the
+verdict's evidence names as the fix, or one the advisory's fix rows list, except a record whose
+name states another product or CU than the verdict's), and the caller's ``fixed_at`` (a time
+the server was observed with the fix, e.g. the first snapshot that graded it patched). A file
+time never ends the window: ExSetup.exe's last write (``Traces.fixed_at``) may be its package's
+time, weeks before the install, so it is shown as evidence only. A reading before the window's
+start or before the fixing update's install day (its first instant in any time zone, UTC+14),
+or after ``now``, is not credible and is left out; none left: the fix time is unknown. A
+server not fixed has an open window (it is still exposed).
 
 **Rules, in order** (fail closed: only a fully evidenced server is ``clean``):
 
 1. ``indicators_found``, whatever the patch status, when any of these is found:
    - a hit of the CVE checks (``Observation.indicators``, passed as ``indicators``);
-   - a Defender or MSERT detection of a threat family the advisory names, whenever dated;
+   - a Defender or MSERT detection of a threat family the advisory names, whenever dated. A
+     name is normalised first (NFKC, Unicode format characters removed, trimmed:
+     ``triage.normalise_threat``); one still not ASCII after that (a look-alike: an attack on
+     the matcher) and a record without a name (``triage.nameless``) count as named families;
    - a detection of any other name dated at or after the window's start, or undated. The
      named list cannot be complete (Microsoft's names vary by prefix and variant, and what
      attackers ran after getting in, e.g. miners and ransomware, carries other names), and on
      an Exchange server anything detected since exploitation began is a reason to isolate and
      look. Before the window's start it is evidence only. Remediated or not: removing one file
      does not show nothing else was left;
-   - a web-shell candidate (an .aspx/.ashx file the probe lists) created or modified inside the
-     window, both ends included, or with a time not read (a copied file keeps its old modified
-     time, so neither time bounds the other). One outside the window is evidence only, and so
-     is a file of the standard install (``triage.standard_files``, e.g. OWA's logon.aspx):
-     the update itself rewrites those inside the window, so their times cannot tell an update
+   - a finished MSERT scan whose summary reports a detection (``Scan.outcome == "found"``)
+     that no line named in a form the reader knows, dated as above by the scan's start;
+   - a web-shell candidate (an .aspx/.ashx file the probe lists) created or modified at or
+     after the window's start, up to now (a shell written after the fix is one too), or with
+     a time not read (a copied file keeps its old modified time, so neither time bounds the
+     other). One with both times before the window's start is evidence only, and so is a file
+     of the standard install (``triage.standard_files``, e.g. OWA's logon.aspx) directly in
+     its folder under Exchange's install path (``install_path``; not known: a plain absolute
+     path outside aspnet_client and the front-end folders, ``StandardFiles.holds``): the
+     update itself rewrites those inside the window, so their times cannot tell an update
      from a change, and their content is what the full scan required for ``clean`` reads. On
      a server the advisory does not affect there is no window: candidates are evidence only
      there (hits and detections still count).
@@ -37,36 +49,66 @@ credible and counts as unknown. A server not fixed has an open window (it is sti
    ``not_investigated``, next action "patch first" (an unknown status: establish it first).
 4. A fixed server (``patched``) is ``not_investigated`` when nothing was read (no traces: an
    older probe or a failed collection, which the evidence names), when the advisory defines no
-   triage, when the fix time is unknown, or when no scan started after the fix time (strictly:
-   a scan in the same second as the fix may have run before the update finished).
-5. It is ``incomplete`` when a scan after the fix exists but none is a finished full scan, a
-   scan's start could not be read, msert.log or Defender's history could not be read (Defender
-   present or unknown), a log the advisory's checks read (``triage.logs``, only those of the
-   CVEs affecting the server's product) was not found or begins after the window's start
-   (beginning exactly at the start covers it), the log reach or the web-shell folders were not
-   read, or the probe cut the list of candidates.
-6. Otherwise ``clean``: a finished full scan after the fix with no detection, every log
-   reaching back to the window's start, no candidate in the window.
+   triage, when the fix time is unknown, or when no scan started after the fix: more than
+   ``DST_MARGIN`` (60 minutes) after the fix time, as the MSERT log's local times are
+   converted with one offset, an hour off across a daylight-saving change, and not after the
+   observation's own time (``observed_at``; None: ``now``), which is not credible.
+5. It is ``incomplete`` when a scan after the fix exists but none is a finished full scan
+   whose summary says it found nothing (``Scan.outcome == "clean"``), a scan's start could not
+   be read, a finished scan from the window's start on has a summary not read (``outcome``
+   "unknown"), msert.log or Defender's history could not be read (Defender present or
+   unknown), msert.log or Defender's history or the log reach list was cut
+   (``scans_truncated``, ``detections_truncated``, ``reach_truncated``), a log the advisory's
+   checks read (``triage.logs``, only those of the CVEs affecting the server's product) was
+   not found or begins after the window's start (beginning exactly at the start covers it),
+   the log reach or the web-shell folders were not read, the probe cut the list of
+   candidates, or the CVE checks did not cover the window (``checks``): one had a probe error
+   (or the verdict flags ``indicators_unreadable``), a cap or the deadline cut them, they read
+   no log file (``log_window_days`` None), or ``observed_at - log_window_days`` (plus its
+   rounding, ``WINDOW_ROUNDING``) is after the window's start.
+6. Otherwise ``clean``: a finished full scan after the fix that found nothing, every log
+   reaching back to the window's start, the CVE checks covering it, no candidate since it.
 
 **The directive** (``triage``): the full scan after the fix, then ``followup_scans`` more,
-follow-up k met by a finished full scan in the k-th interval after the first one (its end
-included), its ``due`` the interval's end: ``met``, ``pending`` (not yet due), ``missed`` (its
-interval passed with none), ``due`` (the first scan, outstanding since the fix). It never
-changes the state: a server can be clean with a weekly scan missed, which its next action says.
+follow-up k met by a finished full scan (its summary read: clean or found) in the k-th
+interval after the first one (its end included), its ``due`` the interval's end: ``met``,
+``pending`` (not yet due), ``missed`` (its interval passed with none), ``due`` (the first
+scan, outstanding since the fix). It never changes the state: a server can be clean with a
+weekly scan missed, which its next action says.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
 from compliance.advisory import Advisory
-from compliance.models import Failure, Observation, Status, Verdict
+from compliance.evaluate import _named_cu
+from compliance.models import (
+    EvidenceKind,
+    Failure,
+    Flag,
+    InstalledUpdate,
+    Observation,
+    Status,
+    Verdict,
+    probe_error_part,
+)
 from compliance.traces import Candidate, LogReach, Scan, Traces
+from compliance.triage import looks_alike, nameless
 
 FULL = "full"  # Scan.kind of a full scan
+CLEAN_OUTCOME, FOUND_OUTCOME = "clean", "found"  # Scan.outcome
+# How far after the fix time a scan must start to count as after it: the MSERT log's local
+# times are converted with one UTC offset, which is an hour off across a daylight-saving change.
+DST_MARGIN = timedelta(minutes=60)
+# log_window_days is rounded to a tenth of a day: its start may be up to half of that later.
+WINDOW_ROUNDING = timedelta(days=0.05)
+# A calendar date means, somewhere on Earth, from its 00:00 at UTC+14 to its 24:00 at UTC-12.
+_EARLIEST_ZONE, _LATEST_ZONE = timedelta(hours=14), timedelta(hours=12)
 
 
 class InvestigationState(StrEnum):
@@ -131,66 +173,157 @@ def _at(moment: datetime | None) -> str:
     return "an unknown time" if moment is None else f"{_utc(moment):%Y-%m-%d %H:%M:%S} UTC"
 
 
-def fix_time(traces: Traces | None, fixed_at: datetime | None) -> tuple[datetime | None, str]:
-    """The fix time (the earliest of the two readings, module docstring) and where it is read."""
-    readings = [(_utc(moment), source) for moment, source in (
-        (traces.fixed_at if traces else None, "ExSetup.exe's last write"),
-        (fixed_at, "the observed fix time")) if moment is not None]
+def install_day(update: InstalledUpdate) -> date | None:
+    """The ``installed_on`` date of an installed-update record (``yyyy-MM-dd``), None when
+    absent or in another form."""
+    text = (update.installed_on or "").strip()
+    try:
+        return date.fromisoformat(text) if len(text) == 10 else None
+    except ValueError:
+        return None
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """The first and the last instant ``day`` can mean in any time zone (UTC+14, UTC-12)."""
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return midnight - _EARLIEST_ZONE, midnight + timedelta(days=1) + _LATEST_ZONE
+
+
+def fix_readings(fixed_at: datetime | None, updates: Sequence[InstalledUpdate] = ()
+                 ) -> list[tuple[datetime, datetime, str]]:
+    """Upper bounds of the moment the fix was installed: (the bound, the earliest moment the
+    reading can mean, where it is read). The end of each fixing update's install day in the
+    latest time zone, and ``fixed_at`` (a time the server was observed with the fix). Records
+    without a readable date give none."""
+    readings = []
+    for update in updates:
+        day = install_day(update)
+        if day is not None:
+            first, last = day_bounds(day)
+            readings.append((last, first, f"{update.kb.strip()} installed on {day} (the end "
+                             "of that day in any time zone)"))
+    if fixed_at is not None:
+        readings.append((_utc(fixed_at), _utc(fixed_at), "the observed fix time"))
+    return readings
+
+
+def fix_time(fixed_at: datetime | None, updates: Sequence[InstalledUpdate] = ()
+             ) -> tuple[datetime | None, str]:
+    """The fix time: the earliest upper bound (``fix_readings``; module docstring) and where it
+    is read. A file time is never one (ExSetup.exe's may be its package's)."""
+    readings = [(moment, source) for moment, _, source in fix_readings(fixed_at, updates)]
     if not readings:
         return None, ""
     end = min(moment for moment, _ in readings)
     return end, " and ".join(source for moment, source in readings if moment == end)
 
 
+@dataclass(frozen=True)
+class Checks:
+    """What the observation says of its CVE checks' reach (``Observation``): ``unread`` the
+    probe errors of the checks (or the verdict's ``indicators_unreadable`` flag), ``truncated``
+    a cap or the deadline cut them, ``window_days`` how far back their logs reached from
+    ``observed_at`` (None: no log file read)."""
+
+    unread: tuple[str, ...] = ()
+    truncated: bool = False
+    window_days: float | None = None
+
+
 class _Judge:
     def __init__(self, traces: Traces | None, advisory: Advisory, now: datetime,
-                 status: Status, fixed_at: datetime | None, product: str | None):
+                 status: Status, fixed_at: datetime | None, product: str | None,
+                 fix_updates: Sequence[InstalledUpdate], observed_at: datetime | None,
+                 install_path: str | None):
         self.traces = traces
         self.advisory = advisory
         self.as_of = _utc(now)
+        # The observation's own time: no scan after it is credible (None: judged at ``now``).
+        self.seen = self.as_of if observed_at is None else min(_utc(observed_at), self.as_of)
         self.status = status
         self.product = product
+        self.install_path = install_path
         self.evidence: list[str] = []
         self.found: list[str] = []  # next actions of what was found, in order
         self.gaps: list[str] = []  # next actions of what keeps the picture incomplete
         self.start = advisory.exposure.start if advisory.exposure else None
         self.fixed = status is Status.PATCHED
-        end, self.end_source = fix_time(traces, fixed_at) if self.fixed else (None, "")
-        if end is not None and ((self.start and end < self.start) or end > self.as_of):
-            self.evidence.append(f"The fix time {_at(end)} ({self.end_source}) is before the "
-                                 "exposure's start or after the collection: not credible")
-            end = None
-        self.end = end
+        self.end, self.end_source = (self.fix_window_end(fixed_at, fix_updates) if self.fixed
+                                     else (None, ""))
+        if traces is not None and traces.fixed_at is not None:
+            self.evidence.append(f"ExSetup.exe last written {_at(traces.fixed_at)}: evidence "
+                                 "only (a file time, possibly its package's, never the fix "
+                                 "time)")
         directive = advisory.triage.directive if advisory.triage else "the directive"
         self.isolate = f"isolate and investigate ({directive})"
 
-    # -- what was found --------------------------------------------------------------------
+    def fix_window_end(self, fixed_at: datetime | None, updates: Sequence[InstalledUpdate]
+                       ) -> tuple[datetime | None, str]:
+        """The earliest credible upper bound of the install (module docstring)."""
+        days = [day for day in map(install_day, updates) if day is not None]
+        for update in updates:
+            if install_day(update) is None:
+                self.evidence.append(f"Fixing update {update.kb}: its install date "
+                                     f"{update.installed_on!r} was not read")
+        first = min(day_bounds(day)[0] for day in days) if days else None
+        credible = []
+        for moment, earliest, source in fix_readings(fixed_at, updates):
+            if (self.start and moment < self.start) or (first and moment < first):
+                self.evidence.append(f"The fix time {_at(moment)} ({source}) is before the "
+                                     "exposure's start or the fixing update's install date: "
+                                     "not credible")
+            elif earliest > self.as_of:
+                self.evidence.append(f"The fix time {_at(moment)} ({source}) is after the "
+                                     "collection: not credible")
+            else:
+                credible.append((moment, source))
+        if not credible:
+            return None, ""
+        end = min(moment for moment, _ in credible)
+        return end, " and ".join(source for moment, source in credible if moment == end)
 
-    def in_window(self, moment: datetime) -> bool:
-        moment = _utc(moment)
-        return (self.start is None or moment >= self.start) and (
-            self.end is None or moment <= self.end)
+    # -- what was found --------------------------------------------------------------------
 
     def threat(self, threat: str, when: datetime | None, reader: str) -> None:
         family = self.advisory.family_of(threat)
-        said = f"{reader}: {threat} on {_at(when)}"
+        shown = threat if threat.isascii() else ascii(threat)
+        said = f"{reader}: {shown} on {_at(when)}"
         if family is not None:
             self.evidence.append(f"{said}, a threat named for these attacks ({family.name}; "
                                  f"{family.source})")
+        elif nameless(threat):
+            self.evidence.append(f"{said}, a detection whose name was not read: counted as "
+                                 "one named for these attacks, whenever dated")
+        elif looks_alike(threat):
+            self.evidence.append(f"{said}, a name outside ASCII (a look-alike of a name?): "
+                                 "counted as one named for these attacks, whenever dated")
         elif when is None or self.start is None or _utc(when) >= self.start:
             self.evidence.append(f"{said}, from the exposure's start on: found (not a family "
                                  "named for these attacks, but something was on the server)")
         else:
             self.evidence.append(f"{said}, before the exposure window: evidence only")
             return
-        self.found.append(f"A detection of {threat} ({reader}) on {_at(when)}: {self.isolate}")
+        self.found.append(f"A detection of {shown} ({reader}) on {_at(when)}: {self.isolate}")
+
+    def unread_detection(self, scan: Scan) -> None:
+        """A finished scan whose summary reports a detection (or a return code not 0) that no
+        line named in a form the reader knows."""
+        said = (f"MSERT: the scan started {_at(scan.started_at)} reports a detection the log "
+                "names in a form not read")
+        if scan.started_at is not None and self.start and _utc(scan.started_at) < self.start:
+            self.evidence.append(f"{said}, before the exposure window: evidence only")
+            return
+        self.evidence.append(said)
+        self.found.append(f"{said}: read msert.log on the server; {self.isolate}")
 
     def candidate(self, candidate: Candidate, window: bool) -> None:
         times = [moment for moment in (candidate.created, candidate.modified) if moment]
         said = (f"Possible web shell {candidate.path} (created {_at(candidate.created)}, "
                 f"modified {_at(candidate.modified)}, {candidate.size} bytes)")
-        inside = [moment for moment in times if self.in_window(moment)]
-        standard = self.advisory.triage.standard(candidate.path) if self.advisory.triage else None
+        # From the window's start on, up to now: a shell written after the fix is one too.
+        inside = [moment for moment in times if self.start is None or _utc(moment) >= self.start]
+        triage = self.advisory.triage
+        standard = triage.standard(candidate.path, self.install_path) if triage else None
         if not window:
             self.evidence.append(f"{said}: evidence only ({self.advisory.short} does not "
                                  "affect the server)")
@@ -202,11 +335,11 @@ class _Judge:
             # A time not read may be inside: a copied file keeps its old modified time, so
             # neither time bounds the other.
             when = f"written {_at(inside[0])}" if inside else "a time of it was not read"
-            self.evidence.append(f"{said}: inside the exposure window")
-            self.found.append(f"A possible web shell {candidate.path}, {when}, inside the "
-                              f"exposure window: {self.isolate}")
+            self.evidence.append(f"{said}: written since the exposure's start")
+            self.found.append(f"A possible web shell {candidate.path}, {when}, since the "
+                              f"exposure's start: {self.isolate}")
         else:
-            self.evidence.append(f"{said}: outside the exposure window, evidence only")
+            self.evidence.append(f"{said}: before the exposure window, evidence only")
 
     def look(self, indicators: Sequence[str], failure: Failure | None) -> None:
         for hit in indicators:
@@ -230,6 +363,8 @@ class _Judge:
         for scan in traces.scans or ():
             for name in scan.detections:
                 self.threat(name, scan.started_at, "MSERT")
+            if scan.finished and scan.outcome == FOUND_OUTCOME and not scan.detections:
+                self.unread_detection(scan)
         window = self.status is not Status.NOT_APPLICABLE
         for candidate in traces.candidates or ():
             self.candidate(candidate, window)
@@ -237,21 +372,31 @@ class _Judge:
     # -- a fixed server ----------------------------------------------------------------------
 
     def after_fix(self, scan: Scan) -> bool:
+        """The scan started more than ``DST_MARGIN`` after the fix time, and not after the
+        observation (a later date is not credible)."""
         started = scan.started_at
         return (started is not None and self.end is not None
-                and self.end < _utc(started) <= self.as_of)
+                and self.end + DST_MARGIN < _utc(started) <= self.seen)
+
+    def clean_scan(self, scan: Scan) -> bool:
+        """A finished full scan after the fix whose summary says it found nothing."""
+        return (self.after_fix(scan) and scan.kind == FULL and scan.finished
+                and scan.outcome == CLEAN_OUTCOME and not scan.detections)
 
     def where(self, scan: Scan) -> str:
         if scan.started_at is None:
             return "start not read"
         started = _utc(scan.started_at)
-        if started > self.as_of:
+        if started > self.seen:
             return "after the collection: not credible"
         if not self.fixed:
             return "the server is not fixed"
         if self.end is None:
             return "the fix time is not known"
-        return "after the fix" if started > self.end else "before the fix"
+        if started <= self.end:
+            return "before the fix"
+        return ("after the fix" if started > self.end + DST_MARGIN else
+                "within an hour after the fix: a daylight-saving change may put it before")
 
     def scans(self, command: str) -> bool:
         """Notes the scans; True when one started after the fix (or one's start is unknown)."""
@@ -265,7 +410,18 @@ class _Judge:
             self.evidence.append(
                 f"MSERT scan started {_at(scan.started_at)} ({self.where(scan)}): {scan.kind}, "
                 f"{'finished' if scan.finished else 'not finished'}, version "
-                f"{scan.version or 'unknown'}, {len(scan.detections)} detection(s)")
+                f"{scan.version or 'unknown'}, {len(scan.detections)} detection(s), summary: "
+                f"{scan.outcome}")
+        if self.traces.scans_truncated:
+            self.gaps.append("msert.log was cut (or held more runs than are kept): an earlier "
+                             "run, and what it found, may be missing; read it on the server")
+        for scan in scans:
+            if (scan.finished and scan.outcome not in (CLEAN_OUTCOME, FOUND_OUTCOME)
+                    and (scan.started_at is None or self.start is None
+                         or _utc(scan.started_at) >= self.start)):
+                self.gaps.append(f"The summary of the scan started {_at(scan.started_at)} "
+                                 "could not be read (neither \"No infection found.\" nor a "
+                                 "return code): read msert.log on the server")
         after = [scan for scan in scans if self.after_fix(scan)]
         if not after:
             if any(scan.started_at is None for scan in scans):
@@ -279,6 +435,9 @@ class _Judge:
                 f"The scan after the fix on {_at(last.started_at)} was {last.kind}"
                 f"{'' if last.finished else ' and did not finish'}: run {command} and "
                 "re-collect")
+        elif not any(self.clean_scan(scan) for scan in after):
+            self.gaps.append(f"No full scan after the fix is recorded as finding nothing: run "
+                             f"{command} and re-collect")
         return True
 
     def logs(self) -> None:
@@ -287,6 +446,9 @@ class _Judge:
         if reach is None:
             self.gaps.append("How far back the logs reach was not read: re-collect")
             return
+        if self.traces.reach_truncated:
+            self.gaps.append("The list of how far back the logs reach was cut: a reading that "
+                             "matters may be missing; re-collect")
         rule = self.advisory.rule(self.product)
         for need in self.advisory.triage.logs:
             if rule is not None and need.cve not in rule.cves:
@@ -323,6 +485,34 @@ class _Judge:
         elif traces.detections is None:
             self.gaps.append("Defender's detection history could not be read: re-collect, or "
                              "read it on the server (Get-MpThreatDetection)")
+        if traces.detections_truncated:
+            self.gaps.append("Defender holds more detections than were read: an older one may "
+                             "be missing; read them on the server (Get-MpThreatDetection)")
+
+    def checks(self, checks: Checks) -> None:
+        """Whether the CVE checks covered the window (rule 5)."""
+        assert self.start is not None
+        for error in checks.unread:
+            self.evidence.append(f"CVE check not read: {error}")
+        if checks.unread:
+            self.gaps.append("A CVE check could not read its logs, so no hit is not \"none\": "
+                             "fix the probe's access and re-collect")
+        if checks.truncated:
+            self.gaps.append("The CVE checks were cut short by a cap or the deadline: run "
+                             "Test-ProxyLogon on the server, or re-collect with more time")
+        if checks.window_days is None:
+            self.gaps.append("The CVE checks read no log file, so they cover no part of the "
+                             f"window from {_at(self.start)}: re-collect")
+            return
+        covered = self.seen - timedelta(days=checks.window_days) + WINDOW_ROUNDING
+        said = (f"The CVE checks' logs reach back {checks.window_days} days from "
+                f"{_at(self.seen)}, to about {_at(covered)}")
+        if covered > self.start:
+            self.evidence.append(f"{said}: after the window's start")
+            self.gaps.append(f"{said}: the window from {_at(self.start)} is not covered; look "
+                             "at the IIS logs and backups (Test-ProxyLogon on older logs)")
+        else:
+            self.evidence.append(f"{said}: covers the exposure window")
 
     # -- the directive -------------------------------------------------------------------------
 
@@ -338,6 +528,7 @@ class _Judge:
         good = sorted(_utc(scan.started_at) for scan in
                       (self.traces.scans or () if self.traces else ())
                       if scan.started_at is not None and scan.kind == FULL and scan.finished
+                      and scan.outcome in (CLEAN_OUTCOME, FOUND_OUTCOME)
                       and self.after_fix(scan))
         if not self.fixed or self.end is None or not good:
             first = DirectiveStep(first_name, self.end,
@@ -378,12 +569,19 @@ def _clean_action(directive: Directive | None, command: str) -> str:
 
 def judge(traces: Traces | None, advisory: Advisory, now: datetime, *, status: Status,
           fixed_at: datetime | None = None, indicators: Sequence[str] = (),
-          failure: Failure | None = None, product: str | None = None) -> Investigation:
+          failure: Failure | None = None, product: str | None = None,
+          fix_updates: Sequence[InstalledUpdate] = (), observed_at: datetime | None = None,
+          checks: Checks | None = None, install_path: str | None = None) -> Investigation:
     """The investigation state of one server (rules: module docstring). ``status``: its verdict
     for ``advisory``; ``fixed_at``: when it was observed fixed (None: not known);
     ``indicators``: its CVE checks' hits; ``failure``: why its collection failed, if it did;
-    ``product``: its product line (which CVEs, hence which logs, concern it; None: all)."""
-    judge_ = _Judge(traces, advisory, now, status, fixed_at, product)
+    ``product``: its product line (which CVEs, hence which logs, concern it; None: all);
+    ``fix_updates``: its installed-update records of the fix (their install dates bound the
+    fix time); ``observed_at``: when the observation was made (None: ``now``); ``checks``: how
+    far its CVE checks reached (None: not known, never clean); ``install_path``: Exchange's
+    install path, for the files of the standard install (None: not known)."""
+    judge_ = _Judge(traces, advisory, now, status, fixed_at, product, fix_updates, observed_at,
+                    install_path)
     judge_.look(indicators, failure)
     exposure, triage = advisory.exposure, advisory.triage
     command = triage.scan_command if triage else "a full malware scan"
@@ -401,6 +599,7 @@ def judge(traces: Traces | None, advisory: Advisory, now: datetime, *, status: S
         scanned = judge_.scans(command)
         judge_.logs()
         judge_.parts()
+        judge_.checks(checks or Checks())
         judge_.evidence.extend(f"Not shown: {gap}" for gap in judge_.gaps)
     directive = judge_.directive()
 
@@ -433,9 +632,9 @@ def judge(traces: Traces | None, advisory: Advisory, now: datetime, *, status: S
                       "re-collect")
     if judge_.end is None:
         return result(InvestigationState.NOT_INVESTIGATED,
-                      "The time of the fix is not known (ExSetup.exe's last write was not "
-                      "read, or is not credible): re-collect, so a scan can be shown to follow "
-                      f"it; run {command}")
+                      "The time of the fix is not known (no install date of the fixing update "
+                      "and no observed fix time, or none credible): re-collect, so a scan can "
+                      f"be shown to follow it; run {command}")
     if not scanned:
         return result(InvestigationState.NOT_INVESTIGATED,
                       f"Run {command} (a full Safety Scanner scan) and re-collect: no scan "
@@ -445,13 +644,51 @@ def judge(traces: Traces | None, advisory: Advisory, now: datetime, *, status: S
     return result(InvestigationState.CLEAN, _clean_action(directive, command))
 
 
+def fix_updates(observation: Observation, verdict: Verdict,
+                advisory: Advisory) -> tuple[InstalledUpdate, ...]:
+    """The observation's installed-update records of the fix: the KB the verdict's evidence
+    names as the fix, or any KB the advisory's fix rows list, except a record whose name
+    states another product or CU than the verdict's (one left from before a CU upgrade
+    bounds nothing of this CU's fix)."""
+    kbs = {fix.kb.strip().upper() for rule in advisory.products for fix in rule.fixes}
+    kbs |= {item.value.split(maxsplit=1)[0].upper() for item in verdict.evidence
+            if item.kind == EvidenceKind.INSTALLED_UPDATE_PROOF and item.value.split()}
+    found = []
+    for update in observation.installed_updates:
+        product, cu = _named_cu(update.name)
+        if update.kb.strip().upper() in kbs and (product or verdict.product) == verdict.product \
+                and (cu or verdict.cu) == verdict.cu:
+            found.append(update)
+    return tuple(found)
+
+
+def install_path(observation: Observation) -> str | None:
+    """Exchange's install path as the observation's web.config paths show it (one path for
+    all), None when they show none."""
+    paths = {_INSTALL_PART.match(item.path) for item in observation.web_configs or ()}
+    found = {match.group(1).casefold(): match.group(1) for match in paths if match}
+    return next(iter(found.values())) if len(found) == 1 and None not in paths else None
+
+
 def judge_observation(observation: Observation, verdict: Verdict, advisory: Advisory,
                       now: datetime, fixed_at: datetime | None = None) -> Investigation:
-    """``judge`` for one host of a snapshot: its observation's traces, CVE check hits and
-    failure, and its verdict's status and product for ``advisory`` (``ValueError`` when the
-    verdict names another advisory)."""
+    """``judge`` for one host of a snapshot: its observation's traces, CVE check hits, their
+    reach and failure, its fixing updates' records, install path and time, and its verdict's
+    status and product for ``advisory`` (``ValueError`` when the verdict names another
+    advisory)."""
     if verdict.advisory and verdict.advisory_id != advisory.id:
         raise ValueError(f"the verdict is for {verdict.advisory_id}, not {advisory.id}")
+    cves = {cve.casefold() for cve in advisory.cve_ids}
+    unread = tuple(error for error in observation.probe_errors
+                   if probe_error_part(error).casefold() in cves)
+    if not unread and Flag.INDICATORS_UNREADABLE in verdict.flags:
+        unread = ("the verdict flags indicators_unreadable",)
+    checks = Checks(unread, observation.indicators_truncated, observation.log_window_days)
     return judge(observation.traces, advisory, now, status=verdict.status, fixed_at=fixed_at,
                  indicators=observation.indicators, failure=observation.failure,
-                 product=verdict.product)
+                 product=verdict.product, fix_updates=fix_updates(observation, verdict, advisory),
+                 observed_at=observation.observed_at, checks=checks,
+                 install_path=install_path(observation))
+
+
+_INSTALL_PART = re.compile(r"^(.*?\\)(?:ClientAccess|FrontEnd)\\", re.IGNORECASE)

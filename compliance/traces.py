@@ -34,6 +34,10 @@ class Scan:
     finished: bool
     detections: tuple[str, ...] = ()
     raw: tuple[str, ...] = ()  # the lines it was read from (bounded)
+    # What the run's summary says: "clean" only for an explicit "No infection found." or
+    # "Return code: 0"; "found" for a detection or a return code that is not 0; "unknown"
+    # otherwise (a summary the parser cannot read is never taken as clean).
+    outcome: str = "unknown"
 
 
 @dataclass(frozen=True)
@@ -75,9 +79,12 @@ class Candidate:
 class Traces:
     """Everything the probe read for the investigation. ``None`` members were not read (an
     older probe, or the part failed: its ``errors`` line says why); an empty tuple was read and
-    holds nothing. ``fixed_at``: when the fix reached this server as the server records it
-    (ExSetup.exe's last write, UTC; a later write only moves it later, never earlier).
-    ``defender_available``: ``False`` when Defender's cmdlets are absent or disabled.
+    holds nothing. ``fixed_at``: ExSetup.exe's last write time (UTC), as the file system
+    records it: possibly the time the update package gave the file (an MSI installs a file
+    with its CAB's time), so weeks before the install. Evidence only, never the fix time
+    (compliance/investigation.py bounds that by the install date and the observed time).
+    ``defender_available``: ``False`` when Defender's cmdlets are absent; ``None`` when not known
+    (its part failed: a Defender stopped by an intruder is not "absent").
     ``scans_truncated``: the MSERT log's tail was cut (or held more runs than are kept), so
     earlier runs may be missing; ``detections_truncated``: Defender holds more detections than
     the newest ones read (an older one may be missing); ``candidates_truncated``: more files than
@@ -92,3 +99,6 @@ class Traces:
     fixed_at: datetime | None = None
     scans_truncated: bool = False
     detections_truncated: bool = False
+    # A list the probe or the reader cut at its cap (log reach entries, one unreadable tail):
+    # what is missing may be what matters, so it is never read as complete.
+    reach_truncated: bool = False

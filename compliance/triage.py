@@ -10,6 +10,7 @@ says so and never calls a server clean). Every row carries its source. A malform
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,15 +36,41 @@ class Exposure:
 @dataclass(frozen=True)
 class ThreatFamily:
     """A threat name Microsoft gave these attacks. ``pattern`` matches a detection's name as
-    Defender or the Safety Scanner print it: ``*`` stands for any run of characters, the
-    rest is literal and compared whatever its ASCII case."""
+    Defender or the Safety Scanner print it, normalised (``normalise_threat``): ``*`` stands
+    for any run of characters, the rest is literal and compared whatever its ASCII case."""
 
     name: str
     pattern: str
     source: str
 
     def matches(self, threat: str) -> bool:
-        return _glob(self.pattern).fullmatch(threat) is not None
+        return _glob(self.pattern).fullmatch(normalise_threat(threat)) is not None
+
+
+def normalise_threat(threat: str) -> str:
+    """A threat name as matched: NFKC (full-width and other compatibility forms to their
+    plain letters), Unicode format characters (zero-width spaces and joiners, direction
+    marks) removed, trimmed. A name that is still not ASCII after this is a look-alike
+    (``looks_alike``): Defender's and MSERT's names are ASCII."""
+    folded = unicodedata.normalize("NFKC", threat)
+    return "".join(char for char in folded if unicodedata.category(char) != "Cf").strip()
+
+
+def looks_alike(threat: str) -> bool:
+    """The normalised name holds a character outside ASCII: an attack on the matcher (a
+    Cyrillic "о" in "Chоpper"), so it counts as a family named for the attacks (fail closed)."""
+    return not normalise_threat(threat).isascii()
+
+
+# How a detection record without a name reads (collectors/traces.py): nothing, "(no name)",
+# or Defender's numeric id alone ("ThreatID 2147776320").
+_NAMELESS = re.compile(r"(?:\(no name\)|ThreatID\s+\S*)?", re.IGNORECASE | re.ASCII)
+
+
+def nameless(threat: str) -> bool:
+    """The record names no threat: what it detected is unknown, so it counts as a family
+    named for the attacks (fail closed), whenever dated."""
+    return _NAMELESS.fullmatch(normalise_threat(threat)) is not None
 
 
 @dataclass(frozen=True)
@@ -66,18 +93,44 @@ def _folded(path: str) -> str:
 
 @dataclass(frozen=True)
 class StandardFiles:
-    """Files a standard install puts directly in a folder (``folder``: the end of its path,
-    e.g. ``FrontEnd\\HttpProxy\\ecp\\auth``). An update rewrites them, so their times cannot
-    tell an update from a change; their content is what a full scan reads."""
+    """Files a standard install puts directly in a folder (``folder``: its path under the
+    Exchange install path, e.g. ``FrontEnd\\HttpProxy\\ecp\\auth``). An update rewrites them,
+    so their times cannot tell an update from a change; their content is what a full scan
+    reads."""
 
     folder: str
     names: tuple[str, ...]
     source: str
 
-    def holds(self, path: str) -> bool:
+    def holds(self, path: str, install_path: str | None = None) -> bool:
+        """``path`` is one of the files, directly in ``<install_path>\\<folder>``, as the probe
+        reports paths. Without ``install_path`` (not known here), the part before the folder
+        is taken as the install path only when it is a plain absolute path outside the other
+        folders the probe lists (the IIS ``aspnet_client`` folder, the front-end folders
+        themselves): a copy of the folder's layout there is not the install's."""
         parent, _, name = _folded(path).rpartition("\\")
-        return (parent.endswith("\\" + _folded(self.folder).strip("\\"))
-                and name in {_folded(known) for known in self.names})
+        if name not in {_folded(known) for known in self.names}:
+            return False
+        folder = "\\" + _folded(self.folder).strip("\\")
+        if install_path is not None:
+            return parent == _folded(install_path).rstrip("\\") + folder
+        if not parent.endswith(folder):
+            return False
+        return _install_like(parent[: -len(folder)])
+
+
+_DRIVE = re.compile(r"[a-z]:", re.ASCII)
+
+
+def _install_like(prefix: str) -> bool:
+    """A folded path that can be an Exchange install path the probe listed from: rooted at a
+    drive letter, no empty, relative (``.``, ``..``) or stream (``:``) part, and not inside
+    ``aspnet_client`` or a front-end folder (which the probe lists recursively)."""
+    drive, *parts = prefix.split("\\")
+    return (_DRIVE.fullmatch(drive) is not None and bool(parts)
+            and all(part and part not in {".", ".."} and ":" not in part
+                    and part.strip(" .") == part for part in parts)
+            and "aspnet_client" not in parts and "frontend" not in parts)
 
 
 @dataclass(frozen=True)
@@ -95,9 +148,11 @@ class TriagePolicy:
     source: str
     standard_files: tuple[StandardFiles, ...] = ()
 
-    def standard(self, path: str) -> StandardFiles | None:
-        """The entry that names ``path`` as a file of the standard install, if any."""
-        return next((entry for entry in self.standard_files if entry.holds(path)), None)
+    def standard(self, path: str, install_path: str | None = None) -> StandardFiles | None:
+        """The entry that names ``path`` as a file of the standard install, if any
+        (``StandardFiles.holds``)."""
+        return next((entry for entry in self.standard_files
+                     if entry.holds(path, install_path)), None)
 
 
 def _glob(pattern: str) -> re.Pattern[str]:

@@ -5,7 +5,11 @@ Pure and typed: ranking and wave planning are rules of this product, not of a fi
 (compliance/summary.py), so a worklist of the whole fleet decodes no observation.
 
 - **Who is on it.** Every host not compliant, and every host with compromise indicators
-  (patched or not: the update does not remove a web shell).
+  (patched or not: the update does not remove a web shell): the probe's CVE checks hit
+  (``Flag.INDICATORS_FOUND``), or the investigation after the fix found indicators (a
+  Defender/MSERT detection or a web-shell candidate too: ``InvestigationState.INDICATORS_FOUND``,
+  compliance/investigation.py). Both are the same "compromise indicators" everywhere: this
+  list, its exports, the Overview, the deadline clock and the notifications.
 - **Priority.** 0 compromise indicators, 1 vulnerable, 2 unknown, 3 mitigated (a stop-gap).
   A host flagged ``outside_older_than_inside`` (OWA/ECP disclose, without credentials, an older
   build than the server reports: compliance/outside.py) ranks at least 1, as vulnerable,
@@ -66,21 +70,32 @@ def internet_facing(roles: Iterable[ServerRole], internal_names: Collection[str]
     return bool(INTERNET_FACING.intersection(roles))
 
 
-def stored_priority(status: str, flags: str) -> int | None:
-    """``priority`` of a stored row's status and flags texts (compliance/summary.py); a value
-    no writer of this tool makes counts as unknown (2), never as nothing to do."""
+def stored_priority(status: str, flags: str, investigation: str | None = None) -> int | None:
+    """``priority`` of a stored row's status, flags and investigation texts
+    (compliance/summary.py; investigation None or "": none stored); a value no writer of this
+    tool makes counts as unknown (2), never as nothing to do."""
     try:
-        return priority(Status(status), [Flag(f) for f in flags.split(SEPARATOR) if f])
+        return priority(Status(status), [Flag(f) for f in flags.split(SEPARATOR) if f],
+                        InvestigationState(investigation) if investigation else None)
     except ValueError:
         return URGENCY[Status.UNKNOWN]
 
 
-def priority(status: Status, flags: Iterable[Flag]) -> int | None:
+def compromised(flags: Iterable[Flag], investigation: InvestigationState | None = None) -> bool:
+    """Whether a host shows compromise indicators: a CVE check hit (``Flag.INDICATORS_FOUND``)
+    or an investigation that found some (a detection or a web-shell candidate too)."""
+    return (Flag.INDICATORS_FOUND in tuple(flags)
+            or investigation is InvestigationState.INDICATORS_FOUND)
+
+
+def priority(status: Status, flags: Iterable[Flag],
+             investigation: InvestigationState | None = None) -> int | None:
     """The worklist priority of a host (0 most urgent), or None when it needs nothing: the one
-    definition of "needs action" that the worklist, its exports and the Overview's headline
-    share."""
+    definition of "needs action" that the worklist, its exports, the Overview's headline and
+    the deadline clock share. ``investigation``: its state after the fix (None: not judged);
+    only ``indicators_found`` counts here (``compromised``)."""
     seen = tuple(flags)  # read twice below; a caller may hand in a one-shot iterable
-    if Flag.INDICATORS_FOUND in seen:
+    if compromised(seen, investigation):
         return INDICATORS_FIRST
     found = URGENCY.get(status)
     if status is not Status.NOT_APPLICABLE:
@@ -106,9 +121,7 @@ def triage_priority(status: Status, flags: Iterable[Flag],
     patch nor its investigation needs anything. ``investigation``: its state
     (compliance/investigation.py); None (not judged, e.g. a snapshot from before) counts as not
     investigated for an affected host, never as clean."""
-    if investigation is InvestigationState.INDICATORS_FOUND:
-        return INDICATORS_FIRST
-    found = priority(status, flags)
+    found = priority(status, flags, investigation)
     if found is not None or status is Status.NOT_APPLICABLE:
         return found
     if investigation is None or investigation is InvestigationState.NOT_INVESTIGATED:
@@ -156,7 +169,7 @@ def rank(summaries: Iterable[HostSummary], names: Names | None = None, *,
     items = []
     for summary in summaries:
         rank_ = (triage_priority(summary.status, summary.flags, summary.investigation)
-                 if triage else priority(summary.status, summary.flags))
+                 if triage else priority(summary.status, summary.flags, summary.investigation))
         if rank_ is not None:
             internal, external = (names or {}).get(summary.host, ((), ()))
             items.append(Item(summary, rank_, internal_names=internal, external_names=external))
@@ -214,3 +227,31 @@ def plan_with_acceptances(items: Sequence[Item], accepted: Collection[str],
     after = max((i.wave for i in first), default=0)
     return first + [replace(i, wave=i.wave + after) for i in plan_waves(later, per_wave)]
 
+
+
+def plan_triage(items: Sequence[Item], accepted: Collection[str],
+                per_wave: int = 10) -> list[Item]:
+    """The triage order (issue 21; items ranked by ``rank(..., triage=True)``; ``accepted``:
+    lower-case names under a risk acceptance in force):
+
+    1. every host with compromise indicators, whatever its wave: isolating it and running
+       MSERT needs no maintenance window (it keeps the wave of its patch work, if any; an
+       acceptance does not defer a compromise);
+    2. the patch work in its waves, as ``plan_with_acceptances`` plans it;
+    3. the hosts that need only their investigation, not investigated before incomplete,
+       without a wave (0: a scan needs no window);
+
+    the hosts under an acceptance after all of them (their patch work in the waves after the
+    others', then their investigations), as ``plan_with_acceptances`` has it."""
+    patch_work = plan_with_acceptances(
+        [i for i in items if i.priority < NOT_INVESTIGATED], accepted, per_wave)
+    scans = sorted((replace(i, wave=0) for i in items if i.priority >= NOT_INVESTIGATED),
+                   key=lambda i: (i.priority, not i.internet_facing, i.host.lower()))
+
+    def deferred(item: Item) -> bool:
+        return item.host.casefold() in accepted
+
+    rest = [i for i in patch_work if i.priority != INDICATORS_FIRST]
+    return ([i for i in patch_work if i.priority == INDICATORS_FIRST]
+            + [i for i in rest if not deferred(i)] + [i for i in scans if not deferred(i)]
+            + [i for i in rest if deferred(i)] + [i for i in scans if deferred(i)])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from compliance.investigation import InvestigationState
 from compliance.models import Flag, Status
 from compliance.summary import HostSummary
 
@@ -97,7 +98,10 @@ def host_changes(previous: Sequence[HostSummary],
       compliant (a patched host needs none); not claimed when the probe could not read the
       mitigations (``mitigation_unreadable``) or the host is ``unknown`` (not read, or stale:
       its mitigations are unknown, not missing);
-    - ``NEW_INDICATORS``: more compromise-indicator hits than before (any, for a new host).
+    - ``NEW_INDICATORS``: more compromise-indicator hits than before (any, for a new host),
+      or an investigation after the fix that found indicators (a Defender/MSERT detection or
+      a possible web shell: ``InvestigationState.INDICATORS_FOUND``) where it found none
+      before (compliance/worklist.py ``compromised``: the same compromise indicators).
 
     One host may make several changes; a host gone from ``current`` makes none (retiring a
     server is not news). A name twice in one list counts once (its first row).
@@ -111,6 +115,8 @@ def host_changes(previous: Sequence[HostSummary],
             if now.indicator_count > 0:
                 changes.append(Change(ChangeKind.NEW_INDICATORS, now.host,
                                       _indicators(0, now.indicator_count)))
+            elif _found(now):
+                changes.append(Change(ChangeKind.NEW_INDICATORS, now.host, INVESTIGATION_FOUND))
             continue
         if then.status is Status.PATCHED and now.status is not Status.PATCHED:
             changes.append(Change(ChangeKind.REGRESSED, now.host, f"{then.status} -> {now.status}"))
@@ -121,7 +127,19 @@ def host_changes(previous: Sequence[HostSummary],
         if now.indicator_count > then.indicator_count:
             changes.append(Change(ChangeKind.NEW_INDICATORS, now.host,
                                   _indicators(then.indicator_count, now.indicator_count)))
+        elif _found(now) and not _found(then):
+            changes.append(Change(ChangeKind.NEW_INDICATORS, now.host, INVESTIGATION_FOUND))
     return ordered(changes)
+
+
+# The detail of an investigation's new indicators: fixed words (the threat names and paths
+# behind them are on the Hosts page, not in a chat message).
+INVESTIGATION_FOUND = ("the investigation after the fix found compromise indicators (a malware "
+                       "detection or a possible web shell): isolate and investigate")
+
+
+def _found(host: HostSummary) -> bool:
+    return host.investigation is InvestigationState.INDICATORS_FOUND
 
 
 def _by_name(hosts: Sequence[HostSummary]) -> Mapping[str, HostSummary]:

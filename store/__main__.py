@@ -63,6 +63,7 @@ from store.acceptances import record as record_acceptance
 from store.evidence import (
     BundleError,
     build_bundle,
+    bundle_holds,
     snapshot_csv,
     snapshot_document,
     verify_bundle,
@@ -184,6 +185,9 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
                 stdout.write(f"OK {inert(args.bundle)}: every file matches the manifest, the "
                              "snapshot matches its digest, hosts.csv and summary.txt match the "
                              "snapshot"
+                             + (", and so does investigations.json (each host's investigation "
+                                "after the fix and its directive's steps)"
+                                if bundle_holds(args.bundle, "investigations.json") else "")
                              + ("; the manifest's HMAC and the snapshot's signature match the "
                                 "key" if key else "; no signing key: who made it is not "
                                 "proven") + "\n")
@@ -392,7 +396,11 @@ def _run(args: argparse.Namespace, store: SnapshotStore, key: bytes | None, poli
         stderr.write(f"nothing to export: {inert(error)}\n")
         return 1
     if args.format == "csv":
-        data = snapshot_csv(store.assessments(info.id), info.id).encode()
+        # With each host's investigation state and next action (issue 21) at the end.
+        assessments = store.assessments(info.id)
+        recorded = store.investigations(info.id)
+        data = snapshot_csv(assessments, info.id, [recorded.get(a.observation.host.name)
+                                                   for a in assessments]).encode()
     elif args.format == "json":
         data = json.dumps(snapshot_document(store, info), indent=1, ensure_ascii=False).encode()
     else:

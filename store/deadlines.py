@@ -14,6 +14,7 @@ from datetime import datetime
 from compliance.catalog import Catalog
 from compliance.deadline import Deadline, DeadlinePolicy, deadline, published_at
 from compliance.evaluate import Policy
+from compliance.investigation import InvestigationState
 from compliance.models import Flag, Status
 from store.snapshots import SnapshotStore
 
@@ -42,12 +43,14 @@ def host_deadlines(store: SnapshotStore, snapshot_id: int, catalog: Catalog,
     found = {}
     # Hosts share a few (status, flags, start) combinations: each is judged once (3,000 open
     # hosts of 10,000 took 0.1 s judged one by one).
-    judged: dict[tuple[Status, tuple[Flag, ...], datetime | None], Deadline | None] = {}
-    for host, status, flags in store.open_judgements(snapshot_id, catalog, evaluation):
+    judged: dict[tuple[Status, tuple[Flag, ...], datetime | None, InvestigationState | None],
+                 Deadline | None] = {}
+    for host, status, flags, state in store.open_judgements(snapshot_id, catalog, evaluation):
         since = opened.get(host)
-        key = (status, flags, since.at if since else None)
+        key = (status, flags, since.at if since else None, state)
         if key not in judged:
-            judged[key] = deadline(status, flags, policy, open_since=key[2], published=published)
+            judged[key] = deadline(status, flags, policy, open_since=key[2], published=published,
+                                   investigation=state)
         due = judged[key]
         if due is not None:
             found[host] = HostDeadline(host, status, flags, due, since.at if since else None,

@@ -27,6 +27,7 @@ import struct
 import zipfile
 import zlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,9 +37,9 @@ from compliance.acceptance import Standing, standing
 from compliance.catalog import load_catalog
 from compliance.codec import stored_assessment
 from compliance.deadline import Basis, DeadlinePolicy, Directive, deadline, published_at
-from compliance.investigation import Investigation
+from compliance.investigation import Investigation, InvestigationState
+from compliance.investigation_record import BEFORE, first_scan
 from compliance.investigation_record import columns as investigation_columns
-from compliance.investigation_record import first_scan
 from compliance.investigation_record import loads as investigation_loads
 from compliance.investigation_record import to_dict as investigation_dict
 from compliance.models import Assessment, Status
@@ -49,18 +50,33 @@ from store import chain
 from store.acceptances import FORMAT as ACCEPTANCE_FORMAT
 from store.acceptances import acceptances, parse_fields, standing_in
 from store.deadlines import host_deadlines
-from store.export import HOST_COLUMNS, SNAPSHOT_COLUMNS, host_row, to_csv
+from store.export import (
+    HOST_COLUMNS,
+    SNAPSHOT_COLUMNS,
+    host_row,
+    investigation_cells,
+    investigation_cells_of,
+    to_csv,
+)
 from store.snapshots import ROW_KEYS, SnapshotInfo, SnapshotStore
 
 BUNDLE_FILES = ("snapshot.json", "hosts.csv", "summary.txt", "acceptances.json",
                 "deadlines.json", "investigations.json")
 MANIFEST = "manifest.json"
 # 2: manifest HMAC, derived files re-derived; 3: the risk acceptances as of the snapshot;
-# 4: each open host's deadline under the exporter's policy; 5: each host's investigation.
-BUNDLE_FORMAT = "proxylogon-evidence-bundle/5"
+# 4: each open host's deadline under the exporter's policy; 5: each host's investigation;
+# 6: hosts.csv and summary.txt say the investigation too (``INVESTIGATION_COLUMNS``, a
+# summary.txt line), so a format 5 bundle's files derive again to the same bytes as before.
+BUNDLE_FORMAT = "proxylogon-evidence-bundle/6"
 FILES_BY_FORMAT = {"proxylogon-evidence-bundle/2": BUNDLE_FILES[:3],
                    "proxylogon-evidence-bundle/3": BUNDLE_FILES[:4],
-                   "proxylogon-evidence-bundle/4": BUNDLE_FILES[:5], BUNDLE_FORMAT: BUNDLE_FILES}
+                   "proxylogon-evidence-bundle/4": BUNDLE_FILES[:5],
+                   "proxylogon-evidence-bundle/5": BUNDLE_FILES, BUNDLE_FORMAT: BUNDLE_FILES}
+# The bundle formats whose hosts.csv and summary.txt carry the investigation.
+STATES_SHOWN = frozenset({BUNDLE_FORMAT})
+# hosts.csv's columns after SNAPSHOT_COLUMNS in those formats (and ``store export --format
+# csv``'s): each host's investigation state and next action.
+INVESTIGATION_COLUMNS = ("investigation", "investigation_action")
 # Uncompressed size limits per member, checked against the zip's directory before inflating
 # (and again while inflating, whatever the directory says). snapshot.json of 10,000 hosts is
 # about 40 MB; hosts.csv about a tenth of it.
@@ -172,30 +188,65 @@ def investigations_json(document: dict[str, Any]) -> str:
     return f'{head},\n "hosts": [\n{lines}\n]\n}}'
 
 
-def snapshot_csv(assessments: list[Assessment], snapshot_id: int | None = None) -> str:
-    return to_csv([host_row(summarise(a), snapshot_id) for a in assessments], SNAPSHOT_COLUMNS)
+def snapshot_csv(assessments: list[Assessment], snapshot_id: int | None = None,
+                 investigations: Sequence[Investigation | None] | None = None) -> str:
+    """The hosts as CSV (``SNAPSHOT_COLUMNS``); with ``investigations`` (each row's stored one,
+    None for a row from before issue 21), ``INVESTIGATION_COLUMNS`` after them."""
+    if investigations is None:
+        return to_csv([host_row(summarise(a), snapshot_id) for a in assessments],
+                      SNAPSHOT_COLUMNS)
+    rows = []
+    for assessment, found in zip(assessments, investigations, strict=True):
+        summary = summarise(assessment, found)
+        rows.append({**host_row(summary, snapshot_id), **investigation_cells(summary)})
+    return to_csv(rows, (*SNAPSHOT_COLUMNS, *INVESTIGATION_COLUMNS))
 
 
-def summary_csv(document: dict[str, Any], snapshot_id: int) -> str:
+def summary_csv(document: dict[str, Any], snapshot_id: int, states: bool = False) -> str:
     """hosts.csv from the document's summary columns: the same bytes ``snapshot_csv`` derives
     from the JSON, for rows whose columns agree with it (a row whose columns are missing is
-    derived from its JSON)."""
+    derived from its JSON). ``states``: with ``INVESTIGATION_COLUMNS`` (``STATES_SHOWN``)."""
     names = HOST_COLUMNS[:-2]  # the summary's; then observed_in and carried
     rows = []
     for row in document["results"]:
         values = dict(zip(names, map(row.get, names), strict=True))
         if None in values.values():  # the migration could not fill it
-            rows.append(host_row(summarise(document_assessments({"results": [row]})[0]),
-                                 snapshot_id))
+            summary = summarise(document_assessments({"results": [row]})[0],
+                                investigation_loads(row.get("investigation_detail")))
+            rows.append({**host_row(summary, snapshot_id), **investigation_cells(summary)})
             continue
         carried = row.get("observed_in") is not None
         rows.append({**values,
                      "observed_in": row["observed_in"] if carried else snapshot_id,
-                     "carried": carried})
-    return to_csv(rows, SNAPSHOT_COLUMNS)
+                     "carried": carried, **_stored_cells(row)})
+    if not states:
+        return to_csv(rows, SNAPSHOT_COLUMNS)
+    return to_csv(rows, (*SNAPSHOT_COLUMNS, *INVESTIGATION_COLUMNS))
 
 
-def summary_text(document: dict[str, Any], verified_chain: bool | None) -> str:
+def _stored_cells(row: dict[str, Any]) -> dict[str, str]:
+    """``investigation_cells`` of a stored row's columns (as ``HostSummary.from_columns``
+    reads them); a value no writer makes reads as not investigated, as the pages read it."""
+    try:
+        state = InvestigationState(row["investigation"]) if row.get("investigation") else None
+        return investigation_cells_of(state, str(row.get("investigation_action") or ""),
+                                      Status(row["status"]))
+    except (ValueError, KeyError):
+        return {"investigation": InvestigationState.NOT_INVESTIGATED.value,
+                "investigation_action": BEFORE}
+
+
+def _state_line(document: dict[str, Any]) -> str:
+    """summary.txt's investigation line (bundle format 6 on): hosts per state, as stored."""
+    counted = Counter(_stored_cells(row)["investigation"] for row in document["results"])
+    return ("Investigation after the fix (issue 21; investigations.json, hosts.csv): "
+            + ", ".join(f"{state.value} {counted.get(state.value, 0)}"
+                        for state in InvestigationState))
+
+
+def summary_text(document: dict[str, Any], verified_chain: bool | None,
+                 states: bool = False) -> str:
+    """summary.txt; ``states``: with the investigation line (``STATES_SHOWN``)."""
     header = document["header"]
     counts = Counter(r["status"] for r in document["results"])
     lines = [
@@ -209,6 +260,7 @@ def summary_text(document: dict[str, Any], verified_chain: bool | None) -> str:
         f"Hosts: {header['host_count']} ("
         + ", ".join(f"{status} {n}" for status, n in sorted(counts.items())) + ")",
         *_fleet_lines(header),
+        *([_state_line(document)] if states else []),
         "",
         f"Snapshot digest (SHA-256): {header['hash']}",
         f"Chain position {header['sequence']}; previous digest {header['previous_hash']}",
@@ -257,8 +309,8 @@ def build_bundle(store: SnapshotStore, info: SnapshotInfo, now: datetime,
         # From the rows' summary columns, which the check at export just proved (hashed, or
         # for rows saved before format 4 derived again from their JSON): nothing is decoded.
         # verify_bundle derives it from the JSON and requires the same bytes.
-        "hosts.csv": summary_csv(document, info.id).encode(),
-        "summary.txt": summary_text(document, verified).encode(),
+        "hosts.csv": summary_csv(document, info.id, BUNDLE_FORMAT in STATES_SHOWN).encode(),
+        "summary.txt": summary_text(document, verified, BUNDLE_FORMAT in STATES_SHOWN).encode(),
         "acceptances.json": acceptances_json(store, info).encode(),
         "deadlines.json": deadlines_json(store, info, deadlines or DeadlinePolicy()).encode(),
         "investigations.json": investigations_json(document).encode(),
@@ -380,8 +432,14 @@ def _deadline_problems(data: bytes, document: dict[str, Any]) -> list[str]:
     if as_of_text != document["header"].get("taken_at"):
         return ["deadlines.json is not as of the snapshot's time"]
     as_of = datetime.fromisoformat(str(as_of_text))
-    open_hosts = {s.host: s for s in map(summarise, document_assessments(document))
-                  if priority(s.status, s.flags) is not None}
+    try:
+        investigations = document_investigations(document)
+    except ValueError:
+        return ["deadlines.json cannot be checked: a row's investigation record is unreadable"]
+    # Each with its stored investigation (issue 21): one that found indicators starts a clock.
+    open_hosts = {s.host: s for s in map(summarise, document_assessments(document),
+                                         investigations)
+                  if priority(s.status, s.flags, s.investigation) is not None}
     problems = []
     seen = set()
     for number, item in enumerate(items):
@@ -400,7 +458,7 @@ def _deadline_problems(data: bytes, document: dict[str, Any]) -> list[str]:
                             "start by the snapshot's time")
             continue
         due = deadline(summary.status, summary.flags, policy, open_since=since,
-                       published=published)
+                       published=published, investigation=summary.investigation)
         if (due is None or item.get("due") != due.due_at.isoformat()
                 or item.get("rule") != due.rule or item.get("overdue") is not due.overdue(as_of)):
             problems.append(f"deadlines.json entry {number} ({shown!r}): its due time or "
@@ -415,6 +473,15 @@ def manifest_hmac(key: bytes, manifest: dict[str, Any]) -> str:
     body = json.dumps({k: v for k, v in manifest.items() if k != "hmac"}, sort_keys=True,
                       separators=(",", ":"), ensure_ascii=False).encode()
     return hmac.new(key, b"proxylogon-bundle-manifest/1:" + body, hashlib.sha256).hexdigest()
+
+
+def bundle_holds(path: Path, name: str) -> bool:
+    """Whether a bundle (one ``verify_bundle`` passed) holds the member ``name``: what its OK
+    line names. False for anything unreadable."""
+    try:
+        return name in _members(read_bounded(path, MAX_BUNDLE_BYTES))
+    except Exception:  # checked already; a failure here only shortens the line
+        return False
 
 
 def verify_bundle(path: Path, key: bytes | None = None) -> list[str]:
@@ -496,6 +563,10 @@ def _verify_bundle(path: Path, key: bytes | None) -> list[str]:
     if key is not None and not adopted and not chain.signature_ok(key, str(recorded),
                                                                   header.get("signature")):
         problems.append("the snapshot's HMAC signature is missing or wrong for this key")
+    if "investigations.json" not in required and _holds_investigations(document):
+        problems.append("the snapshot's rows hold investigations after the fix (snapshot "
+                        "format 7), but this bundle's format has no investigations.json: it "
+                        "was repacked in an older bundle format, which hides them")
     if problems:  # nothing more is parsed from a bundle already shown to be changed
         return problems
     problems = _derived_problems(document, manifest, contents)
@@ -504,6 +575,18 @@ def _verify_bundle(path: Path, key: bytes | None) -> list[str]:
     if not problems and "deadlines.json" in required:
         problems = _deadline_problems(contents["deadlines.json"], document)
     return problems
+
+
+def _holds_investigations(document: dict[str, Any]) -> bool:
+    """Whether a (digest-checked) snapshot document holds investigations: a snapshot of
+    format 7 on, or any row with an investigation record."""
+    try:
+        version = int(document["header"].get("format") or 1)
+    except (TypeError, ValueError, AttributeError):
+        version = chain.INVESTIGATION_FORMAT  # not a number: as the newest (fail closed)
+    rows = document.get("results")
+    return version >= chain.INVESTIGATION_FORMAT or (isinstance(rows, list) and any(
+        isinstance(r, dict) and r.get("investigation_detail") is not None for r in rows))
 
 
 def _acceptance_problems(data: bytes, document: dict[str, Any]) -> list[str]:
@@ -586,10 +669,12 @@ def _derived_problems(document: dict[str, Any], manifest: dict[str, Any],
     try:
         assessments = document_assessments(document)
         investigations = document_investigations(document)
+        states = str(manifest.get("format")) in STATES_SHOWN
         derived = {
-            "hosts.csv": snapshot_csv(assessments, document["header"]["id"]).encode(),
-            "summary.txt": summary_text(document, manifest.get("chain_verified_at_export")
-                                        ).encode(),
+            "hosts.csv": snapshot_csv(assessments, document["header"]["id"],
+                                      investigations if states else None).encode(),
+            "summary.txt": summary_text(document, manifest.get("chain_verified_at_export"),
+                                        states).encode(),
         }
         if "investigations.json" in contents:  # format 5 on (the manifest's files decide)
             derived["investigations.json"] = investigations_json(document).encode()

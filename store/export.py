@@ -19,6 +19,7 @@ from typing import Any
 
 import xlsxwriter  # type: ignore[import-untyped]  # typed inline, but ships no py.typed
 
+from compliance.investigation import InvestigationState
 from compliance.investigation_record import BEFORE, stored_state
 from compliance.models import Status
 from compliance.summary import HostSummary
@@ -79,11 +80,19 @@ def host_row(summary: HostSummary, snapshot_id: int | None = None) -> dict[str, 
 
 def investigation_cells(summary: HostSummary) -> dict[str, str]:
     """``investigation`` (the state; a host stored before issue 21 reads as not investigated)
-    and ``investigation_action`` (its next action, or why there is none on record)."""
-    state = stored_state(summary.investigation, summary.status)
-    return {"investigation": state.value,
-            "investigation_action": summary.investigation_action
-            if summary.investigation is not None else BEFORE}
+    and ``investigation_action`` (its next action, or why there is none on record). The action
+    quotes what the server read (threat names, file paths): made ``inert``, so an escape
+    sequence or a bidirectional override in it reaches no terminal, spreadsheet or page as
+    such."""
+    return investigation_cells_of(summary.investigation, summary.investigation_action,
+                                  summary.status)
+
+
+def investigation_cells_of(state: InvestigationState | None, action: str,
+                           status: Status) -> dict[str, str]:
+    """``investigation_cells`` of a stored state (None: none stored), action and status."""
+    return {"investigation": stored_state(state, status).value,
+            "investigation_action": inert(action) if state is not None else BEFORE}
 
 
 @dataclass(frozen=True)
@@ -173,8 +182,9 @@ STATUS_MEANINGS = {
     Status.UNKNOWN: "no usable reading: unreachable, stale, or a build that cannot be judged",
 }
 PRIORITY_MEANINGS = {
-    0: "found by the probe, patched or not: investigate first (the update does not remove a "
-       "web shell)",
+    0: "compromise indicators (a CVE check hit, a malware detection or a possible web "
+       "shell), patched or not: isolate and investigate first, whatever the wave (the update "
+       "does not remove a web shell)",
     1: "an affected build without the update: patch it",
     2: "no usable reading (unreachable, stale or unjudgeable): find out",
     3: "only the interim mitigations: a stop-gap, the update is still due",
@@ -196,7 +206,8 @@ DEMO_WARNING = ("DEMO DATA: a fictional fleet for trying the dashboard, not a co
 WAVES_MEANING = (
     "Maintenance windows, numbered from 1. Internet-facing servers (Client Access / Cafe, "
     "Front End Transport, Edge) come first, then priority. A wave takes at most one member of "
-    "a DAG, so no DAG has all its copies down in one window.")
+    "a DAG, so no DAG has all its copies down in one window. Empty for a server that needs "
+    "only its investigation (a scan needs no window).")
 
 
 def _utf16_cut(text: str) -> str:

@@ -59,7 +59,7 @@ from compliance.codec import (
 )
 from compliance.evaluate import Policy, evaluate
 from compliance.fleet import DEMO, compose, fresh_count, observed_count
-from compliance.investigation import Investigation, judge_observation
+from compliance.investigation import Investigation, InvestigationState, judge_observation
 from compliance.investigation_record import dumps as investigation_dumps
 from compliance.investigation_record import loads as investigation_loads
 from compliance.models import (
@@ -509,8 +509,10 @@ class SnapshotStore:
                 else clock.by_name(clock.read(conn, int(before[0]))) if (before[1] or 1) >= 2
                 else clock.replay(conn, int(last_sequence)),  # after format 1: what they carried
                 [(position, a.observation.host.name)
-                 for position, a in enumerate(snapshot.assessments)
-                 if priority(a.verdict.status, a.verdict.flags) is not None],
+                 for position, (a, found) in enumerate(zip(snapshot.assessments, investigations,
+                                                           strict=True))
+                 if priority(a.verdict.status, a.verdict.flags,
+                             None if found is None else found.state) is not None],
                 header["taken_at"]))
             if inventory:
                 conn.execute(insert(schema.discovered), [
@@ -866,7 +868,8 @@ class SnapshotStore:
         if not info.fleet:
             composed = [summarise(a) for a in self.fleet(snapshot_id, catalog, policy)]
             return [s for s in composed if (not needing_work
-                                            or priority(s.status, s.flags) is not None)
+                                            or priority(s.status, s.flags,
+                                                        s.investigation) is not None)
                     and (hosts is None or s.host in hosts)]
         if hosts is not None:
             return [_summary_of(row) for row in self.summary_rows(snapshot_id, hosts)]
@@ -883,19 +886,21 @@ class SnapshotStore:
                                                               where=_holding(wanted))]
 
     def open_judgements(self, snapshot_id: int, catalog: Catalog, policy: Policy | None = None,
-                        ) -> list[tuple[str, Status, tuple[Flag, ...]]]:
-        """(host, status, flags) of each host of a snapshot that needs work, as ``summaries``
-        reads them, in fleet order: the deadlines' input, without building whole summaries
-        (for a whole-fleet snapshot, only the judged columns of the open rows are read)."""
+                        ) -> list[tuple[str, Status, tuple[Flag, ...],
+                                        InvestigationState | None]]:
+        """(host, status, flags, investigation state) of each host of a snapshot that needs
+        work, as ``summaries`` reads them, in fleet order: the deadlines' input, without
+        building whole summaries (for a whole-fleet snapshot, only the judged columns of the
+        open rows are read)."""
         if not self.info(snapshot_id).fleet:
-            return [(s.host, s.status, s.flags)
+            return [(s.host, s.status, s.flags, s.investigation)
                     for s in self.summaries(snapshot_id, catalog, policy, needing_work=True)]
         results = schema.results
         with self.engine.connect() as conn:
             wanted = _open_combinations(conn, snapshot_id)
             if not wanted:
                 return []
-            judged = {values: (summary.status, summary.flags)
+            judged = {values: (summary.status, summary.flags, summary.investigation)
                       for values, summary in ((v, _judged_summary(v)) for v in wanted)}
             rows = conn.execute(
                 select(results.c.host, *_judged_columns()).where(
@@ -907,10 +912,11 @@ class SnapshotStore:
                           policy: Policy | None = None,
                           ) -> tuple[list[HostSummary], list[HostSummary]]:
         """Of two snapshots' fleets, the summaries of the hosts ``store.history.diff`` can
-        report: a host in one snapshot only, or whose stored status, mitigations, flags, roles
-        or indicator count differ (the last three decide whether a row reads as what it
-        claims, or as unknown; names compared case-insensitively, as diff does). Every other host is alike in both
-        for diff, so ``diff(*changed_summaries(a, b))`` is ``diff`` of the whole fleets, and
+        report: a host in one snapshot only, or whose stored status, mitigations, flags, roles,
+        indicator count or investigation state (notify/changes.py's new indicators) differ
+        (flags, roles and the count also decide whether a row reads as what it claims, or as
+        unknown; names compared case-insensitively, as diff does). Every other host is alike
+        in both for diff, so ``diff(*changed_summaries(a, b))`` is ``diff`` of the whole fleets, and
         only the changed hosts' summaries are built (100,000 summaries at 50,000 hosts took
         1.5 s). Format 1 snapshots, and fleets holding one name twice, give whole fleets."""
         if not (self.info(before_id).fleet and self.info(after_id).fleet):
@@ -1056,6 +1062,28 @@ class SnapshotStore:
                                    .where(results.c.snapshot_id == snapshot_id).group_by(*keys))
             return [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), int(r[6]))
                     for r in counted]
+
+    def need_groups(self, snapshot_id: int, catalog: Catalog, policy: Policy | None = None,
+                    ) -> list[tuple[str, str, str, str, str, str, str, int]]:
+        """``group_counts`` with each row's stored investigation state as the seventh key ("":
+        none stored): what decides whether a host needs action
+        (``compliance.worklist.stored_priority``: an investigation that found indicators
+        counts as compromise indicators, issue 21)."""
+        if not self.info(snapshot_id).fleet:
+            tally = Counter((s.product, s.cu, s.site, s.dag, s.status.value,
+                             SEPARATOR.join(f.value for f in s.flags),
+                             s.investigation.value if s.investigation else "")
+                            for s in self.summaries(snapshot_id, catalog, policy))
+            return [(*key, n) for key, n in tally.items()]
+        results = schema.results
+        keys = [func.coalesce(column, "") for column in (
+            results.c.product, results.c.cu, results.c.site, results.c.dag, results.c.status,
+            results.c.flags, results.c.investigation)]
+        with self.engine.connect() as conn:
+            counted = conn.execute(select(*keys, func.count())
+                                   .where(results.c.snapshot_id == snapshot_id).group_by(*keys))
+            return [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6]),
+                     int(r[7])) for r in counted]
 
     def investigation_counts(self, snapshot_id: int, catalog: Catalog,
                              policy: Policy | None = None) -> list[tuple[str, str | None, int]]:
@@ -1581,11 +1609,14 @@ def _pair(heads: Mapping[str, str]) -> str:
 # The summary columns whose values decide how _summary_of reads a row (a status, flag or role
 # no writer makes, or text for the indicator count, makes it unknown), with the empty value
 # summary_rows gives a damaged row.
-_JUDGED = ("status", "flags", "roles", "indicator_count")
+_JUDGED = ("status", "flags", "roles", "indicator_count", "investigation")
 
 
-def _judged_columns() -> list[ColumnElement[Any]]:
-    return [func.coalesce(schema.results.c[name], _EMPTY.get(name, "")) for name in _JUDGED]
+def _judged_columns(investigations: bool = True) -> list[ColumnElement[Any]]:
+    """The ``_JUDGED`` columns as read (``investigations`` False: without the investigation's,
+    for a results table from before schema 11, which has none: the migrations' backfill)."""
+    names = _JUDGED if investigations else _JUDGED[:-1]
+    return [func.coalesce(schema.results.c[name], _EMPTY.get(name, "")) for name in names]
 
 
 def _judged_summary(values: tuple[Any, ...]) -> HostSummary:
@@ -1598,9 +1629,9 @@ def _judged_summary(values: tuple[Any, ...]) -> HostSummary:
 
 def _needs_work(values: tuple[Any, ...]) -> bool:
     """Whether a row holding these ``_JUDGED`` values is on the worklist, as compliance.worklist
-    judges ``_judged_summary``'s reading of it."""
-    summary = _judged_summary(values)
-    return priority(summary.status, summary.flags) is not None
+    judges ``_judged_summary``'s reading of it (values without the investigation's: none)."""
+    summary = _judged_summary((*values, *("" for _ in _JUDGED[len(values):])))
+    return priority(summary.status, summary.flags, summary.investigation) is not None
 
 
 def _format_of(header: Mapping[str, Any]) -> int:
@@ -1626,32 +1657,37 @@ def _clock_anchors(entries: Sequence[Mapping[str, Any]]) -> dict[int, str]:
     return anchors
 
 
-def _open_combinations(conn: Connection, snapshot_id: int) -> list[tuple[Any, ...]]:
+def _open_combinations(conn: Connection, snapshot_id: int,
+                       investigations: bool = True) -> list[tuple[Any, ...]]:
     """The distinct ``_JUDGED`` values (as ``_judged_columns`` reads them) of a snapshot's rows
     that need work: a few dozen in any fleet, each judged once by ``_needs_work``."""
-    keys = _judged_columns()
+    keys = _judged_columns(investigations)
     combinations = conn.execute(select(*keys).where(schema.results.c.snapshot_id == snapshot_id)
                                 .group_by(*keys)).all()
     return [tuple(values) for values in combinations if _needs_work(tuple(values))]
 
 
-def _holding(combinations: Sequence[tuple[Any, ...]]) -> ColumnElement[bool]:
+def _holding(combinations: Sequence[tuple[Any, ...]],
+             investigations: bool = True) -> ColumnElement[bool]:
     """A condition true of the rows holding one of ``combinations`` (``_open_combinations``)."""
-    keys = _judged_columns()
+    keys = _judged_columns(investigations)
     return or_(*(and_(*(key == value for key, value in zip(keys, values, strict=True)))
                  for values in combinations))
 
 
-def open_rows(conn: Connection, snapshot_id: int) -> list[tuple[int, str]]:
+def open_rows(conn: Connection, snapshot_id: int,
+              investigations: bool = True) -> list[tuple[int, str]]:
     """(position, host) of a snapshot's stored rows that need work, as ``_summary_of`` reads
-    them (a row holding values no writer makes is unknown: open), in position order."""
+    them (a row holding values no writer makes is unknown: open), in position order.
+    ``investigations`` False: the results table has no investigation column yet (a migration
+    before schema 11; no row holds an investigation then)."""
     results = schema.results
-    wanted = _open_combinations(conn, snapshot_id)
+    wanted = _open_combinations(conn, snapshot_id, investigations)
     if not wanted:
         return []
     return [(int(r[0]), str(r[1])) for r in conn.execute(
         select(results.c.position, results.c.host)
-        .where(results.c.snapshot_id == snapshot_id, _holding(wanted))
+        .where(results.c.snapshot_id == snapshot_id, _holding(wanted, investigations))
         .order_by(results.c.position))]
 
 
@@ -1659,11 +1695,11 @@ def _open_of(results: Sequence[tuple[Any, ...]]) -> tuple[tuple[int, str], ...]:
     """``open_rows`` of rows already read (``ROW_KEYS`` order), judged as ``open_rows`` judges
     the stored values: for verify, which reads every row anyway. Each distinct combination of
     the judged values (a few dozen) is judged once."""
-    a, b, c, d = (ROW_KEYS.index(name) for name in _JUDGED)
+    at = [ROW_KEYS.index(name) for name in _JUDGED]
     judged: dict[tuple[Any, ...], bool] = {}
     found = []
     for row in results:
-        key = (row[a], row[b], row[c], row[d])
+        key = tuple(row[i] for i in at)
         open_ = judged.get(key)
         if open_ is None:
             open_ = judged[key] = _needs_work(tuple(

@@ -27,7 +27,9 @@ from compliance.plan import Plan, next_steps, plan_host
 from compliance.sulevel import SuState, su_level
 from compliance.summary import ALL, HostSummary, full_build
 from compliance.worklist import (
+    INDICATORS_FIRST,
     PRIORITY_NAMES,
+    plan_triage,
     plan_with_acceptances,
     priority,
     rank,
@@ -41,7 +43,7 @@ from store.acceptances import record as record_stored_acceptance
 from store.acceptances import standing_in
 from store.deadlines import host_deadlines
 from store.evidence import build_bundle
-from store.export import WORKLIST_COLUMNS, Owners
+from store.export import WORKLIST_COLUMNS, Owners, inert
 from store.export import worklist_rows as worklist_rows_of
 from store.history import Diff, Reevaluation, diff, reevaluate
 from views import labels
@@ -221,7 +223,9 @@ def _investigation_cells(state: Any, action: Any, status: Any) -> tuple[str, str
         shown = stored_state(judged, Status(status))
     except ValueError:  # a value no writer makes: never clean
         return InvestigationState.NOT_INVESTIGATED.value, BEFORE
-    return shown.value, str(action or "") if judged is not None else BEFORE
+    # The action quotes server-read text (threat names, paths): escapes and bidirectional
+    # overrides shown as such (``inert``), as the exports show them.
+    return shown.value, inert(action or "") if judged is not None else BEFORE
 
 
 def su_level_text(build: str, build_source: str) -> str:
@@ -254,15 +258,17 @@ def _host_table(url: str, snapshot_id: int, max_age_days: float,
     # What the host needs (the worklist's priority, by name; "" for nothing): few distinct
     # (status, flags) pairs in a fleet, so each is judged once; read from the rows, not from
     # the DataFrame's Arrow-backed columns (iterating those in Python is slow).
+    # An investigation that found indicators (issue 21) counts as compromise indicators.
     status_at, flags_at = HOST_TABLE_FIELDS.index("status"), HOST_TABLE_FIELDS.index("flags")
-    needs: dict[tuple[str, str], str] = {}
+    state_at = HOST_TABLE_FIELDS.index("investigation")
+    needs: dict[tuple[str, str, str | None], str] = {}
     column = []
     for row in rows:
-        pair = (row[status_at], row[flags_at])
-        if pair not in needs:
-            rank_ = stored_priority(*pair)
-            needs[pair] = "" if rank_ is None else PRIORITY_NAMES[rank_]
-        column.append(needs[pair])
+        judged = (row[status_at], row[flags_at], row[state_at])
+        if judged not in needs:
+            rank_ = stored_priority(*judged)
+            needs[judged] = "" if rank_ is None else PRIORITY_NAMES[rank_]
+        column.append(needs[judged])
     table = pd.DataFrame(rows, columns=[*HOST_TABLE_FIELDS, "observed_in"])
     table["carried"] = table["observed_in"].notna()
     table["observed_in"] = table["observed_in"].fillna(snapshot_id).astype("int64")
@@ -277,7 +283,6 @@ def _host_table(url: str, snapshot_id: int, max_age_days: float,
             levels[key] = su_level_text(*key)
         column.append(levels[key])
     table["su_level"] = column
-    state_at = HOST_TABLE_FIELDS.index("investigation")
     action_at = HOST_TABLE_FIELDS.index("investigation_action")
     cells = [_investigation_cells(row[state_at], row[action_at], row[status_at]) for row in rows]
     table["investigation"] = [state for state, _action in cells]
@@ -382,13 +387,25 @@ def fleet_groups(url: str, snapshot_id: int, advisory: str | None = None) -> pd.
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _fleet_groups(url: str, snapshot_id: int, max_age_days: float) -> pd.DataFrame:
-    groups = _store(url).group_counts(snapshot_id, catalog(), _policy(max_age_days))
+    # Counted with the investigation state (issue 21: one that found indicators is a need),
+    # then summed over it.
+    groups = _store(url).need_groups(snapshot_id, catalog(), _policy(max_age_days))
     rows = []
-    for product, cu, site, dag, status, flags, hosts in groups:
-        rank_ = stored_priority(status, flags)
+    for product, cu, site, dag, status, flags, state, hosts in groups:
+        rank_ = stored_priority(status, flags, state)
         rows.append((product, cu, site, dag, status, flags,
                      "" if rank_ is None else PRIORITY_NAMES[rank_], hosts))
-    return pd.DataFrame(rows, columns=list(GROUP_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(GROUP_COLUMNS))
+    return (table.groupby(list(GROUP_COLUMNS[:-1]), sort=False)["hosts"].sum().reset_index()
+            [list(GROUP_COLUMNS)])
+
+
+def compromised_count(url: str, snapshot_id: int, advisory: str | None = None) -> int:
+    """How many hosts of a snapshot show compromise indicators: a CVE check hit, or an
+    investigation that found a detection or a possible web shell (compliance/worklist.py
+    ``compromised``); the Overview's one "Indicators found" figure, the headline's too."""
+    groups = fleet_groups(url, snapshot_id, advisory)
+    return int(groups.loc[groups["need"] == PRIORITY_NAMES[INDICATORS_FIRST], "hosts"].sum())
 
 
 # The outside view (issue 18): what a snapshot holds of the unauthenticated HTTPS look, as
@@ -542,6 +559,8 @@ def worklist_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
     ISO 8601 text in UTC, "" for none)."""
     rows = [dict(row) for row in table.to_dict("records")]
     for row in rows:
+        if "wave" in row and (row["wave"] is None or pd.isna(row["wave"])):
+            row["wave"] = ""  # no maintenance window: investigation only (issue 21)
         due = row.get("due")
         row["due"] = "" if due is None or pd.isna(due) else pd.Timestamp(due).isoformat()
     return rows
@@ -559,10 +578,11 @@ def _worklist(url: str, snapshot_id: int, per_wave: int, max_age_days: float,
                  if triage_priority(s.status, s.flags, s.investigation) is not None]
     else:
         open_ = [s for s in _through(store, snapshot_id, max_age_days, advisory)
-                 if priority(s.status, s.flags) is not None]
+                 if priority(s.status, s.flags, s.investigation) is not None]
     names = store.published_names(snapshot_id, [s.host for s in open_])
-    items = plan_with_acceptances(rank(open_, names, triage=advisory is None),
-                                  {host for host, _badge in badges}, per_wave)
+    chosen = {host for host, _badge in badges}
+    items = (plan_triage(rank(open_, names, triage=True), chosen, per_wave) if advisory is None
+             else plan_with_acceptances(rank(open_, names), chosen, per_wave))
     taken_at = store.info(snapshot_id).taken_at
     rows = worklist_rows_of(items, snapshot_id, taken_at.isoformat(), owners, dict(badges))
     # Each host's next step of its upgrade plan (compliance/plan.py), for every advisory.
@@ -571,7 +591,10 @@ def _worklist(url: str, snapshot_id: int, per_wave: int, max_age_days: float,
         step, why = steps.get(row["host"], (None, ""))
         row.update(next_step=step.text if step else why, next_kb=step.kb or "" if step else "",
                    next_link=step.link or "" if step else "")
-    return pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(WORKLIST_COLUMNS))
+    # No wave ("" in the rows: a host that needs only its investigation, issue 21) is NA here.
+    table["wave"] = pd.to_numeric(table["wave"].replace("", None), errors="coerce").astype("Int64")
+    return table
 
 
 def flag_counts(url: str, snapshot_id: int) -> dict[str, int]:

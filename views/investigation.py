@@ -18,6 +18,7 @@ import streamlit as st
 from compliance.investigation import Investigation
 from compliance.investigation_record import BEFORE, first_scan, stored_state
 from compliance.models import Observation, Status
+from store.export import inert
 from views import labels
 from views.markdown import literal
 
@@ -68,7 +69,9 @@ def timeline_rows(found: Investigation | None, observation: Observation) -> list
             return far
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
-    return [{"when": _at(moment), "event": what, "detail": detail}
+    # Threat names, versions, log names and paths are what the server wrote: their control
+    # and bidirectional characters are shown as escapes (``inert``), never obeyed.
+    return [{"when": _at(moment), "event": inert(what), "detail": inert(detail)}
             for moment, what, detail in sorted(events, key=key)]
 
 

@@ -43,9 +43,11 @@ if waiting == 0:
                "patched or not affected, and none shows compromise indicators.")
 else:
     st.subheader(f"{waiting} server{'s' if waiting != 1 else ''} need action",
-                 help="The Worklist's count, and its downloads': every server not patched (or "
-                      "not affected), and every server with compromise indicators, patched or "
-                      "not. Each server is counted once, under its most urgent need.")
+                 help="The Worklist's count of work: every server not patched (or not "
+                      "affected), and every server with compromise indicators, patched or "
+                      "not. Each server is counted once, under its most urgent need. The "
+                      "Worklist and its downloads also list, last, the patched servers still "
+                      "to check for a back door.")
     # Vulnerable, unknown, mitigated only, then compromise indicators (each server once).
     order = [1, 2, 3, 0]
     parts = [(PRIORITY_NAMES[p], int(needs.get(PRIORITY_NAMES[p], 0))) for p in order]
@@ -117,7 +119,9 @@ def _counts(info: SnapshotInfo) -> dict[str, int]:
 
 def _figures(info: SnapshotInfo) -> list[Kpi]:
     flags = data.flag_counts(url, info.id)
-    return kpis(_counts(info), info.coverage, flags[Flag.INDICATORS_FOUND.value],
+    # Compromise indicators: a CVE check hit or an investigation that found a detection or a
+    # possible web shell (issue 21), the hosts the headline counts "with compromise indicators".
+    return kpis(_counts(info), info.coverage, data.compromised_count(url, info.id, advisory),
                 flags[Flag.OUT_OF_SUPPORT.value],
                 data.advisory_label(advisory) if advisory is not None else "")
 
@@ -142,14 +146,12 @@ if advisory is None:
                 help="The update does not remove a web shell planted before it (exploitation "
                      "began in January 2021). Each server's investigation after the fix: a full "
                      "Safety Scanner scan after it, logs reaching back to the start of the "
-                     "exposure window. Beside the status, never changing it.")
-    tallies = st.columns(4)
+                     "exposure window. Beside the status, never changing it. Servers with "
+                     "indicators found are counted once, above (\"Indicators found\").")
+    tallies = st.columns(3)
     for column, (key, title, tip) in zip(tallies, (
             ("patched_not_investigated", "Patched, not investigated",
              "Patched servers with no full malware scan recorded after the fix"),
-            ("indicators_found", "Indicators found",
-             "A CVE check hit, a malware detection or a possible web shell: isolate and "
-             "investigate (patched or not)"),
             ("incomplete", "Investigation incomplete",
              "Scanned after the fix, but the evidence cannot cover the exposure window"),
             ("clean", "Investigated, clean",
@@ -162,9 +164,10 @@ if advisory is None:
                                      "investigation": "not_investigated"},
                        icon=":material/filter_alt:",
                        disabled=probed["patched_not_investigated"] == 0)
-    triage_links[1].page_link(HOSTS, label="Servers with indicators found",
-                       query_params={"investigation": "indicators_found"},
-                       icon=":material/filter_alt:", disabled=probed["indicators_found"] == 0)
+    triage_links[1].page_link(HOSTS, label="Servers with compromise indicators",
+                       query_params={"need": PRIORITY_NAMES[0]},
+                       icon=":material/filter_alt:",
+                       disabled=data.compromised_count(url, ctx.snapshot.id) == 0)
 
 # The outside view (issue 18): what OWA/ECP disclose without credentials, against the inside.
 seen = outside_view(url, ctx.snapshot.id)

@@ -83,9 +83,11 @@ def kpis(counts: Mapping[str, int], coverage: tuple[int, int] | None = None,
         Kpi("unknown", STATUS_LABELS[Status.UNKNOWN], unknown, str(unknown),
             "Unreachable, stale, or a build that cannot be judged: never counted as patched.",
             "inverse"),
-        Kpi("indicators", "Indicators", indicators, str(indicators),
-            "Hosts where the probe found compromise indicators: investigate, patched or not "
-            "(the update does not remove a web shell).", "inverse"),
+        Kpi("indicators", "Indicators found", indicators, str(indicators),
+            "Hosts with compromise indicators: a CVE check hit, a malware detection (Defender, "
+            "MSERT) or a possible web shell. Isolate and investigate, patched or not (the "
+            "update does not remove a web shell). The headline's \"with compromise "
+            "indicators\" counts the same hosts.", "inverse"),
         Kpi("out_of_support", "Out of support", out_of_support, str(out_of_support),
             "Hosts on an Exchange version that receives no more security updates (2010, "
             "2013, and since 2025-10-14 2016 and 2019), whatever their ProxyLogon status: "

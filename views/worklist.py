@@ -5,7 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from compliance.worklist import PRIORITY_NAMES, TRIAGE_NAMES
+from compliance.worklist import (
+    INVESTIGATION_INCOMPLETE,
+    NOT_INVESTIGATED,
+    PRIORITY_NAMES,
+    TRIAGE_NAMES,
+)
 from store.export import to_csv, to_xlsx
 from views import data, labels
 from views.page import advisory_shown, current, snapshot_caption
@@ -39,17 +44,28 @@ elif show == "soon":
 if order == "due":
     table = table.sort_values("due", kind="stable", na_position="last")
 hosts = len(table)
-waves = int(table["wave"].max()) if hosts else 0
+# Patched servers to check for a back door are listed last, apart from the patch and compromise
+# work the Overview's headline counts (its figure is this page's "need work").
+investigate = int(table["priority"].isin([NOT_INVESTIGATED, INVESTIGATION_INCOMPLETE]).sum())
+work = hosts - investigate
+waves = int(table["wave"].max()) if table["wave"].notna().any() else 0
 overdue = int(table["overdue"].sum())
 st.markdown(
-    f"**{hosts}** host{'s' if hosts != 1 else ''} "
-    + (f"(of {every}) " if hosts != every else "")
+    f"**{work}** host{'s' if work != 1 else ''} "
     + f"need work, in **{waves}** wave{'s' if waves != 1 else ''}"
-    + (f", **{overdue} overdue**" if overdue else "") + ". Internet-facing servers (Client "
-    "Access, Cafe, Frontend Transport, Edge) come first, then urgency: compromise indicators, "
-    "vulnerable, unknown (unreachable, stale or unjudgeable), mitigated only"
-    + (", then patched servers nobody is recorded to have investigated for a back door, and "
-       "those whose investigation is incomplete" if advisory is None else "")
+    + (f", **{overdue} overdue**" if overdue else "")
+    + (f", and **{investigate}** patched server{'s' if investigate != 1 else ''} to check for "
+       "a back door" if investigate else "")
+    + (f" ({hosts} of {every} rows shown)" if hosts != every else "") + ". "
+    + ("Servers with compromise indicators (a CVE check hit, a malware detection or a possible "
+       "web shell) come first, whatever their wave: isolating one and running MSERT needs no "
+       "maintenance window. Then the patch work in its waves: " if advisory is None else "")
+    + "internet-facing servers (Client Access, Cafe, Frontend Transport, Edge) first, then "
+    "urgency: compromise indicators, vulnerable, unknown (unreachable, stale or unjudgeable), "
+    "mitigated only"
+    + (". Last, without a wave (a scan needs no window), patched servers nobody is recorded to "
+       "have investigated for a back door, then those whose investigation is incomplete"
+       if advisory is None else "")
     + ". A wave never takes two members of one DAG, so no DAG loses all its members at once."
 )
 NAMES = TRIAGE_NAMES if advisory is None else PRIORITY_NAMES

@@ -40,9 +40,13 @@ def test_the_headline_is_the_worklist_and_its_downloads(dashboard, page):
     wait_idle(page)
     shown = page.get_by_text(re.compile(r"\d+ hosts need work")).first.inner_text()
     assert int(re.search(r"(\d+) hosts need work", shown).group(1)) == headline
-    assert len(download_csv(page, r"Download worklist \(CSV\)")) == headline
+    # The downloads list the work, then the patched servers still to check for a back door.
+    found = re.search(r"(\d+) patched servers? to check for a back door", shown)
+    investigate = int(found.group(1)) if found else 0
+    assert investigate > 0  # the demo fleet has patched servers nobody investigated
+    assert len(download_csv(page, r"Download worklist \(CSV\)")) == headline + investigate
     book = load_workbook(io.BytesIO(download(page, r"Download worklist \(Excel\)")))
-    assert book["Worklist"].max_row - 1 == headline
+    assert book["Worklist"].max_row - 1 == headline + investigate
 
 
 def test_a_bar_opens_the_hosts_page_filtered_to_it(dashboard, page):

@@ -33,8 +33,11 @@ def test_overview_shows_badge_kpis_and_charts(dashboard, page):
     assert page.get_by_text("Demo data").first.is_visible()
     metrics = page.locator('[data-testid="stMetric"]')
     # Overdue, due within 7 days, under a risk acceptance; then the eight figures (... out
-    # of support); then the investigation's four (issue 21).
-    assert metrics.count() == 15
+    # of support, "Indicators found" among them); then the investigation's three (issue 21:
+    # servers with indicators are counted once, in the eight).
+    assert metrics.count() == 14
+    assert [metrics.nth(i).inner_text().splitlines()[0] for i in range(14)].count(
+        "Indicators found") == 1
     assert "Patched, not investigated" in metrics.nth(11).inner_text()
     assert int(metrics.nth(11).locator('[data-testid="stMetricValue"]').inner_text()) > 0
     assert "Overdue" in metrics.nth(0).inner_text()

@@ -24,7 +24,7 @@ from collectors.probe import compact, load_document, parse_document, probe_scrip
 from compliance.codec import observation_from_dict, observation_to_dict
 from compliance.evaluate import assess
 from compliance.models import Host, Observation, server_roles
-from compliance.traces import Candidate, Detection, LogReach, Traces
+from compliance.traces import Candidate, Detection, LogReach, Scan, Traces
 from store import SnapshotStore
 from tests.collectors.documents import (
     CLEAN_FULL_SCAN,
@@ -121,6 +121,7 @@ def test_a_broken_investigation_costs_only_itself():
     obs = parse_document(dumps(document), Host("EX1"), "winrm", NOW)
     assert obs.failure is None and obs.exsetup_version == "15.2.858.5"
     assert obs.probe_errors == ("eomt: key missing",
+                                "investigation: msert_log left out, not an object with a list of lines",
                                 "investigation: 1 Defender detection records dropped (not objects)")
     traces = obs.traces
     assert traces is not None
@@ -160,6 +161,41 @@ def test_document_to_observation_to_store_and_back_is_equal():
 def test_traces_round_trip(traces: Traces):
     obs = replace(_fixture(), traces=traces)
     assert observation_from_dict(json.loads(_dumps(observation_to_dict(obs)))) == obs
+
+
+OUTCOMES = ("found", "clean", "unknown")
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES)
+def test_a_scans_outcome_and_reach_truncated_round_trip(outcome: str):
+    scan = Scan(_at(2021, 3, 10, 10, 55, 13), "full", "1.333.1102.0", True, outcome=outcome)
+    for traces in (Traces(scans=(scan,), reach_truncated=True), Traces(scans=(scan,))):
+        obs = replace(_fixture(), traces=traces)
+        assert observation_from_dict(json.loads(_dumps(observation_to_dict(obs)))) == obs
+
+
+def test_traces_stored_before_the_outcome_read_as_unknown_and_encode_the_same():
+    # A row stored before Scan.outcome and Traces.reach_truncated: no such keys. It reads as
+    # "unknown" (never clean) and not truncated, and encodes to the very text it was stored as.
+    old = ('{"candidates":null,"candidates_truncated":false,"defender_available":true,"detections":[],'
+           '"detections_truncated":false,"fixed_at":"2021-03-03T21:14:09+00:00","log_reach":[],'
+           '"scans":[{"detections":[],"finished":true,"kind":"full","raw":["Full Scan Results:"],'
+           '"started_at":"2021-03-10T10:55:13+00:00","version":"1.333.1102.0"}],"scans_truncated":false}')
+    stored = observation_to_dict(_fixture()) | {"traces": json.loads(old)}
+    obs = observation_from_dict(json.loads(_dumps(stored)))
+    assert obs.traces is not None and [s.outcome for s in obs.traces.scans or ()] == ["unknown"]
+    assert not obs.traces.reach_truncated
+    assert _dumps(observation_to_dict(obs)["traces"]) == old
+
+
+@pytest.mark.parametrize("forged", ["Clean", "maybe", 0, True, None, ["clean"]])
+def test_a_forged_stored_outcome_reads_as_unknown(forged: Any):
+    stored = json.loads(_dumps(observation_to_dict(_fixture())))
+    stored["traces"]["scans"][1]["outcome"] = forged
+    stored["traces"]["reach_truncated"] = "true"
+    traces = observation_from_dict(stored).traces
+    assert traces is not None and traces.scans is not None
+    assert traces.scans[1].outcome == "unknown" and not traces.reach_truncated
 
 
 def test_an_observation_stored_before_reads_with_no_traces():
@@ -255,5 +291,6 @@ def test_collect_stores_the_traces_the_probe_printed(wsman_peer, tmp_path):
     assert [c.path for c in traces.candidates or ()] == [SHELL]
     assert traces.fixed_at == _at(2021, 3, 3, 21, 14, 9) and traces.log_reach is not None
     nodef = stored["T13-NODEF"].traces
-    assert nodef is not None and (nodef.defender_available, nodef.detections, nodef.scans) == (False, None, ())
+    # Defender's cmdlets failed (defender_detections error): its history is unknown, not "absent".
+    assert nodef is not None and (nodef.defender_available, nodef.detections, nodef.scans) == (None, None, ())
     assert stored["T13-OLDER"].traces is None

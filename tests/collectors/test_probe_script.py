@@ -46,8 +46,11 @@ MAX_ENVELOPE_BYTES = 150 * 1024
 # patternSyntax and truncation (the matcher fails closed without them), about 12,550; to 16,500
 # for minor version 1.3 (issue 21: the investigation after the fix - the MSERT log's tail,
 # Defender's detections, how far back the logs reach, web-shell candidates, ExSetup.exe's last
-# write), about 16,000: four new reads, printed raw and bounded, parsed in collectors/traces.py.
-LIMIT = 16_500
+# write), about 16,000: four new reads, printed raw and bounded, parsed in collectors/traces.py; to
+# 17,000 for the review of issue 21 (about 16,600): a cut MSERT log's matching lines from the whole
+# file (a detection in a run out of the tail was lost) and the log reach per folder (one HttpProxy
+# protocol folder reaching back far hid the others that did not).
+LIMIT = 17_000
 
 
 def compact(script: str) -> str:
@@ -190,6 +193,7 @@ ALLOWED_COMMANDS = {
     "Get-WebConfiguration",
     "Get-WebConfigurationProperty",
     "Get-WinEvent",
+    "Group-Object",  # log reach: a log's files by folder (in memory; it changes nothing)
     "Import-Module",
     "Join-Path",
     "Select-Object",
@@ -826,8 +830,13 @@ def test_the_1_3_field_is_written_and_declared_optional(tree: tuple[tree_sitter.
     assert investigation["type"] == ["object", "null"]
     assert "minor version 1.3" in schema["title"]  # type: ignore[operator]
     defs: Any = schema["$defs"]
+    # Added after the review of issue 21, optional (a 1.3 document printed before lacks them).
+    later = {"log_tail": {"matches"}, "log_reach": {"folder"}}
     for name in ("log_tail", "detection", "log_reach", "candidate"):
-        assert set(defs[name]["required"]) == set(defs[name]["properties"]) <= keys, name
+        required = set(defs[name]["required"])
+        assert required.isdisjoint(later.get(name, set())), name
+        assert required | later.get(name, set()) == set(defs[name]["properties"]) <= keys, name
+    assert "log_reach_truncated" in investigation["properties"]
 
 
 def test_the_probe_schema_and_reader_share_the_1_3_bounds(script: str, schema: dict[str, object]) -> None:
@@ -889,13 +898,40 @@ def test_candidates_are_names_and_times_never_content(script: str) -> None:
     assert "if ($tr.candidates.Count -ge $MaxFiles) {\n$tr.candidates_truncated = $true\nbreak" in part
 
 
-def test_the_log_reach_is_the_oldest_file_or_event(script: str) -> None:
+def test_the_log_reach_is_the_oldest_file_of_each_folder_or_the_oldest_event(script: str) -> None:
     code = compact(script)
     part = _part(code, "$tr.log_reach = $List::new()", "$tr.candidates = $List::new()")
     assert "foreach ($log in 'HttpProxy', 'ECP\\Server', 'OABGeneratorLog', 'Application') {" in part
     assert "Iso (Get-WinEvent -LogName Application -MaxEvents 1 -Oldest).TimeCreated" in part
-    assert ("Iso (Get-ChildItem -LiteralPath ($ex + 'Logging\\' + $log) -Recurse -File | "
-            "Sort-Object CreationTimeUtc | Select-Object -First 1).CreationTimeUtc") in part
+    # Per folder holding files (HttpProxy's protocol folders each roll over on their own): an empty
+    # folder gives no entry, a log without any file one entry with oldest null.
+    assert ("$groups = @(Get-ChildItem -LiteralPath ($ex + 'Logging\\' + $log) -Recurse -File | "
+            "Group-Object DirectoryName)") in part
+    assert "foreach ($group in @($groups | Select-Object -First $MaxFindings)) {" in part
+    assert ("$tr.log_reach.Add([ordered]@{ log = $log; folder = $group.Name; oldest = (Iso ($group.Group | "
+            "Sort-Object CreationTimeUtc | Select-Object -First 1).CreationTimeUtc) })") in part
+    assert "if ($groups.Count -gt $MaxFindings) {\n$tr.log_reach_truncated = $true\n}" in part
+    assert "if ($groups.Count) {\ncontinue\n}" in part
+    assert part.rstrip().endswith("$tr.log_reach.Add([ordered]@{ log = $log; oldest = $seen })\n}")
+    assert "log_reach_truncated = $false" in _part(code, "$tr = [ordered]@{", "$doc = [ordered]@{")
+
+
+def test_a_cut_msert_log_also_gives_the_whole_files_telling_lines_bounded(script: str) -> None:
+    code = compact(script)
+    tail = _part(code, "function Tail($path) {", "\n}\n$errors = ")
+    # Only when the tail was cut; Select-String reads line by line and stops after $MaxFiles (200)
+    # matches; each on one line, cut at $MaxText (1,024, the reader's MAX_LINE).
+    assert ("$matched = $null\nif ($first) {\n$matched = [string[]]@(Select-String -LiteralPath $path -Pattern "
+            "'Threat Detected|^\\s*Found |Started On|Scan Results:|Return code' | Select-Object -First $MaxFiles | "
+            "ForEach-Object { Line $_.Line $MaxText })\n}") in tail
+    assert "; matches = $matched }" in tail
+    assert "-Raw" not in tail and "ReadAllText" not in tail and "Get-Content -LiteralPath $path -Tail" in tail
+    from collectors.traces import MAX_LINE, MAX_MATCHES
+
+    assert f"\n$MaxFiles = {MAX_MATCHES}\n" in code and f"\n$MaxText = {MAX_LINE}\n" in code
+    defs: Any = json.loads(SCHEMA.read_text())["$defs"]
+    assert (defs["log_tail"]["properties"]["matches"]["maxItems"],
+            defs["log_tail"]["properties"]["matches"]["items"]["maxLength"]) == (MAX_MATCHES, MAX_LINE)
 
 
 def test_iso_of_null_is_null(script: str) -> None:

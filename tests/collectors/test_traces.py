@@ -35,6 +35,7 @@ from collectors.traces import (
     MAX_CANDIDATES,
     MAX_DETECTIONS,
     MAX_LINE,
+    MAX_LOG_REACH,
     MAX_RUN_RAW,
     MAX_SCANS,
     local_time,
@@ -154,7 +155,7 @@ def test_a_quick_scan_with_a_detection_public_sample():
 def test_a_clean_full_scan():
     (scan,) = parse_msert_log(CLEAN_FULL_SCAN, 60)
     assert scan == Scan(started_at=_at(2021, 3, 10, 10, 55, 13), kind="full", version="1.333.1102.0",
-                        finished=True, detections=(), raw=tuple(CLEAN_FULL_SCAN[1:]))
+                        finished=True, detections=(), raw=tuple(CLEAN_FULL_SCAN[1:]), outcome="clean")
 
 
 def test_a_scan_with_detections_of_the_exchange_families_and_a_space_padded_day():
@@ -399,7 +400,7 @@ def test_defender_absent_failed_and_truncated():
     assert traces is not None and (traces.defender_available, traces.detections) == (False, None)
     traces, _ = traces_from_investigation(investigation(detections=[defender_detection()]),
                                           ["defender_detections: 0x800106ba"])
-    assert traces is not None and (traces.defender_available, traces.detections) == (False, None)
+    assert traces is not None and (traces.defender_available, traces.detections) == (None, None)  # unknown
     traces, _ = traces_from_investigation(investigation(detections=[defender_detection()], defender_truncated=True))
     assert traces is not None and traces.detections_truncated and len(traces.detections or ()) == 1
     value = investigation()
@@ -436,3 +437,146 @@ def test_whatever_the_investigation_holds_the_reader_does_not_raise(value: dict[
     traces, added = traces_from_investigation(value, errors)
     assert isinstance(traces, Traces)
     assert all(line.startswith("investigation: ") for line in added)
+
+
+# -- review of issue 21: the boundaries an attacker pushes on --------------------------------------
+
+STOPPED = "defender_detections: 0x800106ba: The Windows Defender service is not running"
+
+
+def test_defender_cmdlets_absent_is_false_but_defender_stopped_is_unknown_boundary():
+    # No cmdlets, no error: Defender is not there (False). The cmdlets there but failing (the service
+    # stopped, what intruders commonly do): its history is unknown (None), never "not available".
+    absent, _ = traces_from_investigation(investigation(defender_available=False))
+    assert absent is not None and (absent.defender_available, absent.detections) == (False, None)
+    stopped, _ = traces_from_investigation(investigation(defender_available=False), [STOPPED])
+    assert stopped is not None and (stopped.defender_available, stopped.detections) == (None, None)
+    # A forged "available" with the error line: the error wins, still unknown.
+    forged, _ = traces_from_investigation(investigation(detections=[defender_detection()]), [STOPPED])
+    assert forged is not None and (forged.defender_available, forged.detections) == (None, None)
+
+
+def _outcome(*summary: str) -> str:
+    lines = ["Microsoft Safety Scanner v1.333, (build 1.333.1102.0)", "Started On Wed Mar 10 11:55:13 2021",
+             "Full Scan Results:", "-------------------", "Results Summary:", "----------------", *summary]
+    (scan,) = parse_msert_log(lines, 60)
+    return scan.outcome
+
+
+def test_scan_outcome_clean_only_on_an_explicit_clean_summary_or_return_code_0_boundary():
+    # Public sample (QUICK_WITH_DETECTION) and the clean runs built on its layout.
+    (found,) = parse_msert_log(QUICK_WITH_DETECTION, 60)
+    assert found.outcome == "found"
+    (clean,) = parse_msert_log(CLEAN_FULL_SCAN, 60)
+    assert clean.outcome == "clean"
+    (customized,) = parse_msert_log(CUSTOMIZED_CLEAN, 60)
+    assert customized.outcome == "clean"
+    assert _outcome("No infection found.") == "clean"
+    assert _outcome("Return code: 0 (0x0)") == "clean"
+    assert _outcome("Return code: 1 (0x1)") == "found"  # one past clean
+    assert _outcome("Return code: 7 (0x7)") == "found"
+    assert _outcome("Return code: 0 (0x7)") == "found"  # contradictory: not clean
+    # A "Found" line the parser cannot name still says something was found.
+    assert _outcome("Found 1 threat(s), not removed.", "Return code: 7 (0x7)") == "found"
+    assert _outcome("Found") == "found"
+    assert _outcome("No infection found.", "Return code: 7 (0x7)") == "found"
+    assert _outcome("Threat detected - Backdoor:ASP/SecChecker.A") == "unknown"  # another shape: unread
+    assert _outcome() == "unknown"  # no summary: never clean
+    assert _outcome("Return code: none") == "unknown"
+    (cut,) = parse_msert_log(CLEAN_FULL_SCAN[:12], 60)  # the tail stops before the summary
+    assert cut.outcome == "unknown"
+
+
+def test_a_detection_in_a_run_out_of_the_cut_tail_is_still_seen_from_the_file_matches():
+    # msert.log cut: the tail holds only the clean run of 10 March; the probe's matches over the
+    # whole file (Select-String, at most 200) hold the run of 7 March that fell out of it.
+    matches = [line for line in EXCHANGE_DETECTIONS + CLEAN_FULL_SCAN
+               if any(word in line for word in ("Threat Detected", "Found ", "Started On", "Scan Results:",
+                                                 "Return code"))]
+    tail = msert_tail(CLEAN_FULL_SCAN[1:], cut=True) | {"matches": matches}
+    traces, _ = traces_from_investigation(investigation(msert_log=tail))
+    assert traces is not None and traces.scans is not None and traces.scans_truncated
+    first, last = traces.scans
+    assert first.started_at is None and first.kind == "unknown" and not first.finished
+    assert first.detections == ("Backdoor:ASP/SecChecker.A", "Exploit:Script/Exmann.A!dha", "Trojan:JS/Chopper!dha")
+    assert first.outcome == "found" and "Started On Sun Mar  7 21:40:02 2021" in first.raw
+    assert (last.started_at, last.detections, last.outcome) == (_at(2021, 3, 10, 10, 55, 13), (), "clean")
+
+
+def test_file_matches_of_runs_the_tail_holds_add_nothing_and_a_placeable_one_is_placed():
+    matches = [line for line in EXCHANGE_DETECTIONS if line.startswith(("Started On", "Threat Detected", "Found "))]
+    # The run is in the tail: its detections are not repeated.
+    traces, _ = traces_from_investigation(investigation(msert_log=msert_tail(EXCHANGE_DETECTIONS) | {
+        "matches": matches}))
+    assert traces is not None and [s.started_at for s in traces.scans or ()] == [_at(2021, 3, 7, 20, 40, 2)]
+    # A tail holding the run's start but not its detection lines (a forged or odd tail): the detections
+    # the matches give for that start are placed in that run.
+    cut = EXCHANGE_DETECTIONS[:3] + EXCHANGE_DETECTIONS[24:]
+    traces, _ = traces_from_investigation(investigation(msert_log=msert_tail(cut, cut=True) | {"matches": matches}))
+    assert traces is not None and traces.scans is not None and len(traces.scans) == 1
+    assert set(traces.scans[0].detections) == {"Backdoor:ASP/SecChecker.A", "Exploit:Script/Exmann.A!dha",
+                                               "Trojan:JS/Chopper!dha"}
+    # Matches that are not a list of texts: ignored, never an exception.
+    for junk in ("Threat Detected: x", [3, None, {"a": 1}], [""] * 5000):
+        traces, _ = traces_from_investigation(investigation(msert_log=msert_tail(CLEAN_FULL_SCAN) | {
+            "matches": junk}))
+        assert traces is not None and len(traces.scans or ()) == 1
+
+
+def test_log_reach_per_subfolder_takes_the_latest_oldest_time_per_log_boundary():
+    # HttpProxy per protocol folder: Owa reaches back to 4 January, Ecp only to 1 March: the log
+    # covers what its least covering folder covers.
+    entries = [{"log": "HttpProxy", "folder": "C:\\Ex\\Logging\\HttpProxy\\Owa", "oldest": "2021-01-04T00:00:07Z"},
+               {"log": "HttpProxy", "folder": "C:\\Ex\\Logging\\HttpProxy\\Ecp", "oldest": "2021-03-01T00:00:00Z"},
+               {"log": "HttpProxy", "folder": "C:\\Ex\\Logging\\HttpProxy\\Ews", "oldest": "2021-02-28T23:59:59Z"},
+               {"log": "ECP\\Server", "folder": "C:\\Ex\\Logging\\ECP\\Server", "oldest": "2021-01-04T00:00:09Z"},
+               {"log": "Application", "oldest": "2020-12-01T08:00:00Z"}]
+    assert parse_log_reach(entries) == (LogReach("httpproxy", _at(2021, 3, 1)),
+                                        LogReach("ecp_server", _at(2021, 1, 4, 0, 0, 9)),
+                                        LogReach("application_event_log", _at(2020, 12, 1, 8)))
+    # A reading that is not there (null) among them: not found, as the judge reads several readings.
+    assert parse_log_reach([*entries[:1], {"log": "HttpProxy", "oldest": None}]) == (LogReach("httpproxy", None),)
+
+
+def test_log_reach_past_its_cap_or_cut_by_the_probe_is_marked_truncated_boundary():
+    value = investigation()
+    full = value["log_reach"] + [{"log": "HttpProxy", "folder": f"F{i}", "oldest": "2021-01-04T00:00:07Z"}
+                                 for i in range(MAX_LOG_REACH - len(value["log_reach"]))]
+    traces, _ = traces_from_investigation(value | {"log_reach": full})
+    assert traces is not None and not traces.reach_truncated  # exactly at the cap
+    late = {"log": "HttpProxy", "folder": "late", "oldest": "2021-03-01T00:00:00Z"}
+    traces, _ = traces_from_investigation(value | {"log_reach": [*full, late]})
+    assert traces is not None and traces.reach_truncated  # one past it
+    traces, _ = traces_from_investigation(value | {"log_reach_truncated": True})
+    assert traces is not None and traces.reach_truncated
+
+
+def test_a_malformed_msert_tail_costs_only_itself():
+    old = msert_tail(EXCHANGE_DETECTIONS)
+    for garbage in ("garbage", {"lines": "Threat Detected: x"}, ["x"], 7):
+        traces, errors = traces_from_investigation(investigation(msert_log=garbage, msert_old_log=old))  # type: ignore[arg-type]
+        assert traces is not None and traces.scans is not None
+        assert [s.detections for s in traces.scans] == [
+            ("Backdoor:ASP/SecChecker.A", "Exploit:Script/Exmann.A!dha", "Trojan:JS/Chopper!dha")]
+        assert traces.scans_truncated  # msert.log's runs may be missing
+        assert errors == ("investigation: msert_log left out, not an object with a list of lines",)
+    traces, errors = traces_from_investigation(investigation(msert_log="garbage", msert_old_log=None))  # type: ignore[arg-type]
+    assert traces is not None and traces.scans is None  # nothing readable: not read
+
+
+HOSTILE = "\u202eTrojan:JS/Chop\u200bper!dha\u2066\x85\x1b[31m\ufeff\U000e0041\ud800"
+
+
+def test_hostile_text_is_kept_as_evidence_and_never_raises():
+    lines = ["Microsoft Safety Scanner v1.333, (build 1.333.1102.0)", "Started On Wed Mar 10 11:55:13 2021",
+             "Full Scan Results:", f"Threat Detected: {HOSTILE}, removed.", f"Found {HOSTILE}", HOSTILE,
+             "Return code: 7 (0x7)"]
+    (scan,) = parse_msert_log(lines, 60)
+    assert scan.outcome == "found" and scan.detections and all(isinstance(d, str) for d in scan.detections)
+    assert any("\u202e" in line for line in scan.raw)  # raw as it stood (minus a lone surrogate)
+    record = defender_detection(HOSTILE, resources=[HOSTILE])
+    (detection,), _ = parse_defender([record])
+    assert "\u200b" in detection.threat
+    found, _ = parse_candidates([candidate("C:\\inetpub\\wwwroot\\aspnet_client\\" + HOSTILE + ".aspx")])
+    assert "\u202e" in found[0].path
+    assert parse_log_reach([{"log": HOSTILE, "oldest": None}])[0].oldest is None

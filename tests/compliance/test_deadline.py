@@ -124,3 +124,25 @@ def test_a_start_at_the_calendars_edge_counts_from_publication():
     found = deadline(Status.VULNERABLE, (), DeadlinePolicy(), open_since=edge,
                      published=PUBLISHED)
     assert found is not None and found.due_at == PUBLISHED + timedelta(days=2)
+
+
+def test_an_investigation_that_found_indicators_starts_the_indicators_clock():
+    """Review of issue 21: a Defender/MSERT detection or a web-shell candidate (the
+    investigation's ``indicators_found``, no CVE check hit) is a compromise indicator for the
+    deadline too, patched or not."""
+    from compliance.deadline import INDICATORS, kinds
+    from compliance.investigation import InvestigationState
+
+    found = InvestigationState.INDICATORS_FOUND
+    assert kinds(Status.PATCHED, (), found) == (INDICATORS,)
+    assert kinds(Status.PATCHED, (), InvestigationState.NOT_INVESTIGATED) == ()
+    due = deadline(Status.PATCHED, (), DeadlinePolicy(), open_since=FIRST_SEEN,
+                   published=PUBLISHED, investigation=found)
+    assert due is not None and due.due_at == FIRST_SEEN
+    assert due.rule.startswith("compromise indicators")
+    # A vulnerable host with a detection: the earliest (indicators, 0 days) wins.
+    due = deadline(Status.VULNERABLE, (), DeadlinePolicy(), open_since=FIRST_SEEN,
+                   published=PUBLISHED, investigation=found)
+    assert due is not None and due.due_at == FIRST_SEEN
+    assert deadline(Status.PATCHED, (), DeadlinePolicy(), open_since=FIRST_SEEN,
+                    published=PUBLISHED, investigation=InvestigationState.CLEAN) is None

@@ -15,6 +15,7 @@ from compliance.advisory import Advisory
 from compliance.catalog import load_catalog, load_catalogs
 from compliance.evaluate import evaluate
 from compliance.investigation import (
+    Checks,
     Investigation,
     InvestigationState,
     StepState,
@@ -22,7 +23,7 @@ from compliance.investigation import (
     judge,
     judge_observation,
 )
-from compliance.models import Failure, Flag, Host, Observation, Status
+from compliance.models import Failure, Flag, Host, InstalledUpdate, Observation, Status
 from compliance.traces import Candidate, Detection, LogReach, Scan, Traces
 from compliance.triage import TRACE_LOGS
 from compliance.worklist import (
@@ -50,7 +51,8 @@ def advisory() -> Advisory:
 
 
 def full(at: datetime | None, **changes: object) -> Scan:
-    return replace(Scan(at, "full", "1.333.1000.0", True), **changes)  # type: ignore[arg-type]
+    scan = Scan(at, "full", "1.333.1000.0", True, outcome="clean")
+    return replace(scan, **changes)  # type: ignore[arg-type]
 
 
 def shell(created: datetime | None, modified: datetime | None = None,
@@ -63,8 +65,16 @@ CLEAN = Traces(scans=(full(FIRST),), detections=(), defender_available=True, log
                candidates=(), fixed_at=FIX)
 
 
+# CVE checks whose logs reach back a year from the collection: they cover the window.
+COVERED = Checks(window_days=365.0)
+
+
 def run(advisory: Advisory, traces: Traces | None = CLEAN, *, status: Status = Status.PATCHED,
         now: datetime = NOW, **options: object) -> Investigation:
+    """Judged with the fix observed at ``FIX`` and the CVE checks covering the window, unless
+    ``options`` say otherwise."""
+    options.setdefault("fixed_at", FIX)
+    options.setdefault("checks", COVERED)
     return judge(traces, advisory, now, status=status, **options)  # type: ignore[arg-type]
 
 
@@ -78,7 +88,9 @@ def test_clean(advisory: Advisory) -> None:
     assert result.state is State.CLEAN
     assert result.window is not None
     assert (result.window.start, result.window.end) == (START, FIX)
-    assert result.window.end_source == "ExSetup.exe's last write"
+    assert result.window.end_source == "the observed fix time"
+    assert any(line.startswith("ExSetup.exe last written 2021-03-04 12:00:00 UTC: evidence only")
+               for line in result.evidence)
     assert result.evidence[0].startswith("Exposure window: from 2021-01-05 10:00:00 UTC")
     assert any("MSERT scan started 2021-03-05 12:00:00 UTC (after the fix): full, finished"
                in line for line in result.evidence)
@@ -120,20 +132,40 @@ def test_no_scan_at_all(advisory: Advisory) -> None:
                                          "re-collect: no scan after the fix on 2021-03-04")
 
 
+HOUR = timedelta(hours=1)
+
+
 @pytest.mark.parametrize(("started", "state"), [
     pytest.param(FIX - S, State.NOT_INVESTIGATED, id="one-second-before-the-fix"),
     pytest.param(FIX, State.NOT_INVESTIGATED, id="in-the-second-of-the-fix"),
-    pytest.param(FIX + S, State.CLEAN, id="one-second-after-the-fix"),
+    pytest.param(FIX + S, State.NOT_INVESTIGATED, id="one-second-after-the-fix"),
+    pytest.param(FIX + HOUR, State.NOT_INVESTIGATED, id="an-hour-after-the-fix"),
+    pytest.param(FIX + HOUR + S, State.CLEAN, id="an-hour-and-a-second-after-the-fix"),
 ])
-def test_a_scan_counts_only_strictly_after_the_fix(advisory: Advisory, started: datetime,
-                                                   state: InvestigationState) -> None:
-    assert run(advisory, replace(CLEAN, scans=(full(started),))).state is state
+def test_a_scan_counts_only_an_hour_after_the_fix(advisory: Advisory, started: datetime,
+                                                  state: InvestigationState) -> None:
+    # The MSERT log's local times are converted with one offset: across a daylight-saving
+    # change a scan may be an hour earlier than it reads (review of issue 21, case 6).
+    result = run(advisory, replace(CLEAN, scans=(full(started),)))
+    assert result.state is state
+    if FIX < started <= FIX + HOUR:
+        assert any("within an hour after the fix" in line for line in result.evidence)
 
 
 def test_a_scan_dated_after_the_collection_does_not_count(advisory: Advisory) -> None:
     result = run(advisory, replace(CLEAN, scans=(full(NOW + S),)))
     assert result.state is State.NOT_INVESTIGATED
     assert any("after the collection: not credible" in line for line in result.evidence)
+
+
+def test_a_scan_dated_after_the_observation_does_not_count(advisory: Advisory) -> None:
+    # Judged a day after the collection: a scan dated between the two is not credible.
+    seen = FIRST + HOUR
+    result = run(advisory, replace(CLEAN, scans=(full(seen + S),)), observed_at=seen)
+    assert result.state is State.NOT_INVESTIGATED
+    assert any("after the collection: not credible" in line for line in result.evidence)
+    assert run(advisory, replace(CLEAN, scans=(full(seen),)),
+               observed_at=seen).state is State.CLEAN
 
 
 # -- incomplete -------------------------------------------------------------------------------
@@ -291,7 +323,9 @@ def test_an_msert_detection_on_the_scan_after_the_fix(advisory: Advisory) -> Non
     pytest.param(shell(START), State.INDICATORS_FOUND, id="at-the-windows-start"),
     pytest.param(shell(FIX - S), State.INDICATORS_FOUND, id="one-second-inside"),
     pytest.param(shell(FIX), State.INDICATORS_FOUND, id="at-the-fix"),
-    pytest.param(shell(FIX + S), State.CLEAN, id="one-second-after-the-fix"),
+    pytest.param(shell(FIX + S), State.INDICATORS_FOUND, id="one-second-after-the-fix"),
+    pytest.param(shell(FIRST + DAY), State.INDICATORS_FOUND, id="after-the-full-scan"),
+    pytest.param(shell(NOW), State.INDICATORS_FOUND, id="at-the-collection"),
     pytest.param(shell(START - WEEK, FIX - S), State.INDICATORS_FOUND,
                  id="modified-inside-created-before"),
     pytest.param(Candidate(r"C:\x\y.ashx", None, None, None), State.INDICATORS_FOUND,
@@ -299,12 +333,13 @@ def test_an_msert_detection_on_the_scan_after_the_fix(advisory: Advisory) -> Non
     pytest.param(Candidate(r"C:\x\y.ashx", None, None, FIX + DAY), State.INDICATORS_FOUND,
                  id="creation-not-read"),
 ])
-def test_a_web_shell_candidate_counts_inside_the_window(
+def test_a_web_shell_candidate_counts_from_the_windows_start_on(
         advisory: Advisory, candidate: Candidate, state: InvestigationState) -> None:
+    # A shell written after the fix (and after the full scan) is one too (review, case 3).
     result = run(advisory, replace(CLEAN, candidates=(candidate,)))
     assert result.state is state
     if state is State.CLEAN:
-        assert any("outside the exposure window, evidence only" in line
+        assert any("before the exposure window, evidence only" in line
                    for line in result.evidence)
     else:
         assert result.next_action.startswith(f"A possible web shell {candidate.path}")
@@ -326,14 +361,100 @@ ECP_AUTH = r"D:\Exchange\FrontEnd\HttpProxy\ecp\auth"
     pytest.param(OWA_AUTH + r"\errorEE.aspx", State.INDICATORS_FOUND, id="owa-shell-name"),
     pytest.param(r"C:\inetpub\wwwroot\aspnet_client\logon.aspx", State.INDICATORS_FOUND,
                  id="aspnet-client"),
+    pytest.param(r"C:\inetpub\wwwroot\aspnet_client\FrontEnd\HttpProxy\owa\auth\logon.aspx",
+                 State.INDICATORS_FOUND, id="owa-layout-under-aspnet-client"),
+    pytest.param(OWA_AUTH + r"\x\FrontEnd\HttpProxy\owa\auth\logon.aspx",
+                 State.INDICATORS_FOUND, id="owa-layout-under-owa-auth"),
+    pytest.param(r"FrontEnd\HttpProxy\owa\auth\logon.aspx", State.INDICATORS_FOUND,
+                 id="relative-path"),
+    pytest.param(r"C:\..\FrontEnd\HttpProxy\owa\auth\logon.aspx", State.INDICATORS_FOUND,
+                 id="dot-dot-path"),
 ])
 def test_files_of_the_standard_install_are_evidence_only(advisory: Advisory, path: str,
                                                          state: InvestigationState) -> None:
     # Written by the fix's own installation, just before ExSetup.exe: inside the window.
+    # The folder must be the install's, not any folder ending in its name (review, case 4).
     result = run(advisory, replace(CLEAN, candidates=(shell(FIX - 60 * S, path=path),)))
     assert result.state is state
     if state is State.CLEAN:
         assert any("a file of the standard install" in line for line in result.evidence)
+
+
+EXCHANGE = "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\"
+
+
+@pytest.mark.parametrize(("path", "state"), [
+    pytest.param(OWA_AUTH + r"\logon.aspx", State.CLEAN, id="in-the-install"),
+    pytest.param(OWA_AUTH.upper() + r"\LOGON.ASPX", State.CLEAN, id="case-changed"),
+    pytest.param(ECP_AUTH + r"\TimeoutLogoff.aspx", State.INDICATORS_FOUND,
+                 id="another-install-path"),
+    pytest.param(r"C:\inetpub\wwwroot\aspnet_client\FrontEnd\HttpProxy\owa\auth\logon.aspx",
+                 State.INDICATORS_FOUND, id="under-aspnet-client"),
+])
+def test_with_the_install_path_known_the_folder_must_be_exactly_the_installs(
+        advisory: Advisory, path: str, state: InvestigationState) -> None:
+    result = run(advisory, replace(CLEAN, candidates=(shell(FIX - 60 * S, path=path),)),
+                 install_path=EXCHANGE)
+    assert result.state is state
+
+
+@pytest.mark.parametrize(("traces", "said"), [
+    pytest.param(replace(CLEAN, scans_truncated=True), "msert.log was cut", id="msert-cut"),
+    pytest.param(replace(CLEAN, detections_truncated=True), "more detections than were read",
+                 id="defender-cut"),
+    pytest.param(replace(CLEAN, reach_truncated=True), "how far back the logs reach was cut",
+                 id="reach-cut"),
+    pytest.param(replace(CLEAN, scans=(full(FIRST, outcome="unknown"),)),
+                 "could not be read (neither", id="summary-not-read"),
+    pytest.param(replace(CLEAN, scans=(full(FIRST), full(FIRST + HOUR, outcome="unknown"))),
+                 "could not be read (neither", id="a-later-summary-not-read"),
+])
+def test_what_was_cut_or_not_read_keeps_it_incomplete(advisory: Advisory, traces: Traces,
+                                                      said: str) -> None:
+    # Review, case 5.
+    result = run(advisory, traces)
+    assert result.state is State.INCOMPLETE
+    assert said in result.next_action
+
+
+@pytest.mark.parametrize(("scan", "state"), [
+    pytest.param(full(FIRST, outcome="found"), State.INDICATORS_FOUND, id="after-the-fix"),
+    pytest.param(full(FIRST, outcome="found", kind="quick"), State.INDICATORS_FOUND,
+                 id="quick-scan"),
+    pytest.param(full(START + DAY, outcome="found"), State.INDICATORS_FOUND, id="in-the-window"),
+    pytest.param(full(None, outcome="found"), State.INDICATORS_FOUND, id="undated"),
+    pytest.param(full(START - DAY, outcome="found"), State.CLEAN, id="before-the-window"),
+])
+def test_a_detection_the_log_names_in_a_form_not_read(advisory: Advisory, scan: Scan,
+                                                      state: InvestigationState) -> None:
+    # Review, case 5: "Return code: 7" and a detection line of another shape.
+    result = run(advisory, replace(CLEAN, scans=(*CLEAN.scans, scan)))  # type: ignore[misc]
+    assert result.state is state
+    assert any("a detection the log names in a form not read" in line
+               for line in result.evidence)
+
+
+def test_only_a_scan_whose_summary_says_clean_is_the_clean_scan(advisory: Advisory) -> None:
+    result = run(advisory, replace(CLEAN, scans=(full(FIRST, outcome="unknown", finished=False),
+                                                 full(FIX - DAY))))
+    assert result.state is State.INCOMPLETE
+
+
+@pytest.mark.parametrize("threat", [
+    "Trojan:JS/Ch\u043epper!dha",  # a Cyrillic o
+    "Trojan:JS/Chop\u200bper!dha",  # a zero-width space inside
+    "\ufeffBackdoor:ASP/SecChecker.A",  # a byte-order mark before it
+    "Ｂackdoor:ASP/SecChecker.A",  # a full-width B
+    "Trojan:Win32/\u0421oinMiner",  # a Cyrillic C in a name of no family
+    "",  # a record without a name
+    "(no name)",
+    "ThreatID 2147776320",
+])
+def test_look_alike_and_nameless_detections_count_whenever_dated(
+        advisory: Advisory, threat: str) -> None:
+    # Review, case 7: dated before the window, where another name is evidence only.
+    result = run(advisory, replace(CLEAN, detections=(Detection(threat, START - WEEK),)))
+    assert result.state is State.INDICATORS_FOUND
 
 
 def test_indicators_come_before_every_gap(advisory: Advisory) -> None:
@@ -380,26 +501,78 @@ def test_a_server_not_affected(advisory: Advisory) -> None:
 # -- the fix time -----------------------------------------------------------------------------
 
 
-def test_the_earliest_fix_reading_ends_the_window(advisory: Advisory) -> None:
-    # ExSetup.exe was rewritten by a later update; the store saw the fix long before.
-    observed = FIX - 2 * DAY
-    traces = replace(CLEAN, scans=(full(observed + S),), fixed_at=FIX + DAY)
-    result = run(advisory, traces, fixed_at=observed)
-    assert result.window is not None and result.window.end == observed
-    assert result.window.end_source == "the observed fix time"
+SU = "Security Update for Exchange Server 2016 Cumulative Update 19 (KB5000871)"
+
+
+def _su(day: str | None, kb: str = "KB5000871", name: str = SU) -> InstalledUpdate:
+    return InstalledUpdate(kb, name, day)
+
+
+# The end of 3 March 2021 in the latest time zone (UTC-12): 4 March 12:00 UTC.
+END_OF_3_MARCH = datetime(2021, 3, 4, 12, 0, tzinfo=UTC)
+
+
+def test_the_earliest_upper_bound_ends_the_window(advisory: Advisory) -> None:
+    # Installed on 3 March (server time): the fix was in by the end of that day anywhere; the
+    # store saw it patched later. ExSetup.exe's time is evidence only.
+    traces = replace(CLEAN, scans=(full(END_OF_3_MARCH + HOUR + S),), fixed_at=START + S)
+    result = run(advisory, traces, fixed_at=FIX + DAY, fix_updates=(_su("2021-03-03"),))
+    assert result.window is not None and result.window.end == END_OF_3_MARCH
+    assert result.window.end_source == ("KB5000871 installed on 2021-03-03 (the end of that "
+                                        "day in any time zone)")
     assert result.state is State.CLEAN
-    assert fix_time(traces, FIX + DAY) == (FIX + DAY, "ExSetup.exe's last write and the "
-                                           "observed fix time")
+    assert fix_time(END_OF_3_MARCH, (_su("2021-03-03"),)) == (
+        END_OF_3_MARCH, "KB5000871 installed on 2021-03-03 (the end of that day in any time "
+        "zone) and the observed fix time")
+    assert fix_time(None, (_su("3/3/2021"),)) == (None, "")
 
 
-@pytest.mark.parametrize(("traces_fix", "observed"), [
-    pytest.param(None, None, id="not-read"),
-    pytest.param(NOW + S, None, id="after-the-collection"),
-    pytest.param(START - S, None, id="before-the-window"),
+def test_exsetups_write_time_never_ends_the_window(advisory: Advisory) -> None:
+    # Review, case 1: ExSetup.exe's LastWriteTime is its package's file time (11 February);
+    # the update was installed 9 March. A scan on 5 March is before the fix, and a shell
+    # written 4 March is inside the window.
+    traces = replace(CLEAN, fixed_at=datetime(2021, 2, 11, 2, 25, 40, tzinfo=UTC),
+                     scans=(full(datetime(2021, 3, 5, 9, 0, tzinfo=UTC)),))
+    result = run(advisory, traces, fixed_at=None, fix_updates=(_su("2021-03-09"),),
+                 now=datetime(2021, 4, 20, tzinfo=UTC))
+    assert result.window is not None
+    assert result.window.end == datetime(2021, 3, 10, 12, 0, tzinfo=UTC)
+    assert result.state is State.NOT_INVESTIGATED
+    shell_4_march = shell(datetime(2021, 3, 4, 2, 0, tzinfo=UTC))
+    assert run(advisory, replace(traces, candidates=(shell_4_march,)), fixed_at=None,
+               fix_updates=(_su("2021-03-09"),), now=datetime(2021, 4, 20, tzinfo=UTC)
+               ).state is State.INDICATORS_FOUND
+    # ExSetup.exe's time alone is no fix time at all.
+    alone = run(advisory, replace(CLEAN, fixed_at=FIX), fixed_at=None)
+    assert alone.state is State.NOT_INVESTIGATED
+    assert alone.next_action.startswith("The time of the fix is not known")
+
+
+def test_a_fix_time_before_the_install_date_is_not_credible(advisory: Advisory) -> None:
+    # Review, case 3: an observed fix time on 6 January, the update installed 3 March.
+    early = START + DAY
+    result = run(advisory, replace(CLEAN, scans=(full(early + DAY),)), fixed_at=early,
+                 fix_updates=(_su("2021-03-03"),))
+    assert result.window is not None and result.window.end == END_OF_3_MARCH
+    assert result.state is State.NOT_INVESTIGATED
+    assert any("before the exposure's start or the fixing update's install date: not "
+               "credible" in line for line in result.evidence)
+
+
+@pytest.mark.parametrize(("traces_fix", "observed", "updates"), [
+    pytest.param(None, None, (), id="not-read"),
+    pytest.param(FIX, None, (), id="exsetup-only"),
+    pytest.param(None, NOW + S, (), id="after-the-collection"),
+    pytest.param(None, START - S, (), id="before-the-window"),
+    pytest.param(None, None, (_su("2021-03-10"),), id="installed-after-the-collection"),
+    pytest.param(None, None, (_su("2021-01-03"),), id="installed-before-the-window"),
+    pytest.param(None, None, (_su(None),), id="install-date-not-read"),
 ])
 def test_an_unknown_or_incredible_fix_time(advisory: Advisory, traces_fix: datetime | None,
-                                           observed: datetime | None) -> None:
-    result = run(advisory, replace(CLEAN, fixed_at=traces_fix), fixed_at=observed)
+                                           observed: datetime | None,
+                                           updates: tuple[InstalledUpdate, ...]) -> None:
+    result = run(advisory, replace(CLEAN, fixed_at=traces_fix), fixed_at=observed,
+                 fix_updates=updates)
     assert result.state is State.NOT_INVESTIGATED
     assert result.next_action.startswith("The time of the fix is not known")
     assert result.directive is not None
@@ -408,14 +581,15 @@ def test_an_unknown_or_incredible_fix_time(advisory: Advisory, traces_fix: datet
 
 def test_with_the_fix_time_unknown_the_window_stays_open(advisory: Advisory) -> None:
     traces = replace(CLEAN, fixed_at=None, candidates=(shell(NOW - DAY),))
-    assert run(advisory, traces).state is State.INDICATORS_FOUND
+    assert run(advisory, traces, fixed_at=None).state is State.INDICATORS_FOUND
 
 
 def test_naive_times_are_read_as_utc(advisory: Advisory) -> None:
     naive = replace(CLEAN, scans=(full(FIRST.replace(tzinfo=None)),),
                     fixed_at=FIX.replace(tzinfo=None),
                     log_reach=tuple(LogReach(e.log, START.replace(tzinfo=None)) for e in LOGS))
-    assert run(advisory, naive, now=NOW.replace(tzinfo=None)).state is State.CLEAN
+    assert run(advisory, naive, now=NOW.replace(tzinfo=None), fixed_at=FIX.replace(tzinfo=None),
+               observed_at=NOW.replace(tzinfo=None)).state is State.CLEAN
 
 
 def test_an_advisory_without_triage_data(advisory: Advisory) -> None:
@@ -490,14 +664,106 @@ def test_the_directive_is_tracked_when_indicators_are_found(advisory: Advisory) 
 # -- from a snapshot's observation and verdict ---------------------------------------------------
 
 
+def _observed(**changes: object) -> Observation:
+    """A patched 2016 CU19 server collected at ``NOW``: the fix recorded installed on 3 March,
+    its CVE checks' logs reaching back a year."""
+    observation = Observation(
+        Host("EX1", "ex1.corp.example"), NOW, "test", exsetup_version="15.1.2176.9",
+        installed_updates=(_su("2021-02-10", "KB4602269"), _su("2021-03-03")),
+        log_window_days=365.0, traces=CLEAN)
+    return replace(observation, **changes)  # type: ignore[arg-type]
+
+
+def _judged(observation: Observation, fixed_at: datetime | None = None) -> Investigation:
+    catalog = load_catalog()
+    verdict = evaluate(observation, catalog, NOW)
+    assert verdict.status is Status.PATCHED and verdict.product == "2016"
+    return judge_observation(observation, verdict, catalog.advisory, NOW, fixed_at)
+
+
+def test_judge_observation_bounds_the_fix_by_the_install_date(advisory: Advisory) -> None:
+    result = _judged(_observed())
+    assert result.state is State.CLEAN
+    assert result.window is not None and result.window.end == END_OF_3_MARCH
+    assert result.window.end_source.startswith("KB5000871 installed on 2021-03-03")
+    # The observed fix time, earlier, ends it; one before the install date is refused.
+    observed = _judged(_observed(), fixed_at=END_OF_3_MARCH - HOUR)
+    assert observed.window is not None and observed.window.end == END_OF_3_MARCH - HOUR
+    refused = _judged(_observed(), fixed_at=datetime(2021, 3, 2, 9, 0, tzinfo=UTC))
+    assert refused.window is not None and refused.window.end == END_OF_3_MARCH
+    # The earlier KB is not the fix; a record of the fix for another CU bounds nothing here.
+    other_cu = _su("2021-03-01", name=SU.replace("Update 19", "Update 18"))
+    moved = _judged(_observed(installed_updates=(other_cu, _su("2021-03-03"))))
+    assert moved.window is not None and moved.window.end == END_OF_3_MARCH
+    # No record and no observed fix time: the fix time is not known.
+    unknown = _judged(_observed(installed_updates=()))
+    assert unknown.state is State.NOT_INVESTIGATED
+
+
+@pytest.mark.parametrize(("changes", "said"), [
+    pytest.param({"probe_errors": ("CVE-2021-26855: Access denied",)},
+                 "A CVE check could not read its logs", id="check-error"),
+    pytest.param({"indicators_truncated": True}, "cut short by a cap or the deadline",
+                 id="checks-truncated"),
+    pytest.param({"log_window_days": None}, "The CVE checks read no log file",
+                 id="no-log-file-read"),
+    pytest.param({"log_window_days": 30.4}, "the window from 2021-01-05 10:00:00 UTC is not "
+                 "covered", id="thirty-days"),
+])
+def test_clean_needs_the_cve_checks_to_cover_the_window(
+        advisory: Advisory, changes: dict[str, object], said: str) -> None:
+    # Review, case 2: the logs on disk reach January, but what the checks read did not.
+    result = _judged(_observed(**changes))
+    assert result.state is State.INCOMPLETE
+    assert said in result.next_action
+
+
+@pytest.mark.parametrize(("days", "state"), [
+    # NOW - START is 62 days and 2 hours; the tenth of a day rounding is allowed for.
+    pytest.param(62.0 + 2 / 24 + 0.05, State.CLEAN, id="reaching-the-start"),
+    pytest.param(62.0 + 2 / 24 + 0.05 - 1 / 86400, State.INCOMPLETE, id="a-second-short"),
+])
+def test_the_cve_checks_window_is_counted_from_the_observation(
+        advisory: Advisory, days: float, state: InvestigationState) -> None:
+    result = run(advisory, checks=Checks(window_days=days), observed_at=NOW)
+    assert result.state is state
+
+
+def test_judge_without_the_checks_reach_is_never_clean(advisory: Advisory) -> None:
+    assert run(advisory, checks=None).state is State.INCOMPLETE
+
+
+def test_the_verdicts_indicators_unreadable_flag_is_enough(advisory: Advisory) -> None:
+    catalog = load_catalog()
+    observation = _observed()
+    verdict = evaluate(observation, catalog, NOW)
+    flagged = replace(verdict, flags=(*verdict.flags, Flag.INDICATORS_UNREADABLE))
+    result = judge_observation(observation, flagged, catalog.advisory, NOW)
+    assert result.state is State.INCOMPLETE
+
+
+def test_judge_observation_reads_the_install_path_from_the_web_configs(
+        advisory: Advisory) -> None:
+    from compliance.models import WebConfigFile, WebConfigState
+    configs = (WebConfigFile(r"D:\Exchange\ClientAccess\Owa\web.config", WebConfigState.FINE),)
+    inside = shell(FIX - DAY, path=ECP_AUTH + r"\TimeoutLogoff.aspx")
+    elsewhere = shell(FIX - DAY, path=OWA_AUTH + r"\logon.aspx")
+    traces = replace(CLEAN, candidates=(inside,))
+    assert _judged(_observed(web_configs=configs, traces=traces)).state is State.CLEAN
+    traces = replace(CLEAN, candidates=(elsewhere,))
+    assert _judged(_observed(web_configs=configs, traces=traces)).state is \
+        State.INDICATORS_FOUND
+
+
 def test_judge_observation_reads_the_observation_and_the_verdict(advisory: Advisory) -> None:
     host = Host("EX1", "ex1.corp.example")
     observation = Observation(host, NOW, "test", exsetup_version="15.1.2176.9",
+                              log_window_days=365.0,
                               traces=replace(CLEAN, log_reach=(LogReach("application_event_log",
                                                                         START),)))
     verdict = evaluate(observation, load_catalog(), NOW)
     assert verdict.status is Status.PATCHED and verdict.product == "2016"
-    result = judge_observation(observation, verdict, advisory, NOW)
+    result = judge_observation(observation, verdict, advisory, NOW, FIX)
     assert result.state is State.INCOMPLETE  # 2016: every log is needed, not only 2010's
     hit = replace(observation, indicators=("CVE-2021-27065: Set-OabVirtualDirectory",))
     assert judge_observation(hit, verdict, advisory, NOW).state is State.INDICATORS_FOUND

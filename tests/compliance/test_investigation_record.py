@@ -69,5 +69,6 @@ def test_the_triage_order_puts_indicators_first_and_uninvestigated_after_the_pat
     ranked = [(item.host, item.priority) for item in rank(fleet, triage=True)]
     assert ranked == [("C-SHELL", 0), ("D-OPEN", 1), ("B-NOTLOOKED", 4), ("F-OLD", 4),
                       ("E-HALF", 5)]
-    # Without the triage order the worklist is the patch work alone, as before.
-    assert [item.host for item in rank(fleet)] == ["D-OPEN"]
+    # Without the triage order the worklist is the patch work and the compromise indicators
+    # (an investigation that found some counts as one: review of issue 21).
+    assert [item.host for item in rank(fleet)] == ["C-SHELL", "D-OPEN"]

@@ -14,7 +14,14 @@ import pytest
 
 from compliance.advisory import AdvisoryError, parse_advisory
 from compliance.catalog import ADVISORY_IDS, load_catalogs
-from compliance.triage import TRACE_LOGS, ThreatFamily
+from compliance.triage import (
+    TRACE_LOGS,
+    StandardFiles,
+    ThreatFamily,
+    looks_alike,
+    nameless,
+    normalise_threat,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "compliance" / "data" / "advisories"
 MARCH = DATA / "2021-03-proxylogon.toml"
@@ -74,7 +81,13 @@ def test_every_triage_row_has_a_source_the_file_defines(raw: dict[str, Any]) -> 
     ("Exploit:Script/ExchgProxyRequest.A!gen", "Exchange proxy request exploit"),
     ("Trojan:Win32/CoinMiner!MSR", None),
     ("Backdoor:ASP/SecCheckerX", None),
-    ("Backdoor:ASP/ſecChecker.A", None),  # no Unicode folding: the long s is not an s
+    # Normalised first (NFKC, format characters out, trimmed): look-alikes made of
+    # compatibility forms or hidden characters are the names they imitate.
+    ("Backdoor:ASP/ſecChecker.A", "SecChecker web shell"),  # NFKC: the long s is an s
+    ("Ｔrojan:JS/Chopper!dha", "China Chopper web shell"),  # a full-width T
+    ("Backdoor:ASP/Sec\u200bChecker.A", "SecChecker web shell"),  # a zero-width space
+    ("\u202eBackdoor:ASP/SecChecker.A ", "SecChecker web shell"),  # a direction mark, a space
+    ("Backdoor:ASP/S\u0435cChecker.A", None),  # a Cyrillic e: no family (looks_alike says)
 ])
 def test_threat_names_and_their_families(threat: str, family: str | None) -> None:
     found = load_catalogs()[0].advisory.family_of(threat)
@@ -86,6 +99,50 @@ def test_a_pattern_is_literal_but_for_its_stars() -> None:
     assert family.matches("backdoor:asp/sec.checker.a")
     assert not family.matches("Backdoor:ASP/SecXChecker.A")  # the dot is a dot
     assert not family.matches("Trojan:Backdoor:ASP/Sec.Checker.A")  # the whole name matches
+
+
+@pytest.mark.parametrize(("threat", "normal", "alike", "unnamed"), [
+    ("Trojan:JS/Chopper!dha", "Trojan:JS/Chopper!dha", False, False),
+    (" Trojan:JS/Chop\u200dper!dha\u200e ", "Trojan:JS/Chopper!dha", False, False),
+    ("Trojan:JS/Ch\u043epper!dha", "Trojan:JS/Ch\u043epper!dha", True, False),
+    ("Trojan:JS/Chopper\u0131dha", "Trojan:JS/Chopper\u0131dha", True, False),
+    ("", "", False, True),
+    (" \u200b", "", False, True),
+    ("(no name)", "(no name)", False, True),
+    ("ThreatID 2147776320", "ThreatID 2147776320", False, True),
+    ("Trojan:Win32/ThreatID", "Trojan:Win32/ThreatID", False, False),
+])
+def test_threat_names_are_normalised_before_matching(threat: str, normal: str, alike: bool,
+                                                     unnamed: bool) -> None:
+    assert normalise_threat(threat) == normal
+    assert (looks_alike(threat), nameless(threat)) == (alike, unnamed)
+
+
+OWA = StandardFiles("FrontEnd\\HttpProxy\\owa\\auth", ("logon.aspx",), "s")
+INSTALL = "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\"
+
+
+@pytest.mark.parametrize(("path", "install_path", "holds"), [
+    (INSTALL + "FrontEnd\\HttpProxy\\owa\\auth\\logon.aspx", INSTALL, True),
+    (INSTALL + "FrontEnd/HttpProxy/owa/auth/LOGON.ASPX", INSTALL.upper(), True),
+    (INSTALL + "FrontEnd\\HttpProxy\\owa\\auth\\logon.aspx", "D:\\Exchange\\", False),
+    (INSTALL + "FrontEnd\\HttpProxy\\owa\\auth\\logon.aspx", None, True),
+    ("D:\\Exchange\\FrontEnd\\HttpProxy\\owa\\auth\\logon.aspx", None, True),
+    ("C:\\inetpub\\wwwroot\\aspnet_client\\FrontEnd\\HttpProxy\\owa\\auth\\logon.aspx", None,
+     False),
+    ("C:\\inetpub\\wwwroot\\aspnet_client\\FrontEnd\\HttpProxy\\owa\\auth\\logon.aspx",
+     INSTALL, False),
+    (INSTALL + "FrontEnd\\HttpProxy\\owa\\auth\\FrontEnd\\HttpProxy\\owa\\auth\\logon.aspx",
+     None, False),
+    ("FrontEnd\\HttpProxy\\owa\\auth\\logon.aspx", None, False),
+    ("\\\\host\\share\\FrontEnd\\HttpProxy\\owa\\auth\\logon.aspx", None, False),
+    ("C:\\x.\\FrontEnd\\HttpProxy\\owa\\auth\\logon.aspx", None, False),
+    (INSTALL + "FrontEnd\\HttpProxy\\owa\\auth\\logon.aspx:evil", None, False),
+])
+def test_a_standard_file_is_in_the_installs_own_folder(path: str, install_path: str | None,
+                                                       holds: bool) -> None:
+    # Review of issue 21, case 4: not any folder whose path ends in the folder's name.
+    assert OWA.holds(path, install_path) is holds
 
 
 @pytest.mark.parametrize("advisory_id", ADVISORY_IDS[1:])

@@ -146,3 +146,25 @@ def test_a_report_needs_an_aware_time():
     with pytest.raises(ValueError, match="time zone"):
         Report(7, datetime(2026, 11, 25, 12, 0), 6, ())
     assert Report(7, TAKEN.astimezone(timezone(timedelta(hours=2))), None, ()).empty
+
+
+def test_an_investigation_that_found_indicators_is_new_indicators():
+    """Review of issue 21: a detection or a possible web shell found by the investigation
+    (no CVE check hit, indicator count 0) is news, once: when it is first found."""
+    from dataclasses import replace
+
+    from compliance.investigation import InvestigationState
+    from notify.changes import INVESTIGATION_FOUND
+
+    looked = replace(host("EX01"), investigation=InvestigationState.NOT_INVESTIGATED)
+    found = replace(host("EX01"), investigation=InvestigationState.INDICATORS_FOUND)
+    assert [(c.kind, c.host, c.detail) for c in host_changes((looked,), (found,))] == [
+        (INDICATORS, "EX01", INVESTIGATION_FOUND)]
+    assert host_changes((found,), (found,)) == ()  # told once
+    assert host_changes((host("EX01"),), (found,))[0].kind is INDICATORS  # from a row before
+    assert kinds(host_changes((), (found,))) == [(INDICATORS, "EX01"), (NEW, "EX01")]
+    # More CVE check hits as well: one change, the count's.
+    both = replace(found, indicator_count=1)
+    assert [c.detail for c in host_changes((looked,), (both,))] == [
+        "1 compromise indicator, 0 before"]
+    assert "detection" in INVESTIGATION_FOUND and "\x1b" not in INVESTIGATION_FOUND

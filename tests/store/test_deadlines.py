@@ -104,9 +104,24 @@ def test_a_forged_deadline_list_is_caught(fleet, tmp_path, forge, problem):
     assert any(problem in p for p in problems), problems
 
 
-def test_a_format_3_bundle_still_verifies_without_deadlines(fleet, tmp_path):
-    store, _catalog, last = fleet
+def test_a_format_3_bundle_still_verifies_without_deadlines(empty_store, shipped_catalog,
+                                                            tmp_path, monkeypatch):
+    from store import chain
+    from store.evidence import summary_csv, summary_text
+
+    # A snapshot from before investigations (format 6; one of format 7 repacked in an older
+    # bundle format is refused: test_investigations.py), and the older formats' hosts.csv and
+    # summary.txt (without the investigation, which bundle format 6 added).
+    monkeypatch.setattr(chain, "CURRENT_FORMAT", 6)
+    store, catalog = empty_store, shipped_catalog
+    _save(store, catalog, START, EX1="vulnerable", EX2="patched", EX3="patched")
+    last = _save(store, catalog, START + DAY, EX1="vulnerable", EX2="vulnerable",
+                 EX3="indicators")
     members = _members(build_bundle(store, store.info(last), START + 10 * DAY))
+    document = json.loads(members["snapshot.json"])
+    members["hosts.csv"] = summary_csv(document, last).encode()
+    members["summary.txt"] = summary_text(
+        document, json.loads(members["manifest.json"])["chain_verified_at_export"]).encode()
     del members["deadlines.json"]
     del members["investigations.json"]
     manifest = json.loads(members["manifest.json"])

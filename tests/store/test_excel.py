@@ -219,3 +219,23 @@ class _Huge(list[dict[str, Any]]):
 def test_more_rows_than_a_sheet_holds_is_refused_before_any_work():
     with pytest.raises(ValueError, match="do not fit in one Excel sheet"):
         to_xlsx(_Huge(), ABOUT)
+
+
+def test_the_investigation_action_reaches_the_csv_and_excel_inert():
+    """Review of issue 21: a threat name or a path the server wrote, with an escape sequence
+    and a bidirectional override, is shown as escapes in the worklist's CSV and Excel
+    investigation_action (as the terminal and the pages show it), never as the characters."""
+    from compliance.investigation import InvestigationState
+
+    threat = "Backdoor:ASP/Chopper \x1b[2J\x1b]0;pwned\x07 C:\\inetpub\\gnp\u202eexa.aspx"
+    rows = worklist_rows(rank([_summary(
+        "SHELL", Status.PATCHED, investigation=InvestigationState.INDICATORS_FOUND,
+        investigation_action=f"isolate and investigate: Defender detected {threat}")]),
+        42, NOW.isoformat())
+    text = to_csv(rows)
+    assert "\x1b" not in text and "\u202e" not in text and "\x07" not in text
+    cell = next(csv.DictReader(io.StringIO(text)))["investigation_action"]
+    assert "\\x1b[2J" in cell and "\\u202e" in cell and "Backdoor:ASP/Chopper" in cell
+    sheet = load_workbook(io.BytesIO(to_xlsx(rows, ABOUT))).worksheets[0]
+    column = [c.value for c in sheet[1]].index("investigation_action") + 1
+    assert sheet.cell(2, column).value == cell

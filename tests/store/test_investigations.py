@@ -18,7 +18,7 @@ from sqlalchemy import text
 from compliance.evaluate import assess
 from compliance.investigation import InvestigationState, StepState
 from compliance.investigation_record import BEFORE, columns, dumps, loads
-from compliance.models import Host, Observation, Status
+from compliance.models import Host, InstalledUpdate, Observation, Status
 from compliance.summary import summarise
 from compliance.traces import LogReach, Scan, Traces
 from store import SnapshotStore, chain
@@ -39,8 +39,14 @@ def _traces(fixed: datetime, scans: tuple[Scan, ...] = ()) -> Traces:
 
 def _observe(name: str, at: datetime, build: str, traces: Traces | None = None,
              indicators: tuple[str, ...] = ()) -> Observation:
+    # The fix's install day bounds the fix time (compliance/investigation.py), and the CVE
+    # checks' logs reach back past the window's start: what a clean judgement needs.
+    updates = () if traces is None or traces.fixed_at is None else (InstalledUpdate(
+        "KB5000871", "Security Update for Exchange Server 2016 CU19 (KB5000871)",
+        traces.fixed_at.date().isoformat()),)
     return Observation(Host(name, f"{name.lower()}.corp.example"), at - timedelta(minutes=5),
-                       "test", exsetup_version=build, traces=traces, indicators=indicators)
+                       "test", exsetup_version=build, traces=traces, indicators=indicators,
+                       installed_updates=updates, log_window_days=4000.0)
 
 
 def _run(observations: list[Observation], catalog, at: datetime = NOW):  # type: ignore[no-untyped-def]
@@ -49,8 +55,8 @@ def _run(observations: list[Observation], catalog, at: datetime = NOW):  # type:
 
 def _fleet(catalog, at: datetime = NOW) -> list[Observation]:  # type: ignore[no-untyped-def]
     fixed = at - timedelta(days=10)
-    full = Scan(fixed + timedelta(days=1), "full", "1.0", True)
-    quick = Scan(fixed + timedelta(days=1), "quick", "1.0", True)
+    full = Scan(fixed + timedelta(days=3), "full", "1.0", True, outcome="clean")
+    quick = Scan(fixed + timedelta(days=3), "quick", "1.0", True, outcome="clean")
     return [
         _observe("CLEAN", at, PATCHED, _traces(fixed, (full,))),
         _observe("QUICK", at, PATCHED, _traces(fixed, (quick,))),
@@ -118,7 +124,7 @@ def test_the_observed_fix_time_is_carried_from_the_first_snapshot_seen_patched(
                                   first_at), shipped_catalog)
     seen = empty_store.summaries(first, shipped_catalog)[0].fixed_at
     assert seen == (first_at - timedelta(minutes=5)).isoformat()
-    scan = Scan(first_at + timedelta(days=1), "full", "1.0", True)
+    scan = Scan(first_at + timedelta(days=1), "full", "1.0", True, outcome="clean")
     traces = Traces(scans=(scan,), detections=(), defender_available=True, log_reach=LOGS,
                     candidates=())
     second = empty_store.save(_run([_observe("EX1", NOW, PATCHED, traces)], shipped_catalog),

@@ -221,7 +221,7 @@ def test_summaries_needing_work_are_the_worklists_hosts_damaged_rows_included(
                                  "position = ?", (latest, position))
     every = empty_store.summaries(latest, shipped_catalog)
     needing = empty_store.summaries(latest, shipped_catalog, needing_work=True)
-    expected = [s for s in every if priority(s.status, s.flags) is not None]
+    expected = [s for s in every if priority(s.status, s.flags, s.investigation) is not None]
     assert needing == expected
     assert 0 < len(needing) < len(every)
     assert sum("changed outside the tool" in s.action for s in needing) == 4  # NULLs read empty

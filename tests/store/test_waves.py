@@ -141,3 +141,27 @@ def test_accepted_hosts_come_after_every_other_host_in_waves_of_their_own():
     assert [i.host for i in waved][-2:] == ["CAS1", "DB2"]
     assert sorted(i.host for i in waved) == sorted(i.host for i in items)  # nobody dropped
     assert plan_with_acceptances(items, set(), 2) == plan_waves(items, 2)
+
+
+def test_the_triage_order_puts_indicators_first_whatever_their_wave_and_scans_last():
+    """Review of issue 21: hosts with compromise indicators come first even when the patch
+    work's waves put them later (isolating one and running MSERT needs no window); then the
+    patch work by wave; then the hosts that need only their investigation, not investigated
+    before incomplete, without a wave."""
+    from compliance.worklist import INVESTIGATION_INCOMPLETE, NOT_INVESTIGATED, plan_triage
+
+    facing = frozenset({"Cafe"})
+    items = [_item("CAS1", roles=facing), _item("CAS2", roles=facing),
+             _item("SHELL", dag="DAG1", priority=0), _item("DB1", dag="DAG1"),
+             _item("HALF", roles=facing, priority=INVESTIGATION_INCOMPLETE),
+             _item("NOSCAN", priority=NOT_INVESTIGATED),
+             _item("ACCEPTED", priority=NOT_INVESTIGATED), _item("LATER", dag="DAG2"),
+             _item("DEFERRED-SHELL", priority=0)]
+    # Today's waves would list SHELL (not internet-facing) after CAS1 and CAS2, and HALF
+    # (internet-facing) before the patch work of DB1.
+    assert [i.host for i in plan_waves(items, per_wave=2)][:2] == ["CAS1", "CAS2"]
+    # Under a risk acceptance: after every other host (issue 17), but a compromise first.
+    planned = plan_triage(items, {"accepted", "later", "deferred-shell"}, per_wave=2)
+    assert [(i.host, i.wave) for i in planned] == [
+        ("SHELL", 2), ("DEFERRED-SHELL", 4), ("CAS1", 1), ("CAS2", 1), ("DB1", 3),
+        ("NOSCAN", 0), ("HALF", 0), ("LATER", 4), ("ACCEPTED", 0)]

@@ -13,7 +13,8 @@ from streamlit.testing.v1 import AppTest
 from compliance.acceptance import accept
 from compliance.catalog import load_catalog
 from compliance.fleet import is_fresh
-from compliance.models import Status
+from compliance.investigation import InvestigationState
+from compliance.models import Flag, Status
 from store import SnapshotStore
 from store.acceptances import acceptances, record_revocation
 from store.acceptances import record as record_acceptance
@@ -47,12 +48,16 @@ def test_overview_kpis_match_the_store(demo_app):
     statuses = Counter(a.verdict.status.value for a in store.assessments(latest.id))
     metrics = {m.label: m.value for m in at.metric}
     affected = latest.host_count - statuses["not_applicable"]
-    indicators = sum(1 for a in store.assessments(latest.id)
-                     if "indicators_found" in [f.value for f in a.verdict.flags])
+    # A CVE check hit, or an investigation that found a detection or a possible web shell
+    # (review of issue 21): one "Indicators found" figure.
+    indicators = sum(1 for s in store.summaries(latest.id, load_catalog())
+                     if Flag.INDICATORS_FOUND in s.flags
+                     or s.investigation is InvestigationState.INDICATORS_FOUND)
     fresh = sum(1 for a in store.assessments(latest.id) if is_fresh(a.verdict))
     assert metrics["In fleet"] == str(latest.host_count) == "68"
     assert metrics["Coverage"] == f"{100 * fresh / latest.host_count:.0f}%"
-    assert metrics["Indicators"] == str(indicators) == "1"
+    assert metrics["Indicators found"] == str(indicators) == "3"
+    assert "Indicators" not in metrics  # one figure, not two that disagree
     assert metrics["Patched"] == f"{100 * statuses['patched'] / affected:.0f}%"
     assert metrics["Mitigated only"] == str(statuses["mitigated"])
     assert metrics["Vulnerable"] == str(statuses["vulnerable"])

@@ -78,7 +78,8 @@ def test_the_host_table_and_groups_agree_with_the_stored_summaries(tmp_path, shi
     table = data.host_table(url, latest)
     assert tuple(table.columns) == data.HOST_TABLE_COLUMNS
     assert list(table["host"]) == [s.host for s in summaries]
-    wanted = [("" if (p := priority(s.status, s.flags)) is None else PRIORITY_NAMES[p])
+    wanted = [("" if (p := priority(s.status, s.flags, s.investigation)) is None
+               else PRIORITY_NAMES[p])
               for s in summaries]
     assert list(table["need"]) == wanted
     groups = data.fleet_groups(url, latest)

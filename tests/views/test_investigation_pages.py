@@ -32,6 +32,10 @@ def test_the_overview_counts_patched_servers_nobody_investigated(demo_app):
     assert metrics["Patched, not investigated"] == str(states[("patched", "not_investigated")])
     assert metrics["Indicators found"] == str(sum(n for (_s, state), n in states.items()
                                                   if state == "indicators_found"))
+    # One "Indicators found" figure (review of issue 21): the KPI row's, which counts CVE
+    # check hits and the investigations' detections and possible web shells alike.
+    assert [m.label for m in at.metric].count("Indicators found") == 1
+    assert "Indicators" not in metrics
     assert metrics["Investigation incomplete"] == str(sum(
         n for (_s, state), n in states.items() if state == "incomplete"))
     assert int(metrics["Patched, not investigated"]) > 0
@@ -87,3 +91,24 @@ def test_the_worklist_puts_indicators_first_and_uninvestigated_after_the_patch_w
     header = to_csv([]).splitlines()[0].split(",")
     assert header[:-2] == [c for c in WORKLIST_COLUMNS if not c.startswith("investigation")]
     assert header[-2:] == ["investigation", "investigation_action"]
+
+
+def test_the_timeline_shows_server_written_names_and_paths_as_escapes():
+    """Review of issue 21: a Defender threat name, its resources and a web-shell candidate's
+    path with ESC and bidirectional overrides reach the Hosts page's timeline as escapes."""
+    from datetime import UTC, datetime
+
+    from compliance.models import Host, Observation
+    from compliance.traces import Candidate, Detection, Traces
+    from views.investigation import timeline_rows
+
+    at = datetime(2021, 3, 1, tzinfo=UTC)
+    traces = Traces(scans=(), detections=(Detection("Exploit:Script/Chopper\x1b[2J", at,
+                                                    ("C:\\x\\\u202egnp.aspx",)),),
+                    defender_available=True, log_reach=(),
+                    candidates=(Candidate("C:\\inetpub\\\x1b]0;pwned\x07\u2067a.aspx", 1, at, at),),
+                    fixed_at=None)
+    rows = timeline_rows(None, Observation(Host("EX01"), at, "test", traces=traces))
+    text = "".join(value for row in rows for value in row.values())
+    assert not any(char in text for char in "\x1b\x07\u202e\u2067")
+    assert "\\x1b[2J" in text and "\\u202e" in text and "\\u2067" in text

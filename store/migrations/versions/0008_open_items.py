@@ -32,4 +32,7 @@ def upgrade() -> None:
             sa.Column("since", sa.String(40), nullable=False),
             sa.Column("pruned_before", sa.Boolean, nullable=False, server_default=sa.false()),
         )
-    backfill(bind, open_rows)
+    # The results table of this schema has no investigation column (schema 11 adds it).
+    columns = {c["name"] for c in sa.inspect(bind).get_columns("results")}
+    backfill(bind, lambda conn, snapshot_id: open_rows(
+        conn, snapshot_id, investigations="investigation" in columns))
