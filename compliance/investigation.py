@@ -13,8 +13,9 @@ name states another product or CU than the verdict's), and the caller's ``fixed_
 the server was observed with the fix, e.g. the first snapshot that graded it patched). A file
 time never ends the window: ExSetup.exe's last write (``Traces.fixed_at``) may be its package's
 time, weeks before the install, so it is shown as evidence only. A reading before the window's
-start or before the fixing update's install day (its first instant in any time zone, UTC+14),
-or after ``now``, is not credible and is left out; none left: the fix time is unknown. A
+start, before the advisory's publication or before the fixing update's install day (each from
+its first instant in any time zone, UTC+14), or after ``now``, is not credible and is left out;
+none left: the fix time is unknown. A
 server not fixed has an open window (it is still exposed).
 
 **Rules, in order** (fail closed: only a fully evidenced server is ``clean``):
@@ -266,9 +267,21 @@ class _Judge:
                 self.evidence.append(f"Fixing update {update.kb}: its install date "
                                      f"{update.installed_on!r} was not read")
         first = min(day_bounds(day)[0] for day in days) if days else None
+        # No fix exists before the advisory's publication (its first instant anywhere): an
+        # install date or an observed time before it is a wrong clock or a forgery, and would
+        # make a scan while the server was still exposed count as "after the fix".
+        try:
+            released: datetime | None = day_bounds(date.fromisoformat(
+                self.advisory.published))[0]
+        except ValueError:
+            released = None
         credible = []
         for moment, earliest, source in fix_readings(fixed_at, updates):
-            if (self.start and moment < self.start) or (first and moment < first):
+            if released is not None and earliest < released:
+                self.evidence.append(f"The fix time {_at(moment)} ({source}) is before the "
+                                     f"advisory's publication ({self.advisory.published}): "
+                                     "not credible")
+            elif (self.start and moment < self.start) or (first and moment < first):
                 self.evidence.append(f"The fix time {_at(moment)} ({source}) is before the "
                                      "exposure's start or the fixing update's install date: "
                                      "not credible")

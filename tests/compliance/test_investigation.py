@@ -555,8 +555,13 @@ def test_a_fix_time_before_the_install_date_is_not_credible(advisory: Advisory) 
                  fix_updates=(_su("2021-03-03"),))
     assert result.window is not None and result.window.end == END_OF_3_MARCH
     assert result.state is State.NOT_INVESTIGATED
-    assert any("before the exposure's start or the fixing update's install date: not "
-               "credible" in line for line in result.evidence)
+    # Before the advisory's publication, too: the first rule that refuses it names it.
+    assert any(f"{_at_text(early)}" in line and "not credible" in line
+               for line in result.evidence), result.evidence
+
+
+def _at_text(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 @pytest.mark.parametrize(("traces_fix", "observed", "updates"), [
@@ -802,3 +807,40 @@ def test_the_triage_order_puts_patched_work_after_the_patch_work() -> None:
         < INVESTIGATION_INCOMPLETE
     assert TRIAGE_NAMES[NOT_INVESTIGATED] == "not investigated"
 
+
+
+def test_an_install_date_before_the_advisory_was_published_is_not_credible():
+    """Re-check finding: KB5000871 "installed" on 2021-01-06 (it was published 2021-03-02)
+    ended the window on 7 January, so a scan in January counted as after the fix."""
+    from compliance.catalog import load_catalog
+    from compliance.investigation import (
+        Checks,
+        InvestigationState,
+        fix_readings,  # noqa: F401  (the readings it weighs)
+        judge,
+    )
+    from compliance.models import InstalledUpdate, Status
+    from compliance.traces import LogReach, Scan, Traces
+
+    advisory = load_catalog().advisory
+    early = InstalledUpdate("KB5000871", "Security Update for Exchange Server 2016 CU19",
+                            "2021-01-06")
+    scan = Scan(datetime(2021, 1, 8, 12, tzinfo=UTC), "full", "1", True, outcome="clean")
+    reach = tuple(LogReach(log, datetime(2020, 12, 1, tzinfo=UTC)) for log in (
+        "httpproxy", "ecp_server", "oab_generator", "application_event_log"))
+    traces = Traces(scans=(scan,), detections=(), defender_available=True, log_reach=reach,
+                    candidates=())
+    found = judge(traces, advisory, datetime(2021, 4, 20, tzinfo=UTC), status=Status.PATCHED,
+                  fix_updates=(early,), observed_at=datetime(2021, 4, 20, tzinfo=UTC),
+                  checks=Checks(window_days=200.0), product="2016")
+    assert found.state is not InvestigationState.CLEAN
+    assert any("before the advisory's publication" in line for line in found.evidence)
+    on_the_day = InstalledUpdate("KB5000871", "Security Update for Exchange Server 2016 CU19",
+                                 "2021-03-02")
+    later = Scan(datetime(2021, 3, 10, tzinfo=UTC), "full", "1", True, outcome="clean")
+    found = judge(Traces(scans=(later,), detections=(), defender_available=True,
+                         log_reach=reach, candidates=()), advisory,
+                  datetime(2021, 4, 20, tzinfo=UTC), status=Status.PATCHED,
+                  fix_updates=(on_the_day,), observed_at=datetime(2021, 4, 20, tzinfo=UTC),
+                  checks=Checks(window_days=200.0), product="2016")
+    assert found.state is InvestigationState.CLEAN, found.evidence  # the control

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.peers.loopback import HOST, free_port
+from tests.peers.process import stop as stop_process
 
 REALM = "PROBE.TEST"
 SBIN = Path("/usr/sbin")
@@ -155,13 +156,7 @@ class KdcPeer:
 
     def stop(self) -> None:
         """Terminate this peer's KDC and wait for it (idempotent)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
     def __enter__(self) -> KdcPeer:
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import subprocess
 from collections.abc import Callable
 from typing import cast
 
@@ -23,3 +24,14 @@ def signal_on_parent_death(signal_number: int) -> None:
     thread that started it dies. A later credential change clears it, so set it afterwards."""
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, signal_number)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a peer's process and wait for it, killing it after 10 s (idempotent)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

@@ -64,6 +64,7 @@ from tests.peers.ad_tree import (
 from tests.peers.kdc import FAKETIME_LIBRARY, KdcError, KdcPeer
 from tests.peers.loopback import free_port
 from tests.peers.process import signal_on_parent_death
+from tests.peers.process import stop as stop_process
 from tests.peers.tls import make_tls_files
 
 HOST = "127.0.0.1"
@@ -150,13 +151,7 @@ class SlapdPeer:
 
     def stop(self) -> None:
         """Terminate this peer's own slapd process and wait for it (idempotent)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
     def __enter__(self) -> SlapdPeer:
         return self
