@@ -29,19 +29,17 @@ its table repeats them under the rows (its JSON stays a bare list of servers).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 from collectors.config import (
-    CollectionConfig,
     load_config,
     load_secrets,
     passwords,
@@ -63,7 +61,7 @@ from collectors.job import (
     import_documents,
     load_plan,
 )
-from collectors.kerberos import KerberosError, acquire, activate
+from collectors.kerberos import KerberosError
 from collectors.preflight import DEFAULT_SAMPLE, preflight
 from compliance.catalog import load_catalog
 from compliance.evaluate import Policy
@@ -139,9 +137,9 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
         stderr.write(f"configuration error: {inert(error)}\n")
         return 2
     try:
-        with kerberos_for(config, "ldap"):
-            found = discover(config.directory, password or "")
-    except (DirectoryError, KerberosError) as error:
+        # With Kerberos, open_connection gets and uses the ticket for each DC itself.
+        found = discover(config.directory, password or "")
+    except DirectoryError as error:
         stderr.write(f"error: {inert(error)}\n")
         return 1
     # One line each, inert: the base and the filter carry configured and AD-held text.
@@ -159,18 +157,6 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout,
     stderr.write(f"{len(found.servers)} Exchange servers from {inert(found.server)} "
                  f"({with_problems} with problems{counted})\n")
     return 0
-
-
-@contextlib.contextmanager
-def kerberos_for(config: CollectionConfig, section: str) -> Iterator[None]:
-    """The service account's ticket, active for the block, when ``section`` ("ldap" or
-    "winrm") authenticates with Kerberos; nothing otherwise. ``KerberosError`` when none."""
-    if config.kerberos is None or config.needs_password(section) or (
-            section == "ldap" and config.directory is None):
-        yield
-        return
-    with activate(acquire(config.kerberos), config.kerberos.canonicalize):
-        yield
 
 
 def _store(args: argparse.Namespace, secrets: dict[str, object]) -> tuple[SnapshotStore, Path, Policy]:
@@ -301,9 +287,8 @@ def _fingerprint(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
     discovered = []
     if config.directory is not None:
         try:
-            with kerberos_for(config, "ldap"):
-                found = discover(config.directory, password or "")
-        except (DirectoryError, KerberosError) as error:
+            found = discover(config.directory, password or "")
+        except DirectoryError as error:
             stderr.write(f"error: {inert(error)}\n")
             return 1
         for warning in found.warnings:

@@ -37,7 +37,7 @@ from collectors.config import CollectionConfig, ldap_password, winrm_password
 from collectors.directory import DirectoryError, discover, open_connection
 from collectors.inventory import InventoryEntry, merge
 from collectors.kerberos import CLOCK_SKEW_SECONDS, KerberosError, acquire, activate, describe
-from collectors.remote import Target, _ca_path, check_config, probe_all, targets_for
+from collectors.remote import Target, ca_path, check_config, probe_all, targets_for
 from compliance.models import Host
 from settings import SettingsError
 from store.export import inert
@@ -188,7 +188,7 @@ def _winrm_checks(config: CollectionConfig, password: str, hosts: Sequence[Host]
         yield Check("winrm", "(no server)", False, "no server to sample: the directory listed "
                     "none and no inventory was given", "fix [ldap] or give --inventory")
         return
-    ca_file = _ca_path(winrm)
+    ca_file = ca_path(winrm)
     for target in chosen:
         try:
             check_config(winrm, target.url)

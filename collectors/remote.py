@@ -259,7 +259,7 @@ def check_config(config: WinrmConfig, url: str) -> None:
         raise ConfigError(f"{url}: not an http(s) URL")
 
 
-def _ca_path(config: WinrmConfig) -> str:
+def ca_path(config: WinrmConfig) -> str:
     # Always explicit: pywinrm's default follows REQUESTS_CA_BUNDLE from the environment.
     if config.ca_file:
         return config.ca_file
@@ -468,7 +468,7 @@ def _protocol(url: str, config: WinrmConfig, password: str, read_timeout: int) -
     operation_timeout = max(1, min(config.operation_timeout_seconds, read_timeout - 1))
     common: dict[str, Any] = {
         "endpoint": url, "username": config.username or None, "password": password,
-        "server_cert_validation": "validate", "ca_trust_path": _ca_path(config),
+        "server_cert_validation": "validate", "ca_trust_path": ca_path(config),
         "message_encryption": "always" if url.lower().startswith("http:") else "auto",
         "proxy": None,
         # Kerberos: the SPN <spn_service>/<spn_hostname or the URL's host>; the TGT is never

@@ -494,7 +494,7 @@ class _Judge:
                              "OWA/ECP front-end folders and the IIS root by hand")
         if traces.defender_available is False:
             self.evidence.append("Defender is not available on the server (its cmdlets are "
-                                 "absent or disabled): the Safety Scanner's scans stand alone")
+                                 "absent): the Safety Scanner's scans stand alone")
         elif traces.detections is None:
             self.gaps.append("Defender's detection history could not be read: re-collect, or "
                              "read it on the server (Get-MpThreatDetection)")

@@ -22,6 +22,7 @@ step / an hour ahead.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -420,3 +421,27 @@ def test_preflight_fails_the_clock_of_a_winrm_host_an_hour_behind_with_w32tm(
     assert len(instep) == 3 and all(line.startswith("ok ") for line in instep), lines
     assert "2 failed" in err, err
     _said_once(err)
+
+
+def test_discover_with_kerberos_needs_no_password_and_a_bad_keytab_names_the_dc(
+        kdc_peer: KdcPeer, slapd_kerberos: SlapdPeer, account: tuple[str, Path],
+        rekeyed: tuple[str, Path], tmp_path: Path) -> None:
+    """`discover` binds with the ticket open_connection gets for each DC (no wrapper of its own
+    around it): the 20 servers, and a rekeyed keytab as the DC's Kerberos bind failure."""
+    principal, keytab = account
+    config = _config(tmp_path, principal, keytab, ca_file=slapd_kerberos.ca_file,
+                     ldap=slapd_kerberos)
+    done = _command(["discover", "--config", str(config), "--secrets", "/dev/null"], kdc_peer,
+                    tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted((s["name"] for s in json.loads(done.stdout)), key=str.lower) == AD_NAMES
+    bad_principal, bad_keytab = rekeyed
+    config = _config(tmp_path, bad_principal, bad_keytab, ca_file=slapd_kerberos.ca_file,
+                     ldap=slapd_kerberos)
+    done = _command(["discover", "--config", str(config), "--secrets", "/dev/null"], kdc_peer,
+                    tmp_path)
+    assert done.returncode == 1
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {slapd_kerberos.kerberos_ldaps_url}: Kerberos bind as "
+                           f"{bad_principal} failed: ") and "ktpass" in line, line
+    _said_once(done.stderr)
