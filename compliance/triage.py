@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -197,16 +197,24 @@ def parse_exposure(data: Mapping[str, Any]) -> Exposure | None:
     return Exposure(start.astimezone(UTC), _text(entry, "source", "exposure"))
 
 
+def _tables(entries: object, not_a_list: str, label: str
+            ) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """(number from 1, table) of a TOML array of tables; ``TriageDataError`` with
+    ``not_a_list`` when it is not a list, "<label> <number> must be a table" for an entry."""
+    if not isinstance(entries, list):
+        raise TriageDataError(not_a_list)
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, Mapping):
+            raise TriageDataError(f"{label} {number} must be a table")
+        yield number, entry
+
+
 def parse_threat_families(data: Mapping[str, Any]) -> tuple[ThreatFamily, ...]:
     """``[[threat_families]]``: name, pattern and source, each required; names unique; a
     pattern must name something beyond its wildcards."""
-    entries = data.get("threat_families", [])
-    if not isinstance(entries, list):
-        raise TriageDataError("'threat_families' must be a list of tables")
     families = []
-    for number, entry in enumerate(entries, start=1):
-        if not isinstance(entry, Mapping):
-            raise TriageDataError(f"threat family {number} must be a table")
+    for number, entry in _tables(data.get("threat_families", []),
+                                 "'threat_families' must be a list of tables", "threat family"):
         where = f"threat family {number} ({entry.get('name')!r})"
         family = ThreatFamily(_text(entry, "name", where), _text(entry, "pattern", where),
                               _text(entry, "source", where))
@@ -228,12 +236,11 @@ def parse_triage(data: Mapping[str, Any], cve_ids: Collection[str]) -> TriagePol
     if entry is None:
         return None
     entries = entry.get("logs")
-    if not isinstance(entries, list) or not entries:
+    if not entries:  # a list is checked by _tables, with the same message
         raise TriageDataError("triage: 'logs' must list at least one log")
     logs = []
-    for number, log in enumerate(entries, start=1):
-        if not isinstance(log, Mapping):
-            raise TriageDataError(f"triage log {number} must be a table")
+    for number, log in _tables(entries, "triage: 'logs' must list at least one log",
+                               "triage log"):
         where = f"triage log {number} ({log.get('log')!r})"
         requirement = LogRequirement(_text(log, "log", where), _text(log, "cve", where),
                                      _text(log, "source", where))
@@ -255,13 +262,10 @@ def parse_triage(data: Mapping[str, Any], cve_ids: Collection[str]) -> TriagePol
 def _standard_files(triage: Mapping[str, Any]) -> tuple[StandardFiles, ...]:
     """``[[triage.standard_files]]`` (optional): folder, names (file names, no folder part)
     and source, each required."""
-    entries = triage.get("standard_files", [])
-    if not isinstance(entries, list):
-        raise TriageDataError("triage: 'standard_files' must be a list of tables")
     found = []
-    for number, entry in enumerate(entries, start=1):
-        if not isinstance(entry, Mapping):
-            raise TriageDataError(f"standard files {number} must be a table")
+    for number, entry in _tables(triage.get("standard_files", []),
+                                 "triage: 'standard_files' must be a list of tables",
+                                 "standard files"):
         where = f"standard files {number} ({entry.get('folder')!r})"
         folder = _text(entry, "folder", where)
         names = entry.get("names")
