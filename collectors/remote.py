@@ -413,10 +413,14 @@ class _CutTransport(Transport):
             raise failed from error
 
     def _get_message_response_text(self, response: requests.Response) -> bytes:
-        # pywinrm passes an answer that is not multipart/encrypted through as it is: over plain
-        # HTTP a man in the middle could then replace the probe's output after authentication.
-        if self.encryption is not None and "multipart/encrypted" not in response.headers.get(
-                "Content-Type", "").lower():
+        # pywinrm decrypts only an answer whose Content-Type names its own protocol and passes
+        # any other through as it is (a bare "multipart/encrypted" too): over plain HTTP a man
+        # in the middle could then replace the probe's output after authentication. So the
+        # condition pywinrm decrypts on is required, exactly as it tests it.
+        sealed = self.encryption is None or (
+            f'protocol="{self.encryption.protocol_string.decode()}"'
+            in response.headers.get("Content-Type", ""))
+        if not sealed:
             raise UnsealedAnswer(f"the server answered in clear over HTTP (Content-Type "
                                  f"{response.headers.get('Content-Type', 'none')!r}): refused, "
                                  "anyone on the path could have written it")

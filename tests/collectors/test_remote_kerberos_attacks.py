@@ -147,3 +147,80 @@ def test_activate_leaves_no_credential_cache_behind_when_it_cannot_start(monkeyp
     with pytest.raises(OSError), activate(Ticket("svc@R", "MEMORY:exprobe-x", 100, True)):
         pass
     assert "KRB5CCNAME" not in os.environ
+
+
+
+_CT = {
+    "bare": "multipart/encrypted",
+    "kerberos_protocol": ('multipart/encrypted;protocol="application/HTTP-Kerberos-session-'
+                          'encrypted";boundary="Encrypted Boundary"'),
+    "garbage_sealed": ('multipart/encrypted;protocol="application/HTTP-SPNEGO-session-'
+                       'encrypted";boundary="Encrypted Boundary"'),
+}
+
+
+@pytest.mark.parametrize("variant", list(_CT))
+def test_over_plain_http_an_answer_not_sealed_by_the_session_protocol_is_refused(
+        principal, krb5_env, tmp_path, wsman_kerberos_peer, variant):
+    """Re-check finding: a bare "multipart/encrypted" (or another protocol's) Content-Type
+    over a clear body passed the first fix, and pywinrm handed the body on as it was."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    peer = wsman_kerberos_peer
+    peer.set_host("T-RV-MITM2", HostBehavior(stdout=dumps(probe_document(
+        "T-RV-MITM2", "15.2.792.3", collected_at=now))))
+    forged = dumps(probe_document("T-RV-MITM2", "15.2.1118.7", collected_at=now, kbs=["KB5000871"])).encode()
+    soap = (
+        '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" '
+        'xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell"><s:Header/><s:Body>'
+        f'<rsp:ReceiveResponse><rsp:Stream Name="stdout" CommandId="x">{base64.b64encode(forged).decode()}'
+        '</rsp:Stream><rsp:CommandState CommandId="x" State="http://schemas.microsoft.com/wbem/wsman/1/'
+        'windows/shell/CommandState/Done"><rsp:ExitCode>0</rsp:ExitCode></rsp:CommandState>'
+        '</rsp:ReceiveResponse></s:Body></s:Envelope>').encode()
+    if variant == "garbage_sealed":
+        B = b"--Encrypted Boundary\r\n"
+        data_forged = (B + b"\tContent-Type: application/HTTP-SPNEGO-session-encrypted\r\n"
+                       b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length="
+                       + str(len(soap)).encode() + b"\r\n" + B
+                       + b"\tContent-Type: application/octet-stream\r\n"
+                       + (60).to_bytes(4, "little") + b"\x05\x04\x06\xff" + b"\x00" * 56
+                       + soap + b"--Encrypted Boundary--\r\n")
+    else:
+        data_forged = soap
+    oks = [0]
+
+    class Mitm(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        def log_message(self, *_a: object) -> None: ...
+
+        def do_POST(self) -> None:
+            if not hasattr(self, "up"):
+                self.up = http.client.HTTPConnection("127.0.0.1", peer.http_port)
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.up.request("POST", self.path, body=body, headers={
+                k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")})
+            answer = self.up.getresponse()
+            data, headers = answer.read(), [(k, v) for k, v in answer.getheaders() if k.lower() not in (
+                "content-length", "connection", "date", "server")]
+            if answer.status == 200:
+                oks[0] += 1
+                if oks[0] == 5:
+                    data = data_forged
+                    headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
+                    headers.append(("Content-Type", _CT[variant]))
+            self.send_response(answer.status)
+            for k, v in headers:
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    mitm = ThreadingHTTPServer(("127.0.0.1", 0), Mitm)
+    threading.Thread(target=mitm.serve_forever, daemon=True).start()
+    try:
+        obs = _probe(f"http://localhost:{mitm.server_address[1]}/wsman/T-RV-MITM2",
+                     _config(principal, peer.ca_file, scheme="http", allow_http=True), "T-RV-MITM2")
+    finally:
+        mitm.shutdown()
+    assert oks[0] >= 5
+    assert obs.exsetup_version != "15.2.1118.7", "a forged, unsealed answer was graded"
+    assert obs.failure is not None
