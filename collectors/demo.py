@@ -107,15 +107,26 @@ FAILURES = {  # the same classes and hints as a real collection (compliance/fail
 # every state appears on the demo dashboard. Fictional: names, paths and times are made up.
 TRACES = ("clean", "short_logs", "quick_scan", "detection", "web_shell")
 WINDOW_START = datetime(2021, 1, 5, 10, 0, tzinfo=UTC)  # the advisory's start, 2021-01-06 UTC+14
-LOGS = ("httpproxy", "ecp_server", "oab_generator", "application_event_log")
+LOGS = ("ecp_server", "oab_generator", "application_event_log")  # and HttpProxy's folders
 
 
-def _traces(kind: str, fixed: datetime, at: datetime) -> Traces:
+def _protocol_folders(catalog: Catalog) -> tuple[str, ...]:
+    """HttpProxy's protocol folders the advisory's checks need (each one listed, as probe
+    contract 1.4 lists them), in their order, each once."""
+    triage = catalog.advisory.triage
+    needs = triage.logs if triage else ()
+    return tuple(dict.fromkeys(folder for need in needs for folder in need.folders))
+
+
+def _traces(kind: str, fixed: datetime, at: datetime, folders: tuple[str, ...]) -> Traces:
     """What the probe of a patched demo host reads for the investigation, at ``at``, the fix
-    having reached it at ``fixed``."""
-    reach = tuple(LogReach(log, WINDOW_START - timedelta(days=30)) for log in LOGS)
-    if kind == "short_logs":  # rotated: the HttpProxy logs begin after the window's start
-        reach = (LogReach("httpproxy", fixed - timedelta(days=20)), *reach[1:])
+    having reached it at ``fixed``; HttpProxy per protocol folder (``folders``)."""
+    old = WINDOW_START - timedelta(days=30)
+    reach = (*(LogReach("httpproxy", old, folder) for folder in folders),
+             *(LogReach(log, old) for log in LOGS))
+    if kind == "short_logs":  # rotated: the HttpProxy\Ecp logs begin after the window's start
+        reach = tuple(LogReach("httpproxy", fixed - timedelta(days=20), "Ecp")
+                      if entry.folder == "Ecp" else entry for entry in reach)
     scans: list[Scan] = []
     if kind in ("clean", "short_logs", "detection", "web_shell"):
         first = fixed + timedelta(days=1)
@@ -322,7 +333,7 @@ def _observe(host: DemoHost, week: int, at: datetime, builds: _Builds,
         # The fix time is bounded by the update's install day (its end in any time zone):
         # the demo's scans start two days after that day, so they count as after the fix.
         traces=_traces(host.investigation, at - timedelta(weeks=week - (host.patch_week or 0))
-                       + timedelta(days=2), observed)
+                       + timedelta(days=2), observed, _protocol_folders(builds.catalog))
         if investigated else None,
         # The indicator checks' logs reach back past the window's start on investigated hosts.
         log_window_days=float((observed - WINDOW_START).days + 30) if investigated else None,

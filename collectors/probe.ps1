@@ -1,5 +1,5 @@
 <#
-ProxyLogon exposure probe. Document version: "exchange-probe/1", minor version 1.3 (minor
+ProxyLogon exposure probe. Document version: "exchange-probe/1", minor version 1.4 (minor
 versions keep the schema string; docs/probe.md, "Versioning rules").
 
 Runs on one Exchange server (2010, 2013, 2016 or 2019) under Windows PowerShell 5.1 and
@@ -9,9 +9,10 @@ Rewrite rules with their content, UM services, ECP/OAB application pools, EOMT t
 Test-ProxyLogon indicators of compromise and whether the OWA/ECP web.config files hold an
 unresolved %ExchangeInstallDir% (left by an update run without elevation), and what the
 investigation after the fix can build on (1.3): the tail of the Microsoft Safety Scanner log,
-Defender's detection history, how far back the logs the indicator checks read reach, and the
-.aspx/.ashx files in the OWA/ECP front-end folders and aspnet_client (names and times, never
-content). Every field and the versioning rules: docs/probe.md.
+Defender's detection history, how far back the logs the indicator checks read reach (from 1.4
+each HttpProxy protocol folder, an emptied one too), and the .aspx/.ashx files in the OWA/ECP
+front-end folders and aspnet_client (names and times, never content). Every field and the
+versioning rules: docs/probe.md.
 
 Read-only: it reads the registry, services, IIS configuration, one event log, log files,
 four web.config files, Defender's detection history and file names and times. It changes
@@ -545,12 +546,15 @@ try {
     Fault 'defender_detections' $_
 }
 
-# How far back each log the indicator checks read reaches: per folder holding its files (each
-# HttpProxy protocol folder rolls over on its own, so one busy folder reaching back far says
-# nothing of the others), the oldest file's creation time, at most $MaxFindings folders per log
-# (past them log_reach_truncated); and the Application event log's oldest event. An empty
-# folder gives nothing; a log with no file at all, or not there: null, no error; one that
-# cannot be read is left out and errors says why.
+# How far back each log the indicator checks read reaches (1.4): for HttpProxy, every protocol
+# folder (each direct subfolder, hidden ones too: Ecp, Owa, ...) with the creation time of the
+# oldest file in it (its subfolders included), or null when it holds none. Each rolls over on its
+# own, so one busy folder reaching back far says nothing of the others, and an emptied one (an
+# intruder cleared HttpProxy\Ecp, what the CVE-2021-27065 check reads) must show. For ECP\Server
+# and OABGeneratorLog, their folder alike. At most $MaxFindings folders per log (past them
+# log_reach_truncated). Every folder of a log is read before any is added: one that cannot be
+# read leaves the whole log out, and errors says why. A log not there, or HttpProxy without any
+# folder: one entry with oldest null, no error. The Application event log: its oldest event.
 $tr.log_reach = $List::new()
 foreach ($log in 'HttpProxy', 'ECP\Server', 'OABGeneratorLog', 'Application') {
     $seen = $null
@@ -558,14 +562,18 @@ foreach ($log in 'HttpProxy', 'ECP\Server', 'OABGeneratorLog', 'Application') {
         if ($log -eq 'Application') {
             $seen = Iso (Get-WinEvent -LogName Application -MaxEvents 1 -Oldest).TimeCreated
         } elseif ($ex) {
-            $groups = @(Get-ChildItem -LiteralPath ($ex + 'Logging\' + $log) -Recurse -File | Group-Object DirectoryName)
-            foreach ($group in @($groups | Select-Object -First $MaxFindings)) {
-                $tr.log_reach.Add([ordered]@{ log = $log; folder = $group.Name; oldest = (Iso ($group.Group | Sort-Object CreationTimeUtc | Select-Object -First 1).CreationTimeUtc) })
+            $dirs = @(Get-Item -LiteralPath ($ex + 'Logging\' + $log))
+            if ($log -eq 'HttpProxy') {
+                $dirs = @(Get-ChildItem -LiteralPath $dirs[0].FullName -Directory -Force)
             }
-            if ($groups.Count -gt $MaxFindings) {
+            $rows = @($dirs | Select-Object -First $MaxFindings | ForEach-Object { [ordered]@{ log = $log; folder = $_.FullName; oldest = (Iso (Get-ChildItem -LiteralPath $_.FullName -Recurse -File | Sort-Object CreationTimeUtc | Select-Object -First 1).CreationTimeUtc) } })
+            foreach ($row in $rows) {
+                $tr.log_reach.Add($row)
+            }
+            if ($dirs.Count -gt $MaxFindings) {
                 $tr.log_reach_truncated = $true
             }
-            if ($groups.Count) {
+            if ($dirs.Count) {
                 continue
             }
         } else {

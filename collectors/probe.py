@@ -9,7 +9,9 @@ The optional parts of minor version 1.2 (``dotnet_release``, ``mitigations.rewri
 and 1.3 (``investigation``, read by collectors/traces.py) cost only themselves: their JSON type is
 checked with the document, and whatever is wrong inside them (a number out of range, a malformed or
 oversized rule entry, too many entries) is dropped by the reader with a ``<field>: ...`` line in
-the observation's probe errors.
+the observation's probe errors. Minor version 1.4 changed only what ``investigation.log_reach``
+lists (every HttpProxy protocol folder); ``install_path`` (in the contract from 1.0) is kept in
+the observation, for compliance/investigation.py to judge which files are the install's.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 import jsonschema
 
-from collectors.traces import traces_from_investigation
+from collectors.traces import clean, traces_from_investigation
 from compliance.advisory import DROPPED
 from compliance.failures import HINTS, FailureReason
 from compliance.models import (
@@ -167,6 +169,23 @@ def _dotnet_release(value: Any) -> tuple[int | None, tuple[str, ...]]:
     what = "a number out of range" if _is_whole_number(value) else _kind(value)
     return None, (f"dotnet_release: left out, {what} and not a .NET Framework release "
                   f"(a whole number from 0 to {MAX_DOTNET_RELEASE})",)
+
+
+# Characters of ``install_path`` kept: Exchange's install path is far shorter; a longer value
+# is no install path this reader trusts, so it is left out whole (a cut one would be another).
+MAX_INSTALL_PATH = 1024
+
+
+def _install_path(value: Any) -> tuple[str | None, tuple[str, ...]]:
+    """``install_path`` as printed (a text or null: the schema checked it), cleaned (no NUL,
+    no byte-order mark, no lone surrogate); longer than MAX_INSTALL_PATH: left out with an
+    ``install_path: ...`` probe error, which compliance/investigation.py reads as an install
+    path not known, excusing no file."""
+    if not isinstance(value, str):
+        return None, ()
+    if len(value) > MAX_INSTALL_PATH:
+        return None, (f"install_path: left out, longer than {MAX_INSTALL_PATH} characters",)
+    return clean(value, MAX_INSTALL_PATH), ()
 
 
 def _rule_text(entry: Mapping[str, Any], key: str, *, empty: bool = True) -> str:
@@ -432,6 +451,7 @@ def observation_from_document(document: Mapping[str, Any], host: Host, source: s
     rule_details, rule_errors = _rewrite_rule_details(
         mitigations.get("rewrite_rule_details") if isinstance(mitigations, Mapping) else None)
     dotnet_release, dotnet_errors = _dotnet_release(document.get("dotnet_release"))
+    install_path, install_errors = _install_path(document.get("install_path"))
     probe_errors = tuple(str(e) for e in document.get("errors") or [])
     traces, trace_errors = traces_from_investigation(document.get("investigation"), probe_errors)
     indicators = document.get("indicators") or {}
@@ -474,10 +494,11 @@ def observation_from_document(document: Mapping[str, Any], host: Host, source: s
         ),
         indicators=_findings(indicators, CVES),
         suspicious_files=_findings(indicators, ("suspicious_files",), "file"),
-        probe_errors=probe_errors + rule_errors + dotnet_errors + trace_errors,
+        probe_errors=probe_errors + rule_errors + dotnet_errors + trace_errors + install_errors,
         log_window_days=window_days,
         indicators_truncated=bool(indicators.get("truncated", False)),
         web_configs=_web_configs(document.get("web_config")),
         dotnet_release=dotnet_release,
         traces=traces,
+        install_path=install_path,
     )

@@ -1,4 +1,4 @@
-"""The probe's ``investigation`` object (contract 1.3, docs/probe.md) as ``compliance.traces``
+"""The probe's ``investigation`` object (contract 1.3 and later, docs/probe.md) as ``compliance.traces``
 records: what MSERT and Defender saw, how far back the logs reach, web-shell candidates.
 
 The probe prints raw, bounded material (the tail of ``%SystemRoot%\\debug\\msert.log``, Defender's
@@ -37,6 +37,7 @@ from typing import Any
 
 from compliance.models import probe_error_part
 from compliance.traces import Candidate, Detection, LogReach, Scan, Traces
+from compliance.triage import FOLDER_LOGS
 
 # Bounds of what the reader keeps (the probe keeps within the first ones; a server can send more).
 MAX_LOG_LINES = 2000  # lines read of each log tail (the last ones)
@@ -50,6 +51,7 @@ MAX_RESOURCES = 5
 MAX_RESOURCE = 260
 MAX_DETECTION_RAW = 2000  # characters of a Defender record as printed
 MAX_LOG_REACH = 200  # entries: a log's folders each give one (HttpProxy has some 20); past it, truncated
+MAX_FOLDER = 255  # characters of a folder's name (NTFS's limit of one name)
 MAX_MATCHES = 200  # lines of the whole file the probe matched (Select-String), kept the first
 MAX_CANDIDATES = 200
 MAX_PATH = 1024
@@ -302,23 +304,39 @@ def _printed(record: Mapping[str, Any]) -> str:
 def parse_log_reach(entries: Any) -> tuple[LogReach, ...]:
     """``investigation.log_reach``: each log under the name ``LogReach`` gives it (``httpproxy``,
     ``ecp_server``, ``oab_generator``, ``application_event_log``; another name lower-case as
-    printed), with its oldest time (None: not there, or a time that cannot be read), once.
+    printed), with its oldest time (None: not there, a folder holding no file, or a time that
+    cannot be read).
 
-    The probe prints one entry per folder of a log that holds files (HttpProxy's protocol
-    folders, each with its own oldest file); a log covers only what its least covering folder
-    covers, so of several entries of one log the LATEST oldest time is kept, and one entry
-    without a time makes the log not found (as ``compliance/investigation.py`` reads several
-    readings). The first MAX_LOG_REACH entries are read (``traces_from_investigation`` flags more).
+    From contract 1.4 the probe prints one entry per HttpProxy protocol folder, an emptied one
+    too (oldest null), and one per other log (a 1.3 probe: one per folder holding files, or one
+    per log). HttpProxy's folders roll over on their own, so each is kept apart under its name
+    (``folder``, the last part of the path printed, at most MAX_FOLDER characters; none when
+    there is no such text); the other logs' folders are the log, kept as one entry. Several
+    entries of one log and folder keep the one reaching back least: the LATEST oldest time, and
+    one entry without a time makes it None. The first MAX_LOG_REACH entries are read
+    (``traces_from_investigation`` flags more).
     """
     if not isinstance(entries, list):
         return ()
-    merged: dict[str, list[datetime | None]] = {}
+    merged: dict[tuple[str, str | None], list[datetime | None]] = {}
     for entry in entries[:MAX_LOG_REACH]:
         if isinstance(entry, Mapping) and isinstance(entry.get("log"), str) and entry["log"]:
             name = clean(entry["log"], 100).lower()
-            merged.setdefault(LOGS.get(name, name), []).append(utc(entry.get("oldest")))
-    return tuple(LogReach(log, None if None in times else max(t for t in times if t is not None))
-                 for log, times in merged.items())
+            log = LOGS.get(name, name)
+            folder = _folder_name(entry.get("folder")) if log in FOLDER_LOGS else None
+            merged.setdefault((log, folder), []).append(utc(entry.get("oldest")))
+    return tuple(LogReach(log, None if None in times else max(t for t in times if t is not None),
+                          folder)
+                 for (log, folder), times in merged.items())
+
+
+def _folder_name(path: Any) -> str | None:
+    """The last part of a folder's path as the probe prints it (``...\\HttpProxy\\Ecp``: ``Ecp``),
+    either slash, a trailing one ignored; None when there is none."""
+    if not isinstance(path, str):
+        return None
+    name = path.replace("/", "\\").rstrip("\\").rpartition("\\")[2]
+    return clean(name, MAX_FOLDER) or None
 
 
 def parse_candidates(entries: Any) -> tuple[tuple[Candidate, ...], bool]:

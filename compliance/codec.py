@@ -73,9 +73,9 @@ def _names(value: Any) -> tuple[str, ...]:
 
 def observation_to_dict(obs: Observation) -> dict[str, Any]:
     """An observation's stored form. ``web_configs``, ``rewrite_rule_details`` (under
-    ``mitigations``), ``dotnet_release`` and ``traces`` are written only when read, so an
-    observation without them encodes to the very text stored before they existed (stored
-    digests cover that text)."""
+    ``mitigations``), ``dotnet_release``, ``traces`` and ``install_path`` are written only when
+    read, so an observation without them encodes to the very text stored before they existed
+    (stored digests cover that text)."""
     mitigations = obs.mitigations
     data: dict[str, Any] = {
         "host": host_to_dict(obs.host),
@@ -119,13 +119,16 @@ def observation_to_dict(obs: Observation) -> dict[str, Any]:
         data["dotnet_release"] = obs.dotnet_release
     if obs.traces is not None:
         data["traces"] = _traces_to_dict(obs.traces)
+    if obs.install_path is not None:
+        data["install_path"] = obs.install_path
     return data
 
 
 def _traces_to_dict(traces: Traces) -> dict[str, Any]:
     """The investigation's traces (compliance/traces.py) as stored: every member, None where
-    not read. A scan's ``outcome`` only when not ``unknown`` and ``reach_truncated`` only when
-    true (both added later): traces stored before them keep their exact text."""
+    not read. A scan's ``outcome`` only when not ``unknown``, ``reach_truncated`` only when
+    true and a log reach's ``folder`` only when kept (each added later): traces stored before
+    them keep their exact text."""
     data = {
         "scans": None if traces.scans is None else [_scan_to_dict(s) for s in traces.scans],
         "detections": None if traces.detections is None else [
@@ -134,7 +137,7 @@ def _traces_to_dict(traces: Traces) -> dict[str, Any]:
             for d in traces.detections],
         "defender_available": traces.defender_available,
         "log_reach": None if traces.log_reach is None else [
-            {"log": r.log, "oldest": _time(r.oldest)} for r in traces.log_reach],
+            _reach_to_dict(r) for r in traces.log_reach],
         "candidates": None if traces.candidates is None else [
             {"path": c.path, "size": c.size, "created": _time(c.created),
              "modified": _time(c.modified)}
@@ -146,6 +149,13 @@ def _traces_to_dict(traces: Traces) -> dict[str, Any]:
     }
     if traces.reach_truncated:
         data["reach_truncated"] = True
+    return data
+
+
+def _reach_to_dict(reach: LogReach) -> dict[str, Any]:
+    data: dict[str, Any] = {"log": reach.log, "oldest": _time(reach.oldest)}
+    if reach.folder is not None:
+        data["folder"] = reach.folder
     return data
 
 
@@ -224,9 +234,13 @@ def _detection_from_dict(entry: Any) -> Detection | None:
 
 
 def _reach_from_dict(entry: Any) -> LogReach | None:
+    # A folder that is not a text (a forged row) is none: the entry then names no folder, so
+    # it covers no folder the advisory requires.
     if not isinstance(entry, Mapping) or not isinstance(entry.get("log"), str):
         return None
-    return LogReach(entry["log"], _stored_time(entry.get("oldest")))
+    folder = entry.get("folder")
+    return LogReach(entry["log"], _stored_time(entry.get("oldest")),
+                    folder if isinstance(folder, str) else None)
 
 
 def _candidate_from_dict(entry: Any) -> Candidate | None:
@@ -391,6 +405,8 @@ def observation_from_dict(data: Mapping[str, Any]) -> Observation:
         web_configs=_web_configs(data.get("web_configs")),
         dotnet_release=_dotnet_release(data.get("dotnet_release")),
         traces=_traces(data.get("traces")),
+        # A text as written; anything else (a forged row) is not read.
+        install_path=install if isinstance(install := data.get("install_path"), str) else None,
     )
 
 

@@ -39,10 +39,12 @@ server not fixed has an open window (it is still exposed).
      a time not read (a copied file keeps its old modified time, so neither time bounds the
      other). One with both times before the window's start is evidence only, and so is a file
      of the standard install (``triage.standard_files``, e.g. OWA's logon.aspx) directly in
-     its folder under Exchange's install path (``install_path``; not known: a plain absolute
-     path outside aspnet_client and the front-end folders, ``StandardFiles.holds``): the
-     update itself rewrites those inside the window, so their times cannot tell an update
-     from a change, and their content is what the full scan required for ``clean`` reads. On
+     its folder under Exchange's install path (``install_path``: the probe's reading, checked
+     against the web.config paths; not known: a plain absolute path outside aspnet_client and
+     the front-end folders, ``StandardFiles.holds``; not trusted, i.e. not a plain absolute
+     Windows path or contradicted by the web.config paths: no file is): the update itself
+     rewrites those inside the window, so their times cannot tell an update from a change,
+     and their content is what the full scan required for ``clean`` reads. On
      a server the advisory does not affect there is no window: candidates are evidence only
      there (hits and detections still count).
 2. A server the advisory does not affect (status ``not_applicable``): ``not_applicable``.
@@ -61,7 +63,10 @@ server not fixed has an open window (it is still exposed).
    unknown), msert.log or Defender's history or the log reach list was cut
    (``scans_truncated``, ``detections_truncated``, ``reach_truncated``), a log the advisory's
    checks read (``triage.logs``, only those of the CVEs affecting the server's product) was
-   not found or begins after the window's start (beginning exactly at the start covers it),
+   not found or begins after the window's start (beginning exactly at the start covers it;
+   a log read per folder, HttpProxy's protocol folders, covers what its least covering folder
+   covers), one of its folders holds no file (an emptied folder hides what was logged there),
+   a folder the advisory names for the check is not listed (``LogRequirement.folders``),
    the log reach or the web-shell folders were not read, the probe cut the list of
    candidates, or the CVE checks did not cover the window (``checks``): one had a probe error
    (or the verdict flags ``indicators_unreadable``), a cap or the deadline cut them, they read
@@ -70,12 +75,19 @@ server not fixed has an open window (it is still exposed).
 6. Otherwise ``clean``: a finished full scan after the fix that found nothing, every log
    reaching back to the window's start, the CVE checks covering it, no candidate since it.
 
-**The directive** (``triage``): the full scan after the fix, then ``followup_scans`` more,
-follow-up k met by a finished full scan (its summary read: clean or found) in the k-th
-interval after the first one (its end included), its ``due`` the interval's end: ``met``,
-``pending`` (not yet due), ``missed`` (its interval passed with none), ``due`` (the first
-scan, outstanding since the fix). It never changes the state: a server can be clean with a
-weekly scan missed, which its next action says.
+**The directive** (``triage``): the full scan after the fix, then ``followup_scans`` more.
+A scan counts when it is a finished full scan (its summary read: clean or found) after the
+fix (rule 4's margin). The first step is due at the later of ``triage.first_scan_by`` (the
+directive's date) and the fix time plus ``triage.first_scan_within_days`` (a server fixed after
+the directive: as many days as it gave); met by the first such scan up to its due time (its
+end included); ``pending`` (not yet due) until then and ``missed`` after, also when the first
+scan came later (a late one is kept as ``met_by``: the follow-ups count from it). Follow-up k
+is met by such a scan in the k-th interval after the first scan (its end included), its
+``due`` the interval's end: ``met``, ``pending`` (not yet due, or no first scan yet), ``missed``
+(its interval passed with none). A server not fixed has nothing due (``pending``, no time); a
+fixed one whose fix time is not known owes the first scan at a time that cannot be said
+(``due``, no time). It never changes the state: a server can be clean with a scan late or
+missed, which its next action says.
 """
 
 from __future__ import annotations
@@ -85,6 +97,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from typing import NamedTuple
 
 from compliance.advisory import Advisory
 from compliance.evaluate import _named_cu
@@ -98,8 +111,8 @@ from compliance.models import (
     Verdict,
     probe_error_part,
 )
-from compliance.traces import Candidate, LogReach, Scan, Traces
-from compliance.triage import looks_alike, nameless
+from compliance.traces import Candidate, Scan, Traces
+from compliance.triage import looks_alike, nameless, plain_install_path, same_path
 
 FULL = "full"  # Scan.kind of a full scan
 CLEAN_OUTCOME, FOUND_OUTCOME = "clean", "found"  # Scan.outcome
@@ -235,7 +248,7 @@ class _Judge:
     def __init__(self, traces: Traces | None, advisory: Advisory, now: datetime,
                  status: Status, fixed_at: datetime | None, product: str | None,
                  fix_updates: Sequence[InstalledUpdate], observed_at: datetime | None,
-                 install_path: str | None):
+                 install_path: str | None, install_doubt: str | None):
         self.traces = traces
         self.advisory = advisory
         self.as_of = _utc(now)
@@ -244,6 +257,7 @@ class _Judge:
         self.status = status
         self.product = product
         self.install_path = install_path
+        self.install_doubt = install_doubt
         self.evidence: list[str] = []
         self.found: list[str] = []  # next actions of what was found, in order
         self.gaps: list[str] = []  # next actions of what keeps the picture incomplete
@@ -336,7 +350,9 @@ class _Judge:
         # From the window's start on, up to now: a shell written after the fix is one too.
         inside = [moment for moment in times if self.start is None or _utc(moment) >= self.start]
         triage = self.advisory.triage
-        standard = triage.standard(candidate.path, self.install_path) if triage else None
+        # An install path not trusted excuses no file: not even by the structural guess.
+        standard = (triage.standard(candidate.path, self.install_path)
+                    if triage and self.install_doubt is None else None)
         if not window:
             self.evidence.append(f"{said}: evidence only ({self.advisory.short} does not "
                                  "affect the server)")
@@ -379,6 +395,9 @@ class _Judge:
             if scan.finished and scan.outcome == FOUND_OUTCOME and not scan.detections:
                 self.unread_detection(scan)
         window = self.status is not Status.NOT_APPLICABLE
+        if self.install_doubt is not None and traces.candidates:
+            self.evidence.append(f"Exchange's install path is not trusted ({self.install_doubt}): "
+                                 "no file is taken as one of the standard install")
         for candidate in traces.candidates or ():
             self.candidate(candidate, window)
 
@@ -463,25 +482,58 @@ class _Judge:
             self.gaps.append("The list of how far back the logs reach was cut: a reading that "
                              "matters may be missing; re-collect")
         rule = self.advisory.rule(self.product)
+        window = f"the window from {_at(self.start)} cannot be checked here"
+        gaps: list[str] = []
         for need in self.advisory.triage.logs:
             if rule is not None and need.cve not in rule.cves:
                 continue
+            said = f"Log {need.log} (for {need.cve})"
             entries = [entry for entry in reach if entry.log == need.log]
-            oldest = _latest(entries)
-            if oldest is None:
-                self.evidence.append(f"Log {need.log} (for {need.cve}): not found")
-                self.gaps.append(f"The {need.log} log was not found: the window from "
-                                 f"{_at(self.start)} cannot be checked here; look at the IIS "
-                                 "logs and backups")
-            elif oldest > self.start:
-                self.evidence.append(f"Log {need.log} (for {need.cve}) reaches back to "
-                                     f"{_at(oldest)}: after the window's start")
-                self.gaps.append(f"The {need.log} log reaches back only to {_at(oldest)}: the "
-                                 f"window from {_at(self.start)} cannot be checked here; look "
-                                 "at the IIS logs and backups")
+            # A reading with neither a time nor a folder: the log is not there, or empty.
+            if not entries or any(entry.oldest is None and entry.folder is None
+                                  for entry in entries):
+                self.evidence.append(f"{said}: not found")
+                gaps.append(f"The {need.log} log was not found: {window}; look at the IIS logs "
+                            "and backups")
+                continue
+            # A protocol folder holding no file (cleared?), or not listed at all (removed, or
+            # a probe before contract 1.4 that left out an emptied one): what was logged
+            # there cannot be checked, whatever the other folders hold.
+            empty = [entry.folder for entry in entries if entry.oldest is None and entry.folder]
+            if empty:
+                held = "holds" if len(empty) == 1 else "hold"
+                self.evidence.append(f"{said}: {_folders(empty)} {held} no file")
+                gaps.append(f"The {need.log} {_folders(empty)} {held} no file: {window} (an "
+                            "emptied folder hides what was logged there); look at the IIS logs "
+                            "and backups")
+            unlisted = need.unlisted(entry.folder for entry in entries)
+            if unlisted:
+                was = "was" if len(unlisted) == 1 else "were"
+                self.evidence.append(f"{said}: {_folders(unlisted)} not listed")
+                gaps.append(f"The {need.log} {_folders(unlisted)} {was} not listed (not there, "
+                            "or read by a probe before contract 1.4, which lists no emptied "
+                            f"folder): {window}; re-collect with the current probe, or look at "
+                            "the IIS logs and backups")
+            dated = [(_utc(entry.oldest), entry.folder) for entry in entries if entry.oldest]
+            if not dated:
+                continue
+            # A log covers only what its least covering folder covers.
+            oldest = max(moment for moment, _ in dated)
+            least = [folder for moment, folder in dated if moment == oldest]
+            named = [folder for folder in least if folder]
+            where = f" ({_folders(named)})" if named and len(named) == len(least) else ""
+            if oldest > self.start:
+                self.evidence.append(f"{said} reaches back to {_at(oldest)}{where}: after the "
+                                     "window's start")
+                gaps.append(f"The {need.log} log reaches back only to {_at(oldest)}{where}: "
+                            f"{window}; look at the IIS logs and backups")
+            elif empty or unlisted:
+                self.evidence.append(f"{said}: its folders holding files reach back to "
+                                     f"{_at(oldest)}")
             else:
-                self.evidence.append(f"Log {need.log} (for {need.cve}) reaches back to "
-                                     f"{_at(oldest)}: covers the window")
+                self.evidence.append(f"{said} reaches back to {_at(oldest)}: covers the window")
+        # Two CVEs' checks read one log: a gap of it is said once.
+        self.gaps.extend([gap for gap in dict.fromkeys(gaps) if gap not in self.gaps])
 
     def parts(self) -> None:
         traces = self.traces
@@ -543,12 +595,25 @@ class _Judge:
                       if scan.started_at is not None and scan.kind == FULL and scan.finished
                       and scan.outcome in (CLEAN_OUTCOME, FOUND_OUTCOME)
                       and self.after_fix(scan))
-        if not self.fixed or self.end is None or not good:
-            first = DirectiveStep(first_name, self.end,
+        rest = [DirectiveStep(name, None, StepState.PENDING) for name in names]
+        if not self.fixed or self.end is None:
+            # Not fixed: nothing is due before the fix. Fixed at a time not known: the scan is
+            # owed, but by when cannot be said.
+            first = DirectiveStep(first_name, None,
                                   StepState.DUE if self.fixed else StepState.PENDING)
-            rest = [DirectiveStep(name, None, StepState.PENDING) for name in names]
             return Directive(triage.directive, triage.source, (first, *rest))
-        steps = [DirectiveStep(first_name, self.end, StepState.MET, good[0])]
+        # The directive's date bound the servers fixed by then; one fixed later gets as many
+        # days from its fix as the directive gave (compliance/data/advisories: our reading).
+        first_due = max(triage.first_scan_by,
+                        self.end + timedelta(days=triage.first_scan_within_days))
+        if not good:
+            first = DirectiveStep(first_name, first_due, StepState.PENDING
+                                  if self.as_of <= first_due else StepState.MISSED)
+            return Directive(triage.directive, triage.source, (first, *rest))
+        # A first scan after its due time is late (missed), and still the one the weekly scans
+        # count from: the directive counts them "after the first scan".
+        steps = [DirectiveStep(first_name, first_due, StepState.MET if good[0] <= first_due
+                               else StepState.MISSED, good[0])]
         interval = timedelta(days=triage.followup_interval_days)
         for k, name in enumerate(names, start=1):
             begins, due = good[0] + (k - 1) * interval, good[0] + k * interval
@@ -559,12 +624,10 @@ class _Judge:
         return Directive(triage.directive, triage.source, tuple(steps))
 
 
-def _latest(entries: Sequence[LogReach]) -> datetime | None:
-    """How far back a log reaches; of several readings of one log, the one that reaches back
-    least (any unread one: not found)."""
-    if not entries or any(entry.oldest is None for entry in entries):
-        return None
-    return max(_utc(entry.oldest) for entry in entries if entry.oldest is not None)
+def _folders(names: Sequence[str]) -> str:
+    """``folder Ecp``, ``folders Ecp, Owa``, ``folders Autodiscover, Eas, Ecp and 7 more``."""
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"folder {shown}" if len(names) == 1 else f"folders {shown}"
 
 
 def _clean_action(directive: Directive | None, command: str) -> str:
@@ -572,7 +635,10 @@ def _clean_action(directive: Directive | None, command: str) -> str:
         return "None"
     missed = [step for step in directive.steps if step.state is StepState.MISSED]
     pending = [step for step in directive.steps if step.state is StepState.PENDING]
-    parts = [f"{step.name} (due {_at(step.due)}) was missed" for step in missed]
+    # A missed step with a scan is a first scan that came after its due time.
+    parts = [f"{step.name} (due {_at(step.due)}) "
+             + (f"ran late, on {_at(step.met_by)}" if step.met_by else "was missed")
+             for step in missed]
     if pending:
         parts.append(f"the next scan ({command}) is due by {_at(pending[0].due)}")
     if not parts:
@@ -584,7 +650,8 @@ def judge(traces: Traces | None, advisory: Advisory, now: datetime, *, status: S
           fixed_at: datetime | None = None, indicators: Sequence[str] = (),
           failure: Failure | None = None, product: str | None = None,
           fix_updates: Sequence[InstalledUpdate] = (), observed_at: datetime | None = None,
-          checks: Checks | None = None, install_path: str | None = None) -> Investigation:
+          checks: Checks | None = None, install_path: str | None = None,
+          install_doubt: str | None = None) -> Investigation:
     """The investigation state of one server (rules: module docstring). ``status``: its verdict
     for ``advisory``; ``fixed_at``: when it was observed fixed (None: not known);
     ``indicators``: its CVE checks' hits; ``failure``: why its collection failed, if it did;
@@ -592,9 +659,11 @@ def judge(traces: Traces | None, advisory: Advisory, now: datetime, *, status: S
     ``fix_updates``: its installed-update records of the fix (their install dates bound the
     fix time); ``observed_at``: when the observation was made (None: ``now``); ``checks``: how
     far its CVE checks reached (None: not known, never clean); ``install_path``: Exchange's
-    install path, for the files of the standard install (None: not known)."""
+    install path, for the files of the standard install (None: not known); ``install_doubt``:
+    why what the observation shows of that path is not trusted (``install_path``), so that no
+    file is taken as one of the standard install (None: no doubt)."""
     judge_ = _Judge(traces, advisory, now, status, fixed_at, product, fix_updates, observed_at,
-                    install_path)
+                    install_path, install_doubt)
     judge_.look(indicators, failure)
     exposure, triage = advisory.exposure, advisory.triage
     command = triage.scan_command if triage else "a full malware scan"
@@ -675,12 +744,46 @@ def fix_updates(observation: Observation, verdict: Verdict,
     return tuple(found)
 
 
-def install_path(observation: Observation) -> str | None:
-    """Exchange's install path as the observation's web.config paths show it (one path for
-    all), None when they show none."""
-    paths = {_INSTALL_PART.match(item.path) for item in observation.web_configs or ()}
-    found = {match.group(1).casefold(): match.group(1) for match in paths if match}
-    return next(iter(found.values())) if len(found) == 1 and None not in paths else None
+class InstallPath(NamedTuple):
+    """Exchange's install path as an observation shows it: ``path`` (None: not known) and, when
+    what it shows is not trusted, why (``doubt``: then no file is one of the standard
+    install's, not even by ``StandardFiles.holds``'s structural guess)."""
+
+    path: str | None
+    doubt: str | None = None
+
+
+def install_path(observation: Observation) -> InstallPath:
+    """The probe's reading (``Observation.install_path``: the Setup key's MsiInstallPath),
+    checked against the web.config paths the same probe read (``<path>ClientAccess\\...`` or
+    ``<path>FrontEnd\\...``); without it, the one path all web.config paths show. Not trusted
+    (a forged or odd value must excuse nothing): a path that is not a plain absolute Windows
+    path (``triage.plain_install_path``), the probe's reading left out by the reader (an
+    ``install_path`` probe error, e.g. too long), or web.config paths that show another path or
+    none. Nothing read (an observation from before either was kept): not known, no doubt."""
+    errors = [error for error in observation.probe_errors
+              if probe_error_part(error) == "install_path"]
+    if errors:
+        return InstallPath(None, f"the probe's reading was left out: {errors[0]}")
+    shown = [_INSTALL_PART.match(item.path) for item in observation.web_configs or ()]
+    read = observation.install_path
+    if read is not None:
+        if not plain_install_path(read):
+            return InstallPath(None, f"the probe's reading {read!r} is not a plain absolute "
+                                     "Windows path")
+        if any(match is None or not same_path(match.group(1), read) for match in shown):
+            return InstallPath(None, f"the probe's reading {read!r} and the web.config files' "
+                                     "paths disagree")
+        return InstallPath(read)
+    if not shown:
+        return InstallPath(None)
+    paths = [match.group(1) for match in shown if match is not None]
+    if len(paths) < len(shown) or any(not same_path(path, paths[0]) for path in paths):
+        return InstallPath(None, "the web.config files' paths show no one install path")
+    if not plain_install_path(paths[0]):
+        return InstallPath(None, f"the web.config files' path {paths[0]!r} is not a plain "
+                                 "absolute Windows path")
+    return InstallPath(paths[0])
 
 
 def judge_observation(observation: Observation, verdict: Verdict, advisory: Advisory,
@@ -697,11 +800,12 @@ def judge_observation(observation: Observation, verdict: Verdict, advisory: Advi
     if not unread and Flag.INDICATORS_UNREADABLE in verdict.flags:
         unread = ("the verdict flags indicators_unreadable",)
     checks = Checks(unread, observation.indicators_truncated, observation.log_window_days)
+    path, doubt = install_path(observation)
     return judge(observation.traces, advisory, now, status=verdict.status, fixed_at=fixed_at,
                  indicators=observation.indicators, failure=observation.failure,
                  product=verdict.product, fix_updates=fix_updates(observation, verdict, advisory),
                  observed_at=observation.observed_at, checks=checks,
-                 install_path=install_path(observation))
+                 install_path=path, install_doubt=doubt)
 
 
 _INSTALL_PART = re.compile(r"^(.*?\\)(?:ClientAccess|FrontEnd)\\", re.IGNORECASE)

@@ -347,6 +347,11 @@ class Observation:
     # MSERT's runs, Defender's detections, how far back the logs reach, web-shell candidates.
     # None: not read (an older probe, or a stored observation from before).
     traces: Traces | None = None
+    # Exchange's install path as the probe read it (the Setup key's MsiInstallPath, e.g.
+    # C:\Program Files\Microsoft\Exchange Server\V15\), as printed: the server's text,
+    # judged by compliance/investigation.py ``install_path``. None: not read, or an observation
+    # stored before it was kept.
+    install_path: str | None = None
 
 
 class EvidenceKind(StrEnum):

@@ -73,6 +73,19 @@ def _not_judged(advisory: str) -> AdvisoryStatus:
                           "verdict for it")
 
 
+def judged_by_all(own: AdvisoryStatus, others: Sequence[AdvisoryStatus],
+                  expected: Sequence[str] = ADVISORY_IDS) -> list[AdvisoryStatus] | None:
+    """A host's verdicts under "all advisories": its snapshot's own (``own``), the others it
+    was judged by, and each advisory of ``expected`` it was not judged by as unknown (fail
+    closed: no verdict for an advisory is not "nothing to do" for it). None when there is
+    nothing beside its own verdict (it reads as that)."""
+    held = {a.advisory for a in others}
+    missing = [_not_judged(a) for a in expected if a != own.advisory and a not in held]
+    if not others and not missing:
+        return None
+    return [own, *others, *missing]
+
+
 _ADVISORIES_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
@@ -176,13 +189,10 @@ class HostSummary:
         # verdict only: the outside view, compliance/outside.py) hold for every advisory.
         kept = tuple(f for f in self.flags if f in _SERVER_FLAGS)
         if advisory == ALL:
-            held = {a.advisory for a in self.advisories}
-            # Fail closed: no verdict for an advisory is not "nothing to do" for it.
-            missing = [_not_judged(a) for a in expected if a != own and a not in held]
-            if not self.advisories and not missing:
+            mine = AdvisoryStatus(own, self.status, self.flags, self.cves_open, self.action)
+            judged = judged_by_all(mine, self.advisories, expected)
+            if judged is None:
                 return self
-            judged = [AdvisoryStatus(own, self.status, self.flags, self.cves_open, self.action),
-                      *self.advisories, *missing]
             flags = tuple(dict.fromkeys(f for a in judged for f in a.flags))
             cves = tuple(dict.fromkeys(c for a in judged for c in a.cves_open))
             open_ = [a for a in judged if not a.status.compliant]

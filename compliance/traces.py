@@ -5,7 +5,7 @@ January 2021, two months before the updates). So beside the patch status, a serv
 on whether anyone looked (a Microsoft Safety Scanner (MSERT) scan, Microsoft Defender's
 detection history), and whether its logs could even show an intrusion (how far back each log
 the Test-ProxyLogon checks read reaches), plus the web-shell candidates its front-end folders
-hold. The probe (contract 1.3, docs/probe.md) reads them, read-only and bounded, and
+hold. The probe (contract 1.3 and later, docs/probe.md) reads them, read-only and bounded, and
 ``collectors/probe.py`` builds these records; ``compliance/investigation.py`` judges them.
 
 Every record keeps the raw text it was read from (``raw``): where a format is uncertain, the
@@ -57,10 +57,14 @@ class Detection:
 class LogReach:
     """How far back one log the indicator checks read reaches: ``log`` (``httpproxy``,
     ``ecp_server``, ``oab_generator``, ``application_event_log``), ``oldest`` (UTC: the oldest
-    file's creation time, or the oldest event), ``None`` when the log was not found."""
+    file's creation time, or the oldest event), ``None`` when the log was not found or, with a
+    ``folder``, that folder holds no file. ``folder``: the name of one of HttpProxy's protocol
+    folders (``Ecp``, ``Owa``, ...), each of which rolls over on its own and is read apart
+    (contract 1.4); ``None`` for a log read as a whole, or one read before folders were kept."""
 
     log: str
     oldest: datetime | None
+    folder: str | None = None
 
 
 @dataclass(frozen=True)

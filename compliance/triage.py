@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +19,9 @@ from typing import Any
 # The logs the probe reports the reach of (compliance/traces.py ``LogReach.log``): a name
 # outside them could never be found, so a misspelt one would keep every server incomplete.
 TRACE_LOGS = ("httpproxy", "ecp_server", "oab_generator", "application_event_log")
+# The logs the probe reports per folder by name (LogReach.folder, contract 1.4): HttpProxy's
+# protocol folders each roll over on their own. Only their folders can be required.
+FOLDER_LOGS = ("httpproxy",)
 
 
 class TriageDataError(ValueError):
@@ -76,11 +79,21 @@ def nameless(threat: str) -> bool:
 @dataclass(frozen=True)
 class LogRequirement:
     """A log the indicator check of ``cve`` reads: it must reach back to the exposure's
-    start for that check to cover the window."""
+    start for that check to cover the window. ``folders``: the folders of it (names of
+    HttpProxy's protocol folders) that must be listed, each reaching back that far: one
+    cleared together with its files, or from a probe that did not list folders, is not
+    known to cover anything."""
 
     log: str
     cve: str
     source: str
+    folders: tuple[str, ...] = ()
+
+    def unlisted(self, listed: Iterable[str | None]) -> tuple[str, ...]:
+        """The required ``folders`` none of ``listed`` names, compared as Windows compares
+        names (ASCII case ignored, nothing else: a look-alike letter is another name)."""
+        names = {_folded(name) for name in listed if name is not None}
+        return tuple(folder for folder in self.folders if _folded(folder) not in names)
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -122,23 +135,43 @@ class StandardFiles:
 _DRIVE = re.compile(r"[a-z]:", re.ASCII)
 
 
+# Characters no Windows file name holds (besides the separators), control characters included.
+_NOT_IN_NAMES = frozenset('<>:"|?*' + "".join(map(chr, range(32))))
+
+
 def _install_like(prefix: str) -> bool:
     """A folded path that can be an Exchange install path the probe listed from: rooted at a
-    drive letter, no empty, relative (``.``, ``..``) or stream (``:``) part, and not inside
-    ``aspnet_client`` or a front-end folder (which the probe lists recursively)."""
+    drive letter, no empty, relative (``.``, ``..``) or stream (``:``) part, no character a
+    Windows name cannot hold, and not inside ``aspnet_client`` or a front-end folder (which
+    the probe lists recursively)."""
     drive, *parts = prefix.split("\\")
     return (_DRIVE.fullmatch(drive) is not None and bool(parts)
-            and all(part and part not in {".", ".."} and ":" not in part
+            and all(part and part not in {".", ".."} and not _NOT_IN_NAMES & set(part)
                     and part.strip(" .") == part for part in parts)
             and "aspnet_client" not in parts and "frontend" not in parts)
 
 
+def plain_install_path(path: str) -> bool:
+    """``path`` (one trailing backslash or none) is a plain absolute Windows path that can be
+    Exchange's install path (``_install_like``): a drive letter and names, nothing relative,
+    no network share, no stream, no control or reserved character."""
+    folded = _folded(path)
+    return _install_like(folded[:-1] if folded.endswith("\\") else folded)
+
+
+def same_path(one: str, other: str) -> bool:
+    """Two Windows paths name the same folder: either slash, ASCII case and one trailing
+    backslash ignored."""
+    return _folded(one).removesuffix("\\") == _folded(other).removesuffix("\\")
+
+
 @dataclass(frozen=True)
 class TriagePolicy:
-    """What a directive asks after the fix: one full scan (``scan_command``), then
-    ``followup_scans`` more, one per ``followup_interval_days``. ``directive`` is its short
-    name for the texts ("CISA ED 21-02"). ``standard_files``: the legitimate files of the
-    folders the probe lists candidates from."""
+    """What a directive asks after the fix: one full scan (``scan_command``), due at the later
+    of ``first_scan_by`` (the directive's date, aware UTC) and ``first_scan_within_days`` days
+    after the fix, then ``followup_scans`` more, one per ``followup_interval_days``.
+    ``directive`` is its short name for the texts ("CISA ED 21-02"). ``standard_files``: the
+    legitimate files of the folders the probe lists candidates from."""
 
     directive: str
     scan_command: str
@@ -146,6 +179,8 @@ class TriagePolicy:
     followup_interval_days: int
     logs: tuple[LogRequirement, ...]
     source: str
+    first_scan_by: datetime
+    first_scan_within_days: int
     standard_files: tuple[StandardFiles, ...] = ()
 
     def standard(self, path: str, install_path: str | None = None) -> StandardFiles | None:
@@ -182,6 +217,16 @@ def _count(entry: Mapping[str, Any], key: str, least: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < least:
         raise TriageDataError(f"triage: {key!r} must be a whole number of at least {least}")
     return value
+
+
+def _instant(entry: Mapping[str, Any], key: str, where: str) -> datetime:
+    """A TOML date-time with its offset, as aware UTC: a date alone or a local time leaves the
+    instant open by up to a day."""
+    value = entry.get(key)
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise TriageDataError(f"{where}: {key!r} must be a date-time with its offset, "
+                              "e.g. 2021-04-05T12:00:00-04:00")
+    return value.astimezone(UTC)
 
 
 def parse_exposure(data: Mapping[str, Any]) -> Exposure | None:
@@ -231,7 +276,9 @@ def parse_threat_families(data: Mapping[str, Any]) -> tuple[ThreatFamily, ...]:
 
 def parse_triage(data: Mapping[str, Any], cve_ids: Collection[str]) -> TriagePolicy | None:
     """``[triage]`` with its ``[[triage.logs]]``; each log is one the probe reports
-    (``TRACE_LOGS``) for a CVE of the advisory (``cve_ids``)."""
+    (``TRACE_LOGS``) for a CVE of the advisory (``cve_ids``). ``first_scan_by`` must be a
+    date-time with its offset and ``first_scan_within_days`` a whole number of at least 1
+    (when the first full scan after the fix is due: ``TriagePolicy``)."""
     entry = _table(data, "triage")
     if entry is None:
         return None
@@ -243,11 +290,14 @@ def parse_triage(data: Mapping[str, Any], cve_ids: Collection[str]) -> TriagePol
                                "triage log"):
         where = f"triage log {number} ({log.get('log')!r})"
         requirement = LogRequirement(_text(log, "log", where), _text(log, "cve", where),
-                                     _text(log, "source", where))
+                                     _text(log, "source", where), _folders(log, where))
         if requirement.log not in TRACE_LOGS:
             raise TriageDataError(f"{where}: unknown log (the probe reports {TRACE_LOGS})")
         if requirement.cve not in cve_ids:
             raise TriageDataError(f"{where}: names the undefined CVE {requirement.cve!r}")
+        if requirement.folders and requirement.log not in FOLDER_LOGS:
+            raise TriageDataError(f"{where}: 'folders' of a log the probe does not report per "
+                                  f"folder (only {FOLDER_LOGS})")
         logs.append(requirement)
     return TriagePolicy(
         directive=_text(entry, "directive", "triage"),
@@ -255,8 +305,24 @@ def parse_triage(data: Mapping[str, Any], cve_ids: Collection[str]) -> TriagePol
         followup_scans=_count(entry, "followup_scans", 0),
         followup_interval_days=_count(entry, "followup_interval_days", 1),
         logs=tuple(logs), source=_text(entry, "source", "triage"),
+        first_scan_by=_instant(entry, "first_scan_by", "triage"),
+        first_scan_within_days=_count(entry, "first_scan_within_days", 1),
         standard_files=_standard_files(entry),
     )
+
+
+def _folders(log: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    """A log's ``folders`` (optional): names of folders directly in it (no path, no wildcard,
+    not blank), each once whatever its ASCII case (as Windows names them)."""
+    folders = log.get("folders", [])
+    if not isinstance(folders, list) or ("folders" in log and not folders) or not all(
+            isinstance(name, str) and name.strip() == name and name
+            and not set("\\/*?") & set(name) for name in folders):
+        raise TriageDataError(f"{where}: 'folders' must list folder names (no path, no "
+                              "wildcard, not blank)")
+    if len({_folded(name) for name in folders}) != len(folders):
+        raise TriageDataError(f"{where}: a folder is listed twice")
+    return tuple(folders)
 
 
 def _standard_files(triage: Mapping[str, Any]) -> tuple[StandardFiles, ...]:

@@ -20,10 +20,10 @@ from compliance.summary import COLUMNS as SUMMARY_COLUMNS
 # and pruning; 3 the audit log; 4 whole-fleet snapshots; 5 the signed audit chain, snapshot ids
 # in the digest, signed heads; 6 one version number; 7 the summary columns of results; 8 the
 # open items' clocks for deadlines; 9 the outside view; 10 per-advisory verdicts; 11 the
-# investigation after the fix).
+# investigation after the fix; 12 the index of the investigation trend).
 # A store at this revision is opened without Alembic; tests/store/test_migrations.py checks
 # that it is the head of store/migrations/versions, so a new migration must move it.
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
 
 metadata = MetaData()
 
@@ -125,6 +125,12 @@ results = Table(
 SUMMARY = tuple(results.c[name] for name in SUMMARY_COLUMNS)
 
 Index("ix_results_host", results.c.host)
+# Schema 12: the investigation trend (``SnapshotStore.investigation_trend``) counts (status,
+# state) over many snapshots from this index alone; reading the state from the rows means
+# reading past their observation and verdict JSON (1.2-2 s at 10,000 hosts x 52 snapshots,
+# under 0.1 s from the index).
+Index("ix_results_investigation", results.c.snapshot_id, results.c.status,
+      results.c.investigation)
 
 # The inventory a run started from (every server AD knows), so coverage can be shown.
 discovered = Table(

@@ -21,17 +21,19 @@ import logging
 import multiprocessing
 import os
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Select,
     and_,
     create_engine,
     delete,
@@ -44,8 +46,8 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from compliance.catalog import Catalog
 from compliance.codec import (
@@ -92,14 +94,20 @@ from store.verification import (
 )
 from store.verification import verify as verify_chains
 
+if TYPE_CHECKING:
+    from multiprocessing.sharedctypes import Synchronized
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 log = logging.getLogger(__name__)
 # No deadline clock starts before this (Exchange 2010 shipped in 2009): an earlier one is forged.
 EARLIEST_CLOCK = datetime(2000, 1, 1, tzinfo=UTC)
-# verify hashes the rows in worker processes, one per core (at most MAX_WORKERS), once there
-# are this many rows to hash again: about 1.5 s of them on one core, and a worker's start
-# (importing SQLAlchemy and the store) is a fraction of that.
+# verify hashes the rows in this process and worker processes, one per core in all (at most
+# MAX_WORKERS), once there are this many rows to hash again: about a second of them on one
+# core, and a worker's start (importing SQLAlchemy and the store) is a fraction of that.
 PARALLEL_ROWS = 50_000
+# Rows psycopg receives at a time while verify hashes them (_driver_rows): 250 rows (~2 MB)
+# are hashed while still in the CPU's cache; chunks of 2,000 took a sixth longer.
+STREAM_ROWS = 250
 HOSTS_PER_QUERY = 10_000  # names in one IN (...): SQLite 3.32+ allows 32,766, PostgreSQL 65,535
 MAX_WORKERS = 4
 
@@ -1006,16 +1014,38 @@ class SnapshotStore:
         query = select(*columns, results.c.observed_in).where(results.c.snapshot_id == snapshot_id)
         if where is not None:
             query = query.where(where)
+        # A fleet's rows repeat a few values (status, CU, site, action...) that the driver
+        # hands over as a new string per cell: each is kept once (50,000 rows held 60 MB of
+        # copies, most of the Hosts page's peak memory).
+        kept: dict[Any, Any] = {}
+        keep = kept.setdefault
         with self.engine.connect() as conn:
             if hosts is None:
-                return [tuple(row) for row in conn.execute(query.order_by(results.c.position))]
+                return [tuple([keep(value, value) for value in row])
+                        for row in conn.execute(query.order_by(results.c.position))]
             names, found = list(hosts), []
             for start in range(0, len(names), HOSTS_PER_QUERY):
-                found += [tuple(row) for row in conn.execute(
+                found += [tuple([keep(value, value) for value in row]) for row in conn.execute(
                     query.add_columns(results.c.position)
                     .where(results.c.host.in_(names[start:start + HOSTS_PER_QUERY])))]
         found.sort(key=lambda row: row[-1])
         return [row[:-1] for row in found]
+
+    def summary_batches(self, snapshot_id: int, fields: Sequence[str] = SUMMARY_COLUMNS,
+                        size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+        """``summary_rows`` of the whole snapshot in fleet order, in lists of at most ``size``
+        rows, streamed from the database (a reader that keeps each list in a compact form
+        never holds every row as Python objects: 50,000 of them are ~100 MB)."""
+        results = schema.results
+        columns = [func.coalesce(results.c[name], _EMPTY[name]).label(name)
+                   if name in _EMPTY else results.c[name] for name in fields]
+        query = (select(*columns, results.c.observed_in)
+                 .where(results.c.snapshot_id == snapshot_id).order_by(results.c.position))
+        kept: dict[Any, Any] = {}  # as summary_rows: each repeated value kept once
+        keep = kept.setdefault
+        with self.engine.connect().execution_options(yield_per=size) as conn:
+            for part in conn.execute(query).partitions():
+                yield [tuple([keep(value, value) for value in row]) for row in part]
 
     def published_names(self, snapshot_id: int, hosts: Collection[str],
                         ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
@@ -1102,6 +1132,31 @@ class SnapshotStore:
                 .group_by(results.c.status, results.c.investigation))
             return [(str(r[0]), None if r[1] is None else str(r[1]), int(r[2]))
                     for r in counted]
+
+    def investigation_trend(self, snapshot_ids: Collection[int],
+                            ) -> dict[int, dict[tuple[str, str | None], int]]:
+        """Per snapshot of ``snapshot_ids``: how many of its rows share each (status,
+        investigation state) as stored (None: no state stored, a row saved before issue 21),
+        in ONE grouped query over the results' primary key (snapshot, position), whatever the
+        number of snapshots: the trends of the Overview and the report. Every id asked for is
+        a key; a snapshot without rows (pruned, or not stored) counts nothing. The rows as
+        stored: a format 1 snapshot's are its run's hosts (``investigation_counts`` composes
+        its fleet), none of which holds a state."""
+        wanted = sorted(set(snapshot_ids))
+        counted: dict[int, dict[tuple[str, str | None], int]] = {i: {} for i in wanted}
+        if not wanted:
+            return counted
+        results = schema.results
+        with self.engine.connect() as conn:
+            for snapshot_id, status, state, hosts in conn.execute(
+                    select(results.c.snapshot_id, results.c.status, results.c.investigation,
+                           func.count())
+                    .where(results.c.snapshot_id.in_(wanted))
+                    .group_by(results.c.snapshot_id, results.c.status,
+                              results.c.investigation)):
+                key = (str(status), None if state is None else str(state))
+                counted[int(snapshot_id)][key] = int(hosts)
+        return counted
 
     def summary_counts(self, snapshot_ids: Sequence[int], catalog: Catalog,
                        policy: Policy | None = None) -> dict[int, dict[str, int]]:
@@ -1396,12 +1451,13 @@ class SnapshotStore:
         exceptions (a database that cannot be read at all raises ``SQLAlchemyError``).
         ``only``: hash the rows of that one snapshot again, and of no other (an evidence
         bundle's check: every link, head and signature is still checked). ``workers``: how
-        many processes hash the rows (default: one per core, at most ``MAX_WORKERS``, once
-        the headers claim ``PARALLEL_ROWS`` rows to hash; 1 hashes them here). The report is
-        the same either way: workers only compute each snapshot's ``RowCheck``. Workers are
-        started with "spawn": a script that calls this on a large store needs the usual
-        ``if __name__ == "__main__":`` guard, or ``workers=1``."""
-        # Rows are streamed (a server-side cursor on PostgreSQL), one snapshot at a time.
+        many processes hash the rows, this one among them (default: one per core, at most
+        ``MAX_WORKERS``, once the headers claim ``PARALLEL_ROWS`` rows to hash; 1 hashes them
+        here alone). The report is the same either way: workers only compute each snapshot's
+        ``RowCheck``. Workers are started with "spawn": a script that calls this on a large
+        store needs the usual ``if __name__ == "__main__":`` guard, or ``workers=1``."""
+        # Rows are streamed, one snapshot at a time: each result row is hashed as it is read
+        # (_driver_rows), the other large reads use a server-side cursor on PostgreSQL.
         with self.engine.connect().execution_options(stream_results=True,
                                                      yield_per=2000) as conn:
             return self._verify_in(conn, key, only, workers)
@@ -1420,10 +1476,7 @@ class SnapshotStore:
         checks = self._parallel_checks(wanted, workers)
         if checks is None:
             def checker(header: Mapping[str, Any]) -> RowCheck:
-                results, inventory = self._rows(conn, header["id"])
-                return replace(check_rows(header, results, inventory,
-                                          outside_table.read(conn, header["id"])),
-                               open_rows=_open_of(results))
+                return _row_check(conn, header)
         else:
             def checker(header: Mapping[str, Any]) -> RowCheck:
                 return checks[header["id"]]
@@ -1469,8 +1522,9 @@ class SnapshotStore:
 
     def _parallel_checks(self, headers: Sequence[dict[str, Any]],
                          workers: int | None) -> dict[int, RowCheck] | None:
-        """Each snapshot's RowCheck from worker processes, or None to check them here: one
-        worker wanted, too few rows, or a store only this process can see (in memory)."""
+        """Each snapshot's RowCheck from ``workers`` processes, this one among them, or None to
+        check them all on verify's connection: one process wanted, too few rows, or a store
+        only this process can see (in memory)."""
         database = self.engine.url.database
         if workers is None:
             rows = sum(h["host_count"] for h in headers
@@ -1487,13 +1541,21 @@ class SnapshotStore:
         # The URL (which may hold a password) reaches the workers through a pipe, never a
         # command line. "spawn": a fork of a process running threads (a dashboard) can hang.
         url = self.engine.url.render_as_string(hide_password=False)
-        shares = [list(headers[i::workers]) for i in range(workers)]
+        context = multiprocessing.get_context("spawn")
+        # Whoever is free takes the next snapshot: this process starts at once, while each
+        # worker first spends a third of a second starting, and a busy core slows one alone.
+        claims = context.Value("i", 0)
+        others = workers - 1
         checks: dict[int, RowCheck] = {}
         try:
-            with ProcessPoolExecutor(workers,
-                                     mp_context=multiprocessing.get_context("spawn")) as pool:
-                for done in pool.map(_row_checks, [url] * workers, shares):
-                    checks.update(done)
+            with ProcessPoolExecutor(others, mp_context=context, initializer=_share_claims,
+                                     initargs=(claims,)) as pool:
+                done = pool.map(_claimed_checks, [url] * others, [headers] * others)
+                with self.engine.connect().execution_options(stream_results=True,
+                                                             yield_per=2000) as conn:
+                    checks.update(_checks_claimed(conn, headers, claims))
+                for part in done:
+                    checks.update(part)
         except (BrokenProcessPool, OSError):
             # A worker that died (killed on a loaded machine, or one that cannot start) says
             # nothing about the store: the rows are checked here instead, more slowly.
@@ -1691,23 +1753,25 @@ def open_rows(conn: Connection, snapshot_id: int,
         .order_by(results.c.position))]
 
 
-def _open_of(results: Sequence[tuple[Any, ...]]) -> tuple[tuple[int, str], ...]:
-    """``open_rows`` of rows already read (``ROW_KEYS`` order), judged as ``open_rows`` judges
-    the stored values: for verify, which reads every row anyway. Each distinct combination of
-    the judged values (a few dozen) is judged once."""
-    at = [ROW_KEYS.index(name) for name in _JUDGED]
-    judged: dict[tuple[Any, ...], bool] = {}
-    found = []
-    for row in results:
-        key = tuple(row[i] for i in at)
-        open_ = judged.get(key)
+class _OpenRows:
+    """``open_rows`` of rows given one at a time (``ROW_KEYS`` order), judged as ``open_rows``
+    judges the stored values: for verify, which reads every row anyway. Each distinct
+    combination of the judged values (a few dozen) is judged once."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[int, str]] = []
+        self._judged: dict[tuple[Any, ...], bool] = {}
+        self._key = itemgetter(*(ROW_KEYS.index(name) for name in _JUDGED))
+
+    def __call__(self, row: tuple[Any, ...]) -> None:
+        key = self._key(row)
+        open_ = self._judged.get(key)
         if open_ is None:
-            open_ = judged[key] = _needs_work(tuple(
+            open_ = self._judged[key] = _needs_work(tuple(
                 _EMPTY.get(name, "") if value is None else value
                 for name, value in zip(_JUDGED, key, strict=True)))
         if open_:
-            found.append((int(row[0]), str(row[1])))
-    return tuple(found)
+            self.found.append((int(row[0]), str(row[1])))
 
 
 def _summary_of(row: tuple[Any, ...]) -> HostSummary:
@@ -1799,18 +1863,117 @@ _STAND_IN = Verdict(host="", status=Status.UNKNOWN, reason="stand-in", action=""
                     as_of=datetime(1970, 1, 1, tzinfo=UTC))
 
 
-def _row_checks(url: str, headers: Sequence[Mapping[str, Any]]) -> dict[int, RowCheck]:
-    """A verify worker: the RowCheck of each snapshot in ``headers``, read from ``url``."""
+# In a verify worker: the index of the next snapshot to check, shared with the process that
+# started it and the other workers (SnapshotStore._parallel_checks).
+_claims: Synchronized[int] | None = None
+
+
+def _share_claims(claims: Synchronized[int]) -> None:
+    """A verify worker's start (its pool's initializer)."""
+    global _claims
+    _claims = claims
+
+
+def _claimed_checks(url: str, headers: Sequence[Mapping[str, Any]]) -> dict[int, RowCheck]:
+    """A verify worker: the RowCheck of each snapshot of ``headers`` it claims, read from
+    ``url``."""
+    assert _claims is not None, "started without _share_claims"
     engine = create_engine(url)
     try:
         with engine.connect().execution_options(stream_results=True, yield_per=2000) as conn:
-            checks = {}
-            for h in headers:
-                results, inventory = SnapshotStore._rows(conn, h["id"])
-                checks[h["id"]] = replace(check_rows(h, results, inventory,
-                                                     outside_table.read(conn, h["id"])),
-                                          open_rows=() if h["pruned"] else _open_of(results))
-            return checks
+            return _checks_claimed(conn, headers, _claims)
     finally:
         engine.dispose()
+
+
+def _checks_claimed(conn: Connection, headers: Sequence[Mapping[str, Any]],
+                    claims: Synchronized[int]) -> dict[int, RowCheck]:
+    """The RowCheck of each snapshot of ``headers`` this process claims, one at a time, until
+    ``claims`` has passed the last."""
+    checks: dict[int, RowCheck] = {}
+    while True:
+        with claims.get_lock():
+            index = claims.value
+            claims.value = index + 1
+        if index >= len(headers):
+            return checks
+        checks[headers[index]["id"]] = _row_check(conn, headers[index])
+
+
+def _row_check(conn: Connection, header: Mapping[str, Any]) -> RowCheck:
+    """One snapshot's RowCheck, with its open rows, its rows hashed as they are read."""
+    snapshot_id = header["id"]
+    inventory = list(_driver_rows(conn, select(
+        schema.discovered.c.position, schema.discovered.c.host, schema.discovered.c.record)
+        .where(schema.discovered.c.snapshot_id == snapshot_id)
+        .order_by(schema.discovered.c.position)))
+    outside = outside_table.read(conn, snapshot_id)
+    opened = _OpenRows()
+    # The rows ``_rows`` reads (ROW_KEYS), streamed: never a whole snapshot in memory.
+    results = _driver_rows(conn, select(*(schema.results.c[key] for key in ROW_KEYS))
+                           .where(schema.results.c.snapshot_id == snapshot_id)
+                           .order_by(schema.results.c.position))
+    return replace(check_rows(header, results, inventory, outside, opened),
+                   open_rows=tuple(opened.found))
+
+
+def _driver_rows(conn: Connection, statement: Select[Any]) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``statement``, each as SQLAlchemy returns it (every value through its
+    column type's result processor: SQLite's 0/1 becomes a bool), one at a time; read it to
+    its end before ``conn`` runs anything else. A driver's error is raised as SQLAlchemy
+    raises it (``DBAPIError``). From the driver's own cursor when it is sqlite3 or psycopg
+    (psycopg streams it in chunks of ``STREAM_ROWS``): SQLAlchemy's row objects, and a list
+    of a whole snapshot's rows, took more than a third of verify's time at 10,000 hosts x 52,
+    and a row hashed as it arrives is still in the CPU's cache."""
+    dialect = conn.dialect
+    driver = conn.connection.driver_connection  # in conn's transaction
+    if driver is None or dialect.driver not in ("pysqlite", "psycopg"):
+        for found in conn.execute(statement):
+            yield tuple(found)
+        return
+    compiled = statement.compile(dialect=dialect)
+    params = compiled.construct_params()
+    args = (tuple(params[name] for name in compiled.positiontup or ()) if compiled.positional
+            else params)
+    failure = dialect.loaded_dbapi.Error
+    try:
+        yield from _typed_rows(driver, str(compiled), args, statement, dialect)
+    except failure as error:
+        raise DBAPIError.instance(str(compiled), args, error, failure, dialect=dialect,
+                                  hide_parameters=conn.engine.hide_parameters) from error
+
+
+def _typed_rows(driver: Any, sql: str, args: Any, statement: Select[Any],
+                dialect: Dialect) -> Iterator[tuple[Any, ...]]:
+    """``_driver_rows`` from a cursor of ``driver`` (a sqlite3 or psycopg connection)."""
+    cursor = driver.cursor()
+    rows: Iterator[tuple[Any, ...]] = iter(())
+    try:
+        if dialect.driver == "psycopg":
+            from psycopg import capabilities
+
+            # Chunks need libpq 17 (psycopg[binary] bundles it); before it, a row at a time.
+            rows = cursor.stream(sql, args,
+                                 size=STREAM_ROWS if capabilities.has_stream_chunked() else 1)
+        else:
+            rows = cursor.execute(sql, args)
+        processors: list[tuple[int, Callable[[Any], Any]]] | None = None
+        for row in rows:
+            if processors is None:  # the column types the driver reports come with the rows
+                processors = [
+                    (i, process) for i, (column, described) in enumerate(
+                        zip(statement.selected_columns, cursor.description, strict=True))
+                    if (process := column.type.dialect_impl(dialect).result_processor(
+                        dialect, described[1])) is not None]
+            if processors:
+                values = list(row)
+                for i, typed in processors:
+                    values[i] = typed(values[i])
+                row = tuple(values)
+            yield row
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()  # psycopg: a stream left part-read is cancelled and drained
+        cursor.close()
 

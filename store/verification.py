@@ -27,8 +27,9 @@ emptying it, is not detectable from inside it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,25 +65,70 @@ class RowCheck:
 RowChecker = Callable[[Mapping[str, Any]], RowCheck]
 
 
-def check_rows(header: Mapping[str, Any], results: Sequence[tuple[Any, ...]],
-               inventory: Sequence[tuple[Any, ...]], outside: str | None = None) -> RowCheck:
+def check_rows(header: Mapping[str, Any], results: Iterable[tuple[Any, ...]],
+               inventory: Sequence[tuple[Any, ...]], outside: str | None = None,
+               each: Callable[[tuple[Any, ...]], object] | None = None) -> RowCheck:
     """The ``RowCheck`` of one snapshot: ``results`` as stored (store.snapshots.ROW_KEYS:
     position, host, status, observation, verdict, observed_in, scopes, summary columns),
     ``inventory`` rows (position, host, record), each in position order, and its outside
-    document (None: none stored). A pruned snapshot's rows are only counted."""
-    holds_rows = bool(results or inventory) or outside is not None
+    document (None: none stored). A pruned snapshot's rows are only counted. ``results`` is
+    read once, to its end, so it may be a stream straight from the database (each row is
+    hashed as it arrives); ``each`` is called with every row of a snapshot that is not
+    pruned (store.snapshots notes the open rows), and what it raises is raised here, after
+    the digest."""
+    rows = iter(results)
+    first = next(rows, None)
+    holds_rows = first is not None or bool(inventory) or outside is not None
     if header["pruned"]:
+        for _ in rows:  # read to its end: the stream's connection is wanted again
+            pass
         return RowCheck(holds_rows, None, False, None)
     version = _format(header)
-    mismatch = None
-    if version < 4:
-        mismatch = next(((r[0], r[1]) for r in results if not summary_matches(r)), None)
+    rows = itertools.chain(() if first is None else (first,), rows)
+    seen = _Seen(version, each)
+
+    def observed() -> Iterator[tuple[Any, ...]]:
+        for row in rows:
+            seen(row)
+            yield row
+
+    digest = chain.stored_digest(dict(header), observed(), inventory, outside)
+    # The digest stops at a row no writer makes (None): the rows after it are checked still.
+    for row in rows:
+        seen(row)
+    if seen.error is not None:
+        raise seen.error
     return RowCheck(
-        holds_rows, chain.stored_digest(dict(header), results, inventory, outside),
+        holds_rows, digest,
         version < 2 and (header.get("observed_count") is not None
-                         or header.get("fresh_count") is not None
-                         or any(r[5] is not None or r[6] is not None for r in results)),
-        mismatch)
+                         or header.get("fresh_count") is not None or seen.fleet_fields),
+        seen.mismatch)
+
+
+class _Seen:
+    """What ``check_rows`` learns of each row besides the digest: before format 2 whether it
+    holds whole-fleet fields, before format 4 whether its summary columns agree with its JSON
+    (the first that does not), and whatever ``each`` notes. An error ``each`` raises is kept
+    for ``check_rows`` to raise: inside the digest's reading it would count as a row no
+    writer makes."""
+
+    def __init__(self, version: int, each: Callable[[tuple[Any, ...]], object] | None) -> None:
+        self.version = version
+        self.each = each
+        self.fleet_fields = False
+        self.mismatch: tuple[Any, Any] | None = None
+        self.error: Exception | None = None
+
+    def __call__(self, row: tuple[Any, ...]) -> None:
+        if self.each is not None and self.error is None:
+            try:
+                self.each(row)
+            except Exception as error:  # raised by check_rows, after the digest
+                self.error = error
+        if self.version < 2 and (row[5] is not None or row[6] is not None):
+            self.fleet_fields = True
+        if self.version < 4 and self.mismatch is None and not summary_matches(row):
+            self.mismatch = (row[0], row[1])
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,14 @@ from typing import Any
 import plotly.graph_objects as go
 
 from compliance.models import Status
-from views.labels import STATUS_COLORS, STATUS_LABELS, STATUS_ORDER
+from views.labels import (
+    INVESTIGATION_COLORS,
+    INVESTIGATION_TREND_ORDER,
+    STATUS_COLORS,
+    STATUS_LABELS,
+    STATUS_ORDER,
+    investigation_label,
+)
 from views.summary import patched_share
 
 NONE = "(none)"  # the bar of hosts without a site or DAG
@@ -107,6 +114,24 @@ def status_trend(times: Sequence[datetime], counts: Sequence[Mapping[str, int]])
         layout["yaxis2"] = {"title": {"text": "% patched"}, "overlaying": "y", "side": "right",
                             "range": [0, 100], "showgrid": False}
     return _figure(traces, layout, "Status across snapshots")
+
+
+def investigation_trend(times: Sequence[datetime],
+                        splits: Sequence[Mapping[str, int]]) -> go.Figure:
+    """Stacked area of the patched hosts of each snapshot per investigation state after the
+    fix (``views.summary.investigation_split``: a state's value, or ``NOT_READ`` for a snapshot
+    saved before issue 21, drawn apart and never as clean); one series per state present."""
+    traces: list[dict[str, Any]] = []
+    for key in INVESTIGATION_TREND_ORDER:
+        values = [split.get(key, 0) for split in splits]
+        if any(values):
+            traces.append({"type": "scatter", "name": investigation_label(key),
+                           "x": list(times), "y": values, "mode": "lines+markers",
+                           "stackgroup": "investigation",
+                           "line": {"color": INVESTIGATION_COLORS[key]},
+                           "hovertemplate": "%{y} patched hosts<extra>%{fullData.name}</extra>"})
+    return _figure(traces, {"yaxis": {"title": {"text": "patched hosts"}, "rangemode": "tozero"}},
+                   "Patched servers: investigated after the fix?")
 
 
 def _natural(text: str) -> tuple[object, ...]:

@@ -6,7 +6,7 @@ Pages never open the store or talk to collectors themselves; they call these.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
@@ -21,11 +21,18 @@ from compliance.deadline import DeadlinePolicy
 from compliance.evaluate import Policy
 from compliance.investigation import Investigation, InvestigationState
 from compliance.investigation_record import BEFORE, stored_state
-from compliance.models import Assessment, Flag, Status
+from compliance.models import Assessment, Flag, Status, worst_status
 from compliance.outside_record import EndpointRecord, OutsideRecord
 from compliance.plan import Plan, next_steps, plan_host
 from compliance.sulevel import SuState, su_level
-from compliance.summary import ALL, HostSummary, full_build
+from compliance.summary import (
+    ALL,
+    AdvisoryStatus,
+    HostSummary,
+    advisories_of,
+    full_build,
+    judged_by_all,
+)
 from compliance.worklist import (
     INDICATORS_FIRST,
     PRIORITY_NAMES,
@@ -37,7 +44,7 @@ from compliance.worklist import (
     triage_priority,
 )
 from settings import Settings, SettingsError, load_settings
-from store import SnapshotInfo, SnapshotStore
+from store import SnapshotInfo, SnapshotStore, chain
 from store.acceptances import acceptances as stored_acceptances
 from store.acceptances import record as record_stored_acceptance
 from store.acceptances import standing_in
@@ -204,7 +211,10 @@ def host_table(url: str, snapshot_id: int, advisory: str | None = None) -> pd.Da
     read from the summary columns alone. ``advisory`` (``chosen_advisory``): status, flags,
     mitigations and action as that advisory (or ``ALL``) judged the host
     (``HostSummary.through``: unknown where it was not judged by it)."""
-    return _host_table(url, snapshot_id, _max_age_days(), advisory)
+    table = _host_table(url, snapshot_id, _store(url).info(snapshot_id).hash, _max_age_days(),
+                        advisory)
+    # Copy-on-write (pandas 3): what the caller changes on its copy never reaches the cache's.
+    return table.copy(deep=False)
 
 
 # The summary columns the pages show or filter on (the rest, long texts such as reason and
@@ -240,8 +250,12 @@ def su_level_text(build: str, build_source: str) -> str:
     return level.state.value
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def _host_table(url: str, snapshot_id: int, max_age_days: float,
+# A resource, not data: st.cache_data pickles what it keeps and unpickles each read, which
+# for 50,000 hosts held three copies of the table at once (the Hosts page's peak memory). A
+# stored snapshot never changes; its digest is in the key, so an id reused after the store
+# was replaced is a new entry.
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _host_table(url: str, snapshot_id: int, digest: str, max_age_days: float,
                 advisory: str | None = None) -> pd.DataFrame:
     store = _store(url)
     if advisory is not None:
@@ -249,12 +263,23 @@ def _host_table(url: str, snapshot_id: int, max_age_days: float,
                 for summary in _through(store, snapshot_id, max_age_days, advisory)
                 for stored in (summary.to_columns(),)]
     elif store.info(snapshot_id).fleet:
-        rows = store.summary_rows(snapshot_id, fields=HOST_TABLE_FIELDS)
+        # Batch by batch into the table's compact (Arrow) columns: the rows as Python objects
+        # are never all held at once (the Hosts page's peak memory at 50,000 hosts).
+        parts = [_host_frame(batch, snapshot_id)
+                 for batch in store.summary_batches(snapshot_id, fields=HOST_TABLE_FIELDS)]
+        if parts:
+            return pd.concat(parts, ignore_index=True)
+        rows = []
     else:
         rows = []
         for summary in store.summaries(snapshot_id, catalog(), _policy(max_age_days)):
             stored = summary.to_columns()
             rows.append((*(stored[name] for name in HOST_TABLE_FIELDS), summary.observed_in))
+    return _host_frame(rows, snapshot_id)
+
+
+def _host_frame(rows: Sequence[tuple[Any, ...]], snapshot_id: int) -> pd.DataFrame:
+    """``HOST_TABLE_COLUMNS`` of ``rows`` (``HOST_TABLE_FIELDS`` then ``observed_in``)."""
     # What the host needs (the worklist's priority, by name; "" for nothing): few distinct
     # (status, flags) pairs in a fleet, so each is judged once; read from the rows, not from
     # the DataFrame's Arrow-backed columns (iterating those in Python is slow).
@@ -269,7 +294,7 @@ def _host_table(url: str, snapshot_id: int, max_age_days: float,
             rank_ = stored_priority(*judged)
             needs[judged] = "" if rank_ is None else PRIORITY_NAMES[rank_]
         column.append(needs[judged])
-    table = pd.DataFrame(rows, columns=[*HOST_TABLE_FIELDS, "observed_in"])
+    table = pd.DataFrame(list(rows), columns=[*HOST_TABLE_FIELDS, "observed_in"])
     table["carried"] = table["observed_in"].notna()
     table["observed_in"] = table["observed_in"].fillna(snapshot_id).astype("int64")
     table["need"] = column
@@ -311,6 +336,29 @@ def _investigation_counts(url: str, snapshot_id: int, max_age_days: float) -> di
     return counted
 
 
+def investigation_trend(url: str, snapshots: Sequence[SnapshotInfo],
+                        ) -> dict[int, dict[tuple[str, str | None], int]]:
+    """Per snapshot of ``snapshots`` (by id): its hosts per (status, investigation state as
+    stored; None: none stored), the trends of the Overview and the report (issue 21). The
+    snapshots that can hold states are counted by the store in ONE grouped query, cached under
+    their ids; one saved before issue 21 (format 6 or earlier), a format 1 or a pruned one
+    holds none: its header's status counts, every state None (shown as not read, never as
+    clean). A few rows per snapshot, whatever the fleet's size."""
+    asked = tuple(sorted({s.id for s in snapshots
+                          if s.format >= chain.INVESTIGATION_FORMAT and not s.pruned}))
+    read = _investigation_trend(url, asked) if asked else {}
+    return {s.id: read.get(s.id) or {(status, None): hosts for status, hosts in s.counts.items()
+                                     if hosts}
+            for s in snapshots}
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _investigation_trend(url: str, snapshot_ids: tuple[int, ...],
+                         ) -> dict[int, dict[tuple[str, str | None], int]]:
+    # Stored snapshots never change: kept under their ids, with no time limit.
+    return _store(url).investigation_trend(snapshot_ids)
+
+
 def investigation(url: str, snapshot_id: int, host: str) -> Investigation | None:
     """One host's stored investigation after the fix (None: none stored, a snapshot from
     before issue 21)."""
@@ -346,12 +394,31 @@ def _advisory_matrix(url: str, snapshot_id: int, max_age_days: float) -> pd.Data
     own = store.info(snapshot_id).advisory_id
     ids = [c.advisory.id for c in catalogs()]
     rows = []
-    for summary in store.summaries(snapshot_id, catalog(), _policy(max_age_days)):
-        statuses = {own: summary.status, **{a.advisory: a.status for a in summary.advisories}}
-        # The worst as "all advisories" reads it: one without a verdict counts as unknown.
-        rows.append((summary.host, *(statuses[i].value if i in statuses else "" for i in ids),
-                     summary.through(ALL, own, ids).status.value))
+    if store.info(snapshot_id).fleet:
+        # From three stored columns: a fleet has few distinct (status, per-advisory verdicts)
+        # pairs, each read once (50,000 full summaries were the Hosts page's largest cost).
+        cells: dict[tuple[str, Any], tuple[str, ...]] = {}
+        for host, status, text, _observed_in in store.summary_rows(
+                snapshot_id, fields=("host", "status", "advisories")):
+            if (status, text) not in cells:
+                cells[(status, text)] = _matrix_cells(AdvisoryStatus(own, Status(status)),
+                                                      advisories_of(text), ids)
+            rows.append((host, *cells[(status, text)]))
+    else:
+        for summary in store.summaries(snapshot_id, catalog(), _policy(max_age_days)):
+            rows.append((summary.host, *_matrix_cells(
+                AdvisoryStatus(own, summary.status), summary.advisories, ids)))
     return pd.DataFrame(rows, columns=["host", *ids, MATRIX_WORST])
+
+
+def _matrix_cells(mine: AdvisoryStatus, others: Sequence[AdvisoryStatus],
+                  ids: Sequence[str]) -> tuple[str, ...]:
+    """One matrix row's status cells: each advisory's ("" where none is held), then the worst
+    as "all advisories" reads it (one without a verdict counts as unknown)."""
+    statuses = {mine.advisory: mine.status, **{a.advisory: a.status for a in others}}
+    judged = judged_by_all(mine, others, ids)
+    worst = mine.status if judged is None else worst_status(a.status for a in judged)
+    return (*(statuses[i].value if i in statuses else "" for i in ids), worst.value)
 
 
 UNKNOWN_BUILD_COLUMNS = ("host", "build", "product", "cu", "status", "flags")

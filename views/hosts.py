@@ -202,7 +202,7 @@ ORDER = ("host", "status", "investigation", "accepted", "due", "overdue", "actio
          "observed_in")
 view = shown.reset_index(drop=True)
 event = st.dataframe(
-    labels.status_chips(view[list(ORDER)]),  # only the shown columns are sent
+    labels.compact(labels.status_chips(view[list(ORDER)])),  # only the shown columns
     hide_index=True,
     column_order=ORDER,
     column_config={

@@ -55,8 +55,10 @@ def timeline_rows(found: Investigation | None, observation: Observation) -> list
                            detection.threat + (f" ({', '.join(detection.resources)})"
                                                if detection.resources else "")))
         for reach in traces.log_reach or ():
-            events.append((reach.oldest, f"Log {reach.log} reaches back to",
-                           "oldest entry" if reach.oldest else "log not found"))
+            where = f"Log {reach.log}" + (f", folder {reach.folder}," if reach.folder else "")
+            events.append((reach.oldest, f"{where} reaches back to",
+                           "oldest entry" if reach.oldest
+                           else "the folder holds no file" if reach.folder else "log not found"))
         for candidate in traces.candidates or ():
             events.append((candidate.created or candidate.modified, "Possible web shell",
                            f"{candidate.path} (modified {_at(candidate.modified)}, "

@@ -54,6 +54,21 @@ INVESTIGATION_LABELS = {
 }
 STEP_LABELS = {StepState.MET: "met", StepState.DUE: "due now", StepState.PENDING: "not due yet",
                StepState.MISSED: "missed"}
+# The investigation trend: a snapshot saved before issue 21 holds no state (NULL), shown as not
+# read, never as clean. Colours: Okabe & Ito, as the statuses', with the label always beside.
+NOT_READ = "not_read"
+NOT_READ_LABEL = "Not read (saved before issue 21)"
+INVESTIGATION_TREND_ORDER = (InvestigationState.CLEAN.value, InvestigationState.INCOMPLETE.value,
+                             InvestigationState.NOT_INVESTIGATED.value,
+                             InvestigationState.INDICATORS_FOUND.value, NOT_READ)
+INVESTIGATION_COLORS = {
+    InvestigationState.CLEAN.value: "#009E73",             # bluish green
+    InvestigationState.INCOMPLETE.value: "#56B4E9",        # sky blue
+    InvestigationState.NOT_INVESTIGATED.value: "#E69F00",  # orange
+    InvestigationState.INDICATORS_FOUND.value: "#D55E00",  # vermillion
+    InvestigationState.NOT_APPLICABLE.value: "#999999",    # grey
+    NOT_READ: "#999999",                                   # grey
+}
 # The outside view (issue 18): what a namespace showed against the fleet, and how far a
 # disclosed build can be trusted (a three-part logon path never shows the Security Update).
 FINDING_LABELS = {
@@ -111,6 +126,8 @@ def flag_label(value: str) -> str:
 
 
 def investigation_label(value: object) -> str:
+    if value == NOT_READ:
+        return NOT_READ_LABEL
     try:
         return INVESTIGATION_LABELS[InvestigationState(str(value))]
     except ValueError:
@@ -143,6 +160,21 @@ def status_chips(table: pd.DataFrame, columns: tuple[str, ...] = ("status",)) ->
     shown = table.copy(deep=False)  # the other columns are shared, never written
     for column in columns:
         shown[column] = [[value] if value else [] for value in table[column].tolist()]
+    return shown
+
+
+def compact(table: pd.DataFrame, share: float = 0.1) -> pd.DataFrame:
+    """A copy of ``table`` in which each text column with few distinct values (at most
+    ``share`` of its rows) is categorical: ``st.dataframe`` then sends each value once and a
+    small number per row (Arrow's dictionary encoding), not the text of every cell, so a
+    50,000-host table is a fraction of the bytes to build, hold and send. The cells read and
+    sort the same (categories are the values, sorted)."""
+    shown = table.copy(deep=False)
+    limit = max(1, int(len(table) * share))
+    for column in table.columns:
+        values = table[column]
+        if isinstance(values.dtype, pd.StringDtype) and values.nunique(dropna=False) <= limit:
+            shown[column] = values.astype("category")
     return shown
 
 

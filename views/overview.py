@@ -20,7 +20,7 @@ from views import charts, data, integrity, labels
 from views.markdown import literal
 from views.page import OUTSIDE_OFF, advisory_shown, current, outside_view, snapshot_caption
 from views.report import report_html
-from views.summary import Kpi, kpis, projected_completion
+from views.summary import Kpi, investigation_split, kpis, projected_completion
 
 HOSTS = "views/hosts.py"
 
@@ -99,7 +99,9 @@ def _report() -> bytes:
                        state.words, datetime.now(UTC), demo=data.is_demo(url),
                        deadlines=data.deadlines(url, ctx.snapshot.id),
                        policy=ctx.config.deadlines.policy().describe(),
-                       moment=data.deadline_moment(ctx.snapshot, latest)).encode()
+                       moment=data.deadline_moment(ctx.snapshot, latest),
+                       investigations=data.investigation_trend(url, ctx.history),
+                       triage=data.catalog().advisory.triage).encode()
 
 
 st.download_button("One-page report (HTML, prints on A4)",
@@ -277,3 +279,24 @@ elif projected is not None:
 else:
     st.warning("The recent snapshots show no progress in patching: no completion date can be "
                "projected.")
+
+# Patched is not clean (issue 21): the patched servers' investigation after the fix in each
+# snapshot shown, counted in one grouped query over them (cached under their ids). A snapshot
+# saved before issue 21 holds no state: shown as not read, never as clean.
+investigated = data.investigation_trend(url, ctx.history)
+left, right = st.columns(2)
+left.plotly_chart(charts.investigation_trend(
+    times, [investigation_split(investigated[s.id]) for s in ctx.history]), width="stretch",
+    key="chart_investigation")
+triage = data.catalog().advisory.triage
+right.markdown("**Patched is not clean.** Each snapshot's patched servers by their "
+               "investigation after the fix, for the March 2021 advisory: not investigated (no "
+               "full malware scan recorded after the fix), incomplete (the evidence cannot cover "
+               "the exposure window), clean, or with indicators found. Snapshots saved before "
+               "investigations were recorded show as not read, never as clean.")
+if triage is not None:
+    right.caption(f"{literal(triage.directive)}: a full scan ({literal(triage.scan_command)}) "
+                  f"after the fix, due by {triage.first_scan_by:%Y-%m-%d %H:%M} UTC or "
+                  f"{triage.first_scan_within_days} days after a later fix, then "
+                  f"{triage.followup_scans} scans, one every {triage.followup_interval_days} "
+                  "days. Each host's steps are on the Hosts page.")

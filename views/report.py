@@ -14,12 +14,20 @@ from datetime import datetime
 
 import pandas as pd
 
+from compliance.investigation import InvestigationState
 from compliance.models import Status
+from compliance.triage import TriagePolicy
 from compliance.worklist import PRIORITY_NAMES
 from store import SnapshotInfo
-from views.labels import STATUS_COLORS, STATUS_LABELS, STATUS_ORDER
+from views.labels import (
+    INVESTIGATION_LABELS,
+    NOT_READ,
+    STATUS_COLORS,
+    STATUS_LABELS,
+    STATUS_ORDER,
+)
 from views.markdown import visible
-from views.summary import patched_share
+from views.summary import investigation_split, patched_share
 
 TREND_POINTS = 12  # the last snapshots the trend table shows
 GROUP_ROWS = 15  # sites or DAGs listed; the rest summed in one row
@@ -79,15 +87,22 @@ def _group_table(table: pd.DataFrame, column: str, title: str) -> str:
             f"</th>{header}<th></th></tr>{''.join(rows)}</table>")
 
 
+Investigations = Mapping[int, Mapping[tuple[str, str | None], int]]
+
+
 def report_html(snapshot: SnapshotInfo, history: Sequence[SnapshotInfo], table: pd.DataFrame,
                 chain: str, now: datetime, demo: bool = False,
                 deadlines: pd.DataFrame | None = None, policy: str = "",
-                moment: datetime | None = None) -> str:
+                moment: datetime | None = None, investigations: Investigations | None = None,
+                triage: TriagePolicy | None = None) -> str:
     """The report of ``snapshot`` (its host table as ``views.data.host_table`` gives it,
     ``history`` oldest first), stating ``chain`` (the verification state, in words) and when
     it was made (``now``, aware). ``deadlines``: the open hosts' due times
     (``views.data.deadlines``) under ``policy`` (in words), judged at ``moment`` (default
-    ``now``). Returns a whole HTML document."""
+    ``now``). ``investigations``: per snapshot id, its hosts per (status, stored investigation
+    state) (``views.data.investigation_trend``; None: no investigation section or column),
+    under the snapshot's own advisory's ``triage`` (its directive). Returns a whole HTML
+    document."""
     needs = Counter(value for value in table["need"] if value)
     waiting = sum(needs.values())
     parts = ", ".join(f"{needs.get(PRIORITY_NAMES[p], 0)} "
@@ -97,10 +112,15 @@ def report_html(snapshot: SnapshotInfo, history: Sequence[SnapshotInfo], table: 
     trend = []
     for info in list(history)[-TREND_POINTS:]:
         info_share = patched_share(info.counts)[0]
+        unread = ("" if investigations is None else
+                  f'<td class="n">{_not_investigated(investigations.get(info.id))}</td>')
         trend.append(f"<tr><td>#{info.id}</td><td>{info.taken_at:%Y-%m-%d %H:%M}</td>"
                      f'<td class="n">{info.host_count}</td><td class="n">{info_share:.0f}%</td>'
-                     f"{_status_cells(info.counts)}<td>{_bar(info.counts)}</td></tr>")
+                     f"{unread}{_status_cells(info.counts)}<td>{_bar(info.counts)}</td></tr>")
     status_header = "".join(f"<th>{_e(STATUS_LABELS[s])}</th>" for s in STATUS_ORDER)
+    unread_header = "" if investigations is None else f"<th>{_e(NOT_INVESTIGATED_TITLE)}</th>"
+    section = ("" if investigations is None else
+               _investigation_part(investigations.get(snapshot.id, {}), triage))
     key = "".join(f'<span style="background:{STATUS_COLORS[s]}"></span>{_e(STATUS_LABELS[s])}'
                   for s in STATUS_ORDER)
     bad = not chain.lower().startswith("verified")
@@ -122,13 +142,72 @@ digest {_e(snapshot.hash[:16])}…; catalogue {_e(snapshot.catalog_version)}; ad
 fleet, {fresh} with a fresh observation. Unknown servers are never counted as patched.</div>
 <div class="key">{key}</div>
 {_deadline_part(deadlines, policy, moment or now)}
+{section}
 <h2>Trend (last {len(trend)} snapshots)</h2>
-<table><tr><th>Snapshot</th><th>Taken (UTC)</th><th>Servers</th><th>% patched</th>{status_header}
-<th></th></tr>{''.join(trend)}</table>
+<table><tr><th>Snapshot</th><th>Taken (UTC)</th><th>Servers</th><th>% patched</th>{unread_header}
+{status_header}<th></th></tr>{''.join(trend)}</table>
 {_group_table(table, "site", "Status by AD site")}
 {_group_table(table, "dag", "Status by DAG")}
 </body></html>
 """
+
+
+# The investigation after the fix (issue 21), in the Overview's words: its states by label
+# (views/labels.py), its figure "Patched, not investigated".
+NOT_INVESTIGATED_TITLE = "Patched, not investigated"
+INVESTIGATION_COLUMNS = (InvestigationState.NOT_INVESTIGATED, InvestigationState.INCOMPLETE,
+                         InvestigationState.CLEAN, InvestigationState.INDICATORS_FOUND)
+
+
+def _not_investigated(counts: Mapping[tuple[str, str | None], int] | None) -> str:
+    """A trend cell: the patched servers not investigated, and those of a snapshot saved
+    before issue 21 as "not read" (no state stored: never clean); "" when not counted."""
+    if counts is None:
+        return ""
+    split = investigation_split(counts)
+    shown, unread = split.get(InvestigationState.NOT_INVESTIGATED.value, 0), split.get(NOT_READ, 0)
+    if unread and not shown:
+        return f"{unread} not read"
+    return f"{shown} + {unread} not read" if unread else str(shown)
+
+
+def _investigation_part(counts: Mapping[tuple[str, str | None], int],
+                        triage: TriagePolicy | None) -> str:
+    """Of the patched and the mitigated servers, how many in each state: a server whose row
+    holds no state (saved before issue 21) counts as not investigated, as on the Overview,
+    and is said so."""
+    rows, unread, figure = [], 0, 0
+    for status in (Status.PATCHED, Status.MITIGATED):
+        split = investigation_split(counts, status.value)
+        missing = split.pop(NOT_READ, 0)
+        split[InvestigationState.NOT_INVESTIGATED.value] = (
+            split.get(InvestigationState.NOT_INVESTIGATED.value, 0) + missing)
+        if status is Status.PATCHED:
+            unread, figure = missing, split[InvestigationState.NOT_INVESTIGATED.value]
+        cells = "".join(f'<td class="n">{split.get(state.value, 0)}</td>'
+                        for state in INVESTIGATION_COLUMNS)
+        rows.append(f"<tr><td>{_e(STATUS_LABELS[status])}</td>{cells}"
+                    f'<td class="n">{sum(split.values())}</td></tr>')
+    header = "".join(f"<th>{_e(INVESTIGATION_LABELS[state])}</th>"
+                     for state in INVESTIGATION_COLUMNS)
+    before = (f" {unread} of them saved before issue 21: no traces recorded, counted as not "
+              "investigated, never as clean." if unread else "")
+    return (f"<h2>Patched is not clean: has anyone looked for a back door?</h2>"
+            f"<div><b>{figure} patched server{'s' if figure != 1 else ''} not investigated</b>"
+            f" (no full malware scan recorded after the fix).{_e(before)}</div>"
+            f"<table><tr><th>Status</th>{header}<th>Servers</th></tr>{''.join(rows)}</table>"
+            f"<div class=\"meta\">{_e(_directive_words(triage))}</div>")
+
+
+def _directive_words(triage: TriagePolicy | None) -> str:
+    if triage is None:
+        return "The advisory defines no triage directive."
+    every = ("weekly" if triage.followup_interval_days == 7 else
+             f"every {triage.followup_interval_days} days")
+    return (f"Directive: {triage.directive}: a full scan ({triage.scan_command}) after the fix, "
+            f"due by {triage.first_scan_by:%Y-%m-%d %H:%M} UTC (or "
+            f"{triage.first_scan_within_days} days after a later fix), then "
+            f"{triage.followup_scans} {every} scans.")
 
 
 OVERDUE_ROWS = 15  # overdue servers listed by name; the rest counted

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from compliance.investigation import InvestigationState
 from compliance.models import Status
-from views.labels import STATUS_LABELS
+from views.labels import NOT_READ, STATUS_LABELS
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,26 @@ def patched_share(counts: Mapping[str, int]) -> tuple[float, int, int]:
     patched = counts.get(Status.PATCHED.value, 0)
     affected = total - counts.get(Status.NOT_APPLICABLE.value, 0)
     return (100.0 * patched / affected if affected else 0.0), patched, affected
+
+
+def investigation_split(counts: Mapping[tuple[str, str | None], int],
+                        status: str = Status.PATCHED.value) -> dict[str, int]:
+    """The hosts of ``status`` per investigation state, from (status, stored state) counts
+    (``views.data.investigation_trend``): a state's value, ``NOT_READ`` where none is stored
+    (a snapshot saved before issue 21: never clean), and a value no writer makes counted as
+    not investigated (as the host table reads it). States without hosts are left out."""
+    split: dict[str, int] = {}
+    for (held, state), hosts in counts.items():
+        if held != status or not hosts:
+            continue
+        if state is None:
+            key = NOT_READ
+        elif state in {s.value for s in InvestigationState}:
+            key = state
+        else:
+            key = InvestigationState.NOT_INVESTIGATED.value
+        split[key] = split.get(key, 0) + hosts
+    return split
 
 
 PATCHED_HELP = ("Patched hosts as a share of affected hosts: every host but those the advisory "

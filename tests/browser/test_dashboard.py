@@ -46,7 +46,7 @@ def test_overview_shows_badge_kpis_and_charts(dashboard, page):
     vulnerable = metrics.nth(7).locator('[data-testid="stMetricValue"]').inner_text()
     assert hosts == str(latest.host_count)
     assert vulnerable == str(latest.counts["vulnerable"])
-    assert page.locator(".js-plotly-plot").count() == 6
+    assert page.locator(".js-plotly-plot").count() == 7  # and the investigation trend
     screenshot(page, "overview")
 
 

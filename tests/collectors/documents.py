@@ -91,16 +91,40 @@ def candidate(path: str = "C:\\inetpub\\wwwroot\\aspnet_client\\system_web\\erro
 
 CLEAN_TAIL = msert_tail(CLEAN_FULL_SCAN)
 
+EX = "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\"
+# HttpProxy's protocol folders whose log age Test-ProxyLogon reports (CSS-Exchange Test-ProxyLogon.ps1,
+# Get-LogAge): the folders the shipped advisory's triage data name for CVE-2021-26855.
+PROTOCOL_FOLDERS = ("Autodiscover", "Eas", "Ecp", "Ews", "Mapi", "Oab", "Owa", "OwaCalendar", "PowerShell",
+                    "RpcHttp")
+
+
+def protocol_folders(oldest: str | None = "2021-01-04T00:00:07Z", *, folders: tuple[str, ...] = PROTOCOL_FOLDERS,
+                     **changed: str | None) -> list[dict[str, Any]]:
+    """``investigation.log_reach`` as probe.ps1 prints it from contract 1.4: one entry per HttpProxy protocol
+    folder (``folders``, each reaching back to ``oldest`` unless ``changed`` names it: ``Ecp=None`` is an
+    emptied folder), then the ECP server log's and the OAB generator log's folders and the Application
+    event log, all reaching back to before the window."""
+    reach: list[dict[str, Any]] = [
+        {"log": "HttpProxy", "folder": f"{EX}Logging\\HttpProxy\\{name}", "oldest": changed.get(name, oldest)}
+        for name in folders]
+    return [
+        *reach,
+        {"log": "ECP\\Server", "folder": f"{EX}Logging\\ECP\\Server", "oldest": "2021-01-04T00:00:09Z"},
+        {"log": "OABGeneratorLog", "folder": f"{EX}Logging\\OABGeneratorLog", "oldest": "2021-01-04T01:00:00Z"},
+        {"log": "Application", "oldest": "2020-12-01T08:00:00Z"}]
+
 
 def investigation(*, msert_log: dict[str, Any] | None = CLEAN_TAIL, msert_old_log: dict[str, Any] | None = None,
                   detections: list[dict[str, Any]] | None = None, defender_available: bool = True,
                   defender_truncated: bool = False,
                   log_reach: dict[str, str | None] | None = None, candidates: list[dict[str, Any]] | None = None,
                   candidates_truncated: bool = False, exsetup_written_at: str | None = "2021-03-03T21:14:09Z",
-                  utc_offset_minutes: int | None = 60) -> dict[str, Any]:
+                  utc_offset_minutes: int | None = 60,
+                  log_reach_entries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """``investigation`` (contract 1.3) as probe.ps1 prints it. By default: a clean full MSERT run after
-    the fix, Defender available with no detection, logs reaching back to January 2021, no candidate.
-    ``msert_log=None``: the server has no msert.log."""
+    the fix, Defender available with no detection, logs reaching back to January 2021 (one entry per log,
+    as a 1.3 probe printed it), no candidate. ``msert_log=None``: the server has no msert.log.
+    ``log_reach_entries``: the ``log_reach`` list as given (e.g. ``protocol_folders()``, contract 1.4)."""
     reach = log_reach if log_reach is not None else {
         "HttpProxy": "2021-01-04T00:00:07Z", "ECP\\Server": "2021-01-04T00:00:09Z",
         "OABGeneratorLog": "2021-01-04T01:00:00Z", "Application": "2020-12-01T08:00:00Z"}
@@ -112,7 +136,8 @@ def investigation(*, msert_log: dict[str, Any] | None = CLEAN_TAIL, msert_old_lo
         "defender": {"available": defender_available,
                      "detections": (detections or []) if defender_available else None,
                      "truncated": defender_truncated},
-        "log_reach": [{"log": log, "oldest": oldest} for log, oldest in reach.items()],
+        "log_reach": copy.deepcopy(log_reach_entries) if log_reach_entries is not None else [
+            {"log": log, "oldest": oldest} for log, oldest in reach.items()],
         "candidates": candidates or [],
         "candidates_truncated": candidates_truncated,
     }

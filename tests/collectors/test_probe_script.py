@@ -193,7 +193,6 @@ ALLOWED_COMMANDS = {
     "Get-WebConfiguration",
     "Get-WebConfigurationProperty",
     "Get-WinEvent",
-    "Group-Object",  # log reach: a log's files by folder (in memory; it changes nothing)
     "Import-Module",
     "Join-Path",
     "Select-Object",
@@ -828,7 +827,7 @@ def test_the_1_3_field_is_written_and_declared_optional(tree: tuple[tree_sitter.
     assert {"investigation", *investigation["properties"]} <= keys
     assert "investigation" not in schema["required"]  # type: ignore[operator]
     assert investigation["type"] == ["object", "null"]
-    assert "minor version 1.3" in schema["title"]  # type: ignore[operator]
+    assert "minor version 1.4" in schema["title"]  # type: ignore[operator]
     defs: Any = schema["$defs"]
     # Added after the review of issue 21, optional (a 1.3 document printed before lacks them).
     later = {"log_tail": {"matches"}, "log_reach": {"folder"}}
@@ -837,6 +836,15 @@ def test_the_1_3_field_is_written_and_declared_optional(tree: tuple[tree_sitter.
         assert required.isdisjoint(later.get(name, set())), name
         assert required | later.get(name, set()) == set(defs[name]["properties"]) <= keys, name
     assert "log_reach_truncated" in investigation["properties"]
+
+
+def test_the_minor_version_is_named_alike_in_the_script_the_schema_and_the_contract(
+        script: str, schema: dict[str, object]) -> None:
+    contract = CONTRACT.read_text(encoding="utf-8")
+    assert 'minor version 1.4 (minor' in " ".join(script.split("#>", 1)[0].split())
+    assert "minor version 1.4" in schema["title"]  # type: ignore[operator]
+    assert "This page describes **minor version 1.4**" in " ".join(contract.split())
+    assert "\n  | 1.4 | " in contract
 
 
 def test_the_probe_schema_and_reader_share_the_1_3_bounds(script: str, schema: dict[str, object]) -> None:
@@ -903,16 +911,22 @@ def test_the_log_reach_is_the_oldest_file_of_each_folder_or_the_oldest_event(scr
     part = _part(code, "$tr.log_reach = $List::new()", "$tr.candidates = $List::new()")
     assert "foreach ($log in 'HttpProxy', 'ECP\\Server', 'OABGeneratorLog', 'Application') {" in part
     assert "Iso (Get-WinEvent -LogName Application -MaxEvents 1 -Oldest).TimeCreated" in part
-    # Per folder holding files (HttpProxy's protocol folders each roll over on their own): an empty
-    # folder gives no entry, a log without any file one entry with oldest null.
-    assert ("$groups = @(Get-ChildItem -LiteralPath ($ex + 'Logging\\' + $log) -Recurse -File | "
-            "Group-Object DirectoryName)") in part
-    assert "foreach ($group in @($groups | Select-Object -First $MaxFindings)) {" in part
-    assert ("$tr.log_reach.Add([ordered]@{ log = $log; folder = $group.Name; oldest = (Iso ($group.Group | "
-            "Sort-Object CreationTimeUtc | Select-Object -First 1).CreationTimeUtc) })") in part
-    assert "if ($groups.Count -gt $MaxFindings) {\n$tr.log_reach_truncated = $true\n}" in part
-    assert "if ($groups.Count) {\ncontinue\n}" in part
+    # 1.4: HttpProxy per protocol folder, every direct subfolder (hidden ones too), one holding no file
+    # too (oldest null: an emptied HttpProxy\Ecp must show); the other logs their own folder.
+    assert "$dirs = @(Get-Item -LiteralPath ($ex + 'Logging\\' + $log))" in part
+    assert ("if ($log -eq 'HttpProxy') {\n$dirs = @(Get-ChildItem -LiteralPath $dirs[0].FullName -Directory "
+            "-Force)\n}") in part
+    # Each folder's oldest file, its subfolders' included; every folder read before any is added, so a
+    # folder that cannot be read leaves the whole log out (with a log_reach error), never a part of it.
+    assert ("$rows = @($dirs | Select-Object -First $MaxFindings | ForEach-Object { [ordered]@{ log = $log; "
+            "folder = $_.FullName; oldest = (Iso (Get-ChildItem -LiteralPath $_.FullName -Recurse -File | "
+            "Sort-Object CreationTimeUtc | Select-Object -First 1).CreationTimeUtc) } })\n"
+            "foreach ($row in $rows) {\n$tr.log_reach.Add($row)\n}") in part
+    assert "if ($dirs.Count -gt $MaxFindings) {\n$tr.log_reach_truncated = $true\n}" in part
+    assert "if ($dirs.Count) {\ncontinue\n}" in part
+    # A log not there, or HttpProxy without any folder: one entry with oldest null.
     assert part.rstrip().endswith("$tr.log_reach.Add([ordered]@{ log = $log; oldest = $seen })\n}")
+    assert "Group-Object" not in code
     assert "log_reach_truncated = $false" in _part(code, "$tr = [ordered]@{", "$doc = [ordered]@{")
 
 

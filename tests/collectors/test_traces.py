@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from collectors.traces import (
     MAX_CANDIDATES,
     MAX_DETECTIONS,
+    MAX_FOLDER,
     MAX_LINE,
     MAX_LOG_REACH,
     MAX_RUN_RAW,
@@ -523,19 +524,45 @@ def test_file_matches_of_runs_the_tail_holds_add_nothing_and_a_placeable_one_is_
         assert traces is not None and len(traces.scans or ()) == 1
 
 
-def test_log_reach_per_subfolder_takes_the_latest_oldest_time_per_log_boundary():
-    # HttpProxy per protocol folder: Owa reaches back to 4 January, Ecp only to 1 March: the log
-    # covers what its least covering folder covers.
+def test_log_reach_keeps_each_httpproxy_protocol_folder_by_name_boundary():
+    # HttpProxy per protocol folder (contract 1.4: every direct subfolder, an emptied one with oldest
+    # null): Owa reaches back to 4 January, Ecp only to 1 March, Eas holds no file. Each is kept under
+    # its folder's name, so the judge can name the one that does not cover the window.
     entries = [{"log": "HttpProxy", "folder": "C:\\Ex\\Logging\\HttpProxy\\Owa", "oldest": "2021-01-04T00:00:07Z"},
                {"log": "HttpProxy", "folder": "C:\\Ex\\Logging\\HttpProxy\\Ecp", "oldest": "2021-03-01T00:00:00Z"},
-               {"log": "HttpProxy", "folder": "C:\\Ex\\Logging\\HttpProxy\\Ews", "oldest": "2021-02-28T23:59:59Z"},
+               {"log": "HttpProxy", "folder": "C:\\Ex\\Logging\\HttpProxy\\Eas", "oldest": None},
                {"log": "ECP\\Server", "folder": "C:\\Ex\\Logging\\ECP\\Server", "oldest": "2021-01-04T00:00:09Z"},
                {"log": "Application", "oldest": "2020-12-01T08:00:00Z"}]
-    assert parse_log_reach(entries) == (LogReach("httpproxy", _at(2021, 3, 1)),
+    assert parse_log_reach(entries) == (LogReach("httpproxy", _at(2021, 1, 4, 0, 0, 7), "Owa"),
+                                        LogReach("httpproxy", _at(2021, 3, 1), "Ecp"),
+                                        LogReach("httpproxy", None, "Eas"),
                                         LogReach("ecp_server", _at(2021, 1, 4, 0, 0, 9)),
                                         LogReach("application_event_log", _at(2020, 12, 1, 8)))
-    # A reading that is not there (null) among them: not found, as the judge reads several readings.
-    assert parse_log_reach([*entries[:1], {"log": "HttpProxy", "oldest": None}]) == (LogReach("httpproxy", None),)
+    # Two readings of one folder (or of a log without folders, as 1.3 printed them): the one reaching
+    # back least is kept; one without a time makes it not found.
+    again = {"log": "HttpProxy", "folder": "C:\\Ex\\Logging\\HttpProxy\\Owa", "oldest": "2021-02-01T00:00:00Z"}
+    assert parse_log_reach([entries[0], again]) == (LogReach("httpproxy", _at(2021, 2, 1), "Owa"),)
+    undated = [{"log": "HttpProxy", "oldest": "2021-01-04T00:00:07Z"}, {"log": "HttpProxy", "oldest": None}]
+    assert parse_log_reach(undated) == (LogReach("httpproxy", None),)
+    # The ECP server log's and the OAB generator log's folder is the log itself: no name kept.
+    assert parse_log_reach(entries[3:4] * 2) == (LogReach("ecp_server", _at(2021, 1, 4, 0, 0, 9)),)
+
+
+@pytest.mark.parametrize(("folder", "name"), [
+    ("C:\\Ex\\Logging\\HttpProxy\\Ecp", "Ecp"),
+    ("C:\\Ex\\Logging\\HttpProxy\\Ecp\\", "Ecp"),
+    ("C:/Ex/Logging/HttpProxy/OwaCalendar", "OwaCalendar"),
+    ("Ecp", "Ecp"),
+    ("x" * 1000, "x" * MAX_FOLDER),
+    ("", None),
+    ("\\\\", None),
+    (7, None),
+    (None, None),
+    (["Ecp"], None),
+])
+def test_a_folders_name_is_its_last_part_bounded(folder: object, name: str | None):
+    (reach,) = parse_log_reach([{"log": "HttpProxy", "folder": folder, "oldest": None}])
+    assert reach == LogReach("httpproxy", None, name)
 
 
 def test_log_reach_past_its_cap_or_cut_by_the_probe_is_marked_truncated_boundary():
@@ -580,3 +607,6 @@ def test_hostile_text_is_kept_as_evidence_and_never_raises():
     found, _ = parse_candidates([candidate("C:\\inetpub\\wwwroot\\aspnet_client\\" + HOSTILE + ".aspx")])
     assert "\u202e" in found[0].path
     assert parse_log_reach([{"log": HOSTILE, "oldest": None}])[0].oldest is None
+    (reach,) = parse_log_reach([{"log": "HttpProxy", "folder": "C:\\Ex\\" + HOSTILE.replace("/", ""),
+                                "oldest": None}])
+    assert reach.folder is not None and "\u202e" in reach.folder and "\ud800" not in reach.folder

@@ -23,7 +23,16 @@ from compliance.investigation import (
     judge,
     judge_observation,
 )
-from compliance.models import Failure, Flag, Host, InstalledUpdate, Observation, Status
+from compliance.models import (
+    Failure,
+    Flag,
+    Host,
+    InstalledUpdate,
+    Observation,
+    Status,
+    WebConfigFile,
+    WebConfigState,
+)
 from compliance.traces import Candidate, Detection, LogReach, Scan, Traces
 from compliance.triage import TRACE_LOGS
 from compliance.worklist import (
@@ -60,7 +69,12 @@ def shell(created: datetime | None, modified: datetime | None = None,
     return Candidate(path, 400, created, modified if modified is not None else created)
 
 
-LOGS = tuple(LogReach(name, START) for name in TRACE_LOGS)  # each exactly at the window's start
+# HttpProxy's protocol folders the shipped advisory names (Test-ProxyLogon reports their age).
+FOLDERS = ("Autodiscover", "Eas", "Ecp", "Ews", "Mapi", "Oab", "Owa", "OwaCalendar", "PowerShell",
+           "RpcHttp")
+# Each log exactly at the window's start; HttpProxy per protocol folder (probe contract 1.4).
+LOGS = (*(LogReach("httpproxy", START, folder) for folder in FOLDERS),
+        *(LogReach(name, START) for name in TRACE_LOGS if name != "httpproxy"))
 CLEAN = Traces(scans=(full(FIRST),), detections=(), defender_available=True, log_reach=LOGS,
                candidates=(), fixed_at=FIX)
 
@@ -94,7 +108,8 @@ def test_clean(advisory: Advisory) -> None:
     assert result.evidence[0].startswith("Exposure window: from 2021-01-05 10:00:00 UTC")
     assert any("MSERT scan started 2021-03-05 12:00:00 UTC (after the fix): full, finished"
                in line for line in result.evidence)
-    assert sum("covers the window" in line for line in result.evidence) == len(TRACE_LOGS)
+    assert advisory.triage is not None
+    assert sum("covers the window" in line for line in result.evidence) == len(advisory.triage.logs)
     assert result.next_action.startswith("None for a compromise so far; the next scan "
                                          "(msert.exe /F /Q) is due by 2021-03-12 12:00:00 UTC")
 
@@ -194,17 +209,85 @@ def test_a_scan_whose_start_was_not_read(advisory: Advisory) -> None:
     assert result.next_action.startswith("A scan's start could not be read")
 
 
-def _reach(log: str, oldest: datetime | None) -> tuple[LogReach, ...]:
-    return tuple(LogReach(entry.log, oldest) if entry.log == log else entry for entry in LOGS)
+def _reach(log: str, oldest: datetime | None, folder: str | None = None) -> tuple[LogReach, ...]:
+    """``LOGS`` with ``log`` (only its ``folder``, if given) reaching back to ``oldest``."""
+    return tuple(replace(entry, oldest=oldest) if entry.log == log
+                 and folder in (None, entry.folder) else entry for entry in LOGS)
 
 
 @pytest.mark.parametrize("log", TRACE_LOGS)
 def test_a_log_reaching_one_second_short_of_the_window(advisory: Advisory, log: str) -> None:
     result = run(advisory, replace(CLEAN, log_reach=_reach(log, START + S)))
     assert result.state is State.INCOMPLETE
+    # Of HttpProxy, the protocol folders reaching back least are named (the first three).
+    where = " (folders Autodiscover, Eas, Ecp and 7 more)" if log == "httpproxy" else ""
     assert result.next_action == (
-        f"The {log} log reaches back only to 2021-01-05 10:00:01 UTC: the window from "
+        f"The {log} log reaches back only to 2021-01-05 10:00:01 UTC{where}: the window from "
         "2021-01-05 10:00:00 UTC cannot be checked here; look at the IIS logs and backups")
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_one_protocol_folder_reaching_one_second_short_is_named(advisory: Advisory,
+                                                                 folder: str) -> None:
+    result = run(advisory, replace(CLEAN, log_reach=_reach("httpproxy", START + S, folder)))
+    assert result.state is State.INCOMPLETE
+    assert result.next_action.startswith("The httpproxy log reaches back only to 2021-01-05 "
+                                         f"10:00:01 UTC (folder {folder}): the window from")
+
+
+def test_an_emptied_protocol_folder_is_a_gap_named_by_its_folder(advisory: Advisory) -> None:
+    # An intruder cleared HttpProxy\Ecp: the probe lists it with no oldest file (contract 1.4).
+    result = run(advisory, replace(CLEAN, log_reach=_reach("httpproxy", None, "Ecp")))
+    assert result.state is State.INCOMPLETE
+    assert result.next_action == (
+        "The httpproxy folder Ecp holds no file: the window from 2021-01-05 10:00:00 UTC cannot "
+        "be checked here (an emptied folder hides what was logged there); look at the IIS logs "
+        "and backups")
+    # Read for both CVEs (all HttpProxy logs, and HttpProxy\Ecp), said once as a gap.
+    assert [line for line in result.evidence if "folder Ecp holds no file" in line] == [
+        "Log httpproxy (for CVE-2021-26855): folder Ecp holds no file",
+        "Log httpproxy (for CVE-2021-27065): folder Ecp holds no file",
+        "Not shown: " + result.next_action]
+    # Another folder, one the advisory does not name, emptied: a gap too (fail closed).
+    extra = (*LOGS, LogReach("httpproxy", None, "PushNotifications"))
+    result = run(advisory, replace(CLEAN, log_reach=extra))
+    assert result.state is State.INCOMPLETE
+    assert result.next_action.startswith("The httpproxy folder PushNotifications holds no file")
+    two = (*_reach("httpproxy", None, "Ecp"), LogReach("httpproxy", None, "Owa"))
+    assert run(advisory, replace(CLEAN, log_reach=two)).next_action.startswith(
+        "The httpproxy folders Ecp, Owa hold no file")
+
+
+@pytest.mark.parametrize(("reach", "named"), [
+    pytest.param(tuple(e for e in LOGS if e.folder != "Ecp"), "Ecp", id="ecp-not-there"),
+    pytest.param(tuple(e for e in LOGS if e.folder != "OwaCalendar"), "OwaCalendar",
+                 id="owacalendar-not-there"),
+    pytest.param((LogReach("httpproxy", START), *LOGS[len(FOLDERS):]),
+                 "Autodiscover, Eas, Ecp and 7 more", id="an-older-probe-without-folders"),
+    pytest.param((*(replace(e, folder=(e.folder or "").upper() + "X") for e in LOGS[:len(FOLDERS)]),
+                  *LOGS[len(FOLDERS):]), "Autodiscover, Eas, Ecp and 7 more", id="other-names"),
+])
+def test_a_needed_protocol_folder_not_listed_is_a_gap(advisory: Advisory,
+                                                       reach: tuple[LogReach, ...],
+                                                       named: str) -> None:
+    result = run(advisory, replace(CLEAN, log_reach=reach))
+    assert result.state is State.INCOMPLETE
+    folders = "folders" if "," in named else "folder"
+    assert result.next_action.startswith(f"The httpproxy {folders} {named} was not listed" if
+                                         folders == "folder" else
+                                         f"The httpproxy {folders} {named} were not listed")
+    assert "the window from 2021-01-05 10:00:00 UTC cannot be checked here" in result.next_action
+
+
+def test_protocol_folders_are_matched_whatever_their_case(advisory: Advisory) -> None:
+    upper = tuple(replace(e, folder=e.folder.upper()) if e.folder else e for e in LOGS)
+    assert run(advisory, replace(CLEAN, log_reach=upper)).state is State.CLEAN
+
+
+def test_exchange_2010_needs_no_protocol_folder(advisory: Advisory) -> None:
+    # CVE-2021-26857 alone affects 2010: the Application event log is all it needs.
+    reach = (LogReach("application_event_log", START),)
+    assert run(advisory, replace(CLEAN, log_reach=reach), product="2010").state is State.CLEAN
 
 
 def test_a_log_reaching_further_back_than_the_window(advisory: Advisory) -> None:
@@ -592,7 +675,7 @@ def test_with_the_fix_time_unknown_the_window_stays_open(advisory: Advisory) -> 
 def test_naive_times_are_read_as_utc(advisory: Advisory) -> None:
     naive = replace(CLEAN, scans=(full(FIRST.replace(tzinfo=None)),),
                     fixed_at=FIX.replace(tzinfo=None),
-                    log_reach=tuple(LogReach(e.log, START.replace(tzinfo=None)) for e in LOGS))
+                    log_reach=tuple(replace(e, oldest=START.replace(tzinfo=None)) for e in LOGS))
     assert run(advisory, naive, now=NOW.replace(tzinfo=None), fixed_at=FIX.replace(tzinfo=None),
                observed_at=NOW.replace(tzinfo=None)).state is State.CLEAN
 
@@ -610,6 +693,11 @@ def test_an_advisory_without_triage_data(advisory: Advisory) -> None:
 # -- the directive (CISA ED 21-02: a full scan, then weekly for four weeks) ---------------------
 
 
+# The first scan's due time: the directive's date (2021-04-05 12:00 EDT), later than five days
+# after FIX (tests/compliance/test_investigation_directive.py has its boundaries).
+FIRST_DUE = datetime(2021, 4, 5, 16, 0, tzinfo=UTC)
+
+
 def _steps(result: Investigation) -> list[tuple[StepState, datetime | None, datetime | None]]:
     assert result.directive is not None
     return [(step.state, step.due, step.met_by) for step in result.directive.steps]
@@ -618,7 +706,7 @@ def _steps(result: Investigation) -> list[tuple[StepState, datetime | None, date
 def test_every_weekly_scan_met(advisory: Advisory) -> None:
     scans = tuple(full(FIRST + k * WEEK) for k in range(5))  # each exactly at its due time
     result = run(advisory, replace(CLEAN, scans=scans), now=FIRST + 30 * DAY)
-    assert _steps(result) == [(StepState.MET, FIX, FIRST)] + [
+    assert _steps(result) == [(StepState.MET, FIRST_DUE, FIRST)] + [
         (StepState.MET, FIRST + k * WEEK, FIRST + k * WEEK) for k in range(1, 5)]
     assert result.directive is not None and result.directive.met
     assert result.directive.name == "CISA ED 21-02"
@@ -650,20 +738,23 @@ def test_a_pending_week_is_due_until_its_end(advisory: Advisory) -> None:
     assert _steps(after)[1] == (StepState.MISSED, FIRST + WEEK, None)
 
 
-def test_no_scan_after_the_fix_leaves_the_first_step_due(advisory: Advisory) -> None:
+def test_no_scan_after_the_fix_leaves_the_first_step_pending_until_due(
+        advisory: Advisory) -> None:
     result = run(advisory, replace(CLEAN, scans=(full(FIX - DAY),)))
-    assert _steps(result) == [(StepState.DUE, FIX, None)] + [(StepState.PENDING, None, None)] * 4
+    assert _steps(result) == [(StepState.PENDING, FIRST_DUE, None)] + [
+        (StepState.PENDING, None, None)] * 4
 
 
 def test_the_directive_is_tracked_when_indicators_are_found(advisory: Advisory) -> None:
     scan = full(FIRST, detections=("Backdoor:ASP/SecChecker.A",))
     result = run(advisory, replace(CLEAN, scans=(scan,)))
     assert result.state is State.INDICATORS_FOUND
-    assert _steps(result)[0] == (StepState.MET, FIX, FIRST)
+    assert _steps(result)[0] == (StepState.MET, FIRST_DUE, FIRST)
     # What was read stays evidence whatever the state: the scan and how far each log reaches.
     assert any(line.startswith("MSERT scan started 2021-03-05 12:00:00 UTC (after the fix)")
                for line in result.evidence)
-    assert sum("covers the window" in line for line in result.evidence) == len(TRACE_LOGS)
+    assert advisory.triage is not None
+    assert sum("covers the window" in line for line in result.evidence) == len(advisory.triage.logs)
 
 
 # -- from a snapshot's observation and verdict ---------------------------------------------------
@@ -749,7 +840,6 @@ def test_the_verdicts_indicators_unreadable_flag_is_enough(advisory: Advisory) -
 
 def test_judge_observation_reads_the_install_path_from_the_web_configs(
         advisory: Advisory) -> None:
-    from compliance.models import WebConfigFile, WebConfigState
     configs = (WebConfigFile(r"D:\Exchange\ClientAccess\Owa\web.config", WebConfigState.FINE),)
     inside = shell(FIX - DAY, path=ECP_AUTH + r"\TimeoutLogoff.aspx")
     elsewhere = shell(FIX - DAY, path=OWA_AUTH + r"\logon.aspx")
@@ -758,6 +848,65 @@ def test_judge_observation_reads_the_install_path_from_the_web_configs(
     traces = replace(CLEAN, candidates=(elsewhere,))
     assert _judged(_observed(web_configs=configs, traces=traces)).state is \
         State.INDICATORS_FOUND
+
+
+def _configs(install: str) -> tuple[WebConfigFile, ...]:
+    return tuple(WebConfigFile(install + where + r"\web.config", WebConfigState.FINE)
+                 for where in (r"ClientAccess\Owa", r"FrontEnd\HttpProxy\owa"))
+
+
+D_OWA = r"D:\Exchange\FrontEnd\HttpProxy\owa\auth\logon.aspx"
+
+
+@pytest.mark.parametrize(("install", "configs", "path", "state"), [
+    # The probe's own reading (the Setup key's MsiInstallPath) decides, web.config files or not.
+    pytest.param(EXCHANGE, None, OWA_AUTH + r"\logon.aspx", State.CLEAN, id="probe-own"),
+    pytest.param(EXCHANGE, None, D_OWA, State.INDICATORS_FOUND, id="probe-other-folder"),
+    pytest.param(r"D:\Exchange", None, D_OWA, State.CLEAN, id="probe-no-trailing-backslash"),
+    pytest.param(EXCHANGE, _configs(EXCHANGE.upper()), OWA_AUTH + r"\logon.aspx", State.CLEAN,
+                 id="agreeing-web-configs"),
+    # Contradicted by the web.config paths the same probe read: neither is trusted.
+    pytest.param(EXCHANGE, _configs("D:\\Exchange\\"), OWA_AUTH + r"\logon.aspx",
+                 State.INDICATORS_FOUND, id="disagreeing-own"),
+    pytest.param(EXCHANGE, _configs("D:\\Exchange\\"), D_OWA, State.INDICATORS_FOUND,
+                 id="disagreeing-theirs"),
+    pytest.param(EXCHANGE, (*_configs(EXCHANGE),
+                            WebConfigFile(r"C:\elsewhere\web.config", WebConfigState.FINE)),
+                 OWA_AUTH + r"\logon.aspx", State.INDICATORS_FOUND, id="one-config-elsewhere"),
+    # Not a plain absolute Windows path: not known, and no guess either.
+    pytest.param(r"Exchange\V15", None, D_OWA, State.INDICATORS_FOUND, id="relative"),
+    pytest.param(r"\\fs\share\V15", None, D_OWA, State.INDICATORS_FOUND, id="unc"),
+    pytest.param(r"D:\Exchange\..\x", None, D_OWA, State.INDICATORS_FOUND, id="dot-dot"),
+    pytest.param("D:\\Ex\tchange", None, D_OWA, State.INDICATORS_FOUND, id="control"),
+    pytest.param(r"D:\Ex|change", None, D_OWA, State.INDICATORS_FOUND, id="reserved"),
+    pytest.param("", None, D_OWA, State.INDICATORS_FOUND, id="empty"),
+    # An odd web.config-derived path with no reading of the probe's: not known, no guess.
+    pytest.param(None, _configs("..\\x\\"), r"..\x\FrontEnd\HttpProxy\owa\auth\logon.aspx",
+                 State.INDICATORS_FOUND, id="web-configs-relative"),
+    # Neither (an observation stored before the probe's was kept): as before, the structural guess.
+    pytest.param(None, None, D_OWA, State.CLEAN, id="neither-the-guess"),
+])
+def test_judge_observation_prefers_the_probes_install_path(
+        advisory: Advisory, install: str | None, configs: tuple[WebConfigFile, ...] | None,
+        path: str, state: InvestigationState) -> None:
+    traces = replace(CLEAN, candidates=(shell(FIX - DAY, path=path),))
+    result = _judged(_observed(install_path=install, web_configs=configs, traces=traces))
+    assert result.state is state
+    # Why no file is excused, when the install path is not trusted.
+    doubted = state is State.INDICATORS_FOUND and (install, configs) != (EXCHANGE, None)
+    assert any("no file is taken as one of the standard install" in line
+               for line in result.evidence) is doubted
+
+
+def test_a_probe_error_on_the_install_path_excuses_no_file(advisory: Advisory) -> None:
+    # The reader left out the probe's value (too long): not known, and no guess either.
+    traces = replace(CLEAN, candidates=(shell(FIX - DAY, path=D_OWA),))
+    left_out = _observed(traces=traces,
+                         probe_errors=("install_path: left out, longer than 1024 characters",))
+    result = _judged(left_out)
+    assert result.state is State.INDICATORS_FOUND
+    assert any("install_path: left out" in line and "no file is taken" in line
+               for line in result.evidence)
 
 
 def test_judge_observation_reads_the_observation_and_the_verdict(advisory: Advisory) -> None:
@@ -820,14 +969,13 @@ def test_an_install_date_before_the_advisory_was_published_is_not_credible():
         judge,
     )
     from compliance.models import InstalledUpdate, Status
-    from compliance.traces import LogReach, Scan, Traces
+    from compliance.traces import Scan, Traces
 
     advisory = load_catalog().advisory
     early = InstalledUpdate("KB5000871", "Security Update for Exchange Server 2016 CU19",
                             "2021-01-06")
     scan = Scan(datetime(2021, 1, 8, 12, tzinfo=UTC), "full", "1", True, outcome="clean")
-    reach = tuple(LogReach(log, datetime(2020, 12, 1, tzinfo=UTC)) for log in (
-        "httpproxy", "ecp_server", "oab_generator", "application_event_log"))
+    reach = tuple(replace(entry, oldest=datetime(2020, 12, 1, tzinfo=UTC)) for entry in LOGS)
     traces = Traces(scans=(scan,), detections=(), defender_available=True, log_reach=reach,
                     candidates=())
     found = judge(traces, advisory, datetime(2021, 4, 20, tzinfo=UTC), status=Status.PATCHED,

@@ -16,6 +16,7 @@ from compliance.advisory import AdvisoryError, parse_advisory
 from compliance.catalog import ADVISORY_IDS, load_catalogs
 from compliance.triage import (
     TRACE_LOGS,
+    LogRequirement,
     StandardFiles,
     ThreatFamily,
     looks_alike,
@@ -52,6 +53,20 @@ def test_the_shipped_triage_rows(raw: dict[str, Any]) -> None:
     assert len(advisory.threat_families) == len(raw["threat_families"]) >= 8
     assert [(entry.folder, len(entry.names)) for entry in triage.standard_files] == [
         ("FrontEnd\\HttpProxy\\owa\\auth", 8), ("FrontEnd\\HttpProxy\\ecp\\auth", 1)]
+    # The HttpProxy protocol folders each check reads (Test-ProxyLogon): the age of each of these is
+    # what it reports for CVE-2021-26855; the CVE-2021-27065 check reads HttpProxy\Ecp.
+    folders = {(log.log, log.cve): log.folders for log in triage.logs if log.folders}
+    assert folders == {
+        ("httpproxy", "CVE-2021-26855"): ("Autodiscover", "Eas", "Ecp", "Ews", "Mapi", "Oab", "Owa",
+                                          "OwaCalendar", "PowerShell", "RpcHttp"),
+        ("httpproxy", "CVE-2021-27065"): ("Ecp",)}
+
+
+def test_a_needed_folder_is_matched_as_windows_names_it() -> None:
+    need = LogRequirement("httpproxy", "CVE-2021-27065", "s", ("Ecp", "Owa"))
+    assert need.unlisted(["ECP", "owa", None]) == ()
+    assert need.unlisted(["Ecp\\x", "Ecp ", "Еcp", None]) == ("Ecp", "Owa")  # a Cyrillic Е: not Ecp
+    assert LogRequirement("httpproxy", "CVE-2021-26855", "s").unlisted([]) == ()
 
 
 def test_every_triage_row_has_a_source_the_file_defines(raw: dict[str, Any]) -> None:
@@ -190,6 +205,15 @@ MALFORMED = [
     pytest.param(lambda d: _logs(d)[0].update(log="http_proxy"), id="log-misspelt"),
     pytest.param(lambda d: _logs(d)[0].update(cve="CVE-2099-0001"), id="log-undefined-cve"),
     pytest.param(lambda d: _logs(d)[0].pop("source"), id="log-without-source"),
+    pytest.param(lambda d: _logs(d)[0].update(folders="Ecp"), id="folders-a-string"),
+    pytest.param(lambda d: _logs(d)[0].update(folders=[]), id="folders-empty"),
+    pytest.param(lambda d: _logs(d)[0].update(folders=["Ecp", " "]), id="folder-blank"),
+    pytest.param(lambda d: _logs(d)[0].update(folders=["Ecp\\Server"]), id="folder-a-path"),
+    pytest.param(lambda d: _logs(d)[0].update(folders=["E*"]), id="folder-a-wildcard"),
+    pytest.param(lambda d: _logs(d)[0].update(folders=["Ecp", "ECP"]), id="folder-twice"),
+    pytest.param(lambda d: _logs(d)[0].update(folders=[7]), id="folder-a-number"),
+    pytest.param(lambda d: next(log for log in _logs(d) if log["log"] == "ecp_server").update(
+        folders=["Server"]), id="folders-of-a-log-without-protocol-folders"),
     pytest.param(lambda d: _standard(d).pop("source"), id="standard-files-without-source"),
     pytest.param(lambda d: _standard(d).update(names=[]), id="standard-files-without-names"),
     pytest.param(lambda d: _standard(d).update(names=["auth\\logon.aspx"]),

@@ -72,11 +72,17 @@ def _records(sheet: Worksheet) -> dict[str, dict[str, Any]]:
             for cells in sheet.iter_rows(min_row=2)}
 
 
+def _number(cell: Any) -> bool:
+    """A number cell. The writer writes 2 as "2.0" (Excel keeps every number as a double, so
+    it is the same cell), which openpyxl reads back as a float."""
+    return cell.data_type == "n" and type(cell.value) in (int, float)
+
+
 def test_numbers_booleans_and_times_are_typed_cells():
     cells = _records(_book(_rows())["Worklist"])
     shell, down, old = cells["SHELL"], cells["DOWN"], cells["OLD"]
     for column in ("wave", "priority", "snapshot_id", "observed_in"):
-        assert isinstance(shell[column].value, int) and shell[column].data_type == "n", column
+        assert _number(shell[column]), column
     assert (shell["priority"].value, shell["snapshot_id"].value, old["observed_in"].value) == (
         0, 42, 40)
     assert shell["carried"].value is False and old["carried"].value is True
@@ -94,7 +100,7 @@ def test_numbers_booleans_and_times_are_typed_cells():
 def test_the_typed_cells_survive_the_pages_dataframe():
     rows = pd.DataFrame(_rows(), columns=list(WORKLIST_COLUMNS)).to_dict("records")
     cells = _records(_book(rows)["Worklist"])["SHELL"]
-    assert isinstance(cells["wave"].value, int) and cells["carried"].value is False
+    assert _number(cells["wave"]) and cells["carried"].value is False
     assert isinstance(cells["observed_at"].value, datetime)
 
 
@@ -135,6 +141,36 @@ def test_a_long_text_widens_its_column_up_to_a_cap_and_is_cut_to_what_a_cell_hol
     assert cells["flags"].value == "after the long one"  # the cells after it still written
     column = get_column_letter(WORKLIST_COLUMNS.index("reason") + 1)
     assert sheet.column_dimensions[column].width <= MAX_WIDTH + 3
+
+
+def test_a_text_column_of_mixed_values_is_read_cell_by_cell():
+    """A column of plain short strings is passed on whole; anything else in it (a formula-like
+    text, None, NaN, a number, a text too long for a cell) sends it through cell by cell."""
+    values = ["EX1", "=1+1", None, float("nan"), 7, "x" * 40_000, "-5", "EX2"]
+    rows = [{"host": f"H{number}", "reason": value} for number, value in enumerate(values)]
+    cells = _records(load_workbook(io.BytesIO(to_xlsx(rows, [])))["Worklist"])
+    read = [cells[f"H{number}"]["reason"] for number in range(len(values))]
+    assert [cell.value for cell in read[:5]] == ["EX1", "'=1+1", None, None, "7"]
+    assert len(read[5].value) == EXCEL_MAX_TEXT and read[6].value == "'-5"
+    assert all(cell.data_type == "s" for cell in read if cell.value is not None)
+    plain = [{"host": f"H{number}", "reason": f"r{number}"} for number in range(3)]
+    # One formula-like text, and a row without the column, in a column of plain text.
+    hostile = [*plain, {"host": "H3", "reason": "@SUM(A1)"}, {"host": "H4"}]
+    cells = _records(load_workbook(io.BytesIO(to_xlsx(hostile, [])))["Worklist"])
+    assert [cells[f"H{n}"]["reason"].value for n in range(5)] == [
+        "r0", "r1", "r2", "'@SUM(A1)", None]
+
+
+def test_a_sheet_of_two_equal_headers_is_refused():
+    """The writer takes a sheet's first row as dict keys: two equal cells there would lose a
+    column, so the call fails instead (the About sheet's first line stands as its header)."""
+    with pytest.raises(ValueError, match="same header"):
+        to_xlsx(_rows(), ABOUT, ("host", "status", "host"))
+    with pytest.raises(ValueError, match="same header"):
+        to_xlsx(_rows(), [("x", "x"), *ABOUT])
+    about = load_workbook(io.BytesIO(to_xlsx(_rows(), [ABOUT[0]])))["About"]
+    assert [tuple(row) for row in about.iter_rows(values_only=True)] == [ABOUT[0]]
+    assert not about["A1"].font.b  # the first line of About is no header to a reader
 
 
 def test_the_legend_explains_priorities_waves_and_every_status():

@@ -28,8 +28,11 @@ from store.verification import summary_matches
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 PATCHED, BELOW = "15.1.2176.9", "15.1.2176.2"  # 2016 CU19 with and without the March SU
 OLD = datetime(2020, 12, 1, tzinfo=UTC)  # before the exposure window's start
-LOGS = tuple(LogReach(log, OLD) for log in ("httpproxy", "ecp_server", "oab_generator",
-                                             "application_event_log"))
+# HttpProxy per protocol folder, each one the shipped advisory names (probe contract 1.4).
+FOLDERS = ("Autodiscover", "Eas", "Ecp", "Ews", "Mapi", "Oab", "Owa", "OwaCalendar", "PowerShell",
+           "RpcHttp")
+LOGS = (*(LogReach("httpproxy", OLD, folder) for folder in FOLDERS),
+        *(LogReach(log, OLD) for log in ("ecp_server", "oab_generator", "application_event_log")))
 
 
 def _traces(fixed: datetime, scans: tuple[Scan, ...] = ()) -> Traces:
@@ -155,11 +158,12 @@ def test_a_store_of_schema_10_is_migrated_and_its_snapshots_read_as_not_investig
     monkeypatch.undo()
     before = store.raw_rows(old)
     with store.engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_results_investigation"))  # schema 12's
         for name in chain.INVESTIGATION_FIELDS:
             conn.execute(text(f"ALTER TABLE results DROP COLUMN {name}"))
         conn.execute(text("UPDATE alembic_version SET version_num = '0010'"))
     store.dispose()
-    store = SnapshotStore.open(url)  # migrates to 0011
+    store = SnapshotStore.open(url)  # migrates to the head (0011, 0012)
     try:
         rows, inventory = store.raw_rows(old)
         assert (rows, inventory) == (

@@ -65,7 +65,7 @@ def test_overview_kpis_match_the_store(demo_app):
     ended = sum(1 for a in store.assessments(latest.id)
                 if "out_of_support" in [f.value for f in a.verdict.flags])
     assert metrics["Out of support"] == str(ended) and ended > 0
-    assert len(at.get("plotly_chart")) == 6
+    assert len(at.get("plotly_chart")) == 7  # and the investigation trend
     assert any(f"snapshot #{latest.id}" in c.value for c in at.caption)
 
 

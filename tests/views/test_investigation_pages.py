@@ -112,3 +112,24 @@ def test_the_timeline_shows_server_written_names_and_paths_as_escapes():
     text = "".join(value for row in rows for value in row.values())
     assert not any(char in text for char in "\x1b\x07\u202e\u2067")
     assert "\\x1b[2J" in text and "\\u202e" in text and "\\u2067" in text
+
+
+def test_the_timeline_names_each_httpproxy_folder_and_says_an_empty_one_holds_no_file():
+    """Issue 21 (probe contract 1.4): each HttpProxy protocol folder is its own line, by name;
+    an emptied one says so rather than "log not found" (which is what a whole log missing
+    says)."""
+    from datetime import UTC, datetime
+
+    from compliance.models import Host, Observation
+    from compliance.traces import LogReach, Traces
+    from views.investigation import timeline_rows
+
+    at = datetime(2021, 3, 1, tzinfo=UTC)
+    traces = Traces(scans=(), detections=(), defender_available=True, candidates=(),
+                    log_reach=(LogReach("httpproxy", at, "Owa"), LogReach("httpproxy", None, "Ecp"),
+                               LogReach("oab_generator", None)), fixed_at=None)
+    rows = timeline_rows(None, Observation(Host("EX01"), at, "test", traces=traces))
+    lines = {row["event"]: row["detail"] for row in rows}
+    assert lines["Log httpproxy, folder Owa, reaches back to"] == "oldest entry"
+    assert lines["Log httpproxy, folder Ecp, reaches back to"] == "the folder holds no file"
+    assert lines["Log oab_generator reaches back to"] == "log not found"

@@ -1,0 +1,368 @@
+"""Minor version 1.4 of the probe contract: every HttpProxy protocol folder in ``log_reach`` (an emptied
+one too), and the probe's ``install_path`` kept in the observation (issue 21, the two gaps after review).
+
+Literal probe documents, judged the way a snapshot judges them (``judge_observation`` with the shipped
+March 2021 advisory): an emptied ``HttpProxy\\Ecp`` (what the CVE-2021-27065 check reads) and a protocol
+folder not there at all keep a patched, scanned server ``incomplete``, naming the folder; every folder
+reaching back far enough lets it be ``clean``. The install path the probe read from the registry decides
+which ``logon.aspx`` is the standard install's; a path that is not a plain absolute Windows path, or one
+the ``web.config`` paths contradict, excuses no file. Then the stored form (old rows read and encode as
+before) and an end-to-end collection through the WS-Management peer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collectors.probe import compact, parse_document, probe_script
+from compliance.catalog import load_catalog
+from compliance.codec import observation_from_dict, observation_to_dict
+from compliance.evaluate import assess, evaluate
+from compliance.investigation import Investigation, InvestigationState, judge_observation
+from compliance.models import Host, Observation, Status, server_roles
+from compliance.traces import LogReach
+from store import SnapshotStore
+from tests.collectors.documents import (
+    EX,
+    PROTOCOL_FOLDERS,
+    candidate,
+    dumps,
+    investigation,
+    probe_document,
+    protocol_folders,
+)
+from tests.peers.wsman import HostBehavior
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = Path(__file__).parent / "probe_documents" / "exchange2016_cu19_investigation_1.4_ecp_emptied.json"
+# After the full scan of 10 March (documents.CLEAN_FULL_SCAN) and the fix installed on 3 March.
+NOW = datetime(2021, 3, 20, 12, 0, tzinfo=UTC)
+State = InvestigationState
+
+# As probe.ps1 1.4 prints log_reach: one entry per HttpProxy protocol folder, the oldest file's creation
+# time in it or null when it holds none; one for the ECP server log's and the OAB generator log's folders;
+# the Application event log's oldest event.
+COVERING = [
+    {"log": "HttpProxy", "folder": EX + "Logging\\HttpProxy\\Autodiscover", "oldest": "2020-11-30T08:00:00Z"},
+    {"log": "HttpProxy", "folder": EX + "Logging\\HttpProxy\\Eas", "oldest": "2020-12-01T00:00:03Z"},
+    {"log": "HttpProxy", "folder": EX + "Logging\\HttpProxy\\Ecp", "oldest": "2021-01-04T00:00:07Z"},
+    {"log": "HttpProxy", "folder": EX + "Logging\\HttpProxy\\Ews", "oldest": "2020-12-14T10:20:00Z"},
+    {"log": "HttpProxy", "folder": EX + "Logging\\HttpProxy\\Mapi", "oldest": "2020-12-01T00:00:01Z"},
+    {"log": "HttpProxy", "folder": EX + "Logging\\HttpProxy\\Oab", "oldest": "2020-12-02T06:00:00Z"},
+    {"log": "HttpProxy", "folder": EX + "Logging\\HttpProxy\\Owa", "oldest": "2020-12-01T00:00:05Z"},
+    {"log": "HttpProxy", "folder": EX + "Logging\\HttpProxy\\OwaCalendar", "oldest": "2020-12-20T00:00:00Z"},
+    {"log": "HttpProxy", "folder": EX + "Logging\\HttpProxy\\PowerShell", "oldest": "2020-12-01T00:00:02Z"},
+    {"log": "HttpProxy", "folder": EX + "Logging\\HttpProxy\\RpcHttp", "oldest": "2020-12-01T00:00:04Z"},
+    {"log": "HttpProxy", "folder": EX + "Logging\\HttpProxy\\PushNotifications", "oldest": "2020-12-03T00:00:00Z"},
+    {"log": "ECP\\Server", "folder": EX + "Logging\\ECP\\Server", "oldest": "2021-01-04T00:00:09Z"},
+    {"log": "OABGeneratorLog", "folder": EX + "Logging\\OABGeneratorLog", "oldest": "2021-01-04T01:00:00Z"},
+    {"log": "Application", "oldest": "2020-12-01T08:00:00Z"},
+]
+ECP_EMPTIED = [entry | {"oldest": None} if entry.get("folder", "").endswith("\\Ecp") else entry
+               for entry in COVERING]
+ECP_GONE = [entry for entry in COVERING if not entry.get("folder", "").endswith("\\Ecp")]
+UNNAMED_EMPTIED = [entry | {"oldest": None} if entry.get("folder", "").endswith("\\PushNotifications")
+                   else entry for entry in COVERING]
+
+
+def _document(reach: list[dict[str, Any]] | None = None, *, install_path: str | None = EX,
+              candidates: list[dict[str, Any]] | None = None,
+              web_config: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """A patched 2016 CU19 server (KB5000871 installed on 3 March), a clean full MSERT scan on 10 March,
+    its CVE checks reading logs that reach back years, as probe.ps1 1.4 prints it."""
+    document = probe_document("EX16-14", "15.1.2176.9", kbs=["KB5000871"], investigation=investigation(
+        log_reach_entries=COVERING if reach is None else reach, candidates=candidates))
+    document["indicators"]["log_window_days"] = 4000
+    document["install_path"] = install_path
+    if web_config is not None:
+        document["web_config"] = web_config
+    return document
+
+
+def _observed(document: dict[str, Any] | bytes) -> Observation:
+    text = document if isinstance(document, bytes) else dumps(document)
+    obs = parse_document(text, Host("EX16-14"), "import", NOW)
+    assert obs.failure is None, obs.failure
+    return obs
+
+
+def _judged(document: dict[str, Any] | bytes) -> Investigation:
+    obs = _observed(document)
+    catalog = load_catalog()
+    verdict = evaluate(obs, catalog, NOW)
+    assert verdict.status is Status.PATCHED and verdict.product == "2016"
+    return judge_observation(obs, verdict, catalog.advisory, NOW)
+
+
+# -- how far back each HttpProxy protocol folder reaches ---------------------------------------------
+
+
+def test_every_protocol_folder_reaching_back_far_enough_can_be_clean():
+    result = _judged(_document())
+    assert result.state is State.CLEAN, result.evidence
+    assert any("Log httpproxy (for CVE-2021-27065) reaches back to 2021-01-04 00:00:07 UTC: covers the "
+               "window" in line for line in result.evidence)
+
+
+def test_an_emptied_ecp_folder_keeps_the_server_incomplete_and_names_the_folder():
+    # An intruder cleared HttpProxy\Ecp (what the CVE-2021-27065 check reads); the other folders reach
+    # back to December: before 1.4 the folder gave no entry and the log looked covered.
+    result = _judged(_document(ECP_EMPTIED))
+    assert result.state is State.INCOMPLETE
+    assert result.next_action.startswith("The httpproxy folder Ecp holds no file: the window from "
+                                         "2021-01-05 10:00:00 UTC cannot be checked here")
+    assert any(line.startswith("Log httpproxy (for CVE-2021-27065): folder Ecp holds no file")
+               for line in result.evidence)
+
+
+def test_the_literal_1_4_document_with_an_emptied_ecp_folder():
+    document = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    assert [entry["oldest"] for entry in document["investigation"]["log_reach"]
+            if entry.get("folder", "").endswith("\\Ecp")] == [None]
+    obs = _observed(FIXTURE.read_bytes())
+    assert obs.traces is not None and obs.traces.log_reach is not None
+    assert LogReach("httpproxy", None, "Ecp") in obs.traces.log_reach
+    assert LogReach("httpproxy", datetime(2020, 12, 1, 0, 0, 5, tzinfo=UTC), "Owa") in obs.traces.log_reach
+    assert obs.install_path == EX
+    result = _judged(FIXTURE.read_bytes())
+    assert result.state is State.INCOMPLETE and "httpproxy folder Ecp holds no file" in result.next_action
+
+
+def test_an_emptied_folder_the_advisory_does_not_name_is_still_a_gap():
+    # Its requests (whatever the protocol) cannot be checked for CVE-2021-26855 either: fail closed.
+    result = _judged(_document(UNNAMED_EMPTIED))
+    assert result.state is State.INCOMPLETE
+    assert "The httpproxy folder PushNotifications holds no file" in result.next_action
+
+
+def test_a_needed_protocol_folder_not_there_at_all_keeps_it_incomplete():
+    result = _judged(_document(ECP_GONE))
+    assert result.state is State.INCOMPLETE
+    assert result.next_action.startswith("The httpproxy folder Ecp was not listed")
+    assert "the window from 2021-01-05 10:00:00 UTC cannot be checked here" in result.next_action
+
+
+def test_a_1_3_document_without_folders_cannot_show_the_folders():
+    # One entry per log (a 1.3 probe before the review), or per folder holding files (after it): an
+    # emptied folder gave no entry, so the folders the checks need are not known to be covered.
+    older = _document([{"log": "HttpProxy", "oldest": "2020-12-01T00:00:00Z"}, *COVERING[-3:]])
+    result = _judged(older)
+    assert result.state is State.INCOMPLETE and "folder" in result.next_action and "not listed" in \
+        result.next_action
+
+
+def test_a_protocol_folder_reaching_back_too_little_is_named():
+    late = [entry | {"oldest": "2021-02-01T00:00:00Z"} if entry.get("folder", "").endswith("\\Owa") else entry
+            for entry in COVERING]
+    result = _judged(_document(late))
+    assert result.state is State.INCOMPLETE
+    assert result.next_action.startswith("The httpproxy log reaches back only to 2021-02-01 00:00:00 UTC "
+                                         "(folder Owa)")
+
+
+def test_documents_builds_the_same_protocol_folders():
+    assert [entry["folder"].rsplit("\\", 1)[1] for entry in protocol_folders()[:len(PROTOCOL_FOLDERS)]] == \
+        list(PROTOCOL_FOLDERS)
+    assert _judged(_document(protocol_folders())).state is State.CLEAN
+    assert _judged(_document(protocol_folders(Ecp=None))).state is State.INCOMPLETE
+
+
+# -- the probe's install path ------------------------------------------------------------------------
+
+
+LOGON_IN_WINDOW = {"size": 11380, "created": "2021-03-03T21:12:50Z", "modified": "2021-03-03T21:12:50Z"}
+OWN_LOGON = EX + "FrontEnd\\HttpProxy\\owa\\auth\\logon.aspx"
+OTHER_LOGON = "D:\\Exchange\\FrontEnd\\HttpProxy\\owa\\auth\\logon.aspx"
+
+
+def _logon(path: str) -> list[dict[str, Any]]:
+    return [candidate(path, **LOGON_IN_WINDOW)]
+
+
+def test_the_probes_install_path_is_kept():
+    obs = _observed(_document())
+    assert obs.install_path == EX
+    assert observation_from_dict(json.loads(json.dumps(observation_to_dict(obs)))) == obs
+
+
+def test_the_standard_logon_page_under_the_probes_install_path_is_evidence_only():
+    result = _judged(_document(candidates=_logon(OWN_LOGON)))
+    assert result.state is State.CLEAN
+    assert any("a file of the standard install" in line for line in result.evidence)
+
+
+def test_a_logon_page_elsewhere_is_not_excused_when_the_install_path_is_known():
+    # Without the probe's install path, any plain absolute path ending in FrontEnd\HttpProxy\owa\auth
+    # was taken as the install's: D:\Exchange was excused although Exchange is on C:.
+    result = _judged(_document(candidates=_logon(OTHER_LOGON)))
+    assert result.state is State.INDICATORS_FOUND
+    assert result.next_action.startswith(f"A possible web shell {OTHER_LOGON}")
+
+
+HOSTILE_PATHS = [
+    pytest.param("Exchange Server\\V15\\", id="relative"),
+    pytest.param("\\\\fileserver\\share\\V15\\", id="unc"),
+    pytest.param("C:\\..\\Exchange\\", id="dot-dot"),
+    pytest.param("C:\\Exchange \\", id="trailing-space"),
+    pytest.param("C:\\Exchange\\V15:stream\\", id="stream"),
+    pytest.param("C:\\Ex\u0007change\\", id="control-character"),
+    pytest.param("C:\\Ex<change>\\", id="reserved-character"),
+    pytest.param("C:\\inetpub\\wwwroot\\aspnet_client\\", id="aspnet-client"),
+    pytest.param("C:\\", id="a-drive-alone"),
+    pytest.param("", id="empty"),
+    pytest.param("D:\\Exchange\\" + "x\\" * 600, id="over-long"),
+    pytest.param("\u202eD:\\Exchange\\", id="bidi-mark"),
+]
+
+
+@pytest.mark.parametrize("install_path", HOSTILE_PATHS)
+def test_an_odd_install_path_excuses_no_file(install_path: str):
+    # Never a crash, never an excuse: neither the probe's odd path nor the structural guess the reader
+    # falls back to without one (which excused D:\Exchange before) counts.
+    for path in (OTHER_LOGON, OWN_LOGON):
+        result = _judged(_document(install_path=install_path, candidates=_logon(path)))
+        assert result.state is State.INDICATORS_FOUND, (install_path, path)
+        assert any("install path" in line and "no file is taken as one of the standard install" in line
+                   for line in result.evidence)
+
+
+def test_an_over_long_install_path_is_left_out_with_a_probe_error():
+    obs = _observed(_document(install_path="D:\\Exchange\\" + "x\\" * 600))
+    assert obs.install_path is None
+    assert obs.probe_errors == ("install_path: left out, longer than 1024 characters",)
+
+
+def test_an_install_path_the_web_configs_contradict_excuses_no_file():
+    # The registry says C:, the web.config files the same probe read say D:: neither is trusted.
+    configs = [{"path": f"D:\\Exchange\\{where}\\web.config", "state": "fine"}
+               for where in ("ClientAccess\\Owa", "ClientAccess\\ecp", "FrontEnd\\HttpProxy\\owa",
+                             "FrontEnd\\HttpProxy\\ecp")]
+    for path in (OTHER_LOGON, OWN_LOGON):
+        result = _judged(_document(candidates=_logon(path), web_config=configs))
+        assert result.state is State.INDICATORS_FOUND, path
+        assert any("disagree" in line for line in result.evidence)
+    agreeing = [{"path": item["path"].replace("D:\\Exchange\\", EX), "state": "fine"} for item in configs]
+    assert _judged(_document(candidates=_logon(OWN_LOGON), web_config=agreeing)).state is State.CLEAN
+    # Case aside (Windows paths), and the trailing backslash, they agree.
+    upper = [{"path": item["path"].upper(), "state": "fine"} for item in agreeing]
+    assert _judged(_document(candidates=_logon(OWN_LOGON), web_config=upper,
+                             install_path=EX.rstrip("\\"))).state is State.CLEAN
+
+
+# -- the stored form ---------------------------------------------------------------------------------
+
+
+def _dumps(data: object) -> str:
+    # As store/snapshots.py writes an observation: sorted keys, no spaces, not ASCII-escaped.
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_folders_and_the_install_path_round_trip():
+    obs = _observed(_document(ECP_EMPTIED))
+    stored = json.loads(_dumps(observation_to_dict(obs)))
+    assert stored["install_path"] == EX
+    ecp = [entry for entry in stored["traces"]["log_reach"] if entry.get("folder") == "Ecp"]
+    assert ecp == [{"log": "httpproxy", "oldest": None, "folder": "Ecp"}]
+    assert {"log": "application_event_log", "oldest": "2020-12-01T08:00:00+00:00"} in \
+        stored["traces"]["log_reach"]  # no folder: no key
+    assert observation_from_dict(stored) == obs
+
+
+def test_rows_stored_before_read_and_encode_as_before():
+    # An observation stored before 1.4: no install_path key, log reach entries without folder.
+    obs = replace(_observed(_document()), install_path=None)
+    old = json.loads(_dumps(observation_to_dict(obs)))
+    old["traces"]["log_reach"] = [{"log": "httpproxy", "oldest": "2020-12-01T00:00:00+00:00"},
+                                  {"log": "application_event_log", "oldest": None}]
+    assert "install_path" not in old
+    text = _dumps(old)
+    read = observation_from_dict(json.loads(text))
+    assert read.install_path is None and read.traces is not None
+    assert read.traces.log_reach == (LogReach("httpproxy", datetime(2020, 12, 1, tzinfo=UTC)),
+                                     LogReach("application_event_log", None))
+    assert _dumps(observation_to_dict(read)) == text
+
+
+@pytest.mark.parametrize("forged", [7, ["C:\\"], {"path": "C:\\"}, True])
+def test_a_forged_stored_install_path_or_folder_is_not_read(forged: Any):
+    stored = json.loads(_dumps(observation_to_dict(_observed(_document()))))
+    stored["install_path"] = forged
+    stored["traces"]["log_reach"][0]["folder"] = forged
+    obs = observation_from_dict(stored)
+    assert obs.install_path is None
+    assert obs.traces is not None and obs.traces.log_reach is not None
+    assert obs.traces.log_reach[0].folder is None
+
+
+def test_a_1_4_observation_is_saved_read_back_and_verified(empty_store, shipped_catalog):
+    obs = replace(_observed(_document(ECP_EMPTIED)), host=Host("EX16-14", roles=server_roles(["Mailbox"])),
+                  observed_at=NOW)
+    snapshot_id = empty_store.save(assess([obs], shipped_catalog, NOW, source="test", tool_version="0.test"),
+                                   shipped_catalog)
+    (loaded,) = (a.observation for a in empty_store.assessments(snapshot_id))
+    assert loaded == obs
+    assert empty_store.verify(workers=1).ok
+    found = empty_store.investigations(snapshot_id)["EX16-14"]
+    assert found.state is State.INCOMPLETE and "httpproxy folder Ecp holds no file" in found.next_action
+
+
+# -- end to end: `python -m collectors collect` against the WS-Management peer -------------------------
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.integration
+def test_collect_keeps_the_folders_and_the_install_path(wsman_peer, tmp_path):
+    fleet = {
+        "T14-ECP": _document(ECP_EMPTIED) | {"host": "T14-ECP", "collected_at": _now()},
+        "T14-ODD": _document(install_path="\\\\fileserver\\share\\V15\\", candidates=_logon(OTHER_LOGON))
+        | {"host": "T14-ODD", "collected_at": _now()},
+    }
+    lines = ["name,winrm_url"]
+    for name, document in fleet.items():
+        wsman_peer.set_host(name, HostBehavior(stdout=dumps(document), chunks=2))
+        lines.append(f"{name},{wsman_peer.url(name)}")
+    inventory = tmp_path / "hosts.csv"
+    inventory.write_text("\n".join(lines) + "\n")
+    config = tmp_path / "collection.toml"
+    config.write_text("[winrm]\n" f'username = "{wsman_peer.username.replace(chr(92), chr(92) * 2)}"\n'
+                      f'ca_file = "{wsman_peer.ca_file}"\ndeadline_seconds = 10\nretries = 0\n')
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    env = {**os.environ, "PROXYLOGON_WINRM_PASSWORD": wsman_peer.password,
+           "PROXYLOGON_DATA_DIR": str(tmp_path / "data")}
+    wsman_peer.expected_script = compact(probe_script())  # the 1.4 probe is what goes out
+    try:
+        done = subprocess.run([sys.executable, "-m", "collectors", "collect", "--config", str(config),
+                               "--inventory", str(inventory), "--db", db, "--secrets", os.devnull],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        wsman_peer.expected_script = None
+    assert done.returncode == 0, done.stderr
+    assert all(not wsman_peer.mismatches(name) for name in fleet)
+    store = SnapshotStore.open(db)
+    try:
+        latest = store.latest()
+        assert latest is not None
+        stored = {a.observation.host.name: a.observation for a in store.assessments(latest.id)}
+        found = store.investigations(latest.id)
+        assert store.verify(workers=1).ok
+    finally:
+        store.dispose()
+    ecp = stored["T14-ECP"]
+    assert ecp.install_path == EX and ecp.traces is not None
+    assert LogReach("httpproxy", None, "Ecp") in (ecp.traces.log_reach or ())
+    assert found["T14-ECP"].state is State.INCOMPLETE
+    assert "httpproxy folder Ecp holds no file" in found["T14-ECP"].next_action
+    assert stored["T14-ODD"].install_path == "\\\\fileserver\\share\\V15\\"
+    assert found["T14-ODD"].state is State.INDICATORS_FOUND
