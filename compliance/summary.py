@@ -278,6 +278,24 @@ def _split(text: object) -> tuple[str, ...]:
     return tuple(str(text).split(SEPARATOR)) if text else ()
 
 
+COMPROMISE_FIRST = ("Investigate for compromise first (the investigation after the fix found "
+                    "indicators: a detection, a web-shell candidate or a CVE check hit; the "
+                    "update does not remove a back door)")
+
+
+def shown_action(action: str, state: InvestigationState | str | None) -> str:
+    """A host's next action as the pages and worklist files show it: the verdict's
+    (``action``), after "investigate for compromise first" when its investigation after the
+    fix found indicators (``state``) and the verdict does not already say so (a patched
+    server's verdict says "None: the fixes are installed", true of the patch only). The
+    stored ``action`` column stays the verdict's (the snapshot's digest covers it)."""
+    found = InvestigationState.INDICATORS_FOUND
+    if (state is not found and state != found.value) or action.startswith("Investigate"):
+        return action
+    return f"{COMPROMISE_FIRST}; then {action[:1].lower()}{action[1:]}" if action else \
+        COMPROMISE_FIRST
+
+
 def summarise(assessment: Assessment, investigation: Investigation | None = None,
               ) -> HostSummary:
     """The summary of one stored assessment (the only derivation of the columns), with its

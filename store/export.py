@@ -25,7 +25,7 @@ import rustpy_xlsxwriter as xlsx
 from compliance.investigation import InvestigationState
 from compliance.investigation_record import BEFORE, stored_state
 from compliance.models import Status
-from compliance.summary import HostSummary
+from compliance.summary import HostSummary, shown_action
 from compliance.worklist import TRIAGE_NAMES, Item
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -138,6 +138,7 @@ def worklist_rows(items: Iterable[Item], snapshot_id: int, snapshot_taken_at: st
     owners = owners or NO_OWNERS
     accepted = accepted or {}
     return [{**host_row(item.summary, snapshot_id), **investigation_cells(item.summary),
+             "action": shown_action(item.summary.action, item.summary.investigation),
              "priority": item.priority,
              "wave": item.wave or "", "internet_facing": item.internet_facing,
              "owner": owners.owner_for(item.summary.site, item.summary.dag),

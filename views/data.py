@@ -32,6 +32,7 @@ from compliance.summary import (
     advisories_of,
     full_build,
     judged_by_all,
+    shown_action,
 )
 from compliance.worklist import (
     INDICATORS_FIRST,
@@ -312,6 +313,10 @@ def _host_frame(rows: Sequence[tuple[Any, ...]], snapshot_id: int) -> pd.DataFra
     cells = [_investigation_cells(row[state_at], row[action_at], row[status_at]) for row in rows]
     table["investigation"] = [state for state, _action in cells]
     table["investigation_action"] = [action for _state, action in cells]
+    # The next action as shown: compromise first where the investigation found indicators.
+    action_at = HOST_TABLE_FIELDS.index("action")
+    table["action"] = [shown_action(row[action_at], state)
+                       for row, (state, _action) in zip(rows, cells, strict=True)]
     return table
 
 

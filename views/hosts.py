@@ -9,7 +9,7 @@ import streamlit as st
 
 from compliance.acceptance import ACCEPTABLE, MAX_TEXT, AcceptanceError
 from compliance.models import Flag
-from compliance.summary import ALL
+from compliance.summary import ALL, shown_action
 from compliance.verdicts import all_verdicts, verdict_for
 from settings import Role
 from store import StoreError
@@ -294,7 +294,10 @@ if name.casefold() in badges:
     st.info(f"Risk {literal(badges[name.casefold()])}: the status stays what the evidence "
             "says (`python -m store acceptances` gives the reason and ticket).",
             icon=":material/assignment_turned_in:")
-st.markdown(f"**Next action:** {literal(verdict.action)}")
+# A compromise comes first whichever advisory the frame follows (its table cell says so too).
+shown_state = view.loc[view["host"] == name, "investigation"]
+st.markdown("**Next action:** " + literal(
+    shown_action(verdict.action, shown_state.iloc[0] if len(shown_state) else None)))
 due_row = view[view["host"] == name]
 if len(due_row) and pd.notna(due_row["due"].iloc[0]):
     due_at = due_row["due"].iloc[0]
@@ -331,7 +334,12 @@ if assessment.others:
             "reason": st.column_config.TextColumn("Why", width="large"),
             "cves": st.column_config.TextColumn("CVEs not closed")})
 
-investigation_timeline(data.investigation(url, ctx.snapshot.id, name), obs, verdict.status)
+try:
+    investigation_timeline(data.investigation(url, ctx.snapshot.id, name), obs, verdict.status)
+except StoreError as error:
+    # A damaged record is shown as such, never as a stopped page (nor as clean).
+    st.error(f"**Investigation after the fix:** {literal(str(error))}",
+             icon=":material/report:")
 
 plan = data.plan(url, ctx.snapshot.id, name)
 if plan is not None:

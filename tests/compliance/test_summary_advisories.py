@@ -81,3 +81,21 @@ def test_through_an_advisory_not_judged_is_unknown_never_compliant():
     assert seen.mitigations == () and seen.flags == ()
     judged = _summary(advisories=(SHELL_OPEN,))
     assert judged.through(SHELL, OWN) == judged.for_advisory(SHELL, OWN)
+
+
+def test_shown_action_puts_the_compromise_first_only_where_the_investigation_found_indicators():
+    """Review of issue 21 (M2): the verdict's action of a patched server ("None: ...") is true
+    of the patch only; where its investigation found indicators, what to do first is
+    investigate. An action that already says so is not said twice; other states keep it."""
+    from compliance.investigation import InvestigationState as State
+    from compliance.summary import COMPROMISE_FIRST, shown_action
+
+    none = "None: the March 2021 fixes are installed"
+    assert shown_action(none, State.INDICATORS_FOUND) == (
+        f"{COMPROMISE_FIRST}; then none: the March 2021 fixes are installed")
+    assert shown_action(none, "indicators_found").startswith(COMPROMISE_FIRST)
+    assert shown_action("", State.INDICATORS_FOUND) == COMPROMISE_FIRST
+    first = "Investigate for compromise first (...); then install KB5000871"
+    assert shown_action(first, State.INDICATORS_FOUND) == first
+    for state in (None, State.CLEAN, State.INCOMPLETE, State.NOT_INVESTIGATED, "clean"):
+        assert shown_action(none, state) == none

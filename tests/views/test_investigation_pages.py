@@ -133,3 +133,54 @@ def test_the_timeline_names_each_httpproxy_folder_and_says_an_empty_one_holds_no
     assert lines["Log httpproxy, folder Owa, reaches back to"] == "oldest entry"
     assert lines["Log httpproxy, folder Ecp, reaches back to"] == "the folder holds no file"
     assert lines["Log oab_generator reaches back to"] == "log not found"
+
+
+def test_a_damaged_investigation_record_is_shown_as_such_and_does_not_stop_the_hosts_page(
+        demo_app):
+    """Review of issue 21 (M5): a stored record that does not read (here cut short) makes the
+    host's detail say so; the page runs on, and nothing reads it as clean."""
+    from sqlalchemy import update
+
+    from store import schema
+
+    at, store = demo_app
+    latest = store.latest().id
+    host = next(s.host for s in store.summaries(latest, load_catalog())
+                if s.investigation is not None)
+    with store.engine.begin() as conn:
+        conn.execute(update(schema.results)
+                     .where(schema.results.c.snapshot_id == latest,
+                            schema.results.c.host == host)
+                     .values(investigation_detail='{"state":"clean"'))
+    at.switch_page("views/hosts.py")
+    at.run()
+    at.selectbox(key="detail_host").set_value(host).run()
+    assert not at.exception, at.exception
+    errors = "\n".join(e.value for e in at.error)
+    assert "Investigation after the fix" in errors and "cannot be read" in errors
+
+
+def test_a_patched_server_whose_investigation_found_indicators_is_told_to_investigate_first(
+        demo_app):
+    """Review of issue 21 (M2): DEMO-EX16-07 (a Chopper detection) and DEMO-EX16-08 (a web
+    shell) are patched; their verdict says "None: the fixes are installed", true of the
+    patch only. The Hosts table, its detail and the worklist files say to investigate first."""
+    at, _store = demo_app
+    at.switch_page("views/hosts.py")
+    at.run()
+    table = next(d.value for d in at.dataframe if "su_level" in d.value.columns)
+    found = table[table["investigation"] == "indicators_found"]
+    patched = found[[list(cells) == ["patched"] for cells in found["status"]]]
+    assert {"DEMO-EX16-07", "DEMO-EX16-08"} <= set(patched["host"])
+    assert all(str(action).startswith("Investigate for compromise first")
+               for action in patched["action"])
+    at.selectbox(key="detail_host").set_value("DEMO-EX16-08").run()
+    assert not at.exception, at.exception
+    text = "\n".join(m.value for m in at.markdown)
+    assert "**Next action:** Investigate for compromise first" in text
+    at.switch_page("views/worklist.py")
+    at.run()
+    worklist = next(d.value for d in at.dataframe if "wave" in d.value.columns)
+    for host in ("DEMO-EX16-07", "DEMO-EX16-08"):
+        (action,) = worklist.loc[worklist["host"] == host, "action"]
+        assert str(action).startswith("Investigate for compromise first"), action
