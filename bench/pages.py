@@ -15,7 +15,9 @@ snapshots (each snapshot's verdicts assessed at its own time, as a collection wo
     printed, as "server start", beside the page's figures);
   - *cached run*: the run right after it, every cache warm;
   - *after new snapshot*: ``st.cache_data`` cleared (what the dashboard does when a collection
-    saves a snapshot), resources and modules kept, then one run;
+    saves a snapshot) and the per-snapshot tables kept as resources forgotten (a new snapshot
+    is a new key for them: ``views.data.forget_snapshot_tables``), other resources and modules
+    kept, then one run;
   - *peak RSS*: the process's ``ru_maxrss`` after the first and cached runs (Linux starts a
     child's ru_maxrss at its parent's peak, so seeding runs in a child process of its own and
     the process starting the drivers stays small; VmHWM is printed beside it as a check);
@@ -135,6 +137,11 @@ def driver(page: str) -> dict[str, Any]:
     result["rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result["hwm_kib"] = _vm_hwm()
     st.cache_data.clear()  # as after a new snapshot (views.data.invalidate)
+    # The tables kept as resources are keyed by the snapshot's id and digest: a new snapshot
+    # is a new key, so its page builds them again. Here the snapshot is the same: forget them.
+    from views import data
+
+    data.forget_snapshot_tables()
     result["new_snapshot"] = timed_run()
     problems += _problems(at)
     result["exceptions"] = sorted({p for p in problems if p.startswith("exception")})
