@@ -1,5 +1,5 @@
 <#
-ProxyLogon exposure probe. Document version: "exchange-probe/1", minor version 1.4 (minor
+ProxyLogon exposure probe. Document version: "exchange-probe/1", minor version 1.5 (minor
 versions keep the schema string; docs/probe.md, "Versioning rules").
 
 Runs on one Exchange server (2010, 2013, 2016 or 2019) under Windows PowerShell 5.1 and
@@ -11,8 +11,9 @@ unresolved %ExchangeInstallDir% (left by an update run without elevation), and w
 investigation after the fix can build on (1.3): the tail of the Microsoft Safety Scanner log,
 Defender's detection history, how far back the logs the indicator checks read reach (from 1.4
 each HttpProxy protocol folder, an emptied one too), and the .aspx/.ashx files in the OWA/ECP
-front-end folders and aspnet_client (names and times, never content). Every field and the
-versioning rules: docs/probe.md.
+front-end folders, the IIS root and its aspnet_client (names and times, never content; from 1.5
+hidden ones too, the IIS root where the Default Web Site is, and which of these folders were
+there). Every field and the versioning rules: docs/probe.md.
 
 Read-only: it reads the registry, services, IIS configuration, one event log, log files,
 four web.config files, Defender's detection history and file names and times. It changes
@@ -131,12 +132,12 @@ function Hit($key, $detail, $path, $time) {
     $ind[$key].Add([ordered]@{ detail = (Line $detail 300); path = (Str $path); time = (Iso $time) })
 }
 
-# The newest $MaxFiles *.log files under <Exchange>\<folder> (recursive); more sets
-# truncated. Remembers the oldest creation time among them (for log_window_days).
+# The newest $MaxFiles *.log files under <Exchange>\<folder> (recursive, hidden ones too: -Force, from
+# 1.5); more sets truncated. Remembers the oldest creation time among them (for log_window_days).
 # A folder that is missing or cannot be listed throws: the check records it in errors
 # instead of passing for clean.
 function Files($folder) {
-    $all = @(Get-ChildItem ($ex + $folder) -Filter '*.log' -Recurse -File | Sort-Object LastWriteTimeUtc -Descending)
+    $all = @(Get-ChildItem ($ex + $folder) -Filter '*.log' -Recurse -File -Force | Sort-Object LastWriteTimeUtc -Descending)
     if ($all.Count -gt $MaxFiles) {
         $ind.truncated = $true
     }
@@ -169,10 +170,11 @@ function Upd($name, $date) {
 # When lines were left out, also the lines of the WHOLE file that say what a run was and found
 # (its start, kind, detections, result), the first $MaxFiles, each on one line and cut at
 # $MaxText: a detection in a run that fell out of the tail is still seen. Select-String reads
-# the file line by line and stops after them.
+# the file line by line and stops after them. A hidden log is read too (Get-Item -Force, 1.5:
+# without it a hidden file is "not found").
 function Tail($path) {
     try {
-        $file = Get-Item -LiteralPath $path
+        $file = Get-Item -LiteralPath $path -Force
     } catch {
         if ($_.CategoryInfo.Category -ne 'ObjectNotFound') {
             throw
@@ -227,6 +229,7 @@ $tr = [ordered]@{
     candidates = $null
     candidates_truncated = $false
     log_reach_truncated = $false
+    candidate_folders = $null
 }
 $doc = [ordered]@{
     schema = 'exchange-probe/1'
@@ -550,7 +553,8 @@ try {
 # folder (each direct subfolder, hidden ones too: Ecp, Owa, ...) with the creation time of the
 # oldest file in it (its subfolders included), or null when it holds none. Each rolls over on its
 # own, so one busy folder reaching back far says nothing of the others, and an emptied one (an
-# intruder cleared HttpProxy\Ecp, what the CVE-2021-27065 check reads) must show. For ECP\Server
+# intruder cleared HttpProxy\Ecp, what the CVE-2021-27065 check reads) must show. Hidden folders
+# and files count (-Force, 1.5), as the CVE checks read them. For ECP\Server
 # and OABGeneratorLog, their folder alike. At most $MaxFindings folders per log (past them
 # log_reach_truncated). Every folder of a log is read before any is added: one that cannot be
 # read leaves the whole log out, and errors says why. A log not there, or HttpProxy without any
@@ -562,11 +566,11 @@ foreach ($log in 'HttpProxy', 'ECP\Server', 'OABGeneratorLog', 'Application') {
         if ($log -eq 'Application') {
             $seen = Iso (Get-WinEvent -LogName Application -MaxEvents 1 -Oldest).TimeCreated
         } elseif ($ex) {
-            $dirs = @(Get-Item -LiteralPath ($ex + 'Logging\' + $log))
+            $dirs = @(Get-Item -LiteralPath ($ex + 'Logging\' + $log) -Force)
             if ($log -eq 'HttpProxy') {
                 $dirs = @(Get-ChildItem -LiteralPath $dirs[0].FullName -Directory -Force)
             }
-            $rows = @($dirs | Select-Object -First $MaxFindings | ForEach-Object { [ordered]@{ log = $log; folder = $_.FullName; oldest = (Iso (Get-ChildItem -LiteralPath $_.FullName -Recurse -File | Sort-Object CreationTimeUtc | Select-Object -First 1).CreationTimeUtc) } })
+            $rows = @($dirs | Select-Object -First $MaxFindings | ForEach-Object { [ordered]@{ log = $log; folder = $_.FullName; oldest = (Iso (Get-ChildItem -LiteralPath $_.FullName -Recurse -File -Force | Sort-Object CreationTimeUtc | Select-Object -First 1).CreationTimeUtc) } })
             foreach ($row in $rows) {
                 $tr.log_reach.Add($row)
             }
@@ -588,17 +592,43 @@ foreach ($log in 'HttpProxy', 'ECP\Server', 'OABGeneratorLog', 'Application') {
     $tr.log_reach.Add([ordered]@{ log = $log; oldest = $seen })
 }
 
-# Possible web shells: .aspx/.ashx files (recursive) where the March 2021 attackers put them:
-# aspnet_client under the IIS root, and OWA's and ECP's auth folders. Names, sizes and times
-# only: no file is opened. A folder that is not there is no error.
+# Possible web shells: .aspx/.ashx files where the March 2021 attackers put them: the IIS root
+# (directly: the whole site is huge), and recursively its aspnet_client and OWA's and ECP's auth
+# folders. Hidden and system files and folders too (-Force, 1.5): "attrib +h +s shell.aspx" hides
+# a file from a plain listing, and IIS still serves it. Names, sizes and times only: no file is
+# opened.
+# The IIS root (1.5) is the Default Web Site's folder (else site id 1's): its application "/"
+# and that one's virtual directory "/", as applicationHost.config holds it (read as text and
+# parsed in memory: PowerShell's [xml] resolves no external entity and caps entity expansion),
+# with %SystemDrive% and the like expanded. %SystemDrive%\inetpub\wwwroot when the file is not
+# there or names none; any other failure (access denied, not XML) is a candidates error: the
+# list may then be incomplete. No Join-Path on it: Windows PowerShell's throws for a drive that
+# does not exist (a moved inetpub's volume gone), which must read as a folder not there.
+# candidate_folders (1.5) says of each folder whether it was there: one that is not is no
+# error, but a reader must see it (an IIS root not there means the shells were not looked for).
 $tr.candidates = $List::new()
-$dirs = @("$env:SystemDrive\inetpub\wwwroot\aspnet_client")
+$tr.candidate_folders = $List::new()
+$root = "$env:SystemDrive\inetpub\wwwroot"
+try {
+    $sites = @(([xml](Get-Content -LiteralPath "$env:windir\System32\inetsrv\config\applicationHost.config" -Raw)).configuration.'system.applicationHost'.sites.site)
+    $site = @($sites | Where-Object { $_.name -eq 'Default Web Site' }) + @($sites | Where-Object { $_.id -eq '1' })
+    $path = @(@($site[0].application | Where-Object { $_.path -eq '/' }).virtualDirectory | Where-Object { $_.path -eq '/' })[0].physicalPath
+    if ($path) {
+        $root = [Environment]::ExpandEnvironmentVariables($path)
+    }
+} catch {
+    if ($_.CategoryInfo.Category -ne 'ObjectNotFound') {
+        Fault 'candidates' $_
+    }
+}
+$dirs = @($root, ($root.TrimEnd('\') + '\aspnet_client'))
 if ($ex) {
     $dirs += ($ex + 'FrontEnd\HttpProxy\owa\auth'), ($ex + 'FrontEnd\HttpProxy\ecp\auth')
 }
 foreach ($dir in $dirs) {
+    $there = $true
     try {
-        foreach ($file in @(Get-ChildItem -LiteralPath $dir -Recurse -File | Where-Object { $_.Name -match '\.as[hp]x$' })) {
+        foreach ($file in @(Get-ChildItem -LiteralPath $dir -Recurse:($dir -ne $root) -File -Force | Where-Object { $_.Name -match '\.as[hp]x$' })) {
             if ($tr.candidates.Count -ge $MaxFiles) {
                 $tr.candidates_truncated = $true
                 break
@@ -606,10 +636,13 @@ foreach ($dir in $dirs) {
             $tr.candidates.Add([ordered]@{ path = $file.FullName; size = $file.Length; created = (Iso $file.CreationTimeUtc); modified = (Iso $file.LastWriteTimeUtc) })
         }
     } catch {
-        if ($_.CategoryInfo.Category -ne 'ObjectNotFound') {
+        if ($_.CategoryInfo.Category -eq 'ObjectNotFound') {
+            $there = $false
+        } else {
             Fault 'candidates' $_
         }
     }
+    $tr.candidate_folders.Add([ordered]@{ path = $dir; present = $there; iis_root = ($dir -eq $root) })
 }
 
 if ($ex) {
@@ -697,9 +730,10 @@ try {
 # Suspicious files, looked for only when a CVE check found something (as Test-ProxyLogon).
 if ($state.cve -and -not (Expired)) {
     try {
-        # LSASS dumps in C:\root and %windir%\Temp, archives anywhere in %ProgramData%.
-        $found = @(Get-ChildItem 'C:\root', "$env:windir\Temp" -Filter 'lsass.*dmp' -Recurse -File -ErrorAction Ignore)
-        $found += @(Get-ChildItem $env:ProgramData -Include '*.7z', '*.zip', '*.rar' -Recurse -File -ErrorAction Ignore)
+        # LSASS dumps in C:\root and %windir%\Temp, archives anywhere in %ProgramData%; hidden ones
+        # too (-Force, 1.5).
+        $found = @(Get-ChildItem 'C:\root', "$env:windir\Temp" -Filter 'lsass.*dmp' -Recurse -File -Force -ErrorAction Ignore)
+        $found += @(Get-ChildItem $env:ProgramData -Include '*.7z', '*.zip', '*.rar' -Recurse -File -Force -ErrorAction Ignore)
         foreach ($item in $found) {
             Hit 'suspicious_files' ('LSASS dump or archive ' + $item.Name) $item.FullName $item.LastWriteTimeUtc
         }

@@ -12,6 +12,10 @@ oversized rule entry, too many entries) is dropped by the reader with a ``<field
 the observation's probe errors. Minor version 1.4 changed only what ``investigation.log_reach``
 lists (every HttpProxy protocol folder); ``install_path`` (in the contract from 1.0) is kept in
 the observation, for compliance/investigation.py to judge which files are the install's.
+``indicators.log_window_days`` is read from 0 to ``MAX_LOG_WINDOW_DAYS`` days (the schema lets
+any number through); another value is left out the same way. Minor version 1.5 added
+``investigation.candidate_folders`` (the folders the web-shell search looked in, each there or
+not), read into ``Traces.candidate_folders`` (``collectors.traces.investigation_traces``).
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ from typing import Any
 
 import jsonschema
 
-from collectors.traces import clean, traces_from_investigation
+from collectors.traces import clean, investigation_traces
 from compliance.advisory import DROPPED
 from compliance.failures import HINTS, FailureReason
 from compliance.models import (
+    MAX_LOG_WINDOW_DAYS,
     AppPoolState,
     Failure,
     Host,
@@ -169,6 +174,26 @@ def _dotnet_release(value: Any) -> tuple[int | None, tuple[str, ...]]:
     what = "a number out of range" if _is_whole_number(value) else _kind(value)
     return None, (f"dotnet_release: left out, {what} and not a .NET Framework release "
                   f"(a whole number from 0 to {MAX_DOTNET_RELEASE})",)
+
+
+def _log_window_days(value: Any) -> tuple[float | None, tuple[str, ...]]:
+    """``indicators.log_window_days``: a number of days from 0 to MAX_LOG_WINDOW_DAYS, or None
+    (null: no log file read, no error; any other number, which the schema lets through, or a
+    value that is not one: left out with a probe error, and the judge then takes the CVE checks
+    as covering nothing). A day count past the calendar would stop the judge (OverflowError)."""
+    if value is None:
+        return None, ()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            days = float(value)
+        except OverflowError:  # an integer past a float's range
+            days = math.inf
+        if 0 <= days <= MAX_LOG_WINDOW_DAYS:  # NaN compares false: left out too
+            return days, ()
+        what = "a number out of range"
+    else:
+        what = f"{_kind(value)} and not a number"
+    return None, (f"log_window_days: left out, {what} (from 0 to {MAX_LOG_WINDOW_DAYS} days)",)
 
 
 # Characters of ``install_path`` kept: Exchange's install path is far shorter; a longer value
@@ -453,7 +478,7 @@ def observation_from_document(document: Mapping[str, Any], host: Host, source: s
     dotnet_release, dotnet_errors = _dotnet_release(document.get("dotnet_release"))
     install_path, install_errors = _install_path(document.get("install_path"))
     probe_errors = tuple(str(e) for e in document.get("errors") or [])
-    traces, trace_errors = traces_from_investigation(document.get("investigation"), probe_errors)
+    traces, trace_errors = investigation_traces(document.get("investigation"), probe_errors)
     indicators = document.get("indicators") or {}
     roles = document.get("roles")
     # replace(): every other field the host came with (AD's published names...) stays.
@@ -462,13 +487,7 @@ def observation_from_document(document: Mapping[str, Any], host: Host, source: s
                        roles=server_roles(roles))
     elif host.fqdn is None and document.get("fqdn"):
         host = replace(host, fqdn=str(document["fqdn"]))
-    window = indicators.get("log_window_days")
-    try:
-        window_days = float(window) if isinstance(window, int | float) else None
-    except OverflowError:
-        window_days = None
-    if window_days is not None and not math.isfinite(window_days):
-        window_days = None
+    window_days, window_errors = _log_window_days(indicators.get("log_window_days"))
     return Observation(
         host=host,
         observed_at=observed_at,
@@ -494,7 +513,8 @@ def observation_from_document(document: Mapping[str, Any], host: Host, source: s
         ),
         indicators=_findings(indicators, CVES),
         suspicious_files=_findings(indicators, ("suspicious_files",), "file"),
-        probe_errors=probe_errors + rule_errors + dotnet_errors + trace_errors + install_errors,
+        probe_errors=(probe_errors + rule_errors + dotnet_errors + trace_errors + install_errors
+                      + window_errors),
         log_window_days=window_days,
         indicators_truncated=bool(indicators.get("truncated", False)),
         web_configs=_web_configs(document.get("web_config")),

@@ -878,7 +878,9 @@ def probe_all(targets: Sequence[Target], config: WinrmConfig, password: str,
     (bench/collection.py). A host whose thread is still busy ``ABANDON_AFTER_SECONDS`` past its
     deadline is recorded as ``timeout`` and the run goes on; its thread is left behind (a
     daemon: it cannot keep the process alive, unlike ThreadPoolExecutor's workers, which are
-    joined at exit). ``stop`` set ends the run with ``InterruptedError``.
+    joined at exit). A host whose thread raises (``probe_host`` makes every failure of the
+    exchange data, so this is a fault reading that server's answer) is recorded as
+    ``bad_output`` and the run goes on. ``stop`` set ends the run with ``InterruptedError``.
     """
     script = compact(probe_script())
     finished: queue.SimpleQueue[tuple[int, Observation | BaseException]] = queue.SimpleQueue()
@@ -916,7 +918,9 @@ def probe_all(targets: Sequence[Target], config: WinrmConfig, password: str,
         with contextlib.suppress(queue.Empty):
             index, outcome = finished.get(timeout=wait)
             if give_up.pop(index, None) is not None:  # else it was given up on: too late
-                if isinstance(outcome, BaseException):
+                if isinstance(outcome, Exception):
+                    outcome = _unread(targets[index], outcome)
+                elif isinstance(outcome, BaseException):
                     raise outcome
                 record(index, outcome)
         now = time.monotonic()
@@ -930,6 +934,17 @@ def probe_all(targets: Sequence[Target], config: WinrmConfig, password: str,
     if stop is not None and stop.is_set():
         raise InterruptedError("collection stopped before every host was probed")
     return [results[i] for i in range(len(targets))]
+
+
+def _unread(target: Target, error: Exception) -> Observation:
+    """The failure of a host whose answer the collector could not read: one server's document
+    must never stop the fleet's run. Only the error's type is said (its text may be the
+    server's, or the document's)."""
+    kind = type(error).__name__
+    log.warning("%s", inert(f"{target.url}: reading the answer failed ({kind})"))
+    return Observation(target.host, datetime.now(UTC), SOURCE, failure=Failure(
+        "bad_output", f"{target.url}: the collector could not read this host's answer ({kind})",
+        HINTS["bad_output"]))
 
 
 def targets_for(hosts: Iterable[Host], config: WinrmConfig,

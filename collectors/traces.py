@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from compliance.models import probe_error_part
-from compliance.traces import Candidate, Detection, LogReach, Scan, Traces
+from compliance.traces import Candidate, CandidateFolder, Detection, LogReach, Scan, Traces
 from compliance.triage import FOLDER_LOGS
 
 # Bounds of what the reader keeps (the probe keeps within the first ones; a server can send more).
@@ -54,6 +54,7 @@ MAX_LOG_REACH = 200  # entries: a log's folders each give one (HttpProxy has som
 MAX_FOLDER = 255  # characters of a folder's name (NTFS's limit of one name)
 MAX_MATCHES = 200  # lines of the whole file the probe matched (Select-String), kept the first
 MAX_CANDIDATES = 200
+MAX_CANDIDATE_FOLDERS = 10  # the probe lists 4 (contract 1.5)
 MAX_PATH = 1024
 MAX_OFFSET_MINUTES = 14 * 60  # UTC-12 .. UTC+14 fit in it
 
@@ -120,7 +121,8 @@ def offset_minutes(value: Any) -> int | None:
 
 def local_time(text: str, utc_offset: int | None) -> datetime | None:
     """MSERT's ``Thu Feb 22 13:33:34 2024`` (C's ctime; the day may be space-padded), local
-    time, as UTC with ``utc_offset`` minutes; None when unreadable or the offset is unknown."""
+    time, as UTC with ``utc_offset`` minutes; None when unreadable, the offset is unknown, or
+    the time in UTC falls outside the calendar (years 1 to 9999)."""
     found = _CTIME.fullmatch(text)
     if found is None or utc_offset is None:
         return None
@@ -132,7 +134,10 @@ def local_time(text: str, utc_offset: int | None) -> datetime | None:
                          int(found["minute"]), int(found["second"]), tzinfo=UTC)
     except ValueError:  # Feb 30, 25:00
         return None
-    return local - timedelta(minutes=utc_offset)
+    try:
+        return local - timedelta(minutes=utc_offset)
+    except OverflowError:  # the offset takes it past the calendar's end (9999) or start (year 1)
+        return None
 
 
 def _threat_name(text: str) -> str:
@@ -356,6 +361,20 @@ def parse_candidates(entries: Any) -> tuple[tuple[Candidate, ...], bool]:
     return tuple(found), len(entries) > MAX_CANDIDATES
 
 
+def parse_candidate_folders(entries: Any) -> tuple[CandidateFolder, ...] | None:
+    """``investigation.candidate_folders`` (contract 1.5): None when not a list (absent: a probe
+    before 1.5). The first MAX_CANDIDATE_FOLDERS entries are read; one without a path is left
+    out. Fail closed: a folder is there only when ``present`` is true (anything else reads as not
+    there), and the IIS root only when ``iis_root`` is true."""
+    if not isinstance(entries, list):
+        return None
+    return tuple(
+        CandidateFolder(path=clean(entry["path"], MAX_PATH), present=entry.get("present") is True,
+                        iis_root=entry.get("iis_root") is True)
+        for entry in entries[:MAX_CANDIDATE_FOLDERS]
+        if isinstance(entry, Mapping) and isinstance(entry.get("path"), str) and entry["path"])
+
+
 def _tail_scans(tail: Mapping[str, Any], fallback: int | None) -> tuple[list[Scan], bool]:
     """One tail's runs, with the detections its ``matches`` (lines of the whole file the probe
     matched) show outside them; and whether runs may be missing (the tail cut)."""
@@ -373,11 +392,13 @@ def _place(scans: list[Scan], skeleton: tuple[Scan, ...], matches: list[Any]) ->
     """The tail's runs with what the whole file's matching lines add: a detection not in the
     tail goes to the tail's run with the same start; any other (its run fell out of the tail, or
     its start is unknown) to one run with an unknown start put first, which also stands for a
-    run out of the tail whose summary says something was found without naming it."""
+    run out of the tail whose summary says something was found without naming it. That run is
+    finished when such a summary is among them (a run prints its summary as it ends), so the
+    judge counts the unnamed detection; with only names, it is not (the names count)."""
     known = {name for scan in scans for name in scan.detections}
     starts = {scan.started_at: i for i, scan in enumerate(scans) if scan.started_at is not None}
     lost: list[str] = []
-    found = False
+    found = unnamed = False
     for run in skeleton:
         new = [name for name in run.detections if name not in known]
         known.update(new)
@@ -389,12 +410,13 @@ def _place(scans: list[Scan], skeleton: tuple[Scan, ...], matches: list[Any]) ->
             continue
         lost.extend(new)
         found = found or run.outcome == "found"
+        unnamed = unnamed or (run.outcome == "found" and not run.detections)
     if not (lost or found):
         return scans
     raw = ["[lines of the whole file matching a run's start, kind, detection or result, "
            "outside the tail]"]
     raw += [clean(line, MAX_LINE) for line in matches if isinstance(line, str)][:MAX_RUN_RAW]
-    return [Scan(started_at=None, kind="unknown", version=None, finished=False,
+    return [Scan(started_at=None, kind="unknown", version=None, finished=unnamed,
                  detections=tuple(lost[:MAX_DETECTIONS]), raw=tuple(raw), outcome="found"), *scans]
 
 
@@ -436,7 +458,8 @@ def traces_from_investigation(value: Any, probe_errors: Iterable[str] = ()
     Absent or null: None (a probe before 1.3). A part whose probe error says it failed
     (``msert_log``, ``defender_detections``) is None (not read), whatever it holds; with a
     ``defender_detections`` error Defender's availability is unknown (None: its cmdlets are
-    there but failed, e.g. the service stopped), ``False`` only when they are absent. A
+    there but failed, e.g. the service stopped), ``False`` only when they are absent and no
+    detection is listed (a list beside ``available: false`` is read, availability None). A
     ``candidates`` error marks the candidates truncated (a folder could not be listed); a
     ``log_reach`` list the probe cut (``log_reach_truncated``) or longer than MAX_LOG_REACH marks
     the reach truncated.
@@ -458,9 +481,16 @@ def traces_from_investigation(value: Any, probe_errors: Iterable[str] = ()
         available = None
     elif isinstance(defender, Mapping):
         available = defender.get("available") is True
-        if available and isinstance(defender.get("detections"), list):
-            detections, errors = parse_defender(defender["detections"])
-            more = defender.get("truncated") is not False or len(defender["detections"]) > MAX_DETECTIONS
+        listed = defender.get("detections")
+        if isinstance(listed, list) and (available or listed):
+            detections, errors = parse_defender(listed)
+            more = defender.get("truncated") is not False or len(listed) > MAX_DETECTIONS
+            if not available:
+                # Detections printed beside "not available": what the server printed counts
+                # whatever the flag, and that the flag is wrong makes Defender's presence unknown.
+                available = None
+                errors += ("investigation: Defender said it is not available, yet listed "
+                           "detections: they are read, and whether it is available is not known",)
         elif available:
             available = None  # said available, but no list: not read
     reach = value.get("log_reach")
@@ -481,3 +511,15 @@ def traces_from_investigation(value: Any, probe_errors: Iterable[str] = ()
         detections_truncated=more,
         reach_truncated=reach_cut,
     ), tail_errors + errors
+
+
+def investigation_traces(value: Any, probe_errors: Iterable[str] = ()
+                         ) -> tuple[Traces | None, tuple[str, ...]]:
+    """``traces_from_investigation`` with what contract 1.5 added: the folders the web-shell
+    candidate search looked in (``Traces.candidate_folders``, ``parse_candidate_folders``; None
+    when the document has none). What ``collectors/probe.py`` reads a document's
+    ``investigation`` with."""
+    traces, errors = traces_from_investigation(value, probe_errors)
+    if traces is not None and isinstance(value, Mapping):
+        traces = replace(traces, candidate_folders=parse_candidate_folders(value.get("candidate_folders")))
+    return traces, errors

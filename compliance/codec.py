@@ -27,7 +27,7 @@ from compliance.models import (
     WebConfigState,
     server_roles,
 )
-from compliance.traces import Candidate, Detection, LogReach, Scan, Traces
+from compliance.traces import Candidate, CandidateFolder, Detection, LogReach, Scan, Traces
 
 
 def _time(value: datetime | None) -> str | None:
@@ -127,8 +127,8 @@ def observation_to_dict(obs: Observation) -> dict[str, Any]:
 def _traces_to_dict(traces: Traces) -> dict[str, Any]:
     """The investigation's traces (compliance/traces.py) as stored: every member, None where
     not read. A scan's ``outcome`` only when not ``unknown``, ``reach_truncated`` only when
-    true and a log reach's ``folder`` only when kept (each added later): traces stored before
-    them keep their exact text."""
+    true, a log reach's ``folder`` only when kept and ``candidate_folders`` only when read
+    (each added later): traces stored before them keep their exact text."""
     data = {
         "scans": None if traces.scans is None else [_scan_to_dict(s) for s in traces.scans],
         "detections": None if traces.detections is None else [
@@ -149,6 +149,10 @@ def _traces_to_dict(traces: Traces) -> dict[str, Any]:
     }
     if traces.reach_truncated:
         data["reach_truncated"] = True
+    if traces.candidate_folders is not None:
+        data["candidate_folders"] = [
+            {"path": f.path, "present": f.present, "iis_root": f.iis_root}
+            for f in traces.candidate_folders]
     return data
 
 
@@ -253,6 +257,14 @@ def _candidate_from_dict(entry: Any) -> Candidate | None:
                      modified=_stored_time(entry.get("modified")))
 
 
+def _candidate_folder_from_dict(entry: Any) -> CandidateFolder | None:
+    # A path that is not a text (a forged row) leaves the entry out; a flag that is not true is
+    # false: a folder is there, or the IIS root, only when stored so.
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("path"), str):
+        return None
+    return CandidateFolder(entry["path"], entry.get("present") is True, entry.get("iis_root") is True)
+
+
 def _traces(value: Any) -> Traces | None:
     """``traces`` as stored: absent (an observation stored before they were read) or not an
     object is None; a member that is not as ``_traces_to_dict`` writes it is not read (None), an
@@ -271,6 +283,7 @@ def _traces(value: Any) -> Traces | None:
         scans_truncated=value.get("scans_truncated") is True,
         detections_truncated=value.get("detections_truncated") is True,
         reach_truncated=value.get("reach_truncated") is True,
+        candidate_folders=_entries(value.get("candidate_folders"), _candidate_folder_from_dict),
     )
 
 

@@ -24,8 +24,9 @@ server not fixed has an open window (it is still exposed).
    - a hit of the CVE checks (``Observation.indicators``, passed as ``indicators``);
    - a Defender or MSERT detection of a threat family the advisory names, whenever dated. A
      name is normalised first (NFKC, Unicode format characters removed, trimmed:
-     ``triage.normalise_threat``); one still not ASCII after that (a look-alike: an attack on
-     the matcher) and a record without a name (``triage.nameless``) count as named families;
+     ``triage.normalise_threat``); one still not printable ASCII after that (a look-alike or a
+     control character: an attack on the matcher) and a record without a name
+     (``triage.nameless``) count as named families;
    - a detection of any other name dated at or after the window's start, or undated. The
      named list cannot be complete (Microsoft's names vary by prefix and variant, and what
      attackers ran after getting in, e.g. miners and ransomware, carries other names), and on
@@ -70,8 +71,9 @@ server not fixed has an open window (it is still exposed).
    the log reach or the web-shell folders were not read, the probe cut the list of
    candidates, or the CVE checks did not cover the window (``checks``): one had a probe error
    (or the verdict flags ``indicators_unreadable``), a cap or the deadline cut them, they read
-   no log file (``log_window_days`` None), or ``observed_at - log_window_days`` (plus its
-   rounding, ``WINDOW_ROUNDING``) is after the window's start.
+   no log file (``log_window_days`` None, or outside 0 to ``MAX_LOG_WINDOW_DAYS``: not
+   credible), or ``observed_at - log_window_days`` (plus its rounding, ``WINDOW_ROUNDING``)
+   is after the window's start.
 6. Otherwise ``clean``: a finished full scan after the fix that found nothing, every log
    reaching back to the window's start, the CVE checks covering it, no candidate since it.
 
@@ -102,6 +104,7 @@ from typing import NamedTuple
 from compliance.advisory import Advisory
 from compliance.evaluate import _named_cu
 from compliance.models import (
+    MAX_LOG_WINDOW_DAYS,
     EvidenceKind,
     Failure,
     Flag,
@@ -184,7 +187,11 @@ def _utc(moment: datetime) -> datetime:
 
 
 def _at(moment: datetime | None) -> str:
-    return "an unknown time" if moment is None else f"{_utc(moment):%Y-%m-%d %H:%M:%S} UTC"
+    if moment is None:
+        return "an unknown time"
+    moment = _utc(moment)
+    # The year by hand: strftime's %Y does not pad a year before 1000 on every platform.
+    return f"{moment.year:04d}-{moment:%m-%d %H:%M:%S} UTC"
 
 
 def install_day(update: InstalledUpdate) -> date | None:
@@ -198,9 +205,20 @@ def install_day(update: InstalledUpdate) -> date | None:
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:
-    """The first and the last instant ``day`` can mean in any time zone (UTC+14, UTC-12)."""
+    """The first and the last instant ``day`` can mean in any time zone (UTC+14, UTC-12), held
+    to the calendar (a day at its start or end, e.g. an install date of 9999-12-31 a server
+    printed, gives its first or last instant): such a reading is then not credible, as any
+    before the advisory's publication or after the collection is (``_Judge.fix_window_end``)."""
     midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return midnight - _EARLIEST_ZONE, midnight + timedelta(days=1) + _LATEST_ZONE
+    try:
+        first = midnight - _EARLIEST_ZONE
+    except OverflowError:
+        first = datetime.min.replace(tzinfo=UTC)
+    try:
+        last = midnight + timedelta(days=1) + _LATEST_ZONE
+    except OverflowError:
+        last = datetime.max.replace(tzinfo=UTC)
+    return first, last
 
 
 def fix_readings(fixed_at: datetime | None, updates: Sequence[InstalledUpdate] = ()
@@ -313,7 +331,8 @@ class _Judge:
 
     def threat(self, threat: str, when: datetime | None, reader: str) -> None:
         family = self.advisory.family_of(threat)
-        shown = threat if threat.isascii() else ascii(threat)
+        # Escaped unless printable ASCII: a line break or a look-alike is shown for what it is.
+        shown = threat if threat.isascii() and threat.isprintable() else ascii(threat)
         said = f"{reader}: {shown} on {_at(when)}"
         if family is not None:
             self.evidence.append(f"{said}, a threat named for these attacks ({family.name}; "
@@ -322,8 +341,8 @@ class _Judge:
             self.evidence.append(f"{said}, a detection whose name was not read: counted as "
                                  "one named for these attacks, whenever dated")
         elif looks_alike(threat):
-            self.evidence.append(f"{said}, a name outside ASCII (a look-alike of a name?): "
-                                 "counted as one named for these attacks, whenever dated")
+            self.evidence.append(f"{said}, a name outside printable ASCII (a look-alike of a "
+                                 "name?): counted as one named for these attacks, whenever dated")
         elif when is None or self.start is None or _utc(when) >= self.start:
             self.evidence.append(f"{said}, from the exposure's start on: found (not a family "
                                  "named for these attacks, but something was on the server)")
@@ -544,6 +563,26 @@ class _Judge:
         elif traces.candidates_truncated:
             self.gaps.append("The probe cut the list of .aspx/.ashx files at its cap: check the "
                              "OWA/ECP front-end folders and the IIS root by hand")
+        # Contract 1.5: the folders the candidate search looked in. One not there hid nothing,
+        # but an IIS root not there means the Default Web Site's folder was never looked in.
+        folders = traces.candidate_folders
+        if folders is not None:
+            shown = ", ".join(f"{folder.path} (the IIS root, directly)" if folder.iis_root
+                              else folder.path for folder in folders)
+            self.evidence.append(f"Web-shell folders looked in: {shown or 'none'}")
+            for folder in folders:
+                if folder.present:
+                    continue
+                self.evidence.append(f"Web-shell folder {folder.path}"
+                                     f"{' (the IIS root)' if folder.iis_root else ''}: not there, "
+                                     "nothing in it was looked at")
+                if folder.iis_root:
+                    self.gaps.append(f"The IIS root folder {folder.path} was not found: web shells "
+                                     "there were not looked for; check where the Default Web Site "
+                                     "lives")
+            if not any(folder.iis_root for folder in folders):
+                self.gaps.append("The web-shell search names no IIS root folder: web shells there "
+                                 "may not have been looked for; re-collect with the current probe")
         if traces.defender_available is False:
             self.evidence.append("Defender is not available on the server (its cmdlets are "
                                  "absent): the Safety Scanner's scans stand alone")
@@ -569,7 +608,19 @@ class _Judge:
             self.gaps.append("The CVE checks read no log file, so they cover no part of the "
                              f"window from {_at(self.start)}: re-collect")
             return
-        covered = self.seen - timedelta(days=checks.window_days) + WINDOW_ROUNDING
+        try:
+            # The probe reader keeps it in bounds; an observation built or stored otherwise may
+            # not be, and a day count past the calendar must not stop the fleet's save.
+            if not 0 <= checks.window_days <= MAX_LOG_WINDOW_DAYS:  # NaN too
+                raise OverflowError
+            covered = self.seen - timedelta(days=checks.window_days) + WINDOW_ROUNDING
+        except OverflowError:
+            said = (f"The CVE checks' logs reach back {checks.window_days} days: not credible "
+                    f"(from 0 to {MAX_LOG_WINDOW_DAYS} days)")
+            self.evidence.append(said)
+            self.gaps.append(f"{said}, so they cover no part of the window from "
+                             f"{_at(self.start)}: re-collect")
+            return
         said = (f"The CVE checks' logs reach back {checks.window_days} days from "
                 f"{_at(self.seen)}, to about {_at(covered)}")
         if covered > self.start:

@@ -317,6 +317,12 @@ class Host:
     external_names: tuple[str, ...] = ()
 
 
+# How far back, in days, the CVE checks' logs can credibly reach (``Observation.log_window_days``):
+# a hundred years, more than any Exchange log is kept. Past it (or below 0) the value is no
+# reading: the probe reader leaves it out, and the judge takes none as covering anything.
+MAX_LOG_WINDOW_DAYS = 36_500
+
+
 @dataclass(frozen=True)
 class Observation:
     """What one collection saw of one host; raw strings stay raw until evaluation."""

@@ -80,6 +80,19 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class CandidateFolder:
+    """A folder the web-shell candidate search looked in (contract 1.5): ``path`` as the probe
+    listed it, ``present`` (False: it is not there, so nothing in it was looked at; also when the
+    reader could not tell), ``iis_root`` (the IIS root: the Default Web Site's folder, listed
+    directly; the others, its aspnet_client and OWA's and ECP's auth folders, recursively). An
+    IIS root not there means the search looked in the wrong place (inetpub moved)."""
+
+    path: str
+    present: bool
+    iis_root: bool = False
+
+
+@dataclass(frozen=True)
 class Traces:
     """Everything the probe read for the investigation. ``None`` members were not read (an
     older probe, or the part failed: its ``errors`` line says why); an empty tuple was read and
@@ -92,7 +105,8 @@ class Traces:
     ``scans_truncated``: the MSERT log's tail was cut (or held more runs than are kept), so
     earlier runs may be missing; ``detections_truncated``: Defender holds more detections than
     the newest ones read (an older one may be missing); ``candidates_truncated``: more files than
-    listed, or a folder could not be listed."""
+    listed, or a folder could not be listed; ``candidate_folders``: the folders the candidate
+    search looked in, each there or not (None: not read, e.g. a probe before contract 1.5)."""
 
     scans: tuple[Scan, ...] | None = None
     detections: tuple[Detection, ...] | None = None
@@ -106,3 +120,4 @@ class Traces:
     # A list the probe or the reader cut at its cap (log reach entries, one unreadable tail):
     # what is missing may be what matters, so it is never read as complete.
     reach_truncated: bool = False
+    candidate_folders: tuple[CandidateFolder, ...] | None = None

@@ -53,16 +53,18 @@ class ThreatFamily:
 def normalise_threat(threat: str) -> str:
     """A threat name as matched: NFKC (full-width and other compatibility forms to their
     plain letters), Unicode format characters (zero-width spaces and joiners, direction
-    marks) removed, trimmed. A name that is still not ASCII after this is a look-alike
-    (``looks_alike``): Defender's and MSERT's names are ASCII."""
+    marks) removed, trimmed. A name that is still not printable ASCII after this is a
+    look-alike (``looks_alike``): Defender's and MSERT's names are printable ASCII."""
     folded = unicodedata.normalize("NFKC", threat)
     return "".join(char for char in folded if unicodedata.category(char) != "Cf").strip()
 
 
 def looks_alike(threat: str) -> bool:
-    """The normalised name holds a character outside ASCII: an attack on the matcher (a
-    Cyrillic "о" in "Chоpper"), so it counts as a family named for the attacks (fail closed)."""
-    return not normalise_threat(threat).isascii()
+    """The normalised name holds a character outside printable ASCII: an attack on the matcher
+    (a Cyrillic "о" in "Chоpper", a line break in "Chop\nper"; no name Defender or MSERT print
+    holds either), so it counts as a family named for the attacks (fail closed)."""
+    name = normalise_threat(threat)
+    return not (name.isascii() and name.isprintable())
 
 
 # How a detection record without a name reads (collectors/traces.py): nothing, "(no name)",
@@ -191,8 +193,10 @@ class TriagePolicy:
 
 
 def _glob(pattern: str) -> re.Pattern[str]:
+    # DOTALL: a "*" spans any character, a line break too; without it a name with one inside
+    # (evidence as printed) would escape its family and, dated before the window, not count.
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")),
-                      re.IGNORECASE | re.ASCII)
+                      re.IGNORECASE | re.ASCII | re.DOTALL)
 
 
 def _text(entry: Mapping[str, Any], key: str, where: str) -> str:

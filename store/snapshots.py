@@ -1818,18 +1818,30 @@ def _investigations(assessments: Sequence[Assessment], catalog: Catalog, now: da
     ``now`` (compliance/investigation.py). The observed fix time of a patched member: the
     earliest time it was seen patched from a build the server itself gave (ExSetup.exe or an
     installed update), carried from the previous snapshot's rows (``fixes``) and this
-    observation's time; a member not patched now starts again."""
+    observation's time; a member not patched now starts again. A member whose judging raises
+    fails closed (``not_investigated``, the error's type in its evidence): one server's document
+    must never stop the fleet's save."""
     found = []
     for member in assessments:
         verdict, observation = member.verdict, member.observation
-        observed = None
-        if verdict.status is Status.PATCHED:
-            observed = fixes.get(observation.host.name.lower())
-            if (verdict.build_source in _SERVER_BUILDS and observation.failure is None
-                    and observation.observed_at is not None):
-                seen = _utc(observation.observed_at)
-                observed = seen if observed is None else min(observed, seen)
-        found.append(judge_observation(observation, verdict, catalog.advisory, now, observed))
+        try:
+            observed = None
+            if verdict.status is Status.PATCHED:
+                observed = fixes.get(observation.host.name.lower())
+                if (verdict.build_source in _SERVER_BUILDS and observation.failure is None
+                        and observation.observed_at is not None):
+                    seen = _utc(observation.observed_at)
+                    observed = seen if observed is None else min(observed, seen)
+            found.append(judge_observation(observation, verdict, catalog.advisory, now, observed))
+        except Exception as error:
+            # Only the type is said: the error's text may be the server's.
+            kind = type(error).__name__
+            log.warning("the investigation of %r could not be judged: %s", observation.host.name,
+                        kind)
+            found.append(Investigation(
+                InvestigationState.NOT_INVESTIGATED, None,
+                (f"the investigation could not be judged: {kind}; re-collect",),
+                f"Re-collect: the investigation could not be judged ({kind})"))
     return found
 
 

@@ -120,15 +120,18 @@ def investigation(*, msert_log: dict[str, Any] | None = CLEAN_TAIL, msert_old_lo
                   log_reach: dict[str, str | None] | None = None, candidates: list[dict[str, Any]] | None = None,
                   candidates_truncated: bool = False, exsetup_written_at: str | None = "2021-03-03T21:14:09Z",
                   utc_offset_minutes: int | None = 60,
-                  log_reach_entries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                  log_reach_entries: list[dict[str, Any]] | None = None,
+                  candidate_folders: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """``investigation`` (contract 1.3) as probe.ps1 prints it. By default: a clean full MSERT run after
     the fix, Defender available with no detection, logs reaching back to January 2021 (one entry per log,
     as a 1.3 probe printed it), no candidate. ``msert_log=None``: the server has no msert.log.
-    ``log_reach_entries``: the ``log_reach`` list as given (e.g. ``protocol_folders()``, contract 1.4)."""
+    ``log_reach_entries``: the ``log_reach`` list as given (e.g. ``protocol_folders()``, contract 1.4).
+    ``candidate_folders``: the folders the candidate search looked in (contract 1.5, e.g.
+    ``candidate_folders()``); None: the key is left out, as a probe before 1.5 printed it."""
     reach = log_reach if log_reach is not None else {
         "HttpProxy": "2021-01-04T00:00:07Z", "ECP\\Server": "2021-01-04T00:00:09Z",
         "OABGeneratorLog": "2021-01-04T01:00:00Z", "Application": "2020-12-01T08:00:00Z"}
-    return {
+    value: dict[str, Any] = {
         "utc_offset_minutes": utc_offset_minutes,
         "exsetup_written_at": exsetup_written_at,
         "msert_log": copy.deepcopy(msert_log),
@@ -141,6 +144,19 @@ def investigation(*, msert_log: dict[str, Any] | None = CLEAN_TAIL, msert_old_lo
         "candidates": candidates or [],
         "candidates_truncated": candidates_truncated,
     }
+    if candidate_folders is not None:
+        value["candidate_folders"] = copy.deepcopy(candidate_folders)
+    return value
+
+
+def candidate_folders(root: str = "C:\\inetpub\\wwwroot", *, present: bool = True, aspnet_client: bool = True,
+                      auth: bool = True) -> list[dict[str, Any]]:
+    """``investigation.candidate_folders`` as probe.ps1 prints it from contract 1.5: the IIS root (the Default
+    Web Site's folder, ``present`` or not), its aspnet_client, and OWA's and ECP's auth folders."""
+    return [{"path": root, "present": present, "iis_root": True},
+            {"path": root + "\\aspnet_client", "present": present and aspnet_client, "iis_root": False},
+            {"path": EX + "FrontEnd\\HttpProxy\\owa\\auth", "present": auth, "iis_root": False},
+            {"path": EX + "FrontEnd\\HttpProxy\\ecp\\auth", "present": auth, "iis_root": False}]
 
 
 def probe_document(host: str, exsetup: str | None, *, roles: list[str] | None = None,

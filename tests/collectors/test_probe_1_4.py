@@ -24,19 +24,24 @@ from typing import Any
 import pytest
 
 from collectors.probe import compact, parse_document, probe_script
+from collectors.traces import MAX_CANDIDATE_FOLDERS, MAX_PATH, parse_candidate_folders
 from compliance.catalog import load_catalog
 from compliance.codec import observation_from_dict, observation_to_dict
 from compliance.evaluate import assess, evaluate
 from compliance.investigation import Investigation, InvestigationState, judge_observation
 from compliance.models import Host, Observation, Status, server_roles
-from compliance.traces import LogReach
+from compliance.traces import CandidateFolder, LogReach
 from store import SnapshotStore
 from tests.collectors.documents import (
+    CLEAN_FULL_SCAN,
     EX,
     PROTOCOL_FOLDERS,
     candidate,
+    candidate_folders,
+    defender_detection,
     dumps,
     investigation,
+    msert_tail,
     probe_document,
     protocol_folders,
 )
@@ -366,3 +371,247 @@ def test_collect_keeps_the_folders_and_the_install_path(wsman_peer, tmp_path):
     assert "httpproxy folder Ecp holds no file" in found["T14-ECP"].next_action
     assert stored["T14-ODD"].install_path == "\\\\fileserver\\share\\V15\\"
     assert found["T14-ODD"].state is State.INDICATORS_FOUND
+
+
+# -- review 21 (second round): one server's document against the reader and the judge ---------------
+
+
+@pytest.mark.parametrize("days", [36_500.1, 1e6, 1e9, 1e12, -0.1, -1e12, pytest.param(10**400, id="past-a-float")])
+def test_a_log_window_out_of_bounds_is_not_read_and_named(days: float):
+    # indicators.log_window_days is any JSON number to the schema: a hundred years (36,500 days) is
+    # more than any log an Exchange server keeps; past it (or below 0) the value is no reading, and a
+    # day count past the calendar stopped the fleet's save (OverflowError in the judge).
+    document = _document()
+    document["indicators"]["log_window_days"] = days
+    obs = _observed(document)
+    assert obs.log_window_days is None
+    assert obs.probe_errors == ("log_window_days: left out, a number out of range (from 0 to 36500 days)",)
+    result = _judged(document)
+    assert result.state is State.INCOMPLETE
+    assert result.next_action.startswith("The CVE checks read no log file")
+
+
+@pytest.mark.parametrize("days", [0, 36_500, 36_500.0])
+def test_a_log_window_at_its_bounds_is_read(days: float):
+    document = _document()
+    document["indicators"]["log_window_days"] = days
+    obs = _observed(document)
+    assert obs.log_window_days == days and obs.probe_errors == ()
+    assert _judged(document).state is (State.CLEAN if days else State.INCOMPLETE)
+
+
+@pytest.mark.parametrize(("line", "offset"), [("Started On Fri Dec 31 23:59:59 9999", -720),
+                                              ("Started On Mon Jan  1 00:00:00 0001", 840)])
+def test_an_msert_start_at_the_end_of_the_calendar_is_not_read(line: str, offset: int):
+    lines = ["Microsoft Safety Scanner v1.333, (build 1.333.1102.0)", line, "Full Scan Results:"]
+    document = _document()
+    document["investigation"]["msert_log"] = msert_tail(lines, utc_offset_minutes=offset)
+    obs = parse_document(dumps(document), Host("EX16-14"), "import", NOW)  # raised OverflowError
+    assert obs.failure is None and obs.traces is not None
+    assert [scan.started_at for scan in obs.traces.scans or ()] == [None]
+    assert _judged(document).state is State.INCOMPLETE
+
+
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01"])
+def test_an_install_date_at_the_end_of_the_calendar_is_not_credible(day: str):
+    document = _document()
+    document["installed_updates"][0]["installed_on"] = day
+    result = _judged(document)  # raised OverflowError
+    assert result.state is State.NOT_INVESTIGATED
+    assert result.next_action.startswith("The time of the fix is not known")
+    assert any(f"installed on {day}" in line and "not credible" in line for line in result.evidence)
+
+
+def test_a_run_out_of_the_tail_whose_summary_found_something_unnamed_is_an_indicator():
+    # msert.log cut: the tail holds the clean run of 10 March; the whole file's matches hold a run of
+    # 25 January whose summary found something it names in a form not read ("Return code: 7").
+    tail = msert_tail(CLEAN_FULL_SCAN, cut=True)
+    tail["matches"] = ["Started On Mon Jan 25 10:00:00 2021", "Full Scan Results:",
+                       "Found something in a form not read", "Return code: 7 (0x7)",
+                       "Started On Wed Mar 10 11:55:13 2021", "Full Scan Results:", "Return code: 0 (0x0)"]
+    document = _document()
+    document["investigation"]["msert_log"] = tail
+    result = _judged(document)
+    assert result.state is State.INDICATORS_FOUND, (result.state, result.next_action)
+    assert "reports a detection the log names in a form not read" in result.next_action
+
+
+def test_a_detection_printed_beside_available_false_is_an_indicator():
+    document = _document()
+    document["investigation"]["defender"] = {
+        "available": False, "truncated": False,
+        "detections": [defender_detection("Backdoor:ASP/SecChecker.A", detected_at="2021-02-01T00:00:00Z")]}
+    result = _judged(document)
+    assert result.state is State.INDICATORS_FOUND
+    assert not any("Defender is not available" in line for line in result.evidence)
+
+
+# -- minor version 1.5 (review of issue 21): the folders the web-shell search looked in ---------------
+
+ROOT_GONE = ("The IIS root folder C:\\inetpub\\wwwroot was not found: web shells there were not looked for; "
+             "check where the Default Web Site lives")
+MOVED = Path(__file__).parent / "probe_documents" / "exchange2016_cu19_investigation_1.5_iis_root_moved.json"
+
+
+def _with_folders(folders: list[dict[str, Any]] | None, **changed: Any) -> dict[str, Any]:
+    """``_document`` as probe.ps1 1.5 prints it: with the candidate folders (None: without, as before 1.5)."""
+    document = _document(**changed)
+    if folders is not None:
+        document["investigation"]["candidate_folders"] = folders
+    return document
+
+
+def test_an_iis_root_not_there_keeps_a_patched_scanned_server_incomplete():
+    # inetpub moved to D: and applicationHost.config unreadable or naming a folder that is gone: the probe
+    # listed a folder that is not there, and the one IIS serves was never looked in. Before 1.5 nothing in
+    # the document said so, and the server could be clean.
+    result = _judged(_with_folders(candidate_folders(present=False)))
+    assert result.state is State.INCOMPLETE
+    assert result.next_action == ROOT_GONE
+    assert any(line.startswith("Web-shell folder C:\\inetpub\\wwwroot (the IIS root): not there")
+               for line in result.evidence)
+
+
+def test_every_candidate_folder_there_can_be_clean():
+    result = _judged(_with_folders(candidate_folders("D:\\inetpub\\wwwroot")))
+    assert result.state is State.CLEAN, result.evidence
+    assert any(line.startswith("Web-shell folders looked in: D:\\inetpub\\wwwroot (the IIS root, directly), "
+                               "D:\\inetpub\\wwwroot\\aspnet_client, ") for line in result.evidence)
+
+
+def test_an_aspnet_client_or_auth_folder_not_there_is_evidence_only():
+    # Nothing can be hidden in a folder that is not there: only the IIS root missing means the search
+    # looked in the wrong place.
+    result = _judged(_with_folders(candidate_folders(aspnet_client=False, auth=False)))
+    assert result.state is State.CLEAN, result.evidence
+    assert any(line.startswith("Web-shell folder C:\\inetpub\\wwwroot\\aspnet_client: not there")
+               for line in result.evidence)
+
+
+def test_a_list_of_candidate_folders_without_the_iis_root_is_a_gap():
+    # A 1.5 probe always lists the IIS root first: a list without it (cut, forged) cannot show it was read.
+    result = _judged(_with_folders(candidate_folders()[1:]))
+    assert result.state is State.INCOMPLETE
+    assert result.next_action.startswith("The web-shell search names no IIS root folder")
+
+
+def test_a_1_4_document_without_candidate_folders_reads_and_judges_as_before():
+    obs = _observed(_document())
+    assert obs.traces is not None and obs.traces.candidate_folders is None
+    result = _judged(_document())
+    assert result.state is State.CLEAN
+    assert not any("Web-shell folder" in line for line in result.evidence)
+
+
+def test_the_literal_1_5_document_with_the_iis_root_on_another_drive():
+    document = json.loads(MOVED.read_text(encoding="utf-8"))
+    obs = _observed(MOVED.read_bytes())
+    assert obs.traces is not None
+    assert obs.traces.candidate_folders == tuple(
+        CandidateFolder(entry["path"], entry["present"], entry["iis_root"])
+        for entry in document["investigation"]["candidate_folders"])
+    assert obs.traces.candidate_folders[0] == CandidateFolder("D:\\inetpub\\wwwroot", True, iis_root=True)
+    # The web shell hidden (attrib +h +s) in D:\inetpub\wwwroot\aspnet_client: listed from 1.5 on.
+    result = _judged(MOVED.read_bytes())
+    assert result.state is State.INDICATORS_FOUND
+    assert result.next_action.startswith(
+        "A possible web shell D:\\inetpub\\wwwroot\\aspnet_client\\system_web\\8Lw7tAhF9i1pJnRo.aspx")
+
+
+@pytest.mark.parametrize(("entry", "read"), [
+    pytest.param({"path": "D:\\w", "present": True, "iis_root": True}, CandidateFolder("D:\\w", True, True),
+                 id="as-printed"),
+    pytest.param({"path": "D:\\w", "present": "true", "iis_root": True}, CandidateFolder("D:\\w", False, True),
+                 id="present-not-said-is-not-there"),
+    pytest.param({"path": "D:\\w", "present": True, "iis_root": 1}, CandidateFolder("D:\\w", True, False),
+                 id="root-not-said-is-not-the-root"),
+    pytest.param({"path": "", "present": True, "iis_root": True}, None, id="no-path"),
+    pytest.param({"present": False, "iis_root": True}, None, id="path-missing"),
+    pytest.param("D:\\w", None, id="not-an-object"),
+])
+def test_a_candidate_folder_entry_is_read_fail_closed(entry: Any, read: CandidateFolder | None):
+    assert parse_candidate_folders([entry]) == (() if read is None else (read,))
+
+
+def test_the_candidate_folders_are_bounded_and_not_read_when_not_a_list():
+    assert parse_candidate_folders(None) is None and parse_candidate_folders({"path": "C:\\"}) is None
+    many = [{"path": f"C:\\f{i}", "present": True, "iis_root": False} for i in range(MAX_CANDIDATE_FOLDERS + 5)]
+    assert len(parse_candidate_folders(many) or ()) == MAX_CANDIDATE_FOLDERS
+    (long,) = parse_candidate_folders([{"path": "C:\\" + "x" * 5000, "present": True, "iis_root": True}]) or ()
+    assert len(long.path) == MAX_PATH
+
+
+def test_candidate_folders_round_trip_and_are_stored_only_when_read():
+    obs = _observed(_with_folders(candidate_folders(present=False)))
+    stored = json.loads(_dumps(observation_to_dict(obs)))
+    assert stored["traces"]["candidate_folders"][0] == {"path": "C:\\inetpub\\wwwroot", "present": False,
+                                                        "iis_root": True}
+    assert observation_from_dict(stored) == obs
+    assert "candidate_folders" not in observation_to_dict(_observed(_document()))["traces"]
+
+
+def test_traces_stored_before_1_5_read_and_encode_as_before():
+    text = _dumps(observation_to_dict(_observed(_document())))
+    read = observation_from_dict(json.loads(text))
+    assert read.traces is not None and read.traces.candidate_folders is None
+    assert _dumps(observation_to_dict(read)) == text
+
+
+@pytest.mark.parametrize(("forged", "read"), [
+    pytest.param("C:\\inetpub\\wwwroot", None, id="a-text"),
+    pytest.param([{"path": 7, "present": True, "iis_root": True}], (), id="path-not-a-text"),
+    pytest.param([{"path": "C:\\w", "present": "true", "iis_root": "true"}], (CandidateFolder("C:\\w", False),),
+                 id="flags-not-true"),
+])
+def test_a_forged_stored_candidate_folder_is_read_fail_closed(forged: Any, read: Any):
+    stored = json.loads(_dumps(observation_to_dict(_observed(_with_folders(candidate_folders())))))
+    stored["traces"]["candidate_folders"] = forged
+    traces = observation_from_dict(stored).traces
+    assert traces is not None and traces.candidate_folders == read
+
+
+@pytest.mark.integration
+def test_collect_keeps_the_candidate_folders(wsman_peer, tmp_path):
+    fleet = {
+        "T15-ROOT": _with_folders(candidate_folders(present=False)) | {"host": "T15-ROOT", "collected_at": _now()},
+        "T15-MOVED": json.loads(MOVED.read_text(encoding="utf-8")) | {"host": "T15-MOVED", "collected_at": _now()},
+        "T15-OLD": _document() | {"host": "T15-OLD", "collected_at": _now()},
+    }
+    lines = ["name,winrm_url"]
+    for name, document in fleet.items():
+        wsman_peer.set_host(name, HostBehavior(stdout=dumps(document), chunks=2))
+        lines.append(f"{name},{wsman_peer.url(name)}")
+    inventory = tmp_path / "hosts.csv"
+    inventory.write_text("\n".join(lines) + "\n")
+    config = tmp_path / "collection.toml"
+    config.write_text("[winrm]\n" f'username = "{wsman_peer.username.replace(chr(92), chr(92) * 2)}"\n'
+                      f'ca_file = "{wsman_peer.ca_file}"\ndeadline_seconds = 10\nretries = 0\n')
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    env = {**os.environ, "PROXYLOGON_WINRM_PASSWORD": wsman_peer.password,
+           "PROXYLOGON_DATA_DIR": str(tmp_path / "data")}
+    wsman_peer.expected_script = compact(probe_script())  # the 1.5 probe is what goes out
+    try:
+        done = subprocess.run([sys.executable, "-m", "collectors", "collect", "--config", str(config),
+                               "--inventory", str(inventory), "--db", db, "--secrets", os.devnull],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        wsman_peer.expected_script = None
+    assert done.returncode == 0, done.stderr
+    assert all(not wsman_peer.mismatches(name) for name in fleet)
+    store = SnapshotStore.open(db)
+    try:
+        latest = store.latest()
+        assert latest is not None
+        stored = {a.observation.host.name: a.observation for a in store.assessments(latest.id)}
+        found = store.investigations(latest.id)
+        assert store.verify(workers=1).ok
+    finally:
+        store.dispose()
+    gone = stored["T15-ROOT"].traces
+    assert gone is not None and gone.candidate_folders is not None
+    assert gone.candidate_folders[0] == CandidateFolder("C:\\inetpub\\wwwroot", False, iis_root=True)
+    assert (found["T15-ROOT"].state, found["T15-ROOT"].next_action) == (State.INCOMPLETE, ROOT_GONE)
+    assert found["T15-MOVED"].state is State.INDICATORS_FOUND
+    old = stored["T15-OLD"].traces
+    assert old is not None and old.candidate_folders is None
+    assert found["T15-OLD"].state is State.CLEAN

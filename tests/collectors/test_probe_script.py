@@ -49,8 +49,12 @@ MAX_ENVELOPE_BYTES = 150 * 1024
 # write), about 16,000: four new reads, printed raw and bounded, parsed in collectors/traces.py; to
 # 17,000 for the review of issue 21 (about 16,600): a cut MSERT log's matching lines from the whole
 # file (a detection in a run out of the tail was lost) and the log reach per folder (one HttpProxy
-# protocol folder reaching back far hid the others that did not).
-LIMIT = 17_000
+# protocol folder reaching back far hid the others that did not); to 17,700 for minor version 1.5 (a
+# review of issue 21, about 17,600): the IIS root read from applicationHost.config instead of assumed on
+# the system drive (about 430 characters: the web shells' folder was not looked in when inetpub had
+# moved), which candidate folders were there (about 150), and -Force on every listing of an attacker's
+# files (hidden web shells, logs and dumps were skipped).
+LIMIT = 17_700
 
 
 def compact(script: str) -> str:
@@ -229,6 +233,10 @@ ALLOWED_METHODS = {
     "AddSeconds",
     "Contains",
     "ContainsKey",
+    # [Environment]::ExpandEnvironmentVariables (1.5): the IIS root as applicationHost.config writes it
+    # (%SystemDrive%\inetpub\wwwroot) with %NAME% replaced from this process's environment block; it
+    # reads nothing else and changes nothing. No other [Environment] member is allowed.
+    "ExpandEnvironmentVariables",
     "GetIPGlobalProperties",
     "GetUtcOffset",
     "GetValue",
@@ -257,6 +265,7 @@ STATE_CHANGING_METHODS = re.compile(
 ALLOWED_TYPES = {
     "Collections.Generic.List[object]",
     "DateTime",
+    "Environment",  # only ExpandEnvironmentVariables (ALLOWED_METHODS); no assignment to it (own variables only)
     "Globalization.CultureInfo",
     "Math",
     "Net.NetworkInformation.IPGlobalProperties",
@@ -267,6 +276,11 @@ ALLOWED_TYPES = {
     "string",
     "string[]",
     "TimeZoneInfo",
+    # [xml] (1.5): applicationHost.config's text, read with Get-Content -Raw, parsed in memory to find the
+    # Default Web Site's folder. PowerShell's conversion (InternalDeserializer's settings for an untrusted
+    # document) has no XmlResolver, so it fetches no external entity or DTD, and caps entity expansion at
+    # 1,024 characters: it reads nothing more. XmlDocument's Save/Load* methods are not in ALLOWED_METHODS.
+    "xml",
 }
 
 # The probe writes only to its own document and its own bookkeeping.
@@ -827,7 +841,7 @@ def test_the_1_3_field_is_written_and_declared_optional(tree: tuple[tree_sitter.
     assert {"investigation", *investigation["properties"]} <= keys
     assert "investigation" not in schema["required"]  # type: ignore[operator]
     assert investigation["type"] == ["object", "null"]
-    assert "minor version 1.4" in schema["title"]  # type: ignore[operator]
+    assert "minor version 1.5" in schema["title"]  # type: ignore[operator]
     defs: Any = schema["$defs"]
     # Added after the review of issue 21, optional (a 1.3 document printed before lacks them).
     later = {"log_tail": {"matches"}, "log_reach": {"folder"}}
@@ -841,10 +855,10 @@ def test_the_1_3_field_is_written_and_declared_optional(tree: tuple[tree_sitter.
 def test_the_minor_version_is_named_alike_in_the_script_the_schema_and_the_contract(
         script: str, schema: dict[str, object]) -> None:
     contract = CONTRACT.read_text(encoding="utf-8")
-    assert 'minor version 1.4 (minor' in " ".join(script.split("#>", 1)[0].split())
-    assert "minor version 1.4" in schema["title"]  # type: ignore[operator]
-    assert "This page describes **minor version 1.4**" in " ".join(contract.split())
-    assert "\n  | 1.4 | " in contract
+    assert 'minor version 1.5 (minor' in " ".join(script.split("#>", 1)[0].split())
+    assert "minor version 1.5" in schema["title"]  # type: ignore[operator]
+    assert "This page describes **minor version 1.5**" in " ".join(contract.split())
+    assert "\n  | 1.4 | " in contract and "\n  | 1.5 | " in contract
 
 
 def test_the_probe_schema_and_reader_share_the_1_3_bounds(script: str, schema: dict[str, object]) -> None:
@@ -897,8 +911,11 @@ def test_defender_is_read_with_its_two_read_only_cmdlets(script: str) -> None:
 def test_candidates_are_names_and_times_never_content(script: str) -> None:
     code = compact(script)
     part = _part(code, "$tr.candidates = $List::new()", "if ($ex) {\ntry {")
-    assert "Get-Content" not in part and "Select-String" not in part
-    assert '$dirs = @("$env:SystemDrive\\inetpub\\wwwroot\\aspnet_client")' in part
+    # No candidate is opened: the one text read is IIS's configuration (1.5, where the IIS root is).
+    assert re.findall(r"Get-Content[^)]*", part) == [
+        'Get-Content -LiteralPath "$env:windir\\System32\\inetsrv\\config\\applicationHost.config" -Raw']
+    assert "Select-String" not in part
+    assert "$dirs = @($root, ($root.TrimEnd('\\') + '\\aspnet_client'))" in part
     assert "$dirs += ($ex + 'FrontEnd\\HttpProxy\\owa\\auth'), ($ex + 'FrontEnd\\HttpProxy\\ecp\\auth')" in part
     assert "Where-Object { $_.Name -match '\\.as[hp]x$' }" in part
     assert ("$tr.candidates.Add([ordered]@{ path = $file.FullName; size = $file.Length; "
@@ -913,13 +930,13 @@ def test_the_log_reach_is_the_oldest_file_of_each_folder_or_the_oldest_event(scr
     assert "Iso (Get-WinEvent -LogName Application -MaxEvents 1 -Oldest).TimeCreated" in part
     # 1.4: HttpProxy per protocol folder, every direct subfolder (hidden ones too), one holding no file
     # too (oldest null: an emptied HttpProxy\Ecp must show); the other logs their own folder.
-    assert "$dirs = @(Get-Item -LiteralPath ($ex + 'Logging\\' + $log))" in part
+    assert "$dirs = @(Get-Item -LiteralPath ($ex + 'Logging\\' + $log) -Force)" in part
     assert ("if ($log -eq 'HttpProxy') {\n$dirs = @(Get-ChildItem -LiteralPath $dirs[0].FullName -Directory "
             "-Force)\n}") in part
     # Each folder's oldest file, its subfolders' included; every folder read before any is added, so a
     # folder that cannot be read leaves the whole log out (with a log_reach error), never a part of it.
     assert ("$rows = @($dirs | Select-Object -First $MaxFindings | ForEach-Object { [ordered]@{ log = $log; "
-            "folder = $_.FullName; oldest = (Iso (Get-ChildItem -LiteralPath $_.FullName -Recurse -File | "
+            "folder = $_.FullName; oldest = (Iso (Get-ChildItem -LiteralPath $_.FullName -Recurse -File -Force | "
             "Sort-Object CreationTimeUtc | Select-Object -First 1).CreationTimeUtc) } })\n"
             "foreach ($row in $rows) {\n$tr.log_reach.Add($row)\n}") in part
     assert "if ($dirs.Count -gt $MaxFindings) {\n$tr.log_reach_truncated = $true\n}" in part
@@ -958,3 +975,94 @@ def test_the_fix_time_is_exsetups_last_write(script: str) -> None:
     assert "$exe = Get-Item -LiteralPath (Join-Path $doc.install_path 'Bin\\ExSetup.exe')" in code
     assert "$tr.exsetup_written_at = Iso $exe.LastWriteTimeUtc" in code
     assert "[int][TimeZoneInfo]::Local.GetUtcOffset($start).TotalMinutes" in code
+
+
+# ---- minor version 1.5 (review of issue 21): hidden files, and the IIS root where it is ------------
+
+# The lines that list the file system for the investigation and the CVE checks: (the part's first line,
+# the line after it, how many Get-ChildItem/Get-Item lines it holds). Get-ChildItem without -Force skips
+# hidden and system files and hidden folders (`attrib +h +s shell.aspx` hides a web shell IIS still
+# serves); Get-Item without -Force reports a hidden file or folder as not found.
+LISTINGS = {
+    "candidates": ("$tr.candidates = $List::new()", "if ($ex) {\ntry {", 1),
+    "Files (the CVE checks' log files)": ("function Files($folder) {", "\n}\n", 1),
+    "log_reach": ("$tr.log_reach = $List::new()", "$tr.candidates = $List::new()", 3),
+    "suspicious_files": ("if ($state.cve -and -not (Expired)) {", "if ($state.oldest) {", 2),
+    "Tail (msert.log)": ("function Tail($path) {", "\n}\n$errors = ", 1),
+}
+# Not the file system (a registry key, IIS's configuration), or no attacker's artefact (ExSetup.exe: one
+# hidden reads as not found, an exsetup error, so the status is unknown).
+NOT_FILE_LISTINGS = ("'HKLM:", "Get-ChildItem $product", "'IIS:", "'Bin\\ExSetup.exe'")
+
+
+def _listing_lines(part: str) -> list[str]:
+    return [line for line in part.splitlines() if re.search(r"\bGet-(?:ChildItem|Item)\b", line)]
+
+
+@pytest.mark.parametrize("name", LISTINGS)
+def test_each_listing_for_an_attackers_files_shows_hidden_ones(script: str, name: str) -> None:
+    start, end, count = LISTINGS[name]
+    lines = _listing_lines(_part(compact(script), start, end))
+    assert len(lines) == count, lines
+    assert [line for line in lines if " -Force" not in line] == []
+
+
+def test_every_file_system_listing_shows_hidden_files(script: str) -> None:
+    lines = [line for line in _listing_lines(compact(script)) if not any(skip in line for skip in NOT_FILE_LISTINGS)]
+    assert len(lines) == sum(count for _, _, count in LISTINGS.values())
+    assert [line for line in lines if " -Force" not in line] == []
+
+
+def test_the_iis_root_is_the_default_web_sites_folder(script: str) -> None:
+    code = compact(script)
+    part = _part(code, "$tr.candidates = $List::new()", "if ($ex) {\ntry {")
+    # Read-only: applicationHost.config's text parsed in memory ([xml] resolves nothing), the site named
+    # Default Web Site, else the one with id 1, its application "/" and that one's virtual directory "/".
+    assert ("$sites = @(([xml](Get-Content -LiteralPath \"$env:windir\\System32\\inetsrv\\config\\"
+            "applicationHost.config\" -Raw)).configuration.'system.applicationHost'.sites.site)") in part
+    assert ("$site = @($sites | Where-Object { $_.name -eq 'Default Web Site' }) + "
+            "@($sites | Where-Object { $_.id -eq '1' })") in part
+    assert ("$path = @(@($site[0].application | Where-Object { $_.path -eq '/' }).virtualDirectory | "
+            "Where-Object { $_.path -eq '/' })[0].physicalPath") in part
+    # %SystemDrive%\inetpub\wwwroot as IIS writes it; the default when the file is not there or names none.
+    assert "$root = [Environment]::ExpandEnvironmentVariables($path)" in part
+    assert part.index('$root = "$env:SystemDrive\\inetpub\\wwwroot"') < part.index("$sites = ")
+    # Any other failure (access denied, not XML) is a candidates error: the list may be incomplete.
+    assert ("} catch {\nif ($_.CategoryInfo.Category -ne 'ObjectNotFound') {\nFault 'candidates' $_\n}\n}\n"
+            "$dirs = @($root, ($root.TrimEnd('\\') + '\\aspnet_client'))") in part
+    # No Join-Path on the root: Windows PowerShell's throws when its drive does not exist (a moved inetpub's
+    # volume gone), which would skip the listing instead of saying the folder is not there.
+    assert "Join-Path $root" not in part
+    # The root directly (the whole site is huge), aspnet_client and the auth folders recursively.
+    assert ("Get-ChildItem -LiteralPath $dir -Recurse:($dir -ne $root) -File -Force | "
+            "Where-Object { $_.Name -match '\\.as[hp]x$' }") in part
+
+
+def test_each_candidate_folder_says_whether_it_was_there(script: str, schema: dict[str, object]) -> None:
+    code = compact(script)
+    part = _part(code, "$tr.candidates = $List::new()", "if ($ex) {\ntry {")
+    assert "$tr.candidate_folders = $List::new()" in part
+    # Not there only when the listing said so (ObjectNotFound); another failure is an error, never "absent".
+    assert "foreach ($dir in $dirs) {\n$there = $true\ntry {" in part
+    assert ("} catch {\nif ($_.CategoryInfo.Category -eq 'ObjectNotFound') {\n$there = $false\n} else {\n"
+            "Fault 'candidates' $_\n}\n}\n"
+            "$tr.candidate_folders.Add([ordered]@{ path = $dir; present = $there; iis_root = ($dir -eq $root) })"
+            ) in part
+    assert "candidate_folders = $null" in _part(code, "$tr = [ordered]@{", "$doc = [ordered]@{")
+    investigation: Any = schema["properties"]["investigation"]  # type: ignore[index]
+    folders = investigation["properties"]["candidate_folders"]
+    folder: Any = schema["$defs"]["candidate_folder"]  # type: ignore[index]
+    assert set(folder["required"]) == set(folder["properties"]) == {"path", "present", "iis_root"}
+    from collectors.traces import MAX_CANDIDATE_FOLDERS
+
+    assert folders["maxItems"] == MAX_CANDIDATE_FOLDERS and "candidate_folders" not in investigation.get(
+        "required", [])
+
+
+def test_the_allow_lists_grew_only_by_the_iis_roots_read_only_parts() -> None:
+    # [xml]: parses a text in memory (PowerShell's conversion has no XmlResolver: it fetches nothing);
+    # [Environment]::ExpandEnvironmentVariables: replaces %NAME% from this process's environment, reads
+    # and changes nothing else. No other member of [Environment] may be called (ALLOWED_METHODS).
+    assert {"xml", "Environment"} <= ALLOWED_TYPES
+    assert "ExpandEnvironmentVariables" in ALLOWED_METHODS
+    assert not {"SetEnvironmentVariable", "Exit", "FailFast", "Load", "LoadXml"} & ALLOWED_METHODS

@@ -610,3 +610,56 @@ def test_hostile_text_is_kept_as_evidence_and_never_raises():
     (reach,) = parse_log_reach([{"log": "HttpProxy", "folder": "C:\\Ex\\" + HOSTILE.replace("/", ""),
                                 "oldest": None}])
     assert reach.folder is not None and "\u202e" in reach.folder and "\ud800" not in reach.folder
+
+
+# -- review 21 (second round): the calendar's ends, Defender's flag, a summary out of the tail ------
+
+
+@pytest.mark.parametrize(("when", "offset"), [("Fri Dec 31 23:59:59 9999", -720),
+                                              ("Mon Jan  1 00:00:00 0001", 840)])
+def test_a_start_at_the_end_of_the_calendar_is_not_read_and_never_raises(when: str, offset: int):
+    # Applying the offset leaves the calendar (OverflowError, not ValueError): the start is not read.
+    assert local_time(when, offset) is None
+    lines = ["Microsoft Safety Scanner v1.333, (build 1.333.1102.0)", f"Started On {when}", "Full Scan Results:"]
+    (scan,) = parse_msert_log(lines, offset)
+    assert scan.started_at is None and f"Started On {when}" in scan.raw
+    # One second and one minute of offset inside the calendar: still read.
+    assert local_time("Fri Dec 31 11:59:59 9999", -720) == datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    assert local_time("Mon Jan  1 14:00:00 0001", 840) == datetime(1, 1, 1, 0, 0, tzinfo=UTC)
+
+
+def test_detections_printed_beside_available_false_still_count():
+    # A forged or odd "available": false beside a list of detections: what the server printed is
+    # evidence whatever the flag, and Defender's presence is then unknown, never "not available".
+    value = investigation()
+    value["defender"] = {"available": False, "truncated": False, "detections": [defender_detection()]}
+    traces, errors = traces_from_investigation(value)
+    assert traces is not None and traces.defender_available is None
+    assert [d.threat for d in traces.detections or ()] == ["Backdoor:MSIL/Chopper.F!dha"]
+    assert errors == ("investigation: Defender said it is not available, yet listed detections: "
+                      "they are read, and whether it is available is not known",)
+    # False with an empty or no list stays "not available" (its cmdlets are absent).
+    for listed in ([], None):
+        value["defender"] = {"available": False, "truncated": False, "detections": listed}
+        traces, errors = traces_from_investigation(value)
+        assert traces is not None and (traces.defender_available, traces.detections, errors) == (False, None, ())
+
+
+def test_a_summary_out_of_the_tail_that_found_something_unnamed_is_a_finished_found_run():
+    # The run of 25 January fell out of the tail; the whole file's matches hold its summary, which
+    # says something was found in a form not read. Its stand-in is finished (a summary is printed at
+    # a run's end), so the judge's rule on a finished run reporting an unnamed detection applies.
+    matches = ["Started On Mon Jan 25 10:00:00 2021", "Full Scan Results:", "Found something in a form not read",
+               "Return code: 7 (0x7)", "Started On Wed Mar 10 11:55:13 2021", "Full Scan Results:",
+               "Return code: 0 (0x0)"]
+    tail = msert_tail(CLEAN_FULL_SCAN, cut=True) | {"matches": matches}
+    traces, _ = traces_from_investigation(investigation(msert_log=tail))
+    assert traces is not None and traces.scans is not None
+    first, last = traces.scans
+    assert (first.started_at, first.finished, first.detections, first.outcome) == (None, True, (), "found")
+    assert last.outcome == "clean"
+    # Named detections out of the tail keep a stand-in that is not finished: its names count.
+    named = [line for line in EXCHANGE_DETECTIONS if line.startswith(("Started On", "Threat Detected", "Found "))]
+    traces, _ = traces_from_investigation(investigation(msert_log=tail | {"matches": named}))
+    assert traces is not None and traces.scans is not None
+    assert not traces.scans[0].finished and traces.scans[0].detections

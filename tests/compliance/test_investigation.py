@@ -992,3 +992,44 @@ def test_an_install_date_before_the_advisory_was_published_is_not_credible():
                   fix_updates=(on_the_day,), observed_at=datetime(2021, 4, 20, tzinfo=UTC),
                   checks=Checks(window_days=200.0), product="2016")
     assert found.state is InvestigationState.CLEAN, found.evidence  # the control
+
+
+# -- review 21 (second round): values at the calendar's ends never raise, never clean ---------------
+
+
+@pytest.mark.parametrize("days", [1e6, 1e9, 1e12, -1e12, 36_500.1, float("nan"), float("inf")])
+def test_a_log_window_past_its_bounds_is_not_credible(advisory: Advisory, days: float) -> None:
+    # The reader bounds log_window_days (0 to MAX_LOG_WINDOW_DAYS); an observation stored or built
+    # without it must not stop the save (OverflowError) nor cover the window.
+    result = run(advisory, checks=Checks(window_days=days))
+    assert result.state is State.INCOMPLETE
+    assert result.next_action.startswith(f"The CVE checks' logs reach back {days} days: not credible")
+
+
+def test_a_log_window_at_its_bound_covers(advisory: Advisory) -> None:
+    assert run(advisory, checks=Checks(window_days=36_500.0)).state is State.CLEAN
+    assert run(advisory, checks=Checks(window_days=0.0)).state is State.INCOMPLETE
+
+
+@pytest.mark.parametrize(("day", "said"), [("9999-12-31", "after the collection"),
+                                           ("0001-01-01", "before the advisory's publication")])
+def test_an_install_date_at_the_end_of_the_calendar_is_not_credible(
+        advisory: Advisory, day: str, said: str) -> None:
+    result = run(advisory, fixed_at=None, fix_updates=(_su(day),))  # raised OverflowError
+    assert result.state is State.NOT_INVESTIGATED
+    assert any(f"KB5000871 installed on {day}" in line and said in line
+               and line.endswith(": not credible") for line in result.evidence), result.evidence
+    # Beside an observed fix time: the far future one also makes that time not credible (it is
+    # before the update's install day), as any install date after the collection does.
+    assert run(advisory, fix_updates=(_su("9999-12-31"),)).state is State.NOT_INVESTIGATED
+    assert run(advisory, fix_updates=(_su("2099-12-31"),)).state is State.NOT_INVESTIGATED
+
+
+@pytest.mark.parametrize("threat", ["Backdoor:ASP/SecChecker.A\nx", "Trojan:JS/Chopper\n!dha",
+                                    "Exploit:Script/Exmann.A\r\n!dha", "Trojan:JS/Chop\nper!dha",
+                                    "\x01", "Backdoor:ASP/Sec\x00Checker.A"])
+def test_a_named_family_with_a_control_character_counts_whenever_dated(
+        advisory: Advisory, threat: str) -> None:
+    # A "*" stopped at a line break, so such a name dated before the window was evidence only.
+    result = run(advisory, replace(CLEAN, detections=(Detection(threat, START - WEEK),)))
+    assert result.state is State.INDICATORS_FOUND

@@ -103,6 +103,11 @@ def test_every_triage_row_has_a_source_the_file_defines(raw: dict[str, Any]) -> 
     ("Backdoor:ASP/Sec\u200bChecker.A", "SecChecker web shell"),  # a zero-width space
     ("\u202eBackdoor:ASP/SecChecker.A ", "SecChecker web shell"),  # a direction mark, a space
     ("Backdoor:ASP/S\u0435cChecker.A", None),  # a Cyrillic e: no family (looks_alike says)
+    # A "*" spans any character, a line break too.
+    ("Backdoor:ASP/SecChecker.A\nx", "SecChecker web shell"),
+    ("Trojan:JS/Chopper\n!dha", "China Chopper web shell"),
+    ("Exploit:Script/Exmann.A\r\n!dha", "Exmann (HAFNIUM exploitation)"),
+    ("Trojan:JS/Chop\nper!dha", None),  # no family: a control character inside (looks_alike says)
 ])
 def test_threat_names_and_their_families(threat: str, family: str | None) -> None:
     found = load_catalogs()[0].advisory.family_of(threat)
@@ -126,6 +131,12 @@ def test_a_pattern_is_literal_but_for_its_stars() -> None:
     ("(no name)", "(no name)", False, True),
     ("ThreatID 2147776320", "ThreatID 2147776320", False, True),
     ("Trojan:Win32/ThreatID", "Trojan:Win32/ThreatID", False, False),
+    # No name Defender or MSERT prints holds a control character: one inside is a look-alike.
+    ("Trojan:JS/Chop\r\nper!dha", "Trojan:JS/Chop\r\nper!dha", True, False),
+    ("Trojan:JS/Chopper\x7f!dha", "Trojan:JS/Chopper\x7f!dha", True, False),
+    ("\x01", "\x01", True, False),
+    ("ThreatID\n2147776320", "ThreatID\n2147776320", True, True),
+    ("\tTrojan:JS/Chopper!dha\r\n", "Trojan:JS/Chopper!dha", False, False),  # trimmed
 ])
 def test_threat_names_are_normalised_before_matching(threat: str, normal: str, alike: bool,
                                                      unnamed: bool) -> None:
