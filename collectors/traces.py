@@ -456,10 +456,12 @@ def traces_from_investigation(value: Any, probe_errors: Iterable[str] = ()
     observation's probe errors for what was left out.
 
     Absent or null: None (a probe before 1.3). A part whose probe error says it failed
-    (``msert_log``, ``defender_detections``) is None (not read), whatever it holds; with a
-    ``defender_detections`` error Defender's availability is unknown (None: its cmdlets are
-    there but failed, e.g. the service stopped), ``False`` only when they are absent and no
-    detection is listed (a list beside ``available: false`` is read, availability None). A
+    (``msert_log``, ``defender_detections``) is None (not read), except detections Defender
+    printed before its error, which are read as a list cut short (``detections_truncated``:
+    they count, and never stand for the whole history); with a ``defender_detections`` error
+    Defender's availability is unknown (None: its cmdlets are there but failed, e.g. the
+    service stopped), ``False`` only when they are absent and no detection is listed (a list
+    beside ``available: false`` is read, availability None). A
     ``candidates`` error marks the candidates truncated (a folder could not be listed); a
     ``log_reach`` list the probe cut (``log_reach_truncated``) or longer than MAX_LOG_REACH marks
     the reach truncated.
@@ -477,8 +479,14 @@ def traces_from_investigation(value: Any, probe_errors: Iterable[str] = ()
     more = False
     if "defender_detections" in failed:
         # The cmdlets are there but failed (Defender stopped, what intruders commonly do, or
-        # another product active): its history is unknown, never "not available".
+        # another product active): its history is unknown, never "not available". What it
+        # printed before failing still counts (a detection is an indicator), as a list cut
+        # short: never the whole history.
         available = None
+        listed = defender.get("detections") if isinstance(defender, Mapping) else None
+        if isinstance(listed, list) and listed:
+            detections, errors = parse_defender(listed)
+            more = True
     elif isinstance(defender, Mapping):
         available = defender.get("available") is True
         listed = defender.get("detections")

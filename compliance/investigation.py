@@ -115,7 +115,7 @@ from compliance.models import (
     probe_error_part,
 )
 from compliance.traces import Candidate, Scan, Traces
-from compliance.triage import looks_alike, nameless, plain_install_path, same_path
+from compliance.triage import EVENT_LOGS, looks_alike, nameless, plain_install_path, same_path
 
 FULL = "full"  # Scan.kind of a full scan
 CLEAN_OUTCOME, FOUND_OUTCOME = "clean", "found"  # Scan.outcome
@@ -604,6 +604,16 @@ class _Judge:
         if checks.truncated:
             self.gaps.append("The CVE checks were cut short by a cap or the deadline: run "
                              "Test-ProxyLogon on the server, or re-collect with more time")
+        triage = self.advisory.triage
+        rule = self.advisory.rule(self.product)
+        searched = {need.cve for need in (triage.logs if triage else ())
+                    if need.log not in EVENT_LOGS and (rule is None or need.cve in rule.cves)}
+        if triage is not None and triage.logs and not searched:
+            # E.g. Exchange 2010: only CVE-2021-26857 concerns it, whose check reads the
+            # Application event log (its reach is judged with the logs): no file to search.
+            self.evidence.append(f"The CVE checks for {self.product or 'this product'} search "
+                                 "no log file (the event log's reach is judged with the logs)")
+            return
         if checks.window_days is None:
             self.gaps.append("The CVE checks read no log file, so they cover no part of the "
                              f"window from {_at(self.start)}: re-collect")

@@ -22,6 +22,9 @@ TRACE_LOGS = ("httpproxy", "ecp_server", "oab_generator", "application_event_log
 # The logs the probe reports per folder by name (LogReach.folder, contract 1.4): HttpProxy's
 # protocol folders each roll over on their own. Only their folders can be required.
 FOLDER_LOGS = ("httpproxy",)
+# The one log that is not a file the CVE checks search (``Observation.log_window_days`` is how
+# far back their file search reached): CVE-2021-26857's check reads the Application event log.
+EVENT_LOGS = ("application_event_log",)
 
 
 class TriageDataError(ValueError):

@@ -1934,9 +1934,10 @@ def _driver_rows(conn: Connection, statement: Select[Any]) -> Iterator[tuple[Any
     column type's result processor: SQLite's 0/1 becomes a bool), one at a time; read it to
     its end before ``conn`` runs anything else. A driver's error is raised as SQLAlchemy
     raises it (``DBAPIError``). From the driver's own cursor when it is sqlite3 or psycopg
-    (psycopg streams it in chunks of ``STREAM_ROWS``): SQLAlchemy's row objects, and a list
-    of a whole snapshot's rows, took more than a third of verify's time at 10,000 hosts x 52,
-    and a row hashed as it arrives is still in the CPU's cache."""
+    (psycopg streams it in chunks of ``STREAM_ROWS``): SQLAlchemy's row objects, a list of
+    a whole snapshot's rows and the garbage collector's passes over it took a quarter of
+    verify's time at 10,000 hosts x 52, and a row hashed as it arrives is still in the CPU's
+    cache."""
     dialect = conn.dialect
     driver = conn.connection.driver_connection  # in conn's transaction
     if driver is None or dialect.driver not in ("pysqlite", "psycopg"):

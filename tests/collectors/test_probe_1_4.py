@@ -615,3 +615,44 @@ def test_collect_keeps_the_candidate_folders(wsman_peer, tmp_path):
     old = stored["T15-OLD"].traces
     assert old is not None and old.candidate_folders is None
     assert found["T15-OLD"].state is State.CLEAN
+
+
+def test_a_patched_scanned_exchange_2010_server_can_be_clean():
+    """Review of issue 21 (M3): on Exchange 2010 only CVE-2021-26857 applies, whose check
+    reads the Application event log (its reach is judged with the logs); the probe searches no
+    log file there, so indicators.log_window_days is null. That is no gap: a 2010 server with a
+    clean full scan after the fix and an event log reaching back before the window is clean
+    (before, "The CVE checks read no log file ...: re-collect" kept it incomplete for ever)."""
+    doc = probe_document("EX10-01", "14.3.513.0", kbs=["KB5000978"],
+                         roles=["Mailbox", "ClientAccess", "UnifiedMessaging"],
+                         investigation=investigation(log_reach_entries=[
+                             {"log": "Application", "oldest": "2020-12-01T08:00:00Z"}]))
+    doc["install_path"] = "C:\\Program Files\\Microsoft\\Exchange Server\\V14\\"
+    doc["product_line"] = "v14"
+    doc["indicators"]["log_window_days"] = None  # what the probe prints on 2010
+    obs = parse_document(json.dumps(doc), Host("EX10-01"), "import", NOW)
+    catalog = load_catalog()
+    verdict = evaluate(obs, catalog, NOW)
+    assert verdict.status is Status.PATCHED and verdict.product == "2010", verdict
+    result = judge_observation(obs, verdict, catalog.advisory, NOW)
+    assert result.state is InvestigationState.CLEAN, (result.state, result.next_action)
+    assert any("search no log file" in line for line in result.evidence)
+    # On 2016, the same null is still a gap: its CVE checks search HttpProxy and ECP logs.
+    doc16 = _document()
+    doc16["indicators"]["log_window_days"] = None
+    result16 = _judged(doc16)
+    assert result16.state is InvestigationState.INCOMPLETE, result16
+    assert "The CVE checks read no log file" in result16.next_action
+
+
+def test_a_detection_printed_before_defenders_error_is_an_indicator():
+    """Review of issue 21: Defender's cmdlet failed part-way (an error line), having printed a
+    China Chopper detection first. Dropping the list made the server only incomplete; what was
+    printed counts (indicators_found), and the list is never taken for the whole history."""
+    document = _document()
+    document["investigation"]["defender"]["detections"] = [
+        defender_detection("Backdoor:ASP/Chopper.F!dha", detected_at="2021-03-01T00:00:00Z")]
+    document["errors"] = ["defender_detections: 0x800106ba service stopped"]
+    result = _judged(document)
+    assert result.state is InvestigationState.INDICATORS_FOUND, result
+    assert any("Chopper" in line for line in result.evidence)
