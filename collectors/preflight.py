@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import requests
 
 from collectors.config import CollectionConfig, ldap_password, winrm_password
-from collectors.directory import DirectoryError, discover, open_connection
+from collectors.directory import DirectoryError, discover, open_connection, root_dse
 from collectors.inventory import InventoryEntry, merge
 from collectors.kerberos import CLOCK_SKEW_SECONDS, KerberosError, acquire, activate, describe
 from collectors.remote import Target, ca_path, check_config, probe_all, targets_for
@@ -109,10 +109,10 @@ def _ldap_checks(config: CollectionConfig, password: str, now: Callable[[], date
             version = getattr(connection.socket, "version", lambda: None)() or "no TLS"
             yield Check("ldap", url, True, f"bound as {directory.bind_user} ({directory.auth}, "
                         f"{version}, certificate trusted)")
-            found = connection.search("", "(objectClass=*)", search_scope="BASE",
-                                      attributes=["currentTime"])
-            value = (connection.entries[0].entry_attributes_as_dict.get("currentTime")
-                     if found and connection.entries else None)
+            try:
+                value: str | None = root_dse(connection, url, ("currentTime",)).get("currentTime")
+            except DirectoryError:
+                value = None
             yield _skew("ldap", url, _generalized_time(value), now(), "rootDSE currentTime")
         finally:
             with contextlib.suppress(Exception):

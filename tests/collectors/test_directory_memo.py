@@ -216,3 +216,17 @@ def test_against_slapd_sites_and_dags_are_parsed_once_and_as_before(parsed_dns, 
     assert set(counted.values()) == {1}, counted
     sites = {dn for dn in counted if ",cn=sites," in dn.lower()}
     assert len(sites) == len({s.site for s in memoised.servers if s.site})
+
+
+def test_a_dc_answering_attribute_names_in_another_case_is_read_alike():
+    # Attribute descriptions are case-insensitive (RFC 4512 2.5); ldap3 is set to plain dicts
+    # for speed, so discover maps each returned name to the one it asked for.
+    fleet = _fleet(2, 1)
+    shouted = [(dn, {name.upper(): values for name, values in attributes.items()})
+               for dn, attributes in fleet]
+    config = DirectoryConfig(servers=("ldaps://dc1.test.example",), bind_user="svc")
+    expected = discover(config, "pw", connect=lambda *_: _Directory(fleet))
+    found = discover(config, "pw", connect=lambda *_: _Directory(shouted))
+    assert found.servers == expected.servers
+    assert [s.cu_level for s in found.servers] == ["15.1.2176.2"] * 2
+    assert all(s.site and s.dag and s.fqdn and s.roles for s in found.servers)
