@@ -33,7 +33,7 @@ from compliance.models import (
     ServiceState,
     server_roles,
 )
-from compliance.traces import Candidate, Detection, LogReach, Scan, Traces
+from compliance.traces import Candidate, CandidateFolder, Detection, LogReach, Scan, Traces
 from compliance.verdicts import other_catalogs
 from store import SnapshotStore
 
@@ -108,6 +108,13 @@ FAILURES = {  # the same classes and hints as a real collection (compliance/fail
 TRACES = ("clean", "short_logs", "quick_scan", "detection", "web_shell")
 WINDOW_START = datetime(2021, 1, 5, 10, 0, tzinfo=UTC)  # the advisory's start, 2021-01-06 UTC+14
 LOGS = ("ecp_server", "oab_generator", "application_event_log")  # and HttpProxy's folders
+# The folders the web-shell search looked in, each there, as a probe from contract 1.5 lists them (a
+# reading without them, from an older probe, is never clean).
+_FRONT_END = "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy\\"
+CANDIDATE_FOLDERS = (CandidateFolder("C:\\inetpub\\wwwroot", True, iis_root=True),
+                     CandidateFolder("C:\\inetpub\\wwwroot\\aspnet_client", True),
+                     CandidateFolder(_FRONT_END + "owa\\auth", True),
+                     CandidateFolder(_FRONT_END + "ecp\\auth", True))
 
 
 def _protocol_folders(catalog: Catalog) -> tuple[str, ...]:
@@ -151,7 +158,8 @@ def _traces(kind: str, fixed: datetime, at: datetime, folders: tuple[str, ...]) 
         candidates = (Candidate("C:\\inetpub\\wwwroot\\aspnet_client\\system_web\\"
                                 "demo-x7k3q.aspx", 1843, planted, planted),)
     return Traces(scans=tuple(scans), detections=detections, defender_available=True,
-                  log_reach=reach, candidates=candidates, fixed_at=fixed)
+                  log_reach=reach, candidates=candidates, fixed_at=fixed,
+                  candidate_folders=CANDIDATE_FOLDERS)
 
 
 def _fleet() -> list[DemoHost]:

@@ -79,15 +79,18 @@ function Iso($value) {
     }
 }
 
-# An install date ("yyyyMMdd" or a date text) as "yyyy-MM-dd", or $null.
+# An install date as "yyyy-MM-dd", or $null. Only "yyyyMMdd" (what Windows Installer and the
+# Exchange updates write) and "yyyy-MM-dd" are read, exactly, in the invariant culture: another
+# text is in some user's short-date format ("03/06/2021" is 3 June in en-GB), which a cast would
+# read month first in every locale (6 March). A day read too early makes a scan run before the
+# fix count as after it; null leaves the fix time to the time the server was seen patched.
 function Day($value) {
-    if ([string]$value -match '^(\d{4})(\d\d)(\d\d)$') {
-        return $Matches[1] + '-' + $Matches[2] + '-' + $Matches[3]
-    }
-    try {
-        return ([DateTime][string]$value).ToString('yyyy-MM-dd', $inv)
-    } catch {
-        # not a date: no output, so $null
+    foreach ($form in 'yyyyMMdd', 'yyyy-MM-dd') {
+        try {
+            return [DateTime]::ParseExact([string]$value, $form, $inv).ToString('yyyy-MM-dd', $inv)
+        } catch {
+            # not in this form: the next one, then no output, so $null
+        }
     }
 }
 
@@ -600,26 +603,35 @@ foreach ($log in 'HttpProxy', 'ECP\Server', 'OABGeneratorLog', 'Application') {
 # The IIS root (1.5) is the Default Web Site's folder (else site id 1's): its application "/"
 # and that one's virtual directory "/", as applicationHost.config holds it (read as text and
 # parsed in memory: PowerShell's [xml] resolves no external entity and caps entity expansion),
-# with %SystemDrive% and the like expanded. %SystemDrive%\inetpub\wwwroot when the file is not
-# there or names none; any other failure (access denied, not XML) is a candidates error: the
-# list may then be incomplete. No Join-Path on it: Windows PowerShell's throws for a drive that
+# with %SystemDrive% and the like expanded. A 32-bit PowerShell on 64-bit Windows sees
+# SysWOW64 as System32 (WOW64 file system redirection), where no applicationHost.config is:
+# there it is read through "sysnative", the real System32 (PROCESSOR_ARCHITEW6432 is set in a
+# WOW64 process only; [Environment]::Is64BitProcess says the same, one more member to allow).
+# Any failure (the file not there, naming no such folder, access denied, not XML) is a
+# candidates error, and the folder then listed, %SystemDrive%\inetpub\wwwroot, is not claimed
+# to be the IIS root (iis_root false): the search may have looked in the wrong place. No Join-Path on it: Windows PowerShell's throws for a drive that
 # does not exist (a moved inetpub's volume gone), which must read as a folder not there.
 # candidate_folders (1.5) says of each folder whether it was there: one that is not is no
 # error, but a reader must see it (an IIS root not there means the shells were not looked for).
 $tr.candidates = $List::new()
 $tr.candidate_folders = $List::new()
 $root = "$env:SystemDrive\inetpub\wwwroot"
+$iis = $null
+$sys = 'System32'
+if ($env:PROCESSOR_ARCHITEW6432) {
+    $sys = 'sysnative'
+}
 try {
-    $sites = @(([xml](Get-Content -LiteralPath "$env:windir\System32\inetsrv\config\applicationHost.config" -Raw)).configuration.'system.applicationHost'.sites.site)
+    $sites = @(([xml](Get-Content -LiteralPath "$env:windir\$sys\inetsrv\config\applicationHost.config" -Raw)).configuration.'system.applicationHost'.sites.site)
     $site = @($sites | Where-Object { $_.name -eq 'Default Web Site' }) + @($sites | Where-Object { $_.id -eq '1' })
     $path = @(@($site[0].application | Where-Object { $_.path -eq '/' }).virtualDirectory | Where-Object { $_.path -eq '/' })[0].physicalPath
-    if ($path) {
-        $root = [Environment]::ExpandEnvironmentVariables($path)
+    if (-not $path) {
+        throw 'applicationHost.config names no folder of the Default Web Site'
     }
+    $root = [Environment]::ExpandEnvironmentVariables($path)
+    $iis = $root
 } catch {
-    if ($_.CategoryInfo.Category -ne 'ObjectNotFound') {
-        Fault 'candidates' $_
-    }
+    Fault 'candidates' $_
 }
 $dirs = @($root, ($root.TrimEnd('\') + '\aspnet_client'))
 if ($ex) {
@@ -642,7 +654,7 @@ foreach ($dir in $dirs) {
             Fault 'candidates' $_
         }
     }
-    $tr.candidate_folders.Add([ordered]@{ path = $dir; present = $there; iis_root = ($dir -eq $root) })
+    $tr.candidate_folders.Add([ordered]@{ path = $dir; present = $there; iis_root = ($dir -eq $iis) })
 }
 
 if ($ex) {

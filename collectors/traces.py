@@ -344,12 +344,16 @@ def _folder_name(path: Any) -> str | None:
     return clean(name, MAX_FOLDER) or None
 
 
-def parse_candidates(entries: Any) -> tuple[tuple[Candidate, ...], bool]:
-    """``investigation.candidates``, and whether entries past MAX_CANDIDATES were left out. An
-    entry without a path is left out; a size that is not a whole number of bytes is None."""
+def parse_candidates(entries: Any) -> tuple[tuple[Candidate, ...], tuple[str, ...]]:
+    """``investigation.candidates``, and a probe error line for what was left out: an entry
+    that is not an object with a path (a file listed that nobody can name is a file nobody
+    looked at), and entries past MAX_CANDIDATES. Any such line means the list is not whole
+    (``traces_from_investigation`` marks it truncated). A size that is not a whole number of
+    bytes is None."""
     if not isinstance(entries, list):
-        return (), False
+        return (), ()
     found = []
+    dropped = 0
     for entry in entries[:MAX_CANDIDATES]:
         if isinstance(entry, Mapping) and isinstance(entry.get("path"), str) and entry["path"]:
             size = entry.get("size")
@@ -358,21 +362,52 @@ def parse_candidates(entries: Any) -> tuple[tuple[Candidate, ...], bool]:
                 size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0
                 else None,
                 created=utc(entry.get("created")), modified=utc(entry.get("modified"))))
-    return tuple(found), len(entries) > MAX_CANDIDATES
+        else:
+            dropped += 1
+    errors = []
+    if dropped:
+        errors.append(f"investigation: {dropped} candidate entries dropped (not objects with a "
+                      "path): the list of candidates is not whole")
+    if len(entries) > MAX_CANDIDATES:
+        errors.append(f"investigation: {len(entries) - MAX_CANDIDATES} candidate entries past "
+                      f"the first {MAX_CANDIDATES} left out")
+    return tuple(found), tuple(errors)
 
 
 def parse_candidate_folders(entries: Any) -> tuple[CandidateFolder, ...] | None:
     """``investigation.candidate_folders`` (contract 1.5): None when not a list (absent: a probe
     before 1.5). The first MAX_CANDIDATE_FOLDERS entries are read; one without a path is left
-    out. Fail closed: a folder is there only when ``present`` is true (anything else reads as not
-    there), and the IIS root only when ``iis_root`` is true."""
+    out (``candidate_folders_left_out`` names what was not read). Fail closed: a folder is there only when
+    ``present`` is true (anything else reads as not there), and the IIS root only when
+    ``iis_root`` is true."""
     if not isinstance(entries, list):
         return None
     return tuple(
         CandidateFolder(path=clean(entry["path"], MAX_PATH), present=entry.get("present") is True,
                         iis_root=entry.get("iis_root") is True)
         for entry in entries[:MAX_CANDIDATE_FOLDERS]
-        if isinstance(entry, Mapping) and isinstance(entry.get("path"), str) and entry["path"])
+        if _folder_entry(entry))
+
+
+def _folder_entry(entry: Any) -> bool:
+    return isinstance(entry, Mapping) and isinstance(entry.get("path"), str) and bool(entry["path"])
+
+
+def candidate_folders_left_out(entries: Any) -> tuple[str, ...]:
+    """A probe error line for each kind of ``candidate_folders`` entry ``parse_candidate_folders``
+    does not read: past MAX_CANDIDATE_FOLDERS, or not an object with a path. Either may be the
+    IIS root "not there", so a line means the list is not whole (``candidate_folders_truncated``)."""
+    if not isinstance(entries, list):
+        return ()
+    errors = []
+    dropped = sum(not _folder_entry(entry) for entry in entries[:MAX_CANDIDATE_FOLDERS])
+    if dropped:
+        errors.append(f"investigation: {dropped} candidate_folders entries dropped (not objects "
+                      "with a path)")
+    if len(entries) > MAX_CANDIDATE_FOLDERS:
+        errors.append(f"investigation: {len(entries) - MAX_CANDIDATE_FOLDERS} candidate_folders "
+                      f"entries past the first {MAX_CANDIDATE_FOLDERS} left out")
+    return tuple(errors)
 
 
 def _tail_scans(tail: Mapping[str, Any], fallback: int | None) -> tuple[list[Scan], bool]:
@@ -460,11 +495,15 @@ def traces_from_investigation(value: Any, probe_errors: Iterable[str] = ()
     printed before its error, which are read as a list cut short (``detections_truncated``:
     they count, and never stand for the whole history); with a ``defender_detections`` error
     Defender's availability is unknown (None: its cmdlets are there but failed, e.g. the
-    service stopped), ``False`` only when they are absent and no detection is listed (a list
-    beside ``available: false`` is read, availability None). A
-    ``candidates`` error marks the candidates truncated (a folder could not be listed); a
-    ``log_reach`` list the probe cut (``log_reach_truncated``) or longer than MAX_LOG_REACH marks
-    the reach truncated.
+    service stopped), ``False`` only when ``available`` is a literal false (its cmdlets absent)
+    and no detection is listed (a list beside ``available: false`` is read, availability None);
+    an ``available`` that is neither true nor false (missing, null, a text) is unknown (None),
+    never "absent", and a list beside it is read as cut short. A Defender record that is not
+    an object is dropped with a probe error line and marks the detections truncated (a
+    detection nobody could read is no "none"). A ``candidates`` error (a folder could not be
+    listed, applicationHost.config not read) or a candidate entry the reader could not read
+    marks the candidates truncated; a ``log_reach`` list the probe cut (``log_reach_truncated``)
+    or longer than MAX_LOG_REACH marks the reach truncated.
     """
     if value is None:
         return None, ()
@@ -488,12 +527,21 @@ def traces_from_investigation(value: Any, probe_errors: Iterable[str] = ()
             detections, errors = parse_defender(listed)
             more = True
     elif isinstance(defender, Mapping):
-        available = defender.get("available") is True
+        # Only a literal false says its cmdlets are absent (which excuses its history); anything
+        # that is neither true nor false (missing, null, a text) says nothing: unknown.
+        said = defender.get("available")
+        available = said if isinstance(said, bool) else None
         listed = defender.get("detections")
+        if available is None:
+            errors = ("investigation: Defender's availability left out, neither true nor "
+                      "false: not known",)
         if isinstance(listed, list) and (available or listed):
-            detections, errors = parse_defender(listed)
-            more = defender.get("truncated") is not False or len(listed) > MAX_DETECTIONS
-            if not available:
+            read, dropped = parse_defender(listed)
+            detections, errors = read, errors + dropped
+            # A record that is not an object (dropped) is a detection nobody could read.
+            more = (defender.get("truncated") is not False or len(listed) > MAX_DETECTIONS
+                    or bool(dropped) or available is not True)
+            if available is False:
                 # Detections printed beside "not available": what the server printed counts
                 # whatever the flag, and that the flag is wrong makes Defender's presence unknown.
                 available = None
@@ -504,7 +552,7 @@ def traces_from_investigation(value: Any, probe_errors: Iterable[str] = ()
     reach = value.get("log_reach")
     reach_cut = value.get("log_reach_truncated") is True or (
         isinstance(reach, list) and len(reach) > MAX_LOG_REACH)
-    candidates, past = parse_candidates(value.get("candidates"))
+    candidates, left_out = parse_candidates(value.get("candidates"))
     listed = isinstance(value.get("candidates"), list)
     return Traces(
         scans=scans,
@@ -512,22 +560,27 @@ def traces_from_investigation(value: Any, probe_errors: Iterable[str] = ()
         defender_available=available,
         log_reach=parse_log_reach(reach) if isinstance(reach, list) else None,
         candidates=candidates if listed else None,
-        candidates_truncated=listed and (past or value.get("candidates_truncated") is True
+        candidates_truncated=listed and (bool(left_out) or value.get("candidates_truncated") is True
                                          or "candidates" in failed),
         fixed_at=utc(value.get("exsetup_written_at")),
         scans_truncated=scans_cut,
         detections_truncated=more,
         reach_truncated=reach_cut,
-    ), tail_errors + errors
+    ), tail_errors + errors + left_out
 
 
 def investigation_traces(value: Any, probe_errors: Iterable[str] = ()
                          ) -> tuple[Traces | None, tuple[str, ...]]:
     """``traces_from_investigation`` with what contract 1.5 added: the folders the web-shell
     candidate search looked in (``Traces.candidate_folders``, ``parse_candidate_folders``; None
-    when the document has none). What ``collectors/probe.py`` reads a document's
+    when the document has none), marked truncated with a probe error line when entries were
+    left out (``candidate_folders_left_out``). What ``collectors/probe.py`` reads a document's
     ``investigation`` with."""
     traces, errors = traces_from_investigation(value, probe_errors)
     if traces is not None and isinstance(value, Mapping):
-        traces = replace(traces, candidate_folders=parse_candidate_folders(value.get("candidate_folders")))
+        entries = value.get("candidate_folders")
+        left_out = candidate_folders_left_out(entries)
+        traces = replace(traces, candidate_folders=parse_candidate_folders(entries),
+                         candidate_folders_truncated=bool(left_out))
+        errors += left_out
     return traces, errors

@@ -127,8 +127,9 @@ def observation_to_dict(obs: Observation) -> dict[str, Any]:
 def _traces_to_dict(traces: Traces) -> dict[str, Any]:
     """The investigation's traces (compliance/traces.py) as stored: every member, None where
     not read. A scan's ``outcome`` only when not ``unknown``, ``reach_truncated`` only when
-    true, a log reach's ``folder`` only when kept and ``candidate_folders`` only when read
-    (each added later): traces stored before them keep their exact text."""
+    true, a log reach's ``folder`` only when kept, ``candidate_folders`` only when read and
+    ``candidate_folders_truncated`` only when true (each added later): traces stored before them
+    keep their exact text."""
     data = {
         "scans": None if traces.scans is None else [_scan_to_dict(s) for s in traces.scans],
         "detections": None if traces.detections is None else [
@@ -153,6 +154,8 @@ def _traces_to_dict(traces: Traces) -> dict[str, Any]:
         data["candidate_folders"] = [
             {"path": f.path, "present": f.present, "iis_root": f.iis_root}
             for f in traces.candidate_folders]
+    if traces.candidate_folders_truncated:
+        data["candidate_folders_truncated"] = True
     return data
 
 
@@ -284,6 +287,7 @@ def _traces(value: Any) -> Traces | None:
         detections_truncated=value.get("detections_truncated") is True,
         reach_truncated=value.get("reach_truncated") is True,
         candidate_folders=_entries(value.get("candidate_folders"), _candidate_folder_from_dict),
+        candidate_folders_truncated=value.get("candidate_folders_truncated") is True,
     )
 
 

@@ -68,8 +68,11 @@ server not fixed has an open window (it is still exposed).
    a log read per folder, HttpProxy's protocol folders, covers what its least covering folder
    covers), one of its folders holds no file (an emptied folder hides what was logged there),
    a folder the advisory names for the check is not listed (``LogRequirement.folders``),
-   the log reach or the web-shell folders were not read, the probe cut the list of
-   candidates, or the CVE checks did not cover the window (``checks``): one had a probe error
+   the log reach or the web-shell folders were not read, the list of candidates is not
+   whole (``candidates_truncated``), the web-shell search was made by a probe before contract
+   1.5 (``candidate_folders`` None: hidden files and the IIS root not looked at), the list of
+   its folders was not whole (``candidate_folders_truncated``), names no IIS root or has the
+   IIS root not there, or the CVE checks did not cover the window (``checks``): one had a probe error
    (or the verdict flags ``indicators_unreadable``), a cap or the deadline cut them, they read
    no log file (``log_window_days`` None, or outside 0 to ``MAX_LOG_WINDOW_DAYS``: not
    credible), or ``observed_at - log_window_days`` (plus its rounding, ``WINDOW_ROUNDING``)
@@ -561,11 +564,20 @@ class _Judge:
             self.gaps.append("The web-shell folders (OWA/ECP front end, IIS root) were not "
                              "read: re-collect")
         elif traces.candidates_truncated:
-            self.gaps.append("The probe cut the list of .aspx/.ashx files at its cap: check the "
-                             "OWA/ECP front-end folders and the IIS root by hand")
+            self.gaps.append("The list of .aspx/.ashx files is not whole (cut at its cap, a "
+                             "folder or IIS's configuration could not be read, or an entry could "
+                             "not be read; see the probe errors): check the OWA/ECP front-end "
+                             "folders and the IIS root by hand")
         # Contract 1.5: the folders the candidate search looked in. One not there hid nothing,
         # but an IIS root not there means the Default Web Site's folder was never looked in.
+        # Before 1.5 (none listed) the search skipped hidden files and never looked in the IIS
+        # root itself, nor where the Default Web Site lives when inetpub moved: nothing in such
+        # a document can show that did not matter.
         folders = traces.candidate_folders
+        if folders is None and traces.candidates is not None:
+            self.gaps.append("The web-shell search was made by a probe before contract 1.5: "
+                             "hidden files and the IIS root were not looked at; re-collect with "
+                             "the current probe")
         if folders is not None:
             shown = ", ".join(f"{folder.path} (the IIS root, directly)" if folder.iis_root
                               else folder.path for folder in folders)
@@ -583,6 +595,11 @@ class _Judge:
             if not any(folder.iis_root for folder in folders):
                 self.gaps.append("The web-shell search names no IIS root folder: web shells there "
                                  "may not have been looked for; re-collect with the current probe")
+            if traces.candidate_folders_truncated:
+                self.gaps.append("The list of web-shell folders was longer than is read, or held "
+                                 "an entry that could not be read (see the probe errors): a "
+                                 "folder not there, the IIS root among them, may be missing from "
+                                 "it; re-collect with the current probe")
         if traces.defender_available is False:
             self.evidence.append("Defender is not available on the server (its cmdlets are "
                                  "absent): the Safety Scanner's scans stand alone")

@@ -105,8 +105,10 @@ class Traces:
     ``scans_truncated``: the MSERT log's tail was cut (or held more runs than are kept), so
     earlier runs may be missing; ``detections_truncated``: Defender holds more detections than
     the newest ones read (an older one may be missing); ``candidates_truncated``: more files than
-    listed, or a folder could not be listed; ``candidate_folders``: the folders the candidate
-    search looked in, each there or not (None: not read, e.g. a probe before contract 1.5)."""
+    listed, a folder could not be listed, or an entry could not be read; ``candidate_folders``:
+    the folders the candidate search looked in, each there or not (None: not read, e.g. a probe
+    before contract 1.5); ``candidate_folders_truncated``: that list was longer than the reader
+    keeps, or held an entry it could not read (a folder not there may be missing from it)."""
 
     scans: tuple[Scan, ...] | None = None
     detections: tuple[Detection, ...] | None = None
@@ -121,3 +123,4 @@ class Traces:
     # what is missing may be what matters, so it is never read as complete.
     reach_truncated: bool = False
     candidate_folders: tuple[CandidateFolder, ...] | None = None
+    candidate_folders_truncated: bool = False

@@ -43,7 +43,7 @@ from compliance.investigation_record import columns as investigation_columns
 from compliance.investigation_record import loads as investigation_loads
 from compliance.investigation_record import to_dict as investigation_dict
 from compliance.models import Assessment, Status
-from compliance.summary import summarise
+from compliance.summary import shown_action, summarise
 from compliance.worklist import priority
 from files import FileRefused, read_bounded
 from store import chain
@@ -66,17 +66,27 @@ MANIFEST = "manifest.json"
 # 2: manifest HMAC, derived files re-derived; 3: the risk acceptances as of the snapshot;
 # 4: each open host's deadline under the exporter's policy; 5: each host's investigation;
 # 6: hosts.csv and summary.txt say the investigation too (``INVESTIGATION_COLUMNS``, a
-# summary.txt line), so a format 5 bundle's files derive again to the same bytes as before.
-BUNDLE_FORMAT = "proxylogon-evidence-bundle/6"
+# summary.txt line), so a format 5 bundle's files derive again to the same bytes as before;
+# 7: hosts.csv's ``action`` is the next action as the pages and worklist show it (a compromise
+# first where the investigation found indicators: ``compliance.summary.shown_action``), and
+# ``verdict_action`` after the investigation's columns keeps the verdict's own (the stored,
+# hashed one). Each format's hosts.csv is derived its own way, so older bundles verify as before.
+BUNDLE_FORMAT = "proxylogon-evidence-bundle/7"
 FILES_BY_FORMAT = {"proxylogon-evidence-bundle/2": BUNDLE_FILES[:3],
                    "proxylogon-evidence-bundle/3": BUNDLE_FILES[:4],
                    "proxylogon-evidence-bundle/4": BUNDLE_FILES[:5],
-                   "proxylogon-evidence-bundle/5": BUNDLE_FILES, BUNDLE_FORMAT: BUNDLE_FILES}
+                   "proxylogon-evidence-bundle/5": BUNDLE_FILES,
+                   "proxylogon-evidence-bundle/6": BUNDLE_FILES, BUNDLE_FORMAT: BUNDLE_FILES}
 # The bundle formats whose hosts.csv and summary.txt carry the investigation.
-STATES_SHOWN = frozenset({BUNDLE_FORMAT})
+STATES_SHOWN = frozenset({"proxylogon-evidence-bundle/6", BUNDLE_FORMAT})
+# The bundle formats whose hosts.csv shows the next action as the pages do (``VERDICT_ACTION``).
+ACTIONS_SHOWN = frozenset({BUNDLE_FORMAT})
 # hosts.csv's columns after SNAPSHOT_COLUMNS in those formats (and ``store export --format
 # csv``'s): each host's investigation state and next action.
 INVESTIGATION_COLUMNS = ("investigation", "investigation_action")
+# The last column of hosts.csv from format 7 (and of ``store export --format csv``): the
+# verdict's own next action as stored, where ``action`` is the one shown (``shown_action``).
+VERDICT_ACTION = "verdict_action"
 # Uncompressed size limits per member, checked against the zip's directory before inflating
 # (and again while inflating, whatever the directory says). snapshot.json of 10,000 hosts is
 # about 40 MB; hosts.csv about a tenth of it.
@@ -189,23 +199,46 @@ def investigations_json(document: dict[str, Any]) -> str:
 
 
 def snapshot_csv(assessments: list[Assessment], snapshot_id: int | None = None,
-                 investigations: Sequence[Investigation | None] | None = None) -> str:
+                 investigations: Sequence[Investigation | None] | None = None,
+                 actions: bool = True) -> str:
     """The hosts as CSV (``SNAPSHOT_COLUMNS``); with ``investigations`` (each row's stored one,
-    None for a row from before issue 21), ``INVESTIGATION_COLUMNS`` after them."""
+    None for a row from before issue 21), ``INVESTIGATION_COLUMNS`` after them, and with
+    ``actions`` too (``ACTIONS_SHOWN``; False: bundle format 6's hosts.csv) ``action`` as
+    shown (``shown_action``) and ``VERDICT_ACTION`` last."""
     if investigations is None:
         return to_csv([host_row(summarise(a), snapshot_id) for a in assessments],
                       SNAPSHOT_COLUMNS)
     rows = []
     for assessment, found in zip(assessments, investigations, strict=True):
         summary = summarise(assessment, found)
-        rows.append({**host_row(summary, snapshot_id), **investigation_cells(summary)})
-    return to_csv(rows, (*SNAPSHOT_COLUMNS, *INVESTIGATION_COLUMNS))
+        row = {**host_row(summary, snapshot_id), **investigation_cells(summary)}
+        rows.append(_shown(row) if actions else row)
+    return to_csv(rows, _columns(True, actions))
 
 
-def summary_csv(document: dict[str, Any], snapshot_id: int, states: bool = False) -> str:
+def _columns(states: bool, actions: bool) -> tuple[str, ...]:
+    """hosts.csv's columns: with the investigation's (``states``), then the verdict's action
+    (``actions``, which needs ``states``)."""
+    if not states:
+        return SNAPSHOT_COLUMNS
+    return (*SNAPSHOT_COLUMNS, *INVESTIGATION_COLUMNS, *((VERDICT_ACTION,) if actions else ()))
+
+
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    """A hosts.csv row with its next action as the pages show it, after the investigation cell
+    the same row shows (a compromise first where it says indicators_found), and the verdict's
+    own in ``VERDICT_ACTION``."""
+    action = str(row["action"])
+    return {**row, "action": shown_action(action, row["investigation"]), VERDICT_ACTION: action}
+
+
+def summary_csv(document: dict[str, Any], snapshot_id: int, states: bool = False,
+                actions: bool = False) -> str:
     """hosts.csv from the document's summary columns: the same bytes ``snapshot_csv`` derives
     from the JSON, for rows whose columns agree with it (a row whose columns are missing is
-    derived from its JSON). ``states``: with ``INVESTIGATION_COLUMNS`` (``STATES_SHOWN``)."""
+    derived from its JSON). ``states``: with ``INVESTIGATION_COLUMNS`` (``STATES_SHOWN``);
+    ``actions`` (with ``states``): the action as shown and ``VERDICT_ACTION``
+    (``ACTIONS_SHOWN``)."""
     names = HOST_COLUMNS[:-2]  # the summary's; then observed_in and carried
     rows = []
     for row in document["results"]:
@@ -219,9 +252,8 @@ def summary_csv(document: dict[str, Any], snapshot_id: int, states: bool = False
         rows.append({**values,
                      "observed_in": row["observed_in"] if carried else snapshot_id,
                      "carried": carried, **_stored_cells(row)})
-    if not states:
-        return to_csv(rows, SNAPSHOT_COLUMNS)
-    return to_csv(rows, (*SNAPSHOT_COLUMNS, *INVESTIGATION_COLUMNS))
+    shown = states and actions
+    return to_csv([_shown(row) for row in rows] if shown else rows, _columns(states, shown))
 
 
 def _stored_cells(row: dict[str, Any]) -> dict[str, str]:
@@ -309,7 +341,8 @@ def build_bundle(store: SnapshotStore, info: SnapshotInfo, now: datetime,
         # From the rows' summary columns, which the check at export just proved (hashed, or
         # for rows saved before format 4 derived again from their JSON): nothing is decoded.
         # verify_bundle derives it from the JSON and requires the same bytes.
-        "hosts.csv": summary_csv(document, info.id, BUNDLE_FORMAT in STATES_SHOWN).encode(),
+        "hosts.csv": summary_csv(document, info.id, BUNDLE_FORMAT in STATES_SHOWN,
+                                 BUNDLE_FORMAT in ACTIONS_SHOWN).encode(),
         "summary.txt": summary_text(document, verified, BUNDLE_FORMAT in STATES_SHOWN).encode(),
         "acceptances.json": acceptances_json(store, info).encode(),
         "deadlines.json": deadlines_json(store, info, deadlines or DeadlinePolicy()).encode(),
@@ -672,7 +705,8 @@ def _derived_problems(document: dict[str, Any], manifest: dict[str, Any],
         states = str(manifest.get("format")) in STATES_SHOWN
         derived = {
             "hosts.csv": snapshot_csv(assessments, document["header"]["id"],
-                                      investigations if states else None).encode(),
+                                      investigations if states else None,
+                                      str(manifest.get("format")) in ACTIONS_SHOWN).encode(),
             "summary.txt": summary_text(document, manifest.get("chain_verified_at_export"),
                                         states).encode(),
         }

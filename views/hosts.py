@@ -295,9 +295,9 @@ if name.casefold() in badges:
             "says (`python -m store acceptances` gives the reason and ticket).",
             icon=":material/assignment_turned_in:")
 # A compromise comes first whichever advisory the frame follows (its table cell says so too).
-shown_state = view.loc[view["host"] == name, "investigation"]
-st.markdown("**Next action:** " + literal(
-    shown_action(verdict.action, shown_state.iloc[0] if len(shown_state) else None)))
+shown_cell = view.loc[view["host"] == name, "investigation"]
+shown_state = shown_cell.iloc[0] if len(shown_cell) else None
+st.markdown("**Next action:** " + literal(shown_action(verdict.action, shown_state)))
 due_row = view[view["host"] == name]
 if len(due_row) and pd.notna(due_row["due"].iloc[0]):
     due_at = due_row["due"].iloc[0]
@@ -322,15 +322,24 @@ if verdict.cves_open:
 if assessment.others:
     st.markdown("**By advisory**", help="One verdict per advisory, each from the same "
                 "observation at the snapshot's time.")
+    # The investigation after the fix judged the snapshot's own advisory's exposure window
+    # (its verdict comes first): that row puts a compromise first, as the Next action above
+    # does; the others are their verdicts' own.
     st.dataframe(labels.status_chips(pd.DataFrame(
         [{"advisory": data.advisory_label(v.advisory_id), "status": v.status.value,
-          "action": v.action, "reason": v.reason, "cves": ", ".join(v.cves_open)}
-         for v in all_verdicts(assessment)],
+          "action": shown_action(v.action, shown_state) if number == 0 else v.action,
+          "reason": v.reason, "cves": ", ".join(v.cves_open)}
+         for number, v in enumerate(all_verdicts(assessment))],
         columns=["advisory", "status", "action", "reason", "cves"])),
         hide_index=True, key="host_advisories", column_config={
             "advisory": st.column_config.TextColumn("Advisory"),
             "status": labels.status_column(),
-            "action": st.column_config.TextColumn(labels.COLUMN_LABELS["action"], width="large"),
+            "action": st.column_config.TextColumn(
+                labels.COLUMN_LABELS["action"], width="large",
+                help="Each advisory's verdict's next action. The March 2021 row's comes after "
+                     "\"Investigate for compromise first\" when the investigation after the "
+                     "fix (which covers its exposure window) found indicators, as the next "
+                     "action above says whichever advisory is shown."),
             "reason": st.column_config.TextColumn("Why", width="large"),
             "cves": st.column_config.TextColumn("CVEs not closed")})
 

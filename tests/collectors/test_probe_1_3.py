@@ -122,12 +122,16 @@ def test_a_broken_investigation_costs_only_itself():
     assert obs.failure is None and obs.exsetup_version == "15.2.858.5"
     assert obs.probe_errors == ("eomt: key missing",
                                 "investigation: msert_log left out, not an object with a list of lines",
-                                "investigation: 1 Defender detection records dropped (not objects)")
+                                "investigation: 1 Defender detection records dropped (not objects)",
+                                "investigation: 1 candidate entries dropped (not objects with a path): the "
+                                "list of candidates is not whole")
     traces = obs.traces
     assert traces is not None
     assert (traces.scans, traces.log_reach, traces.fixed_at) == (None, None, None)
     assert [d.threat for d in traces.detections or ()] == ["Backdoor:MSIL/Chopper.F!dha"]
     assert [(c.path, c.size) for c in traces.candidates or ()] == [(candidate()["path"], None)]
+    # What was dropped is never read as the whole list (review 21, third round).
+    assert traces.detections_truncated and traces.candidates_truncated
 
 
 def test_probe_document_takes_an_investigation_and_load_document_accepts_it():

@@ -1,13 +1,14 @@
 """Minor version 1.4 of the probe contract: every HttpProxy protocol folder in ``log_reach`` (an emptied
 one too), and the probe's ``install_path`` kept in the observation (issue 21, the two gaps after review).
 
-Literal probe documents, judged the way a snapshot judges them (``judge_observation`` with the shipped
-March 2021 advisory): an emptied ``HttpProxy\\Ecp`` (what the CVE-2021-27065 check reads) and a protocol
-folder not there at all keep a patched, scanned server ``incomplete``, naming the folder; every folder
-reaching back far enough lets it be ``clean``. The install path the probe read from the registry decides
-which ``logon.aspx`` is the standard install's; a path that is not a plain absolute Windows path, or one
-the ``web.config`` paths contradict, excuses no file. Then the stored form (old rows read and encode as
-before) and an end-to-end collection through the WS-Management peer.
+Literal probe documents, judged the way a snapshot judges them (``judge_observation`` with the shipped March
+2021 advisory): an emptied ``HttpProxy\\Ecp`` (what the CVE-2021-27065 check reads) and a protocol folder not
+there at all keep a patched, scanned server ``incomplete``, naming the folder; every folder reaching back far
+enough lets it be ``clean`` (with a 1.5 probe's ``candidate_folders``: a document from before 1.5 is never
+clean, its web-shell search skipped hidden files and the IIS root). The install path the probe read from the
+registry decides which ``logon.aspx`` is the standard install's; a path that is not a plain absolute Windows
+path, or one the ``web.config`` paths contradict, excuses no file. Then the stored form (old rows read and
+encode as before) and an end-to-end collection through the WS-Management peer.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def _judged(document: dict[str, Any] | bytes) -> Investigation:
 
 
 def test_every_protocol_folder_reaching_back_far_enough_can_be_clean():
-    result = _judged(_document())
+    result = _judged(_current())
     assert result.state is State.CLEAN, result.evidence
     assert any("Log httpproxy (for CVE-2021-27065) reaches back to 2021-01-04 00:00:07 UTC: covers the "
                "window" in line for line in result.evidence)
@@ -177,8 +178,8 @@ def test_a_protocol_folder_reaching_back_too_little_is_named():
 def test_documents_builds_the_same_protocol_folders():
     assert [entry["folder"].rsplit("\\", 1)[1] for entry in protocol_folders()[:len(PROTOCOL_FOLDERS)]] == \
         list(PROTOCOL_FOLDERS)
-    assert _judged(_document(protocol_folders())).state is State.CLEAN
-    assert _judged(_document(protocol_folders(Ecp=None))).state is State.INCOMPLETE
+    assert _judged(_current(protocol_folders())).state is State.CLEAN
+    assert _judged(_current(protocol_folders(Ecp=None))).state is State.INCOMPLETE
 
 
 # -- the probe's install path ------------------------------------------------------------------------
@@ -200,7 +201,7 @@ def test_the_probes_install_path_is_kept():
 
 
 def test_the_standard_logon_page_under_the_probes_install_path_is_evidence_only():
-    result = _judged(_document(candidates=_logon(OWN_LOGON)))
+    result = _judged(_current(candidates=_logon(OWN_LOGON)))
     assert result.state is State.CLEAN
     assert any("a file of the standard install" in line for line in result.evidence)
 
@@ -256,11 +257,11 @@ def test_an_install_path_the_web_configs_contradict_excuses_no_file():
         assert result.state is State.INDICATORS_FOUND, path
         assert any("disagree" in line for line in result.evidence)
     agreeing = [{"path": item["path"].replace("D:\\Exchange\\", EX), "state": "fine"} for item in configs]
-    assert _judged(_document(candidates=_logon(OWN_LOGON), web_config=agreeing)).state is State.CLEAN
+    assert _judged(_current(candidates=_logon(OWN_LOGON), web_config=agreeing)).state is State.CLEAN
     # Case aside (Windows paths), and the trailing backslash, they agree.
     upper = [{"path": item["path"].upper(), "state": "fine"} for item in agreeing]
-    assert _judged(_document(candidates=_logon(OWN_LOGON), web_config=upper,
-                             install_path=EX.rstrip("\\"))).state is State.CLEAN
+    assert _judged(_current(candidates=_logon(OWN_LOGON), web_config=upper,
+                            install_path=EX.rstrip("\\"))).state is State.CLEAN
 
 
 # -- the stored form ---------------------------------------------------------------------------------
@@ -381,7 +382,7 @@ def test_a_log_window_out_of_bounds_is_not_read_and_named(days: float):
     # indicators.log_window_days is any JSON number to the schema: a hundred years (36,500 days) is
     # more than any log an Exchange server keeps; past it (or below 0) the value is no reading, and a
     # day count past the calendar stopped the fleet's save (OverflowError in the judge).
-    document = _document()
+    document = _current()
     document["indicators"]["log_window_days"] = days
     obs = _observed(document)
     assert obs.log_window_days is None
@@ -393,7 +394,7 @@ def test_a_log_window_out_of_bounds_is_not_read_and_named(days: float):
 
 @pytest.mark.parametrize("days", [0, 36_500, 36_500.0])
 def test_a_log_window_at_its_bounds_is_read(days: float):
-    document = _document()
+    document = _current()
     document["indicators"]["log_window_days"] = days
     obs = _observed(document)
     assert obs.log_window_days == days and obs.probe_errors == ()
@@ -461,6 +462,12 @@ def _with_folders(folders: list[dict[str, Any]] | None, **changed: Any) -> dict[
     return document
 
 
+def _current(reach: list[dict[str, Any]] | None = None, **changed: Any) -> dict[str, Any]:
+    """``_document`` as the current probe (1.5) prints it, every candidate folder there: a 1.4 document is
+    never clean (its web-shell search skipped hidden files and the IIS root)."""
+    return _with_folders(candidate_folders(), reach=reach, **changed)
+
+
 def test_an_iis_root_not_there_keeps_a_patched_scanned_server_incomplete():
     # inetpub moved to D: and applicationHost.config unreadable or naming a folder that is gone: the probe
     # listed a folder that is not there, and the one IIS serves was never looked in. Before 1.5 nothing in
@@ -495,12 +502,21 @@ def test_a_list_of_candidate_folders_without_the_iis_root_is_a_gap():
     assert result.next_action.startswith("The web-shell search names no IIS root folder")
 
 
-def test_a_1_4_document_without_candidate_folders_reads_and_judges_as_before():
+PRE_1_5 = ("The web-shell search was made by a probe before contract 1.5: hidden files and the IIS root were "
+           "not looked at; re-collect with the current probe")
+
+
+def test_a_1_4_document_without_candidate_folders_reads_as_before_and_is_incomplete():
+    # Read as before (no folders: not read); judged incomplete, naming why: a probe before 1.5 listed no
+    # hidden file and never looked in the IIS root itself, nor in a moved one (review 21, third round).
     obs = _observed(_document())
     assert obs.traces is not None and obs.traces.candidate_folders is None
     result = _judged(_document())
-    assert result.state is State.CLEAN
+    assert (result.state, result.next_action) == (State.INCOMPLETE, PRE_1_5)
     assert not any("Web-shell folder" in line for line in result.evidence)
+    assert f"Not shown: {PRE_1_5}" in result.evidence
+    # The same document from a 1.5 probe is clean.
+    assert _judged(_current()).state is State.CLEAN
 
 
 def test_the_literal_1_5_document_with_the_iis_root_on_another_drive():
@@ -539,6 +555,61 @@ def test_the_candidate_folders_are_bounded_and_not_read_when_not_a_list():
     assert len(parse_candidate_folders(many) or ()) == MAX_CANDIDATE_FOLDERS
     (long,) = parse_candidate_folders([{"path": "C:\\" + "x" * 5000, "present": True, "iis_root": True}]) or ()
     assert len(long.path) == MAX_PATH
+
+
+FOLDERS_CUT = ("The list of web-shell folders was longer than is read, or held an entry that could not be read "
+               "(see the probe errors): a folder not there, the IIS root among them, may be missing from it; "
+               "re-collect with the current probe")
+
+
+@pytest.mark.parametrize(("extra", "error"), [
+    pytest.param([{"path": f"C:\\f{i}", "present": True, "iis_root": False} for i in range(MAX_CANDIDATE_FOLDERS)],
+                 f"investigation: 4 candidate_folders entries past the first {MAX_CANDIDATE_FOLDERS} left out",
+                 id="past-the-cap"),
+    pytest.param([{"present": False, "iis_root": True}],
+                 "investigation: 1 candidate_folders entries dropped (not objects with a path)", id="no-path"),
+    pytest.param([None], "investigation: 1 candidate_folders entries dropped (not objects with a path)",
+                 id="null"),
+])
+def test_candidate_folders_left_out_are_flagged_and_named(extra: list[Any], error: str):
+    # Either may be the IIS root "not there": the list is never read as complete.
+    document = _with_folders(candidate_folders() + extra)
+    obs = _observed(document)
+    assert obs.traces is not None and obs.traces.candidate_folders_truncated
+    assert error in obs.probe_errors
+    result = _judged(document)
+    assert (result.state, result.next_action) == (State.INCOMPLETE, FOLDERS_CUT)
+    stored = json.loads(_dumps(observation_to_dict(obs)))
+    assert stored["traces"]["candidate_folders_truncated"] is True
+    assert observation_from_dict(stored) == obs
+    whole = _observed(_with_folders(candidate_folders()))
+    assert whole.traces is not None and not whole.traces.candidate_folders_truncated
+    assert "candidate_folders_truncated" not in observation_to_dict(whole)["traces"]  # stored only when true
+
+
+NO_APPLICATION_HOST = ("candidates: Cannot find path 'C:\\Windows\\System32\\inetsrv\\config\\applicationHost.config' "
+                       "because it does not exist.")
+
+
+@pytest.mark.parametrize("error", [
+    pytest.param(NO_APPLICATION_HOST, id="file-not-found"),
+    pytest.param("candidates: applicationHost.config names no folder of the Default Web Site", id="no-folder"),
+])
+def test_an_iis_root_not_read_from_application_host_config_is_never_clean(error: str):
+    # What probe.ps1 prints when it could not read the Default Web Site's folder (e.g. a 32-bit PowerShell
+    # under WOW64 before it read through sysnative): a candidates error, and %SystemDrive%\inetpub\wwwroot
+    # listed without being claimed the IIS root. Before, the fallback was silent and marked iis_root.
+    folders = [entry | {"iis_root": False} for entry in candidate_folders()]
+    document = _with_folders(folders)
+    document["errors"] = [error]
+    obs = _observed(document)
+    assert obs.traces is not None and obs.traces.candidates_truncated and error in obs.probe_errors
+    result = _judged(document)
+    assert result.state is State.INCOMPLETE
+    assert result.next_action.startswith("The list of .aspx/.ashx files is not whole")
+    assert any(line.startswith("Not shown: The web-shell search names no IIS root folder") for line in result.evidence)
+    # The control: the same document read from applicationHost.config, no error.
+    assert _judged(_current()).state is State.CLEAN
 
 
 def test_candidate_folders_round_trip_and_are_stored_only_when_read():
@@ -614,7 +685,7 @@ def test_collect_keeps_the_candidate_folders(wsman_peer, tmp_path):
     assert found["T15-MOVED"].state is State.INDICATORS_FOUND
     old = stored["T15-OLD"].traces
     assert old is not None and old.candidate_folders is None
-    assert found["T15-OLD"].state is State.CLEAN
+    assert (found["T15-OLD"].state, found["T15-OLD"].next_action) == (State.INCOMPLETE, PRE_1_5)
 
 
 def test_a_patched_scanned_exchange_2010_server_can_be_clean():
@@ -626,7 +697,10 @@ def test_a_patched_scanned_exchange_2010_server_can_be_clean():
     doc = probe_document("EX10-01", "14.3.513.0", kbs=["KB5000978"],
                          roles=["Mailbox", "ClientAccess", "UnifiedMessaging"],
                          investigation=investigation(log_reach_entries=[
-                             {"log": "Application", "oldest": "2020-12-01T08:00:00Z"}]))
+                             {"log": "Application", "oldest": "2020-12-01T08:00:00Z"}], candidate_folders=[
+                             # A 1.5 probe on 2010: no FrontEnd\HttpProxy, so the auth folders are not there.
+                             entry | {"path": entry["path"].replace("V15", "V14")}
+                             for entry in candidate_folders(auth=False)]))
     doc["install_path"] = "C:\\Program Files\\Microsoft\\Exchange Server\\V14\\"
     doc["product_line"] = "v14"
     doc["indicators"]["log_window_days"] = None  # what the probe prints on 2010
@@ -638,7 +712,7 @@ def test_a_patched_scanned_exchange_2010_server_can_be_clean():
     assert result.state is InvestigationState.CLEAN, (result.state, result.next_action)
     assert any("search no log file" in line for line in result.evidence)
     # On 2016, the same null is still a gap: its CVE checks search HttpProxy and ECP logs.
-    doc16 = _document()
+    doc16 = _current()
     doc16["indicators"]["log_window_days"] = None
     result16 = _judged(doc16)
     assert result16.state is InvestigationState.INCOMPLETE, result16
@@ -656,3 +730,52 @@ def test_a_detection_printed_before_defenders_error_is_an_indicator():
     result = _judged(document)
     assert result.state is InvestigationState.INDICATORS_FOUND, result
     assert any("Chopper" in line for line in result.evidence)
+
+
+# -- review 21 (third round): what a reader cut or dropped, and a document from before 1.5 ----------
+# (the reviewer's tests of tests/security/test_investigation_review_2.py, moved here)
+
+
+def test_a_document_from_before_1_5_is_never_clean():
+    """A 1.4 (or any pre-1.5) document's candidate search listed no hidden file (no -Force) and never
+    looked in a moved IIS root. Nothing in such a document can show those gaps did not matter, and
+    probe.ps1's header documents running older copies by hand and importing their output."""
+    document = _document()  # as probe.ps1 1.4 prints it: no candidate_folders
+    assert "candidate_folders" not in document["investigation"]
+    assert _judged(document).state is not State.CLEAN
+
+
+def test_candidate_folders_past_the_readers_cap_are_never_read_as_complete():
+    """parse_candidate_folders keeps the first MAX_CANDIDATE_FOLDERS (10) entries: an IIS root "not
+    there" past them must not leave the server clean. A list cut at its cap is never read as complete."""
+    listed = candidate_folders() * 2 + candidate_folders()[:2]  # 10 entries, all there
+    listed.append({"path": "D:\\inetpub\\wwwroot", "present": False, "iis_root": True})
+    assert _judged(_with_folders(listed)).state is not State.CLEAN
+
+
+@pytest.mark.parametrize("entry", [{}, "x", None, {"path": "", "size": 1}],
+                         ids=["empty-object", "text", "null", "empty-path"])
+def test_a_candidate_entry_the_reader_cannot_read_is_never_clean(entry: Any):
+    """A listed file that could not be read is a file nobody looked at."""
+    document = _with_folders(candidate_folders())
+    document["investigation"]["candidates"] = [entry]
+    assert _judged(document).state is not State.CLEAN
+
+
+@pytest.mark.parametrize("entry", [None, "Backdoor:ASP/SecChecker.A", 7], ids=["null", "text", "number"])
+def test_a_defender_record_the_reader_cannot_read_is_never_clean(entry: Any):
+    """A detection nobody could read must not leave the server clean."""
+    document = _with_folders(candidate_folders())
+    document["investigation"]["defender"]["detections"] = [entry]
+    assert _judged(document).state is not State.CLEAN
+
+
+@pytest.mark.parametrize("defender", [{}, {"available": None, "detections": [], "truncated": False},
+                                      {"available": "true", "detections": [], "truncated": False}],
+                         ids=["empty", "available-null", "available-text"])
+def test_defender_said_neither_present_nor_absent_is_not_absent(defender: dict[str, Any]):
+    """Only a literal false may mean "Defender absent" (which excuses its history); anything else that
+    is not a literal true is unknown (None)."""
+    document = _with_folders(candidate_folders())
+    document["investigation"]["defender"] = defender
+    assert _judged(document).state is not State.CLEAN

@@ -244,6 +244,9 @@ ALLOWED_METHODS = {
     "Match",
     "Max",
     "Min",
+    # [DateTime]::ParseExact: an install date read in one exact form (yyyyMMdd, yyyy-MM-dd), never a
+    # locale's short date read month first; it parses a text in memory and reads nothing else.
+    "ParseExact",
     "Replace",
     "Round",
     "Substring",
@@ -913,7 +916,7 @@ def test_candidates_are_names_and_times_never_content(script: str) -> None:
     part = _part(code, "$tr.candidates = $List::new()", "if ($ex) {\ntry {")
     # No candidate is opened: the one text read is IIS's configuration (1.5, where the IIS root is).
     assert re.findall(r"Get-Content[^)]*", part) == [
-        'Get-Content -LiteralPath "$env:windir\\System32\\inetsrv\\config\\applicationHost.config" -Raw']
+        'Get-Content -LiteralPath "$env:windir\\$sys\\inetsrv\\config\\applicationHost.config" -Raw']
     assert "Select-String" not in part
     assert "$dirs = @($root, ($root.TrimEnd('\\') + '\\aspnet_client'))" in part
     assert "$dirs += ($ex + 'FrontEnd\\HttpProxy\\owa\\auth'), ($ex + 'FrontEnd\\HttpProxy\\ecp\\auth')" in part
@@ -1018,17 +1021,18 @@ def test_the_iis_root_is_the_default_web_sites_folder(script: str) -> None:
     part = _part(code, "$tr.candidates = $List::new()", "if ($ex) {\ntry {")
     # Read-only: applicationHost.config's text parsed in memory ([xml] resolves nothing), the site named
     # Default Web Site, else the one with id 1, its application "/" and that one's virtual directory "/".
-    assert ("$sites = @(([xml](Get-Content -LiteralPath \"$env:windir\\System32\\inetsrv\\config\\"
+    assert ("$sites = @(([xml](Get-Content -LiteralPath \"$env:windir\\$sys\\inetsrv\\config\\"
             "applicationHost.config\" -Raw)).configuration.'system.applicationHost'.sites.site)") in part
     assert ("$site = @($sites | Where-Object { $_.name -eq 'Default Web Site' }) + "
             "@($sites | Where-Object { $_.id -eq '1' })") in part
     assert ("$path = @(@($site[0].application | Where-Object { $_.path -eq '/' }).virtualDirectory | "
             "Where-Object { $_.path -eq '/' })[0].physicalPath") in part
-    # %SystemDrive%\inetpub\wwwroot as IIS writes it; the default when the file is not there or names none.
-    assert "$root = [Environment]::ExpandEnvironmentVariables($path)" in part
-    assert part.index('$root = "$env:SystemDrive\\inetpub\\wwwroot"') < part.index("$sites = ")
-    # Any other failure (access denied, not XML) is a candidates error: the list may be incomplete.
-    assert ("} catch {\nif ($_.CategoryInfo.Category -ne 'ObjectNotFound') {\nFault 'candidates' $_\n}\n}\n"
+    # %SystemDrive%\inetpub\wwwroot as IIS writes it, expanded; the IIS root only once read from the file.
+    assert "$root = [Environment]::ExpandEnvironmentVariables($path)\n$iis = $root\n} catch {" in part
+    assert part.index('$root = "$env:SystemDrive\\inetpub\\wwwroot"\n$iis = $null\n') < part.index("$sites = ")
+    # Any failure (the file not there, naming no folder, access denied, not XML) is a candidates error:
+    # the list may be incomplete (review 21, third round: a missing file was silent).
+    assert ("} catch {\nFault 'candidates' $_\n}\n"
             "$dirs = @($root, ($root.TrimEnd('\\') + '\\aspnet_client'))") in part
     # No Join-Path on the root: Windows PowerShell's throws when its drive does not exist (a moved inetpub's
     # volume gone), which would skip the listing instead of saying the folder is not there.
@@ -1046,7 +1050,7 @@ def test_each_candidate_folder_says_whether_it_was_there(script: str, schema: di
     assert "foreach ($dir in $dirs) {\n$there = $true\ntry {" in part
     assert ("} catch {\nif ($_.CategoryInfo.Category -eq 'ObjectNotFound') {\n$there = $false\n} else {\n"
             "Fault 'candidates' $_\n}\n}\n"
-            "$tr.candidate_folders.Add([ordered]@{ path = $dir; present = $there; iis_root = ($dir -eq $root) })"
+            "$tr.candidate_folders.Add([ordered]@{ path = $dir; present = $there; iis_root = ($dir -eq $iis) })"
             ) in part
     assert "candidate_folders = $null" in _part(code, "$tr = [ordered]@{", "$doc = [ordered]@{")
     investigation: Any = schema["properties"]["investigation"]  # type: ignore[index]
@@ -1066,3 +1070,46 @@ def test_the_allow_lists_grew_only_by_the_iis_roots_read_only_parts() -> None:
     assert {"xml", "Environment"} <= ALLOWED_TYPES
     assert "ExpandEnvironmentVariables" in ALLOWED_METHODS
     assert not {"SetEnvironmentVariable", "Exit", "FailFast", "Load", "LoadXml"} & ALLOWED_METHODS
+
+
+# ---- review 21 (third round): the install date read in one unambiguous form ----------------------
+
+
+def test_the_probe_never_reads_a_locale_formatted_install_date_month_first(script: str) -> None:
+    """The fix time is bounded by the fixing update's ``installed_on`` day: a day read EARLIER than the
+    install makes a scan run while the server was still vulnerable count as "after the fix".
+    ``[DateTime][string]$value`` casts with the invariant (en-US, month first) culture, and InstalledDate
+    is written in the installing user's short-date format (KB 888535 shows 9/18/2003): on an en-GB server
+    an update installed on 3 June 2021 ("03/06/2021") was read as 2021-03-06. Only unambiguous forms
+    (yyyyMMdd, yyyy-MM-dd) may be read; anything else null."""
+    code = compact(script)
+    day = _part(code, "function Day($value) {", "function Line(")
+    assert not re.search(r"\[DateTime\]\s*\[string\]\s*\$value", day), day
+    # Exactly yyyyMMdd or yyyy-MM-dd, in the invariant culture; anything else no output ($null).
+    assert day == ("function Day($value) {\nforeach ($form in 'yyyyMMdd', 'yyyy-MM-dd') {\ntry {\n"
+                   "return [DateTime]::ParseExact([string]$value, $form, $inv).ToString('yyyy-MM-dd', $inv)\n"
+                   "} catch {\n}\n}\n}\n"), day
+    assert "\n$inv = [Globalization.CultureInfo]::InvariantCulture\n" in code
+    assert "installed_on = (Day $date)" in code
+
+
+# ---- review 21 (third round): the IIS root is never claimed when applicationHost.config was not read --
+
+
+def test_a_missing_application_host_config_is_an_error_and_no_iis_root(script: str) -> None:
+    """When applicationHost.config was not found (a 32-bit PowerShell under WOW64 sees SysWOW64 as
+    System32, or IIS not there) the probe fell back to %SystemDrive%\\inetpub\\wwwroot silently, listed
+    as the IIS root: the judge could call a server clean whose Default Web Site lives elsewhere."""
+    code = compact(script)
+    part = _part(code, "$tr.candidates = $List::new()", "if ($ex) {\ntry {")
+    # The real System32 from a 32-bit process on 64-bit Windows (WOW64 sets PROCESSOR_ARCHITEW6432 only there).
+    assert ("$sys = 'System32'\nif ($env:PROCESSOR_ARCHITEW6432) {\n$sys = 'sysnative'\n}\ntry {\n") in part
+    # No folder named: an error too, never a silent default.
+    assert ("if (-not $path) {\nthrow 'applicationHost.config names no folder of the Default Web Site'\n}\n"
+            ) in part
+    # Every failure is a candidates error (ObjectNotFound, the file not there, included).
+    catch = part[part.index("$iis = $root\n} catch {"):part.index("$dirs = ")]
+    assert catch == "$iis = $root\n} catch {\nFault 'candidates' $_\n}\n", catch
+    assert "ObjectNotFound" not in catch
+    # The fallback folder is listed (a shell there is still found), never as the IIS root.
+    assert "iis_root = ($dir -eq $iis)" in part and "iis_root = ($dir -eq $root)" not in part

@@ -341,16 +341,68 @@ def test_log_reach_names_and_times():
 def test_candidates():
     entries = [candidate(), candidate("C:\\x.ashx", size=-1, created=None, modified="yesterday"),
                {"path": ""}, {"size": 3}, "C:\\y.aspx", candidate(size=True)]  # type: ignore[list-item]
-    found, past = parse_candidates(entries)
+    found, left_out = parse_candidates(entries)
     assert found == (
         Candidate("C:\\inetpub\\wwwroot\\aspnet_client\\system_web\\errorEE.aspx", 1203, _at(2021, 3, 2, 3, 14, 15),
                   _at(2021, 3, 2, 3, 14, 15)),
         Candidate("C:\\x.ashx", None, None, None),
         Candidate("C:\\inetpub\\wwwroot\\aspnet_client\\system_web\\errorEE.aspx", None, _at(2021, 3, 2, 3, 14, 15),
                   _at(2021, 3, 2, 3, 14, 15)))
-    assert not past
-    found, past = parse_candidates([candidate()] * (MAX_CANDIDATES + 1))
-    assert len(found) == MAX_CANDIDATES and past
+    # The three entries that could not be read are files nobody looked at: counted, never silent.
+    assert left_out == ("investigation: 3 candidate entries dropped (not objects with a path): the list of "
+                        "candidates is not whole",)
+    found, left_out = parse_candidates([candidate()] * (MAX_CANDIDATES + 1))
+    assert len(found) == MAX_CANDIDATES
+    assert left_out == (f"investigation: 1 candidate entries past the first {MAX_CANDIDATES} left out",)
+    assert parse_candidates([candidate()])[1] == ()
+    assert parse_candidates("x") == ((), ()) and parse_candidates(None) == ((), ())
+
+
+@pytest.mark.parametrize("entry", [{}, "x", None, {"path": "", "size": 1}, {"path": 7}],
+                         ids=["empty-object", "text", "null", "empty-path", "path-not-a-text"])
+def test_a_candidate_entry_that_cannot_be_read_marks_the_list_not_whole(entry: Any):
+    traces, errors = traces_from_investigation(investigation(candidates=[candidate(), entry]))
+    assert traces is not None and traces.candidates_truncated and len(traces.candidates or ()) == 1
+    assert errors == ("investigation: 1 candidate entries dropped (not objects with a path): the list of "
+                      "candidates is not whole",)
+
+
+@pytest.mark.parametrize("record", [None, "Backdoor:ASP/SecChecker.A", 7, []], ids=["null", "text", "number", "list"])
+def test_a_defender_record_that_cannot_be_read_marks_the_history_not_whole(record: Any):
+    traces, errors = traces_from_investigation(investigation(detections=[defender_detection(), record]))
+    assert traces is not None and traces.detections_truncated and len(traces.detections or ()) == 1
+    assert errors == ("investigation: 1 Defender detection records dropped (not objects)",)
+    traces, _ = traces_from_investigation(investigation(detections=[defender_detection()]))
+    assert traces is not None and not traces.detections_truncated  # the control
+
+
+@pytest.mark.parametrize(("said", "listed", "available", "read"), [
+    pytest.param(True, [], True, (), id="true"),
+    pytest.param(False, None, False, None, id="false-absent"),
+    pytest.param(None, [], None, None, id="null"),
+    pytest.param("true", [], None, None, id="text"),
+    pytest.param(1, [], None, None, id="one"),
+    pytest.param({}, [], None, None, id="object"),
+    pytest.param("missing", [], None, None, id="missing"),
+])
+def test_only_a_literal_false_says_defender_is_absent(said: Any, listed: Any, available: bool | None, read: Any):
+    # False excuses Defender's history ("absent, the scanner stands alone"): only the probe's literal false
+    # may. Anything else that is not true is unknown, its history not read.
+    value = investigation()
+    value["defender"] = {"detections": listed, "truncated": False}
+    if said != "missing":
+        value["defender"]["available"] = said
+    traces, errors = traces_from_investigation(value)
+    assert traces is not None and (traces.defender_available, traces.detections) == (available, read)
+    assert (errors != ()) is (available is None)
+
+
+def test_a_detection_beside_an_unknown_availability_is_read_as_a_list_cut_short():
+    value = investigation()
+    value["defender"] = {"available": None, "detections": [defender_detection()], "truncated": False}
+    traces, _ = traces_from_investigation(value)
+    assert traces is not None and traces.defender_available is None
+    assert len(traces.detections or ()) == 1 and traces.detections_truncated
 
 
 # -- the whole investigation ---------------------------------------------------------------------

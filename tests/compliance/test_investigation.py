@@ -33,7 +33,7 @@ from compliance.models import (
     WebConfigFile,
     WebConfigState,
 )
-from compliance.traces import Candidate, Detection, LogReach, Scan, Traces
+from compliance.traces import Candidate, CandidateFolder, Detection, LogReach, Scan, Traces
 from compliance.triage import TRACE_LOGS
 from compliance.worklist import (
     INDICATORS_FIRST,
@@ -75,8 +75,16 @@ FOLDERS = ("Autodiscover", "Eas", "Ecp", "Ews", "Mapi", "Oab", "Owa", "OwaCalend
 # Each log exactly at the window's start; HttpProxy per protocol folder (probe contract 1.4).
 LOGS = (*(LogReach("httpproxy", START, folder) for folder in FOLDERS),
         *(LogReach(name, START) for name in TRACE_LOGS if name != "httpproxy"))
+# The folders a 1.5 probe's web-shell search looked in, all there (a probe before 1.5 lists none, and
+# is never clean: it skipped hidden files and the IIS root).
+ROOT_FOLDERS = (CandidateFolder("C:\\inetpub\\wwwroot", True, iis_root=True),
+                CandidateFolder("C:\\inetpub\\wwwroot\\aspnet_client", True),
+                CandidateFolder("C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy"
+                                "\\owa\\auth", True),
+                CandidateFolder("C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy"
+                                "\\ecp\\auth", True))
 CLEAN = Traces(scans=(full(FIRST),), detections=(), defender_available=True, log_reach=LOGS,
-               candidates=(), fixed_at=FIX)
+               candidates=(), fixed_at=FIX, candidate_folders=ROOT_FOLDERS)
 
 
 # CVE checks whose logs reach back a year from the collection: they cover the window.
@@ -324,7 +332,7 @@ def test_only_the_logs_of_the_products_cves_are_required(advisory: Advisory) -> 
                  "Defender's detection history", id="defender-unknown"),
     pytest.param(replace(CLEAN, log_reach=None), "logs reach was not read", id="reach-unread"),
     pytest.param(replace(CLEAN, candidates=None), "web-shell folders", id="candidates-unread"),
-    pytest.param(replace(CLEAN, candidates_truncated=True), "cut the list",
+    pytest.param(replace(CLEAN, candidates_truncated=True), "files is not whole",
                  id="candidates-truncated"),
 ])
 def test_partly_unreadable_traces(advisory: Advisory, traces: Traces, said: str) -> None:
@@ -332,6 +340,31 @@ def test_partly_unreadable_traces(advisory: Advisory, traces: Traces, said: str)
     assert result.state is State.INCOMPLETE
     assert said in result.next_action
     assert any(line.startswith("Not shown: ") for line in result.evidence)
+
+
+PRE_1_5 = ("The web-shell search was made by a probe before contract 1.5: hidden files and the IIS root "
+           "were not looked at; re-collect with the current probe")
+
+
+def test_a_web_shell_search_before_contract_1_5_is_never_clean(advisory: Advisory) -> None:
+    # No candidate_folders: the search skipped hidden files (no -Force) and never looked in the IIS
+    # root itself, nor in a moved one. Nothing else in the traces can show that did not matter.
+    result = run(advisory, replace(CLEAN, candidate_folders=None))
+    assert (result.state, result.next_action) == (State.INCOMPLETE, PRE_1_5)
+    assert f"Not shown: {PRE_1_5}" in result.evidence
+    # Candidates not read at all: that gap is said, and this one not twice over.
+    unread = run(advisory, replace(CLEAN, candidates=None, candidate_folders=None))
+    assert unread.state is State.INCOMPLETE
+    assert not any(PRE_1_5 in line for line in unread.evidence)
+
+
+def test_a_list_of_web_shell_folders_not_whole_is_never_clean(advisory: Advisory) -> None:
+    # Longer than the reader keeps, or an entry it could not read: the IIS root "not there" may be
+    # the one left out.
+    result = run(advisory, replace(CLEAN, candidate_folders_truncated=True))
+    assert result.state is State.INCOMPLETE
+    assert result.next_action.startswith("The list of web-shell folders was longer than is read, or held "
+                                         "an entry that could not be read")
 
 
 def test_without_defender_the_scanner_stands_alone(advisory: Advisory) -> None:
@@ -977,7 +1010,7 @@ def test_an_install_date_before_the_advisory_was_published_is_not_credible():
     scan = Scan(datetime(2021, 1, 8, 12, tzinfo=UTC), "full", "1", True, outcome="clean")
     reach = tuple(replace(entry, oldest=datetime(2020, 12, 1, tzinfo=UTC)) for entry in LOGS)
     traces = Traces(scans=(scan,), detections=(), defender_available=True, log_reach=reach,
-                    candidates=())
+                    candidates=(), candidate_folders=ROOT_FOLDERS)
     found = judge(traces, advisory, datetime(2021, 4, 20, tzinfo=UTC), status=Status.PATCHED,
                   fix_updates=(early,), observed_at=datetime(2021, 4, 20, tzinfo=UTC),
                   checks=Checks(window_days=200.0), product="2016")
@@ -987,7 +1020,7 @@ def test_an_install_date_before_the_advisory_was_published_is_not_credible():
                                  "2021-03-02")
     later = Scan(datetime(2021, 3, 10, tzinfo=UTC), "full", "1", True, outcome="clean")
     found = judge(Traces(scans=(later,), detections=(), defender_available=True,
-                         log_reach=reach, candidates=()), advisory,
+                         log_reach=reach, candidates=(), candidate_folders=ROOT_FOLDERS), advisory,
                   datetime(2021, 4, 20, tzinfo=UTC), status=Status.PATCHED,
                   fix_updates=(on_the_day,), observed_at=datetime(2021, 4, 20, tzinfo=UTC),
                   checks=Checks(window_days=200.0), product="2016")

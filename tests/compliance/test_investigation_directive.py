@@ -24,7 +24,7 @@ from compliance.investigation import (
     judge,
 )
 from compliance.models import Status
-from compliance.traces import LogReach, Scan, Traces
+from compliance.traces import CandidateFolder, LogReach, Scan, Traces
 from compliance.triage import TRACE_LOGS
 
 S = timedelta(seconds=1)
@@ -40,6 +40,9 @@ FOLDERS = ("Autodiscover", "Eas", "Ecp", "Ews", "Mapi", "Oab", "Owa", "OwaCalend
            "RpcHttp")
 LOGS = (*(LogReach("httpproxy", START, folder) for folder in FOLDERS),
         *(LogReach(name, START) for name in TRACE_LOGS if name != "httpproxy"))
+# The web-shell search's folders as a 1.5 probe lists them, all there (a probe before 1.5 is never clean).
+ROOT_FOLDERS = (CandidateFolder("C:\\inetpub\\wwwroot", True, iis_root=True),
+                CandidateFolder("C:\\inetpub\\wwwroot\\aspnet_client", True))
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +57,8 @@ def _scan(at: datetime) -> Scan:
 def _judge(advisory: Advisory, fixed: datetime, scans: tuple[datetime, ...],
            now: datetime) -> Investigation:
     traces = Traces(scans=tuple(_scan(at) for at in scans), detections=(),
-                    defender_available=True, log_reach=LOGS, candidates=(), fixed_at=fixed)
+                    defender_available=True, log_reach=LOGS, candidates=(), fixed_at=fixed,
+                    candidate_folders=ROOT_FOLDERS)
     return judge(traces, advisory, now, status=Status.PATCHED, fixed_at=fixed,
                  checks=Checks(window_days=365.0))
 

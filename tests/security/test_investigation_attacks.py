@@ -19,7 +19,7 @@ from compliance.failures import FailureReason
 from compliance.investigation import InvestigationState
 from compliance.models import Host
 from tests.collectors.documents import dumps, msert_tail
-from tests.collectors.test_probe_1_4 import NOW, _document, _observed
+from tests.collectors.test_probe_1_4 import NOW, _current, _observed
 from tests.collectors.test_remote_shell import PASSWORD, URL, FakeShell, Opener, _config
 
 State = InvestigationState
@@ -28,7 +28,7 @@ EDGE = ["Microsoft Safety Scanner v1.333, (build 1.333.1102.0)", "Started On Fri
 
 
 def _evil(**change: Any) -> dict[str, Any]:
-    document = _document()
+    document = _current()
     document["host"] = "EVIL"
     for key, value in change.items():
         document["indicators" if key == "log_window_days" else "investigation"][key] = value
@@ -36,7 +36,7 @@ def _evil(**change: Any) -> dict[str, Any]:
 
 
 def _save(store: Any, catalog: Any, *documents: dict[str, Any]) -> dict[str, Any]:
-    observations = [_observed(_document()), *(parse_document(dumps(d), Host(d["host"]), "import", NOW)
+    observations = [_observed(_current()), *(parse_document(dumps(d), Host(d["host"]), "import", NOW)
                                               for d in documents)]
     run = assess(observations, catalog, NOW, source="test", tool_version="t")
     snapshot_id = store.save(run, catalog)  # one server's document must not stop the save

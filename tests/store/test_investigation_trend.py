@@ -12,7 +12,7 @@ from sqlalchemy import event
 
 from compliance.evaluate import assess
 from compliance.models import Host, InstalledUpdate, Observation
-from compliance.traces import LogReach, Scan, Traces
+from compliance.traces import CandidateFolder, LogReach, Scan, Traces
 from store import chain
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -23,6 +23,8 @@ FOLDERS = ("Autodiscover", "Eas", "Ecp", "Ews", "Mapi", "Oab", "Owa", "OwaCalend
            "RpcHttp")
 LOGS = (*(LogReach("httpproxy", OLD, folder) for folder in FOLDERS),
         *(LogReach(log, OLD) for log in ("ecp_server", "oab_generator", "application_event_log")))
+# The web-shell search's folders as a probe from contract 1.5 lists them (before 1.5: never clean).
+ROOT_FOLDERS = (CandidateFolder("C:\\inetpub\\wwwroot", True, iis_root=True),)
 
 
 def _observe(name: str, at: datetime, build: str, scans: tuple[Scan, ...] | None = None,
@@ -30,7 +32,7 @@ def _observe(name: str, at: datetime, build: str, scans: tuple[Scan, ...] | None
     fixed = at - timedelta(days=10)
     traces = None if scans is None else Traces(
         scans=scans, detections=(), defender_available=True, log_reach=LOGS, candidates=(),
-        fixed_at=fixed)
+        fixed_at=fixed, candidate_folders=ROOT_FOLDERS)
     updates = () if traces is None else (InstalledUpdate(
         "KB5000871", "Security Update for Exchange Server 2016 CU19 (KB5000871)",
         fixed.date().isoformat()),)

@@ -20,7 +20,7 @@ from compliance.investigation import InvestigationState, StepState
 from compliance.investigation_record import BEFORE, columns, dumps, loads
 from compliance.models import Host, InstalledUpdate, Observation, Status
 from compliance.summary import summarise
-from compliance.traces import LogReach, Scan, Traces
+from compliance.traces import CandidateFolder, LogReach, Scan, Traces
 from store import SnapshotStore, chain
 from store.evidence import build_bundle, verify_bundle
 from store.verification import summary_matches
@@ -33,11 +33,13 @@ FOLDERS = ("Autodiscover", "Eas", "Ecp", "Ews", "Mapi", "Oab", "Owa", "OwaCalend
            "RpcHttp")
 LOGS = (*(LogReach("httpproxy", OLD, folder) for folder in FOLDERS),
         *(LogReach(log, OLD) for log in ("ecp_server", "oab_generator", "application_event_log")))
+# The web-shell search's folders as a probe from contract 1.5 lists them (before 1.5: never clean).
+ROOT_FOLDERS = (CandidateFolder("C:\\inetpub\\wwwroot", True, iis_root=True),)
 
 
 def _traces(fixed: datetime, scans: tuple[Scan, ...] = ()) -> Traces:
     return Traces(scans=scans, detections=(), defender_available=True, log_reach=LOGS,
-                  candidates=(), fixed_at=fixed)
+                  candidates=(), fixed_at=fixed, candidate_folders=ROOT_FOLDERS)
 
 
 def _observe(name: str, at: datetime, build: str, traces: Traces | None = None,
@@ -129,7 +131,7 @@ def test_the_observed_fix_time_is_carried_from_the_first_snapshot_seen_patched(
     assert seen == (first_at - timedelta(minutes=5)).isoformat()
     scan = Scan(first_at + timedelta(days=1), "full", "1.0", True, outcome="clean")
     traces = Traces(scans=(scan,), detections=(), defender_available=True, log_reach=LOGS,
-                    candidates=())
+                    candidates=(), candidate_folders=ROOT_FOLDERS)
     second = empty_store.save(_run([_observe("EX1", NOW, PATCHED, traces)], shipped_catalog),
                               shipped_catalog)
     summary = empty_store.summaries(second, shipped_catalog)[0]

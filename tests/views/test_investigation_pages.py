@@ -184,3 +184,44 @@ def test_a_patched_server_whose_investigation_found_indicators_is_told_to_invest
     for host in ("DEMO-EX16-07", "DEMO-EX16-08"):
         (action,) = worklist.loc[worklist["host"] == host, "action"]
         assert str(action).startswith("Investigate for compromise first"), action
+
+
+def test_the_by_advisory_table_puts_the_compromise_first_on_the_verdict_the_investigation_covers(
+        demo_app):
+    """Review 2 of issue 21 (L-a): under "Next action: Investigate for compromise first", the
+    detail's *By advisory* table showed the March 2021 verdict's "None: the fixes are
+    installed". Its row (the advisory whose exposure window the investigation covers) now says
+    to investigate first too; the other advisories' rows are their verdicts' own actions, and a
+    host without indicators shows its verdict's action unchanged."""
+    from compliance.summary import COMPROMISE_FIRST
+    from compliance.verdicts import all_verdicts
+
+    at, store = demo_app
+    latest = store.latest().id
+    at.switch_page("views/hosts.py")
+    at.run()
+
+    def by_advisory(host: str) -> list[str]:
+        at.selectbox(key="detail_host").set_value(host).run()
+        assert not at.exception, at.exception
+        table = next(d.value for d in at.dataframe
+                     if {"advisory", "action", "cves"} <= set(d.value.columns))
+        return [str(action) for action in table["action"]]
+
+    def verdicts(host: str) -> list[str]:
+        (member,) = [a for a in store.assessments(latest) if a.observation.host.name == host]
+        return [v.action for v in all_verdicts(member)]
+
+    actions = by_advisory("DEMO-EX16-08")
+    own, *others = verdicts("DEMO-EX16-08")
+    assert others, "the demo judges every host by the other advisories too"
+    assert own.startswith("None") and actions[0].startswith(COMPROMISE_FIRST), actions[0]
+    assert actions[0].endswith(own[1:]), actions[0]
+    assert actions[1:] == others
+    assert "**Next action:** Investigate for compromise first" in "\n".join(
+        m.value for m in at.markdown)
+    # A patched host whose investigation found nothing to report: every row as its verdict says.
+    quiet = next(s.host for s in store.summaries(latest, load_catalog())
+                 if s.status is Status.PATCHED and s.advisories
+                 and stored_state(s.investigation, s.status) is not InvestigationState.INDICATORS_FOUND)
+    assert by_advisory(quiet) == verdicts(quiet)
