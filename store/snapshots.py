@@ -108,6 +108,9 @@ PARALLEL_ROWS = 50_000
 # Rows psycopg receives at a time while verify hashes them (_driver_rows): 250 rows (~2 MB)
 # are hashed while still in the CPU's cache; chunks of 2,000 took a sixth longer.
 STREAM_ROWS = 250
+# One snapshot's rows as a caller read them for ``verify(only_rows=...)``: results (ROW_KEYS
+# order), inventory (position, host, record), the outside document or None.
+OnlyRows = tuple[Sequence[tuple[Any, ...]], Sequence[tuple[Any, ...]], str | None]
 HOSTS_PER_QUERY = 10_000  # names in one IN (...): SQLite 3.32+ allows 32,766, PostgreSQL 65,535
 MAX_WORKERS = 4
 
@@ -1444,7 +1447,7 @@ class SnapshotStore:
     # -- verification ---------------------------------------------------------------------
 
     def verify(self, key: bytes | None = None, only: int | None = None,
-               workers: int | None = None) -> VerifyReport:
+               workers: int | None = None, only_rows: OnlyRows | None = None) -> VerifyReport:
         """Recompute every digest and link of both chains (snapshots and audit log) and check
         the heads, prunings and, with ``key``, every HMAC (store/verification.py). The report
         names each snapshot or audit entry that fails; damaged rows are problems, never
@@ -1455,15 +1458,22 @@ class SnapshotStore:
         ``MAX_WORKERS``, once the headers claim ``PARALLEL_ROWS`` rows to hash; 1 hashes them
         here alone). The report is the same either way: workers only compute each snapshot's
         ``RowCheck``. Workers are started with "spawn": a script that calls this on a large
-        store needs the usual ``if __name__ == "__main__":`` guard, or ``workers=1``."""
+        store needs the usual ``if __name__ == "__main__":`` guard, or ``workers=1``.
+        ``only_rows`` (with ``only``): that snapshot's rows as the caller read them (results in
+        ``ROW_KEYS`` order, inventory rows, the outside document or None), hashed instead of
+        read again: an evidence bundle proves the very rows it holds. ``ValueError`` without
+        ``only``."""
+        if only_rows is not None and only is None:
+            raise ValueError("only_rows needs only: the one snapshot they are the rows of")
         # Rows are streamed, one snapshot at a time: each result row is hashed as it is read
         # (_driver_rows), the other large reads use a server-side cursor on PostgreSQL.
         with self.engine.connect().execution_options(stream_results=True,
                                                      yield_per=2000) as conn:
-            return self._verify_in(conn, key, only, workers)
+            return self._verify_in(conn, key, only, workers, only_rows)
 
     def _verify_in(self, conn: Connection, key: bytes | None, only: int | None = None,
-                   workers: int | None = None) -> VerifyReport:
+                   workers: int | None = None,
+                   only_rows: OnlyRows | None = None) -> VerifyReport:
         # Inside a write transaction (prune, adopt-key) pass workers=1: what is checked must be
         # what this connection, holding the lock, reads.
         headers = [dict(h) for h in conn.execute(
@@ -1473,8 +1483,13 @@ class SnapshotStore:
                                          schema.audit_log.c.id)).mappings().all()
         heads = dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all())
         wanted = [h for h in headers if only is None or h["id"] == only]
-        checks = self._parallel_checks(wanted, workers)
-        if checks is None:
+        checks = None if only_rows is not None else self._parallel_checks(wanted, workers)
+        if only_rows is not None:
+            def checker(header: Mapping[str, Any]) -> RowCheck:
+                # Asked for the one snapshot ``only`` names (verify_chains asks no other).
+                results, inventory, outside = only_rows
+                return check_rows(header, results, inventory, outside)
+        elif checks is None:
             def checker(header: Mapping[str, Any]) -> RowCheck:
                 return _row_check(conn, header)
         else:

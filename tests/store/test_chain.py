@@ -15,6 +15,7 @@ from compliance.evaluate import assess
 from compliance.models import Host, Observation
 from store import SnapshotStore
 from store.evidence import build_bundle, verify_bundle
+from store.snapshots import ROW_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -237,3 +238,21 @@ def test_a_worker_that_dies_leaves_the_rows_checked_here(filled, monkeypatch):
 
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Dying)
     assert store.verify(workers=2) == alone
+
+
+def test_verify_of_one_snapshot_can_hash_the_rows_its_caller_read(filled):
+    # An evidence bundle hands verify the rows it exports (not read twice): the same rows give
+    # the same report; one added byte in them is that snapshot's problem.
+    from store.evidence import snapshot_document
+
+    store, ids = filled
+    document = snapshot_document(store, store.info(ids[2]))
+    rows = [tuple(r[key] for key in ROW_KEYS) for r in document["results"]]
+    inventory = [(d["position"], d["host"], d["record"]) for d in document["discovered"]]
+    given = store.verify(only=ids[2], only_rows=(rows, inventory, document["outside"]))
+    assert given == store.verify(only=ids[2]) and given.ok
+    changed = [(*rows[0][:3], rows[0][3] + " ", *rows[0][4:]), *rows[1:]]
+    report = store.verify(only=ids[2], only_rows=(changed, inventory, document["outside"]))
+    assert [p.snapshot_id for p in report.problems] == [ids[2]]
+    with pytest.raises(ValueError, match="only_rows needs only"):
+        store.verify(only_rows=(rows, inventory, None))
