@@ -134,10 +134,9 @@ def digest(header: Mapping[str, Any], results: Iterable[Row],
                 raise ValueError(f"a format {version} row holds no per-advisory verdicts")
             else:
                 _field(hasher, _summary(row[7:7 + _BEFORE_7 - 1]))
-    for position, host, record in discovered:
-        _field(hasher, f"D{position}".encode())
-        _field(hasher, host.encode())
-        _field(hasher, record.encode())
+    for position, host, record in discovered:  # framed as _field frames each, in one update
+        mark, name, text = f"D{position}".encode(), host.encode(), record.encode()
+        update(b"%d:%b%d:%b%d:%b" % (len(mark), mark, len(name), name, len(text), text))
     if version >= 5:
         # "O0": not fingerprinted; "O1" and the document. An inventory row starts "D<n>".
         _field(hasher, b"O0" if outside is None else b"O1")

@@ -330,18 +330,19 @@ def build_bundle(store: SnapshotStore, info: SnapshotInfo, now: datetime,
                  deadlines: DeadlinePolicy | None = None) -> bytes:
     """The evidence bundle of one snapshot with its hosts (zip bytes); with the store's signing
     key, the manifest carries an HMAC over everything else in it. ``verified``: whether the
-    store's chains verify now (checked here when not given); recorded in the manifest.
+    store's chains verify now (the bundle's own rows, links, heads and signatures are checked
+    here either way, and must hold too); recorded in the manifest.
     ``deadlines``: the policy its deadlines.json applies (default: the shipped one)."""
     document = snapshot_document(store, info)
-    if verified is None:
-        # Every link, head, audit entry and signature, and this snapshot's own rows: the other
-        # snapshots' rows are not in the bundle and are not hashed again for it.
-        # The rows hashed are the ones read for the bundle (not read a second time): the
-        # bundle's own rows are what the check proves.
-        rows = [tuple(r[key] for key in ROW_KEYS) for r in document["results"]]
-        inventory = [(d["position"], d["host"], d["record"]) for d in document["discovered"]]
-        verified = store.verify(store.signing_key, only=info.id,
-                                only_rows=(rows, inventory, document["outside"])).ok
+    # Every link, head, audit entry and signature, and this snapshot's own rows as read for the
+    # bundle (not read a second time): what the manifest says was verified is the rows it
+    # holds, even when the caller verified the whole store before this read (``verified``).
+    # The other snapshots' rows are not in the bundle and are not hashed again for it.
+    rows = [tuple(r[key] for key in ROW_KEYS) for r in document["results"]]
+    inventory = [(d["position"], d["host"], d["record"]) for d in document["discovered"]]
+    own = store.verify(store.signing_key, only=info.id,
+                       only_rows=(rows, inventory, document["outside"])).ok
+    verified = own if verified is None else verified and own
     buffer = io.BytesIO()
     digests: dict[str, str] = {}
     # Level 1: a 40 MB snapshot.json deflates in a fraction of the default's time, and nearly

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import zipfile
@@ -256,3 +257,45 @@ def test_verify_of_one_snapshot_can_hash_the_rows_its_caller_read(filled):
     assert [p.snapshot_id for p in report.problems] == [ids[2]]
     with pytest.raises(ValueError, match="only_rows needs only"):
         store.verify(only_rows=(rows, inventory, None))
+
+
+def test_a_format_7_digest_is_pinned_to_its_bytes():
+    # Every stored snapshot's digest depends on these exact bytes: a faster framing (one hash
+    # update per row) must hash the same ones. Value computed by the field-by-field framing.
+    from store import chain
+
+    header = dict.fromkeys(chain.HEADER_FIELDS)
+    header.update(sequence=1, previous_hash="0" * 64, taken_at="2021-03-05T00:00:00+00:00",
+                  host_count=1, format=7, id=3, observed_count=1, fresh_count=1)
+    row = (0, "ex1", "patched", '{"a":1}', '{"b":2}', None, '["s"]',
+           *([None] * len(chain.SUMMARY_FIELDS)), '{"state":"clean"}')
+    inventory = [(0, "ex1", '{"dn":"CN=ex1"}'), (1, "ex\u00e92", "{}")]
+    assert chain.digest(header, [row], inventory) == (
+        "2c04b3f921cede80187d0b05483027d627a0a927e037301c1a27379235b6f8a9")
+
+
+def test_a_bundle_says_verified_only_when_its_own_rows_hash_even_if_the_caller_verified(
+        filled, monkeypatch):
+    # `store export --format bundle` verifies the whole store, then the bundle reads its rows:
+    # a row changed between the two must not be exported as verified (a narrow seam: the
+    # bundle's read is made to return a changed row).
+    import io
+
+    import store.evidence as evidence
+
+    store, ids = filled
+    real = evidence.snapshot_document
+
+    def changed(store_: SnapshotStore, info: object) -> dict:
+        document = real(store_, info)
+        document["results"][0]["verdict"] += " "
+        return document
+
+    monkeypatch.setattr(evidence, "snapshot_document", changed)
+    bundle = build_bundle(store, store.info(ids[-1]), datetime.now(UTC), verified=True)
+    manifest = json.loads(zipfile.ZipFile(io.BytesIO(bundle)).read("manifest.json"))
+    assert manifest["chain_verified_at_export"] is False
+    monkeypatch.setattr(evidence, "snapshot_document", real)
+    bundle = build_bundle(store, store.info(ids[-1]), datetime.now(UTC), verified=True)
+    assert json.loads(zipfile.ZipFile(io.BytesIO(bundle)).read("manifest.json"))[
+        "chain_verified_at_export"] is True

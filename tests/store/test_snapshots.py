@@ -161,7 +161,7 @@ def test_the_schema_version_is_kept_once(empty_store):
     with empty_store.engine.connect() as conn:
         keys = {row[0] for row in conn.exec_driver_sql("SELECT key FROM meta")}
         revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-    assert "schema_version" not in keys and revision == schema.HEAD_REVISION == "0012"
+    assert "schema_version" not in keys and revision == schema.HEAD_REVISION == "0013"
 
 
 def test_the_head_revision_is_alembics_head():
