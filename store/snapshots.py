@@ -1514,9 +1514,11 @@ class SnapshotStore:
         if only is None:  # the deadline clocks, derived along the whole chain (store/clock.py)
             stored: dict[int, list[clock.OpenItem]] = {}
             table = schema.open_items
-            for item in conn.execute(select(table.c.snapshot_id, table.c.position,
-                                            table.c.host, table.c.since,
-                                            table.c.pruned_before)):
+            # From the driver's cursor (_driver_rows): 275,000 rows at 10,000 x 52, where
+            # SQLAlchemy's row objects cost a third of a second.
+            for item in _driver_rows(conn, select(table.c.snapshot_id, table.c.position,
+                                                  table.c.host, table.c.since,
+                                                  table.c.pruned_before)):
                 stored.setdefault(item[0], []).append(clock.OpenItem(
                     item[1], str(item[2]), str(item[3]), bool(item[4])))
             walked = [(h["id"], str(h["taken_at"]), bool(h["pruned"]),
