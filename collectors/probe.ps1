@@ -323,11 +323,6 @@ try {
 # ---- installed updates and the URL Rewrite module ------------------------------
 
 try {
-    # One key per update under Updates\Exchange 2013|2016|2019 (values PackageName, InstalledDate).
-    foreach ($key in @(Get-ChildItem 'HKLM:\SOFTWARE\Microsoft\Updates\Exchange 20*' -Recurse -ErrorAction Ignore)) {
-        $values = $key | Get-ItemProperty
-        Upd $values.PackageName $values.InstalledDate
-    }
     foreach ($app in @(Get-ItemProperty 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall\*', 'HKLM:\SOFTWARE\Wow6432Node\Microsoft\Windows\CurrentVersion\Uninstall\*' -ErrorAction Ignore)) {
         $name = [string]$app.DisplayName
         if ($name -like 'Security Update for Exchange Server*' -or $name -like 'Update Rollup * for Exchange Server*') {
@@ -336,6 +331,14 @@ try {
         if ($name -like '*IIS*URL*2*' -or $name -like '*URL*IIS*2*') {
             $mit.url_rewrite_module = Str $app.DisplayVersion
         }
+    }
+    # One key per update under Updates\Exchange 2013|2016|2019 (values PackageName, InstalledDate),
+    # read after the Uninstall keys: Upd keeps a KB's first record, and these keys' InstalledDate
+    # is a short date (KB 888535) that Day reads as null, while the Uninstall key's InstallDate
+    # is yyyyMMdd. So a KB listed in both keeps its exact date; one only here has none.
+    foreach ($key in @(Get-ChildItem 'HKLM:\SOFTWARE\Microsoft\Updates\Exchange 20*' -Recurse -ErrorAction Ignore)) {
+        $values = $key | Get-ItemProperty
+        Upd $values.PackageName $values.InstalledDate
     }
 } catch {
     Fault 'installed_updates' $_

@@ -376,10 +376,11 @@ def parse_candidates(entries: Any) -> tuple[tuple[Candidate, ...], tuple[str, ..
 
 def parse_candidate_folders(entries: Any) -> tuple[CandidateFolder, ...] | None:
     """``investigation.candidate_folders`` (contract 1.5): None when not a list (absent: a probe
-    before 1.5). The first MAX_CANDIDATE_FOLDERS entries are read; one without a path is left
-    out (``candidate_folders_left_out`` names what was not read). Fail closed: a folder is there only when
-    ``present`` is true (anything else reads as not there), and the IIS root only when
-    ``iis_root`` is true."""
+    before 1.5). The first MAX_CANDIDATE_FOLDERS entries are read; one without a plain absolute
+    Windows path once cleaned (``plain_folder``: blank, NUL-only, relative) is left out
+    (``candidate_folders_left_out`` names what was not read, and marks the list not whole).
+    Fail closed: a folder is there only when ``present`` is true (anything else reads as not
+    there), and the IIS root only when ``iis_root`` is true."""
     if not isinstance(entries, list):
         return None
     return tuple(
@@ -390,12 +391,32 @@ def parse_candidate_folders(entries: Any) -> tuple[CandidateFolder, ...] | None:
 
 
 def _folder_entry(entry: Any) -> bool:
-    return isinstance(entry, Mapping) and isinstance(entry.get("path"), str) and bool(entry["path"])
+    return (isinstance(entry, Mapping) and isinstance(entry.get("path"), str)
+            and plain_folder(clean(entry["path"], MAX_PATH)))
+
+
+_DRIVE_ROOT = re.compile(r"[A-Za-z]:\\", re.ASCII)
+# Characters no Windows file name holds (besides the separators), control characters included.
+_NOT_IN_NAMES = frozenset('<>:"|?*' + "".join(map(chr, range(32))))
+
+
+def plain_folder(path: str) -> bool:
+    """``path`` is a plain absolute Windows folder path (either slash): a drive letter and a
+    backslash, then names (one trailing backslash or none), no empty, ``.`` or ``..`` part, no
+    stream, no character a Windows name cannot hold. A folder listed as anything else (blank,
+    relative: ``wwwroot``, ``..\\..\\x``) is no folder the probe could have listed."""
+    folded = path.replace("/", "\\")
+    if not _DRIVE_ROOT.match(folded):
+        return False
+    rest = folded[3:].removesuffix("\\")
+    return not rest or all(part and part not in {".", ".."} and not _NOT_IN_NAMES & set(part)
+                           and part.strip(" .") == part for part in rest.split("\\"))
 
 
 def candidate_folders_left_out(entries: Any) -> tuple[str, ...]:
     """A probe error line for each kind of ``candidate_folders`` entry ``parse_candidate_folders``
-    does not read: past MAX_CANDIDATE_FOLDERS, or not an object with a path. Either may be the
+    does not read: past MAX_CANDIDATE_FOLDERS, or not an object with a plain absolute path
+    (``plain_folder``). Either may be the
     IIS root "not there", so a line means the list is not whole (``candidate_folders_truncated``)."""
     if not isinstance(entries, list):
         return ()
@@ -403,7 +424,7 @@ def candidate_folders_left_out(entries: Any) -> tuple[str, ...]:
     dropped = sum(not _folder_entry(entry) for entry in entries[:MAX_CANDIDATE_FOLDERS])
     if dropped:
         errors.append(f"investigation: {dropped} candidate_folders entries dropped (not objects "
-                      "with a path)")
+                      "with a plain absolute path)")
     if len(entries) > MAX_CANDIDATE_FOLDERS:
         errors.append(f"investigation: {len(entries) - MAX_CANDIDATE_FOLDERS} candidate_folders "
                       f"entries past the first {MAX_CANDIDATE_FOLDERS} left out")
@@ -502,8 +523,11 @@ def traces_from_investigation(value: Any, probe_errors: Iterable[str] = ()
     an object is dropped with a probe error line and marks the detections truncated (a
     detection nobody could read is no "none"). A ``candidates`` error (a folder could not be
     listed, applicationHost.config not read) or a candidate entry the reader could not read
-    marks the candidates truncated; a ``log_reach`` list the probe cut (``log_reach_truncated``)
-    or longer than MAX_LOG_REACH marks the reach truncated.
+    marks the candidates truncated, as does a ``candidates_truncated`` that is not a literal
+    false (true, missing, null, a text, a number: the latter with a probe error line); a
+    ``log_reach`` list the probe cut (``log_reach_truncated`` true), longer than MAX_LOG_REACH,
+    or whose ``log_reach_truncated`` is present but no boolean (with a probe error line) marks
+    the reach truncated.
     """
     if value is None:
         return None, ()
@@ -550,17 +574,27 @@ def traces_from_investigation(value: Any, probe_errors: Iterable[str] = ()
         elif available:
             available = None  # said available, but no list: not read
     reach = value.get("log_reach")
-    reach_cut = value.get("log_reach_truncated") is True or (
-        isinstance(reach, list) and len(reach) > MAX_LOG_REACH)
+    # Documented "absent means false": missing or a boolean is read; anything else says
+    # nothing, so the list may have been cut.
+    reach_said = value.get("log_reach_truncated", False)
+    reach_cut = reach_said is not False or (isinstance(reach, list) and len(reach) > MAX_LOG_REACH)
+    if not isinstance(reach_said, bool):
+        errors += ("investigation: log_reach_truncated left out, neither true nor false: the "
+                   "log reach is read as cut short",)
     candidates, left_out = parse_candidates(value.get("candidates"))
     listed = isinstance(value.get("candidates"), list)
+    # Only a literal false says the list is whole: "true", 1, null or a missing key say nothing.
+    candidates_said = value.get("candidates_truncated")
+    if listed and not isinstance(candidates_said, bool):
+        left_out += ("investigation: candidates_truncated left out, neither true nor false: "
+                     "the list of candidates is read as not whole",)
     return Traces(
         scans=scans,
         detections=detections,
         defender_available=available,
         log_reach=parse_log_reach(reach) if isinstance(reach, list) else None,
         candidates=candidates if listed else None,
-        candidates_truncated=listed and (bool(left_out) or value.get("candidates_truncated") is True
+        candidates_truncated=listed and (bool(left_out) or candidates_said is not False
                                          or "candidates" in failed),
         fixed_at=utc(value.get("exsetup_written_at")),
         scans_truncated=scans_cut,

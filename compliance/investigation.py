@@ -117,7 +117,7 @@ from compliance.models import (
     Verdict,
     probe_error_part,
 )
-from compliance.traces import Candidate, Scan, Traces
+from compliance.traces import Candidate, CandidateFolder, Scan, Traces
 from compliance.triage import EVENT_LOGS, looks_alike, nameless, plain_install_path, same_path
 
 FULL = "full"  # Scan.kind of a full scan
@@ -127,6 +127,9 @@ CLEAN_OUTCOME, FOUND_OUTCOME = "clean", "found"  # Scan.outcome
 DST_MARGIN = timedelta(minutes=60)
 # log_window_days is rounded to a tenth of a day: its start may be up to half of that later.
 WINDOW_ROUNDING = timedelta(days=0.05)
+# The folders under Exchange's install path (2013 and later) where the March 2021 web shells
+# were put: a 1.5 folder list must name both (``_Judge.auth_folders``).
+AUTH_FOLDERS = ("FrontEnd\\HttpProxy\\owa\\auth", "FrontEnd\\HttpProxy\\ecp\\auth")
 # A calendar date means, somewhere on Earth, from its 00:00 at UTC+14 to its 24:00 at UTC-12.
 _EARLIEST_ZONE, _LATEST_ZONE = timedelta(hours=14), timedelta(hours=12)
 
@@ -595,6 +598,7 @@ class _Judge:
             if not any(folder.iis_root for folder in folders):
                 self.gaps.append("The web-shell search names no IIS root folder: web shells there "
                                  "may not have been looked for; re-collect with the current probe")
+            self.auth_folders(folders)
             if traces.candidate_folders_truncated:
                 self.gaps.append("The list of web-shell folders was longer than is read, or held "
                                  "an entry that could not be read (see the probe errors): a "
@@ -609,6 +613,38 @@ class _Judge:
         if traces.detections_truncated:
             self.gaps.append("Defender holds more detections than were read: an older one may "
                              "be missing; read them on the server (Get-MpThreatDetection)")
+
+    def auth_folders(self, folders: Sequence[CandidateFolder]) -> None:
+        """On Exchange 2013 and later (any product but 2010, whose layout differs and whose
+        rules stay as they were; a product not known counts as later), the folders must name
+        ``<install_path>FrontEnd\\HttpProxy\\owa\\auth`` and ``...\\ecp\\auth``, where the March
+        2021 web shells were put: a list without one says that folder was never looked in. As
+        for the files of the standard install (``StandardFiles.holds``): against the install
+        path when known; not known, the part before the folder must be a plain absolute path
+        (``triage.plain_install_path``); not trusted (``install_doubt``), no folder counts."""
+        if self.product == "2010":
+            return
+        if self.install_doubt is not None:
+            self.gaps.append("Whether the web-shell search looked in OWA's and ECP's auth "
+                             "folders cannot be shown: Exchange's install path is not trusted "
+                             f"({self.install_doubt}); re-collect with the current probe")
+            return
+        for name in AUTH_FOLDERS:
+            if not any(self.names(folder.path, name) for folder in folders):
+                wanted = (f"{self.install_path.rstrip(chr(92) + '/')}\\{name}"
+                          if self.install_path is not None else f"<install path>\\{name}")
+                self.gaps.append(f"The web-shell search names no folder {wanted} (where the "
+                                 "March 2021 web shells were put): web shells there may not have "
+                                 "been looked for; re-collect with the current probe")
+
+    def names(self, path: str, folder: str) -> bool:
+        """``path`` is ``folder`` under the install path (``auth_folders``)."""
+        if self.install_path is not None:
+            return same_path(path, f"{self.install_path.rstrip(chr(92) + '/')}\\{folder}")
+        tail = "\\" + folder.casefold()
+        folded = path.replace("/", "\\").rstrip("\\")
+        return (folded.casefold().endswith(tail)
+                and plain_install_path(folded[: len(folded) - len(tail)]))
 
     def checks(self, checks: Checks) -> None:
         """Whether the CVE checks covered the window (rule 5)."""

@@ -567,8 +567,9 @@ FOLDERS_CUT = ("The list of web-shell folders was longer than is read, or held a
                  f"investigation: 4 candidate_folders entries past the first {MAX_CANDIDATE_FOLDERS} left out",
                  id="past-the-cap"),
     pytest.param([{"present": False, "iis_root": True}],
-                 "investigation: 1 candidate_folders entries dropped (not objects with a path)", id="no-path"),
-    pytest.param([None], "investigation: 1 candidate_folders entries dropped (not objects with a path)",
+                 "investigation: 1 candidate_folders entries dropped (not objects with a plain absolute path)",
+                 id="no-path"),
+    pytest.param([None], "investigation: 1 candidate_folders entries dropped (not objects with a plain absolute path)",
                  id="null"),
 ])
 def test_candidate_folders_left_out_are_flagged_and_named(extra: list[Any], error: str):

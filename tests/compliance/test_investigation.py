@@ -83,6 +83,16 @@ ROOT_FOLDERS = (CandidateFolder("C:\\inetpub\\wwwroot", True, iis_root=True),
                                 "\\owa\\auth", True),
                 CandidateFolder("C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy"
                                 "\\ecp\\auth", True))
+
+
+def folders_of(install: str) -> tuple[CandidateFolder, ...]:
+    """``ROOT_FOLDERS`` with OWA's and ECP's auth folders under ``install`` (the judge asks for
+    them under the install path on Exchange 2013 and later)."""
+    base = install.rstrip("\\")
+    return (*ROOT_FOLDERS[:2], CandidateFolder(base + "\\FrontEnd\\HttpProxy\\owa\\auth", True),
+            CandidateFolder(base + "\\FrontEnd\\HttpProxy\\ecp\\auth", True))
+
+
 CLEAN = Traces(scans=(full(FIRST),), detections=(), defender_available=True, log_reach=LOGS,
                candidates=(), fixed_at=FIX, candidate_folders=ROOT_FOLDERS)
 
@@ -876,7 +886,7 @@ def test_judge_observation_reads_the_install_path_from_the_web_configs(
     configs = (WebConfigFile(r"D:\Exchange\ClientAccess\Owa\web.config", WebConfigState.FINE),)
     inside = shell(FIX - DAY, path=ECP_AUTH + r"\TimeoutLogoff.aspx")
     elsewhere = shell(FIX - DAY, path=OWA_AUTH + r"\logon.aspx")
-    traces = replace(CLEAN, candidates=(inside,))
+    traces = replace(CLEAN, candidates=(inside,), candidate_folders=folders_of(r"D:\Exchange"))
     assert _judged(_observed(web_configs=configs, traces=traces)).state is State.CLEAN
     traces = replace(CLEAN, candidates=(elsewhere,))
     assert _judged(_observed(web_configs=configs, traces=traces)).state is \
@@ -922,7 +932,8 @@ D_OWA = r"D:\Exchange\FrontEnd\HttpProxy\owa\auth\logon.aspx"
 def test_judge_observation_prefers_the_probes_install_path(
         advisory: Advisory, install: str | None, configs: tuple[WebConfigFile, ...] | None,
         path: str, state: InvestigationState) -> None:
-    traces = replace(CLEAN, candidates=(shell(FIX - DAY, path=path),))
+    traces = replace(CLEAN, candidates=(shell(FIX - DAY, path=path),),
+                     candidate_folders=folders_of(install or EXCHANGE))
     result = _judged(_observed(install_path=install, web_configs=configs, traces=traces))
     assert result.state is state
     # Why no file is excused, when the install path is not trusted.

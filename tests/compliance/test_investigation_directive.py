@@ -42,7 +42,11 @@ LOGS = (*(LogReach("httpproxy", START, folder) for folder in FOLDERS),
         *(LogReach(name, START) for name in TRACE_LOGS if name != "httpproxy"))
 # The web-shell search's folders as a 1.5 probe lists them, all there (a probe before 1.5 is never clean).
 ROOT_FOLDERS = (CandidateFolder("C:\\inetpub\\wwwroot", True, iis_root=True),
-                CandidateFolder("C:\\inetpub\\wwwroot\\aspnet_client", True))
+                CandidateFolder("C:\\inetpub\\wwwroot\\aspnet_client", True),
+                CandidateFolder("C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy"
+                                "\\owa\\auth", True),
+                CandidateFolder("C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy"
+                                "\\ecp\\auth", True))
 
 
 @pytest.fixture(scope="module")

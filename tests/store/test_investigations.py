@@ -34,7 +34,12 @@ FOLDERS = ("Autodiscover", "Eas", "Ecp", "Ews", "Mapi", "Oab", "Owa", "OwaCalend
 LOGS = (*(LogReach("httpproxy", OLD, folder) for folder in FOLDERS),
         *(LogReach(log, OLD) for log in ("ecp_server", "oab_generator", "application_event_log")))
 # The web-shell search's folders as a probe from contract 1.5 lists them (before 1.5: never clean).
-ROOT_FOLDERS = (CandidateFolder("C:\\inetpub\\wwwroot", True, iis_root=True),)
+ROOT_FOLDERS = (CandidateFolder("C:\\inetpub\\wwwroot", True, iis_root=True),
+                CandidateFolder("C:\\inetpub\\wwwroot\\aspnet_client", True),
+                CandidateFolder("C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy"
+                                "\\owa\\auth", True),
+                CandidateFolder("C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy"
+                                "\\ecp\\auth", True))
 
 
 def _traces(fixed: datetime, scans: tuple[Scan, ...] = ()) -> Traces:
