@@ -74,8 +74,7 @@ def host_row(summary: HostSummary, snapshot_id: int | None = None) -> dict[str, 
     ``snapshot_id`` (the snapshot shown) for a host its own run observed. Keys: HOST_COLUMNS.
     """
     observed_in = summary.observed_in if summary.carried else snapshot_id
-    columns = summary.to_columns()
-    row = {name: columns[name] for name in HOST_COLUMNS[:-2]}
+    row = summary.to_columns(HOST_COLUMNS[:-2])
     row["observed_in"] = "" if observed_in is None else observed_in
     row["carried"] = summary.carried
     return row

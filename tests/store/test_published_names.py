@@ -55,3 +55,24 @@ def test_a_damaged_or_forged_observation_never_stops_the_worklist(empty_store, s
             conn.execute(text("UPDATE results SET observation = :v WHERE snapshot_id = :s AND "
                               "host = :h"), {"v": value, "s": snapshot_id, "h": f"EX{i}"})
     assert empty_store.published_names(snapshot_id, [h.name for h in hosts]) == {}
+
+
+def test_more_names_than_one_query_holds_are_read_in_one_pass_and_only_those_asked(
+        empty_store, shipped_catalog, monkeypatch):
+    # Past HOSTS_PER_QUERY names the snapshot is read once and the names kept here: the same
+    # answer as batches of IN (...), and never a host that was not asked for.
+    import store.snapshots as snapshots
+
+    hosts = [Host(f"EX{i}", roles=MBX, external_names=(f"mail{i}.corp.example",))
+             for i in range(5)]
+    observations = [Observation(h, NOW, "test", exsetup_version="15.1.2176.2") for h in hosts]
+    snapshot_id = empty_store.save(assess(observations, shipped_catalog, NOW, source="test",
+                                          tool_version="t", discovered=hosts, scope="many"),
+                                   shipped_catalog)
+    asked = ["EX0", "EX2", "EX3", "EX4"]
+    batched = empty_store.published_names(snapshot_id, asked)
+    assert set(batched) == set(asked)
+    monkeypatch.setattr(snapshots, "HOSTS_PER_QUERY", 2)
+    assert empty_store.published_names(snapshot_id, asked) == batched
+    assert empty_store.published_names(snapshot_id, ["EX1", "EX4"]) == {
+        "EX1": ((), ("mail1.corp.example",)), "EX4": ((), ("mail4.corp.example",))}

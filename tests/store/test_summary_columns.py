@@ -220,6 +220,9 @@ def test_columns_round_trip(shipped_catalog_observations):
         assert list(columns) == list(COLUMNS)
         assert HostSummary.from_columns(columns) == summary
         assert HostSummary.from_columns(tuple(columns.values())) == summary
+        # A table asking for some columns gets exactly those of the whole derivation.
+        for names in (COLUMNS[::3], ("investigation", "roles", "status", "advisories"), ()):
+            assert summary.to_columns(names) == {name: columns[name] for name in names}
 
 
 def test_a_write_without_the_key_into_a_signed_store_is_refused(store_url, shipped_catalog):
