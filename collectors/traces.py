@@ -379,8 +379,7 @@ def parse_candidate_folders(entries: Any) -> tuple[CandidateFolder, ...] | None:
     before 1.5). The first MAX_CANDIDATE_FOLDERS entries are read; one without a plain absolute
     Windows path once cleaned (``plain_folder``: blank, NUL-only, relative) is left out
     (``candidate_folders_left_out`` names what was not read, and marks the list not whole).
-    Fail closed: a folder is there only when ``present`` is true (anything else reads as not
-    there), and the IIS root only when ``iis_root`` is true."""
+    An entry whose ``present`` or ``iis_root`` is no boolean is left out the same way."""
     if not isinstance(entries, list):
         return None
     return tuple(
@@ -391,7 +390,11 @@ def parse_candidate_folders(entries: Any) -> tuple[CandidateFolder, ...] | None:
 
 
 def _folder_entry(entry: Any) -> bool:
+    # ``present`` and ``iis_root`` are booleans the probe always writes: anything else is no
+    # entry it made, so it is not read, and the list is not whole.
     return (isinstance(entry, Mapping) and isinstance(entry.get("path"), str)
+            and isinstance(entry.get("present"), bool)
+            and isinstance(entry.get("iis_root"), bool)
             and plain_folder(clean(entry["path"], MAX_PATH)))
 
 
@@ -424,7 +427,7 @@ def candidate_folders_left_out(entries: Any) -> tuple[str, ...]:
     dropped = sum(not _folder_entry(entry) for entry in entries[:MAX_CANDIDATE_FOLDERS])
     if dropped:
         errors.append(f"investigation: {dropped} candidate_folders entries dropped (not objects "
-                      "with a plain absolute path)")
+                      "with a plain absolute path and boolean present and iis_root)")
     if len(entries) > MAX_CANDIDATE_FOLDERS:
         errors.append(f"investigation: {len(entries) - MAX_CANDIDATE_FOLDERS} candidate_folders "
                       f"entries past the first {MAX_CANDIDATE_FOLDERS} left out")

@@ -113,6 +113,7 @@ from compliance.models import (
     Flag,
     InstalledUpdate,
     Observation,
+    ServerRole,
     Status,
     Verdict,
     probe_error_part,
@@ -282,6 +283,7 @@ class _Judge:
         self.product = product
         self.install_path = install_path
         self.install_doubt = install_doubt
+        self.front_end = True  # judge(front_end=...): whether the auth folders must be there
         self.evidence: list[str] = []
         self.found: list[str] = []  # next actions of what was found, in order
         self.gaps: list[str] = []  # next actions of what keeps the picture incomplete
@@ -630,12 +632,23 @@ class _Judge:
                              f"({self.install_doubt}); re-collect with the current probe")
             return
         for name in AUTH_FOLDERS:
-            if not any(self.names(folder.path, name) for folder in folders):
-                wanted = (f"{self.install_path.rstrip(chr(92) + '/')}\\{name}"
-                          if self.install_path is not None else f"<install path>\\{name}")
+            listed = [folder for folder in folders if self.names(folder.path, name)]
+            wanted = (f"{self.install_path.rstrip(chr(92) + '/')}\\{name}"
+                      if self.install_path is not None else f"<install path>\\{name}")
+            there = [folder.present for folder in listed]
+            if not listed:
                 self.gaps.append(f"The web-shell search names no folder {wanted} (where the "
                                  "March 2021 web shells were put): web shells there may not have "
                                  "been looked for; re-collect with the current probe")
+            elif any(there) and not all(there):
+                self.gaps.append(f"The web-shell folder {wanted} is listed both as there and as "
+                                 "not there: what was looked in cannot be told; re-collect")
+            elif not any(there) and self.front_end:
+                # Every Exchange 2016/2019 server, and a 2013 one with Client Access, holds it.
+                self.gaps.append(f"The web-shell folder {wanted} was not found (every server "
+                                 "with the Client Access front end holds it): web shells there "
+                                 "were not looked for; check the folder on the server and "
+                                 "re-collect")
 
     def names(self, path: str, folder: str) -> bool:
         """``path`` is ``folder`` under the install path (``auth_folders``)."""
@@ -765,7 +778,7 @@ def judge(traces: Traces | None, advisory: Advisory, now: datetime, *, status: S
           failure: Failure | None = None, product: str | None = None,
           fix_updates: Sequence[InstalledUpdate] = (), observed_at: datetime | None = None,
           checks: Checks | None = None, install_path: str | None = None,
-          install_doubt: str | None = None) -> Investigation:
+          install_doubt: str | None = None, front_end: bool = True) -> Investigation:
     """The investigation state of one server (rules: module docstring). ``status``: its verdict
     for ``advisory``; ``fixed_at``: when it was observed fixed (None: not known);
     ``indicators``: its CVE checks' hits; ``failure``: why its collection failed, if it did;
@@ -775,9 +788,12 @@ def judge(traces: Traces | None, advisory: Advisory, now: datetime, *, status: S
     far its CVE checks reached (None: not known, never clean); ``install_path``: Exchange's
     install path, for the files of the standard install (None: not known); ``install_doubt``:
     why what the observation shows of that path is not trusted (``install_path``), so that no
-    file is taken as one of the standard install (None: no doubt)."""
+    file is taken as one of the standard install (None: no doubt); ``front_end``: whether the
+    server holds the Client Access front end (False only for an Exchange 2013 server whose
+    roles say Mailbox alone), whose OWA and ECP auth folders must then be there."""
     judge_ = _Judge(traces, advisory, now, status, fixed_at, product, fix_updates, observed_at,
                     install_path, install_doubt)
+    judge_.front_end = front_end
     judge_.look(indicators, failure)
     exposure, triage = advisory.exposure, advisory.triage
     command = triage.scan_command if triage else "a full malware scan"
@@ -919,7 +935,11 @@ def judge_observation(observation: Observation, verdict: Verdict, advisory: Advi
                  indicators=observation.indicators, failure=observation.failure,
                  product=verdict.product, fix_updates=fix_updates(observation, verdict, advisory),
                  observed_at=observation.observed_at, checks=checks,
-                 install_path=path, install_doubt=doubt)
+                 install_path=path, install_doubt=doubt,
+                 front_end=not (verdict.product == "2013" and observation.host.roles
+                                and not observation.host.roles & _FRONT_END))
 
 
+# The roles that hold the Client Access front end (FrontEnd\HttpProxy) on Exchange 2013.
+_FRONT_END = frozenset({ServerRole.CLIENT_ACCESS, ServerRole.CAFE})
 _INSTALL_PART = re.compile(r"^(.*?\\)(?:ClientAccess|FrontEnd)\\", re.IGNORECASE)

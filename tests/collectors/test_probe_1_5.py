@@ -13,9 +13,11 @@ import pytest
 
 from collectors.probe import compact
 from collectors.traces import plain_folder
-from compliance.investigation import InvestigationState
+from compliance.catalog import load_catalog
+from compliance.evaluate import evaluate
+from compliance.investigation import InvestigationState, judge_observation
 from tests.collectors.documents import EX, candidate_folders
-from tests.collectors.test_probe_1_4 import _current, _judged, _observed
+from tests.collectors.test_probe_1_4 import NOW, _current, _judged, _observed
 from tests.collectors.test_probe_script import PROBE, _part
 
 State = InvestigationState
@@ -150,3 +152,58 @@ def test_a_log_reach_truncated_absent_or_false_is_whole(said: object):
 ])
 def test_plain_folder(path: str, plain: bool):
     assert plain_folder(path) is plain
+
+
+# -- the final re-check (after a6d0504) ----------------------------------------------------
+OWA_AUTH = EX + "FrontEnd\\HttpProxy\\owa\\auth"
+ECP_AUTH = EX + "FrontEnd\\HttpProxy\\ecp\\auth"
+
+
+def _folder(path, present):
+    return {"path": path, "present": present, "iis_root": False}
+
+
+def _with_auth(*entries):
+    document = _current()
+    document["investigation"]["candidate_folders"] = candidate_folders()[:2] + list(entries)
+    return document
+
+
+@pytest.mark.parametrize("present", [None, "true", "missing"])
+def test_auth_folders_whose_present_is_no_boolean_are_never_clean(present):
+    """Re-check finding: an unreadable ``present`` read as "not there", which for an auth
+    folder was evidence only. Now such an entry is not read, and the list is not whole."""
+    owa = {"path": OWA_AUTH, "present": present, "iis_root": False}
+    ecp = {"path": ECP_AUTH, "present": present, "iis_root": False}
+    if present == "missing":
+        del owa["present"], ecp["present"]
+    assert _judged(_with_auth(owa, ecp)).state is State.INCOMPLETE
+
+
+def test_auth_folders_not_there_on_exchange_2016_are_never_clean():
+    """On 2016 OWA's and ECP's auth folders are part of every install under the trusted install
+    path; "not there" (the probe's ObjectNotFound, which with ErrorActionPreference=Stop any
+    item of the recursive listing can raise) means nothing in them was looked at."""
+    document = _with_auth(_folder(OWA_AUTH, False), _folder(ECP_AUTH, False))
+    assert _judged(document).state is State.INCOMPLETE
+
+
+def test_an_auth_folder_listed_both_there_and_not_there_is_never_clean():
+    document = _with_auth(_folder(OWA_AUTH, False), _folder(OWA_AUTH, True),
+                          _folder(ECP_AUTH, True))
+    assert _judged(document).state is State.INCOMPLETE
+
+
+@pytest.mark.parametrize(("roles", "state"), [(["Mailbox"], State.CLEAN),
+                                              (["Mailbox", "ClientAccess"], State.INCOMPLETE)])
+def test_an_exchange_2013_mailbox_server_without_the_front_end_needs_no_auth_folders(roles, state):
+    """Exchange 2013 installs the front end (FrontEnd\\HttpProxy) with the Client Access role
+    only: on a Mailbox-only 2013 server the auth folders are not there, and need not be."""
+    document = _with_auth(_folder(OWA_AUTH, False), _folder(ECP_AUTH, False))
+    document["exsetup_version"] = "15.0.1497.12"  # Exchange 2013 CU23 with the March 2021 SU
+    document["roles"] = roles
+    obs = _observed(document)
+    catalog = load_catalog()
+    verdict = evaluate(obs, catalog, NOW)
+    assert verdict.product == "2013"
+    assert judge_observation(obs, verdict, catalog.advisory, NOW).state is state
