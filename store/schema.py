@@ -23,7 +23,7 @@ from compliance.summary import COLUMNS as SUMMARY_COLUMNS
 # investigation after the fix; 12 the index of the investigation trend).
 # A store at this revision is opened without Alembic; tests/store/test_migrations.py checks
 # that it is the head of store/migrations/versions, so a new migration must move it.
-HEAD_REVISION = "0013"
+HEAD_REVISION = "0014"
 
 metadata = MetaData()
 
@@ -131,6 +131,11 @@ Index("ix_results_host", results.c.host)
 # under 0.1 s from the index).
 Index("ix_results_investigation", results.c.snapshot_id, results.c.status,
       results.c.investigation)
+# Schema 14: which hosts need work (the judged columns, store.snapshots._JUDGED) and the demo
+# check (scopes) read from this index alone, not through each row's JSON.
+Index("ix_results_judged", results.c.snapshot_id, results.c.status, results.c.flags,
+      results.c.roles, results.c.indicator_count, results.c.investigation, results.c.position,
+      results.c.host, results.c.scopes)
 
 # The inventory a run started from (every server AD knows), so coverage can be shown.
 discovered = Table(

@@ -161,7 +161,7 @@ def test_the_schema_version_is_kept_once(empty_store):
     with empty_store.engine.connect() as conn:
         keys = {row[0] for row in conn.exec_driver_sql("SELECT key FROM meta")}
         revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-    assert "schema_version" not in keys and revision == schema.HEAD_REVISION == "0013"
+    assert "schema_version" not in keys and revision == schema.HEAD_REVISION == "0014"
 
 
 def test_the_head_revision_is_alembics_head():
@@ -225,3 +225,27 @@ def test_summaries_needing_work_are_the_worklists_hosts_damaged_rows_included(
     assert needing == expected
     assert 0 < len(needing) < len(every)
     assert sum("changed outside the tool" in s.action for s in needing) == 4  # NULLs read empty
+
+
+def test_which_hosts_need_work_is_read_from_the_judged_index_alone(empty_store):
+    # Schema 14: the columns open_judgements and the demo check read sit after each row's JSON;
+    # read from the table, SQLite walks every row's overflow pages. The plan names the index.
+    from sqlalchemy import func, select
+    from sqlalchemy.dialects import sqlite
+
+    from store import snapshots
+
+    results = schema.results
+    keys = snapshots._judged_columns()
+    queries = [
+        select(*keys).where(results.c.snapshot_id == 1).group_by(*keys),
+        select(results.c.position, results.c.host, *keys).where(
+            results.c.snapshot_id == 1, snapshots._holding([("vulnerable", "", "", 0, "")])),
+        select(func.count()).select_from(results).where(
+            results.c.snapshot_id == 1, results.c.scopes.like('%"demo"%')),
+    ]
+    with empty_store.engine.connect() as conn:
+        for query in queries:
+            sql = str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+            plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+            assert "COVERING INDEX ix_results_judged" in plan, (sql, plan)
