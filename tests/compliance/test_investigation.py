@@ -43,6 +43,7 @@ from compliance.worklist import (
     priority,
     triage_priority,
 )
+from tests.compliance.traces_fixtures import FOLDERS, ROOT_FOLDERS, logs_at
 
 S = timedelta(seconds=1)
 DAY = timedelta(days=1)
@@ -69,20 +70,7 @@ def shell(created: datetime | None, modified: datetime | None = None,
     return Candidate(path, 400, created, modified if modified is not None else created)
 
 
-# HttpProxy's protocol folders the shipped advisory names (Test-ProxyLogon reports their age).
-FOLDERS = ("Autodiscover", "Eas", "Ecp", "Ews", "Mapi", "Oab", "Owa", "OwaCalendar", "PowerShell",
-           "RpcHttp")
-# Each log exactly at the window's start; HttpProxy per protocol folder (probe contract 1.4).
-LOGS = (*(LogReach("httpproxy", START, folder) for folder in FOLDERS),
-        *(LogReach(name, START) for name in TRACE_LOGS if name != "httpproxy"))
-# The folders a 1.5 probe's web-shell search looked in, all there (a probe before 1.5 lists none, and
-# is never clean: it skipped hidden files and the IIS root).
-ROOT_FOLDERS = (CandidateFolder("C:\\inetpub\\wwwroot", True, iis_root=True),
-                CandidateFolder("C:\\inetpub\\wwwroot\\aspnet_client", True),
-                CandidateFolder("C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy"
-                                "\\owa\\auth", True),
-                CandidateFolder("C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy"
-                                "\\ecp\\auth", True))
+LOGS = logs_at(START)
 
 
 def folders_of(install: str) -> tuple[CandidateFolder, ...]:

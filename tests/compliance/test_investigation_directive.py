@@ -24,8 +24,8 @@ from compliance.investigation import (
     judge,
 )
 from compliance.models import Status
-from compliance.traces import CandidateFolder, LogReach, Scan, Traces
-from compliance.triage import TRACE_LOGS
+from compliance.traces import Scan, Traces
+from tests.compliance.traces_fixtures import ROOT_FOLDERS, logs_at
 
 S = timedelta(seconds=1)
 DAY = timedelta(days=1)
@@ -35,18 +35,7 @@ BY = datetime(2021, 4, 5, 16, 0, tzinfo=UTC)  # 2021-04-05 12:00 EDT: the direct
 EARLY_FIX = datetime(2021, 3, 4, 12, 0, tzinfo=UTC)  # fixed before the directive
 # Fixed five days before the date, to the second: the date and fix + 5 days coincide.
 CROSSING = datetime(2021, 3, 31, 16, 0, tzinfo=UTC)
-# HttpProxy per protocol folder, each one the shipped advisory names (probe contract 1.4).
-FOLDERS = ("Autodiscover", "Eas", "Ecp", "Ews", "Mapi", "Oab", "Owa", "OwaCalendar", "PowerShell",
-           "RpcHttp")
-LOGS = (*(LogReach("httpproxy", START, folder) for folder in FOLDERS),
-        *(LogReach(name, START) for name in TRACE_LOGS if name != "httpproxy"))
-# The web-shell search's folders as a 1.5 probe lists them, all there (a probe before 1.5 is never clean).
-ROOT_FOLDERS = (CandidateFolder("C:\\inetpub\\wwwroot", True, iis_root=True),
-                CandidateFolder("C:\\inetpub\\wwwroot\\aspnet_client", True),
-                CandidateFolder("C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy"
-                                "\\owa\\auth", True),
-                CandidateFolder("C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy"
-                                "\\ecp\\auth", True))
+LOGS = logs_at(START)
 
 
 @pytest.fixture(scope="module")

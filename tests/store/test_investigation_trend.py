@@ -12,24 +12,14 @@ from sqlalchemy import event
 
 from compliance.evaluate import assess
 from compliance.models import Host, InstalledUpdate, Observation
-from compliance.traces import CandidateFolder, LogReach, Scan, Traces
+from compliance.traces import Scan, Traces
 from store import chain
+from tests.compliance.traces_fixtures import ROOT_FOLDERS, logs_at
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 PATCHED, BELOW = "15.1.2176.9", "15.1.2176.2"  # 2016 CU19 with and without the March SU
 OLD = datetime(2020, 12, 1, tzinfo=UTC)
-# HttpProxy per protocol folder, each one the shipped advisory names (probe contract 1.4).
-FOLDERS = ("Autodiscover", "Eas", "Ecp", "Ews", "Mapi", "Oab", "Owa", "OwaCalendar", "PowerShell",
-           "RpcHttp")
-LOGS = (*(LogReach("httpproxy", OLD, folder) for folder in FOLDERS),
-        *(LogReach(log, OLD) for log in ("ecp_server", "oab_generator", "application_event_log")))
-# The web-shell search's folders as a probe from contract 1.5 lists them (before 1.5: never clean).
-ROOT_FOLDERS = (CandidateFolder("C:\\inetpub\\wwwroot", True, iis_root=True),
-                CandidateFolder("C:\\inetpub\\wwwroot\\aspnet_client", True),
-                CandidateFolder("C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy"
-                                "\\owa\\auth", True),
-                CandidateFolder("C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy"
-                                "\\ecp\\auth", True))
+LOGS = logs_at(OLD)
 
 
 def _observe(name: str, at: datetime, build: str, scans: tuple[Scan, ...] | None = None,

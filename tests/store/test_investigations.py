@@ -20,26 +20,16 @@ from compliance.investigation import InvestigationState, StepState
 from compliance.investigation_record import BEFORE, columns, dumps, loads
 from compliance.models import Host, InstalledUpdate, Observation, Status
 from compliance.summary import summarise
-from compliance.traces import CandidateFolder, LogReach, Scan, Traces
+from compliance.traces import Scan, Traces
 from store import SnapshotStore, chain
 from store.evidence import build_bundle, verify_bundle
 from store.verification import summary_matches
+from tests.compliance.traces_fixtures import ROOT_FOLDERS, logs_at
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 PATCHED, BELOW = "15.1.2176.9", "15.1.2176.2"  # 2016 CU19 with and without the March SU
 OLD = datetime(2020, 12, 1, tzinfo=UTC)  # before the exposure window's start
-# HttpProxy per protocol folder, each one the shipped advisory names (probe contract 1.4).
-FOLDERS = ("Autodiscover", "Eas", "Ecp", "Ews", "Mapi", "Oab", "Owa", "OwaCalendar", "PowerShell",
-           "RpcHttp")
-LOGS = (*(LogReach("httpproxy", OLD, folder) for folder in FOLDERS),
-        *(LogReach(log, OLD) for log in ("ecp_server", "oab_generator", "application_event_log")))
-# The web-shell search's folders as a probe from contract 1.5 lists them (before 1.5: never clean).
-ROOT_FOLDERS = (CandidateFolder("C:\\inetpub\\wwwroot", True, iis_root=True),
-                CandidateFolder("C:\\inetpub\\wwwroot\\aspnet_client", True),
-                CandidateFolder("C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy"
-                                "\\owa\\auth", True),
-                CandidateFolder("C:\\Program Files\\Microsoft\\Exchange Server\\V15\\FrontEnd\\HttpProxy"
-                                "\\ecp\\auth", True))
+LOGS = logs_at(OLD)
 
 
 def _traces(fixed: datetime, scans: tuple[Scan, ...] = ()) -> Traces:
@@ -166,6 +156,7 @@ def test_a_store_of_schema_10_is_migrated_and_its_snapshots_read_as_not_investig
     before = store.raw_rows(old)
     with store.engine.begin() as conn:
         conn.execute(text("DROP INDEX ix_results_investigation"))  # schema 12's
+        conn.execute(text("DROP INDEX ix_results_judged"))  # schema 14's
         for name in chain.INVESTIGATION_FIELDS:
             conn.execute(text(f"ALTER TABLE results DROP COLUMN {name}"))
         conn.execute(text("UPDATE alembic_version SET version_num = '0010'"))

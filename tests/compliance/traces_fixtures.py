@@ -1,0 +1,27 @@
+"""Traces shared by the investigation tests (compliance, store): the logs reaching a moment and
+the web-shell folders a contract 1.5 probe lists, all there."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from compliance.traces import CandidateFolder, LogReach
+from compliance.triage import TRACE_LOGS
+
+# HttpProxy's protocol folders the shipped advisory names (Test-ProxyLogon reports their age).
+FOLDERS = ("Autodiscover", "Eas", "Ecp", "Ews", "Mapi", "Oab", "Owa", "OwaCalendar", "PowerShell",
+           "RpcHttp")
+_V15 = "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\"
+# The folders a 1.5 probe's web-shell search looked in, all there (a probe before 1.5 lists none,
+# and is never clean: it skipped hidden files and the IIS root).
+ROOT_FOLDERS = (CandidateFolder("C:\\inetpub\\wwwroot", True, iis_root=True),
+                CandidateFolder("C:\\inetpub\\wwwroot\\aspnet_client", True),
+                CandidateFolder(_V15 + "FrontEnd\\HttpProxy\\owa\\auth", True),
+                CandidateFolder(_V15 + "FrontEnd\\HttpProxy\\ecp\\auth", True))
+
+
+def logs_at(oldest: datetime) -> tuple[LogReach, ...]:
+    """Every log the checks read, reaching back to ``oldest``; HttpProxy per protocol folder
+    (probe contract 1.4)."""
+    return (*(LogReach("httpproxy", oldest, folder) for folder in FOLDERS),
+            *(LogReach(name, oldest) for name in TRACE_LOGS if name != "httpproxy"))
