@@ -37,7 +37,7 @@ from typing import Any
 
 from compliance.models import probe_error_part
 from compliance.traces import Candidate, CandidateFolder, Detection, LogReach, Scan, Traces
-from compliance.triage import FOLDER_LOGS
+from compliance.triage import FOLDER_LOGS, plain_names
 
 # Bounds of what the reader keeps (the probe keeps within the first ones; a server can send more).
 MAX_LOG_LINES = 2000  # lines read of each log tail (the last ones)
@@ -364,14 +364,8 @@ def parse_candidates(entries: Any) -> tuple[tuple[Candidate, ...], tuple[str, ..
                 created=utc(entry.get("created")), modified=utc(entry.get("modified"))))
         else:
             dropped += 1
-    errors = []
-    if dropped:
-        errors.append(f"investigation: {dropped} candidate entries dropped (not objects with a "
-                      "path): the list of candidates is not whole")
-    if len(entries) > MAX_CANDIDATES:
-        errors.append(f"investigation: {len(entries) - MAX_CANDIDATES} candidate entries past "
-                      f"the first {MAX_CANDIDATES} left out")
-    return tuple(found), tuple(errors)
+    return tuple(found), _left_out("candidate", dropped, len(entries), MAX_CANDIDATES,
+                                   "(not objects with a path): the list of candidates is not whole")
 
 
 def parse_candidate_folders(entries: Any) -> tuple[CandidateFolder, ...] | None:
@@ -383,8 +377,8 @@ def parse_candidate_folders(entries: Any) -> tuple[CandidateFolder, ...] | None:
     if not isinstance(entries, list):
         return None
     return tuple(
-        CandidateFolder(path=clean(entry["path"], MAX_PATH), present=entry.get("present") is True,
-                        iis_root=entry.get("iis_root") is True)
+        CandidateFolder(path=clean(entry["path"], MAX_PATH), present=entry["present"],
+                        iis_root=entry["iis_root"])
         for entry in entries[:MAX_CANDIDATE_FOLDERS]
         if _folder_entry(entry))
 
@@ -399,8 +393,6 @@ def _folder_entry(entry: Any) -> bool:
 
 
 _DRIVE_ROOT = re.compile(r"[A-Za-z]:\\", re.ASCII)
-# Characters no Windows file name holds (besides the separators), control characters included.
-_NOT_IN_NAMES = frozenset('<>:"|?*' + "".join(map(chr, range(32))))
 
 
 def plain_folder(path: str) -> bool:
@@ -412,8 +404,7 @@ def plain_folder(path: str) -> bool:
     if not _DRIVE_ROOT.match(folded):
         return False
     rest = folded[3:].removesuffix("\\")
-    return not rest or all(part and part not in {".", ".."} and not _NOT_IN_NAMES & set(part)
-                           and part.strip(" .") == part for part in rest.split("\\"))
+    return not rest or plain_names(rest.split("\\"))
 
 
 def candidate_folders_left_out(entries: Any) -> tuple[str, ...]:
@@ -423,14 +414,20 @@ def candidate_folders_left_out(entries: Any) -> tuple[str, ...]:
     IIS root "not there", so a line means the list is not whole (``candidate_folders_truncated``)."""
     if not isinstance(entries, list):
         return ()
-    errors = []
     dropped = sum(not _folder_entry(entry) for entry in entries[:MAX_CANDIDATE_FOLDERS])
+    return _left_out("candidate_folders", dropped, len(entries), MAX_CANDIDATE_FOLDERS,
+                     "(not objects with a plain absolute path and boolean present and iis_root)")
+
+
+def _left_out(field: str, dropped: int, listed: int, cap: int, why: str) -> tuple[str, ...]:
+    """The probe error lines of a list the reader did not read whole: ``dropped`` entries it
+    could not read (``why``), and those past its ``cap`` of ``listed``."""
+    errors = []
     if dropped:
-        errors.append(f"investigation: {dropped} candidate_folders entries dropped (not objects "
-                      "with a plain absolute path and boolean present and iis_root)")
-    if len(entries) > MAX_CANDIDATE_FOLDERS:
-        errors.append(f"investigation: {len(entries) - MAX_CANDIDATE_FOLDERS} candidate_folders "
-                      f"entries past the first {MAX_CANDIDATE_FOLDERS} left out")
+        errors.append(f"investigation: {dropped} {field} entries dropped {why}")
+    if listed > cap:
+        errors.append(f"investigation: {listed - cap} {field} entries past the first {cap} "
+                      "left out")
     return tuple(errors)
 
 

@@ -273,7 +273,7 @@ class _Judge:
     def __init__(self, traces: Traces | None, advisory: Advisory, now: datetime,
                  status: Status, fixed_at: datetime | None, product: str | None,
                  fix_updates: Sequence[InstalledUpdate], observed_at: datetime | None,
-                 install_path: str | None, install_doubt: str | None):
+                 install_path: str | None, install_doubt: str | None, front_end: bool = True):
         self.traces = traces
         self.advisory = advisory
         self.as_of = _utc(now)
@@ -283,7 +283,7 @@ class _Judge:
         self.product = product
         self.install_path = install_path
         self.install_doubt = install_doubt
-        self.front_end = True  # judge(front_end=...): whether the auth folders must be there
+        self.front_end = front_end  # whether the auth folders must be there (judge)
         self.evidence: list[str] = []
         self.found: list[str] = []  # next actions of what was found, in order
         self.gaps: list[str] = []  # next actions of what keeps the picture incomplete
@@ -633,8 +633,7 @@ class _Judge:
             return
         for name in AUTH_FOLDERS:
             listed = [folder for folder in folders if self.names(folder.path, name)]
-            wanted = (f"{self.install_path.rstrip(chr(92) + '/')}\\{name}"
-                      if self.install_path is not None else f"<install path>\\{name}")
+            wanted = self.under_install(name) or f"<install path>\\{name}"
             there = [folder.present for folder in listed]
             if not listed:
                 self.gaps.append(f"The web-shell search names no folder {wanted} (where the "
@@ -650,10 +649,17 @@ class _Judge:
                                  "were not looked for; check the folder on the server and "
                                  "re-collect")
 
+    def under_install(self, folder: str) -> str | None:
+        """``folder`` under the install path (None: the install path is not known)."""
+        if self.install_path is None:
+            return None
+        return f"{self.install_path.rstrip(chr(92) + '/')}\\{folder}"
+
     def names(self, path: str, folder: str) -> bool:
         """``path`` is ``folder`` under the install path (``auth_folders``)."""
-        if self.install_path is not None:
-            return same_path(path, f"{self.install_path.rstrip(chr(92) + '/')}\\{folder}")
+        full = self.under_install(folder)
+        if full is not None:
+            return same_path(path, full)
         tail = "\\" + folder.casefold()
         folded = path.replace("/", "\\").rstrip("\\")
         return (folded.casefold().endswith(tail)
@@ -792,8 +798,7 @@ def judge(traces: Traces | None, advisory: Advisory, now: datetime, *, status: S
     server holds the Client Access front end (False only for an Exchange 2013 server whose
     roles say Mailbox alone), whose OWA and ECP auth folders must then be there."""
     judge_ = _Judge(traces, advisory, now, status, fixed_at, product, fix_updates, observed_at,
-                    install_path, install_doubt)
-    judge_.front_end = front_end
+                    install_path, install_doubt, front_end)
     judge_.look(indicators, failure)
     exposure, triage = advisory.exposure, advisory.triage
     command = triage.scan_command if triage else "a full malware scan"

@@ -150,10 +150,16 @@ def _install_like(prefix: str) -> bool:
     Windows name cannot hold, and not inside ``aspnet_client`` or a front-end folder (which
     the probe lists recursively)."""
     drive, *parts = prefix.split("\\")
-    return (_DRIVE.fullmatch(drive) is not None and bool(parts)
-            and all(part and part not in {".", ".."} and not _NOT_IN_NAMES & set(part)
-                    and part.strip(" .") == part for part in parts)
+    return (_DRIVE.fullmatch(drive) is not None and bool(parts) and plain_names(parts)
             and "aspnet_client" not in parts and "frontend" not in parts)
+
+
+def plain_names(parts: Iterable[str]) -> bool:
+    """Each of a path's ``parts`` is a plain Windows name: not empty, not ``.`` or ``..``, no
+    stream (``:``) or other character a Windows name cannot hold, no leading or trailing
+    space or dot."""
+    return all(part and part not in {".", ".."} and not _NOT_IN_NAMES & set(part)
+               and part.strip(" .") == part for part in parts)
 
 
 def plain_install_path(path: str) -> bool:

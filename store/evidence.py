@@ -144,14 +144,20 @@ def document_json(document: dict[str, Any]) -> str:
     return "".join(parts) + "\n}\n"
 
 
-def document_digest(document: dict[str, Any]) -> str:
-    header = document["header"]
+def document_rows(document: dict[str, Any]) -> tuple[list[tuple[Any, ...]],
+                                                     list[tuple[Any, ...]]]:
+    """The document's result rows (``ROW_KEYS`` order; a column an older document lacks reads
+    None) and inventory rows (position, host, record), as ``chain.digest`` hashes them."""
     results = [(r["position"], r["host"], r["status"], r["observation"], r["verdict"],
                 r.get("observed_in"), r.get("scopes"),
                 *(r.get(name) for name in chain.SUMMARY_FIELDS), r.get("investigation_detail"))
                for r in document["results"]]
     inventory = [(d["position"], d["host"], d["record"]) for d in document["discovered"]]
-    return chain.digest(header, results, inventory, document.get("outside"))
+    return results, inventory
+
+
+def document_digest(document: dict[str, Any]) -> str:
+    return chain.digest(document["header"], *document_rows(document), document.get("outside"))
 
 
 def document_assessments(document: dict[str, Any]) -> list[Assessment]:
@@ -338,8 +344,7 @@ def build_bundle(store: SnapshotStore, info: SnapshotInfo, now: datetime,
     # bundle (not read a second time): what the manifest says was verified is the rows it
     # holds, even when the caller verified the whole store before this read (``verified``).
     # The other snapshots' rows are not in the bundle and are not hashed again for it.
-    rows = [tuple(r[key] for key in ROW_KEYS) for r in document["results"]]
-    inventory = [(d["position"], d["host"], d["record"]) for d in document["discovered"]]
+    rows, inventory = document_rows(document)
     own = store.verify(store.signing_key, only=info.id,
                        only_rows=(rows, inventory, document["outside"])).ok
     verified = own if verified is None else verified and own

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from compliance.traces import CandidateFolder, LogReach
+from collectors.demo import CANDIDATE_FOLDERS
+from compliance.traces import LogReach
 from compliance.triage import TRACE_LOGS
+from tests.collectors.documents import PROTOCOL_FOLDERS
 
 # HttpProxy's protocol folders the shipped advisory names (Test-ProxyLogon reports their age).
-FOLDERS = ("Autodiscover", "Eas", "Ecp", "Ews", "Mapi", "Oab", "Owa", "OwaCalendar", "PowerShell",
-           "RpcHttp")
-_V15 = "C:\\Program Files\\Microsoft\\Exchange Server\\V15\\"
+FOLDERS = PROTOCOL_FOLDERS
 # The folders a 1.5 probe's web-shell search looked in, all there (a probe before 1.5 lists none,
-# and is never clean: it skipped hidden files and the IIS root).
-ROOT_FOLDERS = (CandidateFolder("C:\\inetpub\\wwwroot", True, iis_root=True),
-                CandidateFolder("C:\\inetpub\\wwwroot\\aspnet_client", True),
-                CandidateFolder(_V15 + "FrontEnd\\HttpProxy\\owa\\auth", True),
-                CandidateFolder(_V15 + "FrontEnd\\HttpProxy\\ecp\\auth", True))
+# and is never clean: it skipped hidden files and the IIS root): the demo fleet's.
+ROOT_FOLDERS = CANDIDATE_FOLDERS
 
 
 def logs_at(oldest: datetime) -> tuple[LogReach, ...]:
