@@ -796,7 +796,8 @@ def judge(traces: Traces | None, advisory: Advisory, now: datetime, *, status: S
     why what the observation shows of that path is not trusted (``install_path``), so that no
     file is taken as one of the standard install (None: no doubt); ``front_end``: whether the
     server holds the Client Access front end (False only for an Exchange 2013 server whose
-    roles say Mailbox alone), whose OWA and ECP auth folders must then be there."""
+    known roles hold no Cafe or FrontendTransport: a Mailbox server, whose AD roles carry the
+    ClientAccess bit of its back end), whose OWA and ECP auth folders must then be there."""
     judge_ = _Judge(traces, advisory, now, status, fixed_at, product, fix_updates, observed_at,
                     install_path, install_doubt, front_end)
     judge_.look(indicators, failure)
@@ -945,6 +946,9 @@ def judge_observation(observation: Observation, verdict: Verdict, advisory: Advi
                                 and not observation.host.roles & _FRONT_END))
 
 
-# The roles that hold the Client Access front end (FrontEnd\HttpProxy) on Exchange 2013.
-_FRONT_END = frozenset({ServerRole.CLIENT_ACCESS, ServerRole.CAFE})
+# The roles that mean an Exchange 2013 server holds the Client Access front end (its
+# FrontEnd\HttpProxy folders): a 2013 Client Access server is Cafe and FrontendTransport in AD
+# (16385); a Mailbox server carries the ClientAccess bit too (54: its back end), so that one
+# says nothing of the front end.
+_FRONT_END = frozenset({ServerRole.CAFE, ServerRole.FRONTEND_TRANSPORT, ServerRole.CAFE_ARRAY})
 _INSTALL_PART = re.compile(r"^(.*?\\)(?:ClientAccess|FrontEnd)\\", re.IGNORECASE)

@@ -194,8 +194,14 @@ def test_an_auth_folder_listed_both_there_and_not_there_is_never_clean():
     assert _judged(document).state is State.INCOMPLETE
 
 
-@pytest.mark.parametrize(("roles", "state"), [(["Mailbox"], State.CLEAN),
-                                              (["Mailbox", "ClientAccess"], State.INCOMPLETE)])
+@pytest.mark.parametrize(("roles", "state"), [
+    (["Mailbox"], State.CLEAN),
+    # A 2013 Mailbox server as AD records it (msExchCurrentServerRoles 54): the ClientAccess bit
+    # is its back end, not the front end (final re-check: this read as a front end before).
+    (["Mailbox", "ClientAccess", "UnifiedMessaging", "HubTransport"], State.CLEAN),
+    (["Cafe", "FrontendTransport"], State.INCOMPLETE),  # a 2013 Client Access server (16385)
+    (["Mailbox", "ClientAccess", "Cafe", "FrontendTransport"], State.INCOMPLETE),
+])
 def test_an_exchange_2013_mailbox_server_without_the_front_end_needs_no_auth_folders(roles, state):
     """Exchange 2013 installs the front end (FrontEnd\\HttpProxy) with the Client Access role
     only: on a Mailbox-only 2013 server the auth folders are not there, and need not be."""
