@@ -35,7 +35,8 @@ setup_venv() {
   digest=$(cat "$@" constraints.txt | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
     echo "== pip install ${*} (pinned by constraints.txt)"
-    .venv/bin/python -m pip install -q --disable-pip-version-check "${args[@]}" -c constraints.txt
+    # Written only after pip succeeds, so a failed install is retried even without set -e.
+    .venv/bin/python -m pip install -q --disable-pip-version-check "${args[@]}" -c constraints.txt || return 1
     echo "$digest" > "$stamp"
   fi
 }

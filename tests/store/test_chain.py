@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from compliance.evaluate import assess
@@ -272,6 +274,49 @@ def test_a_format_7_digest_is_pinned_to_its_bytes():
     inventory = [(0, "ex1", '{"dn":"CN=ex1"}'), (1, "ex\u00e92", "{}")]
     assert chain.digest(header, [row], inventory) == (
         "2c04b3f921cede80187d0b05483027d627a0a927e037301c1a27379235b6f8a9")
+
+
+def test_a_format_7_digest_with_summary_values_is_pinned_to_its_bytes():
+    # As above, with every kind of value a summary column holds (text needing JSON escapes,
+    # non-ASCII, a bool, a number past 64 bits, NULL) and a second row: the one-update loop
+    # and its encoder built once must hash what json.dumps and the field-by-field framing
+    # hashed. Value computed by the framing before that loop.
+    from store import chain
+
+    header = dict.fromkeys(chain.HEADER_FIELDS)
+    header.update(sequence=1, previous_hash="0" * 64, taken_at="2021-03-05T00:00:00+00:00",
+                  host_count=1, format=7, id=3, observed_count=1, fresh_count=1)
+    count = len(chain.SUMMARY_FIELDS)
+    values: list[object] = [f'v"{i}\\\u00e9\n\x01' for i in range(count)]
+    values[:4] = [True, 0, None, 12345678901234567890]
+    rows = [(0, "ex1", "patched", '{"a":1}', '{"b":2}', None, '["s"]', *values,
+             '{"state":"clean"}'),
+            (1, "ex\u00e92", "vulnerable", '{"a":"\u00e9"}', "{}", 7, None, *([None] * count),
+             None)]
+    assert chain.digest(header, rows, [(0, "ex1", '{"dn":"CN=ex1"}')]) == (
+        "933aed5df96933f682c414e7c5e1e599501ad9a6cd338af0431305185d679518")
+
+
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.text(), st.floats(),
+                     st.binary(max_size=4))
+
+
+@given(st.lists(_SCALARS, max_size=30).map(tuple))
+def test_summary_json_is_json_dumps_byte_for_byte_errors_included(values):
+    # chain._summary builds the C encoder once: what it returns, or raises, for any row of
+    # column values must be exactly what json.dumps with the digest's options does.
+    from store import chain
+
+    try:
+        expected: object = json.dumps(values, ensure_ascii=False, separators=(",", ":"),
+                                      allow_nan=False).encode()
+    except (TypeError, ValueError) as error:
+        expected = type(error)
+    try:
+        found: object = chain._summary(values)
+    except (TypeError, ValueError) as error:
+        found = type(error)
+    assert found == expected
 
 
 def test_a_bundle_says_verified_only_when_its_own_rows_hash_even_if_the_caller_verified(
