@@ -68,6 +68,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import speed_note  # noqa: E402
+
 PAGES = {"overview": "views/overview.py", "hosts": "views/hosts.py",
          "worklist": "views/worklist.py", "collection": "views/collection.py",
          "snapshots": "views/snapshots.py", "catalog": "views/catalog.py"}
@@ -437,6 +439,7 @@ def bench(data_dir: Path, args: argparse.Namespace) -> None:
     print(f"targets: the {'50,000 x 12' if large else '10,000 x 52'} ones "
           f"({args.snapshots} snapshots x {args.hosts} hosts here)")
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+    print(speed_note())
     print(f"{load_note()}\n-- pages: {args.repeat} fresh processes each (AppTest on app.py; this "
           f"process's peak RSS, a floor of each child's ru_maxrss on Linux: {own:.0f} MB)",
           flush=True)

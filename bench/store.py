@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import text  # noqa: E402
 
+from bench.machine import speed_note  # noqa: E402
 from collectors.demo import demo_observations  # noqa: E402
 from compliance.catalog import load_catalog  # noqa: E402
 from compliance.evaluate import assess  # noqa: E402
@@ -131,6 +132,7 @@ def main() -> int:
     parser.add_argument("--snapshots", type=int, default=52)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     args = parser.parse_args()
+    print(speed_note(), flush=True)
     results = {}
     with tempfile.TemporaryDirectory() as workdir:
         if args.backend in ("sqlite", "both"):
