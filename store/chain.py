@@ -88,6 +88,15 @@ def _summary(values: tuple[Any, ...]) -> bytes:
     return "".join(_SUMMARY_C(values, 0)).encode()
 
 
+def _run(observed_in: object) -> bytes:
+    """A row's ``observed_in`` (a snapshot id) as hashed. Only an integer: ``int()`` would
+    read 3.9, "3", "+3" or an Arabic-Indic three as 3, so a row changed to one of them in
+    SQLite (which keeps what it is given) would verify as the signed one (review 2026-12-02)."""
+    if type(observed_in) is not int:  # a bool is not a snapshot id either
+        raise ValueError(f"observed_in {observed_in!r} is not a snapshot id")
+    return str(observed_in).encode()
+
+
 def _field(hasher: Any, data: bytes) -> None:
     # Length-prefixed, so no two different sequences of fields hash alike.
     hasher.update(str(len(data)).encode() + b":" + data)
@@ -125,7 +134,7 @@ def digest(header: Mapping[str, Any], results: Iterable[Row],
             position, host, status, observation, verdict, observed_in, scopes = row[:7]
             mark, name, state = f"R{position}".encode(), host.encode(), status.encode()
             seen, judged = observation.encode(), verdict.encode()
-            run = b"" if observed_in is None else str(int(observed_in)).encode()
+            run = b"" if observed_in is None else _run(observed_in)
             scoped = (scopes or "").encode()
             columns = (_summary(row[7:]) if summary is None
                        else "".join(summary(row[7:], 0)).encode())
@@ -140,7 +149,7 @@ def digest(header: Mapping[str, Any], results: Iterable[Row],
                                                state, len(seen), seen, len(judged), judged))
         if version >= 2:
             observed_in, scopes = row[5:7]
-            run = b"" if observed_in is None else str(int(observed_in)).encode()
+            run = b"" if observed_in is None else _run(observed_in)
             scoped = (scopes or "").encode()
             update(b"%d:%b%d:%b" % (len(run), run, len(scoped), scoped))
         if version < 4 and len(row) == ROW_WIDTH and row[-1] is not None:

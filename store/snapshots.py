@@ -1812,7 +1812,7 @@ def _summary_of(row: tuple[Any, ...]) -> HostSummary:
     what it claims, and says why (``verify`` names the row)."""
     try:
         return HostSummary.from_columns(row[:-1], observed_in=row[-1])
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # OverflowError: int() of an infinite REAL
         return HostSummary(
             host=str(row[0]), fqdn="", status=Status.UNKNOWN, product="", cu="", build="",
             build_source="", known_build=False, release="", site="", dag="", roles=(),

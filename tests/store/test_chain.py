@@ -297,6 +297,24 @@ def test_a_format_7_digest_with_summary_values_is_pinned_to_its_bytes():
         "933aed5df96933f682c414e7c5e1e599501ad9a6cd338af0431305185d679518")
 
 
+@pytest.mark.parametrize("forged", [3.9, 3.0, "3", " 3", "+3", "\u0663", True])
+def test_an_observed_in_that_is_not_an_integer_matches_no_digest(forged):
+    # Review (2026-12-02): the digest hashed str(int(observed_in)), so a SQLite row whose
+    # observed_in was changed from 3 to 3.9, "3" or an Arabic-Indic three verified as signed.
+    from store import chain
+
+    header = dict.fromkeys(chain.HEADER_FIELDS)
+    header.update(sequence=1, previous_hash="0" * 64, taken_at="2021-03-05T00:00:00+00:00",
+                  host_count=1, id=3, observed_count=1, fresh_count=1)
+    for version in (2, 4, 6, 7):
+        width = chain.ROW_WIDTH if version >= 4 else 7
+        row = (0, "ex1", "patched", "{}", "{}", 3, None, *([None] * (width - 7)))
+        signed = chain.stored_digest({**header, "format": version}, [row], [])
+        assert signed is not None
+        forged_row = (*row[:5], forged, *row[6:])
+        assert chain.stored_digest({**header, "format": version}, [forged_row], []) is None
+
+
 _SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.text(), st.floats(),
                      st.binary(max_size=4))
 
