@@ -67,31 +67,23 @@ assert SUMMARY_FIELDS[_BEFORE_7:] == INVESTIGATION_COLUMNS
 
 
 _SUMMARY_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-# The encoder ``_SUMMARY_JSON.encode`` builds for each call, built once: the same C function
-# with the same options (``ensure_ascii=False``, no spaces, ``allow_nan=False``), without
-# the circular-reference map, which a tuple of column values cannot need. Building it per
-# row was half of each row's encoding (verify encodes 530,000 rows).
-_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # not in typeshed
-_SUMMARY_C = (None if _make_encoder is None else _make_encoder(
-    None, _SUMMARY_JSON.default, json.encoder.encode_basestring, None, ":", ",", False, False,
-    False))
 
 
 def _summary(values: tuple[Any, ...]) -> bytes:
     """A row's summary columns as hashed: one JSON array, so each value keeps its type (the
     text "1", the number 1 and true differ, and a NULL is not ""), in one C-speed call per
-    row rather than one field per column. Byte for byte ``json.dumps(values,
-    ensure_ascii=False, separators=(",", ":"), allow_nan=False)``, errors included
-    (``TypeError`` for bytes, ``ValueError`` for an infinite number)."""
-    if _SUMMARY_C is None:  # an interpreter without the json module's C part
-        return _SUMMARY_JSON.encode(values).encode()
-    return "".join(_SUMMARY_C(values, 0)).encode()
+    row rather than one field per column (verify hashes 520,000 rows of them). One encoder
+    for every row: ``json.dumps`` with options builds a new one per call."""
+    return _SUMMARY_JSON.encode(values).encode()
 
 
 def _run(observed_in: object) -> bytes:
-    """A row's ``observed_in`` (a snapshot id) as hashed. Only an integer: ``int()`` would
-    read 3.9, "3", "+3" or an Arabic-Indic three as 3, so a row changed to one of them in
-    SQLite (which keeps what it is given) would verify as the signed one (review 2026-12-02)."""
+    """A row's ``observed_in`` (a snapshot id; None: this snapshot's run) as hashed. Only an
+    integer: ``int()`` would read 3.9, "3", "+3" or an Arabic-Indic three as 3, so a row
+    changed to one of them in SQLite (which keeps what it is given) would verify as the signed
+    one (review 2026-12-02)."""
+    if observed_in is None:
+        return b""
     if type(observed_in) is not int:  # a bool is not a snapshot id either
         raise ValueError(f"observed_in {observed_in!r} is not a snapshot id")
     return str(observed_in).encode()
@@ -127,17 +119,13 @@ def digest(header: Mapping[str, Any], results: Iterable[Row],
     rows = iter(results)
     if version >= INVESTIGATION_FORMAT:
         # Every field of a row in one update (the general loop below makes three).
-        summary = _SUMMARY_C
         for row in rows:
             if len(row) != ROW_WIDTH:
                 raise ValueError("a format 4 row carries every summary column")
             position, host, status, observation, verdict, observed_in, scopes = row[:7]
             mark, name, state = f"R{position}".encode(), host.encode(), status.encode()
             seen, judged = observation.encode(), verdict.encode()
-            run = b"" if observed_in is None else _run(observed_in)
-            scoped = (scopes or "").encode()
-            columns = (_summary(row[7:]) if summary is None
-                       else "".join(summary(row[7:], 0)).encode())
+            run, scoped, columns = _run(observed_in), (scopes or "").encode(), _summary(row[7:])
             update(b"%d:%b%d:%b%d:%b%d:%b%d:%b%d:%b%d:%b%d:%b" % (
                 len(mark), mark, len(name), name, len(state), state, len(seen), seen,
                 len(judged), judged, len(run), run, len(scoped), scoped, len(columns), columns))
@@ -149,8 +137,7 @@ def digest(header: Mapping[str, Any], results: Iterable[Row],
                                                state, len(seen), seen, len(judged), judged))
         if version >= 2:
             observed_in, scopes = row[5:7]
-            run = b"" if observed_in is None else _run(observed_in)
-            scoped = (scopes or "").encode()
+            run, scoped = _run(observed_in), (scopes or "").encode()
             update(b"%d:%b%d:%b" % (len(run), run, len(scoped), scoped))
         if version < 4 and len(row) == ROW_WIDTH and row[-1] is not None:
             # Its summary columns are checked against its JSON by verify; this one has none.

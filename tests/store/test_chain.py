@@ -279,8 +279,8 @@ def test_a_format_7_digest_is_pinned_to_its_bytes():
 def test_a_format_7_digest_with_summary_values_is_pinned_to_its_bytes():
     # As above, with every kind of value a summary column holds (text needing JSON escapes,
     # non-ASCII, a bool, a number past 64 bits, NULL) and a second row: the one-update loop
-    # and its encoder built once must hash what json.dumps and the field-by-field framing
-    # hashed. Value computed by the framing before that loop.
+    # must hash what the field-by-field framing hashed. Value computed by the framing before
+    # that loop.
     from store import chain
 
     header = dict.fromkeys(chain.HEADER_FIELDS)
@@ -321,8 +321,8 @@ _SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.text(), st.floa
 
 @given(st.lists(_SCALARS, max_size=30).map(tuple))
 def test_summary_json_is_json_dumps_byte_for_byte_errors_included(values):
-    # chain._summary builds the C encoder once: what it returns, or raises, for any row of
-    # column values must be exactly what json.dumps with the digest's options does.
+    # chain._summary reuses one encoder for every row: what it returns, or raises, for any
+    # row of column values must be exactly what json.dumps with the digest's options does.
     from store import chain
 
     try:
