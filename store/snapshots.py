@@ -34,6 +34,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    LargeBinary,
     Select,
     and_,
     create_engine,
@@ -42,6 +43,7 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    literal_column,
     or_,
     select,
     text,
@@ -1953,12 +1955,43 @@ def _row_check(conn: Connection, header: Mapping[str, Any]) -> RowCheck:
         .order_by(schema.discovered.c.position)))
     outside = outside_table.read(conn, snapshot_id)
     opened = _OpenRows()
-    # The rows ``_rows`` reads (ROW_KEYS), streamed: never a whole snapshot in memory.
-    results = _driver_rows(conn, select(*(schema.results.c[key] for key in ROW_KEYS))
+    # The rows ``_rows`` reads (ROW_KEYS), streamed: never a whole snapshot in memory. From
+    # format 8 on PostgreSQL, the JSON columns as their SHA-256, computed where they lie.
+    hashed_json = _format_of(header) >= chain.HASHED_JSON_FORMAT and _hashes_json(conn)
+    columns = [_json_digest(schema.results.c[key]) if hashed_json and key in _JSON_KEYS
+               else schema.results.c[key] for key in ROW_KEYS]
+    results = _driver_rows(conn, select(*columns)
                            .where(schema.results.c.snapshot_id == snapshot_id)
                            .order_by(schema.results.c.position))
-    return replace(check_rows(header, results, inventory, outside, opened),
+    return replace(check_rows(header, results, inventory, outside, opened, hashed_json),
                    open_rows=tuple(opened.found))
+
+
+# The result columns a format 8 digest takes as their SHA-256 (store/chain.py json_digest).
+_JSON_KEYS = frozenset({"observation", "verdict", "investigation_detail"})
+
+
+def _json_digest(column: ColumnElement[Any]) -> ColumnElement[bytes]:
+    """PostgreSQL's SHA-256 of a text column's UTF-8 bytes (NULL for NULL): what
+    ``chain.json_digest`` computes from the same text. Schema-qualified, so no function a
+    writer of the database creates in another schema is called instead."""
+    return func.pg_catalog.sha256(
+        func.pg_catalog.convert_to(column, literal_column("'UTF8'")), type_=LargeBinary)
+
+
+def _hashes_json(conn: Connection) -> bool:
+    """Whether this database hashes the results' JSON columns for verify: PostgreSQL, with
+    each of them still of type text. Someone who owns the table could change a column's type
+    to one whose cast to text shows verify other bytes than the pages read: then the text is
+    read and hashed here, as on SQLite (where a BLOB could pose as a digest)."""
+    if conn.dialect.name != "postgresql":
+        return False
+    typed = conn.execute(text(
+        "SELECT count(*) FROM pg_catalog.pg_attribute WHERE attrelid = "
+        "pg_catalog.to_regclass(:table) AND attname = ANY(:names) AND NOT attisdropped "
+        "AND atttypid = 'pg_catalog.text'::pg_catalog.regtype"),
+        {"table": schema.results.name, "names": sorted(_JSON_KEYS)}).scalar_one()
+    return bool(typed == len(_JSON_KEYS))
 
 
 def _driver_rows(conn: Connection, statement: Select[Any]) -> Generator[tuple[Any, ...]]:

@@ -67,7 +67,8 @@ RowChecker = Callable[[Mapping[str, Any]], RowCheck]
 
 def check_rows(header: Mapping[str, Any], results: Iterable[tuple[Any, ...]],
                inventory: Sequence[tuple[Any, ...]], outside: str | None = None,
-               each: Callable[[tuple[Any, ...]], object] | None = None) -> RowCheck:
+               each: Callable[[tuple[Any, ...]], object] | None = None,
+               hashed_json: bool = False) -> RowCheck:
     """The ``RowCheck`` of one snapshot: ``results`` as stored (store.snapshots.ROW_KEYS:
     position, host, status, observation, verdict, observed_in, scopes, summary columns),
     ``inventory`` rows (position, host, record), each in position order, and its outside
@@ -75,7 +76,8 @@ def check_rows(header: Mapping[str, Any], results: Iterable[tuple[Any, ...]],
     read once, to its end, so it may be a stream straight from the database (each row is
     hashed as it arrives); ``each`` is called with every row of a snapshot that is not
     pruned (store.snapshots notes the open rows), and what it raises is raised here, after
-    the digest."""
+    the digest. ``hashed_json``: the rows' JSON columns are their SHA-256 as the database
+    computed it (format 8, chain.digest)."""
     rows = iter(results)
     first = next(rows, None)
     holds_rows = first is not None or bool(inventory) or outside is not None
@@ -92,7 +94,7 @@ def check_rows(header: Mapping[str, Any], results: Iterable[tuple[Any, ...]],
             seen(row)
             yield row
 
-    digest = chain.stored_digest(dict(header), observed(), inventory, outside)
+    digest = chain.stored_digest(dict(header), observed(), inventory, outside, hashed_json)
     # The digest stops at a row no writer makes (None): the rows after it are checked still.
     for row in rows:
         seen(row)

@@ -306,7 +306,7 @@ def test_an_observed_in_that_is_not_an_integer_matches_no_digest(forged):
     header = dict.fromkeys(chain.HEADER_FIELDS)
     header.update(sequence=1, previous_hash="0" * 64, taken_at="2021-03-05T00:00:00+00:00",
                   host_count=1, id=3, observed_count=1, fresh_count=1)
-    for version in (2, 4, 6, 7):
+    for version in (2, 4, 6, 7, 8):
         width = chain.ROW_WIDTH if version >= 4 else 7
         row = (0, "ex1", "patched", "{}", "{}", 3, None, *([None] * (width - 7)))
         signed = chain.stored_digest({**header, "format": version}, [row], [])

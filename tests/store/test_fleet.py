@@ -366,7 +366,9 @@ def test_format_1_figures_match_the_composed_fleet(any_store, shipped_catalog):
     ("UPDATE snapshots SET pruned = true WHERE id = :newest", "newest snapshot is marked pruned"),
     ("UPDATE snapshots SET pruned = true WHERE id = :legacy", "still holds its hosts"),
     ("UPDATE snapshots SET format = 2 WHERE id = :newest", "does not match its recorded digest"),
-    ("UPDATE snapshots SET format = 8 WHERE id = :newest", "does not match its recorded digest"),
+    ("UPDATE snapshots SET format = 9 WHERE id = :newest", "does not match its recorded digest"),
+    # Format 7 hashes the JSON as text, not its SHA-256: claiming it is caught.
+    ("UPDATE snapshots SET format = 7 WHERE id = :newest", "does not match its recorded digest"),
     # Format 6 hashes no investigation (issue 21): claiming it is caught.
     ("UPDATE snapshots SET format = 6 WHERE id = :newest", "does not match its recorded digest"),
     # Format 5 hashes no per-advisory column: claiming it is caught.
