@@ -48,6 +48,7 @@ from ldap3.core import exceptions as ldap_errors
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
+from collectors.gcpause import gc_paused
 from collectors.kerberos import KerberosConfig, KerberosError, Ticket, acquire, activate, classify
 from compliance.builds import BuildParseError, parse_serial_number, parse_version_number
 from compliance.models import Build, Host, ServerRole
@@ -881,7 +882,8 @@ def discover(config: DirectoryConfig, password: str,
                 log.warning("%s", error)
             continue
         try:
-            return _discover_on(connection, url, config)
+            with gc_paused():  # bulk parsing, no cycles (collectors/gcpause.py)
+                return _discover_on(connection, url, config)
         except DirectoryError as error:
             # Nothing partial is kept: a DC whose connection fails mid-search is skipped like
             # one that never answered, and the next one is asked for the whole inventory.
