@@ -48,7 +48,7 @@ from ldap3.core import exceptions as ldap_errors
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
-from collectors.gcpause import gc_paused
+from gcpause import gc_paused
 from collectors.kerberos import KerberosConfig, KerberosError, Ticket, acquire, activate, classify
 from compliance.builds import BuildParseError, parse_serial_number, parse_version_number
 from compliance.models import Build, Host, ServerRole
@@ -882,7 +882,7 @@ def discover(config: DirectoryConfig, password: str,
                 log.warning("%s", error)
             continue
         try:
-            with gc_paused():  # bulk parsing, no cycles (collectors/gcpause.py)
+            with gc_paused():  # bulk parsing, no cycles (gcpause.py)
                 return _discover_on(connection, url, config)
         except DirectoryError as error:
             # Nothing partial is kept: a DC whose connection fails mid-search is skipped like

@@ -1450,16 +1450,17 @@ class SnapshotStore:
     @staticmethod
     def _rows(conn: Connection, snapshot_id: int) -> tuple[list[tuple[Any, ...]],
                                                            list[tuple[int, str, str]]]:
-        results = conn.execute(
-            select(*(schema.results.c[key] for key in ROW_KEYS))
-            .where(schema.results.c.snapshot_id == snapshot_id)
-            .order_by(schema.results.c.position)).all()
-        inventory = conn.execute(
-            select(schema.discovered.c.position, schema.discovered.c.host,
-                   schema.discovered.c.record)
-            .where(schema.discovered.c.snapshot_id == snapshot_id)
-            .order_by(schema.discovered.c.position)).all()
-        return [tuple(r) for r in results], [(d[0], d[1], d[2]) for d in inventory]
+        # From the driver's cursor (_driver_rows: typed as SQLAlchemy types them), without
+        # SQLAlchemy's row objects (a twelfth of an evidence bundle's time at 10,000 hosts).
+        results = list(_driver_rows(conn, select(*(schema.results.c[key] for key in ROW_KEYS))
+                                    .where(schema.results.c.snapshot_id == snapshot_id)
+                                    .order_by(schema.results.c.position)))
+        inventory = _driver_rows(conn, select(schema.discovered.c.position,
+                                              schema.discovered.c.host,
+                                              schema.discovered.c.record)
+                                 .where(schema.discovered.c.snapshot_id == snapshot_id)
+                                 .order_by(schema.discovered.c.position))
+        return results, [(d[0], d[1], d[2]) for d in inventory]
 
     # -- verification ---------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from compliance.worklist import (
     stored_priority,
     triage_priority,
 )
+from gcpause import gc_paused
 from settings import Settings, SettingsError, load_settings
 from store import SnapshotInfo, SnapshotStore, chain
 from store.acceptances import acceptances as stored_acceptances
@@ -256,6 +257,7 @@ def su_level_text(build: str, build_source: str) -> str:
 # stored snapshot never changes; its digest is in the key, so an id reused after the store
 # was replaced is a new entry.
 @st.cache_resource(show_spinner=False, max_entries=4)
+@gc_paused()  # tens of thousands of rows built, no cycles among them (gcpause.py)
 def _host_table(url: str, snapshot_id: int, digest: str, max_age_days: float,
                 advisory: str | None = None) -> pd.DataFrame:
     store = _store(url)
@@ -642,6 +644,7 @@ def worklist_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
 # digest beside its id. The caller's shallow copy keeps the cached table as it is (pandas 3
 # copy-on-write).
 @st.cache_resource(show_spinner=False, max_entries=4)
+@gc_paused()  # as _host_table
 def _worklist(url: str, snapshot_id: int, digest: str, per_wave: int, max_age_days: float,
               owners: Owners, badges: tuple[tuple[str, str], ...],
               advisory: str | None = None) -> pd.DataFrame:
@@ -783,6 +786,7 @@ def deadlines(url: str, snapshot_id: int) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
+@gc_paused()  # as _host_table
 def _deadlines(url: str, snapshot_id: int, policy: DeadlinePolicy,
                max_age_days: float) -> pd.DataFrame:
     # A stored snapshot never changes, nor do those before it: kept until the policy does.

@@ -36,7 +36,7 @@ def _store(url: str, catalog, hosts: int = 6) -> tuple[SnapshotStore, int]:
     return store, snapshot_id
 
 
-def _results(snapshot_id: int):  # the query SnapshotStore._rows runs
+def _results(snapshot_id: int):  # the query SnapshotStore._rows runs (ROW_KEYS)
     return (select(*(schema.results.c[key] for key in ROW_KEYS))
             .where(schema.results.c.snapshot_id == snapshot_id)
             .order_by(schema.results.c.position))
@@ -56,9 +56,16 @@ def test_streamed_rows_are_the_rows_sqlalchemy_reads(any_url, shipped_catalog):
                               "indicator_count = 'many', observed_in = 1.5 WHERE position = 2"))
     try:
         with store.engine.connect() as conn:
-            results, inventory = SnapshotStore._rows(conn, snapshot_id)
+            # What SQLAlchemy's own rows hold (SnapshotStore._rows reads the driver's too).
+            results = [tuple(row) for row in conn.execute(_results(snapshot_id)).all()]
+            inventory = [tuple(row) for row in conn.execute(
+                select(schema.discovered.c.position, schema.discovered.c.host,
+                       schema.discovered.c.record)
+                .where(schema.discovered.c.snapshot_id == snapshot_id)
+                .order_by(schema.discovered.c.position)).all()]
             streamed = list(_driver_rows(conn, _results(snapshot_id)))
             assert len(streamed) == 6 and _typed(streamed) == _typed(results)
+            assert _typed(SnapshotStore._rows(conn, snapshot_id)[0]) == _typed(results)
             assert any(isinstance(row[ROW_KEYS.index("known_build")], bool) for row in streamed)
             inventory_stmt = (select(schema.discovered.c.position, schema.discovered.c.host,
                                      schema.discovered.c.record)

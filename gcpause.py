@@ -1,4 +1,4 @@
-"""Python's cyclic garbage collector paused around bulk parsing (discovery)."""
+"""Python's cyclic garbage collector paused around bulk work (discovery, a page's tables)."""
 
 from __future__ import annotations
 

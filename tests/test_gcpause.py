@@ -1,4 +1,4 @@
-"""collectors.gcpause: the garbage collector paused around discovery's bulk parsing, and always
+"""gcpause: the garbage collector paused around discovery's bulk parsing, and always
 back as it was (an error, nesting, a discovery that fails)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from collectors.gcpause import gc_paused
+from gcpause import gc_paused
 
 
 @pytest.fixture(autouse=True)
