@@ -48,10 +48,10 @@ from ldap3.core import exceptions as ldap_errors
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
-from gcpause import gc_paused
 from collectors.kerberos import KerberosConfig, KerberosError, Ticket, acquire, activate, classify
 from compliance.builds import BuildParseError, parse_serial_number, parse_version_number
 from compliance.models import Build, Host, ServerRole
+from gcpause import gc_paused
 from settings import AD_MAX_PAGE_SIZE
 
 # ldap3 keeps each entry's attributes (raw and decoded) in case-insensitive dicts, two per

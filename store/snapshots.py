@@ -1529,6 +1529,7 @@ class SnapshotStore:
                 .where(schema.results.c.snapshot_id == header["id"])).scalars())
 
         report = verify_chains(headers, noting, [dict(e) for e in entries], heads, key, only)
+        report.problems += [ChainProblem(None, None, message) for message in _relations(conn)]
         if only is None:  # the deadline clocks, derived along the whole chain (store/clock.py)
             stored: dict[int, list[clock.OpenItem]] = {}
             table = schema.open_items
@@ -1993,6 +1994,32 @@ def _hashes_json(conn: Connection) -> bool:
         "AND atttypid = 'pg_catalog.text'::pg_catalog.regtype"),
         {"table": schema.results.name, "names": sorted(_JSON_KEYS)}).scalar_one()
     return bool(typed == len(_JSON_KEYS))
+
+
+def _relations(conn: Connection) -> list[str]:
+    """What makes the store's tables able to show ``verify`` other rows than the pages read:
+    on PostgreSQL, a table that is a view (or anything but a plain table), whose rows can
+    depend on the query reading them (``current_query()``), or row-level security, whose
+    policies can hide rows from some queries only; one line each. Empty on SQLite, which has
+    neither. Someone who owns the tables can set these up without touching a stored byte."""
+    if conn.dialect.name != "postgresql":
+        return []
+    found = conn.execute(text(
+        "SELECT t.name, c.relkind, c.relrowsecurity "
+        "FROM pg_catalog.unnest(CAST(:names AS pg_catalog.text[])) AS t(name) "
+        "LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(t.name) "
+        "ORDER BY t.name"), {"names": sorted(schema.metadata.tables)}).all()
+    problems = []
+    for name, kind, row_security in found:
+        if kind is None:
+            continue  # reading it fails, and says so
+        if kind != "r":
+            problems.append(f"table {name} is not a plain table (PostgreSQL relkind {kind!r}): "
+                            "what verify reads from it may differ from what the pages read")
+        elif row_security:
+            problems.append(f"row-level security is enabled on table {name}: its policies can "
+                            "hide rows from the pages that verify still reads")
+    return problems
 
 
 def _driver_rows(conn: Connection, statement: Select[Any]) -> Generator[tuple[Any, ...]]:
