@@ -87,9 +87,7 @@ def lower_priority() -> None:
 
 
 def main() -> int:
-    from sqlalchemy import create_engine
-
-    from store.snapshots import SnapshotStore
+    from store.snapshots import SnapshotStore, reading_engine
 
     url = os.environ.get(CHECK_URL)
     if not url:
@@ -98,7 +96,7 @@ def main() -> int:
     key_hex = os.environ.get(CHECK_KEY)
     key = bytes.fromhex(key_hex) if key_hex else None
     lower_priority()
-    engine = create_engine(url)
+    engine = reading_engine(url)
     try:
         report = SnapshotStore(engine, key).verify(key)
     except Exception as error:  # one line; the URL (and any password in it) is not repeated

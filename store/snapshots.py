@@ -20,6 +20,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -197,7 +198,7 @@ def _sqlite_pragmas(lock_timeout: float) -> Callable[[Any, Any], None]:
     return enable
 
 
-def _postgres_lock_timeout(lock_timeout: float) -> Callable[[Any, Any], None]:
+def _postgres_session(lock_timeout: float) -> Callable[[Any, Any], None]:
     def apply(dbapi_connection: Any, _record: Any) -> None:
         # A session setting, not connect_args: those would replace the URL's own ``options``
         # (a search_path, say). Autocommit, so no rollback of the first transaction undoes it.
@@ -205,8 +206,43 @@ def _postgres_lock_timeout(lock_timeout: float) -> Callable[[Any, Any], None]:
         dbapi_connection.autocommit = True
         with dbapi_connection.cursor() as cursor:
             cursor.execute(f"SET lock_timeout = {_milliseconds(lock_timeout)}")
+            # PostgreSQL's own operators and functions before any schema's: whoever owns the
+            # tables can put their schema before pg_catalog on the search path (a role's or
+            # database's setting) and define an "=" of the same types there, which every
+            # query would then call in this session, with this role (CVE-2018-1058's
+            # pattern). pg_catalog named in the path is dropped from it, so PostgreSQL
+            # searches it first, as it does when it is not named (naming it first would make
+            # it where new tables go); the rest of the path (the URL's schema) stays.
+            cursor.execute("SELECT pg_catalog.current_setting('search_path')")
+            path = str(cursor.fetchone()[0])
+            kept = _without_pg_catalog(path)
+            if kept != path:
+                cursor.execute("SELECT pg_catalog.set_config('search_path', %s, false)",
+                               (kept,))
         dbapi_connection.autocommit = autocommit
     return apply
+
+
+# One entry of a search_path setting: a quoted identifier ("" inside it) or plain text.
+_PATH_ENTRY = re.compile(r'\s*("(?:[^"]|"")*"|[^,]*?)\s*(?:,|$)')
+
+
+def _without_pg_catalog(path: str) -> str:
+    """``path`` (a search_path setting) without entries naming pg_catalog; unchanged when it
+    names none. Empty when nothing else is left (PostgreSQL then searches pg_catalog only)."""
+    entries = [m.group(1) for m in _PATH_ENTRY.finditer(path) if m.group(1)]
+    kept = [e for e in entries if e.lower() != "pg_catalog" and e != '"pg_catalog"']
+    return path if len(kept) == len(entries) else ", ".join(kept) or "''"
+
+
+def reading_engine(url: str) -> Engine:
+    """An engine for a process that only reads the store at ``url`` (verify's workers, the
+    dashboard's checker child): on PostgreSQL with the session settings ``open`` gives its own
+    (``_postgres_session``: PostgreSQL's operators first on the search path)."""
+    engine = create_engine(url)
+    if engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", _postgres_session(DEFAULT_LOCK_TIMEOUT))
+    return engine
 
 
 def _config() -> Any:  # alembic.config.Config
@@ -233,8 +269,10 @@ def _refuse_newer(connection: Connection, shown: str) -> None:
 
 
 def _refuse_foreign(connection: Connection, shown: str) -> None:
-    """The tool creates no trigger and no view: one in the store could change what the tool
-    writes, or reads back, behind its back (``StoreError`` naming it)."""
+    """The tool creates no trigger and no view, and turns on no row-level security: any of them
+    in the store could change what the tool writes, or reads back, behind its back
+    (``StoreError`` naming it; on PostgreSQL also a store table that is a view, ``_relations``,
+    which its rules catalogue does not list)."""
     if connection.dialect.name == "sqlite":
         found = connection.execute(text(
             "SELECT type || ' ' || name FROM sqlite_master WHERE type IN ('trigger', 'view')"
@@ -248,6 +286,8 @@ def _refuse_foreign(connection: Connection, shown: str) -> None:
             "'discovered', 'outside', 'audit_log')")).scalars().all()
     else:
         found = []
+    # A view in place of a store table, row-level security (pg_rules lists neither).
+    found = [*found, *(f"{what} on table {name}" for name, what in _relations(connection))]
     if found:
         raise StoreError(f"store at {shown} holds {', '.join(found[:5])}, which this tool never "
                          "creates: it could change what the tool writes. Remove it (and find "
@@ -376,7 +416,7 @@ class SnapshotStore:
             if backend == "sqlite":
                 event.listen(engine, "connect", _sqlite_pragmas(lock_timeout))
             elif backend == "postgresql":
-                event.listen(engine, "connect", _postgres_lock_timeout(lock_timeout))
+                event.listen(engine, "connect", _postgres_session(lock_timeout))
             with _OpenLock(backend, parsed.database) as opening:
                 with engine.begin() as conn:  # the first connection sets the journal mode
                     _refuse_newer(conn, shown)
@@ -1529,7 +1569,7 @@ class SnapshotStore:
                 .where(schema.results.c.snapshot_id == header["id"])).scalars())
 
         report = verify_chains(headers, noting, [dict(e) for e in entries], heads, key, only)
-        report.problems += [ChainProblem(None, None, message) for message in _relations(conn)]
+        report.problems += [ChainProblem(None, None, line) for line in _relation_problems(conn)]
         if only is None:  # the deadline clocks, derived along the whole chain (store/clock.py)
             stored: dict[int, list[clock.OpenItem]] = {}
             table = schema.open_items
@@ -1926,7 +1966,7 @@ def _claimed_checks(url: str, headers: Sequence[Mapping[str, Any]]) -> dict[int,
     """A verify worker: the RowCheck of each snapshot of ``headers`` it claims, read from
     ``url``."""
     assert _claims is not None, "started without _share_claims"
-    engine = create_engine(url)
+    engine = reading_engine(url)
     try:
         with engine.connect().execution_options(stream_results=True, yield_per=2000) as conn:
             return _checks_claimed(conn, headers, _claims)
@@ -1949,7 +1989,19 @@ def _checks_claimed(conn: Connection, headers: Sequence[Mapping[str, Any]],
 
 
 def _row_check(conn: Connection, header: Mapping[str, Any]) -> RowCheck:
-    """One snapshot's RowCheck, with its open rows, its rows hashed as they are read."""
+    """One snapshot's RowCheck, with its open rows, its rows hashed as they are read. A value
+    SQLite cannot hand over as text (bytes that are not UTF-8, which no writer of this tool
+    stores) makes the snapshot's rows match no digest: a problem naming it, not a traceback
+    (review 2026-12-02)."""
+    try:
+        return _rows_checked(conn, header)
+    except DBAPIError as error:
+        if conn.dialect.name != "sqlite" or "decode" not in str(error.orig):
+            raise
+        return RowCheck(True, None, False, None)
+
+
+def _rows_checked(conn: Connection, header: Mapping[str, Any]) -> RowCheck:
     snapshot_id = header["id"]
     inventory = list(_driver_rows(conn, select(
         schema.discovered.c.position, schema.discovered.c.host, schema.discovered.c.record)
@@ -1981,45 +2033,67 @@ def _json_digest(column: ColumnElement[Any]) -> ColumnElement[bytes]:
         func.pg_catalog.convert_to(column, literal_column("'UTF8'")), type_=LargeBinary)
 
 
+# pg_type's OID of text: OIDs below 10,000 are fixed in every PostgreSQL installation.
+_TEXT_OID = 25
+# Catalogue queries below compare only with OPERATOR(pg_catalog.=) on operands of exactly its
+# types: an unqualified "=" without an exact built-in match (oid = regclass) resolves to an
+# operator whoever owns the tables may define in another schema (CVE-2018-1058's pattern), and
+# it would run in verify's session, with verify's role (review 2026-12-02).
+_RELATION = (
+    "SELECT c.relkind, c.relrowsecurity FROM pg_catalog.pg_class c WHERE c.oid "
+    "OPERATOR(pg_catalog.=) pg_catalog.to_regclass(CAST(:name AS pg_catalog.text))"
+    "::pg_catalog.oid")
+_COLUMN_TYPES = (
+    "SELECT a.attname::pg_catalog.text, a.atttypid FROM pg_catalog.pg_attribute a WHERE "
+    "a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(CAST(:name AS pg_catalog.text))"
+    "::pg_catalog.oid AND NOT a.attisdropped")
+
+
 def _hashes_json(conn: Connection) -> bool:
     """Whether this database hashes the results' JSON columns for verify: PostgreSQL, with
     each of them still of type text. Someone who owns the table could change a column's type
     to one whose cast to text shows verify other bytes than the pages read: then the text is
-    read and hashed here, as on SQLite (where a BLOB could pose as a digest)."""
+    read and hashed here, as on SQLite (where a BLOB could pose as a digest). The table is
+    locked (as every read of it in verify's transaction does) before its types are read, so
+    they cannot change before the rows are."""
     if conn.dialect.name != "postgresql":
         return False
-    typed = conn.execute(text(
-        "SELECT count(*) FROM pg_catalog.pg_attribute WHERE attrelid = "
-        "pg_catalog.to_regclass(:table) AND attname = ANY(:names) AND NOT attisdropped "
-        "AND atttypid = 'pg_catalog.text'::pg_catalog.regtype"),
-        {"table": schema.results.name, "names": sorted(_JSON_KEYS)}).scalar_one()
-    return bool(typed == len(_JSON_KEYS))
+    table = conn.dialect.identifier_preparer.quote(schema.results.name)
+    # On the driver's own cursor: verify's connection streams through server-side cursors,
+    # which hold queries only (and the lock is the transaction's, which both share).
+    with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+        cursor.execute(f"LOCK TABLE {table} IN ACCESS SHARE MODE")
+    types = {str(name): typed for name, typed in
+             conn.execute(text(_COLUMN_TYPES), {"name": schema.results.name}).all()}
+    return all(types.get(name) == _TEXT_OID for name in _JSON_KEYS)
 
 
-def _relations(conn: Connection) -> list[str]:
-    """What makes the store's tables able to show ``verify`` other rows than the pages read:
-    on PostgreSQL, a table that is a view (or anything but a plain table), whose rows can
-    depend on the query reading them (``current_query()``), or row-level security, whose
-    policies can hide rows from some queries only; one line each. Empty on SQLite, which has
-    neither. Someone who owns the tables can set these up without touching a stored byte."""
+def _relations(conn: Connection) -> list[tuple[str, str]]:
+    """What makes the store's tables able to show ``verify`` other rows than the pages read,
+    as (table, what) pairs: on PostgreSQL, a table that is a view (or anything but a plain
+    table), whose rows can depend on the query reading them (``current_query()``), or
+    row-level security, whose policies can hide rows from some queries only. Empty on SQLite,
+    which has neither (its views are refused by name). Someone who owns the tables can set
+    these up without touching a stored byte."""
     if conn.dialect.name != "postgresql":
         return []
-    found = conn.execute(text(
-        "SELECT t.name, c.relkind, c.relrowsecurity "
-        "FROM pg_catalog.unnest(CAST(:names AS pg_catalog.text[])) AS t(name) "
-        "LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(t.name) "
-        "ORDER BY t.name"), {"names": sorted(schema.metadata.tables)}).all()
-    problems = []
-    for name, kind, row_security in found:
-        if kind is None:
+    found = []
+    for name in sorted(schema.metadata.tables):
+        row = conn.execute(text(_RELATION), {"name": name}).first()
+        if row is None:
             continue  # reading it fails, and says so
+        kind, row_security = row
         if kind != "r":
-            problems.append(f"table {name} is not a plain table (PostgreSQL relkind {kind!r}): "
-                            "what verify reads from it may differ from what the pages read")
+            found.append((name, f"a relation of kind {kind!r} (a view?), not a plain table"))
         elif row_security:
-            problems.append(f"row-level security is enabled on table {name}: its policies can "
-                            "hide rows from the pages that verify still reads")
-    return problems
+            found.append((name, "row-level security"))
+    return found
+
+
+def _relation_problems(conn: Connection) -> list[str]:
+    """``_relations`` as verify's problem lines."""
+    return [f"table {name} has {what}: what verify reads from it may differ from what the "
+            "pages read" for name, what in _relations(conn)]
 
 
 def _driver_rows(conn: Connection, statement: Select[Any]) -> Generator[tuple[Any, ...]]:

@@ -79,3 +79,28 @@ def test_discovery_pauses_it_and_turns_it_back_on_when_the_server_fails(monkeypa
     with pytest.raises(directory.DirectoryError, match="connection lost"):
         directory.discover(config, "dummy", connect=lambda *_args: Closed())
     assert seen == [False] and gc.isenabled()
+
+
+def test_the_first_block_ending_while_another_thread_is_inside_leaves_it_off_until_the_last():
+    # Review (2026-12-02): reading isenabled() and disabling were two steps, so a block
+    # ending between them in another thread left the collector off for good. Now the first
+    # block in turns it off and the last one out, whichever thread, turns it back on.
+    entered, first_ended, release = threading.Event(), threading.Event(), threading.Event()
+
+    def second() -> None:
+        with gc_paused():
+            entered.set()
+            assert first_ended.wait(5)
+            assert not gc.isenabled()  # the first block has ended; this one is still inside
+            release.wait(5)
+
+    thread = threading.Thread(target=second)
+    with gc_paused():
+        thread.start()
+        assert entered.wait(5)
+    first_ended.set()
+    assert not gc.isenabled()
+    release.set()
+    thread.join(5)
+    assert not thread.is_alive() and gc.isenabled()
+

@@ -211,17 +211,22 @@ def test_functions_shadowing_postgresqls_hash_are_not_called(postgres_url, shipp
                               f'pg_catalog'))
     finally:
         store.dispose()
+    import psycopg
+
+    # A plain session (not the store's) takes the forger's function for the unqualified name.
+    with psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://")) as raw:
+        assert raw.execute("SHOW search_path").fetchone()[0] == "public, pg_catalog"
+        stored = raw.execute("SELECT observation FROM results WHERE position = 0").fetchone()[0]
+        assert stored.endswith(" ") and raw.execute(
+            "SELECT convert_to(observation, 'UTF8') FROM results WHERE position = 0"
+        ).fetchone()[0] == stored[:-1].encode()
     shadowed = SnapshotStore.open(postgres_url)
     try:
-        with shadowed.engine.connect() as conn:
-            assert conn.execute(text("SHOW search_path")).scalar_one() == "public, pg_catalog"
-            stored = conn.execute(text("SELECT observation FROM results WHERE position = 0")
-                                  ).scalar_one()
-            assert stored.endswith(" ") and conn.execute(text(  # the forger's, unqualified
-                "SELECT convert_to(observation, 'UTF8') FROM results WHERE position = 0")
-            ).scalar_one() == stored[:-1].encode()
-        report = shadowed.verify(workers=1)
-        assert [p.snapshot_id for p in report.problems] == [snapshot_id], report.problems
+        with shadowed.engine.connect() as conn:  # the store's sessions search pg_catalog first
+            assert conn.execute(text("SHOW search_path")).scalar_one() == "public"
+        for workers in (1, 2):
+            report = shadowed.verify(workers=workers)
+            assert [p.snapshot_id for p in report.problems] == [snapshot_id], report.problems
     finally:
         shadowed.dispose()
 
