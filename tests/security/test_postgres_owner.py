@@ -74,6 +74,15 @@ def _as_owner(store: SnapshotStore, *statements: str) -> None:
             conn.execute(text(statement))
 
 
+def _caught(store: SnapshotStore, url: str, workers: int, problem: str, refused: str) -> None:
+    """verify (with the key) of the store as a dashboard opened it before the forgery fails,
+    naming ``problem``; opening the store now is refused (``refused``)."""
+    report = store.verify(key=KEY, workers=workers)
+    assert not report.ok and problem in report.problems[0].message, report.problems
+    with pytest.raises(StoreError, match=refused):
+        SnapshotStore.open(url, signing_key=KEY)
+
+
 def _statuses(store: SnapshotStore, snapshot_id: int) -> dict[str, str]:
     """Each host's status as the Hosts page reads it (views/data.py ``_host_table``)."""
     return {row[0]: row[1] for batch in store.summary_batches(snapshot_id,
@@ -101,10 +110,7 @@ def test_a_view_in_place_of_results_that_shows_verify_the_signed_rows_is_caught(
     try:
         _as_owner(store, *_view(store, SIGNED_FOR[shown]))
         assert _statuses(store, snapshot_id)["EX0"] == "patched"  # what the pages show
-        report = store.verify(key=KEY, workers=workers)
-        assert not report.ok and "table results" in report.problems[0].message
-        with pytest.raises(StoreError, match="not a plain table on table results"):
-            SnapshotStore.open(owner_url, signing_key=KEY)
+        _caught(store, owner_url, workers, "table results", "not a plain table on table results")
     finally:
         store.dispose()
 
@@ -132,10 +138,8 @@ def test_row_security_hiding_a_host_from_the_pages_is_caught(owner_url, shipped_
                   "ALTER TABLE results FORCE ROW LEVEL SECURITY",
                   f"CREATE POLICY shown ON results USING (host <> 'EX0' OR {VERIFY_ONLY})")
         assert "EX0" not in _statuses(store, snapshot_id)  # hidden from the pages
-        report = store.verify(key=KEY, workers=workers)
-        assert not report.ok and "row-level security" in report.problems[0].message
-        with pytest.raises(StoreError, match="row-level security on table results"):
-            SnapshotStore.open(owner_url, signing_key=KEY)
+        _caught(store, owner_url, workers, "row-level security",
+                "row-level security on table results")
     finally:
         store.dispose()
 
@@ -225,10 +229,7 @@ def test_a_view_stays_unseen_behind_an_operator_shadowing_the_relation_check(
                   "CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = regclass, "
                   "FUNCTION = public.unseen)")
         assert _statuses(store, snapshot_id)["EX0"] == "patched"  # what the pages show
-        report = store.verify(key=KEY, workers=workers)
-        assert not report.ok and "table results" in report.problems[0].message
-        with pytest.raises(StoreError, match="not a plain table on table results"):
-            SnapshotStore.open(owner_url, signing_key=KEY)
+        _caught(store, owner_url, workers, "table results", "not a plain table on table results")
     finally:
         store.dispose()
 
